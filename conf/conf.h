@@ -1,0 +1,149 @@
+/*
+ * conf — radprep's configuration: embedded defaults, INI parsing, validation.
+ *
+ * Contract:
+ *  - rp_conf_defaults() fills a complete, valid configuration: the node runs with no file.
+ *  - rp_conf_load() parses an INI file (inih) on top of the defaults. Every unknown section,
+ *    unknown key or bad value is an error reported as "FILE:LINE: reason" into `err`; the
+ *    first error stops loading and the function returns RP_ECONF. Nothing is half-applied
+ *    from the caller's point of view: on error the struct must not be used.
+ *  - Every [rule NAME] keeps the line number of its `steps` key so that the pipeline's recipe
+ *    parser can report "FILE:LINE: unknown step 'x'" (see rp_conf_validate_rules()).
+ *  - The struct is plain data, owned by the caller; rp_conf_free() releases the arrays.
+ *
+ * Sections and keys (the README lists them all with their defaults):
+ *   [node]   ae_title, port, bind, data_dir, max_associations, max_associations_per_peer,
+ *            acse_timeout_s, dimse_timeout_s, network_timeout_s, max_pdu, min_free_mb,
+ *            duplicate_policy (keep_first|replace|reject), max_instance_mb, log_file, log_level,
+ *            uid_root, workers, job_timeout_s, job_memory_mb, job_max_attempts, outputs_dir,
+ *            index_batch, index_flush_ms
+ *   [tls]    port, cert, key, key_passphrase_file, ca_file, ca_dir, profile (bcp195|bcp195-nd|
+ *            bcp195-ex), require_client_cert, expiry_warn_days
+ *   [peer NAME] ae_title, host, port, store (bool), echo (bool), destination (bool), tls_only,
+ *            cert_fingerprint, cert_subject, max_associations
+ *   [completion MODALITY|default] quiet_s, use_expected_count (bool)
+ *   [rule NAME] modality, body_part, series_description (glob), slice_thickness_min/max,
+ *            steps, outputs, send_to (peer names, space separated), priority
+ */
+#ifndef RP_CONF_H
+#define RP_CONF_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RP_AE_MAX 16     /* DICOM AE title: 16 characters at most */
+#define RP_PATH_MAX 1024
+
+typedef enum { RP_DUP_KEEP_FIRST = 0, RP_DUP_REPLACE, RP_DUP_REJECT } rp_dup_policy;
+
+typedef struct rp_conf_peer {
+    char name[64];             /* the NAME of [peer NAME] */
+    char ae_title[RP_AE_MAX + 1];
+    char host[256];            /* empty: any host */
+    int port;                  /* 0: not a destination we can call */
+    int may_store;             /* default 1 */
+    int may_echo;              /* default 1 */
+    int is_destination;        /* default 0 */
+    int tls_only;              /* default 0 */
+    char cert_fingerprint[128];/* optional SHA-256 hex of the peer's certificate */
+    char cert_subject[256];    /* optional subject the peer's certificate must have */
+    int max_associations;      /* 0: the node's max_associations_per_peer */
+    int line;                  /* line of the section header, for messages */
+} rp_conf_peer;
+
+typedef struct rp_conf_completion {
+    char modality[16];         /* "CT", "MR", ... or "default" */
+    int quiet_s;
+    int use_expected_count;
+} rp_conf_completion;
+
+typedef struct rp_conf_rule {
+    char name[64];
+    char modality[64];         /* space-separated list, empty = any */
+    char body_part[128];       /* space-separated list, empty = any */
+    char series_description[256]; /* glob (fnmatch, case-insensitive), empty = any */
+    double slice_thickness_min;    /* <0: no bound */
+    double slice_thickness_max;
+    char steps[2048];          /* the recipe text, parsed by pipeline */
+    int steps_line;            /* line of the steps key (0 for built-in rules) */
+    char outputs[256];         /* e.g. "nifti json qc png dicom seg" */
+    char send_to[512];         /* peer names, space separated */
+    int priority;              /* higher wins when several rules match; default 0 */
+    int builtin;               /* 1 for rules from the embedded defaults */
+} rp_conf_rule;
+
+typedef struct rp_conf {
+    char source[RP_PATH_MAX];  /* file loaded, or "(defaults)" */
+    /* [node] */
+    char ae_title[RP_AE_MAX + 1];
+    int port;
+    char bind[256];
+    char data_dir[RP_PATH_MAX];
+    char outputs_dir[RP_PATH_MAX]; /* empty: <data_dir>/outputs */
+    int max_associations;
+    int max_associations_per_peer;
+    int acse_timeout_s, dimse_timeout_s, network_timeout_s;
+    unsigned max_pdu;
+    long long min_free_mb;
+    rp_dup_policy duplicate_policy;
+    long long max_instance_mb;
+    char log_file[RP_PATH_MAX];
+    char log_level[16];
+    char uid_root[64];
+    int workers;               /* 0: number of cores */
+    int job_timeout_s;
+    long long job_memory_mb;
+    int job_max_attempts;
+    int index_batch;           /* instances per index transaction */
+    int index_flush_ms;        /* max delay before a partial batch is written */
+    /* [tls] */
+    int tls_port;              /* 0: no TLS listener */
+    char tls_cert[RP_PATH_MAX], tls_key[RP_PATH_MAX], tls_key_passphrase_file[RP_PATH_MAX];
+    char tls_ca_file[RP_PATH_MAX], tls_ca_dir[RP_PATH_MAX];
+    char tls_profile[32];
+    int tls_require_client_cert;
+    int tls_expiry_warn_days;
+    /* arrays, owned */
+    rp_conf_peer *peers;
+    size_t n_peers;
+    rp_conf_completion *completion;
+    size_t n_completion;
+    rp_conf_rule *rules;
+    size_t n_rules;
+} rp_conf;
+
+/* Fill `c` with the embedded defaults (built-in completion and recipe rules included). */
+int rp_conf_defaults(rp_conf *c);
+
+/* Load FILE over the defaults. On error: RP_ECONF and "FILE:LINE: reason" in err. */
+int rp_conf_load(rp_conf *c, const char *path, char *err, size_t errlen);
+
+/* Cross-field checks after loading and command-line overrides (ports, dirs, TLS files,
+ * key permissions...). Returns RP_ECONF with a reason in err. */
+int rp_conf_validate(const rp_conf *c, char *err, size_t errlen);
+
+/* Release the arrays; the struct can be filled again with rp_conf_defaults(). */
+void rp_conf_free(rp_conf *c);
+
+/* Lookups (borrowed pointers into c, NULL if none). */
+const rp_conf_peer *rp_conf_peer_by_ae(const rp_conf *c, const char *ae_title);
+const rp_conf_peer *rp_conf_peer_by_name(const rp_conf *c, const char *name);
+/* Completion rule for a modality, falling back to "default". Never NULL. */
+const rp_conf_completion *rp_conf_completion_for(const rp_conf *c, const char *modality);
+
+/* Resolved outputs directory (outputs_dir or <data_dir>/outputs) into buf. */
+const char *rp_conf_outputs_dir(const rp_conf *c, char *buf, size_t bufsz);
+
+/* Validate every rule's `steps` with a recipe parser supplied by the caller (pipeline), so
+ * conf does not depend on pipeline. The callback returns 0 or fills err with a reason. */
+typedef int (*rp_conf_steps_check_fn)(const char *steps, char *err, size_t errlen);
+int rp_conf_validate_rules(const rp_conf *c, rp_conf_steps_check_fn check, char *err,
+                           size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int rp_placeholder_db;

@@ -1,0 +1,103 @@
+/*
+ * pipeline/step.h — the step framework (internal to pipeline/ and its tests).
+ *
+ * A recipe is text such as
+ *     hu clip(-1200,600) resample(1,1,1,bspline3) window(lung) lungmask normalize(minmax)
+ * i.e. steps separated by blanks, each `name` or `name(arg, arg, ...)`; an argument may itself
+ * contain balanced parentheses (`normalize(percentile(0.5,99.5))`).
+ *
+ * Contract:
+ *  - Each step is an rp_step_def registered by name. Parsing a recipe resolves every name and
+ *    calls the step's parse() to validate and type its arguments; an unknown name or bad
+ *    argument is an error with a reason (conf adds FILE:LINE). Parsing never touches images.
+ *  - run() transforms the context in place: it may replace ctx->vol (freeing the old one),
+ *    add masks, add QC entries, or write extra files under ctx->out_dir. It returns 0 or RP_E*
+ *    and puts a reason in ctx->err.
+ *  - describe() writes the step's resolved parameters (defaults filled in) as a JSON object,
+ *    so the sidecar lists exactly what ran; the recipe hash is computed over these.
+ *  - Steps are pure functions of (input, params): same input, same bytes out.
+ *  - Step tables: each area of pipeline/ exports one NULL-terminated table
+ *    (rp_steps_generic, rp_steps_ct, rp_steps_mr, rp_steps_xr, ...); the registry
+ *    (recipe.c) searches them in order.
+ */
+#ifndef RP_PIPELINE_STEP_H
+#define RP_PIPELINE_STEP_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#include "pipeline/volume.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RP_STEP_MAX_ARGS 16
+#define RP_MAX_MASKS 8
+
+/* Raw arguments of one step occurrence, as written in the recipe. */
+typedef struct rp_step_args {
+    int n;
+    char arg[RP_STEP_MAX_ARGS][128];  /* trimmed, may contain "(...)" */
+} rp_step_args;
+
+/* What is known about the series being processed (filled by assembly). */
+typedef struct rp_series_info {
+    char modality[17];
+    char body_part[17];
+    char series_description[65];
+    char series_uid[65];
+    char study_uid[65];
+    char photometric[17];      /* MONOCHROME1 / MONOCHROME2 / RGB ... */
+    double window_center, window_width;   /* first pair from the header, width<=0: none */
+    double slice_thickness;
+    int bits_stored;
+    double repetition_time, echo_time, inversion_time;  /* ms, <0 when absent */
+} rp_series_info;
+
+/* Everything a step can read or change. */
+typedef struct rp_step_ctx {
+    rp_volume *vol;                  /* owned by the ctx; a step may replace it */
+    rp_mask *masks[RP_MAX_MASKS];    /* owned by the ctx */
+    int n_masks;
+    const rp_series_info *info;      /* borrowed */
+    cJSON *qc;                       /* QC report object (owned by the caller); steps add to
+                                        qc["steps"][i] and may add top-level findings */
+    cJSON *step_qc;                  /* this step's QC object inside qc["steps"] */
+    const char *out_dir;             /* where extra outputs go (may be NULL: do not write) */
+    const char *out_stem;            /* file name stem for extra outputs */
+    cJSON *extra_outputs;            /* array: steps append {"kind":..,"path":..} */
+    char err[256];                   /* reason when run() fails */
+} rp_step_ctx;
+
+typedef struct rp_step_def {
+    const char *name;
+    const char *usage;               /* e.g. "clip(lo,hi) or clip(soft_tissue|full_body|bone|lung)" */
+    /* Validate and type args; *params_out is owned by the recipe (free_params releases it). */
+    int (*parse)(const rp_step_args *args, void **params_out, char *err, size_t errlen);
+    int (*run)(rp_step_ctx *ctx, const void *params);
+    void (*free_params)(void *params);           /* may be NULL: free() is used */
+    void (*describe)(const void *params, cJSON *obj);  /* resolved parameters */
+} rp_step_def;
+
+/* Mask helpers on a context (ctx keeps ownership). */
+rp_mask *rp_step_ctx_mask(rp_step_ctx *ctx, const char *name);      /* NULL if absent */
+int rp_step_ctx_add_mask(rp_step_ctx *ctx, rp_mask *m);  /* takes ownership; replaces same name */
+void rp_step_ctx_release(rp_step_ctx *ctx);              /* frees vol and masks */
+
+/* Tables exported by each area; NULL-terminated by an entry with name == NULL. */
+extern const rp_step_def rp_steps_generic[];
+extern const rp_step_def rp_steps_ct[];
+extern const rp_step_def rp_steps_mr[];
+extern const rp_step_def rp_steps_xr[];
+
+/* Argument helpers shared by all parse() functions: 0 or RP_EINVAL with a reason. */
+int rp_arg_double(const char *s, double *out);
+int rp_arg_int(const char *s, int *out);
+/* Split "name(a,b)" into name and args; "name" alone gives n = 0. */
+int rp_arg_call(const char *s, char *name, size_t namesz, rp_step_args *args);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
