@@ -1,0 +1,208 @@
+/*
+ * pipeline/dicom.h — the dcmtk decode adapter (internal to pipeline/ and its tests).
+ * Implemented in pipeline/dicom_decode.cc; no dcmtk type crosses this header.
+ *
+ * Contract:
+ *  - rp_dcm_read_info() reads one file's header (Part-10 or a raw dataset without meta)
+ *    WITHOUT loading pixel data, into a plain struct: identification, acquisition keys,
+ *    the image pixel module, presentation attributes (rescale / Modality LUT, windows,
+ *    VOI LUT function and sequence, pixel padding) and per-frame geometry. For enhanced
+ *    multi-frame objects the per-frame values come from the Shared and Per-Frame Functional
+ *    Groups (per-frame wins); for classic objects every frame gets the file-level values.
+ *  - rp_dcm_decode_frames() decodes a range of frames of any transfer syntax the node
+ *    accepts (uncompressed LE/BE, deflate, RLE, JPEG baseline/extended/lossless, JPEG-LS,
+ *    JPEG 2000 through OpenJPEG) into a caller buffer of RAW STORED VALUES of type
+ *    info->stype: bits above Bits Stored are masked off and signed values sign-extended,
+ *    nothing else is applied (no rescale, no MONOCHROME1 inversion, no padding handling).
+ *    Colour images (samples_per_pixel 3) come out interleaved (RGBRGB...).
+ *  - rp_dcm_stored_to_float() applies the modality transform (per-frame slope/intercept,
+ *    or the Modality LUT Sequence), optional MONOCHROME1 inversion (higher = denser) and
+ *    reports Pixel Padding as a mask. Window/VOI handling is left to the X-ray steps.
+ *  - Decoders are registered once per process (thread-safe); all functions are safe to call
+ *    from several threads on different files. Errors: 0 or RP_E* and a reason in err.
+ *  - Strings are NUL-terminated and empty when the attribute is absent; doubles are NAN
+ *    when absent (test with isnan), ints -1 when absent unless stated.
+ */
+#ifndef RP_PIPELINE_DICOM_H
+#define RP_PIPELINE_DICOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RP_DCM_MAX_WINDOWS 8
+#define RP_DCM_MAX_VOI_LUTS 4
+
+/* Type of one decoded stored sample. */
+typedef enum {
+    RP_DCM_U8 = 1,
+    RP_DCM_S8,
+    RP_DCM_U16,
+    RP_DCM_S16,
+    RP_DCM_U32,
+    RP_DCM_S32
+} rp_dcm_stype;
+
+/* A Modality or VOI LUT (from a LUT sequence item). */
+typedef struct rp_dcm_lut {
+    int n_entries;          /* descriptor[0], 0 in the file already resolved to 65536 */
+    int first_mapped;       /* descriptor[1], read as signed when pixel_representation=1 */
+    int bits;               /* descriptor[2]: bits per entry */
+    uint16_t *data;         /* owned by the info, n_entries values */
+    char explanation[65];   /* LUT Explanation */
+    char type[17];          /* Modality LUT Type (e.g. "HU", "OD"), empty for VOI */
+} rp_dcm_lut;
+
+/* Per-frame values (classic objects: one frame per file, copied from the file level). */
+typedef struct rp_dcm_frame {
+    double ipp[3];          /* Image Position (Patient), LPS mm */
+    int has_ipp;
+    double iop[6];          /* Image Orientation (Patient): row cosines, column cosines */
+    int has_iop;
+    double pixel_spacing[2];/* DICOM order: [0] between rows (along columns), [1] between columns */
+    int has_spacing;
+    double slice_thickness; /* NAN when absent */
+    double slope, intercept;/* 1 / 0 when absent */
+    int has_rescale;
+    double echo_time;       /* ms, NAN when absent */
+    int echo_number;        /* -1 */
+    int temporal_position;  /* Temporal Position Index / Identifier, -1 */
+    int stack_position;     /* In-Stack Position Number, -1 */
+    char stack_id[17];      /* Stack ID */
+    double b_value;         /* Diffusion b-value, NAN */
+    double b_vec[3];        /* gradient direction (patient LPS), NAN when absent */
+    double trigger_time;    /* ms, NAN */
+    double window_center, window_width; /* frame VOI (enhanced) or first file-level pair; NAN */
+    int dim_index[8];       /* Dimension Index Values (enhanced), n_dim_index of them */
+    int n_dim_index;
+} rp_dcm_frame;
+
+typedef struct rp_dcm_info {
+    char path[1024];
+    /* identification */
+    char transfer_syntax_uid[65];
+    char sop_class_uid[65];
+    char sop_instance_uid[65];
+    char study_uid[65];
+    char series_uid[65];
+    char frame_of_reference_uid[65];
+    char modality[17];
+    char manufacturer[65];
+    char model[65];
+    char software_versions[65];
+    char station_name[65];
+    char series_description[65];
+    char protocol_name[65];
+    char body_part[17];
+    char patient_position[17];  /* HFS, FFS... */
+    char image_type[128];       /* backslash-separated as in the file */
+    char sequence_name[65];
+    char scanning_sequence[65];
+    char sequence_variant[65];
+    char convolution_kernel[65];
+    char study_date[9], study_time[17], series_time[17], acquisition_time[17];
+    char acquisition_date_time[27];
+    int series_number, instance_number, acquisition_number;
+    /* acquisition (NAN when absent) */
+    double repetition_time, echo_time, inversion_time, flip_angle; /* ms, ms, ms, deg */
+    double field_strength;      /* T */
+    double imaging_frequency;   /* MHz */
+    double kvp, exposure_mas, tube_current_ma;
+    double slice_thickness, spacing_between_slices;
+    double gantry_tilt;         /* degrees */
+    double pixel_bandwidth;
+    double echo_train_length;
+    /* patient (written to outputs only when the privacy policy allows it) */
+    char patient_name[325];
+    char patient_id[65];
+    char patient_birth_date[9];
+    char patient_sex[17];
+    char patient_age[17];
+    double patient_weight;      /* kg, NAN */
+    char accession_number[17];
+    char study_description[65];
+    char institution_name[65];
+    /* image pixel module */
+    int rows, cols, frames;     /* frames = Number of Frames (1 when absent) */
+    int samples_per_pixel;
+    int bits_allocated, bits_stored, high_bit;
+    int pixel_representation;   /* 0 unsigned, 1 two's complement */
+    int planar_configuration;   /* -1 when absent */
+    char photometric[17];       /* MONOCHROME1, MONOCHROME2, RGB, YBR_FULL, PALETTE COLOR... */
+    rp_dcm_stype stype;         /* type rp_dcm_decode_frames() writes */
+    int has_pixel_data;
+    int enhanced;               /* 1 when per-frame functional groups were found */
+    /* modality transform (file level; frames carry their own slope/intercept) */
+    int has_rescale;
+    double rescale_slope, rescale_intercept;
+    char rescale_type[17];
+    int has_modality_lut;
+    rp_dcm_lut modality_lut;
+    /* VOI */
+    int n_windows;
+    double window_center[RP_DCM_MAX_WINDOWS];
+    double window_width[RP_DCM_MAX_WINDOWS];
+    char window_explanation[RP_DCM_MAX_WINDOWS][65];
+    char voi_lut_function[17];  /* LINEAR (default when empty), LINEAR_EXACT, SIGMOID */
+    int n_voi_luts;
+    rp_dcm_lut voi_lut[RP_DCM_MAX_VOI_LUTS];
+    /* pixel padding (stored-value units) */
+    int has_padding_value;
+    long padding_value;
+    int has_padding_range;
+    long padding_range_limit;
+    /* presentation intent (X-ray) */
+    char presentation_intent[17];   /* FOR PRESENTATION / FOR PROCESSING */
+    char presentation_lut_shape[17];/* IDENTITY / INVERSE */
+    /* Siemens mosaic (CSA header): number of tiles, 0 when the image is not a mosaic */
+    int mosaic_images;
+    double csa_slice_normal[3];     /* SliceNormalVector from the CSA image header */
+    int has_csa_slice_normal;
+    /* per-frame values, n_frames == frames */
+    int n_frames;
+    rp_dcm_frame *frame;            /* owned */
+} rp_dcm_info;
+
+/* Register dcmtk's RLE, JPEG and JPEG-LS decoders (idempotent, thread-safe). */
+void rp_dcm_global_init(void);
+
+/* Read the header of `path` (pixel data is not loaded). *out is owned: rp_dcm_info_free().
+ * RP_EPARSE for a file that is not DICOM or is truncated before the pixel data,
+ * RP_EUNSUPPORTED for geometry that cannot be a pixel matrix (rows/cols 0, absurd sizes,
+ * pixel data shorter than declared for uncompressed syntaxes). A file without Pixel Data
+ * is read successfully with has_pixel_data = 0. */
+int rp_dcm_read_info(const char *path, rp_dcm_info **out, char *err, size_t errlen);
+void rp_dcm_info_free(rp_dcm_info *info);
+
+/* Bytes per stored sample for a type, and bytes of one decoded frame (rows*cols*spp*size). */
+size_t rp_dcm_stype_size(rp_dcm_stype t);
+size_t rp_dcm_frame_bytes(const rp_dcm_info *info);
+
+/* Decode frames [first, first+count) of `path` into dst (dst_bytes >= count*frame_bytes).
+ * `info` must come from rp_dcm_read_info() on the same file. Raw stored values, see above.
+ * RP_EDECODE with a reason when the codec fails or the data is short. */
+int rp_dcm_decode_frames(const char *path, const rp_dcm_info *info, int first, int count,
+                         void *dst, size_t dst_bytes, char *err, size_t errlen);
+
+/* Flags for rp_dcm_stored_to_float(). */
+#define RP_DCM_F_RESCALE 1u       /* apply slope/intercept or the Modality LUT */
+#define RP_DCM_F_INVERT_MONO1 2u  /* MONOCHROME1: invert so that higher means denser */
+
+/* Convert n stored samples of frame `frame` (raw values from rp_dcm_decode_frames) to float.
+ * When pad_mask is not NULL it receives 1 where the stored value is Pixel Padding (value,
+ * or the range between value and range limit), 0 elsewhere; padded voxels keep their
+ * converted value in dst (the caller decides what to fill). Returns the number of padded
+ * samples (>= 0). */
+long rp_dcm_stored_to_float(const rp_dcm_info *info, int frame, const void *src, size_t n,
+                            unsigned flags, float *dst, uint8_t *pad_mask);
+
+/* Whether a stored value is padding (helper for callers working in stored units). */
+int rp_dcm_is_padding(const rp_dcm_info *info, long stored);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
