@@ -68,6 +68,14 @@ typedef struct rp_step_ctx {
     const char *out_stem;            /* file name stem for extra outputs */
     cJSON *extra_outputs;            /* array: steps append {"kind":..,"path":..} */
     char err[256];                   /* reason when run() fails */
+    /* Intensity bookkeeping, so HU-based steps (bodymask, lungmask, metal) still work after
+     * linear ones (window, normalize): while hu_known, HU = value * hu_scale + hu_offset, and
+     * HU values outside [hu_lo, hu_hi] have been clipped to the ends. The runner sets it from
+     * the modality; linear steps update it; after a step of the MR or X-ray tables the runner
+     * clears hu_known (those steps need not know about it). */
+    int hu_known;
+    double hu_scale, hu_offset;
+    double hu_lo, hu_hi;
 } rp_step_ctx;
 
 typedef struct rp_step_def {
@@ -84,6 +92,16 @@ typedef struct rp_step_def {
 rp_mask *rp_step_ctx_mask(rp_step_ctx *ctx, const char *name);      /* NULL if absent */
 int rp_step_ctx_add_mask(rp_step_ctx *ctx, rp_mask *m);  /* takes ownership; replaces same name */
 void rp_step_ctx_release(rp_step_ctx *ctx);              /* frees vol and masks */
+/* Record that the step mapped value -> a*value + b (a != 0) on every voxel. */
+void rp_step_ctx_note_linear(rp_step_ctx *ctx, double a, double b);
+/* Record that values were clipped to [lo, hi] (in current value units). */
+void rp_step_ctx_note_clip(rp_step_ctx *ctx, double lo, double hi);
+/* Current value of `hu`: 0, or RP_EINVAL with a reason in ctx->err when HU is unknown or
+ * `hu` lies outside the range still represented (it was clipped away). */
+int rp_step_ctx_hu_value(rp_step_ctx *ctx, double hu, const char *step, float *value);
+/* Attach a number / object to this step's QC entry (no-op without QC). */
+void rp_step_qc_number(rp_step_ctx *ctx, const char *key, double v);
+void rp_step_qc_add(rp_step_ctx *ctx, const char *key, cJSON *item);  /* takes ownership */
 
 /* Tables exported by each area; NULL-terminated by an entry with name == NULL. */
 extern const rp_step_def rp_steps_generic[];
@@ -94,8 +112,15 @@ extern const rp_step_def rp_steps_xr[];
 /* Argument helpers shared by all parse() functions: 0 or RP_EINVAL with a reason. */
 int rp_arg_double(const char *s, double *out);
 int rp_arg_int(const char *s, int *out);
-/* Split "name(a,b)" into name and args; "name" alone gives n = 0. */
+/* Split "name(a,b)" into name and args; "name" alone gives n = 0. Arguments are split at
+ * top-level commas only and trimmed; RP_EINVAL on unbalanced parentheses, empty arguments,
+ * too many or too long arguments, or text after the closing parenthesis. */
 int rp_arg_call(const char *s, char *name, size_t namesz, rp_step_args *args);
+/* Index of `s` in the NULL-terminated list `words` (case-insensitive), or -1. */
+int rp_arg_word(const char *s, const char *const *words);
+/* Format a parse error "<reason> (usage: <usage>)" into err; returns RP_EINVAL. */
+int rp_arg_fail(char *err, size_t errlen, const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #ifdef __cplusplus
 }
