@@ -137,8 +137,24 @@ const rp_conf_completion *rp_conf_completion_for(const rp_conf *c, const char *m
 /* Resolved outputs directory (outputs_dir or <data_dir>/outputs) into buf. */
 const char *rp_conf_outputs_dir(const rp_conf *c, char *buf, size_t bufsz);
 
+/* Deep copy src into dst (dst's previous arrays are NOT freed: pass a fresh struct).
+ * Owned by the caller: rp_conf_free(dst). */
+int rp_conf_copy(rp_conf *dst, const rp_conf *src);
+
+/* Make sure data_dir can be used: create it (mode 0750) if missing. When it is still the
+ * built-in default (/var/lib/radprep) and cannot be created or written (not root), fall back
+ * to $XDG_STATE_HOME/radprep or ~/.local/state/radprep with a warning and update c->data_dir.
+ * A data_dir the user set explicitly never falls back: RP_EIO/RP_EPERM with a log line. */
+int rp_conf_resolve_data_dir(rp_conf *c);
+
+/* Parse a boolean the way the INI parser does (yes/no/true/false/on/off/1/0, any case).
+ * Returns 0 or 1, or RP_EINVAL. */
+int rp_conf_parse_bool(const char *s);
+
 /* Validate every rule's `steps` with a recipe parser supplied by the caller (pipeline), so
- * conf does not depend on pipeline. The callback returns 0 or fills err with a reason. */
+ * conf does not depend on pipeline. The callback returns 0 or fills err with a reason; the
+ * first failure gives RP_ECONF and "FILE:LINE: rule NAME: reason" in err (built-in rules are
+ * reported as "(built-in): rule NAME: reason"). */
 typedef int (*rp_conf_steps_check_fn)(const char *steps, char *err, size_t errlen);
 int rp_conf_validate_rules(const rp_conf *c, rp_conf_steps_check_fn check, char *err,
                            size_t errlen);

@@ -1,0 +1,26 @@
+/*
+ * conf internals shared by conf.c (defaults, lookups, validation) and conf_parse.c (INI).
+ * Used only inside conf/ and its tests.
+ */
+#ifndef RP_CONF_INTERNAL_H
+#define RP_CONF_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#include "conf/conf.h"
+
+#define RP_CONF_DEFAULT_DATA_DIR "/var/lib/radprep"
+
+/* Value checkers shared by the parser and rp_conf_validate(). 0 = valid. */
+int rp_conf_ae_valid(const char *ae, char *why, size_t whylen);
+int rp_conf_uid_root_valid(const char *uid, char *why, size_t whylen);
+int rp_conf_name_valid(const char *name);
+/* Known output kinds for a rule's `outputs` ("nifti json qc png dicom seg manifest npy"). */
+int rp_conf_output_known(const char *word);
+
+/* snprintf into err, never overflowing; returns RP_ECONF for one-line error paths. */
+int rp_conf_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
