@@ -74,8 +74,13 @@ int rp_db_open(const char *path, rp_db **out);
 void rp_db_close(rp_db *db);
 
 /* Index instances in one transaction: upsert patient/study/series/instance, update the
- * series' first_seen/last_seen/instance count. */
+ * series' first_seen/last_seen/instance count. A new SOP Instance UID (or a known one whose
+ * sha256 changed) on a series that is not 'receiving' reopens it: state 'receiving',
+ * version + 1, event 'series_reopened'. The series' expected_count takes the largest hint
+ * seen (images_in_acquisition, else number_of_slices x temporal positions). */
 int rp_db_index_instances(rp_db *db, const rp_instance_meta *metas, size_t n);
+/* (A meta without study/series/SOP UID is skipped with a warning; the others are committed
+ * and RP_EUID is returned.) */
 
 /* Remove an instance row (file replaced or deleted). */
 int rp_db_instance_delete(rp_db *db, const char *sop_instance_uid);
@@ -83,7 +88,10 @@ int rp_db_instance_delete(rp_db *db, const char *sop_instance_uid);
 /* Look up one instance; RP_ENOENT when the index does not have it. */
 int rp_db_instance_get(rp_db *db, const char *sop_instance_uid, rp_instance_meta *out);
 
-/* Empty the patient/study/series/instance tables (before a full reindex). */
+/* Empty the patient/study/series/instance tables (before a full reindex). The completion
+ * state and version of each series and the checksum of each instance are kept aside and
+ * restored as the same series/instances are indexed again, so a rebuild neither reopens nor
+ * reprocesses anything whose files did not change. Jobs, outputs, outbox, events stay. */
 int rp_db_clear_index(rp_db *db);
 
 /* Batched, asynchronous indexing. */
@@ -103,12 +111,200 @@ typedef struct rp_db_counts {
     long long jobs_queued, jobs_running, jobs_done, jobs_failed;
     long long outbox_pending, outbox_dead;
     long long associations;     /* events of kind 'association' */
+    long long jobs_dead, outbox_sending, outbox_done;
+    long long series_receiving, series_complete, series_processing, series_done, series_failed;
 } rp_db_counts;
 int rp_db_counts_get(rp_db *db, rp_db_counts *out);
 
 /* Events: an append-only audit trail (associations, stores, rejections, jobs...).
  * `kind` is a short word, `detail` a key=value line. */
 int rp_db_event_add(rp_db *db, const char *kind, const char *detail);
+
+/* ===========================================================================================
+ * Series completion (the completion monitor, `radprep trigger`, `radprep reprocess`).
+ *
+ * Series state machine (column series.state):
+ *   receiving ──complete()──► complete ──job claimed──► processing ──► done | failed
+ *       ▲                                                                        │
+ *       └───────────── a new instance (or a changed one) arrives: version + 1 ◄───┘
+ * `version` starts at 1 and is bumped each time a non-receiving series reopens, so the jobs
+ * table (UNIQUE series_uid, series_version, kind) processes every version exactly once.
+ * Job transitions move the series state only while the series is still at the job's version.
+ * =========================================================================================== */
+#define RP_DB_STATE_MAX 16
+
+typedef struct rp_db_series_info {
+    char series_uid[RP_UID_MAX + 1];
+    char study_uid[RP_UID_MAX + 1];
+    char patient_id[65];
+    char patient_name[325];
+    char modality[17];
+    int series_number;          /* -1 when absent */
+    char description[65];
+    char body_part[17];
+    char frame_of_reference_uid[RP_UID_MAX + 1];
+    double slice_thickness;     /* <0 when absent */
+    char state[RP_DB_STATE_MAX];/* receiving | complete | processing | done | failed */
+    int version;                /* >= 1 */
+    int processed_version;      /* last version whose job finished 'done'; 0: never */
+    long long instance_count;
+    int expected_count;         /* -1: unknown (hint from the headers or set by the monitor) */
+    double first_seen, last_seen; /* wall clock of the first/last instance received */
+    double completed_at;        /* 0 while receiving */
+    char completed_reason[16];  /* quiet | expected_count | operator | "" */
+} rp_db_series_info;
+
+/* One series; RP_ENOENT when unknown. */
+int rp_db_series_get(rp_db *db, const char *series_uid, rp_db_series_info *out);
+
+/* Every series in state 'receiving' (what the completion monitor watches), oldest last_seen
+ * first. *out is malloc'd (free() it), *n its length (0 with *out NULL when none). */
+int rp_db_series_receiving(rp_db *db, rp_db_series_info **out, size_t *n);
+
+/* Set the expected instance count (the monitor's own estimate overrides the header hint). */
+int rp_db_series_set_expected(rp_db *db, const char *series_uid, int expected_count);
+
+/* Mark a receiving series complete and enqueue its job, in ONE transaction.
+ *  - version: the version the caller saw (from rp_db_series_receiving); 0 = current version.
+ *    If the series moved on (a new instance bumped the version) nothing happens: RP_EBUSY.
+ *  - reason: "quiet", "expected_count" or "operator".
+ *  - kind: job kind ("process" when NULL); max_attempts >= 1.
+ * Returns 0 and *job_id (may be NULL); RP_EEXIST when the series is not 'receiving' (already
+ * complete for this version: idempotent, nothing changes); RP_ENOENT for an unknown series. */
+int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const char *reason,
+                          const char *kind, int max_attempts, long long *job_id);
+
+/* Operator re-run of the current version: whatever the state, (re)queue the job of
+ * (series, current version, kind): an existing job is reset to queued with attempts = 0,
+ * otherwise one is created; the series becomes 'complete' (reason 'operator' if it was
+ * receiving). RP_EBUSY when that job is running right now; RP_ENOENT for an unknown series. */
+int rp_db_series_reprocess(rp_db *db, const char *series_uid, const char *kind,
+                           int max_attempts, long long *job_id);
+
+/* ===========================================================================================
+ * Jobs (the supervisor). States: queued → running → done | failed (waiting for a retry at
+ * next_attempt_at) → running ... → dead (attempts exhausted). Times are wall-clock seconds.
+ * =========================================================================================== */
+typedef struct rp_db_job {
+    long long id;
+    char series_uid[RP_UID_MAX + 1];
+    int series_version;
+    char kind[32];
+    char state[RP_DB_STATE_MAX]; /* queued | running | done | failed | dead */
+    int attempts;               /* attempts started so far */
+    int max_attempts;
+    double created_at, started_at, finished_at, next_attempt_at; /* 0 when not set */
+    int pid;                    /* 0 when not running */
+    int exit_status;            /* -1 when unknown */
+    char reason[256];
+    char output_dir[1024];
+} rp_db_job;
+
+/* Create a queued job (due now). RP_EEXIST when (series, version, kind) already has one. */
+int rp_db_job_enqueue(rp_db *db, const char *series_uid, int series_version, const char *kind,
+                      int max_attempts, long long *job_id);
+/* Claim the oldest due job (queued, or failed with next_attempt_at <= now): it becomes
+ * running with attempts + 1, started_at = now and `pid` (0 if not forked yet). Atomic across
+ * processes. RP_ENOENT when nothing is due. */
+int rp_db_job_claim(rp_db *db, double now, int pid, rp_db_job *out);
+/* Record the worker pid and/or output directory of a running job (NULL/0 leave them). */
+int rp_db_job_set_running(rp_db *db, long long job_id, int pid, const char *output_dir);
+/* Finish a running job. ok: done. Otherwise failed with next_attempt_at = now +
+ * min(3600, base_delay_s * 2^(attempts-1)) (base_delay_s <= 0: 30 s), or dead when attempts
+ * reached max_attempts or `permanent` is set (bad input that no retry can fix). The final
+ * state is written into *out when out is not NULL. RP_ENOENT: no such job; RP_EINVAL: the job
+ * is not running. */
+int rp_db_job_finish(rp_db *db, long long job_id, int ok, int exit_status, const char *reason,
+                     int permanent, double base_delay_s, rp_db_job *out);
+/* At start: jobs left 'running' by a node that died go back to 'queued'; the interrupted
+ * attempt does not count. *n (may be NULL) gets how many. */
+int rp_db_jobs_requeue_running(rp_db *db, long long *n);
+int rp_db_job_get(rp_db *db, long long job_id, rp_db_job *out);
+/* Jobs, newest first; state and series_uid filter when not NULL; limit <= 0: all.
+ * *out malloc'd (free()). */
+int rp_db_jobs_list(rp_db *db, const char *state, const char *series_uid, int limit,
+                    rp_db_job **out, size_t *n);
+/* Earliest next_attempt_at among queued/failed jobs (to sleep until then); RP_ENOENT if none. */
+int rp_db_jobs_next_due(rp_db *db, double *when);
+
+/* Outputs a job wrote (NIfTI, JSON, PNG...). kind is a short word ("nifti", "json"...). */
+typedef struct rp_db_output {
+    long long id, job_id;
+    char kind[32];
+    char path[1024];
+    char sha256[65];
+    double created_at;
+} rp_db_output;
+int rp_db_output_add(rp_db *db, long long job_id, const char *kind, const char *path,
+                     const char *sha256);
+/* *out malloc'd (free()). */
+int rp_db_outputs_list(rp_db *db, long long job_id, rp_db_output **out, size_t *n);
+
+/* ===========================================================================================
+ * Outbox (the sender). States: pending → sending → done | pending again with backoff | dead.
+ * An entry is never deleted by the node; `radprep send` re-queues dead ones.
+ * =========================================================================================== */
+typedef struct rp_db_outbox_entry {
+    long long id;
+    char sop_uid[RP_UID_MAX + 1];
+    char file_path[1024];
+    char destination[64];       /* peer NAME from the configuration */
+    char state[RP_DB_STATE_MAX];/* pending | sending | done | dead */
+    int attempts;
+    double next_attempt_at;
+    int last_status;            /* DIMSE status of the last attempt, -1 none/network error */
+    char last_reason[256];
+    double created_at, updated_at;
+} rp_db_outbox_entry;
+
+/* Add (file_path, destination). Idempotent: an existing entry is left as it is and its id
+ * returned (with RP_EEXIST) so re-running a job never sends twice. */
+int rp_db_outbox_add(rp_db *db, const char *sop_uid, const char *file_path,
+                     const char *destination, long long *id);
+/* Claim up to `max` due pending entries of `destination` (all destinations when NULL):
+ * they become 'sending', attempts + 1. *out malloc'd (free()); RP_ENOENT when none. */
+int rp_db_outbox_claim(rp_db *db, const char *destination, double now, int max,
+                       rp_db_outbox_entry **out, size_t *n);
+/* Finish one entry. ok: done. Else dead if `permanent` (e.g. peer refused the SOP class) or
+ * attempts >= max_attempts (> 0), otherwise pending with next_attempt_at = now +
+ * min(3600, base_delay_s * 2^(attempts-1)) (base_delay_s <= 0: 10 s). */
+int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const char *reason,
+                        int permanent, double base_delay_s, int max_attempts);
+/* Make entries pending and due now with attempts = 0. state: "dead", "sending" (at start),
+ * "pending" (retry now) or NULL (dead and pending); destination / id filter when set
+ * (id <= 0: any). *n (may be NULL) gets how many. */
+int rp_db_outbox_requeue(rp_db *db, const char *state, const char *destination, long long id,
+                         long long *n);
+/* Newest first; filters when not NULL; limit <= 0: all. *out malloc'd (free()). */
+int rp_db_outbox_list(rp_db *db, const char *state, const char *destination, int limit,
+                      rp_db_outbox_entry **out, size_t *n);
+/* Earliest next_attempt_at among pending entries (destination NULL: any). RP_ENOENT if none. */
+int rp_db_outbox_next_due(rp_db *db, const char *destination, double *when);
+
+/* ===========================================================================================
+ * Queries for the CLI and the pipeline.
+ * =========================================================================================== */
+
+/* Instances of a series ordered by instance number then SOP UID (`radprep show`, and the
+ * file list a job processes). *out malloc'd (free()); 0 with *n = 0 if the series is empty. */
+int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta **out,
+                           size_t *n);
+
+/* `radprep ls`: rows of one level as text columns. level: "patients" | "studies" | "series" |
+ * "instances". Filters (NULL = any): patient_id, study_uid, series_uid, modality (series and
+ * below; studies: any series of that modality). limit <= 0: all. The callback gets the column
+ * names and the row's values (NULL for SQL NULL) and returns 0 to go on, non-zero to stop. */
+typedef struct rp_db_filter {
+    const char *patient_id, *study_uid, *series_uid, *modality;
+    int limit;
+} rp_db_filter;
+typedef int (*rp_db_row_fn)(void *user, int ncol, const char *const *names,
+                            const char *const *values);
+int rp_db_ls(rp_db *db, const char *level, const rp_db_filter *f, rp_db_row_fn fn, void *user);
+
+/* Events newest first (kind filter when not NULL), through the same row callback:
+ * columns id, at, kind, detail. */
+int rp_db_events_list(rp_db *db, const char *kind, int limit, rp_db_row_fn fn, void *user);
 
 #ifdef __cplusplus
 }

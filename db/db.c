@@ -1,2 +1,0 @@
-/* placeholder: being written */
-typedef int rp_placeholder_db;

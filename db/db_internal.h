@@ -1,0 +1,76 @@
+/*
+ * db internals: the handle, its prepared-statement cache and small helpers shared by the
+ * files of db/. Used only inside db/ (and its tests).
+ */
+#ifndef RP_DB_INTERNAL_H
+#define RP_DB_INTERNAL_H
+
+#include <sqlite3.h>
+
+#include "common/common.h"
+#include "db/db.h"
+
+/* Statements prepared once per handle (SQLITE_PREPARE_PERSISTENT) and reused: the index
+ * path runs them thousands of times a second. */
+typedef enum {
+    ST_PATIENT_UPSERT,
+    ST_STUDY_UPSERT,
+    ST_SERIES_UPSERT,
+    ST_INSTANCE_INSERT,
+    ST_INSTANCE_OLD,
+    ST_INSTANCE_UPDATE,
+    ST_SERIES_COUNT_INC,
+    ST_SERIES_RECOUNT,
+    ST_SERIES_REOPEN,
+    ST_SERIES_KEEP_TAKE,
+    ST_SERIES_RESTORE,
+    ST_INSTANCE_KEPT,
+    ST_EVENT_ADD,
+    ST_BEGIN,
+    ST_BEGIN_IMMEDIATE,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST__COUNT
+} rp_db_stmt_id;
+
+struct rp_db {
+    sqlite3 *h;
+    char path[1024];
+    sqlite3_stmt *st[ST__COUNT];
+};
+
+/* The cached statement, reset and with bindings cleared; NULL (logged) on error. */
+sqlite3_stmt *rp_db_stmt(rp_db *db, rp_db_stmt_id id);
+/* A one-off statement (caller finalizes); NULL (logged) on error. */
+sqlite3_stmt *rp_db_prepare(rp_db *db, const char *sql);
+/* Log the handle's last error with a context word; returns RP_EDB. */
+int rp_db_fail(rp_db *db, const char *what);
+/* Run SQL without results (several statements allowed). */
+int rp_db_exec(rp_db *db, const char *sql);
+
+/* Transactions. begin_write takes the write lock at once (BEGIN IMMEDIATE) so a
+ * read-then-write transaction cannot fail with SQLITE_BUSY half-way. */
+int rp_db_begin_write(rp_db *db);
+int rp_db_commit(rp_db *db);
+void rp_db_rollback(rp_db *db);
+
+/* Binding helpers: empty strings and negative "absent" numbers become NULL. */
+void rp_db_bind_text(sqlite3_stmt *s, int i, const char *v);     /* "" -> NULL */
+void rp_db_bind_text_raw(sqlite3_stmt *s, int i, const char *v); /* NULL -> NULL, "" kept */
+void rp_db_bind_int_opt(sqlite3_stmt *s, int i, long long v);    /* v < 0 -> NULL */
+void rp_db_bind_real_opt(sqlite3_stmt *s, int i, double v);      /* v < 0 -> NULL */
+/* Column helpers: copy text (NULL -> ""), numbers with a default for NULL. */
+void rp_db_col_text(sqlite3_stmt *s, int i, char *dst, size_t dstsz);
+long long rp_db_col_int(sqlite3_stmt *s, int i, long long dflt);
+double rp_db_col_real(sqlite3_stmt *s, int i, double dflt);
+
+/* Growable array helper for list functions: ensures room for one more element. */
+int rp_db_grow(void **arr, size_t *cap, size_t n, size_t elsize);
+
+/* Retry backoff: min(cap_s, base_s * 2^(attempts-1)). */
+double rp_db_backoff(double base_s, int attempts, double cap_s);
+
+/* Index rows (db/index.c) inside an open transaction. */
+int rp_db_index_one(rp_db *db, const rp_instance_meta *m);
+
+#endif
