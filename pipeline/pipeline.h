@@ -1,0 +1,97 @@
+/*
+ * pipeline/pipeline.h — the pipeline module's public entry: turn DICOM files into AI-ready
+ * outputs. Used by `radprep process DIR` (cli/) and by the daemon's jobs (scp/job.c).
+ *
+ * Contract:
+ *  - rp_pipeline_process_files() reads every file's header, groups the images by series
+ *    (Series Instance UID + Series Number), assembles each series into stacks (one per
+ *    orientation / size / echo; 4-D when positions repeat), decodes slice by slice straight
+ *    into one buffer per stack, optionally runs a recipe (float32), and writes per stack
+ *      <out_dir>/<stem>.nii.gz (or .nii) and <stem>.json (BIDS-style sidecar + provenance),
+ *    and one <out_dir>/qc.json for the whole call: every input's fate, every assembly
+ *    decision and oddity (tilt, uneven spacing, missing slices, dropped localizers, files
+ *    that failed and why) in machine-readable form.
+ *  - Processing is a pure function of (files, options, configuration): the same input gives
+ *    the same bytes (no timestamps in outputs; the file list is sorted first). Outputs are
+ *    written under a temporary name and renamed.
+ *  - Patient information (name, ID, birth date, ...) goes into sidecars or file names only
+ *    when the privacy policy in the options says so; the default is none.
+ *  - Return value: 0 when every input file was converted or deliberately skipped (non-image
+ *    objects are skipped, not failures); RP_EPARSE / RP_EDECODE / RP_EGEOM / RP_EUNSUPPORTED
+ *    (the first failure) when any input failed — the other series are still written and the
+ *    reason is in res->reason and qc.json. RP_EINVAL/RP_EIO/RP_ENOMEM for argument, output or
+ *    memory errors.
+ */
+#ifndef RP_PIPELINE_PIPELINE_H
+#define RP_PIPELINE_PIPELINE_H
+
+#include <stddef.h>
+
+#include "conf/conf.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What patient information may leave the node in outputs. */
+typedef enum {
+    RP_PRIVACY_NONE = 0,      /* default: no patient identifiers anywhere in outputs */
+    RP_PRIVACY_SIDECAR = 1,   /* patient name/ID/birth date/sex/age/weight, accession in JSON */
+    RP_PRIVACY_FILENAME = 2   /* as SIDECAR, and the Patient ID prefixes file names */
+} rp_privacy;
+
+typedef struct rp_process_opts {
+    int gzip;                 /* 1 (default): .nii.gz; 0: .nii */
+    int gzip_level;           /* libdeflate level 1..12; 0: default (fast) */
+    int threads;              /* decode/compress threads; 0: all cores */
+    const char *recipe;       /* steps text run on each stack (float32 output); NULL or "":
+                                 plain conversion in the native integer type */
+    int resample_irregular;   /* 1 (default): gantry tilt / uneven spacing are resampled onto
+                                 a regular grid (said in QC); 0: such stacks fail (RP_EGEOM) */
+    rp_privacy privacy;       /* default RP_PRIVACY_NONE */
+    int write_qc;             /* 1 (default): <out_dir>/qc.json */
+} rp_process_opts;
+
+void rp_process_opts_init(rp_process_opts *o);
+
+/* One written stack. */
+typedef struct rp_process_output {
+    char nifti[1024];         /* path of the image */
+    char sidecar[1024];       /* path of the JSON sidecar */
+    char series_uid[65];
+    char study_uid[65];
+    char modality[17];
+    int dim[4];
+    char **src_files;         /* owned: source file of each slice of volume 0, in slice order
+                                 (for derived DICOM references) */
+    size_t n_src_files;
+} rp_process_output;
+
+typedef struct rp_process_result {
+    int n_inputs;             /* files given */
+    int n_failed;             /* files that could not be read or decoded */
+    int n_skipped;            /* non-image objects and duplicates */
+    int n_series;
+    rp_process_output *outputs;  /* owned */
+    size_t n_outputs;
+    char qc_path[1024];       /* "" when not written */
+    char *qc_json;            /* owned: the QC report as JSON text */
+    char reason[512];         /* first failure, "" when none */
+} rp_process_result;
+
+void rp_process_result_free(rp_process_result *r);
+
+/* Process `files` (any order) into out_dir (created when missing). c may be NULL (defaults).
+ * res is filled even on failure (free it with rp_process_result_free). */
+int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t n,
+                              const char *out_dir, const rp_process_opts *o,
+                              rp_process_result *res);
+
+/* Same, on every regular file below `dir` (recursively; hidden files skipped). */
+int rp_pipeline_process_dir(const rp_conf *c, const char *dir, const char *out_dir,
+                            const rp_process_opts *o, rp_process_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
