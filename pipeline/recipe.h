@@ -21,9 +21,10 @@
  *    nonfinite}. Steps that clip add "clipped_fraction" themselves. After the last step it
  *    writes ctx->qc["masks"] = {name: {voxels, volume_ml}}. On failure ctx->err says which
  *    step failed and why; the volume is left as the failing step left it.
- *    Before running, the runner sets the HU bookkeeping of ctx (see step.h): for CT
- *    (info->modality "CT", or no info) the input is taken as Hounsfield units, as produced by
- *    assembly (slope/intercept applied).
+ *    On a fresh context (zeroed, hu_scale == 0) the runner sets the HU bookkeeping (see
+ *    step.h): for CT (info->modality "CT", or no info) the input is taken as Hounsfield units,
+ *    as produced by assembly (slope/intercept applied); a context that already ran a recipe
+ *    keeps its bookkeeping.
  *  - rp_recipe_match() picks the rule for a series: every non-empty criterion must match
  *    (modality and body part: any word of the rule's list, case-insensitive; series
  *    description: fnmatch glob, case-insensitive; slice thickness within [min,max] when the
