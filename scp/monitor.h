@@ -80,10 +80,10 @@ rp_complete_why rp_completion_decide(const rp_series_progress *p, const rp_conf_
 
 typedef struct rp_monitor rp_monitor;
 
-/* One pass over every receiving series on `db_path`'s database at wall time `now`: completes
- * (and enqueues) what is due. *completed: how many; *next_wait_s: when the next one may be
- * due (capped at 1 s). The daemon calls it once at start, before READY, so that series that
- * went quiet while it was down complete right away. Returns 0 or an RP_E* code. */
+/* One pass over every receiving series in `db` at wall time `now`: completes (and enqueues)
+ * what is due. *completed: how many; *next_wait_s: seconds until the next one may be due
+ * (3600 when nothing waits). The daemon calls it once at start, before READY, so that series
+ * that went quiet while it was down complete right away. Returns 0 or an RP_E* code. */
 int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed,
                     double *next_wait_s);
 

@@ -1,0 +1,74 @@
+/* cli/cmd_job — the worker process of one job. Reads the same configuration as the daemon
+ * (passed by the supervisor as --config/--data-dir) and runs scp/job. */
+#include "cli/cmd_job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/common.h"
+#include "conf/conf.h"
+#include "scp/job.h"
+#include "scp/supervisor.h"
+
+int rp_cli_has_job_option(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--job") == 0 || strncmp(argv[i], "--job=", 6) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *opt_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t l = strlen(name);
+    if (strncmp(argv[*i], name, l) == 0 && argv[*i][l] == '=')
+        return argv[*i] + l + 1;
+    if (strcmp(argv[*i], name) == 0 && *i + 1 < argc)
+        return argv[++*i];
+    return NULL;
+}
+
+int rp_cli_process_job(int argc, char **argv)
+{
+    const char *job_s = NULL, *config = NULL, *data_dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if ((v = opt_value(argc, argv, &i, "--job")))
+            job_s = v;
+        else if ((v = opt_value(argc, argv, &i, "--config")))
+            config = v;
+        else if ((v = opt_value(argc, argv, &i, "--data-dir")))
+            data_dir = v;
+        else {
+            fprintf(stderr, "radprep process: unknown option '%s'\n"
+                    "usage: radprep process --job N [--config FILE] [--data-dir DIR]\n",
+                    argv[i]);
+            return RP_JOB_EXIT_USAGE;
+        }
+    }
+    char *end = NULL;
+    long long job_id = job_s ? strtoll(job_s, &end, 10) : 0;
+    if (!job_s || !*job_s || *end || job_id <= 0) {
+        fprintf(stderr, "radprep process: --job needs a positive job number\n");
+        return RP_JOB_EXIT_USAGE;
+    }
+    rp_conf c;
+    char err[512] = "";
+    int rc = rp_conf_defaults(&c);
+    if (rc == 0 && config)
+        rc = rp_conf_load(&c, config, err, sizeof err);
+    if (rc == 0 && data_dir && rp_strlcpy(c.data_dir, data_dir, sizeof c.data_dir) != 0)
+        rc = RP_EINVAL;
+    if (rc != 0) {
+        fprintf(stderr, "radprep process: %s\n", err[0] ? err : rp_strerror(rc));
+        rp_conf_free(&c);
+        return RP_JOB_EXIT_USAGE;
+    }
+    if (!getenv("RP_LOG_LEVEL") && strcasecmp(c.log_level, "debug") == 0)
+        rp_log_set_level(RP_LOG_DEBUG);
+    int code = rp_job_run(&c, job_id);
+    rp_conf_free(&c);
+    return code;
+}

@@ -1,0 +1,383 @@
+/* scp/job — `radprep process --job N`: one job, in its own process. See job.h. */
+#include "scp/job.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "db/db.h"
+#include "scp/supervisor.h"
+#include "store/store.h"
+
+/* ---- the test-only fault hook ---- */
+
+static void test_fault(const char *series_uid)
+{
+    const char *f = getenv("RP_TEST_JOB_FAULT");
+    if (!f || !*f)
+        return;
+    char mode[16] = "";
+    const char *at = strchr(f, '@');
+    size_t ml = at ? (size_t)(at - f) : strlen(f);
+    if (ml >= sizeof mode)
+        return;
+    memcpy(mode, f, ml);
+    mode[ml] = '\0';
+    if (at && strcmp(at + 1, series_uid) != 0)
+        return;
+    RP_WARN("job", "test fault injected mode=%s series=%s", mode, series_uid);
+    if (strcmp(mode, "abort") == 0) {
+        abort();
+    } else if (strcmp(mode, "segv") == 0) {
+        raise(SIGSEGV);
+    } else if (strcmp(mode, "fail") == 0) {
+        exit(RP_JOB_EXIT_FAIL);
+    } else if (strcmp(mode, "hang") == 0) {
+        for (;;)
+            pause();
+    } else if (strcmp(mode, "oom") == 0) {
+        /* Allocate and touch without bound: the memory limit must stop us. */
+        size_t total = 0;
+        for (;;) {
+            size_t chunk = 32u << 20;
+            char *p = malloc(chunk);
+            if (!p) {
+                RP_ERROR("job", "out of memory allocated_mb=%zu", total >> 20);
+                exit(RP_JOB_EXIT_OOM);
+            }
+            memset(p, 0xA5, chunk);
+            total += chunk;
+        }
+    }
+}
+
+/* ---- small file helpers ---- */
+
+static int sha256_file(const char *path, char hex[65])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return RP_EIO;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? 0 : RP_ENOMEM;
+    unsigned char buf[1 << 16], md[32];
+    size_t n;
+    while (rc == 0 && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        if (EVP_DigestUpdate(ctx, buf, n) != 1)
+            rc = RP_EINTERNAL;
+    if (rc == 0 && ferror(f))
+        rc = RP_EIO;
+    unsigned len = 0;
+    if (rc == 0 && EVP_DigestFinal_ex(ctx, md, &len) != 1)
+        rc = RP_EINTERNAL;
+    for (unsigned i = 0; rc == 0 && i < len; i++)
+        sprintf(hex + 2 * i, "%02x", md[i]);
+    EVP_MD_CTX_free(ctx);
+    fclose(f);
+    return rc;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int rm_rf(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : RP_EIO;
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : RP_EIO;
+}
+
+static int fsync_path(const char *path, int dir)
+{
+    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return RP_EIO;
+    int rc = fsync(fd) == 0 ? 0 : RP_EIO;
+    close(fd);
+    return rc;
+}
+
+static int write_file_durable(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return RP_EIO;
+    size_t n = strlen(text);
+    int rc = fwrite(text, 1, n, f) == n ? 0 : RP_EIO;
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+        rc = RP_EIO;
+    if (fclose(f) != 0)
+        rc = RP_EIO;
+    return rc;
+}
+
+int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *series_uid,
+                      int version, char *buf, size_t bufsz)
+{
+    char root[RP_PATH_MAX];
+    if (rp_store_uid_valid(study_uid) != 0 || rp_store_uid_valid(series_uid) != 0)
+        return RP_EUID;
+    rp_conf_outputs_dir(c, root, sizeof root);
+    if (snprintf(buf, bufsz, "%s/%s/%s/v%d", root, study_uid, series_uid, version) >=
+        (int)bufsz)
+        return RP_EINVAL;
+    return 0;
+}
+
+/* Remove temporary folders that earlier, interrupted attempts of this version left. */
+static void clean_stale_tmp(const char *series_dir, int version)
+{
+    DIR *d = opendir(series_dir);
+    if (!d)
+        return;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, ".v%d.tmp.", version);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        char p[RP_PATH_MAX * 2];
+        if (snprintf(p, sizeof p, "%s/%s", series_dir, e->d_name) < (int)sizeof p)
+            rm_rf(p);
+    }
+    closedir(d);
+}
+
+static int exit_for(int rc)
+{
+    switch (rc) {
+    case 0:
+        return RP_JOB_EXIT_OK;
+    case RP_ENOMEM:
+        return RP_JOB_EXIT_OOM;
+    case RP_EPARSE:
+    case RP_EUID:
+    case RP_EGEOM:
+    case RP_EDECODE:
+    case RP_EUNSUPPORTED:
+        return RP_JOB_EXIT_BADINPUT;
+    default:
+        return RP_JOB_EXIT_FAIL;
+    }
+}
+
+/* The processing itself, into tmp_dir. Until the pipeline's entry point is wired in, this
+ * is the minimal real step: every file must parse, and series.json lists what was taken. */
+static int process_into(const rp_conf *c, const char *store_root, const rp_db_job *job,
+                        const rp_db_series_info *si, const rp_instance_meta *inst, size_t n,
+                        const char *tmp_dir)
+{
+    (void)c;
+    int rc = 0;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_CreateArray();
+    if (!root || !arr) {
+        cJSON_Delete(root);
+        cJSON_Delete(arr);
+        return RP_ENOMEM;
+    }
+    cJSON_AddStringToObject(root, "software", "radprep " RP_VERSION);
+    cJSON_AddStringToObject(root, "study_uid", si->study_uid);
+    cJSON_AddStringToObject(root, "series_uid", si->series_uid);
+    cJSON_AddStringToObject(root, "modality", si->modality);
+    cJSON_AddNumberToObject(root, "version", job->series_version);
+    cJSON_AddNumberToObject(root, "job", (double)job->id);
+    cJSON_AddNumberToObject(root, "instances", (double)n);
+    cJSON_AddItemToObject(root, "files", arr);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char path[RP_PATH_MAX * 2];
+        snprintf(path, sizeof path, "%s/%s", store_root, inst[i].file_path);
+        rp_instance_meta m;
+        rc = rp_store_read_meta(path, &m);
+        if (rc != 0) {
+            RP_ERROR("job", "instance unreadable job=%lld sop=%s file=%s rc=%s", job->id,
+                     inst[i].sop_instance_uid, path, rp_strerror(rc));
+            break;
+        }
+        if (strcmp(m.sop_instance_uid, inst[i].sop_instance_uid) != 0 ||
+            strcmp(m.series_uid, si->series_uid) != 0) {
+            RP_ERROR("job", "file does not hold the indexed instance job=%lld sop=%s file=%s",
+                     job->id, inst[i].sop_instance_uid, path);
+            rc = RP_EPARSE;
+            break;
+        }
+        cJSON *o = cJSON_CreateObject();
+        if (!o) {
+            rc = RP_ENOMEM;
+            break;
+        }
+        cJSON_AddStringToObject(o, "sop_instance_uid", m.sop_instance_uid);
+        cJSON_AddNumberToObject(o, "instance_number", m.instance_number);
+        cJSON_AddStringToObject(o, "file", inst[i].file_path);
+        cJSON_AddStringToObject(o, "sha256", inst[i].file_sha256);
+        cJSON_AddItemToArray(arr, o);
+    }
+    if (rc == 0) {
+        char *text = cJSON_Print(root);
+        char p[RP_PATH_MAX + 64];
+        snprintf(p, sizeof p, "%s/series.json", tmp_dir);
+        rc = text ? write_file_durable(p, text) : RP_ENOMEM;
+        free(text);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* Record every regular file of out_dir as an output of the job. */
+static int record_outputs(rp_db *db, long long job_id, const char *out_dir)
+{
+    DIR *d = opendir(out_dir);
+    if (!d)
+        return RP_EIO;
+    int rc = 0, n = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[RP_PATH_MAX * 2], hex[65] = "";
+        if (snprintf(p, sizeof p, "%s/%s", out_dir, e->d_name) >= (int)sizeof p)
+            continue;
+        struct stat st;
+        if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        const char *dot = strrchr(e->d_name, '.');
+        const char *kind = "file";
+        if (strstr(e->d_name, ".nii"))
+            kind = "nifti";
+        else if (dot && strcmp(dot, ".json") == 0)
+            kind = "json";
+        else if (dot && strcmp(dot, ".png") == 0)
+            kind = "png";
+        else if (dot && strcmp(dot, ".dcm") == 0)
+            kind = "dicom";
+        if ((rc = sha256_file(p, hex)) != 0)
+            break;
+        rc = rp_db_output_add(db, job_id, kind, p, hex);
+        if (rc == RP_EEXIST)
+            rc = 0; /* a retry recording the same file */
+        n++;
+    }
+    closedir(d);
+    if (rc == 0)
+        RP_INFO("job", "outputs recorded job=%lld n=%d dir=%s", job_id, n, out_dir);
+    return rc;
+}
+
+int rp_job_run(const rp_conf *c, long long job_id)
+{
+    rp_store *store = NULL;
+    rp_db *db = NULL;
+    rp_instance_meta *inst = NULL;
+    size_t n = 0;
+    int rc, code = RP_JOB_EXIT_FAIL;
+    double t0 = rp_mono_s();
+    char dbpath[RP_PATH_MAX + 64], out_dir[RP_PATH_MAX + 256], tmp_dir[RP_PATH_MAX + 300];
+    char series_dir[RP_PATH_MAX + 256];
+    tmp_dir[0] = '\0';
+
+    if ((rc = rp_store_open(c, &store)) != 0) {
+        RP_ERROR("job", "cannot open store data_dir=%s rc=%s", c->data_dir, rp_strerror(rc));
+        goto out;
+    }
+    rp_store_db_path(store, dbpath, sizeof dbpath);
+    if ((rc = rp_db_open(dbpath, &db)) != 0)
+        goto out;
+    rp_db_job job;
+    if ((rc = rp_db_job_get(db, job_id, &job)) != 0) {
+        RP_ERROR("job", "no such job job=%lld rc=%s", job_id, rp_strerror(rc));
+        code = rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
+        goto out_quiet;
+    }
+    rp_db_series_info si;
+    if ((rc = rp_db_series_get(db, job.series_uid, &si)) != 0) {
+        RP_ERROR("job", "series of job gone job=%lld series=%s rc=%s", job_id, job.series_uid,
+                 rp_strerror(rc));
+        code = rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
+        goto out_quiet;
+    }
+    test_fault(job.series_uid);
+    RP_INFO("job", "start job=%lld series=%s version=%d attempt=%d modality=%s pid=%d", job_id,
+            job.series_uid, job.series_version, job.attempts, si.modality, (int)getpid());
+
+    if ((rc = rp_db_series_instances(db, job.series_uid, &inst, &n)) != 0)
+        goto out;
+    /* This version is what had arrived when it completed (the job's creation); anything
+     * later reopened the series and belongs to the next version. */
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++)
+        if (job.created_at <= 0 || inst[i].received_at <= job.created_at)
+            inst[keep++] = inst[i];
+    if (keep < n)
+        RP_INFO("job", "instances after completion left to the next version job=%lld n=%zu",
+                job_id, n - keep);
+    n = keep;
+    if (n == 0) {
+        RP_ERROR("job", "series has no instances job=%lld series=%s", job_id, job.series_uid);
+        code = RP_JOB_EXIT_BADINPUT;
+        goto out_quiet;
+    }
+
+    if ((rc = rp_job_output_dir(c, si.study_uid, si.series_uid, job.series_version, out_dir,
+                                sizeof out_dir)) != 0)
+        goto out;
+    snprintf(series_dir, sizeof series_dir, "%s", out_dir);
+    *strrchr(series_dir, '/') = '\0';
+    if ((rc = rp_mkdir_p(series_dir, 0750)) != 0)
+        goto out;
+    clean_stale_tmp(series_dir, job.series_version);
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/.v%d.tmp.%d", series_dir, job.series_version,
+             (int)getpid());
+    if (mkdir(tmp_dir, 0750) != 0) {
+        rc = RP_EIO;
+        goto out;
+    }
+    if ((rc = process_into(c, rp_store_root(store), &job, &si, inst, n, tmp_dir)) != 0)
+        goto out;
+    if ((rc = fsync_path(tmp_dir, 1)) != 0)
+        goto out;
+    /* A folder for this version can only come from an attempt that finished but was not
+     * recorded (the node died): processing is a pure function, so replace it. */
+    if ((rc = rm_rf(out_dir)) != 0)
+        goto out;
+    if (rename(tmp_dir, out_dir) != 0) {
+        RP_ERROR("job", "rename failed from=%s to=%s errno=%d", tmp_dir, out_dir, errno);
+        rc = RP_EIO;
+        goto out;
+    }
+    tmp_dir[0] = '\0';
+    fsync_path(series_dir, 1);
+    if ((rc = rp_db_job_set_running(db, job_id, 0, out_dir)) != 0)
+        goto out;
+    if ((rc = record_outputs(db, job_id, out_dir)) != 0)
+        goto out;
+    RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f",
+            job_id, job.series_uid, job.series_version, n, out_dir, rp_mono_s() - t0);
+out:
+    code = exit_for(rc);
+    if (rc != 0)
+        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job_id, rp_strerror(rc), code);
+out_quiet:
+    if (tmp_dir[0])
+        rm_rf(tmp_dir);
+    free(inst);
+    if (db)
+        rp_db_close(db);
+    rp_store_close(store);
+    return code;
+}

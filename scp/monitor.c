@@ -1,0 +1,226 @@
+/* scp/monitor — the completion monitor thread: re-reads the receiving series from the
+ * database on every pass, decides with rp_completion_decide(), and completes + enqueues in one
+ * transaction. Nothing it knows lives only in memory except a cache of expected counts, which
+ * is rebuilt from the database whenever a series' instance count changes. */
+#include "scp/monitor.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/common.h"
+#include "db/db.h"
+
+/* The longest a pass waits: bounds completion latency for series we were not told about
+ * (indexed by another thread, triggered from the CLI). Each pass is one indexed query. */
+#define RP_MONITOR_POLL_S 0.2
+
+/* Expected count of a series from its instances' headers (loads the instance rows). */
+static long long series_expected(rp_db *db, const char *series_uid, char *ev, size_t evsz)
+{
+    rp_instance_meta *m = NULL;
+    size_t n = 0;
+    ev[0] = '\0';
+    if (rp_db_series_instances(db, series_uid, &m, &n) != 0 || n == 0) {
+        free(m);
+        return -1;
+    }
+    rp_completion_hint *h = calloc(n, sizeof *h);
+    long long e = -1;
+    if (h) {
+        for (size_t i = 0; i < n; i++) {
+            h[i].images_in_acquisition = m[i].images_in_acquisition;
+            h[i].number_of_temporal_positions = m[i].number_of_temporal_positions;
+            h[i].number_of_slices = m[i].number_of_slices;
+            h[i].acquisition_number = m[i].acquisition_number;
+            h[i].number_of_frames = m[i].number_of_frames;
+            rp_strlcpy(h[i].sop_class_uid, m[i].sop_class_uid, sizeof h[i].sop_class_uid);
+        }
+        e = rp_completion_expected(h, n, ev, evsz);
+    }
+    free(h);
+    free(m);
+    return e;
+}
+
+static const char *reason_word(rp_complete_why why)
+{
+    switch (why) {
+    case RP_COMPLETE_EXPECTED:
+        return "expected_count";
+    case RP_COMPLETE_OPERATOR:
+        return "operator";
+    default:
+        return "quiet";
+    }
+}
+
+int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, double *next_wait_s)
+{
+    rp_db_series_info *list = NULL;
+    size_t n = 0;
+    if (completed)
+        *completed = 0;
+    double next = 3600;
+    int rc = rp_db_series_receiving(db, &list, &n);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const rp_db_series_info *s = &list[i];
+        const rp_conf_completion *rule = rp_conf_completion_for(c, s->modality);
+        char ev[128] = "";
+        long long expected = -1;
+        /* Loading every instance row is the costly part: do it only when the cheap hint
+         * the index keeps says the count may have been reached (or one instance could be a
+         * whole enhanced series). */
+        if (rule->use_expected_count &&
+            (s->instance_count == 1 ||
+             (s->expected_count > 0 && s->instance_count >= s->expected_count)))
+            expected = series_expected(db, s->series_uid, ev, sizeof ev);
+        rp_series_progress p = {.instances = s->instance_count, .last_seen = s->last_seen,
+                                .expected = expected, .evidence = ev, .triggered = 0};
+        double wait = 0;
+        char why[200];
+        rp_complete_why w = rp_completion_decide(&p, rule, now, &wait, why, sizeof why);
+        if (w == RP_COMPLETE_WAIT) {
+            if (wait < next)
+                next = wait;
+            continue;
+        }
+        long long job_id = 0;
+        rc = rp_db_series_complete(db, s->series_uid, s->version, reason_word(w), "process",
+                                   c->job_max_attempts, &job_id);
+        if (rc == RP_EBUSY || rc == RP_EEXIST) {
+            /* a new instance arrived (new version) or someone else completed it: fine */
+            RP_DEBUG("monitor", "series moved on series=%s version=%d rc=%s", s->series_uid,
+                     s->version, rp_strerror(rc));
+            continue;
+        }
+        if (rc != 0) {
+            RP_ERROR("monitor", "cannot complete series=%s version=%d rc=%s", s->series_uid,
+                     s->version, rp_strerror(rc));
+            continue;
+        }
+        if (expected > 0 && expected != s->expected_count)
+            rp_db_series_set_expected(db, s->series_uid, (int)expected);
+        char q[260], lt[32];
+        rp_log_kv_quote(why, q, sizeof q);
+        RP_INFO("monitor", "series complete series=%s version=%d modality=%s instances=%lld "
+                "reason=%s job=%lld last_instance_at=%s latency_s=%.3f", s->series_uid,
+                s->version, s->modality[0] ? s->modality : "-", s->instance_count, q, job_id,
+                rp_time_iso8601(s->last_seen, lt, sizeof lt), now - s->last_seen);
+        char detail[600];
+        snprintf(detail, sizeof detail, "series=%s version=%d instances=%lld reason=%s job=%lld",
+                 s->series_uid, s->version, s->instance_count, q, job_id);
+        rp_db_event_add(db, "series_complete", detail);
+        if (completed)
+            (*completed)++;
+    }
+    free(list);
+    if (next_wait_s)
+        *next_wait_s = next < 0 ? 0 : next;
+    return 0;
+}
+
+struct rp_monitor {
+    const rp_conf *c;
+    rp_supervisor *sup;
+    rp_db *db;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stopping, woken;
+};
+
+void rp_monitor_wake(rp_monitor *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->woken = 1;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void *run(void *arg)
+{
+    rp_monitor *m = arg;
+    for (;;) {
+        int done = 0;
+        double wait = RP_MONITOR_POLL_S;
+        int rc = rp_monitor_pass(m->db, m->c, rp_now_s(), &done, &wait);
+        if (rc != 0)
+            RP_WARN("monitor", "pass failed rc=%s", rp_strerror(rc));
+        if (done > 0)
+            rp_supervisor_wake(m->sup);
+        if (wait > RP_MONITOR_POLL_S)
+            wait = RP_MONITOR_POLL_S;
+        if (wait < 0.01)
+            wait = 0.01;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        long long ns = ts.tv_nsec + (long long)(wait * 1e9);
+        ts.tv_sec += ns / 1000000000LL;
+        ts.tv_nsec = ns % 1000000000LL;
+        pthread_mutex_lock(&m->mu);
+        while (!m->woken && !m->stopping)
+            if (pthread_cond_timedwait(&m->cv, &m->mu, &ts) == ETIMEDOUT)
+                break;
+        m->woken = 0;
+        int stop = m->stopping;
+        pthread_mutex_unlock(&m->mu);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup,
+                     rp_monitor **out)
+{
+    *out = NULL;
+    rp_monitor *m = calloc(1, sizeof *m);
+    if (!m)
+        return RP_ENOMEM;
+    m->c = c;
+    m->sup = sup;
+    int rc = rp_db_open(db_path, &m->db);
+    if (rc != 0) {
+        free(m);
+        return rc;
+    }
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&m->thread, NULL, run, m) != 0) {
+        pthread_cond_destroy(&m->cv);
+        pthread_mutex_destroy(&m->mu);
+        rp_db_close(m->db);
+        free(m);
+        return RP_EINTERNAL;
+    }
+    RP_INFO("monitor", "started poll_s=%.2f", RP_MONITOR_POLL_S);
+    *out = m;
+    return 0;
+}
+
+void rp_monitor_stop(rp_monitor *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->stopping = 1;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    pthread_join(m->thread, NULL);
+    pthread_cond_destroy(&m->cv);
+    pthread_mutex_destroy(&m->mu);
+    rp_db_close(m->db);
+    free(m);
+}
