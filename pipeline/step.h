@@ -53,6 +53,10 @@ typedef struct rp_series_info {
     double slice_thickness;
     int bits_stored;
     double repetition_time, echo_time, inversion_time;  /* ms, <0 when absent */
+    /* Header of the first instance (borrowed, may be NULL; see pipeline/dicom.h): the X-ray
+     * `present` step reads all window pairs, the VOI LUT Function and Sequence, the Modality
+     * LUT and pixel padding from it. */
+    const struct rp_dcm_info *dcm;
 } rp_series_info;
 
 /* Everything a step can read or change. */
