@@ -13,6 +13,8 @@
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 
+#include <dcmtk/oflog/oflog.h>
+
 #include "common/common.h"
 
 /* Copy an attribute's first value into dst, trimmed of DICOM padding. Empty when absent. */
@@ -68,9 +70,22 @@ static double get_double(DcmItem *ds, const DcmTagKey &tag, double dflt)
     return end == v.c_str() ? dflt : x;
 }
 
+/* dcmdata warns on every header-only read ("PixelData encountered, skipping rest"): that
+ * is the point of reading the header only, so keep dcmdata to errors unless debugging. */
+static void quiet_dcmdata(void)
+{
+    static const bool done = [] { /* C++11: initialised once, thread-safe */
+        if (rp_log_get_level() != RP_LOG_DEBUG)
+            OFLog::getLogger("dcmtk.dcmdata").setLogLevel(OFLogger::ERROR_LOG_LEVEL);
+        return true;
+    }();
+    (void)done;
+}
+
 extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *reason,
                                 size_t reasonsz)
 {
+    quiet_dcmdata();
     if (reason && reasonsz)
         reason[0] = '\0';
     memset(m, 0, sizeof(*m));
