@@ -15,10 +15,7 @@
 
 #include "common/common.h"
 
-/* Until every area has committed its table the build must still link: these empty weak
- * tables stand in for a missing one and a strong definition replaces them. */
-__attribute__((weak)) const rp_step_def rp_steps_mr[] = {{0}};
-__attribute__((weak)) const rp_step_def rp_steps_xr[] = {{0}};
+/* The MR / X-ray tables may be missing while colleagues work: see steps_zz_fallback.c. */
 
 #define RP_RECIPE_MAX_STEPS 64
 
