@@ -66,8 +66,9 @@ int rp_cli_process_job(int argc, char **argv)
         rp_conf_free(&c);
         return RP_JOB_EXIT_USAGE;
     }
-    if (!getenv("RP_LOG_LEVEL") && strcasecmp(c.log_level, "debug") == 0)
-        rp_log_set_level(RP_LOG_DEBUG);
+    /* The worker's stderr is its job log: say what happened (the CLI is quiet otherwise). */
+    if (!getenv("RP_LOG_LEVEL"))
+        rp_log_set_level(strcasecmp(c.log_level, "debug") == 0 ? RP_LOG_DEBUG : RP_LOG_INFO);
     int code = rp_job_run(&c, job_id);
     rp_conf_free(&c);
     return code;

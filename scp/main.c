@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "conf/conf.h"
+#include "scp/processing.h"
 #include "scp/scp.h"
 
 static rp_node *g_node;
@@ -157,6 +158,13 @@ int main(int argc, char **argv)
     }
     /* Background services register here (completion monitor, job supervisor, outbox
      * sender): rp_node_add_service(node, &(rp_node_service){...}); see scp/scp.h. */
+    rp_node_service processing;
+    if (rp_processing_service(&processing) != 0 ||
+        rp_node_add_service(node, &processing) != 0) {
+        fprintf(stderr, "radprepd: cannot register the processing service\n");
+        rp_node_free(node);
+        return 1;
+    }
 
     g_node = node;
     if (rp_node_start(node, err, sizeof err) != 0) {

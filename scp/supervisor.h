@@ -100,7 +100,8 @@ const char *rp_signal_name(int signo, char *buf, size_t bufsz);
 double rp_backoff_s(int attempts, double base_s, double max_s);
 
 /* Path of the `radprep` worker binary: $RP_WORKER_BIN if set, else `radprep` in the
- * directory of /proc/self/exe. Returns 0 or RP_ENOENT (logged) when it is not executable. */
+ * directory of /proc/self/exe (or ../cli/radprep from there, the build tree's layout).
+ * Returns 0 or RP_ENOENT (logged) when it is not executable. */
 int rp_worker_bin(char *buf, size_t bufsz);
 
 /* ---- the supervisor thread ---- */

@@ -119,8 +119,14 @@ int rp_worker_bin(char *buf, size_t bufsz)
         char *slash = strrchr(self, '/');
         if (slash)
             *slash = '\0';
+        /* Installed: radprep sits beside radprepd. Build tree: build/scp/radprepd and
+         * build/cli/radprep. */
         if (snprintf(buf, bufsz, "%s/radprep", self) >= (int)bufsz)
             return RP_EINVAL;
+        if (access(buf, X_OK) != 0 &&
+            snprintf(buf, bufsz, "%s/../cli/radprep", self) < (int)bufsz &&
+            access(buf, X_OK) != 0)
+            snprintf(buf, bufsz, "%s/radprep", self);
     }
     if (access(buf, X_OK) != 0) {
         char q[1100];
