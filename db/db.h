@@ -306,6 +306,13 @@ int rp_db_ls(rp_db *db, const char *level, const rp_db_filter *f, rp_db_row_fn f
  * columns id, at, kind, detail. */
 int rp_db_events_list(rp_db *db, const char *kind, int limit, rp_db_row_fn fn, void *user);
 
+/* added by H7 */
+/* Put an entry (sending or pending) back to pending, due at next_attempt_at, keeping its
+ * attempts; last status/reason recorded (dimse_status < 0: none). RP_ENOENT when the entry is
+ * not sending/pending. Used by the sender's per-destination backoff (db/outbox_extra.c). */
+int rp_db_outbox_retry_at(rp_db *db, long long id, int dimse_status, const char *reason,
+                          double next_attempt_at);
+
 #ifdef __cplusplus
 }
 #endif
