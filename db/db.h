@@ -293,13 +293,16 @@ int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta *
 /* `radprep ls`: rows of one level as text columns. level: "patients" | "studies" | "series" |
  * "instances". Filters (NULL = any): patient_id, study_uid, series_uid, modality (series and
  * below; studies: any series of that modality). limit <= 0: all. The callback gets the column
- * names and the row's values (NULL for SQL NULL) and returns 0 to go on, non-zero to stop. */
+ * names, the row's values as text (NULL for SQL NULL) and their kinds; it returns 0 to go on,
+ * non-zero to stop. */
 typedef struct rp_db_filter {
     const char *patient_id, *study_uid, *series_uid, *modality;
     int limit;
 } rp_db_filter;
+enum { RP_DB_COL_NULL = 0, RP_DB_COL_INT, RP_DB_COL_REAL, RP_DB_COL_TEXT };
+/* kinds[i] is one of RP_DB_COL_* (so JSON output can keep numbers numbers). */
 typedef int (*rp_db_row_fn)(void *user, int ncol, const char *const *names,
-                            const char *const *values);
+                            const char *const *values, const int *kinds);
 int rp_db_ls(rp_db *db, const char *level, const rp_db_filter *f, rp_db_row_fn fn, void *user);
 
 /* Events newest first (kind filter when not NULL), through the same row callback:

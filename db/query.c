@@ -70,15 +70,22 @@ static int run_rows(rp_db *db, sqlite3_stmt *s, rp_db_row_fn fn, void *user, con
 {
     int ncol = sqlite3_column_count(s);
     const char *names[64], *vals[64];
+    int kinds[64];
     if (ncol > 64)
         ncol = 64;
     for (int i = 0; i < ncol; i++)
         names[i] = sqlite3_column_name(s, i);
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        for (int i = 0; i < ncol; i++)
+        for (int i = 0; i < ncol; i++) {
+            int t = sqlite3_column_type(s, i);
+            kinds[i] = t == SQLITE_INTEGER ? RP_DB_COL_INT
+                       : t == SQLITE_FLOAT ? RP_DB_COL_REAL
+                       : t == SQLITE_NULL  ? RP_DB_COL_NULL
+                                           : RP_DB_COL_TEXT;
             vals[i] = (const char *)sqlite3_column_text(s, i);
-        if (fn(user, ncol, names, vals) != 0) {
+        }
+        if (fn(user, ncol, names, vals, kinds) != 0) {
             rc = SQLITE_DONE;
             break;
         }

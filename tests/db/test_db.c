@@ -532,8 +532,10 @@ static void test_outbox(void **state)
     rp_db_close(db);
 }
 
-static int count_rows(void *user, int ncol, const char *const *names, const char *const *vals)
+static int count_rows(void *user, int ncol, const char *const *names, const char *const *vals,
+                      const int *kinds)
 {
+    (void)kinds;
     (void)ncol;
     (void)names;
     (void)vals;
@@ -541,8 +543,10 @@ static int count_rows(void *user, int ncol, const char *const *names, const char
     return 0;
 }
 
-static int first_col(void *user, int ncol, const char *const *names, const char *const *vals)
+static int first_col(void *user, int ncol, const char *const *names, const char *const *vals,
+                     const int *kinds)
 {
+    (void)kinds;
     (void)ncol;
     (void)names;
     snprintf(user, 128, "%s", vals[0] ? vals[0] : "(null)");

@@ -1,0 +1,76 @@
+/*
+ * cli — internals of the `radprep` operator tool (used only inside cli/).
+ *
+ * Every command has the signature rp_cli_cmd_fn: argv[0] is the command name, options and
+ * operands follow; `c` is the loaded configuration (global --config / --data-dir applied).
+ * A command returns the process exit status: 0 success, RP_CLI_EXIT_FAIL (1) when the
+ * operation failed, RP_CLI_EXIT_USAGE (2) for a usage or configuration error. On failure it
+ * prints exactly ONE line, "radprep: <command>: <reason>", on stderr (rp_cli_fail()).
+ */
+#ifndef RP_CLI_H
+#define RP_CLI_H
+
+#include <stdio.h>
+
+#include "conf/conf.h"
+#include "db/db.h"
+
+#define RP_CLI_EXIT_OK 0
+#define RP_CLI_EXIT_FAIL 1
+#define RP_CLI_EXIT_USAGE 2
+
+typedef int (*rp_cli_cmd_fn)(int argc, char **argv, const rp_conf *c);
+
+/* Commands (cli/cmd_*.c). */
+int rp_cli_check_config(int argc, char **argv, const rp_conf *c);
+int rp_cli_status(int argc, char **argv, const rp_conf *c);
+int rp_cli_ls(int argc, char **argv, const rp_conf *c);
+int rp_cli_show(int argc, char **argv, const rp_conf *c);
+int rp_cli_jobs(int argc, char **argv, const rp_conf *c);
+int rp_cli_outbox(int argc, char **argv, const rp_conf *c);
+int rp_cli_events(int argc, char **argv, const rp_conf *c);
+int rp_cli_trigger(int argc, char **argv, const rp_conf *c);
+int rp_cli_reprocess(int argc, char **argv, const rp_conf *c);
+int rp_cli_send(int argc, char **argv, const rp_conf *c);
+int rp_cli_reindex(int argc, char **argv, const rp_conf *c);
+/* `radprep process DIR --out OUT` (and the supervisor's `process --job N`): written by the
+ * pipeline engineer in cli/cmd_process.c. */
+int rp_cli_process(int argc, char **argv, const rp_conf *c);
+
+/* Print "radprep: <cmd>: <reason>" on stderr and return `code`. */
+int rp_cli_fail(int code, const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Path of the index database of c (<data_dir>/index.sqlite) into buf. */
+const char *rp_cli_db_path(const rp_conf *c, char *buf, size_t bufsz);
+/* Open the index. With must_exist, a missing file is an error (no empty index is created in
+ * a mistyped data_dir). Returns an exit status (0 ok) after printing the reason. */
+int rp_cli_open_db(const rp_conf *c, const char *cmd, int must_exist, rp_db **out);
+
+/* Parse a positive integer option value; -1 when invalid. */
+long long rp_cli_parse_count(const char *s);
+
+/* Format helpers. */
+const char *rp_cli_time(double t, char *buf, size_t bufsz);      /* "-" for 0 */
+const char *rp_cli_bytes(long long n, char *buf, size_t bufsz);  /* "1.5 GiB" */
+
+/* A table of text cells printed aligned, or as a JSON array of objects. */
+typedef struct rp_cli_table rp_cli_table;
+rp_cli_table *rp_cli_table_new(int ncol, const char *const *names);
+/* kinds: RP_DB_COL_* per cell (NULL: all text); values NULL print as "-" / JSON null. */
+int rp_cli_table_add(rp_cli_table *t, const char *const *values, const int *kinds);
+size_t rp_cli_table_rows(const rp_cli_table *t);
+void rp_cli_table_print(const rp_cli_table *t, FILE *fp);
+/* New cJSON array (cJSON *, as void * to keep cJSON out of this header). */
+void *rp_cli_table_json(const rp_cli_table *t);
+void rp_cli_table_free(rp_cli_table *t);
+/* rp_db_row_fn that appends to the table passed as user (created on the first row when
+ * *(rp_cli_table **)user is NULL). */
+int rp_cli_table_row_fn(void *user, int ncol, const char *const *names,
+                        const char *const *values, const int *kinds);
+/* Table of jobs (cmd_queue.c), shared by `jobs` and `show`. */
+rp_cli_table *rp_cli_jobs_table(const rp_db_job *j, size_t n);
+/* Print a cJSON value (void *) on stdout, formatted, and delete it. */
+void rp_cli_json_print(void *json);
+
+#endif
