@@ -1,0 +1,594 @@
+/* pipeline/process.c — files in, NIfTI + sidecars + QC report out: read headers, group by
+ * series, assemble, decode, (recipe), write. Contract in pipeline/pipeline.h. */
+#include "pipeline/pipeline.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/common.h"
+#include "pipeline/assemble.h"
+#include "pipeline/dicom.h"
+#include "pipeline/nifti.h"
+#include "pipeline/recipe.h"
+#include "pipeline/sidecar.h"
+#include "pipeline/step.h"
+
+#define MOD "pipeline"
+
+void rp_process_opts_init(rp_process_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->gzip = 1;
+    o->resample_irregular = 1;
+    o->privacy = RP_PRIVACY_NONE;
+    o->write_qc = 1;
+}
+
+void rp_process_result_free(rp_process_result *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_outputs; i++) {
+        for (size_t k = 0; k < r->outputs[i].n_src_files; k++)
+            free(r->outputs[i].src_files[k]);
+        free(r->outputs[i].src_files);
+    }
+    free(r->outputs);
+    free(r->qc_json);
+    memset(r, 0, sizeof *r);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* file name part: letters, digits, '-', '.' kept; anything else becomes '_' */
+static void sanitize(const char *in, char *out, size_t outsz)
+{
+    size_t k = 0;
+    for (const char *p = in; *p && k + 1 < outsz; p++) {
+        char ch = *p;
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '-' || ch == '.';
+        out[k++] = ok ? ch : '_';
+    }
+    out[k] = 0;
+    while (k > 0 && out[k - 1] == '_')
+        out[--k] = 0;
+}
+
+typedef struct run_state {
+    const rp_process_opts *o;
+    const char *out_dir;
+    char **stems;
+    size_t n_stems, cap_stems;
+    rp_process_result *res;
+    cJSON *qc;
+    int first_err;
+} run_state;
+
+static void fail(run_state *rs, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(run_state *rs, int code, const char *fmt, ...)
+{
+    va_list ap;
+    char buf[1024];
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (!rs->first_err) {
+        rs->first_err = code;
+        rp_strlcpy(rs->res->reason, buf, sizeof rs->res->reason);
+    }
+}
+
+static const char *unique_stem(run_state *rs, const char *want, char *buf, size_t bufsz)
+{
+    rp_strlcpy(buf, want, bufsz);
+    for (int n = 0;; n++) {
+        int clash = 0;
+        for (size_t i = 0; i < rs->n_stems && !clash; i++)
+            clash = !strcmp(rs->stems[i], buf);
+        if (!clash)
+            break;
+        snprintf(buf, bufsz, "%s_%c", want, 'a' + (n % 26));
+        if (n >= 26)
+            snprintf(buf, bufsz, "%s_%d", want, n);
+    }
+    if (rs->n_stems == rs->cap_stems) {
+        size_t nc = rs->cap_stems ? rs->cap_stems * 2 : 16;
+        char **s = realloc(rs->stems, nc * sizeof *s);
+        if (!s)
+            return buf;
+        rs->stems = s;
+        rs->cap_stems = nc;
+    }
+    rs->stems[rs->n_stems++] = strdup(buf);
+    return buf;
+}
+
+static int add_output(run_state *rs, const rp_stack *st, const rp_dcm_info *const *infos,
+                      const char *nii, const char *json, const int dim[4])
+{
+    rp_process_result *r = rs->res;
+    rp_process_output *no = realloc(r->outputs, (r->n_outputs + 1) * sizeof *no);
+    if (!no)
+        return RP_ENOMEM;
+    r->outputs = no;
+    rp_process_output *po = &no[r->n_outputs++];
+    memset(po, 0, sizeof *po);
+    rp_strlcpy(po->nifti, nii, sizeof po->nifti);
+    rp_strlcpy(po->sidecar, json, sizeof po->sidecar);
+    rp_strlcpy(po->series_uid, st->ref->series_uid, sizeof po->series_uid);
+    rp_strlcpy(po->study_uid, st->ref->study_uid, sizeof po->study_uid);
+    rp_strlcpy(po->modality, st->ref->modality, sizeof po->modality);
+    memcpy(po->dim, dim, sizeof po->dim);
+    int nz = st->nz_acquired;
+    po->src_files = calloc((size_t)nz, sizeof(char *));
+    if (po->src_files) {
+        for (int z = 0; z < nz; z++)
+            po->src_files[z] = strdup(infos[st->slice[z].file]->path);
+        po->n_src_files = (size_t)nz;
+    }
+    return 0;
+}
+
+/* Recipe path: stack data -> float volume, run the steps, write float32 + masks. */
+static int run_recipe(run_state *rs, const rp_stack *st, const rp_stack_data *d,
+                      const char *stem, const char *nii_path, cJSON *sqc, int dim_out[4],
+                      rp_nifti_opts *no)
+{
+    char err[512] = "";
+    rp_recipe *rec = NULL;
+    int rc = rp_recipe_parse(rs->o->recipe, &rec, err, sizeof err);
+    if (rc) {
+        fail(rs, rc, "recipe: %s", err);
+        return rc;
+    }
+    rp_volume *v = rp_volume_new(st->nx, st->ny, st->nz, st->nt);
+    if (!v) {
+        rp_recipe_free(rec);
+        return RP_ENOMEM;
+    }
+    size_t n = rp_volume_nvox(v) * (size_t)v->dim[3];
+    double a = d->scl_slope == 0 ? 1 : d->scl_slope, b = d->scl_inter;
+    for (size_t i = 0; i < n; i++) {
+        double s;
+        switch (d->type) {
+        case RP_ST_U8: s = ((const uint8_t *)d->data)[i]; break;
+        case RP_ST_S8: s = ((const int8_t *)d->data)[i]; break;
+        case RP_ST_S16: s = ((const int16_t *)d->data)[i]; break;
+        case RP_ST_U16: s = ((const uint16_t *)d->data)[i]; break;
+        case RP_ST_S32: s = ((const int32_t *)d->data)[i]; break;
+        case RP_ST_U32: s = ((const uint32_t *)d->data)[i]; break;
+        case RP_ST_F32: s = ((const float *)d->data)[i]; break;
+        default: s = 0; break;
+        }
+        v->data[i] = (float)(a * s + b);
+    }
+    memcpy(v->affine, st->affine, sizeof v->affine);
+    rp_volume_update_spacing(v);
+    const rp_dcm_info *in = st->ref;
+    rp_series_info info;
+    memset(&info, 0, sizeof info);
+    rp_strlcpy(info.modality, in->modality, sizeof info.modality);
+    rp_strlcpy(info.body_part, in->body_part, sizeof info.body_part);
+    rp_strlcpy(info.series_description, in->series_description, sizeof info.series_description);
+    rp_strlcpy(info.series_uid, in->series_uid, sizeof info.series_uid);
+    rp_strlcpy(info.study_uid, in->study_uid, sizeof info.study_uid);
+    rp_strlcpy(info.photometric, in->photometric, sizeof info.photometric);
+    info.window_center = in->n_windows ? in->window_center[0] : 0;
+    info.window_width = in->n_windows ? in->window_width[0] : -1;
+    info.slice_thickness = isnan(in->slice_thickness) ? -1 : in->slice_thickness;
+    info.bits_stored = in->bits_stored;
+    info.repetition_time = isnan(in->repetition_time) ? -1 : in->repetition_time;
+    info.echo_time = isnan(in->echo_time) ? -1 : in->echo_time;
+    info.inversion_time = isnan(in->inversion_time) ? -1 : in->inversion_time;
+    info.dcm = in;
+    rp_step_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.vol = v;
+    ctx.info = &info;
+    ctx.qc = cJSON_AddObjectToObject(sqc, "recipe");
+    cJSON_AddStringToObject(ctx.qc, "text", rs->o->recipe);
+    char hex[65];
+    if (rp_recipe_hash(rec, hex) == 0)
+        cJSON_AddStringToObject(ctx.qc, "hash", hex);
+    ctx.out_dir = rs->out_dir;
+    ctx.out_stem = stem;
+    ctx.extra_outputs = cJSON_AddArrayToObject(sqc, "extra_outputs");
+    if (d->pad_mask) {
+        rp_mask *m = rp_mask_new(st->nx, st->ny, st->nz, "padding");
+        if (m) {
+            memcpy(m->data, d->pad_mask, (size_t)st->nx * st->ny * st->nz);
+            memcpy(m->affine, st->affine, sizeof m->affine);
+            rp_step_ctx_add_mask(&ctx, m);
+        }
+    }
+    rc = rp_recipe_run(rec, &ctx);
+    if (rc) {
+        fail(rs, rc, "%s: recipe failed: %s", stem, ctx.err);
+        cJSON_AddStringToObject(sqc, "error", ctx.err);
+    } else {
+        rc = rp_nifti_write_volume(nii_path, ctx.vol, no, err, sizeof err);
+        if (rc)
+            fail(rs, rc, "%s", err);
+        for (int i = 0; i < 4; i++)
+            dim_out[i] = ctx.vol->dim[i];
+        for (int m = 0; m < ctx.n_masks && !rc; m++) {
+            rp_mask *mk = ctx.masks[m];
+            char mp[1400];
+            snprintf(mp, sizeof mp, "%s/%s_mask-%s.nii%s", rs->out_dir, stem, mk->name,
+                     no->gzip ? ".gz" : "");
+            int md[4] = {mk->dim[0], mk->dim[1], mk->dim[2], 1};
+            rc = rp_nifti_write(mp, md, RP_NII_UINT8, mk->data, mk->affine, 0, 0, no, err, sizeof err);
+            if (rc)
+                fail(rs, rc, "%s", err);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "kind", "mask");
+            cJSON_AddStringToObject(e, "name", mk->name);
+            cJSON_AddStringToObject(e, "path", mp);
+            cJSON_AddItemToArray(ctx.extra_outputs, e);
+        }
+    }
+    rp_step_ctx_release(&ctx);
+    rp_recipe_free(rec);
+    return rc;
+}
+
+static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const *infos,
+                          cJSON *sqc)
+{
+    const rp_process_opts *o = rs->o;
+    const rp_dcm_info *in = st->ref;
+    char err[1400] = "";
+    rp_stack_data d;
+    double t0 = rp_mono_s();
+    int rc = rp_stack_load(st, infos, o->threads, &d, err, sizeof err);
+    if (rc) {
+        cJSON_AddStringToObject(sqc, "error", err);
+        cJSON_AddStringToObject(sqc, "status", "failed");
+        fail(rs, rc, "%s", err);
+        RP_ERROR(MOD, "decode failed series=%s reason=\"%s\"", in->series_uid, err);
+        return;
+    }
+    if (st->need_resample) {
+        if (!o->resample_irregular) {
+            cJSON_AddStringToObject(sqc, "error", "irregular geometry and resampling is off");
+            cJSON_AddStringToObject(sqc, "status", "failed");
+            fail(rs, RP_EGEOM, "series %s: slices are not on a regular grid (tilt or uneven "
+                 "spacing) and resampling is off", in->series_uid);
+            rp_stack_data_free(&d);
+            return;
+        }
+        rc = rp_stack_resample(st, &d, err, sizeof err);
+        if (rc) {
+            cJSON_AddStringToObject(sqc, "error", err);
+            cJSON_AddStringToObject(sqc, "status", "failed");
+            fail(rs, rc, "%s", err);
+            rp_stack_data_free(&d);
+            return;
+        }
+    }
+    double t_load = rp_mono_s() - t0;
+    /* name: [PatientID_]<SeriesNumber>_<SeriesDescription><label> */
+    char desc[80], num[32], pid[80] = "", want[300], stem[320];
+    sanitize(in->series_description[0] ? in->series_description : in->protocol_name, desc, sizeof desc);
+    if (in->series_number >= 0)
+        snprintf(num, sizeof num, "%d", in->series_number);
+    else
+        rp_strlcpy(num, "x", sizeof num);
+    if (o->privacy >= RP_PRIVACY_FILENAME && in->patient_id[0]) {
+        char s[70];
+        sanitize(in->patient_id, s, sizeof s);
+        snprintf(pid, sizeof pid, "%s_", s);
+    }
+    snprintf(want, sizeof want, "%s%s_%s%s", pid, num, desc[0] ? desc : in->modality, st->label);
+    unique_stem(rs, want, stem, sizeof stem);
+    char nii[1400], js[1400];
+    snprintf(nii, sizeof nii, "%s/%s.nii%s", rs->out_dir, stem, o->gzip ? ".gz" : "");
+    snprintf(js, sizeof js, "%s/%s.json", rs->out_dir, stem);
+    rp_nifti_opts no;
+    memset(&no, 0, sizeof no);
+    no.gzip = o->gzip;
+    no.level = o->gzip_level;
+    no.threads = o->threads;
+    no.tr_s = st->nt > 1 && !isnan(in->repetition_time) ? in->repetition_time / 1000.0 : 0;
+    snprintf(no.descrip, sizeof no.descrip, "radprep %s", RP_VERSION);
+    int dim[4] = {st->nx, st->ny, st->nz, st->nt};
+    t0 = rp_mono_s();
+    if (o->recipe && o->recipe[0]) {
+        rc = run_recipe(rs, st, &d, stem, nii, sqc, dim, &no);
+    } else {
+        rc = rp_nifti_write(nii, dim, (int)d.type, d.data, st->affine, d.scl_slope, d.scl_inter,
+                            &no, err, sizeof err);
+        if (rc)
+            fail(rs, rc, "%s", err);
+    }
+    double t_write = rp_mono_s() - t0;
+    if (rc) {
+        cJSON_AddStringToObject(sqc, "status", "failed");
+        rp_stack_data_free(&d);
+        return;
+    }
+    cJSON *side = rp_sidecar_build(st, infos, &d, o->privacy);
+    if (side && o->recipe && o->recipe[0]) {
+        cJSON *rq = cJSON_GetObjectItem(sqc, "recipe");
+        if (rq)
+            cJSON_AddItemToObject(cJSON_GetObjectItem(side, "Provenance"), "Recipe",
+                                  cJSON_Duplicate(rq, 1));
+    }
+    rc = side ? rp_json_write(js, side, err, sizeof err) : RP_ENOMEM;
+    cJSON_Delete(side);
+    if (rc) {
+        fail(rs, rc, "%s", err);
+        cJSON_AddStringToObject(sqc, "status", "failed");
+        rp_stack_data_free(&d);
+        return;
+    }
+    cJSON_AddStringToObject(sqc, "status", "written");
+    cJSON_AddStringToObject(sqc, "nifti", nii);
+    cJSON_AddStringToObject(sqc, "sidecar", js);
+    cJSON *dj = cJSON_AddArrayToObject(sqc, "dims");
+    for (int i = 0; i < 4; i++)
+        cJSON_AddItemToArray(dj, cJSON_CreateNumber(dim[i]));
+    cJSON_AddNumberToObject(sqc, "nifti_datatype", o->recipe && o->recipe[0] ? RP_NII_FLOAT32 : (int)d.type);
+    if (d.n_padding)
+        cJSON_AddNumberToObject(sqc, "padding_voxels", (double)d.n_padding);
+    if (d.inverted_mono1)
+        cJSON_AddBoolToObject(sqc, "monochrome1_inverted", 1);
+    add_output(rs, st, infos, nii, js, dim);
+    RP_INFO(MOD, "wrote stem=%s dims=%dx%dx%dx%d load_s=%.3f write_s=%.3f", stem, dim[0], dim[1],
+            dim[2], dim[3], t_load, t_write);
+    rp_stack_data_free(&d);
+}
+
+typedef struct file_slot {
+    const char *path;
+    rp_dcm_info *info;
+    int rc;
+    char err[512];
+} file_slot;
+
+static int cmp_series(const void *a, const void *b)
+{
+    const file_slot *x = *(const file_slot *const *)a, *y = *(const file_slot *const *)b;
+    int c = strcmp(x->info->series_uid, y->info->series_uid);
+    if (c)
+        return c;
+    if (x->info->series_number != y->info->series_number)
+        return x->info->series_number < y->info->series_number ? -1 : 1;
+    return strcmp(x->path, y->path);
+}
+
+int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t n,
+                              const char *out_dir, const rp_process_opts *opts,
+                              rp_process_result *res)
+{
+    (void)c;
+    memset(res, 0, sizeof *res);
+    rp_process_opts dflt;
+    if (!opts) {
+        rp_process_opts_init(&dflt);
+        opts = &dflt;
+    }
+    if (!out_dir || (n && !files)) {
+        rp_strlcpy(res->reason, "no output directory or no files", sizeof res->reason);
+        return RP_EINVAL;
+    }
+    if (rp_mkdir_p(out_dir, 0755) != 0) {
+        snprintf(res->reason, sizeof res->reason, "cannot create %s: %s", out_dir, strerror(errno));
+        return RP_EIO;
+    }
+    rp_dcm_global_init();
+    res->n_inputs = (int)n;
+    run_state rs = {.o = opts, .out_dir = out_dir, .res = res};
+    rs.qc = cJSON_CreateObject();
+    cJSON *sw = cJSON_AddObjectToObject(rs.qc, "software");
+    cJSON_AddStringToObject(sw, "name", "radprep");
+    cJSON_AddStringToObject(sw, "version", RP_VERSION);
+    cJSON_AddNumberToObject(rs.qc, "n_inputs", (double)n);
+    cJSON *jfailed = cJSON_AddArrayToObject(rs.qc, "failed_inputs");
+    cJSON *jskipped = cJSON_AddArrayToObject(rs.qc, "skipped_inputs");
+    cJSON *jseries = cJSON_AddArrayToObject(rs.qc, "series");
+
+    /* sorted copy: the outcome must not depend on the order files were listed in */
+    const char **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    file_slot *slots = calloc(n ? n : 1, sizeof *slots);
+    file_slot **ok = malloc((n ? n : 1) * sizeof *ok);
+    if (!sorted || !slots || !ok) {
+        free(sorted);
+        free(slots);
+        free(ok);
+        cJSON_Delete(rs.qc);
+        return RP_ENOMEM;
+    }
+    memcpy(sorted, files, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_str);
+    int threads = opts->threads > 0 ? opts->threads : omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+    for (size_t i = 0; i < n; i++) {
+        slots[i].path = sorted[i];
+        slots[i].rc = rp_dcm_read_info(sorted[i], &slots[i].info, slots[i].err, sizeof slots[i].err);
+    }
+    size_t nok = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (slots[i].rc) {
+            res->n_failed++;
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "file", slots[i].path);
+            cJSON_AddStringToObject(e, "error", slots[i].err);
+            cJSON_AddStringToObject(e, "code", rp_strerror(slots[i].rc));
+            cJSON_AddItemToArray(jfailed, e);
+            RP_WARN(MOD, "unreadable input file=%s reason=\"%s\"", slots[i].path, slots[i].err);
+            fail(&rs, slots[i].rc, "%s: %s", slots[i].path, slots[i].err);
+            continue;
+        }
+        if (!slots[i].info->has_pixel_data) {
+            res->n_skipped++;
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "file", slots[i].path);
+            cJSON_AddStringToObject(e, "reason", "no pixel data (not an image object)");
+            cJSON_AddStringToObject(e, "sop_class_uid", slots[i].info->sop_class_uid);
+            cJSON_AddStringToObject(e, "modality", slots[i].info->modality);
+            cJSON_AddItemToArray(jskipped, e);
+            continue;
+        }
+        ok[nok++] = &slots[i];
+    }
+    qsort(ok, nok, sizeof *ok, cmp_series);
+    const rp_dcm_info **infos = malloc((nok ? nok : 1) * sizeof *infos);
+    for (size_t a = 0; a < nok && infos;) {
+        size_t b = a + 1;
+        while (b < nok && !strcmp(ok[b]->info->series_uid, ok[a]->info->series_uid) &&
+               ok[b]->info->series_number == ok[a]->info->series_number)
+            b++;
+        for (size_t k = a; k < b; k++)
+            infos[k - a] = ok[k]->info;
+        res->n_series++;
+        cJSON *js = cJSON_CreateObject();
+        cJSON_AddItemToArray(jseries, js);
+        const rp_dcm_info *h = infos[0];
+        cJSON_AddStringToObject(js, "series_uid", h->series_uid);
+        cJSON_AddNumberToObject(js, "series_number", h->series_number);
+        cJSON_AddStringToObject(js, "modality", h->modality);
+        cJSON_AddStringToObject(js, "description", h->series_description);
+        cJSON_AddNumberToObject(js, "n_files", (double)(b - a));
+        rp_series_asm sa;
+        int rc = rp_assemble(infos, b - a, &sa);
+        if (rc) {
+            fail(&rs, rc, "series %s: assembly failed: %s", h->series_uid, rp_strerror(rc));
+            cJSON_AddStringToObject(js, "error", rp_strerror(rc));
+        } else {
+            cJSON *iss = cJSON_DetachItemFromObject(sa.qc, "issues");
+            cJSON_AddItemToObject(js, "issues", iss ? iss : cJSON_CreateArray());
+            cJSON *iss_it;
+            cJSON_ArrayForEach(iss_it, iss)
+            {
+                cJSON *code = cJSON_GetObjectItem(iss_it, "code");
+                if (code && cJSON_IsString(code) && !strcmp(code->valuestring, "duplicate_instance"))
+                    res->n_skipped++;
+            }
+            cJSON *jst = cJSON_AddArrayToObject(js, "stacks");
+            for (size_t s = 0; s < sa.n_stacks; s++) {
+                cJSON *sq = cJSON_CreateObject();
+                cJSON_AddItemToArray(jst, sq);
+                process_stack(&rs, &sa.stack[s], infos, sq);
+                /* stack findings (issues, geometry) after processing: resampling adds to it */
+                cJSON *ch = sa.stack[s].qc ? sa.stack[s].qc->child : NULL;
+                for (; ch; ch = ch->next)
+                    cJSON_AddItemToObject(sq, ch->string, cJSON_Duplicate(ch, 1));
+            }
+            rp_series_asm_free(&sa);
+        }
+        a = b;
+    }
+    free(infos);
+    for (size_t i = 0; i < n; i++)
+        rp_dcm_info_free(slots[i].info);
+    free(slots);
+    free(ok);
+    free(sorted);
+    for (size_t i = 0; i < rs.n_stems; i++)
+        free(rs.stems[i]);
+    free(rs.stems);
+
+    cJSON_AddNumberToObject(rs.qc, "n_failed", res->n_failed);
+    cJSON_AddNumberToObject(rs.qc, "n_outputs", (double)res->n_outputs);
+    cJSON_AddStringToObject(rs.qc, "status", rs.first_err ? "failed" : "ok");
+    if (rs.first_err)
+        cJSON_AddStringToObject(rs.qc, "reason", res->reason);
+    res->qc_json = cJSON_Print(rs.qc);
+    if (opts->write_qc) {
+        char err[512];
+        snprintf(res->qc_path, sizeof res->qc_path, "%s/qc.json", out_dir);
+        if (rp_json_write(res->qc_path, rs.qc, err, sizeof err) != 0) {
+            fail(&rs, RP_EIO, "%s", err);
+            res->qc_path[0] = 0;
+        }
+    }
+    cJSON_Delete(rs.qc);
+    if (n == 0) {
+        rp_strlcpy(res->reason, "no input files", sizeof res->reason);
+        return RP_ENOENT;
+    }
+    if (!rs.first_err && res->n_outputs == 0 && res->n_skipped == 0) {
+        rp_strlcpy(res->reason, "no image series found", sizeof res->reason);
+        return RP_ENOENT;
+    }
+    return rs.first_err;
+}
+
+/* ---- directory walk -------------------------------------------------------------------- */
+
+typedef struct path_list {
+    char **v;
+    size_t n, cap;
+} path_list;
+
+static int walk(const char *dir, path_list *pl, int depth)
+{
+    if (depth > 32)
+        return 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return RP_EIO;
+    struct dirent *e;
+    int rc = 0;
+    while (!rc && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[4096];
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= sizeof p)
+            continue;
+        struct stat sb;
+        if (stat(p, &sb) != 0)
+            continue;
+        if (S_ISDIR(sb.st_mode)) {
+            rc = walk(p, pl, depth + 1);
+        } else if (S_ISREG(sb.st_mode)) {
+            if (pl->n == pl->cap) {
+                size_t nc = pl->cap ? pl->cap * 2 : 256;
+                char **v = realloc(pl->v, nc * sizeof *v);
+                if (!v) {
+                    rc = RP_ENOMEM;
+                    break;
+                }
+                pl->v = v;
+                pl->cap = nc;
+            }
+            pl->v[pl->n] = strdup(p);
+            if (!pl->v[pl->n])
+                rc = RP_ENOMEM;
+            else
+                pl->n++;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+int rp_pipeline_process_dir(const rp_conf *c, const char *dir, const char *out_dir,
+                            const rp_process_opts *o, rp_process_result *res)
+{
+    path_list pl = {0};
+    int rc = walk(dir, &pl, 0);
+    if (rc) {
+        memset(res, 0, sizeof *res);
+        snprintf(res->reason, sizeof res->reason, "cannot read directory %s: %s", dir,
+                 rc == RP_EIO ? strerror(errno) : rp_strerror(rc));
+    } else {
+        rc = rp_pipeline_process_files(c, (const char *const *)pl.v, pl.n, out_dir, o, res);
+    }
+    for (size_t i = 0; i < pl.n; i++)
+        free(pl.v[i]);
+    free(pl.v);
+    return rc;
+}
