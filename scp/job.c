@@ -26,14 +26,22 @@ static void test_fault(const char *series_uid)
     const char *f = getenv("RP_TEST_JOB_FAULT");
     if (!f || !*f)
         return;
+    /* "MODE", "MODE@SERIES_UID" or several of those separated by commas */
     char mode[16] = "";
-    const char *at = strchr(f, '@');
-    size_t ml = at ? (size_t)(at - f) : strlen(f);
-    if (ml >= sizeof mode)
-        return;
-    memcpy(mode, f, ml);
-    mode[ml] = '\0';
-    if (at && strcmp(at + 1, series_uid) != 0)
+    for (const char *p = f; *p && !mode[0];) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        const char *at = memchr(p, '@', len);
+        size_t ml = at ? (size_t)(at - p) : len;
+        size_t ul = at ? len - ml - 1 : 0;
+        if (ml < sizeof mode &&
+            (!at || (strlen(series_uid) == ul && strncmp(at + 1, series_uid, ul) == 0))) {
+            memcpy(mode, p, ml);
+            mode[ml] = '\0';
+        }
+        p += len + (comma ? 1 : 0);
+    }
+    if (!mode[0])
         return;
     RP_WARN("job", "test fault injected mode=%s series=%s", mode, series_uid);
     if (strcmp(mode, "abort") == 0) {

@@ -13,8 +13,9 @@
  *  - It never changes the job's state: the supervisor records the end from the exit code.
  *    The return value is the process exit code (RP_JOB_EXIT_* in scp/supervisor.h).
  *  - Test hook: when RP_TEST_JOB_FAULT is set in the environment to abort|segv|oom|hang|fail,
- *    optionally followed by @SERIES_UID to hit one series only, the worker misbehaves that
- *    way before doing anything. Unset (always, outside tests) it does nothing.
+ *    optionally followed by @SERIES_UID to hit one series only (several such entries may be
+ *    given, separated by commas), the worker misbehaves that way before doing anything.
+ *    Unset (always, outside tests) it does nothing.
  */
 #ifndef RP_SCP_JOB_H
 #define RP_SCP_JOB_H
