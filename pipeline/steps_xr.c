@@ -449,8 +449,9 @@ static void note_map(rp_step_ctx *ctx, double sx, double ox, double sy, double o
                             "y = row; 0-based pixel centres of the image given to present)");
 }
 
-/* Masks follow the image: nearest neighbour on the new grid (resize) or zero margins (pad).
- * A mask whose grid is not the image's is dropped with a QC note rather than left stale. */
+/* Masks follow the image: zero margins (pad); for resize, binary masks are area-averaged
+ * and kept where at least half covered (thin structures survive shrinking), label masks
+ * take the nearest label. Masks on another grid are left alone. */
 static int masks_follow(rp_step_ctx *ctx, const rp_volume *old, int ow, int oh, int resize,
                         int offx, int offy)
 {
@@ -465,7 +466,27 @@ static int masks_follow(rp_step_ctx *ctx, const rp_volume *old, int ow, int oh, 
         for (int z = 0; z < nz; z++) {
             const uint8_t *sp = k->data + (size_t)z * w * h;
             uint8_t *dp = d + (size_t)z * ow * oh;
-            if (resize) {
+            int binary = 1;
+            for (size_t i = 0; resize && binary && i < (size_t)w * h; i++)
+                binary = sp[i] <= 1;
+            if (resize && binary) {
+                float *a = malloc(sizeof(float) * ((size_t)w * h + (size_t)ow * oh));
+                if (!a) {
+                    free(d);
+                    return RP_ENOMEM;
+                }
+                float *b = a + (size_t)w * h;
+                for (size_t i = 0; i < (size_t)w * h; i++)
+                    a[i] = sp[i];
+                int rc = rp_xr_resize_f32(a, w, h, b, ow, oh);
+                for (size_t i = 0; rc == 0 && i < (size_t)ow * oh; i++)
+                    dp[i] = b[i] >= 0.5f - 1e-6f;
+                free(a);
+                if (rc) {
+                    free(d);
+                    return rc;
+                }
+            } else if (resize) {
                 for (int y = 0; y < oh; y++) {
                     int sy = (int)floor((y + 0.5) * h / oh);
                     sy = sy < h ? sy : h - 1;

@@ -10,6 +10,7 @@ usage: xray_cv_ref.py OP ARGS... IN OUT
   areaf   W H OW OH IN OUT          cv2.resize(float32, (OW, OH), INTER_AREA)
   linearf W H OW OH IN OUT          cv2.resize(float32, (OW, OH), INTER_LINEAR)
   meanf   W H F IN OUT              skimage.measure.block_reduce(float32, (F, F), mean)
+  png     PNG OUT                   cv2.imread(PNG, IMREAD_UNCHANGED) -> raw (+ OUT.txt: w h dtype)
 """
 import sys
 
@@ -19,6 +20,12 @@ import numpy as np
 
 def main(a):
     op = a[0]
+    if op == "png":
+        img = cv2.imread(a[1], cv2.IMREAD_UNCHANGED)
+        img.tofile(a[2])
+        with open(a[2] + ".txt", "w") as f:
+            f.write("%d %d %d\n" % (img.shape[1], img.shape[0], img.dtype.itemsize * 8))
+        return
     w, h = int(a[1]), int(a[2])
     if op in ("clahe8", "clahe16"):
         dt = np.uint8 if op == "clahe8" else np.uint16

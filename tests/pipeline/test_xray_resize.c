@@ -1,0 +1,302 @@
+/* Resize and pad: rp_xr_resize_* against cv2.resize (INTER_AREA when shrinking, INTER_LINEAR
+ * when enlarging) and skimage's block mean, run by this test on the same arrays; the
+ * resize/pad steps keep the affine and the QC pixel map true (a marked pixel is found again
+ * through the map), masks follow the image, and the PNG writer's orientation and scaling. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "pipeline/step.h"
+#include "pipeline/xray.h"
+#include "test_xray_util.h"
+
+static void compare_u8(int w, int h, int ow, int oh)
+{
+    const size_t n = (size_t)w * h, on = (size_t)ow * oh;
+    float *f = malloc(n * sizeof *f);
+    uint8_t *in = malloc(n), *ours = malloc(on), *ref = malloc(on);
+    xt_phantom(f, w, h, 0.3);
+    for (size_t i = 0; i < n; i++)
+        in[i] = (uint8_t)lrintf(f[i] * 255);
+    char pin[512], pout[512], args[1400];
+    snprintf(pin, sizeof pin, "%s/rs_in.raw", xt_tmpdir());
+    snprintf(pout, sizeof pout, "%s/rs_out.raw", xt_tmpdir());
+    assert_int_equal(xt_write(pin, in, n), 0);
+    snprintf(args, sizeof args, "area8 %d %d %d %d '%s' '%s'", w, h, ow, oh, pin, pout);
+    assert_int_equal(xt_ref(args), 0);
+    assert_int_equal(xt_read(pout, ref, on), 0);
+    assert_int_equal(rp_xr_resize_u8(in, w, h, ours, ow, oh), 0);
+    int me = 0;
+    size_t exact = 0;
+    for (size_t i = 0; i < on; i++) {
+        int d = abs((int)ours[i] - (int)ref[i]);
+        me = d > me ? d : me;
+        exact += d == 0;
+    }
+    print_message("area8 %dx%d -> %dx%d: max diff %d, exact %.4f\n", w, h, ow, oh, me,
+                  (double)exact / on);
+    assert_true(me <= 1);
+    free(f);
+    free(in);
+    free(ours);
+    free(ref);
+}
+
+static void compare_f32(const char *op, int w, int h, int ow, int oh, double tol)
+{
+    const size_t n = (size_t)w * h, on = (size_t)ow * oh;
+    float *in = malloc(n * 4), *ours = malloc(on * 4), *ref = malloc(on * 4);
+    xt_phantom(in, w, h, 0.3);
+    char pin[512], pout[512], args[1400];
+    snprintf(pin, sizeof pin, "%s/rs_in.raw", xt_tmpdir());
+    snprintf(pout, sizeof pout, "%s/rs_out.raw", xt_tmpdir());
+    assert_int_equal(xt_write(pin, in, n * 4), 0);
+    if (!strcmp(op, "meanf"))
+        snprintf(args, sizeof args, "meanf %d %d %d '%s' '%s'", w, h, w / ow, pin, pout);
+    else
+        snprintf(args, sizeof args, "%s %d %d %d %d '%s' '%s'", op, w, h, ow, oh, pin, pout);
+    assert_int_equal(xt_ref(args), 0);
+    assert_int_equal(xt_read(pout, ref, on * 4), 0);
+    assert_int_equal(rp_xr_resize_f32(in, w, h, ours, ow, oh), 0);
+    double me = 0;
+    for (size_t i = 0; i < on; i++)
+        me = fmax(me, fabs(ours[i] - ref[i]));
+    print_message("%s %dx%d -> %dx%d: max abs diff %.3g\n", op, w, h, ow, oh, me);
+    assert_true(me <= tol);
+    free(in);
+    free(ours);
+    free(ref);
+}
+
+static void test_area_vs_opencv(void **state)
+{
+    (void)state;
+    compare_u8(3000, 2500, 1024, 853);  /* the benchmark's shape, non-integer factor */
+    compare_u8(2394, 3062, 801, 1024);  /* the mammogram */
+    compare_u8(1024, 1024, 512, 512);   /* integer factor (OpenCV's fast path) */
+    compare_u8(1760, 1760, 1024, 1024);
+    compare_u8(440, 440, 439, 300);     /* barely shrinking */
+    compare_f32("areaf", 1760, 1760, 1024, 1024, 1e-4);
+    compare_f32("areaf", 777, 555, 100, 71, 1e-4);
+    compare_f32("meanf", 1200, 900, 300, 225, 1e-5); /* skimage block mean, factor 4 */
+}
+
+static void test_linear_vs_opencv(void **state)
+{
+    (void)state;
+    compare_f32("linearf", 440, 440, 1024, 1024, 1e-4);
+    compare_f32("linearf", 300, 200, 1001, 777, 1e-4);
+}
+
+/* ---- steps ---- */
+
+static const rp_step_def *find(const char *name)
+{
+    for (const rp_step_def *s = rp_steps_xr; s->name; s++)
+        if (!strcmp(s->name, name))
+            return s;
+    return NULL;
+}
+
+static int run_step(rp_step_ctx *ctx, const char *name, int n, const char *a0, const char *a1)
+{
+    const rp_step_def *s = find(name);
+    rp_step_args args;
+    memset(&args, 0, sizeof args);
+    args.n = n;
+    if (a0)
+        strcpy(args.arg[0], a0);
+    if (a1)
+        strcpy(args.arg[1], a1);
+    void *p = NULL;
+    char err[256];
+    if (s->parse(&args, &p, err, sizeof err))
+        fail_msg("%s", err);
+    ctx->step_qc = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_GetObjectItem(ctx->qc, "steps"), ctx->step_qc);
+    int rc = s->run(ctx, p);
+    free(p);
+    return rc;
+}
+
+/* A 400x300 "radiograph" (rows bottom-up as assembly stores them) with one bright pixel at
+ * displayed column 123, row 45; 0.2 mm pixels; through present, resize(200), pad(256). */
+static void test_geometry_steps(void **state)
+{
+    (void)state;
+    const int w = 400, h = 300, col = 123, row = 45;
+    rp_step_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    rp_series_info si;
+    memset(&si, 0, sizeof si);
+    strcpy(si.photometric, "MONOCHROME2");
+    ctx.info = &si;
+    ctx.qc = cJSON_CreateObject();
+    cJSON_AddArrayToObject(ctx.qc, "steps");
+    ctx.vol = rp_volume_new(w, h, 1, 1);
+    for (int i = 0; i < 3; i++)
+        ctx.vol->affine[i][i] = i < 2 ? 0.2 : 1.0;
+    ctx.vol->affine[0][3] = -40;
+    ctx.vol->affine[1][3] = -30;
+    rp_volume_update_spacing(ctx.vol);
+    /* a 4x4 block so that area averaging keeps it visible at half size */
+    for (int dy = 0; dy < 4; dy++)
+        for (int dx = 0; dx < 4; dx++)
+            ctx.vol->data[(size_t)(h - 1 - (row + dy)) * w + col + dx] = 1000;
+    rp_mask *m = rp_mask_new(w, h, 1, "body");
+    for (int x = 0; x < w; x++)
+        m->data[x] = 1; /* bottom displayed row */
+    rp_step_ctx_add_mask(&ctx, m);
+    double world0[3];
+    for (int i = 0; i < 3; i++) /* centre of the block in world mm */
+        world0[i] = ctx.vol->affine[i][0] * (col + 1.5) +
+                    ctx.vol->affine[i][1] * (h - 1 - (row + 1.5)) + ctx.vol->affine[i][3];
+
+    assert_int_equal(run_step(&ctx, "present", 0, NULL, NULL), 0);
+    assert_int_equal(run_step(&ctx, "resize", 2, "200", "keep_aspect"), 0);
+    assert_int_equal(ctx.vol->dim[0], 200);
+    assert_int_equal(ctx.vol->dim[1], 150);
+    assert_true(fabs(ctx.vol->spacing[0] - 0.4) < 1e-9 && fabs(ctx.vol->spacing[1] - 0.4) < 1e-9);
+    assert_int_equal(run_step(&ctx, "pad", 1, "256", NULL), 0);
+    assert_int_equal(ctx.vol->dim[0], 256);
+    assert_int_equal(ctx.vol->dim[1], 256);
+    assert_int_equal(ctx.n_masks, 1);
+    assert_int_equal(ctx.masks[0]->dim[0], 256);
+
+    /* Find the block's centre of mass in displayed coordinates of the output. */
+    const int W = 256, H = 256;
+    double sx = 0, sy = 0, sw = 0;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            double v = ctx.vol->data[(size_t)(H - 1 - y) * W + x];
+            sx += v * x;
+            sy += v * y;
+            sw += v;
+        }
+    sx /= sw;
+    sy /= sw;
+    cJSON *pm = cJSON_GetObjectItem(ctx.qc, "pixel_map");
+    assert_non_null(pm);
+    cJSON *sc = cJSON_GetObjectItem(pm, "scale"), *of = cJSON_GetObjectItem(pm, "offset");
+    double mx = cJSON_GetArrayItem(sc, 0)->valuedouble * sx + cJSON_GetArrayItem(of, 0)->valuedouble;
+    double my = cJSON_GetArrayItem(sc, 1)->valuedouble * sy + cJSON_GetArrayItem(of, 1)->valuedouble;
+    print_message("block centre: output (%.2f, %.2f) -> source (%.2f, %.2f), truth (%.1f, %.1f)\n",
+                  sx, sy, mx, my, col + 1.5, row + 1.5);
+    assert_true(fabs(mx - (col + 1.5)) < 0.01 && fabs(my - (row + 1.5)) < 0.01);
+    /* The affine agrees: output stored index of the centre -> same world point. */
+    double j = H - 1 - sy;
+    for (int i = 0; i < 3; i++) {
+        double wv = ctx.vol->affine[i][0] * sx + ctx.vol->affine[i][1] * j + ctx.vol->affine[i][3];
+        assert_true(fabs(wv - world0[i]) < 0.01);
+    }
+    /* Letterbox: (256 - 150) / 2 = 53 rows on top of the displayed image, zeros. */
+    assert_true(ctx.vol->data[(size_t)(H - 1 - 52) * W + 100] == 0.0f);
+    /* The mask's bottom displayed row followed the image: displayed row 53 + 149 = 202. */
+    assert_int_equal(ctx.masks[0]->data[(size_t)(H - 1 - 202) * W + 100], 1);
+    assert_int_equal(ctx.masks[0]->data[(size_t)(H - 1 - 201) * W + 100], 0);
+
+    /* pad smaller than the image is a clear error */
+    assert_int_equal(run_step(&ctx, "pad", 1, "100", NULL), RP_EINVAL);
+    assert_true(strstr(ctx.err, "resize") != NULL);
+    rp_step_ctx_release(&ctx);
+    cJSON_Delete(ctx.qc);
+}
+
+/* clahe refuses HU-like input; on [0,1] input it equals OpenCV's on the displayed image. */
+static void test_clahe_step(void **state)
+{
+    (void)state;
+    const int w = 100, h = 75; /* not multiples of the grid: the reflect-101 side matters */
+    rp_step_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.qc = cJSON_CreateObject();
+    cJSON_AddArrayToObject(ctx.qc, "steps");
+    ctx.vol = rp_volume_new(w, h, 1, 1);
+    for (size_t i = 0; i < (size_t)w * h; i++)
+        ctx.vol->data[i] = (float)(i % 1000) - 500;
+    assert_int_equal(run_step(&ctx, "clahe", 2, "2.0", "8"), RP_EINVAL);
+    assert_true(strstr(ctx.err, "[0,1]") != NULL);
+
+    float *disp = malloc(sizeof(float) * w * h);
+    xt_phantom(disp, w, h, 0.2);
+    uint8_t *q = malloc((size_t)w * h), *r = malloc((size_t)w * h);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float v = disp[(size_t)y * w + x];
+            ctx.vol->data[(size_t)(h - 1 - y) * w + x] = v; /* stored bottom-up */
+            q[(size_t)y * w + x] = (uint8_t)lrintf(v * 255);
+        }
+    char pin[512], pout[512], args[1400];
+    snprintf(pin, sizeof pin, "%s/cs_in.raw", xt_tmpdir());
+    snprintf(pout, sizeof pout, "%s/cs_out.raw", xt_tmpdir());
+    assert_int_equal(xt_write(pin, q, (size_t)w * h), 0);
+    snprintf(args, sizeof args, "clahe8 %d %d 2.0 8 8 '%s' '%s'", w, h, pin, pout);
+    assert_int_equal(xt_ref(args), 0);
+    assert_int_equal(xt_read(pout, r, (size_t)w * h), 0);
+    assert_int_equal(run_step(&ctx, "clahe", 2, "2.0", "8"), 0);
+    int me = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int ours = (int)lrintf(ctx.vol->data[(size_t)(h - 1 - y) * w + x] * 255);
+            int d = abs(ours - r[(size_t)y * w + x]);
+            me = d > me ? d : me;
+        }
+    assert_true(me <= 1);
+    free(disp);
+    free(q);
+    free(r);
+    rp_step_ctx_release(&ctx);
+    cJSON_Delete(ctx.qc);
+}
+
+/* PNG: 0..1 -> 0..255 / 0..65535, clamped, PNG row 0 = first DICOM row (top). */
+static void test_png(void **state)
+{
+    (void)state;
+    rp_volume *v = rp_volume_new(3, 2, 1, 1);
+    /* stored bottom-up: row 1 is the displayed top */
+    const float d[6] = {0.0f, 0.5f, 1.0f, -1.0f, 2.0f, 0.25f};
+    memcpy(v->data, d, sizeof d);
+    char path[512], raw[512], args[1200];
+    snprintf(path, sizeof path, "%s/t.png", xt_tmpdir());
+    snprintf(raw, sizeof raw, "%s/t.raw", xt_tmpdir());
+    for (int bits = 8; bits <= 16; bits += 8) {
+        assert_int_equal(rp_xr_write_png(v, 0, path, bits), 0);
+        snprintf(args, sizeof args, "png '%s' '%s'", path, raw);
+        assert_int_equal(xt_ref(args), 0);
+        const int mx = bits == 8 ? 255 : 65535;
+        const int want[6] = {0, mx, (int)lrint(0.25 * mx), 0, (int)lrint(0.5 * mx), mx};
+        int got[6];
+        if (bits == 8) {
+            uint8_t b[6];
+            assert_int_equal(xt_read(raw, b, 6), 0);
+            for (int i = 0; i < 6; i++)
+                got[i] = b[i];
+        } else {
+            uint16_t b[6];
+            assert_int_equal(xt_read(raw, b, 12), 0);
+            for (int i = 0; i < 6; i++)
+                got[i] = b[i];
+        }
+        for (int i = 0; i < 6; i++)
+            assert_int_equal(got[i], want[i]);
+    }
+    assert_int_equal(rp_xr_write_png(v, 1, path, 8), RP_EINVAL);
+    assert_int_equal(rp_xr_write_png(v, 0, path, 12), RP_EINVAL);
+    rp_volume_free(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_area_vs_opencv), cmocka_unit_test(test_linear_vs_opencv),
+        cmocka_unit_test(test_geometry_steps), cmocka_unit_test(test_clahe_step),
+        cmocka_unit_test(test_png),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    xt_cleanup();
+    return rc;
+}

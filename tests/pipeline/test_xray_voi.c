@@ -1,0 +1,353 @@
+/* X-ray presentation (PS3.3 C.11.1 / C.11.2) on hand-computed values, and the `present`
+ * step on synthetic headers: VOI choice, MONOCHROME1 (as assembly delivers it), padding,
+ * QC record. Output range 0..1 (ymin = 0, ymax = 1 in the standard's formulas). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "pipeline/dicom.h"
+#include "pipeline/step.h"
+#include "pipeline/xray.h"
+
+#define EPS 1e-9
+
+static double win(rp_xr_voi_kind k, double c, double w, double x)
+{
+    rp_xr_voi v = {0};
+    v.kind = k;
+    v.center = c;
+    v.width = w;
+    return rp_xr_voi_eval(&v, x);
+}
+
+static void test_linear(void **state)
+{
+    (void)state;
+    /* C.11.2.1.2.1 with c = 100, w = 50: x <= 75 -> 0, x > 124 -> 1,
+     * else (x - 99.5) / 49 + 0.5. */
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 100, 50, 75) - 0.0) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 100, 50, 74) - 0.0) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 100, 50, 76) - 0.020408163265306) < 1e-12);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 100, 50, 100) - 0.510204081632653) < 1e-12);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 100, 50, 124) - 1.0) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 100, 50, 125) - 1.0) < EPS);
+    /* The standard's examples: c=2048 w=4096 maps 0 -> ymin and 4095 -> ymax exactly;
+     * c=0 w=1 is a threshold: x <= -0.5 -> ymin, x > -0.5 -> ymax. */
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 2048, 4096, 0)) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 2048, 4096, 4095) - 1.0) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, 2048, 4096, 2048) - (0.5 / 4095 + 0.5)) < EPS);
+    assert_true(win(RP_XR_VOI_LINEAR, 0, 1, 0) == 1.0);
+    assert_true(win(RP_XR_VOI_LINEAR, 0, 1, -1) == 0.0);
+    /* Negative centres (CT-like, signed data). */
+    assert_true(fabs(win(RP_XR_VOI_LINEAR, -600, 1600, -600) - (0.5 / 1599 + 0.5)) < EPS);
+}
+
+static void test_linear_exact(void **state)
+{
+    (void)state;
+    /* C.11.2.1.3.2: x <= c - w/2 -> 0, x > c + w/2 -> 1, else (x - c)/w + 0.5 */
+    assert_true(fabs(win(RP_XR_VOI_LINEAR_EXACT, 100, 50, 75) - 0.0) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR_EXACT, 100, 50, 87.5) - 0.25) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR_EXACT, 100, 50, 100) - 0.5) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR_EXACT, 100, 50, 125) - 1.0) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_LINEAR_EXACT, 100, 50, 126) - 1.0) < EPS);
+    /* Widths below 1 are legal for LINEAR_EXACT. */
+    assert_true(fabs(win(RP_XR_VOI_LINEAR_EXACT, 0.5, 0.5, 0.5) - 0.5) < EPS);
+}
+
+static void test_sigmoid(void **state)
+{
+    (void)state;
+    /* C.11.2.1.3.1: y = 1 / (1 + exp(-4 (x - c) / w)) */
+    assert_true(fabs(win(RP_XR_VOI_SIGMOID, 100, 50, 100) - 0.5) < EPS);
+    assert_true(fabs(win(RP_XR_VOI_SIGMOID, 100, 50, 125) - 0.880797077977882) < 1e-12);
+    assert_true(fabs(win(RP_XR_VOI_SIGMOID, 100, 50, 75) - 0.119202922022118) < 1e-12);
+    assert_true(fabs(win(RP_XR_VOI_SIGMOID, 100, 50, 150) - 0.982013790037908) < 1e-12);
+    /* the GE mammogram's first window */
+    assert_true(fabs(win(RP_XR_VOI_SIGMOID, 2653, 900, 2428) - 0.268941421369995) < 1e-12);
+}
+
+static void test_luts(void **state)
+{
+    (void)state;
+    static const uint16_t d8[4] = {0, 100, 200, 255};
+    rp_xr_voi v = {0};
+    v.kind = RP_XR_VOI_LUT;
+    v.lut = (rp_xr_lut){4, 10, 8, d8};
+    assert_true(rp_xr_voi_eval(&v, 5) == 0.0);     /* below first: first entry */
+    assert_true(rp_xr_voi_eval(&v, 10) == 0.0);
+    assert_true(fabs(rp_xr_voi_eval(&v, 11) - 100.0 / 255) < EPS);
+    assert_true(fabs(rp_xr_voi_eval(&v, 11.4) - 100.0 / 255) < EPS);
+    assert_true(fabs(rp_xr_voi_eval(&v, 12) - 200.0 / 255) < EPS);
+    assert_true(rp_xr_voi_eval(&v, 13) == 1.0);
+    assert_true(rp_xr_voi_eval(&v, 1000) == 1.0);  /* past the end: last entry */
+    /* Declared 8 bits but 10-bit data: the depth the data need is used. */
+    static const uint16_t d10[3] = {0, 512, 1023};
+    v.lut = (rp_xr_lut){3, 0, 8, d10};
+    assert_true(fabs(rp_xr_voi_eval(&v, 1) - 512.0 / 1023) < EPS);
+    /* Modality LUT: first mapped may be negative, output in the LUT's units. */
+    static const uint16_t m[3] = {5, 6, 7};
+    rp_xr_modality mod = {RP_XR_MOD_LUT, 1, 0, {3, -2, 16, m}};
+    assert_true(rp_xr_modality_eval(&mod, -5) == 5);
+    assert_true(rp_xr_modality_eval(&mod, -1) == 6);
+    assert_true(rp_xr_modality_eval(&mod, 0) == 7);
+    rp_xr_modality rs = {RP_XR_MOD_RESCALE, 2.0, -1024, {0}};
+    assert_true(rp_xr_modality_eval(&rs, 100) == -824);
+    char err[128];
+    rp_xr_voi bad = {0};
+    bad.kind = RP_XR_VOI_LINEAR;
+    bad.width = 0.5;
+    assert_int_equal(rp_xr_voi_check(&bad, err, sizeof err), RP_EINVAL);
+    bad.kind = RP_XR_VOI_SIGMOID;
+    assert_int_equal(rp_xr_voi_check(&bad, err, sizeof err), 0);
+    bad.width = 0;
+    assert_int_equal(rp_xr_voi_check(&bad, err, sizeof err), RP_EINVAL);
+}
+
+/* Whole-image kernel: table path (integers) and formula path (non-integers) agree with
+ * the per-value definition; MONOCHROME1 inverts after VOI; padding -> 0 and out of range. */
+static void test_present_kernel(void **state)
+{
+    (void)state;
+    const size_t n = 4096;
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    rp_xr_present_params p;
+    memset(&p, 0, sizeof p);
+    p.modality = (rp_xr_modality){RP_XR_MOD_RESCALE, 0.5, 10, {0}};
+    p.voi.kind = RP_XR_VOI_SIGMOID;
+    p.voi.center = 600;
+    p.voi.width = 700;
+    p.invert = 1;
+    for (size_t i = 0; i < n; i++) {
+        a[i] = (float)i;
+        b[i] = (float)i + 0.25f;
+    }
+    rp_xr_present_report rep;
+    assert_int_equal(rp_xr_present_f32(a, n, &p, &rep), 0);
+    assert_int_equal(rep.lut_path, 1);
+    assert_true(rep.in_min == 0 && rep.in_max == 4095);
+    for (size_t i = 0; i < n; i += 7) {
+        double want = 1.0 - 1.0 / (1.0 + exp(-4.0 * (0.5 * i + 10 - 600) / 700));
+        assert_true(fabs(a[i] - want) < 1e-6);
+    }
+    assert_int_equal(rp_xr_present_f32(b, n, &p, &rep), 0);
+    assert_int_equal(rep.lut_path, 0);
+    for (size_t i = 0; i < n; i += 7) {
+        double want = 1.0 - 1.0 / (1.0 + exp(-4.0 * (0.5 * (i + 0.25) + 10 - 600) / 700));
+        assert_true(fabs(b[i] - want) < 1e-6);
+    }
+    /* No VOI: min-max of the non-padding values; padding (value 0) -> 0. */
+    memset(&p, 0, sizeof p);
+    p.has_padding = 1;
+    p.padding_lo = p.padding_hi = 0;
+    for (size_t i = 0; i < n; i++)
+        a[i] = i % 3 == 0 ? 0.0f : (float)(100 + i % 201);
+    assert_int_equal(rp_xr_present_f32(a, n, &p, &rep), 0);
+    assert_true(p.voi.lo == 101 && p.voi.hi == 300);
+    assert_int_equal(rep.n_padding, (n + 2) / 3);
+    for (size_t i = 0; i < n; i++) {
+        double want = i % 3 == 0 ? 0.0 : (100 + i % 201 - 101) / 199.0;
+        assert_true(fabs(a[i] - want) < 1e-6);
+    }
+    /* A bad window is refused before touching the data. */
+    memset(&p, 0, sizeof p);
+    p.voi.kind = RP_XR_VOI_LINEAR;
+    p.voi.width = 0;
+    a[0] = 7;
+    assert_int_equal(rp_xr_present_f32(a, n, &p, NULL), RP_EINVAL);
+    assert_true(a[0] == 7);
+    free(a);
+    free(b);
+}
+
+/* ---- the step, with a synthetic header ---- */
+
+static const rp_step_def *find(const char *name)
+{
+    for (const rp_step_def *s = rp_steps_xr; s->name; s++)
+        if (!strcmp(s->name, name))
+            return s;
+    return NULL;
+}
+
+static void *parse(const char *name, int n, const char *a0, const char *a1, int want_ok)
+{
+    const rp_step_def *s = find(name);
+    assert_non_null(s);
+    rp_step_args args;
+    memset(&args, 0, sizeof args);
+    args.n = n;
+    if (a0)
+        strcpy(args.arg[0], a0);
+    if (a1)
+        strcpy(args.arg[1], a1);
+    void *p = NULL;
+    char err[256] = "";
+    int rc = s->parse(&args, &p, err, sizeof err);
+    if (want_ok) {
+        if (rc)
+            fail_msg("%s: %s", name, err);
+    } else {
+        assert_int_equal(rc, RP_EINVAL);
+        assert_true(strstr(err, "usage") != NULL);
+    }
+    return p;
+}
+
+static void test_parse(void **state)
+{
+    (void)state;
+    free(parse("present", 0, NULL, NULL, 1));
+    free(parse("present", 2, "window", "2", 1));
+    parse("present", 1, "bogus", NULL, 0);
+    parse("present", 2, "lut", "0", 0);
+    free(parse("clahe", 2, "2.0", "8", 1));
+    free(parse("clahe", 2, "2", "8x4", 1));
+    parse("clahe", 2, "-1", "8", 0);
+    parse("clahe", 2, "2", "0", 0);
+    free(parse("resize", 2, "1024", "keep_aspect", 1));
+    free(parse("resize", 1, "640x480", NULL, 1));
+    parse("resize", 2, "1024", "squash", 0);
+    parse("resize", 0, NULL, NULL, 0);
+    free(parse("pad", 1, "1024", NULL, 1));
+    parse("pad", 1, "abc", NULL, 0);
+    /* describe gives resolved parameters */
+    void *p = parse("clahe", 2, "2.0", "8", 1);
+    cJSON *o = cJSON_CreateObject();
+    find("clahe")->describe(p, o);
+    assert_int_equal(cJSON_GetObjectItem(o, "tiles_y")->valueint, 8);
+    assert_int_equal(cJSON_GetObjectItem(o, "bits")->valueint, 8);
+    cJSON_Delete(o);
+    free(p);
+}
+
+/* A MONOCHROME1 CR as assembly hands it over: stored s (10-bit, no rescale) inverted to
+ * 1023 - s, rows bottom-up. Two windows, SIGMOID, and a VOI LUT. */
+typedef struct fixture {
+    rp_dcm_info info;
+    rp_series_info si;
+    rp_step_ctx ctx;
+    cJSON *qc;
+    uint16_t lut[1024];
+} fixture;
+
+static void fixture_init(fixture *f, const char *photometric, int with_lut)
+{
+    memset(f, 0, sizeof *f);
+    rp_strlcpy(f->info.photometric, photometric, sizeof f->info.photometric);
+    f->info.bits_stored = 10;
+    f->info.samples_per_pixel = 1;
+    f->info.n_windows = 2;
+    f->info.window_center[0] = 512;
+    f->info.window_width[0] = 256;
+    f->info.window_center[1] = 300;
+    f->info.window_width[1] = 100;
+    rp_strlcpy(f->info.voi_lut_function, "SIGMOID", sizeof f->info.voi_lut_function);
+    if (with_lut) {
+        for (int i = 0; i < 1024; i++)
+            f->lut[i] = (uint16_t)(4095 - 4 * i > 0 ? 4095 - 4 * i : 0); /* decreasing */
+        f->info.n_voi_luts = 1;
+        f->info.voi_lut[0] = (rp_dcm_lut){1024, 0, 12, f->lut, "NORMAL", ""};
+    }
+    rp_strlcpy(f->si.photometric, photometric, sizeof f->si.photometric);
+    f->si.dcm = &f->info;
+    f->ctx.info = &f->si;
+    f->qc = cJSON_CreateObject();
+    f->ctx.qc = f->qc;
+    f->ctx.step_qc = cJSON_AddObjectToObject(f->qc, "step");
+    f->ctx.vol = rp_volume_new(32, 32, 1, 1);
+    for (int i = 0; i < 32 * 32; i++) {
+        double s = i; /* stored value */
+        f->ctx.vol->data[i] = (float)(strcmp(photometric, "MONOCHROME1") ? s : 1023 - s);
+    }
+}
+
+static void fixture_free(fixture *f)
+{
+    rp_step_ctx_release(&f->ctx);
+    cJSON_Delete(f->qc);
+}
+
+static int run(fixture *f, const char *name, int n, const char *a0, const char *a1)
+{
+    void *p = parse(name, n, a0, a1, 1);
+    int rc = find(name)->run(&f->ctx, p);
+    free(p);
+    return rc;
+}
+
+static const char *qc_str(fixture *f, const char *key)
+{
+    cJSON *pr = cJSON_GetObjectItem(f->ctx.step_qc, "presentation");
+    cJSON *it = cJSON_GetObjectItem(pr, key);
+    return cJSON_IsString(it) ? it->valuestring : "";
+}
+
+static void test_present_step(void **state)
+{
+    (void)state;
+    fixture f;
+    /* MONOCHROME1 with window 1 (SIGMOID): y = 1 - sigmoid(s), s the stored value. */
+    fixture_init(&f, "MONOCHROME1", 0);
+    assert_int_equal(run(&f, "present", 0, NULL, NULL), 0);
+    for (int s = 0; s < 1024; s += 13) {
+        double want = 1.0 - 1.0 / (1.0 + exp(-4.0 * (s - 512) / 256.0));
+        assert_true(fabs(f.ctx.vol->data[s] - want) < 1e-6);
+    }
+    assert_string_equal(qc_str(&f, "voi_path"), "window");
+    assert_string_equal(qc_str(&f, "voi_lut_function"), "SIGMOID");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(
+        cJSON_GetObjectItem(f.ctx.step_qc, "presentation"), "inverted")));
+    fixture_free(&f);
+
+    /* window 2 on MONOCHROME2 */
+    fixture_init(&f, "MONOCHROME2", 0);
+    assert_int_equal(run(&f, "present", 2, "window", "2"), 0);
+    assert_true(fabs(f.ctx.vol->data[300] - 0.5) < 1e-6);
+    fixture_free(&f);
+
+    /* auto prefers the VOI LUT; MONOCHROME1 inverted after it. */
+    fixture_init(&f, "MONOCHROME1", 1);
+    assert_int_equal(run(&f, "present", 0, NULL, NULL), 0);
+    assert_string_equal(qc_str(&f, "voi_path"), "VOI LUT Sequence");
+    for (int s = 0; s < 1024; s += 11) {
+        double lutv = 4095 - 4 * s > 0 ? 4095 - 4 * s : 0;
+        assert_true(fabs(f.ctx.vol->data[s] - (1.0 - lutv / 4095.0)) < 1e-6);
+    }
+    fixture_free(&f);
+
+    /* minmax on request; asking for a LUT that is not there is an error with a reason. */
+    fixture_init(&f, "MONOCHROME2", 0);
+    assert_int_equal(run(&f, "present", 1, "lut", NULL), RP_EINVAL);
+    assert_true(strstr(f.ctx.err, "VOI LUT") != NULL);
+    assert_int_equal(run(&f, "present", 1, "minmax", NULL), 0);
+    assert_true(fabs(f.ctx.vol->data[1023] - 1.0) < 1e-6 && f.ctx.vol->data[0] == 0.0f);
+    fixture_free(&f);
+
+    /* padding mask from assembly -> 0 */
+    fixture_init(&f, "MONOCHROME2", 0);
+    rp_mask *m = rp_mask_new(32, 32, 1, "padding");
+    m->data[1000] = 1;
+    rp_step_ctx_add_mask(&f.ctx, m);
+    assert_int_equal(run(&f, "present", 1, "minmax", NULL), 0);
+    assert_true(f.ctx.vol->data[1000] == 0.0f);
+    assert_true(fabs(f.ctx.vol->data[1023] - 1.0) < 1e-6);
+    fixture_free(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_exact),
+        cmocka_unit_test(test_sigmoid),       cmocka_unit_test(test_luts),
+        cmocka_unit_test(test_present_kernel), cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_present_step),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
