@@ -104,6 +104,7 @@ int rp_cli_status(int argc, char **argv, const rp_conf *c)
         cJSON_AddNumberToObject(j, "min_free_mb", (double)c->min_free_mb);
         cJSON_AddBoolToObject(j, "below_watermark", low);
         cJSON_AddNumberToObject(j, "associations", (double)n.associations);
+        cJSON_AddNumberToObject(j, "associations_refused", (double)n.associations_refused);
         rp_cli_json_print(j);
         return 0;
     }
@@ -124,6 +125,7 @@ int rp_cli_status(int argc, char **argv, const rp_conf *c)
         printf("free          %s of %s (watermark %lld MiB)%s\n",
                rp_cli_bytes(free_b, b2, sizeof b2), rp_cli_bytes(total_b, b3, sizeof b3),
                c->min_free_mb, low ? " BELOW WATERMARK: stores are refused" : "");
-    printf("associations  %lld served\n", n.associations);
+    printf("associations  %lld served, %lld refused or dropped\n", n.associations,
+           n.associations_refused);
     return 0;
 }

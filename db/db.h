@@ -110,9 +110,11 @@ typedef struct rp_db_counts {
     long long patients, studies, series, instances, bytes;
     long long jobs_queued, jobs_running, jobs_done, jobs_failed;
     long long outbox_pending, outbox_dead;
-    long long associations;     /* events of kind 'association' */
+    long long associations;     /* associations served: events of kind 'association' except
+                                   those whose detail starts result=rejected / result=dropped */
     long long jobs_dead, outbox_sending, outbox_done;
     long long series_receiving, series_complete, series_processing, series_done, series_failed;
+    long long associations_refused; /* 'association' events with result=rejected|dropped */
 } rp_db_counts;
 int rp_db_counts_get(rp_db *db, rp_db_counts *out);
 

@@ -70,7 +70,14 @@ int rp_db_grow(void **arr, size_t *cap, size_t n, size_t elsize);
 /* Retry backoff: min(cap_s, base_s * 2^(attempts-1)). */
 double rp_db_backoff(double base_s, int attempts, double cap_s);
 
-/* Index rows (db/index.c) inside an open transaction. */
-int rp_db_index_one(rp_db *db, const rp_instance_meta *m);
+/* Index rows (db/index.c) inside an open transaction. The cache (may be NULL) remembers the
+ * last patient/study rows of this transaction; zero it at the start of each transaction. */
+typedef struct rp_db_index_cache {
+    long long study_id;
+    char study_uid[RP_UID_MAX + 1];
+    char patient_id[65];
+    char issuer[65];
+} rp_db_index_cache;
+int rp_db_index_one(rp_db *db, const rp_instance_meta *m, rp_db_index_cache *k);
 
 #endif

@@ -128,12 +128,26 @@ static int reopen_series(rp_db *db, long long series_id, const char *sop_uid)
     return rc == SQLITE_DONE ? 0 : rp_db_fail(db, "series reopen");
 }
 
-int rp_db_index_one(rp_db *db, const rp_instance_meta *m)
+/* Within one transaction, consecutive instances of the same study (the common case: a
+ * scanner sends series after series) reuse the patient and study rows instead of upserting
+ * them again. */
+static int same_study(const rp_db_index_cache *k, const rp_instance_meta *m)
+{
+    return k && k->study_id > 0 && strcmp(k->study_uid, m->study_uid) == 0 &&
+           strcmp(k->patient_id, m->patient_id) == 0 &&
+           strcmp(k->issuer, m->issuer_of_patient_id) == 0;
+}
+
+int rp_db_index_one(rp_db *db, const rp_instance_meta *m, rp_db_index_cache *k)
 {
     long long patient_id = 0, study_id = 0, series_id = 0;
     double at = m->received_at > 0 ? m->received_at : rp_now_s();
-    sqlite3_stmt *s = rp_db_stmt(db, ST_PATIENT_UPSERT);
-    if (!s)
+    sqlite3_stmt *s;
+    if (same_study(k, m)) {
+        study_id = k->study_id;
+        goto series;
+    }
+    if (!(s = rp_db_stmt(db, ST_PATIENT_UPSERT)))
         return RP_EDB;
     rp_db_bind_text_raw(s, 1, m->patient_id);
     rp_db_bind_text_raw(s, 2, m->issuer_of_patient_id);
@@ -153,7 +167,14 @@ int rp_db_index_one(rp_db *db, const rp_instance_meta *m)
     rp_db_bind_text(s, 6, m->study_description);
     if (step_id(db, s, "study upsert", &study_id))
         return RP_EDB;
+    if (k) {
+        k->study_id = study_id;
+        rp_strlcpy(k->study_uid, m->study_uid, sizeof k->study_uid);
+        rp_strlcpy(k->patient_id, m->patient_id, sizeof k->patient_id);
+        rp_strlcpy(k->issuer, m->issuer_of_patient_id, sizeof k->issuer);
+    }
 
+series:
     if (!(s = rp_db_stmt(db, ST_SERIES_UPSERT)))
         return RP_EDB;
     rp_db_bind_text(s, 1, m->series_uid);
@@ -247,12 +268,13 @@ int rp_db_index_instances(rp_db *db, const rp_instance_meta *metas, size_t n)
     if (rc)
         return rc;
     int skipped = 0;
+    rp_db_index_cache cache = {0};
     for (size_t i = 0; i < n; i++) {
         if (!meta_ok(&metas[i])) {
             skipped = 1;
             continue;
         }
-        if ((rc = rp_db_index_one(db, &metas[i])) != 0) {
+        if ((rc = rp_db_index_one(db, &metas[i], &cache)) != 0) {
             rp_db_rollback(db);
             return rc;
         }
@@ -427,7 +449,8 @@ int rp_db_counts_get(rp_db *db, rp_db_counts *out)
             " (SELECT count(*) FROM jobs WHERE state = 'failed'),"
             " (SELECT count(*) FROM outbox WHERE state = 'pending'),"
             " (SELECT count(*) FROM outbox WHERE state = 'dead'),"
-            " (SELECT count(*) FROM events WHERE kind = 'association'),"
+            " (SELECT count(*) FROM events WHERE kind = 'association'"
+            "   AND detail NOT LIKE 'result=rejected%' AND detail NOT LIKE 'result=dropped%'),"
             " (SELECT count(*) FROM jobs WHERE state = 'dead'),"
             " (SELECT count(*) FROM outbox WHERE state = 'sending'),"
             " (SELECT count(*) FROM outbox WHERE state = 'done'),"
@@ -435,7 +458,9 @@ int rp_db_counts_get(rp_db *db, rp_db_counts *out)
             " (SELECT count(*) FROM series WHERE state = 'complete'),"
             " (SELECT count(*) FROM series WHERE state = 'processing'),"
             " (SELECT count(*) FROM series WHERE state = 'done'),"
-            " (SELECT count(*) FROM series WHERE state = 'failed')");
+            " (SELECT count(*) FROM series WHERE state = 'failed'),"
+            " (SELECT count(*) FROM events WHERE kind = 'association'"
+            "   AND (detail LIKE 'result=rejected%' OR detail LIKE 'result=dropped%'))");
     if (!s)
         return RP_EDB;
     int rc = sqlite3_step(s);
@@ -446,7 +471,7 @@ int rp_db_counts_get(rp_db *db, rp_db_counts *out)
                           &out->outbox_pending,   &out->outbox_dead,       &out->associations,
                           &out->jobs_dead,        &out->outbox_sending,    &out->outbox_done,
                           &out->series_receiving, &out->series_complete,   &out->series_processing,
-                          &out->series_done,      &out->series_failed};
+                          &out->series_done,      &out->series_failed,     &out->associations_refused};
         for (int i = 0; i < (int)(sizeof f / sizeof f[0]); i++)
             *f[i] = sqlite3_column_int64(s, i);
     }

@@ -592,11 +592,13 @@ static void test_ls(void **state)
     rp_db_filter f = {NULL, "1.2.3.1", NULL, NULL, 0};
     assert_int_equal(rp_db_ls(db, "studies", &f, first_col, first), 0);
     assert_string_equal(first, "1.2.3.1");
-    assert_int_equal(rp_db_event_add(db, "association", "calling_ae=CT1"), 0);
+    assert_int_equal(rp_db_event_add(db, "association", "result=released calling_ae=CT1"), 0);
+    assert_int_equal(rp_db_event_add(db, "association", "result=rejected calling_ae=X"), 0);
     assert_int_equal(rp_db_events_list(db, "association", 10, first_col, first), 0);
     rp_db_counts c;
     assert_int_equal(rp_db_counts_get(db, &c), 0);
     assert_int_equal(c.associations, 1);
+    assert_int_equal(c.associations_refused, 1);
     rp_db_close(db);
 }
 
