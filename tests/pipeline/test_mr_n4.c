@@ -1,0 +1,293 @@
+/* tests/pipeline/test_mr_n4.c — N4 on a brain-like phantom with a known field, lattice
+ * refinement exactness, the foreground mask, and the MR steps' parsing and running. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "pipeline/mr.h"
+#include "pipeline/step.h"
+#include "tests/pipeline/mr_phantom.h"
+
+/* T1-like: air, scalp, skull, CSF, GM, WM */
+static const double T1[6] = {0, 500, 100, 300, 700, 1000};
+
+static void test_n4_phantom(void **state)
+{
+    (void)state;
+    ph_phantom ph;
+    assert_int_equal(ph_make(&ph, 192, 192, 120, 1.33, T1, 25, 0.3, 42), 0);
+    size_t n = rp_volume_nvox(ph.biased);
+    rp_mask *m = rp_mask_like(ph.biased, "foreground");
+    for (size_t i = 0; i < n; i++)
+        m->data[i] = ph.label[i] >= PH_SCALP;
+    rp_n4_params p;
+    rp_n4_defaults(&p);
+    rp_volume *c = NULL, *f = NULL;
+    rp_n4_report rep;
+    char err[256] = "";
+    assert_int_equal(rp_n4_correct(ph.biased, m, &p, &c, &f, &rep, err, sizeof err), 0);
+    double corr = ph_corr(f->data, ph.logf->data, ph.label, n, PH_SCALP);
+    printf("n4 phantom 192x192x120: corr(log field, truth) over foreground = %.4f, %.2f s, "
+           "iterations %d/%d/%d/%d\n",
+           corr, rep.seconds, rep.iterations[0], rep.iterations[1], rep.iterations[2],
+           rep.iterations[3]);
+    assert_true(corr >= 0.95);
+    for (int lab = PH_GM; lab <= PH_WM; lab++) {
+        double cc = ph_cv(ph.clean->data, ph.label, n, lab);
+        double cb = ph_cv(ph.biased->data, ph.label, n, lab);
+        double ca = ph_cv(c->data, ph.label, n, lab);
+        printf("  label %d CV clean %.4f biased %.4f corrected %.4f (removed %.0f%% of the "
+               "added CV)\n",
+               lab, cc, cb, ca, 100 * (cb - ca) / (cb - cc));
+        assert_true(cb - ca >= 0.5 * (cb - cc));
+    }
+    /* the corrected image keeps the geometric mean inside the mask: field mean is 0 there */
+    double s = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m->data[i] && ph.biased->data[i] > 0) {
+            s += f->data[i];
+            k++;
+        }
+    assert_true(fabs(s / k) < 1e-4);
+    rp_volume_free(c);
+    rp_volume_free(f);
+    rp_mask_free(m);
+    ph_free(&ph);
+}
+
+/* Without a bias the estimated field stays nearly flat. */
+static void test_n4_no_bias(void **state)
+{
+    (void)state;
+    ph_phantom ph;
+    assert_int_equal(ph_make(&ph, 128, 128, 80, 1.5, T1, 25, 0.0, 7), 0);
+    size_t n = rp_volume_nvox(ph.clean);
+    rp_mask *m = rp_mask_like(ph.clean, "foreground");
+    for (size_t i = 0; i < n; i++)
+        m->data[i] = ph.label[i] >= PH_SCALP;
+    rp_n4_params p;
+    rp_n4_defaults(&p);
+    rp_volume *f = NULL;
+    assert_int_equal(rp_n4_correct(ph.clean, m, &p, NULL, &f, NULL, NULL, 0), 0);
+    double s = 0, s2 = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m->data[i]) {
+            s += f->data[i];
+            s2 += (double)f->data[i] * f->data[i];
+            k++;
+        }
+    double sd = sqrt(s2 / k - (s / k) * (s / k));
+    printf("n4 unbiased phantom: log field SD %.4f\n", sd);
+    assert_true(sd < 0.03);
+    rp_volume_free(f);
+    rp_mask_free(m);
+    ph_free(&ph);
+}
+
+/* Refining the lattice must not change the spline (ITK's RefineControlPointLattice): checked
+ * on a quadratic, which cubic B-splines reproduce exactly. */
+static void test_lattice_refine_exact(void **state)
+{
+    (void)state;
+    /* Control values c_k = q(k-1) of a uniform cubic B-spline (centre of c_k at knot k-1) give
+     * s(u) = q(u) + q''/6 (the B-spline kernel has variance 1/3). With c_k = (k-1)^2 + 1/3,
+     * s(u) = u^2 + 2/3; in the doubled parameter u' = 2u that is u'^2/4 + 2/3, whose controls
+     * are c'_k = (k-1)^2/4 + 2/3 - 1/12. Constant along y and z. */
+    int L[3] = {6, 4, 4};
+    double phi[6 * 4 * 4];
+    for (int z = 0; z < 4; z++)
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 6; x++)
+                phi[x + 6 * (y + 4 * z)] = (x - 1.0) * (x - 1.0) + 1.0 / 3.0;
+    double *out = NULL;
+    int Lo[3];
+    assert_int_equal(rp_n4_refine_lattice(phi, L, &out, Lo), 0);
+    assert_int_equal(Lo[0], 9);
+    assert_int_equal(Lo[1], 5);
+    assert_int_equal(Lo[2], 5);
+    for (int z = 0; z < Lo[2]; z++)
+        for (int y = 0; y < Lo[1]; y++)
+            for (int x = 0; x < Lo[0]; x++) {
+                double want = (x - 1.0) * (x - 1.0) / 4.0 + 7.0 / 12.0;
+                assert_true(fabs(out[x + Lo[0] * (y + Lo[1] * z)] - want) < 1e-12);
+            }
+    free(out);
+    int bad[3] = {3, 4, 4};
+    assert_int_equal(rp_n4_refine_lattice(phi, bad, &out, Lo), RP_EINVAL);
+}
+
+static void test_foreground_mask(void **state)
+{
+    (void)state;
+    ph_phantom ph;
+    assert_int_equal(ph_make(&ph, 96, 96, 64, 2.0, T1, 25, 0.2, 3), 0);
+    size_t n = rp_volume_nvox(ph.biased);
+    rp_mr_fg_params fp;
+    rp_mr_fg_defaults(&fp, 1);
+    rp_mask *m = NULL;
+    char err[256];
+    assert_int_equal(rp_mr_foreground(ph.biased, &fp, "head", &m, err, sizeof err), 0);
+    assert_string_equal(m->name, "head");
+    /* Dice against the true head (label >= scalp); the dark skull and CSF are inside */
+    size_t a = 0, b = 0, ab = 0;
+    for (size_t i = 0; i < n; i++) {
+        int t = ph.label[i] >= PH_SCALP;
+        a += t;
+        b += m->data[i];
+        ab += t && m->data[i];
+    }
+    double dice = 2.0 * ab / (a + b);
+    printf("head mask dice vs truth %.4f\n", dice);
+    assert_true(dice > 0.97);
+    rp_mask_free(m);
+    /* a constant image has no threshold: clear error, no crash */
+    rp_volume *flat = rp_volume_new(8, 8, 8, 1);
+    for (size_t i = 0; i < 512; i++)
+        flat->data[i] = 5;
+    assert_int_not_equal(rp_mr_foreground(flat, &fp, "head", &m, err, sizeof err), 0);
+    rp_volume_free(flat);
+    ph_free(&ph);
+}
+
+static const rp_step_def *find_step(const char *name)
+{
+    for (const rp_step_def *d = rp_steps_mr; d->name; d++)
+        if (strcmp(d->name, name) == 0)
+            return d;
+    return NULL;
+}
+
+static int parse(const char *name, const char *const *args, int n, void **params, char *err)
+{
+    rp_step_args a;
+    memset(&a, 0, sizeof a);
+    a.n = n;
+    for (int i = 0; i < n; i++)
+        snprintf(a.arg[i], sizeof a.arg[i], "%s", args[i]);
+    return find_step(name)->parse(&a, params, err, 256);
+}
+
+static void test_steps_parse(void **state)
+{
+    (void)state;
+    char err[256];
+    void *p = NULL;
+    for (const char *const *nm = (const char *const[]){"headmask", "foreground", "n4",
+                                                        "whitestripe", NULL};
+         *nm; nm++) {
+        assert_non_null(find_step(*nm));
+        assert_int_equal(parse(*nm, NULL, 0, &p, err), 0);
+        cJSON *o = cJSON_CreateObject();
+        find_step(*nm)->describe(p, o);
+        assert_true(cJSON_GetArraySize(o) > 0);
+        cJSON_Delete(o);
+        free(p);
+    }
+    /* n4 defaults are ITK's usual usage */
+    assert_int_equal(parse("n4", NULL, 0, &p, err), 0);
+    cJSON *o = cJSON_CreateObject();
+    find_step("n4")->describe(p, o);
+    char *txt = cJSON_PrintUnformatted(o);
+    assert_non_null(strstr(txt, "\"shrink\":4"));
+    assert_non_null(strstr(txt, "\"iterations\":[50,50,50,50]"));
+    assert_non_null(strstr(txt, "\"spline_mm\":200"));
+    assert_non_null(strstr(txt, "\"convergence\":0.001"));
+    free(txt);
+    cJSON_Delete(o);
+    free(p);
+    const char *pos[] = {"2", "100x50x25", "3", "150", "0.0001"};
+    assert_int_equal(parse("n4", pos, 5, &p, err), 0);
+    const rp_n4_params *np = p;
+    assert_int_equal(np->shrink, 2);
+    assert_int_equal(np->levels, 3);
+    assert_int_equal(np->iterations[2], 25);
+    assert_true(np->spline_mm == 150);
+    free(p);
+    const char *one[] = {"4", "20", "2"};
+    assert_int_equal(parse("n4", one, 3, &p, err), 0);
+    np = p;
+    assert_int_equal(np->levels, 2);
+    assert_int_equal(np->iterations[1], 20);
+    free(p);
+    const char *bad1[] = {"0"}, *bad2[] = {"shrink=4", "bogus=1"}, *bad3[] = {"4", "50xx"};
+    assert_int_equal(parse("n4", bad1, 1, &p, err), RP_EINVAL);
+    assert_int_equal(parse("n4", bad2, 2, &p, err), RP_EINVAL);
+    assert_non_null(strstr(err, "usage"));
+    assert_int_equal(parse("n4", bad3, 2, &p, err), RP_EINVAL);
+    const char *ws[] = {"t2", "0.1"}, *wsbad[] = {"t3"};
+    assert_int_equal(parse("whitestripe", ws, 2, &p, err), 0);
+    free(p);
+    assert_int_equal(parse("whitestripe", wsbad, 1, &p, err), RP_EINVAL);
+    assert_int_equal(parse("nyul", NULL, 0, &p, err), RP_EINVAL);
+    const char *ny[] = {"model=/tmp/x.json"};
+    assert_int_equal(parse("nyul", ny, 1, &p, err), 0);
+    free(p);
+    const char *fu[] = {"T1", "flair"}, *fubad[] = {"T7"};
+    assert_int_equal(parse("fuse", fu, 2, &p, err), 0);
+    free(p);
+    assert_int_equal(parse("fuse", fubad, 1, &p, err), RP_EINVAL);
+    assert_int_equal(parse("fuse", NULL, 0, &p, err), RP_EINVAL);
+    const char *fg[] = {"close=4", "open=1"}, *fgbad[] = {"radius=3"};
+    assert_int_equal(parse("foreground", fg, 2, &p, err), 0);
+    free(p);
+    assert_int_equal(parse("headmask", fgbad, 1, &p, err), RP_EINVAL);
+}
+
+/* foreground + n4 through the step table, as the built-in MR rule runs them */
+static void test_steps_run(void **state)
+{
+    (void)state;
+    ph_phantom ph;
+    assert_int_equal(ph_make(&ph, 96, 96, 64, 2.0, T1, 25, 0.3, 11), 0);
+    rp_step_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.vol = rp_volume_clone(ph.biased);
+    cJSON *qc = cJSON_CreateObject();
+    char err[256];
+    void *p = NULL;
+    assert_int_equal(parse("foreground", NULL, 0, &p, err), 0);
+    ctx.step_qc = cJSON_AddObjectToObject(qc, "foreground");
+    assert_int_equal(find_step("foreground")->run(&ctx, p), 0);
+    free(p);
+    assert_non_null(rp_step_ctx_mask(&ctx, "foreground"));
+    assert_int_equal(parse("n4", NULL, 0, &p, err), 0);
+    ctx.step_qc = cJSON_AddObjectToObject(qc, "n4");
+    assert_int_equal(find_step("n4")->run(&ctx, p), 0);
+    free(p);
+    cJSON *ch = cJSON_GetObjectItem(cJSON_GetObjectItem(qc, "n4"), "channels");
+    assert_int_equal(cJSON_GetArraySize(ch), 1);
+    assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(ch, 0), "field_max")->valuedouble > 1.1);
+    size_t n = rp_volume_nvox(ctx.vol);
+    double before = ph_cv(ph.biased->data, ph.label, n, PH_WM);
+    double after = ph_cv(ctx.vol->data, ph.label, n, PH_WM);
+    printf("step n4: WM CV %.4f -> %.4f\n", before, after);
+    assert_true(after < 0.7 * before);
+    /* fuse in a single-series context is refused with a reason */
+    const char *fu[] = {"T1", "T2"};
+    assert_int_equal(parse("fuse", fu, 2, &p, err), 0);
+    assert_int_equal(find_step("fuse")->run(&ctx, p), RP_EUNSUPPORTED);
+    assert_non_null(strstr(ctx.err, "study"));
+    free(p);
+    rp_step_ctx_release(&ctx);
+    cJSON_Delete(qc);
+    ph_free(&ph);
+}
+
+int main(void)
+{
+    rp_log_set_level(RP_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lattice_refine_exact), cmocka_unit_test(test_foreground_mask),
+        cmocka_unit_test(test_steps_parse),          cmocka_unit_test(test_steps_run),
+        cmocka_unit_test(test_n4_no_bias),           cmocka_unit_test(test_n4_phantom),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
