@@ -24,6 +24,9 @@
     "id, series_uid, series_version, kind, state, attempts, max_attempts, created_at,"         \
     " started_at, finished_at, next_attempt_at, pid, exit_status, reason, output_dir"
 
+static int series_follow_job(rp_db *db, const char *uid, int version, const char *state,
+                             int processed);
+
 static void read_series(sqlite3_stmt *s, rp_db_series_info *o)
 {
     memset(o, 0, sizeof *o);
@@ -273,8 +276,22 @@ int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const 
     if ((rc = exec_done(db, s, "series complete")))
         goto fail;
     rc = insert_job(db, series_uid, cur, kind, max_attempts, &id);
-    if (rc && rc != RP_EEXIST)
+    if (rc == RP_EEXIST) {
+        /* This version already has a job (the index was rebuilt without its saved state):
+         * do not run it twice, let the series show what that job became. */
+        char jstate[RP_DB_STATE_MAX] = "";
+        long long jid;
+        find_job(db, series_uid, cur, kind, &jid, jstate, sizeof jstate);
+        const char *follow = !strcmp(jstate, "done")      ? "done"
+                             : !strcmp(jstate, "dead")    ? "failed"
+                             : !strcmp(jstate, "running") ? "processing"
+                                                          : NULL;
+        if (follow && (rc = series_follow_job(db, series_uid, cur, follow,
+                                              !strcmp(follow, "done"))))
+            goto fail;
+    } else if (rc) {
         goto fail;
+    }
     char extra[64];
     snprintf(extra, sizeof extra, "reason=%s", reason);
     job_event(db, "series_complete", id, series_uid, cur, extra);

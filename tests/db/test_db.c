@@ -284,6 +284,29 @@ static void test_clear_index_keeps_state(void **state)
     assert_string_equal(si.state, "complete");
     assert_int_equal(si.version, 1);
     assert_int_equal(si.instance_count, 3);
+    /* the same rebuild without the saved state (an old index): the done job of version 1 is
+     * not run twice, the series shows it as done */
+    rp_db_job j;
+    assert_int_equal(rp_db_job_claim(db, rp_now_s(), 1, &j), 0);
+    assert_int_equal(rp_db_job_finish(db, j.id, 1, 0, NULL, 0, 0, NULL), 0);
+    assert_int_equal(rp_db_clear_index(db), 0);
+    {
+        sqlite3 *h;
+        assert_int_equal(sqlite3_open(dbpath, &h), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(h, "DELETE FROM series_keep; DELETE FROM instance_keep",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(h);
+    }
+    assert_int_equal(rp_db_index_instances(db, m, 3), 0);
+    assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
+    assert_string_equal(si.state, "receiving");
+    long long job2;
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 0, "quiet", NULL, 3, &job2), 0);
+    assert_int_equal(job2, job);
+    assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
+    assert_string_equal(si.state, "done");
+    assert_int_equal(scalar("SELECT count(*) FROM jobs"), 1);
     rp_db_close(db);
 }
 

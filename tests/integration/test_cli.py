@@ -83,6 +83,15 @@ send_to = pacs
         rc, out, _ = run("--config", path, "check-config", "--quiet")
         self.assertEqual((rc, out), (0, "OK\n"))
 
+    def test_shipped_example(self):
+        src = os.path.join(os.environ.get("RP_SOURCE_DIR",
+                                          os.path.join(os.path.dirname(__file__), "../..")),
+                           "conf", "radprep.ini.example")
+        rc, out, err = run("check-config", src)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("chest_ct", out)
+        self.assertIn("steps       checked", out)
+
     def test_bad_files(self):
         cases = [
             ("[node]\nport = 104\n\nbogus = 1\n", 4, "unknown key 'bogus' in [node]"),
