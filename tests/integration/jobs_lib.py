@@ -132,11 +132,11 @@ class Node:
         e.pop("RP_TEST_JOB_FAULT", None)
         e.update(env or {})
         self.logf = open(self.log_path, "a")
-        self.log_offset = os.path.getsize(self.log_path)
+        self.log_offset = len(self.log()) if os.path.exists(self.log_path) else 0
         self.proc = subprocess.Popen([RADPREPD, "--config", self.conf], stdout=self.logf,
                                      stderr=subprocess.STDOUT, env=e)
         if wait_ready:
-            self.wait_log(r"node ready", timeout=30)
+            self.wait_log(r"node ready", timeout=30, since=self.log_offset)
         return self
 
     def log(self):
