@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "conf/conf.h"
+#include "scp/outbox.h"
 #include "scp/processing.h"
 #include "scp/scp.h"
 
@@ -162,6 +163,12 @@ int main(int argc, char **argv)
     if (rp_processing_service(&processing) != 0 ||
         rp_node_add_service(node, &processing) != 0) {
         fprintf(stderr, "radprepd: cannot register the processing service\n");
+        rp_node_free(node);
+        return 1;
+    }
+    rp_node_service outbox; /* the sender of derived series (scp/outbox.h), added by H7 */
+    if (rp_outbox_service(&outbox) != 0 || rp_node_add_service(node, &outbox) != 0) {
+        fprintf(stderr, "radprepd: cannot register the outbox service\n");
         rp_node_free(node);
         return 1;
     }
