@@ -377,8 +377,10 @@ static void *conn_thread(void *p)
     if (rc != 0) {
         atomic_fetch_add(&n->st_rejected, 1);
         char qw[300];
-        RP_WARN(MOD, "connection dropped peer=%s:%d reason=%s", a.info.peer_host, a.info.peer_port,
-                rp_log_kv_quote(why, qw, sizeof qw));
+        /* A connect-and-close (port probe, health check) is routine; anything else is not. */
+        rp_log(rc == RP_ENET ? RP_LOG_INFO : RP_LOG_WARN, MOD,
+               "connection dropped peer=%s:%d reason=%s", a.info.peer_host, a.info.peer_port,
+               rp_log_kv_quote(why, qw, sizeof qw));
         node_event(n, "association", "result=dropped peer=%s:%d reason=\"%s\"", a.info.peer_host,
                    a.info.peer_port, why);
         thread_done(n);

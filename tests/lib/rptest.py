@@ -1,0 +1,526 @@
+"""rptest — shared helpers for radprep's integration tests and benchmarks.
+
+Import from a test:
+
+    import os, sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+    import rptest
+
+What is here (all real peers on loopback, free ports, private temp dirs):
+  paths        BUILD_DIR, SOURCE_DIR, SHARED_DATA, SHARED_TOOLS, radprepd_bin(), radprep_bin()
+  temp dirs    tempdir(prefix)  -> removed at exit unless RP_KEEP_TMP=1
+  ports        free_port(), wait_for_port(port, timeout, proc)
+  config       write_ini(path, sections)  ({"node": {...}, "peer CT": {...}} -> INI)
+  daemon       Radprepd(...)  start/stop/kill/restart, log(), wait_log(), log_kv(),
+               query() on index.sqlite, vmhwm_kb(), store_dir/spool_dir/db_path
+  shim         bind_loopback_shim() -> path of the LD_PRELOAD .so (built once)
+  reference    StoreSCP(outdir) -> dcmtk storescp (bit-preserving, all TS) under the shim
+  peers        echoscu(...), storescu(...), storescu_asis(...) (proposes each file's own
+               transfer syntax via a generated association config, so nothing is transcoded)
+  DICOM bytes  dataset_bytes(path), file_sop_info(path), dicom_files(root)
+  logs         parse_kv(line)
+
+Everything fails loudly (AssertionError / RuntimeError with the daemon's log tail), so a
+test that cannot reach its peer never passes by accident.
+"""
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import tempfile
+import time
+
+SOURCE_DIR = os.environ.get(
+    "RP_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BUILD_DIR = os.environ.get("RP_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
+SHARED_DATA = os.environ.get("RP_SHARED_DATA", os.path.join(SOURCE_DIR, "..", "shared", "data"))
+SHARED_TOOLS = os.environ.get("RP_SHARED_TOOLS",
+                              os.path.join(SOURCE_DIR, "..", "shared", "tools"))
+
+_TEMPS = []
+
+
+def _cleanup():
+    if os.environ.get("RP_KEEP_TMP") == "1":
+        for t in _TEMPS:
+            print("rptest: kept", t)
+        return
+    for t in _TEMPS:
+        shutil.rmtree(t, ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+def tempdir(prefix="rptest"):
+    """A fresh directory, removed at exit (kept with RP_KEEP_TMP=1)."""
+    d = tempfile.mkdtemp(prefix=prefix + "_")
+    _TEMPS.append(d)
+    return d
+
+
+def radprepd_bin():
+    return os.path.join(BUILD_DIR, "scp", "radprepd")
+
+
+def radprep_bin():
+    return os.path.join(BUILD_DIR, "cli", "radprep")
+
+
+def free_port():
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=15.0, proc=None, host="127.0.0.1"):
+    """True once something accepts on host:port; False on timeout or if proc died."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def write_ini(path, sections):
+    """Write {"node": {"port": 1}, "peer CT": {...}} as an INI file; returns path."""
+    with open(path, "w") as f:
+        for name, kv in sections.items():
+            f.write("[%s]\n" % name)
+            for k, v in kv.items():
+                if isinstance(v, bool):
+                    v = "yes" if v else "no"
+                f.write("%s = %s\n" % (k, v))
+            f.write("\n")
+    return path
+
+
+def parse_kv(line):
+    """key=value pairs of a log line (values may be "quoted") -> dict."""
+    out = {}
+    for m in re.finditer(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)', line):
+        v = m.group(2)
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = v[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        out[m.group(1)] = v
+    return out
+
+
+_SHIM = None
+
+
+def bind_loopback_shim():
+    """Build (once) and return the LD_PRELOAD shim that makes wildcard binds loopback."""
+    global _SHIM
+    if _SHIM and os.path.exists(_SHIM):
+        return _SHIM
+    src = os.path.join(SHARED_TOOLS, "bind_loopback.c")
+    outdir = os.path.join(BUILD_DIR, "tests") if os.path.isdir(BUILD_DIR) else tempdir("shim")
+    os.makedirs(outdir, exist_ok=True)
+    so = os.path.join(outdir, "bind_loopback.so")
+    if not os.path.exists(so) or os.path.getmtime(so) < os.path.getmtime(src):
+        tmp = so + ".%d.tmp" % os.getpid()
+        subprocess.run(["gcc", "-O2", "-fPIC", "-shared", "-o", tmp, src, "-ldl"], check=True)
+        os.replace(tmp, so)
+    _SHIM = so
+    return so
+
+
+# ---- DICOM bytes ---------------------------------------------------------------------------
+
+def dataset_offset(data):
+    """Offset of the dataset in Part-10 bytes (after preamble + File Meta), 0 if raw."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return 0
+    off = 132
+    while off + 8 <= len(data):
+        group = struct.unpack_from("<H", data, off)[0]
+        if group != 0x0002:
+            break
+        vr = data[off + 4:off + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            ln = struct.unpack_from("<I", data, off + 8)[0]
+            off += 12 + ln
+        else:
+            ln = struct.unpack_from("<H", data, off + 6)[0]
+            off += 8 + ln
+    return off
+
+
+def dataset_bytes(path):
+    """The dataset part of a DICOM file: what a sender put on the wire."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data[dataset_offset(data):]
+
+
+def file_sop_info(path):
+    """(sop_class_uid, sop_instance_uid, transfer_syntax_uid) of a file, or None.
+    Uses pydicom (header only); falls back to dcmdump for what pydicom cannot read."""
+    try:
+        import pydicom
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        ts = str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in getattr(
+            ds, "file_meta", {}) else None
+        cls, inst = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+        if ts is None:
+            ts = "1.2.840.10008.1.2"
+        return cls, inst, ts
+    except Exception:
+        pass
+    try:
+        out = subprocess.run(["dcmdump", "-q", "+P", "0008,0016", "+P", "0008,0018",
+                              "+P", "0002,0010", path], capture_output=True, text=True,
+                             timeout=30).stdout
+        vals = re.findall(r"\[([0-9.]+)\]", out)
+        tags = re.findall(r"^\((\w{4},\w{4})\)", out, re.M)
+        d = dict(zip(tags, vals))
+        if "0008,0016" in d and "0008,0018" in d:
+            return d["0008,0016"], d["0008,0018"], d.get("0002,0010", "1.2.840.10008.1.2")
+    except Exception:
+        pass
+    return None
+
+
+def dicom_files(root):
+    """Every regular file below root (sorted), skipping README/MANIFEST/NIfTI/JSON."""
+    out = []
+    for dp, _, fns in os.walk(root):
+        for fn in fns:
+            if fn.lower().endswith((".md", ".tsv", ".nii", ".json", ".txt", ".gz")):
+                continue
+            out.append(os.path.join(dp, fn))
+    return sorted(out)
+
+
+# ---- the daemon ------------------------------------------------------------------------------
+
+class Radprepd:
+    """radprepd on 127.0.0.1:free port with a generated config in a private data dir.
+
+    node:  [node] keys to override (ae_title, timeouts, min_free_mb, ...)
+    peers: {"NAME": {"ae_title": "CT1", "host": "127.0.0.1"}} -> [peer NAME] sections
+    extra: other sections {"completion CT": {...}}
+    """
+
+    def __init__(self, workdir=None, ae="RADPREP", node=None, peers=None, extra=None, env=None,
+                 args=()):
+        self.workdir = workdir or tempdir("radprepd")
+        self.ae = ae
+        self.port = free_port()
+        self.data_dir = os.path.join(self.workdir, "data")
+        self.config_path = os.path.join(self.workdir, "radprep.ini")
+        self.log_path = os.path.join(self.workdir, "radprepd.log")
+        self.args = list(args)
+        sections = {"node": {
+            "ae_title": ae, "port": self.port, "bind": "127.0.0.1", "data_dir": self.data_dir,
+            "min_free_mb": 1, "acse_timeout_s": 10, "dimse_timeout_s": 30,
+            "network_timeout_s": 30,
+        }}
+        sections["node"].update(node or {})
+        for name, kv in (peers or {}).items():
+            sections["peer " + name] = kv
+        sections.update(extra or {})
+        write_ini(self.config_path, sections)
+        self.env = dict(os.environ)
+        if os.path.exists(radprep_bin()):
+            self.env.setdefault("RP_WORKER_BIN", radprep_bin())
+        self.env.update(env or {})
+        self.proc = None
+        self._logf = None
+
+    # paths
+    @property
+    def store_dir(self):
+        return os.path.join(self.data_dir, "store")
+
+    @property
+    def spool_dir(self):
+        return os.path.join(self.data_dir, "spool")
+
+    @property
+    def db_path(self):
+        return os.path.join(self.data_dir, "index.sqlite")
+
+    def start(self, timeout=30.0, wait_ready=True):
+        self._logf = open(self.log_path, "ab")
+        self._log_start = os.path.getsize(self.log_path)
+        cmd = [radprepd_bin(), "--config", self.config_path, "--foreground"] + self.args
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT,
+                                     env=self.env)
+        if wait_ready:
+            if not wait_for_port(self.port, timeout, self.proc):
+                raise RuntimeError("radprepd did not open port %d\n%s" % (self.port,
+                                                                          self.log_tail()))
+            self.wait_log(r"node ready", timeout=timeout, since_start=True)
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=60.0):
+        """Signal and wait; returns the exit code."""
+        if not self.proc:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError("radprepd did not stop in %.0fs\n%s" % (timeout,
+                                                                          self.log_tail()))
+        rc = self.proc.returncode
+        self.proc = None
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+        return rc
+
+    def kill(self):
+        """kill -9 (no cleanup at all), returns the exit code (-9)."""
+        return self.stop(signal.SIGKILL)
+
+    def restart(self, **kw):
+        self.stop()
+        return self.start(**kw)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.stop()
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    # logs
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=40):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def wait_log(self, regex, timeout=10.0, since_start=False):
+        """Wait until a log line matches regex; returns the re.Match (raises on timeout)."""
+        rx = re.compile(regex)
+        end = time.time() + timeout
+        while True:
+            text = self.log()
+            if since_start:
+                text = text[getattr(self, "_log_start", 0):]
+            m = rx.search(text)
+            if m:
+                return m
+            if time.time() > end:
+                raise AssertionError("no log line matching %r in %.0fs\n%s" % (
+                    regex, timeout, self.log_tail()))
+            if self.proc is not None and self.proc.poll() is not None and not m:
+                raise AssertionError("radprepd exited (%s) before logging %r\n%s" % (
+                    self.proc.returncode, regex, self.log_tail()))
+            time.sleep(0.05)
+
+    def log_kv(self, message_regex):
+        """kv dicts of every log line whose message matches message_regex."""
+        rx = re.compile(message_regex)
+        return [parse_kv(l) for l in self.log().splitlines() if rx.search(l)]
+
+    # index
+    def query(self, sql, args=()):
+        """Rows of a read-only query on index.sqlite."""
+        con = sqlite3.connect("file:%s?mode=ro" % self.db_path, uri=True, timeout=30)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+    def vmhwm_kb(self):
+        """Peak resident memory of the daemon (VmHWM, kB)."""
+        return vmhwm_kb(self.pid)
+
+    def files_in_store(self):
+        out = []
+        for dp, _, fns in os.walk(self.store_dir):
+            out += [os.path.join(dp, f) for f in fns]
+        return out
+
+    def files_in_spool(self):
+        try:
+            return os.listdir(self.spool_dir)
+        except FileNotFoundError:
+            return []
+
+
+def vmhwm_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
+
+
+# ---- reference SCP ---------------------------------------------------------------------------
+
+class StoreSCP:
+    """dcmtk storescp under the loopback shim, bit-preserving, accepting every TS."""
+
+    def __init__(self, outdir=None, ae="STORESCP", extra=()):
+        self.outdir = outdir or tempdir("storescp")
+        self.ae = ae
+        self.port = free_port()
+        self.extra = list(extra)
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, LD_PRELOAD=bind_loopback_shim())
+        cmd = ["storescp", "+B", "+xa", "-aet", self.ae, "-od", self.outdir] + self.extra + [
+            str(self.port)]
+        self.log_path = os.path.join(tempdir("storescp_log"), "storescp.log")
+        self._logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env)
+        if not wait_for_port(self.port, 10, self.proc):
+            raise RuntimeError("storescp did not start")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self._logf.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def file_for(self, sop_uid):
+        """storescp names files MODALITY.SOPUID (no extension with -uf default)."""
+        for fn in os.listdir(self.outdir):
+            if fn.split(".", 1)[-1] == sop_uid or fn.endswith("." + sop_uid):
+                return os.path.join(self.outdir, fn)
+        return None
+
+
+# ---- SCUs ------------------------------------------------------------------------------------
+
+class StoreResult:
+    """Outcome of one storescu run: per-file status text ('Success', 'Error: ...',
+    'Refused: ...', 'Warning: ...', 'failed' when sending broke, 'ignored' when storescu
+    could not read the file), plus rc and the full output."""
+
+    def __init__(self, rc, out, files):
+        self.rc, self.out = rc, out
+        self.status = {}
+        cur = None
+        for line in out.splitlines():
+            m = re.search(r"Sending file: (.*)$", line)
+            if m:
+                cur = m.group(1).strip()
+                continue
+            m = re.search(r"Received Store Response \((.*)\)\s*$", line)
+            if m and cur:
+                self.status[cur] = m.group(1)
+                cur = None
+                continue
+            m = re.search(r"Store Failed, file: (.*?):?\s*$", line)
+            if m:
+                self.status[m.group(1)] = "failed"
+                cur = None
+                continue
+            m = re.search(r"in file: (.*), ignoring file", line)
+            if m:
+                self.status[m.group(1)] = "ignored"
+        for f in files:
+            self.status.setdefault(f, "not sent")
+
+    def ok(self):
+        return [f for f, s in self.status.items() if s == "Success" or s.startswith("Warning")]
+
+    def failed(self):
+        return [f for f, s in self.status.items() if f not in self.ok()]
+
+
+def echoscu(port, aec="RADPREP", aet="ECHOSCU", timeout=30, host="127.0.0.1", args=()):
+    return subprocess.run(["echoscu", "-v", "-aet", aet, "-aec", aec] + list(args) +
+                          [host, str(port)], capture_output=True, text=True, timeout=timeout)
+
+
+def storescu(port, files, aec="RADPREP", aet="STORESCU", args=(), timeout=600, env=None,
+             host="127.0.0.1"):
+    """storescu -v -nh with default proposals (uncompressed) + args; returns StoreResult."""
+    cmd = ["storescu", "-v", "-nh", "-aet", aet, "-aec", aec] + list(args) + [host, str(port)]
+    cmd += list(files)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, **(env or {})))
+    return StoreResult(p.returncode, p.stdout + p.stderr, files)
+
+
+def _asis_config(pairs, path):
+    """dcmtk association config proposing each (sop_class, ts) pair in its own context."""
+    tss = sorted({ts for _, ts in pairs})
+    key = {ts: "TS%d" % i for i, ts in enumerate(tss)}
+    lines = ["[[TransferSyntaxes]]"]
+    for ts in tss:
+        lines += ["[%s]" % key[ts], "TransferSyntax1 = %s" % ts]
+    lines += ["", "[[PresentationContexts]]", "[RPContexts]"]
+    for i, (cls, ts) in enumerate(pairs, 1):
+        lines.append("PresentationContext%d = %s\\%s" % (i, cls, key[ts]))
+    lines += ["", "[[Profiles]]", "[AsIs]", "PresentationContexts = RPContexts", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def storescu_asis(port, files, aec="RADPREP", aet="STORESCU", args=(), timeout=600,
+                  host="127.0.0.1"):
+    """Send files in their own transfer syntax (no transcoding): one presentation context
+    per (SOP class, transfer syntax) pair, chunked to stay under 128 contexts. Files whose
+    header cannot be read go through plain storescu. Returns one merged StoreResult."""
+    groups, unknown = {}, []
+    for f in files:
+        info = file_sop_info(f)
+        if info is None:
+            unknown.append(f)
+        else:
+            groups.setdefault((info[0], info[2]), []).append(f)
+    results = []
+    pairs = list(groups)
+    for i in range(0, len(pairs), 100):
+        chunk = pairs[i:i + 100]
+        cfg = _asis_config(chunk, os.path.join(tempdir("scucfg"), "asis.cfg"))
+        chunk_files = [f for p in chunk for f in groups[p]]
+        results.append(storescu(port, chunk_files, aec, aet, ["-xf", cfg, "AsIs"] + list(args),
+                                timeout, host=host))
+    if unknown:
+        results.append(storescu(port, unknown, aec, aet, list(args), timeout, host=host))
+    merged = StoreResult(0, "", [])
+    for r in results:
+        merged.status.update(r.status)
+        merged.out += r.out
+        merged.rc = merged.rc or r.rc
+    return merged
