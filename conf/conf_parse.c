@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -608,6 +609,11 @@ int rp_conf_load(rp_conf *c, const char *path, char *err, size_t errlen)
     FILE *fp = fopen(path, "r");
     if (!fp)
         return rp_conf_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        return rp_conf_errf(err, errlen, "%s: not a regular file", path);
+    }
 
     rp_conf work;
     int rc = rp_conf_copy(&work, c);

@@ -481,6 +481,10 @@ static void test_missing_file(void **state)
     assert_int_equal(rp_conf_defaults(&c), 0);
     assert_int_equal(rp_conf_load(&c, "/nonexistent/radprep.ini", err, sizeof err), RP_ECONF);
     assert_string_equal(err, "/nonexistent/radprep.ini: cannot open: No such file or directory");
+    assert_int_equal(rp_conf_load(&c, tmpdir, err, sizeof err), RP_ECONF);
+    char want[128];
+    snprintf(want, sizeof want, "%s: not a regular file", tmpdir);
+    assert_string_equal(err, want);
     rp_conf_free(&c);
 }
 
