@@ -50,28 +50,70 @@ struct file_state {
     int processed = 0;
     int request_sent = 0;
     unsigned status = 0;
+    int broke_association = 0;  /* the C-STORE on which the association failed */
+    std::string why;            /* why it was not sent, when it was not */
 };
 
 class TrackingSCU : public DcmStorageSCU {
 public:
     std::map<std::string, file_state> *states = nullptr;
     volatile int *stop = nullptr;
+    int responses = 0;        /* C-STORE-RSPs received on the current association */
+    int broken = 0;           /* the current association failed under a C-STORE */
+    std::string broken_why;
+
+    OFCondition sendSTORERequest(const T_ASC_PresentationContextID presID,
+                                 const OFFilename &dicomFile, DcmDataset *dataset,
+                                 Uint16 &rspStatusCode, const OFString &moveOriginatorAETitle,
+                                 const Uint16 moveOriginatorMsgID) override
+    {
+        sent_called = 1;
+        last = DcmStorageSCU::sendSTORERequest(presID, dicomFile, dataset, rspStatusCode,
+                                               moveOriginatorAETitle, moveOriginatorMsgID);
+        /* Errors about this one dataset (no context, cannot convert) leave the association
+         * usable; anything else (peer abort, timeout, socket error) means it is gone. */
+        if (last.bad() && last != DIMSE_NOVALIDPRESENTATIONCONTEXTID &&
+            last != EC_CannotChangeRepresentation) {
+            broken = 1;
+            broken_why = last.text();
+        }
+        return last;
+    }
 
 protected:
+    OFCondition last;
+    int sent_called = 0;
+
+    void notifySOPInstanceToBeSent(const TransferEntry &) override
+    {
+        sent_called = 0;
+        last = EC_Normal;
+    }
     void notifySOPInstanceSent(const TransferEntry &e) override
     {
         auto it = states->find(std::string(e.Filename.getCharPointer()));
         if (it == states->end())
             return;
-        it->second.processed = 1;
-        it->second.request_sent = e.RequestSent ? 1 : 0;
-        it->second.status = e.ResponseStatusCode;
+        file_state &f = it->second;
+        f.processed = 1;
+        f.request_sent = e.RequestSent ? 1 : 0;
+        f.status = e.ResponseStatusCode;
+        if (e.RequestSent) {
+            responses++;
+        } else if (broken && sent_called) {
+            f.broke_association = 1;
+        } else {
+            f.why = sent_called ? std::string("C-STORE could not be sent: ") + last.text()
+                                : std::string("file could not be loaded for sending");
+        }
+        sent_called = 0;
+        last = EC_Normal;
     }
     OFBool shouldStopAfterCurrentSOPInstance() override
     {
         /* stop on request, and once the association is gone (a dead connection would make
          * every later C-STORE fail one by one) */
-        return (stop && *stop) || !isConnected();
+        return (stop && *stop) || broken || !isConnected();
     }
 };
 
@@ -327,16 +369,29 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
         }
         if (stats)
             stats->associations++;
+        scu.responses = 0;
+        scu.broken = 0;
         c = scu.sendSOPInstances();
-        if (c.bad() || !scu.isConnected()) {
+        if (c.bad() || scu.broken || !scu.isConnected()) {
+            if (scu.broken && c.good())
+                c = makeOFCondition(0, 0, OF_error, scu.broken_why.c_str());
             if (scu.isConnected())
                 scu.abortAssociation();
-            if (c.bad())
-                assoc_fail = std::string("association failed while sending: ") + c.text();
-            else
-                assoc_fail = "association ended while sending";
-            assoc_outcome = RP_SEND_RETRY;
-            rc = RP_ENET;
+            if (scu.responses == 0) {
+                /* Accepted, then dropped at our first C-STORE without an answer: how some
+                 * SCPs (Orthanc with DicomAlwaysAllowStore=false) refuse an unknown calling
+                 * AE. Retried a few times (it may also be a crash), then dead. */
+                assoc_fail = std::string("peer aborted the association at the first C-STORE "
+                                         "without answering (does it accept calling AE '") +
+                             d->calling_ae + "'?)";
+                assoc_outcome = RP_SEND_RETRY_FEW;
+                rc = RP_EPERM;
+            } else {
+                assoc_fail = c.bad() ? std::string("association failed while sending: ") + c.text()
+                                     : std::string("association ended while sending");
+                assoc_outcome = RP_SEND_RETRY;
+                rc = RP_ENET;
+            }
             break;
         }
         scu.releaseAssociation();
@@ -365,11 +420,10 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
                 classify_status(s.status, r);
             if ((s.status & 0xff00) == STATUS_STORE_Refused_OutOfResources)
                 busy = 1;
-        } else if (s.processed && rc == 0) {
+        } else if (s.processed && !s.broke_association) {
             /* the association was fine but this instance could not be sent: its file could
              * not be read, or not converted to an accepted transfer syntax */
-            set_result(r, RP_SEND_RETRY_FEW, -1,
-                       "C-STORE could not be sent (file unreadable or not convertible)");
+            set_result(r, RP_SEND_RETRY_FEW, -1, s.why);
         } else {
             set_result(r, assoc_fail.empty() ? RP_SEND_RETRY : assoc_outcome, -1,
                        assoc_fail.empty() ? "not sent" : assoc_fail);

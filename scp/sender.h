@@ -14,14 +14,17 @@
  *                 association rejected transient, network error while sending, 0xA7xx
  *                 (out of resources). Retried with the destination's backoff, for ever;
  *      RETRY_FEW  a failure that may be transient but may also never succeed (0x0110
- *                 processing failure, unknown statuses): retried a few times, then dead;
+ *                 processing failure, unknown statuses, a peer that accepts the association
+ *                 but aborts it at our first C-STORE, as Orthanc does for an AE title it does
+ *                 not know): retried a few times, then dead;
  *      DEAD       permanent: association rejected permanent (e.g. our AE title unknown),
  *                 SOP class / transfer syntax not accepted, 0xA9xx, 0xCxxx, 0x0122, 0x0124,
  *                 0x0111, unreadable file. The reason says which.
  *  - The return value tells the destination's state: 0 when an association was made (even if
  *    some files failed), RP_ENET (connection refused/reset), RP_ETIMEOUT (connect/ACSE
  *    timeout), RP_EBUSY (rejected transient, or the peer answered 0xA7xx), RP_EREFUSED
- *    (rejected permanent: every file DEAD), RP_EINVAL (bad arguments), RP_ECANCELED (stop
+ *    (rejected permanent: every file DEAD), RP_EPERM (aborted at the first C-STORE: every
+ *    unsent file RETRY_FEW), RP_EINVAL (bad arguments), RP_ECANCELED (stop
  *    was raised; unsent files are RETRY).
  *  - Thread-safe: one call per thread, no shared state besides dcmtk's codec registry.
  */
