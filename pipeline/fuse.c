@@ -31,9 +31,9 @@ int rp_mr_resample_to(const rp_volume *src, const rp_volume *ref, int order, rp_
     const int nx = src->dim[0], ny = src->dim[1], nz = src->dim[2];
     const int ox = o->dim[0], oy = o->dim[1], oz = o->dim[2];
     const float *s = src->data;
-    /* Points within this many voxels outside the centre box still count as inside (affine
-     * round-off when grids coincide). */
-    const double eps = 1e-4;
+    /* Points this close outside the voxel-centre box still count as inside: double round-off
+     * when two grids share planes. Kept tiny so the edge matches scipy's mode='constant'. */
+    const double eps = 1e-6;
 #pragma omp parallel for schedule(static)
     for (int k = 0; k < oz; k++)
         for (int j = 0; j < oy; j++) {

@@ -234,8 +234,8 @@ static void test_fuse_analytic(void **state)
                 for (int r = 0; r < 3; r++)
                     v[r] = inv[r][0] * w[0] + inv[r][1] * w[1] + inv[r][2] * w[2] + inv[r][3];
                 float got = o->data[nv + q];
-                int in_src = v[0] >= -1e-4 && v[1] >= -1e-4 && v[2] >= -1e-4 &&
-                             v[0] <= 49 + 1e-4 && v[1] <= 49 + 1e-4 && v[2] <= 39 + 1e-4;
+                int in_src = v[0] >= -1e-6 && v[1] >= -1e-6 && v[2] >= -1e-6 &&
+                             v[0] <= 49 + 1e-6 && v[1] <= 49 + 1e-6 && v[2] <= 39 + 1e-6;
                 if (in_src) {
                     inside++;
                     maxerr = fmax(maxerr, fabs(got - lin_f(w)));
