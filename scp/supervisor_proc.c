@@ -148,11 +148,16 @@ static char **build_env(const char *const extra[])
     char **env = calloc(n + m + 1, sizeof *env);
     if (!env)
         return NULL;
+    /* systemd's notification and watchdog variables belong to the daemon alone. */
+    static const char *const drop[] = {"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC",
+                                       "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"};
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const char *eq = strchr(environ[i], '=');
         size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
         int overridden = 0;
+        for (size_t j = 0; j < sizeof drop / sizeof drop[0] && !overridden; j++)
+            overridden = strlen(drop[j]) == klen && strncmp(drop[j], environ[i], klen) == 0;
         for (size_t j = 0; j < m && !overridden; j++)
             overridden = strncmp(extra[j], environ[i], klen) == 0 && extra[j][klen] == '=';
         if (!overridden)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import time
 import unittest
 
 SRC = os.environ.get("RP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -146,6 +147,79 @@ class TestUnitFile(unittest.TestCase):
             self.assertEqual(st.st_mode & 0o777, 0o750, d)
             if os.geteuid() == 0:
                 self.assertEqual(st.st_uid, uid, d)
+
+
+class TestNotifyProtocol(unittest.TestCase):
+    """The daemon speaks the protocol the unit relies on, checked with our own notify socket
+    (no running systemd needed): what `Type=notify` + `WatchdogSec=` would see."""
+
+    def setUp(self):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import jobs_lib
+        self.rp = jobs_lib
+        self.tmp = tempfile.mkdtemp(prefix="rp_notify_")
+        self.sock_path = os.path.join(self.tmp, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.sock_path)
+
+    def tearDown(self):
+        self.sock.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def recv(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(4096).decode()
+        except socket.timeout:
+            return None
+
+    def test_ready_watchdog_stopping(self):
+        rp = self.rp
+        if not os.access(rp.RADPREPD, os.X_OK):
+            self.fail(f"{rp.RADPREPD} not built")
+        node = rp.Node(os.path.join(self.tmp, "n"), quiet_s=1)
+        # First life: leave a series that goes quiet while the node is down, so that the
+        # second start has reconciliation work to do before it may say READY.
+        node.start()
+        files, _, uid = rp.make_series(os.path.join(self.tmp, "f"), 3)
+        rc, ok, out = rp.storescu(node.port, files)
+        self.assertEqual((rc, ok), (0, 3), out[-1000:])
+        node.stop(signal.SIGKILL)
+        time.sleep(1.5)
+        off = len(node.log())
+        node.start(env={"NOTIFY_SOCKET": self.sock_path, "WATCHDOG_USEC": "1000000"},
+                   wait_ready=False)
+        try:
+            msg, t0 = None, time.time()
+            while time.time() - t0 < 30:
+                msg = self.recv(1.0)
+                if msg and "READY=1" in msg.split("\n"):
+                    break
+                self.assertIsNone(node.proc.poll(), node.log()[-2000:])
+            self.assertIn("READY=1", msg or "", "no READY=1 within 30 s")
+            # READY means: the port accepts, reconciliation and overdue completions are done
+            with socket.create_connection(("127.0.0.1", node.port), timeout=2):
+                pass
+            log = node.log()[off:]
+            self.assertIn("reconcile done", log)
+            self.assertIn("series completed at start n=1", log)
+            # watchdog pings at least every WATCHDOG_USEC / 2
+            pings, t1 = 0, time.time()
+            while time.time() - t1 < 3.0:
+                m = self.recv(0.5)
+                if m and "WATCHDOG=1" in m.split("\n"):
+                    pings += 1
+            self.assertGreaterEqual(pings, 4, "watchdog pings in 3 s")
+            node.wait_job(uid, 1, timeout=30)
+            node.proc.send_signal(signal.SIGTERM)
+            got_stopping, t2 = False, time.time()
+            while time.time() - t2 < 30 and not got_stopping:
+                m = self.recv(1.0)
+                got_stopping = bool(m and "STOPPING=1" in m.split("\n"))
+            self.assertTrue(got_stopping)
+            self.assertEqual(node.proc.wait(timeout=60), 0)
+        finally:
+            node.stop(signal.SIGKILL)
 
 
 if __name__ == "__main__":

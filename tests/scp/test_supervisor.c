@@ -142,15 +142,17 @@ static void test_limits_and_log(void **state)
     assert_true(pgid > 0 && pgid == pid);
     free(text);
 
-    /* extra environment reaches the child */
-    const char *argv[] = {"/bin/sh", "-c", "echo env=$RP_X", NULL};
+    /* extra environment reaches the child; systemd's notify socket does not */
+    setenv("NOTIFY_SOCKET", "/run/systemd/notify", 1);
+    const char *argv[] = {"/bin/sh", "-c", "echo env=$RP_X notify=${NOTIFY_SOCKET:-none}", NULL};
     const char *env[] = {"RP_X=hello", NULL};
     rp_proc p;
     rp_proc_limits none = {0};
     assert_int_equal(rp_proc_spawn(argv, env, &none, log, &p), 0);
     assert_int_equal(rp_proc_wait(&p, &r), 0);
     assert_int_equal(rp_read_file(log, &text, &len), 0);
-    assert_non_null(strstr(text, "env=hello\n"));
+    assert_non_null(strstr(text, "env=hello notify=none\n"));
+    unsetenv("NOTIFY_SOCKET");
     free(text);
 }
 
