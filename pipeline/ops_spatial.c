@@ -211,7 +211,8 @@ typedef struct crop_params {
     int kind;
     char mask[32];
     int margin;
-    double tolerance;    /* background: line SD as a fraction of the image range */
+    double tolerance;    /* background: allowed SD and level change of a border line, as a
+                            fraction of the image range */
 } crop_params;
 
 static const char CROP_USAGE[] =
@@ -284,8 +285,9 @@ static int bbox_of(const rp_volume *v, const uint8_t *m, float thr, int box[6])
     return box[1] >= 0;
 }
 
-/* SD of the line of voxels at index k along `axis` restricted to the current box */
-static double slab_sd(const rp_volume *v, int axis, int k, const int box[6])
+/* mean and SD of the slab of voxels at index k along `axis`, within the current box */
+static void slab_stats(const rp_volume *v, int axis, int k, const int box[6], double *mean,
+                       double *sd)
 {
     double s = 0, ss = 0;
     size_t n = 0;
@@ -299,10 +301,18 @@ static double slab_sd(const rp_volume *v, int axis, int k, const int box[6])
                 ss += d * d;
                 n++;
             }
-    if (n == 0)
-        return 0;
-    double mu = s / n, var = ss / n - mu * mu;
-    return var > 0 ? sqrt(var) : 0;
+    *mean = n ? s / n : 0;
+    double var = n ? ss / n - *mean * *mean : 0;
+    *sd = var > 0 ? sqrt(var) : 0;
+}
+
+/* a border slab is background when it is uniform and has the outermost slab's level */
+static int is_background(const rp_volume *v, int axis, int k, const int box[6], double ref,
+                         double tol)
+{
+    double m, sd;
+    slab_stats(v, axis, k, box, &m, &sd);
+    return sd <= tol && fabs(m - ref) <= tol;
 }
 
 int rp_step_crop_run(rp_step_ctx *ctx, const void *pp)
@@ -324,9 +334,13 @@ int rp_step_crop_run(rp_step_ctx *ctx, const void *pp)
             if (v->dim[a] < 3)
                 continue;
             int limit = (int)(v->dim[a] * 0.45);
-            while (box[2 * a] < limit && slab_sd(v, a, box[2 * a], box) <= tol)
+            double ref, sd;
+            slab_stats(v, a, box[2 * a], box, &ref, &sd);
+            while (box[2 * a] < limit && is_background(v, a, box[2 * a], box, ref, tol))
                 box[2 * a]++;
-            while (v->dim[a] - 1 - box[2 * a + 1] < limit && slab_sd(v, a, box[2 * a + 1], box) <= tol)
+            slab_stats(v, a, box[2 * a + 1], box, &ref, &sd);
+            while (v->dim[a] - 1 - box[2 * a + 1] < limit &&
+                   is_background(v, a, box[2 * a + 1], box, ref, tol))
                 box[2 * a + 1]--;
         }
     } else {

@@ -23,37 +23,48 @@ static double round_sig(double v)
 
 cJSON *rp_qc_stats(const rp_volume *v)
 {
-    size_t n = rp_volume_nvox(v) * (size_t)v->dim[3];
+    /* fast path: vectorised min/max/sum/sum of squares, then a counting pass; only data
+     * with NaN/Inf take the slow, checking path */
+    const size_t n = rp_volume_nvox(v) * (size_t)v->dim[3];
     const float *d = v->data;
     float lo = INFINITY, hi = -INFINITY;
-    double s = 0;
-    size_t bad = 0;
-#pragma omp parallel for reduction(min : lo) reduction(max : hi) reduction(+ : s, bad) schedule(static)
+    double s = 0, ss = 0;
+    size_t bad = 0, at_lo = 0, at_hi = 0;
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) reduction(+ : s, ss) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = d[i];
-        if (!isfinite(x)) {
-            bad++;
-            continue;
-        }
-        if (x < lo)
-            lo = x;
-        if (x > hi)
-            hi = x;
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
         s += x;
+        ss += (double)x * x;
+    }
+    if (!isfinite(s) || !isfinite(ss)) {
+        lo = INFINITY;
+        hi = -INFINITY;
+        s = ss = 0;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi) reduction(+ : s, ss, bad) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = d[i];
+            if (!isfinite(x)) {
+                bad++;
+                continue;
+            }
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+            s += x;
+            ss += (double)x * x;
+        }
+    }
+#pragma omp parallel for simd reduction(+ : at_lo, at_hi) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        at_lo += d[i] == lo;
+        at_hi += d[i] == hi;
     }
     size_t good = n - bad;
-    double mean = good ? s / (double)good : 0, ss = 0;
-    size_t at_lo = 0, at_hi = 0;
-#pragma omp parallel for reduction(+ : ss, at_lo, at_hi) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = d[i];
-        if (!isfinite(x))
-            continue;
-        double t = x - mean;
-        ss += t * t;
-        at_lo += x == lo;
-        at_hi += x == hi;
-    }
+    double mean = good ? s / (double)good : 0;
+    double var = good ? ss / (double)good - mean * mean : 0;
+    if (var < 0)
+        var = 0;
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
@@ -63,7 +74,7 @@ cJSON *rp_qc_stats(const rp_volume *v)
     cJSON_AddNumberToObject(o, "min", good ? round_sig(lo) : 0);
     cJSON_AddNumberToObject(o, "max", good ? round_sig(hi) : 0);
     cJSON_AddNumberToObject(o, "mean", round_sig(mean));
-    cJSON_AddNumberToObject(o, "sd", round_sig(good ? sqrt(ss / (double)good) : 0));
+    cJSON_AddNumberToObject(o, "sd", round_sig(sqrt(var)));
     cJSON_AddNumberToObject(o, "at_min_fraction", good ? round_sig((double)at_lo / good) : 0);
     cJSON_AddNumberToObject(o, "at_max_fraction", good ? round_sig((double)at_hi / good) : 0);
     cJSON_AddNumberToObject(o, "nonfinite", (double)bad);

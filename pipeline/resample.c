@@ -23,7 +23,7 @@
 #include "pipeline/imgops.h"
 
 #define BSPLINE_HORIZON 22   /* |z|^22 < 1e-12: the causal init sum is exact to double */
-#define CHUNK_COLS 512       /* columns per job when the axis is not x */
+#define CHUNK_COLS 128       /* columns per job when the axis is not x (block fits L2) */
 
 static inline long mirror_index(long i, long n)
 {
@@ -112,9 +112,34 @@ static void prefilter_block(double *b, int n, int cw)
     }
 }
 
+/* Same filter on one contiguous line (the x axis), without the column loops. */
+static void prefilter_line(double *c, int n)
+{
+    const double z = sqrt(3.0) - 2.0;
+    if (n < 2)
+        return;
+    if (n <= BSPLINE_HORIZON) {
+        prefilter_block(c, n, 1);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        c[i] *= 6.0;
+    double c0 = c[0], zk = z;
+    for (int k = 1; k <= BSPLINE_HORIZON; k++) {
+        c0 += zk * c[k];
+        zk *= z;
+    }
+    c[0] = c0;
+    for (int k = 1; k < n; k++)
+        c[k] += z * c[k - 1];
+    c[n - 1] = (z * c[n - 2] + c[n - 1]) * (z / (z * z - 1));
+    for (int k = n - 2; k >= 0; k--)
+        c[k] = z * (c[k + 1] - c[k]);
+}
+
 void rp_bspline_prefilter_line(double *c, int n)
 {
-    prefilter_block(c, n, 1);
+    prefilter_line(c, n);
 }
 
 /* Taps and weights of every output index along one axis. */
@@ -180,30 +205,41 @@ static int pass_axis(const float *in, const int dim[3], int axis, const axis_pla
     const int pre = p->order == RP_INTERP_BSPLINE3;
     int fail = 0;
     if (inner == 1) {
+        /* x axis: lines are contiguous, but the recursive prefilter is sequential along a
+         * line, so LINES lines are interleaved into one block and filtered side by side */
+        enum { LINES = 8 };
+        const size_t groups = (outer + LINES - 1) / LINES;
 #pragma omp parallel
         {
-            double *tmp = malloc((size_t)n * sizeof *tmp);
+            double *tmp = malloc((size_t)n * LINES * sizeof *tmp);
             if (!tmp) {
 #pragma omp atomic write
                 fail = 1;
             }
 #pragma omp for schedule(static)
-            for (size_t o = 0; o < outer; o++) {
+            for (size_t gi = 0; gi < groups; gi++) {
                 if (!tmp)
                     continue;
-                const float *src = in + o * n;
-                float *dst = out + o * no;
-                for (int k = 0; k < n; k++)
-                    tmp[k] = src[k];
+                size_t o0 = gi * LINES;
+                int g = (int)(outer - o0 < LINES ? outer - o0 : LINES);
+                for (int l = 0; l < g; l++) {
+                    const float *src = in + (o0 + l) * n;
+                    for (int k = 0; k < n; k++)
+                        tmp[(size_t)k * g + l] = src[k];
+                }
                 if (pre)
-                    prefilter_block(tmp, n, 1);
+                    prefilter_block(tmp, n, g);
                 const int *ix = p->idx;
                 const double *w = p->w;
                 for (int i = 0; i < no; i++, ix += T, w += T) {
-                    double s = 0;
-                    for (int t = 0; t < T; t++)
-                        s += w[t] * tmp[ix[t]];
-                    dst[i] = (float)s;
+                    double acc[LINES] = {0};
+                    for (int t = 0; t < T; t++) {
+                        const double *row = tmp + (size_t)ix[t] * g;
+                        for (int l = 0; l < g; l++)
+                            acc[l] += w[t] * row[l];
+                    }
+                    for (int l = 0; l < g; l++)
+                        out[(o0 + l) * no + i] = (float)acc[l];
                 }
             }
             free(tmp);

@@ -22,7 +22,7 @@ static const char *ref_tmpdir(void)
     return g_tmpdir;
 }
 
-static void ref_cleanup(void)
+__attribute__((unused)) static void ref_cleanup(void)
 {
     if (g_tmpdir[0]) {
         char cmd[600];
@@ -33,7 +33,7 @@ static void ref_cleanup(void)
     }
 }
 
-static int write_raw(const char *path, const float *d, size_t n)
+__attribute__((unused)) static int write_raw(const char *path, const float *d, size_t n)
 {
     FILE *f = fopen(path, "wb");
     if (!f)
@@ -44,7 +44,7 @@ static int write_raw(const char *path, const float *d, size_t n)
 }
 
 /* Run the reference op on v (channel 0); returns a new malloc'd float array and its dims. */
-static float *ref_run(const char *op, const rp_volume *v, const char *extra, int out_dim[3])
+__attribute__((unused)) static float *ref_run(const char *op, const rp_volume *v, const char *extra, int out_dim[3])
 {
     char in[700], out[700], cmd[2400], shp[720];
     const char *src = getenv("RP_SOURCE_DIR");
@@ -86,7 +86,7 @@ static double rnd(void)
     g_rng ^= g_rng << 17;
     return (double)(g_rng >> 11) / 9007199254740992.0;
 }
-static double rnd_normal(void)
+__attribute__((unused)) static double rnd_normal(void)
 {
     double u = rnd() + 1e-12, w = rnd();
     return sqrt(-2 * log(u)) * cos(6.283185307179586 * w);
