@@ -41,6 +41,9 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c);
 int rp_cli_fail(int code, const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* rp_strerror(), with SQLite's own message for RP_EDB (static buffer). */
+const char *rp_cli_errstr(int rc);
+
 /* Path of the index database of c (<data_dir>/index.sqlite) into buf. */
 const char *rp_cli_db_path(const rp_conf *c, char *buf, size_t bufsz);
 /* Open the index. With must_exist, a missing file is an error (no empty index is created in

@@ -79,7 +79,7 @@ int rp_cli_ls(int argc, char **argv, const rp_conf *c)
     rp_db_close(db);
     if (rc) {
         rp_cli_table_free(t);
-        return rp_cli_fail(RP_CLI_EXIT_FAIL, "ls", "cannot read the index: %s", rp_strerror(rc));
+        return rp_cli_fail(RP_CLI_EXIT_FAIL, "ls", "cannot read the index: %s", rp_cli_errstr(rc));
     }
     if (json)
         rp_cli_json_print(rp_cli_table_json(t));
@@ -170,7 +170,7 @@ int rp_cli_show(int argc, char **argv, const rp_conf *c)
         free(jobs);
         free(outs);
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "show", "cannot read the index: %s",
-                           rp_strerror(rc));
+                           rp_cli_errstr(rc));
     }
     rp_cli_table *ti = instances_table(inst, ni);
     rp_cli_table *tj = rp_cli_jobs_table(jobs, nj);

@@ -60,7 +60,7 @@ int rp_cli_trigger(int argc, char **argv, const rp_conf *c)
                                  argv[i]);
         } else {
             status = rp_cli_fail(RP_CLI_EXIT_FAIL, "trigger", "%s: %s", argv[i],
-                                 rp_strerror(rc));
+                                 rp_cli_errstr(rc));
         }
     }
     rp_db_close(db);
@@ -99,7 +99,7 @@ int rp_cli_reprocess(int argc, char **argv, const rp_conf *c)
                                  argv[i]);
         else
             status = rp_cli_fail(RP_CLI_EXIT_FAIL, "reprocess", "%s: %s", argv[i],
-                                 rp_strerror(rc));
+                                 rp_cli_errstr(rc));
     }
     rp_db_close(db);
     return status;
@@ -159,7 +159,7 @@ int rp_cli_send(int argc, char **argv, const rp_conf *c)
     rp_db_close(db);
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "send", "cannot update the outbox: %s",
-                           rp_strerror(rc));
+                           rp_cli_errstr(rc));
     if (id > 0 && n == 0)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "send", "outbox entry %lld is not %s", id,
                            all ? "dead or pending" : "dead");
@@ -185,7 +185,7 @@ int rp_cli_reindex(int argc, char **argv, const rp_conf *c)
     rp_store *s = NULL;
     if ((rc = rp_store_open(c, &s)) != 0)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "reindex", "cannot open the store in %s: %s",
-                           c->data_dir, rp_strerror(rc));
+                           c->data_dir, rp_cli_errstr(rc));
     rp_db *db;
     if ((rc = rp_cli_open_db(c, "reindex", 0, &db))) {
         rp_store_close(s);
@@ -196,7 +196,7 @@ int rp_cli_reindex(int argc, char **argv, const rp_conf *c)
     rp_db_close(db);
     rp_store_close(s);
     if (n < 0)
-        return rp_cli_fail(RP_CLI_EXIT_FAIL, "reindex", "%s", rp_strerror((int)n));
+        return rp_cli_fail(RP_CLI_EXIT_FAIL, "reindex", "%s", rp_cli_errstr((int)n));
     printf("reindexed %ld instances in %.1f s\n", n, rp_mono_s() - t0);
     return 0;
 }

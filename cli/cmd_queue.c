@@ -145,7 +145,7 @@ int rp_cli_jobs(int argc, char **argv, const rp_conf *c)
     rp_db_close(db);
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "jobs", "cannot read the index: %s",
-                           rp_strerror(rc));
+                           rp_cli_errstr(rc));
     rp_cli_table *t = rp_cli_jobs_table(jobs, n);
     if (lo.json)
         rp_cli_json_print(rp_cli_table_json(t));
@@ -183,7 +183,7 @@ int rp_cli_outbox(int argc, char **argv, const rp_conf *c)
     rp_db_close(db);
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "outbox", "cannot read the index: %s",
-                           rp_strerror(rc));
+                           rp_cli_errstr(rc));
     static const char *const names[] = {"id",       "destination", "state",     "attempts",
                                         "next_attempt", "status",  "reason",    "sop_uid",
                                         "file_path"};
@@ -240,7 +240,7 @@ int rp_cli_events(int argc, char **argv, const rp_conf *c)
     if (rc) {
         rp_cli_table_free(t);
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "events", "cannot read the index: %s",
-                           rp_strerror(rc));
+                           rp_cli_errstr(rc));
     }
     if (lo.json)
         rp_cli_json_print(rp_cli_table_json(t));

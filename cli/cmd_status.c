@@ -22,6 +22,25 @@ static int walk_cb(const char *path, const struct stat *st, int flag, struct FTW
     return 0;
 }
 
+/* The last 'node' event: "result=started ..." or "result=stopped ...", and when. */
+typedef struct last_node {
+    char at[40];
+    char detail[256];
+} last_node;
+
+static int node_row(void *user, int ncol, const char *const *names, const char *const *values,
+                    const int *kinds)
+{
+    (void)names;
+    (void)kinds;
+    last_node *ln = user;
+    if (ncol >= 4) {
+        snprintf(ln->at, sizeof ln->at, "%s", values[1] ? values[1] : "");
+        snprintf(ln->detail, sizeof ln->detail, "%s", values[3] ? values[3] : "");
+    }
+    return 1;
+}
+
 static void usage(FILE *fp)
 {
     fprintf(fp, "usage: radprep status [--json]\n"
@@ -54,10 +73,13 @@ int rp_cli_status(int argc, char **argv, const rp_conf *c)
         return rc;
     rp_db_counts n;
     rc = rp_db_counts_get(db, &n);
+    last_node ln = {"", ""};
+    if (!rc)
+        rc = rp_db_events_list(db, "node", 1, node_row, &ln);
     rp_db_close(db);
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "status", "cannot read the index: %s",
-                           rp_strerror(rc));
+                           rp_cli_errstr(rc));
 
     char store[RP_PATH_MAX + 16], dbp[RP_PATH_MAX + 32];
     snprintf(store, sizeof store, "%s/store", c->data_dir);
@@ -74,6 +96,11 @@ int rp_cli_status(int argc, char **argv, const rp_conf *c)
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "data_dir", c->data_dir);
+        if (ln.at[0]) {
+            cJSON *nd = cJSON_AddObjectToObject(j, "node");
+            cJSON_AddStringToObject(nd, "last_event_at", ln.at);
+            cJSON_AddStringToObject(nd, "last_event", ln.detail);
+        }
         cJSON_AddStringToObject(j, "index", rp_cli_db_path(c, dbp, sizeof dbp));
         cJSON_AddNumberToObject(j, "patients", (double)n.patients);
         cJSON_AddNumberToObject(j, "studies", (double)n.studies);
@@ -110,6 +137,12 @@ int rp_cli_status(int argc, char **argv, const rp_conf *c)
     }
     char b1[32], b2[32], b3[32];
     printf("data_dir      %s\n", c->data_dir);
+    if (ln.at[0])
+        printf("node          %s at %s\n",
+               !strncmp(ln.detail, "result=started", 14)   ? "started"
+               : !strncmp(ln.detail, "result=stopped", 14) ? "stopped"
+                                                           : ln.detail,
+               ln.at);
     printf("index         patients=%lld studies=%lld series=%lld instances=%lld (%s)\n",
            n.patients, n.studies, n.series, n.instances, rp_cli_bytes(n.bytes, b1, sizeof b1));
     printf("series        receiving=%lld complete=%lld processing=%lld done=%lld failed=%lld\n",

@@ -31,6 +31,16 @@ int rp_cli_fail(int code, const char *cmd, const char *fmt, ...)
     return code;
 }
 
+const char *rp_cli_errstr(int rc)
+{
+    static char buf[512];
+    if (rc == RP_EDB && *rp_db_errmsg()) {
+        snprintf(buf, sizeof buf, "%s (%s)", rp_strerror(rc), rp_db_errmsg());
+        return buf;
+    }
+    return rp_strerror(rc);
+}
+
 const char *rp_cli_db_path(const rp_conf *c, char *buf, size_t bufsz)
 {
     snprintf(buf, bufsz, "%s/index.sqlite", c->data_dir);
@@ -49,8 +59,8 @@ int rp_cli_open_db(const rp_conf *c, const char *cmd, int must_exist, rp_db **ou
                            strerror(errno));
     int rc = rp_db_open(path, out);
     if (rc)
-        return rp_cli_fail(RP_CLI_EXIT_FAIL, cmd, "cannot open index %s: %s", path,
-                           rp_strerror(rc));
+        return rp_cli_fail(RP_CLI_EXIT_FAIL, cmd, "cannot open index %s: %s%s%s", path,
+                           rp_strerror(rc), *rp_db_errmsg() ? ": " : "", rp_db_errmsg());
     return 0;
 }
 

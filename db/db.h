@@ -105,6 +105,10 @@ int rp_db_queue_flush(rp_db_queue *q);
 /* Flush, stop the thread and free the queue. */
 void rp_db_queue_stop(rp_db_queue *q);
 
+/* The SQLite message of this thread's last database error ("" when none), for one-line
+ * error reports (e.g. "file is not a database"). Static, thread-local. */
+const char *rp_db_errmsg(void);
+
 /* Counters for `radprep status`. */
 typedef struct rp_db_counts {
     long long patients, studies, series, instances, bytes;

@@ -167,10 +167,18 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
 };
 
+static _Thread_local char last_error[256];
+
+const char *rp_db_errmsg(void)
+{
+    return last_error;
+}
+
 int rp_db_fail(rp_db *db, const char *what)
 {
-    RP_ERROR("db", "%s failed db=%s error=\"%s\"", what, db ? db->path : "?",
-             db && db->h ? sqlite3_errmsg(db->h) : "no handle");
+    const char *msg = db && db->h ? sqlite3_errmsg(db->h) : "no handle";
+    snprintf(last_error, sizeof last_error, "%s: %s", what, msg);
+    RP_ERROR("db", "%s failed db=%s error=\"%s\"", what, db ? db->path : "?", msg);
     return RP_EDB;
 }
 
@@ -204,6 +212,7 @@ int rp_db_exec(rp_db *db, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(db->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(last_error, sizeof last_error, "%s", msg ? msg : "?");
         RP_ERROR("db", "exec failed db=%s error=\"%s\"", db->path, msg ? msg : "?");
         sqlite3_free(msg);
         return RP_EDB;
@@ -330,6 +339,9 @@ static int migrate(rp_db *db)
     }
     if (version > N_MIGRATIONS) {
         rp_db_rollback(db);
+        snprintf(last_error, sizeof last_error,
+                 "schema version %d is newer than this radprep (supports %d)", version,
+                 N_MIGRATIONS);
         RP_ERROR("db", "database schema is newer than this radprep db=%s user_version=%d "
                        "supported=%d",
                  db->path, version, N_MIGRATIONS);

@@ -325,6 +325,15 @@ class Index(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("no index at", err)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "index.sqlite")))
+        # a damaged index: one line that says what SQLite found
+        bad = os.path.join(self.tmp, "bad")
+        os.makedirs(bad)
+        with open(os.path.join(bad, "index.sqlite"), "wb") as f:
+            f.write(b"this is not a database" * 100)
+        rc, out, err = run("--data-dir", bad, "status")
+        self.assertEqual(rc, 1)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("file is not a database", err)
 
 
 if __name__ == "__main__":
