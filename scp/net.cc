@@ -52,6 +52,7 @@
 #include "common/common.h"
 
 #define MOD "scp"
+#define RP_E2BIG_PDU (RP_ERR_MIN_ - 1) /* local to this file: association request > 1 MB */
 
 /* The transfer syntaxes we store as received. Anything else in a proposal is refused. */
 static const char *const k_ts[] = {
@@ -314,7 +315,17 @@ static int wait_full_pdu(int fd, int timeout_s)
         if (got >= 6 && need == 6) {
             unsigned long len = ((unsigned long)buf[2] << 24) | ((unsigned long)buf[3] << 16) |
                                 ((unsigned long)buf[4] << 8) | buf[5];
-            need = 6 + (len > (1UL << 20) - 6 ? (1UL << 20) - 6 : len);
+            /* The first PDU must be an A-ASSOCIATE-RQ of sane size: anything else is not a
+             * DICOM peer, and waiting for its announced length would only pin the thread. */
+            if (buf[0] != 0x01) {
+                rc = RP_EPARSE;
+                break;
+            }
+            if (len > (1UL << 20) - 6) {
+                rc = RP_E2BIG_PDU;
+                break;
+            }
+            need = 6 + len;
             continue;
         }
         if (got >= 0 && (size_t)got >= need) {
@@ -367,11 +378,18 @@ extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out,
 
     int w = wait_full_pdu(fd, n->p.acse_timeout_s);
     if (w != 0) {
-        snprintf(why, whysz, w == RP_ETIMEOUT ? "no association request within acse_timeout_s=%d"
-                                              : "connection closed before association request",
-                 n->p.acse_timeout_s);
+        if (w == RP_ETIMEOUT)
+            snprintf(why, whysz, "no association request within acse_timeout_s=%d",
+                     n->p.acse_timeout_s);
+        else if (w == RP_EPARSE)
+            snprintf(why, whysz, "not a DICOM association request (first PDU is not "
+                                 "A-ASSOCIATE-RQ)");
+        else if (w == RP_E2BIG_PDU)
+            snprintf(why, whysz, "association request larger than 1 MB");
+        else
+            snprintf(why, whysz, "connection closed before association request");
         close(fd);
-        return w == RP_ETIMEOUT ? RP_ETIMEOUT : RP_ENET;
+        return w == RP_ETIMEOUT ? RP_ETIMEOUT : w == RP_ENET ? RP_ENET : RP_EPARSE;
     }
 
     T_ASC_Association *assoc = NULL;

@@ -17,14 +17,15 @@
 
 #include "common/common.h"
 
-/* Copy an attribute's first value into dst, trimmed of DICOM padding. Empty when absent. */
-static void get_str(DcmItem *ds, const DcmTagKey &tag, char *dst, size_t dstsz, bool whole = false)
+/* Copy an attribute's first value into dst, trimmed of DICOM padding. Empty when absent.
+ * A value too long for dst is cut; for UIDs see get_uid(). Returns false when cut. */
+static bool get_str(DcmItem *ds, const DcmTagKey &tag, char *dst, size_t dstsz, bool whole = false)
 {
     dst[0] = '\0';
     OFString v;
     OFCondition c = whole ? ds->findAndGetOFStringArray(tag, v) : ds->findAndGetOFString(tag, v);
     if (c.bad())
-        return;
+        return true;
     size_t n = v.length();
     while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\0'))
         n--;
@@ -32,10 +33,20 @@ static void get_str(DcmItem *ds, const DcmTagKey &tag, char *dst, size_t dstsz, 
     while (start < n && v[start] == ' ')
         start++;
     n -= start;
+    bool whole_fit = n < dstsz;
     if (n >= dstsz)
         n = dstsz - 1;
     memcpy(dst, v.c_str() + start, n);
     dst[n] = '\0';
+    return whole_fit;
+}
+
+/* A UID longer than 64 characters must never be cut into a valid-looking shorter one:
+ * mark it so that UID validation fails ("...") and the log shows its beginning. */
+static void get_uid(DcmItem *ds, const DcmTagKey &tag, char *dst, size_t dstsz)
+{
+    if (!get_str(ds, tag, dst, dstsz) && dstsz > 4)
+        memcpy(dst + dstsz - 4, "...", 4);
 }
 
 static int get_int(DcmItem *ds, const DcmTagKey &tag, int dflt)
@@ -126,20 +137,19 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *rea
     get_str(ds, DCM_PatientName, m->patient_name, sizeof m->patient_name, true);
     get_str(ds, DCM_PatientBirthDate, m->patient_birth_date, sizeof m->patient_birth_date);
     get_str(ds, DCM_PatientSex, m->patient_sex, sizeof m->patient_sex);
-    get_str(ds, DCM_StudyInstanceUID, m->study_uid, sizeof m->study_uid);
+    get_uid(ds, DCM_StudyInstanceUID, m->study_uid, sizeof m->study_uid);
     get_str(ds, DCM_StudyDate, m->study_date, sizeof m->study_date);
     get_str(ds, DCM_StudyTime, m->study_time, sizeof m->study_time);
     get_str(ds, DCM_AccessionNumber, m->accession_number, sizeof m->accession_number);
     get_str(ds, DCM_StudyDescription, m->study_description, sizeof m->study_description);
-    get_str(ds, DCM_SeriesInstanceUID, m->series_uid, sizeof m->series_uid);
+    get_uid(ds, DCM_SeriesInstanceUID, m->series_uid, sizeof m->series_uid);
     get_str(ds, DCM_Modality, m->modality, sizeof m->modality);
     m->series_number = get_int(ds, DCM_SeriesNumber, -1);
     get_str(ds, DCM_SeriesDescription, m->series_description, sizeof m->series_description);
     get_str(ds, DCM_BodyPartExamined, m->body_part, sizeof m->body_part);
-    get_str(ds, DCM_FrameOfReferenceUID, m->frame_of_reference_uid,
-            sizeof m->frame_of_reference_uid);
-    get_str(ds, DCM_SOPClassUID, m->sop_class_uid, sizeof m->sop_class_uid);
-    get_str(ds, DCM_SOPInstanceUID, m->sop_instance_uid, sizeof m->sop_instance_uid);
+    get_uid(ds, DCM_FrameOfReferenceUID, m->frame_of_reference_uid, sizeof m->frame_of_reference_uid);
+    get_uid(ds, DCM_SOPClassUID, m->sop_class_uid, sizeof m->sop_class_uid);
+    get_uid(ds, DCM_SOPInstanceUID, m->sop_instance_uid, sizeof m->sop_instance_uid);
     m->instance_number = get_int(ds, DCM_InstanceNumber, -1);
     m->number_of_frames = get_int(ds, DCM_NumberOfFrames, 1);
     if (m->number_of_frames < 1)

@@ -181,7 +181,7 @@ def file_sop_info(path):
     except Exception:
         pass
     try:
-        out = subprocess.run(["dcmdump", "-q", "+P", "0008,0016", "+P", "0008,0018",
+        out = subprocess.run(["dcmdump", "-q", "-Un", "+P", "0008,0016", "+P", "0008,0018",
                               "+P", "0002,0010", path], capture_output=True, text=True,
                              timeout=30).stdout
         vals = re.findall(r"\[([0-9.]+)\]", out)
@@ -524,3 +524,105 @@ def storescu_asis(port, files, aec="RADPREP", aet="STORESCU", args=(), timeout=6
         merged.out += r.out
         merged.rc = merged.rc or r.rc
     return merged
+
+
+# ---- raw DICOM upper layer (for hostile and protocol tests) ------------------------------
+
+VERIFICATION = "1.2.840.10008.1.1"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+
+
+def _item(t, payload):
+    return struct.pack(">BBH", t, 0, len(payload)) + payload
+
+
+def associate_rq_pdu(calling, called, contexts=((1, VERIFICATION, (IMPLICIT_LE,)),),
+                     max_pdu=16384, app_context="1.2.840.10008.3.1.1.1"):
+    """Bytes of an A-ASSOCIATE-RQ. contexts: (id, abstract_syntax, [transfer syntaxes])."""
+    body = struct.pack(">HH", 1, 0) + called.encode().ljust(16)[:16] + \
+        calling.encode().ljust(16)[:16] + b"\0" * 32
+    body += _item(0x10, app_context.encode())
+    for pcid, abstract, tss in contexts:
+        sub = _item(0x30, abstract.encode())
+        for ts in tss:
+            sub += _item(0x40, ts.encode())
+        body += _item(0x20, struct.pack(">BBBB", pcid, 0, 0, 0) + sub)
+    ui = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, b"1.2.826.0.1.3680043.9.7777.1")
+    body += _item(0x50, ui)
+    return struct.pack(">BBI", 0x01, 0, len(body)) + body
+
+
+def recv_pdu(sock, timeout=10.0):
+    """(pdu_type, body) of the next PDU, or (None, b'') when the peer closed."""
+    sock.settimeout(timeout)
+    hdr = b""
+    while len(hdr) < 6:
+        chunk = sock.recv(6 - len(hdr))
+        if not chunk:
+            return None, b""
+        hdr += chunk
+    t, _, ln = struct.unpack(">BBI", hdr)
+    body = b""
+    while len(body) < ln:
+        chunk = sock.recv(min(65536, ln - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    return t, body
+
+
+class RawAssociation:
+    """A hand-made association over a plain socket, for tests that need to misbehave.
+    After open(): .result is 'accepted', 'rejected' or 'closed'; for a rejection
+    .reject = (result, source, reason) as in the A-ASSOCIATE-RJ PDU."""
+
+    def __init__(self, port, calling="RAWSCU", called="RADPREP", host="127.0.0.1",
+                 contexts=((1, VERIFICATION, (IMPLICIT_LE,)),)):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.calling, self.called, self.contexts = calling, called, contexts
+        self.result, self.reject = None, None
+
+    def open(self, timeout=10.0):
+        self.sock.sendall(associate_rq_pdu(self.calling, self.called, self.contexts))
+        t, body = recv_pdu(self.sock, timeout)
+        if t == 0x02:
+            self.result = "accepted"
+        elif t == 0x03:
+            self.result = "rejected"
+            self.reject = (body[1], body[2], body[3])
+        else:
+            self.result = "closed" if t is None else "pdu_%02x" % t
+        return self
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def closed_by_peer(self, timeout=10.0):
+        """True when the node closes (or aborts) the connection within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                d = self.sock.recv(65536)
+                if not d:
+                    return True
+                if d[:1] == b"\x07":  # A-ABORT
+                    return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def pdata_pdu(pcid, payload, command=True, last=True):
+    """One P-DATA-TF PDU with a single PDV."""
+    mch = (1 if command else 0) | (2 if last else 0)
+    pdv = struct.pack(">IBB", len(payload) + 2, pcid, mch) + payload
+    return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
