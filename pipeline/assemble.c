@@ -281,9 +281,15 @@ static void stack_geometry(rp_stack *st, const item *its)
         memcpy(st->iop, iop, sizeof iop);
         st->normal[0] = st->normal[1] = 0;
         st->normal[2] = 1;
-        double ipp0[3] = {-(st->nx - 1) * st->dx / 2.0, -(st->ny - 1) * st->dy / 2.0, 0};
-        double dz = !isnan(in->slice_thickness) && in->slice_thickness > 0 ? in->slice_thickness : 1.0;
+        double dz = 1.0;
+        if (!isnan(in->spacing_between_slices) && in->spacing_between_slices > 0)
+            dz = in->spacing_between_slices;
+        else if (!isnan(i0->fr->slice_thickness) && i0->fr->slice_thickness > 0)
+            dz = i0->fr->slice_thickness;
         st->dz = dz;
+        st->flip_rows = 1;  /* as dcm2niix does for projection images */
+        double ipp0[3] = {-(st->nx - 1) * st->dx / 2.0, -(st->ny - 1) * st->dy / 2.0,
+                          -(st->nz - 1) * dz / 2.0};
         double step[3] = {0, 0, dz};
         rp_affine_from_dicom(st->iop, ipp0, step, st->dx, st->dy, st->ny, st->affine);
         qc_add_issue(st->qc, "no_patient_geometry", "info",
@@ -291,6 +297,7 @@ static void stack_geometry(rp_stack *st, const item *its)
         return;
     }
     memcpy(st->iop, i0->fr->iop, sizeof st->iop);
+    st->flip_rows = 1;
     double step[3];
     const double *p0 = st->slice[0].ipp, *pn = st->slice[st->nz - 1].ipp;
     if (st->nz > 1) {

@@ -67,6 +67,7 @@ typedef struct rp_stack {
     double dz;                 /* slice spacing (mean of gaps; slice thickness for nz == 1) */
     double affine[4][4];       /* (i,j,k) of the written data -> RAS mm */
     int has_geometry;          /* 0: no IPP/IOP (projection X-ray): a centred identity grid */
+    int flip_rows;             /* 1: rows written bottom-up, as dcm2niix (always, today) */
     int mosaic;                /* 1: slices are mosaic tiles */
     int need_resample;         /* sheared (tilt) or uneven: rp_stack_resample() */
     double tilt_deg;           /* measured from the positions (0 when none) */

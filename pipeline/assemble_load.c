@@ -185,7 +185,7 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, int threa
             uint8_t *pm = out->pad_mask ? out->pad_mask + (size_t)order[k].slice * nvox : NULL;
             for (size_t y = 0; y < ny; y++) {
                 const uint8_t *srow = frame + ((y0 + y) * (size_t)in->cols + x0) * sss;
-                size_t oy = ny - 1 - y;  /* rows bottom-up, as dcm2niix */
+                size_t oy = st->flip_rows ? ny - 1 - y : y;  /* bottom-up, as dcm2niix */
                 uint8_t *drow = dst + oy * nx * ss;
                 uint8_t *prow = pm ? pm + oy * nx : NULL;
                 if (use_float) {

@@ -368,7 +368,11 @@ extern "C" int rp_dcm_read_info(const char *path, rp_dcm_info **out, char *err, 
     DcmFileFormat ff;
     OFCondition c = load(ff, path, true);
     if (c.bad()) {
-        seterr(err, errlen, "not readable as DICOM: %s", c.text());
+        if (c == EC_StreamNotifyClient)
+            seterr(err, errlen, "truncated or not DICOM: the data ends inside an element (%s)",
+                   c.text());
+        else
+            seterr(err, errlen, "not readable as DICOM: %s", c.text());
         return RP_EPARSE;
     }
     DcmDataset *ds = ff.getDataset();
@@ -386,6 +390,8 @@ extern "C" int rp_dcm_read_info(const char *path, rp_dcm_info **out, char *err, 
         rp_strlcpy(in->transfer_syntax_uid, ts_meta, sizeof in->transfer_syntax_uid);
 
     get_str(ds, DCM_SOPClassUID, in->sop_class_uid, sizeof in->sop_class_uid);
+    if (!in->sop_class_uid[0])
+        get_str(meta, DCM_MediaStorageSOPClassUID, in->sop_class_uid, sizeof in->sop_class_uid);
     get_str(ds, DCM_SOPInstanceUID, in->sop_instance_uid, sizeof in->sop_instance_uid);
     get_str(ds, DCM_StudyInstanceUID, in->study_uid, sizeof in->study_uid);
     get_str(ds, DCM_SeriesInstanceUID, in->series_uid, sizeof in->series_uid);
@@ -519,7 +525,8 @@ extern "C" int rp_dcm_read_info(const char *path, rp_dcm_info **out, char *err, 
     int rc = 0;
     if (in->has_pixel_data) {
         if (in->rows < 1 || in->cols < 1 || in->rows > 65535 || in->cols > 65535) {
-            seterr(err, errlen, "invalid Rows/Columns %dx%d", in->rows, in->cols);
+            seterr(err, errlen, "Pixel Data present but Rows/Columns are %dx%d (damaged header?)",
+                   in->rows, in->cols);
             rc = RP_EUNSUPPORTED;
         } else if (!(in->bits_allocated == 1 || in->bits_allocated == 8 ||
                      in->bits_allocated == 16 || in->bits_allocated == 32)) {
@@ -983,36 +990,27 @@ extern "C" int rp_dcm_decode_frames(const char *path, const rp_dcm_info *in, int
         return 0;
     }
 
+    int planar = in->planar_configuration;
     if (xf.isEncapsulated()) {
-        /* RLE, JPEG, JPEG-LS: dcmtk's registered decoders, one frame at a time so memory
-         * stays at one frame plus the compressed data. */
-        Uint32 start_frag = 0;
-        std::vector<uint8_t> tmp;
-        size_t raw_bytes = 0;
+        /* RLE, JPEG, JPEG-LS: dcmtk's registered decoders on the whole object (one file per
+         * thread at a time). Frame-wise getUncompressedFrame() mis-joins RLE frames split over
+         * several fragments in dcmtk 3.6.7, so the dataset is converted as a whole. */
         if (in->bits_allocated == 1) {
             seterr(err, errlen, "1-bit images in an encapsulated syntax are not supported");
             return RP_EUNSUPPORTED;
         }
-        raw_bytes = fsamples * ((in->bits_allocated + 7) / 8);
-        tmp.resize(raw_bytes + 1);
-        for (int f = first; f < first + count; f++) {
-            OFString cm;
-            /* start_frag 0 lets dcmtk find the frame's first fragment; on success it is
-             * advanced to the next frame's first fragment. */
-            c = pd->getUncompressedFrame(ds, (Uint32)f, start_frag, tmp.data(), (Uint32)raw_bytes,
-                                         cm, NULL);
-            if (c.bad()) {
-                seterr(err, errlen, "decoding frame %d (%s): %s", f, in->transfer_syntax_uid,
-                       c.text());
-                return RP_EDECODE;
-            }
-            uint8_t *d = out + (size_t)(f - first) * fbytes;
-            normalize_samples(in, tmp.data(), fsamples, d);
-            if (in->samples_per_pixel == 3 && in->planar_configuration == 1 &&
-                !strcmp(in->transfer_syntax_uid, "1.2.840.10008.1.2.5"))
-                planar_to_interleaved(in, d);
+        c = ds->chooseRepresentation(EXS_LittleEndianExplicit, NULL);
+        if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+            seterr(err, errlen, "decoding %s failed: %s", in->transfer_syntax_uid,
+                   c.bad() ? c.text() : "no decoder for this transfer syntax");
+            return RP_EDECODE;
         }
-        return 0;
+        if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) {
+            seterr(err, errlen, "no Pixel Data after decoding");
+            return RP_EDECODE;
+        }
+        pd = OFstatic_cast(DcmPixelData *, el);
+        planar = get_int(ds, DCM_PlanarConfiguration, planar);
     }
 
     /* Native: dcmtk gives the value in local byte order. */
@@ -1072,7 +1070,7 @@ extern "C" int rp_dcm_decode_frames(const char *path, const rp_dcm_info *in, int
     for (int f = first; f < first + count; f++) {
         uint8_t *d = out + (size_t)(f - first) * fbytes;
         normalize_samples(in, src + (size_t)f * fsamples * sbytes, fsamples, d);
-        if (in->samples_per_pixel == 3 && in->planar_configuration == 1)
+        if (in->samples_per_pixel == 3 && planar == 1)
             planar_to_interleaved(in, d);
     }
     return 0;

@@ -350,6 +350,35 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     rp_stack_data_free(&d);
 }
 
+/* Storage SOP classes that carry no image: skipping them is not a failure. Anything else
+ * without Pixel Data (an image class, or no class at all) is a broken image object. */
+static int image_class(const rp_dcm_info *in)
+{
+    static const char *const non_image[] = {
+        "1.2.840.10008.5.1.4.1.1.88.",  /* structured reports, KOS */
+        "1.2.840.10008.5.1.4.1.1.104.", /* encapsulated PDF/CDA/STL */
+        "1.2.840.10008.5.1.4.1.1.11.",  /* presentation states */
+        "1.2.840.10008.5.1.4.1.1.9.",   /* waveforms */
+        "1.2.840.10008.5.1.4.1.1.66",   /* raw data, registration, fiducials, segmentation surfaces */
+        "1.2.840.10008.5.1.4.1.1.67",   /* real world value mapping */
+        "1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.4",
+        "1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.481.6",
+        "1.2.840.10008.5.1.4.1.1.481.7", "1.2.840.10008.5.1.4.1.1.481.8",
+        "1.2.840.10008.5.1.4.1.1.481.9", "1.2.840.10008.5.1.4.34.", /* RT plans, records */
+        "1.2.840.10008.5.1.4.1.1.68.",  /* surface */
+        "1.2.840.10008.5.1.4.1.1.78.", "1.2.840.10008.5.1.4.1.1.79.", "1.2.840.10008.5.1.4.1.1.80.",
+        "1.2.840.10008.5.1.4.1.1.81.", "1.2.840.10008.5.1.4.1.1.82.", /* measurements */
+        "1.2.840.10008.5.1.4.1.1.90.", "1.2.840.10008.5.1.4.1.1.200.", "1.2.840.10008.5.1.4.38.",
+        "1.2.840.10008.5.1.4.43.", "1.2.840.10008.5.1.4.44.", "1.2.840.10008.5.1.4.45.",
+        NULL};
+    if (!in->sop_class_uid[0])
+        return in->rows > 0 || in->cols > 0;
+    for (int i = 0; non_image[i]; i++)
+        if (!strncmp(in->sop_class_uid, non_image[i], strlen(non_image[i])))
+            return 0;
+    return 1;
+}
+
 typedef struct file_slot {
     const char *path;
     rp_dcm_info *info;
@@ -431,6 +460,21 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
             fail(&rs, slots[i].rc, "%s: %s", slots[i].path, slots[i].err);
             continue;
         }
+        if (!slots[i].info->has_pixel_data && image_class(slots[i].info)) {
+            res->n_failed++;
+            char why[300];
+            snprintf(why, sizeof why, "no Pixel Data in an image object (SOP class %s, %dx%d "
+                     "declared)", slots[i].info->sop_class_uid[0] ? slots[i].info->sop_class_uid
+                     : "absent", slots[i].info->cols, slots[i].info->rows);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "file", slots[i].path);
+            cJSON_AddStringToObject(e, "error", why);
+            cJSON_AddStringToObject(e, "code", rp_strerror(RP_EPARSE));
+            cJSON_AddItemToArray(jfailed, e);
+            RP_WARN(MOD, "image without pixel data file=%s", slots[i].path);
+            fail(&rs, RP_EPARSE, "%s: %s", slots[i].path, why);
+            continue;
+        }
         if (!slots[i].info->has_pixel_data) {
             res->n_skipped++;
             cJSON *e = cJSON_CreateObject();
@@ -461,6 +505,9 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
         cJSON_AddStringToObject(js, "modality", h->modality);
         cJSON_AddStringToObject(js, "description", h->series_description);
         cJSON_AddNumberToObject(js, "n_files", (double)(b - a));
+        cJSON *jf = cJSON_AddArrayToObject(js, "files");
+        for (size_t k = a; k < b; k++)
+            cJSON_AddItemToArray(jf, cJSON_CreateString(ok[k]->path));
         rp_series_asm sa;
         int rc = rp_assemble(infos, b - a, &sa);
         if (rc) {
