@@ -11,7 +11,9 @@
 static void ls_usage(FILE *fp)
 {
     fprintf(fp, "usage: radprep ls patients|studies|series|instances [--patient ID]\n"
-                "                  [--study UID] [--series UID] [--modality M] [--limit N] [--json]\n"
+                "                  [--study UID] [--series UID] [--modality M]\n"
+                "                  [--state receiving|complete|processing|done|failed]\n"
+                "                  [--limit N] [--json]\n"
                 "List one level of the index as an aligned table (or a JSON array with --json).\n"
                 "Filters combine: --modality on studies/patients keeps those with such a series.\n");
 }
@@ -22,10 +24,11 @@ int rp_cli_ls(int argc, char **argv, const rp_conf *c)
         {"help", no_argument, NULL, 'h'},         {"json", no_argument, NULL, 'j'},
         {"patient", required_argument, NULL, 'p'}, {"study", required_argument, NULL, 's'},
         {"series", required_argument, NULL, 'S'}, {"modality", required_argument, NULL, 'm'},
-        {"limit", required_argument, NULL, 'n'},  {NULL, 0, NULL, 0}};
-    rp_db_filter f = {NULL, NULL, NULL, NULL, 0};
+        {"limit", required_argument, NULL, 'n'},  {"state", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0}};
+    rp_db_filter f = {NULL, NULL, NULL, NULL, 0, NULL};
     int json = 0, o;
-    while ((o = getopt_long(argc, argv, "hjp:s:S:m:n:", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "hjp:s:S:m:n:t:", opts, NULL)) != -1) {
         switch (o) {
         case 'h':
             ls_usage(stdout);
@@ -45,6 +48,20 @@ int rp_cli_ls(int argc, char **argv, const rp_conf *c)
         case 'm':
             f.modality = optarg;
             break;
+        case 't': {
+            static const char *const states[] = {"receiving", "complete", "processing", "done",
+                                                 "failed"};
+            int ok = 0;
+            for (int i = 0; i < 5; i++)
+                ok |= strcmp(optarg, states[i]) == 0;
+            if (!ok)
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, "ls",
+                                   "unknown state '%s' (receiving, complete, processing, done, "
+                                   "failed)",
+                                   optarg);
+            f.state = optarg;
+            break;
+        }
         case 'n': {
             long long v = rp_cli_parse_count(optarg);
             if (v < 0 || v > 1000000000)

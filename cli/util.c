@@ -136,6 +136,35 @@ rp_cli_table *rp_cli_table_new(int ncol, const char *const *names)
     return t;
 }
 
+/* Copy of s that is valid UTF-8: DICOM text in other character sets (ISO 8859, GB18030...)
+ * may reach the index as raw bytes, and JSON output must stay valid. Invalid bytes -> '?'. */
+static char *utf8_dup(const char *s)
+{
+    size_t n = strlen(s);
+    char *o = malloc(n + 1);
+    if (!o)
+        return NULL;
+    size_t i = 0, k = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                             : (c & 0xF8) == 0xF0 ? 4 : 0;
+        int ok = len > 0 && i + (size_t)len <= n && !(len == 2 && c < 0xC2);
+        for (int j = 1; ok && j < len; j++)
+            ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
+        if (!ok) {
+            o[k++] = '?';
+            i++;
+            continue;
+        }
+        memcpy(o + k, s + i, (size_t)len);
+        k += (size_t)len;
+        i += (size_t)len;
+    }
+    o[k] = '\0';
+    return o;
+}
+
 int rp_cli_table_add(rp_cli_table *t, const char *const *values, const int *kinds)
 {
     if (t->nrows == t->cap) {
@@ -152,7 +181,7 @@ int rp_cli_table_add(rp_cli_table *t, const char *const *values, const int *kind
     }
     size_t base = t->nrows * (size_t)t->ncol;
     for (int i = 0; i < t->ncol; i++) {
-        t->cells[base + i] = values[i] ? strdup(values[i]) : NULL;
+        t->cells[base + i] = values[i] ? utf8_dup(values[i]) : NULL;
         t->kinds[base + i] =
             !values[i] ? RP_DB_COL_NULL : (kinds ? kinds[i] : RP_DB_COL_TEXT);
     }

@@ -304,6 +304,7 @@ int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta *
 typedef struct rp_db_filter {
     const char *patient_id, *study_uid, *series_uid, *modality;
     int limit;
+    const char *state;          /* series completion state (any level: having such a series) */
 } rp_db_filter;
 enum { RP_DB_COL_NULL = 0, RP_DB_COL_INT, RP_DB_COL_REAL, RP_DB_COL_TEXT };
 /* kinds[i] is one of RP_DB_COL_* (so JSON output can keep numbers numbers). */

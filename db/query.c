@@ -9,7 +9,8 @@
 
 #define ISO(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
 
-/* Filters are ?1 patient_id, ?2 study_uid, ?3 series_uid, ?4 modality, ?5 limit. */
+/* Filters are ?1 patient_id, ?2 study_uid, ?3 series_uid, ?4 modality, ?5 limit,
+ * ?6 series state. */
 static const char sql_patients[] =
     "SELECT p.patient_id AS patient_id, p.issuer AS issuer, p.name AS name,"
     " p.birth_date AS birth_date, p.sex AS sex,"
@@ -19,10 +20,10 @@ static const char sql_patients[] =
     " (SELECT coalesce(sum(se.instance_count), 0) FROM series se"
     "   JOIN studies st ON st.id = se.study_fk WHERE st.patient_fk = p.id) AS instances"
     " FROM patients p WHERE (?1 IS NULL OR p.patient_id = ?1)"
-    " AND (?2 IS NULL AND ?3 IS NULL AND ?4 IS NULL OR EXISTS (SELECT 1 FROM studies st"
-    "   JOIN series se ON se.study_fk = st.id WHERE st.patient_fk = p.id"
+    " AND (?2 IS NULL AND ?3 IS NULL AND ?4 IS NULL AND ?6 IS NULL OR EXISTS (SELECT 1"
+    "   FROM studies st JOIN series se ON se.study_fk = st.id WHERE st.patient_fk = p.id"
     "   AND (?2 IS NULL OR st.study_uid = ?2) AND (?3 IS NULL OR se.series_uid = ?3)"
-    "   AND (?4 IS NULL OR se.modality = ?4)))"
+    "   AND (?4 IS NULL OR se.modality = ?4) AND (?6 IS NULL OR se.state = ?6)))"
     " ORDER BY p.patient_id, p.issuer LIMIT ?5";
 
 static const char sql_studies[] =
@@ -36,9 +37,9 @@ static const char sql_studies[] =
     "   AS instances"
     " FROM studies st JOIN patients p ON p.id = st.patient_fk"
     " WHERE (?1 IS NULL OR p.patient_id = ?1) AND (?2 IS NULL OR st.study_uid = ?2)"
-    " AND (?3 IS NULL AND ?4 IS NULL OR EXISTS (SELECT 1 FROM series se"
+    " AND (?3 IS NULL AND ?4 IS NULL AND ?6 IS NULL OR EXISTS (SELECT 1 FROM series se"
     "   WHERE se.study_fk = st.id AND (?3 IS NULL OR se.series_uid = ?3)"
-    "   AND (?4 IS NULL OR se.modality = ?4)))"
+    "   AND (?4 IS NULL OR se.modality = ?4) AND (?6 IS NULL OR se.state = ?6)))"
     " ORDER BY st.date, st.time, st.study_uid LIMIT ?5";
 
 static const char sql_series[] =
@@ -51,6 +52,7 @@ static const char sql_series[] =
     " JOIN patients p ON p.id = st.patient_fk"
     " WHERE (?1 IS NULL OR p.patient_id = ?1) AND (?2 IS NULL OR st.study_uid = ?2)"
     " AND (?3 IS NULL OR se.series_uid = ?3) AND (?4 IS NULL OR se.modality = ?4)"
+    " AND (?6 IS NULL OR se.state = ?6)"
     " ORDER BY st.study_uid, se.number, se.series_uid LIMIT ?5";
 
 static const char sql_instances[] =
@@ -63,6 +65,7 @@ static const char sql_instances[] =
     " JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
     " WHERE (?1 IS NULL OR p.patient_id = ?1) AND (?2 IS NULL OR st.study_uid = ?2)"
     " AND (?3 IS NULL OR se.series_uid = ?3) AND (?4 IS NULL OR se.modality = ?4)"
+    " AND (?6 IS NULL OR se.state = ?6)"
     " ORDER BY se.series_uid, i.instance_number, i.sop_uid LIMIT ?5";
 
 /* Step s, calling fn per row; finalizes s. */
@@ -112,7 +115,7 @@ int rp_db_ls(rp_db *db, const char *level, const rp_db_filter *f, rp_db_row_fn f
     sqlite3_stmt *s = rp_db_prepare(db, sql);
     if (!s)
         return RP_EDB;
-    rp_db_filter none = {NULL, NULL, NULL, NULL, 0};
+    rp_db_filter none = {NULL, NULL, NULL, NULL, 0, NULL};
     if (!f)
         f = &none;
     rp_db_bind_text(s, 1, f->patient_id);
@@ -120,6 +123,7 @@ int rp_db_ls(rp_db *db, const char *level, const rp_db_filter *f, rp_db_row_fn f
     rp_db_bind_text(s, 3, f->series_uid);
     rp_db_bind_text(s, 4, f->modality);
     sqlite3_bind_int(s, 5, f->limit > 0 ? f->limit : -1);
+    rp_db_bind_text(s, 6, f->state);
     return run_rows(db, s, fn, user, "ls");
 }
 

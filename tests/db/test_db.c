@@ -372,6 +372,38 @@ static void test_queue_threads(void **state)
     rp_db_close(db);
 }
 
+/* The writer never drops: while another process holds the write lock longer than the busy
+ * timeout, batches fail and are retried until they commit. */
+static void test_queue_survives_locked_db(void **state)
+{
+    (void)state;
+    rp_db *db = fresh("locked");
+    rp_db_queue *q;
+    assert_int_equal(rp_db_queue_start(dbpath, 4, 20, &q), 0);
+    sqlite3 *h;
+    assert_int_equal(sqlite3_open(dbpath, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < 10; i++) {
+        rp_instance_meta m;
+        make_meta(&m, 1, 1, 1, i + 1);
+        assert_int_equal(rp_db_queue_push(q, &m), 0);
+    }
+    sleep(6); /* > busy_timeout: the first attempt fails */
+    rp_db_counts c;
+    assert_int_equal(rp_db_counts_get(db, &c), 0);
+    assert_int_equal(c.instances, 0);
+    assert_int_equal(sqlite3_exec(h, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    assert_int_equal(rp_db_queue_flush(q), 0);
+    assert_int_equal(rp_db_counts_get(db, &c), 0);
+    assert_int_equal(c.instances, 10);
+    rp_db_series_info si;
+    assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
+    assert_int_equal(si.instance_count, 10);
+    rp_db_queue_stop(q);
+    rp_db_close(db);
+}
+
 static void test_jobs_state_machine(void **state)
 {
     (void)state;
@@ -588,21 +620,27 @@ static void test_ls(void **state)
     make_meta(&m[3], 2, 2, 1, 2);
     make_meta(&m[4], 2, 3, 1, 1);
     assert_int_equal(rp_db_index_instances(db, m, 5), 0);
+    assert_int_equal(rp_db_series_complete(db, m[1].series_uid, 0, "operator", NULL, 1, NULL), 0);
     struct {
         const char *level;
         rp_db_filter f;
         int want;
     } cases[] = {
-        {"patients", {NULL, NULL, NULL, NULL, 0}, 2},
-        {"patients", {NULL, NULL, NULL, "SR", 0}, 1},
-        {"studies", {NULL, NULL, NULL, NULL, 0}, 3},
-        {"studies", {"P2", NULL, NULL, NULL, 0}, 2},
-        {"studies", {NULL, NULL, NULL, NULL, 1}, 1},
-        {"series", {NULL, NULL, NULL, NULL, 0}, 4},
-        {"series", {NULL, "1.2.3.1", NULL, NULL, 0}, 2},
-        {"series", {NULL, NULL, NULL, "CT", 0}, 3},
-        {"instances", {NULL, NULL, "1.2.3.2.1", NULL, 0}, 2},
-        {"instances", {"P1", NULL, NULL, NULL, 0}, 2},
+        {"patients", {NULL, NULL, NULL, NULL, 0, NULL}, 2},
+        {"patients", {NULL, NULL, NULL, "SR", 0, NULL}, 1},
+        {"studies", {NULL, NULL, NULL, NULL, 0, NULL}, 3},
+        {"studies", {"P2", NULL, NULL, NULL, 0, NULL}, 2},
+        {"studies", {NULL, NULL, NULL, NULL, 1, NULL}, 1},
+        {"series", {NULL, NULL, NULL, NULL, 0, NULL}, 4},
+        {"series", {NULL, "1.2.3.1", NULL, NULL, 0, NULL}, 2},
+        {"series", {NULL, NULL, NULL, "CT", 0, NULL}, 3},
+        {"instances", {NULL, NULL, "1.2.3.2.1", NULL, 0, NULL}, 2},
+        {"instances", {"P1", NULL, NULL, NULL, 0, NULL}, 2},
+        {"series", {NULL, NULL, NULL, NULL, 0, "complete"}, 1},
+        {"studies", {NULL, NULL, NULL, NULL, 0, "complete"}, 1},
+        {"patients", {NULL, NULL, NULL, NULL, 0, "complete"}, 1},
+        {"instances", {NULL, NULL, NULL, NULL, 0, "complete"}, 1},
+        {"series", {NULL, NULL, NULL, NULL, 0, "done"}, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rows = 0;
@@ -612,7 +650,7 @@ static void test_ls(void **state)
     }
     assert_int_equal(rp_db_ls(db, "bogus", NULL, count_rows, NULL), RP_EINVAL);
     char first[128];
-    rp_db_filter f = {NULL, "1.2.3.1", NULL, NULL, 0};
+    rp_db_filter f = {NULL, "1.2.3.1", NULL, NULL, 0, NULL};
     assert_int_equal(rp_db_ls(db, "studies", &f, first_col, first), 0);
     assert_string_equal(first, "1.2.3.1");
     assert_int_equal(rp_db_event_add(db, "association", "result=released calling_ae=CT1"), 0);
@@ -633,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_late_instance_reopens),
         cmocka_unit_test(test_clear_index_keeps_state),
         cmocka_unit_test(test_queue_threads),
+        cmocka_unit_test(test_queue_survives_locked_db),
         cmocka_unit_test(test_jobs_state_machine),
         cmocka_unit_test(test_requeue_running_at_start),
         cmocka_unit_test(test_outbox),

@@ -281,6 +281,8 @@ class Index(unittest.TestCase):
         self.assertEqual(len(jobs), 1)
         self.assertEqual(jobs[0]["series_uid"], self.ct_series)
         self.assertEqual(jobs[0]["state"], "queued")
+        rc, out, _ = self.cli("ls", "series", "--state", "complete", "--json")
+        self.assertEqual([r["series_uid"] for r in json.loads(out)], [self.ct_series])
         rc, out, _ = self.cli("show", self.ct_series)
         self.assertIn("state         complete  version=1", out)
         self.assertIn("jobs", out)
@@ -319,6 +321,17 @@ class Index(unittest.TestCase):
         rc, out, _ = self.cli("outbox", "--json")
         rows = json.loads(out)
         self.assertEqual((rows[0]["state"], rows[0]["attempts"]), ("pending", 0))
+
+    def test_6_non_utf8_text_gives_valid_json(self):
+        db = sqlite3.connect(os.path.join(self.data, "index.sqlite"))
+        db.execute("UPDATE patients SET name = CAST(X'4DFC6C6C6572' AS TEXT)"
+                   " WHERE patient_id = ?", (self.ct_patient,))  # 'Müller' in ISO 8859-1
+        db.commit()
+        db.close()
+        rc, out, err = self.cli("ls", "patients", "--json")
+        self.assertEqual(rc, 0, err)
+        names = [p["name"] for p in json.loads(out)]
+        self.assertIn("M?ller", names)
 
     def test_5_missing_index(self):
         rc, _, err = run("--data-dir", self.tmp, "ls", "series")
