@@ -264,6 +264,14 @@ extern "C" void rp_net_close(rp_net *n)
     delete n;
 }
 
+extern "C" void rp_net_stop_listening(rp_net *n)
+{
+    if (n && n->listen_fd >= 0) {
+        close(n->listen_fd);
+        n->listen_fd = -1;
+    }
+}
+
 extern "C" int rp_net_port(const rp_net *n)
 {
     return n->port;

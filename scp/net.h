@@ -102,6 +102,9 @@ void rp_net_global_init(const rp_net_params *p);
 /* Open our listening socket and the dcmtk network. */
 int rp_net_open(const rp_net_params *p, rp_net **out, char *err, size_t errsz);
 void rp_net_close(rp_net *n);
+/* Close the listening socket only (new connections are refused at once); associations
+ * already open keep working until rp_net_close(). */
+void rp_net_stop_listening(rp_net *n);
 int rp_net_port(const rp_net *n);
 /* Wait up to timeout_ms for a connection: 1 and *fd set, 0 on timeout, <0 on error. */
 int rp_net_wait_connection(rp_net *n, int timeout_ms, int *fd);

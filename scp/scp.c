@@ -655,6 +655,8 @@ void rp_node_stop(rp_node *n)
         pthread_join(n->listener, NULL);
         n->listener_started = 0;
     }
+    if (n->net)
+        rp_net_stop_listening(n->net);
     /* In-flight associations may finish what they are sending, within the grace period. */
     double deadline = rp_mono_s() + n->shutdown_grace_s;
     pthread_mutex_lock(&n->lock);

@@ -114,6 +114,35 @@ class TestDurability(unittest.TestCase):
             if node.alive():
                 self.assertEqual(node.stop(), 0)
 
+    def test_sigterm_drains_in_flight_and_flushes_index(self):
+        """SIGTERM while storescu sends: the open association may finish (bounded grace),
+        new associations are refused, the index is flushed, exit code 0."""
+        node = rptest.Radprepd(node={"index_batch": 1000, "index_flush_ms": 60000}).start()
+        src = rptest.tempdir("drain_src")
+        inst = make_series(src, 200)
+        cmd = ["storescu", "-v", "-nh", "-aec", node.ae, "-aet", "DRAIN", "127.0.0.1",
+               str(node.port)] + [p for p, _ in inst]
+        scu = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        acked, termed = 0, False
+        for line in scu.stdout:
+            if "Received Store Response (Success)" in line:
+                acked += 1
+                if acked == 30 and not termed:
+                    node.proc.send_signal(15)
+                    termed = True
+                    node.wait_log(r"stop requested")
+                    p = rptest.echoscu(node.port, timeout=20)
+                    self.assertNotEqual(p.returncode, 0, "a new association was accepted "
+                                                         "while stopping")
+        scu.wait(60)
+        scu.stdout.close()
+        self.assertTrue(termed)
+        self.assertEqual(acked, len(inst), "in-flight association was cut short")
+        self.assertEqual(node.stop(timeout=60), 0)
+        # flush_ms=60000 and batch=1000: only the shutdown flush can have written these
+        self.assertEqual(node.query("SELECT count(*) FROM instances")[0][0], len(inst))
+        self.assertIn("association released calling_ae=DRAIN", node.log())
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
