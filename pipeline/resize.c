@@ -2,12 +2,14 @@
  * pipeline/resize.c — in-plane resize (anti-aliased) and letterbox padding of 2-D images
  * and of every slice of a volume, keeping the affine true.
  *
- * Shrinking an axis uses area averaging with OpenCV's exact weights (resizeArea's
- * computeResizeAreaTab: each output pixel is the mean of the input area it covers,
- * fractional pixels weighted by their overlap), which is what cv2.INTER_AREA does and is
- * free of aliasing. Enlarging an axis uses bilinear interpolation on pixel centres
- * (cv2.INTER_LINEAR). Both are separable: a horizontal pass into an h x ow buffer, then a
- * vertical pass, each parallel over rows.
+ * AREA uses OpenCV's exact weights (resizeArea's computeResizeAreaTab: each output pixel
+ * is the mean of the input area it covers, fractional pixels weighted by their overlap):
+ * cv2.INTER_AREA, free of aliasing when shrinking. When enlarging, OpenCV's INTER_AREA
+ * blends the two source pixels an output pixel straddles by overlap, which is the same box
+ * overlap, so one tap table serves both directions (OpenCV differs only when one axis
+ * shrinks and the other grows: it then uses 2-tap weights on the shrinking axis too).
+ * LINEAR is bilinear on pixel centres (cv2.INTER_LINEAR). Both are separable: a horizontal
+ * pass into an h x ow buffer, then a vertical pass, each parallel over rows.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -30,7 +32,7 @@ static void taps_free(axis_taps *t)
     free(t->wt);
 }
 
-static int taps_init(axis_taps *t, int n, int on)
+static int taps_init(axis_taps *t, int n, int on, rp_xr_resize_method method)
 {
     /* Area needs at most n + on taps (each input pixel is split at most once); linear 2*on. */
     size_t cap = (size_t)n + 2 * (size_t)on + 2;
@@ -43,8 +45,8 @@ static int taps_init(axis_taps *t, int n, int on)
     }
     const double scale = (double)n / on;
     int k = 0;
-    if (on <= n) {
-        /* OpenCV computeResizeAreaTab */
+    if (method == RP_XR_RESIZE_AREA) {
+        /* OpenCV computeResizeAreaTab (also right for scale < 1: one or two taps) */
         for (int o = 0; o < on; o++) {
             t->start[o] = k;
             double f1 = o * scale, f2 = f1 + scale;
@@ -94,15 +96,16 @@ static int taps_init(axis_taps *t, int n, int on)
     return 0;
 }
 
-int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh)
+int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh,
+                     rp_xr_resize_method method)
 {
     if (!src || !dst || w < 1 || h < 1 || ow < 1 || oh < 1)
         return RP_EINVAL;
     axis_taps tx = {0}, ty = {0};
     float *tmp = NULL;
-    int rc = taps_init(&tx, w, ow);
+    int rc = taps_init(&tx, w, ow, method);
     if (rc == 0)
-        rc = taps_init(&ty, h, oh);
+        rc = taps_init(&ty, h, oh, method);
     if (rc == 0 && !(tmp = malloc(sizeof(float) * (size_t)h * ow)))
         rc = RP_ENOMEM;
     if (rc)
@@ -143,7 +146,8 @@ done:
     return rc;
 }
 
-int rp_xr_resize_u8(const uint8_t *src, int w, int h, uint8_t *dst, int ow, int oh)
+int rp_xr_resize_u8(const uint8_t *src, int w, int h, uint8_t *dst, int ow, int oh,
+                    rp_xr_resize_method method)
 {
     if (!src || !dst || w < 1 || h < 1 || ow < 1 || oh < 1)
         return RP_EINVAL;
@@ -153,7 +157,7 @@ int rp_xr_resize_u8(const uint8_t *src, int w, int h, uint8_t *dst, int ow, int 
     if (a && b) {
         for (size_t i = 0; i < (size_t)w * h; i++)
             a[i] = src[i];
-        rc = rp_xr_resize_f32(a, w, h, b, ow, oh);
+        rc = rp_xr_resize_f32(a, w, h, b, ow, oh, method);
         for (size_t i = 0; rc == 0 && i < (size_t)ow * oh; i++) {
             long v = lrintf(b[i]);
             dst[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
@@ -187,7 +191,8 @@ static void affine_compose(double a[4][4], const double m[4][4])
     memcpy(a, out, sizeof out);
 }
 
-rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh)
+rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh,
+                                   rp_xr_resize_method method)
 {
     if (!v || ow < 1 || oh < 1)
         return NULL;
@@ -197,7 +202,8 @@ rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh)
     if (!o)
         return NULL;
     for (size_t p = 0; p < planes; p++) {
-        if (rp_xr_resize_f32(v->data + p * w * h, w, h, o->data + p * ow * oh, ow, oh) < 0) {
+        if (rp_xr_resize_f32(v->data + p * w * h, w, h, o->data + p * ow * oh, ow, oh,
+                             method) < 0) {
             rp_volume_free(o);
             return NULL;
         }

@@ -17,8 +17,9 @@
  *       becomes 0. The QC entry says which path was taken, with its numbers.
  *   clahe(clip, tiles[, bits])      tiles "8" or "8x4" (columns x rows), bits 8 (default) | 16
  *       OpenCV's CLAHE on every 2-D slice: [0,1] quantized to `bits`, equalized, back to 0..1.
- *   resize(size[, keep_aspect|stretch])   size "1024" or "1024x800" (width x height)
+ *   resize(size[, keep_aspect|stretch[, area|linear]])   size "1024" or "1024x800" (W x H)
  *       keep_aspect (default): the image fits inside size (longer side = size).
+ *       area (default): cv2.INTER_AREA (box average, anti-aliased); linear: cv2.INTER_LINEAR.
  *   pad(size[, value])              letterbox to size ("1024" = square), image centred.
  * resize and pad update the affine and record the in-plane map in QC:
  *       source_px = scale * output_px + offset  (0-based pixel centres, per axis)
@@ -478,7 +479,7 @@ static int masks_follow(rp_step_ctx *ctx, const rp_volume *old, int ow, int oh, 
                 float *b = a + (size_t)w * h;
                 for (size_t i = 0; i < (size_t)w * h; i++)
                     a[i] = sp[i];
-                int rc = rp_xr_resize_f32(a, w, h, b, ow, oh);
+                int rc = rp_xr_resize_f32(a, w, h, b, ow, oh, RP_XR_RESIZE_AREA);
                 for (size_t i = 0; rc == 0 && i < (size_t)ow * oh; i++)
                     dp[i] = b[i] >= 0.5f - 1e-6f;
                 free(a);
@@ -511,25 +512,30 @@ static int masks_follow(rp_step_ctx *ctx, const rp_volume *old, int ow, int oh, 
 
 /* ---------------- resize ---------------- */
 
-static const char resize_usage[] = "resize(size[, keep_aspect|stretch]), size N or WxH";
+static const char resize_usage[] =
+    "resize(size[, keep_aspect|stretch[, area|linear]]), size N or WxH";
+static const char *const resize_methods[] = {"area", "linear", NULL};
 
 typedef struct resize_params {
     int w, h;
     int keep_aspect;
+    int method; /* rp_xr_resize_method */
 } resize_params;
 
 static int resize_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
 {
     static const char *const modes[] = {"stretch", "keep_aspect", NULL};
-    resize_params p = {0, 0, 1};
-    if (a->n < 1 || a->n > 2)
-        return rp_arg_fail(err, errlen, resize_usage, "expected 1 or 2 arguments");
+    resize_params p = {0, 0, 1, RP_XR_RESIZE_AREA};
+    if (a->n < 1 || a->n > 3)
+        return rp_arg_fail(err, errlen, resize_usage, "expected 1 to 3 arguments");
     if (parse_pair(a->arg[0], &p.w, &p.h) < 0 || p.w < 1 || p.h < 1 || p.w > 65535 ||
         p.h > 65535)
         return rp_arg_fail(err, errlen, resize_usage, "size '%s' must be N or WxH, 1..65535",
                            a->arg[0]);
-    if (a->n == 2 && (p.keep_aspect = rp_arg_word(a->arg[1], modes)) < 0)
+    if (a->n >= 2 && (p.keep_aspect = rp_arg_word(a->arg[1], modes)) < 0)
         return rp_arg_fail(err, errlen, resize_usage, "unknown mode '%s'", a->arg[1]);
+    if (a->n >= 3 && (p.method = rp_arg_word(a->arg[2], resize_methods)) < 0)
+        return rp_arg_fail(err, errlen, resize_usage, "unknown method '%s'", a->arg[2]);
     resize_params *o = malloc(sizeof *o);
     if (!o)
         return RP_ENOMEM;
@@ -544,8 +550,9 @@ static void resize_describe(const void *vp, cJSON *o)
     cJSON_AddNumberToObject(o, "width", p->w);
     cJSON_AddNumberToObject(o, "height", p->h);
     cJSON_AddBoolToObject(o, "keep_aspect", p->keep_aspect);
-    cJSON_AddStringToObject(o, "method", "area when shrinking (cv2.INTER_AREA), bilinear when "
-                                         "enlarging");
+    cJSON_AddStringToObject(o, "method", p->method == RP_XR_RESIZE_AREA
+                                             ? "area (cv2.INTER_AREA)"
+                                             : "linear (cv2.INTER_LINEAR)");
 }
 
 static int resize_run(rp_step_ctx *ctx, const void *vp)
@@ -565,7 +572,7 @@ static int resize_run(rp_step_ctx *ctx, const void *vp)
         if (oh < 1)
             oh = 1;
     }
-    rp_volume *o = rp_xr_resize_volume_new(v, ow, oh);
+    rp_volume *o = rp_xr_resize_volume_new(v, ow, oh, (rp_xr_resize_method)p->method);
     if (!o) {
         snprintf(ctx->err, sizeof ctx->err, "resize: %dx%d -> %dx%d: out of memory", w, h, ow,
                  oh);

@@ -15,10 +15,11 @@
  *    (clip * tile_area / bins, at least 1), the same redistribution of clipped counts, the
  *    same reflect-101 extension when the size is not a multiple of the grid, the same
  *    bilinear interpolation between tile LUTs (float arithmetic, round to nearest even).
- *  - Resize (resize.c) shrinks with area averaging (cv2.INTER_AREA, exact pixel-overlap
- *    weights, no aliasing) and enlarges with bilinear interpolation on pixel centres
- *    (cv2.INTER_LINEAR). Pixel centres are preserved: output pixel i sits at input
- *    coordinate (i + 0.5) * in/out - 0.5.
+ *  - Resize (resize.c), AREA: each output pixel is the mean of the input area it covers
+ *    (exact pixel-overlap weights), which is cv2.INTER_AREA both when shrinking (no
+ *    aliasing) and when enlarging (OpenCV's INTER_AREA upscaling is the same box overlap);
+ *    LINEAR: bilinear on pixel centres (cv2.INTER_LINEAR). Pixel centres are preserved:
+ *    output pixel i sits at input coordinate (i + 0.5) * in/out - 0.5.
  *  - No function here allocates memory that the caller frees unless its name says _new;
  *    every function returns 0 or a negative RP_E* code.
  */
@@ -122,11 +123,14 @@ int rp_xr_clahe_f32(float *img, int w, int h, double clip, int tiles_x, int tile
 
 /* ---- Resize and pad ---- */
 
-/* Resize one float plane w*h -> ow*oh (area when shrinking an axis, bilinear when
- * enlarging). dst must not overlap src. */
-int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh);
+typedef enum { RP_XR_RESIZE_AREA = 0, RP_XR_RESIZE_LINEAR = 1 } rp_xr_resize_method;
+
+/* Resize one float plane w*h -> ow*oh. dst must not overlap src. */
+int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh,
+                     rp_xr_resize_method method);
 /* Same on 8-bit data (rounded), for comparisons with cv2 on uint8. */
-int rp_xr_resize_u8(const uint8_t *src, int w, int h, uint8_t *dst, int ow, int oh);
+int rp_xr_resize_u8(const uint8_t *src, int w, int h, uint8_t *dst, int ow, int oh,
+                    rp_xr_resize_method method);
 
 /* Output size for resize(size, keep_aspect): the longer side becomes `size`, the other
  * round(side * size / longer) (at least 1). */
@@ -134,7 +138,8 @@ void rp_xr_fit_size(int w, int h, int size, int *ow, int *oh);
 
 /* New volume with every (z, c) plane resized to ow x oh; affine updated so that each
  * output voxel centre maps to the same world point as the corresponding input position. */
-rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh);
+rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh,
+                                   rp_xr_resize_method method);
 /* New volume padded to ow x oh (>= input) with `value`, the image at (off_x, off_y);
  * affine updated. */
 rp_volume *rp_xr_pad_volume_new(const rp_volume *v, int ow, int oh, int off_x, int off_y,

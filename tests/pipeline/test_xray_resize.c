@@ -1,5 +1,5 @@
-/* Resize and pad: rp_xr_resize_* against cv2.resize (INTER_AREA when shrinking, INTER_LINEAR
- * when enlarging) and skimage's block mean, run by this test on the same arrays; the
+/* Resize and pad: rp_xr_resize_* against cv2.resize (INTER_AREA shrinking and enlarging,
+ * INTER_LINEAR) and skimage's block mean, run by this test on the same arrays; the
  * resize/pad steps keep the affine and the QC pixel map true (a marked pixel is found again
  * through the map), masks follow the image, and the PNG writer's orientation and scaling. */
 #include <setjmp.h>
@@ -28,7 +28,7 @@ static void compare_u8(int w, int h, int ow, int oh)
     snprintf(args, sizeof args, "area8 %d %d %d %d '%s' '%s'", w, h, ow, oh, pin, pout);
     assert_int_equal(xt_ref(args), 0);
     assert_int_equal(xt_read(pout, ref, on), 0);
-    assert_int_equal(rp_xr_resize_u8(in, w, h, ours, ow, oh), 0);
+    assert_int_equal(rp_xr_resize_u8(in, w, h, ours, ow, oh, RP_XR_RESIZE_AREA), 0);
     int me = 0;
     size_t exact = 0;
     for (size_t i = 0; i < on; i++) {
@@ -60,7 +60,10 @@ static void compare_f32(const char *op, int w, int h, int ow, int oh, double tol
         snprintf(args, sizeof args, "%s %d %d %d %d '%s' '%s'", op, w, h, ow, oh, pin, pout);
     assert_int_equal(xt_ref(args), 0);
     assert_int_equal(xt_read(pout, ref, on * 4), 0);
-    assert_int_equal(rp_xr_resize_f32(in, w, h, ours, ow, oh), 0);
+    assert_int_equal(rp_xr_resize_f32(in, w, h, ours, ow, oh,
+                                      strcmp(op, "linearf") ? RP_XR_RESIZE_AREA
+                                                            : RP_XR_RESIZE_LINEAR),
+                     0);
     double me = 0;
     for (size_t i = 0; i < on; i++)
         me = fmax(me, fabs(ours[i] - ref[i]));
@@ -79,8 +82,11 @@ static void test_area_vs_opencv(void **state)
     compare_u8(1024, 1024, 512, 512);   /* integer factor (OpenCV's fast path) */
     compare_u8(1760, 1760, 1024, 1024);
     compare_u8(440, 440, 439, 300);     /* barely shrinking */
+    compare_u8(440, 440, 1024, 1024);   /* enlarging: OpenCV's INTER_AREA upscaling */
+    compare_u8(300, 200, 1001, 777);
     compare_f32("areaf", 1760, 1760, 1024, 1024, 1e-4);
     compare_f32("areaf", 777, 555, 100, 71, 1e-4);
+    compare_f32("areaf", 440, 440, 1024, 1024, 1e-4);
     compare_f32("meanf", 1200, 900, 300, 225, 1e-5); /* skimage block mean, factor 4 */
 }
 
