@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1019,4 +1020,88 @@ extern "C" int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *ma
 fail:
     RP_ERROR(MOD, "cannot build SEG path=%s reason=\"%s\"", out_path, why.c_str());
     return RP_EINTERNAL;
+}
+
+/* ------------------------------------------------------------ rule outputs (process.c) */
+
+namespace {
+
+int has_word(const char *text, const char *word)
+{
+    if (!text)
+        return 0;
+    size_t n = strlen(word);
+    for (const char *p = text; (p = strcasestr(p, word)) != NULL; p += n) {
+        int start = p == text || p[-1] == ' ' || p[-1] == ',' || p[-1] == '\t';
+        int end = p[n] == 0 || p[n] == ' ' || p[n] == ',' || p[n] == '\t';
+        if (start && end)
+            return 1;
+    }
+    return 0;
+}
+
+}  // namespace
+
+extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written)
+{
+    if (n_written)
+        *n_written = 0;
+    if (!r || !r->ctx || !r->out_dir)
+        return RP_EINVAL;
+    const int want_series = has_word(r->outputs, "dicom");
+    const int want_seg = has_word(r->outputs, "seg") && r->ctx->n_masks > 0;
+    if (!want_series && !want_seg)
+        return 0;
+    if (!r->src_files || r->n_src == 0)
+        return RP_EINVAL;
+    const rp_step_ctx *ctx = r->ctx;
+    std::string dir = std::string(r->out_dir) + "/dicom";
+    rp_derived_opts o;
+    rp_derived_opts_init(&o);
+    o.uid_root = r->uid_root;
+    o.recipe = r->recipe;
+    o.derivation_description = r->recipe;
+    o.src_slice_files = r->src_files;
+    o.n_src_slices = r->n_src;
+    std::string src_desc = ctx->info ? ctx->info->series_description : "";
+    std::string desc = (src_desc.empty() ? std::string("") : src_desc + " ") + "[radprep: " +
+                       (r->rule_name && *r->rule_name ? r->rule_name : "derived") + "]";
+    if (desc.size() > 64)
+        desc = desc.substr(0, 64);
+    o.series_description = desc.c_str();
+    const int is_ct = ctx->info && !strcmp(ctx->info->modality, "CT");
+    o.values_physical = is_ct && ctx->hu_known && ctx->hu_scale == 1.0 && ctx->hu_offset == 0.0;
+    if (o.values_physical && ctx->info && ctx->info->window_width > 0) {
+        o.window_center = ctx->info->window_center;
+        o.window_width = ctx->info->window_width;
+    }
+    size_t n = 0;
+    int rc = 0;
+    if (want_series && ctx->vol) {
+        char **paths = NULL;
+        size_t np = 0;
+        rc = rp_derived_write_series(&o, ctx->vol, r->src_files[0], dir.c_str(), &paths, &np);
+        if (rc)
+            return rc;
+        rp_derived_paths_free(paths, np);
+        n += np;
+    }
+    if (want_seg) {
+        if ((rc = rp_mkdir_p(dir.c_str(), 0750)))
+            return rc;
+        std::string seg_desc = (src_desc.empty() ? std::string("") : src_desc + " ") +
+                               "[radprep: masks]";
+        if (seg_desc.size() > 64)
+            seg_desc = seg_desc.substr(0, 64);
+        o.series_description = seg_desc.c_str();
+        std::string path = dir + "/seg.dcm";
+        rc = rp_derived_write_seg(&o, ctx->masks, (size_t)ctx->n_masks, r->src_files[0],
+                                  r->src_files, r->n_src, path.c_str());
+        if (rc)
+            return rc;
+        n++;
+    }
+    if (n_written)
+        *n_written = n;
+    return 0;
 }

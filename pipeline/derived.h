@@ -30,6 +30,7 @@
 
 #include <stddef.h>
 
+#include "pipeline/step.h"
 #include "pipeline/volume.h"
 
 #ifdef __cplusplus
@@ -94,6 +95,26 @@ void rp_derived_paths_free(char **paths, size_t n);
 int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *masks, size_t n,
                          const char *src_file, const char *const *src_slice_files, size_t nsrc,
                          const char *out_path);
+
+/* ---- one call for process.c: the outputs "dicom" / "seg" of a rule ---------------------- */
+typedef struct rp_derived_request {
+    const char *outputs;          /* the rule's outputs text: words "dicom" and/or "seg" */
+    const char *uid_root;         /* conf uid_root */
+    const char *rule_name;        /* goes into the Series Description: "<src> [radprep: NAME]" */
+    const char *recipe;           /* steps text (Derivation Description and codes) */
+    const rp_step_ctx *ctx;       /* after the recipe: vol, masks, info, HU bookkeeping */
+    const char *const *src_files; /* source file of each slice, slice order (src_files[0]
+                                     gives patient/study) */
+    size_t n_src;
+    const char *out_dir;          /* files go to <out_dir>/dicom/ (series IM*.dcm, seg.dcm) */
+} rp_derived_request;
+
+/* Write what the rule asks for: "dicom" -> the derived series of ctx->vol (CT Image Storage
+ * when the values are still HU, i.e. CT with hu_known, scale 1, offset 0; else Secondary
+ * Capture), window = the source's first window for HU output, else the data range; "seg" ->
+ * ctx's masks as one SEG (nothing when there is no mask). 0 when nothing was asked.
+ * *n_written (may be NULL) gets the number of files written. */
+int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written);
 
 #ifdef __cplusplus
 }

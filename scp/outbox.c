@@ -9,12 +9,15 @@
  */
 #include "scp/outbox.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "common/common.h"
@@ -426,6 +429,74 @@ int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to,
     if (added)
         RP_INFO(MOD, "queued for sending rows=%zu files=%zu destinations=%d", added, n, np);
     return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int collect_dcm(const char *dir, char ***list, size_t *n, size_t *cap)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : RP_EIO;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[RP_PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path)
+            continue;
+        struct stat st;
+        if (stat(path, &st))
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            rc = collect_dcm(path, list, n, cap);
+            continue;
+        }
+        size_t len = strlen(e->d_name);
+        if (!S_ISREG(st.st_mode) || len < 4 || strcasecmp(e->d_name + len - 4, ".dcm"))
+            continue;
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 64;
+            char **nl = realloc(*list, nc * sizeof *nl);
+            if (!nl) {
+                rc = RP_ENOMEM;
+                break;
+            }
+            *list = nl;
+            *cap = nc;
+        }
+        if (!((*list)[*n] = strdup(path))) {
+            rc = RP_ENOMEM;
+            break;
+        }
+        (*n)++;
+    }
+    closedir(d);
+    return rc;
+}
+
+int rp_outbox_enqueue_dir(rp_db *db, const rp_conf *c, const char *send_to, const char *dir,
+                          size_t *n_added)
+{
+    if (n_added)
+        *n_added = 0;
+    if (!dir)
+        return RP_EINVAL;
+    char **list = NULL;
+    size_t n = 0, cap = 0;
+    int rc = collect_dcm(dir, &list, &n, &cap);
+    if (rc == 0 && n) {
+        qsort(list, n, sizeof *list, cmp_str);
+        rc = rp_outbox_enqueue(db, c, send_to, (const char *const *)list, n, n_added);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+    return rc;
 }
 
 /* ------------------------------------------------------------------- node service */

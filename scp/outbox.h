@@ -70,6 +70,12 @@ void rp_outbox_totals_get(rp_outbox *ob, rp_outbox_totals *out);
 int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to,
                       const char *const *files, size_t n, size_t *n_added);
 
+/* rp_outbox_enqueue() on every *.dcm file below dir (recursively, sorted by path), e.g.
+ * <job output dir>/dicom after the job's folder was renamed into place. 0 and *n_added = 0
+ * when dir does not exist (the rule asked for no DICOM output). */
+int rp_outbox_enqueue_dir(rp_db *db, const rp_conf *c, const char *send_to, const char *dir,
+                          size_t *n_added);
+
 /* The node service ("outbox") wrapping start/stop with options from the node's conf; fill
  * *svc and register it with rp_node_add_service(). Returns 0 or RP_ENOMEM. */
 int rp_outbox_service(rp_node_service *svc);

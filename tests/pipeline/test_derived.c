@@ -19,6 +19,7 @@
 
 #include "common/common.h"
 #include "pipeline/derived.h"
+#include "pipeline/step.h"
 #include "pipeline/volume.h"
 
 static char g_tmp[256];
@@ -223,6 +224,78 @@ static void test_seg_written(void **state)
     rp_volume_free(v);
 }
 
+static int count_dcm(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strstr(e->d_name, ".dcm") != NULL && !strstr(e->d_name, ".tmp");
+    closedir(d);
+    return n;
+}
+
+static void test_write_outputs_for_rule(void **state)
+{
+    (void)state;
+    if (!have_sources())
+        skip();
+    rp_step_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    rp_series_info info;
+    memset(&info, 0, sizeof info);
+    strcpy(info.modality, "CT");
+    strcpy(info.series_description, "chest");
+    info.window_center = 40;
+    info.window_width = 400;
+    ctx.info = &info;
+    ctx.vol = phantom(16, 12, 3, 1); /* integer HU */
+    ctx.hu_known = 1;
+    ctx.hu_scale = 1;
+    ctx.hu_offset = 0;
+    rp_mask *lung = rp_mask_like(ctx.vol, "lung");
+    lung->data[5] = 1;
+    assert_int_equal(rp_step_ctx_add_mask(&ctx, lung), 0);
+    const char *srcs[3] = {g_src[0], g_src[1], g_src[2]};
+    rp_derived_request r = {.outputs = "nifti json dicom seg", .uid_root = "1.2.826.0.1.3680043.10.1338",
+                            .rule_name = "ct-test", .recipe = "hu resample(1,1,1)", .ctx = &ctx,
+                            .src_files = srcs, .n_src = 3};
+    char out[512], dir[600];
+    snprintf(out, sizeof out, "%s/rule", g_tmp);
+    r.out_dir = out;
+    size_t n = 0;
+    assert_int_equal(rp_derived_write_outputs(&r, &n), 0);
+    assert_int_equal(n, 4);
+    snprintf(dir, sizeof dir, "%s/dicom", out);
+    assert_int_equal(count_dcm(dir), 4);
+    char p[700];
+    snprintf(p, sizeof p, "%s/IM00001.dcm", dir);
+    assert_true(file_contains(p, "1.2.840.10008.5.1.4.1.1.2")); /* HU kept: CT Image */
+    assert_true(file_contains(p, "chest [radprep: ct-test]"));
+    snprintf(p, sizeof p, "%s/seg.dcm", dir);
+    assert_true(file_contains(p, "1.2.840.10008.5.1.4.1.1.66.4"));
+    /* a rule that asks for no DICOM writes nothing */
+    snprintf(out, sizeof out, "%s/rule_nifti", g_tmp);
+    r.out_dir = out;
+    r.outputs = "nifti json";
+    assert_int_equal(rp_derived_write_outputs(&r, &n), 0);
+    assert_int_equal(n, 0);
+    snprintf(dir, sizeof dir, "%s/dicom", out);
+    assert_int_equal(count_dcm(dir), -1);
+    /* windowed values are no longer HU: Secondary Capture */
+    ctx.hu_scale = 1.0 / 1400;
+    snprintf(out, sizeof out, "%s/rule_sc", g_tmp);
+    r.out_dir = out;
+    r.outputs = "dicom";
+    assert_int_equal(rp_derived_write_outputs(&r, &n), 0);
+    assert_int_equal(n, 3);
+    snprintf(p, sizeof p, "%s/dicom/IM00002.dcm", out);
+    assert_true(file_contains(p, "1.2.840.10008.5.1.4.1.1.7"));
+    rp_step_ctx_release(&ctx);
+}
+
 /* ------------------------------------------------------------------ driver mode */
 
 static void *read_raw(const char *path, size_t bytes)
@@ -348,6 +421,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_series_written),
         cmocka_unit_test(test_series_errors),
         cmocka_unit_test(test_seg_written),
+        cmocka_unit_test(test_write_outputs_for_rule),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -397,6 +397,37 @@ static void test_refused_dead(void **state)
     rp_conf_free(&c);
 }
 
+static void test_enqueue_dir(void **state)
+{
+    (void)state;
+    if (access(g_files[0], R_OK))
+        skip();
+    char dir[512], db_path[512], cmd[2400];
+    snprintf(dir, sizeof dir, "%s/job/dicom", g_tmp);
+    snprintf(db_path, sizeof db_path, "%s/enq.db", g_tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/sub' && cp '%s' '%s/a.dcm' && cp '%s' '%s/sub/b.dcm' && "
+             "cp '%s' '%s/notes.txt'", dir, g_files[0], dir, g_files[1], dir, g_files[2], dir);
+    assert_int_equal(system(cmd), 0);
+    rp_conf c;
+    make_conf(&c, 104);
+    rp_db *db = NULL;
+    assert_int_equal(rp_db_open(db_path, &db), 0);
+    size_t added = 0;
+    assert_int_equal(rp_outbox_enqueue_dir(db, &c, "pacs", dir, &added), 0);
+    assert_int_equal(added, 2); /* *.dcm only, recursively */
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/nothing", g_tmp);
+    assert_int_equal(rp_outbox_enqueue_dir(db, &c, "pacs", missing, &added), 0);
+    assert_int_equal(added, 0);
+    rp_db_outbox_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(rp_db_outbox_list(db, "pending", "pacs", 0, &e, &n), 0);
+    assert_int_equal(n, 2);
+    free(e);
+    rp_db_close(db);
+    rp_conf_free(&c);
+}
+
 /* ------------------------------------------------------------------ driver mode */
 
 static int driver(int argc, char **argv)
@@ -485,6 +516,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_backoff_then_delivered),
         cmocka_unit_test(test_sending_rows_requeued),
         cmocka_unit_test(test_refused_dead),
+        cmocka_unit_test(test_enqueue_dir),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
