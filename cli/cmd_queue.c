@@ -13,6 +13,7 @@ typedef struct list_opts {
     int json;
     int limit;
     const char *state, *series, *destination, *kind;
+    long long prune_days;
 } list_opts;
 
 static int parse_list_opts(int argc, char **argv, const char *cmd, const char *allowed,
@@ -26,11 +27,12 @@ static int parse_list_opts(int argc, char **argv, const char *cmd, const char *a
         {"series", required_argument, NULL, 'S'},
         {"destination", required_argument, NULL, 'd'},
         {"kind", required_argument, NULL, 'k'},
+        {"prune-days", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0}};
     memset(lo, 0, sizeof *lo);
     lo->limit = 50;
     int o;
-    while ((o = getopt_long(argc, argv, "hjn:s:S:d:k:", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "hjn:s:S:d:k:P:", opts, NULL)) != -1) {
         if (o != 'h' && o != 'j' && o != 'n' && o != '?' && !strchr(allowed, o)) {
             const char *name = "?";
             for (const struct option *p = opts; p->name; p++)
@@ -64,6 +66,10 @@ static int parse_list_opts(int argc, char **argv, const char *cmd, const char *a
             break;
         case 'k':
             lo->kind = optarg;
+            break;
+        case 'P':
+            if ((lo->prune_days = rp_cli_parse_count(optarg)) < 0)
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, cmd, "--prune-days needs a positive number");
             break;
         default:
             return rp_cli_fail(RP_CLI_EXIT_USAGE, cmd, "unknown option or missing value '%s'",
@@ -221,19 +227,31 @@ int rp_cli_outbox(int argc, char **argv, const rp_conf *c)
 static void events_usage(FILE *fp)
 {
     fprintf(fp, "usage: radprep events [--kind KIND] [--limit N (50)] [--json]\n"
+                "       radprep events --prune-days N\n"
                 "The audit trail, newest first: associations, series completed and reopened,\n"
-                "jobs, dead outbox entries...\n");
+                "jobs, dead outbox entries... --prune-days deletes events older than N days.\n");
 }
 
 int rp_cli_events(int argc, char **argv, const rp_conf *c)
 {
     list_opts lo;
-    int rc = parse_list_opts(argc, argv, "events", "k", events_usage, &lo);
+    int rc = parse_list_opts(argc, argv, "events", "kP", events_usage, &lo);
     if (rc)
         return rc < 0 ? 0 : rc;
     rp_db *db;
     if ((rc = rp_cli_open_db(c, "events", 1, &db)))
         return rc;
+    if (lo.prune_days > 0) {
+        long long n = 0;
+        rc = rp_db_events_prune(db, rp_now_s() - (double)lo.prune_days * 86400.0, &n);
+        rp_db_close(db);
+        if (rc)
+            return rp_cli_fail(RP_CLI_EXIT_FAIL, "events", "cannot prune: %s",
+                               rp_cli_errstr(rc));
+        printf("%lld event%s older than %lld days deleted\n", n, n == 1 ? "" : "s",
+               lo.prune_days);
+        return 0;
+    }
     rp_cli_table *t = NULL;
     rc = rp_db_events_list(db, lo.kind, lo.limit, rp_cli_table_row_fn, &t);
     rp_db_close(db);

@@ -315,6 +315,10 @@ int rp_db_ls(rp_db *db, const char *level, const rp_db_filter *f, rp_db_row_fn f
 /* Events newest first (kind filter when not NULL), through the same row callback:
  * columns id, at, kind, detail. */
 int rp_db_events_list(rp_db *db, const char *kind, int limit, rp_db_row_fn fn, void *user);
+/* Delete events older than `before` (wall-clock seconds); *n (may be NULL) gets how many.
+ * The trail grows by a few rows per association: prune it from cron (radprep events
+ * --prune-days N). */
+int rp_db_events_prune(rp_db *db, double before, long long *n);
 
 /* added by H7 */
 /* Put an entry (sending or pending) back to pending, due at next_attempt_at, keeping its

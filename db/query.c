@@ -138,3 +138,20 @@ int rp_db_events_list(rp_db *db, const char *kind, int limit, rp_db_row_fn fn, v
     sqlite3_bind_int(s, 2, limit > 0 ? limit : -1);
     return run_rows(db, s, fn, user, "events");
 }
+
+int rp_db_events_prune(rp_db *db, double before, long long *n)
+{
+    if (n)
+        *n = 0;
+    sqlite3_stmt *s = rp_db_prepare(db, "DELETE FROM events WHERE at < ?1");
+    if (!s)
+        return RP_EDB;
+    sqlite3_bind_double(s, 1, before);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return rp_db_fail(db, "events prune");
+    if (n)
+        *n = sqlite3_changes(db->h);
+    return 0;
+}

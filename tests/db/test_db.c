@@ -660,6 +660,14 @@ static void test_ls(void **state)
     assert_int_equal(rp_db_counts_get(db, &c), 0);
     assert_int_equal(c.associations, 1);
     assert_int_equal(c.associations_refused, 1);
+    long long pruned;
+    assert_int_equal(rp_db_events_prune(db, rp_now_s() - 3600, &pruned), 0);
+    assert_int_equal(pruned, 0);
+    long long all = scalar("SELECT count(*) FROM events");
+    assert_true(all >= 2);
+    assert_int_equal(rp_db_events_prune(db, rp_now_s() + 1, &pruned), 0);
+    assert_int_equal(pruned, all);
+    assert_int_equal(scalar("SELECT count(*) FROM events"), 0);
     rp_db_close(db);
 }
 
