@@ -67,9 +67,23 @@ static void add_totals(rp_outbox *ob, const rp_outbox_totals *t)
     pthread_mutex_unlock(&ob->mu);
 }
 
+/* A peer we can send to. TLS is not implemented on the sending side yet, so a tls_only
+ * peer is refused rather than sent to in the clear. */
 static int dest_usable(const rp_conf_peer *p)
 {
-    return p->is_destination && p->port > 0 && p->port <= 65535 && p->host[0] && p->ae_title[0];
+    return p->is_destination && !p->tls_only && p->port > 0 && p->port <= 65535 && p->host[0] &&
+           p->ae_title[0];
+}
+
+static const char *unusable_reason(const rp_conf_peer *p)
+{
+    if (!p)
+        return "is not configured";
+    if (!p->is_destination)
+        return "is not a destination (destination = yes)";
+    if (p->tls_only)
+        return "requires TLS, which the sender does not speak yet";
+    return "lacks host, port or ae_title";
 }
 
 static double backoff(const rp_outbox *ob, int streak)
@@ -250,10 +264,8 @@ static int recover(rp_outbox *ob, const rp_conf *c)
             if (p && dest_usable(p))
                 continue;
             char why[256];
-            snprintf(why, sizeof why,
-                     "destination '%s' is not configured ([peer %s] with destination = yes, "
-                     "host, port, ae_title)",
-                     e[i].destination, e[i].destination);
+            snprintf(why, sizeof why, "destination '%s' %s", e[i].destination,
+                     unusable_reason(p));
             if (rp_db_outbox_finish(db, e[i].id, 0, -1, why, 1, 0, 0) == 0)
                 dead++;
         }
@@ -307,8 +319,8 @@ int rp_outbox_start(const rp_conf *c, const rp_outbox_opts *o, rp_outbox **out)
         if (!p->is_destination)
             continue;
         if (!dest_usable(p)) {
-            RP_ERROR(MOD, "destination peer lacks host/port/ae_title, nothing is sent to it "
-                          "peer=%s line=%d", p->name, p->line);
+            RP_ERROR(MOD, "destination peer unusable, nothing is sent to it peer=%s line=%d "
+                          "reason=\"%s\"", p->name, p->line, unusable_reason(p));
             continue;
         }
         ob->dests[ob->n_dests++].peer = *p;
@@ -401,7 +413,8 @@ int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to,
          tok = strtok_r(NULL, " \t,", &save)) {
         const rp_conf_peer *p = rp_conf_peer_by_name(c, tok);
         if (!p || !dest_usable(p)) {
-            RP_ERROR(MOD, "send_to names a peer that is not a usable destination peer=%s", tok);
+            RP_ERROR(MOD, "send_to names a peer that cannot be sent to peer=%s reason=\"%s\"",
+                     tok, unusable_reason(p));
             return RP_ECONF;
         }
         peers[np++] = p->name;

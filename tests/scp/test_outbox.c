@@ -347,7 +347,7 @@ static void test_sending_rows_requeued(void **state)
     row_counts r = counts(db_path);
     assert_int_equal(r.done, 3);
     assert_int_equal(r.dead, 1);
-    assert_non_null(strstr(r.last_reason, "not configured"));
+    assert_non_null(strstr(r.last_reason, "is not configured"));
     usleep(200000);
     stop_child(pid);
     assert_int_equal(count_files(dir), 3);
