@@ -651,6 +651,9 @@ int rp_conf_load(rp_conf *c, const char *path, char *err, size_t errlen)
     ini_max_line = MAX_LINE;
     ini_initial_alloc = MAX_LINE;
     ini_allow_multiline = false;
+    /* "key = value ; note" and "key = value # note" are both comments after a blank. */
+    static char inline_prefixes[] = ";#";
+    ini_inline_comment_prefixes = inline_prefixes;
     int r = x.user_rule ? ini_parse_stream(reader, &x, handler, &x) : -2;
     if (!x.failed && r > 0)
         fail_at(&x, r, "syntax error");

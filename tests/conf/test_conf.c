@@ -117,7 +117,7 @@ static void test_all_keys(void **state)
                        "max_associations_per_peer = 2\n"
                        "acse_timeout_s = 5\n"
                        "dimse_timeout_s = 6\n"
-                       "network_timeout_s = 7\n"
+                       "network_timeout_s = 7 # hash comment\n"
                        "max_pdu = 0\n"
                        "min_free_mb = 10\n"
                        "duplicate_policy = replace\n"
