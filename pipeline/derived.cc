@@ -1049,7 +1049,13 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
     if (!r || !r->ctx || !r->out_dir)
         return RP_EINVAL;
     const int want_series = has_word(r->outputs, "dicom");
-    const int want_seg = has_word(r->outputs, "seg") && r->ctx->n_masks > 0;
+    /* masks worth a SEG: not the assembler's pixel-padding bookkeeping */
+    rp_mask *segmasks[RP_MAX_MASKS];
+    size_t nseg = 0;
+    for (int i = 0; i < r->ctx->n_masks; i++)
+        if (r->ctx->masks[i] && strcmp(r->ctx->masks[i]->name, "padding") != 0)
+            segmasks[nseg++] = r->ctx->masks[i];
+    const int want_seg = has_word(r->outputs, "seg") && nseg > 0;
     if (!want_series && !want_seg)
         return 0;
     if (!r->src_files || r->n_src == 0)
@@ -1095,7 +1101,7 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
             seg_desc = seg_desc.substr(0, 64);
         o.series_description = seg_desc.c_str();
         std::string path = dir + "/seg.dcm";
-        rc = rp_derived_write_seg(&o, ctx->masks, (size_t)ctx->n_masks, r->src_files[0],
+        rc = rp_derived_write_seg(&o, segmasks, nseg, r->src_files[0],
                                   r->src_files, r->n_src, path.c_str());
         if (rc)
             return rc;

@@ -112,7 +112,7 @@ typedef struct rp_derived_request {
 /* Write what the rule asks for: "dicom" -> the derived series of ctx->vol (CT Image Storage
  * when the values are still HU, i.e. CT with hu_known, scale 1, offset 0; else Secondary
  * Capture), window = the source's first window for HU output, else the data range; "seg" ->
- * ctx's masks as one SEG (nothing when there is no mask). 0 when nothing was asked.
+ * ctx's masks as one SEG (except a "padding" mask; nothing when no mask is left). 0 when nothing was asked.
  * *n_written (may be NULL) gets the number of files written. */
 int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written);
 

@@ -258,6 +258,9 @@ static void test_write_outputs_for_rule(void **state)
     rp_mask *lung = rp_mask_like(ctx.vol, "lung");
     lung->data[5] = 1;
     assert_int_equal(rp_step_ctx_add_mask(&ctx, lung), 0);
+    rp_mask *pad = rp_mask_like(ctx.vol, "padding"); /* bookkeeping, not a SEG segment */
+    pad->data[0] = 1;
+    assert_int_equal(rp_step_ctx_add_mask(&ctx, pad), 0);
     const char *srcs[3] = {g_src[0], g_src[1], g_src[2]};
     rp_derived_request r = {.outputs = "nifti json dicom seg", .uid_root = "1.2.826.0.1.3680043.10.1338",
                             .rule_name = "ct-test", .recipe = "hu resample(1,1,1)", .ctx = &ctx,
@@ -276,6 +279,8 @@ static void test_write_outputs_for_rule(void **state)
     assert_true(file_contains(p, "chest [radprep: ct-test]"));
     snprintf(p, sizeof p, "%s/seg.dcm", dir);
     assert_true(file_contains(p, "1.2.840.10008.5.1.4.1.1.66.4"));
+    assert_true(file_contains(p, "39607008"));
+    assert_false(file_contains(p, "padding"));
     /* a rule that asks for no DICOM writes nothing */
     snprintf(out, sizeof out, "%s/rule_nifti", g_tmp);
     r.out_dir = out;
