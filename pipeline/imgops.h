@@ -44,6 +44,8 @@ int rp_morph_close(uint8_t *m, const int dim[3], const int r[3]);
 int rp_morph_open(uint8_t *m, const int dim[3], const int r[3]);
 /* Fill holes slice by slice (2-D, 4-connected background) in slices normal to `axis`. */
 int rp_morph_fill_holes_2d(uint8_t *m, const int dim[3], int axis);
+/* Same, filling only holes of at most max_area pixels (0: any size). */
+int rp_morph_fill_holes_2d_max(uint8_t *m, const int dim[3], int axis, long max_area);
 /* Fill 3-D holes: background components (6-connected) not touching the volume border. */
 int rp_morph_fill_holes_3d(uint8_t *m, const int dim[3]);
 

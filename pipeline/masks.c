@@ -11,7 +11,8 @@
  *            the in-plane border are outside air; keep the largest component and the second
  *            if it is >= 20 % of the first (the two lungs; they are often one component via
  *            the trachea), each >= min_ml; then closing (closing_mm) and axial hole filling,
- *            which puts vessels and juxta-pleural nodules back into the lung.
+ *            of holes up to max_hole_mm2 (1500 mm^2), which puts vessels and nodules
+ *            back into the lung but keeps the mediastinum out where the lungs touch.
  *  metal:    HU > threshold (3000), components of at least min_mm3; reported in the QC report
  *            (count, volume in ml, centroid in world mm, RAS) and as the mask "metal".
  */
@@ -69,6 +70,7 @@ typedef struct mask_params {
     double threshold_hu;
     double size;        /* lungmask: min_ml; metal: min_mm3 */
     double closing_mm;  /* lungmask */
+    double hole_mm2;    /* lungmask: largest axial hole filled */
 } mask_params;
 
 static int parse_numbers(const rp_step_args *a, double *vals, int maxn, const char *usage,
@@ -170,22 +172,25 @@ int rp_step_bodymask_run(rp_step_ctx *ctx, const void *pp)
 
 /* ---- lungmask ------------------------------------------------------------------------ */
 
-static const char LUNG_USAGE[] = "lungmask or lungmask(threshold_hu[,min_ml[,closing_mm]])";
+static const char LUNG_USAGE[] =
+    "lungmask or lungmask(threshold_hu[,min_ml[,closing_mm[,max_hole_mm2]]])";
 
 int rp_step_lungmask_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
 {
-    double vals[3] = {-500, 20, 2};
-    int rc = parse_numbers(a, vals, 3, LUNG_USAGE, err, errlen);
+    double vals[4] = {-500, 20, 2, 1500};
+    int rc = parse_numbers(a, vals, 4, LUNG_USAGE, err, errlen);
     if (rc)
         return rc;
-    if (vals[1] < 0 || vals[2] < 0 || vals[2] > 20)
-        return rp_arg_fail(err, errlen, LUNG_USAGE, "min_ml must be >= 0, closing_mm in [0,20]");
+    if (vals[1] < 0 || vals[2] < 0 || vals[2] > 20 || vals[3] < 0)
+        return rp_arg_fail(err, errlen, LUNG_USAGE,
+                           "min_ml and max_hole_mm2 must be >= 0, closing_mm in [0,20]");
     mask_params *p = calloc(1, sizeof *p);
     if (!p)
         return RP_ENOMEM;
     p->threshold_hu = vals[0];
     p->size = vals[1];
     p->closing_mm = vals[2];
+    p->hole_mm2 = vals[3];
     *out = p;
     return 0;
 }
@@ -196,6 +201,7 @@ void rp_step_lungmask_describe(const void *pp, cJSON *o)
     cJSON_AddNumberToObject(o, "threshold_hu", p->threshold_hu);
     cJSON_AddNumberToObject(o, "min_ml", p->size);
     cJSON_AddNumberToObject(o, "closing_mm", p->closing_mm);
+    cJSON_AddNumberToObject(o, "max_hole_mm2", p->hole_mm2);
 }
 
 int rp_step_lungmask_run(rp_step_ctx *ctx, const void *pp)
@@ -265,7 +271,14 @@ int rp_step_lungmask_run(rp_step_ctx *ctx, const void *pp)
     radius_vox(v, p->closing_mm, r);
     if ((rc = rp_morph_close(md, v->dim, r)) != 0)
         goto out;
-    if ((rc = rp_morph_fill_holes_2d(md, v->dim, axial)) != 0)
+    /* vessels and nodules are small holes; the mediastinum, enclosed where the lungs touch
+     * in front of and behind it, is a large one and stays out */
+    double px_mm2 = 1;
+    for (int a = 0; a < 3; a++)
+        if (a != axial)
+            px_mm2 *= v->spacing[a];
+    long max_px = p->hole_mm2 > 0 ? (long)(p->hole_mm2 / px_mm2) + 1 : 0;
+    if ((rc = rp_morph_fill_holes_2d_max(md, v->dim, axial, max_px)) != 0)
         goto out;
     double ml = (double)rp_mask_count(m) * vml;
     rp_step_qc_number(ctx, "volume_ml", round(ml * 10) / 10);

@@ -137,44 +137,79 @@ int rp_morph_open(uint8_t *m, const int dim[3], const int r[3])
 /* ---- 2-D hole filling ---------------------------------------------------------------- */
 
 /* Fill one w x h slice in place: background reachable from the border (4-connected) stays,
- * the rest becomes 1. `stack` has room for w*h ints. */
-static void fill_slice(uint8_t *s, int w, int h, int *stack)
+ * the rest (holes) becomes 1 — only holes of at most max_area pixels when max_area > 0.
+ * `stack` has room for w*h ints. Marks: 2 outside, 3 a hole too large to fill. */
+static void fill_slice(uint8_t *s, int w, int h, int *stack, long max_area)
 {
     int sp = 0;
-#define PUSH(i)                         \
+#define PUSH(i, mark)                   \
     do {                                \
         if (s[i] == 0) {                \
-            s[i] = 2;                   \
+            s[i] = (mark);              \
             stack[sp++] = (i);          \
         }                               \
     } while (0)
+#define FLOOD(mark)                     \
+    while (sp > 0) {                    \
+        int i_ = stack[--sp];           \
+        int x_ = i_ % w, y_ = i_ / w;   \
+        if (x_ > 0)                     \
+            PUSH(i_ - 1, mark);         \
+        if (x_ < w - 1)                 \
+            PUSH(i_ + 1, mark);         \
+        if (y_ > 0)                     \
+            PUSH(i_ - w, mark);         \
+        if (y_ < h - 1)                 \
+            PUSH(i_ + w, mark);         \
+    }
     for (int x = 0; x < w; x++) {
-        PUSH(x);
-        PUSH((h - 1) * w + x);
+        PUSH(x, 2);
+        PUSH((h - 1) * w + x, 2);
     }
     for (int y = 0; y < h; y++) {
-        PUSH(y * w);
-        PUSH(y * w + w - 1);
+        PUSH(y * w, 2);
+        PUSH(y * w + w - 1, 2);
     }
-    while (sp > 0) {
-        int i = stack[--sp];
-        int x = i % w, y = i / w;
-        if (x > 0)
-            PUSH(i - 1);
-        if (x < w - 1)
-            PUSH(i + 1);
-        if (y > 0)
-            PUSH(i - w);
-        if (y < h - 1)
-            PUSH(i + w);
-    }
-#undef PUSH
+    FLOOD(2)
     size_t n = (size_t)w * h;
+    if (max_area > 0) {
+        /* measure each hole; the stack doubles as the list of its pixels */
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] != 0)
+                continue;
+            int first = (int)i;
+            s[first] = 4;
+            int base = 0, top = 1;
+            stack[0] = first;
+            /* breadth-first over the growing list: stack[0..top) is the hole so far */
+            while (base < top) {
+                int i_ = stack[base++];
+                int x_ = i_ % w, y_ = i_ / w;
+                int nb[4] = {x_ > 0 ? i_ - 1 : -1, x_ < w - 1 ? i_ + 1 : -1,
+                             y_ > 0 ? i_ - w : -1, y_ < h - 1 ? i_ + w : -1};
+                for (int k = 0; k < 4; k++)
+                    if (nb[k] >= 0 && s[nb[k]] == 0) {
+                        s[nb[k]] = 4;
+                        stack[top++] = nb[k];
+                    }
+            }
+            uint8_t mark = top > max_area ? 3 : 1;
+            for (int k = 0; k < top; k++)
+                s[stack[k]] = mark;
+        }
+    }
+#undef FLOOD
+#undef PUSH
     for (size_t i = 0; i < n; i++)
-        s[i] = s[i] != 2;
+        s[i] = s[i] == 1 || s[i] == 4 || s[i] == 0;
 }
 
 int rp_morph_fill_holes_2d(uint8_t *m, const int dim[3], int axis)
+{
+    return rp_morph_fill_holes_2d_max(m, dim, axis, 0);
+}
+
+int rp_morph_fill_holes_2d_max(uint8_t *m, const int dim[3], int axis, long max_area)
 {
     /* slice axes (u fastest, v) for slices normal to `axis` */
     int ua = axis == 0 ? 1 : 0, va = axis == 2 ? 1 : 2;
@@ -195,13 +230,13 @@ int rp_morph_fill_holes_2d(uint8_t *m, const int dim[3], int axis)
                 continue;
             uint8_t *base = m + (size_t)k * stride[axis];
             if (axis == 2) {
-                fill_slice(base, w, h, stack);
+                fill_slice(base, w, h, stack, max_area);
                 continue;
             }
             for (int v = 0; v < h; v++)
                 for (int u = 0; u < w; u++)
                     s[(size_t)v * w + u] = base[u * stride[ua] + v * stride[va]];
-            fill_slice(s, w, h, stack);
+            fill_slice(s, w, h, stack, max_area);
             for (int v = 0; v < h; v++)
                 for (int u = 0; u < w; u++)
                     base[u * stride[ua] + v * stride[va]] = s[(size_t)v * w + u];

@@ -529,12 +529,15 @@ static int mean_sd(const float *d, const uint8_t *m, size_t n, double *mean, dou
     return 0;
 }
 
-/* v = clip((v - b) * a ...) with optional clipping to [0,1] */
+/* v = (v - sub) / div with optional clipping to [0,1]; multiplying by the reciprocal (in
+ * double) differs from NumPy's division by at most one double ulp, invisible in float32
+ * except at rare ties */
 static void affine_values(float *d, size_t n, double sub, double div, int clip01)
 {
-#pragma omp parallel for schedule(static)
+    const double inv = 1.0 / div;
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
-        double y = ((double)d[i] - sub) / div;
+        double y = ((double)d[i] - sub) * inv;
         if (clip01)
             y = y < 0 ? 0 : y > 1 ? 1 : y;
         d[i] = (float)y;
@@ -563,12 +566,10 @@ int rp_step_normalize_run(rp_step_ctx *ctx, const void *pp)
         int clip01 = 0;
         if (p->kind == NORM_MINMAX) {
             float lo = d[0], hi = d[0];
-#pragma omp parallel for reduction(min : lo) reduction(max : hi) schedule(static)
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static)
             for (size_t i = 0; i < n; i++) {
-                if (d[i] < lo)
-                    lo = d[i];
-                if (d[i] > hi)
-                    hi = d[i];
+                lo = d[i] < lo ? d[i] : lo;
+                hi = d[i] > hi ? d[i] : hi;
             }
             sub = lo;
             div = hi > lo ? (double)hi - lo : 1;

@@ -232,8 +232,12 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
                     const rp_mask *m = ctx->masks[mi];
                     if (memcmp(m->dim, v->dim, sizeof m->dim) != 0 || !m->data[off])
                         continue;
-                    const uint8_t *col = COLORS[mi % 8];
-                    int outline = strcmp(m->name, "body") == 0 || strcmp(m->name, "foreground") == 0;
+                    const uint8_t *col = !strcmp(m->name, "lung")    ? COLORS[0]
+                                         : !strcmp(m->name, "metal")   ? COLORS[1]
+                                         : !strcmp(m->name, "body")    ? COLORS[4]
+                                                                       : COLORS[2 + mi % 6];
+                    int outline = !strcmp(m->name, "body") || !strcmp(m->name, "foreground") ||
+                                  !strcmp(m->name, "padding");
                     if (outline) {
                         /* boundary voxels only, so the body does not tint the image */
                         int edge = 0;
