@@ -89,31 +89,35 @@ int rp_mr_otsu(const float *v, const uint8_t *mask, size_t n, int bins, double *
     return 0;
 }
 
-/* 1-D running min (erode) or max (dilate) of radius r along `axis`, window clamped at edges. */
+/* 1-D running min (erode) or max (dilate) of radius r along `axis`, window clamped at edges.
+ * A sliding count of set voxels makes it O(1) per voxel whatever the radius. */
 static void morph_axis(const uint8_t *in, uint8_t *out, const int n[3], int axis, int r,
                        int dilate)
 {
     const size_t stride = axis == 0 ? 1 : axis == 1 ? (size_t)n[0] : (size_t)n[0] * n[1];
     const int len = n[axis];
+    /* the two axes other than `axis` enumerate the lines */
+    const int a0 = axis == 0 ? 1 : 0, a1 = axis == 2 ? 1 : 2;
+    const size_t s0 = a0 == 0 ? 1 : (size_t)n[0], s1 = a1 == 1 ? (size_t)n[0] : (size_t)n[0] * n[1];
+    const int n0 = n[a0], n1 = n[a1];
 #pragma omp parallel for schedule(static)
-    for (int z = 0; z < n[2]; z++)
-        for (int y = 0; y < n[1]; y++)
-            for (int x = 0; x < n[0]; x++) {
-                int c[3] = {x, y, z};
-                size_t i = x + (size_t)n[0] * (y + (size_t)n[1] * z);
-                int p = c[axis];
-                int a = p - r < 0 ? 0 : p - r, b = p + r >= len ? len - 1 : p + r;
-                const uint8_t *base = in + i - (size_t)p * stride;
-                uint8_t v = dilate ? 0 : 1;
-                for (int q = a; q <= b; q++) {
-                    uint8_t m = base[(size_t)q * stride] != 0;
-                    if (dilate ? m : !m) {
-                        v = (uint8_t)dilate;
-                        break;
-                    }
-                }
-                out[i] = v;
+    for (int q1 = 0; q1 < n1; q1++)
+        for (int q0 = 0; q0 < n0; q0++) {
+            const size_t base = (size_t)q0 * s0 + (size_t)q1 * s1;
+            const uint8_t *li = in + base;
+            uint8_t *lo = out + base;
+            int cnt = 0;
+            for (int p = 0; p < r && p < len; p++)
+                cnt += li[(size_t)p * stride] != 0;
+            for (int p = 0; p < len; p++) {
+                if (p + r < len)
+                    cnt += li[(size_t)(p + r) * stride] != 0;
+                if (p - r - 1 >= 0)
+                    cnt -= li[(size_t)(p - r - 1) * stride] != 0;
+                int lo_p = p - r < 0 ? 0 : p - r, hi_p = p + r >= len ? len - 1 : p + r;
+                lo[(size_t)p * stride] = dilate ? cnt > 0 : cnt == hi_p - lo_p + 1;
             }
+        }
 }
 
 static int morph(uint8_t *m, const int n[3], const int r[3], int dilate)

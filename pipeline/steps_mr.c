@@ -3,7 +3,8 @@
  *   headmask([open=mm, close=mm, scale=x])      Otsu head mask -> ctx mask "head"
  *   foreground([open=mm, close=mm, scale=x])    Otsu foreground -> ctx mask "foreground"
  *   n4([shrink, iterations, levels, spline_mm, convergence] | key=value...)
- *                                               N4 bias-field correction (mr.h)
+ *                                               N4 bias-field correction (mr.h); field=yes
+ *                                               also writes <stem>_n4field.nii.gz
  *   whitestripe([t1|t2|flair|pd|last|largest|first] [, width])  White Stripe z-score
  *   nyul(model=PATH)                            Nyúl standardisation with a fitted model
  *   fuse(T1, T2, FLAIR, ...)                    study-level; see rp_mr_fuse_study()
@@ -20,6 +21,7 @@
 
 #include "common/common.h"
 #include "pipeline/mr.h"
+#include "pipeline/nifti.h"
 #include "pipeline/step.h"
 
 /* ---- small parse helpers (key=value or positional) ------------------------------------ */
@@ -159,12 +161,13 @@ static void fg_describe(const void *params, cJSON *o)
 typedef struct n4_step {
     rp_n4_params p;
     char mask[32];
+    int write_field;  /* write <stem>_n4field.nii.gz (multiplicative field) under out_dir */
 } n4_step;
 
 static const char n4_usage[] =
     "n4, n4(shrink, iterations e.g. 50x50x50x50, levels, spline_mm, convergence) or "
     "n4(shrink=4, iterations=50x50x50x50, levels=4, spline=200, control_points=4, "
-    "convergence=0.001, bins=200, fwhm=0.15, wiener=0.01, mask=NAME)";
+    "convergence=0.001, bins=200, fwhm=0.15, wiener=0.01, mask=NAME, field=yes|no)";
 
 static int n4_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
 {
@@ -193,6 +196,13 @@ static int n4_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
             memcpy(list, t.iterations, sizeof list);
         } else if (strcasecmp(k, "mask") == 0) {
             if (!v[0] || rp_strlcpy(s->mask, v, sizeof s->mask) != 0)
+                goto bad;
+        } else if (strcasecmp(k, "field") == 0) {
+            if (strcasecmp(v, "yes") == 0 || strcmp(v, "1") == 0)
+                s->write_field = 1;
+            else if (strcasecmp(v, "no") == 0 || strcmp(v, "0") == 0)
+                s->write_field = 0;
+            else
                 goto bad;
         } else if (strcasecmp(k, "shrink") == 0 || strcasecmp(k, "levels") == 0 ||
                    strcasecmp(k, "control_points") == 0 || strcasecmp(k, "bins") == 0) {
@@ -244,6 +254,42 @@ bad:
     return RP_EINVAL;
 }
 
+/* The multiplicative bias field (input = corrected * field) as float32 NIfTI beside the
+ * outputs; listed in ctx->extra_outputs. */
+static int write_field(rp_step_ctx *ctx, const rp_volume *log_field, int channel)
+{
+    rp_volume *f = rp_volume_clone(log_field);
+    if (!f)
+        return RP_ENOMEM;
+    size_t n = rp_volume_nvox(f);
+    for (size_t i = 0; i < n; i++)
+        f->data[i] = expf(f->data[i]);
+    char path[1400];
+    const char *stem = ctx->out_stem ? ctx->out_stem : "out";
+    if (channel == 0)
+        snprintf(path, sizeof path, "%s/%s_n4field.nii.gz", ctx->out_dir, stem);
+    else
+        snprintf(path, sizeof path, "%s/%s_n4field-c%d.nii.gz", ctx->out_dir, stem, channel);
+    rp_nifti_opts o;
+    memset(&o, 0, sizeof o);
+    o.gzip = 1;
+    snprintf(o.descrip, sizeof o.descrip, "radprep N4 bias field (multiplicative)");
+    char err[200];
+    int rc = rp_nifti_write_volume(path, f, &o, err, sizeof err);
+    rp_volume_free(f);
+    if (rc != 0) {
+        snprintf(ctx->err, sizeof ctx->err, "n4: cannot write the field: %s", err);
+        return rc;
+    }
+    if (ctx->extra_outputs) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "kind", "n4_bias_field");
+        cJSON_AddStringToObject(e, "path", path);
+        cJSON_AddItemToArray(ctx->extra_outputs, e);
+    }
+    return 0;
+}
+
 static int n4_run(rp_step_ctx *ctx, const void *params)
 {
     const n4_step *s = params;
@@ -277,6 +323,15 @@ static int n4_run(rp_step_ctx *ctx, const void *params)
             return rc;
         }
         memcpy(view.data, corr->data, rp_volume_nvox(corr) * sizeof(float));
+        if (s->write_field && ctx->out_dir) {
+            rc = write_field(ctx, field, c);
+            if (rc != 0) {
+                rp_volume_free(corr);
+                rp_volume_free(field);
+                cJSON_Delete(chq);
+                return rc;
+            }
+        }
         if (chq) {
             /* field range and spread over the mask, as multiplicative factors */
             double lo = INFINITY, hi = -INFINITY, s1 = 0, s2 = 0;
@@ -329,6 +384,7 @@ static void n4_describe(const void *params, cJSON *o)
     cJSON_AddNumberToObject(o, "fwhm", s->p.fwhm);
     cJSON_AddNumberToObject(o, "wiener_noise", s->p.wiener);
     cJSON_AddStringToObject(o, "mask", s->mask[0] ? s->mask : "brain|foreground|head|otsu");
+    cJSON_AddBoolToObject(o, "write_field", s->write_field);
 }
 
 /* ---- whitestripe ----------------------------------------------------------------------- */

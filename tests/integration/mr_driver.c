@@ -7,6 +7,9 @@
  *                                                      mask raws + report JSON on stdout
  *   mr_driver fuse DIR N REF ORDER                     DIR/in0..in{N-1} -> DIR/fused.raw/json
  *   mr_driver montage DIR                              before/after PNG of the n4 outputs
+ *   mr_driver phantom DIR nx ny nz spacing_mm amp      the test phantom (mr_phantom.h) as
+ *                                                      in0 + truth_logf.raw + label.raw
+ * n4 uses DIR/inmask.raw (uint8) as the mask when present, else the Otsu foreground.
  *
  * in<i>.json: {"dim":[nx,ny,nz], "affine":[[4 numbers] x4]}; raw: float32, x fastest.
  */
@@ -20,6 +23,7 @@
 #include "common/common.h"
 #include "pipeline/mr.h"
 #include "pipeline/png.h"
+#include "tests/pipeline/mr_phantom.h"
 
 static rp_volume *load(const char *dir, int i)
 {
@@ -102,7 +106,17 @@ static int cmd_n4(int argc, char **argv)
     rp_mr_fg_defaults(&fp, 0);
     rp_mask *m = NULL;
     double t0 = rp_mono_s();
-    int rc = rp_mr_foreground(v, &fp, "foreground", &m, err, sizeof err);
+    char mp[4096];
+    snprintf(mp, sizeof mp, "%s/inmask.raw", dir);
+    FILE *mf = fopen(mp, "rb");
+    int rc = 0;
+    if (mf) {
+        m = rp_mask_like(v, "foreground");
+        if (fread(m->data, 1, rp_volume_nvox(v), mf) != rp_volume_nvox(v))
+            rc = RP_EIO;
+        fclose(mf);
+    } else
+        rc = rp_mr_foreground(v, &fp, "foreground", &m, err, sizeof err);
     double t_mask = rp_mono_s() - t0;
     if (rc) {
         fprintf(stderr, "foreground: %s\n", err);
@@ -232,6 +246,30 @@ static int cmd_montage(char **argv)
     return rc ? 1 : 0;
 }
 
+static int cmd_phantom(char **argv)
+{
+    const char *dir = argv[2];
+    static const double T1[6] = {0, 500, 100, 300, 700, 1000};
+    ph_phantom ph;
+    if (ph_make(&ph, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atof(argv[6]), T1, 25,
+                atof(argv[7]), 42))
+        return 2;
+    size_t n = rp_volume_nvox(ph.biased);
+    save(dir, "in0.raw", ph.biased->data, n * 4);
+    save(dir, "clean.raw", ph.clean->data, n * 4);
+    save(dir, "truth_logf.raw", ph.logf->data, n * 4);
+    save(dir, "label.raw", ph.label, n);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/in0.json", dir);
+    FILE *f = fopen(p, "w");
+    const double sp = atof(argv[6]);
+    fprintf(f, "{\"dim\": [%d,%d,%d], \"affine\": [[%g,0,0,0],[0,%g,0,0],[0,0,%g,0],[0,0,0,1]]}\n",
+            ph.biased->dim[0], ph.biased->dim[1], ph.biased->dim[2], sp, sp, sp);
+    fclose(f);
+    ph_free(&ph);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     rp_log_set_level(RP_LOG_WARN);
@@ -241,7 +279,9 @@ int main(int argc, char **argv)
         return cmd_fuse(argv);
     if (argc >= 3 && strcmp(argv[1], "montage") == 0)
         return cmd_montage(argv);
+    if (argc >= 8 && strcmp(argv[1], "phantom") == 0)
+        return cmd_phantom(argv);
     fprintf(stderr, "usage: mr_driver n4 DIR [shrink levels iters spline] | fuse DIR N REF "
-                    "ORDER | montage DIR\n");
+                    "ORDER | montage DIR | phantom DIR nx ny nz sp amp\n");
     return 2;
 }

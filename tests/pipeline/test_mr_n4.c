@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -258,10 +259,24 @@ static void test_steps_run(void **state)
     assert_int_equal(find_step("foreground")->run(&ctx, p), 0);
     free(p);
     assert_non_null(rp_step_ctx_mask(&ctx, "foreground"));
-    assert_int_equal(parse("n4", NULL, 0, &p, err), 0);
+    char dir[] = "/tmp/rp_test_n4_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    ctx.out_dir = dir;
+    ctx.out_stem = "t1";
+    ctx.extra_outputs = cJSON_AddArrayToObject(qc, "extra_outputs");
+    const char *wf[] = {"field=yes"};
+    assert_int_equal(parse("n4", wf, 1, &p, err), 0);
     ctx.step_qc = cJSON_AddObjectToObject(qc, "n4");
     assert_int_equal(find_step("n4")->run(&ctx, p), 0);
     free(p);
+    /* the multiplicative field went out as NIfTI and is listed */
+    char path[256];
+    snprintf(path, sizeof path, "%s/t1_n4field.nii.gz", dir);
+    assert_int_equal(access(path, R_OK), 0);
+    cJSON *eo = cJSON_GetArrayItem(ctx.extra_outputs, 0);
+    assert_string_equal(cJSON_GetObjectItem(eo, "kind")->valuestring, "n4_bias_field");
+    unlink(path);
+    rmdir(dir);
     cJSON *ch = cJSON_GetObjectItem(cJSON_GetObjectItem(qc, "n4"), "channels");
     assert_int_equal(cJSON_GetArraySize(ch), 1);
     assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(ch, 0), "field_max")->valuedouble > 1.1);
