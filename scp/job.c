@@ -16,6 +16,8 @@
 
 #include "common/common.h"
 #include "db/db.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/recipe.h"
 #include "scp/supervisor.h"
 #include "store/store.h"
 
@@ -185,20 +187,23 @@ static int exit_for(int rc)
     }
 }
 
-/* The processing itself, into tmp_dir. Until the pipeline's entry point is wired in, this
- * is the minimal real step: every file must parse, and series.json lists what was taken. */
+/* The processing itself, into tmp_dir: every file of this version goes through the
+ * pipeline with the recipe of the rule that matches the series; series.json says what was
+ * taken (instances, rule, recipe) and how it went. */
 static int process_into(const rp_conf *c, const char *store_root, const rp_db_job *job,
                         const rp_db_series_info *si, const rp_instance_meta *inst, size_t n,
                         const char *tmp_dir)
 {
-    (void)c;
     int rc = 0;
+    char **paths = calloc(n, sizeof *paths);
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = cJSON_CreateArray();
-    if (!root || !arr) {
-        cJSON_Delete(root);
+    rp_process_result res;
+    memset(&res, 0, sizeof res);
+    if (!paths || !root || !arr) {
+        rc = RP_ENOMEM;
         cJSON_Delete(arr);
-        return RP_ENOMEM;
+        goto out;
     }
     cJSON_AddStringToObject(root, "software", "radprep " RP_VERSION);
     cJSON_AddStringToObject(root, "study_uid", si->study_uid);
@@ -208,41 +213,65 @@ static int process_into(const rp_conf *c, const char *store_root, const rp_db_jo
     cJSON_AddNumberToObject(root, "job", (double)job->id);
     cJSON_AddNumberToObject(root, "instances", (double)n);
     cJSON_AddItemToObject(root, "files", arr);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        char path[RP_PATH_MAX * 2];
-        snprintf(path, sizeof path, "%s/%s", store_root, inst[i].file_path);
-        rp_instance_meta m;
-        rc = rp_store_read_meta(path, &m);
-        if (rc != 0) {
-            RP_ERROR("job", "instance unreadable job=%lld sop=%s file=%s rc=%s", job->id,
-                     inst[i].sop_instance_uid, path, rp_strerror(rc));
-            break;
-        }
-        if (strcmp(m.sop_instance_uid, inst[i].sop_instance_uid) != 0 ||
-            strcmp(m.series_uid, si->series_uid) != 0) {
-            RP_ERROR("job", "file does not hold the indexed instance job=%lld sop=%s file=%s",
-                     job->id, inst[i].sop_instance_uid, path);
-            rc = RP_EPARSE;
-            break;
+    for (size_t i = 0; i < n; i++) {
+        if (asprintf(&paths[i], "%s/%s", store_root, inst[i].file_path) < 0) {
+            paths[i] = NULL;
+            rc = RP_ENOMEM;
+            goto out;
         }
         cJSON *o = cJSON_CreateObject();
         if (!o) {
             rc = RP_ENOMEM;
-            break;
+            goto out;
         }
-        cJSON_AddStringToObject(o, "sop_instance_uid", m.sop_instance_uid);
-        cJSON_AddNumberToObject(o, "instance_number", m.instance_number);
+        cJSON_AddStringToObject(o, "sop_instance_uid", inst[i].sop_instance_uid);
+        cJSON_AddNumberToObject(o, "instance_number", inst[i].instance_number);
         cJSON_AddStringToObject(o, "file", inst[i].file_path);
         cJSON_AddStringToObject(o, "sha256", inst[i].file_sha256);
         cJSON_AddItemToArray(arr, o);
     }
-    if (rc == 0) {
-        char *text = cJSON_Print(root);
-        char p[RP_PATH_MAX + 64];
-        snprintf(p, sizeof p, "%s/series.json", tmp_dir);
-        rc = text ? write_file_durable(p, text) : RP_ENOMEM;
-        free(text);
+
+    /* The rule for this series chooses the recipe (none: plain conversion). */
+    rp_series_info info;
+    memset(&info, 0, sizeof info);
+    rp_strlcpy(info.modality, si->modality, sizeof info.modality);
+    rp_strlcpy(info.body_part, si->body_part, sizeof info.body_part);
+    rp_strlcpy(info.series_description, si->description, sizeof info.series_description);
+    rp_strlcpy(info.series_uid, si->series_uid, sizeof info.series_uid);
+    rp_strlcpy(info.study_uid, si->study_uid, sizeof info.study_uid);
+    info.slice_thickness = si->slice_thickness;
+    const rp_conf_rule *rule = rp_recipe_match(c, &info);
+    rp_process_opts o;
+    rp_process_opts_init(&o);
+    o.recipe = rule && rule->steps[0] ? rule->steps : NULL;
+    cJSON_AddStringToObject(root, "rule", rule ? rule->name : "");
+    cJSON_AddStringToObject(root, "recipe", o.recipe ? o.recipe : "");
+    RP_INFO("job", "pipeline job=%lld files=%zu rule=%s", job->id, n, rule ? rule->name : "-");
+
+    rc = rp_pipeline_process_files(c, (const char *const *)paths, n, tmp_dir, &o, &res);
+    cJSON_AddNumberToObject(root, "outputs", (double)res.n_outputs);
+    cJSON_AddNumberToObject(root, "failed_inputs", res.n_failed);
+    cJSON_AddNumberToObject(root, "skipped_inputs", res.n_skipped);
+    cJSON_AddStringToObject(root, "result", rc == 0 ? "ok" : rp_strerror(rc));
+    if (rc != 0) {
+        char q[600];
+        cJSON_AddStringToObject(root, "reason", res.reason);
+        RP_ERROR("job", "pipeline failed job=%lld rc=%s reason=%s", job->id, rp_strerror(rc),
+                 rp_log_kv_quote(res.reason, q, sizeof q));
     }
+    /* The manifest is written whatever happened: a failed version's folder says why. */
+    char *text = cJSON_Print(root);
+    char p[RP_PATH_MAX * 2];
+    snprintf(p, sizeof p, "%s/series.json", tmp_dir);
+    int wrc = text ? write_file_durable(p, text) : RP_ENOMEM;
+    free(text);
+    if (rc == 0)
+        rc = wrc;
+out:
+    rp_process_result_free(&res);
+    for (size_t i = 0; paths && i < n; i++)
+        free(paths[i]);
+    free(paths);
     cJSON_Delete(root);
     return rc;
 }

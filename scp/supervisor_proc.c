@@ -67,6 +67,13 @@ void rp_proc_classify(int wstatus, int timed_out, double timeout_s, rp_proc_resu
                 snprintf(res->reason, sizeof res->reason, "exit 0");
             else if (res->exit_code == 127)
                 snprintf(res->reason, sizeof res->reason, "exit code 127 (worker not executable)");
+            else if (res->exit_code == RP_JOB_EXIT_BADINPUT)
+                snprintf(res->reason, sizeof res->reason,
+                         "exit code 3 (input cannot be processed, see the job log)");
+            else if (res->exit_code == RP_JOB_EXIT_GONE)
+                snprintf(res->reason, sizeof res->reason, "exit code 5 (job or series gone)");
+            else if (res->exit_code == RP_JOB_EXIT_USAGE)
+                snprintf(res->reason, sizeof res->reason, "exit code 2 (worker usage error)");
             else
                 snprintf(res->reason, sizeof res->reason, "exit code %d", res->exit_code);
         }

@@ -58,7 +58,10 @@ static void test_exit_codes(void **state)
     r = run_sh("exit 3", &lim, NULL);
     assert_int_equal(r.end, RP_PROC_EXITED);
     assert_int_equal(r.exit_code, 3);
-    assert_string_equal(r.reason, "exit code 3");
+    assert_string_equal(r.reason, "exit code 3 (input cannot be processed, see the job log)");
+
+    r = run_sh("exit 1", &lim, NULL);
+    assert_string_equal(r.reason, "exit code 1");
 
     r = run_sh("exit 4", &lim, NULL);
     assert_int_equal(r.end, RP_PROC_OOM);
