@@ -16,10 +16,10 @@
 
 /* The longest a pass waits: bounds completion latency for series we were not told about
  * (indexed by another thread, triggered from the CLI). Each pass is one indexed query. */
-#define RP_MONITOR_POLL_S 0.2
+#define RP_MONITOR_POLL_S 0.1
 
 /* Expected count of a series from its instances' headers (loads the instance rows). */
-static long long series_expected(rp_db *db, const char *series_uid, char *ev, size_t evsz)
+static long long series_expected_load(rp_db *db, const char *series_uid, char *ev, size_t evsz)
 {
     rp_instance_meta *m = NULL;
     size_t n = 0;
@@ -44,6 +44,45 @@ static long long series_expected(rp_db *db, const char *series_uid, char *ev, si
     free(h);
     free(m);
     return e;
+}
+
+/* A series whose count sits at its hint but whose headers disagree would otherwise be
+ * reloaded on every pass until quiet fires: remember the answer per (series, version,
+ * count). Only a cache: losing it costs one reload, never a decision. */
+#define RP_EXPECT_CACHE 32
+static struct expect_cache {
+    char uid[RP_UID_MAX + 1];
+    int version;
+    long long count, expected;
+    char ev[128];
+} expect_cache[RP_EXPECT_CACHE];
+static unsigned expect_next;
+static pthread_mutex_t expect_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static long long series_expected(rp_db *db, const rp_db_series_info *s, char *ev, size_t evsz)
+{
+    pthread_mutex_lock(&expect_lock);
+    for (int i = 0; i < RP_EXPECT_CACHE; i++) {
+        struct expect_cache *e = &expect_cache[i];
+        if (e->count == s->instance_count && e->version == s->version &&
+            strcmp(e->uid, s->series_uid) == 0) {
+            rp_strlcpy(ev, e->ev, evsz);
+            long long x = e->expected;
+            pthread_mutex_unlock(&expect_lock);
+            return x;
+        }
+    }
+    pthread_mutex_unlock(&expect_lock);
+    long long x = series_expected_load(db, s->series_uid, ev, evsz);
+    pthread_mutex_lock(&expect_lock);
+    struct expect_cache *e = &expect_cache[expect_next++ % RP_EXPECT_CACHE];
+    rp_strlcpy(e->uid, s->series_uid, sizeof e->uid);
+    e->version = s->version;
+    e->count = s->instance_count;
+    e->expected = x;
+    rp_strlcpy(e->ev, ev, sizeof e->ev);
+    pthread_mutex_unlock(&expect_lock);
+    return x;
 }
 
 static const char *reason_word(rp_complete_why why)
@@ -79,7 +118,7 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, dou
         if (rule->use_expected_count &&
             (s->instance_count == 1 ||
              (s->expected_count > 0 && s->instance_count >= s->expected_count)))
-            expected = series_expected(db, s->series_uid, ev, sizeof ev);
+            expected = series_expected(db, s, ev, sizeof ev);
         rp_series_progress p = {.instances = s->instance_count, .last_seen = s->last_seen,
                                 .expected = expected, .evidence = ev, .triggered = 0};
         double wait = 0;
