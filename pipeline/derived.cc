@@ -666,6 +666,15 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
                             "\\" + ds(g.col_dir[0]) + "\\" + ds(g.col_dir[1]) + "\\" +
                             ds(g.col_dir[2]);
     const std::string pixel_spacing = ds(g.spacing_y) + "\\" + ds(g.spacing_x);
+    /* Image Type: DERIVED\SECONDARY, and for CT/MR (where value 3 is required) the source's
+     * value 3 (AXIAL, M, P, ...), which a geometric derivation does not change */
+    std::string image_type = "DERIVED\\SECONDARY";
+    if (iod != IOD_SC) {
+        OFString v3;
+        if (src->findAndGetOFString(DCM_ImageType, v3, 2).bad() || v3.empty())
+            v3 = iod == IOD_CT ? "AXIAL" : "OTHER";
+        image_type += std::string("\\") + v3.c_str();
+    }
     const std::string patient_orientation =
         orient_letters(g.row_dir) + "\\" + orient_letters(g.col_dir);
 
@@ -689,8 +698,7 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
         d->putAndInsertString(DCM_SOPInstanceUID, sop_uid.c_str());
         d->putAndInsertString(DCM_InstanceCreationDate, da.c_str());
         d->putAndInsertString(DCM_InstanceCreationTime, tm.c_str());
-        d->putAndInsertString(DCM_ImageType, iod == IOD_CT ? "DERIVED\\SECONDARY\\AXIAL"
-                                                           : "DERIVED\\SECONDARY");
+        d->putAndInsertString(DCM_ImageType, image_type.c_str());
         d->putAndInsertString(DCM_InstanceNumber, std::to_string(k + 1).c_str());
         d->putAndInsertString(DCM_ContentDate, da.c_str());
         d->putAndInsertString(DCM_ContentTime, tm.c_str());
@@ -746,9 +754,12 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
             copy_or_empty(src, d, {DCM_ScanningSequence, DCM_SequenceVariant, DCM_ScanOptions,
                                    DCM_MRAcquisitionType, DCM_EchoTime, DCM_EchoTrainLength,
                                    DCM_AcquisitionNumber});
-            copy_if_present(src, d, {DCM_RepetitionTime, DCM_InversionTime, DCM_SequenceName,
+            copy_if_present(src, d, {DCM_RepetitionTime, DCM_SequenceName,
                                      DCM_MagneticFieldStrength, DCM_FlipAngle,
                                      DCM_ImagedNucleus, DCM_ImagingFrequency});
+            /* Inversion Time is 2C: present only for inversion recovery sequences */
+            if (get_str(src, DCM_ScanningSequence).find("IR") != std::string::npos)
+                copy_or_empty(src, d, {DCM_InversionTime});
             d->putAndInsertString(DCM_SpacingBetweenSlices, ds(g.spacing_z).c_str());
         } else {
             /* SC Equipment: made on a workstation from images of the source modality */

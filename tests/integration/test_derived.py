@@ -156,7 +156,12 @@ def run_case(name, folder, tmp, mode):
         check(d.SOPInstanceUID.startswith(UID_ROOT + "."), "SOP UID root")
         check(d.FrameOfReferenceUID == s0.FrameOfReferenceUID, "frame of reference kept")
         check(list(d.ImageType[:2]) == ["DERIVED", "SECONDARY"], "ImageType %s" % d.ImageType)
-        want_iod = "1.2.840.10008.5.1.4.1.1.2" if mode == "physical" else "1.2.840.10008.5.1.4.1.1.7"
+        if mode != "physical":
+            want_iod = "1.2.840.10008.5.1.4.1.1.7"          # values no longer physical: SC
+        elif s0.Modality == "MR":
+            want_iod = "1.2.840.10008.5.1.4.1.1.4"          # MR Image Storage
+        else:
+            want_iod = "1.2.840.10008.5.1.4.1.1.2"          # CT Image Storage
         check(d.SOPClassUID == want_iod, "%s: SOP class %s" % (p, d.SOPClassUID))
         check("radprep" in d.SeriesDescription, "series description")
         check(any(c.CodeValue == "113085" for c in d.DerivationCodeSequence), "derivation code")
@@ -226,6 +231,10 @@ def main():
         ct3 = os.path.join(DATA, "seg_with_source_ct", "ct_3slice")
         run_case("ct3_physical", ct3, tmp, "physical")
         run_case("ct3_processed", ct3, tmp, "processed")
+        # sagittal MR (IOP 0\\1\\0\\0\\0\\-1): geometry in another orientation, MR IOD
+        mr = os.path.join(DATA, "mr_brain_siemens_xa30", "5001_anat-T1w_acq-tfl")
+        if os.path.isdir(mr):
+            run_case("mr_t1_physical", mr, tmp, "physical")
         lidc = os.path.join(DATA, "ct_chest_lidc0001")
         if os.path.isdir(lidc):
             run_case("lidc_physical", lidc, tmp, "physical")
