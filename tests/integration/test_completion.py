@@ -7,7 +7,8 @@
 - two bursts further apart than quiet: completes, reopens, version 2 with its own output
   folder, both versions recorded, v1's outputs untouched;
 - expected count in the headers (Images in Acquisition): completes as soon as the last
-  instance lands, with quiet far away; a series short of its count keeps waiting;
+  instance lands, with quiet far away; a series short of its count keeps waiting; a real
+  Enhanced MR object (all frames in one instance) completes on arrival;
 - operator: `radprep trigger` completes a series long before quiet, reason operator.
 """
 import json
@@ -179,6 +180,26 @@ class ExpectedCountTest(unittest.TestCase):
             time.sleep(2.0)
             self.assertEqual(node.series(uid2)["state"], "receiving")
             self.assertEqual(node.jobs(uid2), [])
+        finally:
+            node.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_enhanced_multiframe_completes_at_once(self):
+        # real data: one Enhanced MR object holds the whole series (10 frames)
+        data = os.environ.get("RP_SHARED_DATA", os.path.join(rp.SRC, "..", "shared", "data"))
+        f = os.path.join(data, "enhanced_multiframe", "mr_enhanced_small_10frames.dcm")
+        self.assertTrue(os.path.exists(f), f)
+        uid = str(rp.pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
+        tmp = rp.tmpdir("rp_enhanced_")
+        node = rp.Node(os.path.join(tmp, "n"), quiet_s=30).start()
+        try:
+            rc, ok, out = rp.storescu(node.port, [f])
+            self.assertEqual((rc, ok), (0, 1), out[-1000:])
+            node.wait_job(uid, 1, states=("running", "done", "failed", "dead"), timeout=10)
+            s = node.series(uid)
+            self.assertEqual(s["reason"], "expected_count")
+            self.assertLess(s["completed_at"] - s["last_seen"], 1.5)
+            self.assertIn("enhanced_multiframe number_of_frames=10", node.log())
         finally:
             node.stop()
             shutil.rmtree(tmp, ignore_errors=True)
