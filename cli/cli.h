@@ -54,8 +54,8 @@ int rp_cli_open_db(const rp_conf *c, const char *cmd, int must_exist, rp_db **ou
 long long rp_cli_parse_count(const char *s);
 
 /* Format helpers. */
-const char *rp_cli_time(double t, char *buf, size_t bufsz);      /* "-" for 0 */
-const char *rp_cli_bytes(long long n, char *buf, size_t bufsz);  /* "1.5 GiB" */
+const char *rp_cli_time(double t, char *buf, size_t bufsz);     /* "-" for 0 */
+const char *rp_cli_bytes(long long n, char *buf, size_t bufsz); /* "1.5 GiB" */
 
 /* A table of text cells printed aligned, or as a JSON array of objects. */
 typedef struct rp_cli_table rp_cli_table;
@@ -69,8 +69,8 @@ void *rp_cli_table_json(const rp_cli_table *t);
 void rp_cli_table_free(rp_cli_table *t);
 /* rp_db_row_fn that appends to the table passed as user (created on the first row when
  * *(rp_cli_table **)user is NULL). */
-int rp_cli_table_row_fn(void *user, int ncol, const char *const *names,
-                        const char *const *values, const int *kinds);
+int rp_cli_table_row_fn(void *user, int ncol, const char *const *names, const char *const *values,
+                        const int *kinds);
 /* Table of jobs (cmd_queue.c), shared by `jobs` and `show`. */
 rp_cli_table *rp_cli_jobs_table(const rp_db_job *j, size_t n);
 /* Print a cJSON value (void *) on stdout, formatted, and delete it. */

@@ -10,22 +10,26 @@
 
 static void ls_usage(FILE *fp)
 {
-    fprintf(fp, "usage: radprep ls patients|studies|series|instances [--patient ID]\n"
-                "                  [--study UID] [--series UID] [--modality M]\n"
-                "                  [--state receiving|complete|processing|done|failed]\n"
-                "                  [--limit N] [--json]\n"
-                "List one level of the index as an aligned table (or a JSON array with --json).\n"
-                "Filters combine: --modality on studies/patients keeps those with such a series.\n");
+    fprintf(fp,
+            "usage: radprep ls patients|studies|series|instances [--patient ID]\n"
+            "                  [--study UID] [--series UID] [--modality M]\n"
+            "                  [--state receiving|complete|processing|done|failed]\n"
+            "                  [--limit N] [--json]\n"
+            "List one level of the index as an aligned table (or a JSON array with --json).\n"
+            "Filters combine: --modality on studies/patients keeps those with such a series.\n");
 }
 
 int rp_cli_ls(int argc, char **argv, const rp_conf *c)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},         {"json", no_argument, NULL, 'j'},
-        {"patient", required_argument, NULL, 'p'}, {"study", required_argument, NULL, 's'},
-        {"series", required_argument, NULL, 'S'}, {"modality", required_argument, NULL, 'm'},
-        {"limit", required_argument, NULL, 'n'},  {"state", required_argument, NULL, 't'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"patient", required_argument, NULL, 'p'},
+                                         {"study", required_argument, NULL, 's'},
+                                         {"series", required_argument, NULL, 'S'},
+                                         {"modality", required_argument, NULL, 'm'},
+                                         {"limit", required_argument, NULL, 'n'},
+                                         {"state", required_argument, NULL, 't'},
+                                         {NULL, 0, NULL, 0}};
     rp_db_filter f = {NULL, NULL, NULL, NULL, 0, NULL};
     int json = 0, o;
     while ((o = getopt_long(argc, argv, "hjp:s:S:m:n:t:", opts, NULL)) != -1) {
@@ -117,8 +121,9 @@ static void show_usage(FILE *fp)
 
 static rp_cli_table *instances_table(const rp_instance_meta *m, size_t n)
 {
-    static const char *const names[] = {"number", "sop_uid", "frames", "bytes",
-                                        "transfer_syntax", "calling_ae", "received_at", "file_path"};
+    static const char *const names[] = {"number",      "sop_uid",         "frames",
+                                        "bytes",       "transfer_syntax", "calling_ae",
+                                        "received_at", "file_path"};
     static const int kinds[] = {RP_DB_COL_INT,  RP_DB_COL_TEXT, RP_DB_COL_INT,  RP_DB_COL_INT,
                                 RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_TEXT};
     rp_cli_table *t = rp_cli_table_new(8, names);

@@ -56,11 +56,9 @@ int rp_cli_trigger(int argc, char **argv, const rp_conf *c)
                    "again\n",
                    argv[i], si.state, si.version);
         } else if (rc == RP_ENOENT) {
-            status = rp_cli_fail(RP_CLI_EXIT_FAIL, "trigger", "no series %s in the index",
-                                 argv[i]);
+            status = rp_cli_fail(RP_CLI_EXIT_FAIL, "trigger", "no series %s in the index", argv[i]);
         } else {
-            status = rp_cli_fail(RP_CLI_EXIT_FAIL, "trigger", "%s: %s", argv[i],
-                                 rp_cli_errstr(rc));
+            status = rp_cli_fail(RP_CLI_EXIT_FAIL, "trigger", "%s: %s", argv[i], rp_cli_errstr(rc));
         }
     }
     rp_db_close(db);
@@ -91,15 +89,15 @@ int rp_cli_reprocess(int argc, char **argv, const rp_conf *c)
         if (rc == 0)
             printf("%s job %lld queued\n", argv[i], job);
         else if (rc == RP_ENOENT)
-            status = rp_cli_fail(RP_CLI_EXIT_FAIL, "reprocess", "no series %s in the index",
-                                 argv[i]);
+            status =
+                rp_cli_fail(RP_CLI_EXIT_FAIL, "reprocess", "no series %s in the index", argv[i]);
         else if (rc == RP_EBUSY)
-            status = rp_cli_fail(RP_CLI_EXIT_FAIL, "reprocess",
-                                 "%s: its job is running now; try again when it has finished",
-                                 argv[i]);
+            status =
+                rp_cli_fail(RP_CLI_EXIT_FAIL, "reprocess",
+                            "%s: its job is running now; try again when it has finished", argv[i]);
         else
-            status = rp_cli_fail(RP_CLI_EXIT_FAIL, "reprocess", "%s: %s", argv[i],
-                                 rp_cli_errstr(rc));
+            status =
+                rp_cli_fail(RP_CLI_EXIT_FAIL, "reprocess", "%s: %s", argv[i], rp_cli_errstr(rc));
     }
     rp_db_close(db);
     return status;
@@ -147,8 +145,8 @@ int rp_cli_send(int argc, char **argv, const rp_conf *c)
     if (dest) {
         const rp_conf_peer *p = rp_conf_peer_by_name(c, dest);
         if (p && !p->is_destination)
-            return rp_cli_fail(RP_CLI_EXIT_USAGE, "send",
-                               "peer %s is not a destination in %s", dest, c->source);
+            return rp_cli_fail(RP_CLI_EXIT_USAGE, "send", "peer %s is not a destination in %s",
+                               dest, c->source);
     }
     rp_db *db;
     int rc = rp_cli_open_db(c, "send", 1, &db);
@@ -180,8 +178,7 @@ int rp_cli_reindex(int argc, char **argv, const rp_conf *c)
     if (rc)
         return rc < 0 ? 0 : rc;
     if (optind < argc)
-        return rp_cli_fail(RP_CLI_EXIT_USAGE, "reindex", "unexpected argument '%s'",
-                           argv[optind]);
+        return rp_cli_fail(RP_CLI_EXIT_USAGE, "reindex", "unexpected argument '%s'", argv[optind]);
     rp_store *s = NULL;
     if ((rc = rp_store_open(c, &s)) != 0)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "reindex", "cannot open the store in %s: %s",

@@ -19,16 +19,15 @@ typedef struct list_opts {
 static int parse_list_opts(int argc, char **argv, const char *cmd, const char *allowed,
                            void (*usage)(FILE *), list_opts *lo)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"json", no_argument, NULL, 'j'},
-        {"limit", required_argument, NULL, 'n'},
-        {"state", required_argument, NULL, 's'},
-        {"series", required_argument, NULL, 'S'},
-        {"destination", required_argument, NULL, 'd'},
-        {"kind", required_argument, NULL, 'k'},
-        {"prune-days", required_argument, NULL, 'P'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"limit", required_argument, NULL, 'n'},
+                                         {"state", required_argument, NULL, 's'},
+                                         {"series", required_argument, NULL, 'S'},
+                                         {"destination", required_argument, NULL, 'd'},
+                                         {"kind", required_argument, NULL, 'k'},
+                                         {"prune-days", required_argument, NULL, 'P'},
+                                         {NULL, 0, NULL, 0}};
     memset(lo, 0, sizeof *lo);
     lo->limit = 50;
     int o;
@@ -91,9 +90,9 @@ static int state_ok(const char *s, const char *const *states)
 
 rp_cli_table *rp_cli_jobs_table(const rp_db_job *j, size_t n)
 {
-    static const char *const names[] = {"id",       "series_uid", "version",  "kind",
-                                        "state",    "attempts",   "created",  "started",
-                                        "finished", "next_attempt", "exit", "reason"};
+    static const char *const names[] = {"id",       "series_uid",   "version", "kind",
+                                        "state",    "attempts",     "created", "started",
+                                        "finished", "next_attempt", "exit",    "reason"};
     static const int kinds[] = {RP_DB_COL_INT,  RP_DB_COL_TEXT, RP_DB_COL_INT,  RP_DB_COL_TEXT,
                                 RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_TEXT,
                                 RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_INT,  RP_DB_COL_TEXT};
@@ -112,8 +111,7 @@ rp_cli_table *rp_cli_jobs_table(const rp_db_job *j, size_t n)
                            j[i].state,
                            att,
                            rp_cli_time(j[i].created_at, cr, sizeof cr),
-                           j[i].started_at > 0 ? rp_cli_time(j[i].started_at, st, sizeof st)
-                                               : NULL,
+                           j[i].started_at > 0 ? rp_cli_time(j[i].started_at, st, sizeof st) : NULL,
                            j[i].finished_at > 0 ? rp_cli_time(j[i].finished_at, fi, sizeof fi)
                                                 : NULL,
                            waiting ? rp_cli_time(j[i].next_attempt_at, nx, sizeof nx) : NULL,
@@ -190,9 +188,9 @@ int rp_cli_outbox(int argc, char **argv, const rp_conf *c)
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "outbox", "cannot read the index: %s",
                            rp_cli_errstr(rc));
-    static const char *const names[] = {"id",       "destination", "state",     "attempts",
-                                        "next_attempt", "status",  "reason",    "sop_uid",
-                                        "file_path"};
+    static const char *const names[] = {"id",       "destination",  "state",
+                                        "attempts", "next_attempt", "status",
+                                        "reason",   "sop_uid",      "file_path"};
     static const int kinds[] = {RP_DB_COL_INT,  RP_DB_COL_TEXT, RP_DB_COL_TEXT,
                                 RP_DB_COL_INT,  RP_DB_COL_TEXT, RP_DB_COL_TEXT,
                                 RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_TEXT};
@@ -246,10 +244,8 @@ int rp_cli_events(int argc, char **argv, const rp_conf *c)
         rc = rp_db_events_prune(db, rp_now_s() - (double)lo.prune_days * 86400.0, &n);
         rp_db_close(db);
         if (rc)
-            return rp_cli_fail(RP_CLI_EXIT_FAIL, "events", "cannot prune: %s",
-                               rp_cli_errstr(rc));
-        printf("%lld event%s older than %lld days deleted\n", n, n == 1 ? "" : "s",
-               lo.prune_days);
+            return rp_cli_fail(RP_CLI_EXIT_FAIL, "events", "cannot prune: %s", rp_cli_errstr(rc));
+        printf("%lld event%s older than %lld days deleted\n", n, n == 1 ? "" : "s", lo.prune_days);
         return 0;
     }
     rp_cli_table *t = NULL;

@@ -143,8 +143,8 @@ int rp_cli_status(int argc, char **argv, const rp_conf *c)
                : !strncmp(ln.detail, "result=stopped", 14) ? "stopped"
                                                            : ln.detail,
                ln.at);
-    printf("index         patients=%lld studies=%lld series=%lld instances=%lld (%s)\n",
-           n.patients, n.studies, n.series, n.instances, rp_cli_bytes(n.bytes, b1, sizeof b1));
+    printf("index         patients=%lld studies=%lld series=%lld instances=%lld (%s)\n", n.patients,
+           n.studies, n.series, n.instances, rp_cli_bytes(n.bytes, b1, sizeof b1));
     printf("series        receiving=%lld complete=%lld processing=%lld done=%lld failed=%lld\n",
            n.series_receiving, n.series_complete, n.series_processing, n.series_done,
            n.series_failed);

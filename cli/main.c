@@ -52,12 +52,13 @@ static void usage(FILE *fp)
                 "commands:\n");
     for (const command *c = commands; c->name; c++)
         fprintf(fp, "  %-13s %s\n", c->name, c->summary);
-    fprintf(fp, "\nglobal options:\n"
-                "  --config FILE    configuration (default: $RADPREP_CONFIG, else %s if it\n"
-                "                   exists, else the built-in defaults)\n"
-                "  --data-dir DIR   use DIR as data_dir (store, index) whatever the file says\n"
-                "  -v, --verbose    show log lines from the modules on stderr\n"
-                "exit status: 0 success, 1 operation failed, 2 usage or configuration error\n",
+    fprintf(fp,
+            "\nglobal options:\n"
+            "  --config FILE    configuration (default: $RADPREP_CONFIG, else %s if it\n"
+            "                   exists, else the built-in defaults)\n"
+            "  --data-dir DIR   use DIR as data_dir (store, index) whatever the file says\n"
+            "  -v, --verbose    show log lines from the modules on stderr\n"
+            "exit status: 0 success, 1 operation failed, 2 usage or configuration error\n",
             DEFAULT_CONFIG);
 }
 
@@ -159,8 +160,7 @@ int main(int argc, char **argv)
             data_dir = abs;
         if (data_dir[0] != '/') {
             rp_conf_free(&c);
-            return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL, "--data-dir %s does not exist",
-                               data_dir);
+            return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL, "--data-dir %s does not exist", data_dir);
         }
         rp_strlcpy(c.data_dir, data_dir, sizeof c.data_dir);
     } else {

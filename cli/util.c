@@ -147,8 +147,11 @@ static char *utf8_dup(const char *s)
     size_t i = 0, k = 0;
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
-        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                             : (c & 0xF8) == 0xF0 ? 4 : 0;
+        int len = c < 0x80             ? 1
+                  : (c & 0xE0) == 0xC0 ? 2
+                  : (c & 0xF0) == 0xE0 ? 3
+                  : (c & 0xF8) == 0xF0 ? 4
+                                       : 0;
         int ok = len > 0 && i + (size_t)len <= n && !(len == 2 && c < 0xC2);
         for (int j = 1; ok && j < len; j++)
             ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
@@ -182,8 +185,7 @@ int rp_cli_table_add(rp_cli_table *t, const char *const *values, const int *kind
     size_t base = t->nrows * (size_t)t->ncol;
     for (int i = 0; i < t->ncol; i++) {
         t->cells[base + i] = values[i] ? utf8_dup(values[i]) : NULL;
-        t->kinds[base + i] =
-            !values[i] ? RP_DB_COL_NULL : (kinds ? kinds[i] : RP_DB_COL_TEXT);
+        t->kinds[base + i] = !values[i] ? RP_DB_COL_NULL : (kinds ? kinds[i] : RP_DB_COL_TEXT);
     }
     t->nrows++;
     return 0;
@@ -287,8 +289,8 @@ void rp_cli_table_free(rp_cli_table *t)
     free(t);
 }
 
-int rp_cli_table_row_fn(void *user, int ncol, const char *const *names,
-                        const char *const *values, const int *kinds)
+int rp_cli_table_row_fn(void *user, int ncol, const char *const *names, const char *const *values,
+                        const int *kinds)
 {
     rp_cli_table **tp = user;
     if (!*tp && !(*tp = rp_cli_table_new(ncol, names)))

@@ -33,8 +33,7 @@ static const struct {
     const char *modality;
     int quiet_s;
 } default_completion[] = {
-    {"default", 30}, {"CT", 30}, {"MR", 30}, {"CR", 5}, {"DX", 5},
-    {"MG", 5},       {"XA", 5},  {"US", 5},
+    {"default", 30}, {"CT", 30}, {"MR", 30}, {"CR", 5}, {"DX", 5}, {"MG", 5}, {"XA", 5}, {"US", 5},
 };
 
 static const struct {
@@ -141,8 +140,7 @@ int rp_conf_copy(rp_conf *dst, const rp_conf *src)
     int fail = 0;
     *dst = *src;
     dst->peers = dup_array(src->peers, src->n_peers, sizeof *src->peers, &fail);
-    dst->completion =
-        dup_array(src->completion, src->n_completion, sizeof *src->completion, &fail);
+    dst->completion = dup_array(src->completion, src->n_completion, sizeof *src->completion, &fail);
     dst->rules = dup_array(src->rules, src->n_rules, sizeof *src->rules, &fail);
     if (fail) {
         rp_conf_free(dst);
@@ -233,8 +231,8 @@ int rp_conf_uid_root_valid(const char *uid, char *why, size_t whylen)
             if (len == 0)
                 return rp_conf_errf(why, whylen, "uid_root '%s' has an empty component", uid);
             if (len > 1 && comp[0] == '0')
-                return rp_conf_errf(why, whylen, "uid_root '%s' has a component with a leading zero",
-                                    uid);
+                return rp_conf_errf(why, whylen,
+                                    "uid_root '%s' has a component with a leading zero", uid);
             if (*p == '\0')
                 break;
             comp = p + 1;
@@ -257,8 +255,8 @@ int rp_conf_name_valid(const char *name)
 
 int rp_conf_output_known(const char *word)
 {
-    static const char *const known[] = {"nifti", "json", "qc", "png", "dicom", "seg",
-                                        "manifest", "npy"};
+    static const char *const known[] = {"nifti", "json", "qc",       "png",
+                                        "dicom", "seg",  "manifest", "npy"};
     for (size_t i = 0; i < NELEM(known); i++)
         if (strcmp(word, known[i]) == 0)
             return 1;
@@ -365,8 +363,7 @@ int rp_conf_validate(const rp_conf *c, char *err, size_t errlen)
         if (c->tls_ca_dir[0]) {
             struct stat st;
             if (stat(c->tls_ca_dir, &st) != 0 || !S_ISDIR(st.st_mode))
-                return rp_conf_errf(err, errlen, "[tls] ca_dir %s: not a directory",
-                                    c->tls_ca_dir);
+                return rp_conf_errf(err, errlen, "[tls] ca_dir %s: not a directory", c->tls_ca_dir);
         }
         if (c->tls_require_client_cert && !c->tls_ca_file[0] && !c->tls_ca_dir[0])
             return rp_conf_errf(err, errlen,
@@ -378,8 +375,8 @@ int rp_conf_validate(const rp_conf *c, char *err, size_t errlen)
         const rp_conf_peer *p = &c->peers[i];
         if (p->is_destination && (!p->host[0] || p->port <= 0))
             return rp_conf_errf(err, errlen,
-                                "%s:%d: peer %s: destination = yes needs host and port",
-                                c->source, p->line, p->name);
+                                "%s:%d: peer %s: destination = yes needs host and port", c->source,
+                                p->line, p->name);
         if (p->tls_only && !c->tls_port)
             return rp_conf_errf(err, errlen,
                                 "%s:%d: peer %s: tls_only = yes but [tls] port is not set",
@@ -396,8 +393,7 @@ int rp_conf_validate(const rp_conf *c, char *err, size_t errlen)
     return 0;
 }
 
-int rp_conf_validate_rules(const rp_conf *c, rp_conf_steps_check_fn check, char *err,
-                           size_t errlen)
+int rp_conf_validate_rules(const rp_conf *c, rp_conf_steps_check_fn check, char *err, size_t errlen)
 {
     if (!check)
         return 0;

@@ -34,49 +34,49 @@
 extern "C" {
 #endif
 
-#define RP_AE_MAX 16     /* DICOM AE title: 16 characters at most */
+#define RP_AE_MAX 16 /* DICOM AE title: 16 characters at most */
 #define RP_PATH_MAX 1024
 
 typedef enum { RP_DUP_KEEP_FIRST = 0, RP_DUP_REPLACE, RP_DUP_REJECT } rp_dup_policy;
 
 typedef struct rp_conf_peer {
-    char name[64];             /* the NAME of [peer NAME] */
+    char name[64]; /* the NAME of [peer NAME] */
     char ae_title[RP_AE_MAX + 1];
-    char host[256];            /* empty: any host */
-    int port;                  /* 0: not a destination we can call */
-    int may_store;             /* default 1 */
-    int may_echo;              /* default 1 */
-    int is_destination;        /* default 0 */
-    int tls_only;              /* default 0 */
-    char cert_fingerprint[128];/* optional SHA-256 hex of the peer's certificate */
-    char cert_subject[256];    /* optional subject the peer's certificate must have */
-    int max_associations;      /* 0: the node's max_associations_per_peer */
-    int line;                  /* line of the section header, for messages */
+    char host[256];             /* empty: any host */
+    int port;                   /* 0: not a destination we can call */
+    int may_store;              /* default 1 */
+    int may_echo;               /* default 1 */
+    int is_destination;         /* default 0 */
+    int tls_only;               /* default 0 */
+    char cert_fingerprint[128]; /* optional SHA-256 hex of the peer's certificate */
+    char cert_subject[256];     /* optional subject the peer's certificate must have */
+    int max_associations;       /* 0: the node's max_associations_per_peer */
+    int line;                   /* line of the section header, for messages */
 } rp_conf_peer;
 
 typedef struct rp_conf_completion {
-    char modality[16];         /* "CT", "MR", ... or "default" */
+    char modality[16]; /* "CT", "MR", ... or "default" */
     int quiet_s;
     int use_expected_count;
 } rp_conf_completion;
 
 typedef struct rp_conf_rule {
     char name[64];
-    char modality[64];         /* space-separated list, empty = any */
-    char body_part[128];       /* space-separated list, empty = any */
+    char modality[64];            /* space-separated list, empty = any */
+    char body_part[128];          /* space-separated list, empty = any */
     char series_description[256]; /* glob (fnmatch, case-insensitive), empty = any */
-    double slice_thickness_min;    /* <0: no bound */
+    double slice_thickness_min;   /* <0: no bound */
     double slice_thickness_max;
-    char steps[2048];          /* the recipe text, parsed by pipeline */
-    int steps_line;            /* line of the steps key (0 for built-in rules) */
-    char outputs[256];         /* e.g. "nifti json qc png dicom seg" */
-    char send_to[512];         /* peer names, space separated */
-    int priority;              /* higher wins when several rules match; default 0 */
-    int builtin;               /* 1 for rules from the embedded defaults */
+    char steps[2048];  /* the recipe text, parsed by pipeline */
+    int steps_line;    /* line of the steps key (0 for built-in rules) */
+    char outputs[256]; /* e.g. "nifti json qc png dicom seg" */
+    char send_to[512]; /* peer names, space separated */
+    int priority;      /* higher wins when several rules match; default 0 */
+    int builtin;       /* 1 for rules from the embedded defaults */
 } rp_conf_rule;
 
 typedef struct rp_conf {
-    char source[RP_PATH_MAX];  /* file loaded, or "(defaults)" */
+    char source[RP_PATH_MAX]; /* file loaded, or "(defaults)" */
     /* [node] */
     char ae_title[RP_AE_MAX + 1];
     int port;
@@ -93,14 +93,14 @@ typedef struct rp_conf {
     char log_file[RP_PATH_MAX];
     char log_level[16];
     char uid_root[64];
-    int workers;               /* 0: number of cores */
+    int workers; /* 0: number of cores */
     int job_timeout_s;
     long long job_memory_mb;
     int job_max_attempts;
-    int index_batch;           /* instances per index transaction */
-    int index_flush_ms;        /* max delay before a partial batch is written */
+    int index_batch;    /* instances per index transaction */
+    int index_flush_ms; /* max delay before a partial batch is written */
     /* [tls] */
-    int tls_port;              /* 0: no TLS listener */
+    int tls_port; /* 0: no TLS listener */
     char tls_cert[RP_PATH_MAX], tls_key[RP_PATH_MAX], tls_key_passphrase_file[RP_PATH_MAX];
     char tls_ca_file[RP_PATH_MAX], tls_ca_dir[RP_PATH_MAX];
     char tls_profile[32];

@@ -152,13 +152,13 @@ typedef struct parse_ctx {
     sec_kind sec;
     char sec_arg[128];
     int sec_line;
-    void *obj;           /* the struct keys of this section write into */
+    void *obj; /* the struct keys of this section write into */
     const key_def *keys;
-    uint64_t seen;       /* keys already given in this section */
+    uint64_t seen;                /* keys already given in this section */
     uint64_t node_seen, tls_seen; /* [node]/[tls] may repeat; keys may not */
     /* user sections already given (duplicates are errors) */
     size_t user_completion_mask; /* bit i: completion[i] was set by the file */
-    unsigned char *user_rule;   /* parallel to c->rules: 1 when defined by the file */
+    unsigned char *user_rule;    /* parallel to c->rules: 1 when defined by the file */
 } parse_ctx;
 
 static int fail_at(parse_ctx *x, int line, const char *fmt, ...)
@@ -296,8 +296,9 @@ static int apply_key(parse_ctx *x, const key_def *k, const char *v)
     case K_BOOL: {
         int b = rp_conf_parse_bool(v);
         if (b < 0)
-            return fail_at(x, x->line, "%s: '%s' is not a boolean (yes/no, true/false, on/off, 1/0)",
-                           k->name, v);
+            return fail_at(x, x->line,
+                           "%s: '%s' is not a boolean (yes/no, true/false, on/off, 1/0)", k->name,
+                           v);
         *(int *)dst = b;
         return 1;
     }
@@ -487,8 +488,8 @@ static int open_section(parse_ctx *x, char *hdr)
         x->seen = x->sec == SEC_NODE ? x->node_seen : x->tls_seen;
         return 1;
     }
-    int needs_name = strcmp(kind, "peer") == 0 || strcmp(kind, "completion") == 0 ||
-                     strcmp(kind, "rule") == 0;
+    int needs_name =
+        strcmp(kind, "peer") == 0 || strcmp(kind, "completion") == 0 || strcmp(kind, "rule") == 0;
     if (!needs_name)
         return fail_at(x, x->line,
                        "unknown section [%s%s%s] (expected node, tls, peer NAME, completion "
@@ -526,7 +527,8 @@ static char *reader(char *str, int num, void *stream)
     }
     x->line++;
     if (n + 3 > num || n + 3 > MAX_LINE) {
-        fail_at(x, x->line, "line is too long (max %d characters)", (num < MAX_LINE ? num : MAX_LINE) - 3);
+        fail_at(x, x->line, "line is too long (max %d characters)",
+                (num < MAX_LINE ? num : MAX_LINE) - 3);
         return NULL;
     }
     if (memchr(x->buf, '\0', (size_t)n)) {

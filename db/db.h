@@ -42,7 +42,7 @@ typedef struct rp_instance_meta {
     /* series */
     char series_uid[RP_UID_MAX + 1];
     char modality[17];
-    int series_number;          /* -1 when absent */
+    int series_number; /* -1 when absent */
     char series_description[65];
     char body_part[17];
     char frame_of_reference_uid[RP_UID_MAX + 1];
@@ -50,21 +50,21 @@ typedef struct rp_instance_meta {
     char sop_class_uid[RP_UID_MAX + 1];
     char sop_instance_uid[RP_UID_MAX + 1];
     char transfer_syntax_uid[RP_UID_MAX + 1];
-    int instance_number;        /* -1 when absent */
-    int number_of_frames;       /* 1 when absent */
+    int instance_number;  /* -1 when absent */
+    int number_of_frames; /* 1 when absent */
     /* hints the completion monitor uses to know the expected count (-1 when absent) */
     int images_in_acquisition;
     int number_of_temporal_positions;
-    int number_of_slices;       /* (0054,0081) or private-free hints; -1 when absent */
-    int acquisition_number;     /* -1 when absent */
-    double slice_thickness;     /* <0 when absent */
+    int number_of_slices;   /* (0054,0081) or private-free hints; -1 when absent */
+    int acquisition_number; /* -1 when absent */
+    double slice_thickness; /* <0 when absent */
     /* storage */
-    char file_path[1024];       /* relative to the store root */
+    char file_path[1024]; /* relative to the store root */
     long long file_size;
-    char file_sha256[65];       /* hex of the whole file, for idempotent duplicates */
+    char file_sha256[65]; /* hex of the whole file, for idempotent duplicates */
     char calling_ae[17];
     char peer_host[64];
-    double received_at;         /* wall clock, seconds since the epoch */
+    double received_at; /* wall clock, seconds since the epoch */
 } rp_instance_meta;
 
 typedef struct rp_db rp_db;
@@ -114,8 +114,8 @@ typedef struct rp_db_counts {
     long long patients, studies, series, instances, bytes;
     long long jobs_queued, jobs_running, jobs_done, jobs_failed;
     long long outbox_pending, outbox_dead;
-    long long associations;     /* associations served: events of kind 'association' except
-                                   those whose detail starts result=rejected / result=dropped */
+    long long associations; /* associations served: events of kind 'association' except
+                               those whose detail starts result=rejected / result=dropped */
     long long jobs_dead, outbox_sending, outbox_done;
     long long series_receiving, series_complete, series_processing, series_done, series_failed;
     long long associations_refused; /* 'association' events with result=rejected|dropped */
@@ -145,19 +145,19 @@ typedef struct rp_db_series_info {
     char patient_id[65];
     char patient_name[325];
     char modality[17];
-    int series_number;          /* -1 when absent */
+    int series_number; /* -1 when absent */
     char description[65];
     char body_part[17];
     char frame_of_reference_uid[RP_UID_MAX + 1];
-    double slice_thickness;     /* <0 when absent */
-    char state[RP_DB_STATE_MAX];/* receiving | complete | processing | done | failed */
-    int version;                /* >= 1 */
-    int processed_version;      /* last version whose job finished 'done'; 0: never */
+    double slice_thickness;      /* <0 when absent */
+    char state[RP_DB_STATE_MAX]; /* receiving | complete | processing | done | failed */
+    int version;                 /* >= 1 */
+    int processed_version;       /* last version whose job finished 'done'; 0: never */
     long long instance_count;
-    int expected_count;         /* -1: unknown (hint from the headers or set by the monitor) */
+    int expected_count;           /* -1: unknown (hint from the headers or set by the monitor) */
     double first_seen, last_seen; /* wall clock of the first/last instance received */
-    double completed_at;        /* 0 while receiving */
-    char completed_reason[16];  /* quiet | expected_count | operator | "" */
+    double completed_at;          /* 0 while receiving */
+    char completed_reason[16];    /* quiet | expected_count | operator | "" */
 } rp_db_series_info;
 
 /* One series; RP_ENOENT when unknown. */
@@ -184,8 +184,8 @@ int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const 
  * (series, current version, kind): an existing job is reset to queued with attempts = 0,
  * otherwise one is created; the series becomes 'complete' (reason 'operator' if it was
  * receiving). RP_EBUSY when that job is running right now; RP_ENOENT for an unknown series. */
-int rp_db_series_reprocess(rp_db *db, const char *series_uid, const char *kind,
-                           int max_attempts, long long *job_id);
+int rp_db_series_reprocess(rp_db *db, const char *series_uid, const char *kind, int max_attempts,
+                           long long *job_id);
 
 /* ===========================================================================================
  * Jobs (the supervisor). States: queued → running → done | failed (waiting for a retry at
@@ -197,11 +197,11 @@ typedef struct rp_db_job {
     int series_version;
     char kind[32];
     char state[RP_DB_STATE_MAX]; /* queued | running | done | failed | dead */
-    int attempts;               /* attempts started so far */
+    int attempts;                /* attempts started so far */
     int max_attempts;
     double created_at, started_at, finished_at, next_attempt_at; /* 0 when not set */
-    int pid;                    /* 0 when not running */
-    int exit_status;            /* -1 when unknown */
+    int pid;                                                     /* 0 when not running */
+    int exit_status;                                             /* -1 when unknown */
     char reason[256];
     char output_dir[1024];
 } rp_db_job;
@@ -254,19 +254,19 @@ typedef struct rp_db_outbox_entry {
     long long id;
     char sop_uid[RP_UID_MAX + 1];
     char file_path[1024];
-    char destination[64];       /* peer NAME from the configuration */
-    char state[RP_DB_STATE_MAX];/* pending | sending | done | dead */
+    char destination[64];        /* peer NAME from the configuration */
+    char state[RP_DB_STATE_MAX]; /* pending | sending | done | dead */
     int attempts;
     double next_attempt_at;
-    int last_status;            /* DIMSE status of the last attempt, -1 none/network error */
+    int last_status; /* DIMSE status of the last attempt, -1 none/network error */
     char last_reason[256];
     double created_at, updated_at;
 } rp_db_outbox_entry;
 
 /* Add (file_path, destination). Idempotent: an existing entry is left as it is and its id
  * returned (with RP_EEXIST) so re-running a job never sends twice. */
-int rp_db_outbox_add(rp_db *db, const char *sop_uid, const char *file_path,
-                     const char *destination, long long *id);
+int rp_db_outbox_add(rp_db *db, const char *sop_uid, const char *file_path, const char *destination,
+                     long long *id);
 /* Claim up to `max` due pending entries of `destination` (all destinations when NULL):
  * they become 'sending', attempts + 1. *out malloc'd (free()); RP_ENOENT when none. */
 int rp_db_outbox_claim(rp_db *db, const char *destination, double now, int max,
@@ -293,8 +293,7 @@ int rp_db_outbox_next_due(rp_db *db, const char *destination, double *when);
 
 /* Instances of a series ordered by instance number then SOP UID (`radprep show`, and the
  * file list a job processes). *out malloc'd (free()); 0 with *n = 0 if the series is empty. */
-int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta **out,
-                           size_t *n);
+int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta **out, size_t *n);
 
 /* `radprep ls`: rows of one level as text columns. level: "patients" | "studies" | "series" |
  * "instances". Filters (NULL = any): patient_id, study_uid, series_uid, modality (series and
@@ -304,7 +303,7 @@ int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta *
 typedef struct rp_db_filter {
     const char *patient_id, *study_uid, *series_uid, *modality;
     int limit;
-    const char *state;          /* series completion state (any level: having such a series) */
+    const char *state; /* series completion state (any level: having such a series) */
 } rp_db_filter;
 enum { RP_DB_COL_NULL = 0, RP_DB_COL_INT, RP_DB_COL_REAL, RP_DB_COL_TEXT };
 /* kinds[i] is one of RP_DB_COL_* (so JSON output can keep numbers numbers). */

@@ -227,8 +227,8 @@ series:
         char old_sha[65];
         rp_db_col_text(s, 1, old_sha, sizeof old_sha);
         sqlite3_reset(s);
-        changed = old_series != series_id ||
-                  (m->file_sha256[0] && strcmp(old_sha, m->file_sha256) != 0);
+        changed =
+            old_series != series_id || (m->file_sha256[0] && strcmp(old_sha, m->file_sha256) != 0);
         if (!(s = rp_db_stmt(db, ST_INSTANCE_UPDATE)))
             return RP_EDB;
         bind_instance(s, m, series_id, at);
@@ -321,15 +321,15 @@ int rp_db_instance_delete(rp_db *db, const char *sop_instance_uid)
     return rp_db_commit(db);
 }
 
-#define INSTANCE_COLUMNS                                                                       \
-    "p.patient_id, p.issuer, p.name, p.birth_date, p.sex,"                                     \
-    " st.study_uid, st.date, st.time, st.accession, st.description,"                           \
-    " se.series_uid, se.modality, se.number, se.description, se.body_part,"                    \
-    " se.frame_of_reference_uid, i.sop_class, i.sop_uid, i.transfer_syntax,"                   \
-    " i.instance_number, i.number_of_frames, i.images_in_acquisition, i.temporal_positions,"   \
-    " i.number_of_slices, i.acquisition_number, se.slice_thickness, i.file_path, i.file_size," \
-    " i.sha256, i.calling_ae, i.peer_host, i.received_at"                                      \
-    " FROM instances i JOIN series se ON se.id = i.series_fk"                                  \
+#define INSTANCE_COLUMNS                                                                           \
+    "p.patient_id, p.issuer, p.name, p.birth_date, p.sex,"                                         \
+    " st.study_uid, st.date, st.time, st.accession, st.description,"                               \
+    " se.series_uid, se.modality, se.number, se.description, se.body_part,"                        \
+    " se.frame_of_reference_uid, i.sop_class, i.sop_uid, i.transfer_syntax,"                       \
+    " i.instance_number, i.number_of_frames, i.images_in_acquisition, i.temporal_positions,"       \
+    " i.number_of_slices, i.acquisition_number, se.slice_thickness, i.file_path, i.file_size,"     \
+    " i.sha256, i.calling_ae, i.peer_host, i.received_at"                                          \
+    " FROM instances i JOIN series se ON se.id = i.series_fk"                                      \
     " JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
 
 static void read_instance(sqlite3_stmt *s, rp_instance_meta *m)
@@ -384,8 +384,7 @@ int rp_db_instance_get(rp_db *db, const char *sop_instance_uid, rp_instance_meta
     return rc == SQLITE_DONE ? RP_ENOENT : rp_db_fail(db, "instance get");
 }
 
-int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta **out,
-                           size_t *n)
+int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -422,13 +421,13 @@ int rp_db_clear_index(rp_db *db)
     int rc = rp_db_begin_write(db);
     if (rc)
         return rc;
-    rc = rp_db_exec(db,
-                    "INSERT OR REPLACE INTO series_keep SELECT series_uid, state, version,"
-                    " completed_at, completed_reason, processed_version, expected_count"
-                    " FROM series;"
-                    "INSERT OR REPLACE INTO instance_keep SELECT sop_uid, sha256 FROM instances;"
-                    "DELETE FROM instances; DELETE FROM series; DELETE FROM studies;"
-                    "DELETE FROM patients;");
+    rc =
+        rp_db_exec(db, "INSERT OR REPLACE INTO series_keep SELECT series_uid, state, version,"
+                       " completed_at, completed_reason, processed_version, expected_count"
+                       " FROM series;"
+                       "INSERT OR REPLACE INTO instance_keep SELECT sop_uid, sha256 FROM instances;"
+                       "DELETE FROM instances; DELETE FROM series; DELETE FROM studies;"
+                       "DELETE FROM patients;");
     if (rc) {
         rp_db_rollback(db);
         return rc;
@@ -465,13 +464,14 @@ int rp_db_counts_get(rp_db *db, rp_db_counts *out)
         return RP_EDB;
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
-        long long *f[] = {&out->patients,         &out->studies,           &out->series,
-                          &out->instances,        &out->bytes,             &out->jobs_queued,
-                          &out->jobs_running,     &out->jobs_done,         &out->jobs_failed,
-                          &out->outbox_pending,   &out->outbox_dead,       &out->associations,
-                          &out->jobs_dead,        &out->outbox_sending,    &out->outbox_done,
-                          &out->series_receiving, &out->series_complete,   &out->series_processing,
-                          &out->series_done,      &out->series_failed,     &out->associations_refused};
+        long long *f[] = {
+            &out->patients,         &out->studies,         &out->series,
+            &out->instances,        &out->bytes,           &out->jobs_queued,
+            &out->jobs_running,     &out->jobs_done,       &out->jobs_failed,
+            &out->outbox_pending,   &out->outbox_dead,     &out->associations,
+            &out->jobs_dead,        &out->outbox_sending,  &out->outbox_done,
+            &out->series_receiving, &out->series_complete, &out->series_processing,
+            &out->series_done,      &out->series_failed,   &out->associations_refused};
         for (int i = 0; i < (int)(sizeof f / sizeof f[0]); i++)
             *f[i] = sqlite3_column_int64(s, i);
     }

@@ -12,16 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SERIES_COLUMNS                                                                         \
-    "se.series_uid, st.study_uid, p.patient_id, p.name, se.modality, se.number,"               \
-    " se.description, se.body_part, se.frame_of_reference_uid, se.slice_thickness, se.state,"  \
-    " se.version, se.processed_version, se.instance_count, se.expected_count, se.first_seen,"  \
-    " se.last_seen, se.completed_at, se.completed_reason"                                      \
-    " FROM series se JOIN studies st ON st.id = se.study_fk"                                   \
+#define SERIES_COLUMNS                                                                             \
+    "se.series_uid, st.study_uid, p.patient_id, p.name, se.modality, se.number,"                   \
+    " se.description, se.body_part, se.frame_of_reference_uid, se.slice_thickness, se.state,"      \
+    " se.version, se.processed_version, se.instance_count, se.expected_count, se.first_seen,"      \
+    " se.last_seen, se.completed_at, se.completed_reason"                                          \
+    " FROM series se JOIN studies st ON st.id = se.study_fk"                                       \
     " JOIN patients p ON p.id = st.patient_fk"
 
-#define JOB_COLUMNS                                                                            \
-    "id, series_uid, series_version, kind, state, attempts, max_attempts, created_at,"         \
+#define JOB_COLUMNS                                                                                \
+    "id, series_uid, series_version, kind, state, attempts, max_attempts, created_at,"             \
     " started_at, finished_at, next_attempt_at, pid, exit_status, reason, output_dir"
 
 static int series_follow_job(rp_db *db, const char *uid, int version, const char *state,
@@ -182,8 +182,8 @@ static int find_job(rp_db *db, const char *uid, int version, const char *kind, l
 }
 
 /* Insert a queued job inside the caller's transaction. RP_EEXIST if it exists (id set). */
-static int insert_job(rp_db *db, const char *uid, int version, const char *kind,
-                      int max_attempts, long long *id)
+static int insert_job(rp_db *db, const char *uid, int version, const char *kind, int max_attempts,
+                      long long *id)
 {
     double now = rp_now_s();
     sqlite3_stmt *s = rp_db_prepare(
@@ -226,8 +226,8 @@ int rp_db_job_enqueue(rp_db *db, const char *series_uid, int series_version, con
     int rc = rp_db_begin_write(db);
     if (rc)
         return rc;
-    rc = insert_job(db, series_uid, series_version, kind && *kind ? kind : "process",
-                    max_attempts, &id);
+    rc = insert_job(db, series_uid, series_version, kind && *kind ? kind : "process", max_attempts,
+                    &id);
     if (rc && rc != RP_EEXIST) {
         rp_db_rollback(db);
         return rc;
@@ -241,8 +241,8 @@ int rp_db_job_enqueue(rp_db *db, const char *series_uid, int series_version, con
 int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const char *reason,
                           const char *kind, int max_attempts, long long *job_id)
 {
-    if (!reason || (strcmp(reason, "quiet") && strcmp(reason, "expected_count") &&
-                    strcmp(reason, "operator")))
+    if (!reason ||
+        (strcmp(reason, "quiet") && strcmp(reason, "expected_count") && strcmp(reason, "operator")))
         return RP_EINVAL;
     if (!kind || !*kind)
         kind = "process";
@@ -286,8 +286,8 @@ int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const 
                              : !strcmp(jstate, "dead")    ? "failed"
                              : !strcmp(jstate, "running") ? "processing"
                                                           : NULL;
-        if (follow && (rc = series_follow_job(db, series_uid, cur, follow,
-                                              !strcmp(follow, "done"))))
+        if (follow &&
+            (rc = series_follow_job(db, series_uid, cur, follow, !strcmp(follow, "done"))))
             goto fail;
     } else if (rc) {
         goto fail;
@@ -305,8 +305,8 @@ fail:
     return rc;
 }
 
-int rp_db_series_reprocess(rp_db *db, const char *series_uid, const char *kind,
-                           int max_attempts, long long *job_id)
+int rp_db_series_reprocess(rp_db *db, const char *series_uid, const char *kind, int max_attempts,
+                           long long *job_id)
 {
     if (!kind || !*kind)
         kind = "process";
@@ -386,11 +386,11 @@ int rp_db_job_get(rp_db *db, long long job_id, rp_db_job *out)
 static int series_follow_job(rp_db *db, const char *uid, int version, const char *state,
                              int processed)
 {
-    sqlite3_stmt *s = rp_db_prepare(
-        db, "UPDATE series SET state = ?3,"
-            " processed_version = CASE WHEN ?4 THEN max(processed_version, ?2)"
-            " ELSE processed_version END"
-            " WHERE series_uid = ?1 AND version = ?2 AND state <> 'receiving'");
+    sqlite3_stmt *s =
+        rp_db_prepare(db, "UPDATE series SET state = ?3,"
+                          " processed_version = CASE WHEN ?4 THEN max(processed_version, ?2)"
+                          " ELSE processed_version END"
+                          " WHERE series_uid = ?1 AND version = ?2 AND state <> 'receiving'");
     if (!s)
         return RP_EDB;
     rp_db_bind_text(s, 1, uid);
@@ -406,11 +406,11 @@ int rp_db_job_claim(rp_db *db, double now, int pid, rp_db_job *out)
     if (rc)
         return rc;
     for (;;) {
-        sqlite3_stmt *s = rp_db_prepare(
-            db, "SELECT j.id, j.series_uid, j.series_version, se.version FROM jobs j"
-                " LEFT JOIN series se ON se.series_uid = j.series_uid"
-                " WHERE j.state IN ('queued','failed') AND j.next_attempt_at <= ?1"
-                " ORDER BY j.next_attempt_at, j.id LIMIT 1");
+        sqlite3_stmt *s =
+            rp_db_prepare(db, "SELECT j.id, j.series_uid, j.series_version, se.version FROM jobs j"
+                              " LEFT JOIN series se ON se.series_uid = j.series_uid"
+                              " WHERE j.state IN ('queued','failed') AND j.next_attempt_at <= ?1"
+                              " ORDER BY j.next_attempt_at, j.id LIMIT 1");
         if (!s) {
             rc = RP_EDB;
             goto fail;
@@ -546,8 +546,8 @@ int rp_db_job_finish(rp_db *db, long long job_id, int ok, int exit_status, const
     if ((rc = series_follow_job(db, j.series_uid, j.series_version, series_state, ok)))
         goto fail;
     char extra[400], q[300];
-    snprintf(extra, sizeof extra, "state=%s attempt=%d exit_status=%d reason=%s", state,
-             j.attempts, exit_status, rp_log_kv_quote(reason ? reason : "", q, sizeof q));
+    snprintf(extra, sizeof extra, "state=%s attempt=%d exit_status=%d reason=%s", state, j.attempts,
+             exit_status, rp_log_kv_quote(reason ? reason : "", q, sizeof q));
     job_event(db, "job", job_id, j.series_uid, j.series_version, extra);
     if ((rc = rp_db_commit(db)))
         return rc;

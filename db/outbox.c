@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OUTBOX_COLUMNS                                                                         \
-    "id, sop_uid, file_path, destination, state, attempts, next_attempt_at, last_status,"      \
+#define OUTBOX_COLUMNS                                                                             \
+    "id, sop_uid, file_path, destination, state, attempts, next_attempt_at, last_status,"          \
     " last_reason, created_at, updated_at"
 
 static void read_entry(sqlite3_stmt *s, rp_db_outbox_entry *e)
@@ -54,8 +54,8 @@ static int collect(rp_db *db, sqlite3_stmt *s, rp_db_outbox_entry **out, size_t 
     return 0;
 }
 
-int rp_db_outbox_add(rp_db *db, const char *sop_uid, const char *file_path,
-                     const char *destination, long long *id)
+int rp_db_outbox_add(rp_db *db, const char *sop_uid, const char *file_path, const char *destination,
+                     long long *id)
 {
     if (!file_path || !*file_path || !destination || !*destination)
         return RP_EINVAL;
@@ -185,7 +185,8 @@ int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const
     }
     if (!ok && strcmp(state, "dead") == 0) {
         char detail[512], q[300];
-        snprintf(detail, sizeof detail, "outbox_id=%lld destination=%s sop_uid=%s attempts=%d "
+        snprintf(detail, sizeof detail,
+                 "outbox_id=%lld destination=%s sop_uid=%s attempts=%d "
                  "status=0x%04x reason=%s",
                  id, dest, sop, attempts, dimse_status >= 0 ? (unsigned)dimse_status : 0xffffu,
                  rp_log_kv_quote(reason ? reason : "", q, sizeof q));

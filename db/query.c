@@ -48,12 +48,14 @@ static const char sql_series[] =
     " se.description AS description, se.instance_count AS instances,"
     " se.expected_count AS expected, se.state AS state, se.version AS version,"
     " " ISO("se.last_seen") " AS last_seen"
-    " FROM series se JOIN studies st ON st.id = se.study_fk"
-    " JOIN patients p ON p.id = st.patient_fk"
-    " WHERE (?1 IS NULL OR p.patient_id = ?1) AND (?2 IS NULL OR st.study_uid = ?2)"
-    " AND (?3 IS NULL OR se.series_uid = ?3) AND (?4 IS NULL OR se.modality = ?4)"
-    " AND (?6 IS NULL OR se.state = ?6)"
-    " ORDER BY st.study_uid, se.number, se.series_uid LIMIT ?5";
+                            " FROM series se JOIN studies st ON st.id = se.study_fk"
+                            " JOIN patients p ON p.id = st.patient_fk"
+                            " WHERE (?1 IS NULL OR p.patient_id = ?1) AND (?2 IS NULL OR "
+                            "st.study_uid = ?2)"
+                            " AND (?3 IS NULL OR se.series_uid = ?3) AND (?4 IS NULL OR "
+                            "se.modality = ?4)"
+                            " AND (?6 IS NULL OR se.state = ?6)"
+                            " ORDER BY st.study_uid, se.number, se.series_uid LIMIT ?5";
 
 static const char sql_instances[] =
     "SELECT i.sop_uid AS sop_uid, se.series_uid AS series_uid,"
@@ -61,12 +63,15 @@ static const char sql_instances[] =
     " i.transfer_syntax AS transfer_syntax, i.number_of_frames AS frames,"
     " i.file_size AS bytes, i.calling_ae AS calling_ae,"
     " " ISO("i.received_at") " AS received_at, i.file_path AS file_path"
-    " FROM instances i JOIN series se ON se.id = i.series_fk"
-    " JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
-    " WHERE (?1 IS NULL OR p.patient_id = ?1) AND (?2 IS NULL OR st.study_uid = ?2)"
-    " AND (?3 IS NULL OR se.series_uid = ?3) AND (?4 IS NULL OR se.modality = ?4)"
-    " AND (?6 IS NULL OR se.state = ?6)"
-    " ORDER BY se.series_uid, i.instance_number, i.sop_uid LIMIT ?5";
+                             " FROM instances i JOIN series se ON se.id = i.series_fk"
+                             " JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = "
+                             "st.patient_fk"
+                             " WHERE (?1 IS NULL OR p.patient_id = ?1) AND (?2 IS NULL OR "
+                             "st.study_uid = ?2)"
+                             " AND (?3 IS NULL OR se.series_uid = ?3) AND (?4 IS NULL OR "
+                             "se.modality = ?4)"
+                             " AND (?6 IS NULL OR se.state = ?6)"
+                             " ORDER BY se.series_uid, i.instance_number, i.sop_uid LIMIT ?5";
 
 /* Step s, calling fn per row; finalizes s. */
 static int run_rows(rp_db *db, sqlite3_stmt *s, rp_db_row_fn fn, void *user, const char *what)
@@ -129,9 +134,10 @@ int rp_db_ls(rp_db *db, const char *level, const rp_db_filter *f, rp_db_row_fn f
 
 int rp_db_events_list(rp_db *db, const char *kind, int limit, rp_db_row_fn fn, void *user)
 {
-    sqlite3_stmt *s = rp_db_prepare(db, "SELECT id, " ISO("at") " AS at, kind, detail"
-                                        " FROM events WHERE (?1 IS NULL OR kind = ?1)"
-                                        " ORDER BY id DESC LIMIT ?2");
+    sqlite3_stmt *s =
+        rp_db_prepare(db, "SELECT id, " ISO("at") " AS at, kind, detail"
+                                                  " FROM events WHERE (?1 IS NULL OR kind = ?1)"
+                                                  " ORDER BY id DESC LIMIT ?2");
     if (!s)
         return RP_EDB;
     rp_db_bind_text(s, 1, kind);

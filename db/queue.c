@@ -22,16 +22,16 @@ struct rp_db_queue {
     rp_db *db;
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t more;  /* writer waits: items, flush request or stop */
-    pthread_cond_t done;  /* flushers wait: committed advanced or failed */
+    pthread_cond_t more; /* writer waits: items, flush request or stop */
+    pthread_cond_t done; /* flushers wait: committed advanced or failed */
     rp_instance_meta *ring;
     size_t cap, head, count; /* items ring[head .. head+count) modulo cap */
     unsigned long long pushed, committed;
     unsigned long long flush_target; /* highest seq a flusher waits for */
-    int failures;         /* consecutive failed commits */
+    int failures;                    /* consecutive failed commits */
     int stop;
     int batch, flush_ms;
-    double oldest_at;     /* monotonic time the oldest pending item was pushed */
+    double oldest_at; /* monotonic time the oldest pending item was pushed */
 };
 
 static int ring_grow(rp_db_queue *q)
@@ -74,8 +74,8 @@ static void *writer_main(void *arg)
             if (q->count > 0 && rp_mono_s() - q->oldest_at >= q->flush_ms / 1000.0)
                 break;
             struct timespec ts;
-            double wait_s = q->count > 0 ? q->flush_ms / 1000.0 - (rp_mono_s() - q->oldest_at)
-                                         : 1.0;
+            double wait_s =
+                q->count > 0 ? q->flush_ms / 1000.0 - (rp_mono_s() - q->oldest_at) : 1.0;
             if (q->failures)
                 wait_s = 0.2 * q->failures < 2.0 ? 0.2 * q->failures : 2.0;
             deadline_after(&ts, wait_s > 0 ? wait_s : 0.001);
@@ -109,8 +109,9 @@ static void *writer_main(void *arg)
             RP_WARN("db", "index batch failed, will retry items=%zu attempt=%d error=\"%s\"", n,
                     q->failures, rp_strerror(rc));
             if (q->stop && q->failures >= 5) {
-                RP_ERROR("db", "giving up on index batch at stop items=%zu (files are kept; "
-                               "reconcile indexes them at next start)",
+                RP_ERROR("db",
+                         "giving up on index batch at stop items=%zu (files are kept; "
+                         "reconcile indexes them at next start)",
                          q->count);
                 q->committed += q->count;
                 q->count = 0;

@@ -342,8 +342,9 @@ static int migrate(rp_db *db)
         snprintf(last_error, sizeof last_error,
                  "schema version %d is newer than this radprep (supports %d)", version,
                  N_MIGRATIONS);
-        RP_ERROR("db", "database schema is newer than this radprep db=%s user_version=%d "
-                       "supported=%d",
+        RP_ERROR("db",
+                 "database schema is newer than this radprep db=%s user_version=%d "
+                 "supported=%d",
                  db->path, version, N_MIGRATIONS);
         return RP_EDB;
     }
@@ -366,9 +367,8 @@ int rp_db_open(const char *path, rp_db **out)
     if (!db)
         return RP_ENOMEM;
     rp_strlcpy(db->path, path, sizeof db->path);
-    int rc = sqlite3_open_v2(path, &db->h,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         rp_db_fail(db, "open");
         rp_db_close(db);

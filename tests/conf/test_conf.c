@@ -291,7 +291,8 @@ static void test_bad_values(void **state)
                  "profile: 'tls13' is not one of bcp195|bcp195-nd|bcp195-ex");
     expect_error("[node]\nuid_root = 1.02.3\n", 2,
                  "uid_root '1.02.3' has a component with a leading zero");
-    expect_error("[node]\nuid_root = 1.2.x\n", 2, "uid_root '1.2.x' may contain only digits and dots");
+    expect_error("[node]\nuid_root = 1.2.x\n", 2,
+                 "uid_root '1.2.x' may contain only digits and dots");
     expect_error("[peer a]\nae_title = A\n[peer a]\nae_title = B\n", 3, "duplicate [peer a]");
     expect_error("[peer a]\nae_title = SAME\n[peer b]\nae_title = SAME\n", 3,
                  "peer b: AE title 'SAME' is already used by peer a");
@@ -378,7 +379,8 @@ static void test_validate_rules_callback(void **state)
     (void)state;
     rp_conf c;
     char err[512] = "";
-    assert_int_equal(load_text(&c, "[node]\nport = 104\n\n[rule r]\nmodality = CT\nsteps = hu bogus\n",
+    assert_int_equal(load_text(&c,
+                               "[node]\nport = 104\n\n[rule r]\nmodality = CT\nsteps = hu bogus\n",
                                err, sizeof err),
                      0);
     assert_int_equal(rp_conf_validate_rules(&c, fake_check, err, sizeof err), RP_ECONF);

@@ -66,8 +66,8 @@ static void make_meta(rp_instance_meta *m, int patient, int study, int series, i
     m->number_of_slices = -1;
     m->acquisition_number = 1;
     m->slice_thickness = 1.25;
-    snprintf(m->file_path, sizeof m->file_path, "store/%s/%s/%s.dcm", m->study_uid,
-             m->series_uid, m->sop_instance_uid);
+    snprintf(m->file_path, sizeof m->file_path, "store/%s/%s/%s.dcm", m->study_uid, m->series_uid,
+             m->sop_instance_uid);
     m->file_size = 1000 + inst;
     snprintf(m->file_sha256, sizeof m->file_sha256, "%064d", inst);
     snprintf(m->calling_ae, sizeof m->calling_ae, "CT1");
@@ -115,8 +115,7 @@ static void test_migrate_and_reopen(void **state)
         assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
         sqlite3_finalize(s);
         /* a database from the future is refused */
-        assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 99", NULL, NULL, NULL),
-                         SQLITE_OK);
+        assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
         sqlite3_close(h);
     }
     assert_int_equal(rp_db_open(dbpath, &db), RP_EDB);
@@ -212,8 +211,7 @@ static void test_late_instance_reopens(void **state)
     assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", v, "quiet", NULL, 3, &job), 0);
     assert_true(job > 0);
     /* idempotent per version */
-    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", v, "quiet", NULL, 3, &job2),
-                     RP_EEXIST);
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", v, "quiet", NULL, 3, &job2), RP_EEXIST);
     assert_int_equal(job2, job);
     assert_int_equal(rp_db_series_receiving(db, &recv, &n), 0);
     assert_int_equal(n, 0);
@@ -233,8 +231,7 @@ static void test_late_instance_reopens(void **state)
     assert_true(si.completed_at == 0);
     assert_int_equal(scalar("SELECT count(*) FROM events WHERE kind = 'series_reopened'"), 1);
     /* completing with a stale version is refused */
-    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 1, "quiet", NULL, 3, NULL),
-                     RP_EBUSY);
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 1, "quiet", NULL, 3, NULL), RP_EBUSY);
     assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 0, "expected_count", NULL, 3, &job2),
                      0);
     assert_true(job2 != job);
@@ -293,9 +290,9 @@ static void test_clear_index_keeps_state(void **state)
     {
         sqlite3 *h;
         assert_int_equal(sqlite3_open(dbpath, &h), SQLITE_OK);
-        assert_int_equal(sqlite3_exec(h, "DELETE FROM series_keep; DELETE FROM instance_keep",
-                                      NULL, NULL, NULL),
-                         SQLITE_OK);
+        assert_int_equal(
+            sqlite3_exec(h, "DELETE FROM series_keep; DELETE FROM instance_keep", NULL, NULL, NULL),
+            SQLITE_OK);
         sqlite3_close(h);
     }
     assert_int_equal(rp_db_index_instances(db, m, 3), 0);
@@ -472,8 +469,7 @@ static void test_jobs_state_machine(void **state)
     /* trigger on a complete series: RP_EEXIST */
     assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, "operator", NULL, 3, NULL),
                      RP_EEXIST);
-    assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, "bogus", NULL, 3, NULL),
-                     RP_EINVAL);
+    assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, "bogus", NULL, 3, NULL), RP_EINVAL);
     rp_db_job *list;
     assert_int_equal(rp_db_jobs_list(db, "dead", NULL, 0, &list, &n), 0);
     assert_int_equal(n, 1);
@@ -490,8 +486,7 @@ static void test_requeue_running_at_start(void **state)
     for (int i = 0; i < 2; i++) {
         make_meta(&m, 1, 1, i + 1, 1);
         assert_int_equal(rp_db_index_instances(db, &m, 1), 0);
-        assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, "quiet", NULL, 3, &ids[i]),
-                         0);
+        assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, "quiet", NULL, 3, &ids[i]), 0);
     }
     rp_db_job j;
     assert_int_equal(rp_db_job_claim(db, rp_now_s(), 11, &j), 0);
@@ -573,8 +568,7 @@ static void test_outbox(void **state)
     assert_int_equal(rp_db_outbox_claim(db, "other", now, 10, &e, &n), 0);
     long long o = e[0].id;
     free(e);
-    assert_int_equal(rp_db_outbox_finish(db, o, 0, 0x0122, "SOP class not supported", 1, 10, 0),
-                     0);
+    assert_int_equal(rp_db_outbox_finish(db, o, 0, 0x0122, "SOP class not supported", 1, 10, 0), 0);
     /* `radprep send`: requeue dead entries of one destination */
     long long cnt;
     assert_int_equal(rp_db_outbox_requeue(db, "dead", "pacs", 0, &cnt), 0);
