@@ -92,12 +92,23 @@ static double backoff(const rp_outbox *ob, int streak)
     return d < ob->o.max_delay_s ? d : ob->o.max_delay_s;
 }
 
-/* Claim one batch of due rows of `ds` and send it. Returns 1 when more rows may be due now. */
-static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds)
+/* Claim one batch of due rows of `ds` and send it. Returns 1 when more rows may be due now;
+ * *wake is lowered to the next due time of the destination when nothing is due yet. */
+static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
 {
+    /* a read first: an idle destination must not take the write lock every poll */
+    double due = 0, now0 = rp_now_s();
+    int rc = rp_db_outbox_next_due(db, ds->peer.name, &due);
+    if (rc == RP_ENOENT)
+        return 0;
+    if (rc == 0 && due > now0) {
+        if (due < *wake)
+            *wake = due;
+        return 0;
+    }
     rp_db_outbox_entry *e = NULL;
     size_t n = 0;
-    int rc = rp_db_outbox_claim(db, ds->peer.name, rp_now_s(), ob->o.batch, &e, &n);
+    rc = rp_db_outbox_claim(db, ds->peer.name, now0, ob->o.batch, &e, &n);
     if (rc == RP_ENOENT || n == 0) {
         free(e);
         return 0;
@@ -227,7 +238,7 @@ static void *worker_main(void *arg)
                     wake = ds->gate_until;
                 continue;
             }
-            more |= serve_dest(ob, db, ds);
+            more |= serve_dest(ob, db, ds, &wake);
         }
         if (more)
             continue;
@@ -297,7 +308,7 @@ int rp_outbox_start(const rp_conf *c, const rp_outbox_opts *o, rp_outbox **out)
     if (ob->o.few_attempts <= 0)
         ob->o.few_attempts = 5;
     if (ob->o.poll_s <= 0)
-        ob->o.poll_s = 1;
+        ob->o.poll_s = 0.5;
     rp_strlcpy(ob->db_path, o->db_path, sizeof ob->db_path);
     ob->o.db_path = ob->db_path;
     rp_strlcpy(ob->calling_ae, c->ae_title, sizeof ob->calling_ae);

@@ -18,8 +18,8 @@
  *  - The schedule lives in the db (next_attempt_at), so a restart resumes where it was; rows
  *    left 'sending' by a crash are re-queued at start (the receiver de-duplicates by SOP
  *    Instance UID; a C-STORE whose answer was lost may be sent twice, never zero times).
- *  - New rows are picked up within poll_s (rows come from worker processes), or at once
- *    after rp_outbox_kick().
+ *  - New rows are picked up within poll_s (rows come from worker processes; an idle poll is
+ *    one read-only query per destination), or at once after rp_outbox_kick().
  */
 #ifndef RP_SCP_OUTBOX_H
 #define RP_SCP_OUTBOX_H
@@ -41,7 +41,8 @@ typedef struct rp_outbox_opts {
     double base_delay_s;       /* first backoff; <= 0: 2 */
     double max_delay_s;        /* backoff cap; <= 0: 600 */
     int few_attempts;          /* attempts for RETRY_FEW failures; <= 0: 5 */
-    double poll_s;             /* how often idle threads look for new rows; <= 0: 1 */
+    double poll_s;             /* how often idle threads look for new rows (a read-only
+                                  query); <= 0: 0.5 */
 } rp_outbox_opts;
 
 typedef struct rp_outbox rp_outbox;
