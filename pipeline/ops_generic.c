@@ -532,16 +532,20 @@ static int mean_sd(const float *d, const uint8_t *m, size_t n, double *mean, dou
 /* v = (v - sub) / div with optional clipping to [0,1]; multiplying by the reciprocal (in
  * double) differs from NumPy's division by at most one double ulp, invisible in float32
  * except at rare ties */
-static void affine_values(float *d, size_t n, double sub, double div, int clip01)
+static double affine_values(float *d, size_t n, double sub, double div, int clip01)
 {
     const double inv = 1.0 / div;
-#pragma omp parallel for simd schedule(static)
+    size_t clipped = 0;
+#pragma omp parallel for simd reduction(+ : clipped) schedule(static)
     for (size_t i = 0; i < n; i++) {
         double y = ((double)d[i] - sub) * inv;
-        if (clip01)
+        if (clip01) {
+            clipped += y < 0 || y > 1;
             y = y < 0 ? 0 : y > 1 ? 1 : y;
+        }
         d[i] = (float)y;
     }
+    return n ? (double)clipped / (double)n : 0;
 }
 
 int rp_step_normalize_run(rp_step_ctx *ctx, const void *pp)
@@ -592,10 +596,15 @@ int rp_step_normalize_run(rp_step_ctx *ctx, const void *pp)
             sub = mu;
             div = sd > 0 ? sd : 1;
         }
-        affine_values(d, n, sub, div, clip01);
+        double f = affine_values(d, n, sub, div, clip01);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "subtracted", sub);
         cJSON_AddNumberToObject(o, "divided_by", div);
+        if (clip01) {
+            cJSON_AddNumberToObject(o, "clipped_fraction", f);
+            if (v->dim[3] == 1)
+                rp_step_qc_number(ctx, "clipped_fraction", f);
+        }
         cJSON_AddItemToArray(per, o);
         if (v->dim[3] == 1) {
             rp_step_ctx_note_linear(ctx, 1.0 / div, -sub / div);

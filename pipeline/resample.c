@@ -13,6 +13,7 @@
  * default and that mode='mirror' uses for the taps; the reference test calls map_coordinates
  * with mode='mirror' (prefilter included). Intermediate sums are double; output is float32.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,117 +193,142 @@ static void plan_free(axis_plan *p)
 }
 
 /* One pass along `axis` of a 3-D float array with dims dim[] into out (dims with
- * dim[axis] = p->n_out). */
-static int pass_axis(const float *in, const int dim[3], int axis, const axis_plan *p,
-                     float *out)
+ * dim[axis] = p->n_out). The data are seen as [outer][n][inner]; a job is a group of LINES
+ * lines (inner == 1, the x axis: the sequential prefilter runs on LINES lines side by side)
+ * or CHUNK_COLS columns of one outer block. Every job gathers its input into a private block
+ * before it writes, which is what makes the in-place mode below safe. */
+enum { LINES = 8 };
+
+typedef struct pass_ctx {
+    const float *in;
+    float *out;
+    size_t inner, outer, nchunks;
+    const axis_plan *p;
+} pass_ctx;
+
+static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
 {
-    size_t inner = 1, outer = 1;
-    for (int a = 0; a < axis; a++)
-        inner *= (size_t)dim[a];
-    for (int a = axis + 1; a < 3; a++)
-        outer *= (size_t)dim[a];
-    const int n = p->n_in, no = p->n_out, T = p->taps;
-    const int pre = p->order == RP_INTERP_BSPLINE3;
-    int fail = 0;
-    if (inner == 1) {
-        /* x axis: lines are contiguous, but the recursive prefilter is sequential along a
-         * line, so LINES lines are interleaved into one block and filtered side by side */
-        enum { LINES = 8 };
-        const size_t groups = (outer + LINES - 1) / LINES;
-#pragma omp parallel
-        {
-            double *tmp = malloc((size_t)n * LINES * sizeof *tmp);
-            if (!tmp) {
-#pragma omp atomic write
-                fail = 1;
-            }
-#pragma omp for schedule(static)
-            for (size_t gi = 0; gi < groups; gi++) {
-                if (!tmp)
-                    continue;
-                size_t o0 = gi * LINES;
-                int g = (int)(outer - o0 < LINES ? outer - o0 : LINES);
-                for (int l = 0; l < g; l++) {
-                    const float *src = in + (o0 + l) * n;
-                    for (int k = 0; k < n; k++)
-                        tmp[(size_t)k * g + l] = src[k];
-                }
-                if (pre)
-                    prefilter_block(tmp, n, g);
-                const int *ix = p->idx;
-                const double *w = p->w;
-                for (int i = 0; i < no; i++, ix += T, w += T) {
-                    double acc[LINES] = {0};
-                    for (int t = 0; t < T; t++) {
-                        const double *row = tmp + (size_t)ix[t] * g;
-                        for (int l = 0; l < g; l++)
-                            acc[l] += w[t] * row[l];
-                    }
-                    for (int l = 0; l < g; l++)
-                        out[(o0 + l) * no + i] = (float)acc[l];
-                }
-            }
-            free(tmp);
-        }
-        return fail ? RP_ENOMEM : 0;
+    const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
+    size_t o0 = gi * LINES;
+    int g = (int)(c->outer - o0 < LINES ? c->outer - o0 : LINES);
+    for (int l = 0; l < g; l++) {
+        const float *src = c->in + (o0 + l) * n;
+        for (int k = 0; k < n; k++)
+            tmp[(size_t)k * g + l] = src[k];
     }
-    const size_t nchunks = (inner + CHUNK_COLS - 1) / CHUNK_COLS;
-    const size_t jobs = outer * nchunks;
-#pragma omp parallel
+    if (c->p->order == RP_INTERP_BSPLINE3)
+        prefilter_block(tmp, n, g);
+    const int *ix = c->p->idx;
+    const double *w = c->p->w;
+    for (int i = 0; i < no; i++, ix += T, w += T) {
+        double acc[LINES] = {0};
+        for (int t = 0; t < T; t++) {
+            const double *row = tmp + (size_t)ix[t] * g;
+            for (int l = 0; l < g; l++)
+                acc[l] += w[t] * row[l];
+        }
+        for (int l = 0; l < g; l++)
+            c->out[(o0 + l) * no + i] = (float)acc[l];
+    }
+}
+
+static void job_chunk(const pass_ctx *c, size_t j, double *tmp, double *acc)
+{
+    const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
+    const size_t inner = c->inner;
+    size_t o = j / c->nchunks, c0 = (j % c->nchunks) * CHUNK_COLS;
+    int cw = (int)(inner - c0 < CHUNK_COLS ? inner - c0 : CHUNK_COLS);
+    const float *src = c->in + o * n * inner + c0;
+    for (int k = 0; k < n; k++) {
+        const float *s = src + (size_t)k * inner;
+        double *d = tmp + (size_t)k * cw;
+#pragma omp simd
+        for (int q = 0; q < cw; q++)
+            d[q] = s[q];
+    }
+    if (c->p->order == RP_INTERP_BSPLINE3)
+        prefilter_block(tmp, n, cw);
+    float *dst = c->out + o * (size_t)no * inner + c0;
+    for (int i = 0; i < no; i++) {
+        const int *ix = c->p->idx + (size_t)i * T;
+        const double *w = c->p->w + (size_t)i * T;
+        for (int q = 0; q < cw; q++)
+            acc[q] = 0;
+        for (int t = 0; t < T; t++) {
+            const double wt = w[t];
+            const double *row = tmp + (size_t)ix[t] * cw;
+#pragma omp simd
+            for (int q = 0; q < cw; q++)
+                acc[q] += wt * row[q];
+        }
+        float *d = dst + (size_t)i * inner;
+#pragma omp simd
+        for (int q = 0; q < cw; q++)
+            d[q] = (float)acc[q];
+    }
+}
+
+/* Run jobs [j0, j1) in parallel. */
+static int run_jobs(const pass_ctx *c, size_t j0, size_t j1)
+{
+    const int n = c->p->n_in;
+    int fail = 0;
+#pragma omp parallel if (j1 - j0 > 1)
     {
-        double *tmp = malloc((size_t)n * CHUNK_COLS * sizeof *tmp);
+        size_t cols = c->inner == 1 ? LINES : CHUNK_COLS;
+        double *tmp = malloc((size_t)n * cols * sizeof *tmp);
         double *acc = malloc(CHUNK_COLS * sizeof *acc);
         if (!tmp || !acc) {
 #pragma omp atomic write
             fail = 1;
         }
-#pragma omp for schedule(dynamic, 1)
-        for (size_t j = 0; j < jobs; j++) {
+#pragma omp for schedule(dynamic, 4)
+        for (size_t j = j0; j < j1; j++) {
             if (!tmp || !acc)
                 continue;
-            size_t o = j / nchunks, c0 = (j % nchunks) * CHUNK_COLS;
-            int cw = (int)(inner - c0 < CHUNK_COLS ? inner - c0 : CHUNK_COLS);
-            const float *src = in + o * n * inner + c0;
-            if (pre) {
-                for (int k = 0; k < n; k++) {
-                    const float *s = src + (size_t)k * inner;
-                    double *d = tmp + (size_t)k * cw;
-#pragma omp simd
-                    for (int c = 0; c < cw; c++)
-                        d[c] = s[c];
-                }
-                prefilter_block(tmp, n, cw);
-            }
-            float *dst = out + o * (size_t)no * inner + c0;
-            for (int i = 0; i < no; i++) {
-                const int *ix = p->idx + (size_t)i * T;
-                const double *w = p->w + (size_t)i * T;
-                for (int c = 0; c < cw; c++)
-                    acc[c] = 0;
-                for (int t = 0; t < T; t++) {
-                    const double wt = w[t];
-                    if (pre) {
-                        const double *row = tmp + (size_t)ix[t] * cw;
-#pragma omp simd
-                        for (int c = 0; c < cw; c++)
-                            acc[c] += wt * row[c];
-                    } else {
-                        const float *row = src + (size_t)ix[t] * inner;
-#pragma omp simd
-                        for (int c = 0; c < cw; c++)
-                            acc[c] += wt * row[c];
-                    }
-                }
-                float *d = dst + (size_t)i * inner;
-#pragma omp simd
-                for (int c = 0; c < cw; c++)
-                    d[c] = (float)acc[c];
-            }
+            if (c->inner == 1)
+                job_lines(c, j, tmp);
+            else
+                job_chunk(c, j, tmp, acc);
         }
         free(tmp);
         free(acc);
     }
     return fail ? RP_ENOMEM : 0;
+}
+
+/* out == in (a shrinking axis) runs in place: output block o lies below input block o,
+ * so blocks are done in rounds [a, b) whose outputs land only in input blocks < a, already
+ * consumed: b <= a * n / n_out. The first blocks go one at a time (always safe: a block's jobs
+ * gather their input first and different column chunks never touch each other's columns). */
+static int pass_axis(const float *in, const int dim[3], int axis, const axis_plan *p,
+                     float *out)
+{
+    pass_ctx c = {.in = in, .out = out, .inner = 1, .outer = 1, .p = p};
+    for (int a = 0; a < axis; a++)
+        c.inner *= (size_t)dim[a];
+    for (int a = axis + 1; a < 3; a++)
+        c.outer *= (size_t)dim[a];
+    c.nchunks = (c.inner + CHUNK_COLS - 1) / CHUNK_COLS;
+    /* jobs per block and number of blocks */
+    size_t per = c.inner == 1 ? 1 : c.nchunks;
+    size_t blocks = c.inner == 1 ? (c.outer + LINES - 1) / LINES : c.outer;
+    if (in != out)
+        return run_jobs(&c, 0, blocks * per);
+    assert(p->n_out <= p->n_in);
+    size_t a = 0;
+    while (a < blocks) {
+        size_t b = (size_t)((double)a * p->n_in / p->n_out);
+        if (b <= a)
+            b = a + 1;
+        if (b > blocks)
+            b = blocks;
+        int rc = run_jobs(&c, a * per, b * per);
+        if (rc)
+            return rc;
+        a = b;
+    }
+    return 0;
 }
 
 /* Resample one 3-D channel. `in` may be freed after the first pass when `own_in` (it is then
@@ -338,14 +364,24 @@ static int resample_channel(float **inp, int own_in, const int dim[3], const int
             continue;
         int nd[3] = {cur_dim[0], cur_dim[1], cur_dim[2]};
         nd[axis] = new_dim[axis];
-        float *nxt = (++done == npass) ? out
-                                       : malloc((size_t)nd[0] * nd[1] * nd[2] * sizeof(float));
+        size_t nbytes = (size_t)nd[0] * nd[1] * nd[2] * sizeof(float);
+        int last = ++done == npass;
+        /* a shrinking pass over a buffer we own, with blocks outside the axis, runs in place
+         * and the buffer is then shrunk: memory stays at the larger of input and output */
+        int inplace = cur_owned && !last && nd[axis] < cur_dim[axis];
+        float *nxt = last ? out : inplace ? cur : malloc(nbytes);
         if (!nxt) {
             rc = RP_ENOMEM;
             break;
         }
         rc = pass_axis(cur, cur_dim, axis, &plan[axis], nxt);
-        if (cur_owned) {
+        if (inplace) {
+            float *shrunk = realloc(cur, nbytes);
+            if (shrunk)
+                nxt = shrunk;
+            if (cur == *inp)
+                *inp = NULL;  /* the caller's buffer now lives on as nxt */
+        } else if (cur_owned) {
             free(cur);
             if (cur == *inp)
                 *inp = NULL;

@@ -98,6 +98,8 @@ static void test_resample_cubic(void **state)
     (void)state;
     check_resample(3, "bspline3", 0.7, 0.8, 2.5, 1, 1, 1);
     check_resample(3, "bspline3", 1.3, 0.6, 1.0, 0.9, 1.1, 0.4);
+    /* z shrinks most: in-place passes along z, then x, then y into the output */
+    check_resample(3, "bspline3", 1.0, 1.0, 0.5, 1.2, 0.8, 1.0);
     check_resample(0, "nearest", 0.7, 0.8, 2.5, 1, 1, 1);
 }
 
@@ -152,6 +154,36 @@ static void test_window_normalize(void **state)
     check_pointwise("normalize(percentile(2,98))", "percentile", "2 98", 1e-6);
 }
 
+static void test_multiwindow(void **state)
+{
+    (void)state;
+    rp_volume *v = make_volume(21, 17, 9, 0.7, 0.7, 2.0);
+    rp_step_ctx ctx = {.vol = rp_volume_clone(v)};
+    run_recipe(&ctx, "multiwindow(lung,mediastinal,bone)");
+    assert_int_equal(ctx.vol->dim[3], 3);
+    const char *single[3] = {"window(lung)", "window(mediastinal)", "window(bone)"};
+    size_t n = rp_volume_nvox(v);
+    for (int c = 0; c < 3; c++) {
+        rp_step_ctx one = {.vol = rp_volume_clone(v)};
+        run_recipe(&one, single[c]);
+        assert_memory_equal(ctx.vol->data + c * n, one.vol->data, n * sizeof(float));
+        rp_step_ctx_release(&one);
+    }
+    /* a 4-D volume resamples channel by channel and keeps its channels */
+    run_recipe(&ctx, "resample(1,1,1,linear) normalize(minmax)");
+    assert_int_equal(ctx.vol->dim[3], 3);
+    assert_int_equal(ctx.vol->dim[0], 15);
+    /* HU steps refuse the stacked channels with a reason */
+    rp_recipe *r;
+    char err[256];
+    assert_int_equal(rp_recipe_parse("lungmask", &r, err, sizeof err), 0);
+    assert_int_not_equal(rp_recipe_run(r, &ctx), 0);
+    assert_non_null(strstr(ctx.err, "channel"));
+    rp_recipe_free(r);
+    rp_step_ctx_release(&ctx);
+    rp_volume_free(v);
+}
+
 static void test_denoise(void **state)
 {
     (void)state;
@@ -194,6 +226,7 @@ int main(void)
         cmocka_unit_test(test_resample_cubic),
         cmocka_unit_test(test_resample_aniso_and_masks),
         cmocka_unit_test(test_window_normalize),
+        cmocka_unit_test(test_multiwindow),
         cmocka_unit_test(test_denoise),
         cmocka_unit_test(test_window_then_lungmask_units),
     };
