@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -402,7 +403,7 @@ static void test_enqueue_dir(void **state)
     (void)state;
     if (access(g_files[0], R_OK))
         skip();
-    char dir[512], db_path[512], cmd[2400];
+    char dir[512], db_path[512], cmd[8192];
     snprintf(dir, sizeof dir, "%s/job/dicom", g_tmp);
     snprintf(db_path, sizeof db_path, "%s/enq.db", g_tmp);
     snprintf(cmd, sizeof cmd, "mkdir -p '%s/sub' && cp '%s' '%s/a.dcm' && cp '%s' '%s/sub/b.dcm' && "
