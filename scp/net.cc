@@ -93,14 +93,17 @@ static const std::set<std::string> &storage_classes()
 /* ---- transport: TCP_NODELAY + TCP_QUICKACK re-armed after reads ------------------------ */
 
 static bool g_quickack = true;
+static bool g_nodelay = true; /* RP_NET_NODELAY=0 turns it off, for measurements only */
 
 class RpTcpConnection : public DcmTCPConnection
 {
   public:
     explicit RpTcpConnection(DcmNativeSocketType s) : DcmTCPConnection(s)
     {
-        int one = 1;
-        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        int one = 1, nodelay = g_nodelay ? 1 : 0;
+        /* Our C-STORE-RSP leaves in more than one write(); with Nagle on, the second waits
+         * for the sender's delayed ACK (~40 ms per instance). */
+        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
         if (g_quickack)
             setsockopt(s, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
     }
@@ -172,6 +175,8 @@ extern "C" void rp_net_global_init(const rp_net_params *p)
     }
     const char *qa = getenv("RP_NET_QUICKACK");
     g_quickack = !(qa && strcmp(qa, "0") == 0);
+    const char *nd = getenv("RP_NET_NODELAY");
+    g_nodelay = !(nd && strcmp(nd, "0") == 0);
 }
 
 static int make_listen_socket(const char *bind_addr, int port, int *out_port, char *err,
@@ -381,8 +386,8 @@ extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out,
         if (strncmp(info->peer_host, "::ffff:", 7) == 0)
             memmove(info->peer_host, info->peer_host + 7, strlen(info->peer_host + 7) + 1);
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int nodelay = g_nodelay ? 1 : 0;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
 
     int w = wait_full_pdu(fd, n->p.acse_timeout_s);
     if (w != 0) {

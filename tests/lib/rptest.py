@@ -264,7 +264,8 @@ class Radprepd:
             if not wait_for_port(self.port, timeout, self.proc):
                 raise RuntimeError("radprepd did not open port %d\n%s" % (self.port,
                                                                           self.log_tail()))
-            self.wait_log(r"node ready", timeout=timeout, since_start=True)
+            if self.env.get("RP_LOG_LEVEL", "info").lower() in ("info", "debug"):
+                self.wait_log(r"node ready", timeout=timeout, since_start=True)
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=60.0):
@@ -494,6 +495,22 @@ def _asis_config(pairs, path):
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+def asis_config(files, path=None):
+    """Association config (for storescu -xf PATH AsIs) proposing each file's own
+    (SOP class, transfer syntax) pair. Returns (path, unreadable_files). At most 127 pairs."""
+    pairs, unknown = [], []
+    for f in files:
+        info = file_sop_info(f)
+        if info is None:
+            unknown.append(f)
+        elif (info[0], info[2]) not in pairs:
+            pairs.append((info[0], info[2]))
+    if len(pairs) > 127:
+        raise ValueError("more than 127 (SOP class, transfer syntax) pairs")
+    path = path or os.path.join(tempdir("scucfg"), "asis.cfg")
+    return _asis_config(pairs, path), unknown
 
 
 def storescu_asis(port, files, aec="RADPREP", aet="STORESCU", args=(), timeout=600,
