@@ -14,6 +14,7 @@
 
 #include "common/common.h"
 #include "pipeline/mr.h"
+#include "pipeline/nifti.h"
 
 int rp_mr_resample_to(const rp_volume *src, const rp_volume *ref, int order, rp_volume **out)
 {
@@ -252,5 +253,34 @@ int rp_mr_fuse_study(const rp_volume *const *vols, const rp_series_info *const *
     if (chosen)
         memcpy(chosen, idx, n_wanted * sizeof(size_t));
     *out = o;
+    return 0;
+}
+
+int rp_mr_fuse_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id,
+                            char *err, size_t errlen)
+{
+    if (!fused || !dir || !case_id || !case_id[0] || strchr(case_id, '/'))
+        return RP_EINVAL;
+    int rc = rp_mkdir_p(dir, 0755);
+    if (rc != 0) {
+        if (err)
+            snprintf(err, errlen, "fuse: cannot create %s", dir);
+        return rc;
+    }
+    rp_nifti_opts o;
+    memset(&o, 0, sizeof o);
+    o.gzip = 1;
+    size_t nv = rp_volume_nvox(fused);
+    for (int c = 0; c < fused->dim[3]; c++) {
+        rp_volume ch = *fused;
+        ch.dim[3] = 1;
+        ch.data = fused->data + (size_t)c * nv;
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s_%04d.nii.gz", dir, case_id, c) >= (int)sizeof path)
+            return RP_EINVAL;
+        snprintf(o.descrip, sizeof o.descrip, "radprep fused channel %d", c);
+        if ((rc = rp_nifti_write_volume(path, &ch, &o, err, errlen)) != 0)
+            return rc;
+    }
     return 0;
 }

@@ -178,6 +178,11 @@ int rp_mr_fuse_study(const rp_volume *const *vols, const rp_series_info *const *
                      int normalize, rp_volume **out, size_t *chosen, char *err,
                      size_t errlen);
 
+/* nnU-Net raw layout: channel c of `fused` as DIR/<case_id>_<cccc>.nii.gz (float32, the
+ * fused affine). The 4-D volume itself goes out through rp_nifti_write_volume(). */
+int rp_mr_fuse_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id,
+                            char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -108,7 +108,7 @@ def main():
     args = ap.parse_args()
     build = os.environ.get("RP_BUILD_DIR", os.path.join(SRC, "build"))
     os.environ["RP_BUILD_DIR"] = build
-    r = subprocess.run(["make", "-C", build, "-j2", "rp_pipeline", "rp_common"],
+    r = subprocess.run(["make", "-C", build, "-j2", "rp_pipeline", "rp_common", "rp_mr_driver"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if r.returncode != 0:
         if not os.path.exists(os.path.join(build, "pipeline", "librp_pipeline.a")):

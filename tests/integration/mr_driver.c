@@ -6,6 +6,7 @@
  *   mr_driver n4 DIR [shrink levels iters spline_mm]   DIR/in0.{json,raw} -> corrected, field,
  *                                                      mask raws + report JSON on stdout
  *   mr_driver fuse DIR N REF ORDER                     DIR/in0..in{N-1} -> DIR/fused.raw/json
+ *                                                      and DIR/nnunet/case_000c.nii.gz
  *   mr_driver montage DIR                              before/after PNG of the n4 outputs
  *   mr_driver phantom DIR nx ny nz spacing_mm amp      the test phantom (mr_phantom.h) as
  *                                                      in0 + truth_logf.raw + label.raw
@@ -164,7 +165,12 @@ static int cmd_fuse(char **argv)
         return 1;
     }
     save(dir, "fused.raw", o->data, rp_volume_nvox(o) * o->dim[3] * 4);
-    char p[4096];
+    char p[4096], err[256] = "";
+    snprintf(p, sizeof p, "%s/nnunet", dir);
+    if ((rc = rp_mr_fuse_write_nnunet(o, p, "case", err, sizeof err)) != 0) {
+        fprintf(stderr, "nnunet layout: %s\n", err);
+        return 1;
+    }
     snprintf(p, sizeof p, "%s/fused.json", dir);
     FILE *f = fopen(p, "w");
     fprintf(f, "{\"dim\": [%d,%d,%d,%d], \"affine\": [", o->dim[0], o->dim[1], o->dim[2],

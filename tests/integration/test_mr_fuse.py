@@ -61,6 +61,15 @@ def main():
             assert not bad.any(), "mismatch against map_coordinates"
         # the T1 channel is the T1 itself (identity resampling)
         assert np.allclose(fused[0], vols[0], rtol=1e-6, atol=1e-3)
+        # nnU-Net layout: case_0000.nii.gz ... one file per channel, all on the T1 grid
+        import nibabel as nib
+        for c in range(nc):
+            img = nib.load(os.path.join(tmp, "nnunet", "case_%04d.nii.gz" % c))
+            assert img.shape == (nx, ny, nz), img.shape
+            assert np.allclose(img.affine, affs[0], atol=1e-4), img.affine
+            data = np.asarray(img.dataobj, dtype=np.float32).transpose(2, 1, 0)
+            assert np.array_equal(data, fused[c])
+        print("nnU-Net layout: %d channel files, sform = T1 affine" % nc)
     print("ok")
 
 

@@ -107,6 +107,24 @@ int main(int argc, char **argv)
     bs->Update();
     auto t1 = std::chrono::steady_clock::now();
 
+    // CV inside the shrunk mask before/after, from N4's own (shrunk) output: tells a poor fit
+    // from a problem in the full-resolution reconstruction.
+    double cvs[2];
+    {
+        const float *a[2] = {sh->GetOutput()->GetBufferPointer(), n4->GetOutput()->GetBufferPointer()};
+        const unsigned char *mm = shm->GetOutput()->GetBufferPointer();
+        size_t ns = sh->GetOutput()->GetLargestPossibleRegion().GetNumberOfPixels();
+        for (int k = 0; k < 2; k++) {
+            double s1 = 0, s2 = 0, c = 0;
+            for (size_t i = 0; i < ns; i++)
+                if (mm[i] == 1) {
+                    s1 += a[k][i];
+                    s2 += (double)a[k][i] * a[k][i];
+                    c++;
+                }
+            cvs[k] = std::sqrt(s2 / c - (s1 / c) * (s1 / c)) / (s1 / c);
+        }
+    }
     std::vector<float> field(nv);
     auto *p = bs->GetOutput()->GetBufferPointer();
     for (size_t i = 0; i < nv; i++)
@@ -114,8 +132,9 @@ int main(int argc, char **argv)
     f = std::fopen(argv[15], "wb");
     if (!f || std::fwrite(field.data(), 4, nv, f) != nv) return 2;
     std::fclose(f);
-    std::printf("{\"seconds\": %.4f, \"elapsed_iterations_last_level\": %u, \"control_points\": [%u,%u,%u]}\n",
+    std::printf("{\"seconds\": %.4f, \"elapsed_iterations_last_level\": %u, \"control_points\": [%u,%u,%u], "
+                "\"shrunk_cv_before\": %.5f, \"shrunk_cv_after\": %.5f}\n",
                 std::chrono::duration<double>(t1 - t0).count(), n4->GetElapsedIterations(),
-                (unsigned)cps[0], (unsigned)cps[1], (unsigned)cps[2]);
+                (unsigned)cps[0], (unsigned)cps[1], (unsigned)cps[2], cvs[0], cvs[1]);
     return 0;
 }
