@@ -55,10 +55,15 @@ int rp_cli_check_config(int argc, char **argv, const rp_conf *global)
         goto fail;
     if (rp_conf_validate(&c, err, sizeof err) != 0)
         goto fail;
+    char warn[512] = "";
+    if (rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn) != 0)
+        goto fail;
     int steps_checked = rp_recipe_check != NULL;
     if (steps_checked && rp_conf_validate_rules(&c, rp_recipe_check, err, sizeof err) != 0)
         goto fail;
 
+    if (warn[0])
+        fprintf(stderr, "radprep: check-config: warning: %s\n", warn);
     if (quiet) {
         printf("OK\n");
         rp_conf_free(&c);

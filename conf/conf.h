@@ -125,6 +125,13 @@ int rp_conf_load(rp_conf *c, const char *path, char *err, size_t errlen);
  * key permissions...). Returns RP_ECONF with a reason in err. */
 int rp_conf_validate(const rp_conf *c, char *err, size_t errlen);
 
+/* Check the TLS material when [tls] port is set (no-op otherwise): cert and key parse (the
+ * key with key_passphrase_file when given, never prompting), the key belongs to the cert, the
+ * cert is valid now, ca_file holds a certificate. RP_ECONF with a reason in err. A cert that
+ * expires within expiry_warn_days is not an error: the reason goes into warn ("" if none).
+ * Call after rp_conf_validate() (which checks the files exist and the key's permissions). */
+int rp_conf_tls_check(const rp_conf *c, char *err, size_t errlen, char *warn, size_t warnlen);
+
 /* Release the arrays; the struct can be filled again with rp_conf_defaults(). */
 void rp_conf_free(rp_conf *c);
 

@@ -10,6 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "common/common.h"
 #include "conf/conf.h"
 
@@ -445,6 +449,97 @@ static void test_tls_key_permissions(void **state)
     rp_conf_free(&c);
 }
 
+/* A self-signed EC certificate valid from now+from_s to now+to_s, written as PEM; the key
+ * optionally encrypted with `pass`. */
+static void make_cert(const char *cert_path, const char *key_path, long from_s, long to_s,
+                      const char *pass)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    assert_non_null(k);
+    X509 *x = X509_new();
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), from_s);
+    X509_gmtime_adj(X509_getm_notAfter(x), to_s);
+    X509_set_pubkey(x, k);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"radprep-test", -1, -1,
+                               0);
+    X509_set_issuer_name(x, n);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    FILE *fp = fopen(cert_path, "w");
+    assert_non_null(fp);
+    PEM_write_X509(fp, x);
+    fclose(fp);
+    fp = fopen(key_path, "w");
+    assert_non_null(fp);
+    if (pass)
+        PEM_write_PrivateKey(fp, k, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)pass);
+    else
+        PEM_write_PrivateKey(fp, k, NULL, NULL, 0, NULL, NULL);
+    fclose(fp);
+    chmod(key_path, 0600);
+    X509_free(x);
+    EVP_PKEY_free(k);
+}
+
+static void test_tls_check(void **state)
+{
+    (void)state;
+    rp_conf c;
+    char err[512], warn[512], cert[256], key[256], cert2[256], key2[256], pf[256];
+    snprintf(cert, sizeof cert, "%s/tls_c.pem", tmpdir);
+    snprintf(key, sizeof key, "%s/tls_k.pem", tmpdir);
+    snprintf(cert2, sizeof cert2, "%s/tls_c2.pem", tmpdir);
+    snprintf(key2, sizeof key2, "%s/tls_k2.pem", tmpdir);
+    assert_int_equal(rp_conf_defaults(&c), 0);
+    /* no TLS: nothing to check */
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), 0);
+    c.tls_port = 2762;
+    rp_strlcpy(c.tls_cert, cert, sizeof c.tls_cert);
+    rp_strlcpy(c.tls_key, key, sizeof c.tls_key);
+    rp_strlcpy(c.tls_ca_file, cert, sizeof c.tls_ca_file);
+    /* valid for a year: fine, no warning */
+    make_cert(cert, key, -60, 365 * 86400L, NULL);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), 0);
+    assert_string_equal(warn, "");
+    /* expires in 10 days: a warning */
+    make_cert(cert, key, -60, 10 * 86400L + 3600, NULL);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), 0);
+    assert_non_null(strstr(warn, "expires in 10 days"));
+    /* expired: an error */
+    make_cert(cert, key, -10 * 86400L, -2 * 86400L - 60, NULL);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), RP_ECONF);
+    assert_non_null(strstr(err, "expired 2 days ago"));
+    /* not valid yet */
+    make_cert(cert, key, 86400, 2 * 86400, NULL);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), RP_ECONF);
+    assert_non_null(strstr(err, "is not valid yet"));
+    /* key of another certificate */
+    make_cert(cert, key, -60, 365 * 86400L, NULL);
+    make_cert(cert2, key2, -60, 365 * 86400L, NULL);
+    rp_strlcpy(c.tls_key, key2, sizeof c.tls_key);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), RP_ECONF);
+    assert_non_null(strstr(err, "does not belong to cert"));
+    /* an encrypted key needs its passphrase file, and the right passphrase */
+    make_cert(cert, key, -60, 365 * 86400L, "s3cret");
+    rp_strlcpy(c.tls_key, key, sizeof c.tls_key);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), RP_ECONF);
+    assert_non_null(strstr(err, "set key_passphrase_file"));
+    snprintf(pf, sizeof pf, "%s", write_file("pass.txt", "s3cret\n", 0600));
+    rp_strlcpy(c.tls_key_passphrase_file, pf, sizeof c.tls_key_passphrase_file);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), 0);
+    write_file("pass.txt", "wrong\n", 0600);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), RP_ECONF);
+    assert_non_null(strstr(err, "cannot read the private key with key_passphrase_file"));
+    /* garbage instead of a certificate */
+    c.tls_key_passphrase_file[0] = '\0';
+    make_cert(cert, key, -60, 365 * 86400L, NULL);
+    rp_strlcpy(c.tls_cert, write_file("junk.pem", "not a cert\n", 0644), sizeof c.tls_cert);
+    assert_int_equal(rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn), RP_ECONF);
+    assert_non_null(strstr(err, "not a PEM certificate"));
+    rp_conf_free(&c);
+}
+
 static void test_resolve_data_dir(void **state)
 {
     (void)state;
@@ -502,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_validate_rules_callback),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_tls_key_permissions),
+        cmocka_unit_test(test_tls_check),
         cmocka_unit_test(test_resolve_data_dir),
         cmocka_unit_test(test_missing_file),
     };

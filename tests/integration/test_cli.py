@@ -128,11 +128,17 @@ send_to = pacs
         rc, _, err = run("check-config", path)
         self.assertEqual(rc, 2)
         self.assertIn(f"{path}:1: peer p: destination = yes needs host and port", err)
-        cert = self.write("c.pem", "x")
-        key = self.write("k.pem", "x", 0o644)
-        ca = self.write("ca.pem", "x")
+        cert, key = os.path.join(self.tmp, "c.pem"), os.path.join(self.tmp, "k.pem")
+
+        def make_cert(days):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                            "-days", str(days), "-subj", "/CN=radprep-test"],
+                           check=True, capture_output=True)
+        make_cert(365)
+        os.chmod(key, 0o644)
         path = self.write("tls.ini", f"[tls]\nport = 2762\ncert = {cert}\nkey = {key}\n"
-                                     f"ca_file = {ca}\n")
+                                     f"ca_file = {cert}\n")
         rc, _, err = run("check-config", path)
         self.assertEqual(rc, 2)
         self.assertIn("readable by group or others", err)
@@ -140,7 +146,28 @@ send_to = pacs
         rc, out, err = run("check-config", "--quiet", path)
         if rc != 0 and "(built-in)" in err:
             self.skipTest("built-in recipes do not parse in this build: " + err)
-        self.assertEqual(rc, 0, err)
+        self.assertEqual((rc, out, err), (0, "OK\n", ""))
+        # a certificate close to its expiry: still OK, with a warning line
+        make_cert(5)
+        os.chmod(key, 0o600)
+        rc, out, err = run("check-config", "--quiet", path)
+        self.assertEqual((rc, out), (0, "OK\n"))
+        self.assertIn("warning: [tls] cert", err)
+        self.assertRegex(err, r"expires in [45] days")
+        # the key of another certificate
+        other = self.write("other.ini", f"[tls]\nport = 2762\ncert = {cert}\nkey = {key}\n"
+                                        f"ca_file = {cert}\n")
+        make_cert(365)
+        os.chmod(key, 0o600)
+        with open(cert) as f:
+            first = f.read()
+        make_cert(365)
+        os.chmod(key, 0o600)
+        with open(cert, "w") as f:
+            f.write(first)
+        rc, _, err = run("check-config", other)
+        self.assertEqual(rc, 2)
+        self.assertIn("does not belong to cert", err)
 
     def test_missing_file_and_usage(self):
         rc, _, err = run("check-config", os.path.join(self.tmp, "nope.ini"))
