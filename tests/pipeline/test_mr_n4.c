@@ -296,6 +296,53 @@ static void test_steps_run(void **state)
     ph_free(&ph);
 }
 
+/* Degenerate inputs get a clear error or a sane result, never a crash. */
+static void test_n4_bad_inputs(void **state)
+{
+    (void)state;
+    rp_n4_params p;
+    rp_n4_defaults(&p);
+    char err[256] = "";
+    rp_volume *c = NULL, *f = NULL;
+    /* all zero: nothing to fit */
+    rp_volume *z = rp_volume_new(32, 32, 32, 1);
+    assert_int_equal(rp_n4_correct(z, NULL, &p, &c, &f, NULL, err, sizeof err), RP_EINVAL);
+    assert_non_null(strstr(err, "foreground"));
+    /* tiny */
+    rp_volume *t = rp_volume_new(3, 3, 3, 1);
+    for (int i = 0; i < 27; i++)
+        t->data[i] = 100;
+    assert_int_equal(rp_n4_correct(t, NULL, &p, &c, &f, NULL, err, sizeof err), RP_EINVAL);
+    /* mask on another grid */
+    rp_mask *m = rp_mask_new(16, 16, 16, "x");
+    assert_int_equal(rp_n4_correct(z, m, &p, &c, &f, NULL, err, sizeof err), RP_EINVAL);
+    rp_mask_free(m);
+    /* bad parameters */
+    rp_n4_params bad = p;
+    bad.levels = 0;
+    assert_int_equal(rp_n4_correct(t, NULL, &bad, &c, &f, NULL, err, sizeof err), RP_EINVAL);
+    /* a 2-D slice with a horizontal ramp and NaNs: corrected, NaNs stay NaN, no crash */
+    rp_volume *s2 = rp_volume_new(128, 128, 1, 1);
+    for (int y = 0; y < 128; y++)
+        for (int x = 0; x < 128; x++) {
+            double r = hypot(x - 64, y - 64);
+            double v = r < 50 ? (r < 30 ? 1000 : 600) : 0;
+            s2->data[x + 128 * y] = (float)(v * exp(0.3 * (x - 64) / 64.0));
+        }
+    s2->data[64 + 128 * 64] = NAN;
+    assert_int_equal(rp_n4_correct(s2, NULL, &p, &c, &f, NULL, err, sizeof err), 0);
+    assert_true(isnan(c->data[64 + 128 * 64]));
+    double left = c->data[30 + 128 * 64], right = c->data[98 + 128 * 64];
+    double left0 = s2->data[30 + 128 * 64], right0 = s2->data[98 + 128 * 64];
+    printf("2-D ramp: right/left %.3f before, %.3f after\n", right0 / left0, right / left);
+    assert_true(fabs(right / left - 1) < 0.5 * fabs(right0 / left0 - 1));
+    rp_volume_free(c);
+    rp_volume_free(f);
+    rp_volume_free(s2);
+    rp_volume_free(z);
+    rp_volume_free(t);
+}
+
 int main(void)
 {
     rp_log_set_level(RP_LOG_WARN);
@@ -303,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_lattice_refine_exact), cmocka_unit_test(test_foreground_mask),
         cmocka_unit_test(test_steps_parse),          cmocka_unit_test(test_steps_run),
         cmocka_unit_test(test_n4_no_bias),           cmocka_unit_test(test_n4_phantom),
+        cmocka_unit_test(test_n4_bad_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
