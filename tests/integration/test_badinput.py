@@ -252,6 +252,47 @@ class TestHostileInput(unittest.TestCase):
         assert_store_clean(self, self.node)
 
 
+def implicit_dataset_bytes(study, series, sop, cls):
+    """A small dataset (no File Meta) encoded implicit VR LE, as it travels in a P-DATA."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    path = make_dataset(os.path.join(rptest.tempdir("ds"), "x.dcm"), study, series, sop, cls)
+    ds = pydicom.dcmread(path)
+    del ds.file_meta
+    ds.is_little_endian, ds.is_implicit_VR = True, True
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, True
+    write_dataset(buf, ds)
+    return buf.getvalue()
+
+
+class TestRequestMismatch(unittest.TestCase):
+    """The C-STORE request's UIDs are checked against the dataset (hand-made DIMSE)."""
+
+    def test_request_vs_dataset(self):
+        sc = "1.2.840.10008.5.1.4.1.1.7"
+        ct = rptest.CT_IMAGE_STORAGE
+        node = rptest.Radprepd().start()
+        try:
+            ok = implicit_dataset_bytes("1.2.3", "1.2.3.4", "1.2.3.4.100", sc)
+            self.assertEqual(rptest.raw_cstore(node.port, ok, sc, "1.2.3.4.100"), 0x0000)
+            bad = implicit_dataset_bytes("1.2.3", "1.2.3.4", "1.2.3.4.101", sc)
+            self.assertEqual(rptest.raw_cstore(node.port, bad, sc, "1.2.3.4.999"), 0xC000)
+            node.wait_log(r"store failed sop=1\.2\.3\.4\.999 .*status=0xC000 .*differs from request")
+            cls = implicit_dataset_bytes("1.2.3", "1.2.3.4", "1.2.3.4.102", sc)
+            self.assertEqual(rptest.raw_cstore(node.port, cls, ct, "1.2.3.4.102"), 0xA900)
+            node.wait_log(r"status=0xA900 reason=.*SOP Class UID")
+            garbage = os.urandom(3000)
+            st = rptest.raw_cstore(node.port, garbage, sc, "1.2.3.4.103")
+            self.assertIsNotNone(st)
+            self.assertEqual(st & 0xF000, 0xC000, hex(st))
+            files = [os.path.basename(f) for f in node.files_in_store()]
+            self.assertEqual(files, ["1.2.3.4.100.dcm"])
+            assert_store_clean(self, node)
+        finally:
+            self.assertEqual(node.stop(), 0)
+
+
 class TestResourceLimits(unittest.TestCase):
     def test_watermark_gives_a700(self):
         node = rptest.Radprepd(node={"min_free_mb": 1 << 40}).start()

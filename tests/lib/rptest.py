@@ -643,3 +643,60 @@ def pdata_pdu(pcid, payload, command=True, last=True):
     mch = (1 if command else 0) | (2 if last else 0)
     pdv = struct.pack(">IBB", len(payload) + 2, pcid, mch) + payload
     return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
+
+
+def _el_implicit(group, elem, value):
+    if isinstance(value, int):
+        raw = struct.pack("<H", value)
+    else:
+        raw = value.encode()
+        if len(raw) % 2:
+            raw += b"\0"
+    return struct.pack("<HHI", group, elem, len(raw)) + raw
+
+
+def cstore_rq_command(sop_class, sop_instance, message_id=1):
+    """C-STORE-RQ command set (implicit VR LE, with group length) as bytes."""
+    body = (_el_implicit(0, 0x0002, sop_class) + _el_implicit(0, 0x0100, 0x0001) +
+            _el_implicit(0, 0x0110, message_id) + _el_implicit(0, 0x0700, 0) +
+            _el_implicit(0, 0x0800, 0x0000) + _el_implicit(0, 0x1000, sop_instance))
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+
+def dimse_status(pdata_body):
+    """(0000,0900) Status from the body of a P-DATA-TF PDU carrying a command, or None."""
+    off = 0
+    cmd = b""
+    while off + 6 <= len(pdata_body):
+        ln = struct.unpack_from(">I", pdata_body, off)[0]
+        cmd += pdata_body[off + 6:off + 4 + ln]
+        off += 4 + ln
+    i = 0
+    while i + 8 <= len(cmd):
+        g, e, ln = struct.unpack_from("<HHI", cmd, i)
+        if (g, e) == (0, 0x0900):
+            return struct.unpack_from("<H", cmd, i + 8)[0]
+        i += 8 + ln
+    return None
+
+
+def raw_cstore(port, dataset_bytes, sop_class, sop_instance, ts=IMPLICIT_LE, called="RADPREP",
+               calling="RAWSCU", timeout=30):
+    """Send one C-STORE with a hand-made command (request UIDs chosen by the caller, the
+    dataset encoded in ts) and return the DIMSE status (None if no response came)."""
+    a = RawAssociation(port, calling=calling, called=called,
+                       contexts=((1, sop_class, (ts,)),)).open()
+    try:
+        if a.result != "accepted":
+            raise AssertionError("association %s %s" % (a.result, a.reject))
+        a.send(pdata_pdu(1, cstore_rq_command(sop_class, sop_instance), command=True))
+        a.send(pdata_pdu(1, dataset_bytes, command=False))
+        t, body = recv_pdu(a.sock, timeout)
+        if t != 0x04:
+            return None
+        status = dimse_status(body)
+        a.send(struct.pack(">BBI", 0x05, 0, 4) + b"\0\0\0\0")  # A-RELEASE-RQ
+        recv_pdu(a.sock, timeout)
+        return status
+    finally:
+        a.close()
