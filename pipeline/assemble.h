@@ -94,7 +94,14 @@ void rp_series_asm_free(rp_series_asm *s);
 /* A decoded stack: nx*ny*nz*nt samples of `type`, x fastest, rows flipped as written. */
 typedef struct rp_stack_data {
     rp_sample_type type;
-    void *data;                /* owned (free()) */
+    void *data;                /* owned (free()); NULL when the data is held by slice */
+    /* Zero-copy form (plain conversion): slice[k] points at slice k (index z + nz*t) inside
+     * the decoded file buffers, already flipped in place; the buffers are owned here.
+     * rp_stack_data_contiguous() turns this form into `data`. */
+    void **slice;
+    size_t n_slices, slice_bytes;
+    void **bufs;
+    size_t n_bufs;
     double scl_slope, scl_inter;  /* real value = slope * stored + inter */
     long n_padding;            /* voxels that were Pixel Padding */
     uint8_t *pad_mask;         /* owned, NULL when the series declares no padding */
@@ -103,9 +110,21 @@ typedef struct rp_stack_data {
 
 /* Decode the stack's slices into `out` in the native type (int16 with scl_slope/inter as
  * dcm2niix writes; float32 when slices disagree on rescale). `threads` <= 0: OpenMP default.
+ * pixels (may be NULL): per info index, frames already decoded by rp_dcm_read_info_pixels();
+ * files without an entry are decoded here. pix_refs (may be NULL): per info index, the number
+ * of stacks still to load from that file; it is decremented and the file's pixels freed (and
+ * set NULL) when it reaches 0, so a series never holds its slices twice. When every file is
+ * preloaded and used by this stack only, and no conversion is needed, the slices are taken
+ * over in place (zero-copy form, see rp_stack_data) unless RP_LOAD_CONTIGUOUS is set.
+ * RP_LOAD_PAD_MASK: build out->pad_mask (padded voxels are counted anyway).
  * On a decode error returns RP_EDECODE with the file and reason in err. */
-int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, int threads,
-                  rp_stack_data *out, char *err, size_t errlen);
+#define RP_LOAD_PAD_MASK 1u    /* build out->pad_mask */
+#define RP_LOAD_CONTIGUOUS 2u  /* always fill out->data (resampling and recipes need it) */
+int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels,
+                  int *pix_refs, unsigned flags, int threads, rp_stack_data *out, char *err,
+                  size_t errlen);
+/* Gather a zero-copy stack into one buffer (no-op when d->data is set). */
+int rp_stack_data_contiguous(rp_stack_data *d);
 void rp_stack_data_free(rp_stack_data *d);
 
 /* Put a sheared / unevenly spaced stack on a regular orthogonal grid (linear interpolation,

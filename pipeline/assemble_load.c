@@ -29,6 +29,10 @@ void rp_stack_data_free(rp_stack_data *d)
 {
     if (!d)
         return;
+    for (size_t i = 0; i < d->n_bufs; i++)
+        free(d->bufs[i]);
+    free(d->bufs);
+    free(d->slice);
     free(d->data);
     free(d->pad_mask);
     memset(d, 0, sizeof *d);
@@ -57,21 +61,180 @@ static void invert_row(rp_sample_type t, void *row, size_t n, long smin, long sm
     }
 }
 
-static long stored_at(rp_dcm_stype t, const void *p, size_t i)
+/* Padding voxels in a row: the value (or [value, range limit]) in stored units. Typed loops:
+ * this runs over every voxel of every series that declares padding. */
+static long count_padding(const rp_dcm_info *in, const void *row, size_t n, uint8_t *mask)
 {
-    switch (t) {
-    case RP_DCM_U8: return ((const uint8_t *)p)[i];
-    case RP_DCM_S8: return ((const int8_t *)p)[i];
-    case RP_DCM_U16: return ((const uint16_t *)p)[i];
-    case RP_DCM_S16: return ((const int16_t *)p)[i];
-    case RP_DCM_U32: return (long)((const uint32_t *)p)[i];
-    default: return ((const int32_t *)p)[i];
+    long lo = in->padding_value, hi = in->padding_value;
+    if (in->has_padding_range) {
+        lo = in->padding_value < in->padding_range_limit ? in->padding_value : in->padding_range_limit;
+        hi = in->padding_value < in->padding_range_limit ? in->padding_range_limit : in->padding_value;
+    }
+    long c = 0;
+    /* int compares so the counting loop vectorises (omp simd) */
+#define RP_PAD_LOOP(T, W)                                                                     \
+    do {                                                                                      \
+        const T *p = (const T *)row;                                                          \
+        const W l = (W)lo, h = (W)hi;                                                         \
+        if (mask) {                                                                           \
+            for (size_t i = 0; i < n; i++) {                                                  \
+                int b = p[i] >= l && p[i] <= h;                                               \
+                mask[i] = (uint8_t)b;                                                         \
+                c += b;                                                                       \
+            }                                                                                 \
+        } else {                                                                              \
+            int cc = 0;                                                                       \
+            _Pragma("omp simd reduction(+ : cc)")                                             \
+            for (size_t i = 0; i < n; i++)                                                    \
+                cc += (p[i] >= l) & (p[i] <= h);                                              \
+            c += cc;                                                                          \
+        }                                                                                     \
+    } while (0)
+    switch (in->stype) {
+    case RP_DCM_U8: RP_PAD_LOOP(uint8_t, int); break;
+    case RP_DCM_S8: RP_PAD_LOOP(int8_t, int); break;
+    case RP_DCM_U16: RP_PAD_LOOP(uint16_t, int); break;
+    case RP_DCM_S16: RP_PAD_LOOP(int16_t, int); break;
+    case RP_DCM_U32: RP_PAD_LOOP(uint32_t, long long); break;
+    default: RP_PAD_LOOP(int32_t, long long); break;
+    }
+#undef RP_PAD_LOOP
+    return c;
+}
+
+
+int rp_stack_data_contiguous(rp_stack_data *d)
+{
+    if (d->data || !d->slice)
+        return 0;
+    uint8_t *p = malloc(d->n_slices * d->slice_bytes);
+    if (!p)
+        return RP_ENOMEM;
+    for (size_t k = 0; k < d->n_slices; k++)
+        memcpy(p + k * d->slice_bytes, d->slice[k], d->slice_bytes);
+    for (size_t i = 0; i < d->n_bufs; i++)
+        free(d->bufs[i]);
+    free(d->bufs);
+    free(d->slice);
+    d->bufs = NULL;
+    d->slice = NULL;
+    d->n_bufs = 0;
+    d->data = p;
+    return 0;
+}
+
+static void flip_frame(uint8_t *f, size_t rowbytes, size_t ny)
+{
+    uint8_t tmp[16384];
+    for (size_t y = 0; y < ny / 2; y++) {
+        uint8_t *a = f + y * rowbytes, *b = f + (ny - 1 - y) * rowbytes;
+        for (size_t o = 0; o < rowbytes; o += sizeof tmp) {
+            size_t l = rowbytes - o < sizeof tmp ? rowbytes - o : sizeof tmp;
+            memcpy(tmp, a + o, l);
+            memcpy(a + o, b + o, l);
+            memcpy(b + o, tmp, l);
+        }
     }
 }
 
-int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, int threads,
-                  rp_stack_data *out, char *err, size_t errlen)
+static rp_sample_type native_type(const rp_dcm_info *ref, int use_float)
 {
+    if (ref->samples_per_pixel == 3)
+        return RP_ST_RGB24;
+    if (use_float)
+        return RP_ST_F32;
+    switch (ref->stype) {
+    case RP_DCM_U8: return RP_ST_U8;
+    case RP_DCM_S8: return RP_ST_S8;
+    case RP_DCM_U16: return RP_ST_U16;
+    case RP_DCM_S16: return RP_ST_S16;
+    case RP_DCM_U32: return RP_ST_U32;
+    default: return RP_ST_S32;
+    }
+}
+
+/* Plain conversion without a copy: the decoded file buffers become the stack. */
+static int load_in_place(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels,
+                         int *pix_refs, rp_stack_data *out)
+{
+    const rp_dcm_info *ref = st->ref;
+    size_t nslices = (size_t)st->nz * st->nt;
+    size_t ss = rp_dcm_stype_size(ref->stype) * (size_t)ref->samples_per_pixel;
+    out->type = native_type(ref, 0);
+    out->slice_bytes = (size_t)st->nx * st->ny * ss;
+    out->n_slices = nslices;
+    out->slice = calloc(nslices, sizeof(void *));
+    out->bufs = calloc(nslices, sizeof(void *));
+    if (!out->slice || !out->bufs)
+        return RP_ENOMEM;
+    int invert = !strcmp(ref->photometric, "MONOCHROME1");
+    out->inverted_mono1 = invert;
+    /* take every file's buffer over (first slice that names it), then fix frames in parallel */
+    int *files = malloc(nslices * sizeof(int));
+    if (!files)
+        return RP_ENOMEM;
+    int nf = 0;
+    for (size_t k = 0; k < nslices; k++) {
+        int f = st->slice[k].file;
+        if (pixels[f]) {
+            files[nf++] = f;
+            out->bufs[out->n_bufs++] = pixels[f];
+            pixels[f] = NULL;
+            if (pix_refs)
+                pix_refs[f] = 0;
+        }
+    }
+    for (size_t k = 0; k < nslices; k++) {
+        int f = st->slice[k].file;
+        for (int i = 0; i < nf; i++)
+            if (files[i] == f) {
+                out->slice[k] = (uint8_t *)out->bufs[i] +
+                                (size_t)st->slice[k].frame * rp_dcm_frame_bytes(infos[f]);
+                break;
+            }
+    }
+    long npad = 0;
+    const size_t n = (size_t)st->nx * st->ny;
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : npad)
+    for (int i = 0; i < nf; i++) {
+        const rp_dcm_info *in = infos[files[i]];
+        long smin = in->pixel_representation ? -(1L << (in->bits_stored - 1)) : 0;
+        long smax = in->pixel_representation ? (1L << (in->bits_stored - 1)) - 1
+                                             : (long)((1UL << in->bits_stored) - 1);
+        size_t fb = rp_dcm_frame_bytes(in);
+        for (int f = 0; f < in->frames; f++) {
+            uint8_t *fr = (uint8_t *)out->bufs[i] + (size_t)f * fb;
+            flip_frame(fr, (size_t)st->nx * ss, (size_t)st->ny);
+            if (in->has_padding_value && in->samples_per_pixel == 1)
+                npad += count_padding(in, fr, n, NULL);
+            if (invert)
+                invert_row(out->type, fr, n, smin, smax);
+        }
+    }
+    free(files);
+    out->n_padding = npad;
+    const rp_dcm_frame *f0 = &infos[st->slice[0].file]->frame[st->slice[0].frame];
+    out->scl_slope = f0->slope;
+    out->scl_inter = f0->intercept;
+    if (out->type == RP_ST_U16) {
+        uint16_t mx = 0;
+        for (size_t k = 0; k < nslices; k++) {
+            const uint16_t *p = out->slice[k];
+            for (size_t i = 0; i < out->slice_bytes / 2; i++)
+                if (p[i] > mx)
+                    mx = p[i];
+        }
+        if (mx < 32768)
+            out->type = RP_ST_S16;
+    }
+    return 0;
+}
+
+int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels,
+                  int *pix_refs, unsigned flags, int threads, rp_stack_data *out, char *err,
+                  size_t errlen)
+{
+    int want_pad_mask = (flags & RP_LOAD_PAD_MASK) != 0;
     memset(out, 0, sizeof *out);
     const rp_dcm_info *ref = st->ref;
     int spp = ref->samples_per_pixel;
@@ -97,6 +260,32 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, int threa
         }
     }
     size_t nx = (size_t)st->nx, ny = (size_t)st->ny, nslices = (size_t)st->nz * st->nt;
+    if (!(flags & RP_LOAD_CONTIGUOUS) && !use_float && pixels && !st->mosaic && !want_pad_mask) {
+        int ok = 1;
+        for (size_t k = 0; k < nslices && ok; k++) {
+            int f = st->slice[k].file;
+            /* each file whole and only here (a file shared with another stack must stay) */
+            ok = pixels[f] != NULL && (!pix_refs || pix_refs[f] <= 1);
+        }
+        /* the file's frames are flipped in place: every frame of it must belong here */
+        for (size_t k = 0; k < nslices && ok; k++) {
+            const rp_dcm_info *in = infos[st->slice[k].file];
+            if (in->frames > 1) {
+                int cnt = 0;
+                for (size_t q = 0; q < nslices; q++)
+                    cnt += st->slice[q].file == st->slice[k].file;
+                ok = cnt == in->frames;
+            }
+        }
+        if (ok) {
+            int rc = load_in_place(st, infos, pixels, pix_refs, out);
+            if (rc) {
+                snprintf(err, errlen, "out of memory");
+                rp_stack_data_free(out);
+            }
+            return rc;
+        }
+    }
     size_t ss = st_size(out->type), nvox = nx * ny;
     out->data = malloc(nvox * nslices * ss);
     if (!out->data) {
@@ -106,7 +295,7 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, int threa
     int any_pad = 0;
     for (size_t k = 0; k < nslices; k++)
         any_pad |= infos[st->slice[k].file]->has_padding_value;
-    if (any_pad && spp == 1) {
+    if (any_pad && spp == 1 && want_pad_mask) {
         out->pad_mask = calloc(nvox * nslices, 1);
         if (!out->pad_mask) {
             rp_stack_data_free(out);
@@ -152,11 +341,20 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, int threa
             if (fr > fmax) fmax = fr;
         }
         size_t fbytes = rp_dcm_frame_bytes(in);
-        size_t nb = fbytes * (size_t)(fmax - fmin + 1);
-        uint8_t *buf = malloc(nb);
+        uint8_t *buf;
         char e[256] = "";
-        int rc = buf ? rp_dcm_decode_frames(in->path, in, fmin, fmax - fmin + 1, buf, nb, e, sizeof e)
+        int rc = 0;
+        int owned = 1;
+        if (pixels && pixels[f]) {
+            buf = pixels[f];  /* all frames, decoded while the header was read */
+            fmin = 0;
+            owned = 0;
+        } else {
+            size_t nb = fbytes * (size_t)(fmax - fmin + 1);
+            buf = malloc(nb);
+            rc = buf ? rp_dcm_decode_frames(in->path, in, fmin, fmax - fmin + 1, buf, nb, e, sizeof e)
                      : RP_ENOMEM;
+        }
         if (rc) {
 #pragma omp critical(rp_stack_err)
             {
@@ -165,7 +363,8 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, int threa
                     snprintf(ferr, sizeof ferr, "%s: %s", in->path, e[0] ? e : rp_strerror(rc));
                 }
             }
-            free(buf);
+            if (owned)
+                free(buf);
             continue;
         }
         size_t sss = rp_dcm_stype_size(in->stype) * (size_t)spp;  /* bytes per source pixel */
@@ -195,16 +394,25 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, int threa
                     continue;
                 }
                 memcpy(drow, srow, nx * ss);
-                if (prow)
-                    for (size_t x = 0; x < nx; x++) {
-                        prow[x] = (uint8_t)rp_dcm_is_padding(in, stored_at(in->stype, srow, x));
-                        npad += prow[x];
-                    }
+                if (in->has_padding_value && spp == 1)
+                    npad += count_padding(in, srow, nx, prow);
                 if (invert)
                     invert_row(out->type, drow, nx, smin, smax);
             }
         }
-        free(buf);
+        if (owned) {
+            free(buf);
+        } else if (pix_refs) {
+            /* last stack that needs this file: give its pixels back now, so the slices and
+             * the volume are never both held in full */
+            int last;
+#pragma omp atomic capture
+            last = --pix_refs[f];
+            if (last <= 0) {
+                free(pixels[f]);
+                pixels[f] = NULL;
+            }
+        }
     }
     free(order);
     free(gstart);

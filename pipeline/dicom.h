@@ -187,6 +187,14 @@ size_t rp_dcm_frame_bytes(const rp_dcm_info *info);
 int rp_dcm_decode_frames(const char *path, const rp_dcm_info *info, int first, int count,
                          void *dst, size_t dst_bytes, char *err, size_t errlen);
 
+/* Header and ALL frames in one read of the file (what assembly uses: each file is parsed
+ * once). On success *pixels (malloc'd, caller frees) holds frames*frame_bytes raw stored
+ * values as rp_dcm_decode_frames() writes them; NULL when the file has no Pixel Data.
+ * When the header is fine but decoding fails, *out is still set (caller frees it) and the
+ * return is RP_EDECODE / RP_ENOMEM with the reason in err. */
+int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void **pixels, size_t *nbytes,
+                            char *err, size_t errlen);
+
 /* Flags for rp_dcm_stored_to_float(). */
 #define RP_DCM_F_RESCALE 1u       /* apply slope/intercept or the Modality LUT */
 #define RP_DCM_F_INVERT_MONO1 2u  /* MONOCHROME1: invert so that higher means denser */

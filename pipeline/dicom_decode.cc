@@ -361,11 +361,8 @@ extern "C" void rp_dcm_info_free(rp_dcm_info *in)
     free(in);
 }
 
-extern "C" int rp_dcm_read_info(const char *path, rp_dcm_info **out, char *err, size_t errlen)
+static int load_checked(DcmFileFormat &ff, const char *path, char *err, size_t errlen)
 {
-    rp_dcm_global_init();
-    *out = NULL;
-    DcmFileFormat ff;
     OFCondition c = load(ff, path, true);
     if (c.bad()) {
         if (c == EC_StreamNotifyClient)
@@ -375,7 +372,15 @@ extern "C" int rp_dcm_read_info(const char *path, rp_dcm_info **out, char *err, 
             seterr(err, errlen, "not readable as DICOM: %s", c.text());
         return RP_EPARSE;
     }
+    return 0;
+}
+
+static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, char *err,
+                      size_t errlen)
+{
+    *out = NULL;
     DcmDataset *ds = ff.getDataset();
+    OFCondition c;
     rp_dcm_info *in = (rp_dcm_info *)calloc(1, sizeof *in);
     if (!in)
         return RP_ENOMEM;
@@ -921,10 +926,9 @@ int j2k_frames(DcmPixelSequence *seq, int nframes, std::vector<std::vector<DcmPi
 
 } // namespace
 
-extern "C" int rp_dcm_decode_frames(const char *path, const rp_dcm_info *in, int first, int count,
-                                    void *dst, size_t dst_bytes, char *err, size_t errlen)
+static int decode_loaded(DcmFileFormat &ff, const rp_dcm_info *in, int first, int count,
+                         void *dst, size_t dst_bytes, char *err, size_t errlen)
 {
-    rp_dcm_global_init();
     if (!in->has_pixel_data) {
         seterr(err, errlen, "no Pixel Data");
         return RP_EDECODE;
@@ -940,12 +944,7 @@ extern "C" int rp_dcm_decode_frames(const char *path, const rp_dcm_info *in, int
         return RP_EINVAL;
     }
     size_t fsamples = (size_t)in->rows * in->cols * in->samples_per_pixel;
-    DcmFileFormat ff;
-    OFCondition c = load(ff, path, true);
-    if (c.bad()) {
-        seterr(err, errlen, "cannot read: %s", c.text());
-        return RP_EDECODE;
-    }
+    OFCondition c;
     DcmDataset *ds = ff.getDataset();
     DcmElement *el = NULL;
     if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) {
@@ -1036,43 +1035,79 @@ extern "C" int rp_dcm_decode_frames(const char *path, const rp_dcm_info *in, int
         return 0;
     }
     size_t sbytes = (size_t)(in->bits_allocated / 8);
-    const uint8_t *src = NULL;
     size_t have = pd->getLength();
-    if (sbytes == 1) {
-        Uint8 *p = NULL;
-        c = pd->getUint8Array(p);
-        src = p;
-    } else if (sbytes == 2) {
-        Uint16 *p = NULL;
-        c = pd->getUint16Array(p);
-        src = (const uint8_t *)p;
-    } else {
-        Uint32 *p = NULL;
-        c = pd->getUint32Array(p);
-        if (c.bad() || !p) {
-            /* OW/OB pixel data with 32-bit samples: read as bytes (little endian host). */
-            Uint8 *b = NULL;
-            c = pd->getUint8Array(b);
-            src = b;
-        } else {
-            src = (const uint8_t *)p;
-        }
-    }
-    if (c.bad() || !src) {
-        seterr(err, errlen, "cannot read Pixel Data: %s", c.text());
-        return RP_EDECODE;
-    }
     size_t need = (size_t)(first + count) * fsamples * sbytes;
     if (have < need) {
         seterr(err, errlen, "Pixel Data has %zu bytes, %zu needed", have, need);
         return RP_EDECODE;
     }
+    /* Straight from the file (or dcmtk's memory after inflating/decoding) into the caller's
+     * buffer, swapped to local byte order: no full copy of the value inside dcmtk. */
+    size_t off = (size_t)first * fsamples * sbytes, len = (size_t)count * fsamples * sbytes;
+    if (off + len > 0xFFFFFFFFu) {
+        seterr(err, errlen, "Pixel Data beyond 4 GiB is not supported");
+        return RP_EUNSUPPORTED;
+    }
+    c = pd->getPartialValue(out, (Uint32)off, (Uint32)len);
+    if (c.bad()) {
+        seterr(err, errlen, "cannot read Pixel Data: %s", c.text());
+        return RP_EDECODE;
+    }
     for (int f = first; f < first + count; f++) {
         uint8_t *d = out + (size_t)(f - first) * fbytes;
-        normalize_samples(in, src + (size_t)f * fsamples * sbytes, fsamples, d);
+        normalize_samples(in, d, fsamples, d);
         if (in->samples_per_pixel == 3 && planar == 1)
             planar_to_interleaved(in, d);
     }
+    return 0;
+}
+
+extern "C" int rp_dcm_read_info(const char *path, rp_dcm_info **out, char *err, size_t errlen)
+{
+    rp_dcm_global_init();
+    *out = NULL;
+    DcmFileFormat ff;
+    int rc = load_checked(ff, path, err, errlen);
+    return rc ? rc : parse_info(ff, path, out, err, errlen);
+}
+
+extern "C" int rp_dcm_decode_frames(const char *path, const rp_dcm_info *in, int first, int count,
+                                    void *dst, size_t dst_bytes, char *err, size_t errlen)
+{
+    rp_dcm_global_init();
+    DcmFileFormat ff;
+    if (load_checked(ff, path, err, errlen))
+        return RP_EDECODE;
+    return decode_loaded(ff, in, first, count, dst, dst_bytes, err, errlen);
+}
+
+extern "C" int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void **pixels,
+                                       size_t *nbytes, char *err, size_t errlen)
+{
+    rp_dcm_global_init();
+    *out = NULL;
+    *pixels = NULL;
+    *nbytes = 0;
+    DcmFileFormat ff;
+    int rc = load_checked(ff, path, err, errlen);
+    if (!rc)
+        rc = parse_info(ff, path, out, err, errlen);
+    if (rc || !(*out)->has_pixel_data)
+        return rc;
+    rp_dcm_info *in = *out;
+    size_t n = rp_dcm_frame_bytes(in) * (size_t)in->frames;
+    void *buf = malloc(n ? n : 1);
+    if (!buf) {
+        seterr(err, errlen, "out of memory for %zu bytes of pixels", n);
+        return RP_ENOMEM;  /* *out stays valid: the caller frees it */
+    }
+    rc = decode_loaded(ff, in, 0, in->frames, buf, n, err, errlen);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *pixels = buf;
+    *nbytes = n;
     return 0;
 }
 

@@ -193,25 +193,51 @@ static int write_all(FILE *f, const void *p, size_t n)
     return fwrite(p, 1, n, f) == n ? 0 : RP_EIO;
 }
 
-/* Compress [hdr | data] as consecutive gzip members, `threads` blocks at a time. */
-static int write_gz(FILE *f, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t dlen,
-                    const rp_nifti_opts *o)
+/* The byte stream of a file: header then voxels, as a list of segments (one buffer, or one
+ * per slice when the data is written straight from the decoded slices). */
+typedef struct seg {
+    const uint8_t *p;
+    size_t n;
+} seg;
+
+/* Copy stream bytes [off, off+len) into dst. */
+static void gather(const seg *sg, size_t nseg, size_t off, size_t len, uint8_t *dst)
+{
+    size_t pos = 0;
+    for (size_t i = 0; i < nseg && len; i++) {
+        if (off >= pos + sg[i].n) {
+            pos += sg[i].n;
+            continue;
+        }
+        size_t o = off - pos, l = sg[i].n - o < len ? sg[i].n - o : len;
+        memcpy(dst, sg[i].p + o, l);
+        dst += l;
+        off += l;
+        len -= l;
+        pos += sg[i].n;
+    }
+}
+
+/* Compress the stream as consecutive gzip members, 2 blocks per thread in flight. */
+static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
 {
     size_t block = o && o->block_bytes ? o->block_bytes : (size_t)4 << 20;
     int level = o && o->level > 0 ? o->level : RP_NIFTI_DEFAULT_LEVEL;
     if (level > 12)
         level = 12;
     int threads = o && o->threads > 0 ? o->threads : omp_get_max_threads();
-    size_t total = hlen + dlen;
+    size_t total = 0;
+    for (size_t i = 0; i < nseg; i++)
+        total += sg[i].n;
     size_t nblocks = (total + block - 1) / block;
     if (nblocks == 0)
         nblocks = 1;
     int batch = threads * 2;
-    size_t bound = block + block / 8 + 1024;  /* refined per compressor below */
     uint8_t **out = calloc((size_t)batch, sizeof *out);
-    size_t *olen = calloc((size_t)batch, sizeof *olen);
     uint8_t **in = calloc((size_t)batch, sizeof *in);
+    size_t *olen = calloc((size_t)batch, sizeof *olen);
     int rc = 0;
+    size_t bound = 0;
     if (!out || !olen || !in) {
         rc = RP_ENOMEM;
         goto done;
@@ -227,22 +253,11 @@ static int write_gz(FILE *f, const uint8_t *hdr, size_t hlen, const uint8_t *dat
     }
     for (int i = 0; i < batch; i++) {
         out[i] = malloc(bound);
-        if (!out[i]) {
+        in[i] = malloc(block);
+        if (!out[i] || !in[i]) {
             rc = RP_ENOMEM;
             goto done;
         }
-    }
-    /* The header block needs contiguous input; only the first block straddles hdr/data. */
-    uint8_t *first = malloc(block < total ? block : total);
-    if (!first) {
-        rc = RP_ENOMEM;
-        goto done;
-    }
-    {
-        size_t n0 = block < total ? block : total;
-        memcpy(first, hdr, hlen < n0 ? hlen : n0);
-        if (n0 > hlen)
-            memcpy(first + hlen, data, n0 - hlen);
     }
     for (size_t b0 = 0; b0 < nblocks && !rc; b0 += (size_t)batch) {
         size_t nb = nblocks - b0 < (size_t)batch ? nblocks - b0 : (size_t)batch;
@@ -256,10 +271,10 @@ static int write_gz(FILE *f, const uint8_t *hdr, size_t hlen, const uint8_t *dat
             for (size_t i = 0; i < nb; i++) {
                 if (!cmp)
                     continue;
-                size_t blk = b0 + i, off = blk * block;
+                size_t off = (b0 + i) * block;
                 size_t len = total - off < block ? total - off : block;
-                const uint8_t *src = blk == 0 ? first : data + (off - hlen);
-                olen[i] = libdeflate_gzip_compress(cmp, src, len, out[i], bound);
+                gather(sg, nseg, off, len, in[i]);
+                olen[i] = libdeflate_gzip_compress(cmp, in[i], len, out[i], bound);
                 if (olen[i] == 0)
                     fail = 1;
             }
@@ -273,20 +288,26 @@ static int write_gz(FILE *f, const uint8_t *hdr, size_t hlen, const uint8_t *dat
         for (size_t i = 0; i < nb && !rc; i++)
             rc = write_all(f, out[i], olen[i]);
     }
-    free(first);
 done:
     if (out)
         for (int i = 0; i < batch; i++)
             free(out[i]);
+    if (in)
+        for (int i = 0; i < batch; i++)
+            free(in[i]);
     free(out);
-    free(olen);
     free(in);
+    free(olen);
     return rc;
 }
 
-int rp_nifti_write(const char *path, const int dim[4], int datatype, const void *data,
-                   const double A[4][4], double scl_slope, double scl_inter,
-                   const rp_nifti_opts *o, char *err, size_t errlen)
+static int write_stream(const char *path, const seg *sg, size_t nseg, const rp_nifti_opts *o,
+                        char *err, size_t errlen);
+
+static int write_any(const char *path, const int dim[4], int datatype, const void *data,
+                     const void *const *slices, size_t n_slices, const double A[4][4],
+                     double scl_slope, double scl_inter, const rp_nifti_opts *o, char *err,
+                     size_t errlen)
 {
     int bp = bitpix_of(datatype);
     if (!bp || dim[0] < 1 || dim[1] < 1 || dim[2] < 1 || dim[3] < 1 || dim[0] > 32767 ||
@@ -341,7 +362,24 @@ int rp_nifti_write(const char *path, const int dim[4], int datatype, const void 
     memcpy(hdr, &h, 348);
     memset(hdr + 348, 0, 4);  /* no extensions */
     size_t dlen = (size_t)dim[0] * dim[1] * dim[2] * dim[3] * (size_t)(bp / 8);
+    if (slices) {
+        seg *sg = malloc((n_slices + 1) * sizeof *sg);
+        if (!sg)
+            return RP_ENOMEM;
+        sg[0] = (seg){hdr, sizeof hdr};
+        for (size_t k = 0; k < n_slices; k++)
+            sg[k + 1] = (seg){(const uint8_t *)slices[k], dlen / n_slices};
+        int rc = write_stream(path, sg, n_slices + 1, o, err, errlen);
+        free(sg);
+        return rc;
+    }
+    seg sg[2] = {{hdr, sizeof hdr}, {(const uint8_t *)data, dlen}};
+    return write_stream(path, sg, 2, o, err, errlen);
+}
 
+static int write_stream(const char *path, const seg *sg, size_t nseg, const rp_nifti_opts *o,
+                        char *err, size_t errlen)
+{
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
     FILE *f = fopen(tmp, "wb");
@@ -350,14 +388,12 @@ int rp_nifti_write(const char *path, const int dim[4], int datatype, const void 
         return RP_EIO;
     }
     setvbuf(f, NULL, _IOFBF, 1 << 20);
-    int rc;
+    int rc = 0;
     if (o && o->gzip)
-        rc = write_gz(f, hdr, sizeof hdr, data, dlen, o);
-    else {
-        rc = write_all(f, hdr, sizeof hdr);
-        if (!rc)
-            rc = write_all(f, data, dlen);
-    }
+        rc = write_gz(f, sg, nseg, o);
+    else
+        for (size_t i = 0; i < nseg && !rc; i++)
+            rc = write_all(f, sg[i].p, sg[i].n);
     if (fclose(f) != 0 && !rc)
         rc = RP_EIO;
     if (!rc && rename(tmp, path) != 0)
@@ -368,6 +404,21 @@ int rp_nifti_write(const char *path, const int dim[4], int datatype, const void 
         unlink(tmp);
     }
     return rc;
+}
+
+int rp_nifti_write(const char *path, const int dim[4], int datatype, const void *data,
+                   const double A[4][4], double scl_slope, double scl_inter,
+                   const rp_nifti_opts *o, char *err, size_t errlen)
+{
+    return write_any(path, dim, datatype, data, NULL, 0, A, scl_slope, scl_inter, o, err, errlen);
+}
+
+int rp_nifti_write_slices(const char *path, const int dim[4], int datatype,
+                          const void *const *slices, const double A[4][4], double scl_slope,
+                          double scl_inter, const rp_nifti_opts *o, char *err, size_t errlen)
+{
+    return write_any(path, dim, datatype, NULL, slices, (size_t)dim[2] * dim[3], A, scl_slope,
+                     scl_inter, o, err, errlen);
 }
 
 int rp_nifti_write_volume(const char *path, const rp_volume *v, const rp_nifti_opts *o, char *err,

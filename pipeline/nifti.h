@@ -44,13 +44,19 @@ typedef struct rp_nifti_opts {
     char descrip[80];    /* header description */
 } rp_nifti_opts;
 
-#define RP_NIFTI_DEFAULT_LEVEL 4
+#define RP_NIFTI_DEFAULT_LEVEL 6  /* libdeflate 6: ~3.5x faster than zlib 6, smaller */
 
 /* Write dims (nx, ny, nz, nt; nt 1 for 3-D) of `datatype` voxels. scl_slope 0 means
  * "no scaling" (written as 1/0 unless the caller gives real values). */
 int rp_nifti_write(const char *path, const int dim[4], int datatype, const void *data,
                    const double affine[4][4], double scl_slope, double scl_inter,
                    const rp_nifti_opts *o, char *err, size_t errlen);
+
+/* Same, the voxels given as dim[2]*dim[3] slices of dim[0]*dim[1] voxels each (written in
+ * that order, without gathering them first). */
+int rp_nifti_write_slices(const char *path, const int dim[4], int datatype,
+                          const void *const *slices, const double affine[4][4], double scl_slope,
+                          double scl_inter, const rp_nifti_opts *o, char *err, size_t errlen);
 
 /* Write a float32 rp_volume (channels become the 4th dimension). */
 int rp_nifti_write_volume(const char *path, const rp_volume *v, const rp_nifti_opts *o,

@@ -50,6 +50,9 @@ typedef struct rp_process_opts {
                                  a regular grid (said in QC); 0: such stacks fail (RP_EGEOM) */
     rp_privacy privacy;       /* default RP_PRIVACY_NONE */
     int write_qc;             /* 1 (default): <out_dir>/qc.json */
+    long long preload_mb;     /* pixels decoded while headers are read (one parse per file),
+                                 up to this many MiB in total; the rest is decoded per stack.
+                                 0: default (1024); < 0: never */
 } rp_process_opts;
 
 void rp_process_opts_init(rp_process_opts *o);

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <math.h>
 #include <omp.h>
@@ -73,6 +74,8 @@ typedef struct run_state {
     rp_process_result *res;
     cJSON *qc;
     int first_err;
+    void **pix;          /* the current series' preloaded pixels (per info index) */
+    int *refs;           /* stacks still to read each file */
 } run_state;
 
 static void fail(run_state *rs, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -251,7 +254,11 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     char err[1400] = "";
     rp_stack_data d;
     double t0 = rp_mono_s();
-    int rc = rp_stack_load(st, infos, o->threads, &d, err, sizeof err);
+    int with_recipe = o->recipe && o->recipe[0];
+    unsigned lf = with_recipe ? RP_LOAD_PAD_MASK | RP_LOAD_CONTIGUOUS : 0;
+    if (st->need_resample)
+        lf |= RP_LOAD_CONTIGUOUS;
+    int rc = rp_stack_load(st, infos, rs->pix, rs->refs, lf, o->threads, &d, err, sizeof err);
     if (rc) {
         cJSON_AddStringToObject(sqc, "error", err);
         cJSON_AddStringToObject(sqc, "status", "failed");
@@ -307,8 +314,12 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     if (o->recipe && o->recipe[0]) {
         rc = run_recipe(rs, st, &d, stem, nii, sqc, dim, &no);
     } else {
-        rc = rp_nifti_write(nii, dim, (int)d.type, d.data, st->affine, d.scl_slope, d.scl_inter,
-                            &no, err, sizeof err);
+        if (d.data)
+            rc = rp_nifti_write(nii, dim, (int)d.type, d.data, st->affine, d.scl_slope,
+                                d.scl_inter, &no, err, sizeof err);
+        else
+            rc = rp_nifti_write_slices(nii, dim, (int)d.type, (const void *const *)d.slice,
+                                       st->affine, d.scl_slope, d.scl_inter, &no, err, sizeof err);
         if (rc)
             fail(rs, rc, "%s", err);
     }
@@ -382,6 +393,7 @@ static int image_class(const rp_dcm_info *in)
 typedef struct file_slot {
     const char *path;
     rp_dcm_info *info;
+    void *pix;           /* all frames decoded while reading the header, or NULL */
     int rc;
     char err[512];
 } file_slot;
@@ -417,6 +429,10 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
         return RP_EIO;
     }
     rp_dcm_global_init();
+    /* Slices are freed one by one while the volume fills up; a fixed mmap threshold makes
+     * glibc return each one to the system at once (the dynamic threshold would keep them in
+     * the heap and the process would hold the series twice). */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     res->n_inputs = (int)n;
     run_state rs = {.o = opts, .out_dir = out_dir, .res = res};
     rs.qc = cJSON_CreateObject();
@@ -442,10 +458,32 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     memcpy(sorted, files, n * sizeof *sorted);
     qsort(sorted, n, sizeof *sorted, cmp_str);
     int threads = opts->threads > 0 ? opts->threads : omp_get_max_threads();
+    /* One parse per file: while the budget lasts, pixels are decoded in the same read as
+     * the header (the budget bounds memory when a folder holds many series). */
+    long long budget = opts->preload_mb == 0 ? 1024LL << 20
+                       : opts->preload_mb < 0 ? 0 : opts->preload_mb << 20;
+    long long used = 0;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (size_t i = 0; i < n; i++) {
         slots[i].path = sorted[i];
-        slots[i].rc = rp_dcm_read_info(sorted[i], &slots[i].info, slots[i].err, sizeof slots[i].err);
+        int preload;
+#pragma omp critical(rp_preload)
+        preload = used < budget;
+        if (preload) {
+            size_t nb = 0;
+            slots[i].rc = rp_dcm_read_info_pixels(sorted[i], &slots[i].info, &slots[i].pix, &nb,
+                                                  slots[i].err, sizeof slots[i].err);
+#pragma omp atomic
+            used += (long long)nb;
+        } else {
+            slots[i].rc = rp_dcm_read_info(sorted[i], &slots[i].info, slots[i].err,
+                                           sizeof slots[i].err);
+        }
+        if (slots[i].rc && slots[i].info) {
+            /* header fine, pixels not: the file fails as a whole */
+            rp_dcm_info_free(slots[i].info);
+            slots[i].info = NULL;
+        }
     }
     size_t nok = 0;
     for (size_t i = 0; i < n; i++) {
@@ -489,13 +527,19 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     }
     qsort(ok, nok, sizeof *ok, cmp_series);
     const rp_dcm_info **infos = malloc((nok ? nok : 1) * sizeof *infos);
-    for (size_t a = 0; a < nok && infos;) {
+    void **pix = malloc((nok ? nok : 1) * sizeof *pix);
+    int *refs = calloc(nok ? nok : 1, sizeof *refs);
+    for (size_t a = 0; a < nok && infos && pix && refs;) {
         size_t b = a + 1;
         while (b < nok && !strcmp(ok[b]->info->series_uid, ok[a]->info->series_uid) &&
                ok[b]->info->series_number == ok[a]->info->series_number)
             b++;
-        for (size_t k = a; k < b; k++)
+        for (size_t k = a; k < b; k++) {
             infos[k - a] = ok[k]->info;
+            pix[k - a] = ok[k]->pix;
+            ok[k]->pix = NULL;  /* owned by this series now */
+            refs[k - a] = 0;
+        }
         res->n_series++;
         cJSON *js = cJSON_CreateObject();
         cJSON_AddItemToArray(jseries, js);
@@ -524,6 +568,23 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
                     res->n_skipped++;
             }
             cJSON *jst = cJSON_AddArrayToObject(js, "stacks");
+            /* how many stacks read each file: its pixels are freed after the last one */
+            for (size_t s = 0; s < sa.n_stacks; s++) {
+                int last = -1;
+                for (int k = 0; k < sa.stack[s].n_refs; k++) {
+                    int f = sa.stack[s].slice[k].file;
+                    if (f == last)
+                        continue;
+                    int seen = 0;
+                    for (int q = 0; q < k && !seen; q++)
+                        seen = sa.stack[s].slice[q].file == f;
+                    if (!seen)
+                        refs[f]++;
+                    last = f;
+                }
+            }
+            rs.pix = pix;
+            rs.refs = refs;
             for (size_t s = 0; s < sa.n_stacks; s++) {
                 cJSON *sq = cJSON_CreateObject();
                 cJSON_AddItemToArray(jst, sq);
@@ -535,11 +596,19 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
             }
             rp_series_asm_free(&sa);
         }
+        for (size_t k = 0; k < b - a; k++) {
+            free(pix[k]);  /* files no stack used (dropped, duplicates) */
+            pix[k] = NULL;
+        }
         a = b;
     }
     free(infos);
-    for (size_t i = 0; i < n; i++)
+    free(pix);
+    free(refs);
+    for (size_t i = 0; i < n; i++) {
         rp_dcm_info_free(slots[i].info);
+        free(slots[i].pix);
+    }
     free(slots);
     free(ok);
     free(sorted);
