@@ -24,6 +24,15 @@
 #include "common/common.h"
 #include "pipeline/xray.h"
 
+/* Round to nearest, ties to even (what lrintf and OpenCV's cvRound do in the default mode),
+ * without a libm call: adding and removing 1.5 * 2^23 leaves the rounded value for
+ * |x| < 2^22 (the compiler may not fold it: we never build with -ffast-math). Keeps the
+ * per-pixel loops free of libm calls and vectorisable. */
+static inline int round_even(float x)
+{
+    return (int)((x + 12582912.0f) - 12582912.0f);
+}
+
 /* cv::borderInterpolate for BORDER_REFLECT_101 (gfedcb|abcdefgh|gfedcba). */
 static int reflect101(int p, int n)
 {
@@ -105,7 +114,7 @@ static int grid_init(clahe_grid *g, int w, int h, double clip, int tx, int ty, i
         int sum = 0;                                                                           \
         for (int i = 0; i < bins; i++) {                                                       \
             sum += hist[i];                                                                    \
-            long v = lrintf((float)sum * scale);                                               \
+            int v = round_even((float)sum * scale);                                            \
             lut[i] = (T)(v < 0 ? 0 : v > (MAXV) ? (MAXV) : v);                                 \
         }                                                                                      \
     }
@@ -113,10 +122,13 @@ static int grid_init(clahe_grid *g, int w, int h, double clip, int tx, int ty, i
 CLAHE_HIST_TO_LUT(uint8_t, 255)
 CLAHE_HIST_TO_LUT(uint16_t, 65535)
 
-#define CLAHE_APPLY(NAME, T, BINS, MAXV)                                                       \
-    int NAME(const T *src, T *dst, int w, int h, double clip, int tiles_x, int tiles_y)        \
+/* One implementation per depth. The result goes to dst (same type), or, when fdst is not
+ * NULL, straight to float as value * fscale (the f32 wrapper: saves a pass and a buffer). */
+#define CLAHE_APPLY(NAME, T, BINS, MAXV, LT, FLOATLUT)                                         \
+    static int NAME(const T *src, T *dst, float *fdst, float fscale, int w, int h,             \
+                    double clip, int tiles_x, int tiles_y)                                     \
     {                                                                                          \
-        if (!src || !dst || w < 1 || h < 1 || tiles_x < 1 || tiles_y < 1 ||                    \
+        if (!src || (!dst && !fdst) || w < 1 || h < 1 || tiles_x < 1 || tiles_y < 1 ||         \
             (long long)w * h > (1LL << 31) - 1)                                                \
             return RP_EINVAL;                                                                  \
         clahe_grid g;                                                                          \
@@ -130,7 +142,8 @@ CLAHE_HIST_TO_LUT(uint16_t, 65535)
             return RP_ENOMEM;                                                                  \
         }                                                                                      \
         int fail = 0;                                                                          \
-        _Pragma("omp parallel")                                                                \
+        const int par = (size_t)w * h >= RP_XR_PAR_MIN;                                        \
+        _Pragma("omp parallel if (par)")                                                       \
         {                                                                                      \
             int *hist = malloc(sizeof(int) * BINS);                                            \
             if (!hist) {                                                                       \
@@ -163,12 +176,28 @@ CLAHE_HIST_TO_LUT(uint16_t, 65535)
             free(g.xmap);                                                                      \
             return RP_ENOMEM;                                                                  \
         }                                                                                      \
+        /* 8-bit: blend from float copies of the LUTs (64 KiB for 8x8 tiles; the same values, \
+         * so the same arithmetic, minus four int->float conversions per pixel). */          \
+        LT *flut = NULL;                                                                       \
+        const LT *ilut = (const LT *)lut;                                                      \
+        if (FLOATLUT) {                                                                        \
+            flut = malloc(sizeof(LT) * (size_t)ntiles * BINS);                                 \
+            if (!flut) {                                                                       \
+                free(lut);                                                                     \
+                free(g.xmap);                                                                  \
+                return RP_ENOMEM;                                                              \
+            }                                                                                  \
+            for (size_t i = 0; i < (size_t)ntiles * BINS; i++)                                \
+                flut[i] = (LT)lut[i];                                                          \
+            ilut = flut;                                                                       \
+        }                                                                                      \
         /* Per-column tile indices and weights, as OpenCV's interpolation body. */            \
         int *ind1 = malloc(sizeof(int) * 2 * (size_t)w);                                       \
         float *xa = malloc(sizeof(float) * 2 * (size_t)w);                                     \
         if (!ind1 || !xa) {                                                                    \
             free(ind1);                                                                        \
             free(xa);                                                                          \
+            free(flut);                                                                        \
             free(lut);                                                                         \
             free(g.xmap);                                                                      \
             return RP_ENOMEM;                                                                  \
@@ -186,35 +215,60 @@ CLAHE_HIST_TO_LUT(uint16_t, 65535)
             ind1[x] = tx1 * BINS;                                                              \
             ind2[x] = tx2 * BINS;                                                              \
         }                                                                                      \
-        _Pragma("omp parallel for schedule(static)")                                           \
+        _Pragma("omp parallel for if (par) schedule(static)")                                  \
         for (int y = 0; y < h; y++) {                                                          \
             float tyf = y * inv_th - 0.5f;                                                     \
             int ty1 = (int)floorf(tyf), ty2 = ty1 + 1;                                         \
             float ya = tyf - ty1, ya1 = 1.0f - ya;                                             \
             ty1 = ty1 < 0 ? 0 : ty1;                                                           \
             ty2 = ty2 > tiles_y - 1 ? tiles_y - 1 : ty2;                                       \
-            const T *l1 = lut + (size_t)ty1 * tiles_x * BINS;                                  \
-            const T *l2 = lut + (size_t)ty2 * tiles_x * BINS;                                  \
+            const LT *l1 = ilut + (size_t)ty1 * tiles_x * BINS;                                \
+            const LT *l2 = ilut + (size_t)ty2 * tiles_x * BINS;                                \
             const T *s = src + (size_t)y * w;                                                  \
+            if (fdst) {                                                                        \
+                float *d = fdst + (size_t)y * w;                                               \
+                for (int x = 0; x < w; x++) {                                                  \
+                    int v = s[x];                                                              \
+                    int i1 = ind1[x] + v, i2 = ind2[x] + v;                                    \
+                    float res = (l1[i1] * xa1[x] + l1[i2] * xa[x]) * ya1 +                     \
+                                (l2[i1] * xa1[x] + l2[i2] * xa[x]) * ya;                       \
+                    int r = round_even(res);                                                   \
+                    d[x] = (r < 0 ? 0 : r > (MAXV) ? (MAXV) : r) * fscale;                     \
+                }                                                                              \
+                continue;                                                                      \
+            }                                                                                  \
             T *d = dst + (size_t)y * w;                                                        \
             for (int x = 0; x < w; x++) {                                                      \
                 int v = s[x];                                                                  \
                 int i1 = ind1[x] + v, i2 = ind2[x] + v;                                        \
                 float res = (l1[i1] * xa1[x] + l1[i2] * xa[x]) * ya1 +                         \
                             (l2[i1] * xa1[x] + l2[i2] * xa[x]) * ya;                           \
-                long r = lrintf(res);                                                          \
+                int r = round_even(res);                                                       \
                 d[x] = (T)(r < 0 ? 0 : r > (MAXV) ? (MAXV) : r);                               \
             }                                                                                  \
         }                                                                                      \
         free(ind1);                                                                            \
         free(xa);                                                                              \
+        free(flut);                                                                            \
         free(lut);                                                                             \
         free(g.xmap);                                                                          \
         return 0;                                                                              \
     }
 
-CLAHE_APPLY(rp_xr_clahe_u8, uint8_t, 256, 255)
-CLAHE_APPLY(rp_xr_clahe_u16, uint16_t, 65536, 65535)
+CLAHE_APPLY(clahe_u8, uint8_t, 256, 255, float, 1)
+CLAHE_APPLY(clahe_u16, uint16_t, 65536, 65535, uint16_t, 0)
+
+int rp_xr_clahe_u8(const uint8_t *src, uint8_t *dst, int w, int h, double clip, int tiles_x,
+                   int tiles_y)
+{
+    return dst ? clahe_u8(src, dst, NULL, 0.0f, w, h, clip, tiles_x, tiles_y) : RP_EINVAL;
+}
+
+int rp_xr_clahe_u16(const uint16_t *src, uint16_t *dst, int w, int h, double clip, int tiles_x,
+                    int tiles_y)
+{
+    return dst ? clahe_u16(src, dst, NULL, 0.0f, w, h, clip, tiles_x, tiles_y) : RP_EINVAL;
+}
 
 int rp_xr_clahe_f32(float *img, int w, int h, double clip, int tiles_x, int tiles_y, int bits,
                     size_t *n_clamped)
@@ -229,30 +283,29 @@ int rp_xr_clahe_f32(float *img, int w, int h, double clip, int tiles_x, int tile
         return RP_ENOMEM;
     uint8_t *q8 = q;
     uint16_t *q16 = q;
-#pragma omp parallel for reduction(+ : clamped) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = img[i];
-        if (!(x >= 0.0f)) { /* also NaN */
-            clamped++;
-            x = 0.0f;
-        } else if (x > 1.0f) {
-            clamped++;
-            x = 1.0f;
+    /* Two specialised loops (no per-pixel branch on the depth). NaN counts as clamped -> 0. */
+    if (bits == 8) {
+#pragma omp parallel for simd if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = img[i];
+            int in = x >= 0.0f && x <= 1.0f;
+            clamped += !in;
+            x = in ? x : (x > 1.0f ? 1.0f : 0.0f);
+            q8[i] = (uint8_t)round_even(x * maxv);
         }
-        long v = lrintf(x * maxv);
-        if (bits == 8)
-            q8[i] = (uint8_t)v;
-        else
-            q16[i] = (uint16_t)v;
+    } else {
+#pragma omp parallel for simd if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = img[i];
+            int in = x >= 0.0f && x <= 1.0f;
+            clamped += !in;
+            x = in ? x : (x > 1.0f ? 1.0f : 0.0f);
+            q16[i] = (uint16_t)round_even(x * maxv);
+        }
     }
-    int rc = bits == 8 ? rp_xr_clahe_u8(q8, q8, w, h, clip, tiles_x, tiles_y)
-                       : rp_xr_clahe_u16(q16, q16, w, h, clip, tiles_x, tiles_y);
-    if (rc == 0) {
-        const float inv = 1.0f / maxv;
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++)
-            img[i] = (bits == 8 ? q8[i] : q16[i]) * inv;
-    }
+    const float inv = 1.0f / maxv;
+    int rc = bits == 8 ? clahe_u8(q8, NULL, img, inv, w, h, clip, tiles_x, tiles_y)
+                       : clahe_u16(q16, NULL, img, inv, w, h, clip, tiles_x, tiles_y);
     free(q);
     if (n_clamped)
         *n_clamped = clamped;

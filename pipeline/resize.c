@@ -101,6 +101,10 @@ int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh,
 {
     if (!src || !dst || w < 1 || h < 1 || ow < 1 || oh < 1)
         return RP_EINVAL;
+    if (w == ow && h == oh) { /* both methods are the identity on the same grid */
+        memcpy(dst, src, sizeof(float) * (size_t)w * h);
+        return 0;
+    }
     axis_taps tx = {0}, ty = {0};
     float *tmp = NULL;
     int rc = taps_init(&tx, w, ow, method);
@@ -111,8 +115,9 @@ int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh,
     if (rc)
         goto done;
 
+    const int par = (size_t)w * h + (size_t)ow * oh >= RP_XR_PAR_MIN;
     /* Horizontal pass: h rows of w -> h rows of ow. */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (par) schedule(static)
     for (int y = 0; y < h; y++) {
         const float *s = src + (size_t)y * w;
         float *d = tmp + (size_t)y * ow;
@@ -124,7 +129,7 @@ int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh,
         }
     }
     /* Vertical pass: rows combine whole ow-long lines (contiguous, vectorisable). */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (par) schedule(static)
     for (int o = 0; o < oh; o++) {
         float *d = dst + (size_t)o * ow;
         int k0 = ty.start[o];

@@ -253,10 +253,31 @@ static int present_run(rp_step_ctx *ctx, const void *vp)
             k = ldexp(1.0, si && si->bits_stored > 0 ? si->bits_stored : 16) - 1;
         }
         const float kf = (float)k;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (nall >= RP_XR_PAR_MIN) schedule(static)
         for (size_t i = 0; i < nall; i++)
             v->data[i] = kf - v->data[i];
         cJSON_AddNumberToObject(q, "mono1_undo_constant", k);
+    }
+
+    /* The values assembly can produce, for the one-pass table (integers only). */
+    if (d && d->bits_stored >= 1 && d->bits_stored <= 20) {
+        double smin = d->pixel_representation ? -ldexp(1.0, d->bits_stored - 1) : 0;
+        double smax = d->pixel_representation ? ldexp(1.0, d->bits_stored - 1) - 1
+                                              : ldexp(1.0, d->bits_stored) - 1;
+        double s = 1, b = 0;
+        if (d->has_modality_lut) {
+            smin = 0;
+            smax = ldexp(1.0, d->modality_lut.bits > 0 ? d->modality_lut.bits : 16) - 1;
+        } else if (d->has_rescale) {
+            s = d->rescale_slope;
+            b = d->rescale_intercept;
+        }
+        if (s == floor(s) && b == floor(b) && s != 0) {
+            double a0 = s * smin + b, a1 = s * smax + b;
+            p.has_range = 1;
+            p.range_lo = a0 < a1 ? a0 : a1;
+            p.range_hi = a0 < a1 ? a1 : a0;
+        }
     }
 
     rp_xr_present_report rep;
@@ -272,7 +293,9 @@ static int present_run(rp_step_ctx *ctx, const void *vp)
     cJSON_AddNumberToObject(q, "input_min", rep.in_min);
     cJSON_AddNumberToObject(q, "input_max", rep.in_max);
     cJSON_AddNumberToObject(q, "padding_pixels", (double)rep.n_padding);
-    cJSON_AddStringToObject(q, "evaluation", rep.lut_path ? "table per stored value" : "formula");
+    cJSON_AddStringToObject(q, "evaluation", rep.lut_path == 1   ? "table per stored value"
+                                             : rep.lut_path == 2 ? "table, formula off it"
+                                                                 : "formula");
     ctx->hu_known = 0;
 
     /* Remember the source grid so resize/pad can report a map back to source pixels. */
@@ -362,7 +385,8 @@ static int clahe_run(rp_step_ctx *ctx, const void *vp)
      * rounding is clamped, but HU or raw values are a recipe mistake. */
     size_t outside = 0;
     float mn = INFINITY, mx = -INFINITY;
-#pragma omp parallel for reduction(+ : outside) reduction(min : mn) reduction(max : mx)
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(+ : outside) reduction(min : mn) \
+    reduction(max : mx)
     for (size_t i = 0; i < n; i++) {
         float x = v->data[i];
         if (!(x >= -1e-3f && x <= 1.001f))
@@ -572,6 +596,10 @@ static int resize_run(rp_step_ctx *ctx, const void *vp)
         if (oh < 1)
             oh = 1;
     }
+    if (ow == w && oh == h) { /* already the size: nothing to do, nothing to allocate */
+        note_map(ctx, 1.0, 0.0, 1.0, 0.0);
+        return 0;
+    }
     rp_volume *o = rp_xr_resize_volume_new(v, ow, oh, (rp_xr_resize_method)p->method);
     if (!o) {
         snprintf(ctx->err, sizeof ctx->err, "resize: %dx%d -> %dx%d: out of memory", w, h, ow,
@@ -640,6 +668,10 @@ static int pad_run(rp_step_ctx *ctx, const void *vp)
         return RP_EINVAL;
     }
     /* Centred; an odd margin leaves the extra pixel right and at the displayed bottom. */
+    if (w == p->w && h == p->h) {
+        note_map(ctx, 1.0, 0.0, 1.0, 0.0);
+        return 0;
+    }
     const int offx = (p->w - w) / 2;
     const int offy = XR_ROWS_BOTTOM_UP ? (p->h - h) - (p->h - h) / 2 : (p->h - h) / 2;
     rp_volume *o = rp_xr_pad_volume_new(v, p->w, p->h, offx, offy, (float)p->value);

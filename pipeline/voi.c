@@ -153,6 +153,72 @@ static inline int is_padding(const rp_xr_present_params *p, size_t i, double x)
     return p->has_padding && x >= p->padding_lo && x <= p->padding_hi;
 }
 
+/* The whole chain for every integer in [lo, hi], MONOCHROME1 inversion included. */
+static float *build_table(const rp_xr_present_params *p, int32_t lo, long span, double lut_div)
+{
+    float *t = malloc((size_t)span * sizeof *t);
+    if (!t)
+        return NULL;
+    for (long k = 0; k < span; k++) {
+        double y = voi_eval_div(&p->voi, rp_xr_modality_eval(&p->modality, (double)(lo + k)),
+                                lut_div);
+        t[k] = (float)(p->invert ? 1.0 - y : y);
+    }
+    return t;
+}
+
+/* Range known from the header (bits stored, rescale) and a VOI that does not depend on the
+ * data: one pass, a table lookup per pixel; a value off the table (not an integer, outside
+ * the declared range) takes the formula, so the result never depends on the guess. */
+static int present_one_pass(float *data, size_t n, const rp_xr_present_params *p,
+                            rp_xr_present_report *rep, double lut_div)
+{
+    const int32_t lo = (int32_t)p->range_lo;
+    const long span = (long)(p->range_hi - p->range_lo) + 1;
+    const float lof = (float)p->range_lo, hif = (float)p->range_hi;
+    float *t = build_table(p, lo, span, lut_div);
+    if (!t)
+        return RP_ENOMEM;
+    const int inv = p->invert != 0, any_pad = p->pad_mask || p->has_padding;
+    float mn = INFINITY, mx = -INFINITY;
+    size_t npad = 0, noff = 0;
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min : mn) reduction(max : mx) \
+    reduction(+ : npad, noff) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = data[i];
+        if (any_pad && is_padding(p, i, x)) {
+            npad++;
+            data[i] = 0.0f;
+            continue;
+        }
+        mn = x < mn ? x : mn;
+        mx = x > mx ? x : mx;
+        int in = x >= lof && x <= hif; /* false for NaN */
+        int32_t k = in ? (int32_t)x : lo;
+        if (in && (float)k == x) {
+            data[i] = t[k - lo];
+        } else {
+            noff++;
+            double y = isfinite(x) ? voi_eval_div(&p->voi, rp_xr_modality_eval(&p->modality, x),
+                                                  lut_div)
+                                   : 0.0;
+            data[i] = isfinite(x) ? (float)(inv ? 1.0 - y : y) : 0.0f;
+        }
+    }
+    free(t);
+    if (rep) {
+        rep->n_padding = npad;
+        rep->in_min = npad < n ? mn : 0;
+        rep->in_max = npad < n ? mx : 0;
+        double a = rp_xr_modality_eval(&p->modality, rep->in_min);
+        double b = rp_xr_modality_eval(&p->modality, rep->in_max);
+        rep->mod_min = a < b ? a : b;
+        rep->mod_max = a < b ? b : a;
+        rep->lut_path = noff == 0 ? 1 : 2;
+    }
+    return 0;
+}
+
 int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_present_report *rep)
 {
     char err[160];
@@ -173,29 +239,51 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
         p->padding_hi = t;
     }
 
-    /* One pass: range of non-padding values, padding count, are all values integers? */
-    double mn = INFINITY, mx = -INFINITY;
+    const double lut_div = p->voi.kind == RP_XR_VOI_LUT ? lut_divisor(&p->voi.lut) : 1.0;
+    if (p->has_range && p->voi.kind != RP_XR_VOI_NONE && p->range_lo == floor(p->range_lo) &&
+        p->range_hi == floor(p->range_hi) && p->range_hi >= p->range_lo &&
+        p->range_hi - p->range_lo < RP_XR_TABLE_MAX && fabs(p->range_lo) < 1e9 &&
+        fabs(p->range_hi) < 1e9)
+        return present_one_pass(data, n, p, rep, lut_div);
+
+    /* Scan: range of non-padding values, padding count, are all values integers?
+     * (Values beyond +-2^30, NaN and inf count as non-integer: formula path.) */
+    int32_t imn = INT32_MAX, imx = INT32_MIN;
+    float mnf = INFINITY, mxf = -INFINITY;
     size_t npad = 0, nonint = 0;
-#pragma omp parallel for reduction(min : mn) reduction(max : mx) reduction(+ : npad, nonint) \
-    schedule(static)
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min : imn) reduction(max : imx) \
+    reduction(+ : npad, nonint) schedule(static)
     for (size_t i = 0; i < n; i++) {
-        double x = data[i];
-        if (x != floor(x) || !isfinite(x))
-            nonint++;
+        float x = data[i];
+        int ok = x > -1073741824.0f && x < 1073741824.0f;
+        int32_t k = (int32_t)(ok ? x : 0.0f);
+        nonint += !ok || (float)k != x;
         if (is_padding(p, i, x)) {
             npad++;
             continue;
         }
-        if (x < mn)
-            mn = x;
-        if (x > mx)
-            mx = x;
+        imn = k < imn ? k : imn;
+        imx = k > imx ? k : imx;
     }
+    if (nonint) { /* the integer range is meaningless: take the float range (formula path) */
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min : mnf) reduction(max : mxf) \
+    schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = data[i];
+            if (!isfinite(x) || is_padding(p, i, x))
+                continue;
+            mnf = x < mnf ? x : mnf;
+            mxf = x > mxf ? x : mxf;
+        }
+    } else if (npad < n) {
+        mnf = (float)imn;
+        mxf = (float)imx;
+    }
+    double mn = mnf, mx = mxf;
     if (npad == n) { /* only padding: an all-black image */
         mn = mx = 0;
     }
     int use_table = nonint == 0 && mx - mn < RP_XR_TABLE_MAX;
-    double lut_div = p->voi.kind == RP_XR_VOI_LUT ? lut_divisor(&p->voi.lut) : 1.0;
 
     /* Range after the Modality LUT (a LUT need not be monotonic: scan it). */
     double mmin = INFINITY, mmax = -INFINITY;
@@ -220,26 +308,25 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
 
     const int inv = p->invert != 0;
     if (use_table) {
-        const long lo = (long)mn, span = (long)(mx - mn) + 1;
-        float *t = malloc((size_t)span * sizeof *t);
+        const int32_t lo = (int32_t)mn;
+        const long span = (long)(mx - mn) + 1;
+        float *t = build_table(p, lo, span, lut_div);
         if (!t)
             return RP_ENOMEM;
-        for (long k = 0; k < span; k++) {
-            double x = (double)(lo + k);
-            double y = voi_eval_div(&p->voi, rp_xr_modality_eval(&p->modality, x), lut_div);
-            t[k] = (float)(inv ? 1.0 - y : y);
-        }
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = data[i];
-            if (is_padding(p, i, x))
-                data[i] = 0.0f;
-            else
-                data[i] = t[(long)x - lo];
+        if (p->pad_mask || p->has_padding) {
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(static)
+            for (size_t i = 0; i < n; i++) {
+                float x = data[i];
+                data[i] = is_padding(p, i, x) ? 0.0f : t[(int32_t)x - lo];
+            }
+        } else {
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(static)
+            for (size_t i = 0; i < n; i++)
+                data[i] = t[(int32_t)data[i] - lo];
         }
         free(t);
     } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(static)
         for (size_t i = 0; i < n; i++) {
             double x = data[i];
             if (!isfinite(x) || is_padding(p, i, x)) {

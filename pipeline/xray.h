@@ -35,6 +35,10 @@
 extern "C" {
 #endif
 
+/* Below this many pixels a kernel runs on one thread: waking OpenMP threads costs more
+ * than the work, and on a busy machine spinning threads steal the core doing it. */
+#define RP_XR_PAR_MIN ((size_t)1 << 21)
+
 /* ---- Presentation: Modality LUT + VOI (PS3.3 C.11.1, C.11.2) ---- */
 
 /* A LUT as the standard describes it (LUT Descriptor + LUT Data). Borrowed data. */
@@ -80,6 +84,8 @@ typedef struct rp_xr_present_params {
     int has_padding;       /* Pixel Padding Value present */
     double padding_lo, padding_hi; /* input values in [lo,hi] are padding (hi = lo if no range) */
     const uint8_t *pad_mask; /* optional, n bytes, non-zero = padding (instead of the values) */
+    int has_range;         /* the header bounds the input: integers in [range_lo, range_hi] */
+    double range_lo, range_hi; /* (speed only: one pass; values outside still come out right) */
 } rp_xr_present_params;
 
 /* What present did (for the sidecar). */
@@ -87,7 +93,7 @@ typedef struct rp_xr_present_report {
     size_t n_padding;      /* pixels recognised as padding (set to 0 = black) */
     double in_min, in_max; /* stored values seen (padding excluded) */
     double mod_min, mod_max; /* after the Modality LUT */
-    int lut_path;          /* 1 when a stored-value lookup table was used (fast path) */
+    int lut_path;          /* 0 formula, 1 lookup table, 2 table + formula for values off it */
 } rp_xr_present_report;
 
 /* One value through the Modality LUT stage. */
