@@ -456,22 +456,27 @@ static int ws_run(rp_step_ctx *ctx, const void *params)
         return RP_EINVAL;
     }
     rp_mask *mask = mname ? rp_step_ctx_mask(ctx, mname) : NULL;
-    rp_volume ch0 = channel_view(ctx->vol, 0);
-    rp_ws_result r;
-    int rc = rp_mr_whitestripe(&ch0, mask, s->mode, s->width, &r, ctx->err, sizeof ctx->err);
-    if (rc != 0)
-        return rc;
-    size_t n = rp_volume_nvox(ctx->vol) * (size_t)ctx->vol->dim[3];
-    const double mu = r.mu, inv = 1.0 / r.sd;
+    /* each channel (echo) gets its own stripe */
+    for (int c = 0; c < ctx->vol->dim[3]; c++) {
+        rp_volume ch = channel_view(ctx->vol, c);
+        rp_ws_result r;
+        int rc = rp_mr_whitestripe(&ch, mask, s->mode, s->width, &r, ctx->err, sizeof ctx->err);
+        if (rc != 0)
+            return rc;
+        size_t n = rp_volume_nvox(ctx->vol);
+        const double mu = r.mu, inv = 1.0 / r.sd;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        ctx->vol->data[i] = (float)((ctx->vol->data[i] - mu) * inv);
-    qc_num(ctx, "mode", r.mode);
-    qc_num(ctx, "stripe_lo", r.lo);
-    qc_num(ctx, "stripe_hi", r.hi);
-    qc_num(ctx, "mu", r.mu);
-    qc_num(ctx, "sd", r.sd);
-    qc_num(ctx, "stripe_voxels", (double)r.n_stripe);
+        for (size_t i = 0; i < n; i++)
+            ch.data[i] = (float)((ch.data[i] - mu) * inv);
+        if (c == 0) {
+            qc_num(ctx, "mode", r.mode);
+            qc_num(ctx, "stripe_lo", r.lo);
+            qc_num(ctx, "stripe_hi", r.hi);
+            qc_num(ctx, "mu", r.mu);
+            qc_num(ctx, "sd", r.sd);
+            qc_num(ctx, "stripe_voxels", (double)r.n_stripe);
+        }
+    }
     if (ctx->step_qc)
         cJSON_AddStringToObject(ctx->step_qc, "mask", mname ? mname : "value>0");
     return 0;
