@@ -136,72 +136,40 @@ int rp_morph_open(uint8_t *m, const int dim[3], const int r[3])
 
 /* ---- 2-D hole filling ---------------------------------------------------------------- */
 
-/* Fill one w x h slice in place: background reachable from the border (4-connected) stays,
- * the rest (holes) becomes 1 — only holes of at most max_area pixels when max_area > 0.
- * `stack` has room for w*h ints. Marks: 2 outside, 3 a hole too large to fill. */
-static void fill_slice(uint8_t *s, int w, int h, int *stack, long max_area)
+static int cc_label_impl(const uint8_t *m, const int dim[3], int parallel, rp_cc **out);
+static void cc_paint_impl(const rp_cc *cc, const uint8_t *keep, uint8_t *out, uint8_t value,
+                          int parallel);
+
+/* Fill one w x h slice in place: background components (4-connected, labelled on runs) that
+ * do not touch the slice border are holes and become 1 — only holes of at most max_area
+ * pixels when max_area > 0. `inv` is scratch of w*h bytes. */
+static int fill_slice(uint8_t *s, int w, int h, uint8_t *inv, long max_area)
 {
-    int sp = 0;
-#define PUSH(i, mark)                   \
-    do {                                \
-        if (s[i] == 0) {                \
-            s[i] = (mark);              \
-            stack[sp++] = (i);          \
-        }                               \
-    } while (0)
-#define FLOOD(mark)                     \
-    while (sp > 0) {                    \
-        int i_ = stack[--sp];           \
-        int x_ = i_ % w, y_ = i_ / w;   \
-        if (x_ > 0)                     \
-            PUSH(i_ - 1, mark);         \
-        if (x_ < w - 1)                 \
-            PUSH(i_ + 1, mark);         \
-        if (y_ > 0)                     \
-            PUSH(i_ - w, mark);         \
-        if (y_ < h - 1)                 \
-            PUSH(i_ + w, mark);         \
-    }
-    for (int x = 0; x < w; x++) {
-        PUSH(x, 2);
-        PUSH((h - 1) * w + x, 2);
-    }
-    for (int y = 0; y < h; y++) {
-        PUSH(y * w, 2);
-        PUSH(y * w + w - 1, 2);
-    }
-    FLOOD(2)
     size_t n = (size_t)w * h;
-    if (max_area > 0) {
-        /* measure each hole; the stack doubles as the list of its pixels */
-        for (size_t i = 0; i < n; i++) {
-            if (s[i] != 0)
-                continue;
-            int first = (int)i;
-            s[first] = 4;
-            int base = 0, top = 1;
-            stack[0] = first;
-            /* breadth-first over the growing list: stack[0..top) is the hole so far */
-            while (base < top) {
-                int i_ = stack[base++];
-                int x_ = i_ % w, y_ = i_ / w;
-                int nb[4] = {x_ > 0 ? i_ - 1 : -1, x_ < w - 1 ? i_ + 1 : -1,
-                             y_ > 0 ? i_ - w : -1, y_ < h - 1 ? i_ + w : -1};
-                for (int k = 0; k < 4; k++)
-                    if (nb[k] >= 0 && s[nb[k]] == 0) {
-                        s[nb[k]] = 4;
-                        stack[top++] = nb[k];
-                    }
-            }
-            uint8_t mark = top > max_area ? 3 : 1;
-            for (int k = 0; k < top; k++)
-                s[stack[k]] = mark;
-        }
-    }
-#undef FLOOD
-#undef PUSH
     for (size_t i = 0; i < n; i++)
-        s[i] = s[i] == 1 || s[i] == 4 || s[i] == 0;
+        inv[i] = !s[i];
+    int dim[3] = {w, h, 1};
+    rp_cc *cc;
+    int rc = cc_label_impl(inv, dim, 0, &cc);
+    if (rc)
+        return rc;
+    int nc = rp_cc_count(cc);
+    uint8_t *keep = calloc((size_t)nc + 1, 1);
+    if (!keep) {
+        rp_cc_free(cc);
+        return RP_ENOMEM;
+    }
+    int any = 0;
+    for (int c = 0; c < nc; c++) {
+        const rp_cc_comp *k = rp_cc_get(cc, c);
+        keep[c] = (k->border & 3) == 0 && (max_area <= 0 || k->voxels <= max_area);
+        any |= keep[c];
+    }
+    if (any)
+        cc_paint_impl(cc, keep, s, 1, 0);
+    free(keep);
+    rp_cc_free(cc);
+    return 0;
 }
 
 int rp_morph_fill_holes_2d(uint8_t *m, const int dim[3], int axis)
@@ -219,30 +187,35 @@ int rp_morph_fill_holes_2d_max(uint8_t *m, const int dim[3], int axis, long max_
 #pragma omp parallel
     {
         uint8_t *s = malloc((size_t)w * h);
-        int *stack = malloc((size_t)w * h * sizeof(int) + 4 * (size_t)(w + h) * sizeof(int));
-        if (!s || !stack) {
+        uint8_t *inv = malloc((size_t)w * h);
+        if (!s || !inv) {
 #pragma omp atomic write
             fail = 1;
         }
 #pragma omp for schedule(dynamic, 2)
         for (int k = 0; k < ns; k++) {
-            if (!s || !stack)
+            if (!s || !inv)
                 continue;
             uint8_t *base = m + (size_t)k * stride[axis];
+            int rc;
             if (axis == 2) {
-                fill_slice(base, w, h, stack, max_area);
-                continue;
+                rc = fill_slice(base, w, h, inv, max_area);
+            } else {
+                for (int v = 0; v < h; v++)
+                    for (int u = 0; u < w; u++)
+                        s[(size_t)v * w + u] = base[u * stride[ua] + v * stride[va]];
+                rc = fill_slice(s, w, h, inv, max_area);
+                for (int v = 0; v < h; v++)
+                    for (int u = 0; u < w; u++)
+                        base[u * stride[ua] + v * stride[va]] = s[(size_t)v * w + u];
             }
-            for (int v = 0; v < h; v++)
-                for (int u = 0; u < w; u++)
-                    s[(size_t)v * w + u] = base[u * stride[ua] + v * stride[va]];
-            fill_slice(s, w, h, stack, max_area);
-            for (int v = 0; v < h; v++)
-                for (int u = 0; u < w; u++)
-                    base[u * stride[ua] + v * stride[va]] = s[(size_t)v * w + u];
+            if (rc) {
+#pragma omp atomic write
+                fail = 1;
+            }
         }
         free(s);
-        free(stack);
+        free(inv);
     }
     return fail ? RP_ENOMEM : 0;
 }
@@ -303,6 +276,11 @@ static void union_rows(const rp_cc *cc, int *parent, size_t ra, size_t rb)
 
 int rp_cc_label(const uint8_t *m, const int dim[3], rp_cc **out)
 {
+    return cc_label_impl(m, dim, 1, out);
+}
+
+static int cc_label_impl(const uint8_t *m, const int dim[3], int parallel, rp_cc **out)
+{
     *out = NULL;
     rp_cc *cc = calloc(1, sizeof *cc);
     if (!cc)
@@ -314,7 +292,7 @@ int rp_cc_label(const uint8_t *m, const int dim[3], rp_cc **out)
     if (!cc->row_start)
         goto nomem;
     /* count runs per row, then fill: both passes in parallel over rows */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (size_t r = 0; r < cc->nrows; r++) {
         const uint8_t *row = m + r * nx;
         size_t k = 0;
@@ -333,7 +311,7 @@ int rp_cc_label(const uint8_t *m, const int dim[3], rp_cc **out)
     cc->label = malloc((nruns ? nruns : 1) * sizeof *cc->label);
     if (!cc->runs || !cc->label)
         goto nomem;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (size_t r = 0; r < cc->nrows; r++) {
         const uint8_t *row = m + r * nx;
         size_t k = cc->row_start[r];
@@ -431,8 +409,14 @@ const rp_cc_comp *rp_cc_get(const rp_cc *cc, int label)
 
 void rp_cc_paint(const rp_cc *cc, const uint8_t *keep, uint8_t *out, uint8_t value)
 {
+    cc_paint_impl(cc, keep, out, value, 1);
+}
+
+static void cc_paint_impl(const rp_cc *cc, const uint8_t *keep, uint8_t *out, uint8_t value,
+                          int parallel)
+{
     const size_t nx = (size_t)cc->dim[0];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (size_t r = 0; r < cc->nrows; r++)
         for (size_t i = cc->row_start[r]; i < cc->row_start[r + 1]; i++)
             if (keep[cc->label[i]])

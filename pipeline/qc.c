@@ -188,15 +188,29 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
         pix = 1;
     if (ext / pix > 512)
         pix = ext / 512;
+    /* a 2-D image (one axis of size 1) shows only the panel spanned by its two axes */
+    int npanel = 3;
+    for (int k = 0; k < npanel; k++)
+        if (v->dim[P[k].h_axis] == 1 || v->dim[P[k].v_axis] == 1) {
+            int any_full = 0;
+            for (int q = 0; q < npanel; q++)
+                any_full |= v->dim[P[q].h_axis] > 1 && v->dim[P[q].v_axis] > 1;
+            if (!any_full)
+                break;
+            for (int q = k; q < npanel - 1; q++)
+                P[q] = P[q + 1];
+            npanel--;
+            k--;
+        }
     int W = 0, H = 0;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < npanel; k++) {
         panel *p = &P[k];
         p->slice = v->dim[p->normal] / 2;
         /* radiological view: patient right on the left of the image, anterior / superior up;
          * sagittal: anterior on the left */
         double hx = v->affine[dominant_world(v->affine, p->h_axis)][p->h_axis];
         double vy = v->affine[dominant_world(v->affine, p->v_axis)][p->v_axis];
-        p->h_flip = k == 2 ? hx > 0 : hx > 0;
+        p->h_flip = hx > 0;
         p->v_flip = vy > 0;
         p->w = (int)fmax(1, round(v->dim[p->h_axis] * v->spacing[p->h_axis] / pix));
         p->h = (int)fmax(1, round(v->dim[p->v_axis] * v->spacing[p->v_axis] / pix));
@@ -209,7 +223,7 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
         return RP_ENOMEM;
     size_t str[3] = {1, (size_t)nx, (size_t)nx * ny};
     int x0 = 0;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < npanel; k++) {
         panel *p = &P[k];
         for (int r = 0; r < p->h; r++) {
             int vi = (int)((r + 0.5) * pix / v->spacing[p->v_axis]);
