@@ -18,6 +18,7 @@
 #include "db/db.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/recipe.h"
+#include "scp/outbox.h"
 #include "scp/supervisor.h"
 #include "store/store.h"
 
@@ -182,17 +183,33 @@ static int exit_for(int rc)
     case RP_EDECODE:
     case RP_EUNSUPPORTED:
         return RP_JOB_EXIT_BADINPUT;
+    case RP_ECONF:
+        return RP_JOB_EXIT_CONFIG;
     default:
         return RP_JOB_EXIT_FAIL;
     }
 }
 
+/* The rule that matches the series (borrowed from c), or NULL. */
+static const rp_conf_rule *match_rule(const rp_conf *c, const rp_db_series_info *si)
+{
+    rp_series_info info;
+    memset(&info, 0, sizeof info);
+    rp_strlcpy(info.modality, si->modality, sizeof info.modality);
+    rp_strlcpy(info.body_part, si->body_part, sizeof info.body_part);
+    rp_strlcpy(info.series_description, si->description, sizeof info.series_description);
+    rp_strlcpy(info.series_uid, si->series_uid, sizeof info.series_uid);
+    rp_strlcpy(info.study_uid, si->study_uid, sizeof info.study_uid);
+    info.slice_thickness = si->slice_thickness;
+    return rp_recipe_match(c, &info);
+}
+
 /* The processing itself, into tmp_dir: every file of this version goes through the
  * pipeline with the recipe of the rule that matches the series; series.json says what was
  * taken (instances, rule, recipe) and how it went. */
-static int process_into(const rp_conf *c, const char *store_root, const rp_db_job *job,
-                        const rp_db_series_info *si, const rp_instance_meta *inst, size_t n,
-                        const char *tmp_dir)
+static int process_into(const rp_conf *c, const rp_conf_rule *rule, const char *store_root,
+                        const rp_db_job *job, const rp_db_series_info *si,
+                        const rp_instance_meta *inst, size_t n, const char *tmp_dir)
 {
     int rc = 0;
     char **paths = calloc(n, sizeof *paths);
@@ -232,15 +249,6 @@ static int process_into(const rp_conf *c, const char *store_root, const rp_db_jo
     }
 
     /* The rule for this series chooses the recipe (none: plain conversion). */
-    rp_series_info info;
-    memset(&info, 0, sizeof info);
-    rp_strlcpy(info.modality, si->modality, sizeof info.modality);
-    rp_strlcpy(info.body_part, si->body_part, sizeof info.body_part);
-    rp_strlcpy(info.series_description, si->description, sizeof info.series_description);
-    rp_strlcpy(info.series_uid, si->series_uid, sizeof info.series_uid);
-    rp_strlcpy(info.study_uid, si->study_uid, sizeof info.study_uid);
-    info.slice_thickness = si->slice_thickness;
-    const rp_conf_rule *rule = rp_recipe_match(c, &info);
     rp_process_opts o;
     rp_process_opts_init(&o);
     o.recipe = rule && rule->steps[0] ? rule->steps : NULL;
@@ -276,22 +284,30 @@ out:
     return rc;
 }
 
-/* Record every regular file of out_dir as an output of the job. */
-static int record_outputs(rp_db *db, long long job_id, const char *out_dir)
+/* Record every regular file below dir (the version folder and its dicom/ subfolder) as an
+ * output of the job. */
+static int record_outputs_in(rp_db *db, long long job_id, const char *dir, int depth, int *n)
 {
-    DIR *d = opendir(out_dir);
+    DIR *d = opendir(dir);
     if (!d)
         return RP_EIO;
-    int rc = 0, n = 0;
+    int rc = 0;
     struct dirent *e;
     while (rc == 0 && (e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
         char p[RP_PATH_MAX * 2], hex[65] = "";
-        if (snprintf(p, sizeof p, "%s/%s", out_dir, e->d_name) >= (int)sizeof p)
+        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p)
             continue;
         struct stat st;
-        if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+        if (stat(p, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (depth < 2)
+                rc = record_outputs_in(db, job_id, p, depth + 1, n);
+            continue;
+        }
+        if (!S_ISREG(st.st_mode))
             continue;
         const char *dot = strrchr(e->d_name, '.');
         const char *kind = "file";
@@ -302,15 +318,22 @@ static int record_outputs(rp_db *db, long long job_id, const char *out_dir)
         else if (dot && strcmp(dot, ".png") == 0)
             kind = "png";
         else if (dot && strcmp(dot, ".dcm") == 0)
-            kind = "dicom";
+            kind = strcmp(e->d_name, "seg.dcm") == 0 ? "seg" : "dicom";
         if ((rc = sha256_file(p, hex)) != 0)
             break;
         rc = rp_db_output_add(db, job_id, kind, p, hex);
         if (rc == RP_EEXIST)
             rc = 0; /* a retry recording the same file */
-        n++;
+        (*n)++;
     }
     closedir(d);
+    return rc;
+}
+
+static int record_outputs(rp_db *db, long long job_id, const char *out_dir)
+{
+    int n = 0;
+    int rc = record_outputs_in(db, job_id, out_dir, 0, &n);
     if (rc == 0)
         RP_INFO("job", "outputs recorded job=%lld n=%d dir=%s", job_id, n, out_dir);
     return rc;
@@ -384,7 +407,8 @@ int rp_job_run(const rp_conf *c, long long job_id)
         rc = RP_EIO;
         goto out;
     }
-    if ((rc = process_into(c, rp_store_root(store), &job, &si, inst, n, tmp_dir)) != 0)
+    const rp_conf_rule *rule = match_rule(c, &si);
+    if ((rc = process_into(c, rule, rp_store_root(store), &job, &si, inst, n, tmp_dir)) != 0)
         goto out;
     if ((rc = fsync_path(tmp_dir, 1)) != 0)
         goto out;
@@ -403,6 +427,17 @@ int rp_job_run(const rp_conf *c, long long job_id)
         goto out;
     if ((rc = record_outputs(db, job_id, out_dir)) != 0)
         goto out;
+    /* Derived instances the rule sends back (the .dcm files in <version>/dicom) go to the outbox; the
+     * rows are idempotent, so a re-run never sends twice. */
+    if (rule && rule->send_to[0]) {
+        char dcm_dir[RP_PATH_MAX * 2];
+        size_t queued = 0;
+        snprintf(dcm_dir, sizeof dcm_dir, "%s/dicom", out_dir);
+        if ((rc = rp_outbox_enqueue_dir(db, c, rule->send_to, dcm_dir, &queued)) != 0)
+            goto out;
+        RP_INFO("job", "derived instances queued job=%lld rule=%s send_to=\"%s\" rows=%zu",
+                job_id, rule->name, rule->send_to, queued);
+    }
     RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f",
             job_id, job.series_uid, job.series_version, n, out_dir, rp_mono_s() - t0);
 out:

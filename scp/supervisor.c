@@ -101,7 +101,7 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
     int ok = r->end == RP_PROC_EXITED && r->exit_code == RP_JOB_EXIT_OK;
     int permanent = r->end == RP_PROC_EXITED &&
                     (r->exit_code == RP_JOB_EXIT_BADINPUT || r->exit_code == RP_JOB_EXIT_USAGE ||
-                     r->exit_code == RP_JOB_EXIT_GONE);
+                     r->exit_code == RP_JOB_EXIT_GONE || r->exit_code == RP_JOB_EXIT_CONFIG);
     int status = r->end == RP_PROC_EXITED || r->end == RP_PROC_OOM
                      ? (r->exit_code >= 0 ? r->exit_code : 128 + r->signo)
                      : 128 + r->signo;

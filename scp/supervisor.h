@@ -36,7 +36,9 @@ enum {
     RP_JOB_EXIT_USAGE = 2,     /* bad command line: a bug, not retried */
     RP_JOB_EXIT_BADINPUT = 3,  /* the series cannot be processed as it is: not retried */
     RP_JOB_EXIT_OOM = 4,       /* ran out of memory under its limit */
-    RP_JOB_EXIT_GONE = 5       /* job or its series no longer exists: not retried */
+    RP_JOB_EXIT_GONE = 5,      /* job or its series no longer exists: not retried */
+    RP_JOB_EXIT_CONFIG = 6     /* the configuration cannot work (e.g. send_to names an
+                                  unusable peer): not retried */
 };
 
 typedef struct rp_proc_limits {

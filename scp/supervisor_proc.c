@@ -72,6 +72,9 @@ void rp_proc_classify(int wstatus, int timed_out, double timeout_s, rp_proc_resu
                          "exit code 3 (input cannot be processed, see the job log)");
             else if (res->exit_code == RP_JOB_EXIT_GONE)
                 snprintf(res->reason, sizeof res->reason, "exit code 5 (job or series gone)");
+            else if (res->exit_code == RP_JOB_EXIT_CONFIG)
+                snprintf(res->reason, sizeof res->reason,
+                         "exit code 6 (configuration error, see the job log)");
             else if (res->exit_code == RP_JOB_EXIT_USAGE)
                 snprintf(res->reason, sizeof res->reason, "exit code 2 (worker usage error)");
             else

@@ -19,7 +19,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jobs_lib as rp  # noqa: E402
 
-TIMEOUT_S = 5
+TIMEOUT_S = 8
 
 
 class JobsTest(unittest.TestCase):
@@ -31,9 +31,9 @@ class JobsTest(unittest.TestCase):
         cls.a, _, cls.ua = rp.make_series(os.path.join(d, "a"), 3, series_number=1)
         cls.b, _, cls.ub = rp.make_series(os.path.join(d, "b"), 3, series_number=2)
         cls.c, _, cls.uc = rp.make_series(os.path.join(d, "c"), 3, series_number=3)
-        cls.base, _, cls.ubase = rp.make_series(os.path.join(d, "base"), 150, size=256,
+        cls.base, _, cls.ubase = rp.make_series(os.path.join(d, "base"), 150, size=128,
                                                 series_number=4)
-        cls.big, _, cls.ubig = rp.make_series(os.path.join(d, "big"), 150, size=256,
+        cls.big, _, cls.ubig = rp.make_series(os.path.join(d, "big"), 150, size=128,
                                               series_number=5)
         # one worker at a time, so that jobs visibly queue behind the hanging one
         cls.node = rp.Node(os.path.join(cls.tmp, "n"), quiet_s=2, extra_node=(
