@@ -3,8 +3,8 @@
  * Internal to scp/ (used by scp/main.c and tests/scp/).
  *
  * Contract:
- *  - Process runner (rp_proc_*): fork/exec one child in its own process group, niced, with
- *    RLIMIT_AS = memory limit, RLIMIT_CORE = 0, stdin from /dev/null, stdout+stderr appended
+ *  - Process runner (rp_proc_*): fork/exec one child in its own process group, niced (CPU
+ *    and best-effort I/O class, lowest level), with RLIMIT_AS = memory limit, RLIMIT_CORE = 0, stdin from /dev/null, stdout+stderr appended
  *    to a log file, and PR_SET_PDEATHSIG(SIGKILL) so a worker never outlives a daemon that
  *    was killed (a job running when the node died is retried, never run twice at once).
  *    rp_proc_poll() never blocks: it reaps the child if it ended and enforces the wall-clock

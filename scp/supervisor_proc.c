@@ -232,8 +232,11 @@ int rp_proc_spawn(const char *const argv[], const char *const extra_env[],
                 close(fd);
         setrlimit(RLIMIT_AS, &as);
         setrlimit(RLIMIT_CORE, &nocore);
-        if (lim->nice > 0)
+        if (lim->nice > 0) {
             setpriority(PRIO_PROCESS, 0, lim->nice);
+            /* and the lowest best-effort I/O priority: the store's fsyncs go first */
+            syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, (2 << 13) | 7);
+        }
         execve(argv[0], (char *const *)argv, env);
         _exit(127);
     }

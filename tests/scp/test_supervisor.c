@@ -124,6 +124,7 @@ static void test_limits_and_log(void **state)
     rp_proc_result r =
         run_sh("echo as=$(ulimit -v); echo nice=$(nice); echo core=$(ulimit -c);"
                " echo pgid=$(ps -o pgid= -p $$ | tr -d ' ') pid=$$; read x || echo stdin=eof;"
+               " echo io=$(ionice -p $$);"
                " echo env=$RP_X",
                &lim, log);
     (void)r;
@@ -137,6 +138,7 @@ static void test_limits_and_log(void **state)
     assert_non_null(strstr(text, want));
     assert_non_null(strstr(text, "core=0\n"));
     assert_non_null(strstr(text, "stdin=eof\n"));
+    assert_non_null(strstr(text, "io=best-effort: prio 7\n"));
     /* the worker leads its own process group */
     int pgid = 0, pid = 0;
     const char *pg = strstr(text, "pgid=");
