@@ -147,6 +147,23 @@ class TestUnitFile(unittest.TestCase):
             self.assertEqual(st.st_mode & 0o777, 0o750, d)
             if os.geteuid() == 0:
                 self.assertEqual(st.st_uid, uid, d)
+        # the configuration the unit names exists, readable by the service's group only,
+        # and is valid (empty = built-in defaults): what ExecStartPre checks
+        ini = os.path.join(root, "etc", "radprep", "radprep.ini")
+        st = os.stat(ini)
+        self.assertEqual(st.st_mode & 0o777, 0o640)
+        if os.geteuid() == 0:
+            self.assertEqual((st.st_uid, st.st_gid), (0, int(pw[0][3])))
+        r = subprocess.run([built("radprep"), "--config", ini, "check-config", "--quiet"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # a second run never overwrites an edited file
+        with open(ini, "a") as f:
+            f.write("[node]\nport = 11113\n")
+        subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create", "radprep.conf"],
+                       env=ENV, capture_output=True, text=True, timeout=60)
+        with open(ini) as f:
+            self.assertIn("port = 11113", f.read())
 
 
 class TestNotifyProtocol(unittest.TestCase):
