@@ -53,6 +53,8 @@ static void test_fault(const char *series_uid)
         raise(SIGSEGV);
     } else if (strcmp(mode, "fail") == 0) {
         exit(RP_JOB_EXIT_FAIL);
+    } else if (strcmp(mode, "slow") == 0) {
+        sleep(3); /* then work normally: lets a test act while a job runs */
     } else if (strcmp(mode, "hang") == 0) {
         for (;;)
             pause();

@@ -12,10 +12,11 @@
  *    folder as the job's output_dir.
  *  - It never changes the job's state: the supervisor records the end from the exit code.
  *    The return value is the process exit code (RP_JOB_EXIT_* in scp/supervisor.h).
- *  - Test hook: when RP_TEST_JOB_FAULT is set in the environment to abort|segv|oom|hang|fail,
- *    optionally followed by @SERIES_UID to hit one series only (several such entries may be
- *    given, separated by commas), the worker misbehaves that way before doing anything.
- *    Unset (always, outside tests) it does nothing.
+ *  - Test hook: when RP_TEST_JOB_FAULT is set in the environment to a mode (abort, segv,
+ *    oom, hang, fail; slow = sleep 3 s, then work normally), optionally followed by
+ *    @SERIES_UID to hit one series only (several such entries may be given, separated by
+ *    commas), the worker misbehaves that way before doing anything. Unset (always, outside
+ *    tests) it does nothing.
  */
 #ifndef RP_SCP_JOB_H
 #define RP_SCP_JOB_H

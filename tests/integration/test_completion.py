@@ -133,6 +133,32 @@ class CompletionTest(unittest.TestCase):
             self.assertTrue(path.startswith(j2["output_dir"] + "/"), path)
         self.assertIn("series reopened", self.node.log())
 
+    def test_instances_during_processing_go_to_next_version(self):
+        # v1's job is still running (a test-only 3 s delay) when more instances arrive: they
+        # reopen the series as v2; v1 is processed with exactly what completed it.
+        tmp = os.path.join(self.tmp, "during")
+        files, study, uid = rp.make_series(tmp, 5)
+        more, _, _ = rp.make_series(tmp, 3, study_uid=study, series_uid=uid, first=6)
+        node = rp.Node(os.path.join(self.tmp, "during_node"), quiet_s=2)
+        node.start(env={"RP_TEST_JOB_FAULT": f"slow@{uid}"})
+        try:
+            rc, ok, out = rp.storescu(node.port, files)
+            self.assertEqual((rc, ok), (0, 5), out[-1000:])
+            node.wait_job(uid, 1, states=("running",), timeout=20)
+            rc, ok, out = rp.storescu(node.port, more)
+            self.assertEqual((rc, ok), (0, 3), out[-1000:])
+            j1 = node.wait_job(uid, 1, timeout=30)
+            j2 = node.wait_job(uid, 2, timeout=30)
+            self.assertEqual(series_json(j1)["instances"], 5)
+            self.assertEqual(series_json(j2)["instances"], 8)
+            v1 = {f["sop_instance_uid"] for f in series_json(j1)["files"]}
+            v2 = {f["sop_instance_uid"] for f in series_json(j2)["files"]}
+            self.assertTrue(v1 < v2)
+            s = node.series(uid)
+            self.assertEqual((s["state"], s["version"]), ("done", 2))
+        finally:
+            node.stop()
+
     def test_operator_trigger(self):
         # a node with a long quiet period: only the operator can complete it quickly
         node = rp.Node(os.path.join(self.tmp, "op"), quiet_s=60).start()
