@@ -12,8 +12,8 @@
  *  - rp_recipe_describe() gives the resolved steps as JSON:
  *        [{"step":"clip","params":{"lo":-1200,"hi":600}}, ...]
  *    and rp_recipe_hash() is the SHA-256 (hex) of that array printed unformatted by cJSON.
- *    Both depend only on the resolved parameters: "clip(lung)" and "clip(-1200,600)" hash the
- *    same; blanks and spelling of numbers do not matter.
+ *    Both depend only on the resolved parameters: "window(lung)" and "window(-600,1500)" hash
+ *    the same; blanks and spelling of numbers do not matter; parameters and order do.
  *  - rp_recipe_run() runs the steps in order on ctx (see step.h). Before each step it takes
  *    statistics of ctx->vol, runs it, takes them again and appends to ctx->qc["steps"]:
  *        {"step":..,"params":{..},"before":{stats},"after":{stats},"ms":..}
