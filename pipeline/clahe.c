@@ -49,10 +49,10 @@ static int reflect101(int p, int n)
 
 /* Grid geometry shared by both depths. */
 typedef struct clahe_grid {
-    int tw, th;        /* tile size */
-    int ew, eh;        /* extended size */
-    int *xmap, *ymap;  /* extended index -> source index (reflect-101) */
-    int clip;          /* integer clip limit, 0 = none */
+    int tw, th;       /* tile size */
+    int ew, eh;       /* extended size */
+    int *xmap, *ymap; /* extended index -> source index (reflect-101) */
+    int clip;         /* integer clip limit, 0 = none */
     float lut_scale;
 } clahe_grid;
 
@@ -87,36 +87,36 @@ static int grid_init(clahe_grid *g, int w, int h, double clip, int tx, int ty, i
 }
 
 /* Clip, redistribute and integrate one tile histogram into its LUT (OpenCV's order). */
-#define CLAHE_HIST_TO_LUT(T, MAXV)                                                             \
-    static void hist_to_lut_##T(int *hist, int bins, int clip, float scale, T *lut)           \
-    {                                                                                          \
-        if (clip > 0) {                                                                        \
-            int clipped = 0;                                                                   \
-            for (int i = 0; i < bins; i++) {                                                   \
-                if (hist[i] > clip) {                                                          \
-                    clipped += hist[i] - clip;                                                 \
-                    hist[i] = clip;                                                            \
-                }                                                                              \
-            }                                                                                  \
-            int batch = clipped / bins;                                                        \
-            int residual = clipped - batch * bins;                                             \
-            if (batch)                                                                         \
-                for (int i = 0; i < bins; i++)                                                 \
-                    hist[i] += batch;                                                          \
-            if (residual != 0) {                                                               \
-                int step = bins / residual;                                                    \
-                if (step < 1)                                                                  \
-                    step = 1;                                                                  \
-                for (int i = 0; i < bins && residual > 0; i += step, residual--)               \
-                    hist[i]++;                                                                 \
-            }                                                                                  \
-        }                                                                                      \
-        int sum = 0;                                                                           \
-        for (int i = 0; i < bins; i++) {                                                       \
-            sum += hist[i];                                                                    \
-            int v = round_even((float)sum * scale);                                            \
-            lut[i] = (T)(v < 0 ? 0 : v > (MAXV) ? (MAXV) : v);                                 \
-        }                                                                                      \
+#define CLAHE_HIST_TO_LUT(T, MAXV)                                                                 \
+    static void hist_to_lut_##T(int *hist, int bins, int clip, float scale, T *lut)                \
+    {                                                                                              \
+        if (clip > 0) {                                                                            \
+            int clipped = 0;                                                                       \
+            for (int i = 0; i < bins; i++) {                                                       \
+                if (hist[i] > clip) {                                                              \
+                    clipped += hist[i] - clip;                                                     \
+                    hist[i] = clip;                                                                \
+                }                                                                                  \
+            }                                                                                      \
+            int batch = clipped / bins;                                                            \
+            int residual = clipped - batch * bins;                                                 \
+            if (batch)                                                                             \
+                for (int i = 0; i < bins; i++)                                                     \
+                    hist[i] += batch;                                                              \
+            if (residual != 0) {                                                                   \
+                int step = bins / residual;                                                        \
+                if (step < 1)                                                                      \
+                    step = 1;                                                                      \
+                for (int i = 0; i < bins && residual > 0; i += step, residual--)                   \
+                    hist[i]++;                                                                     \
+            }                                                                                      \
+        }                                                                                          \
+        int sum = 0;                                                                               \
+        for (int i = 0; i < bins; i++) {                                                           \
+            sum += hist[i];                                                                        \
+            int v = round_even((float)sum * scale);                                                \
+            lut[i] = (T)(v < 0 ? 0 : v > (MAXV) ? (MAXV) : v);                                     \
+        }                                                                                          \
     }
 
 CLAHE_HIST_TO_LUT(uint8_t, 255)
@@ -124,135 +124,135 @@ CLAHE_HIST_TO_LUT(uint16_t, 65535)
 
 /* One implementation per depth. The result goes to dst (same type), or, when fdst is not
  * NULL, straight to float as value * fscale (the f32 wrapper: saves a pass and a buffer). */
-#define CLAHE_APPLY(NAME, T, BINS, MAXV, LT, FLOATLUT)                                         \
-    static int NAME(const T *src, T *dst, float *fdst, float fscale, int w, int h,             \
-                    double clip, int tiles_x, int tiles_y)                                     \
-    {                                                                                          \
-        if (!src || (!dst && !fdst) || w < 1 || h < 1 || tiles_x < 1 || tiles_y < 1 ||         \
-            (long long)w * h > (1LL << 31) - 1)                                                \
-            return RP_EINVAL;                                                                  \
-        clahe_grid g;                                                                          \
-        int rc = grid_init(&g, w, h, clip, tiles_x, tiles_y, BINS);                            \
-        if (rc)                                                                                \
-            return rc;                                                                         \
-        const int ntiles = tiles_x * tiles_y;                                                  \
-        T *lut = malloc(sizeof(T) * (size_t)ntiles * BINS);                                    \
-        if (!lut) {                                                                            \
-            free(g.xmap);                                                                      \
-            return RP_ENOMEM;                                                                  \
-        }                                                                                      \
-        int fail = 0;                                                                          \
-        const int par = (size_t)w * h >= RP_XR_PAR_MIN;                                        \
-        _Pragma("omp parallel if (par)")                                                       \
-        {                                                                                      \
-            int *hist = malloc(sizeof(int) * BINS);                                            \
-            if (!hist) {                                                                       \
-                _Pragma("omp atomic write") fail = 1;                                          \
-            }                                                                                  \
-            _Pragma("omp for schedule(dynamic)")                                               \
-            for (int k = 0; k < ntiles; k++) {                                                 \
-                if (!hist)                                                                     \
-                    continue;                                                                  \
-                const int x0 = (k % tiles_x) * g.tw, y0 = (k / tiles_x) * g.th;                \
-                memset(hist, 0, sizeof(int) * BINS);                                           \
-                const int inside = x0 + g.tw <= w;                                             \
-                for (int y = y0; y < y0 + g.th; y++) {                                         \
-                    const T *row = src + (size_t)g.ymap[y] * w;                                \
-                    if (inside) {                                                              \
-                        const T *p = row + x0;                                                 \
-                        for (int x = 0; x < g.tw; x++)                                         \
-                            hist[p[x]]++;                                                      \
-                    } else {                                                                   \
-                        for (int x = x0; x < x0 + g.tw; x++)                                   \
-                            hist[row[g.xmap[x]]]++;                                            \
-                    }                                                                          \
-                }                                                                              \
-                hist_to_lut_##T(hist, BINS, g.clip, g.lut_scale, lut + (size_t)k * BINS);      \
-            }                                                                                  \
-            free(hist);                                                                        \
-        }                                                                                      \
-        if (fail) {                                                                            \
-            free(lut);                                                                         \
-            free(g.xmap);                                                                      \
-            return RP_ENOMEM;                                                                  \
-        }                                                                                      \
-        /* 8-bit: blend from float copies of the LUTs (64 KiB for 8x8 tiles; the same values, \
-         * so the same arithmetic, minus four int->float conversions per pixel). */          \
-        LT *flut = NULL;                                                                       \
-        const LT *ilut = (const LT *)lut;                                                      \
-        if (FLOATLUT) {                                                                        \
-            flut = malloc(sizeof(LT) * (size_t)ntiles * BINS);                                 \
-            if (!flut) {                                                                       \
-                free(lut);                                                                     \
-                free(g.xmap);                                                                  \
-                return RP_ENOMEM;                                                              \
-            }                                                                                  \
-            for (size_t i = 0; i < (size_t)ntiles * BINS; i++)                                \
-                flut[i] = (LT)lut[i];                                                          \
-            ilut = flut;                                                                       \
-        }                                                                                      \
-        /* Per-column tile indices and weights, as OpenCV's interpolation body. */            \
-        int *ind1 = malloc(sizeof(int) * 2 * (size_t)w);                                       \
-        float *xa = malloc(sizeof(float) * 2 * (size_t)w);                                     \
-        if (!ind1 || !xa) {                                                                    \
-            free(ind1);                                                                        \
-            free(xa);                                                                          \
-            free(flut);                                                                        \
-            free(lut);                                                                         \
-            free(g.xmap);                                                                      \
-            return RP_ENOMEM;                                                                  \
-        }                                                                                      \
-        int *ind2 = ind1 + w;                                                                  \
-        float *xa1 = xa + w;                                                                   \
-        const float inv_tw = 1.0f / g.tw, inv_th = 1.0f / g.th;                                \
-        for (int x = 0; x < w; x++) {                                                          \
-            float txf = x * inv_tw - 0.5f;                                                     \
-            int tx1 = (int)floorf(txf), tx2 = tx1 + 1;                                         \
-            xa[x] = txf - tx1;                                                                 \
-            xa1[x] = 1.0f - xa[x];                                                             \
-            tx1 = tx1 < 0 ? 0 : tx1;                                                           \
-            tx2 = tx2 > tiles_x - 1 ? tiles_x - 1 : tx2;                                       \
-            ind1[x] = tx1 * BINS;                                                              \
-            ind2[x] = tx2 * BINS;                                                              \
-        }                                                                                      \
-        _Pragma("omp parallel for if (par) schedule(static)")                                  \
-        for (int y = 0; y < h; y++) {                                                          \
-            float tyf = y * inv_th - 0.5f;                                                     \
-            int ty1 = (int)floorf(tyf), ty2 = ty1 + 1;                                         \
-            float ya = tyf - ty1, ya1 = 1.0f - ya;                                             \
-            ty1 = ty1 < 0 ? 0 : ty1;                                                           \
-            ty2 = ty2 > tiles_y - 1 ? tiles_y - 1 : ty2;                                       \
-            const LT *l1 = ilut + (size_t)ty1 * tiles_x * BINS;                                \
-            const LT *l2 = ilut + (size_t)ty2 * tiles_x * BINS;                                \
-            const T *s = src + (size_t)y * w;                                                  \
-            if (fdst) {                                                                        \
-                float *d = fdst + (size_t)y * w;                                               \
-                for (int x = 0; x < w; x++) {                                                  \
-                    int v = s[x];                                                              \
-                    int i1 = ind1[x] + v, i2 = ind2[x] + v;                                    \
-                    float res = (l1[i1] * xa1[x] + l1[i2] * xa[x]) * ya1 +                     \
-                                (l2[i1] * xa1[x] + l2[i2] * xa[x]) * ya;                       \
-                    int r = round_even(res);                                                   \
-                    d[x] = (r < 0 ? 0 : r > (MAXV) ? (MAXV) : r) * fscale;                     \
-                }                                                                              \
-                continue;                                                                      \
-            }                                                                                  \
-            T *d = dst + (size_t)y * w;                                                        \
-            for (int x = 0; x < w; x++) {                                                      \
-                int v = s[x];                                                                  \
-                int i1 = ind1[x] + v, i2 = ind2[x] + v;                                        \
-                float res = (l1[i1] * xa1[x] + l1[i2] * xa[x]) * ya1 +                         \
-                            (l2[i1] * xa1[x] + l2[i2] * xa[x]) * ya;                           \
-                int r = round_even(res);                                                       \
-                d[x] = (T)(r < 0 ? 0 : r > (MAXV) ? (MAXV) : r);                               \
-            }                                                                                  \
-        }                                                                                      \
-        free(ind1);                                                                            \
-        free(xa);                                                                              \
-        free(flut);                                                                            \
-        free(lut);                                                                             \
-        free(g.xmap);                                                                          \
-        return 0;                                                                              \
+#define CLAHE_APPLY(NAME, T, BINS, MAXV, LT, FLOATLUT)                                             \
+    static int NAME(const T *src, T *dst, float *fdst, float fscale, int w, int h, double clip,    \
+                    int tiles_x, int tiles_y)                                                      \
+    {                                                                                              \
+        if (!src || (!dst && !fdst) || w < 1 || h < 1 || tiles_x < 1 || tiles_y < 1 ||             \
+            (long long)w * h > (1LL << 31) - 1)                                                    \
+            return RP_EINVAL;                                                                      \
+        clahe_grid g;                                                                              \
+        int rc = grid_init(&g, w, h, clip, tiles_x, tiles_y, BINS);                                \
+        if (rc)                                                                                    \
+            return rc;                                                                             \
+        const int ntiles = tiles_x * tiles_y;                                                      \
+        T *lut = malloc(sizeof(T) * (size_t)ntiles * BINS);                                        \
+        if (!lut) {                                                                                \
+            free(g.xmap);                                                                          \
+            return RP_ENOMEM;                                                                      \
+        }                                                                                          \
+        int fail = 0;                                                                              \
+        const int par = (size_t)w * h >= RP_XR_PAR_MIN;                                            \
+        _Pragma("omp parallel if (par)")                                                           \
+        {                                                                                          \
+            int *hist = malloc(sizeof(int) * BINS);                                                \
+            if (!hist) {                                                                           \
+                _Pragma("omp atomic write") fail = 1;                                              \
+            }                                                                                      \
+            _Pragma("omp for schedule(dynamic)") for (int k = 0; k < ntiles; k++)                  \
+            {                                                                                      \
+                if (!hist)                                                                         \
+                    continue;                                                                      \
+                const int x0 = (k % tiles_x) * g.tw, y0 = (k / tiles_x) * g.th;                    \
+                memset(hist, 0, sizeof(int) * BINS);                                               \
+                const int inside = x0 + g.tw <= w;                                                 \
+                for (int y = y0; y < y0 + g.th; y++) {                                             \
+                    const T *row = src + (size_t)g.ymap[y] * w;                                    \
+                    if (inside) {                                                                  \
+                        const T *p = row + x0;                                                     \
+                        for (int x = 0; x < g.tw; x++)                                             \
+                            hist[p[x]]++;                                                          \
+                    } else {                                                                       \
+                        for (int x = x0; x < x0 + g.tw; x++)                                       \
+                            hist[row[g.xmap[x]]]++;                                                \
+                    }                                                                              \
+                }                                                                                  \
+                hist_to_lut_##T(hist, BINS, g.clip, g.lut_scale, lut + (size_t)k * BINS);          \
+            }                                                                                      \
+            free(hist);                                                                            \
+        }                                                                                          \
+        if (fail) {                                                                                \
+            free(lut);                                                                             \
+            free(g.xmap);                                                                          \
+            return RP_ENOMEM;                                                                      \
+        }                                                                                          \
+        /* 8-bit: blend from float copies of the LUTs (64 KiB for 8x8 tiles; the same values,      \
+         * so the same arithmetic, minus four int->float conversions per pixel). */                \
+        LT *flut = NULL;                                                                           \
+        const LT *ilut = (const LT *)lut;                                                          \
+        if (FLOATLUT) {                                                                            \
+            flut = malloc(sizeof(LT) * (size_t)ntiles * BINS);                                     \
+            if (!flut) {                                                                           \
+                free(lut);                                                                         \
+                free(g.xmap);                                                                      \
+                return RP_ENOMEM;                                                                  \
+            }                                                                                      \
+            for (size_t i = 0; i < (size_t)ntiles * BINS; i++)                                     \
+                flut[i] = (LT)lut[i];                                                              \
+            ilut = flut;                                                                           \
+        }                                                                                          \
+        /* Per-column tile indices and weights, as OpenCV's interpolation body. */                 \
+        int *ind1 = malloc(sizeof(int) * 2 * (size_t)w);                                           \
+        float *xa = malloc(sizeof(float) * 2 * (size_t)w);                                         \
+        if (!ind1 || !xa) {                                                                        \
+            free(ind1);                                                                            \
+            free(xa);                                                                              \
+            free(flut);                                                                            \
+            free(lut);                                                                             \
+            free(g.xmap);                                                                          \
+            return RP_ENOMEM;                                                                      \
+        }                                                                                          \
+        int *ind2 = ind1 + w;                                                                      \
+        float *xa1 = xa + w;                                                                       \
+        const float inv_tw = 1.0f / g.tw, inv_th = 1.0f / g.th;                                    \
+        for (int x = 0; x < w; x++) {                                                              \
+            float txf = x * inv_tw - 0.5f;                                                         \
+            int tx1 = (int)floorf(txf), tx2 = tx1 + 1;                                             \
+            xa[x] = txf - tx1;                                                                     \
+            xa1[x] = 1.0f - xa[x];                                                                 \
+            tx1 = tx1 < 0 ? 0 : tx1;                                                               \
+            tx2 = tx2 > tiles_x - 1 ? tiles_x - 1 : tx2;                                           \
+            ind1[x] = tx1 * BINS;                                                                  \
+            ind2[x] = tx2 * BINS;                                                                  \
+        }                                                                                          \
+        _Pragma("omp parallel for if (par) schedule(static)") for (int y = 0; y < h; y++)          \
+        {                                                                                          \
+            float tyf = y * inv_th - 0.5f;                                                         \
+            int ty1 = (int)floorf(tyf), ty2 = ty1 + 1;                                             \
+            float ya = tyf - ty1, ya1 = 1.0f - ya;                                                 \
+            ty1 = ty1 < 0 ? 0 : ty1;                                                               \
+            ty2 = ty2 > tiles_y - 1 ? tiles_y - 1 : ty2;                                           \
+            const LT *l1 = ilut + (size_t)ty1 * tiles_x * BINS;                                    \
+            const LT *l2 = ilut + (size_t)ty2 * tiles_x * BINS;                                    \
+            const T *s = src + (size_t)y * w;                                                      \
+            if (fdst) {                                                                            \
+                float *d = fdst + (size_t)y * w;                                                   \
+                for (int x = 0; x < w; x++) {                                                      \
+                    int v = s[x];                                                                  \
+                    int i1 = ind1[x] + v, i2 = ind2[x] + v;                                        \
+                    float res = (l1[i1] * xa1[x] + l1[i2] * xa[x]) * ya1 +                         \
+                                (l2[i1] * xa1[x] + l2[i2] * xa[x]) * ya;                           \
+                    int r = round_even(res);                                                       \
+                    d[x] = (r < 0 ? 0 : r > (MAXV) ? (MAXV) : r) * fscale;                         \
+                }                                                                                  \
+                continue;                                                                          \
+            }                                                                                      \
+            T *d = dst + (size_t)y * w;                                                            \
+            for (int x = 0; x < w; x++) {                                                          \
+                int v = s[x];                                                                      \
+                int i1 = ind1[x] + v, i2 = ind2[x] + v;                                            \
+                float res = (l1[i1] * xa1[x] + l1[i2] * xa[x]) * ya1 +                             \
+                            (l2[i1] * xa1[x] + l2[i2] * xa[x]) * ya;                               \
+                int r = round_even(res);                                                           \
+                d[x] = (T)(r < 0 ? 0 : r > (MAXV) ? (MAXV) : r);                                   \
+            }                                                                                      \
+        }                                                                                          \
+        free(ind1);                                                                                \
+        free(xa);                                                                                  \
+        free(flut);                                                                                \
+        free(lut);                                                                                 \
+        free(g.xmap);                                                                              \
+        return 0;                                                                                  \
     }
 
 CLAHE_APPLY(clahe_u8, uint8_t, 256, 255, float, 1)

@@ -196,8 +196,7 @@ static void affine_compose(double a[4][4], const double m[4][4])
     memcpy(a, out, sizeof out);
 }
 
-rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh,
-                                   rp_xr_resize_method method)
+rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh, rp_xr_resize_method method)
 {
     if (!v || ow < 1 || oh < 1)
         return NULL;
@@ -207,8 +206,8 @@ rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh,
     if (!o)
         return NULL;
     for (size_t p = 0; p < planes; p++) {
-        if (rp_xr_resize_f32(v->data + p * w * h, w, h, o->data + p * ow * oh, ow, oh,
-                             method) < 0) {
+        if (rp_xr_resize_f32(v->data + p * w * h, w, h, o->data + p * ow * oh, ow, oh, method) <
+            0) {
             rp_volume_free(o);
             return NULL;
         }

@@ -82,8 +82,8 @@ static int present_parse(const rp_step_args *a, void **out, char *err, size_t er
         free(p);
         return rp_arg_fail(err, errlen, present_usage, "unknown VOI source '%s'", a->arg[0]);
     }
-    if (a->n >= 2 && (rp_arg_int(a->arg[1], &p->index) < 0 || p->index < 1 ||
-                      p->index > RP_DCM_MAX_WINDOWS)) {
+    if (a->n >= 2 &&
+        (rp_arg_int(a->arg[1], &p->index) < 0 || p->index < 1 || p->index > RP_DCM_MAX_WINDOWS)) {
         free(p);
         return rp_arg_fail(err, errlen, present_usage, "bad index '%s'", a->arg[1]);
     }
@@ -149,8 +149,8 @@ static int choose_voi(rp_step_ctx *ctx, const present_params *pp, rp_xr_voi *voi
             cJSON_AddStringToObject(q, "voi_note", "window also present; the LUT was used");
     } else if (want_win) {
         if (k >= n_win) {
-            snprintf(ctx->err, sizeof ctx->err,
-                     "present: window %d requested but the image has %d", pp->index, n_win);
+            snprintf(ctx->err, sizeof ctx->err, "present: window %d requested but the image has %d",
+                     pp->index, n_win);
             return RP_EINVAL;
         }
         if (d) {
@@ -171,9 +171,9 @@ static int choose_voi(rp_step_ctx *ctx, const present_params *pp, rp_xr_voi *voi
         cJSON_AddNumberToObject(q, "window_width", voi->width);
         cJSON_AddNumberToObject(q, "windows_in_header", n_win);
     } else {
-        cJSON_AddStringToObject(q, "voi_path", pp->source == VOI_MINMAX
-                                                   ? "min-max (requested)"
-                                                   : "min-max (no VOI in the header)");
+        cJSON_AddStringToObject(q, "voi_path",
+                                pp->source == VOI_MINMAX ? "min-max (requested)"
+                                                         : "min-max (no VOI in the header)");
     }
     char why[160];
     if (rp_xr_voi_check(voi, why, sizeof why) < 0) {
@@ -207,8 +207,8 @@ static int present_run(rp_step_ctx *ctx, const void *vp)
         cJSON_AddStringToObject(q, "modality_lut", "Modality LUT Sequence (at assembly)");
     else if (d && d->has_rescale) {
         char buf[96];
-        snprintf(buf, sizeof buf, "rescale slope=%g intercept=%g (at assembly)",
-                 d->rescale_slope, d->rescale_intercept);
+        snprintf(buf, sizeof buf, "rescale slope=%g intercept=%g (at assembly)", d->rescale_slope,
+                 d->rescale_intercept);
         cJSON_AddStringToObject(q, "modality_lut", buf);
     } else
         cJSON_AddStringToObject(q, "modality_lut", "identity");
@@ -293,9 +293,10 @@ static int present_run(rp_step_ctx *ctx, const void *vp)
     cJSON_AddNumberToObject(q, "input_min", rep.in_min);
     cJSON_AddNumberToObject(q, "input_max", rep.in_max);
     cJSON_AddNumberToObject(q, "padding_pixels", (double)rep.n_padding);
-    cJSON_AddStringToObject(q, "evaluation", rep.lut_path == 1   ? "table per stored value"
-                                             : rep.lut_path == 2 ? "table, formula off it"
-                                                                 : "formula");
+    cJSON_AddStringToObject(q, "evaluation",
+                            rep.lut_path == 1   ? "table per stored value"
+                            : rep.lut_path == 2 ? "table, formula off it"
+                                                : "formula");
     ctx->hu_known = 0;
 
     /* Remember the source grid so resize/pad can report a map back to source pixels. */
@@ -311,8 +312,8 @@ static int present_run(rp_step_ctx *ctx, const void *vp)
             cJSON_AddItemToArray(dims, cJSON_CreateNumber(v->dim[1]));
         }
     }
-    RP_INFO("xray", "present voi=%s invert=%d padding=%zu",
-            rp_xr_voi_name(p.voi.kind), p.invert, rep.n_padding);
+    RP_INFO("xray", "present voi=%s invert=%d padding=%zu", rp_xr_voi_name(p.voi.kind), p.invert,
+            rep.n_padding);
 out:
     rp_step_qc_add(ctx, "presentation", q); /* frees q when there is no QC */
     return rc;
@@ -348,8 +349,10 @@ static int clahe_parse(const rp_step_args *a, void **out, char *err, size_t errl
     if (a->n > 3)
         return rp_arg_fail(err, errlen, clahe_usage, "too many arguments");
     if (a->n >= 1 && (rp_arg_double(a->arg[0], &p.clip) < 0 || p.clip < 0 || p.clip > 1e4))
-        return rp_arg_fail(err, errlen, clahe_usage, "clip '%s' must be a number in [0, 10000]"
-                           " (0 = no clipping)", a->arg[0]);
+        return rp_arg_fail(err, errlen, clahe_usage,
+                           "clip '%s' must be a number in [0, 10000]"
+                           " (0 = no clipping)",
+                           a->arg[0]);
     if (a->n >= 2 && (parse_pair(a->arg[1], &p.tiles_x, &p.tiles_y) < 0 || p.tiles_x < 1 ||
                       p.tiles_y < 1 || p.tiles_x > 256 || p.tiles_y > 256))
         return rp_arg_fail(err, errlen, clahe_usage, "tiles '%s' must be N or NxM, 1..256",
@@ -552,8 +555,7 @@ static int resize_parse(const rp_step_args *a, void **out, char *err, size_t err
     resize_params p = {0, 0, 1, RP_XR_RESIZE_AREA};
     if (a->n < 1 || a->n > 3)
         return rp_arg_fail(err, errlen, resize_usage, "expected 1 to 3 arguments");
-    if (parse_pair(a->arg[0], &p.w, &p.h) < 0 || p.w < 1 || p.h < 1 || p.w > 65535 ||
-        p.h > 65535)
+    if (parse_pair(a->arg[0], &p.w, &p.h) < 0 || p.w < 1 || p.h < 1 || p.w > 65535 || p.h > 65535)
         return rp_arg_fail(err, errlen, resize_usage, "size '%s' must be N or WxH, 1..65535",
                            a->arg[0]);
     if (a->n >= 2 && (p.keep_aspect = rp_arg_word(a->arg[1], modes)) < 0)
@@ -574,9 +576,9 @@ static void resize_describe(const void *vp, cJSON *o)
     cJSON_AddNumberToObject(o, "width", p->w);
     cJSON_AddNumberToObject(o, "height", p->h);
     cJSON_AddBoolToObject(o, "keep_aspect", p->keep_aspect);
-    cJSON_AddStringToObject(o, "method", p->method == RP_XR_RESIZE_AREA
-                                             ? "area (cv2.INTER_AREA)"
-                                             : "linear (cv2.INTER_LINEAR)");
+    cJSON_AddStringToObject(o, "method",
+                            p->method == RP_XR_RESIZE_AREA ? "area (cv2.INTER_AREA)"
+                                                           : "linear (cv2.INTER_LINEAR)");
 }
 
 static int resize_run(rp_step_ctx *ctx, const void *vp)
@@ -602,8 +604,7 @@ static int resize_run(rp_step_ctx *ctx, const void *vp)
     }
     rp_volume *o = rp_xr_resize_volume_new(v, ow, oh, (rp_xr_resize_method)p->method);
     if (!o) {
-        snprintf(ctx->err, sizeof ctx->err, "resize: %dx%d -> %dx%d: out of memory", w, h, ow,
-                 oh);
+        snprintf(ctx->err, sizeof ctx->err, "resize: %dx%d -> %dx%d: out of memory", w, h, ow, oh);
         return RP_ENOMEM;
     }
     rp_volume *old = ctx->vol;
@@ -633,8 +634,7 @@ static int pad_parse(const rp_step_args *a, void **out, char *err, size_t errlen
     pad_params p = {0, 0, 0.0};
     if (a->n < 1 || a->n > 2)
         return rp_arg_fail(err, errlen, pad_usage, "expected 1 or 2 arguments");
-    if (parse_pair(a->arg[0], &p.w, &p.h) < 0 || p.w < 1 || p.h < 1 || p.w > 65535 ||
-        p.h > 65535)
+    if (parse_pair(a->arg[0], &p.w, &p.h) < 0 || p.w < 1 || p.h < 1 || p.w > 65535 || p.h > 65535)
         return rp_arg_fail(err, errlen, pad_usage, "size '%s' must be N or WxH, 1..65535",
                            a->arg[0]);
     if (a->n == 2 && rp_arg_double(a->arg[1], &p.value) < 0)
@@ -663,8 +663,8 @@ static int pad_run(rp_step_ctx *ctx, const void *vp)
     const int w = v->dim[0], h = v->dim[1];
     if (w > p->w || h > p->h) {
         snprintf(ctx->err, sizeof ctx->err,
-                 "pad: image is %dx%d, larger than %dx%d; put resize(...) before pad", w, h,
-                 p->w, p->h);
+                 "pad: image is %dx%d, larger than %dx%d; put resize(...) before pad", w, h, p->w,
+                 p->h);
         return RP_EINVAL;
     }
     /* Centred; an odd margin leaves the extra pixel right and at the displayed bottom. */

@@ -125,8 +125,8 @@ int rp_xr_voi_check(const rp_xr_voi *v, char *err, size_t errlen)
     case RP_XR_VOI_LINEAR:
         /* C.11.2.1.2.1: "Window Width shall always be greater than or equal to 1" */
         if (!(v->width >= 1.0) || !isfinite(v->center)) {
-            snprintf(err, errlen, "LINEAR window needs width >= 1 (center=%g width=%g)",
-                     v->center, v->width);
+            snprintf(err, errlen, "LINEAR window needs width >= 1 (center=%g width=%g)", v->center,
+                     v->width);
             return RP_EINVAL;
         }
         return 0;
@@ -160,8 +160,8 @@ static float *build_table(const rp_xr_present_params *p, int32_t lo, long span, 
     if (!t)
         return NULL;
     for (long k = 0; k < span; k++) {
-        double y = voi_eval_div(&p->voi, rp_xr_modality_eval(&p->modality, (double)(lo + k)),
-                                lut_div);
+        double y =
+            voi_eval_div(&p->voi, rp_xr_modality_eval(&p->modality, (double)(lo + k)), lut_div);
         t[k] = (float)(p->invert ? 1.0 - y : y);
     }
     return t;
@@ -199,9 +199,9 @@ static int present_one_pass(float *data, size_t n, const rp_xr_present_params *p
             data[i] = t[k - lo];
         } else {
             noff++;
-            double y = isfinite(x) ? voi_eval_div(&p->voi, rp_xr_modality_eval(&p->modality, x),
-                                                  lut_div)
-                                   : 0.0;
+            double y = isfinite(x)
+                           ? voi_eval_div(&p->voi, rp_xr_modality_eval(&p->modality, x), lut_div)
+                           : 0.0;
             data[i] = isfinite(x) ? (float)(inv ? 1.0 - y : y) : 0.0f;
         }
     }
@@ -224,8 +224,8 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
     char err[160];
     if (!data || !p || n == 0)
         return RP_EINVAL;
-    if (p->modality.kind == RP_XR_MOD_LUT && lut_check(&p->modality.lut, "Modality", err,
-                                                       sizeof err) < 0) {
+    if (p->modality.kind == RP_XR_MOD_LUT &&
+        lut_check(&p->modality.lut, "Modality", err, sizeof err) < 0) {
         RP_ERROR("xray", "present: %s", err);
         return RP_EINVAL;
     }
@@ -266,7 +266,9 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
         imx = k > imx ? k : imx;
     }
     if (nonint) { /* the integer range is meaningless: take the float range (formula path) */
-#pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min : mnf) reduction(max : mxf) \
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min                                     \
+                                                           : mnf) reduction(max                    \
+                                                                            : mxf)                 \
     schedule(static)
         for (size_t i = 0; i < n; i++) {
             float x = data[i];

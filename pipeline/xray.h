@@ -43,10 +43,10 @@ extern "C" {
 
 /* A LUT as the standard describes it (LUT Descriptor + LUT Data). Borrowed data. */
 typedef struct rp_xr_lut {
-    int n;                 /* number of entries (descriptor value 0 already turned into 65536) */
-    int first;             /* first input value mapped (already sign-interpreted) */
-    int bits;              /* bits per entry as declared (8..16) */
-    const uint16_t *data;  /* n entries (8-bit LUTs widened to uint16 by the decoder) */
+    int n;                /* number of entries (descriptor value 0 already turned into 65536) */
+    int first;            /* first input value mapped (already sign-interpreted) */
+    int bits;             /* bits per entry as declared (8..16) */
+    const uint16_t *data; /* n entries (8-bit LUTs widened to uint16 by the decoder) */
 } rp_xr_lut;
 
 typedef enum {
@@ -71,29 +71,29 @@ typedef enum {
 
 typedef struct rp_xr_voi {
     rp_xr_voi_kind kind;
-    double center, width;  /* window kinds */
-    rp_xr_lut lut;         /* RP_XR_VOI_LUT */
-    double lo, hi;         /* RP_XR_VOI_NONE: the range mapped to 0..1 (filled by present) */
+    double center, width; /* window kinds */
+    rp_xr_lut lut;        /* RP_XR_VOI_LUT */
+    double lo, hi;        /* RP_XR_VOI_NONE: the range mapped to 0..1 (filled by present) */
 } rp_xr_voi;
 
 /* Everything the presentation needs about one image. */
 typedef struct rp_xr_present_params {
     rp_xr_modality modality;
     rp_xr_voi voi;
-    int invert;            /* 1 for MONOCHROME1 */
-    int has_padding;       /* Pixel Padding Value present */
+    int invert;                    /* 1 for MONOCHROME1 */
+    int has_padding;               /* Pixel Padding Value present */
     double padding_lo, padding_hi; /* input values in [lo,hi] are padding (hi = lo if no range) */
-    const uint8_t *pad_mask; /* optional, n bytes, non-zero = padding (instead of the values) */
-    int has_range;         /* the header bounds the input: integers in [range_lo, range_hi] */
+    const uint8_t *pad_mask;   /* optional, n bytes, non-zero = padding (instead of the values) */
+    int has_range;             /* the header bounds the input: integers in [range_lo, range_hi] */
     double range_lo, range_hi; /* (speed only: one pass; values outside still come out right) */
 } rp_xr_present_params;
 
 /* What present did (for the sidecar). */
 typedef struct rp_xr_present_report {
-    size_t n_padding;      /* pixels recognised as padding (set to 0 = black) */
-    double in_min, in_max; /* stored values seen (padding excluded) */
+    size_t n_padding;        /* pixels recognised as padding (set to 0 = black) */
+    double in_min, in_max;   /* stored values seen (padding excluded) */
     double mod_min, mod_max; /* after the Modality LUT */
-    int lut_path;          /* 0 formula, 1 lookup table, 2 table + formula for values off it */
+    int lut_path;            /* 0 formula, 1 lookup table, 2 table + formula for values off it */
 } rp_xr_present_report;
 
 /* One value through the Modality LUT stage. */
@@ -109,8 +109,7 @@ const char *rp_xr_voi_name(rp_xr_voi_kind k);
  * NONE gets lo/hi from the data (padding excluded). When every value is an integer in a
  * range of at most 2^20 the whole chain is tabulated once and applied as a lookup.
  * `p` is updated (voi.lo/hi) so describe() can report it; `rep` may be NULL. */
-int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p,
-                      rp_xr_present_report *rep);
+int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_present_report *rep);
 
 /* ---- CLAHE (OpenCV definition) ---- */
 
@@ -144,8 +143,7 @@ void rp_xr_fit_size(int w, int h, int size, int *ow, int *oh);
 
 /* New volume with every (z, c) plane resized to ow x oh; affine updated so that each
  * output voxel centre maps to the same world point as the corresponding input position. */
-rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh,
-                                   rp_xr_resize_method method);
+rp_volume *rp_xr_resize_volume_new(const rp_volume *v, int ow, int oh, rp_xr_resize_method method);
 /* New volume padded to ow x oh (>= input) with `value`, the image at (off_x, off_y);
  * affine updated. */
 rp_volume *rp_xr_pad_volume_new(const rp_volume *v, int ow, int oh, int off_x, int off_y,

@@ -43,8 +43,8 @@ static double run_case(const clahe_case *c, int *max_err)
     snprintf(pin, sizeof pin, "%s/clahe_in.raw", xt_tmpdir());
     snprintf(pout, sizeof pout, "%s/clahe_out.raw", xt_tmpdir());
     assert_int_equal(xt_write(pin, in, n * bps), 0);
-    snprintf(args, sizeof args, "clahe%d %d %d %.17g %d %d '%s' '%s'", c->bits, c->w, c->h,
-             c->clip, c->tx, c->ty, pin, pout);
+    snprintf(args, sizeof args, "clahe%d %d %d %.17g %d %d '%s' '%s'", c->bits, c->w, c->h, c->clip,
+             c->tx, c->ty, pin, pout);
     assert_int_equal(xt_ref(args), 0);
     assert_int_equal(xt_read(pout, ref, n * bps), 0);
     int rc = c->bits == 8 ? rp_xr_clahe_u8(in, ours, c->w, c->h, c->clip, c->tx, c->ty)
@@ -81,10 +81,9 @@ static void test_clahe_8bit(void **state)
 {
     (void)state;
     const clahe_case cases[] = {
-        {512, 512, 8, 8, 8, 2.0, 0},  {1000, 771, 8, 8, 8, 2.0, 0},
-        {640, 480, 8, 8, 8, 40.0, 1}, {333, 517, 5, 3, 8, 3.5, 0},
-        {300, 200, 8, 8, 8, 0.0, 0},  {37, 23, 8, 8, 8, 2.0, 1},
-        {5, 3, 8, 8, 8, 1.0, 1},      {1024, 1024, 16, 16, 8, 1.0, 0},
+        {512, 512, 8, 8, 8, 2.0, 0}, {1000, 771, 8, 8, 8, 2.0, 0},    {640, 480, 8, 8, 8, 40.0, 1},
+        {333, 517, 5, 3, 8, 3.5, 0}, {300, 200, 8, 8, 8, 0.0, 0},     {37, 23, 8, 8, 8, 2.0, 1},
+        {5, 3, 8, 8, 8, 1.0, 1},     {1024, 1024, 16, 16, 8, 1.0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int me;
@@ -97,9 +96,8 @@ static void test_clahe_16bit(void **state)
 {
     (void)state;
     const clahe_case cases[] = {
-        {512, 512, 8, 8, 16, 2.0, 0},  {801, 613, 8, 8, 16, 2.0, 2},
-        {400, 300, 4, 4, 16, 40.0, 2}, {256, 256, 8, 8, 16, 0.0, 1},
-        {97, 61, 8, 8, 16, 3.0, 0},
+        {512, 512, 8, 8, 16, 2.0, 0}, {801, 613, 8, 8, 16, 2.0, 2}, {400, 300, 4, 4, 16, 40.0, 2},
+        {256, 256, 8, 8, 16, 0.0, 1}, {97, 61, 8, 8, 16, 3.0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int me;

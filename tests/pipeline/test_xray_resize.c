@@ -60,10 +60,10 @@ static void compare_f32(const char *op, int w, int h, int ow, int oh, double tol
         snprintf(args, sizeof args, "%s %d %d %d %d '%s' '%s'", op, w, h, ow, oh, pin, pout);
     assert_int_equal(xt_ref(args), 0);
     assert_int_equal(xt_read(pout, ref, on * 4), 0);
-    assert_int_equal(rp_xr_resize_f32(in, w, h, ours, ow, oh,
-                                      strcmp(op, "linearf") ? RP_XR_RESIZE_AREA
-                                                            : RP_XR_RESIZE_LINEAR),
-                     0);
+    assert_int_equal(
+        rp_xr_resize_f32(in, w, h, ours, ow, oh,
+                         strcmp(op, "linearf") ? RP_XR_RESIZE_AREA : RP_XR_RESIZE_LINEAR),
+        0);
     double me = 0;
     for (size_t i = 0; i < on; i++)
         me = fmax(me, fabs(ours[i] - ref[i]));
@@ -77,12 +77,12 @@ static void compare_f32(const char *op, int w, int h, int ow, int oh, double tol
 static void test_area_vs_opencv(void **state)
 {
     (void)state;
-    compare_u8(3000, 2500, 1024, 853);  /* the benchmark's shape, non-integer factor */
-    compare_u8(2394, 3062, 801, 1024);  /* the mammogram */
-    compare_u8(1024, 1024, 512, 512);   /* integer factor (OpenCV's fast path) */
+    compare_u8(3000, 2500, 1024, 853); /* the benchmark's shape, non-integer factor */
+    compare_u8(2394, 3062, 801, 1024); /* the mammogram */
+    compare_u8(1024, 1024, 512, 512);  /* integer factor (OpenCV's fast path) */
     compare_u8(1760, 1760, 1024, 1024);
-    compare_u8(440, 440, 439, 300);     /* barely shrinking */
-    compare_u8(440, 440, 1024, 1024);   /* enlarging: OpenCV's INTER_AREA upscaling */
+    compare_u8(440, 440, 439, 300);   /* barely shrinking */
+    compare_u8(440, 440, 1024, 1024); /* enlarging: OpenCV's INTER_AREA upscaling */
     compare_u8(300, 200, 1001, 777);
     compare_f32("areaf", 1760, 1760, 1024, 1024, 1e-4);
     compare_f32("areaf", 777, 555, 100, 71, 1e-4);
@@ -187,8 +187,10 @@ static void test_geometry_steps(void **state)
     cJSON *pm = cJSON_GetObjectItem(ctx.qc, "pixel_map");
     assert_non_null(pm);
     cJSON *sc = cJSON_GetObjectItem(pm, "scale"), *of = cJSON_GetObjectItem(pm, "offset");
-    double mx = cJSON_GetArrayItem(sc, 0)->valuedouble * sx + cJSON_GetArrayItem(of, 0)->valuedouble;
-    double my = cJSON_GetArrayItem(sc, 1)->valuedouble * sy + cJSON_GetArrayItem(of, 1)->valuedouble;
+    double mx =
+        cJSON_GetArrayItem(sc, 0)->valuedouble * sx + cJSON_GetArrayItem(of, 0)->valuedouble;
+    double my =
+        cJSON_GetArrayItem(sc, 1)->valuedouble * sy + cJSON_GetArrayItem(of, 1)->valuedouble;
     print_message("block centre: output (%.2f, %.2f) -> source (%.2f, %.2f), truth (%.1f, %.1f)\n",
                   sx, sy, mx, my, col + 1.5, row + 1.5);
     assert_true(fabs(mx - (col + 1.5)) < 0.01 && fabs(my - (row + 1.5)) < 0.01);
@@ -298,8 +300,10 @@ static void test_png(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_area_vs_opencv), cmocka_unit_test(test_linear_vs_opencv),
-        cmocka_unit_test(test_geometry_steps), cmocka_unit_test(test_clahe_step),
+        cmocka_unit_test(test_area_vs_opencv),
+        cmocka_unit_test(test_linear_vs_opencv),
+        cmocka_unit_test(test_geometry_steps),
+        cmocka_unit_test(test_clahe_step),
         cmocka_unit_test(test_png),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -80,13 +80,13 @@ static void test_luts(void **state)
     rp_xr_voi v = {0};
     v.kind = RP_XR_VOI_LUT;
     v.lut = (rp_xr_lut){4, 10, 8, d8};
-    assert_true(rp_xr_voi_eval(&v, 5) == 0.0);     /* below first: first entry */
+    assert_true(rp_xr_voi_eval(&v, 5) == 0.0); /* below first: first entry */
     assert_true(rp_xr_voi_eval(&v, 10) == 0.0);
     assert_true(fabs(rp_xr_voi_eval(&v, 11) - 100.0 / 255) < EPS);
     assert_true(fabs(rp_xr_voi_eval(&v, 11.4) - 100.0 / 255) < EPS);
     assert_true(fabs(rp_xr_voi_eval(&v, 12) - 200.0 / 255) < EPS);
     assert_true(rp_xr_voi_eval(&v, 13) == 1.0);
-    assert_true(rp_xr_voi_eval(&v, 1000) == 1.0);  /* past the end: last entry */
+    assert_true(rp_xr_voi_eval(&v, 1000) == 1.0); /* past the end: last entry */
     /* Declared 8 bits but 10-bit data: the depth the data need is used. */
     static const uint16_t d10[3] = {0, 512, 1023};
     v.lut = (rp_xr_lut){3, 0, 8, d10};
@@ -302,8 +302,8 @@ static void test_present_step(void **state)
     }
     assert_string_equal(qc_str(&f, "voi_path"), "window");
     assert_string_equal(qc_str(&f, "voi_lut_function"), "SIGMOID");
-    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(
-        cJSON_GetObjectItem(f.ctx.step_qc, "presentation"), "inverted")));
+    assert_true(cJSON_IsTrue(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(f.ctx.step_qc, "presentation"), "inverted")));
     fixture_free(&f);
 
     /* window 2 on MONOCHROME2 */
@@ -344,8 +344,8 @@ static void test_present_step(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_exact),
-        cmocka_unit_test(test_sigmoid),       cmocka_unit_test(test_luts),
+        cmocka_unit_test(test_linear),         cmocka_unit_test(test_linear_exact),
+        cmocka_unit_test(test_sigmoid),        cmocka_unit_test(test_luts),
         cmocka_unit_test(test_present_kernel), cmocka_unit_test(test_parse),
         cmocka_unit_test(test_present_step),
     };
