@@ -30,6 +30,7 @@ static const char worker_sh[] =
     "touch \"$dir/run.$job.$$\"; n=$(ls \"$dir\" | grep -c '^run\\.')\n"
     "echo $n >> \"$dir/concurrency\"\n"
     "trap 'rm -f \"$dir/run.$job.$$\"' EXIT\n"
+    "trap 'rm -f \"$dir/run.$job.$$\"; exit 143' TERM\n"
     "echo \"$job $mode attempt\" >> \"$dir/attempts\"\n"
     "case \"$mode\" in\n"
     "  ok) sleep 0.3; exit 0;;\n"
@@ -190,6 +191,11 @@ static void test_stop_requeues(void **state)
     long long id = enqueue(db, "1.2.3.9", 3);
     rp_supervisor *s = start(1, 600);
     rp_db_job j = wait_state(db, id, "running", 10);
+    /* claimed first, then forked: the pid is recorded a moment after 'running' */
+    for (int i = 0; i < 200 && j.pid <= 0; i++) {
+        usleep(10000);
+        assert_int_equal(rp_db_job_get(db, id, &j), 0);
+    }
     assert_true(j.pid > 0);
     int pid = j.pid;
     for (int i = 0; i < 100 && attempts_of(id) == 0; i++)
