@@ -176,6 +176,23 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_stack_data *d,
         }
         v->data[i] = (float)(a * s + b);
     }
+    if (d->pad_mask && d->n_padding > 0) {
+        /* Pixel Padding is "no data", not tissue: fill it with the lowest real value (air for
+         * CT) so steps never see e.g. -3024 HU; the mask goes out as <stem>_mask-padding. */
+        float lo = INFINITY;
+        for (size_t i = 0; i < n; i++)  /* pad_mask covers every volume, like the data */
+            if (!d->pad_mask[i] && v->data[i] < lo)
+                lo = v->data[i];
+        if (isfinite(lo)) {
+            for (size_t i = 0; i < n; i++)
+                if (d->pad_mask[i])
+                    v->data[i] = lo;
+            cJSON *pq = cJSON_AddObjectToObject(sqc, "padding");
+            cJSON_AddNumberToObject(pq, "voxels", (double)d->n_padding);
+            cJSON_AddNumberToObject(pq, "filled_with", lo);
+            cJSON_AddStringToObject(pq, "mask", "padding");
+        }
+    }
     memcpy(v->affine, st->affine, sizeof v->affine);
     rp_volume_update_spacing(v);
     const rp_dcm_info *in = st->ref;
