@@ -118,7 +118,9 @@ static rp_xr_voi_kind function_kind(const char *fn)
 }
 
 /* Choose the VOI transform; fills the QC entry with the reasons. */
-static int choose_voi(rp_step_ctx *ctx, const present_params *pp, rp_xr_voi *voi, cJSON *q)
+/* skip: 1 = not the LUT, 2 = not the window (auto falls back past an invalid one). */
+static int choose_voi(rp_step_ctx *ctx, const present_params *pp, rp_xr_voi *voi, cJSON *q,
+                      int skip)
 {
     const rp_series_info *si = ctx->info;
     const rp_dcm_info *d = si ? si->dcm : NULL;
@@ -128,8 +130,9 @@ static int choose_voi(rp_step_ctx *ctx, const present_params *pp, rp_xr_voi *voi
     memset(voi, 0, sizeof *voi);
     voi->kind = RP_XR_VOI_NONE;
 
-    int want_lut = pp->source == VOI_LUT || (pp->source == VOI_AUTO && n_luts > 0);
-    int want_win = pp->source == VOI_WINDOW || (pp->source == VOI_AUTO && !want_lut && n_win);
+    const int autom = pp->source == VOI_AUTO;
+    int want_lut = pp->source == VOI_LUT || (autom && !(skip & 1) && n_luts > k);
+    int want_win = pp->source == VOI_WINDOW || (autom && !want_lut && !(skip & 2) && n_win > k);
     if (want_lut) {
         if (k >= n_luts) {
             snprintf(ctx->err, sizeof ctx->err,
@@ -177,6 +180,15 @@ static int choose_voi(rp_step_ctx *ctx, const present_params *pp, rp_xr_voi *voi
     }
     char why[160];
     if (rp_xr_voi_check(voi, why, sizeof why) < 0) {
+        if (autom && voi->kind != RP_XR_VOI_NONE) {
+            /* A broken VOI in the header (width 0, empty LUT) must not lose the image:
+             * take the next choice and say so. */
+            RP_WARN("xray", "present: %s; falling back", why);
+            cJSON_AddStringToObject(
+                q, voi->kind == RP_XR_VOI_LUT ? "voi_lut_rejected" : "window_rejected", why);
+            cJSON_DeleteItemFromObject(q, "voi_path");
+            return choose_voi(ctx, pp, voi, q, skip | (voi->kind == RP_XR_VOI_LUT ? 1 : 2));
+        }
         snprintf(ctx->err, sizeof ctx->err, "present: %s", why);
         return RP_EINVAL;
     }
@@ -213,7 +225,7 @@ static int present_run(rp_step_ctx *ctx, const void *vp)
     } else
         cJSON_AddStringToObject(q, "modality_lut", "identity");
 
-    int rc = choose_voi(ctx, pp, &p.voi, q);
+    int rc = choose_voi(ctx, pp, &p.voi, q, 0);
     if (rc)
         goto out;
     p.invert = strcasecmp(photometric, "MONOCHROME1") == 0;

@@ -260,6 +260,40 @@ static void test_clahe_step(void **state)
     cJSON_Delete(ctx.qc);
 }
 
+/* 3-D (CT windowed slices): clahe works slice by slice, each as the 2-D kernel would. */
+static void test_clahe_3d(void **state)
+{
+    (void)state;
+    const int w = 90, h = 70, nz = 3;
+    rp_step_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.qc = cJSON_CreateObject();
+    cJSON_AddArrayToObject(ctx.qc, "steps");
+    ctx.vol = rp_volume_new(w, h, nz, 1);
+    uint8_t *q = malloc((size_t)w * h * nz), *r = malloc((size_t)w * h);
+    for (int z = 0; z < nz; z++) {
+        float *pl = ctx.vol->data + (size_t)z * w * h;
+        xt_phantom(pl, w, h, 0.1 + 0.1 * z);
+        for (int y = 0; y < h; y++) /* displayed order for the reference */
+            for (int x = 0; x < w; x++)
+                q[(size_t)z * w * h + (size_t)y * w + x] =
+                    (uint8_t)lrintf(pl[(size_t)(h - 1 - y) * w + x] * 255);
+    }
+    assert_int_equal(run_step(&ctx, "clahe", 2, "3.0", "4x2"), 0);
+    for (int z = 0; z < nz; z++) {
+        assert_int_equal(rp_xr_clahe_u8(q + (size_t)z * w * h, r, w, h, 3.0, 4, 2), 0);
+        const float *pl = ctx.vol->data + (size_t)z * w * h;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                assert_int_equal((int)lrintf(pl[(size_t)(h - 1 - y) * w + x] * 255),
+                                 r[(size_t)y * w + x]);
+    }
+    free(q);
+    free(r);
+    rp_step_ctx_release(&ctx);
+    cJSON_Delete(ctx.qc);
+}
+
 /* PNG: 0..1 -> 0..255 / 0..65535, clamped, PNG row 0 = first DICOM row (top). */
 static void test_png(void **state)
 {
@@ -300,11 +334,9 @@ static void test_png(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_area_vs_opencv),
-        cmocka_unit_test(test_linear_vs_opencv),
-        cmocka_unit_test(test_geometry_steps),
-        cmocka_unit_test(test_clahe_step),
-        cmocka_unit_test(test_png),
+        cmocka_unit_test(test_area_vs_opencv), cmocka_unit_test(test_linear_vs_opencv),
+        cmocka_unit_test(test_geometry_steps), cmocka_unit_test(test_clahe_step),
+        cmocka_unit_test(test_clahe_3d),       cmocka_unit_test(test_png),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     xt_cleanup();

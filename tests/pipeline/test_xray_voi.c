@@ -330,6 +330,22 @@ static void test_present_step(void **state)
     assert_true(fabs(f.ctx.vol->data[1023] - 1.0) < 1e-6 && f.ctx.vol->data[0] == 0.0f);
     fixture_free(&f);
 
+    /* auto: a header window of width 0 is rejected and min-max used, with a QC note;
+     * asking for that window explicitly is an error. */
+    fixture_init(&f, "MONOCHROME2", 0);
+    f.info.n_windows = 1;
+    f.info.window_width[0] = 0;
+    rp_strlcpy(f.info.voi_lut_function, "", sizeof f.info.voi_lut_function);
+    assert_int_equal(run(&f, "present", 0, NULL, NULL), 0);
+    assert_string_equal(qc_str(&f, "voi_path"), "min-max (no VOI in the header)");
+    assert_true(strstr(qc_str(&f, "window_rejected"), "width") != NULL);
+    assert_true(fabs(f.ctx.vol->data[1023] - 1.0) < 1e-6);
+    fixture_free(&f);
+    fixture_init(&f, "MONOCHROME2", 0);
+    f.info.window_width[0] = 0;
+    assert_int_equal(run(&f, "present", 2, "window", "1"), RP_EINVAL);
+    fixture_free(&f);
+
     /* padding mask from assembly -> 0 */
     fixture_init(&f, "MONOCHROME2", 0);
     rp_mask *m = rp_mask_new(32, 32, 1, "padding");
