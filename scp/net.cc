@@ -71,6 +71,18 @@ static const char *const k_ts[] = {
     UID_RLELosslessTransferSyntax,
 };
 
+/* dcmtk condition texts can span lines ("0006:020c DIMSE Read PDV failed\n0006:0310 ...");
+ * log lines must not. Returns buf. */
+static std::string one_line(const OFCondition &c)
+{
+    std::string t = c.text() ? c.text() : "";
+    for (char &ch : t)
+        if (ch == '\n' || ch == '\r')
+            ch = ';';
+    return t;
+}
+#define CTEXT(c) one_line(c).c_str()
+
 static bool ts_supported(const char *uid)
 {
     for (const char *t : k_ts)
@@ -137,6 +149,7 @@ struct rp_net {
     T_ASC_Network *net;
     int listen_fd;
     int port;
+    std::atomic<int> stopping; /* set by rp_net_stop_listening: handshakes give up */
     rp_net_params p;
 };
 
@@ -241,14 +254,14 @@ extern "C" int rp_net_open(const rp_net_params *p, rp_net **out, char *err, size
     dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
     pthread_mutex_unlock(&g_handoff);
     if (c.bad()) {
-        snprintf(err, errsz, "dcmtk network init failed: %s", c.text());
+        snprintf(err, errsz, "dcmtk network init failed: %s", CTEXT(c));
         close(n->listen_fd);
         delete n;
         return RP_ENET;
     }
     c = ASC_setTransportLayer(n->net, new RpTransportLayer(), 1);
     if (c.bad()) {
-        snprintf(err, errsz, "dcmtk transport layer: %s", c.text());
+        snprintf(err, errsz, "dcmtk transport layer: %s", CTEXT(c));
         ASC_dropNetwork(&n->net);
         close(n->listen_fd);
         delete n;
@@ -271,6 +284,8 @@ extern "C" void rp_net_close(rp_net *n)
 
 extern "C" void rp_net_stop_listening(rp_net *n)
 {
+    if (n)
+        n->stopping.store(1);
     if (n && n->listen_fd >= 0) {
         close(n->listen_fd);
         n->listen_fd = -1;
@@ -307,15 +322,18 @@ extern "C" int rp_net_wait_connection(rp_net *n, int timeout_ms, int *fd)
 
 /* Wait until a whole PDU (header + body, up to 1 MB) sits in the socket buffer, so that
  * dcmtk's read of it cannot block. 0 when ready, RP_ETIMEOUT, or RP_ENET (closed). */
-static int wait_full_pdu(int fd, int timeout_s)
+static int wait_full_pdu(rp_net *n, int fd, int timeout_s)
 {
     double deadline = rp_mono_s() + (timeout_s > 0 ? timeout_s : 30);
     size_t need = 6;
-    unsigned char *buf = (unsigned char *)malloc(1 << 20);
-    if (!buf)
-        return RP_ENOMEM;
+    unsigned char hdr[6];
+    unsigned char *buf = hdr; /* grows to the announced PDU size once the header is in */
     int rc = RP_ETIMEOUT;
     for (;;) {
+        if (n->stopping.load()) {
+            rc = RP_ECANCELED;
+            break;
+        }
         ssize_t got = recv(fd, buf, need, MSG_PEEK | MSG_DONTWAIT);
         if (got == 0) {
             rc = RP_ENET;
@@ -339,6 +357,12 @@ static int wait_full_pdu(int fd, int timeout_s)
                 break;
             }
             need = 6 + len;
+            buf = (unsigned char *)malloc(need);
+            if (!buf) {
+                buf = hdr;
+                rc = RP_ENOMEM;
+                break;
+            }
             continue;
         }
         if (got >= 0 && (size_t)got >= need) {
@@ -354,9 +378,10 @@ static int wait_full_pdu(int fd, int timeout_s)
         if (got > 0)
             usleep(2000);
         else
-            poll(&pfd, 1, (int)(left * 1000 > 1000 ? 1000 : left * 1000 + 1));
+            poll(&pfd, 1, (int)(left * 1000 > 500 ? 500 : left * 1000 + 1));
     }
-    free(buf);
+    if (buf != hdr)
+        free(buf);
     return rc;
 }
 
@@ -389,7 +414,7 @@ extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out,
     int nodelay = g_nodelay ? 1 : 0;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
 
-    int w = wait_full_pdu(fd, n->p.acse_timeout_s);
+    int w = wait_full_pdu(n, fd, n->p.acse_timeout_s);
     if (w != 0) {
         if (w == RP_ETIMEOUT)
             snprintf(why, whysz, "no association request within acse_timeout_s=%d",
@@ -399,10 +424,12 @@ extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out,
                                  "A-ASSOCIATE-RQ)");
         else if (w == RP_E2BIG_PDU)
             snprintf(why, whysz, "association request larger than 1 MB");
+        else if (w == RP_ECANCELED)
+            snprintf(why, whysz, "node is stopping");
         else
             snprintf(why, whysz, "connection closed before association request");
         close(fd);
-        return w == RP_ETIMEOUT ? RP_ETIMEOUT : w == RP_ENET ? RP_ENET : RP_EPARSE;
+        return w == RP_ETIMEOUT || w == RP_ENET || w == RP_ECANCELED ? w : RP_EPARSE;
     }
 
     T_ASC_Association *assoc = NULL;
@@ -413,7 +440,7 @@ extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out,
     dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
     pthread_mutex_unlock(&g_handoff);
     if (c.bad()) {
-        snprintf(why, whysz, "bad association request: %s", c.text());
+        snprintf(why, whysz, "bad association request: %s", CTEXT(c));
         bool dcmtk_owns_fd = assoc && assoc->DULassociation;
         destroy_assoc(&assoc);
         if (!dcmtk_owns_fd)
@@ -504,7 +531,7 @@ extern "C" int rp_net_assoc_accept(rp_net_assoc *a, const char *our_ae, int echo
     OFCondition c = ASC_acknowledgeAssociation(a->assoc);
     if (c.bad()) {
         RP_WARN(MOD, "cannot acknowledge association calling_ae=%s err=\"%s\"",
-                a->info.calling_ae, c.text());
+                a->info.calling_ae, CTEXT(c));
         return RP_ENET;
     }
     return accepted;
@@ -670,7 +697,7 @@ static void send_store_rsp(T_ASC_Association *assoc, T_ASC_PresentationContextID
     OFCondition c = DIMSE_sendStoreResponse(assoc, pid, req, &rsp, dp);
     if (c.bad())
         RP_WARN(MOD, "cannot send C-STORE-RSP sop=%s err=\"%s\"", req->AffectedSOPInstanceUID,
-                c.text());
+                CTEXT(c));
 }
 
 /* One C-STORE: returns false when the association must end (network broke). */
@@ -765,7 +792,7 @@ extern "C" rp_net_end rp_net_assoc_serve(rp_net_assoc *a, const rp_net_handlers 
             return RP_NET_END_ABORTED_BY_PEER;
         if (c.bad()) {
             RP_WARN(MOD, "association error calling_ae=%s peer=%s:%d err=\"%s\"",
-                    a->info.calling_ae, a->info.peer_host, a->info.peer_port, c.text());
+                    a->info.calling_ae, a->info.peer_host, a->info.peer_port, CTEXT(c));
             ASC_abortAssociation(assoc);
             return (c.module() == OFM_dcmnet && c.code() == DULC_READTIMEOUT)
                        ? RP_NET_END_TIMEOUT

@@ -28,6 +28,12 @@ typedef struct {
     int count;
 } peer_slot;
 
+/* An open association, listed so that a stop past its grace can interrupt blocked reads. */
+typedef struct live_assoc {
+    rp_net_assoc *as;
+    struct live_assoc *next;
+} live_assoc;
+
 struct rp_node {
     const rp_conf *conf;
     rp_store *store;
@@ -52,6 +58,7 @@ struct rp_node {
     int pending;                /* connections not yet negotiated */
     int active;                 /* accepted associations */
     peer_slot peers[MAX_PEER_SLOTS];
+    live_assoc *live;           /* open associations (under lock) */
     /* stats */
     atomic_llong st_assoc, st_rejected, st_stored, st_failed, st_bytes;
 };
@@ -406,6 +413,11 @@ static void *conn_thread(void *p)
         return NULL;
     }
 
+    live_assoc me = {.as = as};
+    pthread_mutex_lock(&n->lock);
+    me.next = n->live;
+    n->live = &me;
+    pthread_mutex_unlock(&n->lock);
     int may_echo = d.peer ? d.peer->may_echo : 1, may_store = d.peer ? d.peer->may_store : 1;
     int ctxs = rp_net_assoc_accept(as, n->conf->ae_title, may_echo, may_store);
     double t0 = rp_mono_s();
@@ -421,6 +433,13 @@ static void *conn_thread(void *p)
                              .should_abort = h_should_abort};
         end = rp_net_assoc_serve(as, &h);
     }
+    pthread_mutex_lock(&n->lock);
+    for (live_assoc **pp = &n->live; *pp; pp = &(*pp)->next)
+        if (*pp == &me) {
+            *pp = me.next;
+            break;
+        }
+    pthread_mutex_unlock(&n->lock);
     rp_net_assoc_free(as);
     slot_release(n, a.info.calling_ae);
     double secs = rp_mono_s() - t0;
@@ -666,6 +685,10 @@ void rp_node_stop(rp_node *n)
             atomic_store(&n->abort_all, 1);
             RP_WARN(MOD, "shutdown grace over, aborting associations still open active=%d "
                          "grace_s=%d", n->active, n->shutdown_grace_s);
+            /* Threads blocked inside a dataset read return at once; their transfers were
+             * never acknowledged, so nothing acknowledged is lost. */
+            for (live_assoc *l = n->live; l; l = l->next)
+                rp_net_assoc_interrupt(l->as);
             deadline = rp_mono_s() + 10; /* aborts are noticed within ~1 s */
         } else if (rp_mono_s() >= deadline) {
             if (!warned)

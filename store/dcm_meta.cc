@@ -121,7 +121,12 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *rea
                                         DCM_PixelData);
     if (c.bad()) {
         if (reason)
+        {
             snprintf(reason, reasonsz, "dcmtk cannot parse the header: %s", c.text());
+            for (char *p = reason; *p; p++)
+                if (*p == '\n' || *p == '\r')
+                    *p = ';';
+        }
         return RP_EPARSE;
     }
     DcmDataset *ds = ff.getDataset();
