@@ -20,7 +20,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jobs_lib as rp  # noqa: E402
 
-QUIET = 3
+QUIET = 5  # long enough that a restart on a busy host still lands inside it
 
 
 def pid_alive(pid):
