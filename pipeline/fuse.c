@@ -50,7 +50,8 @@ int rp_mr_resample_to(const rp_volume *src, const rp_volume *ref, int order, rp_
                     continue;
                 }
                 if (order == 0) {
-                    int xi = (int)floor(x + 0.5), yi = (int)floor(y + 0.5), zi = (int)floor(z + 0.5);
+                    int xi = (int)floor(x + 0.5), yi = (int)floor(y + 0.5),
+                        zi = (int)floor(z + 0.5);
                     xi = xi < 0 ? 0 : xi >= nx ? nx - 1 : xi;
                     yi = yi < 0 ? 0 : yi >= ny ? ny - 1 : yi;
                     zi = zi < 0 ? 0 : zi >= nz ? nz - 1 : zi;
@@ -200,9 +201,9 @@ static int zscore_channel(rp_volume *v, int c)
     return 0;
 }
 
-int rp_mr_fuse_study(const rp_volume *const *vols, const rp_series_info *const *infos,
-                     size_t n, const char *const *wanted, size_t n_wanted, int order,
-                     int normalize, rp_volume **out, size_t *chosen, char *err, size_t errlen)
+int rp_mr_fuse_study(const rp_volume *const *vols, const rp_series_info *const *infos, size_t n,
+                     const char *const *wanted, size_t n_wanted, int order, int normalize,
+                     rp_volume **out, size_t *chosen, char *err, size_t errlen)
 {
     if (!vols || !infos || !wanted || n_wanted == 0 || n_wanted > 16 || !out)
         return RP_EINVAL;
@@ -256,8 +257,8 @@ int rp_mr_fuse_study(const rp_volume *const *vols, const rp_series_info *const *
     return 0;
 }
 
-int rp_mr_fuse_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id,
-                            char *err, size_t errlen)
+int rp_mr_fuse_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id, char *err,
+                            size_t errlen)
 {
     if (!fused || !dir || !case_id || !case_id[0] || strchr(case_id, '/'))
         return RP_EINVAL;

@@ -33,34 +33,34 @@ extern "C" {
 int rp_mr_otsu(const float *v, const uint8_t *mask, size_t n, int bins, double *thr);
 
 typedef struct rp_mr_fg_params {
-    double threshold_scale;  /* threshold = scale * Otsu (1.0) */
-    double open_mm;          /* opening radius, cuts thin bridges (0: off) */
-    double close_mm;         /* closing radius before hole filling (head: 6, foreground: 2) */
-    int fill_holes;          /* fill enclosed holes in 3-D and per slice (1) */
+    double threshold_scale; /* threshold = scale * Otsu (1.0) */
+    double open_mm;         /* opening radius, cuts thin bridges (0: off) */
+    double close_mm;        /* closing radius before hole filling (head: 6, foreground: 2) */
+    int fill_holes;         /* fill enclosed holes in 3-D and per slice (1) */
 } rp_mr_fg_params;
 
 void rp_mr_fg_defaults(rp_mr_fg_params *p, int head);
 /* Otsu (on log(1+v-min)) + opening + closing + largest 6-connected component + hole filling.
  * Returns a new mask named `name` on v's grid (caller frees). */
-int rp_mr_foreground(const rp_volume *v, const rp_mr_fg_params *p, const char *name,
-                     rp_mask **out, char *err, size_t errlen);
+int rp_mr_foreground(const rp_volume *v, const rp_mr_fg_params *p, const char *name, rp_mask **out,
+                     char *err, size_t errlen);
 
 /* ---- N4 (n4.c) ------------------------------------------------------------------------ */
 
 #define RP_N4_MAX_LEVELS 8
 
 typedef struct rp_n4_params {
-    int shrink;                        /* shrink factor for the fit (4) */
-    int levels;                        /* fitting levels; mesh doubles each level (4) */
-    int iterations[RP_N4_MAX_LEVELS];  /* maximum iterations per level (50 each) */
-    double spline_mm;                  /* B-spline distance at level 0 (200); <=0: use
-                                          control_points */
-    int control_points;                /* control points per axis at level 0 (4) when
-                                          spline_mm <= 0; must be >= 4 (cubic) */
-    double convergence;                /* stop a level when CV(exp(f_new - f_old)) < this */
-    int bins;                          /* histogram bins (200) */
-    double fwhm;                       /* FWHM of the Gaussian bias model, log units (0.15) */
-    double wiener;                     /* Wiener filter noise (0.01) */
+    int shrink;                       /* shrink factor for the fit (4) */
+    int levels;                       /* fitting levels; mesh doubles each level (4) */
+    int iterations[RP_N4_MAX_LEVELS]; /* maximum iterations per level (50 each) */
+    double spline_mm;                 /* B-spline distance at level 0 (200); <=0: use
+                                         control_points */
+    int control_points;               /* control points per axis at level 0 (4) when
+                                         spline_mm <= 0; must be >= 4 (cubic) */
+    double convergence;               /* stop a level when CV(exp(f_new - f_old)) < this */
+    int bins;                         /* histogram bins (200) */
+    double fwhm;                      /* FWHM of the Gaussian bias model, log units (0.15) */
+    double wiener;                    /* Wiener filter noise (0.01) */
 } rp_n4_params;
 
 typedef struct rp_n4_report {
@@ -84,8 +84,8 @@ int rp_n4_parse_iterations(const char *s, rp_n4_params *p);
  * The field is shifted to zero mean over the mask, so the corrected image keeps the
  * geometric mean of the input there. `rep` (may be NULL) receives what ran. */
 int rp_n4_correct(const rp_volume *in, const rp_mask *mask, const rp_n4_params *p,
-                  rp_volume **corrected, rp_volume **log_field, rp_n4_report *rep,
-                  char *err, size_t errlen);
+                  rp_volume **corrected, rp_volume **log_field, rp_n4_report *rep, char *err,
+                  size_t errlen);
 
 /* Building blocks exposed for tests: refine a cubic B-spline lattice (dims L[3] -> 2L-3
  * per axis with L > 1; size-1 axes stay 1) exactly, as ITK's RefineControlPointLattice. */
@@ -100,9 +100,9 @@ typedef enum {
 } rp_ws_mode;
 
 typedef struct rp_ws_result {
-    double mode;       /* intensity of the white-matter mode */
-    double lo, hi;     /* the stripe (quantiles mode_q -/+ width) */
-    double mu, sd;     /* mean / SD of the voxels inside the stripe */
+    double mode;   /* intensity of the white-matter mode */
+    double lo, hi; /* the stripe (quantiles mode_q -/+ width) */
+    double mu, sd; /* mean / SD of the voxels inside the stripe */
     size_t n_stripe;
 } rp_ws_result;
 
@@ -116,18 +116,17 @@ int rp_mr_whitestripe(const rp_volume *v, const rp_mask *mask, rp_ws_mode mode, 
 #define RP_NYUL_MAX_LANDMARKS 32
 
 typedef struct rp_nyul_model {
-    int n;                                   /* landmarks, including the two ends */
-    double pct[RP_NYUL_MAX_LANDMARKS];       /* percentiles, increasing: 1,10,..,90,99 */
-    double standard[RP_NYUL_MAX_LANDMARKS];  /* their positions on the standard scale */
-    double s_min, s_max;                     /* standard scale (0, 100) */
+    int n;                                  /* landmarks, including the two ends */
+    double pct[RP_NYUL_MAX_LANDMARKS];      /* percentiles, increasing: 1,10,..,90,99 */
+    double standard[RP_NYUL_MAX_LANDMARKS]; /* their positions on the standard scale */
+    double s_min, s_max;                    /* standard scale (0, 100) */
     int n_train;
 } rp_nyul_model;
 
 /* Default landmark set: 1, 10, 20, ..., 90, 99 percentiles; scale [0, 100]. */
 void rp_nyul_model_defaults(rp_nyul_model *m);
 /* Landmarks (model->pct) of v inside mask (NULL: > 0) into lm[model->n]. */
-int rp_nyul_landmarks(const rp_volume *v, const rp_mask *mask, const rp_nyul_model *m,
-                      double *lm);
+int rp_nyul_landmarks(const rp_volume *v, const rp_mask *mask, const rp_nyul_model *m, double *lm);
 /* Learn the standard landmarks from `n` volumes (masks[i] may be NULL, masks may be NULL):
  * each volume's [p_first, p_last] maps linearly onto [s_min, s_max] and the standard
  * landmarks are the mean mapped positions (Nyúl & Udupa 1999/2000). `m` holds pct/scale on
@@ -158,7 +157,7 @@ int rp_mr_resample_to(const rp_volume *src, const rp_volume *ref, int order, rp_
  * their ranges (a range with lo > hi is ignored; an absent value (< 0) fails a set range,
  * except TI where a rule may say ti_absent_ok). */
 typedef struct rp_mr_seq_rule {
-    char name[16];         /* "T1", "T2", "FLAIR", ... */
+    char name[16]; /* "T1", "T2", "FLAIR", ... */
     char pattern[128];
     double tr_lo, tr_hi, te_lo, te_hi, ti_lo, ti_hi;
     int ti_absent_ok;
@@ -173,15 +172,14 @@ int rp_mr_seq_match(const rp_mr_seq_rule *r, const rp_series_info *info);
  * logged), resample onto the first wanted sequence's grid, z-score each channel inside its
  * own foreground (normalize != 0) and stack. chosen[i] (may be NULL, size n_wanted) gets
  * the input index used for each channel. */
-int rp_mr_fuse_study(const rp_volume *const *vols, const rp_series_info *const *infos,
-                     size_t n, const char *const *wanted, size_t n_wanted, int order,
-                     int normalize, rp_volume **out, size_t *chosen, char *err,
-                     size_t errlen);
+int rp_mr_fuse_study(const rp_volume *const *vols, const rp_series_info *const *infos, size_t n,
+                     const char *const *wanted, size_t n_wanted, int order, int normalize,
+                     rp_volume **out, size_t *chosen, char *err, size_t errlen);
 
 /* nnU-Net raw layout: channel c of `fused` as DIR/<case_id>_<cccc>.nii.gz (float32, the
  * fused affine). The 4-D volume itself goes out through rp_nifti_write_volume(). */
-int rp_mr_fuse_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id,
-                            char *err, size_t errlen);
+int rp_mr_fuse_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id, char *err,
+                            size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -91,8 +91,7 @@ int rp_mr_otsu(const float *v, const uint8_t *mask, size_t n, int bins, double *
 
 /* 1-D running min (erode) or max (dilate) of radius r along `axis`, window clamped at edges.
  * A sliding count of set voxels makes it O(1) per voxel whatever the radius. */
-static void morph_axis(const uint8_t *in, uint8_t *out, const int n[3], int axis, int r,
-                       int dilate)
+static void morph_axis(const uint8_t *in, uint8_t *out, const int n[3], int axis, int r, int dilate)
 {
     const size_t stride = axis == 0 ? 1 : axis == 1 ? (size_t)n[0] : (size_t)n[0] * n[1];
     const int len = n[axis];
@@ -144,21 +143,21 @@ static int morph(uint8_t *m, const int n[3], const int r[3], int dilate)
 
 /* Flood from the queued seeds through voxels with want[i] == val and !seen[i] (6-connected;
  * in-plane only when planar). Marks seen[i] = mark. Returns the queue length (voxels reached). */
-static size_t flood(const uint8_t *want, uint8_t val, int32_t *seen32, uint8_t *seen8,
-                    int32_t mark, uint64_t *queue, size_t tail, const int n[3], int planar)
+static size_t flood(const uint8_t *want, uint8_t val, int32_t *seen32, uint8_t *seen8, int32_t mark,
+                    uint64_t *queue, size_t tail, const int n[3], int planar)
 {
     const size_t sy = n[0], sz = (size_t)n[0] * n[1];
     size_t head = 0;
-#define VISIT(xx, yy, zz)                                                                      \
-    do {                                                                                       \
-        size_t j = (size_t)(xx) + sy * (yy) + sz * (zz);                                       \
-        if ((want[j] != 0) == (val != 0) && !(seen32 ? seen32[j] : seen8[j])) {                \
-            if (seen32)                                                                        \
-                seen32[j] = mark;                                                              \
-            else                                                                               \
-                seen8[j] = 1;                                                                  \
-            queue[tail++] = PK(xx, yy, zz);                                                    \
-        }                                                                                      \
+#define VISIT(xx, yy, zz)                                                                          \
+    do {                                                                                           \
+        size_t j = (size_t)(xx) + sy * (yy) + sz * (zz);                                           \
+        if ((want[j] != 0) == (val != 0) && !(seen32 ? seen32[j] : seen8[j])) {                    \
+            if (seen32)                                                                            \
+                seen32[j] = mark;                                                                  \
+            else                                                                                   \
+                seen8[j] = 1;                                                                      \
+            queue[tail++] = PK(xx, yy, zz);                                                        \
+        }                                                                                          \
     } while (0)
     while (head < tail) {
         uint64_t q = queue[head++];
@@ -267,8 +266,8 @@ static void radius_vox(const rp_volume *v, double mm, int r[3])
     }
 }
 
-int rp_mr_foreground(const rp_volume *v, const rp_mr_fg_params *p, const char *name,
-                     rp_mask **out, char *err, size_t errlen)
+int rp_mr_foreground(const rp_volume *v, const rp_mr_fg_params *p, const char *name, rp_mask **out,
+                     char *err, size_t errlen)
 {
     if (!v || !p || !out)
         return RP_EINVAL;

@@ -215,8 +215,7 @@ static int model_ok(const rp_nyul_model *m)
     return 1;
 }
 
-int rp_nyul_landmarks(const rp_volume *v, const rp_mask *mask, const rp_nyul_model *m,
-                      double *lm)
+int rp_nyul_landmarks(const rp_volume *v, const rp_mask *mask, const rp_nyul_model *m, double *lm)
 {
     if (!v || !m || !lm || !model_ok(m))
         return RP_EINVAL;

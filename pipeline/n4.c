@@ -37,10 +37,10 @@
 
 /* Per-axis B-spline table: for each sample point, its first control point and 4 weights. */
 typedef struct axis_tab {
-    int n;        /* points along the axis */
-    int L;        /* control points along the axis (mesh + 3) */
-    int *span;    /* n */
-    double *w;    /* 4n: cubic B-spline weights */
+    int n;     /* points along the axis */
+    int L;     /* control points along the axis (mesh + 3) */
+    int *span; /* n */
+    double *w; /* 4n: cubic B-spline weights */
 } axis_tab;
 
 static void axis_free(axis_tab *t)
@@ -348,8 +348,7 @@ static int sharpen_ws_init(sharpen_ws *w, int bins)
 }
 
 /* out[i] = E[u | v = x[i]]: the expected un-blurred log intensity given the observed one. */
-static void sharpen(sharpen_ws *w, const float *x, size_t n, double fwhm, double wiener,
-                    float *out)
+static void sharpen(sharpen_ws *w, const float *x, size_t n, double fwhm, double wiener, float *out)
 {
     const int B = w->bins, P = w->padded, off = w->offset;
     double lo = INFINITY, hi = -INFINITY;
@@ -489,7 +488,8 @@ int rp_n4_correct(const rp_volume *in, const rp_mask *mask, const rp_n4_params *
                   size_t errlen)
 {
     if (!in || !p || p->shrink < 1 || p->levels < 1 || p->levels > RP_N4_MAX_LEVELS ||
-        p->bins < 8 || !(p->fwhm > 0) || !(p->wiener >= 0) || (p->spline_mm <= 0 && p->control_points < 4))
+        p->bins < 8 || !(p->fwhm > 0) || !(p->wiener >= 0) ||
+        (p->spline_mm <= 0 && p->control_points < 4))
         return fail(err, errlen, RP_EINVAL, "n4: invalid parameters");
     const int n[3] = {in->dim[0], in->dim[1], in->dim[2]};
     if (mask && (mask->dim[0] != n[0] || mask->dim[1] != n[1] || mask->dim[2] != n[2]))
@@ -501,11 +501,11 @@ int rp_n4_correct(const rp_volume *in, const rp_mask *mask, const rp_n4_params *
     for (int d = 0; d < 3; d++)
         ns[d] = (n[d] + s - 1) / s;
     const size_t nsv = (size_t)ns[0] * ns[1] * ns[2];
-    float *lin = calloc(nsv, sizeof(float));     /* log of the shrunk input */
-    uint8_t *sm = calloc(nsv, 1);                /* shrunk mask */
-    float *field = calloc(nsv, sizeof(float));   /* current log field, shrunk */
+    float *lin = calloc(nsv, sizeof(float));   /* log of the shrunk input */
+    uint8_t *sm = calloc(nsv, 1);              /* shrunk mask */
+    float *field = calloc(nsv, sizeof(float)); /* current log field, shrunk */
     float *nfield = calloc(nsv, sizeof(float));
-    double *res = calloc(nsv, sizeof(double));   /* residual, zero outside the mask */
+    double *res = calloc(nsv, sizeof(double)); /* residual, zero outside the mask */
     double *dmask = calloc(nsv, sizeof(double));
     size_t *idx = NULL;
     float *cur = NULL, *shp = NULL;
@@ -518,10 +518,10 @@ int rp_n4_correct(const rp_volume *in, const rp_mask *mask, const rp_n4_params *
     if (!lin || !sm || !field || !nfield || !res || !dmask)
         goto done;
 
-    /* Shrink by subsampling, as ITK's ShrinkImageFilter: shrunk voxel J is full-resolution
-     * voxel J*s + (len-1)/2, the (lower) centre of its block. Averaging the block instead
-     * would invent partial-volume intensities (scalp+skull looks like grey matter) that the
-     * histogram sharpening cannot explain. */
+        /* Shrink by subsampling, as ITK's ShrinkImageFilter: shrunk voxel J is full-resolution
+         * voxel J*s + (len-1)/2, the (lower) centre of its block. Averaging the block instead
+         * would invent partial-volume intensities (scalp+skull looks like grey matter) that the
+         * histogram sharpening cannot explain. */
 #pragma omp parallel for schedule(static)
     for (int Z = 0; Z < ns[2]; Z++)
         for (int Y = 0; Y < ns[1]; Y++)

@@ -33,8 +33,7 @@ static int perr(char *err, size_t errlen, const char *usage, const char *what, c
 }
 
 /* Split "key=value": *key points into buf, *val after '='; no '=': key empty. */
-static void split_kv(const char *arg, char *buf, size_t bufsz, const char **key,
-                     const char **val)
+static void split_kv(const char *arg, char *buf, size_t bufsz, const char **key, const char **val)
 {
     rp_strlcpy(buf, arg, bufsz);
     char *eq = strchr(buf, '=');
@@ -161,7 +160,7 @@ static void fg_describe(const void *params, cJSON *o)
 typedef struct n4_step {
     rp_n4_params p;
     char mask[32];
-    int write_field;  /* write <stem>_n4field.nii.gz (multiplicative field) under out_dir */
+    int write_field; /* write <stem>_n4field.nii.gz (multiplicative field) under out_dir */
 } n4_step;
 
 static const char n4_usage[] =
@@ -348,7 +347,8 @@ static int n4_run(rp_step_ctx *ctx, const void *params)
             cJSON *q = cJSON_CreateObject();
             cJSON_AddNumberToObject(q, "field_min", k ? exp(lo) : 1);
             cJSON_AddNumberToObject(q, "field_max", k ? exp(hi) : 1);
-            cJSON_AddNumberToObject(q, "log_field_sd", k ? sqrt(fmax(0, s2 / k - s1 * s1 / k / k)) : 0);
+            cJSON_AddNumberToObject(q, "log_field_sd",
+                                    k ? sqrt(fmax(0, s2 / k - s1 * s1 / k / k)) : 0);
             cJSON_AddItemToObject(q, "iterations",
                                   cJSON_CreateIntArray(rep.iterations, rep.levels));
             cJSON_AddItemToObject(q, "convergence",
@@ -416,8 +416,8 @@ static int ws_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
             static const struct {
                 const char *w;
                 rp_ws_mode m;
-            } words[] = {{"t1", RP_WS_LAST},       {"last", RP_WS_LAST},
-                         {"t2", RP_WS_LARGEST},    {"flair", RP_WS_LARGEST},
+            } words[] = {{"t1", RP_WS_LAST},         {"last", RP_WS_LAST},
+                         {"t2", RP_WS_LARGEST},      {"flair", RP_WS_LARGEST},
                          {"largest", RP_WS_LARGEST}, {"pd", RP_WS_FIRST},
                          {"first", RP_WS_FIRST}};
             size_t j;
@@ -486,9 +486,10 @@ static void ws_describe(const void *params, cJSON *o)
 {
     const ws_step *s = params;
     cJSON_AddStringToObject(o, "contrast", s->contrast);
-    cJSON_AddStringToObject(o, "mode", s->mode == RP_WS_LAST      ? "last"
-                                       : s->mode == RP_WS_LARGEST ? "largest"
-                                                                  : "first");
+    cJSON_AddStringToObject(o, "mode",
+                            s->mode == RP_WS_LAST      ? "last"
+                            : s->mode == RP_WS_LARGEST ? "largest"
+                                                       : "first");
     cJSON_AddNumberToObject(o, "width", s->width);
     cJSON_AddNumberToObject(o, "histogram_bins", 2000);
     cJSON_AddStringToObject(o, "mask", s->mask[0] ? s->mask : "brain|foreground|head|value>0");
@@ -619,14 +620,13 @@ static void fuse_describe(const void *params, cJSON *o)
 }
 
 const rp_step_def rp_steps_mr[] = {
-    {"headmask", "headmask or headmask(open=MM, close=MM, scale=X)", headmask_parse, fg_run,
+    {"headmask", "headmask or headmask(open=MM, close=MM, scale=X)", headmask_parse, fg_run, NULL,
+     fg_describe},
+    {"foreground", "foreground or foreground(open=MM, close=MM, scale=X)", foreground_parse, fg_run,
      NULL, fg_describe},
-    {"foreground", "foreground or foreground(open=MM, close=MM, scale=X)", foreground_parse,
-     fg_run, NULL, fg_describe},
     {"n4", n4_usage, n4_parse, n4_run, NULL, n4_describe},
     {"whitestripe", ws_usage, ws_parse, ws_run, NULL, ws_describe},
     {"nyul", nyul_usage, nyul_parse, nyul_run, NULL, nyul_describe},
-    {"fuse", "fuse(T1, T2, FLAIR, ...) (study level)", fuse_parse, fuse_run, NULL,
-     fuse_describe},
+    {"fuse", "fuse(T1, T2, FLAIR, ...) (study level)", fuse_parse, fuse_run, NULL, fuse_describe},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

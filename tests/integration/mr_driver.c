@@ -139,10 +139,9 @@ static int cmd_n4(int argc, char **argv)
     printf("{\"seconds\": %.4f, \"mask_seconds\": %.4f, \"mask_voxels\": %zu, "
            "\"cv_before\": %.5f, \"cv_after\": %.5f, \"lattice\": [%d,%d,%d], "
            "\"iterations\": [%d,%d,%d,%d], \"shrunk\": [%d,%d,%d]}\n",
-           t_n4, t_mask, rp_mask_count(m), cv_in(v->data, m->data, n),
-           cv_in(c->data, m->data, n), rep.lattice[0], rep.lattice[1], rep.lattice[2],
-           rep.iterations[0], rep.iterations[1], rep.iterations[2], rep.iterations[3],
-           rep.shrunk[0], rep.shrunk[1], rep.shrunk[2]);
+           t_n4, t_mask, rp_mask_count(m), cv_in(v->data, m->data, n), cv_in(c->data, m->data, n),
+           rep.lattice[0], rep.lattice[1], rep.lattice[2], rep.iterations[0], rep.iterations[1],
+           rep.iterations[2], rep.iterations[3], rep.shrunk[0], rep.shrunk[1], rep.shrunk[2]);
     rp_volume_free(v);
     rp_volume_free(c);
     rp_volume_free(f);
@@ -176,8 +175,8 @@ static int cmd_fuse(char **argv)
     fprintf(f, "{\"dim\": [%d,%d,%d,%d], \"affine\": [", o->dim[0], o->dim[1], o->dim[2],
             o->dim[3]);
     for (int r = 0; r < 4; r++)
-        fprintf(f, "%s[%.17g,%.17g,%.17g,%.17g]", r ? "," : "", o->affine[r][0],
-                o->affine[r][1], o->affine[r][2], o->affine[r][3]);
+        fprintf(f, "%s[%.17g,%.17g,%.17g,%.17g]", r ? "," : "", o->affine[r][0], o->affine[r][1],
+                o->affine[r][2], o->affine[r][3]);
     fprintf(f, "]}\n");
     fclose(f);
     for (int i = 0; i < n; i++)

@@ -19,9 +19,9 @@
 enum { PH_AIR = 0, PH_SCALP, PH_SKULL, PH_CSF, PH_GM, PH_WM, PH_NLABELS };
 
 typedef struct ph_phantom {
-    rp_volume *clean;   /* tissue intensities + noise, no bias */
-    rp_volume *biased;  /* clean * exp(field) */
-    rp_volume *logf;    /* true log field */
+    rp_volume *clean;  /* tissue intensities + noise, no bias */
+    rp_volume *biased; /* clean * exp(field) */
+    rp_volume *logf;   /* true log field */
     uint8_t *label;
 } ph_phantom;
 
@@ -40,8 +40,8 @@ static inline double ph_gauss(void)
 }
 
 /* intensity[label]; noise SD; field_amp scales the log field (0.3 gives about +-35%). */
-static inline int ph_make(ph_phantom *ph, int nx, int ny, int nz, double sp, const double intensity[6],
-                   double noise, double field_amp, uint64_t seed)
+static inline int ph_make(ph_phantom *ph, int nx, int ny, int nz, double sp,
+                          const double intensity[6], double noise, double field_amp, uint64_t seed)
 {
     ph->clean = rp_volume_new(nx, ny, nz, 1);
     ph->biased = rp_volume_new(nx, ny, nz, 1);

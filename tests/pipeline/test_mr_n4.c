@@ -181,8 +181,8 @@ static void test_steps_parse(void **state)
     (void)state;
     char err[256];
     void *p = NULL;
-    for (const char *const *nm = (const char *const[]){"headmask", "foreground", "n4",
-                                                        "whitestripe", NULL};
+    for (const char *const *nm =
+             (const char *const[]){"headmask", "foreground", "n4", "whitestripe", NULL};
          *nm; nm++) {
         assert_non_null(find_step(*nm));
         assert_int_equal(parse(*nm, NULL, 0, &p, err), 0);

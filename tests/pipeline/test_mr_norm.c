@@ -131,8 +131,8 @@ static void test_nyul(void **state)
     rp_nyul_model m;
     rp_nyul_model_defaults(&m);
     char err[256];
-    assert_int_equal(rp_nyul_fit((const rp_volume *const *)vols, (const rp_mask *const *)masks,
-                                 3, &m, path, err, sizeof err),
+    assert_int_equal(rp_nyul_fit((const rp_volume *const *)vols, (const rp_mask *const *)masks, 3,
+                                 &m, path, err, sizeof err),
                      0);
     assert_true(m.standard[0] == 0.0 && fabs(m.standard[m.n - 1] - 100.0) < 1e-9);
     rp_nyul_model ld;
@@ -200,8 +200,8 @@ static void test_fuse_analytic(void **state)
     rp_volume *src = rp_volume_new(50, 50, 40, 1);
     double c = cos(0.17), s = sin(0.17);
     double ra[4][4] = {{2, 0, 0, -40}, {0, 2, 0, -36}, {0, 0, 3, -45}, {0, 0, 0, 1}};
-    double sa[4][4] = {{1.5 * c, -1.5 * s, 0, -30}, {1.5 * s, 1.5 * c, 0, -50},
-                       {0, 0, 1.8, -30}, {0, 0, 0, 1}};
+    double sa[4][4] = {
+        {1.5 * c, -1.5 * s, 0, -30}, {1.5 * s, 1.5 * c, 0, -50}, {0, 0, 1.8, -30}, {0, 0, 0, 1}};
     memcpy(ref->affine, ra, sizeof ra);
     memcpy(src->affine, sa, sizeof sa);
     rp_volume_update_spacing(ref);
@@ -234,8 +234,8 @@ static void test_fuse_analytic(void **state)
                 for (int r = 0; r < 3; r++)
                     v[r] = inv[r][0] * w[0] + inv[r][1] * w[1] + inv[r][2] * w[2] + inv[r][3];
                 float got = o->data[nv + q];
-                int in_src = v[0] >= -1e-6 && v[1] >= -1e-6 && v[2] >= -1e-6 &&
-                             v[0] <= 49 + 1e-6 && v[1] <= 49 + 1e-6 && v[2] <= 39 + 1e-6;
+                int in_src = v[0] >= -1e-6 && v[1] >= -1e-6 && v[2] >= -1e-6 && v[0] <= 49 + 1e-6 &&
+                             v[1] <= 49 + 1e-6 && v[2] <= 39 + 1e-6;
                 if (in_src) {
                     inside++;
                     maxerr = fmax(maxerr, fabs(got - lin_f(w)));
@@ -310,8 +310,7 @@ static void test_seq_match(void **state)
     rp_volume *o = NULL;
     size_t chosen[2];
     char err[256] = "";
-    assert_int_equal(rp_mr_fuse_study(vols, infos, 4, want, 2, 1, 1, &o, chosen, err,
-                                      sizeof err),
+    assert_int_equal(rp_mr_fuse_study(vols, infos, 4, want, 2, 1, 1, &o, chosen, err, sizeof err),
                      0);
     assert_int_equal(chosen[0], 2);
     assert_int_equal(chosen[1], 0);
@@ -319,8 +318,7 @@ static void test_seq_match(void **state)
     assert_int_equal(o->dim[3], 2);
     rp_volume_free(o);
     const char *want2[2] = {"T1", "T2"};
-    assert_int_equal(rp_mr_fuse_study(vols, infos, 4, want2, 2, 1, 1, &o, NULL, err,
-                                      sizeof err),
+    assert_int_equal(rp_mr_fuse_study(vols, infos, 4, want2, 2, 1, 1, &o, NULL, err, sizeof err),
                      RP_ENOENT);
     assert_string_equal(err, "fuse: missing sequence T2");
     rp_volume_free(a);
@@ -331,9 +329,9 @@ int main(void)
 {
     rp_log_set_level(RP_LOG_WARN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_whitestripe_t1), cmocka_unit_test(test_whitestripe_t2),
+        cmocka_unit_test(test_whitestripe_t1),   cmocka_unit_test(test_whitestripe_t2),
         cmocka_unit_test(test_whitestripe_step), cmocka_unit_test(test_nyul),
-        cmocka_unit_test(test_fuse_analytic),  cmocka_unit_test(test_seq_match),
+        cmocka_unit_test(test_fuse_analytic),    cmocka_unit_test(test_seq_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 // bench/mr/itk/itk_n4.cxx — ITK's N4BiasFieldCorrectionImageFilter on a raw float32 volume,
 // used the usual way (as ANTs' N4BiasFieldCorrection does): shrink image and mask, run N4,
 // then evaluate the log field at full resolution from the control-point lattice.
-//   itk_n4 in.raw mask.raw nx ny nz sx sy sz shrink levels iters spline_mm conv threads out_field.raw
+//   itk_n4 in.raw mask.raw nx ny nz sx sy sz shrink levels iters spline_mm conv threads
+//   out_field.raw
 // Prints seconds (shrink + N4 + full-resolution field) and the iterations per level.
 #include <chrono>
 #include <cmath>
@@ -39,7 +40,8 @@ typename itk::Image<T, 3>::Pointer make(std::vector<T> &buf, const int n[3], con
 int main(int argc, char **argv)
 {
     if (argc < 16) {
-        std::fprintf(stderr, "usage: itk_n4 in.raw mask.raw nx ny nz sx sy sz shrink levels iters spline_mm conv threads out_field.raw\n");
+        std::fprintf(stderr, "usage: itk_n4 in.raw mask.raw nx ny nz sx sy sz shrink levels iters "
+                             "spline_mm conv threads out_field.raw\n");
         return 2;
     }
     int n[3] = {atoi(argv[3]), atoi(argv[4]), atoi(argv[5])};
@@ -51,10 +53,12 @@ int main(int argc, char **argv)
     std::vector<float> v(nv);
     std::vector<unsigned char> m(nv);
     FILE *f = std::fopen(argv[1], "rb");
-    if (!f || std::fread(v.data(), 4, nv, f) != nv) return 2;
+    if (!f || std::fread(v.data(), 4, nv, f) != nv)
+        return 2;
     std::fclose(f);
     f = std::fopen(argv[2], "rb");
-    if (!f || std::fread(m.data(), 1, nv, f) != nv) return 2;
+    if (!f || std::fread(m.data(), 1, nv, f) != nv)
+        return 2;
     std::fclose(f);
     itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(threads);
     itk::MultiThreaderBase::SetGlobalMaximumNumberOfThreads(threads);
@@ -111,7 +115,8 @@ int main(int argc, char **argv)
     // from a problem in the full-resolution reconstruction.
     double cvs[2];
     {
-        const float *a[2] = {sh->GetOutput()->GetBufferPointer(), n4->GetOutput()->GetBufferPointer()};
+        const float *a[2] = {sh->GetOutput()->GetBufferPointer(),
+                             n4->GetOutput()->GetBufferPointer()};
         const unsigned char *mm = shm->GetOutput()->GetBufferPointer();
         size_t ns = sh->GetOutput()->GetLargestPossibleRegion().GetNumberOfPixels();
         for (int k = 0; k < 2; k++) {
@@ -130,9 +135,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nv; i++)
         field[i] = p[i][0];
     f = std::fopen(argv[15], "wb");
-    if (!f || std::fwrite(field.data(), 4, nv, f) != nv) return 2;
+    if (!f || std::fwrite(field.data(), 4, nv, f) != nv)
+        return 2;
     std::fclose(f);
-    std::printf("{\"seconds\": %.4f, \"elapsed_iterations_last_level\": %u, \"control_points\": [%u,%u,%u], "
+    std::printf("{\"seconds\": %.4f, \"elapsed_iterations_last_level\": %u, \"control_points\": "
+                "[%u,%u,%u], "
                 "\"shrunk_cv_before\": %.5f, \"shrunk_cv_after\": %.5f}\n",
                 std::chrono::duration<double>(t1 - t0).count(), n4->GetElapsedIterations(),
                 (unsigned)cps[0], (unsigned)cps[1], (unsigned)cps[2], cvs[0], cvs[1]);
