@@ -48,6 +48,10 @@ int rp_cli_trigger(int argc, char **argv, const rp_conf *c)
         long long job = 0;
         rc = rp_db_series_complete(db, argv[i], 0, "operator", NULL, c->job_max_attempts, &job);
         if (rc == 0) {
+            char detail[256];
+            snprintf(detail, sizeof detail, "series=%s reason=operator job=%lld via=cli", argv[i],
+                     job);
+            rp_db_event_add(db, "series_complete", detail);
             printf("%s complete (operator), job %lld queued\n", argv[i], job);
         } else if (rc == RP_EEXIST) {
             rp_db_series_info si;

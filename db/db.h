@@ -176,7 +176,9 @@ int rp_db_series_set_expected(rp_db *db, const char *series_uid, int expected_co
  *  - reason: "quiet", "expected_count" or "operator".
  *  - kind: job kind ("process" when NULL); max_attempts >= 1.
  * Returns 0 and *job_id (may be NULL); RP_EEXIST when the series is not 'receiving' (already
- * complete for this version: idempotent, nothing changes); RP_ENOENT for an unknown series. */
+ * complete for this version: idempotent, nothing changes); RP_ENOENT for an unknown series.
+ * The caller adds the 'series_complete' event (it knows why); rp_db_job_finish() likewise
+ * leaves the 'job' event to the supervisor. */
 int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const char *reason,
                           const char *kind, int max_attempts, long long *job_id);
 

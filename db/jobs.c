@@ -292,9 +292,7 @@ int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const 
     } else if (rc) {
         goto fail;
     }
-    char extra[64];
-    snprintf(extra, sizeof extra, "reason=%s", reason);
-    job_event(db, "series_complete", id, series_uid, cur, extra);
+    /* The caller records the 'series_complete' event: it knows why (quiet period, count). */
     if ((rc = rp_db_commit(db)))
         return rc;
     if (job_id)
@@ -545,10 +543,7 @@ int rp_db_job_finish(rp_db *db, long long job_id, int ok, int exit_status, const
         goto fail;
     if ((rc = series_follow_job(db, j.series_uid, j.series_version, series_state, ok)))
         goto fail;
-    char extra[400], q[300];
-    snprintf(extra, sizeof extra, "state=%s attempt=%d exit_status=%d reason=%s", state, j.attempts,
-             exit_status, rp_log_kv_quote(reason ? reason : "", q, sizeof q));
-    job_event(db, "job", job_id, j.series_uid, j.series_version, extra);
+    /* The supervisor records the 'job' event with what it measured (wall time, signal). */
     if ((rc = rp_db_commit(db)))
         return rc;
     return out ? rp_db_job_get(db, job_id, out) : 0;
