@@ -21,6 +21,7 @@
  *       keep_aspect (default): the image fits inside size (longer side = size).
  *       area (default): cv2.INTER_AREA (box average, anti-aliased); linear: cv2.INTER_LINEAR.
  *   pad(size[, value])              letterbox to size ("1024" = square), image centred.
+ *   png[(8|16)]                     write the image at this point as <stem>.png (extra output).
  * resize and pad update the affine and record the in-plane map in QC:
  *       source_px = scale * output_px + offset  (0-based pixel centres, per axis)
  * both for the step ("scale"/"offset") and from the original image ("pixel_map", top level
@@ -735,10 +736,74 @@ int rp_xr_write_png(const rp_volume *v, int z, const char *path, int bit_depth)
     return rc;
 }
 
+/* ---------------- png ---------------- */
+
+static const char png_usage[] = "png or png(8|16): write <stem>.png (0..1 -> 0..255|65535)";
+
+static int png_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
+{
+    int bits = 8;
+    if (a->n > 1)
+        return rp_arg_fail(err, errlen, png_usage, "too many arguments");
+    if (a->n == 1 && (rp_arg_int(a->arg[0], &bits) < 0 || (bits != 8 && bits != 16)))
+        return rp_arg_fail(err, errlen, png_usage, "bit depth '%s' must be 8 or 16", a->arg[0]);
+    int *o = malloc(sizeof *o);
+    if (!o)
+        return RP_ENOMEM;
+    *o = bits;
+    *out = o;
+    return 0;
+}
+
+static void png_describe(const void *vp, cJSON *o)
+{
+    cJSON_AddNumberToObject(o, "bits", *(const int *)vp);
+    cJSON_AddStringToObject(o, "mapping", "clamp to [0,1], round(x * (2^bits - 1)), rows as DICOM");
+}
+
+/* Writes the volume as it is at this point of the recipe (one PNG per slice of channel 0:
+ * <stem>.png for 2-D, <stem>_zNNNN.png otherwise); the volume is not changed. */
+static int png_run(rp_step_ctx *ctx, const void *vp)
+{
+    const int bits = *(const int *)vp;
+    const rp_volume *v = ctx->vol;
+    if (!ctx->out_dir || !ctx->out_stem) {
+        rp_step_qc_add(ctx, "note", cJSON_CreateString("no output directory: nothing written"));
+        return 0;
+    }
+    const size_t n = (size_t)v->dim[0] * v->dim[1] * v->dim[2];
+    size_t outside = 0;
+    for (size_t i = 0; i < n; i++)
+        outside += !(v->data[i] >= 0.0f && v->data[i] <= 1.0f);
+    rp_step_qc_number(ctx, "clamped_fraction", (double)outside / n);
+    for (int z = 0; z < v->dim[2]; z++) {
+        char path[1400];
+        if (v->dim[2] == 1)
+            snprintf(path, sizeof path, "%s/%s.png", ctx->out_dir, ctx->out_stem);
+        else
+            snprintf(path, sizeof path, "%s/%s_z%04d.png", ctx->out_dir, ctx->out_stem, z);
+        int rc = rp_xr_write_png(v, z, path, bits);
+        if (rc) {
+            snprintf(ctx->err, sizeof ctx->err, "png: cannot write %.200s: %s", path,
+                     rp_strerror(rc));
+            return rc;
+        }
+        if (ctx->extra_outputs) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "kind", "png");
+            cJSON_AddStringToObject(e, "path", path);
+            cJSON_AddNumberToObject(e, "bits", bits);
+            cJSON_AddItemToArray(ctx->extra_outputs, e);
+        }
+    }
+    return 0;
+}
+
 const rp_step_def rp_steps_xr[] = {
     {"present", present_usage, present_parse, present_run, NULL, present_describe},
     {"clahe", clahe_usage, clahe_parse, clahe_run, NULL, clahe_describe},
     {"resize", resize_usage, resize_parse, resize_run, NULL, resize_describe},
     {"pad", pad_usage, pad_parse, pad_run, NULL, pad_describe},
+    {"png", png_usage, png_parse, png_run, NULL, png_describe},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };

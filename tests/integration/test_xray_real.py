@@ -6,7 +6,8 @@ J2K, JPEG lossless, 8 to 12 bits, a file without a Part-10 header), through the 
 For each file:
  1. The built-in X-ray rule ("present crop(background) clahe(2.0,8) resize(1024,keep_aspect)
     pad(1024) normalize(minmax)") gives a 1024x1024 image in 0..1 with a plausible histogram
-    inside the letterbox, and the QC report records the VOI path and the pixel map.
+    inside the letterbox, and the QC report records the VOI path and the pixel map; `png(8)`
+    after it writes the same pixels as an 8-bit PNG.
  2. Bone is bright: `present` alone correlates > 0.98 with an independent reference made by
     pydicom (apply_modality_lut + apply_voi_lut, MONOCHROME1 inverted), and on the chest
     films the mediastinum (centre column) is brighter than the lung fields.
@@ -201,7 +202,12 @@ def main():
 
             # 1. the built-in rule
             out = os.path.join(tmp, name + ".builtin")
-            img, qc = run_radprep(path, out, BUILTIN)
+            img, qc = run_radprep(path, out, BUILTIN + " png(8)")
+            pngs = [f for f in os.listdir(out) if f.endswith(".png")]
+            png = cv2.imread(os.path.join(out, pngs[0]), cv2.IMREAD_UNCHANGED) if pngs else None
+            check(png is not None and png.dtype == np.uint8 and png.shape == img.shape and
+                  int(np.abs(png.astype(int) - np.rint(np.clip(img, 0, 1) * 255)).max()) == 0,
+                  "%s: png(8) writes the output as an 8-bit PNG, rows as displayed" % name)
             check(img.shape == (1024, 1024), "%s: built-in rule gives 1024x1024" % name)
             check(img.min() >= 0 and img.max() <= 1 + 1e-6, "%s: values in 0..1" % name)
             pm = qc["pixel_map"]

@@ -326,6 +326,23 @@ static void test_png(void **state)
         for (int i = 0; i < 6; i++)
             assert_int_equal(got[i], want[i]);
     }
+    /* the png step: <out_dir>/<stem>.png, listed in extra_outputs */
+    rp_step_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.qc = cJSON_CreateObject();
+    cJSON_AddArrayToObject(ctx.qc, "steps");
+    ctx.extra_outputs = cJSON_AddArrayToObject(ctx.qc, "extra_outputs");
+    ctx.out_dir = xt_tmpdir();
+    ctx.out_stem = "img";
+    ctx.vol = rp_volume_clone(v);
+    assert_int_equal(run_step(&ctx, "png", 1, "16", NULL), 0);
+    cJSON *e = cJSON_GetArrayItem(ctx.extra_outputs, 0);
+    assert_non_null(e);
+    snprintf(args, sizeof args, "%s/img.png", xt_tmpdir());
+    assert_string_equal(cJSON_GetObjectItem(e, "path")->valuestring, args);
+    assert_int_equal(access(args, R_OK), 0);
+    rp_step_ctx_release(&ctx);
+    cJSON_Delete(ctx.qc);
     assert_int_equal(rp_xr_write_png(v, 1, path, 8), RP_EINVAL);
     assert_int_equal(rp_xr_write_png(v, 0, path, 12), RP_EINVAL);
     rp_volume_free(v);
