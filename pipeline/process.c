@@ -144,7 +144,7 @@ static int add_output(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
 }
 
 /* Recipe path: stack data -> float volume, run the steps, write float32 + masks. */
-static int run_recipe(run_state *rs, const rp_stack *st, const rp_stack_data *d,
+static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d,
                       const char *stem, const char *nii_path, cJSON *sqc, int dim_out[4],
                       rp_nifti_opts *no)
 {
@@ -193,6 +193,8 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_stack_data *d,
             cJSON_AddStringToObject(pq, "mask", "padding");
         }
     }
+    free(d->data);  /* the float volume replaces the native one: never hold both longer */
+    d->data = NULL;
     memcpy(v->affine, st->affine, sizeof v->affine);
     rp_volume_update_spacing(v);
     const rp_dcm_info *in = st->ref;
