@@ -42,7 +42,8 @@ int rp_cli_process_job(int argc, char **argv)
         else if ((v = opt_value(argc, argv, &i, "--data-dir")))
             data_dir = v;
         else {
-            fprintf(stderr, "radprep process: unknown option '%s'\n"
+            fprintf(stderr,
+                    "radprep process: unknown option '%s'\n"
                     "usage: radprep process --job N [--config FILE] [--data-dir DIR]\n",
                     argv[i]);
             return RP_JOB_EXIT_USAGE;

@@ -140,15 +140,14 @@ static int write_file_durable(const char *path, const char *text)
     return rc;
 }
 
-int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *series_uid,
-                      int version, char *buf, size_t bufsz)
+int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *series_uid, int version,
+                      char *buf, size_t bufsz)
 {
     char root[RP_PATH_MAX];
     if (rp_store_uid_valid(study_uid) != 0 || rp_store_uid_valid(series_uid) != 0)
         return RP_EUID;
     rp_conf_outputs_dir(c, root, sizeof root);
-    if (snprintf(buf, bufsz, "%s/%s/%s/v%d", root, study_uid, series_uid, version) >=
-        (int)bufsz)
+    if (snprintf(buf, bufsz, "%s/%s/%s/v%d", root, study_uid, series_uid, version) >= (int)bufsz)
         return RP_EINVAL;
     return 0;
 }
@@ -386,8 +385,8 @@ int rp_job_run(const rp_conf *c, long long job_id)
         if (job.created_at <= 0 || inst[i].received_at <= job.created_at)
             inst[keep++] = inst[i];
     if (keep < n)
-        RP_INFO("job", "instances after completion left to the next version job=%lld n=%zu",
-                job_id, n - keep);
+        RP_INFO("job", "instances after completion left to the next version job=%lld n=%zu", job_id,
+                n - keep);
     n = keep;
     if (n == 0) {
         RP_ERROR("job", "series has no instances job=%lld series=%s", job_id, job.series_uid);
@@ -429,19 +428,19 @@ int rp_job_run(const rp_conf *c, long long job_id)
         goto out;
     if ((rc = record_outputs(db, job_id, out_dir)) != 0)
         goto out;
-    /* Derived instances the rule sends back (the .dcm files in <version>/dicom) go to the outbox; the
-     * rows are idempotent, so a re-run never sends twice. */
+    /* Derived instances the rule sends back (the .dcm files in <version>/dicom) go to the outbox;
+     * the rows are idempotent, so a re-run never sends twice. */
     if (rule && rule->send_to[0]) {
         char dcm_dir[RP_PATH_MAX * 2];
         size_t queued = 0;
         snprintf(dcm_dir, sizeof dcm_dir, "%s/dicom", out_dir);
         if ((rc = rp_outbox_enqueue_dir(db, c, rule->send_to, dcm_dir, &queued)) != 0)
             goto out;
-        RP_INFO("job", "derived instances queued job=%lld rule=%s send_to=\"%s\" rows=%zu",
-                job_id, rule->name, rule->send_to, queued);
+        RP_INFO("job", "derived instances queued job=%lld rule=%s send_to=\"%s\" rows=%zu", job_id,
+                rule->name, rule->send_to, queued);
     }
-    RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f",
-            job_id, job.series_uid, job.series_version, n, out_dir, rp_mono_s() - t0);
+    RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f", job_id,
+            job.series_uid, job.series_version, n, out_dir, rp_mono_s() - t0);
 out:
     code = exit_for(rc);
     if (rc != 0)

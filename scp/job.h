@@ -31,8 +31,8 @@ extern "C" {
 int rp_job_run(const rp_conf *c, long long job_id);
 
 /* Output folder of (study, series, version) under c's outputs dir, into buf. */
-int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *series_uid,
-                      int version, char *buf, size_t bufsz);
+int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *series_uid, int version,
+                      char *buf, size_t bufsz);
 
 #ifdef __cplusplus
 }

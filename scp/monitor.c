@@ -119,8 +119,11 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, dou
             (s->instance_count == 1 ||
              (s->expected_count > 0 && s->instance_count >= s->expected_count)))
             expected = series_expected(db, s, ev, sizeof ev);
-        rp_series_progress p = {.instances = s->instance_count, .last_seen = s->last_seen,
-                                .expected = expected, .evidence = ev, .triggered = 0};
+        rp_series_progress p = {.instances = s->instance_count,
+                                .last_seen = s->last_seen,
+                                .expected = expected,
+                                .evidence = ev,
+                                .triggered = 0};
         double wait = 0;
         char why[200];
         rp_complete_why w = rp_completion_decide(&p, rule, now, &wait, why, sizeof why);
@@ -147,10 +150,11 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, dou
             rp_db_series_set_expected(db, s->series_uid, (int)expected);
         char q[260], lt[32];
         rp_log_kv_quote(why, q, sizeof q);
-        RP_INFO("monitor", "series complete series=%s version=%d modality=%s instances=%lld "
-                "reason=%s job=%lld last_instance_at=%s latency_s=%.3f", s->series_uid,
-                s->version, s->modality[0] ? s->modality : "-", s->instance_count, q, job_id,
-                rp_time_iso8601(s->last_seen, lt, sizeof lt), now - s->last_seen);
+        RP_INFO("monitor",
+                "series complete series=%s version=%d modality=%s instances=%lld "
+                "reason=%s job=%lld last_instance_at=%s latency_s=%.3f",
+                s->series_uid, s->version, s->modality[0] ? s->modality : "-", s->instance_count, q,
+                job_id, rp_time_iso8601(s->last_seen, lt, sizeof lt), now - s->last_seen);
         char detail[600];
         snprintf(detail, sizeof detail, "series=%s version=%d instances=%lld reason=%s job=%lld",
                  s->series_uid, s->version, s->instance_count, q, job_id);
@@ -217,8 +221,7 @@ static void *run(void *arg)
     return NULL;
 }
 
-int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup,
-                     rp_monitor **out)
+int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup, rp_monitor **out)
 {
     *out = NULL;
     rp_monitor *m = calloc(1, sizeof *m);

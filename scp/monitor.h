@@ -57,18 +57,18 @@ long long rp_completion_expected(const rp_completion_hint *h, size_t n, char *ev
 int rp_completion_is_enhanced(const char *sop_class_uid);
 
 typedef struct rp_series_progress {
-    long long instances;     /* instances in the series now */
-    double last_seen;        /* wall clock of the last instance (seconds since the epoch) */
-    long long expected;      /* from rp_completion_expected(), -1 unknown */
-    const char *evidence;    /* its evidence text, may be NULL */
-    int triggered;           /* an operator asked for completion */
+    long long instances;  /* instances in the series now */
+    double last_seen;     /* wall clock of the last instance (seconds since the epoch) */
+    long long expected;   /* from rp_completion_expected(), -1 unknown */
+    const char *evidence; /* its evidence text, may be NULL */
+    int triggered;        /* an operator asked for completion */
 } rp_series_progress;
 
 typedef enum {
-    RP_COMPLETE_WAIT = 0,    /* not yet */
-    RP_COMPLETE_EXPECTED,    /* expected count reached */
-    RP_COMPLETE_QUIET,       /* quiet long enough */
-    RP_COMPLETE_OPERATOR     /* operator trigger */
+    RP_COMPLETE_WAIT = 0, /* not yet */
+    RP_COMPLETE_EXPECTED, /* expected count reached */
+    RP_COMPLETE_QUIET,    /* quiet long enough */
+    RP_COMPLETE_OPERATOR  /* operator trigger */
 } rp_complete_why;
 
 /* Decide one series at wall time `now`. Fills `reason` (what decided, for the database and
@@ -84,13 +84,11 @@ typedef struct rp_monitor rp_monitor;
  * what is due. *completed: how many; *next_wait_s: seconds until the next one may be due
  * (3600 when nothing waits). The daemon calls it once at start, before READY, so that series
  * that went quiet while it was down complete right away. Returns 0 or an RP_E* code. */
-int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed,
-                    double *next_wait_s);
+int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, double *next_wait_s);
 
 /* Start the thread on its own database handle. `sup` (may be NULL) is woken after each
  * enqueue. `c` is borrowed and must outlive the monitor. Owned: rp_monitor_stop(). */
-int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup,
-                     rp_monitor **out);
+int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup, rp_monitor **out);
 
 /* An instance was indexed or an operator triggered: look now. Safe from any thread. */
 void rp_monitor_wake(rp_monitor *m);

@@ -13,17 +13,17 @@
 int rp_completion_is_enhanced(const char *uid)
 {
     static const char *const enhanced[] = {
-        "1.2.840.10008.5.1.4.1.1.2.1",     /* Enhanced CT */
-        "1.2.840.10008.5.1.4.1.1.2.2",     /* Legacy Converted Enhanced CT */
-        "1.2.840.10008.5.1.4.1.1.4.1",     /* Enhanced MR */
-        "1.2.840.10008.5.1.4.1.1.4.3",     /* Enhanced MR Color */
-        "1.2.840.10008.5.1.4.1.1.4.4",     /* Legacy Converted Enhanced MR */
-        "1.2.840.10008.5.1.4.1.1.130",     /* Enhanced PET */
-        "1.2.840.10008.5.1.4.1.1.128.1",   /* Legacy Converted Enhanced PET */
-        "1.2.840.10008.5.1.4.1.1.12.1.1",  /* Enhanced XA */
-        "1.2.840.10008.5.1.4.1.1.12.2.1",  /* Enhanced XRF */
-        "1.2.840.10008.5.1.4.1.1.6.2",     /* Enhanced US Volume */
-        "1.2.840.10008.5.1.4.1.1.13.1.3",  /* Breast Tomosynthesis */
+        "1.2.840.10008.5.1.4.1.1.2.1",    /* Enhanced CT */
+        "1.2.840.10008.5.1.4.1.1.2.2",    /* Legacy Converted Enhanced CT */
+        "1.2.840.10008.5.1.4.1.1.4.1",    /* Enhanced MR */
+        "1.2.840.10008.5.1.4.1.1.4.3",    /* Enhanced MR Color */
+        "1.2.840.10008.5.1.4.1.1.4.4",    /* Legacy Converted Enhanced MR */
+        "1.2.840.10008.5.1.4.1.1.130",    /* Enhanced PET */
+        "1.2.840.10008.5.1.4.1.1.128.1",  /* Legacy Converted Enhanced PET */
+        "1.2.840.10008.5.1.4.1.1.12.1.1", /* Enhanced XA */
+        "1.2.840.10008.5.1.4.1.1.12.2.1", /* Enhanced XRF */
+        "1.2.840.10008.5.1.4.1.1.6.2",    /* Enhanced US Volume */
+        "1.2.840.10008.5.1.4.1.1.13.1.3", /* Breast Tomosynthesis */
     };
     if (!uid)
         return 0;
@@ -49,8 +49,7 @@ static int common_value(const rp_completion_hint *h, size_t n, size_t offset)
     return v < 0 ? -1 : v;
 }
 
-long long rp_completion_expected(const rp_completion_hint *h, size_t n, char *evidence,
-                                 size_t evsz)
+long long rp_completion_expected(const rp_completion_hint *h, size_t n, char *evidence, size_t evsz)
 {
     if (evidence && evsz)
         evidence[0] = '\0';
@@ -72,8 +71,8 @@ long long rp_completion_expected(const rp_completion_hint *h, size_t n, char *ev
         if (e <= RP_EXPECTED_MAX) {
             if (evidence) {
                 if (tp > 1)
-                    snprintf(evidence, evsz, "number_of_temporal_positions=%d x number_of_slices=%d",
-                             tp, slices);
+                    snprintf(evidence, evsz,
+                             "number_of_temporal_positions=%d x number_of_slices=%d", tp, slices);
                 else
                     snprintf(evidence, evsz, "number_of_slices=%d", slices);
             }

@@ -94,8 +94,10 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
 {
     char q[400], tb[32];
     if (stopping) {
-        RP_INFO("supervisor", "job interrupted by shutdown job=%lld series=%s version=%d "
-                "wall_s=%.2f", sl->job_id, sl->series_uid, sl->version, r->wall_s);
+        RP_INFO("supervisor",
+                "job interrupted by shutdown job=%lld series=%s version=%d "
+                "wall_s=%.2f",
+                sl->job_id, sl->series_uid, sl->version, r->wall_s);
         return; /* rp_db_jobs_requeue_running() after every worker has ended */
     }
     int ok = r->end == RP_PROC_EXITED && r->exit_code == RP_JOB_EXIT_OK;
@@ -110,8 +112,7 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
     int rc = rp_db_job_finish(s->db, sl->job_id, ok, status, r->reason, permanent,
                               s->o.backoff_base_s, &after);
     if (rc != 0) {
-        RP_ERROR("supervisor", "cannot record job end job=%lld rc=%s", sl->job_id,
-                 rp_strerror(rc));
+        RP_ERROR("supervisor", "cannot record job end job=%lld rc=%s", sl->job_id, rp_strerror(rc));
         return;
     }
     rp_log_kv_quote(r->reason, q, sizeof q);
@@ -119,14 +120,17 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
         RP_INFO("supervisor", "job done job=%lld series=%s version=%d wall_s=%.2f attempts=%d",
                 sl->job_id, sl->series_uid, sl->version, r->wall_s, after.attempts);
     } else if (strcmp(after.state, "failed") == 0) {
-        RP_WARN("supervisor", "job failed job=%lld series=%s version=%d reason=%s wall_s=%.2f "
-                "attempts=%d/%d retry_at=%s", sl->job_id, sl->series_uid, sl->version, q,
-                r->wall_s, after.attempts, after.max_attempts,
-                rp_time_iso8601(after.next_attempt_at, tb, sizeof tb));
+        RP_WARN("supervisor",
+                "job failed job=%lld series=%s version=%d reason=%s wall_s=%.2f "
+                "attempts=%d/%d retry_at=%s",
+                sl->job_id, sl->series_uid, sl->version, q, r->wall_s, after.attempts,
+                after.max_attempts, rp_time_iso8601(after.next_attempt_at, tb, sizeof tb));
     } else {
-        RP_ERROR("supervisor", "job dead job=%lld series=%s version=%d reason=%s wall_s=%.2f "
-                 "attempts=%d/%d permanent=%d", sl->job_id, sl->series_uid, sl->version, q,
-                 r->wall_s, after.attempts, after.max_attempts, permanent);
+        RP_ERROR("supervisor",
+                 "job dead job=%lld series=%s version=%d reason=%s wall_s=%.2f "
+                 "attempts=%d/%d permanent=%d",
+                 sl->job_id, sl->series_uid, sl->version, q, r->wall_s, after.attempts,
+                 after.max_attempts, permanent);
     }
     char detail[600];
     snprintf(detail, sizeof detail, "job=%lld series=%s version=%d state=%s reason=%s wall_s=%.2f",
@@ -175,8 +179,8 @@ static int start_one(rp_supervisor *s, slot *sl)
     argv[a++] = "--data-dir";
     argv[a++] = s->data_dir;
     argv[a] = NULL;
-    rp_proc_limits lim = {.memory_mb = s->o.memory_mb, .timeout_s = s->o.timeout_s,
-                          .kill_grace_s = 5.0, .nice = 10};
+    rp_proc_limits lim = {
+        .memory_mb = s->o.memory_mb, .timeout_s = s->o.timeout_s, .kill_grace_s = 5.0, .nice = 10};
     /* Fewer malloc arenas: each reserves 64 MiB of address space per thread, which counts
      * against RLIMIT_AS without being memory the job uses. */
     const char *env[] = {"MALLOC_ARENA_MAX=4", NULL};
@@ -195,10 +199,12 @@ static int start_one(rp_supervisor *s, slot *sl)
     s->running++;
     pthread_mutex_unlock(&s->mu);
     char tb[32];
-    RP_INFO("supervisor", "job started job=%lld series=%s version=%d attempt=%d/%d pid=%d "
-            "created_at=%s wait_s=%.3f", job.id, job.series_uid, job.series_version,
-            job.attempts, job.max_attempts, (int)sl->proc.pid,
-            rp_time_iso8601(job.created_at, tb, sizeof tb), rp_now_s() - job.created_at);
+    RP_INFO("supervisor",
+            "job started job=%lld series=%s version=%d attempt=%d/%d pid=%d "
+            "created_at=%s wait_s=%.3f",
+            job.id, job.series_uid, job.series_version, job.attempts, job.max_attempts,
+            (int)sl->proc.pid, rp_time_iso8601(job.created_at, tb, sizeof tb),
+            rp_now_s() - job.created_at);
     return 0;
 }
 
@@ -314,9 +320,10 @@ int rp_supervisor_start(const rp_supervisor_opts *o, rp_supervisor **out)
         rc = RP_EINTERNAL;
         goto fail;
     }
-    RP_INFO("supervisor", "started workers=%d timeout_s=%d memory_mb=%lld max_attempts=%d "
-            "worker=%s", s->o.workers, s->o.timeout_s, s->o.memory_mb, s->o.max_attempts,
-            s->worker_bin);
+    RP_INFO("supervisor",
+            "started workers=%d timeout_s=%d memory_mb=%lld max_attempts=%d "
+            "worker=%s",
+            s->o.workers, s->o.timeout_s, s->o.memory_mb, s->o.max_attempts, s->worker_bin);
     *out = s;
     return 0;
 fail:

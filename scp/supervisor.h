@@ -4,9 +4,10 @@
  *
  * Contract:
  *  - Process runner (rp_proc_*): fork/exec one child in its own process group, niced (CPU
- *    and best-effort I/O class, lowest level), with RLIMIT_AS = memory limit, RLIMIT_CORE = 0, stdin from /dev/null, stdout+stderr appended
- *    to a log file, and PR_SET_PDEATHSIG(SIGKILL) so a worker never outlives a daemon that
- *    was killed (a job running when the node died is retried, never run twice at once).
+ *    and best-effort I/O class, lowest level), with RLIMIT_AS = memory limit,
+ *    RLIMIT_CORE = 0, stdin from /dev/null, stdout+stderr appended to a log file, and
+ *    PR_SET_PDEATHSIG(SIGKILL) so a worker never outlives a daemon that was killed (a job
+ *    running when the node died is retried, never run twice at once).
  *    rp_proc_poll() never blocks: it reaps the child if it ended and enforces the wall-clock
  *    timeout (SIGTERM to the group, then SIGKILL after a grace period).
  *  - The outcome of a child is classified into one reason a person can read:
@@ -32,24 +33,24 @@ extern "C" {
 /* Exit codes of `radprep process --job N` (the worker); anything else is a plain failure. */
 enum {
     RP_JOB_EXIT_OK = 0,
-    RP_JOB_EXIT_FAIL = 1,      /* failed, may succeed if retried (I/O, transient) */
-    RP_JOB_EXIT_USAGE = 2,     /* bad command line: a bug, not retried */
-    RP_JOB_EXIT_BADINPUT = 3,  /* the series cannot be processed as it is: not retried */
-    RP_JOB_EXIT_OOM = 4,       /* ran out of memory under its limit */
-    RP_JOB_EXIT_GONE = 5,      /* job or its series no longer exists: not retried */
-    RP_JOB_EXIT_CONFIG = 6     /* the configuration cannot work (e.g. send_to names an
-                                  unusable peer): not retried */
+    RP_JOB_EXIT_FAIL = 1,     /* failed, may succeed if retried (I/O, transient) */
+    RP_JOB_EXIT_USAGE = 2,    /* bad command line: a bug, not retried */
+    RP_JOB_EXIT_BADINPUT = 3, /* the series cannot be processed as it is: not retried */
+    RP_JOB_EXIT_OOM = 4,      /* ran out of memory under its limit */
+    RP_JOB_EXIT_GONE = 5,     /* job or its series no longer exists: not retried */
+    RP_JOB_EXIT_CONFIG = 6    /* the configuration cannot work (e.g. send_to names an
+                                 unusable peer): not retried */
 };
 
 typedef struct rp_proc_limits {
-    long long memory_mb;   /* RLIMIT_AS; <= 0: unlimited */
-    double timeout_s;      /* wall clock; <= 0: none */
-    double kill_grace_s;   /* SIGTERM → SIGKILL delay (default 5 s when <= 0) */
-    int nice;              /* added niceness (e.g. 10) */
+    long long memory_mb; /* RLIMIT_AS; <= 0: unlimited */
+    double timeout_s;    /* wall clock; <= 0: none */
+    double kill_grace_s; /* SIGTERM → SIGKILL delay (default 5 s when <= 0) */
+    int nice;            /* added niceness (e.g. 10) */
 } rp_proc_limits;
 
 typedef struct rp_proc {
-    pid_t pid;             /* also the process group id; 0 when none */
+    pid_t pid; /* also the process group id; 0 when none */
     double started_mono;
     double started_wall;
     double term_sent_mono; /* 0 until SIGTERM was sent */
@@ -59,18 +60,18 @@ typedef struct rp_proc {
 } rp_proc;
 
 typedef enum {
-    RP_PROC_EXITED = 0,    /* ended by exit() */
-    RP_PROC_SIGNALED,      /* killed by a signal we did not send */
-    RP_PROC_TIMEOUT,       /* we killed it: wall-clock timeout */
-    RP_PROC_OOM            /* out of memory (worker said so, or the kernel killed it) */
+    RP_PROC_EXITED = 0, /* ended by exit() */
+    RP_PROC_SIGNALED,   /* killed by a signal we did not send */
+    RP_PROC_TIMEOUT,    /* we killed it: wall-clock timeout */
+    RP_PROC_OOM         /* out of memory (worker said so, or the kernel killed it) */
 } rp_proc_end;
 
 typedef struct rp_proc_result {
     rp_proc_end end;
-    int exit_code;         /* valid for EXITED (and OOM reported by exit code) */
-    int signo;             /* valid for SIGNALED / TIMEOUT (the signal that ended it) */
+    int exit_code; /* valid for EXITED (and OOM reported by exit code) */
+    int signo;     /* valid for SIGNALED / TIMEOUT (the signal that ended it) */
     double wall_s;
-    char reason[160];      /* one short phrase, see the contract */
+    char reason[160]; /* one short phrase, see the contract */
 } rp_proc_result;
 
 /* Start argv[0] (an absolute path) with argv and the current environment plus `extra_env`
@@ -111,18 +112,18 @@ int rp_worker_bin(char *buf, size_t bufsz);
 typedef struct rp_supervisor rp_supervisor;
 
 typedef struct rp_supervisor_opts {
-    const char *db_path;       /* index database (jobs table) */
-    const char *worker_bin;    /* NULL: rp_worker_bin() */
-    const char *config_path;   /* passed to workers as --config (NULL: defaults) */
-    const char *data_dir;      /* passed to workers as --data-dir */
-    const char *log_dir;       /* worker logs: <log_dir>/job-N.log (NULL: <data_dir>/logs) */
-    int workers;               /* <= 0: number of cores */
-    int timeout_s;             /* per job, wall clock */
-    long long memory_mb;       /* per job, RLIMIT_AS */
-    int max_attempts;          /* failures before a job stays failed */
-    double backoff_base_s;     /* first retry delay (default 5 s) */
-    double backoff_max_s;      /* cap (default 600 s) */
-    double poll_s;             /* idle poll period (default 0.5 s) */
+    const char *db_path;     /* index database (jobs table) */
+    const char *worker_bin;  /* NULL: rp_worker_bin() */
+    const char *config_path; /* passed to workers as --config (NULL: defaults) */
+    const char *data_dir;    /* passed to workers as --data-dir */
+    const char *log_dir;     /* worker logs: <log_dir>/job-N.log (NULL: <data_dir>/logs) */
+    int workers;             /* <= 0: number of cores */
+    int timeout_s;           /* per job, wall clock */
+    long long memory_mb;     /* per job, RLIMIT_AS */
+    int max_attempts;        /* failures before a job stays failed */
+    double backoff_base_s;   /* first retry delay (default 5 s) */
+    double backoff_max_s;    /* cap (default 600 s) */
+    double poll_s;           /* idle poll period (default 0.5 s) */
 } rp_supervisor_opts;
 
 /* Fill opts from the configuration (strings borrowed from c). */

@@ -134,8 +134,7 @@ int rp_worker_bin(char *buf, size_t bufsz)
         if (snprintf(buf, bufsz, "%s/radprep", self) >= (int)bufsz)
             return RP_EINVAL;
         if (access(buf, X_OK) != 0 &&
-            snprintf(buf, bufsz, "%s/../cli/radprep", self) < (int)bufsz &&
-            access(buf, X_OK) != 0)
+            snprintf(buf, bufsz, "%s/../cli/radprep", self) < (int)bufsz && access(buf, X_OK) != 0)
             snprintf(buf, bufsz, "%s/radprep", self);
     }
     if (access(buf, X_OK) != 0) {
@@ -160,7 +159,7 @@ static char **build_env(const char *const extra[])
         return NULL;
     /* systemd's notification and watchdog variables belong to the daemon alone. */
     static const char *const drop[] = {"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC",
-                                       "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"};
+                                       "LISTEN_FDS",    "LISTEN_PID",   "LISTEN_FDNAMES"};
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const char *eq = strchr(environ[i], '=');
@@ -187,8 +186,8 @@ int rp_proc_spawn(const char *const argv[], const char *const extra_env[],
     if (p->lim.kill_grace_s <= 0)
         p->lim.kill_grace_s = 5.0;
 
-    int out_fd = open(log_path ? log_path : "/dev/null",
-                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int out_fd =
+        open(log_path ? log_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (out_fd < 0) {
         RP_ERROR("supervisor", "cannot open worker log path=%s errno=%d",
                  log_path ? log_path : "/dev/null", errno);
@@ -286,13 +285,11 @@ int rp_proc_poll(rp_proc *p, double now_mono, rp_proc_result *res)
         res->end = RP_PROC_SIGNALED;
         res->exit_code = -1;
         res->wall_s = now_mono - p->started_mono;
-        snprintf(res->reason, sizeof res->reason, "lost track of worker (waitpid errno %d)",
-                 errno);
+        snprintf(res->reason, sizeof res->reason, "lost track of worker (waitpid errno %d)", errno);
         p->pid = 0;
         return 1;
     }
-    if (p->lim.timeout_s > 0 && !p->timed_out &&
-        now_mono - p->started_mono >= p->lim.timeout_s) {
+    if (p->lim.timeout_s > 0 && !p->timed_out && now_mono - p->started_mono >= p->lim.timeout_s) {
         p->timed_out = 1;
         rp_proc_terminate(p, now_mono);
     }

@@ -196,8 +196,8 @@ static void test_restart_resumes(void **state)
     (void)state;
     rp_db *db = fresh("restart");
     double t = 2000000.0;
-    add(db, "CT", 5, 1, 3, t, -1);       /* will have gone quiet while "down" */
-    add(db, "CT", 6, 1, 3, t + 99, 10);  /* half-received (3 of 10), still fresh */
+    add(db, "CT", 5, 1, 3, t, -1);      /* will have gone quiet while "down" */
+    add(db, "CT", 6, 1, 3, t + 99, 10); /* half-received (3 of 10), still fresh */
     rp_db_close(db);
     /* the node restarts 100 s later: a new handle, nothing in memory */
     assert_int_equal(rp_db_open(dbpath, &db), 0);
@@ -237,10 +237,8 @@ static void test_thread(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_quiet),
-        cmocka_unit_test(test_expected_count),
-        cmocka_unit_test(test_reopen_version2),
-        cmocka_unit_test(test_restart_resumes),
+        cmocka_unit_test(test_quiet),           cmocka_unit_test(test_expected_count),
+        cmocka_unit_test(test_reopen_version2), cmocka_unit_test(test_restart_resumes),
         cmocka_unit_test(test_thread),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -108,7 +108,9 @@ static void test_decide(void **state)
     char why[128];
     double wait = -1;
     double now = 1000000.0;
-    rp_series_progress p = {.instances = 4, .last_seen = now - 1.0, .expected = 5,
+    rp_series_progress p = {.instances = 4,
+                            .last_seen = now - 1.0,
+                            .expected = 5,
                             .evidence = "images_in_acquisition=5"};
     assert_int_equal(rp_completion_decide(&p, &rule, now, &wait, why, sizeof why),
                      RP_COMPLETE_WAIT);

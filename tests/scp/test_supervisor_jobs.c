@@ -23,23 +23,22 @@ static char tmpdir[256], dbpath[300], script[300], logdir[300];
 
 /* The worker: argv = process --job N --data-dir DIR. It looks up its series in a map file
  * written by the test (job id → behaviour) and tracks concurrency in a counter directory. */
-static const char worker_sh[] =
-    "#!/bin/sh\n"
-    "job=$3; dir=$(dirname \"$0\")\n"
-    "mode=$(sed -n \"s/^$job //p\" \"$dir/modes\")\n"
-    "touch \"$dir/run.$job.$$\"; n=$(ls \"$dir\" | grep -c '^run\\.')\n"
-    "echo $n >> \"$dir/concurrency\"\n"
-    "trap 'rm -f \"$dir/run.$job.$$\"' EXIT\n"
-    "trap 'rm -f \"$dir/run.$job.$$\"; exit 143' TERM\n"
-    "echo \"$job $mode attempt\" >> \"$dir/attempts\"\n"
-    "case \"$mode\" in\n"
-    "  ok) sleep 0.3; exit 0;;\n"
-    "  segv) rm -f \"$dir/run.$job.$$\"; kill -SEGV $$;;\n"
-    "  hang) sleep 60;;\n"
-    "  bad) exit 3;;\n"
-    "  slow) sleep 30;;\n"
-    "esac\n"
-    "exit 1\n";
+static const char worker_sh[] = "#!/bin/sh\n"
+                                "job=$3; dir=$(dirname \"$0\")\n"
+                                "mode=$(sed -n \"s/^$job //p\" \"$dir/modes\")\n"
+                                "touch \"$dir/run.$job.$$\"; n=$(ls \"$dir\" | grep -c '^run\\.')\n"
+                                "echo $n >> \"$dir/concurrency\"\n"
+                                "trap 'rm -f \"$dir/run.$job.$$\"' EXIT\n"
+                                "trap 'rm -f \"$dir/run.$job.$$\"; exit 143' TERM\n"
+                                "echo \"$job $mode attempt\" >> \"$dir/attempts\"\n"
+                                "case \"$mode\" in\n"
+                                "  ok) sleep 0.3; exit 0;;\n"
+                                "  segv) rm -f \"$dir/run.$job.$$\"; kill -SEGV $$;;\n"
+                                "  hang) sleep 60;;\n"
+                                "  bad) exit 3;;\n"
+                                "  slow) sleep 30;;\n"
+                                "esac\n"
+                                "exit 1\n";
 
 static int setup(void **state)
 {
@@ -91,9 +90,15 @@ static long long enqueue(rp_db *db, const char *series_uid, int max_attempts)
 
 static rp_supervisor *start(int workers, int timeout_s)
 {
-    rp_supervisor_opts o = {.db_path = dbpath, .worker_bin = script, .data_dir = tmpdir,
-                            .log_dir = logdir, .workers = workers, .timeout_s = timeout_s,
-                            .memory_mb = 512, .max_attempts = 2, .backoff_base_s = 0.2,
+    rp_supervisor_opts o = {.db_path = dbpath,
+                            .worker_bin = script,
+                            .data_dir = tmpdir,
+                            .log_dir = logdir,
+                            .workers = workers,
+                            .timeout_s = timeout_s,
+                            .memory_mb = 512,
+                            .max_attempts = 2,
+                            .backoff_base_s = 0.2,
                             .poll_s = 0.1};
     rp_supervisor *s = NULL;
     assert_int_equal(rp_supervisor_start(&o, &s), 0);
