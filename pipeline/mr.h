@@ -87,8 +87,9 @@ int rp_n4_correct(const rp_volume *in, const rp_mask *mask, const rp_n4_params *
                   rp_volume **corrected, rp_volume **log_field, rp_n4_report *rep, char *err,
                   size_t errlen);
 
-/* Building blocks exposed for tests: refine a cubic B-spline lattice (dims L[3] -> 2L-3
- * per axis with L > 1; size-1 axes stay 1) exactly, as ITK's RefineControlPointLattice. */
+/* Building blocks exposed for tests: refine a cubic B-spline lattice exactly (mesh doubles:
+ * L -> 2L-3 control points per axis, every L >= 4; RP_EINVAL otherwise), as ITK's
+ * RefineControlPointLattice. *out is malloc'd (caller frees). */
 int rp_n4_refine_lattice(const double *phi, const int L[3], double **out, int Lout[3]);
 
 /* ---- intensity standardisation (mrnorm.c) ---------------------------------------------- */
@@ -107,7 +108,7 @@ typedef struct rp_ws_result {
 } rp_ws_result;
 
 /* White Stripe (Shinohara et al. 2014, R package WhiteStripe): histogram of the voxels in
- * `mask` (NULL: > 0) that lie above the mask's mean (the package's VOI), smoothed; the mode
+ * `mask` (NULL: > 0) above the whole image's mean (the package's VOI), smoothed; the mode
  * per `mode`; the stripe between the quantiles q(mode) -/+ width; mu/sd of the stripe.
  * Does not change `v`. */
 int rp_mr_whitestripe(const rp_volume *v, const rp_mask *mask, rp_ws_mode mode, double width,
