@@ -216,6 +216,15 @@ int copy_patient_study(DcmItem *src, DcmItem *dst)
             }
         }
     }
+    /* Type 2 attributes of the Patient and General Study modules that the source lacks are
+     * written empty ("unknown"): the object stays valid and no value is invented. */
+    static const DcmTagKey type2[] = {DCM_PatientName,   DCM_PatientID,    DCM_PatientBirthDate,
+                                      DCM_PatientSex,    DCM_StudyDate,    DCM_StudyTime,
+                                      DCM_ReferringPhysicianName, DCM_StudyID,
+                                      DCM_AccessionNumber};
+    for (const DcmTagKey &k : type2)
+        if (!dst->tagExists(k))
+            dst->insertEmptyElement(k, OFTrue);
     /* Specific Character Set is Type 1C: an empty one (some scanners write it) means the
      * default repertoire, which is said by leaving it out. */
     DcmElement *cs = NULL;

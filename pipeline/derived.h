@@ -6,7 +6,8 @@
  * Contract:
  *  - Nothing is invented about the patient: the Patient, Patient Study and General Study
  *    module attributes (and Specific Character Set) are copied element by element from the
- *    first source file, empty ones included, absent ones left absent.
+ *    first source file, empty ones included; absent ones stay absent, except the modules'
+ *    Type 2 attributes, which are written empty (unknown) so the object stays valid.
  *  - New Series and SOP Instance UIDs come from dcmGenerateUniqueIdentifier() under
  *    o->uid_root (dcmtk's site root when empty); the Frame of Reference is kept, so the
  *    derived series overlays its source in any viewer.
