@@ -95,13 +95,14 @@ int main(int argc, char **argv)
     opterr = 0;
     int o;
     /* '+': stop at the command name; its options are its own. */
-    while ((o = getopt_long(argc, argv, "+c:d:vhV", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "+:c:d:vhV", opts, NULL)) != -1) {
         switch (o) {
         case 'c':
-            config = optarg;
-            break;
         case 'd':
-            data_dir = optarg;
+            if (!*optarg)
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL, "option '--%s' needs a value",
+                                   o == 'c' ? "config" : "data-dir");
+            *(o == 'c' ? &config : &data_dir) = optarg;
             break;
         case 'v':
             verbose = 1;
@@ -112,20 +113,19 @@ int main(int argc, char **argv)
         case 'V':
             printf("radprep %s\n", RP_VERSION);
             return 0;
+        case ':':
+            return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL, "option '%s' needs a value",
+                               argv[optind - 1]);
         default:
-            if (optopt)
+            if (optopt && optopt != '?')
                 return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL,
-                                   "option -%c needs a value or is unknown (see radprep --help)",
-                                   optopt);
-            return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL,
-                               "unknown or incomplete option '%s' (see radprep --help)",
+                                   "unknown option '-%c' (see radprep --help)", optopt);
+            return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL, "unknown option '%s' (see radprep --help)",
                                argv[optind - 1]);
         }
     }
-    if (optind >= argc) {
-        usage(stderr);
-        return RP_CLI_EXIT_USAGE;
-    }
+    if (optind >= argc)
+        return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL, "no command given (see radprep --help)");
     if (verbose)
         rp_log_set_level(RP_LOG_DEBUG);
     else if (!getenv("RP_LOG_LEVEL"))

@@ -175,9 +175,13 @@ send_to = pacs
         self.assertIn("cannot open", err)
         rc, _, err = run("--config", os.path.join(self.tmp, "nope.ini"), "status")
         self.assertEqual(rc, 2)
-        rc, _, err = run("frobnicate")
-        self.assertEqual(rc, 2)
-        self.assertEqual(err.count("\n"), 1)
+        for args in (["frobnicate"], [], ["--data-dir"], ["--bogus", "ls"], ["--config=", "ls"],
+                     ["ls", "series", "--limit", "x"], ["show"]):
+            rc, out, err = run(*args)
+            self.assertEqual(rc, 2, args)
+            self.assertEqual(out, "", args)
+            self.assertEqual(err.count("\n"), 1, (args, err))
+            self.assertTrue(err.startswith("radprep: "), err)
         rc, out, _ = run("--help")
         self.assertEqual(rc, 0)
         self.assertIn("check-config", out)
