@@ -56,18 +56,12 @@
 
 /* The transfer syntaxes we store as received. Anything else in a proposal is refused. */
 static const char *const k_ts[] = {
-    UID_LittleEndianImplicitTransferSyntax,
-    UID_LittleEndianExplicitTransferSyntax,
-    UID_BigEndianExplicitTransferSyntax,
-    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-    UID_JPEGProcess1TransferSyntax,
-    UID_JPEGProcess2_4TransferSyntax,
-    UID_JPEGProcess14TransferSyntax,
-    UID_JPEGProcess14SV1TransferSyntax,
-    UID_JPEGLSLosslessTransferSyntax,
-    UID_JPEGLSLossyTransferSyntax,
-    UID_JPEG2000LosslessOnlyTransferSyntax,
-    UID_JPEG2000TransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax, UID_LittleEndianExplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,         UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,        UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,       UID_JPEGLSLossyTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax, UID_JPEG2000TransferSyntax,
     UID_RLELosslessTransferSyntax,
 };
 
@@ -166,12 +160,18 @@ static pthread_mutex_t g_handoff = PTHREAD_MUTEX_INITIALIZER;
 extern "C" const char *rp_net_end_name(rp_net_end e)
 {
     switch (e) {
-    case RP_NET_END_RELEASED: return "released";
-    case RP_NET_END_ABORTED_BY_PEER: return "aborted_by_peer";
-    case RP_NET_END_TIMEOUT: return "timeout";
-    case RP_NET_END_NETWORK_ERROR: return "network_error";
-    case RP_NET_END_PROTOCOL_ERROR: return "protocol_error";
-    case RP_NET_END_SHUTDOWN: return "shutdown";
+    case RP_NET_END_RELEASED:
+        return "released";
+    case RP_NET_END_ABORTED_BY_PEER:
+        return "aborted_by_peer";
+    case RP_NET_END_TIMEOUT:
+        return "timeout";
+    case RP_NET_END_NETWORK_ERROR:
+        return "network_error";
+    case RP_NET_END_PROTOCOL_ERROR:
+        return "protocol_error";
+    case RP_NET_END_SHUTDOWN:
+        return "shutdown";
     }
     return "unknown";
 }
@@ -394,8 +394,8 @@ static void destroy_assoc(T_ASC_Association **a)
     *a = NULL;
 }
 
-extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out,
-                                    rp_net_assoc_info *info, char *why, size_t whysz)
+extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out, rp_net_assoc_info *info,
+                                    char *why, size_t whysz)
 {
     *out = NULL;
     memset(info, 0, sizeof *info);
@@ -420,8 +420,9 @@ extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out,
             snprintf(why, whysz, "no association request within acse_timeout_s=%d",
                      n->p.acse_timeout_s);
         else if (w == RP_EPARSE)
-            snprintf(why, whysz, "not a DICOM association request (first PDU is not "
-                                 "A-ASSOCIATE-RQ)");
+            snprintf(why, whysz,
+                     "not a DICOM association request (first PDU is not "
+                     "A-ASSOCIATE-RQ)");
         else if (w == RP_E2BIG_PDU)
             snprintf(why, whysz, "association request larger than 1 MB");
         else if (w == RP_ECANCELED)
@@ -480,8 +481,12 @@ extern "C" void rp_net_assoc_reject(rp_net_assoc *a, rp_net_reject_reason r)
     T_ASC_RejectParameters rej = {ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
                                   ASC_REASON_SU_NOREASON};
     switch (r) {
-    case RP_NET_RJ_CALLING_AE: rej.reason = ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED; break;
-    case RP_NET_RJ_CALLED_AE: rej.reason = ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED; break;
+    case RP_NET_RJ_CALLING_AE:
+        rej.reason = ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED;
+        break;
+    case RP_NET_RJ_CALLED_AE:
+        rej.reason = ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED;
+        break;
     case RP_NET_RJ_LIMIT:
         rej.result = ASC_RESULT_REJECTEDTRANSIENT;
         rej.source = ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED;
@@ -492,7 +497,8 @@ extern "C" void rp_net_assoc_reject(rp_net_assoc *a, rp_net_reject_reason r)
         rej.source = ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED;
         rej.reason = ASC_REASON_SP_PRES_TEMPORARYCONGESTION;
         break;
-    case RP_NET_RJ_NO_REASON: break;
+    case RP_NET_RJ_NO_REASON:
+        break;
     }
     ASC_rejectAssociation(a->assoc, &rej);
     rp_net_assoc_free(a);
@@ -530,8 +536,8 @@ extern "C" int rp_net_assoc_accept(rp_net_assoc *a, const char *our_ae, int echo
     }
     OFCondition c = ASC_acknowledgeAssociation(a->assoc);
     if (c.bad()) {
-        RP_WARN(MOD, "cannot acknowledge association calling_ae=%s err=\"%s\"",
-                a->info.calling_ae, CTEXT(c));
+        RP_WARN(MOD, "cannot acknowledge association calling_ae=%s err=\"%s\"", a->info.calling_ae,
+                CTEXT(c));
         return RP_ENET;
     }
     return accepted;
@@ -548,11 +554,26 @@ class RpSpoolConsumer : public DcmConsumer
         if (md_)
             EVP_DigestInit_ex(md_, EVP_sha256(), NULL);
     }
-    ~RpSpoolConsumer() override { EVP_MD_CTX_free(md_); }
-    OFBool good() const override { return !too_big_ && !werr_; }
-    OFCondition status() const override { return good() ? EC_Normal : EC_StreamNotifyClient; }
-    OFBool isFlushed() const override { return used_ == 0; }
-    offile_off_t avail() const override { return 1 << 30; }
+    ~RpSpoolConsumer() override
+    {
+        EVP_MD_CTX_free(md_);
+    }
+    OFBool good() const override
+    {
+        return !too_big_ && !werr_;
+    }
+    OFCondition status() const override
+    {
+        return good() ? EC_Normal : EC_StreamNotifyClient;
+    }
+    OFBool isFlushed() const override
+    {
+        return used_ == 0;
+    }
+    offile_off_t avail() const override
+    {
+        return 1 << 30;
+    }
     offile_off_t write(const void *buf, offile_off_t len) override
     {
         if (!good())
@@ -580,11 +601,26 @@ class RpSpoolConsumer : public DcmConsumer
         }
         return len;
     }
-    void flush() override { drain(); }
-    bool too_big() const { return too_big_; }
-    bool write_error() const { return werr_; }
-    int err() const { return errno_; }
-    long long total() const { return total_; }
+    void flush() override
+    {
+        drain();
+    }
+    bool too_big() const
+    {
+        return too_big_;
+    }
+    bool write_error() const
+    {
+        return werr_;
+    }
+    int err() const
+    {
+        return errno_;
+    }
+    long long total() const
+    {
+        return total_;
+    }
     bool digest(char hex[65])
     {
         unsigned char mdv[32];
@@ -635,7 +671,10 @@ class RpSpoolStream : public DcmOutputStream
 {
   public:
     RpSpoolStream(int fd, long long limit) : DcmOutputStream(&consumer_), consumer_(fd, limit) {}
-    RpSpoolConsumer &consumer() { return consumer_; }
+    RpSpoolConsumer &consumer()
+    {
+        return consumer_;
+    }
 
   private:
     RpSpoolConsumer consumer_;
@@ -660,9 +699,8 @@ static OFCondition write_meta(DcmOutputStream &out, const T_DIMSE_C_StoreRQ *req
     mi.putAndInsertString(DCM_ImplementationVersionName, OFFIS_DTK_IMPLEMENTATION_VERSION_NAME2);
     if (calling_ae && calling_ae[0])
         mi.putAndInsertString(DCM_SourceApplicationEntityTitle, calling_ae);
-    OFCondition c = mi.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange,
-                                                    META_HEADER_DEFAULT_TRANSFERSYNTAX,
-                                                    EET_UndefinedLength);
+    OFCondition c = mi.computeGroupLengthAndPadding(
+        EGL_withGL, EPD_noChange, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_UndefinedLength);
     if (c.bad())
         return c;
     mi.transferInit();

@@ -26,12 +26,12 @@ typedef struct rp_net rp_net;
 typedef struct rp_net_assoc rp_net_assoc;
 
 typedef struct rp_net_params {
-    const char *bind;          /* address to listen on ("" or "0.0.0.0": all IPv4) */
-    int port;                  /* 0: any free port (see rp_net_port) */
-    unsigned max_pdu;          /* our maximum receive PDU */
-    int acse_timeout_s;        /* association negotiation, release */
-    int dimse_timeout_s;       /* idle time allowed between / inside DIMSE messages */
-    int network_timeout_s;     /* socket send/receive timeout */
+    const char *bind;             /* address to listen on ("" or "0.0.0.0": all IPv4) */
+    int port;                     /* 0: any free port (see rp_net_port) */
+    unsigned max_pdu;             /* our maximum receive PDU */
+    int acse_timeout_s;           /* association negotiation, release */
+    int dimse_timeout_s;          /* idle time allowed between / inside DIMSE messages */
+    int network_timeout_s;        /* socket send/receive timeout */
     long long max_instance_bytes; /* 0: no limit */
 } rp_net_params;
 
@@ -39,17 +39,17 @@ typedef struct rp_net_params {
 typedef struct rp_net_assoc_info {
     char calling_ae[17];
     char called_ae[17];
-    char peer_host[64];        /* numeric address */
+    char peer_host[64]; /* numeric address */
     int peer_port;
     unsigned long max_pdu_peer;
 } rp_net_assoc_info;
 
 typedef enum {
-    RP_NET_RJ_CALLING_AE = 1,  /* permanent, service user: calling AE title not recognized */
-    RP_NET_RJ_CALLED_AE,       /* permanent, service user: called AE title not recognized */
-    RP_NET_RJ_LIMIT,           /* transient, provider (presentation): local limit exceeded */
-    RP_NET_RJ_BUSY,            /* transient, provider (presentation): temporary congestion */
-    RP_NET_RJ_NO_REASON        /* permanent, service user: no reason given */
+    RP_NET_RJ_CALLING_AE = 1, /* permanent, service user: calling AE title not recognized */
+    RP_NET_RJ_CALLED_AE,      /* permanent, service user: called AE title not recognized */
+    RP_NET_RJ_LIMIT,          /* transient, provider (presentation): local limit exceeded */
+    RP_NET_RJ_BUSY,           /* transient, provider (presentation): temporary congestion */
+    RP_NET_RJ_NO_REASON       /* permanent, service user: no reason given */
 } rp_net_reject_reason;
 
 /* One C-STORE request, as the handlers see it. */
@@ -63,9 +63,9 @@ typedef struct rp_net_store_req {
 /* Results of receiving a dataset (recv_rc of store_end). */
 enum {
     RP_NET_RECV_OK = 0,
-    RP_NET_RECV_TOO_BIG = 1,   /* exceeded max_instance_bytes; rest of the dataset drained */
-    RP_NET_RECV_WRITE = 2,     /* the spool write failed (errno in recv_errno) */
-    RP_NET_RECV_NET = 3        /* the association broke: no response can be sent */
+    RP_NET_RECV_TOO_BIG = 1, /* exceeded max_instance_bytes; rest of the dataset drained */
+    RP_NET_RECV_WRITE = 2,   /* the spool write failed (errno in recv_errno) */
+    RP_NET_RECV_NET = 3      /* the association broke: no response can be sent */
 };
 
 typedef struct rp_net_handlers {
@@ -111,8 +111,8 @@ int rp_net_wait_connection(rp_net *n, int timeout_ms, int *fd);
 
 /* In the connection's thread: wait for the association request and parse it. Takes
  * ownership of fd. On error *out is NULL and the connection is closed; `why` says why. */
-int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out, rp_net_assoc_info *info,
-                         char *why, size_t whysz);
+int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out, rp_net_assoc_info *info, char *why,
+                         size_t whysz);
 /* Reject and free the association. */
 void rp_net_assoc_reject(rp_net_assoc *a, rp_net_reject_reason r);
 /* Accept: set our AE title, accept Verification (if echo) and every storage SOP class

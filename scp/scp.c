@@ -37,7 +37,7 @@ typedef struct live_assoc {
 struct rp_node {
     const rp_conf *conf;
     rp_store *store;
-    rp_db *db_events;           /* events handle, guarded by events_lock */
+    rp_db *db_events; /* events handle, guarded by events_lock */
     pthread_mutex_t events_lock;
     rp_db_queue *queue;
     char db_path[RP_PATH_MAX + 32];
@@ -54,11 +54,11 @@ struct rp_node {
     /* association accounting, under lock */
     pthread_mutex_t lock;
     pthread_cond_t idle;
-    int threads;                /* connection threads alive */
-    int pending;                /* connections not yet negotiated */
-    int active;                 /* accepted associations */
+    int threads; /* connection threads alive */
+    int pending; /* connections not yet negotiated */
+    int active;  /* accepted associations */
     peer_slot peers[MAX_PEER_SLOTS];
-    live_assoc *live;           /* open associations (under lock) */
+    live_assoc *live; /* open associations (under lock) */
     /* stats */
     atomic_llong st_assoc, st_rejected, st_stored, st_failed, st_bytes;
 };
@@ -96,10 +96,14 @@ static unsigned status_for(int rc)
     switch (rc) {
     case RP_ENOSPC:
     case RP_EIO:
-    case RP_ENOMEM: return 0xA700; /* out of resources: the sender may retry */
-    case RP_EINVAL: return 0xA900; /* dataset does not match SOP class */
-    case RP_EDUP: return 0x0111;   /* duplicate SOP instance */
-    default: return 0xC000;        /* cannot understand */
+    case RP_ENOMEM:
+        return 0xA700; /* out of resources: the sender may retry */
+    case RP_EINVAL:
+        return 0xA900; /* dataset does not match SOP class */
+    case RP_EDUP:
+        return 0x0111; /* duplicate SOP instance */
+    default:
+        return 0xC000; /* cannot understand */
     }
 }
 
@@ -147,13 +151,15 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     a->bytes += bytes;
     atomic_fetch_add(&n->st_bytes, bytes);
     switch (recv_rc) {
-    case RP_NET_RECV_OK: break;
+    case RP_NET_RECV_OK:
+        break;
     case RP_NET_RECV_NET:
         rp_store_spool_discard(path, fd);
         {
             char q[160];
-            RP_WARN(MOD, "transfer broken, nothing stored sop=%s calling_ae=%s peer=%s "
-                         "bytes_received=%lld",
+            RP_WARN(MOD,
+                    "transfer broken, nothing stored sop=%s calling_ae=%s peer=%s "
+                    "bytes_received=%lld",
                     rp_log_kv_quote(r->sop_instance_uid, q, sizeof q), a->info.calling_ae,
                     a->info.peer_host, bytes);
         }
@@ -246,8 +252,9 @@ static int host_matches(const char *host, const char *ip)
     int ok = 0;
     for (struct addrinfo *p = res; p && !ok; p = p->ai_next) {
         char buf[64];
-        void *addr = p->ai_family == AF_INET6 ? (void *)&((struct sockaddr_in6 *)p->ai_addr)->sin6_addr
-                                              : (void *)&((struct sockaddr_in *)p->ai_addr)->sin_addr;
+        void *addr = p->ai_family == AF_INET6
+                         ? (void *)&((struct sockaddr_in6 *)p->ai_addr)->sin6_addr
+                         : (void *)&((struct sockaddr_in *)p->ai_addr)->sin_addr;
         if (inet_ntop(p->ai_family, addr, buf, sizeof buf) && strcmp(buf, ip) == 0)
             ok = 1;
     }
@@ -309,8 +316,8 @@ static decision decide(rp_node *n, const rp_net_assoc_info *in)
 static int slot_take(rp_node *n, const char *ae, const rp_conf_peer *peer, char *why, size_t wsz)
 {
     const rp_conf *c = n->conf;
-    int per_peer = peer && peer->max_associations > 0 ? peer->max_associations
-                                                      : c->max_associations_per_peer;
+    int per_peer =
+        peer && peer->max_associations > 0 ? peer->max_associations : c->max_associations_per_peer;
     pthread_mutex_lock(&n->lock);
     int ok = 1;
     peer_slot *slot = NULL, *free_slot = NULL;
@@ -405,10 +412,12 @@ static void *conn_thread(void *p)
         atomic_fetch_add(&n->st_rejected, 1);
         rp_net_assoc_reject(as, d.rj);
         char qw[500];
-        RP_WARN(MOD, "association rejected calling_ae=%s called_ae=%s peer=%s:%d reason=%s", qc,
-                qd, a.info.peer_host, a.info.peer_port, rp_log_kv_quote(d.why, qw, sizeof qw));
-        node_event(n, "association", "result=rejected calling_ae=%s called_ae=%s peer=%s:%d "
-                   "reason=\"%s\"", qc, qd, a.info.peer_host, a.info.peer_port, d.why);
+        RP_WARN(MOD, "association rejected calling_ae=%s called_ae=%s peer=%s:%d reason=%s", qc, qd,
+                a.info.peer_host, a.info.peer_port, rp_log_kv_quote(d.why, qw, sizeof qw));
+        node_event(n, "association",
+                   "result=rejected calling_ae=%s called_ae=%s peer=%s:%d "
+                   "reason=\"%s\"",
+                   qc, qd, a.info.peer_host, a.info.peer_port, d.why);
         thread_done(n);
         return NULL;
     }
@@ -424,9 +433,10 @@ static void *conn_thread(void *p)
     rp_net_end end = RP_NET_END_NETWORK_ERROR;
     if (ctxs >= 0) {
         atomic_fetch_add(&n->st_assoc, 1);
-        RP_INFO(MOD, "association accepted calling_ae=%s called_ae=%s peer=%s:%d contexts=%d "
-                "max_pdu=%lu", qc, qd, a.info.peer_host, a.info.peer_port, ctxs,
-                a.info.max_pdu_peer);
+        RP_INFO(MOD,
+                "association accepted calling_ae=%s called_ae=%s peer=%s:%d contexts=%d "
+                "max_pdu=%lu",
+                qc, qd, a.info.peer_host, a.info.peer_port, ctxs, a.info.max_pdu_peer);
         rp_net_handlers h = {.ctx = &a,
                              .store_begin = h_store_begin,
                              .store_end = h_store_end,
@@ -451,9 +461,11 @@ static void *conn_thread(void *p)
     if (end != RP_NET_END_RELEASED)
         RP_WARN(MOD, "association ended abnormally calling_ae=%s peer=%s:%d end=%s", qc,
                 a.info.peer_host, a.info.peer_port, rp_net_end_name(end));
-    node_event(n, "association", "result=%s calling_ae=%s called_ae=%s peer=%s:%d stored=%lld "
-               "failed=%lld bytes=%lld seconds=%.3f", rp_net_end_name(end), qc, qd,
-               a.info.peer_host, a.info.peer_port, a.stored, a.failed, a.bytes, secs);
+    node_event(n, "association",
+               "result=%s calling_ae=%s called_ae=%s peer=%s:%d stored=%lld "
+               "failed=%lld bytes=%lld seconds=%.3f",
+               rp_net_end_name(end), qc, qd, a.info.peer_host, a.info.peer_port, a.stored, a.failed,
+               a.bytes, secs);
     thread_done(n);
     return NULL;
 }
@@ -542,11 +554,26 @@ void rp_node_set_shutdown_grace(rp_node *n, int seconds)
     n->shutdown_grace_s = seconds < 0 ? 0 : seconds;
 }
 
-const rp_conf *rp_node_conf(const rp_node *n) { return n->conf; }
-rp_store *rp_node_store(rp_node *n) { return n->store; }
-const char *rp_node_db_path(const rp_node *n) { return n->db_path; }
-int rp_node_port(const rp_node *n) { return n->net ? rp_net_port(n->net) : -1; }
-int rp_node_stopping(const rp_node *n) { return atomic_load(&n->stopping); }
+const rp_conf *rp_node_conf(const rp_node *n)
+{
+    return n->conf;
+}
+rp_store *rp_node_store(rp_node *n)
+{
+    return n->store;
+}
+const char *rp_node_db_path(const rp_node *n)
+{
+    return n->db_path;
+}
+int rp_node_port(const rp_node *n)
+{
+    return n->net ? rp_net_port(n->net) : -1;
+}
+int rp_node_stopping(const rp_node *n)
+{
+    return atomic_load(&n->stopping);
+}
 
 void rp_node_stats_get(rp_node *n, rp_node_stats *o)
 {
@@ -618,10 +645,13 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
     n->listener_started = 1;
 
     if (c->n_peers == 0)
-        RP_WARN(MOD, "NO [peer] CONFIGURED: accepting associations from ANY calling AE title on "
-                     "port %d; add [peer NAME] sections to restrict access", rp_net_port(n->net));
+        RP_WARN(MOD,
+                "NO [peer] CONFIGURED: accepting associations from ANY calling AE title on "
+                "port %d; add [peer NAME] sections to restrict access",
+                rp_net_port(n->net));
     char qb[300];
-    RP_INFO(MOD, "node ready ae_title=%s bind=%s port=%d data_dir=%s peers=%zu "
+    RP_INFO(MOD,
+            "node ready ae_title=%s bind=%s port=%d data_dir=%s peers=%zu "
             "max_associations=%d duplicate_policy=%s min_free_mb=%lld reconciled=%ld "
             "start_seconds=%.3f version=%s",
             c->ae_title, rp_log_kv_quote(c->bind[0] ? c->bind : "0.0.0.0", qb, sizeof qb),
@@ -632,8 +662,7 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
             c->min_free_mb, rec, rp_mono_s() - t0, RP_VERSION);
     node_event(n, "node", "result=started ae_title=%s port=%d reconciled=%ld", c->ae_title,
                rp_net_port(n->net), rec);
-    sd_notifyf(0, "READY=1\nSTATUS=receiving on port %d as %s", rp_net_port(n->net),
-               c->ae_title);
+    sd_notifyf(0, "READY=1\nSTATUS=receiving on port %d as %s", rp_net_port(n->net), c->ae_title);
     return 0;
 
 fail:
@@ -683,8 +712,10 @@ void rp_node_stop(rp_node *n)
     while (n->threads > 0) {
         if (rp_mono_s() >= deadline && !atomic_load(&n->abort_all)) {
             atomic_store(&n->abort_all, 1);
-            RP_WARN(MOD, "shutdown grace over, aborting associations still open active=%d "
-                         "grace_s=%d", n->active, n->shutdown_grace_s);
+            RP_WARN(MOD,
+                    "shutdown grace over, aborting associations still open active=%d "
+                    "grace_s=%d",
+                    n->active, n->shutdown_grace_s);
             /* Threads blocked inside a dataset read return at once; their transfers were
              * never acknowledged, so nothing acknowledged is lost. */
             for (live_assoc *l = n->live; l; l = l->next)
@@ -723,8 +754,10 @@ void rp_node_stop(rp_node *n)
     rp_node_stats st;
     rp_node_stats_get(n, &st);
     if (n->net) {
-        RP_INFO(MOD, "node stopped associations=%lld rejected=%lld stored=%lld failed=%lld "
-                "bytes=%lld", st.associations, st.rejected, st.stored, st.failed, st.bytes);
+        RP_INFO(MOD,
+                "node stopped associations=%lld rejected=%lld stored=%lld failed=%lld "
+                "bytes=%lld",
+                st.associations, st.rejected, st.stored, st.failed, st.bytes);
         node_event(n, "node", "result=stopped associations=%lld stored=%lld failed=%lld",
                    st.associations, st.stored, st.failed);
     }

@@ -61,8 +61,8 @@ extern "C" {
 typedef struct rp_node rp_node;
 
 typedef struct rp_node_service {
-    const char *name;                                   /* for logs */
-    int (*start)(rp_node *node, void *arg);             /* 0 or RP_E*: failing aborts start */
+    const char *name;                       /* for logs */
+    int (*start)(rp_node *node, void *arg); /* 0 or RP_E*: failing aborts start */
     void (*stop)(rp_node *node, void *arg);
     void (*on_instance)(rp_node *node, void *arg, const rp_instance_meta *m); /* may be NULL */
     void *arg;
@@ -70,12 +70,12 @@ typedef struct rp_node_service {
 
 /* Counters since start (for logs and status). */
 typedef struct rp_node_stats {
-    long long associations;   /* accepted */
-    long long rejected;       /* association requests rejected or dropped before accepting */
-    long long active;         /* associations now open */
-    long long stored;         /* instances answered with success (incl. duplicates) */
-    long long failed;         /* instances answered with a failure status */
-    long long bytes;          /* bytes received into spool files */
+    long long associations; /* accepted */
+    long long rejected;     /* association requests rejected or dropped before accepting */
+    long long active;       /* associations now open */
+    long long stored;       /* instances answered with success (incl. duplicates) */
+    long long failed;       /* instances answered with a failure status */
+    long long bytes;        /* bytes received into spool files */
 } rp_node_stats;
 
 /* Create a node for configuration `c` (borrowed: must outlive the node). Nothing is opened
@@ -99,7 +99,7 @@ void rp_node_free(rp_node *n);
 const rp_conf *rp_node_conf(const rp_node *n);
 rp_store *rp_node_store(rp_node *n);
 const char *rp_node_db_path(const rp_node *n);
-int rp_node_port(const rp_node *n);   /* the bound port (useful with port 0) */
+int rp_node_port(const rp_node *n); /* the bound port (useful with port 0) */
 int rp_node_stopping(const rp_node *n);
 void rp_node_stats_get(rp_node *n, rp_node_stats *out);
 

@@ -85,11 +85,12 @@ static double get_double(DcmItem *ds, const DcmTagKey &tag, double dflt)
  * is the point of reading the header only, so keep dcmdata to errors unless debugging. */
 static void quiet_dcmdata(void)
 {
-    static const bool done = [] { /* C++11: initialised once, thread-safe */
-        if (rp_log_get_level() != RP_LOG_DEBUG)
-            OFLog::getLogger("dcmtk.dcmdata").setLogLevel(OFLogger::ERROR_LOG_LEVEL);
-        return true;
-    }();
+    static const bool done =
+        [] { /* C++11: initialised once, thread-safe */
+             if (rp_log_get_level() != RP_LOG_DEBUG)
+                 OFLog::getLogger("dcmtk.dcmdata").setLogLevel(OFLogger::ERROR_LOG_LEVEL);
+             return true;
+        }();
     (void)done;
 }
 
@@ -117,11 +118,10 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *rea
     DcmFileFormat ff;
     /* Values above 4 KB stay on disk (loaded lazily if ever asked for): the header of any
      * instance then costs about the same, whatever private blobs it carries. */
-    OFCondition c = ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect,
-                                        DCM_PixelData);
+    OFCondition c =
+        ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect, DCM_PixelData);
     if (c.bad()) {
-        if (reason)
-        {
+        if (reason) {
             snprintf(reason, reasonsz, "dcmtk cannot parse the header: %s", c.text());
             for (char *p = reason; *p; p++)
                 if (*p == '\n' || *p == '\r')
@@ -152,7 +152,8 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *rea
     m->series_number = get_int(ds, DCM_SeriesNumber, -1);
     get_str(ds, DCM_SeriesDescription, m->series_description, sizeof m->series_description);
     get_str(ds, DCM_BodyPartExamined, m->body_part, sizeof m->body_part);
-    get_uid(ds, DCM_FrameOfReferenceUID, m->frame_of_reference_uid, sizeof m->frame_of_reference_uid);
+    get_uid(ds, DCM_FrameOfReferenceUID, m->frame_of_reference_uid,
+            sizeof m->frame_of_reference_uid);
     get_uid(ds, DCM_SOPClassUID, m->sop_class_uid, sizeof m->sop_class_uid);
     get_uid(ds, DCM_SOPInstanceUID, m->sop_instance_uid, sizeof m->sop_instance_uid);
     m->instance_number = get_int(ds, DCM_InstanceNumber, -1);

@@ -296,10 +296,14 @@ const char *rp_store_abs_path(const rp_store *s, const char *rel, char *buf, siz
 const char *rp_store_outcome_name(rp_store_outcome o)
 {
     switch (o) {
-    case RP_STORE_NEW: return "new";
-    case RP_STORE_DUP_IDENTICAL: return "duplicate_identical";
-    case RP_STORE_DUP_KEPT_FIRST: return "duplicate_kept_first";
-    case RP_STORE_DUP_REPLACED: return "duplicate_replaced";
+    case RP_STORE_NEW:
+        return "new";
+    case RP_STORE_DUP_IDENTICAL:
+        return "duplicate_identical";
+    case RP_STORE_DUP_KEPT_FIRST:
+        return "duplicate_kept_first";
+    case RP_STORE_DUP_REPLACED:
+        return "duplicate_replaced";
     }
     return "unknown";
 }
@@ -324,8 +328,8 @@ int rp_store_spool_new(rp_store *s, char *path, size_t pathsz, int *fd)
     *fd = -1;
     for (int attempt = 0; attempt < 16; attempt++) {
         unsigned long seq = atomic_fetch_add(&s->spool_seq, 1);
-        if (snprintf(path, pathsz, "%s/%ld-%lu-%d.part", s->spool, (long)getpid(), seq,
-                     attempt) >= (int)pathsz)
+        if (snprintf(path, pathsz, "%s/%ld-%lu-%d.part", s->spool, (long)getpid(), seq, attempt) >=
+            (int)pathsz)
             return RP_EINVAL;
         int f = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
         if (f >= 0) {
@@ -451,7 +455,8 @@ int rp_store_commit(rp_store *s, const char *spool_path, int fd, const rp_store_
     if (args->expect_sop_class_uid &&
         strcmp(args->expect_sop_class_uid, meta->sop_class_uid) != 0) {
         char q[160];
-        set_reason(reason, reasonsz, "SOP Class UID in dataset differs from request "
+        set_reason(reason, reasonsz,
+                   "SOP Class UID in dataset differs from request "
                    "request_class=%s dataset_class=%s",
                    rp_log_kv_quote(args->expect_sop_class_uid, q, sizeof q), meta->sop_class_uid);
         rc = RP_EINVAL;
@@ -509,8 +514,9 @@ int rp_store_commit(rp_store *s, const char *spool_path, int fd, const rp_store_
             rp_store_spool_discard(spool_path, -1);
             return 0;
         case RP_DUP_REJECT:
-            set_reason(reason, reasonsz, "duplicate SOP Instance UID with different content "
-                                         "(duplicate_policy=reject)");
+            set_reason(reason, reasonsz,
+                       "duplicate SOP Instance UID with different content "
+                       "(duplicate_policy=reject)");
             rc = RP_EDUP;
             goto fail;
         case RP_DUP_REPLACE:
@@ -621,8 +627,7 @@ static long clean_spool(rp_store *s)
     return n;
 }
 
-typedef int (*file_fn)(rp_store *s, const char *abs, const char *rel, const char *sop,
-                       void *ctx);
+typedef int (*file_fn)(rp_store *s, const char *abs, const char *rel, const char *sop, void *ctx);
 
 /* Visit every store/<study>/<series>/<sop>.dcm whose three names are valid UIDs. */
 static int walk_store(rp_store *s, file_fn fn, void *ctx)
@@ -712,8 +717,8 @@ static int index_one(rp_store *s, const char *abs, const char *rel, const char *
         return 0;
     }
     if (strcmp(m->sop_instance_uid, sop) != 0) {
-        RP_WARN(MOD, "not indexed, file name differs from its SOP Instance UID file=%s sop=%s",
-                rel, m->sop_instance_uid);
+        RP_WARN(MOD, "not indexed, file name differs from its SOP Instance UID file=%s sop=%s", rel,
+                m->sop_instance_uid);
         return 0;
     }
     rp_strlcpy(m->file_path, rel, sizeof m->file_path);

@@ -62,10 +62,10 @@ void rp_store_spool_discard(const char *path, int fd);
 
 /* What rp_store_commit() did with an instance. */
 typedef enum {
-    RP_STORE_NEW = 0,         /* first copy: now in store/ */
-    RP_STORE_DUP_IDENTICAL,   /* same dataset bytes already stored: nothing changed */
-    RP_STORE_DUP_KEPT_FIRST,  /* different bytes, policy keep_first: the new copy was dropped */
-    RP_STORE_DUP_REPLACED     /* different bytes, policy replace: the new copy replaced it */
+    RP_STORE_NEW = 0,        /* first copy: now in store/ */
+    RP_STORE_DUP_IDENTICAL,  /* same dataset bytes already stored: nothing changed */
+    RP_STORE_DUP_KEPT_FIRST, /* different bytes, policy keep_first: the new copy was dropped */
+    RP_STORE_DUP_REPLACED    /* different bytes, policy replace: the new copy replaced it */
 } rp_store_outcome;
 
 const char *rp_store_outcome_name(rp_store_outcome o);

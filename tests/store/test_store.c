@@ -26,8 +26,9 @@ static char g_tmp[256];
 static const char *g_data;
 
 #define CT1 "ct_chest_lidc0001/000001.dcm"
-#define MR_PLAIN "mr_brain_siemens_xa30/5001_anat-T1w_acq-tfl/" \
-                 "5001001_1.3.12.2.1107.5.2.43.67093.30000023011319484937100000298.dcm"
+#define MR_PLAIN                                                                                   \
+    "mr_brain_siemens_xa30/5001_anat-T1w_acq-tfl/"                                                 \
+    "5001001_1.3.12.2.1107.5.2.43.67093.30000023011319484937100000298.dcm"
 #define MR_JPEG "compressed/t1w_jpeg_lossless_multifragment_5001/5001001.dcm"
 
 static const char *shared(const char *rel, char *buf, size_t n)
@@ -58,8 +59,7 @@ static void rm_rf(const char *p)
         fprintf(stderr, "cleanup failed: %s\n", p);
 }
 
-static rp_store *open_store(const char *sub, rp_dup_policy pol, long long min_free_mb,
-                            rp_conf *c)
+static rp_store *open_store(const char *sub, rp_dup_policy pol, long long min_free_mb, rp_conf *c)
 {
     rp_conf_defaults(c);
     snprintf(c->data_dir, sizeof c->data_dir, "%s/%s", g_tmp, sub);
@@ -162,7 +162,7 @@ static void test_uid_valid(void **st)
     assert_int_equal(rp_store_uid_valid("1.2/3"), RP_EUID);
     assert_int_equal(rp_store_uid_valid("1.02.3"), RP_EUID); /* leading zero */
     assert_int_equal(rp_store_uid_valid("01.2"), RP_EUID);
-    assert_int_equal(rp_store_uid_valid("1.2.a"), RP_EUID);  /* letters */
+    assert_int_equal(rp_store_uid_valid("1.2.a"), RP_EUID); /* letters */
     assert_int_equal(rp_store_uid_valid("1..2"), RP_EUID);
     assert_int_equal(rp_store_uid_valid(".1"), RP_EUID);
     assert_int_equal(rp_store_uid_valid("1."), RP_EUID);
@@ -208,8 +208,7 @@ static void test_commit_path_and_bytes(void **st)
     assert_int_equal(rp_store_put_file(s, src, &bad, &m, &o, reason, sizeof reason), RP_EUID);
     assert_non_null(strstr(reason, "differs"));
     rp_store_commit_args badcls = {.expect_sop_class_uid = "1.2.840.10008.5.1.4.1.1.4"};
-    assert_int_equal(rp_store_put_file(s, src, &badcls, &m, &o, reason, sizeof reason),
-                     RP_EINVAL);
+    assert_int_equal(rp_store_put_file(s, src, &badcls, &m, &o, reason, sizeof reason), RP_EINVAL);
     assert_int_equal(count_files(spool), 0);
     rp_store_close(s);
     rp_conf_free(&c);
@@ -255,9 +254,21 @@ static void dup_case(rp_dup_policy pol, const char *sub)
     rp_conf_free(&c);
 }
 
-static void test_dup_keep_first(void **st) { (void)st; dup_case(RP_DUP_KEEP_FIRST, "dup_keep"); }
-static void test_dup_replace(void **st) { (void)st; dup_case(RP_DUP_REPLACE, "dup_replace"); }
-static void test_dup_reject(void **st) { (void)st; dup_case(RP_DUP_REJECT, "dup_reject"); }
+static void test_dup_keep_first(void **st)
+{
+    (void)st;
+    dup_case(RP_DUP_KEEP_FIRST, "dup_keep");
+}
+static void test_dup_replace(void **st)
+{
+    (void)st;
+    dup_case(RP_DUP_REPLACE, "dup_replace");
+}
+static void test_dup_reject(void **st)
+{
+    (void)st;
+    dup_case(RP_DUP_REJECT, "dup_reject");
+}
 
 static void test_watermark(void **st)
 {
@@ -268,9 +279,9 @@ static void test_watermark(void **st)
     char src[1024], reason[256], p[1100];
     rp_instance_meta m;
     rp_store_outcome o;
-    assert_int_equal(rp_store_put_file(s, shared(CT1, src, sizeof src), NULL, &m, &o, reason,
-                                       sizeof reason),
-                     RP_ENOSPC);
+    assert_int_equal(
+        rp_store_put_file(s, shared(CT1, src, sizeof src), NULL, &m, &o, reason, sizeof reason),
+        RP_ENOSPC);
     snprintf(p, sizeof p, "%s/store", c.data_dir);
     assert_int_equal(count_files(p), 0);
     snprintf(p, sizeof p, "%s/spool", c.data_dir);
@@ -342,8 +353,8 @@ static void test_reconcile_and_reindex(void **st)
     assert_int_equal(rp_db_open(rp_store_db_path(s, dbp, sizeof dbp), &db), 0);
 
     /* an instance committed but never indexed (as after kill -9) */
-    assert_int_equal(rp_store_put_file(s, shared(CT1, src, sizeof src), NULL, &m, &o, reason,
-                                       sizeof reason), 0);
+    assert_int_equal(
+        rp_store_put_file(s, shared(CT1, src, sizeof src), NULL, &m, &o, reason, sizeof reason), 0);
     /* a file dropped into the store by hand, in the right place */
     char src2[1024];
     shared("seg_with_source_ct/ct_3slice/01.dcm", src2, sizeof src2);
@@ -384,8 +395,10 @@ static void test_read_meta_raw_dataset(void **st)
     (void)st;
     char src[1024];
     rp_instance_meta m;
-    assert_int_equal(rp_store_read_meta(shared("xray/cr_chest_fuji_mono1_no_part10_header.dcm",
-                                               src, sizeof src), &m), 0);
+    assert_int_equal(
+        rp_store_read_meta(shared("xray/cr_chest_fuji_mono1_no_part10_header.dcm", src, sizeof src),
+                           &m),
+        0);
     assert_string_equal(m.modality, "CR");
     assert_string_equal(m.transfer_syntax_uid, "1.2.840.10008.1.2");
     assert_int_equal(rp_store_dataset_offset(src), 0);
