@@ -26,6 +26,9 @@ typedef struct ph_phantom {
 } ph_phantom;
 
 static uint64_t ph_rng_state __attribute__((unused));
+/* field shape: 0 low-order polynomial, 1 off-centre Gaussian bump (a surface coil's
+ * sensitivity) plus a tilt; a test may change it */
+static int ph_field_kind __attribute__((unused)) = 0;
 /* outer radius of white matter (fraction of the head); a test may change it */
 static double ph_wm_radius __attribute__((unused)) = 0.66;
 static inline double ph_uniform(void)
@@ -84,6 +87,10 @@ static inline int ph_make(ph_phantom *ph, int nx, int ny, int nz, double sp,
                 size_t i = x + (size_t)nx * (y + (size_t)ny * z);
                 ph->label[i] = (uint8_t)lab;
                 double f = field_amp * (0.6 * X + 0.5 * Y * Y - 0.4 * Z + 0.4 * X * Z - 0.2 * Y);
+                if (ph_field_kind == 1)
+                    f = field_amp *
+                        (1.6 * exp(-((X - 0.7) * (X - 0.7) + (Y + 0.5) * (Y + 0.5) + Z * Z) / 0.8) -
+                         0.3 * Y + 0.2 * Z);
                 double c = intensity[lab] + noise * ph_gauss();
                 if (c < 0)
                     c = -c; /* magnitude images are non-negative */
