@@ -137,6 +137,10 @@ static const key_def rule_keys[] = {
 };
 #undef R
 
+/* comp_flags bits: the file has a section for it; the file created it (a modality without a
+ * built-in entry); which keys the file set (bit per completion_keys index, from bit 2). */
+enum { COMP_DEFINED = 1, COMP_CREATED = 2, COMP_KEYS_SHIFT = 2 };
+
 typedef struct parse_ctx {
     rp_conf *c;
     const char *path;
@@ -157,8 +161,9 @@ typedef struct parse_ctx {
     uint64_t seen;                /* keys already given in this section */
     uint64_t node_seen, tls_seen; /* [node]/[tls] may repeat; keys may not */
     /* user sections already given (duplicates are errors) */
-    size_t user_completion_mask; /* bit i: completion[i] was set by the file */
-    unsigned char *user_rule;    /* parallel to c->rules: 1 when defined by the file */
+    unsigned char *comp_flags; /* parallel to c->completion: COMP_* bits */
+    size_t comp_cap;
+    unsigned char *user_rule; /* parallel to c->rules: 1 when defined by the file */
 } parse_ctx;
 
 static int fail_at(parse_ctx *x, int line, const char *fmt, ...)
@@ -347,7 +352,10 @@ static int apply_key(parse_ctx *x, const key_def *k, const char *v)
 /* Checks when a section ends (next header or end of file). */
 static int close_section(parse_ctx *x)
 {
-    if (x->sec == SEC_PEER) {
+    if (x->sec == SEC_COMPLETION) {
+        size_t idx = (size_t)((rp_conf_completion *)x->obj - x->c->completion);
+        x->comp_flags[idx] |= (unsigned char)((x->seen & 3u) << COMP_KEYS_SHIFT);
+    } else if (x->sec == SEC_PEER) {
         rp_conf_peer *p = x->obj;
         if (!p->ae_title[0])
             return fail_at(x, x->sec_line, "peer %s: ae_title is required", p->name);
@@ -397,6 +405,36 @@ static int open_peer(parse_ctx *x, const char *name)
     return 1;
 }
 
+static int comp_flags_room(parse_ctx *x, size_t n)
+{
+    if (n <= x->comp_cap)
+        return 1;
+    unsigned char *f = realloc(x->comp_flags, n);
+    if (!f)
+        return 0;
+    memset(f + x->comp_cap, 0, n - x->comp_cap);
+    x->comp_flags = f;
+    x->comp_cap = n;
+    return 1;
+}
+
+/* A modality section the file created takes the keys it did not set from the final
+ * [completion default], wherever that section is in the file. */
+static void completion_inherit(parse_ctx *x)
+{
+    const rp_conf_completion *def = rp_conf_completion_for(x->c, "default");
+    for (size_t i = 0; i < x->c->n_completion && i < x->comp_cap; i++) {
+        unsigned f = x->comp_flags[i];
+        rp_conf_completion *cc = &x->c->completion[i];
+        if (!(f & COMP_CREATED) || cc == def)
+            continue;
+        if (!(f & (1u << (COMP_KEYS_SHIFT + 0))))
+            cc->quiet_s = def->quiet_s;
+        if (!(f & (1u << (COMP_KEYS_SHIFT + 1))))
+            cc->use_expected_count = def->use_expected_count;
+    }
+}
+
 static int open_completion(parse_ctx *x, const char *mod)
 {
     char m[16];
@@ -414,9 +452,12 @@ static int open_completion(parse_ctx *x, const char *mod)
     for (size_t i = 0; i < x->c->n_completion; i++)
         if (strcmp(x->c->completion[i].modality, m) == 0)
             idx = i;
-    if (idx < 8 * sizeof x->user_completion_mask && (x->user_completion_mask >> idx) & 1)
+    if (!comp_flags_room(x, x->c->n_completion + 1))
+        return fail_at(x, x->line, "out of memory");
+    if (x->comp_flags[idx] & COMP_DEFINED)
         return fail_at(x, x->line, "duplicate [completion %s]", m);
     if (idx == x->c->n_completion) {
+        x->comp_flags[idx] |= COMP_CREATED;
         rp_conf_completion *cc = grow(x->c->completion, x->c->n_completion, sizeof *cc);
         if (!cc)
             return fail_at(x, x->line, "out of memory");
@@ -427,8 +468,7 @@ static int open_completion(parse_ctx *x, const char *mod)
         cc->use_expected_count = def->use_expected_count;
         rp_strlcpy(cc->modality, m, sizeof cc->modality);
     }
-    if (idx < 8 * sizeof x->user_completion_mask)
-        x->user_completion_mask |= (size_t)1 << idx;
+    x->comp_flags[idx] |= COMP_DEFINED;
     x->obj = &x->c->completion[idx];
     x->keys = completion_keys;
     return 1;
@@ -665,7 +705,10 @@ int rp_conf_load(rp_conf *c, const char *path, char *err, size_t errlen)
         fail_at(&x, x.line, "read error");
     fclose(fp);
     free(x.buf);
+    if (!x.failed && r == 0)
+        completion_inherit(&x);
     free(x.user_rule);
+    free(x.comp_flags);
     if (x.failed || r != 0) {
         rp_conf_free(&work);
         return RP_ECONF;

@@ -347,6 +347,29 @@ static void test_long_line_and_bool_spellings(void **state)
     rp_conf_free(&c);
 }
 
+static void test_completion_inherits_final_default(void **state)
+{
+    (void)state;
+    rp_conf c;
+    char err[512] = "";
+    /* PT is new: what it does not set comes from [completion default], even a later one;
+     * CT keeps its built-in entry's values for keys it does not set */
+    assert_int_equal(load_text(&c,
+                               "[completion PT]\nquiet_s = 40\n[completion CT]\nquiet_s = 7\n"
+                               "[completion NM]\nuse_expected_count = no\n"
+                               "[completion default]\nquiet_s = 90\nuse_expected_count = no\n",
+                               err, sizeof err),
+                     0);
+    assert_int_equal(rp_conf_completion_for(&c, "PT")->quiet_s, 40);
+    assert_int_equal(rp_conf_completion_for(&c, "PT")->use_expected_count, 0);
+    assert_int_equal(rp_conf_completion_for(&c, "NM")->quiet_s, 90);
+    assert_int_equal(rp_conf_completion_for(&c, "CT")->quiet_s, 7);
+    assert_int_equal(rp_conf_completion_for(&c, "CT")->use_expected_count, 1);
+    assert_int_equal(rp_conf_completion_for(&c, "OT")->quiet_s, 90);
+    assert_int_equal(rp_conf_completion_for(&c, "DX")->quiet_s, 5);
+    rp_conf_free(&c);
+}
+
 static void test_rule_override(void **state)
 {
     (void)state;
@@ -593,6 +616,7 @@ int main(void)
         cmocka_unit_test(test_unknown_key_and_section),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_long_line_and_bool_spellings),
+        cmocka_unit_test(test_completion_inherits_final_default),
         cmocka_unit_test(test_rule_override),
         cmocka_unit_test(test_validate_rules_callback),
         cmocka_unit_test(test_validate),
