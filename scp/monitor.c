@@ -85,6 +85,70 @@ static long long series_expected(rp_db *db, const rp_db_series_info *s, char *ev
     return x;
 }
 
+/* ---- notes: a small open-addressed table keyed by series UID ---- */
+
+#define RP_NOTE_SLOTS 512
+struct rp_completion_notes {
+    pthread_mutex_t mu;
+    struct {
+        char uid[RP_UID_MAX + 1];
+        double at;
+    } slot[RP_NOTE_SLOTS];
+};
+
+rp_completion_notes *rp_completion_notes_new(void)
+{
+    rp_completion_notes *n = calloc(1, sizeof *n);
+    if (n)
+        pthread_mutex_init(&n->mu, NULL);
+    return n;
+}
+
+void rp_completion_notes_free(rp_completion_notes *n)
+{
+    if (!n)
+        return;
+    pthread_mutex_destroy(&n->mu);
+    free(n);
+}
+
+static unsigned note_hash(const char *s)
+{
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % RP_NOTE_SLOTS;
+}
+
+void rp_completion_notes_add(rp_completion_notes *n, const char *series_uid, double received_at)
+{
+    if (!n || !series_uid || !*series_uid)
+        return;
+    unsigned i = note_hash(series_uid);
+    pthread_mutex_lock(&n->mu);
+    /* A colliding series simply takes the slot: see the contract. */
+    if (strcmp(n->slot[i].uid, series_uid) != 0) {
+        rp_strlcpy(n->slot[i].uid, series_uid, sizeof n->slot[i].uid);
+        n->slot[i].at = received_at;
+    } else if (received_at > n->slot[i].at) {
+        n->slot[i].at = received_at;
+    }
+    pthread_mutex_unlock(&n->mu);
+}
+
+int rp_completion_notes_pending(rp_completion_notes *n, const char *series_uid, double last_seen,
+                                double now)
+{
+    if (!n || !series_uid)
+        return 0;
+    unsigned i = note_hash(series_uid);
+    pthread_mutex_lock(&n->mu);
+    int pending = strcmp(n->slot[i].uid, series_uid) == 0 && n->slot[i].at > last_seen + 1e-3 &&
+                  now - n->slot[i].at < RP_NOTE_HOLD_S;
+    pthread_mutex_unlock(&n->mu);
+    return pending;
+}
+
 static const char *reason_word(rp_complete_why why)
 {
     switch (why) {
@@ -97,7 +161,8 @@ static const char *reason_word(rp_complete_why why)
     }
 }
 
-int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, double *next_wait_s)
+int rp_monitor_pass(rp_db *db, const rp_conf *c, rp_completion_notes *notes, double now,
+                    int *completed, double *next_wait_s)
 {
     rp_db_series_info *list = NULL;
     size_t n = 0;
@@ -130,6 +195,16 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, dou
         if (w == RP_COMPLETE_WAIT) {
             if (wait < next)
                 next = wait;
+            continue;
+        }
+        if (rp_completion_notes_pending(notes, s->series_uid, s->last_seen, now)) {
+            /* acknowledged instances the index has not written yet: look again shortly */
+            RP_DEBUG("monitor",
+                     "completion held: instance pending in the index queue "
+                     "series=%s",
+                     s->series_uid);
+            if (next > 0.05)
+                next = 0.05;
             continue;
         }
         long long job_id = 0;
@@ -171,6 +246,7 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, dou
 struct rp_monitor {
     const rp_conf *c;
     rp_supervisor *sup;
+    rp_completion_notes *notes;
     rp_db *db;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -194,7 +270,7 @@ static void *run(void *arg)
     for (;;) {
         int done = 0;
         double wait = RP_MONITOR_POLL_S;
-        int rc = rp_monitor_pass(m->db, m->c, rp_now_s(), &done, &wait);
+        int rc = rp_monitor_pass(m->db, m->c, m->notes, rp_now_s(), &done, &wait);
         if (rc != 0)
             RP_WARN("monitor", "pass failed rc=%s", rp_strerror(rc));
         if (done > 0)
@@ -221,7 +297,8 @@ static void *run(void *arg)
     return NULL;
 }
 
-int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup, rp_monitor **out)
+int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup,
+                     rp_completion_notes *notes, rp_monitor **out)
 {
     *out = NULL;
     rp_monitor *m = calloc(1, sizeof *m);
@@ -229,6 +306,7 @@ int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup, 
         return RP_ENOMEM;
     m->c = c;
     m->sup = sup;
+    m->notes = notes;
     int rc = rp_db_open(db_path, &m->db);
     if (rc != 0) {
         free(m);

@@ -76,19 +76,39 @@ typedef enum {
 rp_complete_why rp_completion_decide(const rp_series_progress *p, const rp_conf_completion *rule,
                                      double now, double *wait_s, char *reason, size_t reasonsz);
 
+/* ---- instances acknowledged but not yet indexed ----
+ * The index is written in batches, so for up to index_flush_ms an acknowledged instance is
+ * not yet in series.last_seen. The receiving side notes each stored instance here; a pass
+ * does not complete a series with a note newer than its last_seen (the index is about to
+ * say more), for at most RP_NOTE_HOLD_S. Only a hint that delays: a lost note (table slot
+ * reused, restart) costs at most an extra version, never a missed instance. */
+#define RP_NOTE_HOLD_S 10.0
+typedef struct rp_completion_notes rp_completion_notes;
+/* Owned: rp_completion_notes_free(). NULL on ENOMEM. */
+rp_completion_notes *rp_completion_notes_new(void);
+void rp_completion_notes_free(rp_completion_notes *n);
+/* An instance of series_uid was received at wall time received_at. Thread-safe, O(1). */
+void rp_completion_notes_add(rp_completion_notes *n, const char *series_uid, double received_at);
+/* 1 if a note for series_uid is newer than last_seen and younger than RP_NOTE_HOLD_S. */
+int rp_completion_notes_pending(rp_completion_notes *n, const char *series_uid, double last_seen,
+                                double now);
+
 /* ---- the monitor thread ---- */
 
 typedef struct rp_monitor rp_monitor;
 
 /* One pass over every receiving series in `db` at wall time `now`: completes (and enqueues)
- * what is due. *completed: how many; *next_wait_s: seconds until the next one may be due
- * (3600 when nothing waits). The daemon calls it once at start, before READY, so that series
- * that went quiet while it was down complete right away. Returns 0 or an RP_E* code. */
-int rp_monitor_pass(rp_db *db, const rp_conf *c, double now, int *completed, double *next_wait_s);
+ * what is due, except series with a pending note in `notes` (may be NULL). *completed: how many;
+ * *next_wait_s: seconds until the next one may be due (3600 when nothing waits). The daemon calls
+ * it once at start, before READY, so that series that went quiet while it was down complete right
+ * away. Returns 0 or an RP_E* code. */
+int rp_monitor_pass(rp_db *db, const rp_conf *c, rp_completion_notes *notes, double now,
+                    int *completed, double *next_wait_s);
 
-/* Start the thread on its own database handle. `sup` (may be NULL) is woken after each
- * enqueue. `c` is borrowed and must outlive the monitor. Owned: rp_monitor_stop(). */
-int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup, rp_monitor **out);
+/* Start the thread on its own database handle. `sup` and `notes` (may be NULL) are borrowed:
+ * sup is woken after each enqueue. `c` must outlive the monitor. Owned: rp_monitor_stop(). */
+int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup,
+                     rp_completion_notes *notes, rp_monitor **out);
 
 /* An instance was indexed or an operator triggered: look now. Safe from any thread. */
 void rp_monitor_wake(rp_monitor *m);

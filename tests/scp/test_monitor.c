@@ -109,10 +109,10 @@ static void test_quiet(void **state)
     add(db, "CT", 1, 1, 5, t, -1);
     int done = -1;
     double wait = -1;
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 1.0, &done, &wait), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 1.0, &done, &wait), 0);
     assert_int_equal(done, 0);
     assert_true(wait > 1.9 && wait < 2.1);
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 3.1, &done, &wait), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 3.1, &done, &wait), 0);
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
@@ -120,7 +120,7 @@ static void test_quiet(void **state)
     assert_string_equal(si.completed_reason, "quiet");
     assert_int_equal(si.version, 1);
     /* a second pass (or a restart) completes nothing more and enqueues nothing more */
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 100, &done, &wait), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 100, &done, &wait), 0);
     assert_int_equal(done, 0);
     rp_db_job *j;
     assert_int_equal(jobs_of(db, "1.2.3.1.1", &j), 1);
@@ -137,11 +137,11 @@ static void test_expected_count(void **state)
     double t = 2000000.0;
     add(db, "CT", 2, 1, 4, t, 5);
     int done = -1;
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 0.1, &done, NULL), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 0.1, &done, NULL), 0);
     assert_int_equal(done, 0);
     add(db, "CT", 2, 5, 1, t + 0.1, 5);
     /* the fifth of five: complete at once, long before quiet */
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 0.2, &done, NULL), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 0.2, &done, NULL), 0);
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.2", &si), 0);
@@ -150,9 +150,9 @@ static void test_expected_count(void **state)
 
     /* MR with counts switched off waits for its own quiet period (5 s) */
     add(db, "MR", 3, 1, 5, t, 5);
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 4.0, &done, NULL), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 4.0, &done, NULL), 0);
     assert_int_equal(done, 0);
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 5.0, &done, NULL), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 5.0, &done, NULL), 0);
     assert_int_equal(done, 1);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.3", &si), 0);
     assert_string_equal(si.completed_reason, "quiet");
@@ -166,7 +166,7 @@ static void test_reopen_version2(void **state)
     double t = 2000000.0;
     add(db, "CT", 4, 1, 3, t, -1);
     int done = 0;
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 3.5, &done, NULL), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 3.5, &done, NULL), 0);
     assert_int_equal(done, 1);
     /* a late instance reopens it as version 2 */
     add(db, "CT", 4, 4, 1, t + 10, -1);
@@ -174,9 +174,9 @@ static void test_reopen_version2(void **state)
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.4", &si), 0);
     assert_string_equal(si.state, "receiving");
     assert_int_equal(si.version, 2);
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 11, &done, NULL), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 11, &done, NULL), 0);
     assert_int_equal(done, 0);
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 13.5, &done, NULL), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 13.5, &done, NULL), 0);
     assert_int_equal(done, 1);
     rp_db_job *j;
     assert_int_equal(jobs_of(db, "1.2.3.1.4", &j), 2);
@@ -202,13 +202,55 @@ static void test_restart_resumes(void **state)
     /* the node restarts 100 s later: a new handle, nothing in memory */
     assert_int_equal(rp_db_open(dbpath, &db), 0);
     int done = 0;
-    assert_int_equal(rp_monitor_pass(db, &conf, t + 100, &done, NULL), 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 100, &done, NULL), 0);
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.5", &si), 0);
     assert_string_equal(si.state, "complete");
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.6", &si), 0);
     assert_string_equal(si.state, "receiving");
+    rp_db_close(db);
+}
+
+static void test_pending_notes(void **state)
+{
+    (void)state;
+    /* An instance acknowledged at t+5 but not yet indexed holds the quiet completion that the
+     * index alone (last_seen = t) would allow; once the index has it, or the note is old,
+     * the decision is the index's again. */
+    rp_db *db = fresh("notes");
+    double t = 2000000.0;
+    add(db, "CT", 8, 1, 3, t, -1);
+    rp_completion_notes *notes = rp_completion_notes_new();
+    assert_non_null(notes);
+    rp_completion_notes_add(notes, "1.2.3.1.8", t + 5);
+    rp_completion_notes_add(notes, "1.2.3.1.8", t + 4); /* older: ignored */
+    assert_true(rp_completion_notes_pending(notes, "1.2.3.1.8", t, t + 5.1));
+    assert_false(rp_completion_notes_pending(notes, "1.2.3.1.9", t, t + 5.1));
+    int done = -1;
+    double wait = 0;
+    assert_int_equal(rp_monitor_pass(db, &conf, notes, t + 5.1, &done, &wait), 0);
+    assert_int_equal(done, 0);
+    assert_true(wait <= 0.05);
+    /* the index catches up (last_seen = t + 5) */
+    add(db, "CT", 8, 4, 1, t + 5, -1);
+    assert_false(rp_completion_notes_pending(notes, "1.2.3.1.8", t + 5, t + 5.2));
+    assert_int_equal(rp_monitor_pass(db, &conf, notes, t + 6, &done, NULL), 0);
+    assert_int_equal(done, 0); /* now quiet counts from t + 5 */
+    assert_int_equal(rp_monitor_pass(db, &conf, notes, t + 8.1, &done, NULL), 0);
+    assert_int_equal(done, 1);
+    rp_db_series_info si;
+    assert_int_equal(rp_db_series_get(db, "1.2.3.1.8", &si), 0);
+    assert_int_equal(si.instance_count, 4);
+    /* a note the index never confirms stops holding after RP_NOTE_HOLD_S */
+    add(db, "CT", 9, 1, 2, t, -1);
+    rp_completion_notes_add(notes, "1.2.3.1.9", t + 1);
+    assert_int_equal(rp_monitor_pass(db, &conf, notes, t + 1 + RP_NOTE_HOLD_S - 1, &done, NULL), 0);
+    assert_int_equal(done, 0);
+    assert_int_equal(rp_monitor_pass(db, &conf, notes, t + 1 + RP_NOTE_HOLD_S + 0.1, &done, NULL),
+                     0);
+    assert_int_equal(done, 1);
+    rp_completion_notes_free(notes);
     rp_db_close(db);
 }
 
@@ -220,7 +262,7 @@ static void test_thread(void **state)
     rp_db *db = fresh("thread");
     add(db, "CT", 7, 1, 2, rp_now_s() - 10, -1);
     rp_monitor *m = NULL;
-    assert_int_equal(rp_monitor_start(&conf, dbpath, NULL, &m), 0);
+    assert_int_equal(rp_monitor_start(&conf, dbpath, NULL, NULL, &m), 0);
     rp_db_series_info si;
     int ok = 0;
     for (int i = 0; i < 100 && !ok; i++) {
@@ -239,7 +281,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quiet),           cmocka_unit_test(test_expected_count),
         cmocka_unit_test(test_reopen_version2), cmocka_unit_test(test_restart_resumes),
-        cmocka_unit_test(test_thread),
+        cmocka_unit_test(test_pending_notes),   cmocka_unit_test(test_thread),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
