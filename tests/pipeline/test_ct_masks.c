@@ -142,7 +142,9 @@ static void test_lungmask_phantom(void **state)
     assert_int_equal(cJSON_GetObjectItem(metal, "count")->valueint, 1);
     cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(metal, "components"), 0);
     cJSON *cen = cJSON_GetObjectItem(c0, "centroid_mm_ras");
-    print_message("metal: %s\n", cJSON_PrintUnformatted(metal));
+    char *mtxt = cJSON_PrintUnformatted(metal);
+    print_message("metal: %s\n", mtxt);
+    free(mtxt);
     assert_true(fabs(cJSON_GetArrayItem(cen, 0)->valuedouble - 0) < 2.5);
     assert_true(fabs(cJSON_GetArrayItem(cen, 1)->valuedouble + 60) < 2.5);
     assert_true(fabs(cJSON_GetArrayItem(cen, 2)->valuedouble - 20) < 3);
