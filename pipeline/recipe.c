@@ -261,6 +261,31 @@ int rp_recipe_hash(const rp_recipe *r, char hex[65])
     return 0;
 }
 
+/* The QC picture of every output: <out_dir>/<stem>_qc.png. A failure here is logged and
+ * noted in QC; it never fails the recipe. */
+static void write_montage(rp_step_ctx *ctx)
+{
+    if (!ctx->out_dir || !ctx->out_stem)
+        return;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s_qc.png", ctx->out_dir, ctx->out_stem) >=
+        sizeof path)
+        return;
+    int rc = rp_qc_montage_png(ctx, path);
+    if (rc) {
+        RP_WARN("pipeline", "QC montage not written path=%s rc=%d", path, rc);
+        if (ctx->qc)
+            cJSON_AddStringToObject(ctx->qc, "montage_error", rp_strerror(rc));
+        return;
+    }
+    if (ctx->extra_outputs) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "kind", "qc_montage");
+        cJSON_AddStringToObject(e, "path", path);
+        cJSON_AddItemToArray(ctx->extra_outputs, e);
+    }
+}
+
 int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
 {
     if (!r || !ctx || !ctx->vol)
@@ -334,6 +359,7 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
         if (m)
             cJSON_AddItemToObject(ctx->qc, "masks", m);
     }
+    write_montage(ctx);
     return 0;
 }
 

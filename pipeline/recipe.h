@@ -19,8 +19,10 @@
  *        {"step":..,"params":{..},"before":{stats},"after":{stats},"ms":..}
  *    stats = {dim:[..], spacing:[..], min, max, mean, sd, at_min_fraction, at_max_fraction,
  *    nonfinite}. Steps that clip add "clipped_fraction" themselves. After the last step it
- *    writes ctx->qc["masks"] = {name: {voxels, volume_ml}}. On failure ctx->err says which
- *    step failed and why; the volume is left as the failing step left it.
+ *    writes ctx->qc["masks"] = {name: {voxels, volume_ml}} and, when ctx->out_dir and
+ *    ctx->out_stem are set, the QC montage <out_dir>/<out_stem>_qc.png (rp_qc_montage_png),
+ *    listed in ctx->extra_outputs as {"kind":"qc_montage","path":..}. On failure ctx->err
+ *    says which step failed and why; the volume is left as the failing step left it.
  *    On a fresh context (zeroed, hu_scale == 0) the runner sets the HU bookkeeping (see
  *    step.h): for CT (info->modality "CT", or no info) the input is taken as Hounsfield units,
  *    as produced by assembly (slope/intercept applied); a context that already ran a recipe
