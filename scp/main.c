@@ -99,16 +99,19 @@ int main(int argc, char **argv)
     rp_conf_defaults(&conf);
     if (config && rp_conf_load(&conf, config, err, sizeof err) != 0) {
         fprintf(stderr, "radprepd: %s\n", err);
+        rp_conf_free(&conf);
         return 2;
     }
     if (port > 0)
         conf.port = port;
     if (ae && rp_strlcpy(conf.ae_title, ae, sizeof conf.ae_title) != 0) {
         fprintf(stderr, "radprepd: --ae-title '%s': longer than 16 characters\n", ae);
+        rp_conf_free(&conf);
         return 2;
     }
     if (data_dir && rp_strlcpy(conf.data_dir, data_dir, sizeof conf.data_dir) != 0) {
         fprintf(stderr, "radprepd: --data-dir: path too long\n");
+        rp_conf_free(&conf);
         return 2;
     }
     if (data_dir && data_dir[0] != '/') {
@@ -116,16 +119,19 @@ int main(int argc, char **argv)
         char abs[RP_PATH_MAX];
         if (rp_mkdir_p(data_dir, 0750) != 0 || !realpath(data_dir, abs)) {
             fprintf(stderr, "radprepd: --data-dir %s: cannot create or resolve\n", data_dir);
+            rp_conf_free(&conf);
             return 2;
         }
         rp_strlcpy(conf.data_dir, abs, sizeof conf.data_dir);
     }
     if (rp_conf_validate(&conf, err, sizeof err) != 0) {
         fprintf(stderr, "radprepd: %s\n", err);
+        rp_conf_free(&conf);
         return 2;
     }
     if (conf.log_file[0] && rp_log_open(conf.log_file) != 0) {
         fprintf(stderr, "radprepd: cannot open log_file %s: %s\n", conf.log_file, strerror(errno));
+        rp_conf_free(&conf);
         return 2;
     }
     if (!getenv("RP_LOG_LEVEL") && conf.log_level[0]) {
@@ -138,6 +144,7 @@ int main(int argc, char **argv)
     }
     if (rp_conf_resolve_data_dir(&conf) != 0) {
         fprintf(stderr, "radprepd: data_dir %s cannot be created or written\n", conf.data_dir);
+        rp_conf_free(&conf);
         return 1;
     }
     if (conf.tls_port)
@@ -155,6 +162,7 @@ int main(int argc, char **argv)
     rp_node *node = NULL;
     if (rp_node_new(&conf, &node) != 0) {
         fprintf(stderr, "radprepd: out of memory\n");
+        rp_conf_free(&conf);
         return 1;
     }
     /* Background services register here (completion monitor, job supervisor, outbox
@@ -164,12 +172,14 @@ int main(int argc, char **argv)
         rp_node_add_service(node, &processing) != 0) {
         fprintf(stderr, "radprepd: cannot register the processing service\n");
         rp_node_free(node);
+        rp_conf_free(&conf);
         return 1;
     }
     rp_node_service outbox; /* the sender of derived series (scp/outbox.h), added by H7 */
     if (rp_outbox_service(&outbox) != 0 || rp_node_add_service(node, &outbox) != 0) {
         fprintf(stderr, "radprepd: cannot register the outbox service\n");
         rp_node_free(node);
+        rp_conf_free(&conf);
         return 1;
     }
 
