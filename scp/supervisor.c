@@ -34,6 +34,7 @@ struct rp_supervisor {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stopping, woken, running;
+    double bin_checked_mono; /* last search for a missing worker binary */
 };
 
 void rp_supervisor_opts_from_conf(const rp_conf *c, rp_supervisor_opts *o)
@@ -218,7 +219,15 @@ static void *run(void *arg)
         if (stopping)
             break;
         reap(s, 0);
-        for (int i = 0; i < s->n_slots; i++) {
+        /* Missing worker: look again every minute (each miss logs one line, on purpose). */
+        if (!s->worker_bin[0] && rp_mono_s() - s->bin_checked_mono >= 60.0) {
+            s->bin_checked_mono = rp_mono_s();
+            if (rp_worker_bin(s->worker_bin, sizeof s->worker_bin) != 0)
+                s->worker_bin[0] = '\0';
+            if (s->worker_bin[0])
+                RP_INFO("supervisor", "worker binary found worker=%s", s->worker_bin);
+        }
+        for (int i = 0; i < s->n_slots && s->worker_bin[0]; i++) {
             if (s->slots[i].busy)
                 continue;
             if (start_one(s, &s->slots[i]) != 0)
@@ -282,8 +291,13 @@ int rp_supervisor_start(const rp_supervisor_opts *o, rp_supervisor **out)
     if (o->worker_bin) {
         if (rp_strlcpy(s->worker_bin, o->worker_bin, sizeof s->worker_bin))
             goto fail;
-    } else if ((rc = rp_worker_bin(s->worker_bin, sizeof s->worker_bin)) != 0) {
-        goto fail;
+    } else if (rp_worker_bin(s->worker_bin, sizeof s->worker_bin) != 0) {
+        /* Receiving must not depend on processing: start anyway, keep jobs queued, and look
+         * for the binary again (an upgrade in progress, a broken install being fixed). */
+        RP_ERROR("supervisor", "no worker binary: jobs stay queued until radprep is found "
+                               "beside radprepd (or RP_WORKER_BIN is fixed)");
+        s->worker_bin[0] = '\0';
+        s->bin_checked_mono = rp_mono_s();
     }
     if (o->log_dir)
         rc = rp_strlcpy(s->log_dir, o->log_dir, sizeof s->log_dir);

@@ -232,12 +232,39 @@ static void test_requeue_at_start(void **state)
     rp_db_close(db);
 }
 
+static void test_missing_worker(void **state)
+{
+    (void)state;
+    /* No worker binary: the supervisor (and so the node) still starts; jobs wait. */
+    rp_db *db = fresh("noworker", "1 ok\n");
+    long long id = enqueue(db, "1.2.3.11", 3);
+    setenv("RP_WORKER_BIN", "/nonexistent/radprep", 1);
+    rp_supervisor_opts o = {.db_path = dbpath,
+                            .data_dir = tmpdir,
+                            .log_dir = logdir,
+                            .workers = 1,
+                            .timeout_s = 10,
+                            .poll_s = 0.05};
+    rp_supervisor *s = NULL;
+    assert_int_equal(rp_supervisor_start(&o, &s), 0);
+    unsetenv("RP_WORKER_BIN");
+    usleep(400000);
+    rp_db_job j;
+    assert_int_equal(rp_db_job_get(db, id, &j), 0);
+    assert_string_equal(j.state, "queued");
+    assert_int_equal(j.attempts, 0);
+    assert_int_equal(rp_supervisor_running(s), 0);
+    rp_supervisor_stop(s);
+    rp_db_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcomes),
         cmocka_unit_test(test_stop_requeues),
         cmocka_unit_test(test_requeue_at_start),
+        cmocka_unit_test(test_missing_worker),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
