@@ -100,14 +100,14 @@ def run_child(cmd, env=None):
     """Run cmd under GNU time so the peak RSS is the child's own (a child forked from this
     big Python process would otherwise inherit its high-water mark)."""
     t = time.perf_counter()
-    p = subprocess.run(['/usr/bin/time', '-f', 'RP_MAXRSS_KB %M'] + cmd, capture_output=True,
-                       env=env)
+    p = subprocess.run(['/usr/bin/time', '-f', 'RP_MAXRSS_KB %M %U %S'] + cmd,
+                       capture_output=True, env=env)
     wall = time.perf_counter() - t
     err = p.stderr.decode()
     if p.returncode != 0:
         sys.exit('failed: %s\n%s' % (' '.join(cmd[:3]), err))
-    rss = [int(line.split()[1]) for line in err.splitlines() if line.startswith('RP_MAXRSS_KB')]
-    return wall, rss[-1] / 1024.0, p.stdout.decode()
+    f = [line.split() for line in err.splitlines() if line.startswith('RP_MAXRSS_KB')][-1]
+    return wall, int(f[1]) / 1024.0, p.stdout.decode(), float(f[2]) + float(f[3])
 
 
 def bench_case(name, vol, aff, driver, tmp, threads, only_resample=False):
@@ -119,7 +119,7 @@ def bench_case(name, vol, aff, driver, tmp, threads, only_resample=False):
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     recipe = 'resample(1,1,1,bspline3)' if only_resample else RECIPE
-    c_wall, c_rss, c_out = run_child(
+    c_wall, c_rss, c_out, c_cpu = run_child(
         [driver, '--in', raw, '--dim', '%d,%d,%d' % (nx, ny, nz), '--affine',
          ','.join(repr(float(x)) for x in aff[:3].ravel()), '--recipe', recipe, '--out', out,
          '--stem', 'rp'] + (['--no-write'] if only_resample else []), env)
@@ -128,7 +128,7 @@ def bench_case(name, vol, aff, driver, tmp, threads, only_resample=False):
     c_steps = {s['step']: s['ms'] / 1000 for s in qc['steps']}
     c_steps['write'] = perf['write_s']
     c_steps['load'] = perf['load_s']
-    s_wall, s_rss, s_out = run_child(
+    s_wall, s_rss, s_out, s_cpu = run_child(
         [sys.executable, os.path.abspath(__file__), '--scipy', raw, str(nx), str(ny), str(nz),
          str(sp[0]), str(sp[1]), str(sp[2]), out] + (['--only-resample'] if only_resample else []), env)
     sres = json.loads(s_out.strip().splitlines()[-1])
@@ -142,13 +142,16 @@ def bench_case(name, vol, aff, driver, tmp, threads, only_resample=False):
         print('%-10s %12.3f %12.3f %7.1fx' % (k, a, b, b / a if a > 0 else float('nan')))
     print('%-10s %12.3f %12.3f %7.1fx   (whole process, incl. load, QC, montage)' %
           ('wall', c_wall, s_wall, s_wall / c_wall))
+    print('%-10s %12.3f %12.3f %7.1fx   (user+system CPU seconds: the work, whatever the load)' %
+          ('cpu', c_cpu, s_cpu, s_cpu / c_cpu))
     print('%-10s %10.0fMB %10.0fMB %7.1fx   output float32 %.0f MB: radprep peak = %.2fx output, '
           'input float32 %.0f MB' % ('peak RSS', c_rss, s_rss, s_rss / c_rss, out_mb, c_rss / out_mb,
                                      vol.nbytes / 1048576))
     if not only_resample:
         lung_ml = qc['masks']['lung']['volume_ml']
         print('lung mask: radprep %.1f ml, scipy %.1f ml' % (lung_ml, sres['lung_voxels'] / 1000))
-    return dict(name=name, c_wall=c_wall, s_wall=s_wall, c_rss=c_rss, s_rss=s_rss, out_mb=out_mb)
+    return dict(name=name, c_wall=c_wall, s_wall=s_wall, c_rss=c_rss, s_rss=s_rss, out_mb=out_mb,
+                c_cpu=c_cpu, s_cpu=s_cpu)
 
 
 def main():
@@ -168,7 +171,8 @@ def main():
     driver = os.path.join(build, 'bench', 'ct', 'rp_ct_run')
     data = os.environ.get('RP_SHARED_DATA', os.path.join(src, '..', 'shared', 'data'))
     print('radprep bench/ct: recipe "%s"' % RECIPE)
-    print('machine: %d cores visible, load average %.1f' % (os.cpu_count(), os.getloadavg()[0]))
+    print('machine: %d cores visible, load average %.1f (wall times scale with the load; the '
+          'cpu line does not)' % (os.cpu_count(), os.getloadavg()[0]))
     with tempfile.TemporaryDirectory() as tmp:
         vol, aff = ctdata.load_ct_series(os.path.join(data, 'ct_chest_lidc0001'))
         bench_case('lidc0001', vol, aff, driver, tmp, threads)

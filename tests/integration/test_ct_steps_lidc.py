@@ -70,7 +70,7 @@ def main():
         assert steps[-1]['after']['min'] == 0 and steps[-1]['after']['max'] == 1
         assert 0 < steps[5]['clipped_fraction'] < 0.5
         assert len(qc['recipe_sha256']) == 64
-        png = os.path.join(out, 'lidc_montage.png')
+        png = os.path.join(out, 'lidc_qc.png')
         with open(png, 'rb') as f:
             assert f.read(8) == b'\x89PNG\r\n\x1a\n'
         assert os.path.getsize(png) > 20000
