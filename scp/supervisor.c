@@ -94,14 +94,14 @@ static int nap(rp_supervisor *s, double secs)
 static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int stopping)
 {
     char q[400], tb[32];
-    if (stopping) {
+    int ok = r->end == RP_PROC_EXITED && r->exit_code == RP_JOB_EXIT_OK;
+    if (stopping && !ok) {
         RP_INFO("supervisor",
                 "job interrupted by shutdown job=%lld series=%s version=%d "
                 "wall_s=%.2f",
                 sl->job_id, sl->series_uid, sl->version, r->wall_s);
         return; /* rp_db_jobs_requeue_running() after every worker has ended */
     }
-    int ok = r->end == RP_PROC_EXITED && r->exit_code == RP_JOB_EXIT_OK;
     int permanent = r->end == RP_PROC_EXITED &&
                     (r->exit_code == RP_JOB_EXIT_BADINPUT || r->exit_code == RP_JOB_EXIT_USAGE ||
                      r->exit_code == RP_JOB_EXIT_GONE || r->exit_code == RP_JOB_EXIT_CONFIG);
@@ -110,8 +110,16 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
                      : 128 + r->signo;
     rp_db_job after;
     memset(&after, 0, sizeof after);
-    int rc = rp_db_job_finish(s->db, sl->job_id, ok, status, r->reason, permanent,
+    /* A busy database must not leave the job 'running' with no worker: try a few times. */
+    int rc = RP_EDB;
+    for (int attempt = 0; attempt < 5 && rc != 0; attempt++) {
+        if (attempt)
+            nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
+        rc = rp_db_job_finish(s->db, sl->job_id, ok, status, r->reason, permanent,
                               s->o.backoff_base_s, &after);
+        if (rc == RP_ENOENT || rc == RP_EINVAL)
+            break; /* deleted, or no longer running (an operator requeued it) */
+    }
     if (rc != 0) {
         RP_ERROR("supervisor", "cannot record job end job=%lld rc=%s", sl->job_id, rp_strerror(rc));
         return;
