@@ -21,11 +21,24 @@
 #include "common/common.h"
 #include "pipeline/recipe.h"
 
+/* Peak resident memory of this program. VmHWM belongs to this address space; getrusage's
+ * ru_maxrss would also count the parent's pages inherited across fork + exec. */
 static long peak_rss_kb(void)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    if (kb < 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kb = ru.ru_maxrss;
+    }
+    return kb;
 }
 
 static int parse_list(const char *s, double *out, int n)
