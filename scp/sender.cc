@@ -61,6 +61,7 @@ public:
     int responses = 0;        /* C-STORE-RSPs received on the current association */
     int broken = 0;           /* the current association failed under a C-STORE */
     std::string broken_why;
+    OFCondition broken_cond;
 
     OFCondition sendSTORERequest(const T_ASC_PresentationContextID presID,
                                  const OFFilename &dicomFile, DcmDataset *dataset,
@@ -76,6 +77,7 @@ public:
             last != EC_CannotChangeRepresentation) {
             broken = 1;
             broken_why = last.text();
+            broken_cond = last;
         }
         return last;
     }
@@ -371,16 +373,21 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
             stats->associations++;
         scu.responses = 0;
         scu.broken = 0;
+        scu.broken_cond = EC_Normal;
         c = scu.sendSOPInstances();
         if (c.bad() || scu.broken || !scu.isConnected()) {
             if (scu.broken && c.good())
                 c = makeOFCondition(0, 0, OF_error, scu.broken_why.c_str());
+            /* Drop the connection without the A-ABORT handshake: dcmtk would wait up to the
+             * ACSE timeout for a peer that stopped answering to close its side. */
             if (scu.isConnected())
-                scu.abortAssociation();
-            if (scu.responses == 0) {
-                /* Accepted, then dropped at our first C-STORE without an answer: how some
-                 * SCPs (Orthanc with DicomAlwaysAllowStore=false) refuse an unknown calling
-                 * AE. Retried a few times (it may also be a crash), then dead. */
+                scu.closeAssociation(DCMSCU_PEER_ABORTED_ASSOCIATION);
+            const int timed_out = scu.broken && scu.broken_cond == DIMSE_NODATAAVAILABLE;
+            if (scu.responses == 0 && scu.broken && !timed_out) {
+                /* Accepted, then dropped (A-ABORT, or the socket closed under our write) at
+                 * our first C-STORE without an answer: how some SCPs (Orthanc with
+                 * DicomAlwaysAllowStore=false) refuse an unknown calling AE. Retried a few
+                 * times (it may also be a crash), then dead. */
                 assoc_fail = std::string("peer aborted the association at the first C-STORE "
                                          "without answering (does it accept calling AE '") +
                              d->calling_ae + "'?)";
@@ -390,7 +397,7 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
                 assoc_fail = c.bad() ? std::string("association failed while sending: ") + c.text()
                                      : std::string("association ended while sending");
                 assoc_outcome = RP_SEND_RETRY;
-                rc = RP_ENET;
+                rc = timed_out ? RP_ETIMEOUT : RP_ENET;
             }
             break;
         }

@@ -297,6 +297,36 @@ static void test_bad_file_dead_others_sent(void **state)
     assert_int_equal(count_files(out), 2);
 }
 
+static void test_dimse_timeout_retry(void **state)
+{
+    (void)state;
+    char p[3][1024];
+    ct_files(p);
+    if (access(p[0], R_OK))
+        skip();
+    char out[512];
+    snprintf(out, sizeof out, "%s/slow", g_tmp);
+    mkdir(out, 0700);
+    int port = free_port();
+    const char *extra[] = {"--sleep-after", "8", NULL}; /* then hangs */
+    pid_t pid = start_storescp(port, out, extra);
+    const char *files[2] = {p[0], p[1]};
+    rp_sender_result r[2];
+    rp_sender_dest d = dest(port);
+    d.dimse_timeout_s = 2;
+    double t0 = rp_mono_s();
+    int rc = rp_sender_send(&d, files, 2, r, NULL, NULL);
+    double dt = rp_mono_s() - t0;
+    stop_child(pid);
+    print_message("timeout after %.1f s rc=%d\n", dt, rc);
+    assert_int_equal(rc, RP_ETIMEOUT);
+    assert_true(dt < 6); /* gave up after the DIMSE timeout, did not wait for the peer */
+    /* storescp sleeps after answering: the first instance is stored, the second times out */
+    assert_int_equal(r[0].outcome, RP_SEND_DONE);
+    assert_int_equal(r[1].outcome, RP_SEND_RETRY);
+    assert_non_null(strstr(r[1].reason, "timeout"));
+}
+
 static void test_file_uid(void **state)
 {
     (void)state;
@@ -323,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_connection_refused_retry),
         cmocka_unit_test(test_association_refused_dead),
         cmocka_unit_test(test_bad_file_dead_others_sent),
+        cmocka_unit_test(test_dimse_timeout_retry),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
