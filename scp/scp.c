@@ -195,6 +195,14 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     rp_store_outcome outcome;
     char reason[512];
     double t0 = rp_mono_s();
+    /* A copy of this SOP Instance UID under another series is a duplicate too; the index
+     * knows where (it may lag one batch behind: same-series copies are found by path). */
+    char existing[sizeof meta.file_path] = "";
+    pthread_mutex_lock(&n->events_lock);
+    if (n->db_events && rp_db_instance_get(n->db_events, r->sop_instance_uid, &meta) == 0)
+        rp_strlcpy(existing, meta.file_path, sizeof existing);
+    pthread_mutex_unlock(&n->events_lock);
+    args.existing_path = existing[0] ? existing : NULL;
     int rc = rp_store_commit(n->store, path, fd, &args, &meta, &outcome, reason, sizeof reason);
     if (rc != 0) {
         status = status_for(rc);
@@ -206,6 +214,14 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     }
     a->stored++;
     atomic_fetch_add(&n->st_stored, 1);
+    if (outcome == RP_STORE_DUP_REPLACED && existing[0] && strcmp(existing, meta.file_path)) {
+        /* moved to another series: drop the old row so its series counts stay right */
+        pthread_mutex_lock(&n->events_lock);
+        rp_db_instance_delete(n->db_events, meta.sop_instance_uid);
+        pthread_mutex_unlock(&n->events_lock);
+        RP_WARN(MOD, "duplicate moved across series sop=%s from=%s to=%s", meta.sop_instance_uid,
+                existing, meta.file_path);
+    }
     if (outcome == RP_STORE_NEW || outcome == RP_STORE_DUP_REPLACED) {
         int qrc = rp_db_queue_push(n->queue, &meta);
         if (qrc != 0) /* the file is durable; reconciliation will index it */

@@ -479,6 +479,29 @@ int rp_store_commit(rp_store *s, const char *spool_path, int fd, const rp_store_
     snprintf(meta->file_path, sizeof meta->file_path, "%s/%s/%s.dcm", meta->study_uid,
              meta->series_uid, meta->sop_instance_uid);
 
+    /* The same SOP Instance UID under another study/series (the index knows where). */
+    char old_abs[RP_PATH_MAX + 1100] = "";
+    if (args->existing_path && args->existing_path[0] &&
+        strcmp(args->existing_path, meta->file_path) != 0 && !strstr(args->existing_path, "..")) {
+        struct stat ost;
+        snprintf(old_abs, sizeof old_abs, "%s/%s", s->root, args->existing_path);
+        if (stat(old_abs, &ost) != 0) {
+            old_abs[0] = '\0';
+        } else if (s->dup_policy == RP_DUP_KEEP_FIRST) {
+            *outcome = RP_STORE_DUP_KEPT_FIRST;
+            rp_strlcpy(meta->file_path, args->existing_path, sizeof meta->file_path);
+            rp_store_spool_discard(spool_path, -1);
+            return 0;
+        } else if (s->dup_policy == RP_DUP_REJECT) {
+            set_reason(reason, reasonsz,
+                       "duplicate SOP Instance UID, stored under another series (%s) "
+                       "(duplicate_policy=reject)",
+                       args->existing_path);
+            rc = RP_EDUP;
+            goto fail;
+        }
+    }
+
     pthread_mutex_lock(&s->dir_lock);
     rc = ensure_dir_durable(study_dir, s->root);
     if (rc == 0)
@@ -541,6 +564,20 @@ int rp_store_commit(rp_store *s, const char *spool_path, int fd, const rp_store_
          * file stays (it is complete and valid); reconciliation indexes it. */
         set_reason(reason, reasonsz, "fsync of series directory failed");
         return rc;
+    }
+    if (old_abs[0]) {
+        /* replace across series: the new copy is durable, now the old one goes */
+        if (unlink(old_abs) == 0) {
+            char *slash = strrchr(old_abs, '/');
+            if (slash) {
+                *slash = '\0';
+                fsync_path(old_abs);
+            }
+        } else {
+            RP_WARN(MOD, "cannot remove the replaced copy file=%s errno=%s", args->existing_path,
+                    strerror(errno));
+        }
+        *outcome = RP_STORE_DUP_REPLACED;
     }
     return 0;
 

@@ -78,6 +78,10 @@ typedef struct rp_store_commit_args {
                                             while writing; NULL: computed here */
     const char *calling_ae;              /* copied into meta */
     const char *peer_host;               /* copied into meta */
+    const char *existing_path;           /* where the index says this SOP Instance UID already lives
+                                            (relative to the root), or NULL. A copy there, under another
+                                            study/series, is a duplicate too and follows the policy
+                                            (replace moves it: the old file is removed). */
 } rp_store_commit_args;
 
 /* Make the spool file durable in the store: fsync(fd) and close it, read the header (up to

@@ -14,6 +14,7 @@ import collections
 import os
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -101,7 +102,6 @@ class TestReceive(unittest.TestCase):
 
         # index counts match the headers (the queue may lag one flush)
         self.node.wait_log(r"stored sop=%s" % list(expected)[-1].replace(".", r"\."))
-        import time
         end = time.time() + 10
         while time.time() < end:
             n = self.node.query("SELECT count(*) FROM instances")[0][0]
@@ -170,6 +170,43 @@ class TestReplace(unittest.TestCase):
         rows = node.query("SELECT transfer_syntax FROM instances WHERE sop_uid = ?",
                           (str(h.SOPInstanceUID),))
         self.assertEqual(rows, [("1.2.840.10008.1.2.5",)])
+
+
+class TestMovedInstance(unittest.TestCase):
+    def test_5_same_sop_other_series_is_a_duplicate(self):
+        """A SOP Instance UID re-sent under another series follows the duplicate policy:
+        keep_first keeps the old file; replace moves it (old file and row gone)."""
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from test_badinput import make_dataset
+        tmp = rptest.tempdir("moved")
+        a = make_dataset(os.path.join(tmp, "a.dcm"), "1.2.3", "1.2.3.1", "1.2.3.1.7")
+        b = make_dataset(os.path.join(tmp, "b.dcm"), "1.2.3", "1.2.3.2", "1.2.3.1.7")
+        for policy in ("keep_first", "replace"):
+            node = rptest.Radprepd(node={"duplicate_policy": policy,
+                                         "index_flush_ms": 50}).start()
+            try:
+                self.assertEqual(rptest.storescu(node.port, [a]).ok(), [a])
+                end = time.time() + 10
+                while time.time() < end and not node.query(
+                        "SELECT 1 FROM instances WHERE sop_uid = '1.2.3.1.7'"):
+                    time.sleep(0.05)
+                self.assertEqual(rptest.storescu(node.port, [b]).ok(), [b])
+                old = os.path.join(node.store_dir, "1.2.3", "1.2.3.1", "1.2.3.1.7.dcm")
+                new = os.path.join(node.store_dir, "1.2.3", "1.2.3.2", "1.2.3.1.7.dcm")
+                if policy == "keep_first":
+                    self.assertTrue(os.path.exists(old))
+                    self.assertFalse(os.path.exists(new))
+                    node.wait_log(r"outcome=duplicate_kept_first")
+                else:
+                    self.assertFalse(os.path.exists(old))
+                    self.assertTrue(os.path.exists(new))
+                    node.wait_log(r"duplicate moved across series sop=1\.2\.3\.1\.7")
+            finally:
+                self.assertEqual(node.stop(), 0)
+            rows = node.query("SELECT i.file_path, s.series_uid FROM instances i "
+                              "JOIN series s ON i.series_fk = s.id")
+            want = "1.2.3.1" if policy == "keep_first" else "1.2.3.2"
+            self.assertEqual(rows, [("1.2.3/%s/1.2.3.1.7.dcm" % want, want)])
 
 
 class TestParallel(unittest.TestCase):

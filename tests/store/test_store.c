@@ -270,6 +270,67 @@ static void test_dup_reject(void **st)
     dup_case(RP_DUP_REJECT, "dup_reject");
 }
 
+/* The same SOP Instance UID arriving under another series: a duplicate by policy. */
+static void other_series_case(rp_dup_policy pol, const char *sub)
+{
+    rp_conf c;
+    rp_store *s = open_store(sub, pol, 0, &c);
+    char f1[1100], f2[1100], reason[256], p1[2048], p2[2048];
+    rp_instance_meta m1, m2;
+    rp_store_outcome o;
+    snprintf(f1, sizeof f1, "%s/%s_a.dcm", g_tmp, sub);
+    snprintf(f2, sizeof f2, "%s/%s_b.dcm", g_tmp, sub);
+    write_synthetic(f1, "1.2.3", "1.2.3.1", "1.2.3.1.7");
+    write_synthetic(f2, "1.2.3", "1.2.3.2", "1.2.3.1.7");
+    assert_int_equal(rp_store_put_file(s, f1, NULL, &m1, &o, reason, sizeof reason), 0);
+    rp_store_commit_args a = {.existing_path = m1.file_path};
+    int rc = rp_store_put_file(s, f2, &a, &m2, &o, reason, sizeof reason);
+    rp_store_abs_path(s, "1.2.3/1.2.3.1/1.2.3.1.7.dcm", p1, sizeof p1);
+    rp_store_abs_path(s, "1.2.3/1.2.3.2/1.2.3.1.7.dcm", p2, sizeof p2);
+    struct stat sb;
+    switch (pol) {
+    case RP_DUP_KEEP_FIRST:
+        assert_int_equal(rc, 0);
+        assert_int_equal(o, RP_STORE_DUP_KEPT_FIRST);
+        assert_int_equal(stat(p1, &sb), 0);
+        assert_int_not_equal(stat(p2, &sb), 0);
+        break;
+    case RP_DUP_REJECT:
+        assert_int_equal(rc, RP_EDUP);
+        assert_int_equal(stat(p1, &sb), 0);
+        assert_int_not_equal(stat(p2, &sb), 0);
+        break;
+    case RP_DUP_REPLACE:
+        assert_int_equal(rc, 0);
+        assert_int_equal(o, RP_STORE_DUP_REPLACED);
+        assert_string_equal(m2.file_path, "1.2.3/1.2.3.2/1.2.3.1.7.dcm");
+        assert_int_not_equal(stat(p1, &sb), 0);
+        assert_int_equal(stat(p2, &sb), 0);
+        break;
+    }
+    char spool[1100];
+    snprintf(spool, sizeof spool, "%s/spool", c.data_dir);
+    assert_int_equal(count_files(spool), 0);
+    rp_store_close(s);
+    rp_conf_free(&c);
+}
+
+static void test_other_series_keep(void **st)
+{
+    (void)st;
+    other_series_case(RP_DUP_KEEP_FIRST, "os_keep");
+}
+static void test_other_series_replace(void **st)
+{
+    (void)st;
+    other_series_case(RP_DUP_REPLACE, "os_repl");
+}
+static void test_other_series_reject(void **st)
+{
+    (void)st;
+    other_series_case(RP_DUP_REJECT, "os_rej");
+}
+
 static void test_watermark(void **st)
 {
     (void)st;
@@ -420,6 +481,9 @@ int main(void)
         cmocka_unit_test(test_dup_keep_first),
         cmocka_unit_test(test_dup_replace),
         cmocka_unit_test(test_dup_reject),
+        cmocka_unit_test(test_other_series_keep),
+        cmocka_unit_test(test_other_series_replace),
+        cmocka_unit_test(test_other_series_reject),
         cmocka_unit_test(test_watermark),
         cmocka_unit_test(test_bad_inputs_leave_nothing),
         cmocka_unit_test(test_reconcile_and_reindex),
