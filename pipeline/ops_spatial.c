@@ -548,7 +548,6 @@ static inline long reflect_index(long i, long n)
 /* separable Gaussian (scipy.ndimage.gaussian_filter, mode 'reflect', truncate 4) */
 int rp_gaussian_3d(float *data, const int dim[3], const double sigma[3])
 {
-    size_t nvox = (size_t)dim[0] * dim[1] * dim[2];
     for (int axis = 0; axis < 3; axis++) {
         if (!(sigma[axis] > 0) || dim[axis] == 1)
             continue;
@@ -608,7 +607,6 @@ int rp_gaussian_3d(float *data, const int dim[3], const double sigma[3])
         if (fail)
             return RP_ENOMEM;
     }
-    (void)nvox;
     return 0;
 }
 

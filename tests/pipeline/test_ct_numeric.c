@@ -212,6 +212,76 @@ static void test_window_then_lungmask_units(void **state)
     rp_step_ctx_release(&ctx);
 }
 
+static void test_reorient_vs_nibabel(void **state)
+{
+    (void)state;
+    /* voxel axes: i -> posterior (-y), j -> superior (z), k -> left (-x), slightly oblique */
+    rp_volume *v = make_volume(13, 11, 7, 1, 1, 1);
+    double a[3][4] = {{0.05, 0.02, -2.0, 40}, {-0.8, 0.03, 0.1, 20}, {0.02, 1.2, 0.04, -10}};
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            v->affine[r][c] = a[r][c];
+    rp_volume_update_spacing(v);
+    char extra[512];
+    int k = 0;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            k += snprintf(extra + k, sizeof extra - k, "%.17g ", a[r][c]);
+    int rd[3];
+    float *ref = ref_run("canonical", v, extra, rd);
+    assert_non_null(ref);
+    rp_step_ctx ctx = {.vol = v};
+    run_recipe(&ctx, "reorient(RAS)");
+    assert_int_equal(ctx.vol->dim[0], rd[0]);
+    assert_int_equal(ctx.vol->dim[1], rd[1]);
+    assert_int_equal(ctx.vol->dim[2], rd[2]);
+    assert_memory_equal(ctx.vol->data, ref, rp_volume_nvox(ctx.vol) * sizeof(float));
+    char path[700];
+    snprintf(path, sizeof path, "%s/canonical_out.f32.affine", ref_tmpdir());
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    for (int i = 0; i < 12; i++) {
+        double x;
+        assert_int_equal(fscanf(f, "%lf", &x), 1);
+        assert_true(fabs(x - ctx.vol->affine[i / 4][i % 4]) < 1e-9);
+    }
+    fclose(f);
+    free(ref);
+    rp_step_ctx_release(&ctx);
+}
+
+static void test_edge_preserving(void **state)
+{
+    (void)state;
+    /* a step edge of 400 HU under noise of SD 40: diffusion lowers the noise, keeps the edge */
+    rp_volume *v = rp_volume_new(40, 40, 20, 1);
+    for (int z = 0; z < 20; z++)
+        for (int y = 0; y < 40; y++)
+            for (int x = 0; x < 40; x++)
+                v->data[(z * 40 + y) * 40 + x] = (float)((x < 20 ? 0 : 400) + 40 * rnd_normal());
+    rp_step_ctx ctx = {.vol = v};
+    run_recipe(&ctx, "hu denoise(edge-preserving,10,60)");
+    double s = 0, ss = 0, lo = 0, hi = 0;
+    int n = 0;
+    for (int z = 2; z < 18; z++)
+        for (int y = 2; y < 38; y++) {
+            for (int x = 3; x < 15; x++) {
+                double d = ctx.vol->data[(z * 40 + y) * 40 + x];
+                s += d;
+                ss += d * d;
+                n++;
+            }
+            lo += ctx.vol->data[(z * 40 + y) * 40 + 17];
+            hi += ctx.vol->data[(z * 40 + y) * 40 + 22];
+        }
+    double sd = sqrt(ss / n - (s / n) * (s / n));
+    double contrast = (hi - lo) / (16 * 36);
+    print_message("edge-preserving: noise SD 40 -> %.1f, edge contrast 400 -> %.1f\n", sd, contrast);
+    assert_true(sd < 20);
+    assert_true(contrast > 360);
+    rp_step_ctx_release(&ctx);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -228,6 +298,8 @@ int main(void)
         cmocka_unit_test(test_window_normalize),
         cmocka_unit_test(test_multiwindow),
         cmocka_unit_test(test_denoise),
+        cmocka_unit_test(test_reorient_vs_nibabel),
+        cmocka_unit_test(test_edge_preserving),
         cmocka_unit_test(test_window_then_lungmask_units),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);

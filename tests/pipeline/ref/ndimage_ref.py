@@ -58,6 +58,15 @@ def main():
     elif op == 'dilate':
         r = int(args[0])
         out = ndimage.binary_dilation(a > 0.5, structure=np.ones((2 * r + 1,) * 3)).astype(np.float32)
+    elif op == 'canonical':
+        # nibabel's as_closest_canonical; the resulting affine goes to OUT.f32.affine
+        import nibabel as nib
+        aff = np.eye(4)
+        aff[:3, :] = np.array([float(x) for x in args[:12]]).reshape(3, 4)
+        img = nib.as_closest_canonical(nib.Nifti1Image(a.transpose(2, 1, 0), aff))
+        out = np.asarray(img.dataobj).transpose(2, 1, 0)
+        with open(dst + '.affine', 'w') as f:
+            f.write(' '.join('%.17g' % x for x in img.affine[:3].ravel()))
     else:
         sys.exit('unknown op ' + op)
     out = np.ascontiguousarray(out, dtype='<f4')
