@@ -215,7 +215,7 @@ CLAHE_HIST_TO_LUT(uint16_t, 65535)
             ind1[x] = tx1 * BINS;                                                                  \
             ind2[x] = tx2 * BINS;                                                                  \
         }                                                                                          \
-        _Pragma("omp parallel for if (par) schedule(static)") for (int y = 0; y < h; y++)          \
+        _Pragma("omp parallel for if (par) schedule(dynamic, 16)") for (int y = 0; y < h; y++)     \
         {                                                                                          \
             float tyf = y * inv_th - 0.5f;                                                         \
             int ty1 = (int)floorf(tyf), ty2 = ty1 + 1;                                             \
@@ -285,7 +285,7 @@ int rp_xr_clahe_f32(float *img, int w, int h, double clip, int tiles_x, int tile
     uint16_t *q16 = q;
     /* Two specialised loops (no per-pixel branch on the depth). NaN counts as clamped -> 0. */
     if (bits == 8) {
-#pragma omp parallel for simd if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(static)
+#pragma omp parallel for simd if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(dynamic, 65536)
         for (size_t i = 0; i < n; i++) {
             float x = img[i];
             int in = x >= 0.0f && x <= 1.0f;
@@ -294,7 +294,7 @@ int rp_xr_clahe_f32(float *img, int w, int h, double clip, int tiles_x, int tile
             q8[i] = (uint8_t)round_even(x * maxv);
         }
     } else {
-#pragma omp parallel for simd if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(static)
+#pragma omp parallel for simd if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(dynamic, 65536)
         for (size_t i = 0; i < n; i++) {
             float x = img[i];
             int in = x >= 0.0f && x <= 1.0f;

@@ -117,7 +117,7 @@ int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh,
 
     const int par = (size_t)w * h + (size_t)ow * oh >= RP_XR_PAR_MIN;
     /* Horizontal pass: h rows of w -> h rows of ow. */
-#pragma omp parallel for if (par) schedule(static)
+#pragma omp parallel for if (par) schedule(dynamic, 16)
     for (int y = 0; y < h; y++) {
         const float *s = src + (size_t)y * w;
         float *d = tmp + (size_t)y * ow;
@@ -129,7 +129,7 @@ int rp_xr_resize_f32(const float *src, int w, int h, float *dst, int ow, int oh,
         }
     }
     /* Vertical pass: rows combine whole ow-long lines (contiguous, vectorisable). */
-#pragma omp parallel for if (par) schedule(static)
+#pragma omp parallel for if (par) schedule(dynamic, 16)
     for (int o = 0; o < oh; o++) {
         float *d = dst + (size_t)o * ow;
         int k0 = ty.start[o];

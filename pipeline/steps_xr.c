@@ -266,7 +266,7 @@ static int present_run(rp_step_ctx *ctx, const void *vp)
             k = ldexp(1.0, si && si->bits_stored > 0 ? si->bits_stored : 16) - 1;
         }
         const float kf = (float)k;
-#pragma omp parallel for if (nall >= RP_XR_PAR_MIN) schedule(static)
+#pragma omp parallel for if (nall >= RP_XR_PAR_MIN) schedule(dynamic, 65536)
         for (size_t i = 0; i < nall; i++)
             v->data[i] = kf - v->data[i];
         cJSON_AddNumberToObject(q, "mono1_undo_constant", k);

@@ -183,7 +183,7 @@ static int present_one_pass(float *data, size_t n, const rp_xr_present_params *p
     float mn = INFINITY, mx = -INFINITY;
     size_t npad = 0, noff = 0;
 #pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min : mn) reduction(max : mx) \
-    reduction(+ : npad, noff) schedule(static)
+    reduction(+ : npad, noff) schedule(dynamic, 65536)
     for (size_t i = 0; i < n; i++) {
         float x = data[i];
         if (any_pad && is_padding(p, i, x)) {
@@ -252,7 +252,7 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
     float mnf = INFINITY, mxf = -INFINITY;
     size_t npad = 0, nonint = 0;
 #pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min : imn) reduction(max : imx) \
-    reduction(+ : npad, nonint) schedule(static)
+    reduction(+ : npad, nonint) schedule(dynamic, 65536)
     for (size_t i = 0; i < n; i++) {
         float x = data[i];
         int ok = x > -1073741824.0f && x < 1073741824.0f;
@@ -269,7 +269,7 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
 #pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min                                     \
                                                            : mnf) reduction(max                    \
                                                                             : mxf)                 \
-    schedule(static)
+    schedule(dynamic, 65536)
         for (size_t i = 0; i < n; i++) {
             float x = data[i];
             if (!isfinite(x) || is_padding(p, i, x))
@@ -316,19 +316,19 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
         if (!t)
             return RP_ENOMEM;
         if (p->pad_mask || p->has_padding) {
-#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(static)
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(dynamic, 65536)
             for (size_t i = 0; i < n; i++) {
                 float x = data[i];
                 data[i] = is_padding(p, i, x) ? 0.0f : t[(int32_t)x - lo];
             }
         } else {
-#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(static)
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(dynamic, 65536)
             for (size_t i = 0; i < n; i++)
                 data[i] = t[(int32_t)data[i] - lo];
         }
         free(t);
     } else {
-#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(static)
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(dynamic, 65536)
         for (size_t i = 0; i < n; i++) {
             double x = data[i];
             if (!isfinite(x) || is_padding(p, i, x)) {

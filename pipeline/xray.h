@@ -36,7 +36,9 @@ extern "C" {
 #endif
 
 /* Below this many pixels a kernel runs on one thread: waking OpenMP threads costs more
- * than the work, and on a busy machine spinning threads steal the core doing it. */
+ * than the work, and on a busy machine spinning threads steal the core doing it. Above it,
+ * loops hand out chunks dynamically (64 Ki pixels, 16 rows): a thread the OS preempts
+ * holds up one chunk, not a static half of the image. */
 #define RP_XR_PAR_MIN ((size_t)1 << 21)
 
 /* ---- Presentation: Modality LUT + VOI (PS3.3 C.11.1, C.11.2) ---- */

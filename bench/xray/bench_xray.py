@@ -12,8 +12,9 @@ float32 (the pipeline's volume type). OpenCV side: a child /usr/bin/python3 doin
 careful OpenCV user does: the VOI as a uint8 lookup table over the stored range with numpy
 (one gather), cv2.createCLAHE().apply, cv2.resize(INTER_AREA), cv2.copyMakeBorder.
 Both: one warm-up, then the median of --reps runs; memory = the process's peak RSS (VmHWM)
-and its growth over the loaded input. Each image runs twice: one thread on each side
-(OMP_NUM_THREADS=1, cv2.setNumThreads(1)), then each library's default thread count.
+and its growth over the loaded input. Each image runs three times: "1" one thread on each side
+(OMP_NUM_THREADS=1, cv2.setNumThreads(1)); "def" each library's default thread count; "pas"
+the same with OMP_WAIT_POLICY=passive for radprep.
 The outputs are compared (8-bit, within +-1 grey level) so the two sides do the same work.
 
 usage: make -C BUILD rp_xr_bench && /usr/bin/python3 bench/xray/bench_xray.py [BUILD] [--reps N]
@@ -27,7 +28,11 @@ import tempfile
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-THREADS = [1, 0]  # one thread each side, then each library's default (0)
+# (label, extra environment for radprep, OpenCV threads): one thread each side; each
+# library's default; default threads with OpenMP's passive wait policy (OpenCV's own pool
+# sleeps rather than spins; on a busy machine spinning OpenMP threads steal the cores).
+CONFIGS = [("1", {"OMP_NUM_THREADS": "1"}, 1), ("def", {}, 0),
+           ("pas", {"OMP_WAIT_POLICY": "passive"}, 0)]
 DATA = os.path.join(os.environ.get("RP_SHARED_DATA", os.path.join(HERE, "../../../shared/data")),
                     "xray")
 
@@ -192,10 +197,8 @@ def main():
             if "pad" in a:
                 cmd += ["--pad", str(a["pad"][0]), str(a["pad"][1])]
             cmd += ["--range", str(a["range"][0]), str(a["range"][1])]
-            for threads in THREADS:
-                env = dict(os.environ)
-                if threads:
-                    env["OMP_NUM_THREADS"] = str(threads)
+            for label, extra, threads in CONFIGS:
+                env = dict(os.environ, **extra)
                 rp = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env,
                                                check=True).stdout)
                 ca = dict(a, raw=raw, w=w, h=h, reps=reps, size=1024, threads=threads,
@@ -207,23 +210,23 @@ def main():
                 o1 = np.fromfile(os.path.join(tmp, "rp.raw"), np.uint8).astype(int)
                 o2 = np.fromfile(os.path.join(tmp, "cv.raw"), np.uint8).astype(int)
                 agree = float((np.abs(o1 - o2) <= 1).mean())
-                rows.append((name, "%dx%d" % (w, h), a["voi"], threads or cv["threads"], rp,
-                             cv, agree))
+                rows.append((name, "%dx%d" % (w, h), a["voi"], label, rp, cv, agree))
     print("X-ray chain: present + CLAHE(2.0, 8x8, 8-bit) + resize(1024, INTER_AREA) + "
           "pad(1024); median of %d runs; load average %s" % (reps, os.getloadavg()))
-    print("%-46s %-9s %-6s %3s %8s %8s %6s | %8s %8s %6s | %13s %13s %7s" % (
+    print("%-46s %-9s %-6s %4s %8s %8s %6s | %8s %8s %6s | %13s %13s %7s" % (
         "image", "size", "voi", "thr", "rp ms", "cv ms", "ratio", "rp cpu", "cv cpu", "ratio",
         "rp MiB", "cv MiB", "agree"))
     for name, size, voi, thr, rp, cv, agree in rows:
-        print("%-46s %-9s %-6s %3d %8.1f %8.1f %5.2fx | %8.1f %8.1f %5.2fx | %6.0f/%6.0f %6.0f/%6.0f "
+        print("%-46s %-9s %-6s %4s %8.1f %8.1f %5.2fx | %8.1f %8.1f %5.2fx | %6.0f/%6.0f %6.0f/%6.0f "
               "%6.2f%%" % (
                   name[:46], size, voi, thr, rp["ms_median"], cv["ms_median"],
                   cv["ms_median"] / rp["ms_median"], rp["cpu_ms_median"], cv["cpu_ms_median"],
                   cv["cpu_ms_median"] / rp["cpu_ms_median"], rp["rss_peak_mb"],
                   rp["rss_extra_mb"], cv["rss_peak_mb"], cv["rss_extra_mb"], 100 * agree))
-    print("ms = wall time, cpu = process CPU time (all threads), medians; ratio = opencv / "
-          "radprep (> 1: radprep faster); MiB = peak RSS / growth over the loaded input; "
-          "agree = output pixels within +-1 grey level")
+    print("thr: 1 = one thread each, def = library defaults (%d CPUs), pas = def with "
+          "OMP_WAIT_POLICY=passive; ms = wall time, cpu = process CPU time (all threads), "
+          "medians; ratio = opencv / radprep (> 1: radprep faster); MiB = peak RSS / growth "
+          "over the loaded input; agree = output pixels within +-1 grey level" % os.cpu_count())
 
 
 if __name__ == "__main__":

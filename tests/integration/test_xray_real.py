@@ -203,8 +203,11 @@ def main():
             # 1. the built-in rule
             out = os.path.join(tmp, name + ".builtin")
             img, qc = run_radprep(path, out, BUILTIN + " png(8)")
-            pngs = [f for f in os.listdir(out) if f.endswith(".png")]
-            png = cv2.imread(os.path.join(out, pngs[0]), cv2.IMREAD_UNCHANGED) if pngs else None
+            with open(os.path.join(out, "qc.json")) as f:
+                extra = json.load(f)["series"][0]["stacks"][0].get("extra_outputs", [])
+            pngs = [e["path"] for e in extra if e.get("kind") == "png"]
+            check(len(pngs) == 1, "%s: png(8) listed in extra_outputs %s" % (name, pngs))
+            png = cv2.imread(pngs[0], cv2.IMREAD_UNCHANGED) if pngs else None
             check(png is not None and png.dtype == np.uint8 and png.shape == img.shape and
                   int(np.abs(png.astype(int) - np.rint(np.clip(img, 0, 1) * 255)).max()) == 0,
                   "%s: png(8) writes the output as an 8-bit PNG, rows as displayed" % name)
