@@ -25,6 +25,7 @@ typedef enum {
     ST_SERIES_KEEP_TAKE,
     ST_SERIES_RESTORE,
     ST_INSTANCE_KEPT,
+    ST_INSTANCE_GET,
     ST_EVENT_ADD,
     ST_BEGIN,
     ST_BEGIN_IMMEDIATE,
@@ -38,6 +39,19 @@ struct rp_db {
     char path[1024];
     sqlite3_stmt *st[ST__COUNT];
 };
+
+/* SELECT list (with FROM/JOINs) that rp_db_instance_get and rp_db_series_instances read
+ * into an rp_instance_meta (db/index.c). */
+#define RP_DB_INSTANCE_COLUMNS                                                                     \
+    "p.patient_id, p.issuer, p.name, p.birth_date, p.sex,"                                         \
+    " st.study_uid, st.date, st.time, st.accession, st.description,"                               \
+    " se.series_uid, se.modality, se.number, se.description, se.body_part,"                        \
+    " se.frame_of_reference_uid, i.sop_class, i.sop_uid, i.transfer_syntax,"                       \
+    " i.instance_number, i.number_of_frames, i.images_in_acquisition, i.temporal_positions,"       \
+    " i.number_of_slices, i.acquisition_number, se.slice_thickness, i.file_path, i.file_size,"     \
+    " i.sha256, i.calling_ae, i.peer_host, i.received_at"                                          \
+    " FROM instances i JOIN series se ON se.id = i.series_fk"                                      \
+    " JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
 
 /* The cached statement, reset and with bindings cleared; NULL (logged) on error. */
 sqlite3_stmt *rp_db_stmt(rp_db *db, rp_db_stmt_id id);

@@ -321,17 +321,6 @@ int rp_db_instance_delete(rp_db *db, const char *sop_instance_uid)
     return rp_db_commit(db);
 }
 
-#define INSTANCE_COLUMNS                                                                           \
-    "p.patient_id, p.issuer, p.name, p.birth_date, p.sex,"                                         \
-    " st.study_uid, st.date, st.time, st.accession, st.description,"                               \
-    " se.series_uid, se.modality, se.number, se.description, se.body_part,"                        \
-    " se.frame_of_reference_uid, i.sop_class, i.sop_uid, i.transfer_syntax,"                       \
-    " i.instance_number, i.number_of_frames, i.images_in_acquisition, i.temporal_positions,"       \
-    " i.number_of_slices, i.acquisition_number, se.slice_thickness, i.file_path, i.file_size,"     \
-    " i.sha256, i.calling_ae, i.peer_host, i.received_at"                                          \
-    " FROM instances i JOIN series se ON se.id = i.series_fk"                                      \
-    " JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
-
 static void read_instance(sqlite3_stmt *s, rp_instance_meta *m)
 {
     memset(m, 0, sizeof *m);
@@ -371,14 +360,15 @@ static void read_instance(sqlite3_stmt *s, rp_instance_meta *m)
 
 int rp_db_instance_get(rp_db *db, const char *sop_instance_uid, rp_instance_meta *out)
 {
-    sqlite3_stmt *s = rp_db_prepare(db, "SELECT " INSTANCE_COLUMNS " WHERE i.sop_uid = ?1");
+    /* cached: reconciliation asks this once per file in the store */
+    sqlite3_stmt *s = rp_db_stmt(db, ST_INSTANCE_GET);
     if (!s)
         return RP_EDB;
     rp_db_bind_text(s, 1, sop_instance_uid);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         read_instance(s, out);
-    sqlite3_finalize(s);
+    sqlite3_reset(s);
     if (rc == SQLITE_ROW)
         return 0;
     return rc == SQLITE_DONE ? RP_ENOENT : rp_db_fail(db, "instance get");
@@ -388,7 +378,7 @@ int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta *
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *s = rp_db_prepare(db, "SELECT " INSTANCE_COLUMNS " WHERE se.series_uid = ?1"
+    sqlite3_stmt *s = rp_db_prepare(db, "SELECT " RP_DB_INSTANCE_COLUMNS " WHERE se.series_uid = ?1"
                                         " ORDER BY i.instance_number IS NULL, i.instance_number,"
                                         " i.sop_uid");
     if (!s)

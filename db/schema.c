@@ -160,6 +160,7 @@ static const char *const stmt_sql[ST__COUNT] = {
         "UPDATE series SET state = ?2, version = ?3, completed_at = ?4, completed_reason = ?5,"
         " processed_version = ?6, expected_count = max(expected_count, ?7) WHERE id = ?1",
     [ST_INSTANCE_KEPT] = "DELETE FROM instance_keep WHERE sop_uid = ?1 RETURNING sha256",
+    [ST_INSTANCE_GET] = "SELECT " RP_DB_INSTANCE_COLUMNS " WHERE i.sop_uid = ?1",
     [ST_EVENT_ADD] = "INSERT INTO events(at, kind, detail) VALUES(?1, ?2, ?3)",
     [ST_BEGIN] = "BEGIN",
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
