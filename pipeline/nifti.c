@@ -221,7 +221,7 @@ static void gather(const seg *sg, size_t nseg, size_t off, size_t len, uint8_t *
 /* Compress the stream as consecutive gzip members, 2 blocks per thread in flight. */
 static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
 {
-    size_t block = o && o->block_bytes ? o->block_bytes : (size_t)4 << 20;
+    size_t block = o && o->block_bytes ? o->block_bytes : (size_t)1 << 20;  /* 2 per thread in flight */
     int level = o && o->level > 0 ? o->level : RP_NIFTI_DEFAULT_LEVEL;
     if (level > 12)
         level = 12;

@@ -39,7 +39,7 @@ typedef struct rp_nifti_opts {
     int gzip;            /* 1: gzip (the path should end in .nii.gz) */
     int level;           /* libdeflate level 1..12; 0: default (RP_NIFTI_DEFAULT_LEVEL) */
     int threads;         /* compression threads; <= 0: OpenMP default */
-    size_t block_bytes;  /* uncompressed bytes per gzip member; 0: 4 MiB */
+    size_t block_bytes;  /* uncompressed bytes per gzip member; 0: 1 MiB */
     double tr_s;         /* pixdim[4] for 4-D data (seconds), 0 when unknown */
     char descrip[80];    /* header description */
 } rp_nifti_opts;

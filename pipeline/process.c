@@ -452,6 +452,11 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
      * glibc return each one to the system at once (the dynamic threshold would keep them in
      * the heap and the process would hold the series twice). */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    /* Without an explicit thread count, let OpenMP use fewer threads when the machine is
+     * already busy (libgomp weighs the load average): oversubscribed threads only add
+     * context switches, and a node's jobs share the box with the receiver. */
+    if (opts->threads <= 0)
+        omp_set_dynamic(1);
     res->n_inputs = (int)n;
     run_state rs = {.o = opts, .out_dir = out_dir, .res = res};
     rs.qc = cJSON_CreateObject();
