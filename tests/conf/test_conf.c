@@ -593,6 +593,25 @@ static void test_resolve_data_dir(void **state)
     rp_conf_free(&c);
 }
 
+static void test_crlf_and_bom(void **state)
+{
+    (void)state;
+    rp_conf c;
+    char err[512] = "";
+    /* a file saved on Windows: BOM and CRLF line ends */
+    assert_int_equal(load_text(&c,
+                               "\xEF\xBB\xBF[node]\r\nport = 104\r\nae_title = WIN\r\n\r\n"
+                               "[rule r]\r\nsteps = hu clip(-1,1)\r\n",
+                               err, sizeof err),
+                     0);
+    assert_int_equal(c.port, 104);
+    assert_string_equal(c.ae_title, "WIN");
+    assert_string_equal(c.rules[3].steps, "hu clip(-1,1)");
+    assert_int_equal(c.rules[3].steps_line, 6);
+    rp_conf_free(&c);
+    expect_error("\xEF\xBB\xBF[node]\r\nbogus = 1\r\n", 2, "unknown key 'bogus' in [node]");
+}
+
 static void test_missing_file(void **state)
 {
     (void)state;
@@ -623,6 +642,7 @@ int main(void)
         cmocka_unit_test(test_tls_key_permissions),
         cmocka_unit_test(test_tls_check),
         cmocka_unit_test(test_resolve_data_dir),
+        cmocka_unit_test(test_crlf_and_bom),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
