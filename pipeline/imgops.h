@@ -52,15 +52,15 @@ int rp_morph_fill_holes_3d(uint8_t *m, const int dim[3]);
 /* Connected components (6-connectivity) on runs along x. */
 typedef struct rp_cc_comp {
     int64_t voxels;
-    int bbox[6];        /* x0,x1,y0,y1,z0,z1 inclusive */
-    double sum[3];      /* sum of voxel indices, for the centroid */
-    int border;         /* bit 0/1/2: touches an x / y / z face of the volume */
+    int bbox[6];   /* x0,x1,y0,y1,z0,z1 inclusive */
+    double sum[3]; /* sum of voxel indices, for the centroid */
+    int border;    /* bit 0/1/2: touches an x / y / z face of the volume */
 } rp_cc_comp;
 typedef struct rp_cc rp_cc;
 int rp_cc_label(const uint8_t *m, const int dim[3], rp_cc **out);
 void rp_cc_free(rp_cc *cc);
 int rp_cc_count(const rp_cc *cc);
-const rp_cc_comp *rp_cc_get(const rp_cc *cc, int label);  /* label in [0, count) */
+const rp_cc_comp *rp_cc_get(const rp_cc *cc, int label); /* label in [0, count) */
 /* Set out[v] = value for every voxel of each component with keep[label] != 0. */
 void rp_cc_paint(const rp_cc *cc, const uint8_t *keep, uint8_t *out, uint8_t value);
 
@@ -76,12 +76,14 @@ int rp_gaussian_3d(float *data, const int dim[3], const double sigma_vox[3]);
 double rp_percentile(const float *data, size_t n, double q);
 
 /* Step function sets, wired into the tables in steps_generic.c and steps_ct.c. */
-#define RP_STEP_FNS(x)                                                                      \
-    int rp_step_##x##_parse(const rp_step_args *args, void **params, char *err, size_t errlen); \
-    int rp_step_##x##_run(rp_step_ctx *ctx, const void *params);                            \
+#define RP_STEP_FNS(x)                                                                             \
+    int rp_step_##x##_parse(const rp_step_args *args, void **params, char *err, size_t errlen);    \
+    int rp_step_##x##_run(rp_step_ctx *ctx, const void *params);                                   \
     void rp_step_##x##_describe(const void *params, cJSON *obj);
-#define RP_STEP_ENTRY(x, usage)                                                             \
-    { #x, usage, rp_step_##x##_parse, rp_step_##x##_run, NULL, rp_step_##x##_describe }
+#define RP_STEP_ENTRY(x, usage)                                                                    \
+    {                                                                                              \
+#x, usage, rp_step_##x##_parse, rp_step_##x##_run, NULL, rp_step_##x##_describe            \
+    }
 
 RP_STEP_FNS(hu)
 RP_STEP_FNS(clip)

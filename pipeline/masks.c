@@ -42,7 +42,7 @@ int rp_axial_axis(const double affine[4][4])
 
 static double voxel_ml(const rp_volume *v)
 {
-    const double (*a)[4] = v->affine;
+    const double(*a)[4] = v->affine;
     double det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) -
                  a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0]) +
                  a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
@@ -68,9 +68,9 @@ static int check_3d(rp_step_ctx *ctx, const char *step)
 
 typedef struct mask_params {
     double threshold_hu;
-    double size;        /* lungmask: min_ml; metal: min_mm3 */
-    double closing_mm;  /* lungmask */
-    double hole_mm2;    /* lungmask: largest axial hole filled */
+    double size;       /* lungmask: min_ml; metal: min_mm3 */
+    double closing_mm; /* lungmask */
+    double hole_mm2;   /* lungmask: largest axial hole filled */
 } mask_params;
 
 static int parse_numbers(const rp_step_args *a, double *vals, int maxn, const char *usage,
@@ -370,7 +370,9 @@ int rp_step_metal_run(rp_step_ctx *ctx, const void *pp)
         double xyz[3];
         for (int r = 0; r < 3; r++)
             xyz[r] = round((v->affine[r][0] * ijk[0] + v->affine[r][1] * ijk[1] +
-                            v->affine[r][2] * ijk[2] + v->affine[r][3]) * 10) / 10;
+                            v->affine[r][2] * ijk[2] + v->affine[r][3]) *
+                           10) /
+                     10;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "volume_ml", round(ml * 1000) / 1000);
         cJSON_AddItemToObject(o, "centroid_mm_ras", cJSON_CreateDoubleArray(xyz, 3));

@@ -223,15 +223,15 @@ int rp_morph_fill_holes_2d_max(uint8_t *m, const int dim[3], int axis, long max_
 /* ---- connected components ------------------------------------------------------------ */
 
 typedef struct cc_run {
-    int x0, x1;   /* [x0, x1) */
+    int x0, x1; /* [x0, x1) */
 } cc_run;
 
 struct rp_cc {
     int dim[3];
     size_t nrows;
-    size_t *row_start;  /* nrows + 1 */
+    size_t *row_start; /* nrows + 1 */
     cc_run *runs;
-    int *label;         /* per run: parent during union-find, then component label */
+    int *label; /* per run: parent during union-find, then component label */
     int ncomp;
     rp_cc_comp *comp;
 };
@@ -291,7 +291,7 @@ static int cc_label_impl(const uint8_t *m, const int dim[3], int parallel, rp_cc
     cc->row_start = calloc(cc->nrows + 1, sizeof *cc->row_start);
     if (!cc->row_start)
         goto nomem;
-    /* count runs per row, then fill: both passes in parallel over rows */
+        /* count runs per row, then fill: both passes in parallel over rows */
 #pragma omp parallel for schedule(static) if (parallel)
     for (size_t r = 0; r < cc->nrows; r++) {
         const uint8_t *row = m + r * nx;
@@ -365,12 +365,18 @@ static int cc_label_impl(const uint8_t *m, const int dim[3], int parallel, rp_cc
             c->sum[0] += (double)len * (x0 + x1 - 1) / 2.0;
             c->sum[1] += (double)len * y;
             c->sum[2] += (double)len * z;
-            if (x0 < c->bbox[0]) c->bbox[0] = x0;
-            if (x1 - 1 > c->bbox[1]) c->bbox[1] = x1 - 1;
-            if (y < c->bbox[2]) c->bbox[2] = y;
-            if (y > c->bbox[3]) c->bbox[3] = y;
-            if (z < c->bbox[4]) c->bbox[4] = z;
-            if (z > c->bbox[5]) c->bbox[5] = z;
+            if (x0 < c->bbox[0])
+                c->bbox[0] = x0;
+            if (x1 - 1 > c->bbox[1])
+                c->bbox[1] = x1 - 1;
+            if (y < c->bbox[2])
+                c->bbox[2] = y;
+            if (y > c->bbox[3])
+                c->bbox[3] = y;
+            if (z < c->bbox[4])
+                c->bbox[4] = z;
+            if (z > c->bbox[5])
+                c->bbox[5] = z;
             if (x0 == 0 || x1 == nx)
                 c->border |= 1;
             if (y == 0 || y == ny - 1)

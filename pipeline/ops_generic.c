@@ -69,7 +69,7 @@ int rp_step_hu_run(rp_step_ctx *ctx, const void *p)
 
 typedef struct clip_params {
     double lo, hi;
-    int hu;              /* named range: lo/hi are HU */
+    int hu; /* named range: lo/hi are HU */
     char name[16];
 } clip_params;
 
@@ -80,7 +80,7 @@ static const struct {
     {"soft_tissue", -200, 400},
     {"full_body", -1000, 1000},
     {"bone", -200, 3000},
-    {"lung", -1200, 600},   /* LUNA16 */
+    {"lung", -1200, 600}, /* LUNA16 */
 };
 
 static const char CLIP_USAGE[] = "clip(lo,hi) or clip(soft_tissue|full_body|bone|lung)";
@@ -101,8 +101,8 @@ int rp_step_clip_parse(const rp_step_args *a, void **out, char *err, size_t errl
         rp_strlcpy(p.name, CLIP_RANGES[i].name, sizeof p.name);
     } else if (a->n == 2) {
         if (rp_arg_double(a->arg[0], &p.lo) || rp_arg_double(a->arg[1], &p.hi))
-            return rp_arg_fail(err, errlen, CLIP_USAGE, "'%s' or '%s' is not a number",
-                               a->arg[0], a->arg[1]);
+            return rp_arg_fail(err, errlen, CLIP_USAGE, "'%s' or '%s' is not a number", a->arg[0],
+                               a->arg[1]);
         if (!(p.lo < p.hi))
             return rp_arg_fail(err, errlen, CLIP_USAGE, "lo (%g) must be below hi (%g)", p.lo,
                                p.hi);
@@ -174,17 +174,14 @@ static const struct {
     const char *name;
     double level, width;
 } WINDOWS[] = {
-    {"lung", -600, 1500},
-    {"mediastinal", 50, 350},
-    {"bone", 300, 2000},
-    {"brain", 40, 80},
-    {"abdomen", 50, 400},
+    {"lung", -600, 1500}, {"mediastinal", 50, 350}, {"bone", 300, 2000},
+    {"brain", 40, 80},    {"abdomen", 50, 400},
 };
 
 typedef struct window_params {
-    int n;                 /* number of windows (1 for window) */
+    int n; /* number of windows (1 for window) */
     double level[8], width[8];
-    char name[8][16];      /* preset name or "" */
+    char name[8][16]; /* preset name or "" */
 } window_params;
 
 static int parse_window(const char *s, double *level, double *width, char *name)
@@ -223,8 +220,8 @@ int rp_step_window_parse(const rp_step_args *a, void **out, char *err, size_t er
             return rp_arg_fail(err, errlen, WINDOW_USAGE, "unknown window '%s'", a->arg[0]);
     } else if (a->n == 2) {
         if (rp_arg_double(a->arg[0], &p.level[0]) || rp_arg_double(a->arg[1], &p.width[0]))
-            return rp_arg_fail(err, errlen, WINDOW_USAGE, "'%s' or '%s' is not a number",
-                               a->arg[0], a->arg[1]);
+            return rp_arg_fail(err, errlen, WINDOW_USAGE, "'%s' or '%s' is not a number", a->arg[0],
+                               a->arg[1]);
         if (!(p.width[0] > 0))
             return rp_arg_fail(err, errlen, WINDOW_USAGE, "width must be > 0");
     } else {
@@ -345,24 +342,24 @@ int rp_step_multiwindow_run(rp_step_ctx *ctx, const void *pp)
     size_t n = rp_volume_nvox(v);
     cJSON *fr = cJSON_CreateArray();
     for (int c = 0; c < p->n; c++) {
-        double f = window_values(v->data, o->data + (size_t)c * n, n, ctx->hu_scale,
-                                 ctx->hu_offset, p->level[c], p->width[c]);
+        double f = window_values(v->data, o->data + (size_t)c * n, n, ctx->hu_scale, ctx->hu_offset,
+                                 p->level[c], p->width[c]);
         cJSON_AddItemToArray(fr, cJSON_CreateNumber(f));
     }
     rp_step_qc_add(ctx, "clipped_fraction_per_channel", fr);
     rp_volume_free(v);
     ctx->vol = o;
-    ctx->hu_known = 0;  /* channels no longer share one HU mapping */
+    ctx->hu_known = 0; /* channels no longer share one HU mapping */
     return 0;
 }
 
 /* ---- percentile ---------------------------------------------------------------------- */
 
-#define SWAPF(x, y)        \
-    do {                   \
-        float t_ = (x);    \
-        (x) = (y);         \
-        (y) = t_;          \
+#define SWAPF(x, y)                                                                                \
+    do {                                                                                           \
+        float t_ = (x);                                                                            \
+        (x) = (y);                                                                                 \
+        (y) = t_;                                                                                  \
     } while (0)
 
 /* k-th smallest (0-based), Numerical Recipes' select: afterwards a[0..k-1] <= a[k] <=
@@ -449,15 +446,13 @@ typedef struct norm_params {
     char mask[32];
 } norm_params;
 
-static const char NORM_USAGE[] =
-    "normalize(minmax | zscore | percentile(lo,hi) | zscore_in(mask))";
+static const char NORM_USAGE[] = "normalize(minmax | zscore | percentile(lo,hi) | zscore_in(mask))";
 
 int rp_step_normalize_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
 {
     norm_params p = {0};
     if (a->n != 1)
-        return rp_arg_fail(err, errlen, NORM_USAGE, "expected one method, got %d arguments",
-                           a->n);
+        return rp_arg_fail(err, errlen, NORM_USAGE, "expected one method, got %d arguments", a->n);
     char name[32];
     rp_step_args sub;
     if (rp_arg_call(a->arg[0], name, sizeof name, &sub) != 0)

@@ -18,9 +18,9 @@
 /* new voxel n (per axis j) comes from old index  old[src[j]] = start[j] + step[j]*n[j] */
 typedef struct index_map {
     int new_dim[3];
-    int src[3];      /* old axis feeding new axis j */
+    int src[3]; /* old axis feeding new axis j */
     long start[3];
-    int step[3];     /* +1 or -1 */
+    int step[3]; /* +1 or -1 */
 } index_map;
 
 /* Apply to a float volume (all channels); out-of-range samples get `pad`. */
@@ -211,8 +211,8 @@ typedef struct crop_params {
     int kind;
     char mask[32];
     int margin;
-    double tolerance;    /* background: allowed SD and level change of a border line, as a
-                            fraction of the image range */
+    double tolerance; /* background: allowed SD and level change of a border line, as a
+                         fraction of the image range */
 } crop_params;
 
 static const char CROP_USAGE[] =
@@ -234,7 +234,8 @@ int rp_step_crop_parse(const rp_step_args *a, void **out, char *err, size_t errl
         return rp_arg_fail(err, errlen, CROP_USAGE, "too many arguments");
     if (a->n == next + 1) {
         if (p.kind == CROP_BACKGROUND) {
-            if (rp_arg_double(a->arg[next], &p.tolerance) || !(p.tolerance >= 0 && p.tolerance < 0.5))
+            if (rp_arg_double(a->arg[next], &p.tolerance) ||
+                !(p.tolerance >= 0 && p.tolerance < 0.5))
                 return rp_arg_fail(err, errlen, CROP_USAGE, "tolerance must be in [0,0.5)");
         } else if (rp_arg_int(a->arg[next], &p.margin) || p.margin < 0 || p.margin > 10000) {
             return rp_arg_fail(err, errlen, CROP_USAGE, "margin must be an integer >= 0");
@@ -274,12 +275,18 @@ static int bbox_of(const rp_volume *v, const uint8_t *m, float thr, int box[6])
                 int on = m ? m[off + x] != 0 : v->data[off + x] > thr;
                 if (!on)
                     continue;
-                if (x < box[0]) box[0] = x;
-                if (x > box[1]) box[1] = x;
-                if (y < box[2]) box[2] = y;
-                if (y > box[3]) box[3] = y;
-                if (z < box[4]) box[4] = z;
-                if (z > box[5]) box[5] = z;
+                if (x < box[0])
+                    box[0] = x;
+                if (x > box[1])
+                    box[1] = x;
+                if (y < box[2])
+                    box[2] = y;
+                if (y > box[3])
+                    box[3] = y;
+                if (z < box[4])
+                    box[4] = z;
+                if (z > box[5])
+                    box[5] = z;
             }
         }
     return box[1] >= 0;
@@ -326,8 +333,10 @@ int rp_step_crop_run(rp_step_ctx *ctx, const void *pp)
         float lo = v->data[0], hi = v->data[0];
         size_t n = rp_volume_nvox(v);
         for (size_t i = 0; i < n; i++) {
-            if (v->data[i] < lo) lo = v->data[i];
-            if (v->data[i] > hi) hi = v->data[i];
+            if (v->data[i] < lo)
+                lo = v->data[i];
+            if (v->data[i] > hi)
+                hi = v->data[i];
         }
         double tol = p->tolerance * (double)(hi - lo);
         for (int a = 0; a < 3; a++) {
@@ -365,14 +374,14 @@ int rp_step_crop_run(rp_step_ctx *ctx, const void *pp)
                     thr = v->data[i];
         }
         if (!bbox_of(v, m ? m->data : NULL, thr, box)) {
-            snprintf(ctx->err, sizeof ctx->err, "crop: the %s is empty",
-                     m ? "mask" : "foreground");
+            snprintf(ctx->err, sizeof ctx->err, "crop: the %s is empty", m ? "mask" : "foreground");
             return RP_EINVAL;
         }
         for (int a = 0; a < 3; a++) {
             box[2 * a] = box[2 * a] - p->margin < 0 ? 0 : box[2 * a] - p->margin;
-            box[2 * a + 1] = box[2 * a + 1] + p->margin > v->dim[a] - 1 ? v->dim[a] - 1
-                                                                         : box[2 * a + 1] + p->margin;
+            box[2 * a + 1] = box[2 * a + 1] + p->margin > v->dim[a] - 1
+                                 ? v->dim[a] - 1
+                                 : box[2 * a + 1] + p->margin;
         }
     }
     index_map im;
@@ -393,7 +402,7 @@ int rp_step_crop_run(rp_step_ctx *ctx, const void *pp)
 
 typedef struct cop_params {
     int size[3];
-    int pad_min;        /* pad with the volume minimum */
+    int pad_min; /* pad with the volume minimum */
     double pad_value;
 } cop_params;
 
@@ -474,22 +483,22 @@ enum { DN_GAUSSIAN, DN_MEDIAN, DN_EDGE };
 
 typedef struct denoise_params {
     int kind;
-    double sigma_mm;     /* gaussian */
-    int radius;          /* median */
-    int iterations;      /* edge-preserving */
-    double kappa;        /* edge-preserving, <0: auto */
+    double sigma_mm; /* gaussian */
+    int radius;      /* median */
+    int iterations;  /* edge-preserving */
+    double kappa;    /* edge-preserving, <0: auto */
 } denoise_params;
 
-static const char DENOISE_USAGE[] =
-    "denoise(gaussian[,sigma_mm] | median[,radius_voxels] | "
-    "edge-preserving[,iterations[,kappa]])";
+static const char DENOISE_USAGE[] = "denoise(gaussian[,sigma_mm] | median[,radius_voxels] | "
+                                    "edge-preserving[,iterations[,kappa]])";
 
 int rp_step_denoise_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
 {
     denoise_params p = {.sigma_mm = 1.0, .radius = 1, .iterations = 5, .kappa = -1};
     static const char *const kinds[] = {"gaussian", "median", "edge-preserving", NULL};
     if (a->n < 1 || (p.kind = rp_arg_word(a->arg[0], kinds)) < 0)
-        return rp_arg_fail(err, errlen, DENOISE_USAGE, "expected gaussian, median or edge-preserving");
+        return rp_arg_fail(err, errlen, DENOISE_USAGE,
+                           "expected gaussian, median or edge-preserving");
     int maxn = p.kind == DN_EDGE ? 3 : 2;
     if (a->n > maxn)
         return rp_arg_fail(err, errlen, DENOISE_USAGE, "too many arguments");
@@ -500,8 +509,8 @@ int rp_step_denoise_parse(const rp_step_args *a, void **out, char *err, size_t e
         (rp_arg_int(a->arg[1], &p.radius) || p.radius < 1 || p.radius > 3))
         return rp_arg_fail(err, errlen, DENOISE_USAGE, "median radius must be 1, 2 or 3");
     if (p.kind == DN_EDGE) {
-        if (a->n >= 2 && (rp_arg_int(a->arg[1], &p.iterations) || p.iterations < 1 ||
-                          p.iterations > 100))
+        if (a->n >= 2 &&
+            (rp_arg_int(a->arg[1], &p.iterations) || p.iterations < 1 || p.iterations > 100))
             return rp_arg_fail(err, errlen, DENOISE_USAGE, "iterations must be in [1,100]");
         if (a->n == 3 && (rp_arg_double(a->arg[2], &p.kappa) || !(p.kappa > 0)))
             return rp_arg_fail(err, errlen, DENOISE_USAGE, "kappa must be > 0");
@@ -584,7 +593,8 @@ int rp_gaussian_3d(float *data, const int dim[3], const double sigma[3])
                 int cw = (int)(inner - c0 < CW ? inner - c0 : CW);
                 float *base = data + o * (size_t)n * inner + c0;
                 for (int k = 0; k < n; k++)
-                    memcpy(tmp + (size_t)k * cw, base + (size_t)k * inner, (size_t)cw * sizeof(float));
+                    memcpy(tmp + (size_t)k * cw, base + (size_t)k * inner,
+                           (size_t)cw * sizeof(float));
                 for (int i = 0; i < n; i++) {
                     for (int c = 0; c < cw; c++)
                         acc[c] = 0;
@@ -671,10 +681,10 @@ static int diffusion_3d(float *data, const int dim[3], int iterations, double ka
                 for (int x = 0; x < nx; x++) {
                     size_t i = (size_t)z * sz + (size_t)y * sy + x;
                     double c = prev[i], f = 0, d;
-#define FLUX(cond, j)                       \
-    if (cond) {                             \
-        d = prev[j] - c;                    \
-        f += exp(-d * d * ik2) * d;         \
+#define FLUX(cond, j)                                                                              \
+    if (cond) {                                                                                    \
+        d = prev[j] - c;                                                                           \
+        f += exp(-d * d * ik2) * d;                                                                \
     }
                     FLUX(x > 0, i - 1)
                     FLUX(x < nx - 1, i + 1)
@@ -719,8 +729,10 @@ int rp_step_denoise_run(rp_step_ctx *ctx, const void *pp)
                 } else {
                     float lo = d[0], hi = d[0];
                     for (size_t i = 1; i < n; i++) {
-                        if (d[i] < lo) lo = d[i];
-                        if (d[i] > hi) hi = d[i];
+                        if (d[i] < lo)
+                            lo = d[i];
+                        if (d[i] > hi)
+                            hi = d[i];
                     }
                     kappa = hi > lo ? 0.05 * ((double)hi - lo) : 1;
                 }
@@ -738,9 +750,9 @@ int rp_step_denoise_run(rp_step_ctx *ctx, const void *pp)
 
 typedef struct patches_params {
     int size[3];
-    int stride[3];       /* 0: inside(mask) mode */
+    int stride[3]; /* 0: inside(mask) mode */
     char mask[32];
-    int max;             /* 0: all */
+    int max; /* 0: all */
     int files;
 } patches_params;
 
@@ -900,8 +912,7 @@ int rp_step_patches_run(rp_step_ctx *ctx, const void *pp)
                 free(st[k]);
             return RP_ENOMEM;
         }
-        ns[a] = axis_starts(v->dim[a], p->size[a], stride[a], st[a],
-                            v->dim[a] / stride[a] + 2);
+        ns[a] = axis_starts(v->dim[a], p->size[a], stride[a], st[a], v->dim[a] / stride[a] + 2);
     }
     size_t total = (size_t)ns[0] * ns[1] * ns[2];
     list = calloc(total ? total : 1, sizeof *list);
@@ -954,7 +965,8 @@ int rp_step_patches_run(rp_step_ctx *ctx, const void *pp)
     cJSON *arr = cJSON_AddArrayToObject(doc, "patches");
     char dir[2048] = "";
     if (p->files && ctx->out_dir) {
-        snprintf(dir, sizeof dir, "%s/%s_patches", ctx->out_dir, ctx->out_stem ? ctx->out_stem : "out");
+        snprintf(dir, sizeof dir, "%s/%s_patches", ctx->out_dir,
+                 ctx->out_stem ? ctx->out_stem : "out");
         if ((rc = rp_mkdir_p(dir, 0755)) != 0)
             goto out;
     }
@@ -1011,7 +1023,8 @@ int rp_step_patches_run(rp_step_ctx *ctx, const void *pp)
         FILE *f = txt ? fopen(tmp, "w") : NULL;
         if (!f || fputs(txt, f) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
             free(txt);
-            snprintf(ctx->err, sizeof ctx->err, "patches: cannot write %.200s (errno %d)", path, errno);
+            snprintf(ctx->err, sizeof ctx->err, "patches: cannot write %.200s (errno %d)", path,
+                     errno);
             rc = RP_EIO;
             goto out;
         }

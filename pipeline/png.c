@@ -16,7 +16,7 @@ typedef struct png_job {
     FILE *fp;
     png_structp png;
     png_infop info;
-    uint8_t *row16;  /* one big-endian row for 16-bit output */
+    uint8_t *row16; /* one big-endian row for 16-bit output */
 } png_job;
 
 static int write_rows(png_job *j, const void *pixels, int w, int h, int channels, int bit_depth)

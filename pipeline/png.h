@@ -15,8 +15,7 @@
 extern "C" {
 #endif
 
-int rp_png_write(const char *path, const void *pixels, int w, int h, int channels,
-                 int bit_depth);
+int rp_png_write(const char *path, const void *pixels, int w, int h, int channels, int bit_depth);
 
 #ifdef __cplusplus
 }

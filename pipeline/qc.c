@@ -88,7 +88,7 @@ cJSON *rp_qc_masks(const rp_step_ctx *ctx)
         return NULL;
     for (int i = 0; i < ctx->n_masks; i++) {
         const rp_mask *m = ctx->masks[i];
-        const double (*a)[4] = m->affine;
+        const double(*a)[4] = m->affine;
         double det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) -
                      a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0]) +
                      a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
@@ -104,11 +104,11 @@ cJSON *rp_qc_masks(const rp_step_ctx *ctx)
 /* ---- montage ------------------------------------------------------------------------- */
 
 typedef struct panel {
-    int normal;          /* voxel axis normal to the panel */
+    int normal; /* voxel axis normal to the panel */
     int slice;
-    int h_axis, v_axis;  /* voxel axes along columns / rows */
-    int h_flip, v_flip;  /* 1: index decreases along columns / rows */
-    int w, h;            /* pixels */
+    int h_axis, v_axis; /* voxel axes along columns / rows */
+    int h_flip, v_flip; /* 1: index decreases along columns / rows */
+    int w, h;           /* pixels */
 } panel;
 
 static int dominant_world(const double a[4][4], int axis)
@@ -129,9 +129,8 @@ static int axis_for_world(const double a[4][4], int w)
     return w;
 }
 
-static const uint8_t COLORS[][3] = {{0, 220, 0},   {255, 40, 40}, {255, 220, 0},
-                                    {255, 0, 255}, {0, 220, 255}, {255, 140, 0},
-                                    {140, 140, 255}, {255, 255, 255}};
+static const uint8_t COLORS[][3] = {{0, 220, 0},   {255, 40, 40}, {255, 220, 0},   {255, 0, 255},
+                                    {0, 220, 255}, {255, 140, 0}, {140, 140, 255}, {255, 255, 255}};
 
 int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
 {
@@ -143,7 +142,7 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
     /* display window */
     double lo, hi;
     if (ctx->hu_known && v->dim[3] == 1) {
-        lo = (-1350.0 - ctx->hu_offset) / ctx->hu_scale;  /* lung window -600/1500 */
+        lo = (-1350.0 - ctx->hu_offset) / ctx->hu_scale; /* lung window -600/1500 */
         hi = (150.0 - ctx->hu_offset) / ctx->hu_scale;
         if (lo > hi) {
             double t = lo;
@@ -247,9 +246,9 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
                     if (memcmp(m->dim, v->dim, sizeof m->dim) != 0 || !m->data[off])
                         continue;
                     const uint8_t *col = !strcmp(m->name, "lung")    ? COLORS[0]
-                                         : !strcmp(m->name, "metal")   ? COLORS[1]
-                                         : !strcmp(m->name, "body")    ? COLORS[4]
-                                                                       : COLORS[2 + mi % 6];
+                                         : !strcmp(m->name, "metal") ? COLORS[1]
+                                         : !strcmp(m->name, "body")  ? COLORS[4]
+                                                                     : COLORS[2 + mi % 6];
                     int outline = !strcmp(m->name, "body") || !strcmp(m->name, "foreground") ||
                                   !strcmp(m->name, "padding");
                     if (outline) {

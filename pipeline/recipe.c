@@ -22,8 +22,8 @@
 typedef struct recipe_step {
     const rp_step_def *def;
     void *params;
-    int table;          /* index into tables[] */
-    char text[512];     /* as written, for messages */
+    int table;      /* index into tables[] */
+    char text[512]; /* as written, for messages */
 } recipe_step;
 
 struct rp_recipe {
@@ -36,10 +36,14 @@ enum { TABLE_GENERIC, TABLE_CT, TABLE_MR, TABLE_XR, N_TABLES };
 static const rp_step_def *table_at(int t)
 {
     switch (t) {
-    case TABLE_GENERIC: return rp_steps_generic;
-    case TABLE_CT: return rp_steps_ct;
-    case TABLE_MR: return rp_steps_mr;
-    case TABLE_XR: return rp_steps_xr;
+    case TABLE_GENERIC:
+        return rp_steps_generic;
+    case TABLE_CT:
+        return rp_steps_ct;
+    case TABLE_MR:
+        return rp_steps_mr;
+    case TABLE_XR:
+        return rp_steps_xr;
     }
     return NULL;
 }
@@ -175,13 +179,13 @@ int rp_recipe_parse(const char *text, rp_recipe **out, char *err, size_t errlen)
         if (!s->def) {
             char known[1024];
             known_steps(known, sizeof known);
-            snprintf(err, errlen, "unknown step '%.60s' (step %d); known steps: %.700s", name,
-                     idx, known);
+            snprintf(err, errlen, "unknown step '%.60s' (step %d); known steps: %.700s", name, idx,
+                     known);
             goto fail;
         }
         char why[400] = "";
         if (s->def->parse(&args, &s->params, why, sizeof why) != 0) {
-            s->def = NULL;  /* nothing to free */
+            s->def = NULL; /* nothing to free */
             snprintf(err, errlen, "step %d '%.200s': %s", idx, s->text,
                      why[0] ? why : "bad arguments");
             goto fail;
@@ -293,8 +297,8 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
     /* A fresh (zeroed) context: assembly hands CT over in Hounsfield units (slope/intercept
      * applied). A context that already ran a recipe keeps its bookkeeping. */
     if (ctx->hu_scale == 0) {
-        ctx->hu_known = !ctx->info || !ctx->info->modality[0] ||
-                        strcasecmp(ctx->info->modality, "CT") == 0;
+        ctx->hu_known =
+            !ctx->info || !ctx->info->modality[0] || strcasecmp(ctx->info->modality, "CT") == 0;
         ctx->hu_scale = 1.0;
         ctx->hu_offset = 0.0;
         ctx->hu_lo = -INFINITY;
@@ -334,8 +338,8 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
         if (rc != 0) {
             char reason[256];
             rp_strlcpy(reason, ctx->err[0] ? ctx->err : rp_strerror(rc), sizeof reason);
-            snprintf(ctx->err, sizeof ctx->err, "step %zu '%.60s' failed: %.150s", i + 1,
-                     s->text, reason);
+            snprintf(ctx->err, sizeof ctx->err, "step %zu '%.60s' failed: %.150s", i + 1, s->text,
+                     reason);
             if (sq)
                 cJSON_AddStringToObject(sq, "error", reason);
             RP_ERROR("pipeline", "recipe step failed step=%s index=%zu rc=%d reason=\"%s\"",
@@ -394,8 +398,7 @@ static int rule_matches(const rp_conf_rule *rule, const rp_series_info *info)
     if (rule->series_description[0] &&
         fnmatch(rule->series_description, info->series_description, FNM_CASEFOLD) != 0)
         return 0;
-    if (rule->slice_thickness_min >= 0 &&
-        !(info->slice_thickness >= rule->slice_thickness_min))
+    if (rule->slice_thickness_min >= 0 && !(info->slice_thickness >= rule->slice_thickness_min))
         return 0;
     if (rule->slice_thickness_max >= 0 &&
         !(info->slice_thickness > 0 && info->slice_thickness <= rule->slice_thickness_max))

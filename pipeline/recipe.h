@@ -49,7 +49,7 @@
 extern "C" {
 #endif
 
-typedef struct rp_recipe rp_recipe;  /* opaque */
+typedef struct rp_recipe rp_recipe; /* opaque */
 
 /* Parse recipe text; *out is new (rp_recipe_free). RP_ECONF with a reason in err. */
 int rp_recipe_parse(const char *steps, rp_recipe **out, char *err, size_t errlen);
@@ -58,7 +58,7 @@ void rp_recipe_free(rp_recipe *r);
 int rp_recipe_check(const char *steps, char *err, size_t errlen);
 
 size_t rp_recipe_nsteps(const rp_recipe *r);
-const char *rp_recipe_step_name(const rp_recipe *r, size_t i);   /* NULL when out of range */
+const char *rp_recipe_step_name(const rp_recipe *r, size_t i); /* NULL when out of range */
 /* New JSON array of {"step","params"} (caller deletes with cJSON_Delete); NULL on ENOMEM. */
 cJSON *rp_recipe_describe(const rp_recipe *r);
 /* SHA-256 of the canonical description, 64 hex digits + NUL. 0 or RP_ENOMEM/RP_EINTERNAL. */

@@ -23,8 +23,8 @@
 #include "common/common.h"
 #include "pipeline/imgops.h"
 
-#define BSPLINE_HORIZON 22   /* |z|^22 < 1e-12: the causal init sum is exact to double */
-#define CHUNK_COLS 128       /* columns per job when the axis is not x (block fits L2) */
+#define BSPLINE_HORIZON 22 /* |z|^22 < 1e-12: the causal init sum is exact to double */
+#define CHUNK_COLS 128     /* columns per job when the axis is not x (block fits L2) */
 
 static inline long mirror_index(long i, long n)
 {
@@ -66,7 +66,7 @@ static void prefilter_block(double *b, int n, int cw)
         return;
     size_t tot = (size_t)n * cw;
     for (size_t i = 0; i < tot; i++)
-        b[i] *= 6.0;  /* gain (1-z)(1-1/z) */
+        b[i] *= 6.0; /* gain (1-z)(1-1/z) */
     /* causal initialisation */
     if (n <= BSPLINE_HORIZON) {
         const double zn1 = pow(z, n - 1);
@@ -146,8 +146,8 @@ void rp_bspline_prefilter_line(double *c, int n)
 /* Taps and weights of every output index along one axis. */
 typedef struct axis_plan {
     int n_in, n_out, taps, order;
-    int *idx;       /* n_out * taps */
-    double *w;      /* n_out * taps */
+    int *idx;  /* n_out * taps */
+    double *w; /* n_out * taps */
 } axis_plan;
 
 static int plan_axis(axis_plan *p, int n_in, int n_out, double scale, int order)
@@ -301,8 +301,7 @@ static int run_jobs(const pass_ctx *c, size_t j0, size_t j1)
  * so blocks are done in rounds [a, b) whose outputs land only in input blocks < a, already
  * consumed: b <= a * n / n_out. The first blocks go one at a time (always safe: a block's jobs
  * gather their input first and different column chunks never touch each other's columns). */
-static int pass_axis(const float *in, const int dim[3], int axis, const axis_plan *p,
-                     float *out)
+static int pass_axis(const float *in, const int dim[3], int axis, const axis_plan *p, float *out)
 {
     pass_ctx c = {.in = in, .out = out, .inner = 1, .outer = 1, .p = p};
     for (int a = 0; a < axis; a++)
@@ -380,7 +379,7 @@ static int resample_channel(float **inp, int own_in, const int dim[3], const int
             if (shrunk)
                 nxt = shrunk;
             if (cur == *inp)
-                *inp = NULL;  /* the caller's buffer now lives on as nxt */
+                *inp = NULL; /* the caller's buffer now lives on as nxt */
         } else if (cur_owned) {
             free(cur);
             if (cur == *inp)
@@ -594,15 +593,14 @@ int rp_step_resample_run(rp_step_ctx *ctx, const void *pp)
     int old_dim[3] = {v->dim[0], v->dim[1], v->dim[2]};
     int rc = rp_resample_volume(&ctx->vol, p->spacing, order);
     if (rc) {
-        snprintf(ctx->err, sizeof ctx->err, "resample %dx%dx%d -> %dx%dx%d failed: %s",
-                 old_dim[0], old_dim[1], old_dim[2], nd[0], nd[1], nd[2], rp_strerror(rc));
+        snprintf(ctx->err, sizeof ctx->err, "resample %dx%dx%d -> %dx%dx%d failed: %s", old_dim[0],
+                 old_dim[1], old_dim[2], nd[0], nd[1], nd[2], rp_strerror(rc));
         return rc;
     }
     for (int i = 0; i < ctx->n_masks; i++) {
         rc = rp_resample_mask(&ctx->masks[i], nd, scale);
         if (rc) {
-            snprintf(ctx->err, sizeof ctx->err, "resampling mask '%s' failed",
-                     ctx->masks[i]->name);
+            snprintf(ctx->err, sizeof ctx->err, "resampling mask '%s' failed", ctx->masks[i]->name);
             return rc;
         }
     }

@@ -182,7 +182,7 @@ int rp_arg_call(const char *s, char *name, size_t namesz, rp_step_args *args)
     int depth = 1;
     for (;; p++) {
         if (!*p)
-            return RP_EINVAL;  /* unbalanced */
+            return RP_EINVAL; /* unbalanced */
         if (*p == '(') {
             depth++;
         } else if (*p == ')' || (*p == ',' && depth == 1)) {

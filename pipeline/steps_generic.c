@@ -8,8 +8,8 @@ const rp_step_def rp_steps_generic[] = {
     RP_STEP_ENTRY(reorient, "reorient(RAS|LPS)"),
     RP_STEP_ENTRY(crop, "crop(foreground[,margin] | mask,NAME[,margin] | background[,tol])"),
     RP_STEP_ENTRY(crop_or_pad, "crop_or_pad(x,y[,z][,min|VALUE])"),
-    RP_STEP_ENTRY(denoise,
-                  "denoise(gaussian[,sigma_mm] | median[,radius] | edge-preserving[,iter[,kappa]])"),
+    RP_STEP_ENTRY(
+        denoise, "denoise(gaussian[,sigma_mm] | median[,radius] | edge-preserving[,iter[,kappa]])"),
     RP_STEP_ENTRY(patches, "patches(SIZE, STRIDE | inside(MASK) [,max][,files])"),
     {0},
 };

@@ -78,14 +78,26 @@ int main(int argc, char **argv)
             return 2;
         }
         i++;
-        if (!strcmp(a, "--in")) in = v;
-        else if (!strcmp(a, "--recipe")) recipe_text = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--stem")) stem = v;
-        else if (!strcmp(a, "--modality")) modality = v;
-        else if (!strcmp(a, "--dim")) { if (parse_list(v, dimd, 3)) return 2; }
-        else if (!strcmp(a, "--affine")) { if (parse_list(v, aff, 12)) return 2; }
-        else { fprintf(stderr, "unknown option %s\n", a); return 2; }
+        if (!strcmp(a, "--in"))
+            in = v;
+        else if (!strcmp(a, "--recipe"))
+            recipe_text = v;
+        else if (!strcmp(a, "--out"))
+            out = v;
+        else if (!strcmp(a, "--stem"))
+            stem = v;
+        else if (!strcmp(a, "--modality"))
+            modality = v;
+        else if (!strcmp(a, "--dim")) {
+            if (parse_list(v, dimd, 3))
+                return 2;
+        } else if (!strcmp(a, "--affine")) {
+            if (parse_list(v, aff, 12))
+                return 2;
+        } else {
+            fprintf(stderr, "unknown option %s\n", a);
+            return 2;
+        }
     }
     if (!in || !recipe_text || !out || dimd[0] < 1 || dimd[1] < 1 || dimd[2] < 1) {
         fprintf(stderr, "usage: rp_ct_run --in F.f32 --dim NX,NY,NZ --affine 12 numbers "
@@ -116,7 +128,11 @@ int main(int argc, char **argv)
     rp_series_info info = {0};
     rp_strlcpy(info.modality, modality, sizeof info.modality);
     cJSON *qc = cJSON_CreateObject();
-    rp_step_ctx ctx = {.vol = v, .info = &info, .qc = qc, .out_dir = out, .out_stem = stem,
+    rp_step_ctx ctx = {.vol = v,
+                       .info = &info,
+                       .qc = qc,
+                       .out_dir = out,
+                       .out_stem = stem,
                        .extra_outputs = cJSON_AddArrayToObject(qc, "extra_outputs")};
     char hex[65] = "";
     rp_recipe_hash(r, hex);
@@ -135,7 +151,8 @@ int main(int argc, char **argv)
     char path[4096];
     if (do_write) {
         snprintf(path, sizeof path, "%s/%s.f32", out, stem);
-        if (write_file(path, ctx.vol->data, rp_volume_nvox(ctx.vol) * ctx.vol->dim[3] * sizeof(float)))
+        if (write_file(path, ctx.vol->data,
+                       rp_volume_nvox(ctx.vol) * ctx.vol->dim[3] * sizeof(float)))
             return 6;
         for (int i = 0; i < ctx.n_masks; i++) {
             rp_mask *m = ctx.masks[i];

@@ -44,7 +44,8 @@ __attribute__((unused)) static int write_raw(const char *path, const float *d, s
 }
 
 /* Run the reference op on v (channel 0); returns a new malloc'd float array and its dims. */
-__attribute__((unused)) static float *ref_run(const char *op, const rp_volume *v, const char *extra, int out_dim[3])
+__attribute__((unused)) static float *ref_run(const char *op, const rp_volume *v, const char *extra,
+                                              int out_dim[3])
 {
     char in[700], out[700], cmd[2400], shp[720];
     const char *src = getenv("RP_SOURCE_DIR");
@@ -52,7 +53,8 @@ __attribute__((unused)) static float *ref_run(const char *op, const rp_volume *v
     snprintf(out, sizeof out, "%s/%s_out.f32", ref_tmpdir(), op);
     if (write_raw(in, v->data, rp_volume_nvox(v)) != 0)
         return NULL;
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/pipeline/ref/ndimage_ref.py %s %s %d %d %d %s %s",
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s/tests/pipeline/ref/ndimage_ref.py %s %s %d %d %d %s %s",
              src ? src : ".", op, in, v->dim[0], v->dim[1], v->dim[2], out, extra ? extra : "");
     if (system(cmd) != 0)
         return NULL;

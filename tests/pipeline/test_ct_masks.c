@@ -63,23 +63,24 @@ static rp_volume *phantom(uint8_t *truth)
                 if (bx * bx + by * by <= 1)
                     hu = 40 + 20 * rnd_normal();
                 if (wy < -95 && wy > -105 && fabs(wx) < 120)
-                    hu = 200 + 20 * rnd_normal();   /* table, 10 mm below an air gap */
+                    hu = 200 + 20 * rnd_normal(); /* table, 10 mm below an air gap */
                 if (lung) {
                     hu = -850 + 30 * rnd_normal();
                     /* vessels: small spheres of soft tissue, part of the lung by definition */
                     for (int k = 0; k < 6; k++) {
                         double cx = (k % 2 ? 55 : -55) + ((k % 3) - 1) * 15,
                                cy = 5 + ((k % 3) - 1) * 20, cz = (k - 2.5) * 25;
-                        double d2 = (wx - cx) * (wx - cx) + (wy - cy) * (wy - cy) + (wz - cz) * (wz - cz);
+                        double d2 =
+                            (wx - cx) * (wx - cx) + (wy - cy) * (wy - cy) + (wz - cz) * (wz - cz);
                         if (d2 < 25)
                             hu = 40 + 20 * rnd_normal();
                     }
                 }
                 double gx = wx - 20, gy = wy + 40, gz = wz + 100;
                 if (gx * gx + gy * gy + gz * gz < 144)
-                    hu = -900 + 30 * rnd_normal();  /* bowel gas, 7 ml */
+                    hu = -900 + 30 * rnd_normal(); /* bowel gas, 7 ml */
                 if (fabs(wx - 0) < 2.1 && fabs(wy + 60) < 2.1 && wz > 10 && wz < 30)
-                    hu = 3500;  /* metal wire 2x2x~8 voxels */
+                    hu = 3500; /* metal wire 2x2x~8 voxels */
                 v->data[i] = (float)hu;
                 if (truth)
                     truth[i] = (uint8_t)lung;
@@ -131,7 +132,7 @@ static void test_lungmask_phantom(void **state)
     /* the body excludes the table and outside air, includes the lungs */
     size_t table = 0;
     for (int x = 0; x < NX; x++)
-        table += body->data[((size_t)NZ / 2 * NY + 16) * NX + x];  /* y=16: wy=-96 */
+        table += body->data[((size_t)NZ / 2 * NY + 16) * NX + x]; /* y=16: wy=-96 */
     assert_int_equal(table, 0);
     for (size_t i = 0; i < n; i++)
         if (truth[i])
@@ -149,7 +150,9 @@ static void test_lungmask_phantom(void **state)
     assert_true(fabs(cJSON_GetArrayItem(cen, 1)->valuedouble + 60) < 2.5);
     assert_true(fabs(cJSON_GetArrayItem(cen, 2)->valuedouble - 20) < 3);
     cJSON *masks = cJSON_GetObjectItem(ctx.qc, "masks");
-    assert_true(fabs(cJSON_GetObjectItem(cJSON_GetObjectItem(masks, "lung"), "volume_ml")->valuedouble - ml) < 0.1);
+    assert_true(
+        fabs(cJSON_GetObjectItem(cJSON_GetObjectItem(masks, "lung"), "volume_ml")->valuedouble -
+             ml) < 0.1);
     /* montage */
     char png[700];
     snprintf(png, sizeof png, "%s/montage.png", ref_tmpdir());
@@ -175,7 +178,9 @@ static void test_default_ct_recipe(void **state)
     (void)state;
     rp_volume *v = phantom(NULL);
     rp_step_ctx ctx = {.vol = v, .qc = cJSON_CreateObject()};
-    run_recipe(&ctx, "hu resample(1,1,1,bspline3) bodymask lungmask metal clip(-1200,600) normalize(minmax)");
+    run_recipe(
+        &ctx,
+        "hu resample(1,1,1,bspline3) bodymask lungmask metal clip(-1200,600) normalize(minmax)");
     assert_int_equal(ctx.vol->dim[0], 256);
     assert_int_equal(ctx.vol->dim[2], 250);
     assert_int_equal(ctx.n_masks, 3);
@@ -216,7 +221,8 @@ static void test_geometry_steps(void **state)
     size_t j = 6 + 10 * (5 + 8 * 1);
     assert_true(ctx.vol->data[j] == (float)(3 + 10 * (2 + 8 * 1)));
     assert_int_equal(rp_step_ctx_mask(&ctx, "lung")->data[j], 1);
-    double w_old = before[0][0] * 3 + before[0][3], w_new = ctx.vol->affine[0][0] * 6 + ctx.vol->affine[0][3];
+    double w_old = before[0][0] * 3 + before[0][3],
+           w_new = ctx.vol->affine[0][0] * 6 + ctx.vol->affine[0][3];
     assert_true(fabs(w_old - w_new) < 1e-12);
     run_recipe(&ctx, "crop(mask,lung,1)");
     assert_int_equal(ctx.vol->dim[0], 3);
@@ -238,9 +244,10 @@ static void test_crop_background_and_patches(void **state)
     rp_volume *v = rp_volume_new(100, 80, 1, 1);
     for (int y = 0; y < 80; y++)
         for (int x = 0; x < 100; x++)
-            v->data[y * 100 + x] = (x >= 12 && x < 90 && y >= 5 && y < 70)
-                                       ? (float)(500 + 200 * sin(x * 0.3) * cos(y * 0.2) + 30 * rnd_normal())
-                                       : 4095.0f;
+            v->data[y * 100 + x] =
+                (x >= 12 && x < 90 && y >= 5 && y < 70)
+                    ? (float)(500 + 200 * sin(x * 0.3) * cos(y * 0.2) + 30 * rnd_normal())
+                    : 4095.0f;
     rp_step_ctx ctx = {.vol = v, .qc = cJSON_CreateObject()};
     run_recipe(&ctx, "crop(background)");
     assert_int_equal(ctx.vol->dim[0], 78);
@@ -276,8 +283,8 @@ static void test_crop_background_and_patches(void **state)
     assert_int_equal(stat(path, &sb), 0);
     int montage_listed = 0;
     cJSON *e;
-    cJSON_ArrayForEach(e, extra)
-        montage_listed |= !strcmp(cJSON_GetObjectItem(e, "kind")->valuestring, "qc_montage");
+    cJSON_ArrayForEach(e, extra) montage_listed |=
+        !strcmp(cJSON_GetObjectItem(e, "kind")->valuestring, "qc_montage");
     assert_true(montage_listed);
     cJSON_Delete(extra);
     rp_step_ctx_release(&c2);

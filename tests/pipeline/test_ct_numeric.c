@@ -75,8 +75,8 @@ static void check_resample(int order, const char *interp, double sx, double sy, 
     assert_int_equal(ctx.vol->dim[1], rd[1]);
     assert_int_equal(ctx.vol->dim[2], rd[2]);
     double d = max_abs_diff(ctx.vol->data, ref, rp_volume_nvox(ctx.vol));
-    print_message("resample %s %gx%gx%g -> %gx%gx%g: %dx%dx%d, max |C - scipy| = %.3g HU\n",
-                  interp, sx, sy, sz, tx, ty, tz, rd[0], rd[1], rd[2], d);
+    print_message("resample %s %gx%gx%g -> %gx%gx%g: %dx%dx%d, max |C - scipy| = %.3g HU\n", interp,
+                  sx, sy, sz, tx, ty, tz, rd[0], rd[1], rd[2], d);
     assert_true(d < 1e-3);
     /* affine: columns scaled to the new spacing, origin fixed */
     assert_true(fabs(ctx.vol->affine[0][0] - tx) < 1e-12);
@@ -276,7 +276,8 @@ static void test_edge_preserving(void **state)
         }
     double sd = sqrt(ss / n - (s / n) * (s / n));
     double contrast = (hi - lo) / (16 * 36);
-    print_message("edge-preserving: noise SD 40 -> %.1f, edge contrast 400 -> %.1f\n", sd, contrast);
+    print_message("edge-preserving: noise SD 40 -> %.1f, edge contrast 400 -> %.1f\n", sd,
+                  contrast);
     assert_true(sd < 20);
     assert_true(contrast > 360);
     rp_step_ctx_release(&ctx);

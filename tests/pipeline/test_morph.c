@@ -155,8 +155,8 @@ static void test_fill_max_area(void **state)
         for (int x = 12; x < 22; x++)
             m[y * 30 + x] = 0;
     assert_int_equal(rp_morph_fill_holes_2d_max(m, dim, 2, 20), 0);
-    assert_int_equal(m[6 * 30 + 6], 1);     /* small hole filled */
-    assert_int_equal(m[10 * 30 + 15], 0);   /* big hole kept */
+    assert_int_equal(m[6 * 30 + 6], 1);   /* small hole filled */
+    assert_int_equal(m[10 * 30 + 15], 0); /* big hole kept */
     assert_int_equal(m[0], 0);
     assert_int_equal(rp_morph_fill_holes_2d_max(m, dim, 2, 0), 0);
     assert_int_equal(m[10 * 30 + 15], 1);

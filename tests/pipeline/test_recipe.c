@@ -40,15 +40,21 @@ static void expect_err(const char *text, const char *needle)
 static void test_good_recipes(void **state)
 {
     (void)state;
-    expect_ok("hu resample(1,1,1,bspline3) bodymask lungmask metal clip(-1200,600) normalize(minmax)", 7);
-    expect_ok("hu clip(-1200,600) resample(1,1,1,bspline3) window(lung) lungmask normalize(minmax)", 6);
+    expect_ok(
+        "hu resample(1,1,1,bspline3) bodymask lungmask metal clip(-1200,600) normalize(minmax)", 7);
+    expect_ok("hu clip(-1200,600) resample(1,1,1,bspline3) window(lung) lungmask normalize(minmax)",
+              6);
     expect_ok("  hu   clip( -1200 , 600 )\tresample (1.5)  ", 3);
     expect_ok("crop(background)", 1);
     expect_ok("multiwindow(lung,mediastinal,bone)", 1);
     expect_ok("multiwindow(lung, -600/1500, 40/80)", 1);
     expect_ok("normalize(zscore_in(body)) normalize(zscore) normalize(percentile(0.5, 99.5))", 3);
-    expect_ok("reorient(LPS) reorient(RAS) crop(foreground,4) crop(mask,lung,10) crop_or_pad(128,128,64)", 5);
-    expect_ok("denoise(gaussian) denoise(gaussian,1.5) denoise(median,2) denoise(edge-preserving,10,30)", 4);
+    expect_ok(
+        "reorient(LPS) reorient(RAS) crop(foreground,4) crop(mask,lung,10) crop_or_pad(128,128,64)",
+        5);
+    expect_ok(
+        "denoise(gaussian) denoise(gaussian,1.5) denoise(median,2) denoise(edge-preserving,10,30)",
+        4);
     expect_ok("patches(96,48) patches(64x64x32,inside(lung),100,files)", 2);
     expect_ok("resample(0.8,0.8,2.5,linear,aniso) resample(2,nearest)", 2);
     expect_ok("window(40,80) clip(bone) clip(soft_tissue) clip(full_body) clip(lung)", 5);
@@ -138,9 +144,9 @@ static void test_hash(void **state)
     hash_of("hu clip(-1200,601) resample(1,1,1,bspline3) window(lung)", c);
     hash_of("hu resample(1,1,1,bspline3) clip(-1200,600) window(lung)", d);
     assert_int_equal(strlen(a), 64);
-    assert_string_equal(a, b);         /* spelling, blanks, defaults do not matter */
-    assert_string_not_equal(a, c);     /* parameters do */
-    assert_string_not_equal(a, d);     /* order does */
+    assert_string_equal(a, b);     /* spelling, blanks, defaults do not matter */
+    assert_string_not_equal(a, c); /* parameters do */
+    assert_string_not_equal(a, d); /* order does */
     /* stable across runs: the description text is fixed, so is the hash */
     rp_recipe *r;
     char err[256];
@@ -168,7 +174,8 @@ static void test_builtin_rules_parse(void **state)
 {
     (void)state;
     /* the exact strings of the built-in rules (conf) */
-    expect_ok("hu resample(1,1,1,bspline3) bodymask lungmask metal clip(-1200,600) normalize(minmax)", 7);
+    expect_ok(
+        "hu resample(1,1,1,bspline3) bodymask lungmask metal clip(-1200,600) normalize(minmax)", 7);
     rp_conf c;
     assert_int_equal(rp_conf_defaults(&c), 0);
     char err[512];
@@ -219,7 +226,7 @@ static void test_rule_match(void **state)
     strcpy(rules[1].series_description, "*lung*");
     rules[1].slice_thickness_max = 3;
     strcpy(rules[2].modality, "MR");
-    strcpy(rules[3].modality, "CT");   /* user rule, same priority as the built-in */
+    strcpy(rules[3].modality, "CT"); /* user rule, same priority as the built-in */
     strcpy(rules[3].body_part, "HEAD");
     rp_conf c = {.rules = rules, .n_rules = 4};
     rp_series_info s = {0};
@@ -227,7 +234,7 @@ static void test_rule_match(void **state)
     strcpy(s.body_part, "chest");
     strcpy(s.series_description, "Thorax LUNG 1.25");
     s.slice_thickness = 1.25;
-    assert_string_equal(rp_recipe_match(&c, &s)->name, "r1");  /* user beats built-in */
+    assert_string_equal(rp_recipe_match(&c, &s)->name, "r1"); /* user beats built-in */
     s.slice_thickness = 5;
     assert_string_equal(rp_recipe_match(&c, &s)->name, "r0");
     strcpy(s.body_part, "HEAD");
@@ -253,7 +260,8 @@ static void test_runner_qc(void **state)
     assert_int_equal(cJSON_GetArraySize(steps), 3);
     cJSON *clip = cJSON_GetArrayItem(steps, 1);
     assert_string_equal(cJSON_GetObjectItem(clip, "step")->valuestring, "clip");
-    double before_min = cJSON_GetObjectItem(cJSON_GetObjectItem(clip, "before"), "min")->valuedouble;
+    double before_min =
+        cJSON_GetObjectItem(cJSON_GetObjectItem(clip, "before"), "min")->valuedouble;
     double after_min = cJSON_GetObjectItem(cJSON_GetObjectItem(clip, "after"), "min")->valuedouble;
     assert_true(before_min == -1500 && after_min == -1200);
     double f = cJSON_GetObjectItem(clip, "clipped_fraction")->valuedouble;
@@ -280,10 +288,14 @@ static void test_runner_qc(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_recipes),      cmocka_unit_test(test_unknown_and_bad),
-        cmocka_unit_test(test_arg_call),          cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_builtin_rules_parse), cmocka_unit_test(test_other_tables_linked),
-        cmocka_unit_test(test_rule_match),        cmocka_unit_test(test_runner_qc),
+        cmocka_unit_test(test_good_recipes),
+        cmocka_unit_test(test_unknown_and_bad),
+        cmocka_unit_test(test_arg_call),
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_builtin_rules_parse),
+        cmocka_unit_test(test_other_tables_linked),
+        cmocka_unit_test(test_rule_match),
+        cmocka_unit_test(test_runner_qc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
