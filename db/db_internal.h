@@ -38,6 +38,7 @@ struct rp_db {
     sqlite3 *h;
     char path[1024];
     sqlite3_stmt *st[ST__COUNT];
+    int ready; /* opened and migrated */
 };
 
 /* SELECT list (with FROM/JOINs) that rp_db_instance_get and rp_db_series_instances read

@@ -384,6 +384,7 @@ int rp_db_open(const char *path, rp_db **out)
         rp_db_close(db);
         return RP_EDB;
     }
+    db->ready = 1;
     *out = db;
     return 0;
 }
@@ -394,6 +395,9 @@ void rp_db_close(rp_db *db)
         return;
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(db->st[i]);
+    /* SQLite's advice for long-lived connections: refresh planner statistics where useful. */
+    if (db->h && db->ready)
+        sqlite3_exec(db->h, "PRAGMA optimize", NULL, NULL, NULL);
     if (db->h)
         sqlite3_close(db->h);
     free(db);
