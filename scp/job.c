@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,7 +25,9 @@
 
 /* ---- the test-only fault hook ---- */
 
-static void test_fault(const char *series_uid)
+/* after_lock: 0 at job start (abort, segv, oom, hang, fail), 1 once the version's lock is
+ * held (slow), so that a test can meet a worker that holds its version. */
+static void test_fault(const char *series_uid, int after_lock)
 {
     const char *f = getenv("RP_TEST_JOB_FAULT");
     if (!f || !*f)
@@ -44,7 +47,7 @@ static void test_fault(const char *series_uid)
         }
         p += len + (comma ? 1 : 0);
     }
-    if (!mode[0])
+    if (!mode[0] || (strcmp(mode, "slow") == 0) != (after_lock != 0))
         return;
     RP_WARN("job", "test fault injected mode=%s series=%s", mode, series_uid);
     if (strcmp(mode, "abort") == 0) {
@@ -346,7 +349,7 @@ int rp_job_run(const rp_conf *c, long long job_id)
     rp_db *db = NULL;
     rp_instance_meta *inst = NULL;
     size_t n = 0;
-    int rc, code = RP_JOB_EXIT_FAIL;
+    int rc, code = RP_JOB_EXIT_FAIL, lock_fd = -1;
     double t0 = rp_mono_s();
     char dbpath[RP_PATH_MAX + 64], out_dir[RP_PATH_MAX + 256], tmp_dir[RP_PATH_MAX + 300];
     char series_dir[RP_PATH_MAX + 256];
@@ -372,7 +375,7 @@ int rp_job_run(const rp_conf *c, long long job_id)
         code = rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
         goto out_quiet;
     }
-    test_fault(job.series_uid);
+    test_fault(job.series_uid, 0);
     RP_INFO("job", "start job=%lld series=%s version=%d attempt=%d modality=%s pid=%d", job_id,
             job.series_uid, job.series_version, job.attempts, si.modality, (int)getpid());
 
@@ -401,6 +404,18 @@ int rp_job_run(const rp_conf *c, long long job_id)
     *strrchr(series_dir, '/') = '\0';
     if ((rc = rp_mkdir_p(series_dir, 0750)) != 0)
         goto out;
+    /* One worker per version at a time (an operator may run `radprep process --job N` by
+     * hand while the daemon does): the lock dies with the process, never goes stale. */
+    char lock_path[RP_PATH_MAX * 2];
+    snprintf(lock_path, sizeof lock_path, "%s/.v%d.lock", series_dir, job.series_version);
+    lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        RP_ERROR("job", "version is being processed by another worker job=%lld lock=%s", job_id,
+                 lock_path);
+        rc = RP_EBUSY;
+        goto out;
+    }
+    test_fault(job.series_uid, 1);
     clean_stale_tmp(series_dir, job.series_version);
     snprintf(tmp_dir, sizeof tmp_dir, "%s/.v%d.tmp.%d", series_dir, job.series_version,
              (int)getpid());
@@ -448,6 +463,8 @@ out:
 out_quiet:
     if (tmp_dir[0])
         rm_rf(tmp_dir);
+    if (lock_fd >= 0)
+        close(lock_fd);
     free(inst);
     if (db)
         rp_db_close(db);

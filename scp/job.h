@@ -9,11 +9,13 @@
  *    outputs into <outputs_dir>/<study_uid>/<series_uid>/v<version>/ through a temporary
  *    directory renamed into place (so a version's folder is whole or absent, and versions
  *    never mix). Every output file is recorded (rp_db_output_add) with its sha256, and the
- *    folder as the job's output_dir.
+ *    folder as the job's output_dir. One worker per version at a time (a flock on
+ *    <series>/.v<version>.lock): a second one exits at once with RP_JOB_EXIT_FAIL.
  *  - It never changes the job's state: the supervisor records the end from the exit code.
  *    The return value is the process exit code (RP_JOB_EXIT_* in scp/supervisor.h).
  *  - Test hook: when RP_TEST_JOB_FAULT is set in the environment to a mode (abort, segv,
- *    oom, hang, fail; slow = sleep 3 s, then work normally), optionally followed by
+ *    oom, hang, fail; slow = sleep 3 s holding the version's lock, then work normally),
+ *    optionally followed by
  *    @SERIES_UID to hit one series only (several such entries may be given, separated by
  *    commas), the worker misbehaves that way before doing anything. Unset (always, outside
  *    tests) it does nothing.

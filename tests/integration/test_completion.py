@@ -160,6 +160,27 @@ class CompletionTest(unittest.TestCase):
         finally:
             node.stop()
 
+    def test_second_worker_for_the_same_version_refused(self):
+        # `radprep process --job N` by hand while the daemon's worker runs it: refused at
+        # once (one worker per version), and the daemon's run still completes cleanly.
+        tmp = os.path.join(self.tmp, "lock")
+        files, _, uid = rp.make_series(tmp, 3)
+        node = rp.Node(os.path.join(self.tmp, "lock_node"), quiet_s=1)
+        node.start(env={"RP_TEST_JOB_FAULT": f"slow@{uid}"})
+        try:
+            rc, ok, out = rp.storescu(node.port, files)
+            self.assertEqual((rc, ok), (0, 3), out[-1000:])
+            job = node.wait_job(uid, 1, states=("running",), timeout=20)
+            time.sleep(0.5)  # the worker is past its lock, sleeping (test-only slow mode)
+            r = node.cli("process", "--job", str(job["id"]), "--config", node.conf, check=False)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("being processed by another worker", r.stderr)
+            done = node.wait_job(uid, 1, timeout=30)
+            self.assertEqual(done["attempts"], 1)
+            self.assertEqual(series_json(done)["instances"], 3)
+        finally:
+            node.stop()
+
     def test_operator_trigger(self):
         # a node with a long quiet period: only the operator can complete it quickly
         node = rp.Node(os.path.join(self.tmp, "op"), quiet_s=60).start()
