@@ -15,9 +15,8 @@
  *    The return value is the process exit code (RP_JOB_EXIT_* in scp/supervisor.h).
  *  - Test hook: when RP_TEST_JOB_FAULT is set in the environment to a mode (abort, segv,
  *    oom, hang, fail; slow = sleep 3 s holding the version's lock, then work normally),
- *    optionally followed by
- *    @SERIES_UID to hit one series only (several such entries may be given, separated by
- *    commas), the worker misbehaves that way before doing anything. Unset (always, outside
+ *    optionally followed by @SERIES_UID to hit one series only (several such entries may be
+ *    given, separated by commas), the worker misbehaves that way. Unset (always, outside
  *    tests) it does nothing.
  */
 #ifndef RP_SCP_JOB_H
