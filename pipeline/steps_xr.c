@@ -776,25 +776,42 @@ static int png_run(rp_step_ctx *ctx, const void *vp)
     for (size_t i = 0; i < n; i++)
         outside += !(v->data[i] >= 0.0f && v->data[i] <= 1.0f);
     rp_step_qc_number(ctx, "clamped_fraction", (double)outside / n);
-    for (int z = 0; z < v->dim[2]; z++) {
+    /* Slices are independent files: compress them in parallel, list them in order. */
+    const int nz = v->dim[2];
+    int failed = 0, fail_rc = 0, fail_z = -1;
+#pragma omp parallel for if (nz > 1) schedule(dynamic, 1)
+    for (int z = 0; z < nz; z++) {
         char path[1400];
-        if (v->dim[2] == 1)
+        if (nz == 1)
             snprintf(path, sizeof path, "%s/%s.png", ctx->out_dir, ctx->out_stem);
         else
             snprintf(path, sizeof path, "%s/%s_z%04d.png", ctx->out_dir, ctx->out_stem, z);
         int rc = rp_xr_write_png(v, z, path, bits);
         if (rc) {
-            snprintf(ctx->err, sizeof ctx->err, "png: cannot write %.200s: %s", path,
-                     rp_strerror(rc));
-            return rc;
+#pragma omp critical(rp_xr_png_fail)
+            if (!failed || z < fail_z) {
+                failed = 1;
+                fail_rc = rc;
+                fail_z = z;
+            }
         }
-        if (ctx->extra_outputs) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "kind", "png");
-            cJSON_AddStringToObject(e, "path", path);
-            cJSON_AddNumberToObject(e, "bits", bits);
-            cJSON_AddItemToArray(ctx->extra_outputs, e);
-        }
+    }
+    if (failed) {
+        snprintf(ctx->err, sizeof ctx->err, "png: cannot write slice %d under %.200s: %s", fail_z,
+                 ctx->out_dir, rp_strerror(fail_rc));
+        return fail_rc;
+    }
+    for (int z = 0; z < nz && ctx->extra_outputs; z++) {
+        char path[1400];
+        if (nz == 1)
+            snprintf(path, sizeof path, "%s/%s.png", ctx->out_dir, ctx->out_stem);
+        else
+            snprintf(path, sizeof path, "%s/%s_z%04d.png", ctx->out_dir, ctx->out_stem, z);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "kind", "png");
+        cJSON_AddStringToObject(e, "path", path);
+        cJSON_AddNumberToObject(e, "bits", bits);
+        cJSON_AddItemToArray(ctx->extra_outputs, e);
     }
     return 0;
 }
