@@ -619,10 +619,19 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
         goto fail;
     }
 
+    /* dcmtk's DUL refuses a receive PDU size outside 4 KB..128 KB (every association would
+     * fail); 0 means "as large as we can". */
+    unsigned max_pdu = c->max_pdu == 0 ? 131072u : c->max_pdu;
+    if (max_pdu > 131072u) {
+        RP_WARN(MOD, "max_pdu=%u is above what dcmtk receives, using 131072", max_pdu);
+        max_pdu = 131072u;
+    }
+    if (max_pdu < 4096u)
+        max_pdu = 4096u;
     rp_net_params np = {
         .bind = c->bind,
         .port = c->port,
-        .max_pdu = c->max_pdu,
+        .max_pdu = max_pdu,
         .acse_timeout_s = c->acse_timeout_s,
         .dimse_timeout_s = c->dimse_timeout_s,
         .network_timeout_s = c->network_timeout_s,
