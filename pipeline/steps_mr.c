@@ -5,7 +5,7 @@
  *   n4([shrink, iterations, levels, spline_mm, convergence] | key=value...)
  *                                               N4 bias-field correction (mr.h); field=yes
  *                                               also writes <stem>_n4field.nii.gz
- *   whitestripe([t1|t2|flair|pd|last|largest|first] [, width])  White Stripe z-score
+ *   whitestripe([auto|t1|t2|flair|pd|last|largest|first] [, width])  White Stripe z-score
  *   nyul(model=PATH)                            Nyúl standardisation with a fitted model
  *   fuse(T1, T2, FLAIR, ...)                    study-level; see rp_mr_fuse_study()
  *
@@ -390,6 +390,7 @@ static void n4_describe(const void *params, cJSON *o)
 /* ---- whitestripe ----------------------------------------------------------------------- */
 
 typedef struct ws_step {
+    int auto_mode; /* pick the mode from the series' sequence (T2/FLAIR largest, PD first) */
     rp_ws_mode mode;
     char contrast[16];
     double width;
@@ -397,22 +398,26 @@ typedef struct ws_step {
 } ws_step;
 
 static const char ws_usage[] =
-    "whitestripe, whitestripe(t1|t2|flair|pd|last|largest|first[, width]) or "
-    "whitestripe(t1, width=0.05, mask=NAME)";
+    "whitestripe, whitestripe(auto|t1|t2|flair|pd|last|largest|first[, width]) or "
+    "whitestripe(t1, width=0.05, mask=NAME); auto (default) reads the series' TR/TE/TI and "
+    "description";
 
 static int ws_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
 {
     ws_step *s = calloc(1, sizeof *s);
     if (!s)
         return RP_ENOMEM;
+    s->auto_mode = 1;
     s->mode = RP_WS_LAST;
-    rp_strlcpy(s->contrast, "t1", sizeof s->contrast);
+    rp_strlcpy(s->contrast, "auto", sizeof s->contrast);
     s->width = 0.05;
     for (int i = 0; i < a->n; i++) {
         char buf[128];
         const char *k, *v;
         split_kv(a->arg[i], buf, sizeof buf, &k, &v);
-        if ((!k[0] && i == 0) || strcasecmp(k, "contrast") == 0) {
+        if (((!k[0] && i == 0) || strcasecmp(k, "contrast") == 0) && strcasecmp(v, "auto") == 0) {
+            s->auto_mode = 1;
+        } else if ((!k[0] && i == 0) || strcasecmp(k, "contrast") == 0) {
             static const struct {
                 const char *w;
                 rp_ws_mode m;
@@ -427,6 +432,7 @@ static int ws_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
             if (j == sizeof words / sizeof words[0])
                 goto bad;
             s->mode = words[j].m;
+            s->auto_mode = 0;
             rp_strlcpy(s->contrast, words[j].w, sizeof s->contrast);
         } else if ((!k[0] && i == 1) || strcasecmp(k, "width") == 0) {
             double d;
@@ -456,11 +462,30 @@ static int ws_run(rp_step_ctx *ctx, const void *params)
         return RP_EINVAL;
     }
     rp_mask *mask = mname ? rp_step_ctx_mask(ctx, mname) : NULL;
+    rp_ws_mode mode = s->mode;
+    const char *seq = "T1";
+    if (s->auto_mode && ctx->info) {
+        /* T2 and FLAIR: WM is the largest mode; PD: the first; anything else as T1 */
+        static const struct {
+            const char *name;
+            rp_ws_mode mode;
+        } order[] = {{"FLAIR", RP_WS_LARGEST}, {"T2", RP_WS_LARGEST}, {"PD", RP_WS_FIRST}};
+        for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+            rp_mr_seq_rule r;
+            if (rp_mr_seq_rule_builtin(order[i].name, &r) == 0 && rp_mr_seq_match(&r, ctx->info)) {
+                mode = order[i].mode;
+                seq = order[i].name;
+                break;
+            }
+        }
+    }
+    if (s->auto_mode && ctx->step_qc)
+        cJSON_AddStringToObject(ctx->step_qc, "contrast_detected", seq);
     /* each channel (echo) gets its own stripe */
     for (int c = 0; c < ctx->vol->dim[3]; c++) {
         rp_volume ch = channel_view(ctx->vol, c);
         rp_ws_result r;
-        int rc = rp_mr_whitestripe(&ch, mask, s->mode, s->width, &r, ctx->err, sizeof ctx->err);
+        int rc = rp_mr_whitestripe(&ch, mask, mode, s->width, &r, ctx->err, sizeof ctx->err);
         if (rc != 0)
             return rc;
         size_t n = rp_volume_nvox(ctx->vol);
@@ -487,7 +512,8 @@ static void ws_describe(const void *params, cJSON *o)
     const ws_step *s = params;
     cJSON_AddStringToObject(o, "contrast", s->contrast);
     cJSON_AddStringToObject(o, "mode",
-                            s->mode == RP_WS_LAST      ? "last"
+                            s->auto_mode            ? "auto (T2/FLAIR largest, PD first, else last)"
+                            : s->mode == RP_WS_LAST ? "last"
                             : s->mode == RP_WS_LARGEST ? "largest"
                                                        : "first");
     cJSON_AddNumberToObject(o, "width", s->width);

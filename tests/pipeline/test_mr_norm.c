@@ -98,6 +98,37 @@ static void test_whitestripe_step(void **state)
     free(p);
     rp_step_ctx_release(&ctx);
     ph_free(&ph);
+
+    /* no argument on a T2 series: the header says T2, so the largest mode is WM */
+    double keep = ph_wm_radius;
+    ph_wm_radius = 0.72;
+    assert_int_equal(ph_make(&ph, 64, 64, 48, 3.0, T2, 25, 0.0, 10), 0);
+    ph_wm_radius = keep;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.vol = rp_volume_clone(ph.clean);
+    rp_step_ctx_add_mask(&ctx, head_mask(&ph));
+    rp_series_info t2info;
+    memset(&t2info, 0, sizeof t2info);
+    snprintf(t2info.series_description, sizeof t2info.series_description, "t2_tse_tra");
+    t2info.repetition_time = 6000;
+    t2info.echo_time = 95;
+    t2info.inversion_time = -1;
+    ctx.info = &t2info;
+    rp_step_args none = {.n = 0};
+    assert_int_equal(d->parse(&none, &p, err, sizeof err), 0);
+    qc = cJSON_CreateObject();
+    ctx.step_qc = qc;
+    assert_int_equal(d->run(&ctx, p), 0);
+    assert_string_equal(cJSON_GetObjectItem(qc, "contrast_detected")->valuestring, "T2");
+    n = rp_volume_nvox(ctx.vol);
+    wm = ph_mean(ctx.vol->data, ph.label, n, PH_WM);
+    gm = ph_mean(ctx.vol->data, ph.label, n, PH_GM);
+    printf("whitestripe auto on a T2 series: z(WM) %.3f z(GM) %.2f\n", wm, gm);
+    assert_true(fabs(wm) < 0.02 * fabs(gm - wm));
+    cJSON_Delete(qc);
+    free(p);
+    rp_step_ctx_release(&ctx);
+    ph_free(&ph);
 }
 
 /* intensity transform of a training/held-back scan: a*v^g + b */
