@@ -101,9 +101,10 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
     } else {
         for (int i = 0; i < nin; i++)
             if (stat(inputs[i], &sb) != 0 || !S_ISREG(sb.st_mode)) {
+                int code = rp_cli_fail(RP_CLI_EXIT_USAGE, "process",
+                                       "'%s' is not a file or a folder", inputs[i]);
                 free(inputs);
-                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "'%s' is not a file or a folder",
-                                   inputs[i]);
+                return code;
             }
         rc = rp_pipeline_process_files(c, inputs, (size_t)nin, out, &o, &res);
     }

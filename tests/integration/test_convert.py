@@ -462,6 +462,33 @@ def main():
     check(side.get("ConversionSoftware") == "radprep" and side["Provenance"]["SourceSOPInstanceUIDs"],
           "sidecar: provenance missing")
 
+    # ---- 11. determinism, privacy policy, usage errors --------------------------------
+    src = os.path.join(DATA, "mr_brain_siemens_xa30", "9001_gre_field_mapping")
+    a, b = os.path.join(our_root, "det1"), os.path.join(our_root, "det2")
+    run_ours(src, a, "--threads", "1")
+    run_ours(src, b, "--threads", "2", "--gzip-level", "6")
+    fa = sorted(os.listdir(a))
+    check(fa == sorted(os.listdir(b)), "determinism: different file sets")
+    for f in fa:
+        with open(os.path.join(a, f), "rb") as x, open(os.path.join(b, f), "rb") as y:
+            # the QC report names the output folder; everything else must be byte-identical
+            check(x.read().replace(a.encode(), b.encode()) == y.read(),
+                  f"determinism: {f} differs between runs/thread counts")
+    c = os.path.join(our_root, "priv")
+    p = run_ours(src, c, "--privacy", "filename")
+    pv = load_outputs(c)
+    hdr = pydicom.dcmread(sorted(glob.glob(os.path.join(src, "*")))[0], stop_before_pixels=True)
+    if check(len(pv) == 1, "privacy: one output"):
+        pid = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(hdr.PatientID)).rstrip("_")
+        check(os.path.basename(pv[0]["nii"]).startswith(pid + "_"), "privacy=filename: no PatientID prefix")
+        check(pv[0]["meta"].get("PatientID") == str(hdr.PatientID), "privacy=filename: no PatientID in sidecar")
+    for args, want in ((["process", src], 2), (["process", "--out", c], 2),
+                       (["process", src, "--out", c, "--gzip-level", "99"], 2),
+                       (["process", "/nonexistent/x", "--out", c], 2)):
+        q = subprocess.run([RADPREP, *args], capture_output=True, text=True)
+        check(q.returncode == want and q.stderr.startswith("radprep: process:"),
+              f"usage {args}: exit {q.returncode}, stderr {q.stderr[:80]!r}")
+
     print("\nMatches dcm2niix exactly (data + affine):")
     for e in EXACT:
         print("  ", e)
