@@ -39,6 +39,10 @@ struct rp_node {
     rp_store *store;
     rp_db *db_events; /* events handle, guarded by events_lock */
     pthread_mutex_t events_lock;
+    /* Lookups on the C-STORE path get their own handle, so they never queue behind an
+     * event insert waiting for the index writer's transaction. */
+    rp_db *db_lookup;
+    pthread_mutex_t lookup_lock;
     rp_db_queue *queue;
     char db_path[RP_PATH_MAX + 32];
     rp_net *net;
@@ -198,10 +202,10 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     /* A copy of this SOP Instance UID under another series is a duplicate too; the index
      * knows where (it may lag one batch behind: same-series copies are found by path). */
     char existing[sizeof meta.file_path] = "";
-    pthread_mutex_lock(&n->events_lock);
-    if (n->db_events && rp_db_instance_get(n->db_events, r->sop_instance_uid, &meta) == 0)
+    pthread_mutex_lock(&n->lookup_lock);
+    if (n->db_lookup && rp_db_instance_get(n->db_lookup, r->sop_instance_uid, &meta) == 0)
         rp_strlcpy(existing, meta.file_path, sizeof existing);
-    pthread_mutex_unlock(&n->events_lock);
+    pthread_mutex_unlock(&n->lookup_lock);
     args.existing_path = existing[0] ? existing : NULL;
     int rc = rp_store_commit(n->store, path, fd, &args, &meta, &outcome, reason, sizeof reason);
     if (rc != 0) {
@@ -552,6 +556,7 @@ int rp_node_new(const rp_conf *c, rp_node **out)
     n->shutdown_grace_s = 20;
     pthread_mutex_init(&n->lock, NULL);
     pthread_mutex_init(&n->events_lock, NULL);
+    pthread_mutex_init(&n->lookup_lock, NULL);
     pthread_cond_init(&n->idle, NULL);
     *out = n;
     return 0;
@@ -615,6 +620,10 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
     }
     rp_store_db_path(n->store, n->db_path, sizeof n->db_path);
     if ((rc = rp_db_open(n->db_path, &n->db_events)) != 0) {
+        snprintf(err, errsz, "cannot open the index %s: %s", n->db_path, rp_strerror(rc));
+        goto fail;
+    }
+    if ((rc = rp_db_open(n->db_path, &n->db_lookup)) != 0) {
         snprintf(err, errsz, "cannot open the index %s: %s", n->db_path, rp_strerror(rc));
         goto fail;
     }
@@ -794,6 +803,10 @@ void rp_node_stop(rp_node *n)
         rp_db_close(n->db_events);
         n->db_events = NULL;
     }
+    if (n->db_lookup) {
+        rp_db_close(n->db_lookup);
+        n->db_lookup = NULL;
+    }
 }
 
 void rp_node_free(rp_node *n)
@@ -812,6 +825,7 @@ void rp_node_free(rp_node *n)
     rp_store_close(n->store);
     pthread_mutex_destroy(&n->lock);
     pthread_mutex_destroy(&n->events_lock);
+    pthread_mutex_destroy(&n->lookup_lock);
     pthread_cond_destroy(&n->idle);
     free(n);
 }
