@@ -409,14 +409,17 @@ static void *conn_thread(void *p)
     n->pending--;
     pthread_mutex_unlock(&n->lock);
     if (rc != 0) {
-        atomic_fetch_add(&n->st_rejected, 1);
         char qw[300];
-        /* A connect-and-close (port probe, health check) is routine; anything else is not. */
-        rp_log(rc == RP_ENET ? RP_LOG_INFO : RP_LOG_WARN, MOD,
-               "connection dropped peer=%s:%d reason=%s", a.info.peer_host, a.info.peer_port,
-               rp_log_kv_quote(why, qw, sizeof qw));
-        node_event(n, "association", "result=dropped peer=%s:%d reason=\"%s\"", a.info.peer_host,
-                   a.info.peer_port, why);
+        /* A connect-and-close (port probe, health check) is routine: a log line, no event,
+         * not counted as refused. Anything else is a problem worth recording. */
+        int probe = rc == RP_ENET || rc == RP_ECANCELED;
+        rp_log(probe ? RP_LOG_INFO : RP_LOG_WARN, MOD, "connection dropped peer=%s:%d reason=%s",
+               a.info.peer_host, a.info.peer_port, rp_log_kv_quote(why, qw, sizeof qw));
+        if (!probe) {
+            atomic_fetch_add(&n->st_rejected, 1);
+            node_event(n, "association", "result=dropped peer=%s:%d reason=\"%s\"",
+                       a.info.peer_host, a.info.peer_port, why);
+        }
         thread_done(n);
         return NULL;
     }

@@ -245,5 +245,38 @@ class TestParallel(unittest.TestCase):
         self.assertEqual(node.files_in_spool(), [])
 
 
+    def test_many_senders_and_echoes(self):
+        """12 storescu and 12 echoscu at once under max_associations=32: all served."""
+        files = set_files("ct_chest_lidc0001") + set_files("ct_head_gantry_tilt_uneven_ge")
+        node = rptest.Radprepd(node={"max_associations": 32,
+                                     "max_associations_per_peer": 32}).start()
+        try:
+            results, echoes = [None] * 12, [None] * 12
+
+            def send(i):
+                results[i] = rptest.storescu(node.port, files[i::12], aet="MANY%d" % i)
+
+            def echo(i):
+                echoes[i] = rptest.echoscu(node.port, aet="PING%d" % i).returncode
+
+            th = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+            th += [threading.Thread(target=echo, args=(i,)) for i in range(12)]
+            for t in th:
+                t.start()
+            for t in th:
+                t.join()
+            self.assertEqual(sum(len(r.ok()) for r in results), len(files),
+                             [r.failed() for r in results])
+            self.assertEqual(echoes, [0] * 12)
+            # they really overlapped: several were open before the first one ended
+            lines = [l for l in node.log().splitlines() if "association " in l]
+            first_end = next(i for i, l in enumerate(lines) if "association released" in l)
+            self.assertGreaterEqual(
+                sum("association accepted" in l for l in lines[:first_end]), 4)
+        finally:
+            self.assertEqual(node.stop(), 0)
+        self.assertEqual(node.query("SELECT count(*) FROM instances")[0][0], len(files))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
