@@ -454,6 +454,16 @@ int rp_job_run(const rp_conf *c, long long job_id)
         RP_INFO("job", "derived instances queued job=%lld rule=%s send_to=\"%s\" rows=%zu", job_id,
                 rule->name, rule->send_to, queued);
     }
+    /* Done is recorded here, with the outputs, and not only by the supervisor from the exit
+     * code: if the daemon died right now the version would not be processed again. Run by
+     * hand for a job that is not running, this changes nothing (RP_EINVAL). */
+    if (job.state[0] && strcmp(job.state, "running") == 0) {
+        rc = rp_db_job_finish(db, job_id, 1, 0, "exit 0", 0, 0, NULL);
+        if (rc == RP_EINVAL)
+            rc = 0;
+        if (rc != 0)
+            goto out;
+    }
     RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f", job_id,
             job.series_uid, job.series_version, n, out_dir, rp_mono_s() - t0);
 out:

@@ -11,7 +11,9 @@
  *    never mix). Every output file is recorded (rp_db_output_add) with its sha256, and the
  *    folder as the job's output_dir. One worker per version at a time (a flock on
  *    <series>/.v<version>.lock): a second one exits at once with RP_JOB_EXIT_FAIL.
- *  - It never changes the job's state: the supervisor records the end from the exit code.
+ *  - On success it marks the job done itself (when the job is running), right after the
+ *    outputs are recorded, so that a daemon dying at that moment cannot have the version
+ *    processed again; every other end is recorded by the supervisor from the exit code.
  *    The return value is the process exit code (RP_JOB_EXIT_* in scp/supervisor.h).
  *  - Test hook: when RP_TEST_JOB_FAULT is set in the environment to a mode (abort, segv,
  *    oom, hang, fail; slow = sleep 3 s holding the version's lock, then work normally),

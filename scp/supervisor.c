@@ -120,6 +120,9 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
         if (rc == RP_ENOENT || rc == RP_EINVAL)
             break; /* deleted, or no longer running (an operator requeued it) */
     }
+    if (rc == RP_EINVAL && ok && rp_db_job_get(s->db, sl->job_id, &after) == 0 &&
+        strcmp(after.state, "done") == 0)
+        rc = 0; /* the worker recorded its success itself, with its outputs */
     if (rc != 0) {
         RP_ERROR("supervisor", "cannot record job end job=%lld rc=%s", sl->job_id, rp_strerror(rc));
         return;
