@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <omp.h>
 
 #include "common/common.h"
 #include "pipeline/mr.h"
@@ -304,6 +305,36 @@ static void test_steps_run(void **state)
     ph_free(&ph);
 }
 
+/* Same bytes whatever the number of threads (processing is a pure function). */
+static void test_n4_deterministic(void **state)
+{
+    (void)state;
+    ph_phantom ph;
+    /* > 2^20 voxels, so the full-resolution loops run threaded */
+    assert_int_equal(ph_make(&ph, 128, 128, 80, 1.5, T1, 25, 0.3, 21), 0);
+    rp_n4_params p;
+    rp_n4_defaults(&p);
+    rp_mr_fg_params fp;
+    rp_mr_fg_defaults(&fp, 0);
+    rp_volume *c[2] = {NULL, NULL};
+    rp_mask *m[2] = {NULL, NULL};
+    int saved = omp_get_max_threads();
+    for (int k = 0; k < 2; k++) {
+        omp_set_num_threads(k ? 3 : 1);
+        assert_int_equal(rp_mr_foreground(ph.biased, &fp, "foreground", &m[k], NULL, 0), 0);
+        assert_int_equal(rp_n4_correct(ph.biased, m[k], &p, &c[k], NULL, NULL, NULL, 0), 0);
+    }
+    omp_set_num_threads(saved);
+    size_t n = rp_volume_nvox(ph.biased);
+    assert_memory_equal(m[0]->data, m[1]->data, n);
+    assert_memory_equal(c[0]->data, c[1]->data, n * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        rp_volume_free(c[k]);
+        rp_mask_free(m[k]);
+    }
+    ph_free(&ph);
+}
+
 /* Degenerate inputs get a clear error or a sane result, never a crash. */
 static void test_n4_bad_inputs(void **state)
 {
@@ -358,7 +389,7 @@ int main(void)
         cmocka_unit_test(test_lattice_refine_exact), cmocka_unit_test(test_foreground_mask),
         cmocka_unit_test(test_steps_parse),          cmocka_unit_test(test_steps_run),
         cmocka_unit_test(test_n4_no_bias),           cmocka_unit_test(test_n4_phantom),
-        cmocka_unit_test(test_n4_bad_inputs),
+        cmocka_unit_test(test_n4_bad_inputs),        cmocka_unit_test(test_n4_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
