@@ -11,6 +11,8 @@ def load_ct_series(folder):
     import pydicom
     ds = [pydicom.dcmread(f) for f in sorted(glob.glob(os.path.join(folder, '*.dcm')))]
     ds = [d for d in ds if hasattr(d, 'PixelData')]
+    if not ds:
+        raise FileNotFoundError('no DICOM images in %s (is RP_SHARED_DATA set?)' % folder)
     iop = np.array(ds[0].ImageOrientationPatient, dtype=float)
     r, c = iop[:3], iop[3:]
     n = np.cross(r, c)
