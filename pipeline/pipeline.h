@@ -50,6 +50,10 @@ typedef struct rp_process_opts {
                                  a regular grid (said in QC); 0: such stacks fail (RP_EGEOM) */
     rp_privacy privacy;       /* default RP_PRIVACY_NONE */
     int write_qc;             /* 1 (default): <out_dir>/qc.json */
+    int skip_non_dicom;       /* 1: files that are plainly not DICOM (no "DICM" marker and no
+                                 DICOM group at the start: README, NIfTI, JSON...) are skipped
+                                 and listed, not failures. rp_pipeline_process_dir() sets it;
+                                 default 0: every file given explicitly must be DICOM */
     long long preload_mb;     /* pixels decoded while headers are read (one parse per file),
                                  up to this many MiB in total; the rest is decoded per stack.
                                  0: default (1024); < 0: never */

@@ -409,6 +409,35 @@ static int image_class(const rp_dcm_info *in)
     return 1;
 }
 
+/* Files that are plainly something else (text such as README/JSON/TSV, NIfTI, PNG, JPEG,
+ * gzip): skipped in a folder walk. Anything binary that could be a damaged DICOM stays a
+ * failure with the reader's reason. */
+static int plainly_not_dicom(const char *path)
+{
+    unsigned char b[132];
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    if (n == sizeof b && !memcmp(b + 128, "DICM", 4))
+        return 0;
+    if (n >= 4) {
+        uint32_t le = b[0] | (b[1] << 8) | (b[2] << 16) | ((uint32_t)b[3] << 24);
+        uint32_t be = ((uint32_t)b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+        if (le == 348 || be == 348 || le == 540 || be == 540)
+            return 1;  /* NIfTI-1 / NIfTI-2 */
+        if (!memcmp(b, "\x89PNG", 4) || (b[0] == 0xFF && b[1] == 0xD8) || (b[0] == 0x1F && b[1] == 0x8B))
+            return 1;
+    }
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] < 0x09 || (b[i] > 0x0D && b[i] < 0x20) || b[i] == 0x7F)
+            return 0;  /* binary */
+    return 1;          /* text */
+}
+
 typedef struct file_slot {
     const char *path;
     rp_dcm_info *info;
@@ -511,6 +540,14 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     }
     size_t nok = 0;
     for (size_t i = 0; i < n; i++) {
+        if (slots[i].rc && opts->skip_non_dicom && plainly_not_dicom(slots[i].path)) {
+            res->n_skipped++;
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "file", slots[i].path);
+            cJSON_AddStringToObject(e, "reason", "not a DICOM file");
+            cJSON_AddItemToArray(jskipped, e);
+            continue;
+        }
         if (slots[i].rc) {
             res->n_failed++;
             cJSON *e = cJSON_CreateObject();
@@ -725,7 +762,13 @@ int rp_pipeline_process_dir(const rp_conf *c, const char *dir, const char *out_d
         snprintf(res->reason, sizeof res->reason, "cannot read directory %s: %s", dir,
                  rc == RP_EIO ? strerror(errno) : rp_strerror(rc));
     } else {
-        rc = rp_pipeline_process_files(c, (const char *const *)pl.v, pl.n, out_dir, o, res);
+        rp_process_opts oo;
+        if (o)
+            oo = *o;
+        else
+            rp_process_opts_init(&oo);
+        oo.skip_non_dicom = 1;  /* a folder may hold README, NIfTI, JSON next to the DICOM */
+        rc = rp_pipeline_process_files(c, (const char *const *)pl.v, pl.n, out_dir, &oo, res);
     }
     for (size_t i = 0; i < pl.n; i++)
         free(pl.v[i]);
