@@ -346,7 +346,7 @@ int rp_nyul_load(const char *json_path, rp_nyul_model *m, char *err, size_t errl
     free(txt);
     rp_nyul_model t;
     memset(&t, 0, sizeof t);
-    double sc[2];
+    double sc[2] = {0, 0};
     const cJSON *meth = o ? cJSON_GetObjectItemCaseSensitive(o, "method") : NULL;
     int np = o ? read_array(o, "percentiles", t.pct, RP_NYUL_MAX_LANDMARKS) : -1;
     int ns = o ? read_array(o, "standard", t.standard, RP_NYUL_MAX_LANDMARKS) : -1;
