@@ -125,8 +125,8 @@ CLAHE_HIST_TO_LUT(uint16_t, 65535)
 /* One implementation per depth. The result goes to dst (same type), or, when fdst is not
  * NULL, straight to float as value * fscale (the f32 wrapper: saves a pass and a buffer). */
 #define CLAHE_APPLY(NAME, T, BINS, MAXV, LT, FLOATLUT)                                             \
-    static int NAME(const T *src, T *dst, float *fdst, float fscale, int w, int h, double clip,    \
-                    int tiles_x, int tiles_y)                                                      \
+    static int NAME(const T *src, T *dst, float *fdst, float fscale, int fflip, int w, int h,      \
+                    double clip, int tiles_x, int tiles_y)                                         \
     {                                                                                              \
         if (!src || (!dst && !fdst) || w < 1 || h < 1 || tiles_x < 1 || tiles_y < 1 ||             \
             (long long)w * h > (1LL << 31) - 1)                                                    \
@@ -226,7 +226,7 @@ CLAHE_HIST_TO_LUT(uint16_t, 65535)
             const LT *l2 = ilut + (size_t)ty2 * tiles_x * BINS;                                    \
             const T *s = src + (size_t)y * w;                                                      \
             if (fdst) {                                                                            \
-                float *d = fdst + (size_t)y * w;                                                   \
+                float *d = fdst + (size_t)(fflip ? h - 1 - y : y) * w;                             \
                 for (int x = 0; x < w; x++) {                                                      \
                     int v = s[x];                                                                  \
                     int i1 = ind1[x] + v, i2 = ind2[x] + v;                                        \
@@ -261,17 +261,17 @@ CLAHE_APPLY(clahe_u16, uint16_t, 65536, 65535, uint16_t, 0)
 int rp_xr_clahe_u8(const uint8_t *src, uint8_t *dst, int w, int h, double clip, int tiles_x,
                    int tiles_y)
 {
-    return dst ? clahe_u8(src, dst, NULL, 0.0f, w, h, clip, tiles_x, tiles_y) : RP_EINVAL;
+    return dst ? clahe_u8(src, dst, NULL, 0.0f, 0, w, h, clip, tiles_x, tiles_y) : RP_EINVAL;
 }
 
 int rp_xr_clahe_u16(const uint16_t *src, uint16_t *dst, int w, int h, double clip, int tiles_x,
                     int tiles_y)
 {
-    return dst ? clahe_u16(src, dst, NULL, 0.0f, w, h, clip, tiles_x, tiles_y) : RP_EINVAL;
+    return dst ? clahe_u16(src, dst, NULL, 0.0f, 0, w, h, clip, tiles_x, tiles_y) : RP_EINVAL;
 }
 
 int rp_xr_clahe_f32(float *img, int w, int h, double clip, int tiles_x, int tiles_y, int bits,
-                    size_t *n_clamped)
+                    int bottom_up, size_t *n_clamped)
 {
     if (!img || w < 1 || h < 1 || (bits != 8 && bits != 16))
         return RP_EINVAL;
@@ -283,29 +283,38 @@ int rp_xr_clahe_f32(float *img, int w, int h, double clip, int tiles_x, int tile
         return RP_ENOMEM;
     uint8_t *q8 = q;
     uint16_t *q16 = q;
-    /* Two specialised loops (no per-pixel branch on the depth). NaN counts as clamped -> 0. */
-    if (bits == 8) {
-#pragma omp parallel for simd if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(dynamic, 65536)
-        for (size_t i = 0; i < n; i++) {
-            float x = img[i];
-            int in = x >= 0.0f && x <= 1.0f;
-            clamped += !in;
-            x = in ? x : (x > 1.0f ? 1.0f : 0.0f);
-            q8[i] = (uint8_t)round_even(x * maxv);
+    /* Quantize into displayed row order (the equalization sees the image as cv2 would), two
+     * specialised loops (no per-pixel branch on the depth). NaN counts as clamped -> 0. */
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(dynamic, 16)
+    for (int y = 0; y < h; y++) {
+        const float *s = img + (size_t)(bottom_up ? h - 1 - y : y) * w;
+        size_t c = 0;
+        if (bits == 8) {
+            uint8_t *d = q8 + (size_t)y * w;
+#pragma omp simd reduction(+ : c)
+            for (int x = 0; x < w; x++) {
+                float v = s[x];
+                int in = v >= 0.0f && v <= 1.0f;
+                c += !in;
+                v = in ? v : (v > 1.0f ? 1.0f : 0.0f);
+                d[x] = (uint8_t)round_even(v * maxv);
+            }
+        } else {
+            uint16_t *d = q16 + (size_t)y * w;
+#pragma omp simd reduction(+ : c)
+            for (int x = 0; x < w; x++) {
+                float v = s[x];
+                int in = v >= 0.0f && v <= 1.0f;
+                c += !in;
+                v = in ? v : (v > 1.0f ? 1.0f : 0.0f);
+                d[x] = (uint16_t)round_even(v * maxv);
+            }
         }
-    } else {
-#pragma omp parallel for simd if (n >= RP_XR_PAR_MIN) reduction(+ : clamped) schedule(dynamic, 65536)
-        for (size_t i = 0; i < n; i++) {
-            float x = img[i];
-            int in = x >= 0.0f && x <= 1.0f;
-            clamped += !in;
-            x = in ? x : (x > 1.0f ? 1.0f : 0.0f);
-            q16[i] = (uint16_t)round_even(x * maxv);
-        }
+        clamped += c;
     }
     const float inv = 1.0f / maxv;
-    int rc = bits == 8 ? clahe_u8(q8, NULL, img, inv, w, h, clip, tiles_x, tiles_y)
-                       : clahe_u16(q16, NULL, img, inv, w, h, clip, tiles_x, tiles_y);
+    int rc = bits == 8 ? clahe_u8(q8, NULL, img, inv, bottom_up, w, h, clip, tiles_x, tiles_y)
+                       : clahe_u16(q16, NULL, img, inv, bottom_up, w, h, clip, tiles_x, tiles_y);
     free(q);
     if (n_clamped)
         *n_clamped = clamped;

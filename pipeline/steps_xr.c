@@ -45,18 +45,6 @@
 /* Volumes hold rows bottom-up (assemble.h, as dcm2niix); row ny-1 is the first DICOM row. */
 #define XR_ROWS_BOTTOM_UP 1
 
-static void flip_rows(float *plane, int w, int h)
-{
-    for (int y = 0; y < h / 2; y++) {
-        float *a = plane + (size_t)y * w, *b = plane + (size_t)(h - 1 - y) * w;
-        for (int x = 0; x < w; x++) {
-            float t = a[x];
-            a[x] = b[x];
-            b[x] = t;
-        }
-    }
-}
-
 /* ---------------- present ---------------- */
 
 enum { VOI_AUTO, VOI_WINDOW, VOI_LUT, VOI_MINMAX };
@@ -265,10 +253,8 @@ static int present_run(rp_step_ctx *ctx, const void *vp)
         } else {
             k = ldexp(1.0, si && si->bits_stored > 0 ? si->bits_stored : 16) - 1;
         }
-        const float kf = (float)k;
-#pragma omp parallel for if (nall >= RP_XR_PAR_MIN) schedule(dynamic, 65536)
-        for (size_t i = 0; i < nall; i++)
-            v->data[i] = kf - v->data[i];
+        p.negate = 1; /* folded into the presentation pass */
+        p.negate_k = k;
         cJSON_AddNumberToObject(q, "mono1_undo_constant", k);
     }
 
@@ -397,41 +383,25 @@ static int clahe_run(rp_step_ctx *ctx, const void *vp)
     const int w = v->dim[0], h = v->dim[1];
     const size_t plane = (size_t)w * h, planes = (size_t)v->dim[2] * v->dim[3];
     const size_t n = plane * planes;
-    /* Input must already be 0..1 (present, window, normalize(minmax)); a stray value from
-     * rounding is clamped, but HU or raw values are a recipe mistake. */
-    size_t outside = 0;
-    float mn = INFINITY, mx = -INFINITY;
-#pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(+ : outside) reduction(min : mn) \
-    reduction(max : mx)
-    for (size_t i = 0; i < n; i++) {
-        float x = v->data[i];
-        if (!(x >= -1e-3f && x <= 1.001f))
-            outside++;
-        if (x < mn)
-            mn = x;
-        if (x > mx)
-            mx = x;
-    }
-    if (outside > n / 100) {
-        snprintf(ctx->err, sizeof ctx->err,
-                 "clahe: expects values in [0,1] but %.1f%% lie outside (range %g..%g); put "
-                 "present, window(...) or normalize(minmax) before it",
-                 100.0 * outside / n, mn, mx);
-        return RP_EINVAL;
-    }
+    /* Input must already be 0..1 (present, window, normalize(minmax)). A stray value from
+     * rounding is clamped, but HU or raw values are a recipe mistake: refused (the count
+     * comes from the quantization pass itself, no extra pass over the data). */
     size_t clamped_total = 0;
     for (size_t k = 0; k < planes; k++) {
         size_t c = 0;
-        /* Tiles are laid from the top-left of the displayed image, as cv2 does on it. */
-        if (XR_ROWS_BOTTOM_UP)
-            flip_rows(v->data + k * plane, w, h);
-        int rc = rp_xr_clahe_f32(v->data + k * plane, w, h, p->clip, p->tiles_x, p->tiles_y,
-                                 p->bits, &c);
-        if (XR_ROWS_BOTTOM_UP)
-            flip_rows(v->data + k * plane, w, h);
+        float *pl = v->data + k * plane;
+        int rc = rp_xr_clahe_f32(pl, w, h, p->clip, p->tiles_x, p->tiles_y, p->bits,
+                                 XR_ROWS_BOTTOM_UP, &c);
         if (rc) {
             snprintf(ctx->err, sizeof ctx->err, "clahe: slice %zu: %s", k, rp_strerror(rc));
             return rc;
+        }
+        if (c > plane / 100) {
+            snprintf(ctx->err, sizeof ctx->err,
+                     "clahe: expects values in [0,1] but %.1f%% of slice %zu lie outside; put "
+                     "present, window(...) or normalize(minmax) before it",
+                     100.0 * c / plane, k);
+            return RP_EINVAL;
         }
         clamped_total += c;
     }

@@ -180,12 +180,14 @@ static int present_one_pass(float *data, size_t n, const rp_xr_present_params *p
     if (!t)
         return RP_ENOMEM;
     const int inv = p->invert != 0, any_pad = p->pad_mask || p->has_padding;
+    const int neg = p->negate != 0;
+    const float kneg = (float)p->negate_k;
     float mn = INFINITY, mx = -INFINITY;
     size_t npad = 0, noff = 0;
 #pragma omp parallel for if (n >= RP_XR_PAR_MIN) reduction(min : mn) reduction(max : mx) \
     reduction(+ : npad, noff) schedule(dynamic, 65536)
     for (size_t i = 0; i < n; i++) {
-        float x = data[i];
+        float x = neg ? kneg - data[i] : data[i];
         if (any_pad && is_padding(p, i, x)) {
             npad++;
             data[i] = 0.0f;
@@ -245,6 +247,13 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
         p->range_hi - p->range_lo < RP_XR_TABLE_MAX && fabs(p->range_lo) < 1e9 &&
         fabs(p->range_hi) < 1e9)
         return present_one_pass(data, n, p, rep, lut_div);
+
+    if (p->negate) { /* the general path: undo the inversion first */
+        const float k = (float)p->negate_k;
+#pragma omp parallel for if (n >= RP_XR_PAR_MIN) schedule(dynamic, 65536)
+        for (size_t i = 0; i < n; i++)
+            data[i] = k - data[i];
+    }
 
     /* Scan: range of non-padding values, padding count, are all values integers?
      * (Values beyond +-2^30, NaN and inf count as non-integer: formula path.) */

@@ -85,7 +85,9 @@ typedef struct rp_xr_present_params {
     int invert;                    /* 1 for MONOCHROME1 */
     int has_padding;               /* Pixel Padding Value present */
     double padding_lo, padding_hi; /* input values in [lo,hi] are padding (hi = lo if no range) */
-    const uint8_t *pad_mask;   /* optional, n bytes, non-zero = padding (instead of the values) */
+    const uint8_t *pad_mask; /* optional, n bytes, non-zero = padding (instead of the values) */
+    int negate;              /* input is k - m (assembly's MONOCHROME1 inversion): m = k - x */
+    double negate_k;
     int has_range;             /* the header bounds the input: integers in [range_lo, range_hi] */
     double range_lo, range_hi; /* (speed only: one pass; values outside still come out right) */
 } rp_xr_present_params;
@@ -123,10 +125,11 @@ int rp_xr_clahe_u8(const uint8_t *src, uint8_t *dst, int w, int h, double clip, 
 int rp_xr_clahe_u16(const uint16_t *src, uint16_t *dst, int w, int h, double clip, int tiles_x,
                     int tiles_y);
 /* Float 0..1 image, in place: quantize to `bits` (8 or 16) with rounding and clamping,
- * equalize, map back to 0..1. `n_clamped` (may be NULL) gets how many values lay outside
- * [0,1]. */
+ * equalize, map back to 0..1. With bottom_up the rows are stored bottom-up (assembly's
+ * volumes): tiles are still laid from the displayed top-left, as cv2 does on the displayed
+ * image. `n_clamped` (may be NULL) gets how many values lay outside [0,1] (NaN included). */
 int rp_xr_clahe_f32(float *img, int w, int h, double clip, int tiles_x, int tiles_y, int bits,
-                    size_t *n_clamped);
+                    int bottom_up, size_t *n_clamped);
 
 /* ---- Resize and pad ---- */
 

@@ -137,7 +137,7 @@ int main(int argc, char **argv)
         int rc = rp_xr_present_f32(v->data, n, &p, NULL);
         t1 = cpu_s();
         if (rc == 0)
-            rc = rp_xr_clahe_f32(v->data, w, h, clip, tiles, tiles, 8, NULL);
+            rc = rp_xr_clahe_f32(v->data, w, h, clip, tiles, tiles, 8, 0, NULL);
         t2 = cpu_s();
         /* as the steps do: no new volume when the size is already right */
         if (rc == 0 && (ow != w || oh != h)) {

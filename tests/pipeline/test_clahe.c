@@ -123,11 +123,18 @@ static void test_clahe_float(void **state)
     q[1] = 255;
     assert_int_equal(rp_xr_clahe_u8(q, r, w, h, 2.0, 8, 8), 0);
     size_t clamped = 0;
-    assert_int_equal(rp_xr_clahe_f32(f, w, h, 2.0, 8, 8, 8, &clamped), 0);
+    float *g = malloc(sizeof(float) * w * h); /* the same image stored bottom-up */
+    for (int y = 0; y < h; y++)
+        memcpy(g + (size_t)(h - 1 - y) * w, f + (size_t)y * w, sizeof(float) * w);
+    assert_int_equal(rp_xr_clahe_f32(f, w, h, 2.0, 8, 8, 8, 0, &clamped), 0);
     assert_int_equal(clamped, 2);
     for (int i = 0; i < w * h; i++)
         assert_true(fabsf(f[i] - r[i] / 255.0f) < 1e-6f);
-    assert_int_equal(rp_xr_clahe_f32(f, w, h, 2.0, 8, 8, 12, NULL), RP_EINVAL);
+    assert_int_equal(rp_xr_clahe_f32(g, w, h, 2.0, 8, 8, 8, 1, NULL), 0);
+    for (int y = 0; y < h; y++)
+        assert_memory_equal(g + (size_t)(h - 1 - y) * w, f + (size_t)y * w, sizeof(float) * w);
+    free(g);
+    assert_int_equal(rp_xr_clahe_f32(f, w, h, 2.0, 8, 8, 12, 0, NULL), RP_EINVAL);
     assert_int_equal(rp_xr_clahe_u8(q, r, 0, h, 2.0, 8, 8), RP_EINVAL);
     assert_int_equal(rp_xr_clahe_u8(q, r, w, h, 2.0, 0, 8), RP_EINVAL);
     free(f);

@@ -155,6 +155,29 @@ static void test_present_kernel(void **state)
         double want = i % 3 == 0 ? 0.0 : (100 + i % 201 - 101) / 199.0;
         assert_true(fabs(a[i] - want) < 1e-6);
     }
+    /* Assembly's MONOCHROME1 inversion (x = k - m) undone, on both paths: one pass with the
+     * header's range, and the general path (non-integer input). */
+    for (int path = 0; path < 2; path++) {
+        memset(&p, 0, sizeof p);
+        p.voi.kind = RP_XR_VOI_LINEAR_EXACT;
+        p.voi.center = 500;
+        p.voi.width = 400;
+        p.invert = 1;
+        p.negate = 1;
+        p.negate_k = 1023;
+        p.has_range = path == 0;
+        p.range_hi = 1023;
+        const float off = path == 0 ? 0.0f : 0.5f;
+        for (size_t i = 0; i < 1024; i++)
+            a[i] = (float)(1023 - i) + off; /* m = i - off */
+        assert_int_equal(rp_xr_present_f32(a, 1024, &p, &rep), 0);
+        assert_int_equal(rep.lut_path, path == 0 ? 1 : 0);
+        for (size_t i = 0; i < 1024; i++) {
+            double m = i - off, y = m <= 300 ? 0 : m > 700 ? 1 : (m - 500) / 400 + 0.5;
+            assert_true(fabs(a[i] - (1.0 - y)) < 1e-6);
+        }
+    }
+
     /* A bad window is refused before touching the data. */
     memset(&p, 0, sizeof p);
     p.voi.kind = RP_XR_VOI_LINEAR;
