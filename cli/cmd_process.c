@@ -15,10 +15,10 @@
 #include "common/common.h"
 #include "pipeline/pipeline.h"
 
-
 static const char usage[] =
     "usage: radprep process DIR|FILE... --out OUT [--no-gzip] [--gzip-level N] [--threads N]\n"
-    "                       [--recipe \"steps\"] [--no-resample] [--privacy none|sidecar|filename]\n"
+    "                       [--recipe \"steps\"] [--no-resample] [--privacy "
+    "none|sidecar|filename]\n"
     "       radprep process --job N";
 
 static const char *opt_value(int argc, char **argv, int *i, const char *name)
@@ -52,14 +52,16 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             long long n = rp_cli_parse_count(v);
             if (n < 1 || n > 12) {
                 free(inputs);
-                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "--gzip-level wants 1..12, got '%s'", v);
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process",
+                                   "--gzip-level wants 1..12, got '%s'", v);
             }
             o.gzip_level = (int)n;
         } else if ((v = opt_value(argc, argv, &i, "--threads"))) {
             long long n = rp_cli_parse_count(v);
             if (n < 1 || n > 1024) {
                 free(inputs);
-                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "--threads wants 1..1024, got '%s'", v);
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process",
+                                   "--threads wants 1..1024, got '%s'", v);
             }
             o.threads = (int)n;
         } else if ((v = opt_value(argc, argv, &i, "--recipe"))) {
@@ -75,7 +77,8 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
                 o.privacy = RP_PRIVACY_FILENAME;
             else {
                 free(inputs);
-                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "--privacy wants none|sidecar|filename");
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process",
+                                   "--privacy wants none|sidecar|filename");
             }
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("%s\n", usage);
@@ -83,7 +86,8 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             return RP_CLI_EXIT_OK;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             free(inputs);
-            return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "unknown option '%s'\n%s", argv[i], usage);
+            return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "unknown option '%s'\n%s", argv[i],
+                               usage);
         } else {
             inputs[nin++] = argv[i];
         }
@@ -116,8 +120,8 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
     int code = RP_CLI_EXIT_OK;
     if (rc) {
         code = rp_cli_fail(RP_CLI_EXIT_FAIL, "process", "%s (%d of %d inputs failed; see %s)",
-                           res.reason[0] ? res.reason : rp_strerror(rc), res.n_failed,
-                           res.n_inputs, res.qc_path[0] ? res.qc_path : "the log");
+                           res.reason[0] ? res.reason : rp_strerror(rc), res.n_failed, res.n_inputs,
+                           res.qc_path[0] ? res.qc_path : "the log");
     }
     rp_process_result_free(&res);
     return code;

@@ -10,7 +10,7 @@
 
 #include "common/common.h"
 
-#define POS_TOL_MM 0.02   /* two frames closer than this along the normal share a position */
+#define POS_TOL_MM 0.02 /* two frames closer than this along the normal share a position */
 
 typedef struct item {
     int file, frame, tile;
@@ -146,8 +146,10 @@ static int cmp_item(const void *pa, const void *pb)
     if (a->pos > b->pos + POS_TOL_MM)
         return 1;
     /* same position: order the repetitions in time */
-    int ka[4] = {a->fr->temporal_position, a->in->acquisition_number, a->in->instance_number, a->frame};
-    int kb[4] = {b->fr->temporal_position, b->in->acquisition_number, b->in->instance_number, b->frame};
+    int ka[4] = {a->fr->temporal_position, a->in->acquisition_number, a->in->instance_number,
+                 a->frame};
+    int kb[4] = {b->fr->temporal_position, b->in->acquisition_number, b->in->instance_number,
+                 b->frame};
     double ta = isnan(a->fr->trigger_time) ? 0 : a->fr->trigger_time;
     double tb = isnan(b->fr->trigger_time) ? 0 : b->fr->trigger_time;
     for (int i = 0; i < 2; i++)
@@ -155,7 +157,8 @@ static int cmp_item(const void *pa, const void *pb)
             return ka[i] < kb[i] ? -1 : 1;
     if (ta != tb)
         return ta < tb ? -1 : 1;
-    double ba = isnan(a->fr->b_value) ? 0 : a->fr->b_value, bb = isnan(b->fr->b_value) ? 0 : b->fr->b_value;
+    double ba = isnan(a->fr->b_value) ? 0 : a->fr->b_value,
+           bb = isnan(b->fr->b_value) ? 0 : b->fr->b_value;
     if (ba != bb)
         return ba < bb ? -1 : 1;
     for (int i = 2; i < 4; i++)
@@ -195,7 +198,8 @@ static int collect_items(const rp_dcm_info *const *infos, size_t n, cJSON *qc, i
 {
     size_t cap = 0, cnt = 0;
     for (size_t f = 0; f < n; f++)
-        cap += infos[f]->mosaic_images > 1 ? (size_t)infos[f]->mosaic_images : (size_t)infos[f]->n_frames;
+        cap += infos[f]->mosaic_images > 1 ? (size_t)infos[f]->mosaic_images
+                                           : (size_t)infos[f]->n_frames;
     item *it = calloc(cap ? cap : 1, sizeof *it);
     if (!it)
         return RP_ENOMEM;
@@ -231,7 +235,8 @@ static int collect_items(const rp_dcm_info *const *infos, size_t n, cJSON *qc, i
             else
                 cross3(r, c, nrm);
             double sp = !isnan(in->spacing_between_slices) ? in->spacing_between_slices
-                        : !isnan(in->slice_thickness) ? in->slice_thickness : 1.0;
+                        : !isnan(in->slice_thickness)      ? in->slice_thickness
+                                                           : 1.0;
             /* IPP of a mosaic is the corner of the whole mosaic; move it to the first tile */
             double base[3];
             for (int a = 0; a < 3; a++)
@@ -287,7 +292,7 @@ static void stack_geometry(rp_stack *st, const item *its)
         else if (!isnan(i0->fr->slice_thickness) && i0->fr->slice_thickness > 0)
             dz = i0->fr->slice_thickness;
         st->dz = dz;
-        st->flip_rows = 1;  /* as dcm2niix does for projection images */
+        st->flip_rows = 1; /* as dcm2niix does for projection images */
         double ipp0[3] = {-(st->nx - 1) * st->dx / 2.0, -(st->ny - 1) * st->dy / 2.0,
                           -(st->nz - 1) * dz / 2.0};
         double step[3] = {0, 0, dz};
@@ -304,7 +309,8 @@ static void stack_geometry(rp_stack *st, const item *its)
         double *pos = malloc(sizeof(double) * st->nz);
         for (int z = 0; z < st->nz; z++)
             pos[z] = st->slice[z].pos;
-        rp_gaps_analyse(pos, st->nz, &st->dz, &st->gap_min, &st->gap_max, &st->uneven, &st->missing);
+        rp_gaps_analyse(pos, st->nz, &st->dz, &st->gap_min, &st->gap_max, &st->uneven,
+                        &st->missing);
         free(pos);
         for (int a = 0; a < 3; a++)
             step[a] = (pn[a] - p0[a]) / (st->nz - 1);
@@ -388,7 +394,8 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         int echo_only = same_key(&its[grep[g]], &its[grep[big]], 0);
         if (g != big && echo_only)
             n_echo_groups++;
-        if (g != big && !echo_only && gsize[big] >= 3 && gsize[g] <= 2 && gsize[g] * 4 <= gsize[big]) {
+        if (g != big && !echo_only && gsize[big] >= 3 && gsize[g] <= 2 &&
+            gsize[g] * 4 <= gsize[big]) {
             keep[g] = 0;
             snprintf(msg, sizeof msg,
                      "%d frame(s) (first: %s) have another size or orientation than the main "
@@ -446,16 +453,20 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         for (size_t i = 0; i < m; i++) {
             if (i == 0 || tmp[i].pos - tmp[i - 1].pos > POS_TOL_MM) {
                 if (i) {
-                    if (cur > maxrep) maxrep = cur;
-                    if (cur < minrep) minrep = cur;
+                    if (cur > maxrep)
+                        maxrep = cur;
+                    if (cur < minrep)
+                        minrep = cur;
                 }
                 nu++;
                 cur = 0;
             }
             cur++;
         }
-        if (cur > maxrep) maxrep = cur;
-        if (cur < minrep) minrep = cur;
+        if (cur > maxrep)
+            maxrep = cur;
+        if (cur < minrep)
+            minrep = cur;
         st->nz = nu;
         st->nt = minrep;
         if (minrep != maxrep) {
@@ -519,8 +530,9 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         cJSON_AddBoolToObject(st->qc, "mosaic", st->mosaic);
         cJSON_AddBoolToObject(st->qc, "uneven_spacing", st->uneven);
         cJSON_AddNumberToObject(st->qc, "missing_slices", st->missing);
-        cJSON_AddStringToObject(st->qc, "sorted_by", r0->fr->has_ipp ? "position along slice normal"
-                                                                     : "frame order (no positions)");
+        cJSON_AddStringToObject(st->qc, "sorted_by",
+                                r0->fr->has_ipp ? "position along slice normal"
+                                                : "frame order (no positions)");
     }
     free(tmp);
     free(keep);

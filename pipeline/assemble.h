@@ -36,16 +36,16 @@ extern "C" {
 
 /* One 2-D slice of a stack: where its pixels come from. */
 typedef struct rp_slice_ref {
-    int file;              /* index into the info array given to rp_assemble() */
-    int frame;             /* frame in that file */
-    int tile;              /* mosaic tile, -1 when not a mosaic */
-    double ipp[3];         /* position of the slice's first pixel, LPS mm */
-    double pos;            /* position along the slice normal, mm */
+    int file;      /* index into the info array given to rp_assemble() */
+    int frame;     /* frame in that file */
+    int tile;      /* mosaic tile, -1 when not a mosaic */
+    double ipp[3]; /* position of the slice's first pixel, LPS mm */
+    double pos;    /* position along the slice normal, mm */
 } rp_slice_ref;
 
 /* NIfTI-ish sample types of an assembled buffer. */
 typedef enum {
-    RP_ST_U8 = 2,          /* the values equal NIfTI datatype codes */
+    RP_ST_U8 = 2, /* the values equal NIfTI datatype codes */
     RP_ST_S16 = 4,
     RP_ST_S32 = 8,
     RP_ST_F32 = 16,
@@ -56,34 +56,34 @@ typedef enum {
 } rp_sample_type;
 
 typedef struct rp_stack {
-    int nx, ny, nz, nt;        /* columns, rows, slices, volumes */
-    rp_slice_ref *slice;       /* owned, n_refs = nz*nt entries as assembled, index z + nz*t
-                                  (after rp_stack_resample() nz changes; n_refs does not) */
+    int nx, ny, nz, nt;  /* columns, rows, slices, volumes */
+    rp_slice_ref *slice; /* owned, n_refs = nz*nt entries as assembled, index z + nz*t
+                            (after rp_stack_resample() nz changes; n_refs does not) */
     int n_refs;
-    int nz_acquired;           /* slices per volume as acquired (before resampling) */
-    double iop[6];             /* row and column direction cosines, LPS */
-    double normal[3];          /* slice normal, LPS (row x column, or the CSA normal) */
-    double dx, dy;             /* column spacing (along a row), row spacing, mm */
-    double dz;                 /* slice spacing (mean of gaps; slice thickness for nz == 1) */
-    double affine[4][4];       /* (i,j,k) of the written data -> RAS mm */
-    int has_geometry;          /* 0: no IPP/IOP (projection X-ray): a centred identity grid */
-    int flip_rows;             /* 1: rows written bottom-up, as dcm2niix (always, today) */
-    int mosaic;                /* 1: slices are mosaic tiles */
-    int need_resample;         /* sheared (tilt) or uneven: rp_stack_resample() */
-    double tilt_deg;           /* measured from the positions (0 when none) */
-    int uneven, missing;       /* uneven spacing, number of missing slices detected */
+    int nz_acquired;     /* slices per volume as acquired (before resampling) */
+    double iop[6];       /* row and column direction cosines, LPS */
+    double normal[3];    /* slice normal, LPS (row x column, or the CSA normal) */
+    double dx, dy;       /* column spacing (along a row), row spacing, mm */
+    double dz;           /* slice spacing (mean of gaps; slice thickness for nz == 1) */
+    double affine[4][4]; /* (i,j,k) of the written data -> RAS mm */
+    int has_geometry;    /* 0: no IPP/IOP (projection X-ray): a centred identity grid */
+    int flip_rows;       /* 1: rows written bottom-up, as dcm2niix (always, today) */
+    int mosaic;          /* 1: slices are mosaic tiles */
+    int need_resample;   /* sheared (tilt) or uneven: rp_stack_resample() */
+    double tilt_deg;     /* measured from the positions (0 when none) */
+    int uneven, missing; /* uneven spacing, number of missing slices detected */
     double gap_min, gap_max;
-    int varying_rescale;       /* slope/intercept differ between slices */
-    int echo_number;           /* -1 when not split by echo */
-    char label[32];            /* suffix for file names: "", "_e2", "_o1" ... */
-    const rp_dcm_info *ref;    /* borrowed: header of the first slice */
-    cJSON *qc;                 /* owned: this stack's findings */
+    int varying_rescale;    /* slope/intercept differ between slices */
+    int echo_number;        /* -1 when not split by echo */
+    char label[32];         /* suffix for file names: "", "_e2", "_o1" ... */
+    const rp_dcm_info *ref; /* borrowed: header of the first slice */
+    cJSON *qc;              /* owned: this stack's findings */
 } rp_stack;
 
 typedef struct rp_series_asm {
-    rp_stack *stack;           /* owned array */
+    rp_stack *stack; /* owned array */
     size_t n_stacks;
-    cJSON *qc;                 /* owned: series-level findings (dropped frames, errors...) */
+    cJSON *qc; /* owned: series-level findings (dropped frames, errors...) */
 } rp_series_asm;
 
 /* Split one series (infos[0..n)) into stacks. infos are borrowed and must outlive `out`.
@@ -94,7 +94,7 @@ void rp_series_asm_free(rp_series_asm *s);
 /* A decoded stack: nx*ny*nz*nt samples of `type`, x fastest, rows flipped as written. */
 typedef struct rp_stack_data {
     rp_sample_type type;
-    void *data;                /* owned (free()); NULL when the data is held by slice */
+    void *data; /* owned (free()); NULL when the data is held by slice */
     /* Zero-copy form (plain conversion): slice[k] points at slice k (index z + nz*t) inside
      * the decoded file buffers, already flipped in place; the buffers are owned here.
      * rp_stack_data_contiguous() turns this form into `data`. */
@@ -102,10 +102,10 @@ typedef struct rp_stack_data {
     size_t n_slices, slice_bytes;
     void **bufs;
     size_t n_bufs;
-    double scl_slope, scl_inter;  /* real value = slope * stored + inter */
-    long n_padding;            /* voxels that were Pixel Padding */
-    uint8_t *pad_mask;         /* owned, NULL when the series declares no padding */
-    int inverted_mono1;        /* 1: MONOCHROME1 inverted so that higher means denser */
+    double scl_slope, scl_inter; /* real value = slope * stored + inter */
+    long n_padding;              /* voxels that were Pixel Padding */
+    uint8_t *pad_mask;           /* owned, NULL when the series declares no padding */
+    int inverted_mono1;          /* 1: MONOCHROME1 inverted so that higher means denser */
 } rp_stack_data;
 
 /* Decode the stack's slices into `out` in the native type (int16 with scl_slope/inter as
@@ -118,11 +118,10 @@ typedef struct rp_stack_data {
  * over in place (zero-copy form, see rp_stack_data) unless RP_LOAD_CONTIGUOUS is set.
  * RP_LOAD_PAD_MASK: build out->pad_mask (padded voxels are counted anyway).
  * On a decode error returns RP_EDECODE with the file and reason in err. */
-#define RP_LOAD_PAD_MASK 1u    /* build out->pad_mask */
-#define RP_LOAD_CONTIGUOUS 2u  /* always fill out->data (resampling and recipes need it) */
-int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels,
-                  int *pix_refs, unsigned flags, int threads, rp_stack_data *out, char *err,
-                  size_t errlen);
+#define RP_LOAD_PAD_MASK 1u   /* build out->pad_mask */
+#define RP_LOAD_CONTIGUOUS 2u /* always fill out->data (resampling and recipes need it) */
+int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels, int *pix_refs,
+                  unsigned flags, int threads, rp_stack_data *out, char *err, size_t errlen);
 /* Gather a zero-copy stack into one buffer (no-op when d->data is set). */
 int rp_stack_data_contiguous(rp_stack_data *d);
 void rp_stack_data_free(rp_stack_data *d);
@@ -137,8 +136,8 @@ int rp_stack_resample(rp_stack *st, rp_stack_data *d, char *err, size_t errlen);
 void rp_affine_from_dicom(const double iop[6], const double ipp0[3], const double step[3],
                           double dx, double dy, int ny, double affine[4][4]);
 /* Spacing analysis of sorted positions: mean gap, flags, missing count. */
-void rp_gaps_analyse(const double *pos, int n, double *gap_mean, double *gap_min,
-                     double *gap_max, int *uneven, int *missing);
+void rp_gaps_analyse(const double *pos, int n, double *gap_mean, double *gap_min, double *gap_max,
+                     int *uneven, int *missing);
 /* Shear of a stack: the angle (degrees) between the slice-to-slice step and the normal. */
 double rp_tilt_deg(const double ipp0[3], const double ippn[3], const double normal[3]);
 

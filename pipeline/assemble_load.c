@@ -38,7 +38,10 @@ void rp_stack_data_free(rp_stack_data *d)
     memset(d, 0, sizeof *d);
 }
 
-typedef struct { int slice; int file; } sref;
+typedef struct {
+    int slice;
+    int file;
+} sref;
 static int cmp_sref(const void *a, const void *b)
 {
     const sref *x = a, *y = b;
@@ -51,13 +54,44 @@ static void invert_row(rp_sample_type t, void *row, size_t n, long smin, long sm
 {
     long s = smin + smax;
     switch (t) {
-    case RP_ST_U8: { uint8_t *p = row; for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(s - p[i]); break; }
-    case RP_ST_S8: { int8_t *p = row; for (size_t i = 0; i < n; i++) p[i] = (int8_t)(s - p[i]); break; }
-    case RP_ST_U16: { uint16_t *p = row; for (size_t i = 0; i < n; i++) p[i] = (uint16_t)(s - p[i]); break; }
-    case RP_ST_S16: { int16_t *p = row; for (size_t i = 0; i < n; i++) p[i] = (int16_t)(s - p[i]); break; }
-    case RP_ST_U32: { uint32_t *p = row; for (size_t i = 0; i < n; i++) p[i] = (uint32_t)(s - (long)p[i]); break; }
-    case RP_ST_S32: { int32_t *p = row; for (size_t i = 0; i < n; i++) p[i] = (int32_t)(s - p[i]); break; }
-    default: break;
+    case RP_ST_U8: {
+        uint8_t *p = row;
+        for (size_t i = 0; i < n; i++)
+            p[i] = (uint8_t)(s - p[i]);
+        break;
+    }
+    case RP_ST_S8: {
+        int8_t *p = row;
+        for (size_t i = 0; i < n; i++)
+            p[i] = (int8_t)(s - p[i]);
+        break;
+    }
+    case RP_ST_U16: {
+        uint16_t *p = row;
+        for (size_t i = 0; i < n; i++)
+            p[i] = (uint16_t)(s - p[i]);
+        break;
+    }
+    case RP_ST_S16: {
+        int16_t *p = row;
+        for (size_t i = 0; i < n; i++)
+            p[i] = (int16_t)(s - p[i]);
+        break;
+    }
+    case RP_ST_U32: {
+        uint32_t *p = row;
+        for (size_t i = 0; i < n; i++)
+            p[i] = (uint32_t)(s - (long)p[i]);
+        break;
+    }
+    case RP_ST_S32: {
+        int32_t *p = row;
+        for (size_t i = 0; i < n; i++)
+            p[i] = (int32_t)(s - p[i]);
+        break;
+    }
+    default:
+        break;
     }
 }
 
@@ -67,41 +101,53 @@ static long count_padding(const rp_dcm_info *in, const void *row, size_t n, uint
 {
     long lo = in->padding_value, hi = in->padding_value;
     if (in->has_padding_range) {
-        lo = in->padding_value < in->padding_range_limit ? in->padding_value : in->padding_range_limit;
-        hi = in->padding_value < in->padding_range_limit ? in->padding_range_limit : in->padding_value;
+        lo = in->padding_value < in->padding_range_limit ? in->padding_value
+                                                         : in->padding_range_limit;
+        hi = in->padding_value < in->padding_range_limit ? in->padding_range_limit
+                                                         : in->padding_value;
     }
     long c = 0;
     /* int compares so the counting loop vectorises (omp simd) */
-#define RP_PAD_LOOP(T, W)                                                                     \
-    do {                                                                                      \
-        const T *p = (const T *)row;                                                          \
-        const W l = (W)lo, h = (W)hi;                                                         \
-        if (mask) {                                                                           \
-            for (size_t i = 0; i < n; i++) {                                                  \
-                int b = p[i] >= l && p[i] <= h;                                               \
-                mask[i] = (uint8_t)b;                                                         \
-                c += b;                                                                       \
-            }                                                                                 \
-        } else {                                                                              \
-            int cc = 0;                                                                       \
-            _Pragma("omp simd reduction(+ : cc)")                                             \
-            for (size_t i = 0; i < n; i++)                                                    \
-                cc += (p[i] >= l) & (p[i] <= h);                                              \
-            c += cc;                                                                          \
-        }                                                                                     \
+#define RP_PAD_LOOP(T, W)                                                                          \
+    do {                                                                                           \
+        const T *p = (const T *)row;                                                               \
+        const W l = (W)lo, h = (W)hi;                                                              \
+        if (mask) {                                                                                \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                int b = p[i] >= l && p[i] <= h;                                                    \
+                mask[i] = (uint8_t)b;                                                              \
+                c += b;                                                                            \
+            }                                                                                      \
+        } else {                                                                                   \
+            int cc = 0;                                                                            \
+            _Pragma("omp simd reduction(+ : cc)") for (size_t i = 0; i < n; i++) cc +=             \
+                (p[i] >= l) & (p[i] <= h);                                                         \
+            c += cc;                                                                               \
+        }                                                                                          \
     } while (0)
     switch (in->stype) {
-    case RP_DCM_U8: RP_PAD_LOOP(uint8_t, int); break;
-    case RP_DCM_S8: RP_PAD_LOOP(int8_t, int); break;
-    case RP_DCM_U16: RP_PAD_LOOP(uint16_t, int); break;
-    case RP_DCM_S16: RP_PAD_LOOP(int16_t, int); break;
-    case RP_DCM_U32: RP_PAD_LOOP(uint32_t, long long); break;
-    default: RP_PAD_LOOP(int32_t, long long); break;
+    case RP_DCM_U8:
+        RP_PAD_LOOP(uint8_t, int);
+        break;
+    case RP_DCM_S8:
+        RP_PAD_LOOP(int8_t, int);
+        break;
+    case RP_DCM_U16:
+        RP_PAD_LOOP(uint16_t, int);
+        break;
+    case RP_DCM_S16:
+        RP_PAD_LOOP(int16_t, int);
+        break;
+    case RP_DCM_U32:
+        RP_PAD_LOOP(uint32_t, long long);
+        break;
+    default:
+        RP_PAD_LOOP(int32_t, long long);
+        break;
     }
 #undef RP_PAD_LOOP
     return c;
 }
-
 
 int rp_stack_data_contiguous(rp_stack_data *d)
 {
@@ -144,12 +190,18 @@ static rp_sample_type native_type(const rp_dcm_info *ref, int use_float)
     if (use_float)
         return RP_ST_F32;
     switch (ref->stype) {
-    case RP_DCM_U8: return RP_ST_U8;
-    case RP_DCM_S8: return RP_ST_S8;
-    case RP_DCM_U16: return RP_ST_U16;
-    case RP_DCM_S16: return RP_ST_S16;
-    case RP_DCM_U32: return RP_ST_U32;
-    default: return RP_ST_S32;
+    case RP_DCM_U8:
+        return RP_ST_U8;
+    case RP_DCM_S8:
+        return RP_ST_S8;
+    case RP_DCM_U16:
+        return RP_ST_U16;
+    case RP_DCM_S16:
+        return RP_ST_S16;
+    case RP_DCM_U32:
+        return RP_ST_U32;
+    default:
+        return RP_ST_S32;
     }
 }
 
@@ -230,9 +282,8 @@ static int load_in_place(const rp_stack *st, const rp_dcm_info *const *infos, vo
     return 0;
 }
 
-int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels,
-                  int *pix_refs, unsigned flags, int threads, rp_stack_data *out, char *err,
-                  size_t errlen)
+int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels, int *pix_refs,
+                  unsigned flags, int threads, rp_stack_data *out, char *err, size_t errlen)
 {
     int want_pad_mask = (flags & RP_LOAD_PAD_MASK) != 0;
     memset(out, 0, sizeof *out);
@@ -251,12 +302,24 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
         out->type = RP_ST_F32;
     } else {
         switch (ref->stype) {
-        case RP_DCM_U8: out->type = RP_ST_U8; break;
-        case RP_DCM_S8: out->type = RP_ST_S8; break;
-        case RP_DCM_U16: out->type = RP_ST_U16; break;
-        case RP_DCM_S16: out->type = RP_ST_S16; break;
-        case RP_DCM_U32: out->type = RP_ST_U32; break;
-        default: out->type = RP_ST_S32; break;
+        case RP_DCM_U8:
+            out->type = RP_ST_U8;
+            break;
+        case RP_DCM_S8:
+            out->type = RP_ST_S8;
+            break;
+        case RP_DCM_U16:
+            out->type = RP_ST_U16;
+            break;
+        case RP_DCM_S16:
+            out->type = RP_ST_S16;
+            break;
+        case RP_DCM_U32:
+            out->type = RP_ST_U32;
+            break;
+        default:
+            out->type = RP_ST_S32;
+            break;
         }
     }
     size_t nx = (size_t)st->nx, ny = (size_t)st->ny, nslices = (size_t)st->nz * st->nt;
@@ -337,8 +400,10 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
         int fmin = 1 << 30, fmax = -1;
         for (int k = gstart[g]; k < gstart[g + 1]; k++) {
             int fr = st->slice[order[k].slice].frame;
-            if (fr < fmin) fmin = fr;
-            if (fr > fmax) fmax = fr;
+            if (fr < fmin)
+                fmin = fr;
+            if (fr > fmax)
+                fmax = fr;
         }
         size_t fbytes = rp_dcm_frame_bytes(in);
         uint8_t *buf;
@@ -346,13 +411,14 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
         int rc = 0;
         int owned = 1;
         if (pixels && pixels[f]) {
-            buf = pixels[f];  /* all frames, decoded while the header was read */
+            buf = pixels[f]; /* all frames, decoded while the header was read */
             fmin = 0;
             owned = 0;
         } else {
             size_t nb = fbytes * (size_t)(fmax - fmin + 1);
             buf = malloc(nb);
-            rc = buf ? rp_dcm_decode_frames(in->path, in, fmin, fmax - fmin + 1, buf, nb, e, sizeof e)
+            rc = buf ? rp_dcm_decode_frames(in->path, in, fmin, fmax - fmin + 1, buf, nb, e,
+                                            sizeof e)
                      : RP_ENOMEM;
         }
         if (rc) {
@@ -367,7 +433,7 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
                 free(buf);
             continue;
         }
-        size_t sss = rp_dcm_stype_size(in->stype) * (size_t)spp;  /* bytes per source pixel */
+        size_t sss = rp_dcm_stype_size(in->stype) * (size_t)spp; /* bytes per source pixel */
         long smin = in->pixel_representation ? -(1L << (in->bits_stored - 1)) : 0;
         long smax = in->pixel_representation ? (1L << (in->bits_stored - 1)) - 1
                                              : (long)((1UL << in->bits_stored) - 1);
@@ -384,7 +450,7 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
             uint8_t *pm = out->pad_mask ? out->pad_mask + (size_t)order[k].slice * nvox : NULL;
             for (size_t y = 0; y < ny; y++) {
                 const uint8_t *srow = frame + ((y0 + y) * (size_t)in->cols + x0) * sss;
-                size_t oy = st->flip_rows ? ny - 1 - y : y;  /* bottom-up, as dcm2niix */
+                size_t oy = st->flip_rows ? ny - 1 - y : y; /* bottom-up, as dcm2niix */
                 uint8_t *drow = dst + oy * nx * ss;
                 uint8_t *prow = pm ? pm + oy * nx : NULL;
                 if (use_float) {
@@ -444,26 +510,47 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
 static double sample_get(const rp_stack_data *d, size_t i)
 {
     switch (d->type) {
-    case RP_ST_U8: return ((const uint8_t *)d->data)[i];
-    case RP_ST_S8: return ((const int8_t *)d->data)[i];
-    case RP_ST_S16: return ((const int16_t *)d->data)[i];
-    case RP_ST_U16: return ((const uint16_t *)d->data)[i];
-    case RP_ST_S32: return ((const int32_t *)d->data)[i];
-    case RP_ST_U32: return ((const uint32_t *)d->data)[i];
-    default: return ((const float *)d->data)[i];
+    case RP_ST_U8:
+        return ((const uint8_t *)d->data)[i];
+    case RP_ST_S8:
+        return ((const int8_t *)d->data)[i];
+    case RP_ST_S16:
+        return ((const int16_t *)d->data)[i];
+    case RP_ST_U16:
+        return ((const uint16_t *)d->data)[i];
+    case RP_ST_S32:
+        return ((const int32_t *)d->data)[i];
+    case RP_ST_U32:
+        return ((const uint32_t *)d->data)[i];
+    default:
+        return ((const float *)d->data)[i];
     }
 }
 
 static void sample_put(rp_sample_type t, void *p, size_t i, double v)
 {
     switch (t) {
-    case RP_ST_U8: ((uint8_t *)p)[i] = (uint8_t)fmin(255, fmax(0, lround(v))); break;
-    case RP_ST_S8: ((int8_t *)p)[i] = (int8_t)fmin(127, fmax(-128, lround(v))); break;
-    case RP_ST_S16: ((int16_t *)p)[i] = (int16_t)fmin(32767, fmax(-32768, lround(v))); break;
-    case RP_ST_U16: ((uint16_t *)p)[i] = (uint16_t)fmin(65535, fmax(0, lround(v))); break;
-    case RP_ST_S32: ((int32_t *)p)[i] = (int32_t)llround(v); break;
-    case RP_ST_U32: ((uint32_t *)p)[i] = (uint32_t)llround(fmax(0, v)); break;
-    default: ((float *)p)[i] = (float)v; break;
+    case RP_ST_U8:
+        ((uint8_t *)p)[i] = (uint8_t)fmin(255, fmax(0, lround(v)));
+        break;
+    case RP_ST_S8:
+        ((int8_t *)p)[i] = (int8_t)fmin(127, fmax(-128, lround(v)));
+        break;
+    case RP_ST_S16:
+        ((int16_t *)p)[i] = (int16_t)fmin(32767, fmax(-32768, lround(v)));
+        break;
+    case RP_ST_U16:
+        ((uint16_t *)p)[i] = (uint16_t)fmin(65535, fmax(0, lround(v)));
+        break;
+    case RP_ST_S32:
+        ((int32_t *)p)[i] = (int32_t)llround(v);
+        break;
+    case RP_ST_U32:
+        ((uint32_t *)p)[i] = (uint32_t)llround(fmax(0, v));
+        break;
+    default:
+        ((float *)p)[i] = (float)v;
+        break;
     }
 }
 
@@ -473,10 +560,14 @@ static double bilinear(const rp_stack_data *d, size_t base, int nx, int ny, doub
     if (col < -1e-6 || row < -1e-6 || col > nx - 1 + 1e-6 || row > ny - 1 + 1e-6)
         return NAN;
     int c0 = (int)floor(col), r0 = (int)floor(row);
-    if (c0 >= nx - 1) c0 = nx - 2 < 0 ? 0 : nx - 2;
-    if (r0 >= ny - 1) r0 = ny - 2 < 0 ? 0 : ny - 2;
-    if (c0 < 0) c0 = 0;
-    if (r0 < 0) r0 = 0;
+    if (c0 >= nx - 1)
+        c0 = nx - 2 < 0 ? 0 : nx - 2;
+    if (r0 >= ny - 1)
+        r0 = ny - 2 < 0 ? 0 : ny - 2;
+    if (c0 < 0)
+        c0 = 0;
+    if (r0 < 0)
+        r0 = 0;
     double fc = col - c0, fr = row - r0;
     int c1 = c0 + 1 < nx ? c0 + 1 : c0, r1 = r0 + 1 < ny ? r0 + 1 : r0;
     /* stored rows are flipped */
@@ -527,7 +618,8 @@ int rp_stack_resample(rp_stack *st, rp_stack_data *d, char *err, size_t errlen)
         dz = (pn - p0) / (nz - 1);
     int nz2 = (int)floor((pn - p0) / dz + 1e-6) + 1;
     size_t ss = d->type == RP_ST_F32 || d->type == RP_ST_S32 || d->type == RP_ST_U32 ? 4
-                : (d->type == RP_ST_U8 || d->type == RP_ST_S8) ? 1 : 2;
+                : (d->type == RP_ST_U8 || d->type == RP_ST_S8)                       ? 1
+                                                                                     : 2;
     size_t nvox2 = (size_t)nx2 * ny2;
     void *o = malloc(nvox2 * nz2 * st->nt * ss);
     if (!o) {
@@ -552,8 +644,10 @@ int rp_stack_resample(rp_stack *st, rp_stack_data *d, char *err, size_t errlen)
             while (k + 2 < nz && st->slice[k + 1].pos <= p)
                 k++;
             double w = (p - st->slice[k].pos) / (st->slice[k + 1].pos - st->slice[k].pos);
-            if (w < 0) w = 0;
-            if (w > 1) w = 1;
+            if (w < 0)
+                w = 0;
+            if (w > 1)
+                w = 1;
             size_t b0 = (size_t)(k + nz * t) * nx * ny, b1 = (size_t)(k + 1 + nz * t) * nx * ny;
             for (int j2 = 0; j2 < ny2; j2++) {
                 size_t orow = (size_t)(k2 + (size_t)nz2 * t) * nvox2 + (size_t)(ny2 - 1 - j2) * nx2;
@@ -583,8 +677,9 @@ int rp_stack_resample(rp_stack *st, rp_stack_data *d, char *err, size_t errlen)
     }
     rp_affine_from_dicom(st->iop, ipp0, step, st->dx, st->dy, ny2, st->affine);
     cJSON *rs = cJSON_AddObjectToObject(st->qc, "resampled");
-    cJSON_AddStringToObject(rs, "method", "linear; slices shifted in-plane to undo the shear "
-                                          "(gantry tilt), then equidistant along the normal");
+    cJSON_AddStringToObject(rs, "method",
+                            "linear; slices shifted in-plane to undo the shear "
+                            "(gantry tilt), then equidistant along the normal");
     cJSON *od = cJSON_AddArrayToObject(rs, "from_dims");
     cJSON_AddItemToArray(od, cJSON_CreateNumber(nx));
     cJSON_AddItemToArray(od, cJSON_CreateNumber(ny));
@@ -597,7 +692,7 @@ int rp_stack_resample(rp_stack *st, rp_stack_data *d, char *err, size_t errlen)
     cJSON_AddNumberToObject(rs, "fill_value", fill);
     free(d->data);
     d->data = o;
-    free(d->pad_mask);  /* padding no longer maps onto the new grid */
+    free(d->pad_mask); /* padding no longer maps onto the new grid */
     d->pad_mask = NULL;
     st->nx = nx2;
     st->ny = ny2;

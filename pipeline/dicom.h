@@ -48,35 +48,36 @@ typedef enum {
 
 /* A Modality or VOI LUT (from a LUT sequence item). */
 typedef struct rp_dcm_lut {
-    int n_entries;          /* descriptor[0], 0 in the file already resolved to 65536 */
-    int first_mapped;       /* descriptor[1], read as signed when pixel_representation=1 */
-    int bits;               /* descriptor[2]: bits per entry */
-    uint16_t *data;         /* owned by the info, n_entries values */
-    char explanation[65];   /* LUT Explanation */
-    char type[17];          /* Modality LUT Type (e.g. "HU", "OD"), empty for VOI */
+    int n_entries;        /* descriptor[0], 0 in the file already resolved to 65536 */
+    int first_mapped;     /* descriptor[1], read as signed when pixel_representation=1 */
+    int bits;             /* descriptor[2]: bits per entry */
+    uint16_t *data;       /* owned by the info, n_entries values */
+    char explanation[65]; /* LUT Explanation */
+    char type[17];        /* Modality LUT Type (e.g. "HU", "OD"), empty for VOI */
 } rp_dcm_lut;
 
 /* Per-frame values (classic objects: one frame per file, copied from the file level). */
 typedef struct rp_dcm_frame {
-    double ipp[3];          /* Image Position (Patient), LPS mm */
+    double ipp[3]; /* Image Position (Patient), LPS mm */
     int has_ipp;
-    double iop[6];          /* Image Orientation (Patient): row cosines, column cosines */
+    double iop[6]; /* Image Orientation (Patient): row cosines, column cosines */
     int has_iop;
-    double pixel_spacing[2];/* DICOM order: [0] between rows (along columns), [1] between columns */
+    double
+        pixel_spacing[2]; /* DICOM order: [0] between rows (along columns), [1] between columns */
     int has_spacing;
-    double slice_thickness; /* NAN when absent */
-    double slope, intercept;/* 1 / 0 when absent */
+    double slice_thickness;  /* NAN when absent */
+    double slope, intercept; /* 1 / 0 when absent */
     int has_rescale;
-    double echo_time;       /* ms, NAN when absent */
-    int echo_number;        /* -1 */
-    int temporal_position;  /* Temporal Position Index / Identifier, -1 */
-    int stack_position;     /* In-Stack Position Number, -1 */
-    char stack_id[17];      /* Stack ID */
-    double b_value;         /* Diffusion b-value, NAN */
-    double b_vec[3];        /* gradient direction (patient LPS), NAN when absent */
-    double trigger_time;    /* ms, NAN */
+    double echo_time;                   /* ms, NAN when absent */
+    int echo_number;                    /* -1 */
+    int temporal_position;              /* Temporal Position Index / Identifier, -1 */
+    int stack_position;                 /* In-Stack Position Number, -1 */
+    char stack_id[17];                  /* Stack ID */
+    double b_value;                     /* Diffusion b-value, NAN */
+    double b_vec[3];                    /* gradient direction (patient LPS), NAN when absent */
+    double trigger_time;                /* ms, NAN */
     double window_center, window_width; /* frame VOI (enhanced) or first file-level pair; NAN */
-    int dim_index[8];       /* Dimension Index Values (enhanced), n_dim_index of them */
+    int dim_index[8];                   /* Dimension Index Values (enhanced), n_dim_index of them */
     int n_dim_index;
 } rp_dcm_frame;
 
@@ -97,8 +98,8 @@ typedef struct rp_dcm_info {
     char series_description[65];
     char protocol_name[65];
     char body_part[17];
-    char patient_position[17];  /* HFS, FFS... */
-    char image_type[128];       /* backslash-separated as in the file */
+    char patient_position[17]; /* HFS, FFS... */
+    char image_type[128];      /* backslash-separated as in the file */
     char sequence_name[65];
     char scanning_sequence[65];
     char sequence_variant[65];
@@ -108,11 +109,11 @@ typedef struct rp_dcm_info {
     int series_number, instance_number, acquisition_number;
     /* acquisition (NAN when absent) */
     double repetition_time, echo_time, inversion_time, flip_angle; /* ms, ms, ms, deg */
-    double field_strength;      /* T */
-    double imaging_frequency;   /* MHz */
+    double field_strength;                                         /* T */
+    double imaging_frequency;                                      /* MHz */
     double kvp, exposure_mas, tube_current_ma;
     double slice_thickness, spacing_between_slices;
-    double gantry_tilt;         /* degrees */
+    double gantry_tilt; /* degrees */
     double pixel_bandwidth;
     double echo_train_length;
     /* patient (written to outputs only when the privacy policy allows it) */
@@ -121,20 +122,20 @@ typedef struct rp_dcm_info {
     char patient_birth_date[9];
     char patient_sex[17];
     char patient_age[17];
-    double patient_weight;      /* kg, NAN */
+    double patient_weight; /* kg, NAN */
     char accession_number[17];
     char study_description[65];
     char institution_name[65];
     /* image pixel module */
-    int rows, cols, frames;     /* frames = Number of Frames (1 when absent) */
+    int rows, cols, frames; /* frames = Number of Frames (1 when absent) */
     int samples_per_pixel;
     int bits_allocated, bits_stored, high_bit;
-    int pixel_representation;   /* 0 unsigned, 1 two's complement */
-    int planar_configuration;   /* -1 when absent */
-    char photometric[17];       /* MONOCHROME1, MONOCHROME2, RGB, YBR_FULL, PALETTE COLOR... */
-    rp_dcm_stype stype;         /* type rp_dcm_decode_frames() writes */
+    int pixel_representation; /* 0 unsigned, 1 two's complement */
+    int planar_configuration; /* -1 when absent */
+    char photometric[17];     /* MONOCHROME1, MONOCHROME2, RGB, YBR_FULL, PALETTE COLOR... */
+    rp_dcm_stype stype;       /* type rp_dcm_decode_frames() writes */
     int has_pixel_data;
-    int enhanced;               /* 1 when per-frame functional groups were found */
+    int enhanced; /* 1 when per-frame functional groups were found */
     /* modality transform (file level; frames carry their own slope/intercept) */
     int has_rescale;
     double rescale_slope, rescale_intercept;
@@ -146,7 +147,7 @@ typedef struct rp_dcm_info {
     double window_center[RP_DCM_MAX_WINDOWS];
     double window_width[RP_DCM_MAX_WINDOWS];
     char window_explanation[RP_DCM_MAX_WINDOWS][65];
-    char voi_lut_function[17];  /* LINEAR (default when empty), LINEAR_EXACT, SIGMOID */
+    char voi_lut_function[17]; /* LINEAR (default when empty), LINEAR_EXACT, SIGMOID */
     int n_voi_luts;
     rp_dcm_lut voi_lut[RP_DCM_MAX_VOI_LUTS];
     /* pixel padding (stored-value units) */
@@ -155,15 +156,15 @@ typedef struct rp_dcm_info {
     int has_padding_range;
     long padding_range_limit;
     /* presentation intent (X-ray) */
-    char presentation_intent[17];   /* FOR PRESENTATION / FOR PROCESSING */
-    char presentation_lut_shape[17];/* IDENTITY / INVERSE */
+    char presentation_intent[17];    /* FOR PRESENTATION / FOR PROCESSING */
+    char presentation_lut_shape[17]; /* IDENTITY / INVERSE */
     /* Siemens mosaic (CSA header): number of tiles, 0 when the image is not a mosaic */
     int mosaic_images;
-    double csa_slice_normal[3];     /* SliceNormalVector from the CSA image header */
+    double csa_slice_normal[3]; /* SliceNormalVector from the CSA image header */
     int has_csa_slice_normal;
     /* per-frame values, n_frames == frames */
     int n_frames;
-    rp_dcm_frame *frame;            /* owned */
+    rp_dcm_frame *frame; /* owned */
 } rp_dcm_info;
 
 /* Register dcmtk's RLE, JPEG and JPEG-LS decoders (idempotent, thread-safe). */
@@ -184,8 +185,8 @@ size_t rp_dcm_frame_bytes(const rp_dcm_info *info);
 /* Decode frames [first, first+count) of `path` into dst (dst_bytes >= count*frame_bytes).
  * `info` must come from rp_dcm_read_info() on the same file. Raw stored values, see above.
  * RP_EDECODE with a reason when the codec fails or the data is short. */
-int rp_dcm_decode_frames(const char *path, const rp_dcm_info *info, int first, int count,
-                         void *dst, size_t dst_bytes, char *err, size_t errlen);
+int rp_dcm_decode_frames(const char *path, const rp_dcm_info *info, int first, int count, void *dst,
+                         size_t dst_bytes, char *err, size_t errlen);
 
 /* Header and ALL frames in one read of the file (what assembly uses: each file is parsed
  * once). On success *pixels (malloc'd, caller frees) holds frames*frame_bytes raw stored
@@ -196,8 +197,8 @@ int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void **pixels, 
                             char *err, size_t errlen);
 
 /* Flags for rp_dcm_stored_to_float(). */
-#define RP_DCM_F_RESCALE 1u       /* apply slope/intercept or the Modality LUT */
-#define RP_DCM_F_INVERT_MONO1 2u  /* MONOCHROME1: invert so that higher means denser */
+#define RP_DCM_F_RESCALE 1u      /* apply slope/intercept or the Modality LUT */
+#define RP_DCM_F_INVERT_MONO1 2u /* MONOCHROME1: invert so that higher means denser */
 
 /* Convert n stored samples of frame `frame` (raw values from rp_dcm_decode_frames) to float.
  * When pad_mask is not NULL it receives 1 where the stored value is Pixel Padding (value,

@@ -29,7 +29,8 @@
 
 #include "common/common.h"
 
-namespace {
+namespace
+{
 
 std::once_flag g_init_once;
 
@@ -225,7 +226,8 @@ void read_fg(DcmItem *g, rp_dcm_frame *f)
         return;
     DcmItem *it;
     double v[6];
-    if ((it = seq_item(g, DCM_PlanePositionSequence)) && get_f64_n(it, DCM_ImagePositionPatient, v, 3)) {
+    if ((it = seq_item(g, DCM_PlanePositionSequence)) &&
+        get_f64_n(it, DCM_ImagePositionPatient, v, 3)) {
         memcpy(f->ipp, v, 3 * sizeof(double));
         f->has_ipp = 1;
     }
@@ -400,7 +402,8 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
     get_str(ds, DCM_SOPInstanceUID, in->sop_instance_uid, sizeof in->sop_instance_uid);
     get_str(ds, DCM_StudyInstanceUID, in->study_uid, sizeof in->study_uid);
     get_str(ds, DCM_SeriesInstanceUID, in->series_uid, sizeof in->series_uid);
-    get_str(ds, DCM_FrameOfReferenceUID, in->frame_of_reference_uid, sizeof in->frame_of_reference_uid);
+    get_str(ds, DCM_FrameOfReferenceUID, in->frame_of_reference_uid,
+            sizeof in->frame_of_reference_uid);
     get_str(ds, DCM_Modality, in->modality, sizeof in->modality);
     get_str(ds, DCM_Manufacturer, in->manufacturer, sizeof in->manufacturer);
     get_str(ds, DCM_ManufacturerModelName, in->model, sizeof in->model);
@@ -419,7 +422,8 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
     get_str(ds, DCM_StudyTime, in->study_time, sizeof in->study_time);
     get_str(ds, DCM_SeriesTime, in->series_time, sizeof in->series_time);
     get_str(ds, DCM_AcquisitionTime, in->acquisition_time, sizeof in->acquisition_time);
-    get_str(ds, DCM_AcquisitionDateTime, in->acquisition_date_time, sizeof in->acquisition_date_time);
+    get_str(ds, DCM_AcquisitionDateTime, in->acquisition_date_time,
+            sizeof in->acquisition_date_time);
     in->series_number = get_int(ds, DCM_SeriesNumber, -1);
     in->instance_number = get_int(ds, DCM_InstanceNumber, -1);
     in->acquisition_number = get_int(ds, DCM_AcquisitionNumber, -1);
@@ -446,8 +450,10 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
     get_str(ds, DCM_AccessionNumber, in->accession_number, sizeof in->accession_number);
     get_str(ds, DCM_StudyDescription, in->study_description, sizeof in->study_description);
     get_str(ds, DCM_InstitutionName, in->institution_name, sizeof in->institution_name);
-    get_str(ds, DCM_PresentationIntentType, in->presentation_intent, sizeof in->presentation_intent);
-    get_str(ds, DCM_PresentationLUTShape, in->presentation_lut_shape, sizeof in->presentation_lut_shape);
+    get_str(ds, DCM_PresentationIntentType, in->presentation_intent,
+            sizeof in->presentation_intent);
+    get_str(ds, DCM_PresentationLUTShape, in->presentation_lut_shape,
+            sizeof in->presentation_lut_shape);
 
     /* image pixel module */
     in->rows = get_int(ds, DCM_Rows, 0);
@@ -510,7 +516,8 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
             in->has_padding_value = 1;
             in->padding_value = in->pixel_representation ? (long)(Sint16)u : (long)u;
         }
-        if (in->pixel_representation && ds->findAndGetSint16(DCM_PixelPaddingRangeLimit, s).good()) {
+        if (in->pixel_representation &&
+            ds->findAndGetSint16(DCM_PixelPaddingRangeLimit, s).good()) {
             in->has_padding_range = 1;
             in->padding_range_limit = s;
         } else if (ds->findAndGetUint16(DCM_PixelPaddingRangeLimit, u).good()) {
@@ -645,7 +652,8 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
 
 /* ---- pixel decoding ------------------------------------------------------------------- */
 
-namespace {
+namespace
+{
 
 /* Copy `n` samples of width bits_allocated from src (local byte order) into dst of the
  * info's stype, keeping Bits Stored and sign-extending. */
@@ -926,8 +934,8 @@ int j2k_frames(DcmPixelSequence *seq, int nframes, std::vector<std::vector<DcmPi
 
 } // namespace
 
-static int decode_loaded(DcmFileFormat &ff, const rp_dcm_info *in, int first, int count,
-                         void *dst, size_t dst_bytes, char *err, size_t errlen)
+static int decode_loaded(DcmFileFormat &ff, const rp_dcm_info *in, int first, int count, void *dst,
+                         size_t dst_bytes, char *err, size_t errlen)
 {
     if (!in->has_pixel_data) {
         seterr(err, errlen, "no Pixel Data");
@@ -1099,7 +1107,7 @@ extern "C" int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void
     void *buf = malloc(n ? n : 1);
     if (!buf) {
         seterr(err, errlen, "out of memory for %zu bytes of pixels", n);
-        return RP_ENOMEM;  /* *out stays valid: the caller frees it */
+        return RP_ENOMEM; /* *out stays valid: the caller frees it */
     }
     rc = decode_loaded(ff, in, 0, in->frames, buf, n, err, errlen);
     if (rc) {
@@ -1117,18 +1125,21 @@ extern "C" int rp_dcm_is_padding(const rp_dcm_info *in, long v)
         return 0;
     if (!in->has_padding_range)
         return v == in->padding_value;
-    long lo = in->padding_value < in->padding_range_limit ? in->padding_value : in->padding_range_limit;
-    long hi = in->padding_value < in->padding_range_limit ? in->padding_range_limit : in->padding_value;
+    long lo =
+        in->padding_value < in->padding_range_limit ? in->padding_value : in->padding_range_limit;
+    long hi =
+        in->padding_value < in->padding_range_limit ? in->padding_range_limit : in->padding_value;
     return v >= lo && v <= hi;
 }
 
-extern "C" long rp_dcm_stored_to_float(const rp_dcm_info *in, int frame, const void *src,
-                                       size_t n, unsigned flags, float *dst, uint8_t *pad_mask)
+extern "C" long rp_dcm_stored_to_float(const rp_dcm_info *in, int frame, const void *src, size_t n,
+                                       unsigned flags, float *dst, uint8_t *pad_mask)
 {
     const rp_dcm_frame *fr = (frame >= 0 && frame < in->n_frames) ? &in->frame[frame] : NULL;
     double slope = fr ? fr->slope : in->rescale_slope;
     double inter = fr ? fr->intercept : in->rescale_intercept;
-    int use_lut = (flags & RP_DCM_F_RESCALE) && in->has_modality_lut && !(fr && fr->has_rescale && in->enhanced);
+    int use_lut = (flags & RP_DCM_F_RESCALE) && in->has_modality_lut &&
+                  !(fr && fr->has_rescale && in->enhanced);
     if (!(flags & RP_DCM_F_RESCALE)) {
         slope = 1;
         inter = 0;
@@ -1147,12 +1158,24 @@ extern "C" long rp_dcm_stored_to_float(const rp_dcm_info *in, int frame, const v
     for (size_t i = 0; i < n; i++) {
         long s;
         switch (in->stype) {
-        case RP_DCM_U8: s = ((const uint8_t *)src)[i]; break;
-        case RP_DCM_S8: s = ((const int8_t *)src)[i]; break;
-        case RP_DCM_U16: s = ((const uint16_t *)src)[i]; break;
-        case RP_DCM_S16: s = ((const int16_t *)src)[i]; break;
-        case RP_DCM_U32: s = (long)((const uint32_t *)src)[i]; break;
-        default: s = ((const int32_t *)src)[i]; break;
+        case RP_DCM_U8:
+            s = ((const uint8_t *)src)[i];
+            break;
+        case RP_DCM_S8:
+            s = ((const int8_t *)src)[i];
+            break;
+        case RP_DCM_U16:
+            s = ((const uint16_t *)src)[i];
+            break;
+        case RP_DCM_S16:
+            s = ((const int16_t *)src)[i];
+            break;
+        case RP_DCM_U32:
+            s = (long)((const uint32_t *)src)[i];
+            break;
+        default:
+            s = ((const int32_t *)src)[i];
+            break;
         }
         double v;
         if (use_lut) {

@@ -82,15 +82,33 @@ static void to_quatern(const double A[4][4], float *qb, float *qc, float *qd, fl
     double xd = sqrt(r11 * r11 + r21 * r21 + r31 * r31);
     double yd = sqrt(r12 * r12 + r22 * r22 + r32 * r32);
     double zd = sqrt(r13 * r13 + r23 * r23 + r33 * r33);
-    if (xd == 0) { r11 = 1; r21 = r31 = 0; xd = 1; }
-    if (yd == 0) { r22 = 1; r12 = r32 = 0; yd = 1; }
-    if (zd == 0) { r33 = 1; r13 = r23 = 0; zd = 1; }
+    if (xd == 0) {
+        r11 = 1;
+        r21 = r31 = 0;
+        xd = 1;
+    }
+    if (yd == 0) {
+        r22 = 1;
+        r12 = r32 = 0;
+        yd = 1;
+    }
+    if (zd == 0) {
+        r33 = 1;
+        r13 = r23 = 0;
+        zd = 1;
+    }
     pix[0] = (float)xd;
     pix[1] = (float)yd;
     pix[2] = (float)zd;
-    r11 /= xd; r21 /= xd; r31 /= xd;
-    r12 /= yd; r22 /= yd; r32 /= yd;
-    r13 /= zd; r23 /= zd; r33 /= zd;
+    r11 /= xd;
+    r21 /= xd;
+    r31 /= xd;
+    r12 /= yd;
+    r22 /= yd;
+    r32 /= yd;
+    r13 /= zd;
+    r23 /= zd;
+    r33 /= zd;
     /* orthogonalise (polar decomposition by a few Newton steps) so sheared input still gives
      * the nearest rotation */
     double M[3][3] = {{r11, r12, r13}, {r21, r22, r23}, {r31, r32, r33}};
@@ -120,9 +138,15 @@ static void to_quatern(const double A[4][4], float *qb, float *qc, float *qd, fl
         if (diff < 1e-12)
             break;
     }
-    r11 = M[0][0]; r12 = M[0][1]; r13 = M[0][2];
-    r21 = M[1][0]; r22 = M[1][1]; r23 = M[1][2];
-    r31 = M[2][0]; r32 = M[2][1]; r33 = M[2][2];
+    r11 = M[0][0];
+    r12 = M[0][1];
+    r13 = M[0][2];
+    r21 = M[1][0];
+    r22 = M[1][1];
+    r23 = M[1][2];
+    r31 = M[2][0];
+    r32 = M[2][1];
+    r33 = M[2][2];
     double zdet = r11 * r22 * r33 - r11 * r32 * r23 - r21 * r12 * r33 + r21 * r32 * r13 +
                   r31 * r12 * r23 - r31 * r22 * r13;
     if (zdet > 0) {
@@ -221,7 +245,8 @@ static void gather(const seg *sg, size_t nseg, size_t off, size_t len, uint8_t *
 /* Compress the stream as consecutive gzip members, 2 blocks per thread in flight. */
 static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
 {
-    size_t block = o && o->block_bytes ? o->block_bytes : (size_t)1 << 20;  /* 2 per thread in flight */
+    size_t block =
+        o && o->block_bytes ? o->block_bytes : (size_t)1 << 20; /* 2 per thread in flight */
     int level = o && o->level > 0 ? o->level : RP_NIFTI_DEFAULT_LEVEL;
     if (level > 12)
         level = 12;
@@ -335,7 +360,7 @@ static int write_any(const char *path, const int dim[4], int datatype, const voi
         h.scl_slope = 1;
         h.scl_inter = 0;
     }
-    h.xyzt_units = 2 | 8;  /* mm, s */
+    h.xyzt_units = 2 | 8; /* mm, s */
     float pix[3], qfac;
     to_quatern(A, &h.quatern_b, &h.quatern_c, &h.quatern_d, pix, &qfac);
     h.pixdim[0] = qfac;
@@ -360,7 +385,7 @@ static int write_any(const char *path, const int dim[4], int datatype, const voi
     memcpy(h.magic, "n+1", 4);
     uint8_t hdr[352];
     memcpy(hdr, &h, 348);
-    memset(hdr + 348, 0, 4);  /* no extensions */
+    memset(hdr + 348, 0, 4); /* no extensions */
     size_t dlen = (size_t)dim[0] * dim[1] * dim[2] * dim[3] * (size_t)(bp / 8);
     if (slices) {
         seg *sg = malloc((n_slices + 1) * sizeof *sg);
@@ -407,8 +432,8 @@ static int write_stream(const char *path, const seg *sg, size_t nseg, const rp_n
 }
 
 int rp_nifti_write(const char *path, const int dim[4], int datatype, const void *data,
-                   const double A[4][4], double scl_slope, double scl_inter,
-                   const rp_nifti_opts *o, char *err, size_t errlen)
+                   const double A[4][4], double scl_slope, double scl_inter, const rp_nifti_opts *o,
+                   char *err, size_t errlen)
 {
     return write_any(path, dim, datatype, data, NULL, 0, A, scl_slope, scl_inter, o, err, errlen);
 }
@@ -430,7 +455,7 @@ int rp_nifti_write_volume(const char *path, const rp_volume *v, const rp_nifti_o
 
 int rp_nifti_read_info(const char *path, rp_nifti_info *out)
 {
-    gzFile g = gzopen(path, "rb");  /* reads plain files too */
+    gzFile g = gzopen(path, "rb"); /* reads plain files too */
     if (!g)
         return RP_EIO;
     nifti1_header h;

@@ -36,15 +36,15 @@ enum {
 };
 
 typedef struct rp_nifti_opts {
-    int gzip;            /* 1: gzip (the path should end in .nii.gz) */
-    int level;           /* libdeflate level 1..12; 0: default (RP_NIFTI_DEFAULT_LEVEL) */
-    int threads;         /* compression threads; <= 0: OpenMP default */
-    size_t block_bytes;  /* uncompressed bytes per gzip member; 0: 1 MiB */
-    double tr_s;         /* pixdim[4] for 4-D data (seconds), 0 when unknown */
-    char descrip[80];    /* header description */
+    int gzip;           /* 1: gzip (the path should end in .nii.gz) */
+    int level;          /* libdeflate level 1..12; 0: default (RP_NIFTI_DEFAULT_LEVEL) */
+    int threads;        /* compression threads; <= 0: OpenMP default */
+    size_t block_bytes; /* uncompressed bytes per gzip member; 0: 1 MiB */
+    double tr_s;        /* pixdim[4] for 4-D data (seconds), 0 when unknown */
+    char descrip[80];   /* header description */
 } rp_nifti_opts;
 
-#define RP_NIFTI_DEFAULT_LEVEL 6  /* libdeflate 6: ~3.5x faster than zlib 6, smaller */
+#define RP_NIFTI_DEFAULT_LEVEL 6 /* libdeflate 6: ~3.5x faster than zlib 6, smaller */
 
 /* Write dims (nx, ny, nz, nt; nt 1 for 3-D) of `datatype` voxels. scl_slope 0 means
  * "no scaling" (written as 1/0 unless the caller gives real values). */
@@ -59,8 +59,8 @@ int rp_nifti_write_slices(const char *path, const int dim[4], int datatype,
                           double scl_inter, const rp_nifti_opts *o, char *err, size_t errlen);
 
 /* Write a float32 rp_volume (channels become the 4th dimension). */
-int rp_nifti_write_volume(const char *path, const rp_volume *v, const rp_nifti_opts *o,
-                          char *err, size_t errlen);
+int rp_nifti_write_volume(const char *path, const rp_volume *v, const rp_nifti_opts *o, char *err,
+                          size_t errlen);
 
 /* Header fields as read back (tests, tools). */
 typedef struct rp_nifti_info {

@@ -35,55 +35,55 @@ extern "C" {
 
 /* What patient information may leave the node in outputs. */
 typedef enum {
-    RP_PRIVACY_NONE = 0,      /* default: no patient identifiers anywhere in outputs */
-    RP_PRIVACY_SIDECAR = 1,   /* patient name/ID/birth date/sex/age/weight, accession in JSON */
-    RP_PRIVACY_FILENAME = 2   /* as SIDECAR, and the Patient ID prefixes file names */
+    RP_PRIVACY_NONE = 0,    /* default: no patient identifiers anywhere in outputs */
+    RP_PRIVACY_SIDECAR = 1, /* patient name/ID/birth date/sex/age/weight, accession in JSON */
+    RP_PRIVACY_FILENAME = 2 /* as SIDECAR, and the Patient ID prefixes file names */
 } rp_privacy;
 
 typedef struct rp_process_opts {
-    int gzip;                 /* 1 (default): .nii.gz; 0: .nii */
-    int gzip_level;           /* libdeflate level 1..12; 0: default (fast) */
-    int threads;              /* decode/compress threads; 0: all cores */
-    const char *recipe;       /* steps text run on each stack (float32 output); NULL or "":
-                                 plain conversion in the native integer type */
-    int resample_irregular;   /* 1 (default): gantry tilt / uneven spacing are resampled onto
-                                 a regular grid (said in QC); 0: such stacks fail (RP_EGEOM) */
-    rp_privacy privacy;       /* default RP_PRIVACY_NONE */
-    int write_qc;             /* 1 (default): <out_dir>/qc.json */
-    int skip_non_dicom;       /* 1: files that are plainly not DICOM (no "DICM" marker and no
-                                 DICOM group at the start: README, NIfTI, JSON...) are skipped
-                                 and listed, not failures. rp_pipeline_process_dir() sets it;
-                                 default 0: every file given explicitly must be DICOM */
-    long long preload_mb;     /* pixels decoded while headers are read (one parse per file),
-                                 up to this many MiB in total; the rest is decoded per stack.
-                                 0: default (1024); < 0: never */
+    int gzip;               /* 1 (default): .nii.gz; 0: .nii */
+    int gzip_level;         /* libdeflate level 1..12; 0: default (fast) */
+    int threads;            /* decode/compress threads; 0: all cores */
+    const char *recipe;     /* steps text run on each stack (float32 output); NULL or "":
+                               plain conversion in the native integer type */
+    int resample_irregular; /* 1 (default): gantry tilt / uneven spacing are resampled onto
+                               a regular grid (said in QC); 0: such stacks fail (RP_EGEOM) */
+    rp_privacy privacy;     /* default RP_PRIVACY_NONE */
+    int write_qc;           /* 1 (default): <out_dir>/qc.json */
+    int skip_non_dicom;     /* 1: files that are plainly not DICOM (no "DICM" marker and no
+                               DICOM group at the start: README, NIfTI, JSON...) are skipped
+                               and listed, not failures. rp_pipeline_process_dir() sets it;
+                               default 0: every file given explicitly must be DICOM */
+    long long preload_mb;   /* pixels decoded while headers are read (one parse per file),
+                               up to this many MiB in total; the rest is decoded per stack.
+                               0: default (1024); < 0: never */
 } rp_process_opts;
 
 void rp_process_opts_init(rp_process_opts *o);
 
 /* One written stack. */
 typedef struct rp_process_output {
-    char nifti[1024];         /* path of the image */
-    char sidecar[1024];       /* path of the JSON sidecar */
+    char nifti[1024];   /* path of the image */
+    char sidecar[1024]; /* path of the JSON sidecar */
     char series_uid[65];
     char study_uid[65];
     char modality[17];
     int dim[4];
-    char **src_files;         /* owned: source file of each slice of volume 0, in slice order
-                                 (for derived DICOM references) */
+    char **src_files; /* owned: source file of each slice of volume 0, in slice order
+                         (for derived DICOM references) */
     size_t n_src_files;
 } rp_process_output;
 
 typedef struct rp_process_result {
-    int n_inputs;             /* files given */
-    int n_failed;             /* files that could not be read or decoded */
-    int n_skipped;            /* non-image objects and duplicates */
+    int n_inputs;  /* files given */
+    int n_failed;  /* files that could not be read or decoded */
+    int n_skipped; /* non-image objects and duplicates */
     int n_series;
-    rp_process_output *outputs;  /* owned */
+    rp_process_output *outputs; /* owned */
     size_t n_outputs;
-    char qc_path[1024];       /* "" when not written */
-    char *qc_json;            /* owned: the QC report as JSON text */
-    char reason[512];         /* first failure, "" when none */
+    char qc_path[1024]; /* "" when not written */
+    char *qc_json;      /* owned: the QC report as JSON text */
+    char reason[512];   /* first failure, "" when none */
 } rp_process_result;
 
 void rp_process_result_free(rp_process_result *r);

@@ -74,11 +74,12 @@ typedef struct run_state {
     rp_process_result *res;
     cJSON *qc;
     int first_err;
-    void **pix;          /* the current series' preloaded pixels (per info index) */
-    int *refs;           /* stacks still to read each file */
+    void **pix; /* the current series' preloaded pixels (per info index) */
+    int *refs;  /* stacks still to read each file */
 } run_state;
 
-static void fail(run_state *rs, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(run_state *rs, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fail(run_state *rs, int code, const char *fmt, ...)
 {
     va_list ap;
@@ -144,9 +145,8 @@ static int add_output(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
 }
 
 /* Recipe path: stack data -> float volume, run the steps, write float32 + masks. */
-static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d,
-                      const char *stem, const char *nii_path, cJSON *sqc, int dim_out[4],
-                      rp_nifti_opts *no)
+static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d, const char *stem,
+                      const char *nii_path, cJSON *sqc, int dim_out[4], rp_nifti_opts *no)
 {
     char err[512] = "";
     rp_recipe *rec = NULL;
@@ -165,14 +165,30 @@ static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d,
     for (size_t i = 0; i < n; i++) {
         double s;
         switch (d->type) {
-        case RP_ST_U8: s = ((const uint8_t *)d->data)[i]; break;
-        case RP_ST_S8: s = ((const int8_t *)d->data)[i]; break;
-        case RP_ST_S16: s = ((const int16_t *)d->data)[i]; break;
-        case RP_ST_U16: s = ((const uint16_t *)d->data)[i]; break;
-        case RP_ST_S32: s = ((const int32_t *)d->data)[i]; break;
-        case RP_ST_U32: s = ((const uint32_t *)d->data)[i]; break;
-        case RP_ST_F32: s = ((const float *)d->data)[i]; break;
-        default: s = 0; break;
+        case RP_ST_U8:
+            s = ((const uint8_t *)d->data)[i];
+            break;
+        case RP_ST_S8:
+            s = ((const int8_t *)d->data)[i];
+            break;
+        case RP_ST_S16:
+            s = ((const int16_t *)d->data)[i];
+            break;
+        case RP_ST_U16:
+            s = ((const uint16_t *)d->data)[i];
+            break;
+        case RP_ST_S32:
+            s = ((const int32_t *)d->data)[i];
+            break;
+        case RP_ST_U32:
+            s = ((const uint32_t *)d->data)[i];
+            break;
+        case RP_ST_F32:
+            s = ((const float *)d->data)[i];
+            break;
+        default:
+            s = 0;
+            break;
         }
         v->data[i] = (float)(a * s + b);
     }
@@ -180,7 +196,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d,
         /* Pixel Padding is "no data", not tissue: fill it with the lowest real value (air for
          * CT) so steps never see e.g. -3024 HU; the mask goes out as <stem>_mask-padding. */
         float lo = INFINITY;
-        for (size_t i = 0; i < n; i++)  /* pad_mask covers every volume, like the data */
+        for (size_t i = 0; i < n; i++) /* pad_mask covers every volume, like the data */
             if (!d->pad_mask[i] && v->data[i] < lo)
                 lo = v->data[i];
         if (isfinite(lo)) {
@@ -193,7 +209,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d,
             cJSON_AddStringToObject(pq, "mask", "padding");
         }
     }
-    free(d->data);  /* the float volume replaces the native one: never hold both longer */
+    free(d->data); /* the float volume replaces the native one: never hold both longer */
     d->data = NULL;
     memcpy(v->affine, st->affine, sizeof v->affine);
     rp_volume_update_spacing(v);
@@ -250,7 +266,8 @@ static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d,
             snprintf(mp, sizeof mp, "%s/%s_mask-%s.nii%s", rs->out_dir, stem, mk->name,
                      no->gzip ? ".gz" : "");
             int md[4] = {mk->dim[0], mk->dim[1], mk->dim[2], 1};
-            rc = rp_nifti_write(mp, md, RP_NII_UINT8, mk->data, mk->affine, 0, 0, no, err, sizeof err);
+            rc = rp_nifti_write(mp, md, RP_NII_UINT8, mk->data, mk->affine, 0, 0, no, err,
+                                sizeof err);
             if (rc)
                 fail(rs, rc, "%s", err);
             cJSON *e = cJSON_CreateObject();
@@ -265,8 +282,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d,
     return rc;
 }
 
-static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const *infos,
-                          cJSON *sqc)
+static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const *infos, cJSON *sqc)
 {
     const rp_process_opts *o = rs->o;
     const rp_dcm_info *in = st->ref;
@@ -289,8 +305,10 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
         if (!o->resample_irregular) {
             cJSON_AddStringToObject(sqc, "error", "irregular geometry and resampling is off");
             cJSON_AddStringToObject(sqc, "status", "failed");
-            fail(rs, RP_EGEOM, "series %s: slices are not on a regular grid (tilt or uneven "
-                 "spacing) and resampling is off", in->series_uid);
+            fail(rs, RP_EGEOM,
+                 "series %s: slices are not on a regular grid (tilt or uneven "
+                 "spacing) and resampling is off",
+                 in->series_uid);
             rp_stack_data_free(&d);
             return;
         }
@@ -306,7 +324,8 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     double t_load = rp_mono_s() - t0;
     /* name: [PatientID_]<SeriesNumber>_<SeriesDescription><label> */
     char desc[80], num[32], pid[80] = "", want[300], stem[320];
-    sanitize(in->series_description[0] ? in->series_description : in->protocol_name, desc, sizeof desc);
+    sanitize(in->series_description[0] ? in->series_description : in->protocol_name, desc,
+             sizeof desc);
     if (in->series_number >= 0)
         snprintf(num, sizeof num, "%d", in->series_number);
     else
@@ -334,8 +353,8 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
         rc = run_recipe(rs, st, &d, stem, nii, sqc, dim, &no);
     } else {
         if (d.data)
-            rc = rp_nifti_write(nii, dim, (int)d.type, d.data, st->affine, d.scl_slope,
-                                d.scl_inter, &no, err, sizeof err);
+            rc = rp_nifti_write(nii, dim, (int)d.type, d.data, st->affine, d.scl_slope, d.scl_inter,
+                                &no, err, sizeof err);
         else
             rc = rp_nifti_write_slices(nii, dim, (int)d.type, (const void *const *)d.slice,
                                        st->affine, d.scl_slope, d.scl_inter, &no, err, sizeof err);
@@ -369,7 +388,8 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     cJSON *dj = cJSON_AddArrayToObject(sqc, "dims");
     for (int i = 0; i < 4; i++)
         cJSON_AddItemToArray(dj, cJSON_CreateNumber(dim[i]));
-    cJSON_AddNumberToObject(sqc, "nifti_datatype", o->recipe && o->recipe[0] ? RP_NII_FLOAT32 : (int)d.type);
+    cJSON_AddNumberToObject(sqc, "nifti_datatype",
+                            o->recipe && o->recipe[0] ? RP_NII_FLOAT32 : (int)d.type);
     if (d.n_padding)
         cJSON_AddNumberToObject(sqc, "padding_voxels", (double)d.n_padding);
     if (d.inverted_mono1)
@@ -389,17 +409,28 @@ static int image_class(const rp_dcm_info *in)
         "1.2.840.10008.5.1.4.1.1.104.", /* encapsulated PDF/CDA/STL */
         "1.2.840.10008.5.1.4.1.1.11.",  /* presentation states */
         "1.2.840.10008.5.1.4.1.1.9.",   /* waveforms */
-        "1.2.840.10008.5.1.4.1.1.66",   /* raw data, registration, fiducials, segmentation surfaces */
-        "1.2.840.10008.5.1.4.1.1.67",   /* real world value mapping */
-        "1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.4",
-        "1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.481.6",
-        "1.2.840.10008.5.1.4.1.1.481.7", "1.2.840.10008.5.1.4.1.1.481.8",
-        "1.2.840.10008.5.1.4.1.1.481.9", "1.2.840.10008.5.1.4.34.", /* RT plans, records */
-        "1.2.840.10008.5.1.4.1.1.68.",  /* surface */
-        "1.2.840.10008.5.1.4.1.1.78.", "1.2.840.10008.5.1.4.1.1.79.", "1.2.840.10008.5.1.4.1.1.80.",
-        "1.2.840.10008.5.1.4.1.1.81.", "1.2.840.10008.5.1.4.1.1.82.", /* measurements */
-        "1.2.840.10008.5.1.4.1.1.90.", "1.2.840.10008.5.1.4.1.1.200.", "1.2.840.10008.5.1.4.38.",
-        "1.2.840.10008.5.1.4.43.", "1.2.840.10008.5.1.4.44.", "1.2.840.10008.5.1.4.45.",
+        "1.2.840.10008.5.1.4.1.1.66", /* raw data, registration, fiducials, segmentation surfaces */
+        "1.2.840.10008.5.1.4.1.1.67", /* real world value mapping */
+        "1.2.840.10008.5.1.4.1.1.481.3",
+        "1.2.840.10008.5.1.4.1.1.481.4",
+        "1.2.840.10008.5.1.4.1.1.481.5",
+        "1.2.840.10008.5.1.4.1.1.481.6",
+        "1.2.840.10008.5.1.4.1.1.481.7",
+        "1.2.840.10008.5.1.4.1.1.481.8",
+        "1.2.840.10008.5.1.4.1.1.481.9",
+        "1.2.840.10008.5.1.4.34.",     /* RT plans, records */
+        "1.2.840.10008.5.1.4.1.1.68.", /* surface */
+        "1.2.840.10008.5.1.4.1.1.78.",
+        "1.2.840.10008.5.1.4.1.1.79.",
+        "1.2.840.10008.5.1.4.1.1.80.",
+        "1.2.840.10008.5.1.4.1.1.81.",
+        "1.2.840.10008.5.1.4.1.1.82.", /* measurements */
+        "1.2.840.10008.5.1.4.1.1.90.",
+        "1.2.840.10008.5.1.4.1.1.200.",
+        "1.2.840.10008.5.1.4.38.",
+        "1.2.840.10008.5.1.4.43.",
+        "1.2.840.10008.5.1.4.44.",
+        "1.2.840.10008.5.1.4.45.",
         NULL};
     if (!in->sop_class_uid[0])
         return in->rows > 0 || in->cols > 0;
@@ -426,22 +457,23 @@ static int plainly_not_dicom(const char *path)
         uint32_t le = b[0] | (b[1] << 8) | (b[2] << 16) | ((uint32_t)b[3] << 24);
         uint32_t be = ((uint32_t)b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
         if (le == 348 || be == 348 || le == 540 || be == 540)
-            return 1;  /* NIfTI-1 / NIfTI-2 */
-        if (!memcmp(b, "\x89PNG", 4) || (b[0] == 0xFF && b[1] == 0xD8) || (b[0] == 0x1F && b[1] == 0x8B))
+            return 1; /* NIfTI-1 / NIfTI-2 */
+        if (!memcmp(b, "\x89PNG", 4) || (b[0] == 0xFF && b[1] == 0xD8) ||
+            (b[0] == 0x1F && b[1] == 0x8B))
             return 1;
     }
     if (n == 0)
         return 0;
     for (size_t i = 0; i < n; i++)
         if (b[i] < 0x09 || (b[i] > 0x0D && b[i] < 0x20) || b[i] == 0x7F)
-            return 0;  /* binary */
-    return 1;          /* text */
+            return 0; /* binary */
+    return 1;         /* text */
 }
 
 typedef struct file_slot {
     const char *path;
     rp_dcm_info *info;
-    void *pix;           /* all frames decoded while reading the header, or NULL */
+    void *pix; /* all frames decoded while reading the header, or NULL */
     int rc;
     char err[512];
 } file_slot;
@@ -513,8 +545,9 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     int threads = opts->threads > 0 ? opts->threads : omp_get_max_threads();
     /* One parse per file: while the budget lasts, pixels are decoded in the same read as
      * the header (the budget bounds memory when a folder holds many series). */
-    long long budget = opts->preload_mb == 0 ? 1024LL << 20
-                       : opts->preload_mb < 0 ? 0 : opts->preload_mb << 20;
+    long long budget = opts->preload_mb == 0  ? 1024LL << 20
+                       : opts->preload_mb < 0 ? 0
+                                              : opts->preload_mb << 20;
     long long used = 0;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (size_t i = 0; i < n; i++) {
@@ -529,8 +562,8 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
 #pragma omp atomic
             used += (long long)nb;
         } else {
-            slots[i].rc = rp_dcm_read_info(sorted[i], &slots[i].info, slots[i].err,
-                                           sizeof slots[i].err);
+            slots[i].rc =
+                rp_dcm_read_info(sorted[i], &slots[i].info, slots[i].err, sizeof slots[i].err);
         }
         if (slots[i].rc && slots[i].info) {
             /* header fine, pixels not: the file fails as a whole */
@@ -562,9 +595,11 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
         if (!slots[i].info->has_pixel_data && image_class(slots[i].info)) {
             res->n_failed++;
             char why[300];
-            snprintf(why, sizeof why, "no Pixel Data in an image object (SOP class %s, %dx%d "
-                     "declared)", slots[i].info->sop_class_uid[0] ? slots[i].info->sop_class_uid
-                     : "absent", slots[i].info->cols, slots[i].info->rows);
+            snprintf(why, sizeof why,
+                     "no Pixel Data in an image object (SOP class %s, %dx%d "
+                     "declared)",
+                     slots[i].info->sop_class_uid[0] ? slots[i].info->sop_class_uid : "absent",
+                     slots[i].info->cols, slots[i].info->rows);
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "file", slots[i].path);
             cJSON_AddStringToObject(e, "error", why);
@@ -598,7 +633,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
         for (size_t k = a; k < b; k++) {
             infos[k - a] = ok[k]->info;
             pix[k - a] = ok[k]->pix;
-            ok[k]->pix = NULL;  /* owned by this series now */
+            ok[k]->pix = NULL; /* owned by this series now */
             refs[k - a] = 0;
         }
         res->n_series++;
@@ -625,7 +660,8 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
             cJSON_ArrayForEach(iss_it, iss)
             {
                 cJSON *code = cJSON_GetObjectItem(iss_it, "code");
-                if (code && cJSON_IsString(code) && !strcmp(code->valuestring, "duplicate_instance"))
+                if (code && cJSON_IsString(code) &&
+                    !strcmp(code->valuestring, "duplicate_instance"))
                     res->n_skipped++;
             }
             cJSON *jst = cJSON_AddArrayToObject(js, "stacks");
@@ -658,7 +694,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
             rp_series_asm_free(&sa);
         }
         for (size_t k = 0; k < b - a; k++) {
-            free(pix[k]);  /* files no stack used (dropped, duplicates) */
+            free(pix[k]); /* files no stack used (dropped, duplicates) */
             pix[k] = NULL;
         }
         a = b;
@@ -767,7 +803,7 @@ int rp_pipeline_process_dir(const rp_conf *c, const char *dir, const char *out_d
             oo = *o;
         else
             rp_process_opts_init(&oo);
-        oo.skip_non_dicom = 1;  /* a folder may hold README, NIfTI, JSON next to the DICOM */
+        oo.skip_non_dicom = 1; /* a folder may hold README, NIfTI, JSON next to the DICOM */
         rc = rp_pipeline_process_files(c, (const char *const *)pl.v, pl.n, out_dir, &oo, res);
     }
     for (size_t i = 0; i < pl.n; i++)

@@ -41,7 +41,8 @@ static void add_time(cJSON *o, const char *k, const char *tm)
         return;
     char buf[32];
     const char *frac = strchr(tm, '.');
-    snprintf(buf, sizeof buf, "%.2s:%.2s:%.2s.%-6.6s", tm, tm + 2, tm + 4, frac ? frac + 1 : "000000");
+    snprintf(buf, sizeof buf, "%.2s:%.2s:%.2s.%-6.6s", tm, tm + 2, tm + 4,
+             frac ? frac + 1 : "000000");
     for (char *p = buf; *p; p++)
         if (*p == ' ')
             *p = '0';
@@ -80,9 +81,10 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
     add_str(j, "ConvolutionKernel", in->convolution_kernel);
     add_num(j, "SliceThickness", in->slice_thickness, 1);
     add_num(j, "SpacingBetweenSlices", in->spacing_between_slices, 1);
-    add_num(j, "EchoTime", st->slice && !isnan(infos[st->slice[0].file]->frame[st->slice[0].frame].echo_time)
-                               ? infos[st->slice[0].file]->frame[st->slice[0].frame].echo_time
-                               : in->echo_time,
+    add_num(j, "EchoTime",
+            st->slice && !isnan(infos[st->slice[0].file]->frame[st->slice[0].frame].echo_time)
+                ? infos[st->slice[0].file]->frame[st->slice[0].frame].echo_time
+                : in->echo_time,
             0.001);
     add_num(j, "RepetitionTime", in->repetition_time, 0.001);
     add_num(j, "InversionTime", in->inversion_time, 0.001);
@@ -130,7 +132,7 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
     for (int k = 0; k < st->n_refs; k++) {
         int f = st->slice[k].file;
         if (f == last_file)
-            continue;  /* multi-frame / mosaic: one UID per file */
+            continue; /* multi-frame / mosaic: one UID per file */
         int seen = 0;
         for (int q = 0; q < k && !seen; q++)
             seen = st->slice[q].file == f;

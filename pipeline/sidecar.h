@@ -23,8 +23,8 @@
 extern "C" {
 #endif
 
-cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos,
-                        const rp_stack_data *d, rp_privacy privacy);
+cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, const rp_stack_data *d,
+                        rp_privacy privacy);
 
 int rp_json_write(const char *path, const cJSON *j, char *err, size_t errlen);
 

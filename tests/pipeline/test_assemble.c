@@ -104,7 +104,7 @@ static void test_affine_oblique(void **state)
     double c = cos(0.3), s = sin(0.3);
     const double iop[6] = {1, 0, 0, 0, c, -s};
     const double ipp0[3] = {10, 20, 30};
-    double n[3] = {0, s, c};  /* row x column */
+    double n[3] = {0, s, c}; /* row x column */
     double step[3] = {n[0] * 3, n[1] * 3, n[2] * 3};
     double A[4][4];
     rp_affine_from_dicom(iop, ipp0, step, 1.0, 2.0, 64, A);
@@ -117,7 +117,8 @@ static void test_affine_oblique(void **state)
         l2 += A[r][2] * A[r][2];
     }
     assert_true(fabs(d01) < 1e-12);
-    assert_true(fabs(sqrt(l0) - 1) < 1e-12 && fabs(sqrt(l1) - 2) < 1e-12 && fabs(sqrt(l2) - 3) < 1e-12);
+    assert_true(fabs(sqrt(l0) - 1) < 1e-12 && fabs(sqrt(l1) - 2) < 1e-12 &&
+                fabs(sqrt(l2) - 3) < 1e-12);
     /* LPS z of the column direction is -s*2 for DICOM rows; flipped -> +s*2 */
     assert_true(fabs(A[2][1] - s * 2) < 1e-12);
 }
@@ -171,16 +172,16 @@ static void test_gaps(void **state)
     assert_false(uneven);
     assert_int_equal(missing, 0);
     assert_true(fabs(mean - 2) < 1e-12);
-    double gap[5] = {0, 2, 4, 8, 10};  /* one slice missing at 6 */
+    double gap[5] = {0, 2, 4, 8, 10}; /* one slice missing at 6 */
     rp_gaps_analyse(gap, 5, &mean, &gmin, &gmax, &uneven, &missing);
     assert_true(uneven);
     assert_int_equal(missing, 1);
-    double ct[5] = {0, 1.081, 5.083, 12.082, 13.163};  /* 1.081 / 4.002 / 6.999 mm */
+    double ct[5] = {0, 1.081, 5.083, 12.082, 13.163}; /* 1.081 / 4.002 / 6.999 mm */
     rp_gaps_analyse(ct, 5, &mean, &gmin, &gmax, &uneven, &missing);
     assert_true(uneven);
     assert_int_equal(missing, 0);
     assert_true(fabs(gmin - 1.081) < 1e-9 && fabs(gmax - 6.999) < 1e-9);
-    double jitter[4] = {0, 2.0004, 3.9998, 6.0001};  /* scanner rounding: not uneven */
+    double jitter[4] = {0, 2.0004, 3.9998, 6.0001}; /* scanner rounding: not uneven */
     rp_gaps_analyse(jitter, 4, &mean, &gmin, &gmax, &uneven, &missing);
     assert_false(uneven);
 }
@@ -198,7 +199,8 @@ static void test_tilt_detect_and_resample(void **state)
         v[i] = mk(R, C, ipp, iop, 1.0, 1.0, i + 1);
     }
     assert_true(fabs(rp_tilt_deg(v[0]->frame[0].ipp, v[N - 1]->frame[0].ipp,
-                                 (double[3]){0, sin(t), cos(t)}) - 18.5) < 1e-9);
+                                 (double[3]){0, sin(t), cos(t)}) -
+                     18.5) < 1e-9);
     rp_series_asm sa;
     assert_int_equal(rp_assemble((const rp_dcm_info *const *)v, N, &sa), 0);
     assert_int_equal(sa.n_stacks, 1);
@@ -241,8 +243,9 @@ static void test_tilt_detect_and_resample(void **state)
             ijk[r] = inv[r][0] * ras[0] + inv[r][1] * ras[1] + inv[r][2] * ras[2] + inv[r][3];
         for (int r = 0; r < 3; r++)
             assert_true(fabs(ijk[r] - lround(ijk[r])) < 1e-6);
-        size_t idx = (size_t)lround(ijk[0]) +
-                     (size_t)st->nx * ((size_t)lround(ijk[1]) + (size_t)st->ny * (size_t)lround(ijk[2]));
+        size_t idx =
+            (size_t)lround(ijk[0]) +
+            (size_t)st->nx * ((size_t)lround(ijk[1]) + (size_t)st->ny * (size_t)lround(ijk[2]));
         assert_int_equal(q[idx], 5);
     }
     /* last plane: the value is linear in the source row, so interpolation must reproduce
@@ -252,7 +255,8 @@ static void test_tilt_detect_and_resample(void **state)
         int i = 3, k2 = st->nz - 1;
         double ras[3];
         for (int r = 0; r < 3; r++)
-            ras[r] = st->affine[r][0] * i + st->affine[r][1] * j + st->affine[r][2] * k2 + st->affine[r][3];
+            ras[r] = st->affine[r][0] * i + st->affine[r][1] * j + st->affine[r][2] * k2 +
+                     st->affine[r][3];
         double lps[3] = {-ras[0], -ras[1], ras[2]};
         double row = 0;
         for (int a = 0; a < 3; a++)
@@ -297,7 +301,7 @@ static void test_four_d(void **state)
     rp_dcm_info *v[Z * T];
     for (int t = 0; t < T; t++)
         for (int z = 0; z < Z; z++) {
-            int i = (T - 1 - t) * Z + z;  /* later volumes first */
+            int i = (T - 1 - t) * Z + z; /* later volumes first */
             v[i] = mk(4, 4, (double[3]){0, 0, z * 2.0}, ax, 1, 1, i + 1);
             v[i]->frame[0].temporal_position = t + 1;
         }

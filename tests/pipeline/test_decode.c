@@ -65,7 +65,7 @@ static void test_lidc_header(void **state)
     assert_true(in->frame[0].has_ipp && in->frame[0].has_spacing);
     assert_true(fabs(in->frame[0].pixel_spacing[0] - 0.703125) < 1e-9);
     assert_true(in->has_padding_value);
-    assert_int_equal(in->padding_value, -2000);  /* US 63536 read as signed */
+    assert_int_equal(in->padding_value, -2000); /* US 63536 read as signed */
     assert_true(in->n_windows >= 1);
     assert_true(fabs(in->window_center[0] + 600) < 1e-9 && fabs(in->window_width[0] - 1600) < 1e-9);
     assert_string_equal(in->patient_position, "FFS");
@@ -94,7 +94,7 @@ static void test_nine_syntaxes_identical(void **state)
 {
     (void)state;
     rp_dcm_info *ref = info_of("compressed/ts_same_image_9_syntaxes/1.dcm");
-    assert_int_equal(ref->mosaic_images, 35);  /* NumberOfImagesInMosaic from the CSA header */
+    assert_int_equal(ref->mosaic_images, 35); /* NumberOfImagesInMosaic from the CSA header */
     assert_true(ref->has_csa_slice_normal);
     size_t n0;
     void *p0 = decode_all(ref, &n0);
@@ -151,7 +151,7 @@ static void test_enhanced_variants_and_geometry(void **state)
         double d = 0;
         for (int a = 0; a < 3; a++)
             d += pow(e->frame[f].ipp[a] - e->frame[f - 1].ipp[a], 2);
-        assert_true(fabs(sqrt(d) - 2.0) < 0.01);  /* 2 mm apart */
+        assert_true(fabs(sqrt(d) - 2.0) < 0.01); /* 2 mm apart */
     }
     rp_dcm_info_free(e);
 }
@@ -253,13 +253,15 @@ static void test_malformed_errors(void **state)
     rp_dcm_info *in2 = NULL;
     void *pix = NULL;
     size_t nb = 0;
-    assert_int_equal(rp_dcm_read_info_pixels(in->path, &in2, &pix, &nb, err, sizeof err), RP_EDECODE);
+    assert_int_equal(rp_dcm_read_info_pixels(in->path, &in2, &pix, &nb, err, sizeof err),
+                     RP_EDECODE);
     assert_non_null(in2);
     assert_null(pix);
     rp_dcm_info_free(in2);
     /* out-of-range frames and short buffers are argument errors, not crashes */
     assert_int_equal(rp_dcm_decode_frames(in->path, in, 1, 1, b, n, err, sizeof err), RP_EINVAL);
-    assert_int_equal(rp_dcm_decode_frames(in->path, in, 0, 1, b, n - 1, err, sizeof err), RP_EINVAL);
+    assert_int_equal(rp_dcm_decode_frames(in->path, in, 0, 1, b, n - 1, err, sizeof err),
+                     RP_EINVAL);
     free(b);
     rp_dcm_info_free(in);
     /* not DICOM at all */

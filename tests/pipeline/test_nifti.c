@@ -54,7 +54,7 @@ static int16_t *make_data(const int dim[4])
     size_t n = (size_t)dim[0] * dim[1] * dim[2] * dim[3];
     int16_t *p = malloc(n * sizeof *p);
     for (size_t i = 0; i < n; i++)
-        p[i] = (int16_t)((i * 2654435761u) >> 20) - 2048;  /* poorly compressible */
+        p[i] = (int16_t)((i * 2654435761u) >> 20) - 2048; /* poorly compressible */
     return p;
 }
 
@@ -98,7 +98,8 @@ static void test_header_roundtrip(void **state)
         snprintf(path, sizeof path, "%s/h%d.nii", g_dir, flip);
         rp_nifti_opts o;
         memset(&o, 0, sizeof o);
-        assert_int_equal(rp_nifti_write(path, dim, RP_NII_INT16, d, A, 1.0, -1024.0, &o, err, sizeof err), 0);
+        assert_int_equal(
+            rp_nifti_write(path, dim, RP_NII_INT16, d, A, 1.0, -1024.0, &o, err, sizeof err), 0);
         check_header(path, dim, A);
         /* the file is header + 4 bytes + voxels, voxels byte-exact */
         FILE *f = fopen(path, "rb");
@@ -128,7 +129,8 @@ static void test_4d_pixdim(void **state)
     rp_nifti_opts o;
     memset(&o, 0, sizeof o);
     o.tr_s = 2.5;
-    assert_int_equal(rp_nifti_write(path, dim, RP_NII_INT16, d, A, 1.0, -1024.0, &o, err, sizeof err), 0);
+    assert_int_equal(
+        rp_nifti_write(path, dim, RP_NII_INT16, d, A, 1.0, -1024.0, &o, err, sizeof err), 0);
     rp_nifti_info h;
     assert_int_equal(rp_nifti_read_info(path, &h), 0);
     assert_int_equal(h.dim[0], 4);
@@ -153,7 +155,8 @@ static long read_all(const char *path, unsigned char **out)
 }
 
 /* Count gzip members and inflate them all with zlib. */
-static long gunzip_members(const unsigned char *in, long n, unsigned char *out, long cap, int *members)
+static long gunzip_members(const unsigned char *in, long n, unsigned char *out, long cap,
+                           int *members)
 {
     long used = 0, produced = 0;
     *members = 0;
@@ -188,12 +191,14 @@ static void test_gzip_multimember(void **state)
     snprintf(gz2, sizeof gz2, "%s/g2.nii.gz", g_dir);
     rp_nifti_opts o;
     memset(&o, 0, sizeof o);
-    assert_int_equal(rp_nifti_write(plain, dim, RP_NII_INT16, d, A, 1.0, -1024.0, &o, err, sizeof err), 0);
+    assert_int_equal(
+        rp_nifti_write(plain, dim, RP_NII_INT16, d, A, 1.0, -1024.0, &o, err, sizeof err), 0);
     o.gzip = 1;
-    o.block_bytes = 10000;  /* 13 members, header straddles the first */
+    o.block_bytes = 10000; /* 13 members, header straddles the first */
     o.threads = 3;
     o.level = 1;
-    assert_int_equal(rp_nifti_write(gz, dim, RP_NII_INT16, d, A, 1.0, -1024.0, &o, err, sizeof err), 0);
+    assert_int_equal(rp_nifti_write(gz, dim, RP_NII_INT16, d, A, 1.0, -1024.0, &o, err, sizeof err),
+                     0);
     unsigned char *p = NULL, *g = NULL;
     long np = read_all(plain, &p), ng = read_all(gz, &g);
     assert_true(np > 0 && ng > 0);
@@ -221,7 +226,9 @@ static void test_gzip_multimember(void **state)
         slices[z] = d + (size_t)z * 64 * 48;
     o.level = 6;
     o.block_bytes = 0;
-    assert_int_equal(rp_nifti_write_slices(gz2, dim, RP_NII_INT16, slices, A, 1.0, -1024.0, &o, err, sizeof err), 0);
+    assert_int_equal(
+        rp_nifti_write_slices(gz2, dim, RP_NII_INT16, slices, A, 1.0, -1024.0, &o, err, sizeof err),
+        0);
     unsigned char *g2 = NULL;
     long ng2 = read_all(gz2, &g2);
     nu = gunzip_members(g2, ng2, u, np + 16, &members);
@@ -242,12 +249,14 @@ static void test_bad_args(void **state)
     char path[400], err[256] = "";
     snprintf(path, sizeof path, "%s/bad.nii", g_dir);
     int16_t x = 0;
-    assert_int_equal(rp_nifti_write(path, dim, RP_NII_INT16, &x, A, 1, 0, NULL, err, sizeof err), RP_EINVAL);
+    assert_int_equal(rp_nifti_write(path, dim, RP_NII_INT16, &x, A, 1, 0, NULL, err, sizeof err),
+                     RP_EINVAL);
     assert_true(strlen(err) > 0);
     assert_int_not_equal(access(path, F_OK), 0);
     snprintf(path, sizeof path, "%s/no/such/dir/x.nii", g_dir);
     int dim2[4] = {1, 1, 1, 1};
-    assert_int_equal(rp_nifti_write(path, dim2, RP_NII_INT16, &x, A, 1, 0, NULL, err, sizeof err), RP_EIO);
+    assert_int_equal(rp_nifti_write(path, dim2, RP_NII_INT16, &x, A, 1, 0, NULL, err, sizeof err),
+                     RP_EIO);
 }
 
 int main(void)
