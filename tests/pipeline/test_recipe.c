@@ -285,6 +285,42 @@ static void test_runner_qc(void **state)
     rp_step_ctx_release(&ctx);
 }
 
+/* Every step on degenerate volumes (one voxel, one line, constant, NaN): an error with a
+ * reason is fine, a crash or a hang is not. */
+static void test_degenerate_inputs(void **state)
+{
+    (void)state;
+    static const char *recipes[] = {
+        "hu resample(1,1,1,bspline3) bodymask lungmask metal clip(-1200,600) normalize(minmax)",
+        "window(lung)", "multiwindow(lung,bone)", "normalize(zscore)",
+        "normalize(percentile(1,99))", "resample(0.5,0.5,0.5,linear,aniso)", "resample(3,nearest)",
+        "reorient(LPS)", "crop(foreground)", "crop(background)", "crop_or_pad(3,3,3)",
+        "denoise(gaussian,2)", "denoise(median,2)", "denoise(edge-preserving)",
+        "bodymask crop(mask,body) patches(2,1)", "lungmask patches(4,inside(lung),3)",
+    };
+    const int dims[][3] = {{1, 1, 1}, {5, 1, 1}, {1, 1, 6}, {4, 3, 2}};
+    for (size_t r = 0; r < sizeof recipes / sizeof recipes[0]; r++)
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
+            for (int fill = 0; fill < 3; fill++) {
+                rp_volume *v = rp_volume_new(dims[d][0], dims[d][1], dims[d][2], 1);
+                for (size_t i = 0; i < rp_volume_nvox(v); i++)
+                    v->data[i] = fill == 0 ? -1000.0f : fill == 1 ? (float)(i * 37 % 5000) - 1000
+                                                                  : NAN;
+                rp_step_ctx ctx = {.vol = v, .qc = cJSON_CreateObject()};
+                rp_recipe *rec;
+                char err[256];
+                assert_int_equal(rp_recipe_parse(recipes[r], &rec, err, sizeof err), 0);
+                int rc = rp_recipe_run(rec, &ctx);
+                if (rc)
+                    assert_true(ctx.err[0] != '\0');
+                else
+                    assert_non_null(ctx.vol);
+                rp_recipe_free(rec);
+                cJSON_Delete(ctx.qc);
+                rp_step_ctx_release(&ctx);
+            }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,6 +331,7 @@ int main(void)
         cmocka_unit_test(test_builtin_rules_parse),
         cmocka_unit_test(test_other_tables_linked),
         cmocka_unit_test(test_rule_match),
+        cmocka_unit_test(test_degenerate_inputs),
         cmocka_unit_test(test_runner_qc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
