@@ -175,29 +175,36 @@ int rp_mr_seq_rule_builtin(const char *name, rp_mr_seq_rule *r)
     return RP_ENOENT;
 }
 
-/* z-score channel c of v inside its own Otsu foreground (background stays as computed). */
+/* z-score channel c of v inside its own foreground (rp_mr_foreground: log-domain Otsu, so
+ * the dark tissues count; the zeros outside a resampled series' field of view do not). */
 static int zscore_channel(rp_volume *v, int c)
 {
     size_t nv = rp_volume_nvox(v);
-    float *d = v->data + (size_t)c * nv;
-    double thr;
-    if (rp_mr_otsu(d, NULL, nv, 256, &thr) != 0)
-        return RP_EINVAL;
+    rp_volume ch = *v;
+    ch.dim[3] = 1;
+    ch.data = v->data + (size_t)c * nv;
+    rp_mr_fg_params fp;
+    rp_mr_fg_defaults(&fp, 0);
+    rp_mask *m = NULL;
+    int rc = rp_mr_foreground(&ch, &fp, "foreground", &m, NULL, 0);
+    if (rc != 0)
+        return rc;
     double s = 0, s2 = 0;
     size_t k = 0;
     for (size_t i = 0; i < nv; i++)
-        if (d[i] > thr) {
-            s += d[i];
-            s2 += (double)d[i] * d[i];
+        if (m->data[i]) {
+            s += ch.data[i];
+            s2 += (double)ch.data[i] * ch.data[i];
             k++;
         }
+    rp_mask_free(m);
     if (k < 2)
         return RP_EINVAL;
     double mu = s / k, sd = sqrt(fmax(0, (s2 - s * s / k) / (k - 1)));
     if (!(sd > 0))
         return RP_EINVAL;
     for (size_t i = 0; i < nv; i++)
-        d[i] = (float)((d[i] - mu) / sd);
+        ch.data[i] = (float)((ch.data[i] - mu) / sd);
     return 0;
 }
 
