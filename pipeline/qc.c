@@ -23,42 +23,82 @@ static double round_sig(double v)
 
 cJSON *rp_qc_stats(const rp_volume *v)
 {
-    /* fast path: vectorised min/max/sum/sum of squares, then a counting pass; only data
-     * with NaN/Inf take the slow, checking path */
+    /* One memory pass in blocks that stay in L1: per block a vectorised min/max/sum/sum of
+     * squares, then a count of the block's min and max values while it is still cached;
+     * blocks holding NaN/Inf take a checking path. Per-thread results merge at the end. */
+    enum { QB = 4096 };
     const size_t n = rp_volume_nvox(v) * (size_t)v->dim[3];
+    const size_t nb = (n + QB - 1) / QB;
     const float *d = v->data;
     float lo = INFINITY, hi = -INFINITY;
     double s = 0, ss = 0;
     size_t bad = 0, at_lo = 0, at_hi = 0;
-#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) reduction(+ : s, ss) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = d[i];
-        lo = x < lo ? x : lo;
-        hi = x > hi ? x : hi;
-        s += x;
-        ss += (double)x * x;
-    }
-    if (!isfinite(s) || !isfinite(ss)) {
-        lo = INFINITY;
-        hi = -INFINITY;
-        s = ss = 0;
-#pragma omp parallel for reduction(min : lo) reduction(max : hi) reduction(+ : s, ss, bad) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = d[i];
-            if (!isfinite(x)) {
-                bad++;
-                continue;
+#pragma omp parallel
+    {
+        float tlo = INFINITY, thi = -INFINITY;
+        double ts = 0, tss = 0;
+        size_t tbad = 0, tnlo = 0, tnhi = 0;
+#pragma omp for schedule(static)
+        for (size_t b = 0; b < nb; b++) {
+            const float *p = d + b * QB;
+            const int m = (int)(n - b * QB < QB ? n - b * QB : QB);
+            float blo = INFINITY, bhi = -INFINITY;
+            double bs = 0, bss = 0;
+#pragma omp simd reduction(min : blo) reduction(max : bhi) reduction(+ : bs, bss)
+            for (int i = 0; i < m; i++) {
+                float x = p[i];
+                blo = x < blo ? x : blo;
+                bhi = x > bhi ? x : bhi;
+                bs += x;
+                bss += (double)x * x;
             }
-            lo = x < lo ? x : lo;
-            hi = x > hi ? x : hi;
-            s += x;
-            ss += (double)x * x;
+            if (!isfinite(bs) || !isfinite(bss)) {
+                blo = INFINITY;
+                bhi = -INFINITY;
+                bs = bss = 0;
+                for (int i = 0; i < m; i++) {
+                    float x = p[i];
+                    if (!isfinite(x)) {
+                        tbad++;
+                        continue;
+                    }
+                    blo = x < blo ? x : blo;
+                    bhi = x > bhi ? x : bhi;
+                    bs += x;
+                    bss += (double)x * x;
+                }
+            }
+            int clo = 0, chi = 0;
+#pragma omp simd reduction(+ : clo, chi)
+            for (int i = 0; i < m; i++) {
+                clo += p[i] == blo;
+                chi += p[i] == bhi;
+            }
+            ts += bs;
+            tss += bss;
+            if (clo) {
+                tnlo = blo < tlo ? (size_t)clo : tnlo + (blo == tlo ? (size_t)clo : 0);
+                tlo = blo < tlo ? blo : tlo;
+            }
+            if (chi) {
+                tnhi = bhi > thi ? (size_t)chi : tnhi + (bhi == thi ? (size_t)chi : 0);
+                thi = bhi > thi ? bhi : thi;
+            }
         }
-    }
-#pragma omp parallel for simd reduction(+ : at_lo, at_hi) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        at_lo += d[i] == lo;
-        at_hi += d[i] == hi;
+#pragma omp critical
+        {
+            s += ts;
+            ss += tss;
+            bad += tbad;
+            if (tnlo) {
+                at_lo = tlo < lo ? tnlo : at_lo + (tlo == lo ? tnlo : 0);
+                lo = tlo < lo ? tlo : lo;
+            }
+            if (tnhi) {
+                at_hi = thi > hi ? tnhi : at_hi + (thi == hi ? tnhi : 0);
+                hi = thi > hi ? thi : hi;
+            }
+        }
     }
     size_t good = n - bad;
     double mean = good ? s / (double)good : 0;
