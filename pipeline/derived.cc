@@ -38,7 +38,8 @@ extern "C" {
 
 #define MOD "derived"
 
-namespace {
+namespace
+{
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -58,7 +59,10 @@ std::string ds(double v)
     return buf;
 }
 
-double ds_round(double v) { return atof(ds(v).c_str()); }
+double ds_round(double v)
+{
+    return atof(ds(v).c_str());
+}
 
 std::string ds3(const double a[3])
 {
@@ -169,38 +173,90 @@ std::string get_str(DcmItem *it, const DcmTagKey &k)
 /* Patient module, Patient Study module and General Study module (PS3.3 C.7.1.1, C.7.2.2,
  * C.7.2.1), plus the character set that gives their bytes a meaning. */
 const DcmTagKey k_copied[] = {
-    DCM_SpecificCharacterSet, DCM_TimezoneOffsetFromUTC,
+    DCM_SpecificCharacterSet,
+    DCM_TimezoneOffsetFromUTC,
     /* Patient */
-    DCM_PatientName, DCM_PatientID, DCM_IssuerOfPatientID, DCM_IssuerOfPatientIDQualifiersSequence,
-    DCM_TypeOfPatientID, DCM_PatientBirthDate, DCM_PatientBirthTime, DCM_PatientSex,
-    DCM_QualityControlSubject, DCM_ReferencedPatientSequence, DCM_ReferencedPatientPhotoSequence,
-    DCM_OtherPatientIDsSequence, DCM_OtherPatientNames, DCM_RETIRED_OtherPatientIDs,
-    DCM_EthnicGroup, DCM_PatientComments, DCM_PatientSpeciesDescription,
-    DCM_PatientSpeciesCodeSequence, DCM_PatientBreedDescription, DCM_PatientBreedCodeSequence,
-    DCM_BreedRegistrationSequence, DCM_StrainDescription, DCM_StrainNomenclature,
-    DCM_StrainStockSequence, DCM_StrainAdditionalInformation, DCM_StrainCodeSequence,
-    DCM_GeneticModificationsSequence, DCM_ResponsiblePerson, DCM_ResponsiblePersonRole,
-    DCM_ResponsibleOrganization, DCM_PatientIdentityRemoved, DCM_DeidentificationMethod,
-    DCM_DeidentificationMethodCodeSequence, DCM_SourcePatientGroupIdentificationSequence,
+    DCM_PatientName,
+    DCM_PatientID,
+    DCM_IssuerOfPatientID,
+    DCM_IssuerOfPatientIDQualifiersSequence,
+    DCM_TypeOfPatientID,
+    DCM_PatientBirthDate,
+    DCM_PatientBirthTime,
+    DCM_PatientSex,
+    DCM_QualityControlSubject,
+    DCM_ReferencedPatientSequence,
+    DCM_ReferencedPatientPhotoSequence,
+    DCM_OtherPatientIDsSequence,
+    DCM_OtherPatientNames,
+    DCM_RETIRED_OtherPatientIDs,
+    DCM_EthnicGroup,
+    DCM_PatientComments,
+    DCM_PatientSpeciesDescription,
+    DCM_PatientSpeciesCodeSequence,
+    DCM_PatientBreedDescription,
+    DCM_PatientBreedCodeSequence,
+    DCM_BreedRegistrationSequence,
+    DCM_StrainDescription,
+    DCM_StrainNomenclature,
+    DCM_StrainStockSequence,
+    DCM_StrainAdditionalInformation,
+    DCM_StrainCodeSequence,
+    DCM_GeneticModificationsSequence,
+    DCM_ResponsiblePerson,
+    DCM_ResponsiblePersonRole,
+    DCM_ResponsibleOrganization,
+    DCM_PatientIdentityRemoved,
+    DCM_DeidentificationMethod,
+    DCM_DeidentificationMethodCodeSequence,
+    DCM_SourcePatientGroupIdentificationSequence,
     DCM_GroupOfPatientsIdentificationSequence,
     /* General Study */
-    DCM_StudyInstanceUID, DCM_StudyDate, DCM_StudyTime, DCM_ReferringPhysicianName,
-    DCM_ReferringPhysicianIdentificationSequence, DCM_ConsultingPhysicianName,
-    DCM_ConsultingPhysicianIdentificationSequence, DCM_StudyID, DCM_AccessionNumber,
-    DCM_IssuerOfAccessionNumberSequence, DCM_StudyDescription, DCM_PhysiciansOfRecord,
-    DCM_PhysiciansOfRecordIdentificationSequence, DCM_NameOfPhysiciansReadingStudy,
-    DCM_PhysiciansReadingStudyIdentificationSequence, DCM_RequestingServiceCodeSequence,
-    DCM_ReferencedStudySequence, DCM_ProcedureCodeSequence,
+    DCM_StudyInstanceUID,
+    DCM_StudyDate,
+    DCM_StudyTime,
+    DCM_ReferringPhysicianName,
+    DCM_ReferringPhysicianIdentificationSequence,
+    DCM_ConsultingPhysicianName,
+    DCM_ConsultingPhysicianIdentificationSequence,
+    DCM_StudyID,
+    DCM_AccessionNumber,
+    DCM_IssuerOfAccessionNumberSequence,
+    DCM_StudyDescription,
+    DCM_PhysiciansOfRecord,
+    DCM_PhysiciansOfRecordIdentificationSequence,
+    DCM_NameOfPhysiciansReadingStudy,
+    DCM_PhysiciansReadingStudyIdentificationSequence,
+    DCM_RequestingServiceCodeSequence,
+    DCM_ReferencedStudySequence,
+    DCM_ProcedureCodeSequence,
     DCM_ReasonForPerformedProcedureCodeSequence,
     /* Patient Study */
-    DCM_AdmittingDiagnosesDescription, DCM_AdmittingDiagnosesCodeSequence, DCM_PatientAge,
-    DCM_PatientSize, DCM_PatientWeight, DCM_PatientBodyMassIndex, DCM_MeasuredAPDimension,
-    DCM_MeasuredLateralDimension, DCM_PatientSizeCodeSequence, DCM_MedicalAlerts, DCM_Allergies,
-    DCM_SmokingStatus, DCM_PregnancyStatus, DCM_LastMenstrualDate, DCM_PatientState,
-    DCM_Occupation, DCM_AdditionalPatientHistory, DCM_AdmissionID,
-    DCM_IssuerOfAdmissionIDSequence, DCM_ServiceEpisodeID, DCM_ServiceEpisodeDescription,
-    DCM_IssuerOfServiceEpisodeIDSequence, DCM_PatientSexNeutered,
-    DCM_ReasonForVisit, DCM_ReasonForVisitCodeSequence,
+    DCM_AdmittingDiagnosesDescription,
+    DCM_AdmittingDiagnosesCodeSequence,
+    DCM_PatientAge,
+    DCM_PatientSize,
+    DCM_PatientWeight,
+    DCM_PatientBodyMassIndex,
+    DCM_MeasuredAPDimension,
+    DCM_MeasuredLateralDimension,
+    DCM_PatientSizeCodeSequence,
+    DCM_MedicalAlerts,
+    DCM_Allergies,
+    DCM_SmokingStatus,
+    DCM_PregnancyStatus,
+    DCM_LastMenstrualDate,
+    DCM_PatientState,
+    DCM_Occupation,
+    DCM_AdditionalPatientHistory,
+    DCM_AdmissionID,
+    DCM_IssuerOfAdmissionIDSequence,
+    DCM_ServiceEpisodeID,
+    DCM_ServiceEpisodeDescription,
+    DCM_IssuerOfServiceEpisodeIDSequence,
+    DCM_PatientSexNeutered,
+    DCM_ReasonForVisit,
+    DCM_ReasonForVisitCodeSequence,
 };
 
 int copy_patient_study(DcmItem *src, DcmItem *dst)
@@ -218,10 +274,10 @@ int copy_patient_study(DcmItem *src, DcmItem *dst)
     }
     /* Type 2 attributes of the Patient and General Study modules that the source lacks are
      * written empty ("unknown"): the object stays valid and no value is invented. */
-    static const DcmTagKey type2[] = {DCM_PatientName,   DCM_PatientID,    DCM_PatientBirthDate,
-                                      DCM_PatientSex,    DCM_StudyDate,    DCM_StudyTime,
-                                      DCM_ReferringPhysicianName, DCM_StudyID,
-                                      DCM_AccessionNumber};
+    static const DcmTagKey type2[] = {
+        DCM_PatientName,    DCM_PatientID, DCM_PatientBirthDate,       DCM_PatientSex,
+        DCM_StudyDate,      DCM_StudyTime, DCM_ReferringPhysicianName, DCM_StudyID,
+        DCM_AccessionNumber};
     for (const DcmTagKey &k : type2)
         if (!dst->tagExists(k))
             dst->insertEmptyElement(k, OFTrue);
@@ -264,21 +320,21 @@ void copy_or_empty(DcmItem *src, DcmItem *dst, std::initializer_list<DcmTagKey> 
 /* ----------------------------------------------------------------- geometry */
 
 struct slice_geom {
-    double ipp[3];     /* LPS mm */
+    double ipp[3]; /* LPS mm */
 };
 
 struct vol_geom {
-    double row_dir[3], col_dir[3], normal[3];  /* LPS unit vectors */
-    double spacing_x, spacing_y, spacing_z;    /* mm */
+    double row_dir[3], col_dir[3], normal[3]; /* LPS unit vectors */
+    double spacing_x, spacing_y, spacing_z;   /* mm */
     double origin_lps[3];
-    double step_lps[3];                        /* affine column 2 in LPS */
+    double step_lps[3]; /* affine column 2 in LPS */
 };
 
 void affine_to_geom(const double a[4][4], vol_geom &g)
 {
     double c0[3], c1[3], c2[3];
     for (int r = 0; r < 3; r++) {
-        double s = (r < 2) ? -1.0 : 1.0;  /* RAS -> LPS: negate x and y */
+        double s = (r < 2) ? -1.0 : 1.0; /* RAS -> LPS: negate x and y */
         c0[r] = s * a[r][0];
         c1[r] = s * a[r][1];
         c2[r] = s * a[r][2];
@@ -366,7 +422,8 @@ std::vector<size_t> sources_for(const std::vector<src_slice> &src, const double 
     for (size_t i = 0; i < src.size(); i++) {
         if (!src[i].has_ipp)
             continue;
-        double ds_ = src[i].ipp[0] * normal[0] + src[i].ipp[1] * normal[1] + src[i].ipp[2] * normal[2];
+        double ds_ =
+            src[i].ipp[0] * normal[0] + src[i].ipp[1] * normal[1] + src[i].ipp[2] * normal[2];
         double d = fabs(ds_ - dp);
         if (d <= thick / 2 + 1e-3 && hit.size() < 16)
             hit.push_back(i);
@@ -406,7 +463,7 @@ scaling choose_scaling(const float *v, size_t n)
         if (integral && x != floor(x))
             integral = 0;
     }
-    if (!(lo <= hi)) {  /* no finite value at all */
+    if (!(lo <= hi)) { /* no finite value at all */
         lo = hi = 0;
         integral = 1;
     }
@@ -433,7 +490,7 @@ scaling choose_scaling(const float *v, size_t n)
 inline int16_t to_stored(double x, const scaling &s)
 {
     if (!isfinite(x))
-        x = s.intercept;  /* NaN/inf: no value the data can show; the intercept keeps it neutral */
+        x = s.intercept; /* NaN/inf: no value the data can show; the intercept keeps it neutral */
     double q = floor((x - s.intercept) / s.slope + 0.5);
     if (q < -32768)
         q = -32768;
@@ -481,11 +538,13 @@ const char *iod_sop_class(iod_kind k)
 void put_laterality(DcmItem *src, DcmItem *dst)
 {
     static const char *const paired[] = {
-        "BREAST", "EYE", "ORBIT", "EAR", "KIDNEY", "ADRENAL", "OVARY", "TESTIS", "LUNG",
-        "SHOULDER", "CLAVICLE", "SCAPULA", "ARM", "UPRARM", "HUMERUS", "ELBOW", "FOREARM",
-        "RADIUS", "ULNA", "WRIST", "HAND", "FINGER", "THUMB", "HIP", "THIGH", "FEMUR", "KNEE",
-        "PATELLA", "LEG", "LOWLEG", "TIBIA", "FIBULA", "ANKLE", "FOOT", "HEEL", "TOE",
-        "EXTREMITY", "UPRLIMB", "LOWLIMB", "TMJ", "PAROTID", "SUBMANDIBULAR", NULL};
+        "BREAST",  "EYE",       "ORBIT",    "EAR",      "KIDNEY",  "ADRENAL", "OVARY",
+        "TESTIS",  "LUNG",      "SHOULDER", "CLAVICLE", "SCAPULA", "ARM",     "UPRARM",
+        "HUMERUS", "ELBOW",     "FOREARM",  "RADIUS",   "ULNA",    "WRIST",   "HAND",
+        "FINGER",  "THUMB",     "HIP",      "THIGH",    "FEMUR",   "KNEE",    "PATELLA",
+        "LEG",     "LOWLEG",    "TIBIA",    "FIBULA",   "ANKLE",   "FOOT",    "HEEL",
+        "TOE",     "EXTREMITY", "UPRLIMB",  "LOWLIMB",  "TMJ",     "PAROTID", "SUBMANDIBULAR",
+        NULL};
     std::string lat = get_str(src, DCM_Laterality);
     std::string body = get_str(src, DCM_BodyPartExamined);
     int is_paired = body.empty();
@@ -550,7 +609,7 @@ const code_map k_step_codes[] = {
     {"mask", "113047", "Pixel by pixel mask"},
 };
 
-}  // namespace
+} // namespace
 
 /* ====================================================================== public API */
 
@@ -617,8 +676,8 @@ extern "C" void rp_derived_paths_free(char **paths, size_t n)
 }
 
 extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume *vol,
-                                       const char *src_file, const char *out_dir,
-                                       char ***paths_out, size_t *n_out)
+                                       const char *src_file, const char *out_dir, char ***paths_out,
+                                       size_t *n_out)
 {
     if (!o || !vol || !vol->data || !src_file || !out_dir || !paths_out || !n_out)
         return RP_EINVAL;
@@ -713,8 +772,9 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
         d->putAndInsertString(DCM_ContentTime, tm.c_str());
         d->putAndInsertString(DCM_PatientOrientation, patient_orientation.c_str());
         d->putAndInsertString(DCM_BurnedInAnnotation, "NO");
-        copy_if_present(src, d, {DCM_LossyImageCompression, DCM_LossyImageCompressionRatio,
-                                 DCM_LossyImageCompressionMethod});
+        copy_if_present(src, d,
+                        {DCM_LossyImageCompression, DCM_LossyImageCompressionRatio,
+                         DCM_LossyImageCompressionMethod});
         /* General Series: a new series of the same study */
         d->putAndInsertString(DCM_Modality, modality.empty() ? "OT" : modality.c_str());
         d->putAndInsertString(DCM_SeriesInstanceUID, series_uid.c_str());
@@ -760,12 +820,13 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
             copy_or_empty(src, d, {DCM_KVP, DCM_AcquisitionNumber});
             copy_if_present(src, d, {DCM_ConvolutionKernel});
         } else if (iod == IOD_MR) {
-            copy_or_empty(src, d, {DCM_ScanningSequence, DCM_SequenceVariant, DCM_ScanOptions,
-                                   DCM_MRAcquisitionType, DCM_EchoTime, DCM_EchoTrainLength,
-                                   DCM_AcquisitionNumber});
-            copy_if_present(src, d, {DCM_RepetitionTime, DCM_SequenceName,
-                                     DCM_MagneticFieldStrength, DCM_FlipAngle,
-                                     DCM_ImagedNucleus, DCM_ImagingFrequency});
+            copy_or_empty(src, d,
+                          {DCM_ScanningSequence, DCM_SequenceVariant, DCM_ScanOptions,
+                           DCM_MRAcquisitionType, DCM_EchoTime, DCM_EchoTrainLength,
+                           DCM_AcquisitionNumber});
+            copy_if_present(src, d,
+                            {DCM_RepetitionTime, DCM_SequenceName, DCM_MagneticFieldStrength,
+                             DCM_FlipAngle, DCM_ImagedNucleus, DCM_ImagingFrequency});
             /* Inversion Time is 2C: present only for inversion recovery sequences */
             if (get_str(src, DCM_ScanningSequence).find("IR") != std::string::npos)
                 copy_or_empty(src, d, {DCM_InversionTime});
@@ -842,8 +903,12 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
     }
     fsync_path(out_dir, 1);
     char q[160];
-    RP_INFO(MOD, "derived series written series_uid=%s slices=%d iod=%s slope=%s intercept=%s dir=%s",
-            series_uid.c_str(), nz, iod == IOD_CT ? "CT" : iod == IOD_MR ? "MR" : "SC",
+    RP_INFO(MOD,
+            "derived series written series_uid=%s slices=%d iod=%s slope=%s intercept=%s dir=%s",
+            series_uid.c_str(), nz,
+            iod == IOD_CT   ? "CT"
+            : iod == IOD_MR ? "MR"
+                            : "SC",
             ds(sc.slope).c_str(), ds(sc.intercept).c_str(), rp_log_kv_quote(out_dir, q, sizeof q));
     *paths_out = paths;
     *n_out = written;
@@ -852,7 +917,8 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
 
 /* ------------------------------------------------------------------------ SEG */
 
-namespace {
+namespace
+{
 
 struct seg_codes {
     const char *cat_value, *cat_meaning, *type_value, *type_meaning;
@@ -874,7 +940,7 @@ seg_codes codes_for_mask(const char *name)
     return {"85756007", "Tissue", "85756007", "Tissue"};
 }
 
-}  // namespace
+} // namespace
 
 extern "C" int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *masks, size_t n,
                                     const char *src_file, const char *const *src_slice_files,
@@ -943,7 +1009,8 @@ extern "C" int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *ma
         goto fail;
     }
     seg->getSeries().setSeriesInstanceUID(series_uid.c_str());
-    seg->getSeries().setSeriesDescription(desc.size() > 64 ? desc.substr(0, 64).c_str() : desc.c_str());
+    seg->getSeries().setSeriesDescription(desc.size() > 64 ? desc.substr(0, 64).c_str()
+                                                           : desc.c_str());
     seg->getSeries().setSeriesNumber(std::to_string(series_number(o, src) + 1).c_str());
     seg->getSeries().setSeriesDate(da.c_str());
     seg->getSeries().setSeriesTime(tm.c_str());
@@ -1052,10 +1119,9 @@ extern "C" int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *ma
         /* Common Instance Reference: the source series and every referenced instance */
         DcmItem *rs = NULL;
         if (d->findOrCreateSequenceItem(DCM_ReferencedSeriesSequence, rs, 0).good()) {
-            rs->putAndInsertString(DCM_SeriesInstanceUID,
-                                   (sources[0].series_uid.empty() ? src_series
-                                                                  : sources[0].series_uid)
-                                       .c_str());
+            rs->putAndInsertString(
+                DCM_SeriesInstanceUID,
+                (sources[0].series_uid.empty() ? src_series : sources[0].series_uid).c_str());
             for (const src_slice &s : sources) {
                 DcmItem *ri = NULL;
                 if (rs->findOrCreateSequenceItem(DCM_ReferencedInstanceSequence, ri, -2).good()) {
@@ -1067,8 +1133,8 @@ extern "C" int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *ma
         if ((rc = save_atomic(ff, out_path)))
             return rc;
         fsync_path(dir_of(out_path).c_str(), 1);
-        RP_INFO(MOD, "SEG written series_uid=%s segments=%zu frames=%zu path=%s", series_uid.c_str(),
-                n, (size_t)seg->getNumberOfFrames(), out_path);
+        RP_INFO(MOD, "SEG written series_uid=%s segments=%zu frames=%zu path=%s",
+                series_uid.c_str(), n, (size_t)seg->getNumberOfFrames(), out_path);
     }
     return 0;
 fail:
@@ -1078,7 +1144,8 @@ fail:
 
 /* ------------------------------------------------------------ rule outputs (process.c) */
 
-namespace {
+namespace
+{
 
 int has_word(const char *text, const char *word)
 {
@@ -1094,7 +1161,7 @@ int has_word(const char *text, const char *word)
     return 0;
 }
 
-}  // namespace
+} // namespace
 
 extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written)
 {
@@ -1124,8 +1191,9 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
     o.src_slice_files = r->src_files;
     o.n_src_slices = r->n_src;
     std::string src_desc = ctx->info ? ctx->info->series_description : "";
-    std::string desc = (src_desc.empty() ? std::string("") : src_desc + " ") + "[radprep: " +
-                       (r->rule_name && *r->rule_name ? r->rule_name : "derived") + "]";
+    std::string desc = (src_desc.empty() ? std::string("") : src_desc + " ") +
+                       "[radprep: " + (r->rule_name && *r->rule_name ? r->rule_name : "derived") +
+                       "]";
     if (desc.size() > 64)
         desc = desc.substr(0, 64);
     o.series_description = desc.c_str();
@@ -1149,14 +1217,14 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
     if (want_seg) {
         if ((rc = rp_mkdir_p(dir.c_str(), 0750)))
             return rc;
-        std::string seg_desc = (src_desc.empty() ? std::string("") : src_desc + " ") +
-                               "[radprep: masks]";
+        std::string seg_desc =
+            (src_desc.empty() ? std::string("") : src_desc + " ") + "[radprep: masks]";
         if (seg_desc.size() > 64)
             seg_desc = seg_desc.substr(0, 64);
         o.series_description = seg_desc.c_str();
         std::string path = dir + "/seg.dcm";
-        rc = rp_derived_write_seg(&o, segmasks, nseg, r->src_files[0],
-                                  r->src_files, r->n_src, path.c_str());
+        rc = rp_derived_write_seg(&o, segmasks, nseg, r->src_files[0], r->src_files, r->n_src,
+                                  path.c_str());
         if (rc)
             return rc;
         n++;

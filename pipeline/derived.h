@@ -42,30 +42,30 @@ extern "C" {
 
 /* A Derivation Code Sequence item (coding scheme DCM, CID 7203 "Image Derivation"). */
 typedef struct rp_derived_code {
-    char value[17];     /* e.g. "113085" */
-    char meaning[65];   /* e.g. "Spatial resampling" */
+    char value[17];   /* e.g. "113085" */
+    char meaning[65]; /* e.g. "Spatial resampling" */
 } rp_derived_code;
 
 typedef struct rp_derived_opts {
-    const char *uid_root;            /* conf uid_root; NULL/"" = dcmtk's site root */
-    const char *series_description;  /* e.g. "LIDC chest [radprep: 1 mm, lung window]";
-                                        NULL: "<source description> [radprep]" */
-    int series_number;               /* <= 0: source series number + 1000 (or 1000) */
+    const char *uid_root;               /* conf uid_root; NULL/"" = dcmtk's site root */
+    const char *series_description;     /* e.g. "LIDC chest [radprep: 1 mm, lung window]";
+                                           NULL: "<source description> [radprep]" */
+    int series_number;                  /* <= 0: source series number + 1000 (or 1000) */
     const char *derivation_description; /* free text, e.g. the recipe; NULL: none */
-    const char *recipe;              /* recipe text: Derivation Codes are chosen from its step
-                                        names when n_codes == 0 (rp_derived_codes_from_recipe) */
+    const char *recipe;                 /* recipe text: Derivation Codes are chosen from its step
+                                           names when n_codes == 0 (rp_derived_codes_from_recipe) */
     rp_derived_code codes[RP_DERIVED_MAX_CODES];
     int n_codes;
-    int values_physical;             /* 1: values still in the source's units (HU) */
-    double window_center, window_width;  /* width <= 0: the data range */
-    int channel;                     /* channel of a multi-channel volume to write (0) */
-    double slice_thickness_mm;       /* <= 0: spacing along the slice normal */
+    int values_physical;                /* 1: values still in the source's units (HU) */
+    double window_center, window_width; /* width <= 0: the data range */
+    int channel;                        /* channel of a multi-channel volume to write (0) */
+    double slice_thickness_mm;          /* <= 0: spacing along the slice normal */
     /* Source slices, for the per-slice Source Image Sequence (series) and for the SEG's
      * Derivation Image references: each derived slice references the source slice(s)
      * nearest to it along the normal. NULL/0: series get no Source Image Sequence. */
     const char *const *src_slice_files;
     size_t n_src_slices;
-    const char *series_uid;          /* NULL: generate (tests can pin it) */
+    const char *series_uid; /* NULL: generate (tests can pin it) */
 } rp_derived_opts;
 
 /* Fill defaults: everything 0/NULL, window width -1. */
@@ -107,14 +107,14 @@ typedef struct rp_derived_request {
     const char *const *src_files; /* source file of each slice, slice order (src_files[0]
                                      gives patient/study) */
     size_t n_src;
-    const char *out_dir;          /* files go to <out_dir>/dicom/ (series IM*.dcm, seg.dcm) */
+    const char *out_dir; /* files go to <out_dir>/dicom/ (series IM*.dcm, seg.dcm) */
 } rp_derived_request;
 
 /* Write what the rule asks for: "dicom" -> the derived series of ctx->vol (CT Image Storage
  * when the values are still HU, i.e. CT with hu_known, scale 1, offset 0; else Secondary
  * Capture), window = the source's first window for HU output, else the data range; "seg" ->
- * ctx's masks as one SEG (except a "padding" mask; nothing when no mask is left). 0 when nothing was asked.
- * *n_written (may be NULL) gets the number of files written. */
+ * ctx's masks as one SEG (except a "padding" mask; nothing when no mask is left). 0 when nothing
+ * was asked. *n_written (may be NULL) gets the number of files written. */
 int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written);
 
 #ifdef __cplusplus

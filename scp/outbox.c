@@ -22,13 +22,14 @@
 
 #include "common/common.h"
 #include "scp/sender.h"
+#include "scp/tls.h"
 
 #define MOD "outbox"
 
 typedef struct dest_state {
     rp_conf_peer peer;
     int fail_streak;
-    double gate_until;        /* wall clock; 0: open */
+    double gate_until; /* wall clock; 0: open */
 } dest_state;
 
 typedef struct worker {
@@ -44,6 +45,7 @@ struct rp_outbox {
     char calling_ae[RP_AE_MAX + 1];
     int acse_timeout_s, dimse_timeout_s, connect_timeout_s;
     unsigned max_pdu;
+    rp_tls *tls; /* client TLS layer for tls_only destinations (scp/tls.h), or NULL */
     dest_state *dests;
     size_t n_dests;
     worker *workers;
@@ -67,12 +69,12 @@ static void add_totals(rp_outbox *ob, const rp_outbox_totals *t)
     pthread_mutex_unlock(&ob->mu);
 }
 
-/* A peer we can send to. TLS is not implemented on the sending side yet, so a tls_only
- * peer is refused rather than sent to in the clear. */
+/* A peer we can send to. A tls_only peer is sent to over TLS with the node's [tls]
+ * certificate (conf refuses tls_only without [tls]; a TLS layer that cannot be built at
+ * start leaves such a destination out, logged). */
 static int dest_usable(const rp_conf_peer *p)
 {
-    return p->is_destination && !p->tls_only && p->port > 0 && p->port <= 65535 && p->host[0] &&
-           p->ae_title[0];
+    return p->is_destination && p->port > 0 && p->port <= 65535 && p->host[0] && p->ae_title[0];
 }
 
 static const char *unusable_reason(const rp_conf_peer *p)
@@ -81,8 +83,6 @@ static const char *unusable_reason(const rp_conf_peer *p)
         return "is not configured";
     if (!p->is_destination)
         return "is not a destination (destination = yes)";
-    if (p->tls_only)
-        return "requires TLS, which the sender does not speak yet";
     return "lacks host, port or ae_title";
 }
 
@@ -140,6 +140,7 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
         .acse_timeout_s = ob->acse_timeout_s,
         .dimse_timeout_s = ob->dimse_timeout_s,
         .max_pdu = ob->max_pdu,
+        .tls = ds->peer.tls_only ? ob->tls : NULL,
     };
     rp_sender_stats st;
     rc = rp_sender_send(&sd, files, n, res, &ob->stop, &st);
@@ -150,8 +151,9 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
         double wait_s = backoff(ob, ds->fail_streak);
         ds->gate_until = now + wait_s;
         char q[300];
-        RP_WARN(MOD, "destination unavailable destination=%s host=%s port=%d failures=%d "
-                     "retry_in_s=%.1f rows=%zu reason=%s",
+        RP_WARN(MOD,
+                "destination unavailable destination=%s host=%s port=%d failures=%d "
+                "retry_in_s=%.1f rows=%zu reason=%s",
                 ds->peer.name, ds->peer.host, ds->peer.port, ds->fail_streak, wait_s, n,
                 rp_log_kv_quote(res[0].reason, q, sizeof q));
     } else {
@@ -198,8 +200,9 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
                      rp_send_outcome_name(r->outcome), rp_strerror(frc));
     }
     if (t.sent)
-        RP_INFO(MOD, "sent destination=%s instances=%lld failed=%zu associations=%d bytes=%lld "
-                     "seconds=%.3f",
+        RP_INFO(MOD,
+                "sent destination=%s instances=%lld failed=%zu associations=%d bytes=%lld "
+                "seconds=%.3f",
                 ds->peer.name, t.sent, n - (size_t)t.sent, st.associations, st.bytes, st.seconds);
     add_totals(ob, &t);
     int more = !down && n == (size_t)ob->o.batch;
@@ -275,8 +278,7 @@ static int recover(rp_outbox *ob, const rp_conf *c)
             if (p && dest_usable(p))
                 continue;
             char why[256];
-            snprintf(why, sizeof why, "destination '%s' %s", e[i].destination,
-                     unusable_reason(p));
+            snprintf(why, sizeof why, "destination '%s' %s", e[i].destination, unusable_reason(p));
             if (rp_db_outbox_finish(db, e[i].id, 0, -1, why, 1, 0, 0) == 0)
                 dead++;
         }
@@ -326,9 +328,8 @@ int rp_outbox_start(const rp_conf *c, const rp_outbox_opts *o, rp_outbox **out)
     rp_strlcpy(ob->calling_ae, c->ae_title, sizeof ob->calling_ae);
     ob->acse_timeout_s = c->acse_timeout_s;
     ob->dimse_timeout_s = c->dimse_timeout_s;
-    ob->connect_timeout_s = c->network_timeout_s > 0 && c->network_timeout_s < 30
-                                ? c->network_timeout_s
-                                : 10;
+    ob->connect_timeout_s =
+        c->network_timeout_s > 0 && c->network_timeout_s < 30 ? c->network_timeout_s : 10;
     ob->max_pdu = c->max_pdu;
     pthread_mutex_init(&ob->mu, NULL);
     pthread_cond_init(&ob->cv, NULL);
@@ -342,9 +343,21 @@ int rp_outbox_start(const rp_conf *c, const rp_outbox_opts *o, rp_outbox **out)
         if (!p->is_destination)
             continue;
         if (!dest_usable(p)) {
-            RP_ERROR(MOD, "destination peer unusable, nothing is sent to it peer=%s line=%d "
-                          "reason=\"%s\"", p->name, p->line, unusable_reason(p));
+            RP_ERROR(MOD,
+                     "destination peer unusable, nothing is sent to it peer=%s line=%d "
+                     "reason=\"%s\"",
+                     p->name, p->line, unusable_reason(p));
             continue;
+        }
+        if (p->tls_only && !ob->tls) {
+            char terr[512] = "";
+            if (rp_tls_new(c, RP_TLS_CLIENT, &ob->tls, terr, sizeof terr) != 0) {
+                RP_ERROR(MOD,
+                         "destination peer needs TLS and the TLS layer failed, nothing is "
+                         "sent to it peer=%s reason=\"%s\"",
+                         p->name, terr);
+                continue;
+            }
         }
         ob->dests[ob->n_dests++].peer = *p;
     }
@@ -354,8 +367,8 @@ int rp_outbox_start(const rp_conf *c, const rp_outbox_opts *o, rp_outbox **out)
         rp_outbox_stop(ob);
         return rc;
     }
-    ob->n_workers = (int)(ob->n_dests < (size_t)ob->o.max_threads ? ob->n_dests
-                                                                   : (size_t)ob->o.max_threads);
+    ob->n_workers =
+        (int)(ob->n_dests < (size_t)ob->o.max_threads ? ob->n_dests : (size_t)ob->o.max_threads);
     if (ob->n_workers) {
         ob->workers = calloc((size_t)ob->n_workers, sizeof *ob->workers);
         if (!ob->workers) {
@@ -404,6 +417,7 @@ void rp_outbox_stop(rp_outbox *ob)
     pthread_cond_destroy(&ob->cv);
     free(ob->workers);
     free(ob->dests);
+    rp_tls_free(ob->tls);
     free(ob);
 }
 
@@ -417,8 +431,8 @@ void rp_outbox_totals_get(rp_outbox *ob, rp_outbox_totals *out)
     pthread_mutex_unlock(&ob->mu);
 }
 
-int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to,
-                      const char *const *files, size_t n, size_t *n_added)
+int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to, const char *const *files,
+                      size_t n, size_t *n_added)
 {
     if (n_added)
         *n_added = 0;
@@ -436,8 +450,8 @@ int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to,
          tok = strtok_r(NULL, " \t,", &save)) {
         const rp_conf_peer *p = rp_conf_peer_by_name(c, tok);
         if (!p || !dest_usable(p)) {
-            RP_ERROR(MOD, "send_to names a peer that cannot be sent to peer=%s reason=\"%s\"",
-                     tok, unusable_reason(p));
+            RP_ERROR(MOD, "send_to names a peer that cannot be sent to peer=%s reason=\"%s\"", tok,
+                     unusable_reason(p));
             return RP_ECONF;
         }
         peers[np++] = p->name;

@@ -35,14 +35,14 @@ extern "C" {
 #endif
 
 typedef struct rp_outbox_opts {
-    const char *db_path;       /* required */
-    int batch;                 /* rows per claim/association; <= 0: 256 */
-    int max_threads;           /* <= 0: 4 */
-    double base_delay_s;       /* first backoff; <= 0: 2 */
-    double max_delay_s;        /* backoff cap; <= 0: 600 */
-    int few_attempts;          /* attempts for RETRY_FEW failures; <= 0: 5 */
-    double poll_s;             /* how often idle threads look for new rows (a read-only
-                                  query); <= 0: 0.5 */
+    const char *db_path; /* required */
+    int batch;           /* rows per claim/association; <= 0: 256 */
+    int max_threads;     /* <= 0: 4 */
+    double base_delay_s; /* first backoff; <= 0: 2 */
+    double max_delay_s;  /* backoff cap; <= 0: 600 */
+    int few_attempts;    /* attempts for RETRY_FEW failures; <= 0: 5 */
+    double poll_s;       /* how often idle threads look for new rows (a read-only
+                            query); <= 0: 0.5 */
 } rp_outbox_opts;
 
 typedef struct rp_outbox rp_outbox;
@@ -60,7 +60,7 @@ void rp_outbox_stop(rp_outbox *ob);
 /* Totals since start, for logs, tests and benchmarks. */
 typedef struct rp_outbox_totals {
     long long sent, retried, dead, associations, bytes;
-    double send_seconds;       /* time spent inside rp_sender_send */
+    double send_seconds; /* time spent inside rp_sender_send */
 } rp_outbox_totals;
 void rp_outbox_totals_get(rp_outbox *ob, rp_outbox_totals *out);
 
@@ -68,8 +68,8 @@ void rp_outbox_totals_get(rp_outbox *ob, rp_outbox_totals *out);
  * [peer] with destination = yes, else RP_ECONF with a log line and nothing queued). The SOP
  * Instance UID is read from each file. Idempotent (rp_db_outbox_add). *n_added (may be NULL)
  * gets the number of new rows. */
-int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to,
-                      const char *const *files, size_t n, size_t *n_added);
+int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to, const char *const *files,
+                      size_t n, size_t *n_added);
 
 /* rp_outbox_enqueue() on every *.dcm file below dir (recursively, sorted by path), e.g.
  * <job output dir>/dicom after the job's folder was renamed into place. 0 and *n_added = 0

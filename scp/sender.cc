@@ -24,6 +24,7 @@
 extern "C" {
 #include "common/common.h"
 #include "scp/sender.h"
+#include "scp/tls.h"
 }
 
 #define MOD "sender"
@@ -32,7 +33,8 @@ extern "C" {
 #define RP_STORE_NO_PC 0xffff
 #define RP_STORE_BAD_DATASET 0xfffe
 
-namespace {
+namespace
+{
 
 std::once_flag g_codecs_once;
 
@@ -50,18 +52,24 @@ struct file_state {
     int processed = 0;
     int request_sent = 0;
     unsigned status = 0;
-    int broke_association = 0;  /* the C-STORE on which the association failed */
-    std::string why;            /* why it was not sent, when it was not */
+    int broke_association = 0; /* the C-STORE on which the association failed */
+    std::string why;           /* why it was not sent, when it was not */
 };
 
-class TrackingSCU : public DcmStorageSCU {
-public:
+class TrackingSCU : public DcmStorageSCU
+{
+  public:
     std::map<std::string, file_state> *states = nullptr;
     volatile int *stop = nullptr;
-    int responses = 0;        /* C-STORE-RSPs received on the current association */
-    int broken = 0;           /* the current association failed under a C-STORE */
+    int responses = 0; /* C-STORE-RSPs received on the current association */
+    int broken = 0;    /* the current association failed under a C-STORE */
     std::string broken_why;
     OFCondition broken_cond;
+    /* DcmSCU keeps this protected (DcmTLSSCU's business); we reuse our own TLS layer. */
+    OFCondition useTLS(DcmTransportLayer *l)
+    {
+        return useSecureConnection(l);
+    }
 
     OFCondition sendSTORERequest(const T_ASC_PresentationContextID presID,
                                  const OFFilename &dicomFile, DcmDataset *dataset,
@@ -82,7 +90,7 @@ public:
         return last;
     }
 
-protected:
+  protected:
     OFCondition last;
     int sent_called = 0;
 
@@ -234,7 +242,7 @@ long long file_bytes(const char *p)
     return stat(p, &st) == 0 ? (long long)st.st_size : 0;
 }
 
-}  // namespace
+} // namespace
 
 extern "C" const char *rp_send_outcome_name(rp_send_outcome o)
 {
@@ -264,8 +272,7 @@ extern "C" int rp_sender_file_uid(const char *path, char *uid, size_t uidsz)
 }
 
 extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files, size_t n,
-                              rp_sender_result *results, volatile int *stop,
-                              rp_sender_stats *stats)
+                              rp_sender_result *results, volatile int *stop, rp_sender_stats *stats)
 {
     double t0 = rp_mono_s();
     if (stats)
@@ -298,11 +305,13 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
     scu.setConnectionTimeout(connect_to);
     scu.setACSETimeout((Uint32)acse_to);
     scu.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+    if (d->tls) /* TLS with our node certificate, trusting [tls] ca_file/ca_dir */
+        scu.useTLS((DcmTransportLayer *)rp_tls_layer(d->tls));
     scu.setDIMSETimeout((Uint32)dimse_to);
     /* a destination that refuses our syntax gets the pixels decompressed (lossy files too:
      * decoding adds no loss, and the alternative is not sending at all) */
     scu.setDecompressionMode(DcmStorageSCU::DM_lossyAndLossless);
-    scu.setDatasetConversionMode(OFTrue);  /* DcmSCU converts only when asked to */
+    scu.setDatasetConversionMode(OFTrue); /* DcmSCU converts only when asked to */
     scu.setHaltOnUnsuccessfulStoreMode(OFFalse);
     scu.setHaltOnInvalidFileMode(OFFalse);
 
@@ -310,8 +319,7 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
     for (size_t i = 0; i < n; i++) {
         OFCondition c = scu.addDicomFile(files[i], ERM_fileOnly, OFTrue);
         if (c.bad()) {
-            set_result(&results[i], RP_SEND_DEAD, -1,
-                       std::string("cannot be sent: ") + c.text());
+            set_result(&results[i], RP_SEND_DEAD, -1, std::string("cannot be sent: ") + c.text());
             RP_WARN(MOD, "file cannot be sent path=%s reason=\"%s\"", files[i], c.text());
             continue;
         }
@@ -330,7 +338,7 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
     for (;;) {
         c = scu.addPresentationContexts();
         if (c == NET_EC_NoPresentationContextsDefined)
-            break;  /* every file has been handled */
+            break; /* every file has been handled */
         if (c.bad()) {
             assoc_fail = std::string("cannot propose presentation contexts: ") + c.text();
             assoc_outcome = RP_SEND_DEAD;
@@ -363,7 +371,8 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
                 std::string t = c.text();
                 assoc_fail = "cannot connect: " + t;
                 assoc_outcome = RP_SEND_RETRY;
-                rc = (t.find("imeout") != std::string::npos || t.find("imed out") != std::string::npos)
+                rc = (t.find("imeout") != std::string::npos ||
+                      t.find("imed out") != std::string::npos)
                          ? RP_ETIMEOUT
                          : RP_ENET;
             }
@@ -450,10 +459,10 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
         stats->seconds = rp_mono_s() - t0;
     if (!assoc_fail.empty()) {
         char q[300];
-        rp_log(rc == RP_EREFUSED || assoc_outcome == RP_SEND_DEAD ? RP_LOG_ERROR : RP_LOG_WARN,
-            MOD, "send failed host=%s port=%d called_ae=%s files=%zu outcome=%s reason=%s", qh,
-            d->port, d->called_ae, added, rp_send_outcome_name(assoc_outcome),
-            rp_log_kv_quote(assoc_fail.c_str(), q, sizeof q));
+        rp_log(rc == RP_EREFUSED || assoc_outcome == RP_SEND_DEAD ? RP_LOG_ERROR : RP_LOG_WARN, MOD,
+               "send failed host=%s port=%d called_ae=%s files=%zu outcome=%s reason=%s", qh,
+               d->port, d->called_ae, added, rp_send_outcome_name(assoc_outcome),
+               rp_log_kv_quote(assoc_fail.c_str(), q, sizeof q));
     }
     return rc;
 }

@@ -40,32 +40,28 @@ extern "C" {
 typedef struct rp_sender_dest {
     const char *host;
     int port;
-    const char *called_ae;      /* the destination's AE title */
-    const char *calling_ae;     /* ours ([node] ae_title) */
-    int connect_timeout_s;      /* TCP connect; <= 0: 10 */
-    int acse_timeout_s;         /* association negotiation/release; <= 0: 30 */
-    int dimse_timeout_s;        /* wait for each C-STORE-RSP; <= 0: 60 */
-    unsigned max_pdu;           /* our max receive PDU; 0: 65536 */
+    const char *called_ae;  /* the destination's AE title */
+    const char *calling_ae; /* ours ([node] ae_title) */
+    int connect_timeout_s;  /* TCP connect; <= 0: 10 */
+    int acse_timeout_s;     /* association negotiation/release; <= 0: 30 */
+    int dimse_timeout_s;    /* wait for each C-STORE-RSP; <= 0: 60 */
+    unsigned max_pdu;       /* our max receive PDU; 0: 65536 */
+    struct rp_tls *tls;     /* client-role TLS layer (scp/tls.h, borrowed); NULL: plain */
 } rp_sender_dest;
 
-typedef enum {
-    RP_SEND_DONE = 0,
-    RP_SEND_RETRY,
-    RP_SEND_RETRY_FEW,
-    RP_SEND_DEAD
-} rp_send_outcome;
+typedef enum { RP_SEND_DONE = 0, RP_SEND_RETRY, RP_SEND_RETRY_FEW, RP_SEND_DEAD } rp_send_outcome;
 
 typedef struct rp_sender_result {
     rp_send_outcome outcome;
-    int dimse_status;           /* C-STORE-RSP status; -1 when no response came */
-    char reason[256];           /* empty on plain success */
+    int dimse_status; /* C-STORE-RSP status; -1 when no response came */
+    char reason[256]; /* empty on plain success */
 } rp_sender_result;
 
 typedef struct rp_sender_stats {
-    int associations;           /* associations negotiated */
-    size_t sent, failed;        /* files DONE / not DONE */
-    long long bytes;            /* bytes of the files sent */
-    double seconds;             /* wall time of the call */
+    int associations;    /* associations negotiated */
+    size_t sent, failed; /* files DONE / not DONE */
+    long long bytes;     /* bytes of the files sent */
+    double seconds;      /* wall time of the call */
 } rp_sender_stats;
 
 /* Send files[0..n) to d. results[n] is filled for every file (caller's array). stop may be

@@ -62,7 +62,7 @@ static rp_volume *phantom(int nx, int ny, int nz, double scale)
     for (size_t i = 0; i < rp_volume_nvox(v); i++)
         v->data[i] = (float)((double)i * scale - 1000.0);
     rp_mat4_identity(v->affine);
-    v->affine[0][0] = -0.7;  /* RAS: x to the left = +L in LPS */
+    v->affine[0][0] = -0.7; /* RAS: x to the left = +L in LPS */
     v->affine[1][1] = -0.7;
     v->affine[2][2] = 2.5;
     v->affine[0][3] = 100;
@@ -96,9 +96,9 @@ static void test_codes_from_recipe(void **state)
 {
     (void)state;
     rp_derived_code c[8];
-    int n = rp_derived_codes_from_recipe(
-        "hu clip(-1200,600) resample(1,1,1,bspline3) window(lung) denoise(gauss(1)) resample(2,2,2)",
-        c, 8);
+    int n = rp_derived_codes_from_recipe("hu clip(-1200,600) resample(1,1,1,bspline3) window(lung) "
+                                         "denoise(gauss(1)) resample(2,2,2)",
+                                         c, 8);
     assert_int_equal(n, 2);
     assert_string_equal(c[0].value, "113085");
     assert_string_equal(c[0].meaning, "Spatial resampling");
@@ -171,7 +171,7 @@ static void test_series_errors(void **state)
     size_t n = 7;
     char dir[512];
     snprintf(dir, sizeof dir, "%s/err", g_tmp);
-    o.channel = 1;  /* only one channel */
+    o.channel = 1; /* only one channel */
     assert_int_equal(rp_derived_write_series(&o, v, g_src[0], dir, &paths, &n), RP_EINVAL);
     assert_null(paths);
     assert_int_equal(n, 0);
@@ -201,7 +201,7 @@ static void test_seg_written(void **state)
     assert_non_null(lung);
     assert_non_null(metal);
     for (int i = 20; i < 60; i++)
-        lung->data[16 * 12 + i] = 1;  /* slice 1 only */
+        lung->data[16 * 12 + i] = 1; /* slice 1 only */
     /* metal empty: the segment must still get one frame */
     rp_derived_opts o;
     rp_derived_opts_init(&o);
@@ -262,9 +262,13 @@ static void test_write_outputs_for_rule(void **state)
     pad->data[0] = 1;
     assert_int_equal(rp_step_ctx_add_mask(&ctx, pad), 0);
     const char *srcs[3] = {g_src[0], g_src[1], g_src[2]};
-    rp_derived_request r = {.outputs = "nifti json dicom seg", .uid_root = "1.2.826.0.1.3680043.10.1338",
-                            .rule_name = "ct-test", .recipe = "hu resample(1,1,1)", .ctx = &ctx,
-                            .src_files = srcs, .n_src = 3};
+    rp_derived_request r = {.outputs = "nifti json dicom seg",
+                            .uid_root = "1.2.826.0.1.3680043.10.1338",
+                            .rule_name = "ct-test",
+                            .recipe = "hu resample(1,1,1)",
+                            .ctx = &ctx,
+                            .src_files = srcs,
+                            .n_src = 3};
     char out[512], dir[600];
     snprintf(out, sizeof out, "%s/rule", g_tmp);
     r.out_dir = out;
@@ -422,10 +426,8 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "--spec"))
         return driver(argv[2]);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_codes_from_recipe),
-        cmocka_unit_test(test_series_written),
-        cmocka_unit_test(test_series_errors),
-        cmocka_unit_test(test_seg_written),
+        cmocka_unit_test(test_codes_from_recipe),      cmocka_unit_test(test_series_written),
+        cmocka_unit_test(test_series_errors),          cmocka_unit_test(test_seg_written),
         cmocka_unit_test(test_write_outputs_for_rule),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -235,7 +235,7 @@ static rp_outbox_opts fast_opts(const char *db_path)
     rp_outbox_opts o;
     memset(&o, 0, sizeof o);
     o.db_path = db_path;
-    o.base_delay_s = 0.2;  /* the default is 2 s doubling to 600 s; scaled down for the test */
+    o.base_delay_s = 0.2; /* the default is 2 s doubling to 600 s; scaled down for the test */
     o.max_delay_s = 0.8;
     o.poll_s = 0.1;
     return o;
@@ -406,8 +406,10 @@ static void test_enqueue_dir(void **state)
     char dir[512], db_path[512], cmd[8192];
     snprintf(dir, sizeof dir, "%s/job/dicom", g_tmp);
     snprintf(db_path, sizeof db_path, "%s/enq.db", g_tmp);
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s/sub' && cp '%s' '%s/a.dcm' && cp '%s' '%s/sub/b.dcm' && "
-             "cp '%s' '%s/notes.txt'", dir, g_files[0], dir, g_files[1], dir, g_files[2], dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s/sub' && cp '%s' '%s/a.dcm' && cp '%s' '%s/sub/b.dcm' && "
+             "cp '%s' '%s/notes.txt'",
+             dir, g_files[0], dir, g_files[1], dir, g_files[2], dir);
     assert_int_equal(system(cmd), 0);
     rp_conf c;
     make_conf(&c, 104);
@@ -452,8 +454,8 @@ static int driver(int argc, char **argv)
     if (rp_db_open(db_path, &db))
         return 2;
     size_t added = 0;
-    int rc = rp_outbox_enqueue(db, &c, send_to, (const char *const *)argv + 5, (size_t)argc - 5,
-                               &added);
+    int rc =
+        rp_outbox_enqueue(db, &c, send_to, (const char *const *)argv + 5, (size_t)argc - 5, &added);
     rp_db_close(db);
     if (rc)
         return 2;
@@ -513,10 +515,8 @@ int main(int argc, char **argv)
     if (argc >= 5 && !strcmp(argv[1], "--send"))
         return driver(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_delivered_once),
-        cmocka_unit_test(test_backoff_then_delivered),
-        cmocka_unit_test(test_sending_rows_requeued),
-        cmocka_unit_test(test_refused_dead),
+        cmocka_unit_test(test_delivered_once),        cmocka_unit_test(test_backoff_then_delivered),
+        cmocka_unit_test(test_sending_rows_requeued), cmocka_unit_test(test_refused_dead),
         cmocka_unit_test(test_enqueue_dir),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

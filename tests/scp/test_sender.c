@@ -213,9 +213,10 @@ static void test_transcode_when_refused(void **state)
     assert_int_equal(count_files(out), 2);
     /* what arrived is uncompressed */
     char cmd[1200];
-    snprintf(cmd, sizeof cmd,
-             "for f in '%s'/*; do dcmdump -M +P 0002,0010 \"$f\"; done | grep -c LittleEndianImplicit",
-             out);
+    snprintf(
+        cmd, sizeof cmd,
+        "for f in '%s'/*; do dcmdump -M +P 0002,0010 \"$f\"; done | grep -c LittleEndianImplicit",
+        out);
     FILE *f = popen(cmd, "r");
     int n = 0;
     assert_int_equal(fscanf(f, "%d", &n), 1);
