@@ -21,6 +21,7 @@ import glob
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -516,6 +517,10 @@ def main():
     print("Notes:")
     for n in NOTES:
         print("  ", n)
+    if not os.environ.get("RP_KEEP_TMP"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print("outputs kept in", tmp)
     if FAILURES:
         print(f"\n{len(FAILURES)} check(s) failed")
         return 1
