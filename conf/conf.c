@@ -76,7 +76,7 @@ int rp_conf_defaults(rp_conf *c)
     c->index_batch = 64;
     c->index_flush_ms = 200;
     c->tls_port = 0;
-    rp_strlcpy(c->tls_profile, "bcp195", sizeof c->tls_profile);
+    rp_strlcpy(c->tls_profile, "bcp195-nd", sizeof c->tls_profile);
     c->tls_require_client_cert = 1;
     c->tls_expiry_warn_days = 30;
 

@@ -147,9 +147,16 @@ int main(int argc, char **argv)
         rp_conf_free(&conf);
         return 1;
     }
-    if (conf.tls_port)
-        RP_WARN("scp", "[tls] port=%d is configured but this build's node has no TLS listener "
-                       "yet; only port %d is served", conf.tls_port, conf.port);
+    if (conf.tls_port) {
+        /* Bad TLS material stops start-up here, with the reason, not at the first peer. */
+        char warn[512] = ""; /* the node logs a near expiry itself, at start and daily */
+        if (rp_conf_tls_check(&conf, err, sizeof err, warn, sizeof warn) != 0) {
+            fprintf(stderr, "radprepd: %s\n", err);
+            RP_ERROR("scp", "cannot start: %s", err);
+            rp_conf_free(&conf);
+            return 2;
+        }
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

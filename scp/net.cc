@@ -259,7 +259,9 @@ extern "C" int rp_net_open(const rp_net_params *p, rp_net **out, char *err, size
         delete n;
         return RP_ENET;
     }
-    c = ASC_setTransportLayer(n->net, new RpTransportLayer(), 1);
+    /* A TLS port uses the layer of scp/tls.cc (owned by the caller); a plain one ours. */
+    c = p->tls ? ASC_setTransportLayer(n->net, (DcmTransportLayer *)rp_tls_layer(p->tls), 0)
+               : ASC_setTransportLayer(n->net, new RpTransportLayer(), 1);
     if (c.bad()) {
         snprintf(err, errsz, "dcmtk transport layer: %s", CTEXT(c));
         ASC_dropNetwork(&n->net);
@@ -394,6 +396,72 @@ static void destroy_assoc(T_ASC_Association **a)
     *a = NULL;
 }
 
+static int assoc_finish(rp_net *n, int fd, T_ASC_Association *assoc, rp_net_assoc **out,
+                        rp_net_assoc_info *info, char *why, size_t whysz);
+
+/* TLS port: handshake in this thread (bounded by acse_timeout_s), wait for the first
+ * application data, then let dcmtk parse the A-ASSOCIATE-RQ over the secured connection.
+ * The request's bytes may still be in flight when dcmtk reads under the hand-off mutex (TLS
+ * records cannot be peeked whole like plain bytes); only a peer that passed the handshake,
+ * i.e. holds a trusted certificate by default, can make it wait, at most acse_timeout_s. */
+static int assoc_receive_tls(rp_net *n, int fd, rp_net_assoc **out, rp_net_assoc_info *info,
+                             char *why, size_t whysz)
+{
+    info->tls = 1;
+    rp_tls_conn *tc = NULL;
+    int rc = rp_tls_accept(n->p.tls, fd, n->p.acse_timeout_s, &tc, &info->tls_peer, why, whysz);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    double deadline = rp_mono_s() + (n->p.acse_timeout_s > 0 ? n->p.acse_timeout_s : 30);
+    int w = 0;
+    unsigned char pdu_type = 0;
+    while (w == 0 && !n->stopping.load() && rp_mono_s() < deadline)
+        w = rp_tls_wait_data(tc, 500, &pdu_type);
+    if (w == 1 && pdu_type != 0x01) {
+        snprintf(why, whysz, "not a DICOM association request over TLS (first PDU is not "
+                             "A-ASSOCIATE-RQ)");
+        rp_tls_conn_free(tc);
+        return RP_EPARSE;
+    }
+    if (w != 1) {
+        if (w < 0)
+            snprintf(why, whysz, "connection closed after the TLS handshake");
+        else if (n->stopping.load())
+            snprintf(why, whysz, "node is stopping");
+        else
+            snprintf(why, whysz, "no association request within acse_timeout_s=%d",
+                     n->p.acse_timeout_s);
+        rp_tls_conn_free(tc);
+        return w < 0 ? RP_ENET : n->stopping.load() ? RP_ECANCELED : RP_ETIMEOUT;
+    }
+    T_ASC_Association *assoc = NULL;
+    pthread_mutex_lock(&g_handoff);
+    rp_tls_offer(n->p.tls, tc);
+    dcmExternalSocketHandle.set(fd);
+    OFCondition c = ASC_receiveAssociation(n->net, &assoc, n->p.max_pdu, NULL, NULL, OFTrue,
+                                           DUL_NOBLOCK, n->p.acse_timeout_s);
+    dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
+    int still_ours = rp_tls_withdraw(n->p.tls, tc);
+    pthread_mutex_unlock(&g_handoff);
+    if (still_ours)
+        rp_tls_conn_free(tc); /* dcmtk never took it: closes fd */
+    else
+        rp_tls_conn_forget(tc); /* dcmtk's association owns the connection now */
+    if (c.bad()) {
+        snprintf(why, whysz, "bad association request: %s", CTEXT(c));
+        destroy_assoc(&assoc);
+        return RP_EPARSE;
+    }
+    if (still_ours) { /* cannot happen: dcmtk accepted without our connection */
+        snprintf(why, whysz, "TLS connection was not used by dcmtk");
+        destroy_assoc(&assoc);
+        return RP_EINTERNAL;
+    }
+    return assoc_finish(n, fd, assoc, out, info, why, whysz);
+}
+
 extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out, rp_net_assoc_info *info,
                                     char *why, size_t whysz)
 {
@@ -414,6 +482,8 @@ extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out, rp_ne
     int nodelay = g_nodelay ? 1 : 0;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
 
+    if (n->p.tls)
+        return assoc_receive_tls(n, fd, out, info, why, whysz);
     int w = wait_full_pdu(n, fd, n->p.acse_timeout_s);
     if (w != 0) {
         if (w == RP_ETIMEOUT)
@@ -448,6 +518,13 @@ extern "C" int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out, rp_ne
             close(fd);
         return RP_EPARSE;
     }
+    return assoc_finish(n, fd, assoc, out, info, why, whysz);
+}
+
+/* Common tail: AE titles into info, application context check, the rp_net_assoc. */
+static int assoc_finish(rp_net *n, int fd, T_ASC_Association *assoc, rp_net_assoc **out,
+                        rp_net_assoc_info *info, char *why, size_t whysz)
+{
     ASC_getAPTitles(assoc->params, info->calling_ae, sizeof info->calling_ae, info->called_ae,
                     sizeof info->called_ae, NULL, 0);
     info->max_pdu_peer = assoc->params->theirMaxPDUReceiveSize;

@@ -18,6 +18,8 @@
 
 #include <stddef.h>
 
+#include "scp/tls.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -33,6 +35,7 @@ typedef struct rp_net_params {
     int dimse_timeout_s;          /* idle time allowed between / inside DIMSE messages */
     int network_timeout_s;        /* socket send/receive timeout */
     long long max_instance_bytes; /* 0: no limit */
+    rp_tls *tls;                  /* server-role TLS layer (borrowed): a TLS port; NULL: plain */
 } rp_net_params;
 
 /* Facts about an association request. */
@@ -42,6 +45,8 @@ typedef struct rp_net_assoc_info {
     char peer_host[64]; /* numeric address */
     int peer_port;
     unsigned long max_pdu_peer;
+    int tls;              /* 1: came over the TLS port (tls_peer says what was negotiated) */
+    rp_tls_peer tls_peer; /* protocol, cipher, peer certificate subject and SHA-256 */
 } rp_net_assoc_info;
 
 typedef enum {
@@ -109,7 +114,9 @@ int rp_net_port(const rp_net *n);
 /* Wait up to timeout_ms for a connection: 1 and *fd set, 0 on timeout, <0 on error. */
 int rp_net_wait_connection(rp_net *n, int timeout_ms, int *fd);
 
-/* In the connection's thread: wait for the association request and parse it. Takes
+/* In the connection's thread: wait for the association request and parse it (on a TLS port
+ * the TLS handshake comes first, in this thread, never under dcmtk's hand-off lock; a failed
+ * handshake returns RP_EREFUSED with the reason, e.g. an untrusted certificate). Takes
  * ownership of fd. On error *out is NULL and the connection is closed; `why` says why. */
 int rp_net_assoc_receive(rp_net *n, int fd, rp_net_assoc **out, rp_net_assoc_info *info, char *why,
                          size_t whysz);

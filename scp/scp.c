@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "scp/net.h"
+#include "scp/tls.h"
 
 #define MOD "scp"
 #define MAX_SERVICES 16
@@ -46,10 +47,13 @@ struct rp_node {
     rp_db_queue *queue;
     char db_path[RP_PATH_MAX + 32];
     rp_net *net;
+    rp_net *tls_net;  /* the [tls] port's listener, NULL when TLS is off */
+    rp_tls *tls;      /* its server-role layer (scp/tls.h) */
+    double tls_expiry_check; /* next time (monotonic s) the node certificate's expiry is checked */
     rp_node_service services[MAX_SERVICES];
     size_t n_services, n_started;
-    pthread_t listener;
-    int listener_started;
+    pthread_t listener, tls_listener;
+    int listener_started, tls_listener_started;
     atomic_int stop_requested;
     atomic_int stopping;
     atomic_int abort_all;
@@ -236,9 +240,12 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
                 n->services[i].on_instance(n, n->services[i].arg, &meta);
     }
     if (outcome == RP_STORE_NEW) {
-        RP_INFO(MOD, "stored sop=%s series=%s study=%s bytes=%lld ts=%s calling_ae=%s ms=%.1f",
+        RP_INFO(MOD,
+                "stored sop=%s series=%s study=%s bytes=%lld ts=%s calling_ae=%s peer=%s "
+                "transport=%s ms=%.1f",
                 meta.sop_instance_uid, meta.series_uid, meta.study_uid, meta.file_size,
-                r->transfer_syntax_uid, a->info.calling_ae, (rp_mono_s() - t0) * 1000.0);
+                r->transfer_syntax_uid, a->info.calling_ae, a->info.peer_host,
+                a->info.tls ? "tls" : "plain", (rp_mono_s() - t0) * 1000.0);
     } else {
         rp_log(outcome == RP_STORE_DUP_IDENTICAL ? RP_LOG_INFO : RP_LOG_WARN, MOD,
                "stored duplicate sop=%s series=%s outcome=%s policy=%s bytes=%lld calling_ae=%s",
@@ -282,6 +289,61 @@ static int host_matches(const char *host, const char *ip)
     return ok;
 }
 
+/* Lower-case hex without ':' separators, for comparing fingerprints however written. */
+static void hex_norm(const char *in, char *out, size_t outsz)
+{
+    size_t j = 0;
+    for (; *in && j + 1 < outsz; in++)
+        if (*in != ':' && *in != ' ')
+            out[j++] = (char)((*in >= 'A' && *in <= 'F') ? *in - 'A' + 'a' : *in);
+    out[j] = '\0';
+}
+
+/* A [peer] bound to a certificate (cert_fingerprint and/or cert_subject) must present that
+ * certificate, which only a TLS association can do. 1 when it does (or no binding). */
+static int cert_matches(const rp_conf_peer *p, const rp_net_assoc_info *in, char *why,
+                        size_t whysz)
+{
+    if (!p->cert_fingerprint[0] && !p->cert_subject[0])
+        return 1;
+    if (!in->tls || !in->tls_peer.sha256[0]) {
+        snprintf(why, whysz, "peer %s is bound to a certificate and none was presented",
+                 p->name);
+        return 0;
+    }
+    if (p->cert_fingerprint[0]) {
+        char want[160];
+        hex_norm(p->cert_fingerprint, want, sizeof want);
+        if (strcmp(want, in->tls_peer.sha256) != 0) {
+            snprintf(why, whysz, "peer %s certificate fingerprint mismatch (got sha256=%s)",
+                     p->name, in->tls_peer.sha256);
+            return 0;
+        }
+    }
+    if (p->cert_subject[0] && strcmp(p->cert_subject, in->tls_peer.subject) != 0) {
+        snprintf(why, whysz, "peer %s certificate subject mismatch (got \"%s\")", p->name,
+                 in->tls_peer.subject);
+        return 0;
+    }
+    return 1;
+}
+
+/* The transport facts of an association as key=value text for log lines and events. */
+static const char *transport_kv(const rp_net_assoc_info *in, char *buf, size_t bufsz)
+{
+    if (!in->tls) {
+        snprintf(buf, bufsz, "transport=plain");
+        return buf;
+    }
+    char qs[300];
+    snprintf(buf, bufsz, "transport=tls tls_version=%s cipher=%s cert_subject=%s",
+             in->tls_peer.protocol[0] ? in->tls_peer.protocol : "-",
+             in->tls_peer.cipher[0] ? in->tls_peer.cipher : "-",
+             rp_log_kv_quote(in->tls_peer.subject[0] ? in->tls_peer.subject : "-", qs,
+                             sizeof qs));
+    return buf;
+}
+
 typedef struct {
     int ok;
     rp_net_reject_reason rj;
@@ -316,10 +378,14 @@ static decision decide(rp_node *n, const rp_net_assoc_info *in)
                      d.peer->host);
             return d;
         }
-        if (d.peer->tls_only) {
+        if (d.peer->tls_only && !in->tls) {
             d.rj = RP_NET_RJ_CALLING_AE;
             snprintf(d.why, sizeof d.why, "peer %s is tls_only and this port is not TLS",
                      d.peer->name);
+            return d;
+        }
+        if (!cert_matches(d.peer, in, d.why, sizeof d.why)) {
+            d.rj = RP_NET_RJ_CALLING_AE;
             return d;
         }
         if (!d.peer->may_store && !d.peer->may_echo) {
@@ -383,6 +449,7 @@ static void slot_release(rp_node *n, const char *ae)
 
 typedef struct {
     rp_node *node;
+    rp_net *net; /* the listener it came from (plain or TLS port) */
     int fd;
 } conn_arg;
 
@@ -404,7 +471,7 @@ static void *conn_thread(void *p)
     char why[256] = "";
     char qc[64], qd[64];
 
-    int rc = rp_net_assoc_receive(n->net, ca.fd, &as, &a.info, why, sizeof why);
+    int rc = rp_net_assoc_receive(ca.net, ca.fd, &as, &a.info, why, sizeof why);
     pthread_mutex_lock(&n->lock);
     n->pending--;
     pthread_mutex_unlock(&n->lock);
@@ -413,18 +480,22 @@ static void *conn_thread(void *p)
         /* A connect-and-close (port probe, health check) is routine: a log line, no event,
          * not counted as refused. Anything else is a problem worth recording. */
         int probe = rc == RP_ENET || rc == RP_ECANCELED;
-        rp_log(probe ? RP_LOG_INFO : RP_LOG_WARN, MOD, "connection dropped peer=%s:%d reason=%s",
-               a.info.peer_host, a.info.peer_port, rp_log_kv_quote(why, qw, sizeof qw));
+        const char *tr = ca.net == n->tls_net ? "tls" : "plain";
+        rp_log(probe ? RP_LOG_INFO : RP_LOG_WARN, MOD,
+               "connection dropped peer=%s:%d transport=%s reason=%s", a.info.peer_host,
+               a.info.peer_port, tr, rp_log_kv_quote(why, qw, sizeof qw));
         if (!probe) {
             atomic_fetch_add(&n->st_rejected, 1);
-            node_event(n, "association", "result=dropped peer=%s:%d reason=\"%s\"",
-                       a.info.peer_host, a.info.peer_port, why);
+            node_event(n, "association", "result=dropped peer=%s:%d transport=%s reason=\"%s\"",
+                       a.info.peer_host, a.info.peer_port, tr, why);
         }
         thread_done(n);
         return NULL;
     }
     rp_log_kv_quote(a.info.calling_ae, qc, sizeof qc);
     rp_log_kv_quote(a.info.called_ae, qd, sizeof qd);
+    char tkv[512];
+    transport_kv(&a.info, tkv, sizeof tkv);
 
     decision d = decide(n, &a.info);
     if (d.ok && !slot_take(n, a.info.calling_ae, d.peer, d.why, sizeof d.why)) {
@@ -435,12 +506,13 @@ static void *conn_thread(void *p)
         atomic_fetch_add(&n->st_rejected, 1);
         rp_net_assoc_reject(as, d.rj);
         char qw[500];
-        RP_WARN(MOD, "association rejected calling_ae=%s called_ae=%s peer=%s:%d reason=%s", qc, qd,
-                a.info.peer_host, a.info.peer_port, rp_log_kv_quote(d.why, qw, sizeof qw));
+        RP_WARN(MOD, "association rejected calling_ae=%s called_ae=%s peer=%s:%d %s reason=%s", qc,
+                qd, a.info.peer_host, a.info.peer_port, tkv,
+                rp_log_kv_quote(d.why, qw, sizeof qw));
         node_event(n, "association",
-                   "result=rejected calling_ae=%s called_ae=%s peer=%s:%d "
+                   "result=rejected calling_ae=%s called_ae=%s peer=%s:%d %s "
                    "reason=\"%s\"",
-                   qc, qd, a.info.peer_host, a.info.peer_port, d.why);
+                   qc, qd, a.info.peer_host, a.info.peer_port, tkv, d.why);
         thread_done(n);
         return NULL;
     }
@@ -458,8 +530,8 @@ static void *conn_thread(void *p)
         atomic_fetch_add(&n->st_assoc, 1);
         RP_INFO(MOD,
                 "association accepted calling_ae=%s called_ae=%s peer=%s:%d contexts=%d "
-                "max_pdu=%lu",
-                qc, qd, a.info.peer_host, a.info.peer_port, ctxs, a.info.max_pdu_peer);
+                "max_pdu=%lu %s",
+                qc, qd, a.info.peer_host, a.info.peer_port, ctxs, a.info.max_pdu_peer, tkv);
         rp_net_handlers h = {.ctx = &a,
                              .store_begin = h_store_begin,
                              .store_end = h_store_end,
@@ -486,22 +558,29 @@ static void *conn_thread(void *p)
                 a.info.peer_host, a.info.peer_port, rp_net_end_name(end));
     node_event(n, "association",
                "result=%s calling_ae=%s called_ae=%s peer=%s:%d stored=%lld "
-               "failed=%lld bytes=%lld seconds=%.3f",
+               "failed=%lld bytes=%lld seconds=%.3f %s",
                rp_net_end_name(end), qc, qd, a.info.peer_host, a.info.peer_port, a.stored, a.failed,
-               a.bytes, secs);
+               a.bytes, secs, tkv);
     thread_done(n);
     return NULL;
 }
 
+typedef struct {
+    rp_node *node;
+    rp_net *net;
+} listen_arg;
+
 static void *listener_thread(void *p)
 {
-    rp_node *n = p;
+    listen_arg la = *(listen_arg *)p;
+    free(p);
+    rp_node *n = la.node;
     /* Connections still negotiating are bounded too: a flood of silent sockets must not
      * become a flood of threads. */
     int max_pending = (n->conf->max_associations > 0 ? n->conf->max_associations : 64) + 16;
     while (!atomic_load(&n->stopping)) {
         int fd = -1;
-        int r = rp_net_wait_connection(n->net, 200, &fd);
+        int r = rp_net_wait_connection(la.net, 200, &fd);
         if (r < 0) {
             RP_ERROR(MOD, "listening socket failed err=\"%s\"", rp_strerror(r));
             usleep(200 * 1000);
@@ -531,6 +610,7 @@ static void *listener_thread(void *p)
         pthread_attr_setstacksize(&at, 512 * 1024);
         if (ca) {
             ca->node = n;
+            ca->net = la.net;
             ca->fd = fd;
         }
         if (!ca || pthread_create(&t, &at, conn_thread, ca) != 0) {
@@ -611,6 +691,23 @@ void rp_node_stats_get(rp_node *n, rp_node_stats *o)
     pthread_mutex_unlock(&n->lock);
 }
 
+/* Warn when the node certificate expires within expiry_warn_days; at start, then daily. */
+static void tls_expiry_check(rp_node *n)
+{
+    const rp_conf *c = n->conf;
+    int days = 0;
+    n->tls_expiry_check = rp_mono_s() + 86400.0;
+    if (rp_tls_cert_days_left(c->tls_cert, &days) != 0) {
+        RP_WARN(MOD, "tls cert unreadable for the expiry check cert=%s", c->tls_cert);
+        return;
+    }
+    if (days < 0)
+        RP_ERROR(MOD, "tls cert expired cert=%s days_left=%d", c->tls_cert, days);
+    else if (days < c->tls_expiry_warn_days)
+        RP_WARN(MOD, "tls cert expires soon cert=%s days_left=%d expiry_warn_days=%d",
+                c->tls_cert, days, c->tls_expiry_warn_days);
+}
+
 int rp_node_start(rp_node *n, char *err, size_t errsz)
 {
     const rp_conf *c = n->conf;
@@ -655,6 +752,18 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
         snprintf(err, errsz, "%s", nerr);
         goto fail;
     }
+    if (c->tls_port) {
+        if ((rc = rp_tls_new(c, RP_TLS_SERVER, &n->tls, nerr, sizeof nerr)) != 0) {
+            snprintf(err, errsz, "TLS: %s", nerr);
+            goto fail;
+        }
+        np.port = c->tls_port;
+        np.tls = n->tls;
+        if ((rc = rp_net_open(&np, &n->tls_net, nerr, sizeof nerr)) != 0) {
+            snprintf(err, errsz, "[tls] port: %s", nerr);
+            goto fail;
+        }
+    }
 
     long rec = rp_store_reconcile(n->store, n->db_events);
     if (rec < 0) {
@@ -674,12 +783,33 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
         }
         RP_INFO(MOD, "service started name=%s", s->name);
     }
-    if (pthread_create(&n->listener, NULL, listener_thread, n) != 0) {
+    listen_arg *la = malloc(sizeof *la);
+    if (la)
+        *la = (listen_arg){n, n->net};
+    if (!la || pthread_create(&n->listener, NULL, listener_thread, la) != 0) {
+        free(la);
         snprintf(err, errsz, "cannot start the listener thread");
         rc = RP_ENOMEM;
         goto fail;
     }
     n->listener_started = 1;
+    if (n->tls_net) {
+        la = malloc(sizeof *la);
+        if (la)
+            *la = (listen_arg){n, n->tls_net};
+        if (!la || pthread_create(&n->tls_listener, NULL, listener_thread, la) != 0) {
+            free(la);
+            snprintf(err, errsz, "cannot start the TLS listener thread");
+            rc = RP_ENOMEM;
+            goto fail;
+        }
+        n->tls_listener_started = 1;
+        RP_INFO(MOD, "tls listening port=%d profile=%s require_client_cert=%s cert=%s ca_file=%s",
+                rp_net_port(n->tls_net), rp_tls_profile_describe(c->tls_profile),
+                c->tls_require_client_cert ? "yes" : "no", c->tls_cert,
+                c->tls_ca_file[0] ? c->tls_ca_file : "-");
+        tls_expiry_check(n);
+    }
 
     if (c->n_peers == 0)
         RP_WARN(MOD,
@@ -688,11 +818,12 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
                 rp_net_port(n->net));
     char qb[300];
     RP_INFO(MOD,
-            "node ready ae_title=%s bind=%s port=%d data_dir=%s peers=%zu "
+            "node ready ae_title=%s bind=%s port=%d tls_port=%d data_dir=%s peers=%zu "
             "max_associations=%d duplicate_policy=%s min_free_mb=%lld reconciled=%ld "
             "start_seconds=%.3f version=%s",
             c->ae_title, rp_log_kv_quote(c->bind[0] ? c->bind : "0.0.0.0", qb, sizeof qb),
-            rp_net_port(n->net), c->data_dir, c->n_peers, c->max_associations,
+            rp_net_port(n->net), n->tls_net ? rp_net_port(n->tls_net) : 0, c->data_dir,
+            c->n_peers, c->max_associations,
             c->duplicate_policy == RP_DUP_REPLACE  ? "replace"
             : c->duplicate_policy == RP_DUP_REJECT ? "reject"
                                                    : "keep_first",
@@ -722,6 +853,8 @@ int rp_node_run(rp_node *n)
             sd_notify(0, "WATCHDOG=1");
             last_wd = rp_mono_s();
         }
+        if (n->tls && rp_mono_s() >= n->tls_expiry_check)
+            tls_expiry_check(n);
         usleep(100 * 1000);
     }
     RP_INFO(MOD, "stop requested, no new associations");
@@ -740,8 +873,14 @@ void rp_node_stop(rp_node *n)
         pthread_join(n->listener, NULL);
         n->listener_started = 0;
     }
+    if (n->tls_listener_started) {
+        pthread_join(n->tls_listener, NULL);
+        n->tls_listener_started = 0;
+    }
     if (n->net)
         rp_net_stop_listening(n->net);
+    if (n->tls_net)
+        rp_net_stop_listening(n->tls_net);
     /* In-flight associations may finish what they are sending, within the grace period. */
     double deadline = rp_mono_s() + n->shutdown_grace_s;
     pthread_mutex_lock(&n->lock);
@@ -802,6 +941,10 @@ void rp_node_stop(rp_node *n)
         rp_net_close(n->net);
         n->net = NULL;
     }
+    if (left == 0 && n->tls_net) {
+        rp_net_close(n->tls_net);
+        n->tls_net = NULL;
+    }
     if (n->db_events) {
         rp_db_close(n->db_events);
         n->db_events = NULL;
@@ -825,6 +968,9 @@ void rp_node_free(rp_node *n)
         return; /* a stuck thread still uses the node: leak it rather than crash at exit */
     if (n->net)
         rp_net_close(n->net);
+    if (n->tls_net)
+        rp_net_close(n->tls_net);
+    rp_tls_free(n->tls); /* after its network: dcmtk's layer pointer dies with it */
     rp_store_close(n->store);
     pthread_mutex_destroy(&n->lock);
     pthread_mutex_destroy(&n->events_lock);

@@ -305,8 +305,6 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
     scu.setConnectionTimeout(connect_to);
     scu.setACSETimeout((Uint32)acse_to);
     scu.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
-    if (d->tls) /* TLS with our node certificate, trusting [tls] ca_file/ca_dir */
-        scu.useTLS((DcmTransportLayer *)rp_tls_layer(d->tls));
     scu.setDIMSETimeout((Uint32)dimse_to);
     /* a destination that refuses our syntax gets the pixels decompressed (lossy files too:
      * decoding adds no loss, and the alternative is not sending at all) */
@@ -350,6 +348,13 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
             c = scu.initNetwork();
             if (c.bad()) {
                 assoc_fail = std::string("cannot initialise network: ") + c.text();
+                rc = RP_ENET;
+                break;
+            }
+            /* TLS with our node certificate, trusting [tls] ca_file/ca_dir; DcmSCU wants it
+             * after initNetwork() (it sets the network's layer and the parameters' flag). */
+            if (d->tls && (c = scu.useTLS((DcmTransportLayer *)rp_tls_layer(d->tls))).bad()) {
+                assoc_fail = std::string("cannot enable TLS: ") + c.text();
                 rc = RP_ENET;
                 break;
             }

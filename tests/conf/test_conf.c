@@ -86,7 +86,7 @@ static void test_defaults_valid(void **state)
     assert_int_equal(c.job_max_attempts, 3);
     assert_int_equal(c.index_batch, 64);
     assert_int_equal(c.tls_port, 0);
-    assert_string_equal(c.tls_profile, "bcp195");
+    assert_string_equal(c.tls_profile, "bcp195-nd");
     assert_int_equal(c.tls_require_client_cert, 1);
     assert_int_equal(c.n_rules, 3);
     assert_string_equal(c.rules[0].name, "ct_default");
