@@ -97,6 +97,11 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
         return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "%s\n%s",
                            !out ? "--out OUT is required" : "no input folder or files", usage);
     }
+    char rerr[400];
+    if (rp_pipeline_check_recipe(o.recipe, rerr, sizeof rerr) != 0) {
+        free(inputs);
+        return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "--recipe: %s", rerr);
+    }
     rp_process_result res;
     int rc;
     struct stat sb;

@@ -94,9 +94,62 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
                               const char *out_dir, const rp_process_opts *o,
                               rp_process_result *res);
 
+/* 0 when `steps` is a valid recipe, else RP_ECONF with the reason in err (e.g. for a
+ * command-line --recipe, before any file is read). */
+int rp_pipeline_check_recipe(const char *steps, char *err, size_t errlen);
+
 /* Same, on every regular file below `dir` (recursively; hidden files skipped). */
 int rp_pipeline_process_dir(const rp_conf *c, const char *dir, const char *out_dir,
                             const rp_process_opts *o, rp_process_result *res);
+
+/* ---- several series at once (pipeline/study.c; added by H10) ----------------------------- */
+
+/* Study-level fusion of the [fusion NAME] rule `f` over `files` (any mix of series; each
+ * series assembled as above, its largest stack, first volume of a 4-D one): every sequence
+ * of f picks one series (its matcher; several candidates: the lowest series number, said in
+ * the sidecar's Warnings), each member is normalised on its own grid (f->normalize steps),
+ * resampled onto the reference sequence's grid through the affines (members must share the
+ * study and Frame of Reference: RP_EGEOM otherwise) and stacked as channels. Writes into
+ * out_dir: <stem>.nii.gz (4-D, layout nifti4d), nnunet/<stem>_0000.nii.gz... (layout nnunet)
+ * and <stem>.json (members, steps, affine, outputs; node_json, an object as text, is added
+ * as "Node" when given). A missing sequence is RP_ENOENT with "fuse: missing sequence T2"
+ * in res->reason and the names in res->missing; nothing is written then. */
+typedef struct rp_fusion_result {
+    char nifti[1024];      /* "" when not written */
+    char nnunet_dir[1024]; /* "" when not written */
+    char sidecar[1024];
+    char *sidecar_json; /* owned: the sidecar as text */
+    int dim[4];
+    int n_channels;
+    char series_uid[8][65]; /* member of each channel */
+    char missing[256];      /* missing sequence names, ", " separated */
+    char reason[768];
+} rp_fusion_result;
+void rp_fusion_result_free(rp_fusion_result *r);
+int rp_pipeline_fuse_files(const rp_conf_fusion *f, const char *const *files, size_t n,
+                           const char *out_dir, const char *stem, const rp_process_opts *o,
+                           const char *node_json, rp_fusion_result *res);
+/* Which sequences of f the series whose header is in `file` matches: bit s for f->seq[s]
+ * (modality of f and the sequence's matcher). Reads the header only. */
+int rp_pipeline_fusion_match_file(const rp_conf_fusion *f, const char *file, unsigned *bits,
+                                  char *err, size_t errlen);
+
+/* Fit a Nyúl–Udupa model (pipeline/mr.h) over the series among `files` (one training volume
+ * per series, at most max_series, 0: all), each after `steps` (may be NULL: e.g. the steps
+ * before `nyul` in a rule), inside mask `mask_name` or, when NULL/"", the mask the nyul step
+ * would pick (brain, foreground, head, else voxels > 0). Writes the JSON model that
+ * `nyul(model=PATH)` reads to model_path (temp name + rename). One series in memory at a
+ * time. */
+typedef struct rp_nyul_fit_result {
+    int n_series;     /* training volumes used */
+    int n_unreadable; /* files that were not DICOM */
+    int n_landmarks;
+    double standard[32];
+    char reason[768];
+} rp_nyul_fit_result;
+int rp_pipeline_fit_nyul(const char *const *files, size_t n, const char *steps,
+                         const char *mask_name, size_t max_series, const char *model_path,
+                         rp_nyul_fit_result *res);
 
 #ifdef __cplusplus
 }

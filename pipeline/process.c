@@ -489,6 +489,13 @@ static int cmp_series(const void *a, const void *b)
     return strcmp(x->path, y->path);
 }
 
+int rp_pipeline_check_recipe(const char *steps, char *err, size_t errlen)
+{
+    if (!steps || !steps[0])
+        return 0;
+    return rp_recipe_check(steps, err, errlen);
+}
+
 int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t n,
                               const char *out_dir, const rp_process_opts *opts,
                               rp_process_result *res)
@@ -503,6 +510,13 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     if (!out_dir || (n && !files)) {
         rp_strlcpy(res->reason, "no output directory or no files", sizeof res->reason);
         return RP_EINVAL;
+    }
+    if (opts->recipe && opts->recipe[0]) {
+        char e[400];
+        if (rp_recipe_check(opts->recipe, e, sizeof e) != 0) {
+            snprintf(res->reason, sizeof res->reason, "recipe: %s", e);
+            return RP_ECONF;
+        }
     }
     if (rp_mkdir_p(out_dir, 0755) != 0) {
         snprintf(res->reason, sizeof res->reason, "cannot create %s: %s", out_dir, strerror(errno));

@@ -506,7 +506,8 @@ def main():
         check(pv[0]["meta"].get("PatientID") == str(hdr.PatientID), "privacy=filename: no PatientID in sidecar")
     for args, want in ((["process", src], 2), (["process", "--out", c], 2),
                        (["process", src, "--out", c, "--gzip-level", "99"], 2),
-                       (["process", "/nonexistent/x", "--out", c], 2)):
+                       (["process", "/nonexistent/x", "--out", c], 2),
+                       (["process", src, "--out", c + "_r", "--recipe", "clip(abc)"], 2)):
         q = subprocess.run([RADPREP, *args], capture_output=True, text=True)
         check(q.returncode == want and q.stderr.startswith("radprep: process:"),
               f"usage {args}: exit {q.returncode}, stderr {q.stderr[:80]!r}")
