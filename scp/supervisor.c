@@ -54,6 +54,12 @@ static int n_cores(void)
     return n > 0 ? (int)n : 1;
 }
 
+int rp_supervisor_omp_share(int cores, int running)
+{
+    int k = cores / (running + 1);
+    return k > 0 ? k : 1;
+}
+
 void rp_supervisor_wake(rp_supervisor *s)
 {
     if (!s)
@@ -194,9 +200,21 @@ static int start_one(rp_supervisor *s, slot *sl)
     rp_proc_limits lim = {
         .memory_mb = s->o.memory_mb, .timeout_s = s->o.timeout_s, .kill_grace_s = 5.0, .nice = 10};
     /* Fewer malloc arenas: each reserves 64 MiB of address space per thread, which counts
-     * against RLIMIT_AS without being memory the job uses. */
-    const char *env[] = {"MALLOC_ARENA_MAX=4", NULL};
-    rc = rp_proc_spawn(argv, getenv("MALLOC_ARENA_MAX") ? NULL : env, &lim, logpath, &sl->proc);
+     * against RLIMIT_AS without being memory the job uses. And a share of the cores for the
+     * pipeline's OpenMP loops: a job alone gets them all, the next ones what is left, so
+     * that `workers` jobs do not run workers x cores threads. The daemon's own environment
+     * wins when it sets either. */
+    char omp[48];
+    snprintf(omp, sizeof omp, "OMP_NUM_THREADS=%d",
+             rp_supervisor_omp_share(n_cores(), rp_supervisor_running(s)));
+    const char *env[3];
+    int e = 0;
+    if (!getenv("MALLOC_ARENA_MAX"))
+        env[e++] = "MALLOC_ARENA_MAX=4";
+    if (!getenv("OMP_NUM_THREADS"))
+        env[e++] = omp;
+    env[e] = NULL;
+    rc = rp_proc_spawn(argv, env, &lim, logpath, &sl->proc);
     if (rc != 0) {
         rp_db_job_finish(s->db, job.id, 0, -1, "cannot start worker (fork/log file)", 0,
                          s->o.backoff_base_s, NULL);

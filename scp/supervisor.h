@@ -102,6 +102,10 @@ const char *rp_signal_name(int signo, char *buf, size_t bufsz);
  * capped at max. Pure. */
 double rp_backoff_s(int attempts, double base_s, double max_s);
 
+/* OpenMP threads for a worker started while `running` others run: cores / (running + 1),
+ * at least 1. Pure. */
+int rp_supervisor_omp_share(int cores, int running);
+
 /* Path of the `radprep` worker binary: $RP_WORKER_BIN if set, else `radprep` in the
  * directory of /proc/self/exe (or ../cli/radprep from there, the build tree's layout).
  * Returns 0 or RP_ENOENT (logged) when it is not executable. */

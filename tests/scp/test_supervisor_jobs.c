@@ -23,22 +23,24 @@ static char tmpdir[256], dbpath[300], script[300], logdir[300];
 
 /* The worker: argv = process --job N --data-dir DIR. It looks up its series in a map file
  * written by the test (job id → behaviour) and tracks concurrency in a counter directory. */
-static const char worker_sh[] = "#!/bin/sh\n"
-                                "job=$3; dir=$(dirname \"$0\")\n"
-                                "mode=$(sed -n \"s/^$job //p\" \"$dir/modes\")\n"
-                                "touch \"$dir/run.$job.$$\"; n=$(ls \"$dir\" | grep -c '^run\\.')\n"
-                                "echo $n >> \"$dir/concurrency\"\n"
-                                "trap 'rm -f \"$dir/run.$job.$$\"' EXIT\n"
-                                "trap 'rm -f \"$dir/run.$job.$$\"; exit 143' TERM\n"
-                                "echo \"$job $mode attempt\" >> \"$dir/attempts\"\n"
-                                "case \"$mode\" in\n"
-                                "  ok) sleep 0.3; exit 0;;\n"
-                                "  segv) rm -f \"$dir/run.$job.$$\"; kill -SEGV $$;;\n"
-                                "  hang) sleep 60;;\n"
-                                "  bad) exit 3;;\n"
-                                "  slow) sleep 30;;\n"
-                                "esac\n"
-                                "exit 1\n";
+static const char worker_sh[] =
+    "#!/bin/sh\n"
+    "job=$3; dir=$(dirname \"$0\")\n"
+    "mode=$(sed -n \"s/^$job //p\" \"$dir/modes\")\n"
+    "touch \"$dir/run.$job.$$\"; n=$(ls \"$dir\" | grep -c '^run\\.')\n"
+    "echo $n >> \"$dir/concurrency\"\n"
+    "trap 'rm -f \"$dir/run.$job.$$\"' EXIT\n"
+    "trap 'rm -f \"$dir/run.$job.$$\"; exit 143' TERM\n"
+    "echo \"$job $mode attempt\" >> \"$dir/attempts\"\n"
+    "echo \"$job $OMP_NUM_THREADS ${MALLOC_ARENA_MAX:-unset}\" >> \"$dir/env\"\n"
+    "case \"$mode\" in\n"
+    "  ok) sleep 0.3; exit 0;;\n"
+    "  segv) rm -f \"$dir/run.$job.$$\"; kill -SEGV $$;;\n"
+    "  hang) sleep 60;;\n"
+    "  bad) exit 3;;\n"
+    "  slow) sleep 30;;\n"
+    "esac\n"
+    "exit 1\n";
 
 static int setup(void **state)
 {
@@ -232,6 +234,32 @@ static void test_requeue_at_start(void **state)
     rp_db_close(db);
 }
 
+static void test_worker_env(void **state)
+{
+    (void)state;
+    assert_int_equal(rp_supervisor_omp_share(16, 0), 16);
+    assert_int_equal(rp_supervisor_omp_share(16, 3), 4);
+    assert_int_equal(rp_supervisor_omp_share(2, 5), 1);
+    /* a job alone gets every core and the small arena count */
+    rp_db *db = fresh("env", "1 ok\n");
+    char p[1024];
+    snprintf(p, sizeof p, "%s/env", tmpdir);
+    unlink(p);
+    long long id = enqueue(db, "1.2.3.12", 3);
+    unsetenv("OMP_NUM_THREADS");
+    rp_supervisor *s = start(2, 60);
+    wait_state(db, id, "done", 20);
+    rp_supervisor_stop(s);
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(rp_read_file(p, &text, &len), 0);
+    char want[64];
+    snprintf(want, sizeof want, "1 %ld 4\n", sysconf(_SC_NPROCESSORS_ONLN));
+    assert_string_equal(text, want);
+    free(text);
+    rp_db_close(db);
+}
+
 static void test_missing_worker(void **state)
 {
     (void)state;
@@ -261,9 +289,8 @@ static void test_missing_worker(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_outcomes),
-        cmocka_unit_test(test_stop_requeues),
-        cmocka_unit_test(test_requeue_at_start),
+        cmocka_unit_test(test_outcomes),         cmocka_unit_test(test_stop_requeues),
+        cmocka_unit_test(test_requeue_at_start), cmocka_unit_test(test_worker_env),
         cmocka_unit_test(test_missing_worker),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
