@@ -36,6 +36,8 @@ int rp_cli_reindex(int argc, char **argv, const rp_conf *c);
 /* `radprep process DIR --out OUT` (and the supervisor's `process --job N`): written by the
  * pipeline engineer in cli/cmd_process.c. */
 int rp_cli_process(int argc, char **argv, const rp_conf *c);
+/* `radprep curate --out DATASET_DIR ...` (cli/cmd_curate.c, H11). */
+int rp_cli_curate(int argc, char **argv, const rp_conf *c);
 
 /* Print "radprep: <cmd>: <reason>" on stderr and return `code`. */
 int rp_cli_fail(int code, const char *cmd, const char *fmt, ...)

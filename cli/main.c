@@ -41,6 +41,7 @@ static const command commands[] = {
     {"check-config", rp_cli_check_config, 0, "load and validate a configuration file"},
     /* ---- "process": the pipeline engineer's rp_cli_process (cli/cmd_process.c) ---- */
     {"process", rp_cli_process, 1, "preprocess a DICOM folder: process DIR --out OUT"},
+    {"curate", rp_cli_curate, 1, "build a dataset (manifest, nnU-Net layout) from outputs"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -328,6 +328,23 @@ int rp_db_events_prune(rp_db *db, double before, long long *n);
 int rp_db_outbox_retry_at(rp_db *db, long long id, int dimse_status, const char *reason,
                           double next_attempt_at);
 
+/* added by H11: `radprep curate` (db/curate.c). The latest successful version of a series. */
+typedef struct rp_db_curated_version {
+    long long job_id;
+    char series_uid[RP_UID_MAX + 1];
+    char study_uid[RP_UID_MAX + 1];
+    char modality[17];
+    int version;
+    double finished_at;
+    char output_dir[1024];
+} rp_db_curated_version;
+/* For every series, the done 'process' job of its highest version (with an output folder);
+ * modality (NULL/"": any, case-insensitive) and since (<= 0: any; job finished_at >= since)
+ * filter. Ordered by series UID. *out malloc'd (free()); 0 with *n = 0 when none. Outputs of
+ * each job: rp_db_outputs_list(). */
+int rp_db_curate_versions(rp_db *db, const char *modality, double since,
+                          rp_db_curated_version **out, size_t *n);
+
 #ifdef __cplusplus
 }
 #endif
