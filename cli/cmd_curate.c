@@ -43,6 +43,7 @@
 
 #include "cli/cli.h"
 #include "common/common.h"
+#include "cli/curate_internal.h"
 #include "db/db.h"
 
 #define CMD "curate"
@@ -113,198 +114,6 @@ typedef struct cur_set {
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
-static int sha256_hex(const void *data, size_t len, char hex[65])
-{
-    unsigned char md[32];
-    unsigned mdlen = 0;
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1)
-        return RP_EINTERNAL;
-    for (unsigned i = 0; i < mdlen; i++)
-        sprintf(hex + 2 * i, "%02x", md[i]);
-    return 0;
-}
-
-static int sha256_file(const char *path, char hex[65])
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return RP_EIO;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? 0 : RP_ENOMEM;
-    static unsigned char buf[1 << 20];
-    unsigned char md[32];
-    size_t n;
-    while (rc == 0 && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        if (EVP_DigestUpdate(ctx, buf, n) != 1)
-            rc = RP_EINTERNAL;
-    if (rc == 0 && ferror(f))
-        rc = RP_EIO;
-    unsigned len = 0;
-    if (rc == 0 && EVP_DigestFinal_ex(ctx, md, &len) != 1)
-        rc = RP_EINTERNAL;
-    for (unsigned i = 0; rc == 0 && i < len; i++)
-        sprintf(hex + 2 * i, "%02x", md[i]);
-    EVP_MD_CTX_free(ctx);
-    fclose(f);
-    return rc;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return errno == ENOENT ? 0 : RP_EIO;
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : RP_EIO;
-}
-
-static int write_text(const char *path, const char *text, unsigned mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return RP_EIO;
-    size_t n = strlen(text), off = 0;
-    int rc = 0;
-    while (rc == 0 && off < n) {
-        ssize_t w = write(fd, text + off, n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            rc = RP_EIO;
-        else
-            off += (size_t)w;
-    }
-    if (rc == 0 && fsync(fd) != 0)
-        rc = RP_EIO;
-    if (close(fd) != 0)
-        rc = RP_EIO;
-    return rc;
-}
-
-static int copy_file(const char *src, const char *dst)
-{
-    int in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return RP_EIO;
-    int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (out < 0) {
-        close(in);
-        return RP_EIO;
-    }
-    static char buf[1 << 20];
-    int rc = 0;
-    for (;;) {
-        ssize_t r = read(in, buf, sizeof buf);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            rc = RP_EIO;
-        if (r <= 0)
-            break;
-        for (ssize_t off = 0; off < r;) {
-            ssize_t w = write(out, buf + off, (size_t)(r - off));
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0) {
-                rc = RP_EIO;
-                break;
-            }
-            off += w;
-        }
-        if (rc)
-            break;
-    }
-    if (rc == 0 && fsync(out) != 0)
-        rc = RP_EIO;
-    if (close(out) != 0)
-        rc = RP_EIO;
-    close(in);
-    return rc;
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
-/* "x.nii.gz" -> ".nii.gz", "x.nii" -> ".nii", else NULL */
-static const char *nifti_ext(const char *name)
-{
-    if (ends_with(name, ".nii.gz"))
-        return ".nii.gz";
-    if (ends_with(name, ".nii"))
-        return ".nii";
-    return NULL;
-}
-
-/* dim[1..4] and pixdim[1..3] of a NIfTI-1 file, gzip or not (zlib reads both). */
-static int nifti_geometry(const char *path, int dim[4], double spacing[3])
-{
-    gzFile g = gzopen(path, "rb");
-    if (!g)
-        return RP_EIO;
-    unsigned char h[348];
-    int got = gzread(g, h, sizeof h);
-    gzclose(g);
-    if (got != (int)sizeof h)
-        return RP_EPARSE;
-    int32_t sz;
-    memcpy(&sz, h, 4);
-    int swap = sz != 348;
-    if (swap && __builtin_bswap32((uint32_t)sz) != 348)
-        return RP_EPARSE;
-    for (int i = 0; i < 4; i++) {
-        uint16_t v;
-        memcpy(&v, h + 40 + 2 * (i + 1), 2);
-        if (swap)
-            v = __builtin_bswap16(v);
-        dim[i] = (int16_t)v;
-    }
-    int16_t ndim;
-    memcpy(&ndim, h + 40, 2);
-    if (swap)
-        ndim = (int16_t)__builtin_bswap16((uint16_t)ndim);
-    if (ndim < 4)
-        dim[3] = 1;
-    if (ndim < 3)
-        dim[2] = 1;
-    for (int i = 0; i < 3; i++) {
-        uint32_t u;
-        memcpy(&u, h + 76 + 4 * (i + 1), 4);
-        if (swap)
-            u = __builtin_bswap32(u);
-        float f;
-        memcpy(&f, &u, 4);
-        spacing[i] = f;
-    }
-    return 0;
-}
-
-static cJSON *read_json(const char *path)
-{
-    char *text = NULL;
-    size_t len = 0;
-    if (rp_read_file(path, &text, &len) != 0)
-        return NULL;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    return j;
-}
-
-static const char *jstr(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) && v->valuestring ? v->valuestring : "";
-}
-
 static void skip(cur_set *s, const char *source, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void skip(cur_set *s, const char *source, const char *fmt, ...)
@@ -338,53 +147,6 @@ static const char *recorded_sha(const dir_meta *m, const char *path)
     return "";
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted names of the entries of dir (hidden ones left out). *names malloc'd. */
-static int list_dir(const char *dir, char ***names, size_t *n)
-{
-    *names = NULL;
-    *n = 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return RP_EIO;
-    size_t cap = 0;
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **nn = realloc(*names, cap * sizeof *nn);
-            if (!nn) {
-                rc = RP_ENOMEM;
-                break;
-            }
-            *names = nn;
-        }
-        if (!((*names)[(*n)++] = strdup(e->d_name))) {
-            (*n)--;
-            rc = RP_ENOMEM;
-            break;
-        }
-    }
-    closedir(d);
-    if (*n)
-        qsort(*names, *n, sizeof **names, cmp_str);
-    return rc;
-}
-
-static void free_names(char **names, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-}
-
 static int set_grow(cur_set *s)
 {
     if (s->n < s->cap)
@@ -403,7 +165,7 @@ static int count_images(char **names, size_t n)
 {
     int k = 0;
     for (size_t i = 0; i < n; i++)
-        if (nifti_ext(names[i]) && !strstr(names[i], "_mask-"))
+        if (rp_curate_nifti_ext(names[i]) && !strstr(names[i], "_mask-"))
             k++;
     return k;
 }
@@ -413,14 +175,14 @@ static int collect_dir(cur_set *s, const cur_opts *o, const char *dir, const dir
 {
     char **names;
     size_t n;
-    int rc = list_dir(dir, &names, &n);
+    int rc = rp_curate_list_dir(dir, &names, &n);
     if (rc != 0) {
         skip(s, dir, "cannot read folder: %s", strerror(errno));
         return rc == RP_ENOMEM ? rc : 0;
     }
     int nstacks = count_images(names, n), stack = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const char *ext = nifti_ext(names[i]);
+        const char *ext = rp_curate_nifti_ext(names[i]);
         if (!ext || strstr(names[i], "_mask-"))
             continue;
         stack++;
@@ -441,24 +203,28 @@ static int collect_dir(cur_set *s, const cur_opts *o, const char *dir, const dir
         c->stem[stem_len] = '\0';
         snprintf(c->image.src, sizeof c->image.src, "%s/%s", dir, names[i]);
         snprintf(c->sidecar.src, sizeof c->sidecar.src, "%s/%s.json", dir, c->stem);
-        if (!(c->side = read_json(c->sidecar.src))) {
+        if (!(c->side = rp_curate_read_json(c->sidecar.src))) {
             skip(s, c->image.src, "no readable JSON sidecar %s.json", c->stem);
             continue;
         }
         const cJSON *prov = cJSON_GetObjectItemCaseSensitive(c->side, "Provenance");
         const cJSON *recipe = cJSON_GetObjectItemCaseSensitive(prov, "Recipe");
         rp_strlcpy(c->study_uid,
-                   *jstr(prov, "StudyInstanceUID") ? jstr(prov, "StudyInstanceUID") : m->study_uid,
+                   *rp_curate_jstr(prov, "StudyInstanceUID")
+                       ? rp_curate_jstr(prov, "StudyInstanceUID")
+                       : m->study_uid,
                    sizeof c->study_uid);
         rp_strlcpy(c->series_uid,
-                   *jstr(prov, "SeriesInstanceUID") ? jstr(prov, "SeriesInstanceUID")
-                                                    : m->series_uid,
+                   *rp_curate_jstr(prov, "SeriesInstanceUID")
+                       ? rp_curate_jstr(prov, "SeriesInstanceUID")
+                       : m->series_uid,
                    sizeof c->series_uid);
         rp_strlcpy(c->modality,
-                   *jstr(c->side, "Modality") ? jstr(c->side, "Modality") : m->modality,
+                   *rp_curate_jstr(c->side, "Modality") ? rp_curate_jstr(c->side, "Modality")
+                                                        : m->modality,
                    sizeof c->modality);
-        rp_strlcpy(c->recipe_sha, jstr(recipe, "hash"), sizeof c->recipe_sha);
-        rp_strlcpy(c->recipe, jstr(recipe, "text"), sizeof c->recipe);
+        rp_strlcpy(c->recipe_sha, rp_curate_jstr(recipe, "hash"), sizeof c->recipe_sha);
+        rp_strlcpy(c->recipe, rp_curate_jstr(recipe, "text"), sizeof c->recipe);
         const cJSON *metal = cJSON_GetObjectItemCaseSensitive(recipe, "metal");
         const cJSON *mc = cJSON_GetObjectItemCaseSensitive(metal, "count");
         if (cJSON_IsNumber(mc))
@@ -477,7 +243,7 @@ static int collect_dir(cur_set *s, const cur_opts *o, const char *dir, const dir
             cJSON_Delete(c->side);
             continue;
         }
-        if (nifti_geometry(c->image.src, c->dim, c->spacing) != 0) {
+        if (rp_curate_nifti_geometry(c->image.src, c->dim, c->spacing) != 0) {
             skip(s, c->image.src, "not a readable NIfTI-1 image");
             cJSON_Delete(c->side);
             continue;
@@ -495,7 +261,7 @@ static int collect_dir(cur_set *s, const cur_opts *o, const char *dir, const dir
         /* masks: <stem>_mask-<name>.nii[.gz], sorted by name (names[] is sorted) */
         const cJSON *vols = cJSON_GetObjectItemCaseSensitive(recipe, "masks");
         for (size_t k = 0; k < n && c->n_masks < MAX_MASKS; k++) {
-            const char *mext = nifti_ext(names[k]);
+            const char *mext = rp_curate_nifti_ext(names[k]);
             if (!mext || strncmp(names[k], c->stem, stem_len) != 0 ||
                 strncmp(names[k] + stem_len, "_mask-", 6) != 0)
                 continue;
@@ -514,7 +280,7 @@ static int collect_dir(cur_set *s, const cur_opts *o, const char *dir, const dir
         }
         s->n++;
     }
-    free_names(names, n);
+    rp_curate_free_names(names, n);
     return rc;
 }
 
@@ -524,21 +290,21 @@ static void read_series_json(const char *dir, dir_meta *m, int *ok)
 {
     char p[PATHSZ];
     snprintf(p, sizeof p, "%s/series.json", dir);
-    cJSON *j = read_json(p);
+    cJSON *j = rp_curate_read_json(p);
     *ok = 1;
     if (!j)
         return;
-    rp_strlcpy(m->rule, jstr(j, "rule"), sizeof m->rule);
+    rp_strlcpy(m->rule, rp_curate_jstr(j, "rule"), sizeof m->rule);
     if (!m->study_uid[0])
-        rp_strlcpy(m->study_uid, jstr(j, "study_uid"), sizeof m->study_uid);
+        rp_strlcpy(m->study_uid, rp_curate_jstr(j, "study_uid"), sizeof m->study_uid);
     if (!m->series_uid[0])
-        rp_strlcpy(m->series_uid, jstr(j, "series_uid"), sizeof m->series_uid);
+        rp_strlcpy(m->series_uid, rp_curate_jstr(j, "series_uid"), sizeof m->series_uid);
     if (!m->modality[0])
-        rp_strlcpy(m->modality, jstr(j, "modality"), sizeof m->modality);
+        rp_strlcpy(m->modality, rp_curate_jstr(j, "modality"), sizeof m->modality);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
     if (cJSON_IsNumber(v) && m->version <= 0)
         m->version = v->valueint;
-    const char *res = jstr(j, "result");
+    const char *res = rp_curate_jstr(j, "result");
     if (*res && strcmp(res, "ok") != 0)
         *ok = 0;
     cJSON_Delete(j);
@@ -611,7 +377,7 @@ static int walk_outputs(cur_set *s, const cur_opts *o, const char *dir, int dept
 {
     char **names;
     size_t n;
-    if (list_dir(dir, &names, &n) != 0) {
+    if (rp_curate_list_dir(dir, &names, &n) != 0) {
         skip(s, dir, "cannot read folder: %s", strerror(errno));
         return 0;
     }
@@ -641,7 +407,7 @@ static int walk_outputs(cur_set *s, const cur_opts *o, const char *dir, int dept
         if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
             rc = walk_outputs(s, o, p, depth + 1);
     }
-    free_names(names, n);
+    rp_curate_free_names(names, n);
     return rc;
 }
 
@@ -703,7 +469,7 @@ static int make_ids(cur_set *s, const char *salt)
         cur_case *c = &s->c[i];
         char buf[512], hex[65];
         int len = snprintf(buf, sizeof buf, "%s\n%s\n%s", salt, c->study_uid, c->series_uid);
-        if (sha256_hex(buf, (size_t)len, hex) != 0)
+        if (rp_curate_sha256_hex(buf, (size_t)len, hex) != 0)
             return RP_EINTERNAL;
         if (c->nstacks > 1)
             snprintf(c->id, sizeof c->id, "case_%.16s_s%d", hex, c->stack);
@@ -726,7 +492,7 @@ static int assign_splits(cur_set *s, const cur_opts *o)
     for (size_t i = 0; i < s->n; i++) {
         char buf[128];
         int len = snprintf(buf, sizeof buf, "%lld:%s", o->seed, s->c[i].id);
-        sha256_hex(buf, (size_t)len, s->c[i].order_key);
+        rp_curate_sha256_hex(buf, (size_t)len, s->c[i].order_key);
         ord[i] = &s->c[i];
     }
     qsort(ord, s->n, sizeof *ord, cmp_by_order_key);
@@ -798,7 +564,7 @@ static int place(const char *tmp, cur_file *f, int copy, long long *n_copied)
     if (!copy && errno != EXDEV && errno != EPERM && errno != EMLINK && errno != EACCES)
         return RP_EIO;
     (*n_copied)++;
-    return copy_file(f->src, dst);
+    return rp_curate_copy_file(f->src, dst);
 }
 
 /* sha256 of the file as placed; index mode: it must equal what the worker recorded. */
@@ -806,7 +572,7 @@ static int check_file(const char *tmp, cur_file *f, char *err, size_t errlen)
 {
     char dst[PATHSZ];
     snprintf(dst, sizeof dst, "%s/%s", tmp, f->rel);
-    if (sha256_file(dst, f->sha) != 0) {
+    if (rp_curate_sha256_file(dst, f->sha) != 0) {
         snprintf(err, errlen, "cannot read %s", f->src);
         return RP_EIO;
     }
@@ -821,7 +587,7 @@ static int check_file(const char *tmp, cur_file *f, char *err, size_t errlen)
 
 static const char *img_ext(const cur_case *c)
 {
-    const char *e = nifti_ext(c->image.src);
+    const char *e = rp_curate_nifti_ext(c->image.src);
     return e ? e : ".nii.gz";
 }
 
@@ -835,7 +601,7 @@ static void set_rels(cur_case *c, const cur_opts *o)
         snprintf(c->qcpng.rel, sizeof c->qcpng.rel, "radprep/%s/qc.png", c->id);
         for (int k = 0; k < c->n_masks; k++) {
             cur_mask *m = &c->masks[k];
-            const char *mext = nifti_ext(m->f.src);
+            const char *mext = rp_curate_nifti_ext(m->f.src);
             if (o->label && strcmp(o->label, m->name) == 0)
                 snprintf(m->f.rel, sizeof m->f.rel, "%s/%s%s",
                          strcmp(c->split, "test") == 0 ? "labelsTs" : "labelsTr", c->id, mext);
@@ -848,7 +614,7 @@ static void set_rels(cur_case *c, const cur_opts *o)
         snprintf(c->qcpng.rel, sizeof c->qcpng.rel, "cases/%s/qc.png", c->id);
         for (int k = 0; k < c->n_masks; k++)
             snprintf(c->masks[k].f.rel, sizeof c->masks[k].f.rel, "cases/%s/mask-%s%s", c->id,
-                     c->masks[k].name, nifti_ext(c->masks[k].f.src));
+                     c->masks[k].name, rp_curate_nifti_ext(c->masks[k].f.src));
     }
 }
 
@@ -870,7 +636,8 @@ static int write_case_files(const char *tmp, cur_case *c, const cur_opts *o, lon
      * checksum is checked on the original first. */
     if (c->sidecar.rec_sha[0]) {
         char sha[65];
-        if (sha256_file(c->sidecar.src, sha) != 0 || strcmp(sha, c->sidecar.rec_sha) != 0) {
+        if (rp_curate_sha256_file(c->sidecar.src, sha) != 0 ||
+            strcmp(sha, c->sidecar.rec_sha) != 0) {
             snprintf(err, errlen, "checksum mismatch: %s differs from the index", c->sidecar.src);
             return RP_EIO;
         }
@@ -891,7 +658,7 @@ static int write_case_files(const char *tmp, cur_case *c, const cur_opts *o, lon
         rc = text ? rp_mkdir_p(dst, 0755) : RP_ENOMEM;
         *slash = '/';
         if (rc == 0)
-            rc = write_text(dst, text, 0644);
+            rc = rp_curate_write_text(dst, text, 0644);
         free(text);
         if (rc)
             goto fail;
@@ -900,22 +667,6 @@ static int write_case_files(const char *tmp, cur_case *c, const cur_opts *o, lon
 fail:
     if (!err[0])
         snprintf(err, errlen, "cannot place %s's files: %s", c->id, rp_strerror(rc));
-    return rc;
-}
-
-/* cJSON_Print text with a final newline, written durably; the tree is deleted. */
-static int write_json(const char *path, cJSON *j)
-{
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    char *t2 = text ? realloc(text, strlen(text) + 2) : NULL;
-    if (!t2) {
-        free(text);
-        return RP_ENOMEM;
-    }
-    strcat(t2, "\n");
-    int rc = write_text(path, t2, 0644);
-    free(t2);
     return rc;
 }
 
@@ -1098,7 +849,7 @@ static int write_nnunet(const char *tmp, const cur_set *s, const cur_opts *o, co
     cJSON_AddStringToObject(d, "description", "curated by radprep " RP_VERSION);
     char p[PATHSZ];
     snprintf(p, sizeof p, "%s/dataset.json", tmp);
-    int rc = write_json(p, d);
+    int rc = rp_curate_write_json(p, d);
     if (rc || o->n_splits == 0)
         return rc;
     cJSON *arr = cJSON_CreateArray(), *fold = cJSON_CreateObject();
@@ -1113,7 +864,7 @@ static int write_nnunet(const char *tmp, const cur_set *s, const cur_opts *o, co
     cJSON_AddItemToObject(fold, "val", va);
     cJSON_AddItemToArray(arr, fold);
     snprintf(p, sizeof p, "%s/splits_final.json", tmp);
-    return write_json(p, arr);
+    return rp_curate_write_json(p, arr);
 }
 
 /* ---- options --------------------------------------------------------------------------------- */
@@ -1257,56 +1008,6 @@ static int parse_opts(int argc, char **argv, cur_opts *o, int *help)
 
 /* ---- salt and the final swap ------------------------------------------------------------- */
 
-static int load_salt(const char *path, char salt[65])
-{
-    char *text = NULL;
-    size_t len = 0;
-    if (rp_read_file(path, &text, &len) != 0)
-        return RP_ENOENT;
-    size_t k = 0;
-    for (size_t i = 0; i < len && k < 64; i++)
-        if (isxdigit((unsigned char)text[i]))
-            salt[k++] = (char)tolower((unsigned char)text[i]);
-        else if (!isspace((unsigned char)text[i]))
-            break;
-    salt[k] = '\0';
-    free(text);
-    return k >= 16 ? 0 : RP_EPARSE;
-}
-
-static int new_salt(char salt[65])
-{
-    unsigned char r[32];
-    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
-        return RP_EIO;
-    for (int i = 0; i < 32; i++)
-        sprintf(salt + 2 * i, "%02x", r[i]);
-    return 0;
-}
-
-static int dir_is_empty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    struct dirent *e;
-    int empty = 1;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            empty = 0;
-    closedir(d);
-    return empty;
-}
-
-static void fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* ---- the command ------------------------------------------------------------------------- */
 
 int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
@@ -1337,7 +1038,7 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
     char mf[PATHSZ + 32];
     snprintf(mf, sizeof mf, "%s/manifest.json", out);
     int exists = stat(out, &st) == 0;
-    if (exists && (!S_ISDIR(st.st_mode) || (stat(mf, &st) != 0 && !dir_is_empty(out)))) {
+    if (exists && (!S_ISDIR(st.st_mode) || (stat(mf, &st) != 0 && !rp_curate_dir_is_empty(out)))) {
         code = rp_cli_fail(RP_CLI_EXIT_FAIL, CMD,
                            "%s exists and is not a radprep dataset (no manifest.json); "
                            "refusing to replace it",
@@ -1353,12 +1054,12 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
     char salt_path[PATHSZ + 16];
     snprintf(salt_path, sizeof salt_path, "%s/.salt", out);
     if (o.salt_file) {
-        if (load_salt(o.salt_file, salt) != 0) {
+        if (rp_curate_load_salt(o.salt_file, salt) != 0) {
             code = rp_cli_fail(RP_CLI_EXIT_USAGE, CMD,
                                "--salt-file %s: not readable or not 16-64 hex digits", o.salt_file);
             goto done;
         }
-    } else if (load_salt(salt_path, salt) != 0 && new_salt(salt) != 0) {
+    } else if (rp_curate_load_salt(salt_path, salt) != 0 && rp_curate_new_salt(salt) != 0) {
         code = rp_cli_fail(RP_CLI_EXIT_FAIL, CMD, "cannot draw a random salt");
         goto done;
     }
@@ -1460,7 +1161,7 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
         snprintf(p, sizeof p, "%s/.salt", tmp);
         char line[80];
         snprintf(line, sizeof line, "%s\n", salt);
-        if ((rc = write_text(p, line, 0600)) != 0)
+        if ((rc = rp_curate_write_text(p, line, 0600)) != 0)
             goto io_fail;
     }
     const char *base = strrchr(out, '/');
@@ -1527,13 +1228,13 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
         }
         json_text = jt;
         memcpy(json_text + l, "\n", 2);
-        if ((rc = write_text(p, json_text, 0644)) != 0)
+        if ((rc = rp_curate_write_text(p, json_text, 0644)) != 0)
             goto io_fail;
         snprintf(p, sizeof p, "%s/manifest.csv", tmp);
-        if ((rc = write_text(p, csv, 0644)) != 0)
+        if ((rc = rp_curate_write_text(p, csv, 0644)) != 0)
             goto io_fail;
     }
-    fsync_dir(tmp);
+    rp_curate_fsync_dir(tmp);
 
     /* swap in: the old dataset (if any) is replaced in one step, then removed */
     if (exists) {
@@ -1542,7 +1243,7 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
                 rp_cli_fail(RP_CLI_EXIT_FAIL, CMD, "cannot replace %s: %s", out, strerror(errno));
             goto done;
         }
-        rm_rf(tmp); /* now the previous dataset */
+        rp_curate_rm_rf(tmp); /* now the previous dataset */
     } else if (rename(tmp, out) != 0) {
         code = rp_cli_fail(RP_CLI_EXIT_FAIL, CMD, "cannot rename %s to %s: %s", tmp, out,
                            strerror(errno));
@@ -1550,7 +1251,7 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
     }
     tmp[0] = '\0';
     if (slash && slash != parent)
-        fsync_dir(parent);
+        rp_curate_fsync_dir(parent);
     printf("%s: %zu cases (%d skipped, %lld files copied)\n", out, s.n,
            cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(man, "skipped")), n_copied);
     goto done;
@@ -1559,7 +1260,7 @@ io_fail:
                        rp_strerror(rc));
 done:
     if (tmp[0])
-        rm_rf(tmp);
+        rp_curate_rm_rf(tmp);
     for (size_t i = 0; i < s.n; i++)
         cJSON_Delete(s.c[i].side);
     free(s.c);
