@@ -61,6 +61,8 @@ int rp_cli_check_config(int argc, char **argv, const rp_conf *global)
     int steps_checked = rp_recipe_check != NULL;
     if (steps_checked && rp_conf_validate_rules(&c, rp_recipe_check, err, sizeof err) != 0)
         goto fail;
+    if (steps_checked && rp_conf_validate_fusions(&c, rp_recipe_check, err, sizeof err) != 0)
+        goto fail;
 
     if (warn[0])
         fprintf(stderr, "radprep: check-config: warning: %s\n", warn);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "cli/cmd_fuse.h"
 #include "cli/cmd_job.h"
 #include "common/common.h"
 #include "pipeline/pipeline.h"
@@ -19,6 +20,7 @@ static const char usage[] =
     "usage: radprep process DIR|FILE... --out OUT [--no-gzip] [--gzip-level N] [--threads N]\n"
     "                       [--recipe \"steps\"] [--no-resample] [--privacy "
     "none|sidecar|filename]\n"
+    "       radprep process DIR... --fusion NAME --out OUT\n"
     "       radprep process --job N";
 
 static const char *opt_value(int argc, char **argv, int *i, const char *name)
@@ -35,6 +37,8 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
 {
     if (rp_cli_has_job_option(argc, argv))
         return rp_cli_process_job(argc, argv);
+    if (rp_cli_has_fusion_option(argc, argv)) /* study-level fusion (cli/cmd_fuse.c) */
+        return rp_cli_process_fusion(argc, argv, c);
     rp_process_opts o;
     rp_process_opts_init(&o);
     const char *out = NULL;

@@ -24,6 +24,8 @@
  *   [completion MODALITY|default] quiet_s, use_expected_count (bool)
  *   [rule NAME] modality, body_part, series_description (glob), slice_thickness_min/max,
  *            steps, outputs, send_to (peer names, space separated), priority
+ *   [fusion NAME] modality, sequences, SEQ.description, SEQ.tr_ms/te_ms/ti_ms (LO..HI),
+ *            SEQ.ti_absent_ok, reference, normalize, interpolation, layout
  */
 #ifndef RP_CONF_H
 #define RP_CONF_H
@@ -75,6 +77,31 @@ typedef struct rp_conf_rule {
     int builtin;       /* 1 for rules from the embedded defaults */
 } rp_conf_rule;
 
+/* [fusion NAME]: study-level multi-sequence fusion (added by H10; docs/configuration.md). */
+#define RP_FUSION_MAX_SEQ 8
+#define RP_FUSION_MAX 16
+typedef struct rp_conf_fusion_seq {
+    char name[16];        /* "T1", "T2", "FLAIR", ... (channel name) */
+    char description[128]; /* fnmatch glob, '|' separates alternatives; "" = any */
+    double tr_lo, tr_hi, te_lo, te_hi, ti_lo, ti_hi; /* ms; lo > hi: no bound */
+    int ti_absent_ok;     /* a series without TI passes a TI range */
+    int custom;           /* 1: criteria from the file; 0: the built-in matcher of `name` */
+} rp_conf_fusion_seq;
+
+typedef struct rp_conf_fusion {
+    char name[24];
+    char modality[64]; /* space-separated list (default "MR") */
+    rp_conf_fusion_seq seq[RP_FUSION_MAX_SEQ]; /* channels, in order */
+    int n_seq;
+    int reference;        /* index into seq of the grid every channel is resampled onto */
+    char normalize[1024]; /* recipe run on each member before resampling; "" = none */
+    int normalize_line;
+    int order;            /* 0 nearest, 1 trilinear (default) */
+    int layout;           /* RP_FUSION_LAYOUT_* bits */
+    int line;             /* line of the section header */
+} rp_conf_fusion;
+enum { RP_FUSION_LAYOUT_NIFTI4D = 1, RP_FUSION_LAYOUT_NNUNET = 2 };
+
 typedef struct rp_conf {
     char source[RP_PATH_MAX]; /* file loaded, or "(defaults)" */
     /* [node] */
@@ -113,6 +140,9 @@ typedef struct rp_conf {
     size_t n_completion;
     rp_conf_rule *rules;
     size_t n_rules;
+    /* [fusion NAME] sections (fixed array: copied with the struct) */
+    rp_conf_fusion fusions[RP_FUSION_MAX];
+    size_t n_fusions;
 } rp_conf;
 
 /* Fill `c` with the embedded defaults (built-in completion and recipe rules included). */
@@ -165,6 +195,12 @@ int rp_conf_parse_bool(const char *s);
 typedef int (*rp_conf_steps_check_fn)(const char *steps, char *err, size_t errlen);
 int rp_conf_validate_rules(const rp_conf *c, rp_conf_steps_check_fn check, char *err,
                            size_t errlen);
+
+/* The [fusion NAME] section called `name`, or NULL. */
+const rp_conf_fusion *rp_conf_fusion_by_name(const rp_conf *c, const char *name);
+/* Validate every fusion's `normalize` recipe the same way (FILE:LINE: fusion NAME: reason). */
+int rp_conf_validate_fusions(const rp_conf *c, rp_conf_steps_check_fn check, char *err,
+                             size_t errlen);
 
 #ifdef __cplusplus
 }

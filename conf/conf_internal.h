@@ -23,4 +23,11 @@ int rp_conf_output_known(const char *word);
 int rp_conf_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* [fusion NAME] (conf_fusion.c): init a section, apply one key, check it when it closes.
+ * 0, or -1 with a reason (no FILE:LINE) in why. */
+void rp_conf_fusion_init(rp_conf_fusion *f, const char *name, int line);
+int rp_conf_fusion_key(rp_conf_fusion *f, const char *key, const char *value, int line, char *why,
+                       size_t whylen);
+int rp_conf_fusion_close(rp_conf_fusion *f, char *why, size_t whylen);
+
 #endif

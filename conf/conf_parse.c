@@ -26,7 +26,15 @@
 
 #define MAX_LINE 8192
 
-typedef enum { SEC_NONE = 0, SEC_NODE, SEC_TLS, SEC_PEER, SEC_COMPLETION, SEC_RULE } sec_kind;
+typedef enum {
+    SEC_NONE = 0,
+    SEC_NODE,
+    SEC_TLS,
+    SEC_PEER,
+    SEC_COMPLETION,
+    SEC_RULE,
+    SEC_FUSION
+} sec_kind;
 
 typedef enum {
     K_STR,   /* char[size] */
@@ -164,6 +172,8 @@ typedef struct parse_ctx {
     unsigned char *comp_flags; /* parallel to c->completion: COMP_* bits */
     size_t comp_cap;
     unsigned char *user_rule; /* parallel to c->rules: 1 when defined by the file */
+    char fusion_keys[64][48]; /* keys given in the current [fusion] (duplicates are errors) */
+    int n_fusion_keys;
 } parse_ctx;
 
 static int fail_at(parse_ctx *x, int line, const char *fmt, ...)
@@ -363,6 +373,10 @@ static int close_section(parse_ctx *x)
             if (strcmp(x->c->peers[i].ae_title, p->ae_title) == 0)
                 return fail_at(x, x->sec_line, "peer %s: AE title '%s' is already used by peer %s",
                                p->name, p->ae_title, x->c->peers[i].name);
+    } else if (x->sec == SEC_FUSION) {
+        char why[512];
+        if (rp_conf_fusion_close(x->obj, why, sizeof why))
+            return fail_at(x, x->sec_line, "%s", why);
     } else if (x->sec == SEC_RULE) {
         rp_conf_rule *r = x->obj;
         if (!r->steps[0])
@@ -506,6 +520,37 @@ static int open_rule(parse_ctx *x, const char *name)
     return 1;
 }
 
+static int open_fusion(parse_ctx *x, const char *name)
+{
+    if (strlen(name) >= sizeof(((rp_conf_fusion *)0)->name))
+        return fail_at(x, x->line, "fusion name '%s' is too long (max %zu characters)", name,
+                       sizeof(((rp_conf_fusion *)0)->name) - 1);
+    if (rp_conf_fusion_by_name(x->c, name))
+        return fail_at(x, x->line, "duplicate [fusion %s]", name);
+    if (x->c->n_fusions == RP_FUSION_MAX)
+        return fail_at(x, x->line, "too many [fusion] sections (max %d)", RP_FUSION_MAX);
+    rp_conf_fusion *f = &x->c->fusions[x->c->n_fusions++];
+    rp_conf_fusion_init(f, name, x->line);
+    x->n_fusion_keys = 0;
+    x->obj = f;
+    x->keys = NULL;
+    return 1;
+}
+
+static int fusion_key(parse_ctx *x, const char *name, const char *value)
+{
+    for (int i = 0; i < x->n_fusion_keys; i++)
+        if (strcasecmp(x->fusion_keys[i], name) == 0)
+            return fail_at(x, x->line, "duplicate key '%s'", name);
+    if (x->n_fusion_keys == 64)
+        return fail_at(x, x->line, "too many keys in [fusion %s]", x->sec_arg);
+    rp_strlcpy(x->fusion_keys[x->n_fusion_keys++], name, sizeof x->fusion_keys[0]);
+    char why[512];
+    if (rp_conf_fusion_key(x->obj, name, value, x->line, why, sizeof why))
+        return fail_at(x, x->line, "%s", why);
+    return 1;
+}
+
 /* `hdr` is the text between the brackets. */
 static int open_section(parse_ctx *x, char *hdr)
 {
@@ -528,8 +573,8 @@ static int open_section(parse_ctx *x, char *hdr)
         x->seen = x->sec == SEC_NODE ? x->node_seen : x->tls_seen;
         return 1;
     }
-    int needs_name =
-        strcmp(kind, "peer") == 0 || strcmp(kind, "completion") == 0 || strcmp(kind, "rule") == 0;
+    int needs_name = strcmp(kind, "peer") == 0 || strcmp(kind, "completion") == 0 ||
+                     strcmp(kind, "rule") == 0 || strcmp(kind, "fusion") == 0;
     if (!needs_name)
         return fail_at(x, x->line,
                        "unknown section [%s%s%s] (expected node, tls, peer NAME, completion "
@@ -546,6 +591,10 @@ static int open_section(parse_ctx *x, char *hdr)
     if (kind[0] == 'c') {
         x->sec = SEC_COMPLETION;
         return open_completion(x, arg);
+    }
+    if (kind[0] == 'f') {
+        x->sec = SEC_FUSION;
+        return open_fusion(x, arg);
     }
     x->sec = SEC_RULE;
     return open_rule(x, arg);
@@ -619,6 +668,8 @@ static int handler(void *user, const char *section, const char *name, const char
         return 0;
     if (x->sec == SEC_NONE)
         return fail_at(x, x->line, "key '%s' outside of any section", name);
+    if (x->sec == SEC_FUSION)
+        return fusion_key(x, name, value ? value : "");
     int i = 0;
     for (; x->keys[i].name; i++)
         if (strcmp(x->keys[i].name, name) == 0)

@@ -345,6 +345,24 @@ typedef struct rp_db_curated_version {
 int rp_db_curate_versions(rp_db *db, const char *modality, double since,
                           rp_db_curated_version **out, size_t *n);
 
+/* added by H10 (db/study.c): study-level queries and fusion sets. */
+/* Every series of a study (any state), by series number. *out malloc'd (free()). */
+int rp_db_study_series(rp_db *db, const char *study_uid, rp_db_series_info **out, size_t *n);
+/* A fused output's member set: `members` is canonical text ("T1=UID@VER;T2=UID@VER"). A new
+ * (study, rule, members) gets the next version k of (study, rule) and, in the same
+ * transaction, a queued job (series_uid = study_uid, series_version = k, kind "fuse:RULE";
+ * RULE at most 26 characters). An existing set returns RP_EEXIST with its version and job id
+ * (idempotent: a pass repeated after a crash never fuses the same versions twice). */
+int rp_db_fusion_enqueue(rp_db *db, const char *study_uid, const char *rule, const char *members,
+                         int max_attempts, int *version, long long *job_id);
+/* Members text of version k of (study, rule); RP_ENOENT when none. */
+int rp_db_fusion_get(rp_db *db, const char *study_uid, const char *rule, int version,
+                     char *members, size_t members_sz);
+/* Remember that `what` (e.g. "missing:T2;present=UID@1") was reported for (study, rule):
+ * 0 the first time, RP_EEXIST afterwards (so a report is made once per situation). */
+int rp_db_fusion_report_once(rp_db *db, const char *study_uid, const char *rule,
+                             const char *what);
+
 #ifdef __cplusplus
 }
 #endif

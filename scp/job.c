@@ -19,6 +19,7 @@
 #include "db/db.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/recipe.h"
+#include "scp/fusion.h"
 #include "scp/outbox.h"
 #include "scp/supervisor.h"
 #include "store/store.h"
@@ -366,6 +367,10 @@ int rp_job_run(const rp_conf *c, long long job_id)
     if ((rc = rp_db_job_get(db, job_id, &job)) != 0) {
         RP_ERROR("job", "no such job job=%lld rc=%s", job_id, rp_strerror(rc));
         code = rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
+        goto out_quiet;
+    }
+    if (strncmp(job.kind, "fuse:", 5) == 0) { /* study-level fusion (scp/fusion.c) */
+        code = rp_fusion_job_run(c, db, rp_store_root(store), &job);
         goto out_quiet;
     }
     rp_db_series_info si;

@@ -3,6 +3,7 @@
  * transaction. Nothing it knows lives only in memory except a cache of expected counts, which
  * is rebuilt from the database whenever a series' instance count changes. */
 #include "scp/monitor.h"
+#include "scp/fusion.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -234,6 +235,7 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, rp_completion_notes *notes, dou
         snprintf(detail, sizeof detail, "series=%s version=%d instances=%lld reason=%s job=%lld",
                  s->series_uid, s->version, s->instance_count, q, job_id);
         rp_db_event_add(db, "series_complete", detail);
+        rp_fusion_on_series_complete(db, c, s->series_uid); /* study-level fusion rules */
         if (completed)
             (*completed)++;
     }
