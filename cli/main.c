@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/cmd_fuse.h"
 #include "common/common.h"
 #include "conf/conf.h"
 
@@ -42,6 +43,8 @@ static const command commands[] = {
     /* ---- "process": the pipeline engineer's rp_cli_process (cli/cmd_process.c) ---- */
     {"process", rp_cli_process, 1, "preprocess a DICOM folder: process DIR --out OUT"},
     {"curate", rp_cli_curate, 1, "build a dataset (manifest, nnU-Net layout) from outputs"},
+    {"fuse", rp_cli_fuse, 1, "queue a study's multi-sequence fusion: fuse --rule NAME --study UID"},
+    {"fit", rp_cli_fit, 1, "fit a Nyul intensity model: fit nyul RULE | --dir DIR... --out M.json"},
     {NULL, NULL, 0, NULL},
 };
 
