@@ -108,6 +108,8 @@ class JobsTest(unittest.TestCase):
         finally:
             stop.set()
             w.join()
+        for j in self.jobs_json():  # and the listing at the end
+            seen.setdefault(j["series_uid"], set()).add(j["state"])
         # what an operator saw on the way
         self.assertIn("running", seen.get(self.uc, set()), seen)
         self.assertIn("queued", seen.get(self.ubig, set()), seen)
