@@ -420,8 +420,9 @@ static int assoc_receive_tls(rp_net *n, int fd, rp_net_assoc **out, rp_net_assoc
     while (w == 0 && !n->stopping.load() && rp_mono_s() < deadline)
         w = rp_tls_wait_data(tc, 500, &pdu_type);
     if (w == 1 && pdu_type != 0x01) {
-        snprintf(why, whysz, "not a DICOM association request over TLS (first PDU is not "
-                             "A-ASSOCIATE-RQ)");
+        snprintf(why, whysz,
+                 "not a DICOM association request over TLS (first PDU is not "
+                 "A-ASSOCIATE-RQ)");
         rp_tls_conn_free(tc);
         return RP_EPARSE;
     }
@@ -635,13 +636,18 @@ class RpSpoolConsumer : public DcmConsumer
     {
         EVP_MD_CTX_free(md_);
     }
+    /* Always "good" towards dcmtk: when the limit is passed or the disk fails, the rest of
+     * the dataset is read and dropped here. Failing the write instead makes dcmtk drain the
+     * dataset itself (DIMSE_ignoreDataSet), which waits for PDVs that never come when the
+     * failing PDV was the last one, and the association dies on the DIMSE timeout. The
+     * caller checks too_big()/write_error() after the receive. */
     OFBool good() const override
     {
-        return !too_big_ && !werr_;
+        return OFTrue;
     }
     OFCondition status() const override
     {
-        return good() ? EC_Normal : EC_StreamNotifyClient;
+        return EC_Normal;
     }
     OFBool isFlushed() const override
     {
@@ -653,11 +659,12 @@ class RpSpoolConsumer : public DcmConsumer
     }
     offile_off_t write(const void *buf, offile_off_t len) override
     {
-        if (!good())
-            return 0;
+        received_ += (long long)len;
+        if (too_big_ || werr_)
+            return len;
         if (limit_ > 0 && total_ + (long long)len > limit_) {
             too_big_ = true;
-            return 0;
+            return len;
         }
         if (md_)
             EVP_DigestUpdate(md_, buf, (size_t)len);
@@ -665,13 +672,10 @@ class RpSpoolConsumer : public DcmConsumer
         const char *p = (const char *)buf;
         size_t left = (size_t)len;
         /* Small writes (the meta header's elements) are gathered; big PDVs go straight. */
-        if (used_ + left > sizeof buf_) {
-            if (!drain())
-                return 0;
-        }
+        if (used_ + left > sizeof buf_ && !drain())
+            return len;
         if (left >= sizeof buf_) {
-            if (!write_all(p, left))
-                return 0;
+            write_all(p, left);
         } else {
             memcpy(buf_ + used_, p, left);
             used_ += left;
@@ -696,7 +700,7 @@ class RpSpoolConsumer : public DcmConsumer
     }
     long long total() const
     {
-        return total_;
+        return received_;
     }
     bool digest(char hex[65])
     {
@@ -736,7 +740,8 @@ class RpSpoolConsumer : public DcmConsumer
     }
     int fd_;
     long long limit_;
-    long long total_ = 0;
+    long long total_ = 0;    /* bytes accepted into the file */
+    long long received_ = 0; /* bytes that came, dropped ones included */
     bool too_big_ = false, werr_ = false;
     int errno_ = 0;
     EVP_MD_CTX *md_ = NULL;

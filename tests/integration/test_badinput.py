@@ -14,6 +14,7 @@ a half file in store/ or spool/.
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 import unittest
@@ -306,6 +307,33 @@ class TestResourceLimits(unittest.TestCase):
             assert_store_clean(self, node)
         finally:
             self.assertEqual(node.stop(), 0)
+
+    def test_disk_full_mid_write(self):
+        """The disk fills while the dataset is written (min_free_mb=0, a 3 MB tmpfs):
+        0xA700, no half file anywhere, the next small instance is stored. Needs mount
+        rights (root); skipped elsewhere."""
+        mnt = rptest.tempdir("tinyfs")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here")
+        try:
+            node = rptest.Radprepd(workdir=mnt, node={"min_free_mb": 0}).start()
+            try:
+                big = os.path.join(D, "xray", "mg_ge_senographe_mono2_jpeg_lossless.dcm")
+                small = os.path.join(D, "non_image_objects", "sr_comprehensive.dcm")
+                res = rptest.storescu_asis(node.port, [big])
+                self.assertRegex(res.status[big], r"(?i)out ?of ?resources",
+                                 res.out[-1000:] + node.log_tail())
+                node.wait_log(r"store failed .*status=0xA700 reason=.*(No space|write)")
+                self.assertEqual(node.files_in_store(), [])
+                self.assertEqual(node.files_in_spool(), [])
+                res = rptest.storescu(node.port, [small])
+                self.assertEqual(res.status[small], "Success", res.out[-2000:])
+                assert_store_clean(self, node)
+            finally:
+                node.stop()
+        finally:
+            subprocess.run(["umount", mnt])
 
     def test_max_instance_mb(self):
         node = rptest.Radprepd(node={"max_instance_mb": 1}).start()
