@@ -482,12 +482,12 @@ static void *conn_thread(void *p)
         int probe = rc == RP_ENET || rc == RP_ECANCELED;
         const char *tr = ca.net == n->tls_net ? "tls" : "plain";
         rp_log(probe ? RP_LOG_INFO : RP_LOG_WARN, MOD,
-               "connection dropped peer=%s:%d transport=%s reason=%s", a.info.peer_host,
-               a.info.peer_port, tr, rp_log_kv_quote(why, qw, sizeof qw));
+               "connection dropped peer=%s:%d reason=%s transport=%s", a.info.peer_host,
+               a.info.peer_port, rp_log_kv_quote(why, qw, sizeof qw), tr);
         if (!probe) {
             atomic_fetch_add(&n->st_rejected, 1);
-            node_event(n, "association", "result=dropped peer=%s:%d transport=%s reason=\"%s\"",
-                       a.info.peer_host, a.info.peer_port, tr, why);
+            node_event(n, "association", "result=dropped peer=%s:%d reason=\"%s\" transport=%s",
+                       a.info.peer_host, a.info.peer_port, why, tr);
         }
         thread_done(n);
         return NULL;
