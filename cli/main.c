@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/cmd_audit.h"
 #include "cli/cmd_fuse.h"
 #include "common/common.h"
 #include "conf/conf.h"
@@ -35,6 +36,7 @@ static const command commands[] = {
     {"jobs", rp_cli_jobs, 1, "processing jobs"},
     {"outbox", rp_cli_outbox, 1, "derived instances waiting to be sent"},
     {"events", rp_cli_events, 1, "the audit trail (associations, jobs, reopenings...)"},
+    {"audit", rp_cli_audit, 1, "who sent a study, from where, over what, when: audit --study UID"},
     {"trigger", rp_cli_trigger, 1, "mark series complete now and queue their processing"},
     {"reprocess", rp_cli_reprocess, 1, "run the processing of series again"},
     {"send", rp_cli_send, 1, "re-queue outbox entries (dead ones by default)"},

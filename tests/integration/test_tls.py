@@ -19,6 +19,7 @@ Sending: the outbox sends derived instances over TLS to dcmtk storescp +tls (und
 bind_loopback shim), with the node certificate as client certificate; a receiver whose
 certificate comes from another CA gets nothing.
 """
+import json
 import os
 import re
 import shutil
@@ -157,6 +158,29 @@ def receiving(tmp, pki):
               "events row for the tls_only rejection")
         r = rptest.echoscu(d.port, aet="PLAIN")
         check(r.returncode == 0, "a peer without tls_only still works on the plain port")
+
+        # 3b. audit: who sent this study, from where, over what, when
+        plain_files, _, _ = make_series(os.path.join(tmp, "series_plain"), 2, study_uid=study,
+                                        series_number=2)
+        r = rptest.storescu(d.port, plain_files, aet="PLAIN", timeout=60)
+        check(len(r.ok()) == 2, "PLAIN stores 2 more instances of the study on the plain port")
+        time.sleep(1.5)  # index batch + the association's end event
+        p = subprocess.run([rptest.radprep_bin(), "--config", d.config_path, "audit", "--study",
+                            study, "--json"], capture_output=True, text=True, timeout=60)
+        rows = json.loads(p.stdout) if p.returncode == 0 and p.stdout.strip() else []
+        tls_rows = [x for x in rows if x.get("calling_ae") == "CT1"]
+        plain_rows = [x for x in rows if x.get("calling_ae") == "PLAIN"]
+        check(len(rows) == len(files) + 2 and len(tls_rows) == len(files) and
+              all(x.get("peer_host") == "127.0.0.1" and
+                  re.match(r"tls TLSv1\.[23] \S+ CN=CT1 client,O=radprep test$", x["transport"])
+                  and x.get("received_at") for x in tls_rows) and
+              len(plain_rows) == 2 and all(x["transport"] == "plain" for x in plain_rows),
+              "radprep audit --study lists %d instances with AE, host, transport, time "
+              "(rc=%d %s)\n%s" % (len(rows), p.returncode, p.stderr.strip(), rows[:2]))
+        p = subprocess.run([rptest.radprep_bin(), "--config", d.config_path, "audit", "--study",
+                            "1.2.3.999"], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 1 and "not in the index" in p.stderr,
+              "radprep audit on an unknown study: exit 1 with a reason")
 
         # 4. certificate binding
         r = echo_tls(tls_port, "CT2", pki.client2_key, pki.client2, pki.ca)
