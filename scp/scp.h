@@ -10,6 +10,12 @@
  *    More than max_associations at once (or max_associations_per_peer for one calling AE):
  *    A-ASSOCIATE-RJ transient, "local limit exceeded". While stopping: transient,
  *    "temporary congestion".
+ *  - TLS ([tls] port, scp/tls.h, docs/security.md): a second listener whose connections
+ *    complete a TLS handshake (mutual authentication by default) before the same policy
+ *    runs; in addition a tls_only peer is rejected on the plain port, and a peer bound to a
+ *    certificate (cert_fingerprint / cert_subject) must present it: else "calling AE title
+ *    not recognized". Association lines and events carry transport=plain|tls (+ version,
+ *    cipher, certificate subject); the per-instance "stored" line carries peer and transport.
  *  - Presentation contexts: Verification and every storage SOP class dcmtk knows, with the
  *    first proposed of: implicit/explicit LE, explicit BE, deflated, JPEG baseline/extended/
  *    lossless (14, SV1), JPEG-LS lossless/near-lossless, JPEG 2000 lossless/lossy, RLE.
