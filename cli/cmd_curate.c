@@ -92,7 +92,6 @@ typedef struct cur_case {
     double spacing[3];
     int metal_count; /* -1: unknown */
     char split[16];
-    char order_key[65]; /* split ordering hash */
 } cur_case;
 
 typedef struct cur_opts {
@@ -432,13 +431,6 @@ static int cmp_by_id(const void *a, const void *b)
     return strcmp(((const cur_case *)a)->id, ((const cur_case *)b)->id);
 }
 
-static int cmp_by_order_key(const void *a, const void *b)
-{
-    const cur_case *x = *(cur_case *const *)a, *y = *(cur_case *const *)b;
-    int r = strcmp(x->order_key, y->order_key);
-    return r ? r : strcmp(x->id, y->id);
-}
-
 /* Keep, per series, only the cases of its newest source folder (after the sort, the first
  * case of each series comes from that folder). */
 static void dedupe(cur_set *s)
@@ -480,34 +472,29 @@ static int make_ids(cur_set *s, const char *salt)
     return 0;
 }
 
-/* Seeded, order-independent assignment: cases sorted by sha256(seed:id); the first
- * round(f1*n) go to the first split, and so on (cumulative rounding, the last takes the rest). */
+/* Seeded and stable: each case draws u = sha256("seed:id")[:16 hex] / 2^64 in [0,1) and goes to
+ * the first split whose cumulative fraction exceeds u. A case's split depends only on its
+ * id and the seed, never on the other cases, so a dataset that grows night after night keeps
+ * every case where it was (no validation case ever moves into training). The counts follow
+ * the fractions statistically, not exactly. */
 static int assign_splits(cur_set *s, const cur_opts *o)
 {
-    if (o->n_splits == 0 || s->n == 0)
-        return 0;
-    cur_case **ord = malloc(s->n * sizeof *ord);
-    if (!ord)
-        return RP_ENOMEM;
-    for (size_t i = 0; i < s->n; i++) {
-        char buf[128];
+    for (size_t i = 0; o->n_splits && i < s->n; i++) {
+        char buf[128], hex[65];
         int len = snprintf(buf, sizeof buf, "%lld:%s", o->seed, s->c[i].id);
-        rp_curate_sha256_hex(buf, (size_t)len, s->c[i].order_key);
-        ord[i] = &s->c[i];
+        if (rp_curate_sha256_hex(buf, (size_t)len, hex) != 0)
+            return RP_EINTERNAL;
+        hex[16] = '\0';
+        double u = (double)strtoull(hex, NULL, 16) / 18446744073709551616.0;
+        double cum = 0;
+        int k = 0;
+        for (; k < o->n_splits - 1; k++) {
+            cum += o->split_frac[k];
+            if (u < cum)
+                break;
+        }
+        rp_strlcpy(s->c[i].split, o->split_name[k], sizeof s->c[i].split);
     }
-    qsort(ord, s->n, sizeof *ord, cmp_by_order_key);
-    double cum = 0;
-    size_t start = 0;
-    for (int k = 0; k < o->n_splits; k++) {
-        cum += o->split_frac[k];
-        size_t end = k == o->n_splits - 1 ? s->n : (size_t)(cum * (double)s->n + 0.5);
-        if (end > s->n)
-            end = s->n;
-        for (size_t i = start; i < end; i++)
-            rp_strlcpy(ord[i]->split, o->split_name[k], sizeof ord[i]->split);
-        start = end > start ? end : start;
-    }
-    free(ord);
     return 0;
 }
 

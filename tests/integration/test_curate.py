@@ -72,6 +72,17 @@ def tree(root):
     return out
 
 
+def expected_split(seed, case, splits):
+    """The documented rule: u = sha256("seed:case")[:16 hex] / 2^64, first cumulative > u."""
+    u = int(hashlib.sha256(("%d:%s" % (seed, case)).encode()).hexdigest()[:16], 16) / 2.0**64
+    cum = 0.0
+    for name, frac in splits[:-1]:
+        cum += frac
+        if u < cum:
+            return name
+    return splits[-1][0]
+
+
 def curate(*args, check=None):
     r = subprocess.run([rp.RADPREP, "curate", *args], capture_output=True, text=True,
                        timeout=600)
@@ -250,7 +261,19 @@ class CurateFromDir(unittest.TestCase):
                check=0)
         self.assertEqual(tree(b), first)
         m, rows = self.manifest(a)
-        self.assertEqual(sorted(r["split"] for r in rows), ["train", "train", "val"])
+        for r in rows:
+            self.assertEqual(r["split"], expected_split(7, r["case"],
+                                                        [("train", 0.67), ("val", 0.33)]))
+        # stable: a case keeps its split when the dataset changes (here: one series less)
+        c = self.ds("det/c/ds")
+        curate("--from-dir", self.outputs, "--out", c, "--no-timestamp", "--split",
+               "train=0.67,val=0.33", "--seed", "7", "--salt-file", os.path.join(a, ".salt"),
+               "--modality", "CT", check=0)
+        _, rows_c = self.manifest(c)
+        self.assertEqual(len(rows_c), 2)
+        before = {r["case"]: r["split"] for r in rows}
+        for r in rows_c:
+            self.assertEqual(r["split"], before[r["case"]])
         self.assertEqual(m["split"], {"train": 0.67, "val": 0.33})
         # with a timestamp, only `created` differs
         curate("--from-dir", self.outputs, "--out", b, "--split", "train=0.67,val=0.33",
@@ -292,7 +315,9 @@ class CurateFromDir(unittest.TestCase):
             splits = json.load(f)
         self.assertEqual(len(splits), 1)
         self.assertEqual(sorted(splits[0]["train"] + splits[0]["val"]), ids)
-        self.assertEqual((len(splits[0]["train"]), len(splits[0]["val"])), (1, 1))
+        for name in ("train", "val"):
+            self.assertEqual(splits[0][name], [i for i in ids if expected_split(
+                3, i, [("train", 0.5), ("val", 0.5)]) == name])
         # mixing modalities in one nnU-Net dataset is refused
         r = curate("--from-dir", self.outputs, "--out", self.ds("nn_mixed"), "--layout", "nnunet",
                    check=2)
