@@ -112,6 +112,17 @@ int rp_cli_check_config(int argc, char **argv, const rp_conf *global)
                r->builtin ? "built-in" : "file    ", r->modality[0] ? r->modality : "any",
                r->priority, r->steps);
     }
+    printf("fusions     %zu\n", c.n_fusions);
+    for (size_t i = 0; i < c.n_fusions; i++) {
+        const rp_conf_fusion *f = &c.fusions[i];
+        printf("  %-16s sequences=", f->name);
+        for (int k = 0; k < f->n_seq; k++)
+            printf("%s%s%s", k ? "," : "", f->seq[k].name, f->seq[k].custom ? "(file)" : "");
+        printf(" reference=%s layout=%s%s%s normalize=\"%s\"\n", f->seq[f->reference].name,
+               f->layout & RP_FUSION_LAYOUT_NIFTI4D ? "nifti4d" : "",
+               f->layout == (RP_FUSION_LAYOUT_NIFTI4D | RP_FUSION_LAYOUT_NNUNET) ? "+" : "",
+               f->layout & RP_FUSION_LAYOUT_NNUNET ? "nnunet" : "", f->normalize);
+    }
     printf("steps       %s\n", steps_checked ? "checked by the recipe parser"
                                              : "NOT checked (no recipe parser in this build)");
     rp_conf_free(&c);
