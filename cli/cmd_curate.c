@@ -381,6 +381,12 @@ static int walk_outputs(cur_set *s, const cur_opts *o, const char *dir, int dept
         return 0;
     }
     int rc = 0;
+    /* a curated dataset inside the tree is not a source (its files are links to sources) */
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], "manifest.json") == 0) {
+            rp_curate_free_names(names, n);
+            return 0;
+        }
     if (count_images(names, n) > 0) {
         dir_meta m;
         memset(&m, 0, sizeof m);
