@@ -403,5 +403,39 @@ class CurateFromIndex(unittest.TestCase):
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
+class CurateTimerUnits(unittest.TestCase):
+    """systemd/radprep-curate@.service + .timer (nightly curation) pass systemd-analyze verify
+    as an instance, and the same check notices a mistake."""
+
+    def verify(self, service_text, timer_text):
+        d = tempfile.mkdtemp(prefix="rp_curate_units_")
+        try:
+            svc = os.path.join(d, "radprep-curate@chest.service")
+            tim = os.path.join(d, "radprep-curate@chest.timer")
+            with open(svc, "w") as f:
+                f.write(service_text.replace("/usr/bin/radprep ", rp.RADPREP + " "))
+            with open(tim, "w") as f:
+                f.write(timer_text)
+            r = subprocess.run(["systemd-analyze", "verify", "--man=no", svc, tim],
+                               capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, SYSTEMD_LOG_LEVEL="warning",
+                                        SYSTEMD_COLORS="0", SYSTEMD_PAGER=""))
+            return r.returncode, [x for x in (r.stdout + r.stderr).splitlines() if x.strip()]
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def test_units(self):
+        with open(os.path.join(rp.SRC, "systemd", "radprep-curate@.service")) as f:
+            svc = f.read()
+        with open(os.path.join(rp.SRC, "systemd", "radprep-curate@.timer")) as f:
+            tim = f.read()
+        self.assertEqual(self.verify(svc, tim), (0, []))
+        self.assertIn(" curate --out /var/lib/radprep/datasets/%i $CURATE_ARGS", svc)
+        self.assertIn("Persistent=true", tim)
+        rc, noise = self.verify(svc.replace("IOSchedulingClass=idle", "IOSchedulingClas=idle"),
+                                tim)
+        self.assertTrue(any("IOSchedulingClas" in x for x in noise), noise)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
