@@ -79,7 +79,7 @@ class CTEndToEnd(unittest.TestCase):
         sops, src_aff, src_shape, src_sp = source_geometry(files)
         tmp = rp.tmpdir("rp_e2e_ct_")
         node = rp.Node(os.path.join(tmp, "n"), quiet_s=2, cheap_rule=False,
-                       extra_node="job_timeout_s = 1500").start()
+                       extra_node="job_timeout_s = 780").start()
         try:
             t0 = time.time()
             rc, ok, out = rp.storescu(node.port, files)
@@ -87,7 +87,7 @@ class CTEndToEnd(unittest.TestCase):
             self.assertEqual((rc, ok), (0, 133), out[-2000:])
             import pydicom
             uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-            job = node.wait_job(uid, 1, states=("done", "dead"), timeout=1500)
+            job = node.wait_job(uid, 1, states=("done", "dead"), timeout=800)  # under ctest's 900 s
             t_done = time.time()
             self.assertEqual(job["state"], "done", (job, node.log()[-3000:]))
             s = node.series(uid)
