@@ -87,7 +87,7 @@ class CTEndToEnd(unittest.TestCase):
             self.assertEqual((rc, ok), (0, 133), out[-2000:])
             import pydicom
             uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-            job = node.wait_job(uid, 1, states=("done", "dead"), timeout=800)  # under ctest's 900 s
+            job = node.wait_job(uid, 1, states=("done", "dead"), timeout=800)  # < ctest's 900
             t_done = time.time()
             self.assertEqual(job["state"], "done", (job, node.log()[-3000:]))
             s = node.series(uid)
