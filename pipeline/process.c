@@ -302,17 +302,24 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
         return;
     }
     if (st->need_resample) {
-        if (!o->resample_irregular) {
-            cJSON_AddStringToObject(sqc, "error", "irregular geometry and resampling is off");
+        if (!o->resample_irregular && !st->uneven) {
+            /* evenly spaced but sheared (gantry tilt): the voxels stay as acquired and the
+             * sform carries the shear exactly; the qform can only be the nearest rigid one */
+            cJSON_AddStringToObject(sqc, "geometry",
+                                    "sheared grid kept: sform exact (with shear), qform nearest "
+                                    "rigid; no resampling");
+        } else if (!o->resample_irregular) {
+            cJSON_AddStringToObject(sqc, "error",
+                                    "uneven slice spacing cannot be one affine and resampling "
+                                    "is off");
             cJSON_AddStringToObject(sqc, "status", "failed");
             fail(rs, RP_EGEOM,
-                 "series %s: slices are not on a regular grid (tilt or uneven "
-                 "spacing) and resampling is off",
-                 in->series_uid);
+                 "series %s: uneven slice spacing (%.3f to %.3f mm) and resampling is off",
+                 in->series_uid, st->gap_min, st->gap_max);
             rp_stack_data_free(&d);
             return;
         }
-        rc = rp_stack_resample(st, &d, err, sizeof err);
+        rc = o->resample_irregular ? rp_stack_resample(st, &d, err, sizeof err) : 0;
         if (rc) {
             cJSON_AddStringToObject(sqc, "error", err);
             cJSON_AddStringToObject(sqc, "status", "failed");
