@@ -737,15 +737,28 @@ static int flush_batch(index_ctx *x)
 
 static int index_one(rp_store *s, const char *abs, const char *rel, const char *sop, void *ctx)
 {
-    (void)s;
     index_ctx *x = ctx;
     if (x->only_missing) {
         rp_instance_meta have;
         int g = rp_db_instance_get(x->db, sop, &have);
-        if (g == 0)
-            return 0;
-        if (g != RP_ENOENT)
+        if (g != 0 && g != RP_ENOENT)
             return g;
+        if (g == 0 && strcmp(have.file_path, rel) == 0)
+            return 0;
+        if (g == 0) {
+            /* The row points elsewhere: after a crash in the middle of a cross-series
+             * replace, the file it names may be gone; then this file is the instance. */
+            char other[RP_PATH_MAX + 1100];
+            struct stat ost;
+            snprintf(other, sizeof other, "%s/%s", s->root, have.file_path);
+            if (stat(other, &ost) == 0) {
+                RP_WARN(MOD,
+                        "same SOP Instance UID stored twice, index keeps file=%s "
+                        "other=%s",
+                        have.file_path, rel);
+                return 0;
+            }
+        }
     }
     rp_instance_meta *m = &x->batch[x->n];
     char why[256];
