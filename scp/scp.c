@@ -7,12 +7,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -44,11 +46,12 @@ struct rp_node {
      * event insert waiting for the index writer's transaction. */
     rp_db *db_lookup;
     pthread_mutex_t lookup_lock;
+    int lock_fd; /* <data_dir>/radprepd.lock, flock'd while the node runs */
     rp_db_queue *queue;
     char db_path[RP_PATH_MAX + 32];
     rp_net *net;
-    rp_net *tls_net;  /* the [tls] port's listener, NULL when TLS is off */
-    rp_tls *tls;      /* its server-role layer (scp/tls.h) */
+    rp_net *tls_net;         /* the [tls] port's listener, NULL when TLS is off */
+    rp_tls *tls;             /* its server-role layer (scp/tls.h) */
     double tls_expiry_check; /* next time (monotonic s) the node certificate's expiry is checked */
     rp_node_service services[MAX_SERVICES];
     size_t n_services, n_started;
@@ -301,14 +304,12 @@ static void hex_norm(const char *in, char *out, size_t outsz)
 
 /* A [peer] bound to a certificate (cert_fingerprint and/or cert_subject) must present that
  * certificate, which only a TLS association can do. 1 when it does (or no binding). */
-static int cert_matches(const rp_conf_peer *p, const rp_net_assoc_info *in, char *why,
-                        size_t whysz)
+static int cert_matches(const rp_conf_peer *p, const rp_net_assoc_info *in, char *why, size_t whysz)
 {
     if (!p->cert_fingerprint[0] && !p->cert_subject[0])
         return 1;
     if (!in->tls || !in->tls_peer.sha256[0]) {
-        snprintf(why, whysz, "peer %s is bound to a certificate and none was presented",
-                 p->name);
+        snprintf(why, whysz, "peer %s is bound to a certificate and none was presented", p->name);
         return 0;
     }
     if (p->cert_fingerprint[0]) {
@@ -339,8 +340,7 @@ static const char *transport_kv(const rp_net_assoc_info *in, char *buf, size_t b
     snprintf(buf, bufsz, "transport=tls tls_version=%s cipher=%s cert_subject=%s",
              in->tls_peer.protocol[0] ? in->tls_peer.protocol : "-",
              in->tls_peer.cipher[0] ? in->tls_peer.cipher : "-",
-             rp_log_kv_quote(in->tls_peer.subject[0] ? in->tls_peer.subject : "-", qs,
-                             sizeof qs));
+             rp_log_kv_quote(in->tls_peer.subject[0] ? in->tls_peer.subject : "-", qs, sizeof qs));
     return buf;
 }
 
@@ -507,8 +507,7 @@ static void *conn_thread(void *p)
         rp_net_assoc_reject(as, d.rj);
         char qw[500];
         RP_WARN(MOD, "association rejected calling_ae=%s called_ae=%s peer=%s:%d %s reason=%s", qc,
-                qd, a.info.peer_host, a.info.peer_port, tkv,
-                rp_log_kv_quote(d.why, qw, sizeof qw));
+                qd, a.info.peer_host, a.info.peer_port, tkv, rp_log_kv_quote(d.why, qw, sizeof qw));
         node_event(n, "association",
                    "result=rejected calling_ae=%s called_ae=%s peer=%s:%d %s "
                    "reason=\"%s\"",
@@ -637,6 +636,7 @@ int rp_node_new(const rp_conf *c, rp_node **out)
         return RP_ENOMEM;
     n->conf = c;
     n->shutdown_grace_s = 20;
+    n->lock_fd = -1;
     pthread_mutex_init(&n->lock, NULL);
     pthread_mutex_init(&n->events_lock, NULL);
     pthread_mutex_init(&n->lookup_lock, NULL);
@@ -704,8 +704,8 @@ static void tls_expiry_check(rp_node *n)
     if (days < 0)
         RP_ERROR(MOD, "tls cert expired cert=%s days_left=%d", c->tls_cert, days);
     else if (days < c->tls_expiry_warn_days)
-        RP_WARN(MOD, "tls cert expires soon cert=%s days_left=%d expiry_warn_days=%d",
-                c->tls_cert, days, c->tls_expiry_warn_days);
+        RP_WARN(MOD, "tls cert expires soon cert=%s days_left=%d expiry_warn_days=%d", c->tls_cert,
+                days, c->tls_expiry_warn_days);
 }
 
 int rp_node_start(rp_node *n, char *err, size_t errsz)
@@ -719,6 +719,32 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
         goto fail;
     }
     rp_store_db_path(n->store, n->db_path, sizeof n->db_path);
+    /* One node per data_dir: a second one's reconciliation would delete the first one's
+     * spool files while they are being received. */
+    {
+        char lp[RP_PATH_MAX + 32];
+        snprintf(lp, sizeof lp, "%s/radprepd.lock", c->data_dir);
+        n->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (n->lock_fd < 0 || flock(n->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            char other[32] = "";
+            if (n->lock_fd >= 0) {
+                ssize_t r = pread(n->lock_fd, other, sizeof other - 1, 0);
+                other[r > 0 ? r : 0] = '\0';
+                other[strcspn(other, "\n")] = '\0';
+            }
+            snprintf(err, errsz, "another radprepd (pid %s) is using data_dir=%s",
+                     other[0] ? other : "?", c->data_dir);
+            if (n->lock_fd >= 0)
+                close(n->lock_fd);
+            n->lock_fd = -1;
+            rc = RP_EBUSY;
+            goto fail;
+        }
+        char pid[32];
+        int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (ftruncate(n->lock_fd, 0) != 0 || pwrite(n->lock_fd, pid, (size_t)len, 0) != len)
+            RP_WARN(MOD, "cannot write pid into %s", lp);
+    }
     if ((rc = rp_db_open(n->db_path, &n->db_events)) != 0) {
         snprintf(err, errsz, "cannot open the index %s: %s", n->db_path, rp_strerror(rc));
         goto fail;
@@ -822,8 +848,8 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
             "max_associations=%d duplicate_policy=%s min_free_mb=%lld reconciled=%ld "
             "start_seconds=%.3f version=%s",
             c->ae_title, rp_log_kv_quote(c->bind[0] ? c->bind : "0.0.0.0", qb, sizeof qb),
-            rp_net_port(n->net), n->tls_net ? rp_net_port(n->tls_net) : 0, c->data_dir,
-            c->n_peers, c->max_associations,
+            rp_net_port(n->net), n->tls_net ? rp_net_port(n->tls_net) : 0, c->data_dir, c->n_peers,
+            c->max_associations,
             c->duplicate_policy == RP_DUP_REPLACE  ? "replace"
             : c->duplicate_policy == RP_DUP_REJECT ? "reject"
                                                    : "keep_first",
@@ -973,6 +999,8 @@ void rp_node_free(rp_node *n)
     rp_tls_free(n->tls); /* after its network: dcmtk's layer pointer dies with it */
     rp_store_close(n->store);
     pthread_mutex_destroy(&n->lock);
+    if (n->lock_fd >= 0)
+        close(n->lock_fd); /* releases the flock */
     pthread_mutex_destroy(&n->events_lock);
     pthread_mutex_destroy(&n->lookup_lock);
     pthread_cond_destroy(&n->idle);

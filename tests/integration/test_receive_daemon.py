@@ -56,6 +56,16 @@ class TestCommandLine(unittest.TestCase):
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("bind", p.stderr)
 
+    def test_one_node_per_data_dir(self):
+        first = rptest.Radprepd().start()
+        try:
+            p = run(["--config", first.config_path, "--port", str(rptest.free_port())])
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("another radprepd (pid %d)" % first.pid, p.stderr)
+            self.assertEqual(rptest.echoscu(first.port).returncode, 0)
+        finally:
+            self.assertEqual(first.stop(), 0)
+
     def test_command_line_overrides_file(self):
         node = rptest.Radprepd(ae="FILEAE")
         port = rptest.free_port()
