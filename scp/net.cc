@@ -99,7 +99,8 @@ static const std::set<std::string> &storage_classes()
 /* ---- transport: TCP_NODELAY + TCP_QUICKACK re-armed after reads ------------------------ */
 
 static bool g_quickack = true;
-static bool g_nodelay = true; /* RP_NET_NODELAY=0 turns it off, for measurements only */
+static bool g_nodelay = true;         /* RP_NET_NODELAY=0 turns it off, for measurements only */
+static bool g_early_writeback = true; /* RP_NET_EARLY_WRITEBACK=0: for measurements only */
 
 class RpTcpConnection : public DcmTCPConnection
 {
@@ -190,6 +191,8 @@ extern "C" void rp_net_global_init(const rp_net_params *p)
     g_quickack = !(qa && strcmp(qa, "0") == 0);
     const char *nd = getenv("RP_NET_NODELAY");
     g_nodelay = !(nd && strcmp(nd, "0") == 0);
+    const char *ew = getenv("RP_NET_EARLY_WRITEBACK");
+    g_early_writeback = !(ew && strcmp(ew, "0") == 0);
 }
 
 static int make_listen_socket(const char *bind_addr, int port, int *out_port, char *err,
@@ -735,9 +738,17 @@ class RpSpoolConsumer : public DcmConsumer
             }
             p += w;
             n -= (size_t)w;
+            written_ += w;
+        }
+        /* Start writeback of what has arrived while the rest is still on the wire, so the
+         * final fsync (before the response) only waits for the tail and the metadata. */
+        if (g_early_writeback && written_ - kicked_ >= (1 << 17)) {
+            sync_file_range(fd_, kicked_, written_ - kicked_, SYNC_FILE_RANGE_WRITE);
+            kicked_ = written_;
         }
         return true;
     }
+    off_t written_ = 0, kicked_ = 0;
     int fd_;
     long long limit_;
     long long total_ = 0;    /* bytes accepted into the file */
