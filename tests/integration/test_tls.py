@@ -195,6 +195,39 @@ def receiving(tmp, pki):
         r = rptest.echoscu(d.port, aet="CT2")
         check(r.returncode != 0, "CT2 (bound to a certificate) cannot use the plain port")
 
+        # 4b. a silent TCP connection and a client stuck after its handshake do not hold up
+        # others (handshakes run in the connection's thread, off dcmtk's hand-off lock), and
+        # several TLS associations run at once
+        import socket
+        import threading
+        silent = socket.create_connection(("127.0.0.1", tls_port))
+        stuck = subprocess.Popen(
+            ["openssl", "s_client", "-quiet", "-connect", "127.0.0.1:%d" % tls_port,
+             "-cert", pki.client, "-key", pki.client_key, "-CAfile", pki.ca],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        par_files, _, _ = make_series(os.path.join(tmp, "series_par"), 12, study_uid=study,
+                                      series_number=3)
+        results = [None] * 4
+        t0 = time.time()
+
+        def one(k):
+            results[k] = storescu_tls(tls_port, par_files[k::4], "CT1", pki.client_key,
+                                      pki.client, pki.ca)
+        ths = [threading.Thread(target=one, args=(k,)) for k in range(4)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        dt = time.time() - t0
+        check(all(r is not None and len(r.ok()) == 3 for r in results) and dt < 8.0,
+              "4 parallel TLS associations store 12/12 in %.1f s while a silent connection and "
+              "a client stuck after its handshake are open (acse_timeout_s=10)" % dt)
+        silent.close()
+        stuck.stdin.close()
+        stuck.terminate()
+        stuck.wait(10)
+
         # 5. TLS 1.1 refused by the server; TLS 1.2 with the same client works
         def s_client(ver):
             p = subprocess.run(
