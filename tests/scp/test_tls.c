@@ -124,6 +124,32 @@ static void test_bad_material(void **state)
     rp_conf_free(&c);
 }
 
+static void test_passphrase_file(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("cd %s && openssl pkey -in server.key -aes256 -passout pass:s3cret "
+                        "-out enc.key && printf 's3cret\\n' > pass.txt && printf 'wrong\\n' > "
+                        "bad.txt && chmod 600 enc.key pass.txt bad.txt",
+                        g_tmp),
+                     0);
+    rp_conf c;
+    char err[512];
+    rp_tls *t = NULL;
+    tls_conf(&c);
+    path(c.tls_key, sizeof c.tls_key, "enc.key");
+    path(c.tls_key_passphrase_file, sizeof c.tls_key_passphrase_file, "pass.txt");
+    assert_int_equal(rp_tls_new(&c, RP_TLS_SERVER, &t, err, sizeof err), 0);
+    rp_tls_free(t);
+    t = NULL;
+    path(c.tls_key_passphrase_file, sizeof c.tls_key_passphrase_file, "bad.txt");
+    assert_int_equal(rp_tls_new(&c, RP_TLS_SERVER, &t, err, sizeof err), RP_ECONF);
+    assert_non_null(strstr(err, "enc.key"));
+    /* no passphrase file: refused at once, never a console prompt */
+    c.tls_key_passphrase_file[0] = '\0';
+    assert_int_equal(rp_tls_new(&c, RP_TLS_SERVER, &t, err, sizeof err), RP_ECONF);
+    rp_conf_free(&c);
+}
+
 static void test_days_left(void **state)
 {
     (void)state;
@@ -248,6 +274,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_server_and_client),
         cmocka_unit_test(test_bad_material),
+        cmocka_unit_test(test_passphrase_file),
         cmocka_unit_test(test_days_left),
         cmocka_unit_test(test_accept_trusted_client),
         cmocka_unit_test(test_refuse_client_without_cert),
