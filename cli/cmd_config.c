@@ -7,10 +7,8 @@
 
 #include "cli/cli.h"
 #include "common/common.h"
+#include "pipeline/pipeline.h"
 
-/* The hook to the pipeline's recipe parser (pipeline/recipe.h). Weak so that the tool still
- * links, and says so, in a build whose pipeline has no parser. */
-int rp_recipe_check(const char *steps, char *err, size_t errlen) __attribute__((weak));
 
 static void usage(FILE *fp)
 {
@@ -58,10 +56,9 @@ int rp_cli_check_config(int argc, char **argv, const rp_conf *global)
     char warn[512] = "";
     if (rp_conf_tls_check(&c, err, sizeof err, warn, sizeof warn) != 0)
         goto fail;
-    int steps_checked = rp_recipe_check != NULL;
-    if (steps_checked && rp_conf_validate_rules(&c, rp_recipe_check, err, sizeof err) != 0)
+    if (rp_conf_validate_rules(&c, rp_pipeline_check_recipe, err, sizeof err) != 0)
         goto fail;
-    if (steps_checked && rp_conf_validate_fusions(&c, rp_recipe_check, err, sizeof err) != 0)
+    if (rp_conf_validate_fusions(&c, rp_pipeline_check_recipe, err, sizeof err) != 0)
         goto fail;
 
     if (warn[0])
@@ -123,8 +120,7 @@ int rp_cli_check_config(int argc, char **argv, const rp_conf *global)
                f->layout == (RP_FUSION_LAYOUT_NIFTI4D | RP_FUSION_LAYOUT_NNUNET) ? "+" : "",
                f->layout & RP_FUSION_LAYOUT_NNUNET ? "nnunet" : "", f->normalize);
     }
-    printf("steps       %s\n", steps_checked ? "checked by the recipe parser"
-                                             : "NOT checked (no recipe parser in this build)");
+    printf("steps       checked by the recipe parser\n");
     rp_conf_free(&c);
     return 0;
 fail:

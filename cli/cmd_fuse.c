@@ -17,7 +17,6 @@
 #include "common/common.h"
 #include "db/db.h"
 #include "pipeline/pipeline.h"
-#include "pipeline/recipe.h"
 #include "scp/fusion.h"
 #include "store/store.h"
 
@@ -320,16 +319,8 @@ static int rule_files(const rp_conf *c, const rp_conf_rule *rule, long long max,
         rp_db_series_info si;
         if (rp_db_series_get(db, u.v[i], &si) != 0 || !strcmp(si.state, "receiving"))
             continue;
-        rp_series_info info;
-        memset(&info, 0, sizeof info);
-        rp_strlcpy(info.modality, si.modality, sizeof info.modality);
-        rp_strlcpy(info.body_part, si.body_part, sizeof info.body_part);
-        rp_strlcpy(info.series_description, si.description, sizeof info.series_description);
-        rp_strlcpy(info.series_uid, si.series_uid, sizeof info.series_uid);
-        rp_strlcpy(info.study_uid, si.study_uid, sizeof info.study_uid);
-        info.slice_thickness = si.slice_thickness;
-        info.repetition_time = info.echo_time = info.inversion_time = -1;
-        const rp_conf_rule *m = rp_recipe_match(c, &info);
+        const rp_conf_rule *m = rp_pipeline_match_rule(c, si.modality, si.body_part,
+                                                       si.description, si.slice_thickness);
         if (!m || strcmp(m->name, rule->name) != 0)
             continue;
         rp_instance_meta *inst = NULL;
@@ -455,7 +446,7 @@ int rp_cli_fit(int argc, char **argv, const rp_conf *c)
     }
     if (steps && steps[0]) {
         char err[512];
-        if (rp_recipe_check(steps, err, sizeof err) != 0) {
+        if (rp_pipeline_check_recipe(steps, err, sizeof err) != 0) {
             fl_free(&fl);
             return rp_cli_fail(RP_CLI_EXIT_USAGE, "fit", "steps: %s", err);
         }

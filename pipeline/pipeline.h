@@ -102,6 +102,14 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
  * command-line --recipe, before any file is read). */
 int rp_pipeline_check_recipe(const char *steps, char *err, size_t errlen);
 
+/* The rule (borrowed from c) that processes a series with these index attributes, or NULL
+ * when none matches: every non-empty criterion of a rule must match, the highest priority
+ * wins. This is how the daemon's jobs and `radprep fit` choose, without the step types. */
+const rp_conf_rule *rp_pipeline_match_rule(const rp_conf *c, const char *modality,
+                                           const char *body_part,
+                                           const char *series_description,
+                                           double slice_thickness);
+
 /* Same, on every regular file below `dir` (recursively; hidden files skipped). */
 int rp_pipeline_process_dir(const rp_conf *c, const char *dir, const char *out_dir,
                             const rp_process_opts *o, rp_process_result *res);

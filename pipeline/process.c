@@ -503,6 +503,21 @@ int rp_pipeline_check_recipe(const char *steps, char *err, size_t errlen)
     return rp_recipe_check(steps, err, errlen);
 }
 
+const rp_conf_rule *rp_pipeline_match_rule(const rp_conf *c, const char *modality,
+                                           const char *body_part,
+                                           const char *series_description,
+                                           double slice_thickness)
+{
+    rp_series_info info;
+    memset(&info, 0, sizeof info);
+    rp_strlcpy(info.modality, modality, sizeof info.modality);
+    rp_strlcpy(info.body_part, body_part, sizeof info.body_part);
+    rp_strlcpy(info.series_description, series_description, sizeof info.series_description);
+    info.slice_thickness = slice_thickness;
+    info.repetition_time = info.echo_time = info.inversion_time = -1;
+    return rp_recipe_match(c, &info);
+}
+
 int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t n,
                               const char *out_dir, const rp_process_opts *opts,
                               rp_process_result *res)

@@ -18,7 +18,6 @@
 #include "common/common.h"
 #include "db/db.h"
 #include "pipeline/pipeline.h"
-#include "pipeline/recipe.h"
 #include "scp/fusion.h"
 #include "scp/outbox.h"
 #include "scp/supervisor.h"
@@ -198,15 +197,8 @@ static int exit_for(int rc)
 /* The rule that matches the series (borrowed from c), or NULL. */
 static const rp_conf_rule *match_rule(const rp_conf *c, const rp_db_series_info *si)
 {
-    rp_series_info info;
-    memset(&info, 0, sizeof info);
-    rp_strlcpy(info.modality, si->modality, sizeof info.modality);
-    rp_strlcpy(info.body_part, si->body_part, sizeof info.body_part);
-    rp_strlcpy(info.series_description, si->description, sizeof info.series_description);
-    rp_strlcpy(info.series_uid, si->series_uid, sizeof info.series_uid);
-    rp_strlcpy(info.study_uid, si->study_uid, sizeof info.study_uid);
-    info.slice_thickness = si->slice_thickness;
-    return rp_recipe_match(c, &info);
+    return rp_pipeline_match_rule(c, si->modality, si->body_part, si->description,
+                                  si->slice_thickness);
 }
 
 /* The processing itself, into tmp_dir: every file of this version goes through the
