@@ -327,8 +327,8 @@ int rp_conf_validate(const rp_conf *c, char *err, size_t errlen)
         return rp_conf_errf(err, errlen, "[tls] port %d out of range 1..65535", c->tls_port);
     if (c->tls_port && c->tls_port == c->port)
         return rp_conf_errf(err, errlen, "[tls] port %d is the same as [node] port", c->tls_port);
-    if (c->max_pdu != 0 && (c->max_pdu < 4096 || c->max_pdu > 1048576))
-        return rp_conf_errf(err, errlen, "[node] max_pdu %u must be 0 or 4096..1048576",
+    if (c->max_pdu != 0 && (c->max_pdu < 4096 || c->max_pdu > 131072))
+        return rp_conf_errf(err, errlen, "[node] max_pdu %u must be 0 or 4096..131072",
                             c->max_pdu);
     if (!c->data_dir[0])
         return rp_conf_errf(err, errlen, "[node] data_dir is empty");

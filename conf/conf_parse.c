@@ -47,7 +47,7 @@ typedef enum {
     K_BOOL,  /* int 0/1 */
     K_SENUM, /* char[size] from a list */
     K_IENUM, /* int index into a list */
-    K_PDU,   /* unsigned: 0 or 4096..1 MiB */
+    K_PDU,   /* unsigned: 0 or 4096..128 KiB (what dcmtk receives) */
     K_UID,   /* uid_root */
     K_MODS,  /* space-separated modality words */
     K_WORDS, /* space-separated words (names) */
@@ -291,9 +291,9 @@ static int apply_key(parse_ctx *x, const key_def *k, const char *v)
     case K_PDU:
         if (parse_ll(v, &n))
             return fail_at(x, x->line, "%s: '%s' is not an integer", k->name, v);
-        if (n != 0 && (n < 4096 || n > 1048576))
+        if (n != 0 && (n < 4096 || n > 131072))
             return fail_at(x, x->line,
-                           "%s: %lld is out of range (0 = unlimited, or 4096..1048576 bytes)",
+                           "%s: %lld is out of range (0 = the largest, or 4096..131072 bytes)",
                            k->name, n);
         *(unsigned *)dst = (unsigned)n;
         return 1;

@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "conf/conf.h"
+#include "pipeline/pipeline.h"
 #include "scp/outbox.h"
 #include "scp/processing.h"
 #include "scp/scp.h"
@@ -124,7 +125,11 @@ int main(int argc, char **argv)
         }
         rp_strlcpy(conf.data_dir, abs, sizeof conf.data_dir);
     }
-    if (rp_conf_validate(&conf, err, sizeof err) != 0) {
+    /* A rule with an unknown step or a bad parameter stops start-up with its FILE:LINE, as
+     * check-config would: better than failing every job of that rule later. */
+    if (rp_conf_validate(&conf, err, sizeof err) != 0 ||
+        rp_conf_validate_rules(&conf, rp_pipeline_check_recipe, err, sizeof err) != 0 ||
+        rp_conf_validate_fusions(&conf, rp_pipeline_check_recipe, err, sizeof err) != 0) {
         fprintf(stderr, "radprepd: %s\n", err);
         rp_conf_free(&conf);
         return 2;

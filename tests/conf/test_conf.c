@@ -284,9 +284,9 @@ static void test_bad_values(void **state)
                  "ae_title: AE title 'ABCDEFGHIJKLMNOPQ' is longer than 16 characters");
     expect_error("[node]\nae_title = A\\B\n", 2, "ae_title: AE title 'A\\B' contains a backslash");
     expect_error("[node]\nmax_pdu = 1000\n", 2,
-                 "max_pdu: 1000 is out of range (0 = unlimited, or 4096..1048576 bytes)");
+                 "max_pdu: 1000 is out of range (0 = the largest, or 4096..131072 bytes)");
     expect_error("[node]\nmax_pdu = 2000000\n", 2,
-                 "max_pdu: 2000000 is out of range (0 = unlimited, or 4096..1048576 bytes)");
+                 "max_pdu: 2000000 is out of range (0 = the largest, or 4096..131072 bytes)");
     expect_error("[node]\nduplicate_policy = keep_both\n", 2,
                  "duplicate_policy: 'keep_both' is not one of keep_first|replace|reject");
     expect_error("[tls]\nrequire_client_cert = maybe\n", 2,

@@ -120,6 +120,18 @@ send_to = pacs
         self.assertTrue(err.startswith(f"radprep: {path}:6: rule r: "), err)
         self.assertIn("nosuchstep", err)
 
+    def test_daemon_refuses_bad_recipe_at_start(self):
+        # The node itself, not only check-config, stops on a bad step with FILE:LINE.
+        path = self.write("daemon.ini", "[node]\nport = 11997\n\n[rule r]\nmodality = CT\n"
+                                        "steps = hu resample(1,1,bogus)\n")
+        radprepd = os.path.join(BUILD, "scp", "radprepd")
+        p = subprocess.run([radprepd, "--config", path, "--data-dir",
+                            os.path.join(self.tmp, "node")],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn(f"{path}:6: rule r: ", p.stderr)
+        self.assertIn("resample", p.stderr)
+
     def test_validation_errors(self):
         # destination without host/port; TLS key readable by others
         path = self.write("dest.ini", "[peer p]\nae_title = P\ndestination = yes\n")
