@@ -83,7 +83,7 @@ class TestCommandLine(unittest.TestCase):
 class TestMaxPdu(unittest.TestCase):
     def test_max_pdu_extremes_still_receive(self):
         f = os.path.join(rptest.SHARED_DATA, "ct_chest_lidc0001", "000002.dcm")
-        for pdu in (0, 4096, 1048576):
+        for pdu in (0, 4096, 131072):
             node = rptest.Radprepd(node={"max_pdu": pdu}).start()
             try:
                 self.assertEqual(rptest.storescu(node.port, [f]).ok(), [f], (pdu, node.log_tail()))
