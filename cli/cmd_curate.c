@@ -587,27 +587,36 @@ static const char *img_ext(const cur_case *c)
 static void set_rels(cur_case *c, const cur_opts *o)
 {
     const char *ext = img_ext(c);
+    /* A copy of the id: gcc cannot see that c->id and the c->*.rel buffers are disjoint
+     * members and warns (-Wrestrict) when both come through `c`. */
+    char id[sizeof c->id];
+    memcpy(id, c->id, sizeof id);
     if (o->nnunet) {
         const char *imgdir = strcmp(c->split, "test") == 0 ? "imagesTs" : "imagesTr";
-        snprintf(c->image.rel, sizeof c->image.rel, "%s/%s_0000%s", imgdir, c->id, ext);
-        snprintf(c->sidecar.rel, sizeof c->sidecar.rel, "radprep/%s/sidecar.json", c->id);
-        snprintf(c->qcpng.rel, sizeof c->qcpng.rel, "radprep/%s/qc.png", c->id);
+        snprintf(c->image.rel, sizeof c->image.rel, "%s/%s_0000%s", imgdir, id, ext);
+        snprintf(c->sidecar.rel, sizeof c->sidecar.rel, "radprep/%s/sidecar.json", id);
+        snprintf(c->qcpng.rel, sizeof c->qcpng.rel, "radprep/%s/qc.png", id);
         for (int k = 0; k < c->n_masks; k++) {
             cur_mask *m = &c->masks[k];
             const char *mext = rp_curate_nifti_ext(m->f.src);
-            if (o->label && strcmp(o->label, m->name) == 0)
+            char name[sizeof m->name]; /* copied for the same -Wrestrict reason as id */
+            memcpy(name, m->name, sizeof name);
+            if (o->label && strcmp(o->label, name) == 0)
                 snprintf(m->f.rel, sizeof m->f.rel, "%s/%s%s",
-                         strcmp(c->split, "test") == 0 ? "labelsTs" : "labelsTr", c->id, mext);
+                         strcmp(c->split, "test") == 0 ? "labelsTs" : "labelsTr", id, mext);
             else
-                snprintf(m->f.rel, sizeof m->f.rel, "radprep/%s/mask-%s%s", c->id, m->name, mext);
+                snprintf(m->f.rel, sizeof m->f.rel, "radprep/%s/mask-%s%s", id, name, mext);
         }
     } else {
-        snprintf(c->image.rel, sizeof c->image.rel, "cases/%s/image%s", c->id, ext);
-        snprintf(c->sidecar.rel, sizeof c->sidecar.rel, "cases/%s/sidecar.json", c->id);
-        snprintf(c->qcpng.rel, sizeof c->qcpng.rel, "cases/%s/qc.png", c->id);
-        for (int k = 0; k < c->n_masks; k++)
-            snprintf(c->masks[k].f.rel, sizeof c->masks[k].f.rel, "cases/%s/mask-%s%s", c->id,
-                     c->masks[k].name, rp_curate_nifti_ext(c->masks[k].f.src));
+        snprintf(c->image.rel, sizeof c->image.rel, "cases/%s/image%s", id, ext);
+        snprintf(c->sidecar.rel, sizeof c->sidecar.rel, "cases/%s/sidecar.json", id);
+        snprintf(c->qcpng.rel, sizeof c->qcpng.rel, "cases/%s/qc.png", id);
+        for (int k = 0; k < c->n_masks; k++) {
+            char name[sizeof c->masks[k].name];
+            memcpy(name, c->masks[k].name, sizeof name);
+            snprintf(c->masks[k].f.rel, sizeof c->masks[k].f.rel, "cases/%s/mask-%s%s", id, name,
+                     rp_curate_nifti_ext(c->masks[k].f.src));
+        }
     }
 }
 

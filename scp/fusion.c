@@ -102,12 +102,12 @@ static int check_rule(rp_db *db, const rp_conf *c, const rp_conf_fusion *f, cons
     if (missing[0]) {
         out->missing++;
         snprintf(out->reason, sizeof out->reason, "fuse %s: missing sequence %s", f->name, missing);
-        char what[600];
+        char what[sizeof missing + sizeof members + 32];
         snprintf(what, sizeof what, "missing:%s;present:%s", missing, members);
         if (manual || rp_db_fusion_report_once(db, study_uid, f->name, what) == 0) {
             RP_WARN(MOD, "fuse: missing sequence %s rule=%s study=%s present=\"%s\"", missing,
                     f->name, study_uid, present);
-            char detail[900];
+            char detail[sizeof missing + sizeof present + 2 * 80];
             snprintf(detail, sizeof detail, "study=%s rule=%s missing=%s present=%s", study_uid,
                      f->name, missing, present[0] ? present : "-");
             rp_db_event_add(db, "fuse_missing", detail);
