@@ -467,7 +467,7 @@ static int make_ids(cur_set *s, const char *salt)
         cur_case *c = &s->c[i];
         char buf[512], hex[65];
         int len = snprintf(buf, sizeof buf, "%s\n%s\n%s", salt, c->study_uid, c->series_uid);
-        if (rp_curate_sha256_hex(buf, (size_t)len, hex) != 0)
+        if (rp_sha256_hex(buf, (size_t)len, hex) != 0)
             return RP_EINTERNAL;
         if (c->nstacks > 1)
             snprintf(c->id, sizeof c->id, "case_%.16s_s%d", hex, c->stack);
@@ -488,7 +488,7 @@ static int assign_splits(cur_set *s, const cur_opts *o)
     for (size_t i = 0; o->n_splits && i < s->n; i++) {
         char buf[128], hex[65];
         int len = snprintf(buf, sizeof buf, "%lld:%s", o->seed, s->c[i].id);
-        if (rp_curate_sha256_hex(buf, (size_t)len, hex) != 0)
+        if (rp_sha256_hex(buf, (size_t)len, hex) != 0)
             return RP_EINTERNAL;
         hex[16] = '\0';
         double u = (double)strtoull(hex, NULL, 16) / 18446744073709551616.0;
@@ -565,7 +565,7 @@ static int check_file(const char *tmp, cur_file *f, char *err, size_t errlen)
 {
     char dst[PATHSZ];
     snprintf(dst, sizeof dst, "%s/%s", tmp, f->rel);
-    if (rp_curate_sha256_file(dst, f->sha) != 0) {
+    if (rp_sha256_file(dst, f->sha) != 0) {
         snprintf(err, errlen, "cannot read %s", f->src);
         return RP_EIO;
     }
@@ -638,7 +638,7 @@ static int write_case_files(const char *tmp, cur_case *c, const cur_opts *o, lon
      * checksum is checked on the original first. */
     if (c->sidecar.rec_sha[0]) {
         char sha[65];
-        if (rp_curate_sha256_file(c->sidecar.src, sha) != 0 ||
+        if (rp_sha256_file(c->sidecar.src, sha) != 0 ||
             strcmp(sha, c->sidecar.rec_sha) != 0) {
             snprintf(err, errlen, "checksum mismatch: %s differs from the index", c->sidecar.src);
             return RP_EIO;
@@ -1245,7 +1245,7 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
                 rp_cli_fail(RP_CLI_EXIT_FAIL, CMD, "cannot replace %s: %s", out, strerror(errno));
             goto done;
         }
-        rp_curate_rm_rf(tmp); /* now the previous dataset */
+        rp_rm_rf(tmp); /* now the previous dataset */
     } else if (rename(tmp, out) != 0) {
         code = rp_cli_fail(RP_CLI_EXIT_FAIL, CMD, "cannot rename %s to %s: %s", tmp, out,
                            strerror(errno));
@@ -1262,7 +1262,7 @@ io_fail:
                        rp_strerror(rc));
 done:
     if (tmp[0])
-        rp_curate_rm_rf(tmp);
+        rp_rm_rf(tmp);
     for (size_t i = 0; i < s.n; i++)
         cJSON_Delete(s.c[i].side);
     free(s.c);

@@ -8,11 +8,6 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
-/* SHA-256 as 64 hex digits (+ NUL). */
-int rp_curate_sha256_hex(const void *data, size_t len, char hex[65]);
-int rp_curate_sha256_file(const char *path, char hex[65]);
-/* Remove a file or a folder tree; a missing path is fine. */
-int rp_curate_rm_rf(const char *path);
 /* Write text to path (created with mode, truncated) and fsync it. */
 int rp_curate_write_text(const char *path, const char *text, unsigned mode);
 /* cJSON_Print text with a final newline, written durably; the tree is deleted. */

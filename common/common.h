@@ -90,6 +90,17 @@ int rp_mkdir_p(const char *path, unsigned mode);
 /* Read a whole file into a newly malloc'd buffer (NUL-terminated; caller frees). */
 int rp_read_file(const char *path, char **out, size_t *len);
 
+/* SHA-256 as 64 lower-case hex digits + NUL: of a buffer, and of a whole file. */
+int rp_sha256_hex(const void *data, size_t len, char hex[65]);
+int rp_sha256_file(const char *path, char hex[65]);
+
+/* rm -rf: remove `path` and everything below it (links are not followed); 0 when it does
+ * not exist. */
+int rp_rm_rf(const char *path);
+
+/* fsync a file, or a directory (is_dir) so that the entries in it are durable. */
+int rp_fsync_path(const char *path, int is_dir);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,8 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,46 +182,6 @@ void rp_fusion_on_series_complete(rp_db *db, const rp_conf *c, const char *serie
 
 /* ---- the worker ---------------------------------------------------------------------------- */
 
-static int sha256_file(const char *path, char hex[65])
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return RP_EIO;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? 0 : RP_ENOMEM;
-    unsigned char buf[1 << 16], md[32];
-    size_t n;
-    while (rc == 0 && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        if (EVP_DigestUpdate(ctx, buf, n) != 1)
-            rc = RP_EINTERNAL;
-    if (rc == 0 && ferror(f))
-        rc = RP_EIO;
-    unsigned len = 0;
-    if (rc == 0 && EVP_DigestFinal_ex(ctx, md, &len) != 1)
-        rc = RP_EINTERNAL;
-    for (unsigned i = 0; rc == 0 && i < len; i++)
-        sprintf(hex + 2 * i, "%02x", md[i]);
-    EVP_MD_CTX_free(ctx);
-    fclose(f);
-    return rc;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return errno == ENOENT ? 0 : RP_EIO;
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : RP_EIO;
-}
-
 /* fsync every file below dir and dir itself: the version folder is whole after the rename */
 static int sync_tree(const char *dir, int depth)
 {
@@ -282,7 +240,7 @@ static int record_in(rp_db *db, long long job_id, const char *dir, int depth)
         const char *kind = strstr(e->d_name, ".nii")    ? "nifti"
                            : strstr(e->d_name, ".json") ? "json"
                                                         : "file";
-        if ((rc = sha256_file(p, hex)) != 0)
+        if ((rc = rp_sha256_file(p, hex)) != 0)
             break;
         rc = rp_db_output_add(db, job_id, kind, p, hex);
         if (rc == RP_EEXIST)
@@ -410,7 +368,7 @@ int rp_fusion_job_run(const rp_conf *c, rp_db *db, const char *store_root, const
         goto out;
     }
     snprintf(tmp_dir, sizeof tmp_dir, "%s/.v%d.tmp.%d", base, job->series_version, (int)getpid());
-    rm_rf(tmp_dir);
+    rp_rm_rf(tmp_dir);
     if (mkdir(tmp_dir, 0750) != 0) {
         rc = RP_EIO;
         tmp_dir[0] = '\0';
@@ -433,7 +391,7 @@ int rp_fusion_job_run(const rp_conf *c, rp_db *db, const char *store_root, const
         rp_db_event_add(db, rc == RP_ENOENT ? "fuse_missing" : "fusion_failed", detail);
         goto out;
     }
-    if ((rc = sync_tree(tmp_dir, 0)) != 0 || (rc = rm_rf(out_dir)) != 0)
+    if ((rc = sync_tree(tmp_dir, 0)) != 0 || (rc = rp_rm_rf(out_dir)) != 0)
         goto out;
     if (rename(tmp_dir, out_dir) != 0) {
         RP_ERROR(MOD, "rename failed from=%s to=%s errno=%d", tmp_dir, out_dir, errno);
@@ -464,7 +422,7 @@ int rp_fusion_job_run(const rp_conf *c, rp_db *db, const char *store_root, const
             f->name, study, job->series_version, out_dir, rp_mono_s() - t0);
 out:
     if (tmp_dir[0])
-        rm_rf(tmp_dir);
+        rp_rm_rf(tmp_dir);
     if (lock_fd >= 0)
         close(lock_fd);
     for (size_t i = 0; i < np; i++)

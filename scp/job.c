@@ -5,8 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,56 +77,6 @@ static void test_fault(const char *series_uid, int after_lock)
 
 /* ---- small file helpers ---- */
 
-static int sha256_file(const char *path, char hex[65])
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return RP_EIO;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? 0 : RP_ENOMEM;
-    unsigned char buf[1 << 16], md[32];
-    size_t n;
-    while (rc == 0 && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        if (EVP_DigestUpdate(ctx, buf, n) != 1)
-            rc = RP_EINTERNAL;
-    if (rc == 0 && ferror(f))
-        rc = RP_EIO;
-    unsigned len = 0;
-    if (rc == 0 && EVP_DigestFinal_ex(ctx, md, &len) != 1)
-        rc = RP_EINTERNAL;
-    for (unsigned i = 0; rc == 0 && i < len; i++)
-        sprintf(hex + 2 * i, "%02x", md[i]);
-    EVP_MD_CTX_free(ctx);
-    fclose(f);
-    return rc;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return errno == ENOENT ? 0 : RP_EIO;
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : RP_EIO;
-}
-
-static int fsync_path(const char *path, int dir)
-{
-    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0)
-        return RP_EIO;
-    int rc = fsync(fd) == 0 ? 0 : RP_EIO;
-    close(fd);
-    return rc;
-}
-
 static int write_file_durable(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -169,7 +117,7 @@ static void clean_stale_tmp(const char *series_dir, int version)
             continue;
         char p[RP_PATH_MAX * 2];
         if (snprintf(p, sizeof p, "%s/%s", series_dir, e->d_name) < (int)sizeof p)
-            rm_rf(p);
+            rp_rm_rf(p);
     }
     closedir(d);
 }
@@ -316,7 +264,7 @@ static int record_outputs_in(rp_db *db, long long job_id, const char *dir, int d
             kind = "png";
         else if (dot && strcmp(dot, ".dcm") == 0)
             kind = strcmp(e->d_name, "seg.dcm") == 0 ? "seg" : "dicom";
-        if ((rc = sha256_file(p, hex)) != 0)
+        if ((rc = rp_sha256_file(p, hex)) != 0)
             break;
         rc = rp_db_output_add(db, job_id, kind, p, hex);
         if (rc == RP_EEXIST)
@@ -423,11 +371,11 @@ int rp_job_run(const rp_conf *c, long long job_id)
     const rp_conf_rule *rule = match_rule(c, &si);
     if ((rc = process_into(c, rule, rp_store_root(store), &job, &si, inst, n, tmp_dir)) != 0)
         goto out;
-    if ((rc = fsync_path(tmp_dir, 1)) != 0)
+    if ((rc = rp_fsync_path(tmp_dir, 1)) != 0)
         goto out;
     /* A folder for this version can only come from an attempt that finished but was not
      * recorded (the node died): processing is a pure function, so replace it. */
-    if ((rc = rm_rf(out_dir)) != 0)
+    if ((rc = rp_rm_rf(out_dir)) != 0)
         goto out;
     if (rename(tmp_dir, out_dir) != 0) {
         RP_ERROR("job", "rename failed from=%s to=%s errno=%d", tmp_dir, out_dir, errno);
@@ -435,7 +383,7 @@ int rp_job_run(const rp_conf *c, long long job_id)
         goto out;
     }
     tmp_dir[0] = '\0';
-    fsync_path(series_dir, 1);
+    rp_fsync_path(series_dir, 1);
     if ((rc = rp_db_job_set_running(db, job_id, 0, out_dir)) != 0)
         goto out;
     if ((rc = record_outputs(db, job_id, out_dir)) != 0)
@@ -469,7 +417,7 @@ out:
         RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job_id, rp_strerror(rc), code);
 out_quiet:
     if (tmp_dir[0])
-        rm_rf(tmp_dir);
+        rp_rm_rf(tmp_dir);
     if (lock_fd >= 0)
         close(lock_fd);
     free(inst);

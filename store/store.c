@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -105,39 +104,6 @@ static int ensure_dir_durable(const char *path, const char *parent)
         return errno_to_rp(errno);
     }
     return fsync_path(parent);
-}
-
-static int sha256_file(const char *path, char hex[65])
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return RP_EIO;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = RP_EIO;
-    unsigned char buf[65536];
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-        goto out;
-    for (;;) {
-        ssize_t r = read(fd, buf, sizeof buf);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            goto out;
-        if (r == 0)
-            break;
-        EVP_DigestUpdate(ctx, buf, (size_t)r);
-    }
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1)
-        goto out;
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    rc = 0;
-out:
-    EVP_MD_CTX_free(ctx);
-    close(fd);
-    return rc;
 }
 
 long rp_store_dataset_offset(const char *path)
@@ -464,7 +430,7 @@ int rp_store_commit(rp_store *s, const char *spool_path, int fd, const rp_store_
     }
     if (args->file_sha256)
         rp_strlcpy(meta->file_sha256, args->file_sha256, sizeof meta->file_sha256);
-    else if (sha256_file(spool_path, meta->file_sha256) != 0)
+    else if (rp_sha256_file(spool_path, meta->file_sha256) != 0)
         meta->file_sha256[0] = '\0';
     if (args->calling_ae)
         rp_strlcpy(meta->calling_ae, args->calling_ae, sizeof meta->calling_ae);
@@ -772,7 +738,7 @@ static int index_one(rp_store *s, const char *abs, const char *rel, const char *
         return 0;
     }
     rp_strlcpy(m->file_path, rel, sizeof m->file_path);
-    if (sha256_file(abs, m->file_sha256) != 0)
+    if (rp_sha256_file(abs, m->file_sha256) != 0)
         m->file_sha256[0] = '\0';
     struct stat st;
     m->received_at = stat(abs, &st) == 0 ? (double)st.st_mtime : rp_now_s();

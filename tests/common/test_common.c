@@ -61,6 +61,33 @@ static void test_mkdir_p(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+static void test_sha256_and_rm_rf(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/rp_common_XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    char p[256], hex[65];
+    snprintf(p, sizeof p, "%s/sub/deeper", tmpl);
+    assert_int_equal(rp_mkdir_p(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/sub/deeper/abc.txt", tmpl);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs("abc", f);
+    fclose(f);
+    /* FIPS 180-2 test vector for "abc" */
+    const char *want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    assert_int_equal(rp_sha256_file(p, hex), 0);
+    assert_string_equal(hex, want);
+    assert_int_equal(rp_sha256_hex("abc", 3, hex), 0);
+    assert_string_equal(hex, want);
+    assert_int_equal(rp_fsync_path(p, 0), 0);
+    assert_int_equal(rp_sha256_file("/nonexistent/x", hex), RP_ENOENT);
+    assert_int_equal(rp_rm_rf(tmpl), 0);
+    struct stat st;
+    assert_int_not_equal(stat(tmpl, &st), 0);
+    assert_int_equal(rp_rm_rf(tmpl), 0); /* already gone: fine */
+}
+
 static void test_iso8601(void **state)
 {
     (void)state;
@@ -73,7 +100,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strerror), cmocka_unit_test(test_kv_quote),
         cmocka_unit_test(test_strlcpy), cmocka_unit_test(test_mkdir_p),
-        cmocka_unit_test(test_iso8601),
+        cmocka_unit_test(test_iso8601), cmocka_unit_test(test_sha256_and_rm_rf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
