@@ -44,7 +44,8 @@ static const struct {
      "nifti json qc png"},
     {"mr_default", "MR", "foreground n4 normalize(percentile(0.5,99.5))", "nifti json qc png"},
     {"xr_default", "CR DX MG",
-     "present crop(background) clahe(2.0,8) resize(1024,keep_aspect) pad(1024) normalize(minmax)",
+     "present crop(background) clahe(2.0,8) resize(1024,keep_aspect) pad(1024) normalize(minmax) "
+     "png(8)",
      "nifti json png"},
 };
 

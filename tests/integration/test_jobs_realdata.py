@@ -14,6 +14,7 @@ version folder of AI-ready outputs, every file recorded with its checksum.
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import unittest
@@ -73,6 +74,39 @@ class RealDataJobsTest(unittest.TestCase):
                 for p, sha in recorded.items():
                     with open(p, "rb") as f:
                         self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha, p)
+        finally:
+            node.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_radiograph_default_rule(self):
+        """A chest radiograph through the built-in X-ray rule: it completes on the X-ray
+        quiet period (5 s, not the CT/MR 30 s) and gives the training PNG (1024x1024, 8-bit,
+        bone bright: the spine column is brighter than the lung fields) beside the NIfTI."""
+        import cv2
+        import pydicom
+        tmp = rp.tmpdir("rp_jobs_xr_")
+        node = rp.Node(os.path.join(tmp, "n"), quiet_s=30, cheap_rule=False).start()
+        try:
+            f = os.path.join(DATA, "xray", "dx_chest_nih_sc_mono2_8bit.dcm")
+            uid = str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
+            rc, ok, out = rp.storescu(node.port, [f])
+            self.assertEqual((rc, ok), (0, 1), out[-2000:])
+            job = node.wait_job(uid, 1, states=("done", "dead"), timeout=120)
+            self.assertEqual(job["state"], "done", (job, node.log()[-3000:]))
+            m = re.search(r"series complete series=" + re.escape(uid) + r" .*reason=\"quiet_s=(\d+)",
+                          node.log())
+            self.assertIsNotNone(m, node.log()[-3000:])
+            self.assertEqual(int(m.group(1)), 5)
+            with open(os.path.join(job["output_dir"], "series.json")) as fh:
+                self.assertEqual(json.load(fh)["rule"], "xr_default")
+            pngs = [x for x in os.listdir(job["output_dir"])
+                    if x.endswith(".png") and not x.endswith("_qc.png")]
+            self.assertEqual(len(pngs), 1, os.listdir(job["output_dir"]))
+            img = cv2.imread(os.path.join(job["output_dir"], pngs[0]), cv2.IMREAD_UNCHANGED)
+            self.assertEqual((img.shape, str(img.dtype)), ((1024, 1024), "uint8"))
+            spine = img[300:700, 490:534].mean()
+            lungs = (img[300:700, 250:350].mean() + img[300:700, 674:774].mean()) / 2
+            self.assertGreater(spine, lungs + 20, (spine, lungs))
         finally:
             node.stop()
             shutil.rmtree(tmp, ignore_errors=True)
