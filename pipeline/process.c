@@ -15,6 +15,7 @@
 
 #include "common/common.h"
 #include "pipeline/assemble.h"
+#include "pipeline/derived.h"
 #include "pipeline/dicom.h"
 #include "pipeline/nifti.h"
 #include "pipeline/recipe.h"
@@ -74,6 +75,7 @@ typedef struct run_state {
     rp_process_result *res;
     cJSON *qc;
     int first_err;
+    const char *uid_root; /* the configuration's, for derived UIDs */
     void **pix; /* the current series' preloaded pixels (per info index) */
     int *refs;  /* stacks still to read each file */
 } run_state;
@@ -145,8 +147,41 @@ static int add_output(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
 }
 
 /* Recipe path: stack data -> float volume, run the steps, write float32 + masks. */
-static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d, const char *stem,
-                      const char *nii_path, cJSON *sqc, int dim_out[4], rp_nifti_opts *no)
+/* The rule's "dicom" / "seg" outputs of one processed stack, from the recipe's context. */
+static int write_derived(run_state *rs, const rp_stack *st, const rp_dcm_info *const *infos,
+                         const rp_step_ctx *ctx)
+{
+    const rp_process_opts *o = rs->o;
+    if (!o->outputs || (!strstr(o->outputs, "dicom") && !strstr(o->outputs, "seg")))
+        return 0;
+    int nz = st->nz_acquired;
+    const char **srcs = calloc((size_t)(nz > 0 ? nz : 1), sizeof *srcs);
+    if (!srcs)
+        return RP_ENOMEM;
+    for (int z = 0; z < nz; z++)
+        srcs[z] = infos[st->slice[z].file]->path;
+    rp_derived_request dr = {.outputs = o->outputs,
+                             .uid_root = o->uid_root && o->uid_root[0] ? o->uid_root
+                                                                       : rs->uid_root,
+                             .rule_name = o->rule_name ? o->rule_name : "recipe",
+                             .recipe = o->recipe,
+                             .ctx = ctx,
+                             .src_files = srcs,
+                             .n_src = (size_t)nz,
+                             .out_dir = rs->out_dir};
+    size_t n = 0;
+    int rc = rp_derived_write_outputs(&dr, &n);
+    free(srcs);
+    if (rc)
+        fail(rs, rc, "derived DICOM: %s", rp_strerror(rc));
+    else
+        RP_INFO("process", "derived DICOM written files=%zu dir=%s/dicom", n, rs->out_dir);
+    return rc;
+}
+
+static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *const *infos,
+                      rp_stack_data *d, const char *stem, const char *nii_path, cJSON *sqc,
+                      int dim_out[4], rp_nifti_opts *no)
 {
     char err[512] = "";
     rp_recipe *rec = NULL;
@@ -276,6 +311,8 @@ static int run_recipe(run_state *rs, const rp_stack *st, rp_stack_data *d, const
             cJSON_AddStringToObject(e, "path", mp);
             cJSON_AddItemToArray(ctx.extra_outputs, e);
         }
+        if (!rc)
+            rc = write_derived(rs, st, infos, &ctx);
     }
     rp_step_ctx_release(&ctx);
     rp_recipe_free(rec);
@@ -357,7 +394,7 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     int dim[4] = {st->nx, st->ny, st->nz, st->nt};
     t0 = rp_mono_s();
     if (o->recipe && o->recipe[0]) {
-        rc = run_recipe(rs, st, &d, stem, nii, sqc, dim, &no);
+        rc = run_recipe(rs, st, infos, &d, stem, nii, sqc, dim, &no);
     } else {
         if (d.data)
             rc = rp_nifti_write(nii, dim, (int)d.type, d.data, st->affine, d.scl_slope, d.scl_inter,
@@ -555,7 +592,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     if (opts->threads <= 0)
         omp_set_dynamic(1);
     res->n_inputs = (int)n;
-    run_state rs = {.o = opts, .out_dir = out_dir, .res = res};
+    run_state rs = {.o = opts, .out_dir = out_dir, .res = res, .uid_root = c ? c->uid_root : NULL};
     rs.qc = cJSON_CreateObject();
     cJSON *sw = cJSON_AddObjectToObject(rs.qc, "software");
     cJSON_AddStringToObject(sw, "name", "radprep");

@@ -1,9 +1,5 @@
 #!/usr/bin/python3
-"""(Not yet registered with ctest: rename to test_e2e_orthanc.py once pipeline/process.c calls
-rp_derived_write_outputs(); until then it fails with that reason. Run by hand with
-RP_BUILD_DIR=... /usr/bin/python3 tests/integration/e2e_orthanc.py.)
-
-End to end: storescu -> radprepd -> completion -> processing -> derived series + SEG ->
+"""End to end: storescu -> radprepd -> completion -> processing -> derived series + SEG ->
 outbox -> Orthanc, all real processes on loopback (Orthanc under the bind_loopback shim).
 
 radprepd gets a rule for CT with outputs "nifti json dicom seg" and send_to = the Orthanc peer.
