@@ -88,16 +88,6 @@ std::string gen_uid(const char *root)
     return buf;
 }
 
-int fsync_path(const char *path, int dir)
-{
-    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0)
-        return RP_EIO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc == 0 ? 0 : RP_EIO;
-}
-
 std::string dir_of(const std::string &p)
 {
     size_t s = p.rfind('/');
@@ -141,7 +131,7 @@ int save_atomic(DcmFileFormat &ff, const std::string &path)
     if (rc)
         return rc;
     std::string tmp = path + ".tmp";
-    if (fsync_path(tmp.c_str(), 0) || rename(tmp.c_str(), path.c_str())) {
+    if (rp_fsync_path(tmp.c_str(), 0) || rename(tmp.c_str(), path.c_str())) {
         RP_ERROR(MOD, "cannot fsync/rename path=%s errno=%d", path.c_str(), errno);
         unlink(tmp.c_str());
         return RP_EIO;
@@ -901,7 +891,7 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
         rp_derived_paths_free(paths, written);
         return rc;
     }
-    fsync_path(out_dir, 1);
+    rp_fsync_path(out_dir, 1);
     char q[160];
     RP_INFO(MOD,
             "derived series written series_uid=%s slices=%d iod=%s slope=%s intercept=%s dir=%s",
@@ -1132,7 +1122,7 @@ extern "C" int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *ma
         }
         if ((rc = save_atomic(ff, out_path)))
             return rc;
-        fsync_path(dir_of(out_path).c_str(), 1);
+        rp_fsync_path(dir_of(out_path).c_str(), 1);
         RP_INFO(MOD, "SEG written series_uid=%s segments=%zu frames=%zu path=%s",
                 series_uid.c_str(), n, (size_t)seg->getNumberOfFrames(), out_path);
     }
