@@ -18,8 +18,8 @@
 
 static const char usage[] =
     "usage: radprep process DIR|FILE... --out OUT [--no-gzip] [--gzip-level N] [--threads N]\n"
-    "                       [--recipe \"steps\"] [--no-resample] [--privacy "
-    "none|sidecar|filename]\n"
+    "                       [--recipe \"steps\" | --rule NAME] [--outputs \"dicom seg\"]\n"
+    "                       [--no-resample] [--privacy none|sidecar|filename]\n"
     "       radprep process DIR... --fusion NAME --out OUT\n"
     "       radprep process --job N";
 
@@ -70,6 +70,39 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             o.threads = (int)n;
         } else if ((v = opt_value(argc, argv, &i, "--recipe"))) {
             o.recipe = v;
+        } else if ((v = opt_value(argc, argv, &i, "--rule"))) {
+            /* The node's own rule, so a batch run gives what the daemon's job would. */
+            const rp_conf_rule *r = NULL;
+            for (size_t k = 0; k < c->n_rules && !r; k++)
+                if (!strcmp(c->rules[k].name, v))
+                    r = &c->rules[k];
+            if (!r) {
+                free(inputs);
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "--rule: no rule named '%s'",
+                                   v);
+            }
+            o.recipe = r->steps;
+            o.rule_name = r->name;
+            if (!o.outputs)
+                o.outputs = r->outputs;
+        } else if ((v = opt_value(argc, argv, &i, "--outputs"))) {
+            /* Only "dicom" and "seg" change what process writes; NIfTI + JSON always come. */
+            char words[256];
+            rp_strlcpy(words, v, sizeof words);
+            for (char *save = NULL, *w = strtok_r(words, " ,", &save); w;
+                 w = strtok_r(NULL, " ,", &save)) {
+                static const char *const known[] = {"nifti", "json", "qc", "png", "dicom", "seg"};
+                int ok = 0;
+                for (size_t k = 0; k < sizeof known / sizeof *known; k++)
+                    ok |= !strcmp(w, known[k]);
+                if (!ok) {
+                    free(inputs);
+                    return rp_cli_fail(RP_CLI_EXIT_USAGE, "process",
+                                       "--outputs: unknown output '%s' (nifti json qc png dicom seg)",
+                                       w);
+                }
+            }
+            o.outputs = v;
         } else if (!strcmp(argv[i], "--no-resample")) {
             o.resample_irregular = 0;
         } else if ((v = opt_value(argc, argv, &i, "--privacy"))) {
