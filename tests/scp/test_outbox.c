@@ -512,6 +512,8 @@ static int driver(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* As radprepd does: a peer that drops the connection must give EPIPE, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc >= 5 && !strcmp(argv[1], "--send"))
         return driver(argc, argv);
     const struct CMUnitTest tests[] = {
