@@ -95,4 +95,9 @@ typedef struct rp_db_index_cache {
 } rp_db_index_cache;
 int rp_db_index_one(rp_db *db, const rp_instance_meta *m, rp_db_index_cache *k);
 
+/* Insert a queued job (jobs.c) inside the caller's transaction: 0 with *id of the new row, or
+ * RP_EEXIST with *id of the row that already has (series_uid, version, kind). */
+int rp_db_job_insert_queued(rp_db *db, const char *uid, int version, const char *kind,
+                            int max_attempts, long long *id);
+
 #endif

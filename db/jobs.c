@@ -181,8 +181,9 @@ static int find_job(rp_db *db, const char *uid, int version, const char *kind, l
     return rc == SQLITE_DONE ? RP_ENOENT : rp_db_fail(db, "job find");
 }
 
-/* Insert a queued job inside the caller's transaction. RP_EEXIST if it exists (id set). */
-static int insert_job(rp_db *db, const char *uid, int version, const char *kind, int max_attempts,
+/* Insert a queued job inside the caller's transaction. RP_EEXIST if it exists (id set).
+ * Shared with db/study.c (fusion jobs) through db_internal.h. */
+int rp_db_job_insert_queued(rp_db *db, const char *uid, int version, const char *kind, int max_attempts,
                       long long *id)
 {
     double now = rp_now_s();
@@ -226,7 +227,7 @@ int rp_db_job_enqueue(rp_db *db, const char *series_uid, int series_version, con
     int rc = rp_db_begin_write(db);
     if (rc)
         return rc;
-    rc = insert_job(db, series_uid, series_version, kind && *kind ? kind : "process", max_attempts,
+    rc = rp_db_job_insert_queued(db, series_uid, series_version, kind && *kind ? kind : "process", max_attempts,
                     &id);
     if (rc && rc != RP_EEXIST) {
         rp_db_rollback(db);
@@ -275,7 +276,7 @@ int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const 
     rp_db_bind_text(s, 3, reason);
     if ((rc = exec_done(db, s, "series complete")))
         goto fail;
-    rc = insert_job(db, series_uid, cur, kind, max_attempts, &id);
+    rc = rp_db_job_insert_queued(db, series_uid, cur, kind, max_attempts, &id);
     if (rc == RP_EEXIST) {
         /* This version already has a job (the index was rebuilt without its saved state):
          * do not run it twice, let the series show what that job became. */
@@ -337,7 +338,7 @@ int rp_db_series_reprocess(rp_db *db, const char *series_uid, const char *kind, 
         if ((rc = exec_done(db, s, "job requeue")))
             goto fail;
     } else if (rc == RP_ENOENT) {
-        if ((rc = insert_job(db, series_uid, cur, kind, max_attempts, &id)))
+        if ((rc = rp_db_job_insert_queued(db, series_uid, cur, kind, max_attempts, &id)))
             goto fail;
     } else {
         goto fail;

@@ -133,44 +133,6 @@ static int insert_set(rp_db *db, const char *study_uid, const char *rule, const 
     return exec_done(db, s, "fusion set insert");
 }
 
-/* The job of a new set, inside the caller's transaction (same columns as db/jobs.c). */
-static int insert_job(rp_db *db, const char *uid, int version, const char *kind, int max_attempts,
-                      long long *id)
-{
-    double now = rp_now_s();
-    sqlite3_stmt *s = rp_db_prepare(
-        db, "INSERT INTO jobs(series_uid, series_version, kind, state, attempts, max_attempts,"
-            " created_at, next_attempt_at) VALUES(?1, ?2, ?3, 'queued', 0, ?4, ?5, ?5)"
-            " ON CONFLICT(series_uid, series_version, kind) DO NOTHING");
-    if (!s)
-        return RP_EDB;
-    rp_db_bind_text(s, 1, uid);
-    sqlite3_bind_int(s, 2, version);
-    rp_db_bind_text(s, 3, kind);
-    sqlite3_bind_int(s, 4, max_attempts > 0 ? max_attempts : 1);
-    sqlite3_bind_double(s, 5, now);
-    int rc = exec_done(db, s, "fusion job insert");
-    if (rc)
-        return rc;
-    if (sqlite3_changes(db->h) == 1) {
-        *id = sqlite3_last_insert_rowid(db->h);
-        return 0;
-    }
-    /* a job row from a set this index forgot: take it over */
-    s = rp_db_prepare(db, "SELECT id FROM jobs WHERE series_uid = ?1 AND series_version = ?2"
-                          " AND kind = ?3");
-    if (!s)
-        return RP_EDB;
-    rp_db_bind_text(s, 1, uid);
-    sqlite3_bind_int(s, 2, version);
-    rp_db_bind_text(s, 3, kind);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *id = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    return rc == SQLITE_ROW ? 0 : rp_db_fail(db, "fusion job");
-}
-
 int rp_db_fusion_enqueue(rp_db *db, const char *study_uid, const char *rule, const char *members,
                          int max_attempts, int *version, long long *job_id)
 {
@@ -213,7 +175,11 @@ int rp_db_fusion_enqueue(rp_db *db, const char *study_uid, const char *rule, con
         rc = rp_db_fail(db, "fusion version");
         goto fail;
     }
-    if ((rc = insert_job(db, study_uid, ver, kind, max_attempts, &jid)) != 0)
+    /* An existing row (from a set this index forgot) is taken over. */
+    rc = rp_db_job_insert_queued(db, study_uid, ver, kind, max_attempts, &jid);
+    if (rc == RP_EEXIST)
+        rc = 0;
+    if (rc != 0)
         goto fail;
     if ((rc = insert_set(db, study_uid, rule, members, ver, jid)) != 0)
         goto fail;
