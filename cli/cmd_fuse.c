@@ -17,7 +17,7 @@
 #include "common/common.h"
 #include "db/db.h"
 #include "pipeline/pipeline.h"
-#include "scp/fusion.h"
+#include "sched/fusion.h"
 #include "store/store.h"
 
 static const char *opt_value(int argc, char **argv, int *i, const char *name)

@@ -9,8 +9,8 @@
 
 #include "common/common.h"
 #include "conf/conf.h"
-#include "scp/job.h"
-#include "scp/supervisor.h"
+#include "worker/job.h"
+#include "sched/supervisor.h"
 
 int rp_cli_has_job_option(int argc, char **argv)
 {

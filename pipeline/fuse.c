@@ -13,8 +13,8 @@
 #include <strings.h>
 
 #include "common/common.h"
-#include "pipeline/mr.h"
-#include "pipeline/nifti.h"
+#include "pipeline/mr/mr.h"
+#include "pipeline/write/nifti.h"
 
 int rp_mr_resample_to(const rp_volume *src, const rp_volume *ref, int order, rp_volume **out)
 {

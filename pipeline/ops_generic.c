@@ -15,7 +15,7 @@
 #include <strings.h>
 
 #include "common/common.h"
-#include "pipeline/imgops.h"
+#include "pipeline/volume/imgops.h"
 
 static size_t nvals(const rp_volume *v)
 {

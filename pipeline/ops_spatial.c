@@ -11,7 +11,7 @@
 #include <strings.h>
 
 #include "common/common.h"
-#include "pipeline/imgops.h"
+#include "pipeline/volume/imgops.h"
 
 /* ---- index maps shared by reorient / crop / crop_or_pad ------------------------------ */
 

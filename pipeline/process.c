@@ -14,12 +14,12 @@
 #include <sys/stat.h>
 
 #include "common/common.h"
-#include "pipeline/assemble.h"
-#include "pipeline/derived.h"
-#include "pipeline/dicom.h"
-#include "pipeline/nifti.h"
+#include "pipeline/assemble/assemble.h"
+#include "pipeline/write/derived.h"
+#include "dicom/dicom.h"
+#include "pipeline/write/nifti.h"
 #include "pipeline/recipe.h"
-#include "pipeline/sidecar.h"
+#include "pipeline/write/sidecar.h"
 #include "pipeline/step.h"
 
 #define MOD "pipeline"

@@ -26,7 +26,7 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
-#include "pipeline/volume.h"
+#include "pipeline/volume/volume.h"
 
 #ifdef __cplusplus
 extern "C" {

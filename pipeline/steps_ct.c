@@ -1,5 +1,5 @@
 /* pipeline/steps_ct.c — the table of CT steps (see step.h). */
-#include "pipeline/imgops.h"
+#include "pipeline/volume/imgops.h"
 
 const rp_step_def rp_steps_ct[] = {
     RP_STEP_ENTRY(hu, "hu"),

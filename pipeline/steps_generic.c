@@ -1,5 +1,5 @@
 /* pipeline/steps_generic.c — the table of modality-independent steps (see step.h). */
-#include "pipeline/imgops.h"
+#include "pipeline/volume/imgops.h"
 
 const rp_step_def rp_steps_generic[] = {
     RP_STEP_ENTRY(clip, "clip(lo,hi) or clip(soft_tissue|full_body|bone|lung)"),

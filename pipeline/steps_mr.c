@@ -20,8 +20,8 @@
 #include <strings.h>
 
 #include "common/common.h"
-#include "pipeline/mr.h"
-#include "pipeline/nifti.h"
+#include "pipeline/mr/mr.h"
+#include "pipeline/write/nifti.h"
 #include "pipeline/step.h"
 
 /* ---- small parse helpers (key=value or positional) ------------------------------------ */

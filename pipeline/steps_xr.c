@@ -37,10 +37,10 @@
 #include <strings.h>
 
 #include "common/common.h"
-#include "pipeline/dicom.h"
-#include "pipeline/png.h"
+#include "dicom/dicom.h"
+#include "pipeline/write/png.h"
 #include "pipeline/step.h"
-#include "pipeline/xray.h"
+#include "pipeline/xray/xray.h"
 
 /* Volumes hold rows bottom-up (assemble.h, as dcm2niix); row ny-1 is the first DICOM row. */
 #define XR_ROWS_BOTTOM_UP 1

@@ -16,12 +16,12 @@
 #include <strings.h>
 
 #include "common/common.h"
-#include "pipeline/assemble.h"
-#include "pipeline/dicom.h"
-#include "pipeline/mr.h"
-#include "pipeline/nifti.h"
+#include "pipeline/assemble/assemble.h"
+#include "dicom/dicom.h"
+#include "pipeline/mr/mr.h"
+#include "pipeline/write/nifti.h"
 #include "pipeline/recipe.h"
-#include "pipeline/sidecar.h"
+#include "pipeline/write/sidecar.h"
 #include "pipeline/step.h"
 
 #define MOD "study"

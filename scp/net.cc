@@ -11,7 +11,7 @@
  *  - Every connection is created by the network's DcmTransportLayer::createConnection():
  *    our layer returns a DcmTCPConnection that re-arms TCP_QUICKACK after each read.
  */
-#include "scp/net.h"
+#include "scp/net_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

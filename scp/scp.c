@@ -19,8 +19,8 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "scp/net.h"
-#include "scp/tls.h"
+#include "scp/net_internal.h"
+#include "tls/tls.h"
 
 #define MOD "scp"
 #define MAX_SERVICES 16

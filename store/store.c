@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "store/dcm_meta.h"
+#include "dicom/meta.h"
 
 #define MOD "store"
 

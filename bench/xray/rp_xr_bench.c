@@ -18,7 +18,7 @@
 #include <time.h>
 
 #include "common/common.h"
-#include "pipeline/xray.h"
+#include "pipeline/xray/xray.h"
 
 /* Peak RSS of this process image (VmHWM; ru_maxrss would carry the parent's over exec). */
 static double rss_mb(void)

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 SRC = os.environ.get("RP_SOURCE_DIR",
                      os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(SRC, "build"))
-RADPREPD = os.path.join(BUILD, "scp", "radprepd")
+RADPREPD = os.path.join(BUILD, "node", "radprepd")
 RADPREP = os.path.join(BUILD, "cli", "radprep")
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 

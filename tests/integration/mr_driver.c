@@ -22,8 +22,8 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "pipeline/mr.h"
-#include "pipeline/png.h"
+#include "pipeline/mr/mr.h"
+#include "pipeline/write/png.h"
 #include "tests/pipeline/mr_phantom.h"
 
 static rp_volume *load(const char *dir, int i)

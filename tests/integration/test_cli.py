@@ -124,7 +124,7 @@ send_to = pacs
         # The node itself, not only check-config, stops on a bad step with FILE:LINE.
         path = self.write("daemon.ini", "[node]\nport = 11997\n\n[rule r]\nmodality = CT\n"
                                         "steps = hu resample(1,1,bogus)\n")
-        radprepd = os.path.join(BUILD, "scp", "radprepd")
+        radprepd = os.path.join(BUILD, "node", "radprepd")
         p = subprocess.run([radprepd, "--config", path, "--data-dir",
                             os.path.join(self.tmp, "node")],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)

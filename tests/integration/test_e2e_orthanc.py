@@ -26,7 +26,7 @@ import pydicom
 DATA = os.environ.get("RP_SHARED_DATA", "/work/shared/data")
 TOOLS = os.environ.get("RP_SHARED_TOOLS", "/work/shared/tools")
 BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
-RADPREPD = os.path.join(BUILD, "scp", "radprepd")
+RADPREPD = os.path.join(BUILD, "node", "radprepd")
 RADPREP = os.path.join(BUILD, "cli", "radprep")
 QUIET_S = 2
 

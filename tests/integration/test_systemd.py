@@ -50,7 +50,7 @@ def unit_keys(text):
 
 
 def built(name):
-    p = os.path.join(BUILD, "scp" if name == "radprepd" else "cli", name)
+    p = os.path.join(BUILD, "node" if name == "radprepd" else "cli", name)
     return p if os.access(p, os.X_OK) else shutil.which(name) or "/bin/true"
 
 

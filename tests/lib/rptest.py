@@ -66,7 +66,7 @@ def tempdir(prefix="rptest"):
 
 
 def radprepd_bin():
-    return os.path.join(BUILD_DIR, "scp", "radprepd")
+    return os.path.join(BUILD_DIR, "node", "radprepd")
 
 
 def radprep_bin():

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "pipeline/volume.h"
+#include "pipeline/volume/volume.h"
 
 enum { PH_AIR = 0, PH_SCALP, PH_SKULL, PH_CSF, PH_GM, PH_WM, PH_NLABELS };
 

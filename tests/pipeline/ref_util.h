@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pipeline/volume.h"
+#include "pipeline/volume/volume.h"
 
 static char g_tmpdir[512];
 

@@ -13,8 +13,8 @@
 
 #include <cmocka.h>
 
-#include "pipeline/assemble.h"
-#include "pipeline/volume.h"
+#include "pipeline/assemble/assemble.h"
+#include "pipeline/volume/volume.h"
 
 static rp_dcm_info *mk(int rows, int cols, const double ipp[3], const double iop[6], double dy,
                        double dx, int instance)

@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "common/common.h"
-#include "pipeline/xray.h"
+#include "pipeline/xray/xray.h"
 #include "test_xray_util.h"
 
 typedef struct clahe_case {

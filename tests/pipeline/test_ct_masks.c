@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "common/common.h"
-#include "pipeline/imgops.h"
+#include "pipeline/volume/imgops.h"
 #include "pipeline/recipe.h"
 #include "tests/pipeline/ref_util.h"
 

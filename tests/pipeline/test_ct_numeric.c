@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "pipeline/imgops.h"
+#include "pipeline/volume/imgops.h"
 #include "pipeline/recipe.h"
 #include "tests/pipeline/ref_util.h"
 

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "common/common.h"
-#include "pipeline/dicom.h"
+#include "dicom/dicom.h"
 
 static const char *data_dir(void)
 {

@@ -18,9 +18,9 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "pipeline/derived.h"
+#include "pipeline/write/derived.h"
 #include "pipeline/step.h"
-#include "pipeline/volume.h"
+#include "pipeline/volume/volume.h"
 
 static char g_tmp[256];
 static char g_src[3][1024];

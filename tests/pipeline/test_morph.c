@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "pipeline/imgops.h"
+#include "pipeline/volume/imgops.h"
 #include "tests/pipeline/ref_util.h"
 
 /* blobby random mask: thresholded smoothed noise, so components, holes and cavities occur */

@@ -12,7 +12,7 @@
 #include <omp.h>
 
 #include "common/common.h"
-#include "pipeline/mr.h"
+#include "pipeline/mr/mr.h"
 #include "pipeline/step.h"
 #include "tests/pipeline/mr_phantom.h"
 

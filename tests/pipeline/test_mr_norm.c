@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "common/common.h"
-#include "pipeline/mr.h"
+#include "pipeline/mr/mr.h"
 #include "pipeline/step.h"
 #include "tests/pipeline/mr_phantom.h"
 

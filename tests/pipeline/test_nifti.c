@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "common/common.h"
-#include "pipeline/nifti.h"
+#include "pipeline/write/nifti.h"
 
 static char g_dir[256];
 

@@ -10,7 +10,7 @@
 
 #include "common/common.h"
 #include "pipeline/step.h"
-#include "pipeline/xray.h"
+#include "pipeline/xray/xray.h"
 #include "test_xray_util.h"
 
 static void compare_u8(int w, int h, int ow, int oh)

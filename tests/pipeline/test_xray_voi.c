@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "pipeline/dicom.h"
+#include "dicom/dicom.h"
 #include "pipeline/step.h"
-#include "pipeline/xray.h"
+#include "pipeline/xray/xray.h"
 
 #define EPS 1e-9
 

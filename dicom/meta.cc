@@ -1,0 +1,179 @@
+/* dcm_meta — read the index attributes of a DICOM file with dcmtk, up to Pixel Data. */
+#include "dicom/meta.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+
+#include <dcmtk/oflog/oflog.h>
+
+#include "common/common.h"
+
+/* Copy an attribute's first value into dst, trimmed of DICOM padding. Empty when absent.
+ * A value too long for dst is cut; for UIDs see get_uid(). Returns false when cut. */
+static bool get_str(DcmItem *ds, const DcmTagKey &tag, char *dst, size_t dstsz, bool whole = false)
+{
+    dst[0] = '\0';
+    OFString v;
+    OFCondition c = whole ? ds->findAndGetOFStringArray(tag, v) : ds->findAndGetOFString(tag, v);
+    if (c.bad())
+        return true;
+    size_t n = v.length();
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\0'))
+        n--;
+    size_t start = 0;
+    while (start < n && v[start] == ' ')
+        start++;
+    n -= start;
+    bool whole_fit = n < dstsz;
+    if (n >= dstsz)
+        n = dstsz - 1;
+    memcpy(dst, v.c_str() + start, n);
+    dst[n] = '\0';
+    return whole_fit;
+}
+
+/* A UID longer than 64 characters must never be cut into a valid-looking shorter one:
+ * mark it so that UID validation fails ("...") and the log shows its beginning. */
+static void get_uid(DcmItem *ds, const DcmTagKey &tag, char *dst, size_t dstsz)
+{
+    if (!get_str(ds, tag, dst, dstsz) && dstsz > 4)
+        memcpy(dst + dstsz - 4, "...", 4);
+}
+
+static int get_int(DcmItem *ds, const DcmTagKey &tag, int dflt)
+{
+    OFString v;
+    if (ds->findAndGetOFString(tag, v).bad() || v.empty())
+        return dflt;
+    char *end = NULL;
+    long x = strtol(v.c_str(), &end, 10);
+    if (end == v.c_str())
+        return dflt;
+    if (x > 0x7fffffffL || x < -0x7fffffffL)
+        return dflt;
+    return (int)x;
+}
+
+static int get_us(DcmItem *ds, const DcmTagKey &tag, int dflt)
+{
+    Uint16 u = 0;
+    if (ds->findAndGetUint16(tag, u).good())
+        return (int)u;
+    return get_int(ds, tag, dflt);
+}
+
+static double get_double(DcmItem *ds, const DcmTagKey &tag, double dflt)
+{
+    OFString v;
+    if (ds->findAndGetOFString(tag, v).bad() || v.empty())
+        return dflt;
+    char *end = NULL;
+    double x = strtod(v.c_str(), &end);
+    return end == v.c_str() ? dflt : x;
+}
+
+/* dcmdata warns on every header-only read ("PixelData encountered, skipping rest"): that
+ * is the point of reading the header only, so keep dcmdata to errors unless debugging. */
+static void quiet_dcmdata(void)
+{
+    static const bool done =
+        [] { /* C++11: initialised once, thread-safe */
+             if (rp_log_get_level() != RP_LOG_DEBUG)
+                 OFLog::getLogger("dcmtk.dcmdata").setLogLevel(OFLogger::ERROR_LOG_LEVEL);
+             return true;
+        }();
+    (void)done;
+}
+
+extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *reason,
+                                size_t reasonsz)
+{
+    quiet_dcmdata();
+    if (reason && reasonsz)
+        reason[0] = '\0';
+    memset(m, 0, sizeof(*m));
+    m->series_number = m->instance_number = -1;
+    m->number_of_frames = 1;
+    m->images_in_acquisition = m->number_of_temporal_positions = -1;
+    m->number_of_slices = m->acquisition_number = -1;
+    m->slice_thickness = -1.0;
+
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (reason)
+            snprintf(reason, reasonsz, "cannot stat: %s", strerror(errno));
+        return errno == ENOENT ? RP_ENOENT : RP_EIO;
+    }
+    m->file_size = (long long)st.st_size;
+
+    DcmFileFormat ff;
+    /* Values above 4 KB stay on disk (loaded lazily if ever asked for): the header of any
+     * instance then costs about the same, whatever private blobs it carries. */
+    OFCondition c =
+        ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect, DCM_PixelData);
+    if (c.bad()) {
+        if (reason) {
+            snprintf(reason, reasonsz, "dcmtk cannot parse the header: %s", c.text());
+            for (char *p = reason; *p; p++)
+                if (*p == '\n' || *p == '\r')
+                    *p = ';';
+        }
+        return RP_EPARSE;
+    }
+    DcmDataset *ds = ff.getDataset();
+    DcmMetaInfo *mi = ff.getMetaInfo();
+    if (!ds || ds->card() == 0) {
+        if (reason)
+            snprintf(reason, reasonsz, "empty dataset");
+        return RP_EPARSE;
+    }
+
+    get_str(ds, DCM_PatientID, m->patient_id, sizeof m->patient_id);
+    get_str(ds, DCM_IssuerOfPatientID, m->issuer_of_patient_id, sizeof m->issuer_of_patient_id);
+    get_str(ds, DCM_PatientName, m->patient_name, sizeof m->patient_name, true);
+    get_str(ds, DCM_PatientBirthDate, m->patient_birth_date, sizeof m->patient_birth_date);
+    get_str(ds, DCM_PatientSex, m->patient_sex, sizeof m->patient_sex);
+    get_uid(ds, DCM_StudyInstanceUID, m->study_uid, sizeof m->study_uid);
+    get_str(ds, DCM_StudyDate, m->study_date, sizeof m->study_date);
+    get_str(ds, DCM_StudyTime, m->study_time, sizeof m->study_time);
+    get_str(ds, DCM_AccessionNumber, m->accession_number, sizeof m->accession_number);
+    get_str(ds, DCM_StudyDescription, m->study_description, sizeof m->study_description);
+    get_uid(ds, DCM_SeriesInstanceUID, m->series_uid, sizeof m->series_uid);
+    get_str(ds, DCM_Modality, m->modality, sizeof m->modality);
+    m->series_number = get_int(ds, DCM_SeriesNumber, -1);
+    get_str(ds, DCM_SeriesDescription, m->series_description, sizeof m->series_description);
+    get_str(ds, DCM_BodyPartExamined, m->body_part, sizeof m->body_part);
+    get_uid(ds, DCM_FrameOfReferenceUID, m->frame_of_reference_uid,
+            sizeof m->frame_of_reference_uid);
+    get_uid(ds, DCM_SOPClassUID, m->sop_class_uid, sizeof m->sop_class_uid);
+    get_uid(ds, DCM_SOPInstanceUID, m->sop_instance_uid, sizeof m->sop_instance_uid);
+    m->instance_number = get_int(ds, DCM_InstanceNumber, -1);
+    m->number_of_frames = get_int(ds, DCM_NumberOfFrames, 1);
+    if (m->number_of_frames < 1)
+        m->number_of_frames = 1;
+    m->images_in_acquisition = get_int(ds, DCM_ImagesInAcquisition, -1);
+    m->number_of_temporal_positions = get_int(ds, DCM_NumberOfTemporalPositions, -1);
+    m->number_of_slices = get_us(ds, DCM_NumberOfSlices, -1);
+    m->acquisition_number = get_int(ds, DCM_AcquisitionNumber, -1);
+    m->slice_thickness = get_double(ds, DCM_SliceThickness, -1.0);
+
+    /* The transfer syntax the bytes are in: the meta header says it; a raw dataset has
+     * none, so take what the parser detected. */
+    if (mi)
+        get_str(mi, DCM_TransferSyntaxUID, m->transfer_syntax_uid, sizeof m->transfer_syntax_uid);
+    if (!m->transfer_syntax_uid[0]) {
+        DcmXfer x(ds->getOriginalXfer());
+        if (x.getXfer() != EXS_Unknown)
+            rp_strlcpy(m->transfer_syntax_uid, x.getXferID(), sizeof m->transfer_syntax_uid);
+    }
+    return 0;
+}

@@ -1,0 +1,582 @@
+/*
+ * scp/outbox — the outbox sender threads (contract in scp/outbox.h).
+ *
+ * Shape: one rp_outbox owns the destination list and N worker threads; worker w serves
+ * destinations w, w+N, w+2N... Each worker has its own db handle (db.h: one per thread).
+ * Per destination the worker keeps a failure streak and a gate time: while a destination is
+ * down nothing of it is claimed before the gate, and every row it puts back is due exactly
+ * at the gate, so the whole destination resumes together when it comes back.
+ */
+#include "outbox/outbox.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/common.h"
+#include "outbox/sender.h"
+#include "tls/tls.h"
+
+#define MOD "outbox"
+
+typedef struct dest_state {
+    rp_conf_peer peer;
+    int fail_streak;
+    double gate_until; /* wall clock; 0: open */
+} dest_state;
+
+typedef struct worker {
+    struct rp_outbox *ob;
+    pthread_t th;
+    int idx;
+    int started;
+} worker;
+
+struct rp_outbox {
+    rp_outbox_opts o;
+    char db_path[RP_PATH_MAX];
+    char calling_ae[RP_AE_MAX + 1];
+    int acse_timeout_s, dimse_timeout_s, connect_timeout_s;
+    unsigned max_pdu;
+    rp_tls *tls; /* client TLS layer for tls_only destinations (scp/tls.h), or NULL */
+    dest_state *dests;
+    size_t n_dests;
+    worker *workers;
+    int n_workers;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    volatile int stop;
+    unsigned kicks;
+    rp_outbox_totals totals;
+};
+
+static void add_totals(rp_outbox *ob, const rp_outbox_totals *t)
+{
+    pthread_mutex_lock(&ob->mu);
+    ob->totals.sent += t->sent;
+    ob->totals.retried += t->retried;
+    ob->totals.dead += t->dead;
+    ob->totals.associations += t->associations;
+    ob->totals.bytes += t->bytes;
+    ob->totals.send_seconds += t->send_seconds;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+/* A peer we can send to. A tls_only peer is sent to over TLS with the node's [tls]
+ * certificate (conf refuses tls_only without [tls]; a TLS layer that cannot be built at
+ * start leaves such a destination out, logged). */
+static int dest_usable(const rp_conf_peer *p)
+{
+    return p->is_destination && p->port > 0 && p->port <= 65535 && p->host[0] && p->ae_title[0];
+}
+
+static const char *unusable_reason(const rp_conf_peer *p)
+{
+    if (!p)
+        return "is not configured";
+    if (!p->is_destination)
+        return "is not a destination (destination = yes)";
+    return "lacks host, port or ae_title";
+}
+
+static double backoff(const rp_outbox *ob, int streak)
+{
+    double d = ob->o.base_delay_s * pow(2.0, streak > 1 ? streak - 1 : 0);
+    return d < ob->o.max_delay_s ? d : ob->o.max_delay_s;
+}
+
+/* Claim one batch of due rows of `ds` and send it. Returns 1 when more rows may be due now;
+ * *wake is lowered to the next due time of the destination when nothing is due yet. */
+static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
+{
+    /* a read first: an idle destination must not take the write lock every poll */
+    double due = 0, now0 = rp_now_s();
+    int rc = rp_db_outbox_next_due(db, ds->peer.name, &due);
+    if (rc == RP_ENOENT)
+        return 0;
+    if (rc == 0 && due > now0) {
+        if (due < *wake)
+            *wake = due;
+        return 0;
+    }
+    rp_db_outbox_entry *e = NULL;
+    size_t n = 0;
+    rc = rp_db_outbox_claim(db, ds->peer.name, now0, ob->o.batch, &e, &n);
+    if (rc == RP_ENOENT || n == 0) {
+        free(e);
+        return 0;
+    }
+    if (rc) {
+        RP_ERROR(MOD, "cannot claim outbox rows destination=%s rc=%s", ds->peer.name,
+                 rp_strerror(rc));
+        return 0;
+    }
+    const char **files = calloc(n, sizeof *files);
+    rp_sender_result *res = calloc(n, sizeof *res);
+    if (!files || !res) {
+        /* give the rows back untouched: they are retried on the next pass */
+        for (size_t i = 0; i < n; i++)
+            rp_db_outbox_retry_at(db, e[i].id, -1, "out of memory", rp_now_s() + 1);
+        free(files);
+        free(res);
+        free(e);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        files[i] = e[i].file_path;
+    rp_sender_dest sd = {
+        .host = ds->peer.host,
+        .port = ds->peer.port,
+        .called_ae = ds->peer.ae_title,
+        .calling_ae = ob->calling_ae,
+        .connect_timeout_s = ob->connect_timeout_s,
+        .acse_timeout_s = ob->acse_timeout_s,
+        .dimse_timeout_s = ob->dimse_timeout_s,
+        .max_pdu = ob->max_pdu,
+        .tls = ds->peer.tls_only ? ob->tls : NULL,
+    };
+    rp_sender_stats st;
+    rc = rp_sender_send(&sd, files, n, res, &ob->stop, &st);
+    double now = rp_now_s();
+    int down = rc == RP_ENET || rc == RP_ETIMEOUT || rc == RP_EBUSY;
+    if (down) {
+        ds->fail_streak++;
+        double wait_s = backoff(ob, ds->fail_streak);
+        ds->gate_until = now + wait_s;
+        char q[300];
+        RP_WARN(MOD,
+                "destination unavailable destination=%s host=%s port=%d failures=%d "
+                "retry_in_s=%.1f rows=%zu reason=%s",
+                ds->peer.name, ds->peer.host, ds->peer.port, ds->fail_streak, wait_s, n,
+                rp_log_kv_quote(res[0].reason, q, sizeof q));
+    } else {
+        if (ds->fail_streak)
+            RP_INFO(MOD, "destination reachable again destination=%s after_failures=%d",
+                    ds->peer.name, ds->fail_streak);
+        ds->fail_streak = 0;
+        ds->gate_until = 0;
+    }
+    rp_outbox_totals t;
+    memset(&t, 0, sizeof t);
+    t.associations = st.associations;
+    t.bytes = st.bytes;
+    t.send_seconds = st.seconds;
+    for (size_t i = 0; i < n; i++) {
+        const rp_sender_result *r = &res[i];
+        int frc = 0;
+        switch (r->outcome) {
+        case RP_SEND_DONE:
+            frc = rp_db_outbox_finish(db, e[i].id, 1, r->dimse_status, r->reason, 0, 0, 0);
+            t.sent++;
+            break;
+        case RP_SEND_DEAD:
+            frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, r->reason, 1, 0, 0);
+            t.dead++;
+            break;
+        case RP_SEND_RETRY_FEW:
+            frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, r->reason, 0,
+                                      ob->o.base_delay_s, ob->o.few_attempts);
+            if (e[i].attempts >= ob->o.few_attempts)
+                t.dead++;
+            else
+                t.retried++;
+            break;
+        case RP_SEND_RETRY:
+        default:
+            frc = rp_db_outbox_retry_at(db, e[i].id, r->dimse_status, r->reason,
+                                        ds->gate_until > now ? ds->gate_until : now);
+            t.retried++;
+            break;
+        }
+        if (frc)
+            RP_ERROR(MOD, "cannot record outcome outbox_id=%lld outcome=%s rc=%s", e[i].id,
+                     rp_send_outcome_name(r->outcome), rp_strerror(frc));
+    }
+    if (t.sent)
+        RP_INFO(MOD,
+                "sent destination=%s instances=%lld failed=%zu associations=%d bytes=%lld "
+                "seconds=%.3f",
+                ds->peer.name, t.sent, n - (size_t)t.sent, st.associations, st.bytes, st.seconds);
+    add_totals(ob, &t);
+    int more = !down && n == (size_t)ob->o.batch;
+    free(files);
+    free(res);
+    free(e);
+    return more;
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    rp_outbox *ob = w->ob;
+    rp_db *db = NULL;
+    while (!ob->stop && rp_db_open(ob->db_path, &db) != 0) {
+        RP_ERROR(MOD, "cannot open the index, retrying path=%s", ob->db_path);
+        pthread_mutex_lock(&ob->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        if (!ob->stop)
+            pthread_cond_timedwait(&ob->cv, &ob->mu, &ts);
+        pthread_mutex_unlock(&ob->mu);
+    }
+    while (!ob->stop) {
+        pthread_mutex_lock(&ob->mu);
+        unsigned kicks = ob->kicks;
+        pthread_mutex_unlock(&ob->mu);
+        double now = rp_now_s();
+        double wake = now + ob->o.poll_s;
+        int more = 0;
+        for (size_t d = (size_t)w->idx; d < ob->n_dests && !ob->stop; d += (size_t)ob->n_workers) {
+            dest_state *ds = &ob->dests[d];
+            if (now < ds->gate_until) {
+                if (ds->gate_until < wake)
+                    wake = ds->gate_until;
+                continue;
+            }
+            more |= serve_dest(ob, db, ds, &wake);
+        }
+        if (more)
+            continue;
+        pthread_mutex_lock(&ob->mu);
+        if (!ob->stop && ob->kicks == kicks) {
+            struct timespec ts;
+            ts.tv_sec = (time_t)wake;
+            ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
+            pthread_cond_timedwait(&ob->cv, &ob->mu, &ts);
+        }
+        pthread_mutex_unlock(&ob->mu);
+    }
+    rp_db_close(db);
+    return NULL;
+}
+
+/* At start: rows a crashed node left 'sending' go back to pending; rows for a destination
+ * we cannot send to go to dead with the reason (never silently forgotten). */
+static int recover(rp_outbox *ob, const rp_conf *c)
+{
+    rp_db *db = NULL;
+    int rc = rp_db_open(ob->db_path, &db);
+    if (rc)
+        return rc;
+    long long n = 0;
+    if (rp_db_outbox_requeue(db, "sending", NULL, 0, &n) == 0 && n > 0)
+        RP_WARN(MOD, "re-queued rows left sending by a previous run rows=%lld", n);
+    rp_db_outbox_entry *e = NULL;
+    size_t ne = 0;
+    if (rp_db_outbox_list(db, "pending", NULL, 0, &e, &ne) == 0) {
+        size_t dead = 0;
+        for (size_t i = 0; i < ne; i++) {
+            const rp_conf_peer *p = rp_conf_peer_by_name(c, e[i].destination);
+            if (p && dest_usable(p))
+                continue;
+            char why[256];
+            snprintf(why, sizeof why, "destination '%s' %s", e[i].destination, unusable_reason(p));
+            if (rp_db_outbox_finish(db, e[i].id, 0, -1, why, 1, 0, 0) == 0)
+                dead++;
+        }
+        if (dead)
+            RP_ERROR(MOD, "outbox rows for unconfigured destinations dead-lettered rows=%zu", dead);
+        free(e);
+    }
+    /* A destination that was down before the restart continues its backoff where it was
+     * (attempts and next try are in the rows), instead of starting again at 2 s. */
+    for (size_t d = 0; d < ob->n_dests; d++) {
+        rp_db_outbox_entry *p = NULL;
+        size_t np = 0;
+        if (rp_db_outbox_list(db, "pending", ob->dests[d].peer.name, 1, &p, &np) == 0 && np &&
+            p[0].attempts > 0 && p[0].last_status < 0 && p[0].last_reason[0]) {
+            ob->dests[d].fail_streak = p[0].attempts;
+            ob->dests[d].gate_until = p[0].next_attempt_at;
+        }
+        free(p);
+    }
+    rp_db_close(db);
+    return 0;
+}
+
+int rp_outbox_start(const rp_conf *c, const rp_outbox_opts *o, rp_outbox **out)
+{
+    *out = NULL;
+    if (!c || !o || !o->db_path)
+        return RP_EINVAL;
+    rp_outbox *ob = calloc(1, sizeof *ob);
+    if (!ob)
+        return RP_ENOMEM;
+    ob->o = *o;
+    if (ob->o.batch <= 0)
+        ob->o.batch = 256;
+    if (ob->o.max_threads <= 0)
+        ob->o.max_threads = 4;
+    if (ob->o.base_delay_s <= 0)
+        ob->o.base_delay_s = 2;
+    if (ob->o.max_delay_s <= 0)
+        ob->o.max_delay_s = 600;
+    if (ob->o.few_attempts <= 0)
+        ob->o.few_attempts = 5;
+    if (ob->o.poll_s <= 0)
+        ob->o.poll_s = 0.5;
+    rp_strlcpy(ob->db_path, o->db_path, sizeof ob->db_path);
+    ob->o.db_path = ob->db_path;
+    rp_strlcpy(ob->calling_ae, c->ae_title, sizeof ob->calling_ae);
+    ob->acse_timeout_s = c->acse_timeout_s;
+    ob->dimse_timeout_s = c->dimse_timeout_s;
+    ob->connect_timeout_s =
+        c->network_timeout_s > 0 && c->network_timeout_s < 30 ? c->network_timeout_s : 10;
+    ob->max_pdu = c->max_pdu;
+    pthread_mutex_init(&ob->mu, NULL);
+    pthread_cond_init(&ob->cv, NULL);
+    ob->dests = calloc(c->n_peers ? c->n_peers : 1, sizeof *ob->dests);
+    if (!ob->dests) {
+        rp_outbox_stop(ob);
+        return RP_ENOMEM;
+    }
+    for (size_t i = 0; i < c->n_peers; i++) {
+        const rp_conf_peer *p = &c->peers[i];
+        if (!p->is_destination)
+            continue;
+        if (!dest_usable(p)) {
+            RP_ERROR(MOD,
+                     "destination peer unusable, nothing is sent to it peer=%s line=%d "
+                     "reason=\"%s\"",
+                     p->name, p->line, unusable_reason(p));
+            continue;
+        }
+        if (p->tls_only && !ob->tls) {
+            char terr[512] = "";
+            if (rp_tls_new(c, RP_TLS_CLIENT, &ob->tls, terr, sizeof terr) != 0) {
+                RP_ERROR(MOD,
+                         "destination peer needs TLS and the TLS layer failed, nothing is "
+                         "sent to it peer=%s reason=\"%s\"",
+                         p->name, terr);
+                continue;
+            }
+        }
+        ob->dests[ob->n_dests++].peer = *p;
+    }
+    int rc = recover(ob, c);
+    if (rc) {
+        RP_ERROR(MOD, "cannot open the index path=%s rc=%s", ob->db_path, rp_strerror(rc));
+        rp_outbox_stop(ob);
+        return rc;
+    }
+    ob->n_workers =
+        (int)(ob->n_dests < (size_t)ob->o.max_threads ? ob->n_dests : (size_t)ob->o.max_threads);
+    if (ob->n_workers) {
+        ob->workers = calloc((size_t)ob->n_workers, sizeof *ob->workers);
+        if (!ob->workers) {
+            rp_outbox_stop(ob);
+            return RP_ENOMEM;
+        }
+    }
+    for (int i = 0; i < ob->n_workers; i++) {
+        ob->workers[i].ob = ob;
+        ob->workers[i].idx = i;
+        if (pthread_create(&ob->workers[i].th, NULL, worker_main, &ob->workers[i]) != 0) {
+            RP_ERROR(MOD, "cannot start sender thread errno=%d", errno);
+            rp_outbox_stop(ob);
+            return RP_ENOMEM;
+        }
+        ob->workers[i].started = 1;
+    }
+    RP_INFO(MOD, "outbox sender started destinations=%zu threads=%d backoff_s=%.1f..%.1f",
+            ob->n_dests, ob->n_workers, ob->o.base_delay_s, ob->o.max_delay_s);
+    *out = ob;
+    return 0;
+}
+
+void rp_outbox_kick(rp_outbox *ob)
+{
+    if (!ob)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    ob->kicks++;
+    pthread_cond_broadcast(&ob->cv);
+    pthread_mutex_unlock(&ob->mu);
+}
+
+void rp_outbox_stop(rp_outbox *ob)
+{
+    if (!ob)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    ob->stop = 1;
+    pthread_cond_broadcast(&ob->cv);
+    pthread_mutex_unlock(&ob->mu);
+    for (int i = 0; i < ob->n_workers; i++)
+        if (ob->workers && ob->workers[i].started)
+            pthread_join(ob->workers[i].th, NULL);
+    pthread_mutex_destroy(&ob->mu);
+    pthread_cond_destroy(&ob->cv);
+    free(ob->workers);
+    free(ob->dests);
+    rp_tls_free(ob->tls);
+    free(ob);
+}
+
+void rp_outbox_totals_get(rp_outbox *ob, rp_outbox_totals *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!ob)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    *out = ob->totals;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to, const char *const *files,
+                      size_t n, size_t *n_added)
+{
+    if (n_added)
+        *n_added = 0;
+    if (!db || !c || (n && !files))
+        return RP_EINVAL;
+    if (!send_to)
+        return 0;
+    /* check every name first: a typo must not half-queue the series */
+    char names[512];
+    rp_strlcpy(names, send_to, sizeof names);
+    const char *peers[32];
+    int np = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(names, " \t,", &save); tok && np < 32;
+         tok = strtok_r(NULL, " \t,", &save)) {
+        const rp_conf_peer *p = rp_conf_peer_by_name(c, tok);
+        if (!p || !dest_usable(p)) {
+            RP_ERROR(MOD, "send_to names a peer that cannot be sent to peer=%s reason=\"%s\"", tok,
+                     unusable_reason(p));
+            return RP_ECONF;
+        }
+        peers[np++] = p->name;
+    }
+    size_t added = 0;
+    for (size_t i = 0; i < n; i++) {
+        char uid[RP_UID_MAX + 1];
+        int rc = rp_sender_file_uid(files[i], uid, sizeof uid);
+        if (rc) {
+            RP_ERROR(MOD, "cannot queue file (no SOP Instance UID) path=%s rc=%s", files[i],
+                     rp_strerror(rc));
+            return rc;
+        }
+        for (int k = 0; k < np; k++) {
+            long long id = 0;
+            rc = rp_db_outbox_add(db, uid, files[i], peers[k], &id);
+            if (rc == 0)
+                added++;
+            else if (rc != RP_EEXIST)
+                return rc;
+        }
+    }
+    if (n_added)
+        *n_added = added;
+    if (added)
+        RP_INFO(MOD, "queued for sending rows=%zu files=%zu destinations=%d", added, n, np);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int collect_dcm(const char *dir, char ***list, size_t *n, size_t *cap)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : RP_EIO;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[RP_PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path)
+            continue;
+        struct stat st;
+        if (stat(path, &st))
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            rc = collect_dcm(path, list, n, cap);
+            continue;
+        }
+        size_t len = strlen(e->d_name);
+        if (!S_ISREG(st.st_mode) || len < 4 || strcasecmp(e->d_name + len - 4, ".dcm"))
+            continue;
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 64;
+            char **nl = realloc(*list, nc * sizeof *nl);
+            if (!nl) {
+                rc = RP_ENOMEM;
+                break;
+            }
+            *list = nl;
+            *cap = nc;
+        }
+        if (!((*list)[*n] = strdup(path))) {
+            rc = RP_ENOMEM;
+            break;
+        }
+        (*n)++;
+    }
+    closedir(d);
+    return rc;
+}
+
+int rp_outbox_enqueue_dir(rp_db *db, const rp_conf *c, const char *send_to, const char *dir,
+                          size_t *n_added)
+{
+    if (n_added)
+        *n_added = 0;
+    if (!dir)
+        return RP_EINVAL;
+    char **list = NULL;
+    size_t n = 0, cap = 0;
+    int rc = collect_dcm(dir, &list, &n, &cap);
+    if (rc == 0 && n) {
+        qsort(list, n, sizeof *list, cmp_str);
+        rc = rp_outbox_enqueue(db, c, send_to, (const char *const *)list, n, n_added);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- node service */
+
+static int svc_start(rp_node *node, void *arg)
+{
+    rp_outbox **slot = arg;
+    rp_outbox_opts o;
+    memset(&o, 0, sizeof o);
+    o.db_path = rp_node_db_path(node);
+    return rp_outbox_start(rp_node_conf(node), &o, slot);
+}
+
+static void svc_stop(rp_node *node, void *arg)
+{
+    (void)node;
+    rp_outbox **slot = arg;
+    rp_outbox_stop(*slot);
+    free(slot);
+}
+
+int rp_outbox_service(rp_node_service *svc)
+{
+    rp_outbox **slot = calloc(1, sizeof *slot);
+    if (!slot)
+        return RP_ENOMEM;
+    svc->name = "outbox";
+    svc->start = svc_start;
+    svc->stop = svc_stop;
+    svc->on_instance = NULL;
+    svc->arg = slot;
+    return 0;
+}

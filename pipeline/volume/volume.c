@@ -1,0 +1,180 @@
+/* pipeline/volume.c — allocation and small matrix helpers for rp_volume / rp_mask. */
+#include "pipeline/volume/volume.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+
+static int dims_ok(long long nx, long long ny, long long nz, long long nc)
+{
+    if (nx < 1 || ny < 1 || nz < 1 || nc < 1)
+        return 0;
+    /* Refuse sizes whose byte count would overflow or that no machine here could hold. */
+    long long n = nx * ny;
+    if (n > (1LL << 40) / nz)
+        return 0;
+    n *= nz;
+    if (n > (1LL << 40) / nc)
+        return 0;
+    return 1;
+}
+
+rp_volume *rp_volume_new(int nx, int ny, int nz, int nc)
+{
+    if (!dims_ok(nx, ny, nz, nc))
+        return NULL;
+    rp_volume *v = calloc(1, sizeof *v);
+    if (!v)
+        return NULL;
+    size_t n = (size_t)nx * ny * nz * nc;
+    v->data = calloc(n, sizeof(float));
+    if (!v->data) {
+        free(v);
+        return NULL;
+    }
+    v->dim[0] = nx;
+    v->dim[1] = ny;
+    v->dim[2] = nz;
+    v->dim[3] = nc;
+    rp_mat4_identity(v->affine);
+    rp_volume_update_spacing(v);
+    return v;
+}
+
+rp_volume *rp_volume_clone(const rp_volume *v)
+{
+    rp_volume *c = rp_volume_new(v->dim[0], v->dim[1], v->dim[2], v->dim[3]);
+    if (!c)
+        return NULL;
+    memcpy(c->data, v->data, rp_volume_nvox(v) * v->dim[3] * sizeof(float));
+    memcpy(c->affine, v->affine, sizeof c->affine);
+    memcpy(c->spacing, v->spacing, sizeof c->spacing);
+    return c;
+}
+
+void rp_volume_free(rp_volume *v)
+{
+    if (!v)
+        return;
+    free(v->data);
+    free(v);
+}
+
+size_t rp_volume_nvox(const rp_volume *v)
+{
+    return (size_t)v->dim[0] * v->dim[1] * v->dim[2];
+}
+
+void rp_volume_update_spacing(rp_volume *v)
+{
+    for (int c = 0; c < 3; c++) {
+        double s = 0;
+        for (int r = 0; r < 3; r++)
+            s += v->affine[r][c] * v->affine[r][c];
+        v->spacing[c] = sqrt(s);
+    }
+}
+
+rp_mask *rp_mask_new(int nx, int ny, int nz, const char *name)
+{
+    if (!dims_ok(nx, ny, nz, 1))
+        return NULL;
+    rp_mask *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->data = calloc((size_t)nx * ny * nz, 1);
+    if (!m->data) {
+        free(m);
+        return NULL;
+    }
+    m->dim[0] = nx;
+    m->dim[1] = ny;
+    m->dim[2] = nz;
+    rp_mat4_identity(m->affine);
+    rp_strlcpy(m->name, name ? name : "mask", sizeof m->name);
+    return m;
+}
+
+rp_mask *rp_mask_like(const rp_volume *v, const char *name)
+{
+    rp_mask *m = rp_mask_new(v->dim[0], v->dim[1], v->dim[2], name);
+    if (m)
+        memcpy(m->affine, v->affine, sizeof m->affine);
+    return m;
+}
+
+void rp_mask_free(rp_mask *m)
+{
+    if (!m)
+        return;
+    free(m->data);
+    free(m);
+}
+
+size_t rp_mask_count(const rp_mask *m)
+{
+    size_t n = (size_t)m->dim[0] * m->dim[1] * m->dim[2], c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += m->data[i] != 0;
+    return c;
+}
+
+void rp_mat4_identity(double m[4][4])
+{
+    memset(m, 0, 16 * sizeof(double));
+    for (int i = 0; i < 4; i++)
+        m[i][i] = 1.0;
+}
+
+void rp_mat4_mul(const double a[4][4], const double b[4][4], double out[4][4])
+{
+    double t[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            double s = 0;
+            for (int k = 0; k < 4; k++)
+                s += a[i][k] * b[k][j];
+            t[i][j] = s;
+        }
+    memcpy(out, t, sizeof t);
+}
+
+int rp_mat4_invert(const double m[4][4], double out[4][4])
+{
+    /* Gauss-Jordan with partial pivoting; 4x4 is small enough that clarity wins. */
+    double a[4][8];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 8; j++)
+            a[i][j] = j < 4 ? m[i][j] : (j - 4 == i ? 1.0 : 0.0);
+    for (int c = 0; c < 4; c++) {
+        int p = c;
+        for (int r = c + 1; r < 4; r++)
+            if (fabs(a[r][c]) > fabs(a[p][c]))
+                p = r;
+        if (fabs(a[p][c]) < 1e-12)
+            return RP_EINVAL;
+        if (p != c)
+            for (int j = 0; j < 8; j++) {
+                double t = a[c][j];
+                a[c][j] = a[p][j];
+                a[p][j] = t;
+            }
+        double d = a[c][c];
+        for (int j = 0; j < 8; j++)
+            a[c][j] /= d;
+        for (int r = 0; r < 4; r++) {
+            if (r == c)
+                continue;
+            double f = a[r][c];
+            if (f != 0)
+                for (int j = 0; j < 8; j++)
+                    a[r][j] -= f * a[c][j];
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            out[i][j] = a[i][j + 4];
+    return 0;
+}

@@ -1,0 +1,493 @@
+/* pipeline/nifti.c — a tight NIfTI-1 writer with parallel multi-member gzip (libdeflate).
+ * Contract in pipeline/nifti.h. */
+#include "pipeline/write/nifti.h"
+
+#include <errno.h>
+#include <libdeflate.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "common/common.h"
+
+#pragma pack(push, 1)
+typedef struct nifti1_header {
+    int32_t sizeof_hdr;
+    char data_type[10];
+    char db_name[18];
+    int32_t extents;
+    int16_t session_error;
+    char regular;
+    char dim_info;
+    int16_t dim[8];
+    float intent_p1, intent_p2, intent_p3;
+    int16_t intent_code;
+    int16_t datatype;
+    int16_t bitpix;
+    int16_t slice_start;
+    float pixdim[8];
+    float vox_offset;
+    float scl_slope, scl_inter;
+    int16_t slice_end;
+    char slice_code;
+    char xyzt_units;
+    float cal_max, cal_min;
+    float slice_duration;
+    float toffset;
+    int32_t glmax, glmin;
+    char descrip[80];
+    char aux_file[24];
+    int16_t qform_code, sform_code;
+    float quatern_b, quatern_c, quatern_d;
+    float qoffset_x, qoffset_y, qoffset_z;
+    float srow_x[4], srow_y[4], srow_z[4];
+    char intent_name[16];
+    char magic[4];
+} nifti1_header;
+#pragma pack(pop)
+
+_Static_assert(sizeof(nifti1_header) == 348, "NIfTI-1 header must be 348 bytes");
+
+static int bitpix_of(int dt)
+{
+    switch (dt) {
+    case RP_NII_UINT8:
+    case RP_NII_INT8:
+        return 8;
+    case RP_NII_INT16:
+    case RP_NII_UINT16:
+        return 16;
+    case RP_NII_RGB24:
+        return 24;
+    case RP_NII_INT32:
+    case RP_NII_UINT32:
+    case RP_NII_FLOAT32:
+        return 32;
+    default:
+        return 0;
+    }
+}
+
+/* nifti_mat44_to_quatern, after the reference implementation in nifti1_io.c */
+static void to_quatern(const double A[4][4], float *qb, float *qc, float *qd, float pix[3],
+                       float *qfac)
+{
+    double r11 = A[0][0], r12 = A[0][1], r13 = A[0][2];
+    double r21 = A[1][0], r22 = A[1][1], r23 = A[1][2];
+    double r31 = A[2][0], r32 = A[2][1], r33 = A[2][2];
+    double xd = sqrt(r11 * r11 + r21 * r21 + r31 * r31);
+    double yd = sqrt(r12 * r12 + r22 * r22 + r32 * r32);
+    double zd = sqrt(r13 * r13 + r23 * r23 + r33 * r33);
+    if (xd == 0) {
+        r11 = 1;
+        r21 = r31 = 0;
+        xd = 1;
+    }
+    if (yd == 0) {
+        r22 = 1;
+        r12 = r32 = 0;
+        yd = 1;
+    }
+    if (zd == 0) {
+        r33 = 1;
+        r13 = r23 = 0;
+        zd = 1;
+    }
+    pix[0] = (float)xd;
+    pix[1] = (float)yd;
+    pix[2] = (float)zd;
+    r11 /= xd;
+    r21 /= xd;
+    r31 /= xd;
+    r12 /= yd;
+    r22 /= yd;
+    r32 /= yd;
+    r13 /= zd;
+    r23 /= zd;
+    r33 /= zd;
+    /* orthogonalise (polar decomposition by a few Newton steps) so sheared input still gives
+     * the nearest rotation */
+    double M[3][3] = {{r11, r12, r13}, {r21, r22, r23}, {r31, r32, r33}};
+    for (int it = 0; it < 10; it++) {
+        double det = M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) -
+                     M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
+                     M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
+        if (fabs(det) < 1e-12)
+            break;
+        double inv[3][3];
+        inv[0][0] = (M[1][1] * M[2][2] - M[1][2] * M[2][1]) / det;
+        inv[0][1] = (M[0][2] * M[2][1] - M[0][1] * M[2][2]) / det;
+        inv[0][2] = (M[0][1] * M[1][2] - M[0][2] * M[1][1]) / det;
+        inv[1][0] = (M[1][2] * M[2][0] - M[1][0] * M[2][2]) / det;
+        inv[1][1] = (M[0][0] * M[2][2] - M[0][2] * M[2][0]) / det;
+        inv[1][2] = (M[0][2] * M[1][0] - M[0][0] * M[1][2]) / det;
+        inv[2][0] = (M[1][0] * M[2][1] - M[1][1] * M[2][0]) / det;
+        inv[2][1] = (M[0][1] * M[2][0] - M[0][0] * M[2][1]) / det;
+        inv[2][2] = (M[0][0] * M[1][1] - M[0][1] * M[1][0]) / det;
+        double diff = 0;
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) {
+                double nv = 0.5 * (M[i][j] + inv[j][i]);
+                diff += fabs(nv - M[i][j]);
+                M[i][j] = nv;
+            }
+        if (diff < 1e-12)
+            break;
+    }
+    r11 = M[0][0];
+    r12 = M[0][1];
+    r13 = M[0][2];
+    r21 = M[1][0];
+    r22 = M[1][1];
+    r23 = M[1][2];
+    r31 = M[2][0];
+    r32 = M[2][1];
+    r33 = M[2][2];
+    double zdet = r11 * r22 * r33 - r11 * r32 * r23 - r21 * r12 * r33 + r21 * r32 * r13 +
+                  r31 * r12 * r23 - r31 * r22 * r13;
+    if (zdet > 0) {
+        *qfac = 1;
+    } else {
+        *qfac = -1;
+        r13 = -r13;
+        r23 = -r23;
+        r33 = -r33;
+    }
+    double a = r11 + r22 + r33 + 1, b, c, d;
+    if (a > 0.5) {
+        a = 0.5 * sqrt(a);
+        b = 0.25 * (r32 - r23) / a;
+        c = 0.25 * (r13 - r31) / a;
+        d = 0.25 * (r21 - r12) / a;
+    } else {
+        double xx = 1 + r11 - (r22 + r33), yy = 1 + r22 - (r11 + r33), zz = 1 + r33 - (r11 + r22);
+        if (xx > 1) {
+            b = 0.5 * sqrt(xx);
+            c = 0.25 * (r12 + r21) / b;
+            d = 0.25 * (r13 + r31) / b;
+            a = 0.25 * (r32 - r23) / b;
+        } else if (yy > 1) {
+            c = 0.5 * sqrt(yy);
+            b = 0.25 * (r12 + r21) / c;
+            d = 0.25 * (r23 + r32) / c;
+            a = 0.25 * (r13 - r31) / c;
+        } else {
+            d = 0.5 * sqrt(zz);
+            b = 0.25 * (r13 + r31) / d;
+            c = 0.25 * (r23 + r32) / d;
+            a = 0.25 * (r21 - r12) / d;
+        }
+        if (a < 0) {
+            b = -b;
+            c = -c;
+            d = -d;
+        }
+    }
+    *qb = (float)b;
+    *qc = (float)c;
+    *qd = (float)d;
+}
+
+void rp_nifti_qform_affine(const rp_nifti_info *h, double A[4][4])
+{
+    double b = h->quatern[0], c = h->quatern[1], d = h->quatern[2];
+    double a = 1.0 - (b * b + c * c + d * d);
+    a = a < 1e-7 ? 0 : sqrt(a);
+    double qfac = h->pixdim[0] < 0 ? -1 : 1;
+    double dx = h->pixdim[1], dy = h->pixdim[2], dz = h->pixdim[3] * qfac;
+    double R[3][3] = {{a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)},
+                      {2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)},
+                      {2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b}};
+    memset(A, 0, sizeof(double) * 16);
+    for (int i = 0; i < 3; i++) {
+        A[i][0] = R[i][0] * dx;
+        A[i][1] = R[i][1] * dy;
+        A[i][2] = R[i][2] * dz;
+        A[i][3] = h->qoffset[i];
+    }
+    A[3][3] = 1;
+}
+
+static int write_all(FILE *f, const void *p, size_t n)
+{
+    return fwrite(p, 1, n, f) == n ? 0 : RP_EIO;
+}
+
+/* The byte stream of a file: header then voxels, as a list of segments (one buffer, or one
+ * per slice when the data is written straight from the decoded slices). */
+typedef struct seg {
+    const uint8_t *p;
+    size_t n;
+} seg;
+
+/* Copy stream bytes [off, off+len) into dst. */
+static void gather(const seg *sg, size_t nseg, size_t off, size_t len, uint8_t *dst)
+{
+    size_t pos = 0;
+    for (size_t i = 0; i < nseg && len; i++) {
+        if (off >= pos + sg[i].n) {
+            pos += sg[i].n;
+            continue;
+        }
+        size_t o = off - pos, l = sg[i].n - o < len ? sg[i].n - o : len;
+        memcpy(dst, sg[i].p + o, l);
+        dst += l;
+        off += l;
+        len -= l;
+        pos += sg[i].n;
+    }
+}
+
+/* Compress the stream as consecutive gzip members, 2 blocks per thread in flight. */
+static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
+{
+    size_t block =
+        o && o->block_bytes ? o->block_bytes : (size_t)1 << 20; /* 2 per thread in flight */
+    int level = o && o->level > 0 ? o->level : RP_NIFTI_DEFAULT_LEVEL;
+    if (level > 12)
+        level = 12;
+    int threads = o && o->threads > 0 ? o->threads : omp_get_max_threads();
+    size_t total = 0;
+    for (size_t i = 0; i < nseg; i++)
+        total += sg[i].n;
+    size_t nblocks = (total + block - 1) / block;
+    if (nblocks == 0)
+        nblocks = 1;
+    int batch = threads * 2;
+    uint8_t **out = calloc((size_t)batch, sizeof *out);
+    uint8_t **in = calloc((size_t)batch, sizeof *in);
+    size_t *olen = calloc((size_t)batch, sizeof *olen);
+    int rc = 0;
+    size_t bound = 0;
+    if (!out || !olen || !in) {
+        rc = RP_ENOMEM;
+        goto done;
+    }
+    {
+        struct libdeflate_compressor *probe = libdeflate_alloc_compressor(level);
+        if (!probe) {
+            rc = RP_ENOMEM;
+            goto done;
+        }
+        bound = libdeflate_gzip_compress_bound(probe, block);
+        libdeflate_free_compressor(probe);
+    }
+    for (int i = 0; i < batch; i++) {
+        out[i] = malloc(bound);
+        in[i] = malloc(block);
+        if (!out[i] || !in[i]) {
+            rc = RP_ENOMEM;
+            goto done;
+        }
+    }
+    for (size_t b0 = 0; b0 < nblocks && !rc; b0 += (size_t)batch) {
+        size_t nb = nblocks - b0 < (size_t)batch ? nblocks - b0 : (size_t)batch;
+        int fail = 0;
+#pragma omp parallel num_threads(threads) reduction(| : fail)
+        {
+            struct libdeflate_compressor *cmp = libdeflate_alloc_compressor(level);
+            if (!cmp)
+                fail = 1;
+#pragma omp for schedule(dynamic, 1)
+            for (size_t i = 0; i < nb; i++) {
+                if (!cmp)
+                    continue;
+                size_t off = (b0 + i) * block;
+                size_t len = total - off < block ? total - off : block;
+                gather(sg, nseg, off, len, in[i]);
+                olen[i] = libdeflate_gzip_compress(cmp, in[i], len, out[i], bound);
+                if (olen[i] == 0)
+                    fail = 1;
+            }
+            if (cmp)
+                libdeflate_free_compressor(cmp);
+        }
+        if (fail) {
+            rc = RP_ENOMEM;
+            break;
+        }
+        for (size_t i = 0; i < nb && !rc; i++)
+            rc = write_all(f, out[i], olen[i]);
+    }
+done:
+    if (out)
+        for (int i = 0; i < batch; i++)
+            free(out[i]);
+    if (in)
+        for (int i = 0; i < batch; i++)
+            free(in[i]);
+    free(out);
+    free(in);
+    free(olen);
+    return rc;
+}
+
+static int write_stream(const char *path, const seg *sg, size_t nseg, const rp_nifti_opts *o,
+                        char *err, size_t errlen);
+
+static int write_any(const char *path, const int dim[4], int datatype, const void *data,
+                     const void *const *slices, size_t n_slices, const double A[4][4],
+                     double scl_slope, double scl_inter, const rp_nifti_opts *o, char *err,
+                     size_t errlen)
+{
+    int bp = bitpix_of(datatype);
+    if (!bp || dim[0] < 1 || dim[1] < 1 || dim[2] < 1 || dim[3] < 1 || dim[0] > 32767 ||
+        dim[1] > 32767 || dim[2] > 32767 || dim[3] > 32767) {
+        snprintf(err, errlen, "cannot write datatype %d with dims %dx%dx%dx%d", datatype, dim[0],
+                 dim[1], dim[2], dim[3]);
+        return RP_EINVAL;
+    }
+    nifti1_header h;
+    memset(&h, 0, sizeof h);
+    h.sizeof_hdr = 348;
+    h.regular = 'r';
+    int nd = dim[3] > 1 ? 4 : 3;
+    h.dim[0] = (int16_t)nd;
+    for (int i = 0; i < 4; i++)
+        h.dim[i + 1] = (int16_t)dim[i];
+    for (int i = 5; i < 8; i++)
+        h.dim[i] = 1;
+    h.datatype = (int16_t)datatype;
+    h.bitpix = (int16_t)bp;
+    h.vox_offset = 352;
+    h.scl_slope = scl_slope == 0 ? 1.0f : (float)scl_slope;
+    h.scl_inter = scl_slope == 0 ? 0.0f : (float)scl_inter;
+    if (h.scl_slope == 1.0f && h.scl_inter == 0.0f && datatype != RP_NII_FLOAT32) {
+        h.scl_slope = 1;
+        h.scl_inter = 0;
+    }
+    h.xyzt_units = 2 | 8; /* mm, s */
+    float pix[3], qfac;
+    to_quatern(A, &h.quatern_b, &h.quatern_c, &h.quatern_d, pix, &qfac);
+    h.pixdim[0] = qfac;
+    h.pixdim[1] = pix[0];
+    h.pixdim[2] = pix[1];
+    h.pixdim[3] = pix[2];
+    h.pixdim[4] = o && o->tr_s > 0 ? (float)o->tr_s : (nd == 4 ? 1.0f : 0.0f);
+    for (int i = 5; i < 8; i++)
+        h.pixdim[i] = 1;
+    h.qoffset_x = (float)A[0][3];
+    h.qoffset_y = (float)A[1][3];
+    h.qoffset_z = (float)A[2][3];
+    h.qform_code = 1;
+    h.sform_code = 1;
+    for (int c = 0; c < 4; c++) {
+        h.srow_x[c] = (float)A[0][c];
+        h.srow_y[c] = (float)A[1][c];
+        h.srow_z[c] = (float)A[2][c];
+    }
+    if (o && o->descrip[0])
+        memcpy(h.descrip, o->descrip, strnlen(o->descrip, 79));
+    memcpy(h.magic, "n+1", 4);
+    uint8_t hdr[352];
+    memcpy(hdr, &h, 348);
+    memset(hdr + 348, 0, 4); /* no extensions */
+    size_t dlen = (size_t)dim[0] * dim[1] * dim[2] * dim[3] * (size_t)(bp / 8);
+    if (slices) {
+        seg *sg = malloc((n_slices + 1) * sizeof *sg);
+        if (!sg)
+            return RP_ENOMEM;
+        sg[0] = (seg){hdr, sizeof hdr};
+        for (size_t k = 0; k < n_slices; k++)
+            sg[k + 1] = (seg){(const uint8_t *)slices[k], dlen / n_slices};
+        int rc = write_stream(path, sg, n_slices + 1, o, err, errlen);
+        free(sg);
+        return rc;
+    }
+    seg sg[2] = {{hdr, sizeof hdr}, {(const uint8_t *)data, dlen}};
+    return write_stream(path, sg, 2, o, err, errlen);
+}
+
+static int write_stream(const char *path, const seg *sg, size_t nseg, const rp_nifti_opts *o,
+                        char *err, size_t errlen)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        return RP_EIO;
+    }
+    setvbuf(f, NULL, _IOFBF, 1 << 20);
+    int rc = 0;
+    if (o && o->gzip)
+        rc = write_gz(f, sg, nseg, o);
+    else
+        for (size_t i = 0; i < nseg && !rc; i++)
+            rc = write_all(f, sg[i].p, sg[i].n);
+    if (fclose(f) != 0 && !rc)
+        rc = RP_EIO;
+    if (!rc && rename(tmp, path) != 0)
+        rc = RP_EIO;
+    if (rc) {
+        snprintf(err, errlen, "writing %s failed: %s", path,
+                 rc == RP_EIO ? strerror(errno) : rp_strerror(rc));
+        unlink(tmp);
+    }
+    return rc;
+}
+
+int rp_nifti_write(const char *path, const int dim[4], int datatype, const void *data,
+                   const double A[4][4], double scl_slope, double scl_inter, const rp_nifti_opts *o,
+                   char *err, size_t errlen)
+{
+    return write_any(path, dim, datatype, data, NULL, 0, A, scl_slope, scl_inter, o, err, errlen);
+}
+
+int rp_nifti_write_slices(const char *path, const int dim[4], int datatype,
+                          const void *const *slices, const double A[4][4], double scl_slope,
+                          double scl_inter, const rp_nifti_opts *o, char *err, size_t errlen)
+{
+    return write_any(path, dim, datatype, NULL, slices, (size_t)dim[2] * dim[3], A, scl_slope,
+                     scl_inter, o, err, errlen);
+}
+
+int rp_nifti_write_volume(const char *path, const rp_volume *v, const rp_nifti_opts *o, char *err,
+                          size_t errlen)
+{
+    int dim[4] = {v->dim[0], v->dim[1], v->dim[2], v->dim[3]};
+    return rp_nifti_write(path, dim, RP_NII_FLOAT32, v->data, v->affine, 1.0, 0.0, o, err, errlen);
+}
+
+int rp_nifti_read_info(const char *path, rp_nifti_info *out)
+{
+    gzFile g = gzopen(path, "rb"); /* reads plain files too */
+    if (!g)
+        return RP_EIO;
+    nifti1_header h;
+    int n = gzread(g, &h, sizeof h);
+    gzclose(g);
+    if (n != (int)sizeof h || h.sizeof_hdr != 348)
+        return RP_EPARSE;
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < 8; i++) {
+        out->dim[i] = h.dim[i];
+        out->pixdim[i] = h.pixdim[i];
+    }
+    out->datatype = h.datatype;
+    out->bitpix = h.bitpix;
+    out->vox_offset = h.vox_offset;
+    out->scl_slope = h.scl_slope;
+    out->scl_inter = h.scl_inter;
+    out->qform_code = h.qform_code;
+    out->sform_code = h.sform_code;
+    out->quatern[0] = h.quatern_b;
+    out->quatern[1] = h.quatern_c;
+    out->quatern[2] = h.quatern_d;
+    out->qoffset[0] = h.qoffset_x;
+    out->qoffset[1] = h.qoffset_y;
+    out->qoffset[2] = h.qoffset_z;
+    for (int c = 0; c < 4; c++) {
+        out->srow[0][c] = h.srow_x[c];
+        out->srow[1][c] = h.srow_y[c];
+        out->srow[2][c] = h.srow_z[c];
+    }
+    memcpy(out->descrip, h.descrip, 80);
+    out->descrip[79] = 0;
+    memcpy(out->magic, h.magic, 4);
+    return 0;
+}

@@ -1,0 +1,190 @@
+/* pipeline/sidecar.c — BIDS-style JSON sidecar with provenance. Contract in sidecar.h. */
+#include "pipeline/write/sidecar.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+
+static void add_str(cJSON *o, const char *k, const char *v)
+{
+    if (v && v[0])
+        cJSON_AddStringToObject(o, k, v);
+}
+static void add_num(cJSON *o, const char *k, double v, double scale)
+{
+    if (!isnan(v))
+        cJSON_AddNumberToObject(o, k, v * scale);
+}
+
+/* "ORIGINAL\PRIMARY\AXIAL" -> ["ORIGINAL","PRIMARY","AXIAL"] */
+static void add_split(cJSON *o, const char *k, const char *v)
+{
+    if (!v || !v[0])
+        return;
+    cJSON *a = cJSON_AddArrayToObject(o, k);
+    char buf[256];
+    rp_strlcpy(buf, v, sizeof buf);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, "\\", &save); t; t = strtok_r(NULL, "\\", &save))
+        cJSON_AddItemToArray(a, cJSON_CreateString(t));
+}
+
+/* "133020.123" -> "13:30:20.123000" (BIDS/dcm2niix style) */
+static void add_time(cJSON *o, const char *k, const char *tm)
+{
+    if (!tm || strlen(tm) < 6)
+        return;
+    char buf[32];
+    const char *frac = strchr(tm, '.');
+    snprintf(buf, sizeof buf, "%.2s:%.2s:%.2s.%-6.6s", tm, tm + 2, tm + 4,
+             frac ? frac + 1 : "000000");
+    for (char *p = buf; *p; p++)
+        if (*p == ' ')
+            *p = '0';
+    cJSON_AddStringToObject(o, k, buf);
+}
+
+cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, const rp_stack_data *d,
+                        rp_privacy privacy)
+{
+    const rp_dcm_info *in = st->ref;
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    add_str(j, "Modality", in->modality);
+    add_num(j, "MagneticFieldStrength", in->field_strength, 1);
+    add_num(j, "ImagingFrequency", in->imaging_frequency, 1);
+    add_str(j, "Manufacturer", in->manufacturer);
+    add_str(j, "ManufacturersModelName", in->model);
+    add_str(j, "InstitutionName", in->institution_name);
+    add_str(j, "StationName", in->station_name);
+    add_str(j, "SoftwareVersions", in->software_versions);
+    add_str(j, "BodyPartExamined", in->body_part);
+    add_str(j, "PatientPosition", in->patient_position);
+    add_str(j, "StudyDescription", in->study_description);
+    add_str(j, "SeriesDescription", in->series_description);
+    add_str(j, "ProtocolName", in->protocol_name);
+    add_str(j, "ScanningSequence", in->scanning_sequence);
+    add_str(j, "SequenceVariant", in->sequence_variant);
+    add_str(j, "SequenceName", in->sequence_name);
+    add_split(j, "ImageType", in->image_type);
+    if (in->series_number >= 0)
+        cJSON_AddNumberToObject(j, "SeriesNumber", in->series_number);
+    add_time(j, "AcquisitionTime", in->acquisition_time);
+    if (in->acquisition_number >= 0)
+        cJSON_AddNumberToObject(j, "AcquisitionNumber", in->acquisition_number);
+    add_str(j, "ConvolutionKernel", in->convolution_kernel);
+    add_num(j, "SliceThickness", in->slice_thickness, 1);
+    add_num(j, "SpacingBetweenSlices", in->spacing_between_slices, 1);
+    add_num(j, "EchoTime",
+            st->slice && !isnan(infos[st->slice[0].file]->frame[st->slice[0].frame].echo_time)
+                ? infos[st->slice[0].file]->frame[st->slice[0].frame].echo_time
+                : in->echo_time,
+            0.001);
+    add_num(j, "RepetitionTime", in->repetition_time, 0.001);
+    add_num(j, "InversionTime", in->inversion_time, 0.001);
+    add_num(j, "FlipAngle", in->flip_angle, 1);
+    add_num(j, "PixelBandwidth", in->pixel_bandwidth, 1);
+    add_num(j, "EchoTrainLength", in->echo_train_length, 1);
+    if (st->echo_number > 0)
+        cJSON_AddNumberToObject(j, "EchoNumber", st->echo_number);
+    add_num(j, "KVP", in->kvp, 1);
+    add_num(j, "XRayExposure", in->exposure_mas, 1);
+    add_num(j, "XRayTubeCurrent", in->tube_current_ma, 1);
+    add_num(j, "GantryDetectorTilt", in->gantry_tilt, 1);
+    add_str(j, "PhotometricInterpretation", in->photometric);
+    cJSON_AddNumberToObject(j, "BitsStored", in->bits_stored);
+    if (in->n_windows > 0) {
+        cJSON_AddNumberToObject(j, "WindowCenter", in->window_center[0]);
+        cJSON_AddNumberToObject(j, "WindowWidth", in->window_width[0]);
+    }
+    if (st->has_geometry) {
+        cJSON *a = cJSON_AddArrayToObject(j, "ImageOrientationPatientDICOM");
+        for (int i = 0; i < 6; i++)
+            cJSON_AddItemToArray(a, cJSON_CreateNumber(st->iop[i]));
+    }
+    if (privacy >= RP_PRIVACY_SIDECAR) {
+        add_str(j, "PatientName", in->patient_name);
+        add_str(j, "PatientID", in->patient_id);
+        add_str(j, "PatientBirthDate", in->patient_birth_date);
+        add_str(j, "PatientSex", in->patient_sex);
+        add_str(j, "PatientAge", in->patient_age);
+        add_num(j, "PatientWeight", in->patient_weight, 1);
+        add_str(j, "AccessionNumber", in->accession_number);
+        add_str(j, "StudyDate", in->study_date);
+    }
+    cJSON_AddStringToObject(j, "ConversionSoftware", "radprep");
+    cJSON_AddStringToObject(j, "ConversionSoftwareVersion", RP_VERSION);
+
+    cJSON *p = cJSON_AddObjectToObject(j, "Provenance");
+    add_str(p, "StudyInstanceUID", in->study_uid);
+    add_str(p, "SeriesInstanceUID", in->series_uid);
+    add_str(p, "FrameOfReferenceUID", in->frame_of_reference_uid);
+    add_str(p, "SOPClassUID", in->sop_class_uid);
+    cJSON *uids = cJSON_AddArrayToObject(p, "SourceSOPInstanceUIDs");
+    cJSON *ts = cJSON_AddArrayToObject(p, "SourceTransferSyntaxUIDs");
+    int last_file = -1;
+    for (int k = 0; k < st->n_refs; k++) {
+        int f = st->slice[k].file;
+        if (f == last_file)
+            continue; /* multi-frame / mosaic: one UID per file */
+        int seen = 0;
+        for (int q = 0; q < k && !seen; q++)
+            seen = st->slice[q].file == f;
+        last_file = f;
+        if (seen)
+            continue;
+        cJSON_AddItemToArray(uids, cJSON_CreateString(infos[f]->sop_instance_uid));
+        int have = 0;
+        cJSON *t;
+        cJSON_ArrayForEach(t, ts) have |= !strcmp(t->valuestring, infos[f]->transfer_syntax_uid);
+        if (!have)
+            cJSON_AddItemToArray(ts, cJSON_CreateString(infos[f]->transfer_syntax_uid));
+    }
+    if (d) {
+        cJSON_AddNumberToObject(p, "RescaleSlope", d->scl_slope);
+        cJSON_AddNumberToObject(p, "RescaleIntercept", d->scl_inter);
+        cJSON_AddBoolToObject(p, "Monochrome1Inverted", d->inverted_mono1);
+        if (in->has_padding_value) {
+            cJSON_AddNumberToObject(p, "PixelPaddingValue", (double)in->padding_value);
+            cJSON_AddNumberToObject(p, "PixelPaddingVoxels", (double)d->n_padding);
+        }
+    }
+    cJSON_AddItemToObject(p, "Assembly", cJSON_Duplicate(st->qc, 1));
+    cJSON_AddStringToObject(p, "Software", "radprep " RP_VERSION);
+    return j;
+}
+
+int rp_json_write(const char *path, const cJSON *j, char *err, size_t errlen)
+{
+    char *txt = cJSON_Print(j);
+    if (!txt)
+        return RP_ENOMEM;
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    int rc = 0;
+    if (!f) {
+        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        free(txt);
+        return RP_EIO;
+    }
+    size_t n = strlen(txt);
+    if (fwrite(txt, 1, n, f) != n || fputc('\n', f) == EOF)
+        rc = RP_EIO;
+    if (fclose(f) != 0)
+        rc = RP_EIO;
+    if (!rc && rename(tmp, path) != 0)
+        rc = RP_EIO;
+    if (rc) {
+        snprintf(err, errlen, "writing %s failed: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    free(txt);
+    return rc;
+}
