@@ -1,16 +1,14 @@
-"""Helpers for the completion / jobs / systemd integration tests: start a real radprepd on a
-free loopback port with a config file, send with dcmtk's storescu, generate small CT
-phantoms with pydicom, read the index read-only, and run the radprep CLI.
+"""Helpers for the completion / jobs / systemd integration tests (and bench/completion,
+bench/ingest_tls): small CT phantoms made with pydicom, storescu with the (rc, successes,
+text) answer these tests compare, and Node: rptest.Radprepd with a completion policy for
+every modality and a cheap CT rule, plus views of the series / jobs / outputs tables.
+Daemon, ports, paths and logs come from tests/lib/rptest.py.
 
 Not a test itself (the name does not start with test_)."""
 import datetime
 import os
 import re
-import signal
-import socket
-import sqlite3
-import subprocess
-import tempfile
+import sys
 import time
 
 import numpy as np
@@ -18,22 +16,17 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-SRC = os.environ.get("RP_SOURCE_DIR",
-                     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(SRC, "build"))
-RADPREPD = os.path.join(BUILD, "node", "radprepd")
-RADPREP = os.path.join(BUILD, "cli", "radprep")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import rptest  # noqa: E402
+
+SRC = rptest.SOURCE_DIR
+RADPREPD = rptest.radprepd_bin()
+RADPREP = rptest.radprep_bin()
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 TS_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+free_port = rptest.free_port
+tmpdir = rptest.tempdir
 
 
 def log_time(line):
@@ -98,95 +91,47 @@ def make_series(folder, n, study_uid=None, series_uid=None, modality="CT",
 
 
 def storescu(port, files, aec="RADPREP", timeout=300):
-    """Send files in one association. Returns (exit code, number of Success responses, text)."""
-    r = subprocess.run(["storescu", "-v", "-aet", "RPTEST", "-aec", aec, "127.0.0.1", str(port)]
-                       + list(files), capture_output=True, text=True, timeout=timeout)
-    out = r.stdout + r.stderr
-    return r.returncode, out.count("Received Store Response (Success)"), out
+    """Send files in one association (storescu stops at the first failure).
+    Returns (exit code, number of Success responses, text)."""
+    r = rptest.storescu(port, files, aec=aec, aet="RPTEST", timeout=timeout, no_halt=False)
+    return r.rc, sum(1 for s in r.status.values() if s == "Success"), r.out
 
 
-class Node:
-    """One radprepd process with its own data_dir and config file."""
+class Node(rptest.Radprepd):
+    """One radprepd with its own data_dir (tmp/data) and config file: quiet_s and
+    use_expected_count for every modality, a cheap CT rule unless cheap_rule=False;
+    extra_node: "key = value" lines for [node]; extra: INI text appended as it is."""
 
     def __init__(self, tmp, quiet_s=2, use_expected_count=True, extra_node="", extra="",
                  cheap_rule=True):
-        self.tmp = tmp
-        os.makedirs(tmp, exist_ok=True)
-        self.data = os.path.join(tmp, "data")
-        self.port = free_port()
-        self.conf = os.path.join(tmp, "radprep.ini")
-        self.log_path = os.path.join(tmp, "radprepd.log")
-        self.proc = None
-        lines = [
-            "[node]", f"port = {self.port}", "bind = 127.0.0.1", f"data_dir = {self.data}",
-            "min_free_mb = 1", "index_flush_ms = 50", extra_node, "",
-        ]
+        node = {"index_flush_ms": 50}
+        for line in extra_node.splitlines():
+            if line.strip():
+                k, _, v = line.partition("=")
+                node[k.strip()] = v.strip()
+        sections = {}
         for mod in ("default", "CT", "MR"):
-            lines += [f"[completion {mod}]", f"quiet_s = {quiet_s}",
-                      f"use_expected_count = {'yes' if use_expected_count else 'no'}", ""]
+            sections["completion " + mod] = {"quiet_s": quiet_s,
+                                             "use_expected_count": bool(use_expected_count)}
         # A cheap recipe for the phantoms, so that job times stay short on a loaded machine
         # (the supervisor, not the pipeline, is under test here).
         if cheap_rule:
-            lines += ["[rule rptest]", "modality = CT", "steps = hu clip(-1000,1000)",
-                      "outputs = nifti json", "priority = 100", ""]
-        lines.append(extra)
-        with open(self.conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            sections["rule rptest"] = {"modality": "CT", "steps": "hu clip(-1000,1000)",
+                                       "outputs": "nifti json", "priority": 100}
+        super().__init__(workdir=tmp, node=node, extra=sections, extra_text=extra)
+        self.tmp, self.data, self.conf = tmp, self.data_dir, self.config_path
+        self._base_env = dict(self.env)
 
     def start(self, env=None, wait_ready=True):
-        e = dict(os.environ)
-        e.pop("RP_TEST_JOB_FAULT", None)
-        e.update(env or {})
-        self.logf = open(self.log_path, "a")
-        self.log_offset = len(self.log()) if os.path.exists(self.log_path) else 0
-        self.proc = subprocess.Popen([RADPREPD, "--config", self.conf], stdout=self.logf,
-                                     stderr=subprocess.STDOUT, env=e)
-        if wait_ready:
-            self.wait_log(r"node ready", timeout=30, since=self.log_offset)
-        return self
-
-    def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def wait_log(self, pattern, timeout=30, count=1, since=0):
-        """Wait until `pattern` appears `count` times in the log (after offset since)."""
-        rx = re.compile(pattern)
-        t0 = time.time()
-        while True:
-            text = self.log()[since:]
-            hits = rx.findall(text)
-            if len(hits) >= count:
-                return text
-            if self.proc and self.proc.poll() is not None and "node stopped" not in text:
-                raise AssertionError(f"radprepd exited rc={self.proc.returncode}:\n"
-                                     + text[-3000:])
-            if time.time() - t0 > timeout:
-                raise AssertionError(f"timeout waiting for /{pattern}/ x{count}:\n"
-                                     + text[-3000:])
-            time.sleep(0.05)
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if not self.proc:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
-        self.proc = None
-        self.logf.close()
-        return rc
+        """Start with the environment of construction time plus env; a job fault hook of
+        the caller's environment is never inherited."""
+        self.env = dict(self._base_env)
+        self.env.pop("RP_TEST_JOB_FAULT", None)
+        self.env.update(env or {})
+        return super().start(wait_ready=wait_ready)
 
     def db(self, sql, args=()):
-        con = sqlite3.connect(f"file:{self.data}/index.sqlite?mode=ro", uri=True, timeout=10)
-        try:
-            return con.execute(sql, args).fetchall()
-        finally:
-            con.close()
+        return self.query(sql, args)
 
     def series(self, uid):
         rows = self.db("SELECT state, version, instance_count, completed_reason, completed_at,"
@@ -231,12 +176,7 @@ class Node:
             time.sleep(0.05)
 
     def cli(self, *args, check=True):
-        r = subprocess.run([RADPREP, "--config", self.conf, *args], capture_output=True,
-                           text=True, timeout=60)
+        r = rptest.run_radprep("--config", self.conf, *args, timeout=60)
         if check and r.returncode != 0:
             raise AssertionError(f"radprep {' '.join(args)} rc={r.returncode}: {r.stderr}")
         return r
-
-
-def tmpdir(prefix):
-    return tempfile.mkdtemp(prefix=prefix)

@@ -1,48 +1,24 @@
 """Helpers for the MR integration tests and bench/mr: read a DICOM series with pydicom into a
-float32 volume + RAS affine (NIfTI convention, as dcm2niix), and build tests/integration/
-mr_driver.c against the static libraries of a build tree."""
-import glob
+float32 volume + RAS affine (NIfTI convention, as dcm2niix), and find the MR driver
+(tests/integration/mr_driver.c, built by bench/mr/CMakeLists.txt as rp_mr_driver)."""
 import json
 import os
-import subprocess
+import sys
 
 import numpy as np
-import pydicom
 
-SRC = os.environ.get("RP_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(SRC, "build"))
-DATA = os.environ.get("RP_SHARED_DATA", os.path.join(SRC, "..", "shared", "data"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import rptest  # noqa: E402
+
+SRC = rptest.SOURCE_DIR
+BUILD = rptest.BUILD_DIR
+DATA = rptest.SHARED_DATA
 
 
 def load_series(folder):
     """(vol[nz,ny,nx] float32, affine 4x4 RAS, first dataset) of a classic single-frame series."""
-    dss = []
-    for f in sorted(glob.glob(os.path.join(folder, "*"))):
-        try:
-            ds = pydicom.dcmread(f)
-        except Exception:
-            continue
-        if "PixelData" in ds:
-            dss.append(ds)
-    iop = np.array(dss[0].ImageOrientationPatient, float)
-    rowc, colc = iop[:3], iop[3:]
-    normal = np.cross(rowc, colc)
-    dss.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, float))))
-    ps = [float(x) for x in dss[0].PixelSpacing]  # row spacing, column spacing
-    ipp0 = np.array(dss[0].ImagePositionPatient, float)
-    if len(dss) > 1:
-        step = (np.array(dss[-1].ImagePositionPatient, float) - ipp0) / (len(dss) - 1)
-    else:
-        step = normal * float(getattr(dss[0], "SliceThickness", 1.0))
-    lps = np.eye(4)
-    lps[:3, 0] = rowc * ps[1]
-    lps[:3, 1] = colc * ps[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = ipp0
-    aff = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    vol = np.stack([d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
-                    + float(getattr(d, "RescaleIntercept", 0)) for d in dss])
-    return vol.astype(np.float32), aff, dss[0]
+    _, dss, vol, aff = rptest.load_series(folder)
+    return vol, aff, dss[0]
 
 
 def write_input(folder, i, vol, aff):
@@ -52,20 +28,7 @@ def write_input(folder, i, vol, aff):
     np.ascontiguousarray(vol, dtype=np.float32).tofile(os.path.join(folder, "in%d.raw" % i))
 
 
-def build_driver(outdir):
-    """The MR driver: BUILD/bench/mr/rp_mr_driver when the build has it (bench/mr/CMakeLists.txt),
-    else compiled here from mr_driver.c against BUILD's static libraries."""
-    built = os.path.join(BUILD, "bench", "mr", "rp_mr_driver")
-    if os.path.exists(built):
-        return built
-    exe = os.path.join(outdir, "mr_driver")
-    libs = [os.path.join(BUILD, "pipeline", "librp_pipeline.a"),
-            os.path.join(BUILD, "common", "librp_common.a")]
-    for lib in libs:
-        if not os.path.exists(lib):
-            raise RuntimeError("build first: %s missing" % lib)
-    cmd = ["gcc", "-O2", "-fopenmp", "-D_GNU_SOURCE", "-I", SRC,
-           os.path.join(SRC, "tests", "integration", "mr_driver.c")] + libs + \
-          ["-lcjson", "-lpng", "-ldeflate", "-lz", "-lm", "-o", exe]
-    subprocess.run(cmd, check=True)
-    return exe
+def build_driver(outdir=None):
+    """Path of the MR driver of this build (target rp_mr_driver); fails when it is not built.
+    outdir is unused (kept for bench/mr/bench_mr.py)."""
+    return rptest.require_built(os.path.join(BUILD, "bench", "mr", "rp_mr_driver"))

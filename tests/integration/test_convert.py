@@ -31,19 +31,14 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-DATA = os.environ.get("RP_SHARED_DATA", "/work/shared/data")
-BUILD = os.environ.get("RP_BUILD_DIR", "build")
-RADPREP = os.path.join(BUILD, "cli", "radprep")
-FAILURES = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import rptest  # noqa: E402
+from rptest import check  # noqa: E402
+
+DATA = rptest.SHARED_DATA
+RADPREP = rptest.radprep_bin()
 EXACT = []      # data sets that match dcm2niix exactly (data and affine)
 NOTES = []
-
-
-def check(cond, msg):
-    if not cond:
-        FAILURES.append(msg)
-        print("FAIL:", msg, flush=True)
-    return cond
 
 
 def run_ours(src, out, *extra):
@@ -236,16 +231,14 @@ def reference_pixels(path, tmp):
 
 
 def main():
-    if not os.path.exists(RADPREP):
-        print("radprep not built:", RADPREP)
-        return 1
+    rptest.require_built(RADPREP)
     tmp = tempfile.mkdtemp(prefix="rp_convert_")
     ref_root, our_root = os.path.join(tmp, "ref"), os.path.join(tmp, "ours")
 
     # ---- 1. sets dcm2niix converts: compare series by series ---------------------------
     for s in ["ct_chest_lidc0001", "mr_brain_siemens_xa30", "seg_with_source_ct",
               "enhanced_multiframe"]:
-        src = os.path.join(DATA, s)
+        src = rptest.data_path(s)
         o_dir, r_dir = os.path.join(our_root, s), os.path.join(ref_root, s)
         p = run_ours(src, o_dir, "--no-gzip")
         check(p.returncode == 0, f"{s}: radprep exit {p.returncode}: {p.stderr.strip()[-300:]}")
@@ -283,13 +276,13 @@ def main():
     # ---- 2. the same mosaic in 9 transfer syntaxes vs dcm2niix's reference NIfTIs --------
     s = "compressed/ts_same_image_9_syntaxes"
     o_dir = os.path.join(our_root, "ts9")
-    p = run_ours(os.path.join(DATA, s), o_dir, "--no-gzip")
+    p = run_ours(rptest.data_path(s), o_dir, "--no-gzip")
     check(p.returncode == 0, f"{s}: radprep exit {p.returncode}: {p.stderr.strip()[-300:]}")
     ours = {o["meta"].get("SeriesNumber"): o for o in load_outputs(o_dir)}
     check(len(ours) == 9, f"{s}: {len(ours)} outputs, expected 9 (one per copy)")
     exact9 = True
     for k in range(1, 10):
-        ref = os.path.join(DATA, s + "_ref_nifti", f"{k}.nii")
+        ref = rptest.data_path(s + "_ref_nifti", f"{k}.nii")
         if k in ours:
             exact9 &= compare_images(ours[k]["nii"], ref, f"{s}/{k} (mosaic) vs dcm2niix reference")
     if exact9:
@@ -297,7 +290,7 @@ def main():
 
     # ---- 3. multi-fragment JPEG lossless twin of the XA30 T1w --------------------------
     o_dir = os.path.join(our_root, "frag")
-    p = run_ours(os.path.join(DATA, "compressed/t1w_jpeg_lossless_multifragment_5001"), o_dir,
+    p = run_ours(rptest.data_path("compressed/t1w_jpeg_lossless_multifragment_5001"), o_dir,
                  "--no-gzip")
     check(p.returncode == 0, f"multifragment: radprep exit {p.returncode}")
     frag = load_outputs(o_dir)
@@ -307,13 +300,11 @@ def main():
         compare_images(frag[0]["nii"], plain[0]["nii"], "T1w JPEG lossless 4 fragments/frame vs uncompressed")
 
     # ---- 4. enhanced MR in 4 syntaxes: identical ----------------------------------------
-    emri = {os.path.basename(o["nii"]): o for o in load_outputs(os.path.join(our_root, "enhanced_multiframe"))}
-    small = [o for o in emri.values() if o["meta"].get("SeriesNumber") == 301]
     o_dir = os.path.join(our_root, "emri")
     os.makedirs(o_dir, exist_ok=True)
     variants = {}
     for v in ["", "_jpegls", "_rle", "_j2k"]:
-        f = os.path.join(DATA, "enhanced_multiframe", f"mr_enhanced_small_10frames{v}.dcm")
+        f = rptest.data_path("enhanced_multiframe", f"mr_enhanced_small_10frames{v}.dcm")
         d = os.path.join(o_dir, v or "plain")
         p = run_ours(f, d, "--no-gzip")
         check(p.returncode == 0, f"enhanced {v}: exit {p.returncode}: {p.stderr[-200:]}")
@@ -325,8 +316,8 @@ def main():
     # ---- 5. single compressed files and X-ray: pixels vs pydicom (+dcmtk CLI) ----------
     lossy = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
              "1.2.840.10008.1.2.4.91"}
-    for f in sorted(glob.glob(os.path.join(DATA, "compressed/single_files/*.dcm")) +
-                    glob.glob(os.path.join(DATA, "xray/*.dcm"))):
+    for f in sorted(rptest.data_files("compressed", "single_files", pattern="*.dcm") +
+                    rptest.data_files("xray", pattern="*.dcm")):
         d = os.path.join(our_root, "single", os.path.basename(f))
         p = run_ours(f, d, "--no-gzip")
         tag = os.path.relpath(f, DATA)
@@ -355,7 +346,7 @@ def main():
     lossy_o = load_outputs(os.path.join(our_root, "single", "ct_j2k_lossy_wg04_CT1_J2KI.dcm"))
     rle_o = load_outputs(os.path.join(our_root, "single", "ct_rle_multifragment_CT1.dcm"))
     d = os.path.join(our_root, "ct1_be")
-    run_ours(os.path.join(DATA, "malformed", "ct_bigendian_undefined_length_fodicom_gh177.dcm"), d, "--no-gzip")
+    run_ours(rptest.data_path("malformed", "ct_bigendian_undefined_length_fodicom_gh177.dcm"), d, "--no-gzip")
     be_o = load_outputs(d)
     if check(len(lossy_o) == 1 and len(rle_o) == 1 and len(be_o) == 1, "CT1 twins: one output each"):
         twin = nib.load(be_o[0]["nii"]).get_fdata()
@@ -375,7 +366,7 @@ def main():
     # ---- 6. gantry tilt + uneven spacing: our grid vs the DICOM geometry ----------------
     s = "ct_head_gantry_tilt_uneven_ge"
     o_dir = os.path.join(our_root, s)
-    p = run_ours(os.path.join(DATA, s), o_dir, "--no-gzip")
+    p = run_ours(rptest.data_path(s), o_dir, "--no-gzip")
     check(p.returncode == 0, f"{s}: exit {p.returncode}")
     outs = load_outputs(o_dir)
     if check(len(outs) == 1, f"{s}: {len(outs)} outputs"):
@@ -392,7 +383,7 @@ def main():
         # slice 0 of the source lands unchanged on our grid: every source voxel (i, j) of the
         # first slice (by position) is at world x = IPP + i*dx*r + j*dy*c; our voxel there
         # must hold the same value.
-        by_uid = headers(os.path.join(DATA, s))
+        by_uid = headers(rptest.data_path(s))
         first = by_uid[o["meta"]["Provenance"]["SourceSOPInstanceUIDs"][0]]
         first = pydicom.dcmread(first.filename)
         src = first.pixel_array.astype(np.float64) * float(first.RescaleSlope) + float(first.RescaleIntercept)
@@ -422,7 +413,7 @@ def main():
     #          writes the exact sheared sform; the default resamples onto an orthogonal grid
     gen = os.path.join(tmp, "tilt_gen")
     os.makedirs(gen)
-    tpl = pydicom.dcmread(sorted(glob.glob(os.path.join(DATA, "ct_chest_lidc0001", "*.dcm")))[0])
+    tpl = pydicom.dcmread(rptest.data_files("ct_chest_lidc0001", pattern="*.dcm")[0])
     t = np.deg2rad(15.0)
     series_uid = pydicom.uid.generate_uid()
     for k in range(8):
@@ -459,7 +450,7 @@ def main():
 
     # ---- 7. malformed: clear error per file, non-zero exit, no crash ------------------
     o_dir = os.path.join(our_root, "malformed")
-    p = run_ours(os.path.join(DATA, "malformed"), o_dir, "--no-gzip")
+    p = run_ours(rptest.data_path("malformed"), o_dir, "--no-gzip")
     check(p.returncode == 1, f"malformed: exit {p.returncode}, expected 1")
     check(p.stderr.strip().startswith("radprep: process:"), "malformed: no one-line reason on stderr")
     with open(os.path.join(o_dir, "qc.json")) as f:
@@ -480,7 +471,7 @@ def main():
                     seen.setdefault(b, "failed: " + st.get("error", ""))
                 else:
                     seen.setdefault(b, "converted (readable despite the defect)")
-    for f in sorted(os.listdir(os.path.join(DATA, "malformed"))):
+    for f in sorted(os.listdir(rptest.data_path("malformed"))):
         check(f in seen, f"malformed/{f}: not accounted for in qc.json")
     must_fail = ["mr_pixeldata_truncated.dcm", "rtplan_truncated_mid_element.dcm",
                  "oob_rows_cols_46341.dcm", "oob_rows_cols_65535.dcm",
@@ -493,7 +484,7 @@ def main():
 
     # ---- 8. non-image objects: skipped cleanly, exit 0 ---------------------------------
     o_dir = os.path.join(our_root, "nonimage")
-    p = run_ours(os.path.join(DATA, "non_image_objects"), o_dir)
+    p = run_ours(rptest.data_path("non_image_objects"), o_dir)
     check(p.returncode == 0, f"non-image objects: exit {p.returncode}: {p.stderr}")
     with open(os.path.join(o_dir, "qc.json")) as f:
         qc = json.load(f)
@@ -501,7 +492,7 @@ def main():
 
     # ---- 9. gzip: multi-member .nii.gz reads with nibabel and zlib, same voxels -------
     o_dir = os.path.join(our_root, "gz")
-    p = run_ours(os.path.join(DATA, "ct_chest_lidc0001"), o_dir, "--gzip-level", "3")
+    p = run_ours(rptest.data_path("ct_chest_lidc0001"), o_dir, "--gzip-level", "3")
     check(p.returncode == 0, f"gzip: exit {p.returncode}")
     gz = load_outputs(o_dir)
     plain = load_outputs(os.path.join(our_root, "ct_chest_lidc0001"))
@@ -524,7 +515,7 @@ def main():
           "sidecar: provenance missing")
 
     # ---- 11. determinism, privacy policy, usage errors --------------------------------
-    src = os.path.join(DATA, "mr_brain_siemens_xa30", "9001_gre_field_mapping")
+    src = rptest.data_path("mr_brain_siemens_xa30", "9001_gre_field_mapping")
     a, b = os.path.join(our_root, "det1"), os.path.join(our_root, "det2")
     run_ours(src, a, "--threads", "1")
     run_ours(src, b, "--threads", "2", "--gzip-level", "6")
@@ -561,11 +552,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         print("outputs kept in", tmp)
-    if FAILURES:
-        print(f"\n{len(FAILURES)} check(s) failed")
-        return 1
-    print("\nall checks passed")
-    return 0
+    return rptest.finish()
 
 
 if __name__ == "__main__":

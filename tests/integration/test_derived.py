@@ -4,7 +4,7 @@
 For each case the volume is built from the source series with pydicom (HU, x = column,
 y = row, RAS affine), optionally processed (window + normalise, 2x in-plane downsample), and
 handed to the C writers through the driver mode of the unit test binary
-(`pipeline_test_derived --spec`). Then:
+(`pipeline_test_derived --spec`, found with rptest.unit_test_bin). Then:
   - dciodvfy reports no "Error" line on any derived instance nor on the SEG;
   - Patient / General Study attributes equal the source's (empty ones too, absent stay absent);
   - per slice: Image Position/Orientation and Pixel Spacing match the affine (LPS);
@@ -13,21 +13,20 @@ handed to the C writers through the driver mode of the unit test binary
   - the SEG references the source series, frames sit at the right positions and decode to
     the masks.
 """
-import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import pydicom
 
-DATA = os.environ.get("RP_SHARED_DATA", "/work/shared/data")
-BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
-DRIVER = os.path.join(BUILD, "tests", "pipeline_test_derived")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import rptest  # noqa: E402
+from rptest import check  # noqa: E402
+
 UID_ROOT = "1.2.826.0.1.3680043.10.1338"
 
 # Type 2: written empty when the source lacks them (valid object, nothing invented)
@@ -42,42 +41,8 @@ PATIENT_STUDY_TAGS = [
     "PatientWeight", "AdditionalPatientHistory",
 ]
 
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg)
-
-
-def load_series(folder):
-    files = sorted(glob.glob(os.path.join(folder, "*.dcm")))
-    ds = [pydicom.dcmread(f) for f in files]
-    iop = np.array(ds[0].ImageOrientationPatient, float)
-    normal = np.cross(iop[:3], iop[3:])
-    order = sorted(range(len(ds)),
-                   key=lambda i: float(np.dot(normal, np.array(ds[i].ImagePositionPatient, float))))
-    ds = [ds[i] for i in order]
-    files = [files[i] for i in order]
-    vol = np.stack([d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
-                    + float(getattr(d, "RescaleIntercept", 0)) for d in ds])  # z, y, x
-    ps = [float(x) for x in ds[0].PixelSpacing]
-    ipp0 = np.array(ds[0].ImagePositionPatient, float)
-    step = (np.array(ds[-1].ImagePositionPatient, float) - ipp0) / max(1, len(ds) - 1)
-    lps = np.eye(4)
-    lps[:3, 0] = iop[:3] * ps[1]
-    lps[:3, 1] = iop[3:] * ps[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = ipp0
-    ras = lps.copy()
-    ras[0, :] *= -1
-    ras[1, :] *= -1
-    return files, ds, vol, ras
-
-
 def run_case(name, folder, tmp, mode):
-    files, src, vol, ras = load_series(folder)
+    files, src, vol, ras = rptest.load_series(folder, "*.dcm")
     out = os.path.join(tmp, name)
     os.makedirs(out)
     if mode == "physical":
@@ -117,7 +82,7 @@ def run_case(name, folder, tmp, mode):
     with open(os.path.join(out, "spec.json"), "w") as f:
         json.dump(spec, f)
     t0 = time.time()
-    r = subprocess.run([DRIVER, "--spec", os.path.join(out, "spec.json")], capture_output=True,
+    r = subprocess.run([rptest.unit_test_bin("test_derived"), "--spec", os.path.join(out, "spec.json")], capture_output=True,
                        text=True)
     dt = time.time() - t0
     check(r.returncode == 0, "%s: driver failed: %s" % (name, r.stderr[-2000:]))
@@ -225,32 +190,21 @@ def run_case(name, folder, tmp, mode):
 
 
 def main():
-    if not os.path.exists(DRIVER):
-        print("driver not built:", DRIVER)
-        return 1
+    rptest.unit_test_bin("test_derived")
     if not shutil.which("dciodvfy"):
         print("dciodvfy missing (Debian dicom3tools)")
         return 1
-    tmp = tempfile.mkdtemp(prefix="rp_derived_")
-    try:
-        ct3 = os.path.join(DATA, "seg_with_source_ct", "ct_3slice")
-        run_case("ct3_physical", ct3, tmp, "physical")
-        run_case("ct3_processed", ct3, tmp, "processed")
-        # sagittal MR (IOP 0\\1\\0\\0\\0\\-1): geometry in another orientation, MR IOD
-        mr = os.path.join(DATA, "mr_brain_siemens_xa30", "5001_anat-T1w_acq-tfl")
-        if os.path.isdir(mr):
-            run_case("mr_t1_physical", mr, tmp, "physical")
-        lidc = os.path.join(DATA, "ct_chest_lidc0001")
-        if os.path.isdir(lidc):
-            run_case("lidc_physical", lidc, tmp, "physical")
-            run_case("lidc_processed", lidc, tmp, "processed")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d check(s) failed" % len(failures))
-        return 1
-    print("OK")
-    return 0
+    tmp = rptest.tempdir("rp_derived")
+    ct3 = rptest.data_path("seg_with_source_ct", "ct_3slice")
+    run_case("ct3_physical", ct3, tmp, "physical")
+    run_case("ct3_processed", ct3, tmp, "processed")
+    # sagittal MR (IOP 0\\1\\0\\0\\0\\-1): geometry in another orientation, MR IOD
+    mr = rptest.data_path("mr_brain_siemens_xa30", "5001_anat-T1w_acq-tfl")
+    run_case("mr_t1_physical", mr, tmp, "physical")
+    lidc = rptest.data_path("ct_chest_lidc0001")
+    run_case("lidc_physical", lidc, tmp, "physical")
+    run_case("lidc_processed", lidc, tmp, "processed")
+    return rptest.finish()
 
 
 if __name__ == "__main__":

@@ -10,14 +10,16 @@ import tempfile
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "lib")]
 import mr_util  # noqa: E402
+import rptest  # noqa: E402
 
 SERIES = ["5001_anat-T1w_acq-tfl", "9001_gre_field_mapping", "7001_func-bold_task-fa_run-1"]
 
 
 def main():
-    base = os.path.join(mr_util.DATA, "mr_brain_siemens_xa30")
+    base = rptest.data_path("mr_brain_siemens_xa30")
     with tempfile.TemporaryDirectory(prefix="rp_mr_fuse_") as tmp:
         vols, affs = [], []
         for i, s in enumerate(SERIES):

@@ -11,12 +11,14 @@ import tempfile
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "lib")]
 import mr_util  # noqa: E402
+import rptest  # noqa: E402
 
 
 def main():
-    folder = os.path.join(mr_util.DATA, "mr_brain_siemens_xa30", "5001_anat-T1w_acq-tfl")
+    folder = rptest.data_path("mr_brain_siemens_xa30", "5001_anat-T1w_acq-tfl")
     with tempfile.TemporaryDirectory(prefix="rp_mr_n4_") as tmp:
         vol, aff, ds = mr_util.load_series(folder)
         assert vol.shape == (96, 128, 128), vol.shape

@@ -4,7 +4,6 @@ the field times the output gives back the input, and the shading is gone (CV ins
 mask falls by more than half). An MR recipe with a bad n4 argument is refused before any work."""
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -12,18 +11,16 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mr_util  # noqa: E402
-
-RADPREP = os.path.join(mr_util.BUILD, "cli", "radprep")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import rptest  # noqa: E402
 
 
 def run(args):
-    return subprocess.run([RADPREP] + args, capture_output=True, text=True, timeout=300)
+    return rptest.run_radprep(*args, timeout=300)
 
 
 def main():
-    src = os.path.join(mr_util.DATA, "mr_brain_siemens_xa30", "5001_anat-T1w_acq-tfl")
+    src = rptest.data_path("mr_brain_siemens_xa30", "5001_anat-T1w_acq-tfl")
     with tempfile.TemporaryDirectory(prefix="rp_mr_proc_") as tmp:
         raw = os.path.join(tmp, "raw")
         out = os.path.join(tmp, "out")

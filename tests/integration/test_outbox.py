@@ -11,111 +11,37 @@ bind_loopback shim).
 3. Receiver absent: attempts grow with the backoff, nothing is dead; the sender is stopped
    (restart) and the receiver started: everything arrives exactly once.
 
-The outbox runs through the driver mode of the unit test binary (`scp_test_outbox --send`),
+The outbox runs through the driver mode of the unit test binary (`outbox_test_outbox --send`, found with rptest.unit_test_bin),
 which queues files for every destination of a configuration and runs until nothing is pending.
 """
-import glob
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
 import numpy as np
 import pydicom
 
-DATA = os.environ.get("RP_SHARED_DATA", "/work/shared/data")
-TOOLS = os.environ.get("RP_SHARED_TOOLS", "/work/shared/tools")
-BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
-OUTBOX = os.path.join(BUILD, "tests", "scp_test_outbox")
-DERIVED = os.path.join(BUILD, "tests", "pipeline_test_derived")
-
-failures = []
-procs = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import rptest  # noqa: E402
+from rptest import check  # noqa: E402
 
 
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg)
+def start_orthanc(tmp, name, allow_store):
+    return rptest.Orthanc(os.path.join(tmp, name), name, config={
+        "DicomAlwaysAllowStore": allow_store, "DicomCheckCalledAet": True, "StableAge": 1,
+    }).start()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=20):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def start(cmd, env=None, log=None):
-    p = subprocess.Popen(cmd, env=env, stdout=log or subprocess.DEVNULL,
-                         stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
-    procs.append(p)
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def shim_env(shim):
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = shim
-    return env
-
-
-def start_orthanc(tmp, name, shim, allow_store):
-    d = os.path.join(tmp, name)
-    os.makedirs(d)
-    http, dicom = free_port(), free_port()
-    cfg = {
-        "Name": name, "StorageDirectory": os.path.join(d, "storage"),
-        "IndexDirectory": os.path.join(d, "index"), "HttpPort": http, "DicomPort": dicom,
-        "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "DicomAlwaysAllowStore": allow_store, "DicomModalities": {}, "Plugins": [],
-        "DicomCheckCalledAet": True, "StableAge": 1,
-    }
-    with open(os.path.join(d, "orthanc.json"), "w") as f:
-        json.dump(cfg, f)
-    log = open(os.path.join(d, "orthanc.log"), "w")
-    p = start(["Orthanc", os.path.join(d, "orthanc.json")], env=shim_env(shim), log=log)
-    check(wait_port(dicom) and wait_port(http), "%s did not start" % name)
-    return p, http, dicom
-
-
-def rest(http, path):
-    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (http, path), timeout=10) as r:
-        return json.loads(r.read())
-
-
-def start_storescp(port, out, shim, extra=()):
+def start_storescp(port, out, extra=()):
     os.makedirs(out, exist_ok=True)
-    p = start(["storescp", "-aet", "STORESCP", "-od", out, "+uf", *extra, str(port)],
-              env=shim_env(shim))
-    check(wait_port(port), "storescp did not start")
+    p = rptest.spawn(["storescp", "-aet", "STORESCP", "-od", out, "+uf", *extra, str(port)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     env=dict(os.environ, LD_PRELOAD=rptest.bind_loopback_shim()))
+    if not rptest.wait_for_port(port, 20, p):
+        rptest.stop_process(p)
+        raise RuntimeError("storescp did not start")
     return p
 
 
@@ -130,8 +56,8 @@ def write_conf(path, peers):
 def run_outbox(conf, db, timeout, files, env_extra=None):
     env = dict(os.environ)
     env.update(env_extra or {})
-    r = subprocess.run([OUTBOX, "--send", conf, db, str(timeout), *files], capture_output=True,
-                       text=True, env=env)
+    r = subprocess.run([rptest.unit_test_bin("test_outbox"), "--send", conf, db, str(timeout),
+                        *files], capture_output=True, text=True, env=env)
     check(r.returncode == 0, "outbox driver failed rc=%d: %s" % (r.returncode, r.stderr[-1500:]))
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
     return json.loads(lines[-1]) if lines else {}
@@ -139,8 +65,7 @@ def run_outbox(conf, db, timeout, files, env_extra=None):
 
 def make_derived(tmp):
     """A derived CT series + SEG from the LIDC series, through the derived writer."""
-    folder = os.path.join(DATA, "ct_chest_lidc0001")
-    files = sorted(glob.glob(os.path.join(folder, "*.dcm")))
+    files = rptest.data_files("ct_chest_lidc0001", pattern="*.dcm")
     ds = [pydicom.dcmread(f) for f in files]
     iop = np.array(ds[0].ImageOrientationPatient, float)
     n = np.cross(iop[:3], iop[3:])
@@ -169,72 +94,72 @@ def make_derived(tmp):
             "seg_out": os.path.join(out, "seg.dcm")}
     with open(os.path.join(out, "spec.json"), "w") as f:
         json.dump(spec, f)
-    r = subprocess.run([DERIVED, "--spec", os.path.join(out, "spec.json")], capture_output=True,
+    r = subprocess.run([rptest.unit_test_bin("test_derived"), "--spec", os.path.join(out, "spec.json")], capture_output=True,
                        text=True)
     check(r.returncode == 0, "derived driver failed: " + r.stderr[-1000:])
     return r.stdout.split(), ds[0]
 
 
-def scenario_destinations(tmp, shim):
+def scenario_destinations(tmp):
     paths, src = make_derived(tmp)
     mb = sum(os.path.getsize(p) for p in paths) / 1e6
     print("derived: %d files, %.1f MB" % (len(paths), mb))
-    orth, http, dicom = start_orthanc(tmp, "orthanc_ok", shim, True)
-    scp_port = free_port()
+    orth = start_orthanc(tmp, "orthanc_ok", True)
+    scp_port = rptest.free_port()
     scp_dir = os.path.join(tmp, "storescp_multi")
-    scp = start_storescp(scp_port, scp_dir, shim)
+    scp = start_storescp(scp_port, scp_dir)
     conf = os.path.join(tmp, "multi.ini")
-    write_conf(conf, [("orthanc", "ORTHANC", dicom), ("archive", "STORESCP", scp_port)])
+    write_conf(conf, [("orthanc", "ORTHANC", orth.port), ("archive", "STORESCP", scp_port)])
     res = run_outbox(conf, os.path.join(tmp, "multi.db"), 300, paths)
     print("two destinations:", json.dumps(res))
     check(res.get("finished") == 1 and res.get("done") == 2 * len(paths) and
           res.get("dead_rows") == 0, "every row done for both destinations")
     time.sleep(0.5)
-    inst = rest(http, "/instances")
+    inst = orth.rest("/instances")
     check(len(inst) == len(paths), "Orthanc has %d instances, want %d" % (len(inst), len(paths)))
     check(len(os.listdir(scp_dir)) == len(paths),
           "storescp has %d files, want %d" % (len(os.listdir(scp_dir)), len(paths)))
-    studies = rest(http, "/studies")
+    studies = orth.rest("/studies")
     check(len(studies) == 1, "one study in Orthanc")
     if studies:
-        st = rest(http, "/studies/%s" % studies[0])
+        st = orth.rest("/studies/%s" % studies[0])
         check(st["MainDicomTags"]["StudyInstanceUID"] == src.StudyInstanceUID,
               "derived series in the source study")
-        mods = sorted(rest(http, "/series/%s" % s)["MainDicomTags"].get("Modality", "")
+        mods = sorted(orth.rest("/series/%s" % s)["MainDicomTags"].get("Modality", "")
                       for s in st["Series"])
         check(mods == ["CT", "SEG"], "derived CT series + SEG in Orthanc, got %s" % mods)
-    stop(orth)
-    stop(scp)
+    orth.stop()
+    rptest.stop_process(scp, 10)
 
     # send rate: outbox -> fresh Orthanc vs storescu -> fresh Orthanc, same files
-    o1, h1, d1 = start_orthanc(tmp, "orthanc_rate1", shim, True)
+    o1 = start_orthanc(tmp, "orthanc_rate1", True)
     conf1 = os.path.join(tmp, "rate.ini")
-    write_conf(conf1, [("orthanc", "ORTHANC", d1)])
+    write_conf(conf1, [("orthanc", "ORTHANC", o1.port)])
     res = run_outbox(conf1, os.path.join(tmp, "rate.db"), 300, paths)
     check(res.get("done") == len(paths), "rate run: all done")
-    o2, h2, d2 = start_orthanc(tmp, "orthanc_rate2", shim, True)
+    o2 = start_orthanc(tmp, "orthanc_rate2", True)
     t0 = time.time()
     # -R: propose only the SOP classes of the files (storescu's default list lacks SEG)
     r = subprocess.run(["storescu", "-R", "-aet", "RADPREP", "-aec", "ORTHANC", "127.0.0.1",
-                        str(d2), *paths], capture_output=True, text=True)
+                        str(o2.port), *paths], capture_output=True, text=True)
     t_ref = time.time() - t0
     check(r.returncode == 0, "storescu reference failed: " + r.stderr[-800:])
-    check(len(rest(h2, "/instances")) == len(paths), "reference Orthanc received all")
+    check(len(o2.rest("/instances")) == len(paths), "reference Orthanc received all")
     print("send rate to Orthanc (%d instances, %.1f MB):" % (len(paths), mb))
     print("  radprep outbox : %.2f s in sender (%.0f inst/s, %.1f MB/s), %.2f s queue->done"
           % (res["send_seconds"], len(paths) / res["send_seconds"], mb / res["send_seconds"],
              res["wall_seconds"]))
     print("  dcmtk storescu : %.2f s (%.0f inst/s, %.1f MB/s, incl. process start)"
           % (t_ref, len(paths) / t_ref, mb / t_ref))
-    stop(o1)
-    stop(o2)
+    o1.stop()
+    o2.stop()
 
 
-def scenario_rejected(tmp, shim):
-    orth, http, dicom = start_orthanc(tmp, "orthanc_reject", shim, False)
+def scenario_rejected(tmp):
+    orth = start_orthanc(tmp, "orthanc_reject", False)
     conf = os.path.join(tmp, "reject.ini")
-    write_conf(conf, [("strict", "ORTHANC", dicom)])
-    files = sorted(glob.glob(os.path.join(DATA, "seg_with_source_ct", "ct_3slice", "*.dcm")))
+    write_conf(conf, [("strict", "ORTHANC", orth.port)])
+    files = rptest.data_files("seg_with_source_ct", "ct_3slice", pattern="*.dcm")
     res = run_outbox(conf, os.path.join(tmp, "reject.db"), 60, files,
                      {"RP_OUTBOX_BASE_DELAY": "0.1"})
     print("rejecting Orthanc:", json.dumps(res))
@@ -242,16 +167,16 @@ def scenario_rejected(tmp, shim):
     check(res.get("dead_rows") == len(files) and res.get("done") == 0, "all rows dead")
     check("calling AE" in res.get("last_reason", ""), "reason names the AE title")
     check(res.get("max_attempts", 99) <= 5, "bounded attempts")
-    check(len(rest(http, "/instances")) == 0, "Orthanc stored nothing")
-    stop(orth)
+    check(len(orth.rest("/instances")) == 0, "Orthanc stored nothing")
+    orth.stop()
 
 
-def scenario_absent_then_started(tmp, shim):
-    port = free_port()
+def scenario_absent_then_started(tmp):
+    port = rptest.free_port()
     conf = os.path.join(tmp, "absent.ini")
     write_conf(conf, [("later", "STORESCP", port)])
     db = os.path.join(tmp, "absent.db")
-    files = sorted(glob.glob(os.path.join(DATA, "seg_with_source_ct", "ct_3slice", "*.dcm")))
+    files = rptest.data_files("seg_with_source_ct", "ct_3slice", pattern="*.dcm")
     env = {"RP_OUTBOX_BASE_DELAY": "0.2", "RP_OUTBOX_MAX_DELAY": "0.8"}
     res = run_outbox(conf, db, 4, files, env)
     print("receiver absent:", json.dumps(res))
@@ -259,38 +184,22 @@ def scenario_absent_then_started(tmp, shim):
     check(res.get("dead_rows") == 0, "nothing dead while the receiver is absent")
     check(3 <= res.get("max_attempts", 0) <= 10, "attempts grow with a backoff")
     out = os.path.join(tmp, "storescp_later")
-    scp = start_storescp(port, out, shim)
+    scp = start_storescp(port, out)
     res = run_outbox(conf, db, 60, files, env)   # a restart: same db, nothing new queued
     print("receiver started:", json.dumps(res))
     check(res.get("queued") == 0, "restart queues nothing twice")
     check(res.get("finished") == 1 and res.get("done") == len(files), "all delivered")
     time.sleep(0.3)
-    stop(scp)
+    rptest.stop_process(scp, 10)
     check(len(os.listdir(out)) == len(files), "exactly once: %d files" % len(os.listdir(out)))
 
 
 def main():
-    for b in (OUTBOX, DERIVED):
-        if not os.path.exists(b):
-            print("not built:", b)
-            return 1
-    tmp = tempfile.mkdtemp(prefix="rp_outbox_")
-    shim = os.path.join(tmp, "bind_loopback.so")
-    subprocess.run(["gcc", "-O2", "-fPIC", "-shared", "-o", shim,
-                    os.path.join(TOOLS, "bind_loopback.c"), "-ldl"], check=True)
-    try:
-        scenario_rejected(tmp, shim)
-        scenario_absent_then_started(tmp, shim)
-        scenario_destinations(tmp, shim)
-    finally:
-        for p in procs:
-            stop(p)
-        shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d check(s) failed" % len(failures))
-        return 1
-    print("OK")
-    return 0
+    tmp = rptest.tempdir("rp_outbox")
+    scenario_rejected(tmp)
+    scenario_absent_then_started(tmp)
+    scenario_destinations(tmp)
+    return rptest.finish()
 
 
 if __name__ == "__main__":

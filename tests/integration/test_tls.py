@@ -33,14 +33,9 @@ sys.path.insert(0, HERE)
 import rptest  # noqa: E402
 import tls_lib  # noqa: E402
 from jobs_lib import make_series  # noqa: E402
+from rptest import check  # noqa: E402
 
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+rptest.SHOW_PASSED = True
 
 
 def storescu_tls(port, files, aet, key, crt, ca, extra=()):
@@ -283,13 +278,10 @@ def world_readable_key(tmp, pki):
 
 def make_derived(tmp):
     """A small derived series through the derived DICOM writer (pipeline_test_derived)."""
-    import json
     import numpy as np
     import pydicom
-    tool = os.path.join(rptest.BUILD_DIR, "tests", "pipeline_test_derived")
+    tool = rptest.unit_test_bin("test_derived")
     src, _, _ = make_series(os.path.join(tmp, "src"), 6, size=16)
-    if not os.path.exists(tool):
-        return src, False
     ds = [pydicom.dcmread(f) for f in src]
     vol = np.stack([d.pixel_array.astype(np.float32) - 1024 for d in ds])
     out = os.path.join(tmp, "derived")
@@ -307,18 +299,15 @@ def make_derived(tmp):
                        text=True)
     paths = r.stdout.split()
     if r.returncode != 0 or not paths:
-        print("derived writer unavailable (%s); sending the source series" % r.stderr[-300:])
-        return src, False
-    return paths, True
+        raise AssertionError("derived writer failed (rc=%d): %s" % (r.returncode,
+                                                                   r.stderr[-300:]))
+    return paths
 
 
 def sending(tmp, pki):
-    outbox = os.path.join(rptest.BUILD_DIR, "tests", "scp_test_outbox")
-    if not os.path.exists(outbox):
-        check(False, "outbox driver %s is built" % outbox)
-        return
-    files, derived = make_derived(tmp)
-    print("sending %d %s instances" % (len(files), "derived" if derived else "source"))
+    outbox = rptest.unit_test_bin("test_outbox")
+    files = make_derived(tmp)
+    print("sending %d derived instances" % len(files))
     shim = rptest.bind_loopback_shim()
 
     def run(scp_cert, scp_key, name):
@@ -326,10 +315,10 @@ def sending(tmp, pki):
         outdir = os.path.join(tmp, "scp_" + name)
         os.makedirs(outdir)
         log = open(os.path.join(tmp, "scp_%s.log" % name), "w")
-        scp = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", outdir, "+uf",
-                                "+tls", scp_key, scp_cert, "-pw", "+cf", pki.ca, str(port)],
-                               stdout=log, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, LD_PRELOAD=shim))
+        scp = rptest.spawn(["storescp", "-aet", "STORESCP", "-od", outdir, "+uf",
+                            "+tls", scp_key, scp_cert, "-pw", "+cf", pki.ca, str(port)],
+                           stdout=log, stderr=subprocess.STDOUT,
+                           env=dict(os.environ, LD_PRELOAD=shim))
         try:
             check(rptest.wait_for_port(port, 10, scp), "storescp +tls started (%s)" % name)
             conf = os.path.join(tmp, "outbox_%s.ini" % name)
@@ -344,12 +333,10 @@ def sending(tmp, pki):
                                 "15" if name == "good" else "4"] + files,
                                capture_output=True, text=True, env=env)
             lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-            import json
             res = json.loads(lines[-1]) if lines else {}
             return res, os.listdir(outdir), r
         finally:
-            scp.terminate()
-            scp.wait(10)
+            rptest.stop_process(scp, 10)
             log.close()
 
     res, got, r = run(pki.server, pki.server_key, "good")
@@ -372,8 +359,7 @@ def main():
     receiving(tmp, pki)
     world_readable_key(tmp, pki)
     sending(tmp, pki)
-    print("%d failure(s)" % len(failures))
-    return 1 if failures else 0
+    return rptest.finish()
 
 
 if __name__ == "__main__":

@@ -33,25 +33,18 @@ import numpy as np
 import pydicom
 from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
-DATA = os.path.join(os.environ.get("RP_SHARED_DATA", "/work/shared/data"), "xray")
-BUILD = os.environ.get("RP_BUILD_DIR", "/work/main/build")
-RADPREP = os.path.join(BUILD, "cli", "radprep")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import rptest  # noqa: E402
+from rptest import check  # noqa: E402
+
+rptest.SHOW_PASSED = True
 BUILTIN = ("present crop(background) clahe(2.0,8) resize(1024,keep_aspect) pad(1024) "
            "normalize(minmax)")
 NOCROP = "present clahe(2.0,8) resize(1024,keep_aspect) pad(1024)"
 
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg, flush=True)
-    if not cond:
-        failures.append(msg)
-
 
 def run_radprep(path, out, recipe):
-    r = subprocess.run([RADPREP, "process", path, "--out", out, "--recipe", recipe],
-                       capture_output=True, text=True, timeout=300)
+    r = rptest.run_radprep("process", path, "--out", out, "--recipe", recipe, timeout=300)
     if r.returncode != 0:
         raise RuntimeError("radprep process failed (%d): %s %s" % (r.returncode, r.stdout,
                                                                   r.stderr))
@@ -147,15 +140,12 @@ def cv2_chain(y):
 
 
 def main():
-    if not os.path.exists(RADPREP):
-        print("radprep not built at", RADPREP)
-        return 1
-    files = sorted(f for f in os.listdir(DATA) if f.endswith(".dcm"))
-    check(len(files) == 4, "four radiographs in %s" % DATA)
+    rptest.require_built(rptest.radprep_bin())
+    paths = rptest.data_files("xray", pattern="*.dcm", count=4)  # the four radiographs
     sheet_rows = []
     with tempfile.TemporaryDirectory(prefix="rp_xray_") as tmp:
-        for name in files:
-            path = os.path.join(DATA, name)
+        for path in paths:
+            name = os.path.basename(path)
             print("==", name, flush=True)
             ds, stored = load_dicom(path, tmp)
             ref, ref_path = present_reference(ds, stored)
@@ -232,13 +222,10 @@ def main():
             sheet_rows.append(np.hstack([src, np.full((512, 8), 128, np.uint8), dst]))
     sheet = np.vstack([np.vstack([r, np.full((8, r.shape[1]), 128, np.uint8)])
                        for r in sheet_rows])
-    sheet_path = os.path.join(BUILD, "xray_contact_sheet.png")
+    sheet_path = os.path.join(rptest.BUILD_DIR, "xray_contact_sheet.png")
     cv2.imwrite(sheet_path, sheet)
     print("contact sheet:", sheet_path)
-    if failures:
-        print("%d check(s) failed" % len(failures))
-        return 1
-    return 0
+    return rptest.finish()
 
 
 if __name__ == "__main__":

@@ -7,17 +7,26 @@ Import from a test:
     import rptest
 
 What is here (all real peers on loopback, free ports, private temp dirs):
-  paths        BUILD_DIR, SOURCE_DIR, SHARED_DATA, SHARED_TOOLS, radprepd_bin(), radprep_bin()
+  paths        BUILD_DIR, SOURCE_DIR, SHARED_DATA, SHARED_TOOLS, radprepd_bin(), radprep_bin(),
+               unit_test_bin(name) (a unit test executable in driver mode), require_built()
+  shared data  data_path(*parts), data_files(*parts, pattern, count): fail (MissingData)
+               with a clear message when ../shared/data lacks what a test needs
   temp dirs    tempdir(prefix)  -> removed at exit unless RP_KEEP_TMP=1
+  checks       check(cond, msg) collects failures, finish() prints them and gives the exit
+               code: for script-style tests that report every failed check, not the first
+  processes    spawn(cmd) (killed at exit if still running), stop_process(p, timeout),
+               run_radprep(*args)
   ports        free_port(), wait_for_port(port, timeout, proc)
   config       write_ini(path, sections)  ({"node": {...}, "peer CT": {...}} -> INI)
   daemon       Radprepd(...)  start/stop/kill/restart, log(), wait_log(), log_kv(),
                query() on index.sqlite, vmhwm_kb(), store_dir/spool_dir/db_path
   shim         bind_loopback_shim() -> path of the LD_PRELOAD .so (built once)
   reference    StoreSCP(outdir) -> dcmtk storescp (bit-preserving, all TS) under the shim
+               Orthanc(workdir, name, ...) -> Orthanc under the shim, rest(path)
   peers        echoscu(...), storescu(...), storescu_asis(...) (proposes each file's own
                transfer syntax via a generated association config, so nothing is transcoded)
   DICOM bytes  dataset_bytes(path), file_sop_info(path), dicom_files(root)
+  volumes      load_series(folder) -> files, datasets, float32 volume, RAS affine (pydicom)
   logs         parse_kv(line)
 
 Everything fails loudly (AssertionError / RuntimeError with the daemon's log tail), so a
@@ -25,6 +34,8 @@ test that cannot reach its peer never passes by accident.
 """
 
 import atexit
+import glob
+import json
 import os
 import re
 import shutil
@@ -57,6 +68,26 @@ def _cleanup():
 
 atexit.register(_cleanup)
 
+_SPAWNED = []
+
+
+def spawn(cmd, **kw):
+    """subprocess.Popen(cmd, **kw), stopped at exit if still running: a test that fails
+    half-way leaves no peer behind."""
+    p = subprocess.Popen(cmd, **kw)
+    _SPAWNED.append(p)
+    return p
+
+
+def _stop_spawned():
+    for p in _SPAWNED:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+atexit.register(_stop_spawned)  # runs before _cleanup (atexit is last in, first out)
+
 
 def tempdir(prefix="rptest"):
     """A fresh directory, removed at exit (kept with RP_KEEP_TMP=1)."""
@@ -71,6 +102,108 @@ def radprepd_bin():
 
 def radprep_bin():
     return os.path.join(BUILD_DIR, "cli", "radprep")
+
+
+def require_built(*paths):
+    """Fail (AssertionError) unless every path is an executable of this build."""
+    for p in paths:
+        if not os.access(p, os.X_OK):
+            raise AssertionError("not built: %s (build the tree in RP_BUILD_DIR=%s first)"
+                                 % (p, BUILD_DIR))
+    return paths[0] if len(paths) == 1 else paths
+
+
+def unit_test_bin(name):
+    """The unit test executable `name` (e.g. "test_outbox") in its driver mode: the file
+    below BUILD_DIR/tests called name or ending in "_" + name. The <module>_ prefix comes from
+    the folder the test lives in, so a test that moves keeps working. Fails unless exactly
+    one is built."""
+    root = os.path.join(BUILD_DIR, "tests")
+    found = []
+    for dp, dns, fns in os.walk(root):
+        dns[:] = [d for d in dns if d != "CMakeFiles"]
+        for fn in fns:
+            p = os.path.join(dp, fn)
+            if (fn == name or fn.endswith("_" + name)) and os.access(p, os.X_OK):
+                found.append(p)
+    if len(found) != 1:
+        raise AssertionError("unit test driver %s: want exactly one built below %s, found %s"
+                             % (name, root, found or "none"))
+    return found[0]
+
+
+def run_radprep(*args, timeout=600, env=None, **kw):
+    """`radprep ARGS` of this build, output captured as text; returns the CompletedProcess."""
+    return subprocess.run([radprep_bin()] + [str(a) for a in args], capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)
+
+
+def stop_process(p, timeout=30):
+    """SIGTERM, wait up to timeout, then SIGKILL; returns the exit code."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return p.returncode
+
+
+# ---- shared data ----------------------------------------------------------------------------
+
+class MissingData(AssertionError):
+    """The shared test data lacks what a test needs: the test fails, it is never skipped."""
+
+
+def data_path(*parts):
+    """SHARED_DATA/parts..., which must exist."""
+    p = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(p):
+        raise MissingData("shared test data missing: %s (RP_SHARED_DATA=%s; see the README "
+                          "there)" % (p, SHARED_DATA))
+    return p
+
+
+def data_files(*parts, pattern=None, count=None):
+    """Sorted files of a shared data folder: every file matching the glob pattern, or with
+    no pattern every DICOM-ish file below it (dicom_files). Fails when there are none, or
+    not exactly count of them."""
+    d = data_path(*parts)
+    files = sorted(glob.glob(os.path.join(d, pattern))) if pattern else dicom_files(d)
+    if not files or (count is not None and len(files) != count):
+        raise MissingData("shared test data incomplete: %s holds %d file(s)%s, want %s"
+                          % (d, len(files), " matching %r" % pattern if pattern else "",
+                             count if count is not None else "at least 1"))
+    return files
+
+
+# ---- checks that collect ----------------------------------------------------------------------
+# Script-style tests run many checks and report every failure, not only the first.
+
+FAILURES = []
+SHOW_PASSED = False  # a test may set it to print "ok   msg" for each check that holds
+
+
+def check(cond, msg):
+    """Record msg as failed unless cond; returns bool(cond)."""
+    if not cond:
+        FAILURES.append(msg)
+        print("FAIL:", msg, flush=True)
+    elif SHOW_PASSED:
+        print("ok   " + msg, flush=True)
+    return bool(cond)
+
+
+def finish():
+    """Summary of the collected checks; the exit code for sys.exit (0 only when none failed)."""
+    if FAILURES:
+        print("\n%d check(s) failed:" % len(FAILURES))
+        for m in FAILURES:
+            print("  -", m.splitlines()[0] if m else m)
+        return 1
+    print("OK: every check passed")
+    return 0
 
 
 def free_port():
@@ -195,7 +328,10 @@ def file_sop_info(path):
 
 
 def dicom_files(root):
-    """Every regular file below root (sorted), skipping README/MANIFEST/NIfTI/JSON."""
+    """Every regular file below root (sorted), skipping README/MANIFEST/NIfTI/JSON. A root
+    that does not exist fails (MissingData) instead of giving no files."""
+    if not os.path.isdir(root):
+        raise MissingData("no such folder: %s (RP_SHARED_DATA=%s)" % (root, SHARED_DATA))
     out = []
     for dp, _, fns in os.walk(root):
         for fn in fns:
@@ -203,6 +339,48 @@ def dicom_files(root):
                 continue
             out.append(os.path.join(dp, fn))
     return sorted(out)
+
+
+def load_series(folder, pattern="*"):
+    """A classic single-frame series read with pydicom, in slice order:
+    (files, datasets, volume [z, y, x] float32 after Rescale Slope/Intercept, 4x4 RAS affine
+    of voxel centres (i = column, j = row, k = slice; NIfTI convention, as dcm2niix)).
+    Files matching pattern that pydicom cannot read, or that hold no pixels, are passed over;
+    a folder without any image fails (MissingData)."""
+    import numpy as np
+    import pydicom
+    if not os.path.isdir(folder):
+        raise MissingData("no such series folder: %s" % folder)
+    pairs = []
+    for f in sorted(glob.glob(os.path.join(folder, pattern))):
+        try:
+            ds = pydicom.dcmread(f)
+        except Exception:
+            continue
+        if "PixelData" in ds:
+            pairs.append((f, ds))
+    if not pairs:
+        raise MissingData("no image in %s" % folder)
+    iop = np.array(pairs[0][1].ImageOrientationPatient, float)
+    rowc, colc = iop[:3], iop[3:]
+    normal = np.cross(rowc, colc)
+    pairs.sort(key=lambda p: float(np.dot(normal, np.array(p[1].ImagePositionPatient, float))))
+    files, dss = [p[0] for p in pairs], [p[1] for p in pairs]
+    ps = [float(x) for x in dss[0].PixelSpacing]  # row spacing, column spacing
+    ipp0 = np.array(dss[0].ImagePositionPatient, float)
+    if len(dss) > 1:
+        step = (np.array(dss[-1].ImagePositionPatient, float) - ipp0) / (len(dss) - 1)
+    else:
+        step = normal * float(getattr(dss[0], "SliceThickness", 1.0))
+    lps = np.eye(4)
+    lps[:3, 0] = rowc * ps[1]
+    lps[:3, 1] = colc * ps[0]
+    lps[:3, 2] = step
+    lps[:3, 3] = ipp0
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    vol = np.stack([d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
+                    + float(getattr(d, "RescaleIntercept", 0)) for d in dss])
+    return files, dss, vol.astype(np.float32), ras
 
 
 # ---- the daemon ------------------------------------------------------------------------------
@@ -213,10 +391,11 @@ class Radprepd:
     node:  [node] keys to override (ae_title, timeouts, min_free_mb, ...)
     peers: {"NAME": {"ae_title": "CT1", "host": "127.0.0.1"}} -> [peer NAME] sections
     extra: other sections {"completion CT": {...}}
+    extra_text: INI text appended as it is (sections written by hand)
     """
 
     def __init__(self, workdir=None, ae="RADPREP", node=None, peers=None, extra=None, env=None,
-                 args=()):
+                 args=(), extra_text=""):
         self.workdir = workdir or tempdir("radprepd")
         self.ae = ae
         self.port = free_port()
@@ -233,7 +412,11 @@ class Radprepd:
         for name, kv in (peers or {}).items():
             sections["peer " + name] = kv
         sections.update(extra or {})
+        os.makedirs(self.workdir, exist_ok=True)
         write_ini(self.config_path, sections)
+        if extra_text:
+            with open(self.config_path, "a") as f:
+                f.write(extra_text + "\n")
         self.env = dict(os.environ)
         if os.path.exists(radprep_bin()):
             self.env.setdefault("RP_WORKER_BIN", radprep_bin())
@@ -258,8 +441,7 @@ class Radprepd:
         self._logf = open(self.log_path, "ab")
         self._log_start = os.path.getsize(self.log_path)
         cmd = [radprepd_bin(), "--config", self.config_path, "--foreground"] + self.args
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT,
-                                     env=self.env)
+        self.proc = spawn(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=self.env)
         if wait_ready:
             if not wait_for_port(self.port, timeout, self.proc):
                 raise RuntimeError("radprepd did not open port %d\n%s" % (self.port,
@@ -321,15 +503,17 @@ class Radprepd:
     def log_tail(self, n=40):
         return "\n".join(self.log().splitlines()[-n:])
 
-    def wait_log(self, regex, timeout=10.0, since_start=False):
-        """Wait until a log line matches regex; returns the re.Match (raises on timeout)."""
+    def wait_log(self, regex, timeout=10.0, since_start=False, count=1):
+        """Wait until regex matches count times in the log (only in what this start wrote
+        with since_start); returns the count-th re.Match (raises on timeout)."""
         rx = re.compile(regex)
         end = time.time() + timeout
         while True:
             text = self.log()
             if since_start:
                 text = text[getattr(self, "_log_start", 0):]
-            m = rx.search(text)
+            found = list(rx.finditer(text)) if count > 1 else [rx.search(text)]
+            m = found[count - 1] if len(found) >= count and found[count - 1] else None
             if m:
                 return m
             if time.time() > end:
@@ -397,7 +581,7 @@ class StoreSCP:
             str(self.port)]
         self.log_path = os.path.join(tempdir("storescp_log"), "storescp.log")
         self._logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env)
+        self.proc = spawn(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env)
         if not wait_for_port(self.port, 10, self.proc):
             raise RuntimeError("storescp did not start")
         return self
@@ -425,6 +609,62 @@ class StoreSCP:
             if fn.split(".", 1)[-1] == sop_uid or fn.endswith("." + sop_uid):
                 return os.path.join(self.outdir, fn)
         return None
+
+
+class Orthanc:
+    """Orthanc (Debian package) under the loopback shim, in its own folder, HTTP and DICOM on
+    free ports, no authentication, plugins off. config: keys that override the defaults
+    (e.g. {"DicomAlwaysAllowStore": False})."""
+
+    def __init__(self, workdir=None, name="orthanc", config=None, ae="ORTHANC"):
+        self.dir = workdir or tempdir("orthanc")
+        self.name, self.ae = name, ae
+        self.http, self.port = free_port(), free_port()
+        self.config = {
+            "Name": name, "StorageDirectory": os.path.join(self.dir, "storage"),
+            "IndexDirectory": os.path.join(self.dir, "index"), "HttpPort": self.http,
+            "DicomPort": self.port, "DicomAet": ae, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomAlwaysAllowStore": True,
+            "DicomModalities": {}, "Plugins": [],
+        }
+        self.config.update(config or {})
+        self.proc = None
+
+    def start(self, timeout=30.0):
+        os.makedirs(self.dir, exist_ok=True)
+        cfg = os.path.join(self.dir, "orthanc.json")
+        with open(cfg, "w") as f:
+            json.dump(self.config, f)
+        self.log_path = os.path.join(self.dir, "orthanc.log")
+        self._logf = open(self.log_path, "wb")
+        self.proc = spawn(["Orthanc", cfg], stdout=self._logf,
+                                     stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, LD_PRELOAD=bind_loopback_shim()))
+        if not (wait_for_port(self.port, timeout, self.proc)
+                and wait_for_port(self.http, timeout, self.proc)):
+            self.stop()
+            with open(self.log_path, errors="replace") as f:
+                raise RuntimeError("%s did not start\n%s" % (self.name, f.read()[-2000:]))
+        return self
+
+    def rest(self, path):
+        """GET http://127.0.0.1:HTTP/path as parsed JSON."""
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.http, path),
+                                    timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        if self.proc:
+            stop_process(self.proc)
+            self.proc = None
+            self._logf.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 # ---- SCUs ------------------------------------------------------------------------------------
@@ -472,9 +712,11 @@ def echoscu(port, aec="RADPREP", aet="ECHOSCU", timeout=30, host="127.0.0.1", ar
 
 
 def storescu(port, files, aec="RADPREP", aet="STORESCU", args=(), timeout=600, env=None,
-             host="127.0.0.1"):
-    """storescu -v -nh with default proposals (uncompressed) + args; returns StoreResult."""
-    cmd = ["storescu", "-v", "-nh", "-aet", aet, "-aec", aec] + list(args) + [host, str(port)]
+             host="127.0.0.1", no_halt=True):
+    """storescu -v [-nh] with default proposals (uncompressed) + args; returns StoreResult.
+    no_halt=False: storescu stops at the first failed store (its default)."""
+    cmd = ["storescu", "-v"] + (["-nh"] if no_halt else []) + ["-aet", aet, "-aec", aec] + \
+        list(args) + [host, str(port)]
     cmd += list(files)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                        env=dict(os.environ, **(env or {})))
