@@ -26,7 +26,6 @@ import rptest  # noqa: E402
 import pydicom  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 
-D = rptest.SHARED_DATA
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -152,7 +151,7 @@ class TestHostileInput(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr + self.node.log_tail())
 
     def test_malformed_files(self):
-        files = rptest.dicom_files(os.path.join(D, "malformed"))
+        files = rptest.data_files("malformed")
         self.assertGreaterEqual(len(files), 16)
         res = rptest.storescu_asis(self.node.port, files)
         self.alive()
@@ -298,7 +297,7 @@ class TestResourceLimits(unittest.TestCase):
     def test_watermark_gives_a700(self):
         node = rptest.Radprepd(node={"min_free_mb": 1 << 40}).start()
         try:
-            f = os.path.join(D, "ct_chest_lidc0001", "000001.dcm")
+            f = rptest.data_path("ct_chest_lidc0001", "000001.dcm")
             res = rptest.storescu(node.port, [f])
             self.assertRegex(res.status[f], r"(?i)out ?of ?resources", res.out[-2000:])
             self.assertIn("0xA700", res.out + node.log())
@@ -319,8 +318,8 @@ class TestResourceLimits(unittest.TestCase):
         try:
             node = rptest.Radprepd(workdir=mnt, node={"min_free_mb": 0}).start()
             try:
-                big = os.path.join(D, "xray", "mg_ge_senographe_mono2_jpeg_lossless.dcm")
-                small = os.path.join(D, "non_image_objects", "sr_comprehensive.dcm")
+                big = rptest.data_path("xray", "mg_ge_senographe_mono2_jpeg_lossless.dcm")
+                small = rptest.data_path("non_image_objects", "sr_comprehensive.dcm")
                 res = rptest.storescu_asis(node.port, [big])
                 self.assertRegex(res.status[big], r"(?i)out ?of ?resources",
                                  res.out[-1000:] + node.log_tail())
@@ -338,8 +337,8 @@ class TestResourceLimits(unittest.TestCase):
     def test_max_instance_mb(self):
         node = rptest.Radprepd(node={"max_instance_mb": 1}).start()
         try:
-            big = os.path.join(D, "xray", "dx_chest_nih_sc_mono2_8bit.dcm")  # ~1 MB+ of pixels
-            small = os.path.join(D, "non_image_objects", "sr_comprehensive.dcm")
+            big = rptest.data_path("xray", "dx_chest_nih_sc_mono2_8bit.dcm")  # ~1 MB+ of pixels
+            small = rptest.data_path("non_image_objects", "sr_comprehensive.dcm")
             self.assertGreater(os.path.getsize(big), 1 << 20)
             res = rptest.storescu(node.port, [big, small])
             self.assertNotEqual(res.status[big], "Success", res.out[-2000:])

@@ -6,7 +6,6 @@ version. Real peers only: dcmtk storescu and the radprepd/radprep binaries of th
 """
 import json
 import os
-import subprocess
 import sys
 import time
 import unittest
@@ -17,8 +16,8 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import rptest  # noqa: E402
 
-CT_DIR = os.path.join(rptest.SHARED_DATA, "seg_with_source_ct", "ct_3slice")
-MR_DIR = os.path.join(rptest.SHARED_DATA, "mr_brain_siemens_xa30", "2001_AAHead_Scout")
+CT_DIR = rptest.data_path("seg_with_source_ct", "ct_3slice")
+MR_DIR = rptest.data_path("mr_brain_siemens_xa30", "2001_AAHead_Scout")
 
 
 def files(d):
@@ -49,8 +48,7 @@ class Live(unittest.TestCase):
         cls.node.stop()
 
     def cli(self, *args, ok=True):
-        p = subprocess.run([rptest.radprep_bin(), "--config", self.node.config_path, *args],
-                           capture_output=True, text=True, timeout=120)
+        p = rptest.run_radprep("--config", self.node.config_path, *args, timeout=120)
         if ok:
             self.assertEqual(p.returncode, 0, f"radprep {' '.join(args)}: {p.stderr}")
         return p

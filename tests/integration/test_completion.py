@@ -20,6 +20,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jobs_lib as rp  # noqa: E402
+import rptest  # noqa: E402 (tests/lib, on the path through jobs_lib)
 
 LATENCIES = []
 QUIET = 3  # seconds; the bursts below are 0.5 s apart, far inside it even on a busy host
@@ -234,9 +235,7 @@ class ExpectedCountTest(unittest.TestCase):
 
     def test_enhanced_multiframe_completes_at_once(self):
         # real data: one Enhanced MR object holds the whole series (10 frames)
-        data = os.environ.get("RP_SHARED_DATA", os.path.join(rp.SRC, "..", "shared", "data"))
-        f = os.path.join(data, "enhanced_multiframe", "mr_enhanced_small_10frames.dcm")
-        self.assertTrue(os.path.exists(f), f)
+        f = rptest.data_path("enhanced_multiframe", "mr_enhanced_small_10frames.dcm")
         uid = str(rp.pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
         tmp = rp.tmpdir("rp_enhanced_")
         node = rp.Node(os.path.join(tmp, "n"), quiet_s=30).start()

@@ -13,19 +13,15 @@ import tempfile
 
 import numpy as np
 
-SRC = os.environ.get('RP_SOURCE_DIR', os.path.join(os.path.dirname(__file__), '..', '..'))
-BUILD = os.environ.get('RP_BUILD_DIR', os.path.join(SRC, 'build'))
-DATA = os.environ.get('RP_SHARED_DATA', os.path.join(SRC, '..', 'shared', 'data'))
-sys.path.insert(0, os.path.join(SRC, 'bench', 'ct'))
-import ctdata  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import rptest  # noqa: E402
 
 RECIPE = 'hu resample(1,1,1,bspline3) bodymask lungmask metal clip(-1200,600) normalize(minmax)'
 
 
 def main():
-    driver = os.path.join(BUILD, 'bench', 'ct', 'rp_ct_run')
-    assert os.access(driver, os.X_OK), 'build bench/ct/rp_ct_run first (make rp_ct_run)'
-    vol, aff = ctdata.load_ct_series(os.path.join(DATA, 'ct_chest_lidc0001'))
+    driver = rptest.require_built(os.path.join(rptest.BUILD_DIR, 'bench', 'ct', 'rp_ct_run'))
+    _, _, vol, aff = rptest.load_series(rptest.data_path('ct_chest_lidc0001'), '*.dcm')
     nz, ny, nx = vol.shape
     assert (nx, ny, nz) == (512, 512, 133), vol.shape
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,6 @@ the job recorded it makes curate fail (exit 1) with a checksum message.
 import csv
 import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -34,8 +33,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import jobs_lib as rp  # noqa: E402
-
-DATA = os.environ.get("RP_SHARED_DATA", os.path.join(rp.SRC, "..", "shared", "data"))
+import rptest  # noqa: E402 (tests/lib, on the path through jobs_lib)
 CT_RECIPE = "hu resample(2,2,2) bodymask clip(-1000,1000) normalize(minmax)"
 SERIES = {  # key: (folder, recipe)
     "head": ("ct_head_gantry_tilt_uneven_ge", CT_RECIPE),
@@ -84,8 +82,7 @@ def expected_split(seed, case, splits):
 
 
 def curate(*args, check=None):
-    r = subprocess.run([rp.RADPREP, "curate", *args], capture_output=True, text=True,
-                       timeout=600)
+    r = rptest.run_radprep("curate", *args)
     if check is not None and r.returncode != check:
         raise AssertionError("radprep curate %s: rc=%d\n%s%s" % (
             " ".join(args), r.returncode, r.stdout, r.stderr))
@@ -94,7 +91,7 @@ def curate(*args, check=None):
 
 def header_info(folder):
     import pydicom
-    d = os.path.join(DATA, folder)
+    d = rptest.data_path(folder)
     f = sorted(os.path.join(d, x) for x in os.listdir(d))[0]
     ds = pydicom.dcmread(f, stop_before_pixels=True)
     return {"study": str(ds.StudyInstanceUID), "series": str(ds.SeriesInstanceUID),
@@ -108,9 +105,9 @@ class CurateFromDir(unittest.TestCase):
         cls.outputs = os.path.join(cls.tmp, "outputs")
         cls.info = {}
         for key, (folder, recipe) in SERIES.items():
-            r = subprocess.run([rp.RADPREP, "process", os.path.join(DATA, folder), "--out",
-                                os.path.join(cls.outputs, key), "--privacy", "sidecar",
-                                "--recipe", recipe], capture_output=True, text=True, timeout=600)
+            r = rptest.run_radprep("process", rptest.data_path(folder), "--out",
+                                   os.path.join(cls.outputs, key), "--privacy", "sidecar",
+                                   "--recipe", recipe)
             assert r.returncode == 0, (folder, r.stderr)
             cls.info[key] = header_info(folder)
 
@@ -358,7 +355,7 @@ class CurateFromIndex(unittest.TestCase):
         try:
             uids = {}
             for key in ("head", "ct3"):
-                folder = os.path.join(DATA, SERIES[key][0])
+                folder = rptest.data_path(SERIES[key][0])
                 files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
                 rc, ok, out = rp.storescu(node.port, files)
                 self.assertEqual((rc, ok), (0, len(files)), out[-2000:])

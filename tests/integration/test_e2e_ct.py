@@ -32,9 +32,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import jobs_lib as rp  # noqa: E402
-
-DATA = os.environ.get("RP_SHARED_DATA", os.path.join(rp.SRC, "..", "shared", "data"))
-LIDC = os.path.join(DATA, "ct_chest_lidc0001")
+import rptest  # noqa: E402 (tests/lib, on the path through jobs_lib)
 STEPS = ["hu", "resample", "bodymask", "lungmask", "metal", "clip", "normalize"]
 
 
@@ -74,8 +72,7 @@ class CTEndToEnd(unittest.TestCase):
     def test_lidc_through_the_node(self):
         import cv2
         import nibabel as nib
-        files = sorted(os.path.join(LIDC, f) for f in os.listdir(LIDC) if f.endswith(".dcm"))
-        self.assertEqual(len(files), 133)
+        files = rptest.data_files("ct_chest_lidc0001", pattern="*.dcm", count=133)
         sops, src_aff, src_shape, src_sp = source_geometry(files)
         tmp = rp.tmpdir("rp_e2e_ct_")
         node = rp.Node(os.path.join(tmp, "n"), quiet_s=2, cheap_rule=False,

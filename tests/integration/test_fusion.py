@@ -12,7 +12,6 @@ DIR --fusion` on the folder gives the same image as the node; bad [fusion] keys 
 FILE:LINE errors."""
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -24,7 +23,7 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import rptest  # noqa: E402
 
-STUDY = os.path.join(rptest.SHARED_DATA, "mr_brain_siemens_xa30")
+STUDY = rptest.data_path("mr_brain_siemens_xa30")
 T1 = os.path.join(STUDY, "5001_anat-T1w_acq-tfl")
 FMAP = os.path.join(STUDY, "9001_gre_field_mapping")
 
@@ -35,8 +34,7 @@ FUSIONS = {
 
 
 def run(args):
-    return subprocess.run([rptest.radprep_bin()] + args, capture_output=True, text=True,
-                          timeout=600)
+    return rptest.run_radprep(*args)
 
 
 def wait_for(fn, timeout, what, node):

@@ -21,8 +21,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jobs_lib as rp  # noqa: E402
-
-DATA = os.environ.get("RP_SHARED_DATA", os.path.join(rp.SRC, "..", "shared", "data"))
+import rptest  # noqa: E402 (tests/lib, on the path through jobs_lib)
 SETS = {
     "ct": ("ct_head_gantry_tilt_uneven_ge", "ct_default", 28),
     "mr": ("mr_brain_siemens_xa30/9001_gre_field_mapping", "mr_default", 33),
@@ -39,7 +38,7 @@ class RealDataJobsTest(unittest.TestCase):
         try:
             uids = {}
             for key, (folder, _, n) in SETS.items():
-                d = os.path.join(DATA, folder)
+                d = rptest.data_path(folder)
                 files = sorted(os.path.join(d, f) for f in os.listdir(d))
                 self.assertEqual(len(files), n, d)
                 uids[key] = str(pydicom.dcmread(files[0], stop_before_pixels=True)
@@ -87,7 +86,7 @@ class RealDataJobsTest(unittest.TestCase):
         tmp = rp.tmpdir("rp_jobs_xr_")
         node = rp.Node(os.path.join(tmp, "n"), quiet_s=30, cheap_rule=False).start()
         try:
-            f = os.path.join(DATA, "xray", "dx_chest_nih_sc_mono2_8bit.dcm")
+            f = rptest.data_path("xray", "dx_chest_nih_sc_mono2_8bit.dcm")
             uid = str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
             rc, ok, out = rp.storescu(node.port, [f])
             self.assertEqual((rc, ok), (0, 1), out[-2000:])

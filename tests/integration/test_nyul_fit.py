@@ -7,13 +7,11 @@ within 5% of the standard-scale target (the WM mean of the standardised training
 while the raw WM mean is far from it."""
 import json
 import os
-import subprocess
 import sys
 import time
 
 import nibabel as nib
 import numpy as np
-import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -99,8 +97,7 @@ def to_output(a):
 
 
 def run(args, **kw):
-    return subprocess.run([rptest.radprep_bin()] + args, capture_output=True, text=True,
-                          timeout=600, **kw)
+    return rptest.run_radprep(*args, **kw)
 
 
 def wm_mean(nifti, lab_out):

@@ -10,31 +10,26 @@ On the 3-slice CT of $RP_SHARED_DATA/seg_with_source_ct with the built-in ct_def
 """
 import glob
 import os
-import shutil
 import subprocess
-import tempfile
+import sys
 import unittest
 
 import nibabel as nib
 import pydicom
 
-BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
-DATA = os.environ.get("RP_SHARED_DATA", os.path.join(os.path.dirname(__file__), "../../../shared/data"))
-RADPREP = os.path.join(BUILD, "cli", "radprep")
-CT = os.path.join(DATA, "seg_with_source_ct", "ct_3slice")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import rptest  # noqa: E402
+
+CT = rptest.data_path("seg_with_source_ct", "ct_3slice")
 
 
 def run(*args):
-    return subprocess.run([RADPREP, *args], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+    return rptest.run_radprep(*args, timeout=300, stdin=subprocess.DEVNULL)
 
 
 class ProcessRule(unittest.TestCase):
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="rp_process_rule_")
-
-    def tearDown(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp = rptest.tempdir("rp_process_rule")
 
     def test_rule_with_dicom_and_seg(self):
         out = os.path.join(self.tmp, "out")

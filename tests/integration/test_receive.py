@@ -22,7 +22,6 @@ import rptest  # noqa: E402
 
 import pydicom  # noqa: E402
 
-D = rptest.SHARED_DATA
 SETS = ["ct_chest_lidc0001", "ct_head_gantry_tilt_uneven_ge", "mr_brain_siemens_xa30",
         "compressed/single_files", "compressed/ts_same_image_9_syntaxes", "xray",
         "enhanced_multiframe", "seg_with_source_ct", "non_image_objects"]
@@ -30,7 +29,7 @@ MULTIFRAG = "compressed/t1w_jpeg_lossless_multifragment_5001"
 
 
 def set_files(name):
-    return rptest.dicom_files(os.path.join(D, name))
+    return rptest.data_files(name)
 
 
 def header(path):
@@ -147,7 +146,7 @@ class TestReplace(unittest.TestCase):
     def test_4_replace_policy_same_object_four_syntaxes(self):
         """One SOP Instance in explicit LE, J2K, JPEG-LS and RLE, sent one after the other
         under duplicate_policy=replace: each time the store holds the bytes just sent."""
-        variants = [os.path.join(D, "enhanced_multiframe", "mr_enhanced_small_10frames%s.dcm" % s)
+        variants = [rptest.data_path("enhanced_multiframe", "mr_enhanced_small_10frames%s.dcm" % s)
                     for s in ("", "_j2k", "_jpegls", "_rle")]
         node = rptest.Radprepd(node={"duplicate_policy": "replace"}).start()
         try:
@@ -230,7 +229,6 @@ class TestParallel(unittest.TestCase):
                 t.start()
             for t in th:
                 t.join()
-            total = sum(len(g) for g in groups)
             for i, r in enumerate(results):
                 self.assertEqual(len(r.ok()), len(groups[i]), r.out[-2000:])
             sops = {str(header(f).SOPInstanceUID) for g in groups for f in g}

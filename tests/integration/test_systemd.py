@@ -22,11 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import time
 import unittest
 
-SRC = os.environ.get("RP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(SRC, "build"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "lib")]
+import jobs_lib as rp  # noqa: E402
+import rptest  # noqa: E402
+
+SRC = rptest.SOURCE_DIR
 UNIT = os.path.join(SRC, "systemd", "radprepd.service")
 SYSUSERS = os.path.join(SRC, "systemd", "radprep.sysusers.conf")
 TMPFILES = os.path.join(SRC, "systemd", "radprep.tmpfiles.conf")
@@ -50,8 +53,10 @@ def unit_keys(text):
 
 
 def built(name):
-    p = os.path.join(BUILD, "node" if name == "radprepd" else "cli", name)
-    return p if os.access(p, os.X_OK) else shutil.which(name) or "/bin/true"
+    """The binary of this build: the unit must name what the tests just built (a missing
+    one fails, it is never replaced by another program)."""
+    return rptest.require_built(rptest.radprepd_bin() if name == "radprepd"
+                                else rptest.radprep_bin())
 
 
 class TestUnitFile(unittest.TestCase):
@@ -171,9 +176,6 @@ class TestNotifyProtocol(unittest.TestCase):
     (no running systemd needed): what `Type=notify` + `WatchdogSec=` would see."""
 
     def setUp(self):
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import jobs_lib
-        self.rp = jobs_lib
         self.tmp = tempfile.mkdtemp(prefix="rp_notify_")
         self.sock_path = os.path.join(self.tmp, "notify.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -191,9 +193,7 @@ class TestNotifyProtocol(unittest.TestCase):
             return None
 
     def test_ready_watchdog_stopping(self):
-        rp = self.rp
-        if not os.access(rp.RADPREPD, os.X_OK):
-            self.fail(f"{rp.RADPREPD} not built")
+        rptest.require_built(rp.RADPREPD)
         node = rp.Node(os.path.join(self.tmp, "n"), quiet_s=1)
         # First life: leave a series that goes quiet while the node is down, so that the
         # second start has reconciliation work to do before it may say READY.

@@ -565,8 +565,26 @@ def vmhwm_kb(pid):
 
 # ---- reference SCP ---------------------------------------------------------------------------
 
-class StoreSCP:
+class _Peer:
+    """A peer process (self.proc, its log file self._logf) usable as a context manager."""
+    stop_timeout = 30
+
+    def stop(self):
+        if self.proc:
+            stop_process(self.proc, self.stop_timeout)
+            self.proc = None
+            self._logf.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class StoreSCP(_Peer):
     """dcmtk storescp under the loopback shim, bit-preserving, accepting every TS."""
+    stop_timeout = 10
 
     def __init__(self, outdir=None, ae="STORESCP", extra=()):
         self.outdir = outdir or tempdir("storescp")
@@ -586,23 +604,6 @@ class StoreSCP:
             raise RuntimeError("storescp did not start")
         return self
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        self._logf.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
     def file_for(self, sop_uid):
         """storescp names files MODALITY.SOPUID (no extension with -uf default)."""
         for fn in os.listdir(self.outdir):
@@ -611,7 +612,7 @@ class StoreSCP:
         return None
 
 
-class Orthanc:
+class Orthanc(_Peer):
     """Orthanc (Debian package) under the loopback shim, in its own folder, HTTP and DICOM on
     free ports, no authentication, plugins off. config: keys that override the defaults
     (e.g. {"DicomAlwaysAllowStore": False})."""
@@ -653,18 +654,6 @@ class Orthanc:
         with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.http, path),
                                     timeout=10) as r:
             return json.loads(r.read())
-
-    def stop(self):
-        if self.proc:
-            stop_process(self.proc)
-            self.proc = None
-            self._logf.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 # ---- SCUs ------------------------------------------------------------------------------------
