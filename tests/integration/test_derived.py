@@ -82,8 +82,8 @@ def run_case(name, folder, tmp, mode):
     with open(os.path.join(out, "spec.json"), "w") as f:
         json.dump(spec, f)
     t0 = time.time()
-    r = subprocess.run([rptest.unit_test_bin("test_derived"), "--spec", os.path.join(out, "spec.json")], capture_output=True,
-                       text=True)
+    r = subprocess.run([rptest.unit_test_bin("test_derived"), "--spec",
+                        os.path.join(out, "spec.json")], capture_output=True, text=True)
     dt = time.time() - t0
     check(r.returncode == 0, "%s: driver failed: %s" % (name, r.stderr[-2000:]))
     if r.returncode:
