@@ -11,8 +11,9 @@ bind_loopback shim).
 3. Receiver absent: attempts grow with the backoff, nothing is dead; the sender is stopped
    (restart) and the receiver started: everything arrives exactly once.
 
-The outbox runs through the driver mode of the unit test binary (`outbox_test_outbox --send`, found with rptest.unit_test_bin),
-which queues files for every destination of a configuration and runs until nothing is pending.
+The outbox runs through the driver mode of the unit test binary (`outbox_test_outbox --send`,
+found with rptest.unit_test_bin), which queues files for every destination of a configuration
+and runs until nothing is pending.
 """
 import json
 import os
