@@ -179,7 +179,7 @@ static void test_commit_path_and_bytes(void **st)
     rp_instance_meta m;
     rp_store_outcome o;
     shared(CT1, src, sizeof src);
-    rp_store_commit_args a = {.calling_ae = "CT1", .peer_host = "127.0.0.1"};
+    rp_store_put_args a = {.calling_ae = "CT1", .peer_host = "127.0.0.1"};
     assert_int_equal(rp_store_put_file(s, src, &a, &m, &o, reason, sizeof reason), 0);
     assert_int_equal(o, RP_STORE_NEW);
     assert_string_equal(m.modality, "CT");
@@ -204,10 +204,10 @@ static void test_commit_path_and_bytes(void **st)
     assert_int_equal(count_files(spool), 0);
 
     /* the request said another SOP Instance UID: refused, nothing left */
-    rp_store_commit_args bad = {.expect_sop_instance_uid = "1.2.3.4"};
+    rp_store_put_args bad = {.expect_sop_instance_uid = "1.2.3.4"};
     assert_int_equal(rp_store_put_file(s, src, &bad, &m, &o, reason, sizeof reason), RP_EUID);
     assert_non_null(strstr(reason, "differs"));
-    rp_store_commit_args badcls = {.expect_sop_class_uid = "1.2.840.10008.5.1.4.1.1.4"};
+    rp_store_put_args badcls = {.expect_sop_class_uid = "1.2.840.10008.5.1.4.1.1.4"};
     assert_int_equal(rp_store_put_file(s, src, &badcls, &m, &o, reason, sizeof reason), RP_EINVAL);
     assert_int_equal(count_files(spool), 0);
     rp_store_close(s);
@@ -283,8 +283,8 @@ static void other_series_case(rp_dup_policy pol, const char *sub)
     write_synthetic(f1, "1.2.3", "1.2.3.1", "1.2.3.1.7");
     write_synthetic(f2, "1.2.3", "1.2.3.2", "1.2.3.1.7");
     assert_int_equal(rp_store_put_file(s, f1, NULL, &m1, &o, reason, sizeof reason), 0);
-    rp_store_commit_args a = {.existing_path = m1.file_path};
-    int rc = rp_store_put_file(s, f2, &a, &m2, &o, reason, sizeof reason);
+    /* the store knows where the first copy is: nobody tells it */
+    int rc = rp_store_put_file(s, f2, NULL, &m2, &o, reason, sizeof reason);
     rp_store_abs_path(s, "1.2.3/1.2.3.1/1.2.3.1.7.dcm", p1, sizeof p1);
     rp_store_abs_path(s, "1.2.3/1.2.3.2/1.2.3.1.7.dcm", p2, sizeof p2);
     struct stat sb;
