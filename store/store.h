@@ -25,17 +25,19 @@
  * Finding a duplicate under another series without SQLite on the network threads:
  *   the store keeps an in-memory set of the instances it holds (hash of the SOP Instance UID
  *   -> study/series, store_internal.h), filled by the walk rp_store_reconcile() makes at
- *   start (it visits every file anyway) and kept by every rp_store_put(). A lookup is a hash
- *   probe under a mutex held for well under a microsecond, where the index lookup it replaces
- *   was a SQLite read (a join over four tables, ~12 us hot, milliseconds when its pages are
- *   cold or a checkpoint runs) under one mutex shared by every association. The set also
- *   knows instances the batched index has not committed yet, which the index lookup missed.
- *   Its price is memory: ~16-24 bytes per instance held (1 M instances ~ 20 MB), nothing per
- *   instance received that was already there; and a hit is always confirmed with stat(),
- *   so a stale entry (a file removed by hand) costs nothing but that stat. Per-thread
- *   read-only SQLite connections were the other candidate: no memory per instance, but a
- *   page cache per connection, the same lag behind the index queue, and SQLite still on the
- *   path of every C-STORE.
+ *   start (it visits every file anyway) and kept by every rp_store_put(). Measured on the
+ *   2-core dev VM under load (lookups of random present/absent UIDs): the index lookup it
+ *   replaces (a four-table join under one mutex shared by every association) took 24 us
+ *   with 100 k instances indexed and 53 us with 1 M, 68 / 152 us per lookup with 4 threads
+ *   contending; the set takes 0.3-1 us. The set also knows instances the batched index has
+ *   not committed yet, which the index lookup missed. Its price is memory: 12 bytes a slot
+ *   at <= 70 % load, i.e. 17-34 bytes per instance held (1 M instances: 25.7 MB, filled in
+ *   0.9 s), nothing per duplicate received. A hit is always confirmed with stat(), so a
+ *   stale entry (a file removed by hand, a hash collision) costs only that stat. The other
+ *   candidate, per-thread read-only WAL connections, needs no memory per instance but a
+ *   page cache per connection, lags the index queue as before, and keeps SQLite on the path
+ *   of every C-STORE; a fixed-size Bloom filter in front of such a lookup is the way out if
+ *   stores of tens of millions of instances make the set too big.
  *
  * The durable commit (fsync file, directories, rename, fsync directory) is one function in
  * store.c, commit_durable(): the step a group-committed spool log would replace.

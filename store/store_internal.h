@@ -4,11 +4,13 @@
  * Which SOP Instance UIDs the store holds, and in which study/series, so that a duplicate
  * under another series is found without asking SQLite on a network thread (see store.h for
  * why). It is a hint, never the truth: every answer is checked against the file system
- * before anything is decided, so a stale or colliding entry only costs a stat().
+ * before anything is decided, so a stale entry only costs a stat(). Two UIDs with one 64-bit
+ * hash (about 3e-8 for a million instances) share an entry: the later one's series wins and
+ * a cross-series duplicate of the other is then found by nothing but its path.
  *
  * Shape: an open-addressing table of 64-bit hashes of the SOP Instance UID, each pointing at
- * an entry of a table of distinct study/series pairs. 12 bytes per slot, grown at 70 % load:
- * about 16-24 bytes per instance (1 M instances ~ 20 MB) plus 136 bytes per series. UIDs
+ * an entry of a table of distinct study/series pairs. 12 bytes per slot, doubled at 70 %
+ * load: 17-34 bytes per instance (1 M instances: 25.7 MB) plus ~134 bytes per series. UIDs
  * themselves are not kept. Thread-safe (one mutex, held for a hash probe).
  */
 #ifndef RP_STORE_INTERNAL_H

@@ -1,7 +1,8 @@
 /*
  * Unit tests for store/: UID validation, durable commit into the right path, duplicate
- * policies (identical bytes idempotent), the free-space watermark, hostile/missing UIDs,
- * SOP mismatch, reconcile and reindex. Real instances come from $RP_SHARED_DATA; small
+ * policies (identical bytes idempotent; across series from the store's own knowledge), the
+ * free-space watermark, hostile/missing UIDs, SOP mismatch, reconcile and reindex, the index
+ * hand-off. Real instances come from $RP_SHARED_DATA; small
  * synthetic datasets (for hostile UIDs) are written byte by byte here.
  */
 #include <setjmp.h>
@@ -459,6 +460,48 @@ static void test_reconcile_and_reindex(void **st)
     rp_conf_free(&c);
 }
 
+/* A store opened on files it did not write learns them from reconcile, so a duplicate under
+ * another series is found without the index; a file removed by hand is not a duplicate; new
+ * instances reach the index through the store's queue. */
+static void test_known_after_restart_and_index(void **st)
+{
+    (void)st;
+    rp_conf c;
+    char f1[1100], f2[1100], reason[256], dbp[1200], p[2048];
+    rp_instance_meta m;
+    rp_store_outcome o;
+    snprintf(f1, sizeof f1, "%s/known_a.dcm", g_tmp);
+    snprintf(f2, sizeof f2, "%s/known_b.dcm", g_tmp);
+    write_synthetic(f1, "1.2.3", "1.2.3.1", "1.2.3.1.9");
+    write_synthetic(f2, "1.2.3", "1.2.3.2", "1.2.3.1.9");
+    rp_store *s = open_store("known", RP_DUP_REJECT, 0, &c);
+    assert_int_equal(rp_store_put_file(s, f1, NULL, &m, &o, reason, sizeof reason), 0);
+    rp_store_close(s);
+    rp_conf_free(&c);
+
+    s = open_store("known", RP_DUP_REJECT, 0, &c);
+    rp_db *db = NULL;
+    assert_int_equal(rp_db_open(rp_store_db_path(s, dbp, sizeof dbp), &db), 0);
+    assert_int_equal(rp_store_reconcile(s, db), 1);
+    assert_int_equal(rp_store_index_start(s, 16, 20), 0);
+    assert_int_equal(rp_store_put_file(s, f2, NULL, &m, &o, reason, sizeof reason), RP_EDUP);
+    assert_non_null(strstr(reason, "another series"));
+
+    /* the first copy removed by hand: the second one is simply new, and gets indexed */
+    rp_store_abs_path(s, "1.2.3/1.2.3.1/1.2.3.1.9.dcm", p, sizeof p);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(rp_store_put_file(s, f2, NULL, &m, &o, reason, sizeof reason), 0);
+    assert_int_equal(o, RP_STORE_NEW);
+    assert_int_equal(rp_store_index_flush(s), 0);
+    rp_instance_meta got;
+    assert_int_equal(rp_db_instance_get(db, "1.2.3.1.9", &got), 0);
+    assert_string_equal(got.file_path, "1.2.3/1.2.3.2/1.2.3.1.9.dcm");
+    assert_string_equal(got.series_uid, "1.2.3.2");
+    rp_db_close(db);
+    rp_store_close(s);
+    rp_conf_free(&c);
+}
+
 static void test_read_meta_raw_dataset(void **st)
 {
     (void)st;
@@ -495,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_watermark),
         cmocka_unit_test(test_bad_inputs_leave_nothing),
         cmocka_unit_test(test_reconcile_and_reindex),
+        cmocka_unit_test(test_known_after_restart_and_index),
         cmocka_unit_test(test_read_meta_raw_dataset),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
