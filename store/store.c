@@ -355,9 +355,9 @@ void rp_store_spool_discard(const char *path, int fd)
 static void meta_from_dcm(rp_instance_meta *m, const rp_dcm_meta *d)
 {
     memset(m, 0, sizeof *m);
-#define CP(f) memcpy(m->f, d->f, sizeof m->f)
-    _Static_assert(sizeof m->patient_name == sizeof d->patient_name, "field sizes");
-    _Static_assert(sizeof m->sop_instance_uid == sizeof d->sop_instance_uid, "field sizes");
+#define CP(f)                                                                                      \
+    _Static_assert(sizeof m->f == sizeof d->f, "field " #f " differs between db and dicom");      \
+    memcpy(m->f, d->f, sizeof m->f)
     CP(patient_id);
     CP(issuer_of_patient_id);
     CP(patient_name);
