@@ -28,10 +28,11 @@
  *
  * Pixels (decode.cc):
  *  - rp_dcm_read_info() reads one file's header WITHOUT loading pixel data, into a plain
- *    struct: identification, acquisition keys, the image pixel module, presentation attributes (rescale / Modality LUT, windows,
- *    VOI LUT function and sequence, pixel padding) and per-frame geometry. For enhanced
- *    multi-frame objects the per-frame values come from the Shared and Per-Frame Functional
- *    Groups (per-frame wins); for classic objects every frame gets the file-level values.
+ *    struct: identification, acquisition keys, the image pixel module, presentation
+ *    attributes (rescale / Modality LUT, windows, VOI LUT function and sequence, pixel
+ *    padding) and per-frame geometry. For enhanced multi-frame objects the per-frame values
+ *    come from the Shared and Per-Frame Functional Groups (per-frame wins); for classic
+ *    objects every frame gets the file-level values.
  *  - rp_dcm_decode_frames() decodes a range of frames of any transfer syntax the node
  *    accepts (uncompressed LE/BE, deflate, RLE, JPEG baseline/extended/lossless, JPEG-LS,
  *    JPEG 2000 through OpenJPEG) into a caller buffer of RAW STORED VALUES of type

@@ -239,8 +239,7 @@ extern "C" int rp_dcm_read_header_bytes(const char *path, void **bytes, size_t *
     Uint32 len = ds->calcElementLength(xfer, EET_ExplicitLength);
     if (len == 0 || len == DCM_UndefinedLength) {
         if (reason && reasonsz)
-            snprintf(reason, reasonsz, "header cannot be encoded (length %lu)",
-                     (unsigned long)len);
+            snprintf(reason, reasonsz, "header cannot be encoded (length %lu)", (unsigned long)len);
         return RP_EPARSE;
     }
     void *buf = malloc(len);

@@ -40,10 +40,11 @@
  *   rp_node_new(conf) -> rp_node_add_service()* -> rp_node_start() -> rp_node_run()
  *   [until rp_node_request_stop(), e.g. from SIGTERM] -> rp_node_free().
  *   rp_node_start(): open store + index, bind the port, reconcile (spool leftovers, files
- *   the index missed, the store learns what it holds), start the store's index queue, start services in order, start listening,
- *   then sd_notify READY=1. rp_node_run(): WATCHDOG=1 pings while running. On stop: stop
- *   accepting, let in-flight associations finish (bounded by shutdown_grace_s, then abort),
- *   stop services in reverse order, flush the index queue.
+ *   the index missed, the store learns what it holds), start the store's index queue,
+ *   start services in order, start listening, then sd_notify READY=1. rp_node_run():
+ *   WATCHDOG=1 pings while running. On stop: stop accepting, let in-flight associations
+ *   finish (bounded by shutdown_grace_s, then abort), stop services in reverse order, flush
+ *   the index queue.
  *
  * Services (how the completion monitor, job supervisor and outbox sender plug in):
  *   a service is {name, start, stop, on_instance, arg}. start() runs on the main thread

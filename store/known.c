@@ -157,8 +157,7 @@ int rp_known_get(rp_known *k, const char *sop, char *rel, size_t relsz)
     size_t i = probe(k->keys, k->cap, h);
     if (k->keys[i]) {
         const rp_known_series *e = &k->ser[k->series[i]];
-        found = snprintf(rel, relsz, "%s/%s/%s.dcm", e->study_uid, e->series_uid, sop) <
-                (int)relsz;
+        found = snprintf(rel, relsz, "%s/%s/%s.dcm", e->study_uid, e->series_uid, sop) < (int)relsz;
     }
     pthread_mutex_unlock(&k->lock);
     return found;

@@ -356,7 +356,7 @@ static void meta_from_dcm(rp_instance_meta *m, const rp_dcm_meta *d)
 {
     memset(m, 0, sizeof *m);
 #define CP(f)                                                                                      \
-    _Static_assert(sizeof m->f == sizeof d->f, "field " #f " differs between db and dicom");      \
+    _Static_assert(sizeof m->f == sizeof d->f, "field " #f " differs between db and dicom");       \
     memcpy(m->f, d->f, sizeof m->f)
     CP(patient_id);
     CP(issuer_of_patient_id);
@@ -508,8 +508,8 @@ typedef struct {
  * Returns 0 when the instance is durable, RP_EEXIST when `final` exists and !replace (the
  * spool file stays), RP_EIO / RP_ENOSPC otherwise. This is the one step a group-committed
  * spool log would take over. */
-static int commit_durable(rp_store *s, int *fd, const char *spool_path, put_paths *p,
-                          int replace, char *reason, size_t reasonsz)
+static int commit_durable(rp_store *s, int *fd, const char *spool_path, put_paths *p, int replace,
+                          char *reason, size_t reasonsz)
 {
     if (*fd >= 0) {
         int f = *fd;
@@ -589,8 +589,7 @@ static int settle_same_path(rp_store *s, int *fd, const char *spool_path, put_pa
 }
 
 /* After a replace across series: the new copy is durable, now the old one goes. */
-static void remove_old_copy(rp_store *s, const char *old_rel, const char *new_rel,
-                            const char *sop)
+static void remove_old_copy(rp_store *s, const char *old_rel, const char *new_rel, const char *sop)
 {
     char old_abs[RP_PATH_MAX + 1100];
     snprintf(old_abs, sizeof old_abs, "%s/%s", s->root, old_rel);
@@ -602,8 +601,7 @@ static void remove_old_copy(rp_store *s, const char *old_rel, const char *new_re
         }
         RP_WARN(MOD, "duplicate moved across series sop=%s from=%s to=%s", sop, old_rel, new_rel);
     } else {
-        RP_WARN(MOD, "cannot remove the replaced copy file=%s errno=%s", old_rel,
-                strerror(errno));
+        RP_WARN(MOD, "cannot remove the replaced copy file=%s errno=%s", old_rel, strerror(errno));
     }
 }
 
@@ -662,8 +660,10 @@ int rp_store_put(rp_store *s, const char *spool_path, int fd, const rp_store_put
         *outcome = RP_STORE_DUP_REPLACED;
     }
     if (rp_known_set(&s->known, meta->sop_instance_uid, meta->study_uid, meta->series_uid) != 0)
-        RP_WARN(MOD, "out of memory remembering sop=%s: duplicates of it under another series "
-                "will not be found", meta->sop_instance_uid);
+        RP_WARN(MOD,
+                "out of memory remembering sop=%s: duplicates of it under another series "
+                "will not be found",
+                meta->sop_instance_uid);
     /* The index row follows the file: a move to another series updates the row and both
      * series' counts in the queue's transaction. */
     if (s->queue) {
