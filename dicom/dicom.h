@@ -1,14 +1,38 @@
 /*
- * pipeline/dicom.h — the dcmtk decode adapter (internal to pipeline/ and its tests).
- * Implemented in pipeline/dicom_decode.cc; no dcmtk type crosses this header.
+ * dicom — the only place that reads DICOM files (dcmtk behind a plain C header). Everything
+ * that needs to know what is inside a file asks here: the receiving path and the index
+ * (header meta), the outbox (a file's SOP Instance UID), the derived-series writers (source
+ * references and the source header) and the pipeline (pixel decoding). Implemented in
+ * dicom/header.cc (headers) and dicom/decode.cc (pixels); no dcmtk type crosses this header,
+ * and this module knows nothing about the index or the store.
  *
- * Contract:
- *  - rp_dcm_read_info() reads one file's header (Part-10 or a raw dataset without meta)
- *    WITHOUT loading pixel data, into a plain struct: identification, acquisition keys,
- *    the image pixel module, presentation attributes (rescale / Modality LUT, windows,
- *    VOI LUT function and sequence, pixel padding) and per-frame geometry. For enhanced
- *    multi-frame objects the per-frame values come from the Shared and Per-Frame Functional
- *    Groups (per-frame wins); for classic objects every frame gets the file-level values.
+ * Contract, for every function here:
+ *  - A file is a Part-10 file or a raw dataset without meta header; the transfer syntax is
+ *    detected. Anything else (garbage, a truncated header, a missing file) is an error with
+ *    a one-line reason, never a crash: 0 or a negative RP_E* code.
+ *  - Safe to call from several threads at once on different files.
+ *  - Strings are NUL-terminated, trimmed of DICOM padding, and empty when the attribute is
+ *    absent.
+ *
+ * Headers (header.cc):
+ *  - rp_dcm_read_meta() reads the attributes the index keeps, stopping before Pixel Data,
+ *    and values over 4 KB stay on disk: a 2 GB multi-frame costs what a 2 KB SR costs.
+ *    Absent numbers are -1 (number_of_frames 1). UIDs are not validated here (the store
+ *    does that), but a UID too long for its field is never cut into a shorter valid-looking
+ *    one: it ends in "..." so that validation fails.
+ *  - rp_dcm_read_ref() reads what a reference to an instance needs (SOP Class / Instance,
+ *    Series, Study UIDs, Image Position): the outbox and the derived writers use it.
+ *  - rp_dcm_read_header_bytes() gives the whole header (every top-level attribute before
+ *    Pixel Data, sequences included) re-encoded as an Explicit VR Little Endian dataset, so
+ *    a writer can copy attributes element for element without reading files itself.
+ *
+ * Pixels (decode.cc):
+ *  - rp_dcm_read_info() reads one file's header WITHOUT loading pixel data, into a plain
+ *    struct: identification, acquisition keys, the image pixel module, presentation
+ *    attributes (rescale / Modality LUT, windows, VOI LUT function and sequence, pixel
+ *    padding) and per-frame geometry. For enhanced multi-frame objects the per-frame values
+ *    come from the Shared and Per-Frame Functional Groups (per-frame wins); for classic
+ *    objects every frame gets the file-level values.
  *  - rp_dcm_decode_frames() decodes a range of frames of any transfer syntax the node
  *    accepts (uncompressed LE/BE, deflate, RLE, JPEG baseline/extended/lossless, JPEG-LS,
  *    JPEG 2000 through OpenJPEG) into a caller buffer of RAW STORED VALUES of type
@@ -18,13 +42,11 @@
  *  - rp_dcm_stored_to_float() applies the modality transform (per-frame slope/intercept,
  *    or the Modality LUT Sequence), optional MONOCHROME1 inversion (higher = denser) and
  *    reports Pixel Padding as a mask. Window/VOI handling is left to the X-ray steps.
- *  - Decoders are registered once per process (thread-safe); all functions are safe to call
- *    from several threads on different files. Errors: 0 or RP_E* and a reason in err.
- *  - Strings are NUL-terminated and empty when the attribute is absent; doubles are NAN
- *    when absent (test with isnan), ints -1 when absent unless stated.
+ *  - Decoders are registered once per process (thread-safe). In rp_dcm_info, doubles are
+ *    NAN when absent (test with isnan), ints -1 when absent unless stated.
  */
-#ifndef RP_PIPELINE_DICOM_H
-#define RP_PIPELINE_DICOM_H
+#ifndef RP_DICOM_H
+#define RP_DICOM_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +54,75 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---- headers ---------------------------------------------------------------------------- */
+
+#define RP_DCM_UID_MAX 64
+
+/* What the index keeps about an instance, as its header says it. */
+typedef struct rp_dcm_meta {
+    /* patient */
+    char patient_id[65];
+    char issuer_of_patient_id[65];
+    char patient_name[325]; /* every value, backslash-separated */
+    char patient_birth_date[9];
+    char patient_sex[17];
+    /* study */
+    char study_uid[RP_DCM_UID_MAX + 1];
+    char study_date[9];
+    char study_time[17];
+    char accession_number[17];
+    char study_description[65];
+    /* series */
+    char series_uid[RP_DCM_UID_MAX + 1];
+    char modality[17];
+    int series_number; /* -1 when absent */
+    char series_description[65];
+    char body_part[17];
+    char frame_of_reference_uid[RP_DCM_UID_MAX + 1];
+    /* instance */
+    char sop_class_uid[RP_DCM_UID_MAX + 1];
+    char sop_instance_uid[RP_DCM_UID_MAX + 1];
+    char transfer_syntax_uid[RP_DCM_UID_MAX + 1]; /* of the bytes in the file */
+    int instance_number;                          /* -1 when absent */
+    int number_of_frames;                         /* 1 when absent */
+    /* hints for the expected size of a series (-1 when absent) */
+    int images_in_acquisition;
+    int number_of_temporal_positions;
+    int number_of_slices; /* (0054,0081) */
+    int acquisition_number;
+    double slice_thickness; /* < 0 when absent */
+    long long file_size;    /* bytes of the file */
+} rp_dcm_meta;
+
+/* Fill *meta (cleared first) from the header of `path`. `reason` (may be NULL) gets a
+ * one-line text on failure. Returns 0, RP_ENOENT (no such file), RP_EIO (cannot stat) or
+ * RP_EPARSE (not readable as DICOM, or an empty dataset). */
+int rp_dcm_read_meta(const char *path, rp_dcm_meta *meta, char *reason, size_t reasonsz);
+
+/* What a reference to an instance needs. */
+typedef struct rp_dcm_ref {
+    char sop_class_uid[RP_DCM_UID_MAX + 1];
+    char sop_instance_uid[RP_DCM_UID_MAX + 1];
+    char series_uid[RP_DCM_UID_MAX + 1];
+    char study_uid[RP_DCM_UID_MAX + 1];
+    double ipp[3]; /* Image Position (Patient) of the top level, LPS mm */
+    int has_ipp;   /* 1 when all three values are there */
+} rp_dcm_ref;
+
+/* Fill *ref (cleared first) from the header of `path`. Returns 0 or RP_EPARSE (missing,
+ * unreadable, not DICOM; reason says which). A UID the file lacks is an empty string, not
+ * an error: the caller says whether it needs it. */
+int rp_dcm_read_ref(const char *path, rp_dcm_ref *ref, char *reason, size_t reasonsz);
+
+/* The header of `path` (every top-level attribute before Pixel Data, sequences and private
+ * attributes included, no File Meta group) as an Explicit VR Little Endian dataset stream,
+ * explicit lengths. *bytes is malloc'd (caller frees), *nbytes its length. Returns 0,
+ * RP_EPARSE (not readable as DICOM) or RP_ENOMEM. */
+int rp_dcm_read_header_bytes(const char *path, void **bytes, size_t *nbytes, char *reason,
+                             size_t reasonsz);
+
+/* ---- pixels ----------------------------------------------------------------------------- */
 
 #define RP_DCM_MAX_WINDOWS 8
 #define RP_DCM_MAX_VOI_LUTS 4

@@ -23,6 +23,7 @@
 
 extern "C" {
 #include "common/common.h"
+#include "dicom/dicom.h"
 #include "outbox/sender.h"
 #include "tls/tls.h"
 }
@@ -261,14 +262,12 @@ extern "C" const char *rp_send_outcome_name(rp_send_outcome o)
 
 extern "C" int rp_sender_file_uid(const char *path, char *uid, size_t uidsz)
 {
-    DcmFileFormat ff;
-    OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 256, ERM_autoDetect);
-    if (c.bad())
+    rp_dcm_ref ref;
+    if (rp_dcm_read_ref(path, &ref, NULL, 0) != 0)
         return RP_EPARSE;
-    OFString v;
-    if (ff.getDataset()->findAndGetOFString(DCM_SOPInstanceUID, v).bad() || v.empty())
+    if (!ref.sop_instance_uid[0] || strstr(ref.sop_instance_uid, "..")) /* "...": too long */
         return RP_EUID;
-    return rp_strlcpy(uid, v.c_str(), uidsz) ? RP_EUID : 0;
+    return rp_strlcpy(uid, ref.sop_instance_uid, uidsz) ? RP_EUID : 0;
 }
 
 extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files, size_t n,

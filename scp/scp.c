@@ -42,16 +42,11 @@ struct rp_node {
     rp_store *store;
     rp_db *db_events; /* events handle, guarded by events_lock */
     pthread_mutex_t events_lock;
-    /* Lookups on the C-STORE path get their own handle, so they never queue behind an
-     * event insert waiting for the index writer's transaction. */
-    rp_db *db_lookup;
-    pthread_mutex_t lookup_lock;
     int lock_fd; /* <data_dir>/radprepd.lock, flock'd while the node runs */
-    rp_db_queue *queue;
     char db_path[RP_PATH_MAX + 32];
     rp_net *net;
     rp_net *tls_net;         /* the [tls] port's listener, NULL when TLS is off */
-    rp_tls *tls;             /* its server-role layer (scp/tls.h) */
+    rp_tls *tls;             /* its server-role layer (tls/tls.h) */
     double tls_expiry_check; /* next time (monotonic s) the node certificate's expiry is checked */
     rp_node_service services[MAX_SERVICES];
     size_t n_services, n_started;
@@ -195,7 +190,7 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
         return 0xA700;
     }
 
-    rp_store_commit_args args = {
+    rp_store_put_args args = {
         .expect_sop_instance_uid = r->sop_instance_uid,
         .expect_sop_class_uid = r->sop_class_uid,
         .file_sha256 = sha256,
@@ -206,15 +201,7 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     rp_store_outcome outcome;
     char reason[512];
     double t0 = rp_mono_s();
-    /* A copy of this SOP Instance UID under another series is a duplicate too; the index
-     * knows where (it may lag one batch behind: same-series copies are found by path). */
-    char existing[sizeof meta.file_path] = "";
-    pthread_mutex_lock(&n->lookup_lock);
-    if (n->db_lookup && rp_db_instance_get(n->db_lookup, r->sop_instance_uid, &meta) == 0)
-        rp_strlcpy(existing, meta.file_path, sizeof existing);
-    pthread_mutex_unlock(&n->lookup_lock);
-    args.existing_path = existing[0] ? existing : NULL;
-    int rc = rp_store_commit(n->store, path, fd, &args, &meta, &outcome, reason, sizeof reason);
+    int rc = rp_store_put(n->store, path, fd, &args, &meta, &outcome, reason, sizeof reason);
     if (rc != 0) {
         status = status_for(rc);
         snprintf(comment, commentsz, "%s", reason);
@@ -225,23 +212,10 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     }
     a->stored++;
     atomic_fetch_add(&n->st_stored, 1);
-    if (outcome == RP_STORE_DUP_REPLACED && existing[0] && strcmp(existing, meta.file_path)) {
-        /* moved to another series: drop the old row so its series counts stay right */
-        pthread_mutex_lock(&n->events_lock);
-        rp_db_instance_delete(n->db_events, meta.sop_instance_uid);
-        pthread_mutex_unlock(&n->events_lock);
-        RP_WARN(MOD, "duplicate moved across series sop=%s from=%s to=%s", meta.sop_instance_uid,
-                existing, meta.file_path);
-    }
-    if (outcome == RP_STORE_NEW || outcome == RP_STORE_DUP_REPLACED) {
-        int qrc = rp_db_queue_push(n->queue, &meta);
-        if (qrc != 0) /* the file is durable; reconciliation will index it */
-            RP_WARN(MOD, "index queue push failed sop=%s err=\"%s\"", meta.sop_instance_uid,
-                    rp_strerror(qrc));
+    if (outcome == RP_STORE_NEW || outcome == RP_STORE_DUP_REPLACED)
         for (size_t i = 0; i < n->n_started; i++)
             if (n->services[i].on_instance)
                 n->services[i].on_instance(n, n->services[i].arg, &meta);
-    }
     if (outcome == RP_STORE_NEW) {
         RP_INFO(MOD,
                 "stored sop=%s series=%s study=%s bytes=%lld ts=%s calling_ae=%s peer=%s "
@@ -639,7 +613,6 @@ int rp_node_new(const rp_conf *c, rp_node **out)
     n->lock_fd = -1;
     pthread_mutex_init(&n->lock, NULL);
     pthread_mutex_init(&n->events_lock, NULL);
-    pthread_mutex_init(&n->lookup_lock, NULL);
     pthread_cond_init(&n->idle, NULL);
     *out = n;
     return 0;
@@ -749,10 +722,6 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
         snprintf(err, errsz, "cannot open the index %s: %s", n->db_path, rp_strerror(rc));
         goto fail;
     }
-    if ((rc = rp_db_open(n->db_path, &n->db_lookup)) != 0) {
-        snprintf(err, errsz, "cannot open the index %s: %s", n->db_path, rp_strerror(rc));
-        goto fail;
-    }
 
     /* dcmtk's DUL refuses a receive PDU size outside 4 KB..128 KB (every association would
      * fail); 0 means "as large as we can". */
@@ -797,7 +766,7 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
         rc = (int)rec;
         goto fail;
     }
-    if ((rc = rp_db_queue_start(n->db_path, c->index_batch, c->index_flush_ms, &n->queue)) != 0) {
+    if ((rc = rp_store_index_start(n->store, c->index_batch, c->index_flush_ms)) != 0) {
         snprintf(err, errsz, "cannot start the index queue: %s", rp_strerror(rc));
         goto fail;
     }
@@ -949,10 +918,8 @@ void rp_node_stop(rp_node *n)
             s->stop(n, s->arg);
         RP_INFO(MOD, "service stopped name=%s", s->name);
     }
-    if (n->queue) {
-        rp_db_queue_stop(n->queue); /* flushes everything pushed */
-        n->queue = NULL;
-    }
+    if (n->store)
+        rp_store_index_stop(n->store); /* flushes everything queued */
     rp_node_stats st;
     rp_node_stats_get(n, &st);
     if (n->net) {
@@ -974,10 +941,6 @@ void rp_node_stop(rp_node *n)
     if (n->db_events) {
         rp_db_close(n->db_events);
         n->db_events = NULL;
-    }
-    if (n->db_lookup) {
-        rp_db_close(n->db_lookup);
-        n->db_lookup = NULL;
     }
 }
 
@@ -1002,7 +965,6 @@ void rp_node_free(rp_node *n)
     if (n->lock_fd >= 0)
         close(n->lock_fd); /* releases the flock */
     pthread_mutex_destroy(&n->events_lock);
-    pthread_mutex_destroy(&n->lookup_lock);
     pthread_cond_destroy(&n->idle);
     free(n);
 }

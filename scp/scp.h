@@ -10,7 +10,7 @@
  *    More than max_associations at once (or max_associations_per_peer for one calling AE):
  *    A-ASSOCIATE-RJ transient, "local limit exceeded". While stopping: transient,
  *    "temporary congestion".
- *  - TLS ([tls] port, scp/tls.h, docs/security.md): a second listener whose connections
+ *  - TLS ([tls] port, tls/tls.h, docs/security.md): a second listener whose connections
  *    complete a TLS handshake (mutual authentication by default) before the same policy
  *    runs; in addition a tls_only peer is rejected on the plain port, and a peer bound to a
  *    certificate (cert_fingerprint / cert_subject) must present it: else "calling AE title
@@ -20,28 +20,31 @@
  *    first proposed of: implicit/explicit LE, explicit BE, deflated, JPEG baseline/extended/
  *    lossless (14, SV1), JPEG-LS lossless/near-lossless, JPEG 2000 lossless/lossy, RLE.
  *    Bytes are stored as received (bit-preserving) behind a fresh Part-10 meta header.
- *  - C-STORE statuses: 0x0000 success only after rp_store_commit() made the file and its
- *    directory entry durable (duplicates: see store.h; identical bytes are a success);
+ *  - C-STORE statuses: the store decides (rp_store_put(), store/store.h), the SCP maps its
+ *    answer: 0x0000 success only after the file and its directory entry are durable
+ *    (duplicates, in the same series or another: see store.h; identical bytes are a success);
  *    0xA700 free space below min_free_mb, disk error, or instance over max_instance_mb;
  *    0xA900 SOP Class of the dataset differs from the request; 0xC000 unparseable dataset,
  *    missing/invalid UIDs, SOP Instance UID differing from the request; 0x0111 duplicate with
  *    other bytes under duplicate_policy=reject. A failure leaves nothing in store/ or spool/.
  *  - Timeouts: no A-ASSOCIATE-RQ within acse_timeout_s after connecting, or no DIMSE traffic
  *    for dimse_timeout_s inside an association: the connection is dropped and logged.
- *  - Index: each stored instance is pushed to the rp_db_queue (batched, off the network
- *    thread's path). One event per association (accepted/rejected/ended) via
+ *  - Index: the store queues each stored instance for the index (batched, off the network
+ *    thread's path); no SQLite read or write happens per instance on a network thread. One
+ *    event per association (accepted/rejected/ended) via
  *    rp_db_event_add(), written after the association, never while an instance waits.
  *  - Logs: one line per association start/end and per problem, key=value, with calling AE,
  *    peer, and UIDs; one line per stored instance.
  *
- * Life cycle (scp/main.c is the reference user):
+ * Life cycle (node/main.c is the reference user):
  *   rp_node_new(conf) -> rp_node_add_service()* -> rp_node_start() -> rp_node_run()
  *   [until rp_node_request_stop(), e.g. from SIGTERM] -> rp_node_free().
  *   rp_node_start(): open store + index, bind the port, reconcile (spool leftovers, files
- *   the index missed), start the index queue, start services in order, start listening,
- *   then sd_notify READY=1. rp_node_run(): WATCHDOG=1 pings while running. On stop: stop
- *   accepting, let in-flight associations finish (bounded by shutdown_grace_s, then abort),
- *   stop services in reverse order, flush the index queue.
+ *   the index missed, the store learns what it holds), start the store's index queue,
+ *   start services in order, start listening, then sd_notify READY=1. rp_node_run():
+ *   WATCHDOG=1 pings while running. On stop: stop accepting, let in-flight associations
+ *   finish (bounded by shutdown_grace_s, then abort), stop services in reverse order, flush
+ *   the index queue.
  *
  * Services (how the completion monitor, job supervisor and outbox sender plug in):
  *   a service is {name, start, stop, on_instance, arg}. start() runs on the main thread

@@ -1,10 +1,11 @@
 /*
  * store — instances on disk: spool, validated paths, atomic durable commit, duplicates,
- * free-space watermark, reconciliation with the index. See store.h for the contract.
+ * hand-off to the index queue, free-space watermark, reconciliation with the index. See
+ * store.h for the contract.
  *
- * Durability argument (invariant 1, "acknowledged means durable"):
+ * Durability argument ("acknowledged means durable"):
  *   spool file written -> fsync(file) -> [mkdir study/series, fsync(parent) for each new dir]
- *   -> rename(spool, final) -> fsync(series dir). Only then does rp_store_commit() return 0.
+ *   -> rename(spool, final) -> fsync(series dir). Only then does rp_store_put() return 0.
  *   spool/ and store/ are on one filesystem (both under data_dir), so rename is atomic: a
  *   crash leaves either a spool leftover (removed by rp_store_reconcile) or the full file.
  */
@@ -24,7 +25,8 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "dicom/meta.h"
+#include "dicom/dicom.h"
+#include "store/store_internal.h"
 
 #define MOD "store"
 
@@ -38,6 +40,8 @@ struct rp_store {
      * not see a directory that exists but whose entry is not yet fsync'd in its parent. */
     pthread_mutex_t dir_lock;
     atomic_ulong spool_seq;
+    rp_known known;     /* which instances are here, and in which series */
+    rp_db_queue *queue; /* index hand-off, NULL until rp_store_index_start() */
 };
 
 /* ---- UIDs ------------------------------------------------------------------------------ */
@@ -228,6 +232,10 @@ int rp_store_open(const rp_conf *c, rp_store **out)
     }
     s->min_free_mb = c->min_free_mb;
     s->dup_policy = c->duplicate_policy;
+    if ((rc = rp_known_init(&s->known)) != 0) {
+        free(s);
+        return rc;
+    }
     pthread_mutex_init(&s->dir_lock, NULL);
     atomic_init(&s->spool_seq, 0);
     *out = s;
@@ -238,8 +246,31 @@ void rp_store_close(rp_store *s)
 {
     if (!s)
         return;
+    rp_store_index_stop(s);
+    rp_known_free(&s->known);
     pthread_mutex_destroy(&s->dir_lock);
     free(s);
+}
+
+int rp_store_index_start(rp_store *s, int batch, int flush_ms)
+{
+    if (s->queue)
+        return 0;
+    char db[RP_PATH_MAX + 32];
+    return rp_db_queue_start(rp_store_db_path(s, db, sizeof db), batch, flush_ms, &s->queue);
+}
+
+int rp_store_index_flush(rp_store *s)
+{
+    return s->queue ? rp_db_queue_flush(s->queue) : 0;
+}
+
+void rp_store_index_stop(rp_store *s)
+{
+    if (s->queue) {
+        rp_db_queue_stop(s->queue); /* flushes everything pushed */
+        s->queue = NULL;
+    }
 }
 
 const char *rp_store_root(const rp_store *s)
@@ -320,10 +351,56 @@ void rp_store_spool_discard(const char *path, int fd)
 
 /* ---- header ---------------------------------------------------------------------------- */
 
+/* The index's view of an instance, from dicom/'s view of its header. */
+static void meta_from_dcm(rp_instance_meta *m, const rp_dcm_meta *d)
+{
+    memset(m, 0, sizeof *m);
+#define CP(f)                                                                                      \
+    _Static_assert(sizeof m->f == sizeof d->f, "field " #f " differs between db and dicom");       \
+    memcpy(m->f, d->f, sizeof m->f)
+    CP(patient_id);
+    CP(issuer_of_patient_id);
+    CP(patient_name);
+    CP(patient_birth_date);
+    CP(patient_sex);
+    CP(study_uid);
+    CP(study_date);
+    CP(study_time);
+    CP(accession_number);
+    CP(study_description);
+    CP(series_uid);
+    CP(modality);
+    CP(series_description);
+    CP(body_part);
+    CP(frame_of_reference_uid);
+    CP(sop_class_uid);
+    CP(sop_instance_uid);
+    CP(transfer_syntax_uid);
+#undef CP
+    m->series_number = d->series_number;
+    m->instance_number = d->instance_number;
+    m->number_of_frames = d->number_of_frames;
+    m->images_in_acquisition = d->images_in_acquisition;
+    m->number_of_temporal_positions = d->number_of_temporal_positions;
+    m->number_of_slices = d->number_of_slices;
+    m->acquisition_number = d->acquisition_number;
+    m->slice_thickness = d->slice_thickness;
+    m->file_size = d->file_size;
+}
+
+static int read_meta(const char *path, rp_instance_meta *meta, char *why, size_t whysz)
+{
+    rp_dcm_meta d;
+    int rc = rp_dcm_read_meta(path, &d, why, whysz);
+    if (rc == 0)
+        meta_from_dcm(meta, &d);
+    return rc;
+}
+
 int rp_store_read_meta(const char *path, rp_instance_meta *meta)
 {
     char why[256];
-    int rc = rp_dcm_read_meta(path, meta, why, sizeof why);
+    int rc = read_meta(path, meta, why, sizeof why);
     if (rc == RP_ENOENT)
         return rc;
     if (rc != 0)
@@ -370,53 +447,28 @@ static int check_uids(const rp_instance_meta *m, char *reason, size_t rsz)
     return 0;
 }
 
-/* ---- commit ---------------------------------------------------------------------------- */
+/* ---- put ------------------------------------------------------------------------------- */
 
-int rp_store_commit(rp_store *s, const char *spool_path, int fd, const rp_store_commit_args *args,
-                    rp_instance_meta *meta, rp_store_outcome *outcome, char *reason,
-                    size_t reasonsz)
+/* Read the header of the spool file and decide whether it may enter the store at all: UIDs
+ * valid and as the request said. Fills meta (file_path is where it would go). */
+static int admit(const char *spool_path, const rp_store_put_args *args, rp_instance_meta *meta,
+                 char *reason, size_t reasonsz)
 {
-    static const rp_store_commit_args no_args;
-    if (!args)
-        args = &no_args;
-    set_reason(reason, reasonsz, "%s", "");
-    *outcome = RP_STORE_NEW;
-    int rc = 0;
     char why[256];
-    char study_dir[RP_PATH_MAX + 80], series_dir[RP_PATH_MAX + 160], final[RP_PATH_MAX + 240];
-
-    if (fd >= 0) {
-        if (fsync(fd) != 0) {
-            int e = errno;
-            set_reason(reason, reasonsz, "fsync of spool file failed: %s", strerror(e));
-            rc = errno_to_rp(e);
-            goto fail;
-        }
-        if (close(fd) != 0) {
-            fd = -1;
-            rc = RP_EIO;
-            set_reason(reason, reasonsz, "close of spool file failed: %s", strerror(errno));
-            goto fail;
-        }
-        fd = -1;
-    }
-
-    rc = rp_dcm_read_meta(spool_path, meta, why, sizeof why);
+    int rc = read_meta(spool_path, meta, why, sizeof why);
     if (rc != 0) {
         set_reason(reason, reasonsz, "%s", why);
-        rc = rc == RP_ENOENT ? RP_EIO : RP_EPARSE;
-        goto fail;
+        return rc == RP_ENOENT ? RP_EIO : RP_EPARSE;
     }
     if ((rc = check_uids(meta, reason, reasonsz)) != 0)
-        goto fail;
+        return rc;
     if (args->expect_sop_instance_uid &&
         strcmp(args->expect_sop_instance_uid, meta->sop_instance_uid) != 0) {
         char q[160];
         set_reason(reason, reasonsz,
                    "SOP Instance UID in dataset differs from request request_sop=%s",
                    rp_log_kv_quote(args->expect_sop_instance_uid, q, sizeof q));
-        rc = RP_EUID;
-        goto fail;
+        return RP_EUID;
     }
     if (args->expect_sop_class_uid &&
         strcmp(args->expect_sop_class_uid, meta->sop_class_uid) != 0) {
@@ -425,8 +477,7 @@ int rp_store_commit(rp_store *s, const char *spool_path, int fd, const rp_store_
                    "SOP Class UID in dataset differs from request "
                    "request_class=%s dataset_class=%s",
                    rp_log_kv_quote(args->expect_sop_class_uid, q, sizeof q), meta->sop_class_uid);
-        rc = RP_EINVAL;
-        goto fail;
+        return RP_EINVAL;
     }
     if (args->file_sha256)
         rp_strlcpy(meta->file_sha256, args->file_sha256, sizeof meta->file_sha256);
@@ -437,122 +488,196 @@ int rp_store_commit(rp_store *s, const char *spool_path, int fd, const rp_store_
     if (args->peer_host)
         rp_strlcpy(meta->peer_host, args->peer_host, sizeof meta->peer_host);
     meta->received_at = rp_now_s();
-
     /* Only validated UIDs from here on: they are digits and dots, never "..". */
-    snprintf(study_dir, sizeof study_dir, "%s/%s", s->root, meta->study_uid);
-    snprintf(series_dir, sizeof series_dir, "%s/%s", study_dir, meta->series_uid);
-    snprintf(final, sizeof final, "%s/%s.dcm", series_dir, meta->sop_instance_uid);
     snprintf(meta->file_path, sizeof meta->file_path, "%s/%s/%s.dcm", meta->study_uid,
              meta->series_uid, meta->sop_instance_uid);
+    return 0;
+}
 
-    /* The same SOP Instance UID under another study/series (the index knows where). */
-    char old_abs[RP_PATH_MAX + 1100] = "";
-    if (args->existing_path && args->existing_path[0] &&
-        strcmp(args->existing_path, meta->file_path) != 0 && !strstr(args->existing_path, "..")) {
-        struct stat ost;
-        snprintf(old_abs, sizeof old_abs, "%s/%s", s->root, args->existing_path);
-        if (stat(old_abs, &ost) != 0) {
-            old_abs[0] = '\0';
-        } else if (s->dup_policy == RP_DUP_KEEP_FIRST) {
-            *outcome = RP_STORE_DUP_KEPT_FIRST;
-            rp_strlcpy(meta->file_path, args->existing_path, sizeof meta->file_path);
-            rp_store_spool_discard(spool_path, -1);
-            return 0;
-        } else if (s->dup_policy == RP_DUP_REJECT) {
-            set_reason(reason, reasonsz,
-                       "duplicate SOP Instance UID, stored under another series (%s) "
-                       "(duplicate_policy=reject)",
-                       args->existing_path);
-            rc = RP_EDUP;
-            goto fail;
+/* The paths of one put. */
+typedef struct {
+    char study_dir[RP_PATH_MAX + 80];
+    char series_dir[RP_PATH_MAX + 160];
+    char final[RP_PATH_MAX + 240];
+    int renamed; /* the spool file has become `final` */
+} put_paths;
+
+/* The durable commit: fsync the spool file (*fd, closed and set to -1; -1 when it already
+ * is), make sure study/ and series/ exist with durable entries, rename the spool file to
+ * `final` (without replacing an existing file unless `replace`), fsync the series directory.
+ * Returns 0 when the instance is durable, RP_EEXIST when `final` exists and !replace (the
+ * spool file stays), RP_EIO / RP_ENOSPC otherwise. This is the one step a group-committed
+ * spool log would take over. */
+static int commit_durable(rp_store *s, int *fd, const char *spool_path, put_paths *p, int replace,
+                          char *reason, size_t reasonsz)
+{
+    if (*fd >= 0) {
+        int f = *fd;
+        *fd = -1;
+        if (fsync(f) != 0) {
+            int e = errno;
+            close(f);
+            set_reason(reason, reasonsz, "fsync of spool file failed: %s", strerror(e));
+            return errno_to_rp(e);
+        }
+        if (close(f) != 0) {
+            set_reason(reason, reasonsz, "close of spool file failed: %s", strerror(errno));
+            return RP_EIO;
         }
     }
-
     pthread_mutex_lock(&s->dir_lock);
-    rc = ensure_dir_durable(study_dir, s->root);
+    int rc = ensure_dir_durable(p->study_dir, s->root);
     if (rc == 0)
-        rc = ensure_dir_durable(series_dir, study_dir);
+        rc = ensure_dir_durable(p->series_dir, p->study_dir);
     pthread_mutex_unlock(&s->dir_lock);
     if (rc != 0) {
         set_reason(reason, reasonsz, "cannot create series directory");
-        goto fail;
+        return rc;
     }
-
-    /* First copy: rename without replacing, so two writers of one UID cannot both believe
-     * they were first. */
-    if (renameat2(AT_FDCWD, spool_path, AT_FDCWD, final, RENAME_NOREPLACE) == 0) {
-        *outcome = RP_STORE_NEW;
-    } else if (errno == EEXIST) {
-        int same = same_dataset_bytes(spool_path, final);
-        if (same < 0) {
-            set_reason(reason, reasonsz, "cannot compare with the stored duplicate");
-            rc = RP_EIO;
-            goto fail;
-        }
-        if (same) {
-            *outcome = RP_STORE_DUP_IDENTICAL;
-            rp_store_spool_discard(spool_path, -1);
-            struct stat st;
-            if (stat(final, &st) == 0)
-                meta->file_size = (long long)st.st_size;
-            return 0;
-        }
-        switch (s->dup_policy) {
-        case RP_DUP_KEEP_FIRST:
-            *outcome = RP_STORE_DUP_KEPT_FIRST;
-            rp_store_spool_discard(spool_path, -1);
-            return 0;
-        case RP_DUP_REJECT:
-            set_reason(reason, reasonsz,
-                       "duplicate SOP Instance UID with different content "
-                       "(duplicate_policy=reject)");
-            rc = RP_EDUP;
-            goto fail;
-        case RP_DUP_REPLACE:
-            if (rename(spool_path, final) != 0) {
-                int e = errno;
-                set_reason(reason, reasonsz, "rename failed: %s", strerror(e));
-                rc = errno_to_rp(e);
-                goto fail;
-            }
-            *outcome = RP_STORE_DUP_REPLACED;
-            break;
-        }
-    } else {
+    /* Without replacing: two writers of one UID cannot both believe they were first. */
+    int r = replace ? rename(spool_path, p->final)
+                    : renameat2(AT_FDCWD, spool_path, AT_FDCWD, p->final, RENAME_NOREPLACE);
+    if (r != 0) {
         int e = errno;
+        if (!replace && e == EEXIST)
+            return RP_EEXIST;
         set_reason(reason, reasonsz, "rename into store failed: %s", strerror(e));
-        rc = errno_to_rp(e);
-        goto fail;
+        return errno_to_rp(e);
     }
-    rc = fsync_path(series_dir);
+    p->renamed = 1;
+    rc = fsync_path(p->series_dir);
     if (rc != 0) {
         /* The file is in place but its entry may not be durable: do not acknowledge. The
          * file stays (it is complete and valid); reconciliation indexes it. */
         set_reason(reason, reasonsz, "fsync of series directory failed");
-        return rc;
     }
-    if (old_abs[0]) {
-        /* replace across series: the new copy is durable, now the old one goes */
-        if (unlink(old_abs) == 0) {
-            char *slash = strrchr(old_abs, '/');
-            if (slash) {
-                *slash = '\0';
-                fsync_path(old_abs);
-            }
-        } else {
-            RP_WARN(MOD, "cannot remove the replaced copy file=%s errno=%s", args->existing_path,
-                    strerror(errno));
-        }
-        *outcome = RP_STORE_DUP_REPLACED;
-    }
-    return 0;
-
-fail:
-    rp_store_spool_discard(spool_path, fd);
     return rc;
 }
 
-int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_commit_args *args,
+/* A copy of this SOP Instance UID exists at p->final: settle it by policy. */
+static int settle_same_path(rp_store *s, int *fd, const char *spool_path, put_paths *p,
+                            rp_instance_meta *meta, rp_store_outcome *outcome, char *reason,
+                            size_t reasonsz)
+{
+    int same = same_dataset_bytes(spool_path, p->final);
+    if (same < 0) {
+        set_reason(reason, reasonsz, "cannot compare with the stored duplicate");
+        return RP_EIO;
+    }
+    if (same) {
+        *outcome = RP_STORE_DUP_IDENTICAL;
+        struct stat st;
+        if (stat(p->final, &st) == 0)
+            meta->file_size = (long long)st.st_size;
+        return 0;
+    }
+    switch (s->dup_policy) {
+    case RP_DUP_KEEP_FIRST:
+        *outcome = RP_STORE_DUP_KEPT_FIRST;
+        return 0;
+    case RP_DUP_REJECT:
+        set_reason(reason, reasonsz,
+                   "duplicate SOP Instance UID with different content (duplicate_policy=reject)");
+        return RP_EDUP;
+    case RP_DUP_REPLACE:
+        break;
+    }
+    int rc = commit_durable(s, fd, spool_path, p, 1, reason, reasonsz);
+    if (rc == 0)
+        *outcome = RP_STORE_DUP_REPLACED;
+    return rc;
+}
+
+/* After a replace across series: the new copy is durable, now the old one goes. */
+static void remove_old_copy(rp_store *s, const char *old_rel, const char *new_rel, const char *sop)
+{
+    char old_abs[RP_PATH_MAX + 1100];
+    snprintf(old_abs, sizeof old_abs, "%s/%s", s->root, old_rel);
+    if (unlink(old_abs) == 0) {
+        char *slash = strrchr(old_abs, '/');
+        if (slash) {
+            *slash = '\0';
+            fsync_path(old_abs);
+        }
+        RP_WARN(MOD, "duplicate moved across series sop=%s from=%s to=%s", sop, old_rel, new_rel);
+    } else {
+        RP_WARN(MOD, "cannot remove the replaced copy file=%s errno=%s", old_rel, strerror(errno));
+    }
+}
+
+int rp_store_put(rp_store *s, const char *spool_path, int fd, const rp_store_put_args *args,
+                 rp_instance_meta *meta, rp_store_outcome *outcome, char *reason, size_t reasonsz)
+{
+    static const rp_store_put_args no_args;
+    if (!args)
+        args = &no_args;
+    set_reason(reason, reasonsz, "%s", "");
+    *outcome = RP_STORE_NEW;
+    put_paths p = {.renamed = 0};
+    int rc = admit(spool_path, args, meta, reason, reasonsz);
+    if (rc != 0)
+        goto out;
+    snprintf(p.study_dir, sizeof p.study_dir, "%s/%s", s->root, meta->study_uid);
+    snprintf(p.series_dir, sizeof p.series_dir, "%s/%s", p.study_dir, meta->series_uid);
+    snprintf(p.final, sizeof p.final, "%s/%s.dcm", p.series_dir, meta->sop_instance_uid);
+
+    /* Where the store already holds this SOP Instance UID, if anywhere (checked on disk:
+     * the set is a hint). */
+    char known[sizeof meta->file_path] = "";
+    int here = 0, elsewhere = 0;
+    if (rp_known_get(&s->known, meta->sop_instance_uid, known, sizeof known)) {
+        char abs[RP_PATH_MAX + 1100];
+        struct stat st;
+        snprintf(abs, sizeof abs, "%s/%s", s->root, known);
+        if (stat(abs, &st) == 0) {
+            here = strcmp(known, meta->file_path) == 0;
+            elsewhere = !here;
+        }
+    }
+    if (elsewhere && s->dup_policy == RP_DUP_KEEP_FIRST) {
+        *outcome = RP_STORE_DUP_KEPT_FIRST;
+        rp_strlcpy(meta->file_path, known, sizeof meta->file_path);
+        goto out;
+    }
+    if (elsewhere && s->dup_policy == RP_DUP_REJECT) {
+        set_reason(reason, reasonsz,
+                   "duplicate SOP Instance UID, stored under another series (%s) "
+                   "(duplicate_policy=reject)",
+                   known);
+        rc = RP_EDUP;
+        goto out;
+    }
+
+    /* A copy already at this path skips the fsync a first copy needs (re-sent series are
+     * common); the rename without replace still decides races the set cannot see. */
+    rc = here ? RP_EEXIST : commit_durable(s, &fd, spool_path, &p, 0, reason, reasonsz);
+    if (rc == RP_EEXIST)
+        rc = settle_same_path(s, &fd, spool_path, &p, meta, outcome, reason, reasonsz);
+    if (rc != 0 || *outcome == RP_STORE_DUP_IDENTICAL || *outcome == RP_STORE_DUP_KEPT_FIRST)
+        goto out;
+    if (elsewhere) {
+        remove_old_copy(s, known, meta->file_path, meta->sop_instance_uid);
+        *outcome = RP_STORE_DUP_REPLACED;
+    }
+    if (rp_known_set(&s->known, meta->sop_instance_uid, meta->study_uid, meta->series_uid) != 0)
+        RP_WARN(MOD,
+                "out of memory remembering sop=%s: duplicates of it under another series "
+                "will not be found",
+                meta->sop_instance_uid);
+    /* The index row follows the file: a move to another series updates the row and both
+     * series' counts in the queue's transaction. */
+    if (s->queue) {
+        int qrc = rp_db_queue_push(s->queue, meta);
+        if (qrc != 0) /* the file is durable; reconciliation will index it */
+            RP_WARN(MOD, "index queue push failed sop=%s err=\"%s\"", meta->sop_instance_uid,
+                    rp_strerror(qrc));
+    }
+out:
+    rp_store_spool_discard(p.renamed ? NULL : spool_path, fd);
+    return rc;
+}
+
+int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args *args,
                       rp_instance_meta *meta, rp_store_outcome *outcome, char *reason,
                       size_t reasonsz)
 {
@@ -603,7 +728,7 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_commit_a
         rp_store_spool_discard(spool, fd);
         return rc;
     }
-    return rp_store_commit(s, spool, fd, args, meta, outcome, reason, reasonsz);
+    return rp_store_put(s, spool, fd, args, meta, outcome, reason, reasonsz);
 }
 
 /* ---- reconcile / reindex --------------------------------------------------------------- */
@@ -701,6 +826,21 @@ static int flush_batch(index_ctx *x)
     return 0;
 }
 
+/* Remember that the instance `sop` lives at `rel` (study/series/sop.dcm under the root). */
+static void remember(rp_store *s, const char *rel, const char *sop)
+{
+    char study[RP_UID_MAX + 1], series[RP_UID_MAX + 1];
+    const char *a = strchr(rel, '/'), *b = a ? strchr(a + 1, '/') : NULL;
+    if (!b || a - rel > RP_UID_MAX || b - a - 1 > RP_UID_MAX)
+        return;
+    memcpy(study, rel, (size_t)(a - rel));
+    study[a - rel] = '\0';
+    memcpy(series, a + 1, (size_t)(b - a - 1));
+    series[b - a - 1] = '\0';
+    if (rp_known_set(&s->known, sop, study, series) != 0)
+        RP_WARN(MOD, "out of memory remembering sop=%s", sop);
+}
+
 static int index_one(rp_store *s, const char *abs, const char *rel, const char *sop, void *ctx)
 {
     index_ctx *x = ctx;
@@ -709,8 +849,10 @@ static int index_one(rp_store *s, const char *abs, const char *rel, const char *
         int g = rp_db_instance_get(x->db, sop, &have);
         if (g != 0 && g != RP_ENOENT)
             return g;
-        if (g == 0 && strcmp(have.file_path, rel) == 0)
+        if (g == 0 && strcmp(have.file_path, rel) == 0) {
+            remember(s, rel, sop);
             return 0;
+        }
         if (g == 0) {
             /* The row points elsewhere: after a crash in the middle of a cross-series
              * replace, the file it names may be gone; then this file is the instance. */
@@ -722,13 +864,14 @@ static int index_one(rp_store *s, const char *abs, const char *rel, const char *
                         "same SOP Instance UID stored twice, index keeps file=%s "
                         "other=%s",
                         have.file_path, rel);
+                remember(s, have.file_path, sop);
                 return 0;
             }
         }
     }
     rp_instance_meta *m = &x->batch[x->n];
     char why[256];
-    if (rp_dcm_read_meta(abs, m, why, sizeof why) != 0 || check_uids(m, why, sizeof why) != 0) {
+    if (read_meta(abs, m, why, sizeof why) != 0 || check_uids(m, why, sizeof why) != 0) {
         RP_WARN(MOD, "not indexed, unreadable file in store file=%s reason=\"%s\"", rel, why);
         return 0;
     }
@@ -742,6 +885,7 @@ static int index_one(rp_store *s, const char *abs, const char *rel, const char *
         m->file_sha256[0] = '\0';
     struct stat st;
     m->received_at = stat(abs, &st) == 0 ? (double)st.st_mtime : rp_now_s();
+    remember(s, rel, sop);
     if (x->only_missing)
         RP_INFO(MOD, "reconcile indexed file the index missed sop=%s series=%s", sop,
                 m->series_uid);
@@ -772,8 +916,8 @@ long rp_store_reconcile(rp_store *s, rp_db *db)
         RP_ERROR(MOD, "reconcile failed err=\"%s\"", rp_strerror((int)n));
         return n;
     }
-    RP_INFO(MOD, "reconcile done indexed=%ld spool_removed=%ld seconds=%.3f", n,
-            removed < 0 ? 0 : removed, rp_mono_s() - t0);
+    RP_INFO(MOD, "reconcile done indexed=%ld spool_removed=%ld known=%zu seconds=%.3f", n,
+            removed < 0 ? 0 : removed, rp_known_count(&s->known), rp_mono_s() - t0);
     return n;
 }
 

@@ -5,6 +5,7 @@
 #include "dcmtk/config/osconfig.h"
 
 #include "dcmtk/dcmdata/dctk.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmfg/fgderimg.h"
 #include "dcmtk/dcmfg/fgfracon.h"
@@ -33,6 +34,7 @@
 
 extern "C" {
 #include "common/common.h"
+#include "dicom/dicom.h"
 #include "pipeline/write/derived.h"
 }
 
@@ -139,10 +141,25 @@ int save_atomic(DcmFileFormat &ff, const std::string &path)
     return 0;
 }
 
-/* Header of a DICOM file without loading big values (pixel data stays on disk). */
+/* The source file's header, as dicom/ reads it (every attribute before Pixel Data), held
+ * as a dataset to copy attributes from. */
 int load_header(const char *path, DcmFileFormat &ff)
 {
-    OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
+    void *bytes = NULL;
+    size_t n = 0;
+    char why[256];
+    if (rp_dcm_read_header_bytes(path, &bytes, &n, why, sizeof why) != 0) {
+        RP_ERROR(MOD, "cannot read source file path=%s reason=\"%s\"", path, why);
+        return RP_EPARSE;
+    }
+    DcmInputBufferStream in;
+    in.setBuffer(bytes, (offile_off_t)n);
+    in.setEos();
+    DcmDataset *d = ff.getDataset();
+    d->transferInit();
+    OFCondition c = d->read(in, EXS_LittleEndianExplicit);
+    d->transferEnd();
+    free(bytes);
     if (c.bad()) {
         RP_ERROR(MOD, "cannot read source file path=%s reason=\"%s\"", path, c.text());
         return RP_EPARSE;
@@ -379,18 +396,19 @@ int read_sources(const char *const *files, size_t n, std::vector<src_slice> &out
 {
     out.clear();
     for (size_t i = 0; i < n; i++) {
-        DcmFileFormat ff;
-        if (load_header(files[i], ff))
+        rp_dcm_ref ref;
+        char why[256];
+        if (rp_dcm_read_ref(files[i], &ref, why, sizeof why) != 0) {
+            RP_ERROR(MOD, "cannot read source file path=%s reason=\"%s\"", files[i], why);
             return RP_EPARSE;
-        DcmDataset *d = ff.getDataset();
+        }
         src_slice s;
-        s.sop_class = get_str(d, DCM_SOPClassUID);
-        s.sop_instance = get_str(d, DCM_SOPInstanceUID);
-        s.series_uid = get_str(d, DCM_SeriesInstanceUID);
-        s.has_ipp = 1;
+        s.sop_class = ref.sop_class_uid;
+        s.sop_instance = ref.sop_instance_uid;
+        s.series_uid = ref.series_uid;
+        s.has_ipp = ref.has_ipp;
         for (int r = 0; r < 3; r++)
-            if (d->findAndGetFloat64(DCM_ImagePositionPatient, s.ipp[r], r).bad())
-                s.has_ipp = 0;
+            s.ipp[r] = ref.ipp[r];
         if (s.sop_class.empty() || s.sop_instance.empty()) {
             RP_ERROR(MOD, "source file has no SOP Class/Instance UID path=%s", files[i]);
             return RP_EUID;

@@ -1,7 +1,8 @@
 /*
  * Unit tests for store/: UID validation, durable commit into the right path, duplicate
- * policies (identical bytes idempotent), the free-space watermark, hostile/missing UIDs,
- * SOP mismatch, reconcile and reindex. Real instances come from $RP_SHARED_DATA; small
+ * policies (identical bytes idempotent; across series from the store's own knowledge), the
+ * free-space watermark, hostile/missing UIDs, SOP mismatch, reconcile and reindex, the index
+ * hand-off. Real instances come from $RP_SHARED_DATA; small
  * synthetic datasets (for hostile UIDs) are written byte by byte here.
  */
 #include <setjmp.h>
@@ -179,7 +180,7 @@ static void test_commit_path_and_bytes(void **st)
     rp_instance_meta m;
     rp_store_outcome o;
     shared(CT1, src, sizeof src);
-    rp_store_commit_args a = {.calling_ae = "CT1", .peer_host = "127.0.0.1"};
+    rp_store_put_args a = {.calling_ae = "CT1", .peer_host = "127.0.0.1"};
     assert_int_equal(rp_store_put_file(s, src, &a, &m, &o, reason, sizeof reason), 0);
     assert_int_equal(o, RP_STORE_NEW);
     assert_string_equal(m.modality, "CT");
@@ -204,10 +205,10 @@ static void test_commit_path_and_bytes(void **st)
     assert_int_equal(count_files(spool), 0);
 
     /* the request said another SOP Instance UID: refused, nothing left */
-    rp_store_commit_args bad = {.expect_sop_instance_uid = "1.2.3.4"};
+    rp_store_put_args bad = {.expect_sop_instance_uid = "1.2.3.4"};
     assert_int_equal(rp_store_put_file(s, src, &bad, &m, &o, reason, sizeof reason), RP_EUID);
     assert_non_null(strstr(reason, "differs"));
-    rp_store_commit_args badcls = {.expect_sop_class_uid = "1.2.840.10008.5.1.4.1.1.4"};
+    rp_store_put_args badcls = {.expect_sop_class_uid = "1.2.840.10008.5.1.4.1.1.4"};
     assert_int_equal(rp_store_put_file(s, src, &badcls, &m, &o, reason, sizeof reason), RP_EINVAL);
     assert_int_equal(count_files(spool), 0);
     rp_store_close(s);
@@ -283,8 +284,8 @@ static void other_series_case(rp_dup_policy pol, const char *sub)
     write_synthetic(f1, "1.2.3", "1.2.3.1", "1.2.3.1.7");
     write_synthetic(f2, "1.2.3", "1.2.3.2", "1.2.3.1.7");
     assert_int_equal(rp_store_put_file(s, f1, NULL, &m1, &o, reason, sizeof reason), 0);
-    rp_store_commit_args a = {.existing_path = m1.file_path};
-    int rc = rp_store_put_file(s, f2, &a, &m2, &o, reason, sizeof reason);
+    /* the store knows where the first copy is: nobody tells it */
+    int rc = rp_store_put_file(s, f2, NULL, &m2, &o, reason, sizeof reason);
     rp_store_abs_path(s, "1.2.3/1.2.3.1/1.2.3.1.7.dcm", p1, sizeof p1);
     rp_store_abs_path(s, "1.2.3/1.2.3.2/1.2.3.1.7.dcm", p2, sizeof p2);
     struct stat sb;
@@ -459,6 +460,48 @@ static void test_reconcile_and_reindex(void **st)
     rp_conf_free(&c);
 }
 
+/* A store opened on files it did not write learns them from reconcile, so a duplicate under
+ * another series is found without the index; a file removed by hand is not a duplicate; new
+ * instances reach the index through the store's queue. */
+static void test_known_after_restart_and_index(void **st)
+{
+    (void)st;
+    rp_conf c;
+    char f1[1100], f2[1100], reason[256], dbp[1200], p[2048];
+    rp_instance_meta m;
+    rp_store_outcome o;
+    snprintf(f1, sizeof f1, "%s/known_a.dcm", g_tmp);
+    snprintf(f2, sizeof f2, "%s/known_b.dcm", g_tmp);
+    write_synthetic(f1, "1.2.3", "1.2.3.1", "1.2.3.1.9");
+    write_synthetic(f2, "1.2.3", "1.2.3.2", "1.2.3.1.9");
+    rp_store *s = open_store("known", RP_DUP_REJECT, 0, &c);
+    assert_int_equal(rp_store_put_file(s, f1, NULL, &m, &o, reason, sizeof reason), 0);
+    rp_store_close(s);
+    rp_conf_free(&c);
+
+    s = open_store("known", RP_DUP_REJECT, 0, &c);
+    rp_db *db = NULL;
+    assert_int_equal(rp_db_open(rp_store_db_path(s, dbp, sizeof dbp), &db), 0);
+    assert_int_equal(rp_store_reconcile(s, db), 1);
+    assert_int_equal(rp_store_index_start(s, 16, 20), 0);
+    assert_int_equal(rp_store_put_file(s, f2, NULL, &m, &o, reason, sizeof reason), RP_EDUP);
+    assert_non_null(strstr(reason, "another series"));
+
+    /* the first copy removed by hand: the second one is simply new, and gets indexed */
+    rp_store_abs_path(s, "1.2.3/1.2.3.1/1.2.3.1.9.dcm", p, sizeof p);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(rp_store_put_file(s, f2, NULL, &m, &o, reason, sizeof reason), 0);
+    assert_int_equal(o, RP_STORE_NEW);
+    assert_int_equal(rp_store_index_flush(s), 0);
+    rp_instance_meta got;
+    assert_int_equal(rp_db_instance_get(db, "1.2.3.1.9", &got), 0);
+    assert_string_equal(got.file_path, "1.2.3/1.2.3.2/1.2.3.1.9.dcm");
+    assert_string_equal(got.series_uid, "1.2.3.2");
+    rp_db_close(db);
+    rp_store_close(s);
+    rp_conf_free(&c);
+}
+
 static void test_read_meta_raw_dataset(void **st)
 {
     (void)st;
@@ -495,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_watermark),
         cmocka_unit_test(test_bad_inputs_leave_nothing),
         cmocka_unit_test(test_reconcile_and_reindex),
+        cmocka_unit_test(test_known_after_restart_and_index),
         cmocka_unit_test(test_read_meta_raw_dataset),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

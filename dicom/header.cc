@@ -1,5 +1,6 @@
-/* dcm_meta — read the index attributes of a DICOM file with dcmtk, up to Pixel Data. */
-#include "dicom/meta.h"
+/* dicom/header.cc — header reads (index meta, references, the header as bytes), all up to
+ * Pixel Data. The contract is in dicom/dicom.h. */
+#include "dicom/dicom.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 
 #include <dcmtk/oflog/oflog.h>
@@ -94,10 +96,40 @@ static void quiet_dcmdata(void)
     (void)done;
 }
 
-extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *reason,
-                                size_t reasonsz)
+static void set_reason(char *reason, size_t reasonsz, const char *what, const OFCondition &c)
+{
+    if (!reason || !reasonsz)
+        return;
+    snprintf(reason, reasonsz, "%s: %s", what, c.text());
+    for (char *p = reason; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ';';
+}
+
+/* Load the header of `path` up to Pixel Data. Values above 4 KB stay on disk (loaded lazily
+ * if ever asked for): the header of any instance then costs about the same, whatever
+ * private blobs it carries. RP_EPARSE with a reason when dcmtk cannot parse it or the
+ * dataset is empty. */
+static int load_header(DcmFileFormat &ff, const char *path, char *reason, size_t reasonsz)
 {
     quiet_dcmdata();
+    OFCondition c =
+        ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect, DCM_PixelData);
+    if (c.bad()) {
+        set_reason(reason, reasonsz, "dcmtk cannot parse the header", c);
+        return RP_EPARSE;
+    }
+    DcmDataset *ds = ff.getDataset();
+    if (!ds || ds->card() == 0) {
+        if (reason && reasonsz)
+            snprintf(reason, reasonsz, "empty dataset");
+        return RP_EPARSE;
+    }
+    return 0;
+}
+
+extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, size_t reasonsz)
+{
     if (reason && reasonsz)
         reason[0] = '\0';
     memset(m, 0, sizeof(*m));
@@ -116,26 +148,11 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *rea
     m->file_size = (long long)st.st_size;
 
     DcmFileFormat ff;
-    /* Values above 4 KB stay on disk (loaded lazily if ever asked for): the header of any
-     * instance then costs about the same, whatever private blobs it carries. */
-    OFCondition c =
-        ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect, DCM_PixelData);
-    if (c.bad()) {
-        if (reason) {
-            snprintf(reason, reasonsz, "dcmtk cannot parse the header: %s", c.text());
-            for (char *p = reason; *p; p++)
-                if (*p == '\n' || *p == '\r')
-                    *p = ';';
-        }
-        return RP_EPARSE;
-    }
+    int rc = load_header(ff, path, reason, reasonsz);
+    if (rc != 0)
+        return rc;
     DcmDataset *ds = ff.getDataset();
     DcmMetaInfo *mi = ff.getMetaInfo();
-    if (!ds || ds->card() == 0) {
-        if (reason)
-            snprintf(reason, reasonsz, "empty dataset");
-        return RP_EPARSE;
-    }
 
     get_str(ds, DCM_PatientID, m->patient_id, sizeof m->patient_id);
     get_str(ds, DCM_IssuerOfPatientID, m->issuer_of_patient_id, sizeof m->issuer_of_patient_id);
@@ -175,5 +192,73 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_instance_meta *m, char *rea
         if (x.getXfer() != EXS_Unknown)
             rp_strlcpy(m->transfer_syntax_uid, x.getXferID(), sizeof m->transfer_syntax_uid);
     }
+    return 0;
+}
+
+extern "C" int rp_dcm_read_ref(const char *path, rp_dcm_ref *r, char *reason, size_t reasonsz)
+{
+    if (reason && reasonsz)
+        reason[0] = '\0';
+    memset(r, 0, sizeof(*r));
+    DcmFileFormat ff;
+    int rc = load_header(ff, path, reason, reasonsz);
+    if (rc != 0)
+        return rc;
+    DcmDataset *ds = ff.getDataset();
+    get_uid(ds, DCM_SOPClassUID, r->sop_class_uid, sizeof r->sop_class_uid);
+    get_uid(ds, DCM_SOPInstanceUID, r->sop_instance_uid, sizeof r->sop_instance_uid);
+    get_uid(ds, DCM_SeriesInstanceUID, r->series_uid, sizeof r->series_uid);
+    get_uid(ds, DCM_StudyInstanceUID, r->study_uid, sizeof r->study_uid);
+    r->has_ipp = 1;
+    for (int i = 0; i < 3; i++) {
+        Float64 v = 0;
+        if (ds->findAndGetFloat64(DCM_ImagePositionPatient, v, (unsigned long)i).bad()) {
+            r->has_ipp = 0;
+            v = 0;
+        }
+        r->ipp[i] = v;
+    }
+    return 0;
+}
+
+extern "C" int rp_dcm_read_header_bytes(const char *path, void **bytes, size_t *nbytes,
+                                        char *reason, size_t reasonsz)
+{
+    *bytes = NULL;
+    *nbytes = 0;
+    if (reason && reasonsz)
+        reason[0] = '\0';
+    DcmFileFormat ff;
+    int rc = load_header(ff, path, reason, reasonsz);
+    if (rc != 0)
+        return rc;
+    DcmDataset *ds = ff.getDataset();
+    const E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+    /* Lengths are computed (and big values loaded from the file) before anything is written,
+     * so the buffer is exactly the dataset. */
+    Uint32 len = ds->calcElementLength(xfer, EET_ExplicitLength);
+    if (len == 0 || len == DCM_UndefinedLength) {
+        if (reason && reasonsz)
+            snprintf(reason, reasonsz, "header cannot be encoded (length %lu)", (unsigned long)len);
+        return RP_EPARSE;
+    }
+    void *buf = malloc(len);
+    if (!buf)
+        return RP_ENOMEM;
+    DcmOutputBufferStream out(buf, len);
+    ds->transferInit();
+    OFCondition c = ds->write(out, xfer, EET_ExplicitLength, NULL);
+    ds->transferEnd();
+    void *written = NULL;
+    offile_off_t n = 0;
+    out.flushBuffer(written, n);
+    if (c.bad() || n <= 0 || (Uint32)n > len) {
+        free(buf);
+        set_reason(reason, reasonsz, "header cannot be encoded",
+                   c.bad() ? c : OFCondition(EC_IllegalCall));
+        return RP_EPARSE;
+    }
+    *bytes = buf;
+    *nbytes = (size_t)n;
     return 0;
 }
