@@ -1,4 +1,4 @@
-/* pipeline/assemble.c — split a series into stacks, sort, check and fix geometry, decode.
+/* pipeline/assemble/assemble.c — split a series into stacks, sort, check and fix geometry, decode.
  * Contract in pipeline/assemble.h. The geometry follows dcm2niix: LPS -> RAS by negating x and
  * y, rows written bottom-up, slices ordered along row x column. */
 #include "pipeline/assemble/assemble.h"

@@ -33,7 +33,7 @@
 
 extern "C" {
 #include "common/common.h"
-#include "pipeline/write/derived.h"
+#include "pipeline/write/write.h"
 }
 
 #define MOD "derived"
