@@ -531,7 +531,12 @@ double rp_stack_sample(const rp_stack_data *d, size_t i)
 }
 
 /* One loop per type, so the switch is not taken per voxel on volumes of 10^8 voxels. */
-#define TO_F32(T)                                                                                      do {                                                                                                   const T *s = d->data;                                                                              for (size_t i = 0; i < n; i++)                                                                         out[i] = (float)(a * (double)s[i] + b);                                                    } while (0)
+#define TO_F32(T)                                                                                  \
+    do {                                                                                           \
+        const T *s = d->data;                                                                      \
+        for (size_t i = 0; i < n; i++)                                                             \
+            out[i] = (float)(a * (double)s[i] + b);                                                \
+    } while (0)
 
 void rp_stack_data_to_f32(const rp_stack_data *d, size_t n, float *out)
 {
@@ -611,8 +616,10 @@ static double bilinear(const rp_stack_data *d, size_t base, int nx, int ny, doub
     int c1 = c0 + 1 < nx ? c0 + 1 : c0, r1 = r0 + 1 < ny ? r0 + 1 : r0;
     /* stored rows are flipped */
     size_t y0 = (size_t)(ny - 1 - r0), y1 = (size_t)(ny - 1 - r1);
-    double v00 = rp_stack_sample(d, base + y0 * nx + c0), v01 = rp_stack_sample(d, base + y0 * nx + c1);
-    double v10 = rp_stack_sample(d, base + y1 * nx + c0), v11 = rp_stack_sample(d, base + y1 * nx + c1);
+    double v00 = rp_stack_sample(d, base + y0 * nx + c0);
+    double v01 = rp_stack_sample(d, base + y0 * nx + c1);
+    double v10 = rp_stack_sample(d, base + y1 * nx + c0);
+    double v11 = rp_stack_sample(d, base + y1 * nx + c1);
     return (v00 * (1 - fc) + v01 * fc) * (1 - fr) + (v10 * (1 - fc) + v11 * fc) * fr;
 }
 

@@ -1,6 +1,7 @@
 /*
- * pipeline/recipe/qc.c — QC statistics (per step, computed generically by the runner), mask volumes
- * and the QC montage (axial, coronal and sagittal mid-slices with masks overlaid).
+ * pipeline/recipe/qc.c — QC statistics (per step, computed generically by the runner), mask
+ * volumes and the QC montage (axial, coronal and sagittal mid-slices with masks overlaid),
+ * written through the context's PNG writer.
  */
 #include <math.h>
 #include <stdio.h>

@@ -273,8 +273,8 @@ static int write_field(rp_step_ctx *ctx, const rp_volume *log_field, int channel
     else
         snprintf(path, sizeof path, "%s/%s_n4field-c%d.nii.gz", ctx->out_dir, stem, channel);
     char err[200];
-    int rc = ctx->writers->nifti(path, f, "radprep N4 bias field (multiplicative)", err,
-                                 sizeof err);
+    int rc =
+        ctx->writers->nifti(path, f, "radprep N4 bias field (multiplicative)", err, sizeof err);
     rp_volume_free(f);
     if (rc != 0) {
         snprintf(ctx->err, sizeof ctx->err, "n4: cannot write the field: %s", err);

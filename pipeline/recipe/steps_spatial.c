@@ -1,7 +1,8 @@
 /*
  * pipeline/recipe/steps_spatial.c — geometric and filtering steps: `resample`, `reorient`,
- * `crop`, `crop_or_pad`, `denoise`, `patches` (kernels in pipeline/volume/). Masks in the context follow every geometric change, and the affine
- * is updated exactly (new affine = old affine x index map).
+ * `crop`, `crop_or_pad`, `denoise`, `patches` (kernels in pipeline/volume/). Masks in the
+ * context follow every geometric change, and the affine is updated exactly (new affine = old
+ * affine x index map).
  */
 #include <errno.h>
 #include <math.h>

@@ -4,8 +4,8 @@
  *
  *   present[(auto|window|lut|minmax[, index])]
  *       DICOM presentation into 0..1, bone bright. The input volume is what assembly makes
- *       (pipeline/assemble.h): Modality LUT output (Rescale Slope/Intercept or the Modality
- *       LUT Sequence applied) and, for MONOCHROME1, inverted so that higher means denser
+ *       (pipeline/assemble/assemble.h): Modality LUT output (Rescale Slope/Intercept or the
+ *       Modality LUT Sequence applied) and, for MONOCHROME1, inverted so that higher means denser
  *       (v = omin + omax - m, omin/omax the modality range of the stored range). present
  *       undoes that inversion, so that the header's windows and LUTs apply to the values
  *       they were written for, and inverts again after the VOI stage (PS3.3: MONOCHROME1 is

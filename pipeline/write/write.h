@@ -28,9 +28,9 @@
  *  - rp_sidecar_build() returns a new cJSON object with BIDS-style acquisition keys (times in
  *    seconds, as BIDS and dcm2niix write them) and a "Provenance" object: source SOP
  *    Instance UIDs in slice order, transfer syntaxes, the assembly decisions (the stack's QC),
- *    scaling, software name and RP_VERSION. Patient keys appear only when the privacy policy
- *    allows it (with_patient; pipeline.h: RP_PRIVACY_SIDECAR or higher). No wall-clock time is written (outputs are a pure
- *    function of the input).
+ *    scaling, software name and RP_VERSION. Patient keys appear only when the caller's privacy
+ *    policy allows it (with_patient; pipeline.h: RP_PRIVACY_SIDECAR or higher). No
+ *    wall-clock time is written (outputs are a pure function of the input).
  *  - rp_json_write() writes any cJSON to a file atomically (temporary name + rename).
  *
  * Contract, derived DICOM:

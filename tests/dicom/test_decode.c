@@ -1,4 +1,4 @@
-/* Unit tests for the dcmtk decode adapter (pipeline/dicom.h) on the real files in
+/* Unit tests for the dcmtk decode adapter (dicom/dicom.h) on the real files in
  * $RP_SHARED_DATA: header values, every compressed variant decodes to the same stored values
  * as its uncompressed twin, multi-fragment frames, enhanced multi-frame geometry, the
  * modality transform (slope/intercept, MONOCHROME1, padding), and clean errors on malformed

@@ -246,12 +246,9 @@ int main(void)
 {
     rp_log_set_level(RP_LOG_WARN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lattice_refine_exact),
-        cmocka_unit_test(test_foreground_mask),
-        cmocka_unit_test(test_n4_no_bias),
-        cmocka_unit_test(test_n4_phantom),
-        cmocka_unit_test(test_n4_bad_inputs),
-        cmocka_unit_test(test_n4_deterministic),
+        cmocka_unit_test(test_lattice_refine_exact), cmocka_unit_test(test_foreground_mask),
+        cmocka_unit_test(test_n4_no_bias),           cmocka_unit_test(test_n4_phantom),
+        cmocka_unit_test(test_n4_bad_inputs),        cmocka_unit_test(test_n4_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

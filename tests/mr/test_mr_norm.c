@@ -296,10 +296,8 @@ int main(void)
 {
     rp_log_set_level(RP_LOG_WARN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_whitestripe_t1),
-        cmocka_unit_test(test_whitestripe_t2),
-        cmocka_unit_test(test_nyul),
-        cmocka_unit_test(test_fuse_analytic),
+        cmocka_unit_test(test_whitestripe_t1), cmocka_unit_test(test_whitestripe_t2),
+        cmocka_unit_test(test_nyul),           cmocka_unit_test(test_fuse_analytic),
         cmocka_unit_test(test_seq_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

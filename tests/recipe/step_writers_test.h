@@ -38,7 +38,6 @@ static int test_write_nifti(const char *path, const rp_volume *v, const char *de
     return rc;
 }
 
-static const rp_step_writers test_step_writers = {.png = test_write_png,
-                                                  .nifti = test_write_nifti};
+static const rp_step_writers test_step_writers = {.png = test_write_png, .nifti = test_write_nifti};
 
 #endif

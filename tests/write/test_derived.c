@@ -1,4 +1,4 @@
-/* Unit tests for pipeline/derived.cc: derived series and SEG writers.
+/* tests/write/test_derived.c — pipeline/write/derived.cc: derived series and SEG writers.
  *
  * Also a driver for tests/integration/test_derived.py:
  *   pipeline_test_derived --spec SPEC.json

@@ -1,6 +1,7 @@
-/* Unit tests for pipeline/nifti: header fields read back, qform/sform against the affine we
- * meant (both handednesses, oblique), slice-wise writing equals contiguous writing, and the
- * parallel multi-member .nii.gz decompresses with zlib to exactly the .nii bytes. */
+/* tests/write/test_nifti.c — the NIfTI writer (pipeline/write/nifti.c): header fields read
+ * back, qform/sform against the affine we meant (both handednesses, oblique), slice-wise
+ * writing equals contiguous writing, and the parallel multi-member .nii.gz decompresses with
+ * zlib to exactly the .nii bytes. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>

@@ -190,10 +190,8 @@ static void test_present_kernel(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_linear_exact),
-        cmocka_unit_test(test_sigmoid),
-        cmocka_unit_test(test_luts),
+        cmocka_unit_test(test_linear),         cmocka_unit_test(test_linear_exact),
+        cmocka_unit_test(test_sigmoid),        cmocka_unit_test(test_luts),
         cmocka_unit_test(test_present_kernel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
