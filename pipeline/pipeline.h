@@ -1,6 +1,9 @@
 /*
- * pipeline/pipeline.h — the pipeline module's public entry: turn DICOM files into AI-ready
- * outputs. Used by `radprep process DIR` (cli/) and by the daemon's jobs (scp/job.c).
+ * pipeline/pipeline.h — the pipeline's public entry: turn DICOM files into AI-ready outputs.
+ * Used by `radprep process DIR` (cli/), the worker's jobs (worker/job.c), study-level fusion
+ * (sched/fusion.c) and radprepd's start-up check (node/). Library rp_pipeline (process.c,
+ * study.c) on top of the stage libraries of pipeline/<stage>/ (see pipeline/CMakeLists.txt):
+ * decoding and assembly (rp_assemble), recipes and steps (rp_recipe), writers (rp_write).
  *
  * Contract:
  *  - rp_pipeline_process_files() reads every file's header, groups the images by series
@@ -103,9 +106,17 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
                               const char *out_dir, const rp_process_opts *o,
                               rp_process_result *res);
 
-/* 0 when `steps` is a valid recipe, else RP_ECONF with the reason in err (e.g. for a
- * command-line --recipe, before any file is read). */
-int rp_pipeline_check_recipe(const char *steps, char *err, size_t errlen);
+/* 0 when `steps` is a valid recipe (NULL or "" included: no recipe), else RP_ECONF with the
+ * reason in err (e.g. for a command-line --recipe, before any file is read). Inline on
+ * rp_recipe_check() (pipeline/recipe/recipe.h) so that a program that only validates recipes
+ * links rp_recipe alone, not decoding and the writers (radprepd does). */
+int rp_recipe_check(const char *steps, char *err, size_t errlen);
+static inline int rp_pipeline_check_recipe(const char *steps, char *err, size_t errlen)
+{
+    if (!steps || !steps[0])
+        return 0;
+    return rp_recipe_check(steps, err, errlen);
+}
 
 /* The rule (borrowed from c) that processes a series with these index attributes, or NULL
  * when none matches: every non-empty criterion of a rule must match, the highest priority
@@ -119,7 +130,7 @@ const rp_conf_rule *rp_pipeline_match_rule(const rp_conf *c, const char *modalit
 int rp_pipeline_process_dir(const rp_conf *c, const char *dir, const char *out_dir,
                             const rp_process_opts *o, rp_process_result *res);
 
-/* ---- several series at once (pipeline/study.c; added by H10) ----------------------------- */
+/* ---- several series at once (study.c) ------------------------------------------------------ */
 
 /* Study-level fusion of the [fusion NAME] rule `f` over `files` (any mix of series; each
  * series assembled as above, its largest stack, first volume of a 4-D one): every sequence
@@ -151,7 +162,7 @@ int rp_pipeline_fuse_files(const rp_conf_fusion *f, const char *const *files, si
 int rp_pipeline_fusion_match_file(const rp_conf_fusion *f, const char *file, unsigned *bits,
                                   char *err, size_t errlen);
 
-/* Fit a Nyúl–Udupa model (pipeline/mr.h) over the series among `files` (one training volume
+/* Fit a Nyúl–Udupa model (pipeline/mr/mr.h) over the series among `files` (one training volume
  * per series, at most max_series, 0: all), each after `steps` (may be NULL: e.g. the steps
  * before `nyul` in a rule), inside mask `mask_name` or, when NULL/"", the mask the nyul step
  * would pick (brain, foreground, head, else voxels > 0). Writes the JSON model that

@@ -14,13 +14,10 @@
 #include <sys/stat.h>
 
 #include "common/common.h"
-#include "pipeline/assemble/assemble.h"
-#include "pipeline/write/derived.h"
 #include "dicom/dicom.h"
-#include "pipeline/write/nifti.h"
-#include "pipeline/recipe.h"
-#include "pipeline/write/sidecar.h"
-#include "pipeline/step.h"
+#include "pipeline/assemble/assemble.h"
+#include "pipeline/recipe/recipe.h"
+#include "pipeline/write/write.h"
 
 #define MOD "pipeline"
 
@@ -196,37 +193,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         return RP_ENOMEM;
     }
     size_t n = rp_volume_nvox(v) * (size_t)v->dim[3];
-    double a = d->scl_slope == 0 ? 1 : d->scl_slope, b = d->scl_inter;
-    for (size_t i = 0; i < n; i++) {
-        double s;
-        switch (d->type) {
-        case RP_ST_U8:
-            s = ((const uint8_t *)d->data)[i];
-            break;
-        case RP_ST_S8:
-            s = ((const int8_t *)d->data)[i];
-            break;
-        case RP_ST_S16:
-            s = ((const int16_t *)d->data)[i];
-            break;
-        case RP_ST_U16:
-            s = ((const uint16_t *)d->data)[i];
-            break;
-        case RP_ST_S32:
-            s = ((const int32_t *)d->data)[i];
-            break;
-        case RP_ST_U32:
-            s = ((const uint32_t *)d->data)[i];
-            break;
-        case RP_ST_F32:
-            s = ((const float *)d->data)[i];
-            break;
-        default:
-            s = 0;
-            break;
-        }
-        v->data[i] = (float)(a * s + b);
-    }
+    rp_stack_data_to_f32(d, n, v->data);
     if (d->pad_mask && d->n_padding > 0) {
         /* Pixel Padding is "no data", not tissue: fill it with the lowest real value (air for
          * CT) so steps never see e.g. -3024 HU; the mask goes out as <stem>_mask-padding. */
@@ -276,6 +243,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         cJSON_AddStringToObject(ctx.qc, "hash", hex);
     ctx.out_dir = rs->out_dir;
     ctx.out_stem = stem;
+    ctx.writers = rp_write_step_writers();
     ctx.extra_outputs = cJSON_AddArrayToObject(sqc, "extra_outputs");
     if (d->pad_mask) {
         rp_mask *m = rp_mask_new(st->nx, st->ny, st->nz, "padding");
@@ -411,7 +379,7 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
         rp_stack_data_free(&d);
         return;
     }
-    cJSON *side = rp_sidecar_build(st, infos, &d, o->privacy);
+    cJSON *side = rp_sidecar_build(st, infos, &d, o->privacy >= RP_PRIVACY_SIDECAR);
     if (side && o->recipe && o->recipe[0]) {
         cJSON *rq = cJSON_GetObjectItem(sqc, "recipe");
         if (rq)
@@ -531,13 +499,6 @@ static int cmp_series(const void *a, const void *b)
     if (x->info->series_number != y->info->series_number)
         return x->info->series_number < y->info->series_number ? -1 : 1;
     return strcmp(x->path, y->path);
-}
-
-int rp_pipeline_check_recipe(const char *steps, char *err, size_t errlen)
-{
-    if (!steps || !steps[0])
-        return 0;
-    return rp_recipe_check(steps, err, errlen);
 }
 
 const rp_conf_rule *rp_pipeline_match_rule(const rp_conf *c, const char *modality,

@@ -1,6 +1,6 @@
 /* pipeline/study.c — work over several series at once: study-level multi-sequence fusion
  * ([fusion NAME], rp_pipeline_fuse_files) and fitting a Nyúl model over a set of series
- * (rp_pipeline_fit_nyul). Contract in pipeline/pipeline.h; kernels in pipeline/mr.h.
+ * (rp_pipeline_fit_nyul). Contract in pipeline/pipeline.h; kernels in pipeline/mr/mr.h.
  *
  * Each series is assembled as `radprep process` does (its largest stack; a 4-D stack gives its
  * first volume), made float32 with rescale applied, and given to the kernels. The Nyúl fit
@@ -16,13 +16,11 @@
 #include <strings.h>
 
 #include "common/common.h"
-#include "pipeline/assemble/assemble.h"
 #include "dicom/dicom.h"
+#include "pipeline/assemble/assemble.h"
 #include "pipeline/mr/mr.h"
-#include "pipeline/write/nifti.h"
-#include "pipeline/recipe.h"
-#include "pipeline/write/sidecar.h"
-#include "pipeline/step.h"
+#include "pipeline/recipe/recipe.h"
+#include "pipeline/write/write.h"
 
 #define MOD "study"
 
@@ -124,28 +122,6 @@ static void series_info_from(const rp_dcm_info *in, rp_series_info *info)
     info->dcm = in;
 }
 
-static double sample_at(const rp_stack_data *d, size_t i)
-{
-    switch (d->type) {
-    case RP_ST_U8:
-        return ((const uint8_t *)d->data)[i];
-    case RP_ST_S8:
-        return ((const int8_t *)d->data)[i];
-    case RP_ST_S16:
-        return ((const int16_t *)d->data)[i];
-    case RP_ST_U16:
-        return ((const uint16_t *)d->data)[i];
-    case RP_ST_S32:
-        return ((const int32_t *)d->data)[i];
-    case RP_ST_U32:
-        return ((const uint32_t *)d->data)[i];
-    case RP_ST_F32:
-        return ((const float *)d->data)[i];
-    default:
-        return 0;
-    }
-}
-
 /* Assemble one series into a float volume: its largest stack, first volume of a 4-D one,
  * rescale applied, irregular geometry regularised. *out is new (caller frees). */
 static int load_series(const rp_dcm_info *const *infos, size_t n, rp_volume **out, char *err,
@@ -187,10 +163,7 @@ static int load_series(const rp_dcm_info *const *infos, size_t n, rp_volume **ou
         rp_series_asm_free(&sa);
         return RP_ENOMEM;
     }
-    size_t nv = rp_volume_nvox(v);
-    double a = d.scl_slope == 0 ? 1 : d.scl_slope, b = d.scl_inter;
-    for (size_t i = 0; i < nv; i++)
-        v->data[i] = (float)(a * sample_at(&d, i) + b);
+    rp_stack_data_to_f32(&d, rp_volume_nvox(v), v->data);
     memcpy(v->affine, st->affine, sizeof v->affine);
     rp_volume_update_spacing(v);
     rp_stack_data_free(&d);
@@ -208,6 +181,7 @@ static int run_steps(const char *steps, rp_volume *v, const rp_series_info *info
     ctx->vol = v;
     ctx->info = info;
     ctx->qc = qc;
+    ctx->writers = rp_write_step_writers();
     if (!steps || !steps[0])
         return 0;
     rp_recipe *rec = NULL;
@@ -523,7 +497,7 @@ int rp_pipeline_fuse_files(const rp_conf_fusion *f, const char *const *files, si
             snprintf(res->reason, sizeof res->reason, "cannot create %.600s", res->nnunet_dir);
             goto out;
         }
-        if ((rc = rp_mr_fuse_write_nnunet(fused, res->nnunet_dir, stem, err, sizeof err)) != 0) {
+        if ((rc = rp_nifti_write_nnunet(fused, res->nnunet_dir, stem, err, sizeof err)) != 0) {
             snprintf(res->reason, sizeof res->reason, "%s", err);
             goto out;
         }

@@ -19,7 +19,8 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "pipeline/recipe.h"
+#include "pipeline/recipe/recipe.h"
+#include "pipeline/write/write.h"
 
 /* Peak resident memory of this program. VmHWM belongs to this address space; getrusage's
  * ru_maxrss would also count the parent's pages inherited across fork + exec. */
@@ -133,6 +134,7 @@ int main(int argc, char **argv)
                        .qc = qc,
                        .out_dir = out,
                        .out_stem = stem,
+                       .writers = rp_write_step_writers(),
                        .extra_outputs = cJSON_AddArrayToObject(qc, "extra_outputs")};
     char hex[65] = "";
     rp_recipe_hash(r, hex);

@@ -3,7 +3,7 @@
 with the same parameters (shrink 4, 4 levels x 50 iterations, B-spline distance 200 mm, convergence
 0.001, 200 bins, FWHM 0.15, Wiener 0.01, 2 threads, same mask), on
   1. the real Siemens XA30 T1 (mr_brain_siemens_xa30/5001, 128x128x96, Otsu foreground),
-  2. a generated 256x256x160 1 mm brain-like phantom (tests/pipeline/mr_phantom.h) times a known
+  2. a generated 256x256x160 1 mm brain-like phantom (tests/mr/mr_phantom.h) times a known
      smooth field, with the Otsu head mask, and with the true brain (GM+WM) mask.
 Prints time, peak memory (max RSS of the process), correlation of the estimated log field with the
 truth (phantom), tissue CV before/after, and the correlation between the two implementations' fields.

@@ -1,6 +1,6 @@
-/* pipeline/assemble.c — split a series into stacks, sort, check and fix geometry, decode.
- * Contract in pipeline/assemble.h. The geometry follows dcm2niix: LPS -> RAS by negating x and
- * y, rows written bottom-up, slices ordered along row x column. */
+/* pipeline/assemble/assemble.c — split a series into stacks, sort, check and fix geometry.
+ * Contract in pipeline/assemble/assemble.h. The geometry follows dcm2niix: LPS -> RAS by
+ * negating x and y, rows written bottom-up, slices ordered along row x column. */
 #include "pipeline/assemble/assemble.h"
 
 #include <math.h>

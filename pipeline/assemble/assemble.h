@@ -1,6 +1,7 @@
 /*
- * pipeline/assemble.h — from DICOM headers to stacks of slices with one affine (internal to
- * pipeline/ and its tests).
+ * pipeline/assemble/assemble.h — from DICOM headers to stacks of slices with one affine, and
+ * the stacks' pixels decoded into one buffer. Library rp_assemble; depends on dicom/ (headers
+ * and pixel decoding) and cJSON.
  *
  * Contract:
  *  - rp_assemble() takes the headers of ONE series (already grouped by Series Instance UID and
@@ -125,6 +126,12 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
 /* Gather a zero-copy stack into one buffer (no-op when d->data is set). */
 int rp_stack_data_contiguous(rp_stack_data *d);
 void rp_stack_data_free(rp_stack_data *d);
+/* Sample i of a contiguous stack (d->data) as stored, before scl_slope/scl_inter; 0 for
+ * RGB24. The one place that reads a sample of any type. */
+double rp_stack_sample(const rp_stack_data *d, size_t i);
+/* The first n samples of a contiguous stack as real values, slope * stored + inter (a slope
+ * of 0 means 1), rounded to float32 into out. */
+void rp_stack_data_to_f32(const rp_stack_data *d, size_t n, float *out);
 
 /* Put a sheared / unevenly spaced stack on a regular orthogonal grid (linear interpolation,
  * FOV enlarged to hold the sheared slices, spacing = smallest gap). Updates st (dims, affine,

@@ -1,5 +1,6 @@
-/* pipeline/assemble_load.c — decode an assembled stack into one native-typed buffer, and put
- * sheared or unevenly spaced stacks on a regular grid. Contract in pipeline/assemble.h. */
+/* pipeline/assemble/assemble_load.c — decode an assembled stack into one native-typed buffer,
+ * read its samples, and put sheared or unevenly spaced stacks on a regular grid. Contract in
+ * pipeline/assemble/assemble.h. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -507,7 +508,7 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
 
 /* ---- resampling onto a regular grid ---------------------------------------------------- */
 
-static double sample_get(const rp_stack_data *d, size_t i)
+double rp_stack_sample(const rp_stack_data *d, size_t i)
 {
     switch (d->type) {
     case RP_ST_U8:
@@ -522,10 +523,53 @@ static double sample_get(const rp_stack_data *d, size_t i)
         return ((const int32_t *)d->data)[i];
     case RP_ST_U32:
         return ((const uint32_t *)d->data)[i];
-    default:
+    case RP_ST_F32:
         return ((const float *)d->data)[i];
+    default:
+        return 0;
     }
 }
+
+/* One loop per type, so the switch is not taken per voxel on volumes of 10^8 voxels. */
+#define TO_F32(T)                                                                                  \
+    do {                                                                                           \
+        const T *s = d->data;                                                                      \
+        for (size_t i = 0; i < n; i++)                                                             \
+            out[i] = (float)(a * (double)s[i] + b);                                                \
+    } while (0)
+
+void rp_stack_data_to_f32(const rp_stack_data *d, size_t n, float *out)
+{
+    const double a = d->scl_slope == 0 ? 1 : d->scl_slope, b = d->scl_inter;
+    switch (d->type) {
+    case RP_ST_U8:
+        TO_F32(uint8_t);
+        break;
+    case RP_ST_S8:
+        TO_F32(int8_t);
+        break;
+    case RP_ST_S16:
+        TO_F32(int16_t);
+        break;
+    case RP_ST_U16:
+        TO_F32(uint16_t);
+        break;
+    case RP_ST_S32:
+        TO_F32(int32_t);
+        break;
+    case RP_ST_U32:
+        TO_F32(uint32_t);
+        break;
+    case RP_ST_F32:
+        TO_F32(float);
+        break;
+    default:
+        for (size_t i = 0; i < n; i++)
+            out[i] = (float)b;
+        break;
+    }
+}
+#undef TO_F32
 
 static void sample_put(rp_sample_type t, void *p, size_t i, double v)
 {
@@ -572,8 +616,10 @@ static double bilinear(const rp_stack_data *d, size_t base, int nx, int ny, doub
     int c1 = c0 + 1 < nx ? c0 + 1 : c0, r1 = r0 + 1 < ny ? r0 + 1 : r0;
     /* stored rows are flipped */
     size_t y0 = (size_t)(ny - 1 - r0), y1 = (size_t)(ny - 1 - r1);
-    double v00 = sample_get(d, base + y0 * nx + c0), v01 = sample_get(d, base + y0 * nx + c1);
-    double v10 = sample_get(d, base + y1 * nx + c0), v11 = sample_get(d, base + y1 * nx + c1);
+    double v00 = rp_stack_sample(d, base + y0 * nx + c0);
+    double v01 = rp_stack_sample(d, base + y0 * nx + c1);
+    double v10 = rp_stack_sample(d, base + y1 * nx + c0);
+    double v11 = rp_stack_sample(d, base + y1 * nx + c1);
     return (v00 * (1 - fc) + v01 * fc) * (1 - fr) + (v10 * (1 - fc) + v11 * fc) * fr;
 }
 
@@ -632,7 +678,7 @@ int rp_stack_resample(rp_stack *st, rp_stack_data *d, char *err, size_t errlen)
     double fill = 1e300;
     size_t ntot = (size_t)nx * ny * nz * st->nt;
     for (size_t i = 0; i < ntot; i++) {
-        double v = sample_get(d, i);
+        double v = rp_stack_sample(d, i);
         if (v < fill)
             fill = v;
     }

@@ -1,6 +1,7 @@
 /*
- * pipeline/mr.h — MR kernels (internal to pipeline/ and its tests): foreground / head masks,
- * N4 bias-field correction, White Stripe, Nyúl–Udupa standardisation, multi-sequence fusion.
+ * pipeline/mr/mr.h — MR kernels: foreground / head masks, N4 bias-field correction, White
+ * Stripe, Nyúl–Udupa standardisation, multi-sequence fusion and sequence matching. Library
+ * rp_mr; depends on rp_volume and cJSON (the Nyúl model file).
  *
  * Contract:
  *  - Every kernel works on rp_volume (float32, x fastest, see volume.h), reads only channel 0
@@ -10,7 +11,9 @@
  *    number of OpenMP threads (reductions are done per slice and summed in a fixed order).
  *  - Functions that return a new volume/mask say so; the caller frees it.
  *  - The recipe steps built on these (headmask, foreground, n4, whitestripe, nyul, fuse) live
- *    in steps_mr.c and are exported through rp_steps_mr[] (step.h).
+ *    in pipeline/recipe/steps_mr.c; nothing here knows about steps or recipes, and nothing
+ *    here writes images (the nnU-Net layout writer is rp_nifti_write_nnunet() in
+ *    pipeline/write/write.h).
  */
 #ifndef RP_PIPELINE_MR_H
 #define RP_PIPELINE_MR_H
@@ -18,7 +21,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pipeline/step.h"
 #include "pipeline/volume/volume.h"
 
 #ifdef __cplusplus
@@ -176,11 +178,6 @@ int rp_mr_seq_match(const rp_mr_seq_rule *r, const rp_series_info *info);
 int rp_mr_fuse_study(const rp_volume *const *vols, const rp_series_info *const *infos, size_t n,
                      const char *const *wanted, size_t n_wanted, int order, int normalize,
                      rp_volume **out, size_t *chosen, char *err, size_t errlen);
-
-/* nnU-Net raw layout: channel c of `fused` as DIR/<case_id>_<cccc>.nii.gz (float32, the
- * fused affine). The 4-D volume itself goes out through rp_nifti_write_volume(). */
-int rp_mr_fuse_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id, char *err,
-                            size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /*
- * pipeline/mrmask.c — MR foreground / head masks: Otsu threshold (log domain), opening
+ * pipeline/mr/mrmask.c — MR foreground / head masks: Otsu threshold (log domain), opening
  * (optional), closing, largest 6-connected component, hole filling (3-D from the volume
  * border, then per slice, so the neck opening does not leave the head's interior unfilled).
  *

@@ -1,5 +1,5 @@
 /*
- * pipeline/mrnorm.c — MR intensity standardisation kernels:
+ * pipeline/mr/mrnorm.c — MR intensity standardisation kernels:
  *  - White Stripe (Shinohara et al., NeuroImage: Clinical 2014; R package WhiteStripe):
  *    find the normal-appearing white-matter mode of the smoothed histogram, take the
  *    +-tau quantile stripe around it, z-score by the stripe's mean and SD.

@@ -1,5 +1,5 @@
 /*
- * pipeline/n4.c — N4 bias-field correction (Tustison et al., IEEE TMI 2010), as ITK's
+ * pipeline/mr/n4.c — N4 bias-field correction (Tustison et al., IEEE TMI 2010), as ITK's
  * N4BiasFieldCorrectionImageFilter does it:
  *   log domain; at each iteration the histogram of the current log image (200 bins, triangular
  *   Parzen deposit) is sharpened by Wiener deconvolution of a Gaussian (FWHM 0.15, noise 0.01),

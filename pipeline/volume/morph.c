@@ -1,5 +1,5 @@
 /*
- * pipeline/morph.c — binary morphology (box structuring element, separable), hole filling
+ * pipeline/volume/morph.c — binary morphology (box structuring element, separable), hole filling
  * and 3-D connected components on uint8 masks.
  *
  * Why runs: components are labelled on runs of foreground along x (union-find over runs,
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "pipeline/volume/imgops.h"
+#include "pipeline/volume/volume.h"
 
 /* ---- dilation / erosion -------------------------------------------------------------- */
 

@@ -1,6 +1,6 @@
 /*
- * pipeline/resample.c — separable resampling (nearest, linear, cubic B-spline) and the
- * `resample` step.
+ * pipeline/volume/resample.c — separable resampling (nearest, linear, cubic B-spline) of
+ * volumes and masks (contract in volume.h).
  *
  * Why separable: the new grid is axis-aligned with the old one (origin fixed, only the
  * spacing changes), so the tensor-product B-spline interpolation factorises into three 1-D
@@ -21,7 +21,7 @@
 #include <strings.h>
 
 #include "common/common.h"
-#include "pipeline/volume/imgops.h"
+#include "pipeline/volume/volume.h"
 
 #define BSPLINE_HORIZON 22 /* |z|^22 < 1e-12: the causal init sum is exact to double */
 #define CHUNK_COLS 128     /* columns per job when the axis is not x (block fits L2) */
@@ -496,118 +496,4 @@ done:
         free(ix[a]);
     rp_mask_free(o);
     return rc;
-}
-
-/* ---- the `resample` step ------------------------------------------------------------- */
-
-typedef struct resample_params {
-    double spacing[3];
-    int order;
-    int aniso;
-} resample_params;
-
-static const char RESAMPLE_USAGE[] =
-    "resample(s | sx,sy,sz [,nearest|linear|bspline3] [,aniso]), spacing in mm";
-
-int rp_step_resample_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
-{
-    resample_params *p = calloc(1, sizeof *p);
-    if (!p)
-        return RP_ENOMEM;
-    p->order = RP_INTERP_BSPLINE3;
-    int nnum = 0;
-    for (int i = 0; i < a->n; i++) {
-        double v;
-        if (rp_arg_double(a->arg[i], &v) == 0) {
-            if (nnum >= 3 || i != nnum) {
-                free(p);
-                return rp_arg_fail(err, errlen, RESAMPLE_USAGE,
-                                   "spacings must come first, at most 3");
-            }
-            if (!(v > 0.01 && v <= 100)) {
-                free(p);
-                return rp_arg_fail(err, errlen, RESAMPLE_USAGE,
-                                   "spacing %s mm out of range (0.01, 100]", a->arg[i]);
-            }
-            p->spacing[nnum++] = v;
-            continue;
-        }
-        static const char *const w[] = {"nearest", "linear", "bspline3", "cubic", "aniso", NULL};
-        int k = rp_arg_word(a->arg[i], w);
-        if (k < 0) {
-            free(p);
-            return rp_arg_fail(err, errlen, RESAMPLE_USAGE, "'%s' is neither a spacing nor %s",
-                               a->arg[i], "nearest|linear|bspline3|aniso");
-        }
-        if (k == 4)
-            p->aniso = 1;
-        else
-            p->order = k == 0 ? RP_INTERP_NEAREST : k == 1 ? RP_INTERP_LINEAR : RP_INTERP_BSPLINE3;
-    }
-    if (nnum == 1)
-        p->spacing[1] = p->spacing[2] = p->spacing[0];
-    else if (nnum != 3) {
-        free(p);
-        return rp_arg_fail(err, errlen, RESAMPLE_USAGE, "give 1 or 3 spacings, got %d", nnum);
-    }
-    *out = p;
-    return 0;
-}
-
-static const char *order_name(int o)
-{
-    return o == RP_INTERP_NEAREST ? "nearest" : o == RP_INTERP_LINEAR ? "linear" : "bspline3";
-}
-
-void rp_step_resample_describe(const void *pp, cJSON *o)
-{
-    const resample_params *p = pp;
-    cJSON_AddItemToObject(o, "spacing_mm", cJSON_CreateDoubleArray(p->spacing, 3));
-    cJSON_AddStringToObject(o, "interpolation", order_name(p->order));
-    cJSON_AddBoolToObject(o, "aniso", p->aniso);
-    cJSON_AddStringToObject(o, "boundary", "mirror");
-    cJSON_AddStringToObject(o, "grid", "origin fixed, n'=round(n*old/new)");
-    cJSON_AddStringToObject(o, "masks", "nearest");
-}
-
-int rp_step_resample_run(rp_step_ctx *ctx, const void *pp)
-{
-    const resample_params *p = pp;
-    rp_volume *v = ctx->vol;
-    int order[3] = {p->order, p->order, p->order};
-    double old_sp[3] = {v->spacing[0], v->spacing[1], v->spacing[2]};
-    if (p->aniso) {
-        /* nnU-Net: an axis whose spacing exceeds 3x both others is interpolated with order 0,
-         * the plane with the high order. */
-        for (int a = 0; a < 3; a++) {
-            int b = (a + 1) % 3, c = (a + 2) % 3;
-            if (old_sp[a] > 3 * old_sp[b] && old_sp[a] > 3 * old_sp[c])
-                order[a] = RP_INTERP_NEAREST;
-        }
-    }
-    int nd[3];
-    rp_resample_grid(v->dim, old_sp, p->spacing, nd);
-    double scale[3];
-    for (int a = 0; a < 3; a++)
-        scale[a] = p->spacing[a] / old_sp[a];
-    int old_dim[3] = {v->dim[0], v->dim[1], v->dim[2]};
-    int rc = rp_resample_volume(&ctx->vol, p->spacing, order);
-    if (rc) {
-        snprintf(ctx->err, sizeof ctx->err, "resample %dx%dx%d -> %dx%dx%d failed: %s", old_dim[0],
-                 old_dim[1], old_dim[2], nd[0], nd[1], nd[2], rp_strerror(rc));
-        return rc;
-    }
-    for (int i = 0; i < ctx->n_masks; i++) {
-        rc = rp_resample_mask(&ctx->masks[i], nd, scale);
-        if (rc) {
-            snprintf(ctx->err, sizeof ctx->err, "resampling mask '%s' failed", ctx->masks[i]->name);
-            return rc;
-        }
-    }
-    if (ctx->step_qc) {
-        cJSON_AddItemToObject(ctx->step_qc, "from_spacing_mm", cJSON_CreateDoubleArray(old_sp, 3));
-        const char *names[3] = {order_name(order[0]), order_name(order[1]), order_name(order[2])};
-        cJSON_AddItemToObject(ctx->step_qc, "order_per_axis", cJSON_CreateStringArray(names, 3));
-    }
-    return 0;
 }

@@ -1,4 +1,4 @@
-/* pipeline/volume.c — allocation and small matrix helpers for rp_volume / rp_mask. */
+/* pipeline/volume/volume.c — allocation and small geometry helpers for rp_volume / rp_mask. */
 #include "pipeline/volume/volume.h"
 
 #include <math.h>
@@ -177,4 +177,20 @@ int rp_mat4_invert(const double m[4][4], double out[4][4])
         for (int j = 0; j < 4; j++)
             out[i][j] = a[i][j + 4];
     return 0;
+}
+
+int rp_axial_axis(const double affine[4][4])
+{
+    int best = 2;
+    double bv = -1;
+    for (int a = 0; a < 3; a++) {
+        double n = sqrt(affine[0][a] * affine[0][a] + affine[1][a] * affine[1][a] +
+                        affine[2][a] * affine[2][a]);
+        double s = n > 0 ? fabs(affine[2][a]) / n : 0;
+        if (s > bv + 1e-9) {
+            bv = s;
+            best = a;
+        }
+    }
+    return best;
 }

@@ -1,6 +1,7 @@
 /*
- * pipeline/volume.h — the image types every pipeline step works on (internal to pipeline/
- * and its tests).
+ * pipeline/volume/volume.h — the image types every pipeline stage works on, and the numeric
+ * kernels that do not belong to one modality: resampling, binary morphology, connected
+ * components, smoothing filters, percentiles. Library rp_volume; depends on common/ only.
  *
  * Contract:
  *  - rp_volume holds float32 voxels, contiguous, x fastest: index = x + nx*(y + ny*(z + nz*c)).
@@ -8,10 +9,17 @@
  *  - affine maps voxel indices (i,j,k,1) to world coordinates in millimetres in the NIfTI
  *    convention, RAS+: +x = patient Right, +y = Anterior, +z = Superior. DICOM patient
  *    coordinates are LPS+, so x and y change sign on the way in (as dcm2niix does).
- *    spacing[] is the length of the affine's first three columns, kept in sync by rp_volume_update_spacing().
+ *    spacing[] is the length of the affine's first three columns, kept in sync by
+ *    rp_volume_update_spacing().
  *  - A volume owns its data; rp_volume_free() releases both. Functions that return a new
  *    volume say so and the caller frees it.
  *  - rp_mask is a uint8 volume (0 or 1, sometimes labels) on the same grid as an image.
+ *  - rp_series_info is what is known about the series an image came from, copied out of its
+ *    DICOM header by the caller, so that kernels choosing by acquisition (MR sequence
+ *    matching) and the steps need no DICOM types.
+ *  - Kernels are pure functions of their inputs (same input, same bytes, whatever the number
+ *    of OpenMP threads); they parallelise over slices or lines; they return 0 or RP_E*.
+ *    Nothing here knows about recipes or steps: the step glue in pipeline/recipe/ calls in.
  */
 #ifndef RP_PIPELINE_VOLUME_H
 #define RP_PIPELINE_VOLUME_H
@@ -37,6 +45,24 @@ typedef struct rp_mask {
     char name[32];         /* "lung", "body", "metal", "head"... */
 } rp_mask;
 
+/* What is known about the series being processed (filled from the first header). */
+typedef struct rp_series_info {
+    char modality[17];
+    char body_part[17];
+    char series_description[65];
+    char series_uid[65];
+    char study_uid[65];
+    char photometric[17];      /* MONOCHROME1 / MONOCHROME2 / RGB ... */
+    double window_center, window_width;   /* first pair from the header, width<=0: none */
+    double slice_thickness;
+    int bits_stored;
+    double repetition_time, echo_time, inversion_time;  /* ms, <0 when absent */
+    /* Header of the first instance (borrowed, may be NULL; see dicom/dicom.h): the X-ray
+     * `present` step reads all window pairs, the VOI LUT Function and Sequence, the Modality
+     * LUT and pixel padding from it. Only a pointer here, so this module needs no DICOM. */
+    const struct rp_dcm_info *dcm;
+} rp_series_info;
+
 /* New zero-filled volume with an identity affine; NULL when out of memory or dims invalid. */
 rp_volume *rp_volume_new(int nx, int ny, int nz, int nc);
 /* Deep copy. */
@@ -55,6 +81,68 @@ size_t rp_mask_count(const rp_mask *m);  /* number of non-zero voxels */
 void rp_mat4_identity(double m[4][4]);
 void rp_mat4_mul(const double a[4][4], const double b[4][4], double out[4][4]);
 int rp_mat4_invert(const double m[4][4], double out[4][4]);  /* RP_EINVAL if singular */
+/* Voxel axis closest to the patient's superior-inferior direction (axial slices are normal
+ * to it). */
+int rp_axial_axis(const double affine[4][4]);
+
+/* ---- resampling (resample.c) ---------------------------------------------------------- */
+enum { RP_INTERP_NEAREST = 0, RP_INTERP_LINEAR = 1, RP_INTERP_BSPLINE3 = 3 };
+
+/* New grid for a target spacing (origin fixed; n' = max(1, round(n * old / new)); voxel i'
+ * sits at old index i' * new/old). */
+void rp_resample_grid(const int dim[3], const double old_sp[3], const double new_sp[3],
+                      int new_dim[3]);
+/* Resample *vol to new_sp with one interpolation order per axis (0, 1 or 3); boundary:
+ * mirror (scipy.ndimage mode='mirror', prefilter included for order 3). Replaces *vol
+ * (the old one is freed on success). */
+int rp_resample_volume(rp_volume **vol, const double new_sp[3], const int order[3]);
+/* Nearest-neighbour resample of a mask onto new_dim with the same index scale. */
+int rp_resample_mask(rp_mask **m, const int new_dim[3], const double scale[3]);
+/* In-place cubic B-spline prefilter of a float line set: n samples along an axis with the
+ * given stride, mirror boundary (exposed for tests). */
+void rp_bspline_prefilter_line(double *c, int n);
+
+/* ---- binary morphology and components (morph.c) ----------------------------------------- */
+/* Box structuring element, radius per axis in voxels (0: no change along that axis). */
+int rp_morph_dilate(uint8_t *m, const int dim[3], const int r[3]);
+/* Erosion treats outside the volume as foreground, so closing never eats the border. */
+int rp_morph_erode(uint8_t *m, const int dim[3], const int r[3]);
+int rp_morph_close(uint8_t *m, const int dim[3], const int r[3]);
+int rp_morph_open(uint8_t *m, const int dim[3], const int r[3]);
+/* Fill holes slice by slice (2-D, 4-connected background) in slices normal to `axis`. */
+int rp_morph_fill_holes_2d(uint8_t *m, const int dim[3], int axis);
+/* Same, filling only holes of at most max_area pixels (0: any size). */
+int rp_morph_fill_holes_2d_max(uint8_t *m, const int dim[3], int axis, long max_area);
+/* Fill 3-D holes: background components (6-connected) not touching the volume border. */
+int rp_morph_fill_holes_3d(uint8_t *m, const int dim[3]);
+
+/* Connected components (6-connectivity) on runs along x. */
+typedef struct rp_cc_comp {
+    int64_t voxels;
+    int bbox[6];   /* x0,x1,y0,y1,z0,z1 inclusive */
+    double sum[3]; /* sum of voxel indices, for the centroid */
+    int border;    /* bit 0/1/2: touches an x / y / z face of the volume */
+} rp_cc_comp;
+typedef struct rp_cc rp_cc;
+int rp_cc_label(const uint8_t *m, const int dim[3], rp_cc **out);
+void rp_cc_free(rp_cc *cc);
+int rp_cc_count(const rp_cc *cc);
+const rp_cc_comp *rp_cc_get(const rp_cc *cc, int label); /* label in [0, count) */
+/* Set out[v] = value for every voxel of each component with keep[label] != 0. */
+void rp_cc_paint(const rp_cc *cc, const uint8_t *keep, uint8_t *out, uint8_t value);
+
+/* ---- filters and statistics (filter.c) -------------------------------------------------- */
+/* Gaussian smoothing with sigma in voxels per axis, truncate 4 sigma, mirror ('reflect'). */
+int rp_gaussian_3d(float *data, const int dim[3], const double sigma_vox[3]);
+/* Median over a (2r+1)^3 box (2-D box when dim[2] == 1), boundary 'reflect'; dst must not
+ * overlap src. */
+int rp_median_3d(const float *src, float *dst, const int dim[3], int r);
+/* Perona-Malik diffusion in place: I += dt * sum_6 g(dI) dI, g = exp(-(dI/kappa)^2),
+ * dt = 1/7, zero flux at the border. */
+int rp_diffusion_3d(float *data, const int dim[3], int iterations, double kappa);
+/* The q-th percentile of n floats (numpy.percentile 'linear'); NAN when n == 0 or out of
+ * memory (it works on a copy). */
+double rp_percentile(const float *data, size_t n, double q);
 
 #ifdef __cplusplus
 }

@@ -35,7 +35,7 @@
 extern "C" {
 #include "common/common.h"
 #include "dicom/dicom.h"
-#include "pipeline/write/derived.h"
+#include "pipeline/write/write.h"
 }
 
 #define MOD "derived"

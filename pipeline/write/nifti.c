@@ -1,6 +1,6 @@
-/* pipeline/nifti.c — a tight NIfTI-1 writer with parallel multi-member gzip (libdeflate).
- * Contract in pipeline/nifti.h. */
-#include "pipeline/write/nifti.h"
+/* pipeline/write/nifti.c — a tight NIfTI-1 writer with parallel multi-member gzip (libdeflate).
+ * Contract in write.h. */
+#include "pipeline/write/write.h"
 
 #include <errno.h>
 #include <libdeflate.h>
@@ -489,5 +489,34 @@ int rp_nifti_read_info(const char *path, rp_nifti_info *out)
     memcpy(out->descrip, h.descrip, 80);
     out->descrip[79] = 0;
     memcpy(out->magic, h.magic, 4);
+    return 0;
+}
+
+int rp_nifti_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id, char *err,
+                          size_t errlen)
+{
+    if (!fused || !dir || !case_id || !case_id[0] || strchr(case_id, '/'))
+        return RP_EINVAL;
+    int rc = rp_mkdir_p(dir, 0755);
+    if (rc != 0) {
+        if (err)
+            snprintf(err, errlen, "fuse: cannot create %s", dir);
+        return rc;
+    }
+    rp_nifti_opts o;
+    memset(&o, 0, sizeof o);
+    o.gzip = 1;
+    size_t nv = rp_volume_nvox(fused);
+    for (int c = 0; c < fused->dim[3]; c++) {
+        rp_volume ch = *fused;
+        ch.dim[3] = 1;
+        ch.data = fused->data + (size_t)c * nv;
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s_%04d.nii.gz", dir, case_id, c) >= (int)sizeof path)
+            return RP_EINVAL;
+        snprintf(o.descrip, sizeof o.descrip, "radprep fused channel %d", c);
+        if ((rc = rp_nifti_write_volume(path, &ch, &o, err, errlen)) != 0)
+            return rc;
+    }
     return 0;
 }

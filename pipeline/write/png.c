@@ -1,5 +1,5 @@
-/* pipeline/png.c — PNG writer on libpng (see png.h). */
-#include "pipeline/write/png.h"
+/* pipeline/write/png.c — PNG writer on libpng (contract in write.h). */
+#include "pipeline/write/write.h"
 
 #include <errno.h>
 #include <png.h>

@@ -1,5 +1,5 @@
-/* pipeline/sidecar.c — BIDS-style JSON sidecar with provenance. Contract in sidecar.h. */
-#include "pipeline/write/sidecar.h"
+/* pipeline/write/sidecar.c — BIDS-style JSON sidecar with provenance. Contract in write.h. */
+#include "pipeline/write/write.h"
 
 #include <errno.h>
 #include <math.h>
@@ -50,7 +50,7 @@ static void add_time(cJSON *o, const char *k, const char *tm)
 }
 
 cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, const rp_stack_data *d,
-                        rp_privacy privacy)
+                        int with_patient)
 {
     const rp_dcm_info *in = st->ref;
     cJSON *j = cJSON_CreateObject();
@@ -108,7 +108,7 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
         for (int i = 0; i < 6; i++)
             cJSON_AddItemToArray(a, cJSON_CreateNumber(st->iop[i]));
     }
-    if (privacy >= RP_PRIVACY_SIDECAR) {
+    if (with_patient) {
         add_str(j, "PatientName", in->patient_name);
         add_str(j, "PatientID", in->patient_id);
         add_str(j, "PatientBirthDate", in->patient_birth_date);

@@ -1,5 +1,5 @@
 /*
- * pipeline/clahe.c — contrast-limited adaptive histogram equalization (Zuiderveld 1994),
+ * pipeline/xray/clahe.c — contrast-limited adaptive histogram equalization (Zuiderveld 1994),
  * with exactly OpenCV's definition (imgproc/src/clahe.cpp, CLAHE_Impl::apply):
  *
  *  - the image is cut into tiles_x * tiles_y tiles; when its size is not a multiple of the

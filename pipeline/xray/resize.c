@@ -1,5 +1,5 @@
 /*
- * pipeline/resize.c — in-plane resize (anti-aliased) and letterbox padding of 2-D images
+ * pipeline/xray/resize.c — in-plane resize (anti-aliased) and letterbox padding of 2-D images
  * and of every slice of a volume, keeping the affine true.
  *
  * AREA uses OpenCV's exact weights (resizeArea's computeResizeAreaTab: each output pixel

@@ -1,5 +1,5 @@
 /*
- * pipeline/voi.c — DICOM presentation of a grayscale image: Modality LUT (PS3.3 C.11.1),
+ * pipeline/xray/voi.c — DICOM presentation of a grayscale image: Modality LUT (PS3.3 C.11.1),
  * VOI LUT or window (C.11.2), MONOCHROME1 inversion, into float 0..1 with bone bright.
  *
  * The formulas are the standard's, with ymin = 0 and ymax = 1. Stored values are integers
@@ -355,6 +355,33 @@ int rp_xr_present_f32(float *data, size_t n, rp_xr_present_params *p, rp_xr_pres
         rep->mod_min = mmin;
         rep->mod_max = mmax;
         rep->lut_path = use_table;
+    }
+    return 0;
+}
+
+/* ---- Output: 0..1 to display samples ---- */
+
+int rp_xr_quantize_plane(const rp_volume *v, int z, int bit_depth, void *out)
+{
+    if (!v || !out || z < 0 || z >= v->dim[2] || (bit_depth != 8 && bit_depth != 16))
+        return RP_EINVAL;
+    const size_t n = (size_t)v->dim[0] * v->dim[1];
+    const float *s = v->data + (size_t)z * n;
+    const float maxv = bit_depth == 8 ? 255.0f : 65535.0f;
+    const int w = v->dim[0], h = v->dim[1];
+    for (int y = 0; y < h; y++) {
+        /* row 0 out is the first DICOM row: the volume is stored bottom-up */
+        const float *row = s + (size_t)(h - 1 - y) * w;
+        for (int x = 0; x < w; x++) {
+            float f = row[x];
+            f = f >= 0.0f ? (f <= 1.0f ? f : 1.0f) : 0.0f; /* NaN -> 0 */
+            long q = lrintf(f * maxv);
+            size_t i = (size_t)y * w + x;
+            if (bit_depth == 8)
+                ((uint8_t *)out)[i] = (uint8_t)q;
+            else
+                ((uint16_t *)out)[i] = (uint16_t)q;
+        }
     }
     return 0;
 }

@@ -1,15 +1,16 @@
 /*
- * pipeline/xray.h — X-ray (CR/DX/MG/XA) image kernels (internal to pipeline/ and its tests).
+ * pipeline/xray/xray.h — X-ray (CR/DX/MG/XA) image kernels. Library rp_xray; depends on
+ * rp_volume only.
  *
- * Pure functions on plain arrays; the `present`, `clahe`, `resize` and `pad` steps
- * (steps_xr.c) are thin glue around them.
+ * Pure functions on plain arrays; the `present`, `clahe`, `resize`, `pad` and `png` steps
+ * (pipeline/recipe/steps_xr.c) are thin glue around them.
  *
  * Contract:
  *  - Presentation (voi.c) follows DICOM PS3.3 C.11.1 (Modality LUT) and C.11.2 (VOI LUT)
  *    literally. Output range is float 0..1 (ymin = 0, ymax = 1 in the C.11.2 formulas),
  *    where 1 is "bright" (bone) whatever the photometric interpretation: MONOCHROME1 is
  *    inverted after the VOI stage (y = 1 - y), as the standard's display pipeline does.
- *    Writers map 0..1 to 0..255 or 0..65535 (rp_xr_write_png).
+ *    Writers map 0..1 to 0..255 or 0..65535 (rp_xr_quantize_plane).
  *  - CLAHE (clahe.c) is bit-for-bit the definition of OpenCV's cv::createCLAHE()->apply()
  *    on CV_8UC1 (256 bins) and CV_16UC1 (65536 bins): the same clip limit scaling
  *    (clip * tile_area / bins, at least 1), the same redistribution of clipped counts, the
@@ -156,11 +157,12 @@ rp_volume *rp_xr_pad_volume_new(const rp_volume *v, int ow, int oh, int off_x, i
 
 /* ---- Output ---- */
 
-/* Write plane z (channel 0) of a 0..1 float volume as a grayscale PNG of bit_depth 8 or 16
- * (values clamped, rounded: 0 -> 0, 1 -> 255 / 65535). Volumes store rows bottom-up
- * (assemble.h), so PNG row 0 is y = ny-1: the PNG looks like the DICOM image.
- * Returns 0, RP_EINVAL, RP_ENOMEM or RP_EIO. */
-int rp_xr_write_png(const rp_volume *v, int z, const char *path, int bit_depth);
+/* Plane z (channel 0) of a 0..1 float volume as nx*ny grey samples of bit_depth 8 (uint8_t)
+ * or 16 (uint16_t) into `out` (values clamped, NaN as 0, rounded: 0 -> 0, 1 -> 255 / 65535),
+ * row 0 first as displayed: volumes store rows bottom-up (pipeline/assemble/assemble.h), so
+ * out row 0 is y = ny-1 and an image written from it looks like the DICOM image.
+ * Returns 0 or RP_EINVAL (bad plane or depth). */
+int rp_xr_quantize_plane(const rp_volume *v, int z, int bit_depth, void *out);
 
 #ifdef __cplusplus
 }

@@ -23,8 +23,8 @@
 
 #include "common/common.h"
 #include "pipeline/mr/mr.h"
-#include "pipeline/write/png.h"
-#include "tests/pipeline/mr_phantom.h"
+#include "pipeline/write/write.h"
+#include "tests/mr/mr_phantom.h"
 
 static rp_volume *load(const char *dir, int i)
 {
@@ -166,7 +166,7 @@ static int cmd_fuse(char **argv)
     save(dir, "fused.raw", o->data, rp_volume_nvox(o) * o->dim[3] * 4);
     char p[4096], err[256] = "";
     snprintf(p, sizeof p, "%s/nnunet", dir);
-    if ((rc = rp_mr_fuse_write_nnunet(o, p, "case", err, sizeof err)) != 0) {
+    if ((rc = rp_nifti_write_nnunet(o, p, "case", err, sizeof err)) != 0) {
         fprintf(stderr, "nnunet layout: %s\n", err);
         return 1;
     }

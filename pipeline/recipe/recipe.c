@@ -1,0 +1,422 @@
+/*
+ * pipeline/recipe/recipe.c — recipe parser, step registry, runner, rule matching and recipe
+ * hash (see recipe.h for the contract).
+ */
+#include "pipeline/recipe/recipe.h"
+
+#include <ctype.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/common.h"
+#include "pipeline/recipe/recipe_internal.h"
+
+#define RP_RECIPE_MAX_STEPS 64
+
+typedef struct recipe_step {
+    const rp_step_def *def;
+    void *params;
+    int table;      /* index into tables[] */
+    char text[512]; /* as written, for messages */
+} recipe_step;
+
+struct rp_recipe {
+    size_t n;
+    recipe_step steps[RP_RECIPE_MAX_STEPS];
+};
+
+enum { TABLE_GENERIC, TABLE_CT, TABLE_MR, TABLE_XR, N_TABLES };
+
+static const rp_step_def *table_at(int t)
+{
+    switch (t) {
+    case TABLE_GENERIC:
+        return rp_steps_generic;
+    case TABLE_CT:
+        return rp_steps_ct;
+    case TABLE_MR:
+        return rp_steps_mr;
+    case TABLE_XR:
+        return rp_steps_xr;
+    }
+    return NULL;
+}
+
+static const rp_step_def *find_step(const char *name, int *table)
+{
+    for (int t = 0; t < N_TABLES; t++) {
+        const rp_step_def *tab = table_at(t);
+        for (int i = 0; tab && tab[i].name; i++)
+            if (strcmp(tab[i].name, name) == 0) {
+                if (table)
+                    *table = t;
+                return &tab[i];
+            }
+    }
+    return NULL;
+}
+
+const rp_step_def *rp_recipe_find_step(const char *name)
+{
+    return name ? find_step(name, NULL) : NULL;
+}
+
+static void known_steps(char *buf, size_t bufsz)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int t = 0; t < N_TABLES; t++) {
+        const rp_step_def *tab = table_at(t);
+        for (int i = 0; tab && tab[i].name; i++) {
+            int w = snprintf(buf + len, bufsz - len, "%s%s", len ? " " : "", tab[i].name);
+            if (w < 0 || (size_t)w >= bufsz - len)
+                return;
+            len += (size_t)w;
+        }
+    }
+}
+
+void rp_recipe_free(rp_recipe *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->steps[i].def->free_params)
+            r->steps[i].def->free_params(r->steps[i].params);
+        else
+            free(r->steps[i].params);
+    }
+    free(r);
+}
+
+/* Next step token: blanks separate steps except inside parentheses; "name (args)" is allowed.
+ * Returns the length of the token starting at *p (after leading blanks), 0 at the end,
+ * -1 on an unbalanced ')' or a missing ')'. */
+static long next_token(const char **pp)
+{
+    const char *p = *pp;
+    while (isspace((unsigned char)*p))
+        p++;
+    *pp = p;
+    if (!*p)
+        return 0;
+    int depth = 0;
+    const char *q = p;
+    for (; *q; q++) {
+        if (*q == '(') {
+            depth++;
+        } else if (*q == ')') {
+            if (--depth < 0)
+                return -1;
+        } else if (isspace((unsigned char)*q) && depth == 0) {
+            const char *r = q;
+            while (isspace((unsigned char)*r))
+                r++;
+            if (*r != '(')
+                break;
+        }
+    }
+    if (depth != 0)
+        return -1;
+    return (long)(q - p);
+}
+
+int rp_recipe_parse(const char *text, rp_recipe **out, char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    *out = NULL;
+    if (!text) {
+        snprintf(err, errlen, "no steps given");
+        return RP_ECONF;
+    }
+    rp_recipe *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return RP_ENOMEM;
+    }
+    const char *p = text;
+    for (int idx = 1;; idx++) {
+        long len = next_token(&p);
+        if (len == 0)
+            break;
+        if (len < 0) {
+            snprintf(err, errlen, "step %d: unbalanced parentheses in '%.200s'", idx, p);
+            goto fail;
+        }
+        if (r->n >= RP_RECIPE_MAX_STEPS) {
+            snprintf(err, errlen, "too many steps (at most %d)", RP_RECIPE_MAX_STEPS);
+            goto fail;
+        }
+        recipe_step *s = &r->steps[r->n];
+        if ((size_t)len >= sizeof s->text) {
+            snprintf(err, errlen, "step %d: '%.60s...' is too long", idx, p);
+            goto fail;
+        }
+        memcpy(s->text, p, (size_t)len);
+        s->text[len] = '\0';
+        p += len;
+        char name[64];
+        rp_step_args args;
+        if (rp_arg_call(s->text, name, sizeof name, &args) != 0) {
+            snprintf(err, errlen,
+                     "step %d '%.200s': malformed (expected name or name(arg,...) with balanced "
+                     "parentheses, no empty arguments, at most %d arguments of < 128 characters)",
+                     idx, s->text, RP_STEP_MAX_ARGS);
+            goto fail;
+        }
+        s->def = find_step(name, &s->table);
+        if (!s->def) {
+            char known[1024];
+            known_steps(known, sizeof known);
+            snprintf(err, errlen, "unknown step '%.60s' (step %d); known steps: %.700s", name, idx,
+                     known);
+            goto fail;
+        }
+        char why[400] = "";
+        if (s->def->parse(&args, &s->params, why, sizeof why) != 0) {
+            s->def = NULL; /* nothing to free */
+            snprintf(err, errlen, "step %d '%.200s': %s", idx, s->text,
+                     why[0] ? why : "bad arguments");
+            goto fail;
+        }
+        r->n++;
+    }
+    if (r->n == 0) {
+        snprintf(err, errlen, "no steps given");
+        goto fail;
+    }
+    *out = r;
+    return 0;
+fail:
+    rp_recipe_free(r);
+    return RP_ECONF;
+}
+
+int rp_recipe_check(const char *steps, char *err, size_t errlen)
+{
+    rp_recipe *r;
+    int rc = rp_recipe_parse(steps, &r, err, errlen);
+    rp_recipe_free(r);
+    return rc;
+}
+
+size_t rp_recipe_nsteps(const rp_recipe *r)
+{
+    return r ? r->n : 0;
+}
+
+const char *rp_recipe_step_name(const rp_recipe *r, size_t i)
+{
+    return r && i < r->n ? r->steps[i].def->name : NULL;
+}
+
+static cJSON *describe_step(const recipe_step *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "step", s->def->name);
+    cJSON *params = cJSON_AddObjectToObject(o, "params");
+    if (params && s->def->describe)
+        s->def->describe(s->params, params);
+    return o;
+}
+
+cJSON *rp_recipe_describe(const rp_recipe *r)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && r && i < r->n; i++) {
+        cJSON *o = describe_step(&r->steps[i]);
+        if (!o) {
+            cJSON_Delete(arr);
+            return NULL;
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+int rp_recipe_hash(const rp_recipe *r, char hex[65])
+{
+    cJSON *d = rp_recipe_describe(r);
+    char *txt = d ? cJSON_PrintUnformatted(d) : NULL;
+    cJSON_Delete(d);
+    if (!txt)
+        return RP_ENOMEM;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    int ok = EVP_Digest(txt, strlen(txt), md, &mdlen, EVP_sha256(), NULL);
+    free(txt);
+    if (!ok || mdlen != 32)
+        return RP_EINTERNAL;
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+/* The QC picture of every output: <out_dir>/<stem>_qc.png. A failure here is logged and
+ * noted in QC; it never fails the recipe. */
+static void write_montage(rp_step_ctx *ctx)
+{
+    if (!ctx->out_dir || !ctx->out_stem)
+        return;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s_qc.png", ctx->out_dir, ctx->out_stem) >=
+        sizeof path)
+        return;
+    int rc = rp_qc_montage_png(ctx, path);
+    if (rc) {
+        RP_WARN("pipeline", "QC montage not written path=%s rc=%d", path, rc);
+        if (ctx->qc)
+            cJSON_AddStringToObject(ctx->qc, "montage_error", rp_strerror(rc));
+        return;
+    }
+    if (ctx->extra_outputs) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "kind", "qc_montage");
+        cJSON_AddStringToObject(e, "path", path);
+        cJSON_AddItemToArray(ctx->extra_outputs, e);
+    }
+}
+
+int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
+{
+    if (!r || !ctx || !ctx->vol)
+        return RP_EINVAL;
+    /* A fresh (zeroed) context: assembly hands CT over in Hounsfield units (slope/intercept
+     * applied). A context that already ran a recipe keeps its bookkeeping. */
+    if (ctx->hu_scale == 0) {
+        ctx->hu_known =
+            !ctx->info || !ctx->info->modality[0] || strcasecmp(ctx->info->modality, "CT") == 0;
+        ctx->hu_scale = 1.0;
+        ctx->hu_offset = 0.0;
+        ctx->hu_lo = -INFINITY;
+        ctx->hu_hi = INFINITY;
+    }
+    cJSON *steps_qc = NULL;
+    if (ctx->qc) {
+        steps_qc = cJSON_GetObjectItemCaseSensitive(ctx->qc, "steps");
+        if (!steps_qc)
+            steps_qc = cJSON_AddArrayToObject(ctx->qc, "steps");
+    }
+    cJSON *before = steps_qc ? rp_qc_stats(ctx->vol) : NULL;
+    for (size_t i = 0; i < r->n; i++) {
+        const recipe_step *s = &r->steps[i];
+        cJSON *sq = NULL;
+        if (steps_qc) {
+            sq = describe_step(s);
+            if (sq) {
+                cJSON_AddItemToArray(steps_qc, sq);
+                if (before)
+                    cJSON_AddItemToObject(sq, "before", before);
+                before = NULL;
+            }
+        }
+        ctx->step_qc = sq;
+        ctx->err[0] = '\0';
+        double t0 = rp_mono_s();
+        int rc = s->def->run(ctx, s->params);
+        double ms = (rp_mono_s() - t0) * 1e3;
+        ctx->step_qc = NULL;
+        if (s->table == TABLE_MR || s->table == TABLE_XR)
+            ctx->hu_known = 0;
+        if (rc == 0 && !ctx->vol) {
+            rc = RP_EINTERNAL;
+            snprintf(ctx->err, sizeof ctx->err, "step left no volume");
+        }
+        if (rc != 0) {
+            char reason[256];
+            rp_strlcpy(reason, ctx->err[0] ? ctx->err : rp_strerror(rc), sizeof reason);
+            snprintf(ctx->err, sizeof ctx->err, "step %zu '%.60s' failed: %.150s", i + 1, s->text,
+                     reason);
+            if (sq)
+                cJSON_AddStringToObject(sq, "error", reason);
+            RP_ERROR("pipeline", "recipe step failed step=%s index=%zu rc=%d reason=\"%s\"",
+                     s->def->name, i + 1, rc, reason);
+            return rc;
+        }
+        RP_DEBUG("pipeline", "step done step=%s ms=%.1f", s->def->name, ms);
+        if (sq) {
+            cJSON *after = rp_qc_stats(ctx->vol);
+            if (after) {
+                cJSON_AddItemToObject(sq, "after", after);
+                before = cJSON_Duplicate(after, 1);
+            }
+            cJSON_AddNumberToObject(sq, "ms", round(ms * 10) / 10);
+        }
+    }
+    cJSON_Delete(before);
+    if (ctx->qc) {
+        cJSON_DeleteItemFromObjectCaseSensitive(ctx->qc, "masks");
+        cJSON *m = rp_qc_masks(ctx);
+        if (m)
+            cJSON_AddItemToObject(ctx->qc, "masks", m);
+    }
+    write_montage(ctx);
+    return 0;
+}
+
+/* Any blank-separated word of `list` equals `value` (case-insensitive); an empty list matches
+ * everything. */
+static int list_has(const char *list, const char *value)
+{
+    const char *p = list;
+    int any = 0;
+    while (*p) {
+        while (*p && (isspace((unsigned char)*p) || *p == ','))
+            p++;
+        const char *b = p;
+        while (*p && !isspace((unsigned char)*p) && *p != ',')
+            p++;
+        if (p > b) {
+            any = 1;
+            size_t n = (size_t)(p - b);
+            if (value && strlen(value) == n && strncasecmp(b, value, n) == 0)
+                return 1;
+        }
+    }
+    return !any;
+}
+
+static int rule_matches(const rp_conf_rule *rule, const rp_series_info *info)
+{
+    if (!list_has(rule->modality, info->modality))
+        return 0;
+    if (!list_has(rule->body_part, info->body_part))
+        return 0;
+    if (rule->series_description[0] &&
+        fnmatch(rule->series_description, info->series_description, FNM_CASEFOLD) != 0)
+        return 0;
+    if (rule->slice_thickness_min >= 0 && !(info->slice_thickness >= rule->slice_thickness_min))
+        return 0;
+    if (rule->slice_thickness_max >= 0 &&
+        !(info->slice_thickness > 0 && info->slice_thickness <= rule->slice_thickness_max))
+        return 0;
+    return 1;
+}
+
+const rp_conf_rule *rp_recipe_match(const rp_conf *c, const rp_series_info *info)
+{
+    const rp_conf_rule *best = NULL;
+    if (!c || !info)
+        return NULL;
+    for (size_t i = 0; i < c->n_rules; i++) {
+        const rp_conf_rule *rule = &c->rules[i];
+        if (!rule_matches(rule, info))
+            continue;
+        if (!best || rule->priority > best->priority ||
+            (rule->priority == best->priority && best->builtin && !rule->builtin))
+            best = rule;
+    }
+    return best;
+}

@@ -1,0 +1,243 @@
+/*
+ * pipeline/write/write.h — everything that leaves the pipeline as a file: NIfTI-1 images
+ * (nifti.c), PNG (png.c), the JSON sidecar of a stack (sidecar.c), derived DICOM series and
+ * DICOM SEG (derived.cc, dcmtk), and the file writers handed to recipe steps
+ * (step_writers.c). Library rp_write; depends on rp_assemble (stacks and headers for the
+ * sidecar), rp_step (a finished step context for derived DICOM, the writer hooks), rp_volume,
+ * libdeflate/zlib, libpng and dcmtk (dcmdata, dcmiod, dcmfg, dcmseg). No dcmtk type crosses
+ * this header.
+ *
+ * Contract, NIfTI:
+ *  - One header (348 bytes + 4 extension bytes, vox_offset 352) then the voxels, x fastest.
+ *  - sform = the given affine (voxel -> RAS mm, NIfTI convention), sform_code 1 (scanner);
+ *    qform = the closest rigid transform with pixdim/qfac, qform_code 1. Readers (nibabel,
+ *    FSL, ITK) get the affine we meant.
+ *  - .nii.gz is written as concatenated gzip members compressed in parallel with libdeflate
+ *    (valid gzip: zlib, gzip -d and nibabel read it). Memory: at most 2 blocks per thread in
+ *    flight besides the caller's data.
+ *  - Written to "<path>.tmp-<pid>" then renamed: a crash never leaves a half file at `path`.
+ *
+ * Contract, PNG:
+ *  - rp_png_write() writes `pixels` (row-major, top row first, `channels` interleaved samples per
+ *    pixel: 1 = grey, 3 = RGB, 4 = RGBA) as a PNG file at `path`. With bit_depth 16 the samples
+ *    are host-order uint16_t; libpng's big-endian order is handled here.
+ *  - The file is written to "<path>.tmp" and renamed, so a reader never sees half a PNG.
+ *  - Returns 0, RP_EINVAL (bad arguments), RP_ENOMEM or RP_EIO (reason logged).
+ *
+ * Contract, sidecar:
+ *  - rp_sidecar_build() returns a new cJSON object with BIDS-style acquisition keys (times in
+ *    seconds, as BIDS and dcm2niix write them) and a "Provenance" object: source SOP
+ *    Instance UIDs in slice order, transfer syntaxes, the assembly decisions (the stack's QC),
+ *    scaling, software name and RP_VERSION. Patient keys appear only when the caller's privacy
+ *    policy allows it (with_patient; pipeline.h: RP_PRIVACY_SIDECAR or higher). No
+ *    wall-clock time is written (outputs are a pure function of the input).
+ *  - rp_json_write() writes any cJSON to a file atomically (temporary name + rename).
+ *
+ * Contract, derived DICOM:
+ *  - Nothing is invented about the patient: the Patient, Patient Study and General Study
+ *    module attributes (and Specific Character Set) are copied element by element from the
+ *    first source file, empty ones included; absent ones stay absent, except the modules'
+ *    Type 2 attributes, which are written empty (unknown) so the object stays valid.
+ *  - New Series and SOP Instance UIDs come from dcmGenerateUniqueIdentifier() under
+ *    o->uid_root (dcmtk's site root when empty); the Frame of Reference is kept, so the
+ *    derived series overlays its source in any viewer.
+ *  - Geometry comes from the volume's affine (RAS+, see volume.h), converted back to DICOM
+ *    LPS: every slice k gets Image Position = affine·(0,0,k), Image Orientation = the unit
+ *    columns 0 and 1 of the affine, Pixel Spacing = (spacing[1], spacing[0]). Rows are y
+ *    (index j), columns x (index i), so pixel order is the volume's memory order.
+ *  - Pixels are stored as signed 16-bit integers with Rescale Slope/Intercept chosen per
+ *    series to cover the float range of the volume: stored*slope + intercept reproduces every
+ *    voxel within slope/2 (exactly, with slope 1, when the values are already integers that
+ *    fit 16 bits). Window Center/Width are the recipe's window, or the data range.
+ *  - IOD (see choose_iod() in derived.cc for the reasons): CT / MR Image Storage when
+ *    o->values_physical (HU or the scanner's MR units are kept, geometry only), otherwise
+ *    Secondary Capture Image Storage, one instance per slice, with Rescale Type "US".
+ *  - Files are written under a temporary name, fsync'ed and renamed: a reader never sees a
+ *    half-written instance. Errors: 0 or RP_E* with one log line saying why.
+ *  - Thread-safe (separate calls share nothing but dcmtk's dictionary).
+ *
+ * Contract, step writers: rp_write_step_writers() gives the rp_step_writers a recipe's
+ * context needs (png = rp_png_write; nifti = rp_nifti_write_volume with gzip, default level
+ * and threads, and the given description), a static table the caller borrows.
+ */
+#ifndef RP_PIPELINE_WRITE_H
+#define RP_PIPELINE_WRITE_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline/assemble/assemble.h"
+#include "pipeline/step/step.h"
+#include "pipeline/volume/volume.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- NIfTI (nifti.c) ------------------------------------------------------------------- */
+
+/* NIfTI datatype codes we write (same numbers as rp_sample_type in assemble.h). */
+enum {
+    RP_NII_UINT8 = 2,
+    RP_NII_INT16 = 4,
+    RP_NII_INT32 = 8,
+    RP_NII_FLOAT32 = 16,
+    RP_NII_RGB24 = 128,
+    RP_NII_INT8 = 256,
+    RP_NII_UINT16 = 512,
+    RP_NII_UINT32 = 768
+};
+
+typedef struct rp_nifti_opts {
+    int gzip;           /* 1: gzip (the path should end in .nii.gz) */
+    int level;          /* libdeflate level 1..12; 0: default (RP_NIFTI_DEFAULT_LEVEL) */
+    int threads;        /* compression threads; <= 0: OpenMP default */
+    size_t block_bytes; /* uncompressed bytes per gzip member; 0: 1 MiB */
+    double tr_s;        /* pixdim[4] for 4-D data (seconds), 0 when unknown */
+    char descrip[80];   /* header description */
+} rp_nifti_opts;
+
+#define RP_NIFTI_DEFAULT_LEVEL 6 /* libdeflate 6: ~3.5x faster than zlib 6, smaller */
+
+/* Write dims (nx, ny, nz, nt; nt 1 for 3-D) of `datatype` voxels. scl_slope 0 means
+ * "no scaling" (written as 1/0 unless the caller gives real values). */
+int rp_nifti_write(const char *path, const int dim[4], int datatype, const void *data,
+                   const double affine[4][4], double scl_slope, double scl_inter,
+                   const rp_nifti_opts *o, char *err, size_t errlen);
+
+/* Same, the voxels given as dim[2]*dim[3] slices of dim[0]*dim[1] voxels each (written in
+ * that order, without gathering them first). */
+int rp_nifti_write_slices(const char *path, const int dim[4], int datatype,
+                          const void *const *slices, const double affine[4][4], double scl_slope,
+                          double scl_inter, const rp_nifti_opts *o, char *err, size_t errlen);
+
+/* Write a float32 rp_volume (channels become the 4th dimension). */
+int rp_nifti_write_volume(const char *path, const rp_volume *v, const rp_nifti_opts *o, char *err,
+                          size_t errlen);
+
+/* nnU-Net raw layout: channel c of `fused` as DIR/<case_id>_<cccc>.nii.gz (float32 gzip, the
+ * fused affine; DIR created). The 4-D volume itself goes out through rp_nifti_write_volume().
+ * RP_EINVAL for a case_id that is empty or holds '/'. */
+int rp_nifti_write_nnunet(const rp_volume *fused, const char *dir, const char *case_id, char *err,
+                          size_t errlen);
+
+/* Header fields as read back (tests, tools). */
+typedef struct rp_nifti_info {
+    int dim[8];
+    int datatype, bitpix;
+    float pixdim[8];
+    float vox_offset, scl_slope, scl_inter;
+    int qform_code, sform_code;
+    float quatern[3], qoffset[3];
+    double srow[3][4];
+    char descrip[80];
+    char magic[4];
+} rp_nifti_info;
+
+/* Read the header of a .nii or .nii.gz (zlib; multi-member gzip is fine). */
+int rp_nifti_read_info(const char *path, rp_nifti_info *out);
+/* qform of a header as a 4x4 (for tests). */
+void rp_nifti_qform_affine(const rp_nifti_info *h, double A[4][4]);
+
+/* ---- PNG (png.c) ----------------------------------------------------------------------- */
+
+int rp_png_write(const char *path, const void *pixels, int w, int h, int channels, int bit_depth);
+
+/* ---- sidecar (sidecar.c) --------------------------------------------------------------- */
+
+/* with_patient: add the patient keys (the caller's privacy policy allows it). */
+cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, const rp_stack_data *d,
+                        int with_patient);
+
+int rp_json_write(const char *path, const cJSON *j, char *err, size_t errlen);
+
+/* ---- derived DICOM (derived.cc) -------------------------------------------------------- */
+
+#define RP_DERIVED_MAX_CODES 8
+
+/* A Derivation Code Sequence item (coding scheme DCM, CID 7203 "Image Derivation"). */
+typedef struct rp_derived_code {
+    char value[17];   /* e.g. "113085" */
+    char meaning[65]; /* e.g. "Spatial resampling" */
+} rp_derived_code;
+
+typedef struct rp_derived_opts {
+    const char *uid_root;               /* conf uid_root; NULL/"" = dcmtk's site root */
+    const char *series_description;     /* e.g. "LIDC chest [radprep: 1 mm, lung window]";
+                                           NULL: "<source description> [radprep]" */
+    int series_number;                  /* <= 0: source series number + 1000 (or 1000) */
+    const char *derivation_description; /* free text, e.g. the recipe; NULL: none */
+    const char *recipe;                 /* recipe text: Derivation Codes are chosen from its step
+                                           names when n_codes == 0 (rp_derived_codes_from_recipe) */
+    rp_derived_code codes[RP_DERIVED_MAX_CODES];
+    int n_codes;
+    int values_physical;                /* 1: values still in the source's units (HU) */
+    double window_center, window_width; /* width <= 0: the data range */
+    int channel;                        /* channel of a multi-channel volume to write (0) */
+    double slice_thickness_mm;          /* <= 0: spacing along the slice normal */
+    /* Source slices, for the per-slice Source Image Sequence (series) and for the SEG's
+     * Derivation Image references: each derived slice references the source slice(s)
+     * nearest to it along the normal. NULL/0: series get no Source Image Sequence. */
+    const char *const *src_slice_files;
+    size_t n_src_slices;
+    const char *series_uid; /* NULL: generate (tests can pin it) */
+} rp_derived_opts;
+
+/* Fill defaults: everything 0/NULL, window width -1. */
+void rp_derived_opts_init(rp_derived_opts *o);
+
+/* Map the step names of a recipe to CID 7203 derivation codes (resample -> 113085 Spatial
+ * resampling, denoise/smoothing -> 113087 Smoothing, zscore/whitestripe -> 113071 Z-Score,
+ * reorient/crop/pad -> 113072 Multiplanar reformatting, ...), without duplicates.
+ * Returns the number written (<= max). */
+int rp_derived_codes_from_recipe(const char *recipe, rp_derived_code *out, int max);
+
+/* Write vol (channel o->channel) as a derived series, one file per slice, into out_dir
+ * (created if missing). src_file: a source instance of the series (patient, study, frame of
+ * reference, equipment-independent series attributes come from it).
+ * On success *paths_out is a new array of *n_out new strings (the files written, in slice
+ * order); free it with rp_derived_paths_free(). On failure nothing is returned and the files
+ * already written are removed. */
+int rp_derived_write_series(const rp_derived_opts *o, const rp_volume *vol, const char *src_file,
+                            const char *out_dir, char ***paths_out, size_t *n_out);
+void rp_derived_paths_free(char **paths, size_t n);
+
+/* Write masks[0..n) (same grid each; names "lung", "body", "metal"... pick the segment codes)
+ * as one binary DICOM Segmentation at out_path. The SEG references the source series
+ * (Referenced Series Sequence, and per frame the nearest source slice in the Derivation Image
+ * Sequence when src_slice_files are given). Empty frames are left out, except that every
+ * segment keeps at least one frame. src_slice_files may be NULL when nsrc == 0 (then
+ * o->src_slice_files are used, if any). */
+int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *masks, size_t n,
+                         const char *src_file, const char *const *src_slice_files, size_t nsrc,
+                         const char *out_path);
+
+/* ---- one call for process.c: the outputs "dicom" / "seg" of a rule ---------------------- */
+typedef struct rp_derived_request {
+    const char *outputs;          /* the rule's outputs text: words "dicom" and/or "seg" */
+    const char *uid_root;         /* conf uid_root */
+    const char *rule_name;        /* goes into the Series Description: "<src> [radprep: NAME]" */
+    const char *recipe;           /* steps text (Derivation Description and codes) */
+    const rp_step_ctx *ctx;       /* after the recipe: vol, masks, info, HU bookkeeping */
+    const char *const *src_files; /* source file of each slice, slice order (src_files[0]
+                                     gives patient/study) */
+    size_t n_src;
+    const char *out_dir; /* files go to <out_dir>/dicom/ (series IM*.dcm, seg.dcm) */
+} rp_derived_request;
+
+/* Write what the rule asks for: "dicom" -> the derived series of ctx->vol (CT Image Storage
+ * when the values are still HU, i.e. CT with hu_known, scale 1, offset 0; else Secondary
+ * Capture), window = the source's first window for HU output, else the data range; "seg" ->
+ * ctx's masks as one SEG (except a "padding" mask; nothing when no mask is left). 0 when nothing
+ * was asked. *n_written (may be NULL) gets the number of files written. */
+int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written);
+
+/* ---- step writers (step_writers.c) ----------------------------------------------------- */
+
+const rp_step_writers *rp_write_step_writers(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
