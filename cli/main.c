@@ -15,8 +15,6 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/cmd_audit.h"
-#include "cli/cmd_fuse.h"
 #include "common/common.h"
 #include "conf/conf.h"
 

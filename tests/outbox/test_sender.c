@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "outbox/sender.h"
+#include "outbox/outbox.h"
 
 static char g_tmp[256];
 static char g_shim[512];

@@ -14,7 +14,7 @@
 #include "common/common.h"
 #include "conf/conf.h"
 #include "db/db.h"
-#include "sched/monitor.h"
+#include "sched/sched.h"
 
 static char tmpdir[256], dbpath[300];
 static rp_conf conf;
@@ -97,7 +97,7 @@ static size_t jobs_of(rp_db *db, const char *series_uid, rp_db_job **out)
 {
     size_t n = 0;
     *out = NULL;
-    assert_int_equal(rp_db_jobs_list(db, NULL, series_uid, 0, out, &n), 0);
+    assert_int_equal(rp_db_jobs_list(db, -1, series_uid, 0, out, &n), 0);
     return n;
 }
 
@@ -116,16 +116,16 @@ static void test_quiet(void **state)
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "complete");
-    assert_string_equal(si.completed_reason, "quiet");
+    assert_int_equal(si.state, RP_SERIES_COMPLETE);
+    assert_int_equal(si.completed_reason, RP_COMPLETED_QUIET);
     assert_int_equal(si.version, 1);
     /* a second pass (or a restart) completes nothing more and enqueues nothing more */
     assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 100, &done, &wait), 0);
     assert_int_equal(done, 0);
     rp_db_job *j;
     assert_int_equal(jobs_of(db, "1.2.3.1.1", &j), 1);
-    assert_int_equal(j[0].series_version, 1);
-    assert_string_equal(j[0].state, "queued");
+    assert_int_equal(j[0].version, 1);
+    assert_int_equal(j[0].state, RP_JOB_QUEUED);
     free(j);
     rp_db_close(db);
 }
@@ -145,7 +145,7 @@ static void test_expected_count(void **state)
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.2", &si), 0);
-    assert_string_equal(si.completed_reason, "expected_count");
+    assert_int_equal(si.completed_reason, RP_COMPLETED_EXPECTED_COUNT);
     assert_int_equal(si.expected_count, 5);
 
     /* MR with counts switched off waits for its own quiet period (5 s) */
@@ -155,7 +155,7 @@ static void test_expected_count(void **state)
     assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 5.0, &done, NULL), 0);
     assert_int_equal(done, 1);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.3", &si), 0);
-    assert_string_equal(si.completed_reason, "quiet");
+    assert_int_equal(si.completed_reason, RP_COMPLETED_QUIET);
     rp_db_close(db);
 }
 
@@ -172,7 +172,7 @@ static void test_reopen_version2(void **state)
     add(db, "CT", 4, 4, 1, t + 10, -1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.4", &si), 0);
-    assert_string_equal(si.state, "receiving");
+    assert_int_equal(si.state, RP_SERIES_RECEIVING);
     assert_int_equal(si.version, 2);
     assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 11, &done, NULL), 0);
     assert_int_equal(done, 0);
@@ -182,8 +182,8 @@ static void test_reopen_version2(void **state)
     assert_int_equal(jobs_of(db, "1.2.3.1.4", &j), 2);
     int v1 = 0, v2 = 0;
     for (int i = 0; i < 2; i++) {
-        v1 += j[i].series_version == 1;
-        v2 += j[i].series_version == 2;
+        v1 += j[i].version == 1;
+        v2 += j[i].version == 2;
     }
     assert_int_equal(v1, 1);
     assert_int_equal(v2, 1);
@@ -206,9 +206,9 @@ static void test_restart_resumes(void **state)
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.5", &si), 0);
-    assert_string_equal(si.state, "complete");
+    assert_int_equal(si.state, RP_SERIES_COMPLETE);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.6", &si), 0);
-    assert_string_equal(si.state, "receiving");
+    assert_int_equal(si.state, RP_SERIES_RECEIVING);
     rp_db_close(db);
 }
 
@@ -262,13 +262,13 @@ static void test_thread(void **state)
     rp_db *db = fresh("thread");
     add(db, "CT", 7, 1, 2, rp_now_s() - 10, -1);
     rp_monitor *m = NULL;
-    assert_int_equal(rp_monitor_start(&conf, dbpath, NULL, NULL, &m), 0);
+    assert_int_equal(rp_monitor_start(&conf, dbpath, 0, NULL, NULL, &m), 0);
     rp_db_series_info si;
     int ok = 0;
     for (int i = 0; i < 100 && !ok; i++) {
         usleep(20000);
         assert_int_equal(rp_db_series_get(db, "1.2.3.1.7", &si), 0);
-        ok = strcmp(si.state, "complete") == 0;
+        ok = si.state == RP_SERIES_COMPLETE;
     }
     assert_true(ok);
     rp_monitor_wake(m);
