@@ -1,4 +1,4 @@
-/* Unit tests for scp/outbox.c with a real dcmtk storescp on loopback (bind_loopback shim):
+/* Unit tests for outbox/outbox.c with a real dcmtk storescp on loopback (bind_loopback shim):
  *  - everything queued arrives exactly once, rows end 'done';
  *  - receiver absent: attempts grow with the backoff, nothing goes dead; receiver started:
  *    everything arrives exactly once;

@@ -1,4 +1,4 @@
-/* Unit tests for scp/sender.cc against a real dcmtk storescp on loopback (under the
+/* Unit tests for outbox/sender.cc against a real dcmtk storescp on loopback (under the
  * bind_loopback shim): success exactly once, transcoding when the peer refuses our syntax,
  * connection refused -> RETRY, association refused -> DEAD with the reason, bad file -> DEAD
  * without harming the others. */

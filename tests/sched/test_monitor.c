@@ -1,6 +1,7 @@
 /* Unit tests for the completion monitor on a real SQLite index: quiet and expected-count
- * completion with their evidence, one job per version, reopen → version 2, and "restart"
- * (a new handle, a later clock) resuming from the database alone. */
+ * completion with their evidence, one job per version, reopen → version 2, "restart"
+ * (a new handle, a later clock) resuming from the database alone, and the wake-up path (the
+ * index queue's commit wakes the thread long before its poll interval). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -276,12 +277,72 @@ static void test_thread(void **state)
     rp_db_close(db);
 }
 
+/* The hook radprepd wires (through rp_processing_indexed): a committed batch wakes the
+ * monitor. */
+static void wake_monitor(void *arg, size_t n)
+{
+    (void)n;
+    rp_monitor_wake(arg);
+}
+
+static double wait_complete(rp_db *db, const char *uid, double secs)
+{
+    double t0 = rp_mono_s();
+    rp_db_series_info si;
+    while (rp_mono_s() - t0 < secs) {
+        if (rp_db_series_get(db, uid, &si) == 0 && si.state == RP_SERIES_COMPLETE)
+            return rp_mono_s() - t0;
+        usleep(5000);
+    }
+    return -1;
+}
+
+static void test_wake_from_index_commit(void **state)
+{
+    (void)state;
+    const double poll_s = 5.0;
+    rp_db *db = fresh("wake");
+    rp_monitor *m = NULL;
+    assert_int_equal(rp_monitor_start(&conf, dbpath, poll_s, NULL, NULL, &m), 0);
+    usleep(100000); /* its first pass has run: now it sleeps for poll_s unless woken */
+
+    /* Not woken: a series whose expected count is reached waits for the next poll. */
+    add(db, "CT", 21, 1, 3, rp_now_s(), 3);
+    assert_true(wait_complete(db, "1.2.3.1.21", 0.5) < 0);
+
+    /* Indexed through the queue, whose commit hook wakes the monitor: done at once. */
+    rp_db_queue *q = NULL;
+    assert_int_equal(rp_db_queue_start(dbpath, 64, 20, &q), 0);
+    rp_db_queue_on_commit(q, wake_monitor, m);
+    double t0 = rp_mono_s();
+    for (int i = 1; i <= 4; i++) {
+        rp_instance_meta mt;
+        meta(&mt, "CT", 22, i, rp_now_s());
+        mt.images_in_acquisition = 4;
+        assert_int_equal(rp_db_queue_push(q, &mt), 0);
+    }
+    assert_int_equal(rp_db_queue_flush(q), 0);
+    double latency = wait_complete(db, "1.2.3.1.22", poll_s);
+    double since_push = rp_mono_s() - t0;
+    print_message("completed %.3f s after the commit (%.3f s after the first push), poll %.1f s\n",
+                  latency, since_push, poll_s);
+    assert_true(latency >= 0 && latency < 0.5);
+    /* the pass that woke for series 22 took series 21 along */
+    assert_true(wait_complete(db, "1.2.3.1.21", 0.1) >= 0);
+    /* the hook is gone once removed: nothing calls into a monitor about to stop */
+    rp_db_queue_on_commit(q, NULL, NULL);
+    rp_db_queue_stop(q);
+    rp_monitor_stop(m);
+    rp_db_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quiet),           cmocka_unit_test(test_expected_count),
         cmocka_unit_test(test_reopen_version2), cmocka_unit_test(test_restart_resumes),
         cmocka_unit_test(test_pending_notes),   cmocka_unit_test(test_thread),
+        cmocka_unit_test(test_wake_from_index_commit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
