@@ -11,7 +11,7 @@ bind_loopback shim).
 3. Receiver absent: attempts grow with the backoff, nothing is dead; the sender is stopped
    (restart) and the receiver started: everything arrives exactly once.
 
-The outbox runs through the driver mode of the unit test binary (`scp_test_outbox --send`),
+The outbox runs through the driver mode of the unit test binary (`outbox_test_outbox --send`),
 which queues files for every destination of a configuration and runs until nothing is pending.
 """
 import glob
@@ -32,7 +32,7 @@ import pydicom
 DATA = os.environ.get("RP_SHARED_DATA", "/work/shared/data")
 TOOLS = os.environ.get("RP_SHARED_TOOLS", "/work/shared/tools")
 BUILD = os.environ.get("RP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
-OUTBOX = os.path.join(BUILD, "tests", "scp_test_outbox")
+OUTBOX = os.path.join(BUILD, "tests", "outbox_test_outbox")
 DERIVED = os.path.join(BUILD, "tests", "pipeline_test_derived")
 
 failures = []

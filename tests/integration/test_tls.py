@@ -313,7 +313,7 @@ def make_derived(tmp):
 
 
 def sending(tmp, pki):
-    outbox = os.path.join(rptest.BUILD_DIR, "tests", "scp_test_outbox")
+    outbox = os.path.join(rptest.BUILD_DIR, "tests", "outbox_test_outbox")
     if not os.path.exists(outbox):
         check(False, "outbox driver %s is built" % outbox)
         return
