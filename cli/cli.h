@@ -1,5 +1,7 @@
 /*
- * cli — internals of the `radprep` operator tool (used only inside cli/).
+ * cli — the `radprep` operator tool: its commands and their shared helpers (used only inside
+ * cli/). The tool reaches the node only through the public headers of db/, store/, conf/,
+ * pipeline/, sched/ and worker/; it never includes another folder's internals.
  *
  * Every command has the signature rp_cli_cmd_fn: argv[0] is the command name, options and
  * operands follow; `c` is the loaded configuration (global --config / --data-dir applied).
@@ -33,11 +35,25 @@ int rp_cli_trigger(int argc, char **argv, const rp_conf *c);
 int rp_cli_reprocess(int argc, char **argv, const rp_conf *c);
 int rp_cli_send(int argc, char **argv, const rp_conf *c);
 int rp_cli_reindex(int argc, char **argv, const rp_conf *c);
-/* `radprep process DIR --out OUT` (and the supervisor's `process --job N`): written by the
- * pipeline engineer in cli/cmd_process.c. */
+/* `radprep process DIR --out OUT` (cli/cmd_process.c); with --job it hands over to
+ * rp_cli_process_job(), with --fusion to rp_cli_process_fusion(). */
 int rp_cli_process(int argc, char **argv, const rp_conf *c);
-/* `radprep curate --out DATASET_DIR ...` (cli/cmd_curate.c, H11). */
+/* `radprep process --job N [--config FILE] [--data-dir DIR]` (cli/cmd_job.c): the worker the
+ * supervisor execs. Reads its own configuration; returns an rp_worker_exit. */
+int rp_cli_process_job(int argc, char **argv);
+/* 1 if argv (argc entries) has a --job option, so rp_cli_process hands over. */
+int rp_cli_has_job_option(int argc, char **argv);
+/* `radprep curate --out DATASET_DIR ...` (cli/cmd_curate.c). */
 int rp_cli_curate(int argc, char **argv, const rp_conf *c);
+/* `radprep audit --study UID [--json]` (cli/cmd_audit.c): who sent a study and when. */
+int rp_cli_audit(int argc, char **argv, const rp_conf *c);
+/* Study-level commands (cli/cmd_fuse.c): `radprep fuse --rule NAME --study UID` queues the
+ * fusion of that study now; `radprep fit nyul ...`; `radprep process DIR... --fusion NAME
+ * --out OUT` (1 from rp_cli_has_fusion_option when argv holds --fusion). */
+int rp_cli_fuse(int argc, char **argv, const rp_conf *c);
+int rp_cli_fit(int argc, char **argv, const rp_conf *c);
+int rp_cli_has_fusion_option(int argc, char **argv);
+int rp_cli_process_fusion(int argc, char **argv, const rp_conf *c);
 
 /* Print "radprep: <cmd>: <reason>" on stderr and return `code`. */
 int rp_cli_fail(int code, const char *cmd, const char *fmt, ...)
@@ -54,6 +70,11 @@ int rp_cli_open_db(const rp_conf *c, const char *cmd, int must_exist, rp_db **ou
 
 /* Parse a positive integer option value; -1 when invalid. */
 long long rp_cli_parse_count(const char *s);
+
+/* The value of option `name` at argv[*i], as "--name=VALUE" or "--name VALUE" (then *i moves
+ * past it); NULL when argv[*i] is not that option (or its value is missing). For commands
+ * that take options in any order among operands, where getopt does not fit. */
+const char *rp_cli_opt_value(int argc, char **argv, int *i, const char *name);
 
 /* Format helpers. */
 const char *rp_cli_time(double t, char *buf, size_t bufsz);     /* "-" for 0 */

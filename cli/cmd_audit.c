@@ -8,7 +8,6 @@
  * simultaneous associations from the same AE and host), the transport says "unknown" or
  * "ambiguous" rather than guess.
  */
-#include "cli/cmd_audit.h"
 
 #include <getopt.h>
 #include <stdio.h>

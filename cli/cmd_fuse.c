@@ -4,8 +4,6 @@
  *   radprep fit nyul --dir DIR... --out MODEL.json [--steps "foreground"] [--mask NAME] [--max N]
  *   radprep process DIR... --fusion NAME --out OUT
  * Exit status: 0 success, 1 the operation failed (one line of reason), 2 usage. */
-#include "cli/cmd_fuse.h"
-
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,18 +15,8 @@
 #include "common/common.h"
 #include "db/db.h"
 #include "pipeline/pipeline.h"
-#include "sched/fusion.h"
+#include "sched/sched.h"
 #include "store/store.h"
-
-static const char *opt_value(int argc, char **argv, int *i, const char *name)
-{
-    size_t l = strlen(name);
-    if (strncmp(argv[*i], name, l) == 0 && argv[*i][l] == '=')
-        return argv[*i] + l + 1;
-    if (strcmp(argv[*i], name) == 0 && *i + 1 < argc)
-        return argv[++*i];
-    return NULL;
-}
 
 /* ---- file lists -------------------------------------------------------------------------- */
 
@@ -111,9 +99,9 @@ int rp_cli_process_fusion(int argc, char **argv, const rp_conf *c)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "process", "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if ((v = opt_value(argc, argv, &i, "--out")) || (v = opt_value(argc, argv, &i, "-o")))
+        if ((v = rp_cli_opt_value(argc, argv, &i, "--out")) || (v = rp_cli_opt_value(argc, argv, &i, "-o")))
             out = v;
-        else if ((v = opt_value(argc, argv, &i, "--fusion")))
+        else if ((v = rp_cli_opt_value(argc, argv, &i, "--fusion")))
             name = v;
         else if (!strcmp(argv[i], "--no-gzip"))
             o.gzip = 0;
@@ -169,9 +157,9 @@ int rp_cli_fuse(int argc, char **argv, const rp_conf *c)
     const char *rule = NULL, *study = NULL;
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if ((v = opt_value(argc, argv, &i, "--rule")))
+        if ((v = rp_cli_opt_value(argc, argv, &i, "--rule")))
             rule = v;
-        else if ((v = opt_value(argc, argv, &i, "--study")))
+        else if ((v = rp_cli_opt_value(argc, argv, &i, "--study")))
             study = v;
         else if (!strcmp(argv[i], "--help")) {
             printf("usage: radprep fuse --rule NAME --study STUDY_UID\n"
@@ -192,15 +180,8 @@ int rp_cli_fuse(int argc, char **argv, const rp_conf *c)
     int ex = rp_cli_open_db(c, "fuse", 1, &db);
     if (ex)
         return ex;
-    rp_store *store = NULL;
-    int rc = rp_store_open(c, &store);
-    if (rc) {
-        rp_db_close(db);
-        return rp_cli_fail(RP_CLI_EXIT_FAIL, "fuse", "cannot open the store: %s", rp_strerror(rc));
-    }
     rp_fusion_check chk;
-    rc = rp_fusion_check_study(db, c, rp_store_root(store), study, rule, 1, &chk);
-    rp_store_close(store);
+    int rc = rp_fusion_check_study(db, c, study, rule, 1, &chk);
     rp_db_close(db);
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "fuse", "%s",
@@ -317,7 +298,7 @@ static int rule_files(const rp_conf *c, const rp_conf_rule *rule, long long max,
     *n_series = 0;
     for (size_t i = 0; rc == 0 && i < u.n && (max <= 0 || *n_series < max); i++) {
         rp_db_series_info si;
-        if (rp_db_series_get(db, u.v[i], &si) != 0 || !strcmp(si.state, "receiving"))
+        if (rp_db_series_get(db, u.v[i], &si) != 0 || si.state == RP_SERIES_RECEIVING)
             continue;
         const rp_conf_rule *m = rp_pipeline_match_rule(c, si.modality, si.body_part,
                                                        si.description, si.slice_thickness);
@@ -369,16 +350,16 @@ int rp_cli_fit(int argc, char **argv, const rp_conf *c)
     int ex = 0;
     for (int i = 2; i < argc && !ex; i++) {
         const char *v;
-        if ((v = opt_value(argc, argv, &i, "--out")) || (v = opt_value(argc, argv, &i, "-o"))) {
+        if ((v = rp_cli_opt_value(argc, argv, &i, "--out")) || (v = rp_cli_opt_value(argc, argv, &i, "-o"))) {
             out = v;
             in_dirs = 0;
-        } else if ((v = opt_value(argc, argv, &i, "--steps"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--steps"))) {
             steps = v;
             in_dirs = 0;
-        } else if ((v = opt_value(argc, argv, &i, "--mask"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--mask"))) {
             mask = v;
             in_dirs = 0;
-        } else if ((v = opt_value(argc, argv, &i, "--max"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--max"))) {
             if ((max = rp_cli_parse_count(v)) < 1)
                 ex = rp_cli_fail(RP_CLI_EXIT_USAGE, "fit", "--max wants a positive count, got '%s'",
                                  v);

@@ -1,16 +1,16 @@
-/* cli/cmd_job — the worker process of one job. Reads the same configuration as the daemon
- * (passed by the supervisor as --config/--data-dir) and runs scp/job. */
-#include "cli/cmd_job.h"
+/* cli/cmd_job — `radprep process --job N`: the worker process of one job. Reads the same
+ * configuration as the daemon (passed by the supervisor as --config/--data-dir) and runs the
+ * job (worker/). Its exit code is the worker protocol (worker/worker.h). */
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "cli/cli.h"
 #include "common/common.h"
 #include "conf/conf.h"
-#include "worker/job.h"
-#include "sched/supervisor.h"
+#include "worker/worker.h"
 
 int rp_cli_has_job_option(int argc, char **argv)
 {
@@ -20,26 +20,16 @@ int rp_cli_has_job_option(int argc, char **argv)
     return 0;
 }
 
-static const char *opt_value(int argc, char **argv, int *i, const char *name)
-{
-    size_t l = strlen(name);
-    if (strncmp(argv[*i], name, l) == 0 && argv[*i][l] == '=')
-        return argv[*i] + l + 1;
-    if (strcmp(argv[*i], name) == 0 && *i + 1 < argc)
-        return argv[++*i];
-    return NULL;
-}
-
 int rp_cli_process_job(int argc, char **argv)
 {
     const char *job_s = NULL, *config = NULL, *data_dir = NULL;
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if ((v = opt_value(argc, argv, &i, "--job")))
+        if ((v = rp_cli_opt_value(argc, argv, &i, "--job")))
             job_s = v;
-        else if ((v = opt_value(argc, argv, &i, "--config")))
+        else if ((v = rp_cli_opt_value(argc, argv, &i, "--config")))
             config = v;
-        else if ((v = opt_value(argc, argv, &i, "--data-dir")))
+        else if ((v = rp_cli_opt_value(argc, argv, &i, "--data-dir")))
             data_dir = v;
         else {
             fprintf(stderr,

@@ -53,17 +53,13 @@ int rp_cli_ls(int argc, char **argv, const rp_conf *c)
             f.modality = optarg;
             break;
         case 't': {
-            static const char *const states[] = {"receiving", "complete", "processing", "done",
-                                                 "failed"};
-            int ok = 0;
-            for (int i = 0; i < 5; i++)
-                ok |= strcmp(optarg, states[i]) == 0;
-            if (!ok)
+            rp_series_state st;
+            if (rp_series_state_parse(optarg, &st) != 0)
                 return rp_cli_fail(RP_CLI_EXIT_USAGE, "ls",
                                    "unknown state '%s' (receiving, complete, processing, done, "
                                    "failed)",
                                    optarg);
-            f.state = optarg;
+            f.state = rp_series_state_name(st);
             break;
         }
         case 'n': {
@@ -181,7 +177,7 @@ int rp_cli_show(int argc, char **argv, const rp_conf *c)
     if (!rc)
         rc = rp_db_series_instances(db, uid, &inst, &ni);
     if (!rc)
-        rc = rp_db_jobs_list(db, NULL, uid, 0, &jobs, &nj);
+        rc = rp_db_jobs_list(db, -1, uid, 0, &jobs, &nj);
     rp_db_output *outs = NULL;
     size_t no = 0;
     if (!rc && nj > 0)
@@ -210,7 +206,7 @@ int rp_cli_show(int argc, char **argv, const rp_conf *c)
             cJSON_AddNullToObject(j, "series_number");
         cJSON_AddStringToObject(j, "description", si.description);
         cJSON_AddStringToObject(j, "body_part", si.body_part);
-        cJSON_AddStringToObject(j, "state", si.state);
+        cJSON_AddStringToObject(j, "state", rp_series_state_name(si.state));
         cJSON_AddNumberToObject(j, "version", si.version);
         cJSON_AddNumberToObject(j, "processed_version", si.processed_version);
         cJSON_AddNumberToObject(j, "instance_count", (double)si.instance_count);
@@ -221,7 +217,7 @@ int rp_cli_show(int argc, char **argv, const rp_conf *c)
             cJSON_AddStringToObject(j, "completed_at", rp_cli_time(si.completed_at, t3, sizeof t3));
         else
             cJSON_AddNullToObject(j, "completed_at");
-        cJSON_AddStringToObject(j, "completed_reason", si.completed_reason);
+        cJSON_AddStringToObject(j, "completed_reason", rp_completed_reason_name(si.completed_reason));
         cJSON_AddItemToObject(j, "instances", rp_cli_table_json(ti));
         cJSON_AddItemToObject(j, "jobs", rp_cli_table_json(tj));
         cJSON *ja = cJSON_AddArrayToObject(j, "outputs");
@@ -242,11 +238,12 @@ int rp_cli_show(int argc, char **argv, const rp_conf *c)
         printf("modality      %s  number=%d  body_part=%s  description=%s\n",
                si.modality[0] ? si.modality : "-", si.series_number,
                si.body_part[0] ? si.body_part : "-", si.description[0] ? si.description : "-");
-        printf("state         %s  version=%d  processed_version=%d", si.state, si.version,
+        printf("state         %s  version=%d  processed_version=%d", rp_series_state_name(si.state),
+               si.version,
                si.processed_version);
         if (si.completed_at > 0)
             printf("  completed_at=%s (%s)", rp_cli_time(si.completed_at, t3, sizeof t3),
-                   si.completed_reason);
+                   rp_completed_reason_name(si.completed_reason));
         printf("\ninstances     %lld received, expected %s%d\n", si.instance_count,
                si.expected_count < 0 ? "unknown " : "", si.expected_count);
         printf("seen          first=%s last=%s\n", rp_cli_time(si.first_seen, t1, sizeof t1),

@@ -46,7 +46,8 @@ int rp_cli_trigger(int argc, char **argv, const rp_conf *c)
     int status = 0;
     for (int i = optind; i < argc && !status; i++) {
         long long job = 0;
-        rc = rp_db_series_complete(db, argv[i], 0, "operator", NULL, c->job_max_attempts, &job);
+        rc = rp_db_series_complete(db, argv[i], 0, RP_COMPLETED_OPERATOR, c->job_max_attempts,
+                                   &job);
         if (rc == 0) {
             char detail[256];
             snprintf(detail, sizeof detail, "series=%s reason=operator job=%lld via=cli", argv[i],
@@ -58,7 +59,7 @@ int rp_cli_trigger(int argc, char **argv, const rp_conf *c)
             rp_db_series_get(db, argv[i], &si);
             printf("%s already %s (version %d), nothing to do; radprep reprocess runs it "
                    "again\n",
-                   argv[i], si.state, si.version);
+                   argv[i], rp_series_state_name(si.state), si.version);
         } else if (rc == RP_ENOENT) {
             status = rp_cli_fail(RP_CLI_EXIT_FAIL, "trigger", "no series %s in the index", argv[i]);
         } else {
@@ -89,7 +90,7 @@ int rp_cli_reprocess(int argc, char **argv, const rp_conf *c)
     int status = 0;
     for (int i = optind; i < argc && !status; i++) {
         long long job = 0;
-        rc = rp_db_series_reprocess(db, argv[i], NULL, c->job_max_attempts, &job);
+        rc = rp_db_series_reprocess(db, argv[i], c->job_max_attempts, &job);
         if (rc == 0)
             printf("%s job %lld queued\n", argv[i], job);
         else if (rc == RP_ENOENT)
@@ -157,7 +158,7 @@ int rp_cli_send(int argc, char **argv, const rp_conf *c)
     if (rc)
         return rc;
     long long n = 0;
-    rc = rp_db_outbox_requeue(db, all ? NULL : "dead", dest, id, &n);
+    rc = rp_db_outbox_requeue(db, all ? -1 : RP_OUTBOX_DEAD, dest, id, &n);
     rp_db_close(db);
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "send", "cannot update the outbox: %s",

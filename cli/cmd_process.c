@@ -11,8 +11,6 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
-#include "cli/cmd_fuse.h"
-#include "cli/cmd_job.h"
 #include "common/common.h"
 #include "pipeline/pipeline.h"
 
@@ -22,16 +20,6 @@ static const char usage[] =
     "                       [--no-resample] [--privacy none|sidecar|filename]\n"
     "       radprep process DIR... --fusion NAME --out OUT\n"
     "       radprep process --job N";
-
-static const char *opt_value(int argc, char **argv, int *i, const char *name)
-{
-    size_t l = strlen(name);
-    if (strncmp(argv[*i], name, l) == 0 && argv[*i][l] == '=')
-        return argv[*i] + l + 1;
-    if (strcmp(argv[*i], name) == 0 && *i + 1 < argc)
-        return argv[++*i];
-    return NULL;
-}
 
 int rp_cli_process(int argc, char **argv, const rp_conf *c)
 {
@@ -48,11 +36,11 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "process", "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if ((v = opt_value(argc, argv, &i, "--out")) || (v = opt_value(argc, argv, &i, "-o"))) {
+        if ((v = rp_cli_opt_value(argc, argv, &i, "--out")) || (v = rp_cli_opt_value(argc, argv, &i, "-o"))) {
             out = v;
         } else if (!strcmp(argv[i], "--no-gzip")) {
             o.gzip = 0;
-        } else if ((v = opt_value(argc, argv, &i, "--gzip-level"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--gzip-level"))) {
             long long n = rp_cli_parse_count(v);
             if (n < 1 || n > 12) {
                 free(inputs);
@@ -60,7 +48,7 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
                                    "--gzip-level wants 1..12, got '%s'", v);
             }
             o.gzip_level = (int)n;
-        } else if ((v = opt_value(argc, argv, &i, "--threads"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--threads"))) {
             long long n = rp_cli_parse_count(v);
             if (n < 1 || n > 1024) {
                 free(inputs);
@@ -68,9 +56,9 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
                                    "--threads wants 1..1024, got '%s'", v);
             }
             o.threads = (int)n;
-        } else if ((v = opt_value(argc, argv, &i, "--recipe"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--recipe"))) {
             o.recipe = v;
-        } else if ((v = opt_value(argc, argv, &i, "--rule"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--rule"))) {
             /* The node's own rule, so a batch run gives what the daemon's job would. */
             const rp_conf_rule *r = NULL;
             for (size_t k = 0; k < c->n_rules && !r; k++)
@@ -85,7 +73,7 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             o.rule_name = r->name;
             if (!o.outputs)
                 o.outputs = r->outputs;
-        } else if ((v = opt_value(argc, argv, &i, "--outputs"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--outputs"))) {
             /* Only "dicom" and "seg" change what process writes; NIfTI + JSON always come. */
             char words[256];
             rp_strlcpy(words, v, sizeof words);
@@ -105,7 +93,7 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             o.outputs = v;
         } else if (!strcmp(argv[i], "--no-resample")) {
             o.resample_irregular = 0;
-        } else if ((v = opt_value(argc, argv, &i, "--privacy"))) {
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--privacy"))) {
             if (!strcmp(v, "none"))
                 o.privacy = RP_PRIVACY_NONE;
             else if (!strcmp(v, "sidecar"))

@@ -80,13 +80,6 @@ static int parse_list_opts(int argc, char **argv, const char *cmd, const char *a
     return 0;
 }
 
-static int state_ok(const char *s, const char *const *states)
-{
-    for (; *states; states++)
-        if (strcmp(s, *states) == 0)
-            return 1;
-    return 0;
-}
 
 rp_cli_table *rp_cli_jobs_table(const rp_db_job *j, size_t n)
 {
@@ -99,16 +92,22 @@ rp_cli_table *rp_cli_jobs_table(const rp_db_job *j, size_t n)
     rp_cli_table *t = rp_cli_table_new(12, names);
     for (size_t i = 0; t && i < n; i++) {
         char id[24], ver[16], att[24], cr[40], st[40], fi[40], nx[40], ex[16];
+        char kind[8 + RP_DB_RULE_MAX];
         snprintf(id, sizeof id, "%lld", j[i].id);
-        snprintf(ver, sizeof ver, "%d", j[i].series_version);
+        snprintf(ver, sizeof ver, "%d", j[i].version);
+        /* a fusion job shows as the rule it runs, as it always has: "fuse:NAME" */
+        if (j[i].kind == RP_JOB_KIND_FUSE)
+            snprintf(kind, sizeof kind, "fuse:%s", j[i].rule);
+        else
+            snprintf(kind, sizeof kind, "%s", rp_job_kind_name(j[i].kind));
         snprintf(att, sizeof att, "%d/%d", j[i].attempts, j[i].max_attempts);
         snprintf(ex, sizeof ex, "%d", j[i].exit_status);
-        int waiting = !strcmp(j[i].state, "queued") || !strcmp(j[i].state, "failed");
+        int waiting = j[i].state == RP_JOB_QUEUED || j[i].state == RP_JOB_FAILED;
         const char *v[] = {id,
-                           j[i].series_uid,
+                           rp_db_job_subject(&j[i]),
                            ver,
-                           j[i].kind,
-                           j[i].state,
+                           kind,
+                           rp_job_state_name(j[i].state),
                            att,
                            rp_cli_time(j[i].created_at, cr, sizeof cr),
                            j[i].started_at > 0 ? rp_cli_time(j[i].started_at, st, sizeof st) : NULL,
@@ -136,8 +135,8 @@ int rp_cli_jobs(int argc, char **argv, const rp_conf *c)
     int rc = parse_list_opts(argc, argv, "jobs", "sS", jobs_usage, &lo);
     if (rc)
         return rc < 0 ? 0 : rc;
-    static const char *const states[] = {"queued", "running", "done", "failed", "dead", NULL};
-    if (lo.state && !state_ok(lo.state, states))
+    rp_job_state state = RP_JOB_QUEUED;
+    if (lo.state && rp_job_state_parse(lo.state, &state) != 0)
         return rp_cli_fail(RP_CLI_EXIT_USAGE, "jobs",
                            "unknown state '%s' (queued, running, done, failed, dead)", lo.state);
     rp_db *db;
@@ -145,7 +144,7 @@ int rp_cli_jobs(int argc, char **argv, const rp_conf *c)
         return rc;
     rp_db_job *jobs;
     size_t n;
-    rc = rp_db_jobs_list(db, lo.state, lo.series, lo.limit, &jobs, &n);
+    rc = rp_db_jobs_list(db, lo.state ? (int)state : -1, lo.series, lo.limit, &jobs, &n);
     rp_db_close(db);
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "jobs", "cannot read the index: %s",
@@ -174,8 +173,8 @@ int rp_cli_outbox(int argc, char **argv, const rp_conf *c)
     int rc = parse_list_opts(argc, argv, "outbox", "sd", outbox_usage, &lo);
     if (rc)
         return rc < 0 ? 0 : rc;
-    static const char *const states[] = {"pending", "sending", "done", "dead", NULL};
-    if (lo.state && !state_ok(lo.state, states))
+    rp_outbox_state state = RP_OUTBOX_PENDING;
+    if (lo.state && rp_outbox_state_parse(lo.state, &state) != 0)
         return rp_cli_fail(RP_CLI_EXIT_USAGE, "outbox",
                            "unknown state '%s' (pending, sending, done, dead)", lo.state);
     rp_db *db;
@@ -183,7 +182,7 @@ int rp_cli_outbox(int argc, char **argv, const rp_conf *c)
         return rc;
     rp_db_outbox_entry *e;
     size_t n;
-    rc = rp_db_outbox_list(db, lo.state, lo.destination, lo.limit, &e, &n);
+    rc = rp_db_outbox_list(db, lo.state ? (int)state : -1, lo.destination, lo.limit, &e, &n);
     rp_db_close(db);
     if (rc)
         return rp_cli_fail(RP_CLI_EXIT_FAIL, "outbox", "cannot read the index: %s",
@@ -202,9 +201,9 @@ int rp_cli_outbox(int argc, char **argv, const rp_conf *c)
         snprintf(st, sizeof st, "0x%04X", (unsigned)e[i].last_status & 0xffffu);
         const char *v[] = {id,
                            e[i].destination,
-                           e[i].state,
+                           rp_outbox_state_name(e[i].state),
                            att,
-                           !strcmp(e[i].state, "pending")
+                           e[i].state == RP_OUTBOX_PENDING
                                ? rp_cli_time(e[i].next_attempt_at, nx, sizeof nx)
                                : NULL,
                            e[i].last_status >= 0 ? st : NULL,

@@ -15,8 +15,6 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/cmd_audit.h"
-#include "cli/cmd_fuse.h"
 #include "common/common.h"
 #include "conf/conf.h"
 
@@ -42,7 +40,7 @@ static const command commands[] = {
     {"send", rp_cli_send, 1, "re-queue outbox entries (dead ones by default)"},
     {"reindex", rp_cli_reindex, 1, "rebuild the index from the files in the store"},
     {"check-config", rp_cli_check_config, 0, "load and validate a configuration file"},
-    /* ---- "process": the pipeline engineer's rp_cli_process (cli/cmd_process.c) ---- */
+    /* "process" also runs one job of the node: process --job N (cli/cmd_job.c) */
     {"process", rp_cli_process, 1, "preprocess a DICOM folder: process DIR --out OUT"},
     {"curate", rp_cli_curate, 1, "build a dataset (manifest, nnU-Net layout) from outputs"},
     {"fuse", rp_cli_fuse, 1, "queue a study's multi-sequence fusion: fuse --rule NAME --study UID"},

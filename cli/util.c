@@ -76,6 +76,16 @@ long long rp_cli_parse_count(const char *s)
     return v;
 }
 
+const char *rp_cli_opt_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t l = strlen(name);
+    if (strncmp(argv[*i], name, l) == 0 && argv[*i][l] == '=')
+        return argv[*i] + l + 1;
+    if (strcmp(argv[*i], name) == 0 && *i + 1 < argc)
+        return argv[++*i];
+    return NULL;
+}
+
 const char *rp_cli_time(double t, char *buf, size_t bufsz)
 {
     if (t <= 0) {

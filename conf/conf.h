@@ -77,7 +77,7 @@ typedef struct rp_conf_rule {
     int builtin;       /* 1 for rules from the embedded defaults */
 } rp_conf_rule;
 
-/* [fusion NAME]: study-level multi-sequence fusion (added by H10; docs/configuration.md). */
+/* [fusion NAME]: study-level multi-sequence fusion (docs/configuration.md, docs/fusion.md). */
 #define RP_FUSION_MAX_SEQ 8
 #define RP_FUSION_MAX 16
 typedef struct rp_conf_fusion_seq {
@@ -201,6 +201,25 @@ const rp_conf_fusion *rp_conf_fusion_by_name(const rp_conf *c, const char *name)
 /* Validate every fusion's `normalize` recipe the same way (FILE:LINE: fusion NAME: reason). */
 int rp_conf_validate_fusions(const rp_conf *c, rp_conf_steps_check_fn check, char *err,
                              size_t errlen);
+
+/* Which sequences of a [fusion] rule a series is. One matcher for the node (deciding from
+ * the index) and the pipeline (fusing files), so that both always pick the same series. */
+typedef struct rp_conf_series_attrs {
+    const char *modality;
+    const char *description; /* series description, else protocol name ("" when neither) */
+    double tr_ms, te_ms, ti_ms; /* <0 when absent */
+} rp_conf_series_attrs;
+/* The built-in criteria of a sequence name (T1, T2, FLAIR, PD, BOLD, FIELDMAP; any case):
+ * description globs and TR/TE/TI ranges. RP_ENOENT for another name. */
+int rp_conf_seq_builtin(const char *name, rp_conf_fusion_seq *out);
+/* 1 when a series matches criteria q: its description matches q->description (fnmatch,
+ * case-insensitive, '|' separates alternatives, "" any) and TR/TE/TI lie in their ranges (a
+ * range with lo > hi is no constraint; an absent value fails a set range, except TI when
+ * ti_absent_ok). q is used as given: see rp_conf_fusion_match() for built-in names. */
+int rp_conf_seq_match(const rp_conf_fusion_seq *q, const rp_conf_series_attrs *a);
+/* Bit s set when the series matches f->seq[s] (its criteria, or the built-in ones of its name
+ * when it has none), 0 when its modality is not one of f's. */
+unsigned rp_conf_fusion_match(const rp_conf_fusion *f, const rp_conf_series_attrs *a);
 
 #ifdef __cplusplus
 }

@@ -15,13 +15,15 @@
  *
  * A sequence with any criterion in the file uses exactly those criteria; one without uses the
  * built-in matcher of its name (T1, T2, FLAIR, PD, BOLD, FIELDMAP: description patterns and
- * TR/TE/TI ranges, pipeline/mr.h). Errors come back as a reason; conf_parse.c adds FILE:LINE.
+ * TR/TE/TI ranges, rp_conf_seq_builtin() below). Errors come back as a reason; conf_parse.c
+ * adds FILE:LINE.
  */
 #include "conf/conf.h"
 #include "conf/conf_internal.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,14 +35,103 @@
  * log-domain Otsu mask of pipeline/mrmask.c), on its own grid, before resampling. */
 #define ZSCORE_RECIPE "foreground normalize(zscore_in(foreground))"
 
-static const char *const builtin_seq[] = {"T1", "T2", "FLAIR", "PD", "BOLD", "FIELDMAP", NULL};
+/* Description patterns follow what Siemens, GE and Philips write; the timing ranges are the
+ * physics: T1 short TE (MPRAGE: TI 300-1300), T2 long TR/TE, FLAIR long TI. */
+static const struct {
+    const char *name, *pattern;
+    double tr_lo, tr_hi, te_lo, te_hi, ti_lo, ti_hi;
+    int ti_absent_ok;
+} builtin_seq[] = {
+    {"T1", "*t1*|*mprage*|*tfl*|*spgr*|*bravo*|*tfe*", 1, 3500, 0, 20, 0, 1500, 1},
+    {"T2", "*t2*", 1500, 30000, 60, 400, 1, 0, 1},
+    {"FLAIR", "*flair*|*tirm*|*dark*fluid*", 4000, 30000, 60, 400, 1500, 4000, 0},
+    {"PD", "*pd*|*proton*", 1000, 30000, 0, 40, 1, 0, 1},
+    {"BOLD", "*bold*|*fmri*|*ep2d*|*func*", 300, 5000, 15, 60, 1, 0, 1},
+    {"FIELDMAP", "*field*map*|*fmap*|*gre_field*", 1, 2000, 1, 20, 1, 0, 1},
+};
+
+int rp_conf_seq_builtin(const char *name, rp_conf_fusion_seq *out)
+{
+    for (size_t i = 0; name && i < sizeof builtin_seq / sizeof builtin_seq[0]; i++)
+        if (strcasecmp(name, builtin_seq[i].name) == 0) {
+            memset(out, 0, sizeof *out);
+            rp_strlcpy(out->name, builtin_seq[i].name, sizeof out->name);
+            rp_strlcpy(out->description, builtin_seq[i].pattern, sizeof out->description);
+            out->tr_lo = builtin_seq[i].tr_lo;
+            out->tr_hi = builtin_seq[i].tr_hi;
+            out->te_lo = builtin_seq[i].te_lo;
+            out->te_hi = builtin_seq[i].te_hi;
+            out->ti_lo = builtin_seq[i].ti_lo;
+            out->ti_hi = builtin_seq[i].ti_hi;
+            out->ti_absent_ok = builtin_seq[i].ti_absent_ok;
+            return 0;
+        }
+    return RP_ENOENT;
+}
 
 static int builtin_known(const char *name)
 {
-    for (int i = 0; builtin_seq[i]; i++)
-        if (strcasecmp(name, builtin_seq[i]) == 0)
+    rp_conf_fusion_seq q;
+    return rp_conf_seq_builtin(name, &q) == 0;
+}
+
+static int in_range(double v, double lo, double hi)
+{
+    if (lo > hi)
+        return 1; /* no constraint */
+    return v >= 0 && v >= lo && v <= hi;
+}
+
+int rp_conf_seq_match(const rp_conf_fusion_seq *q, const rp_conf_series_attrs *a)
+{
+    if (!q || !a)
+        return 0;
+    if (q->description[0]) {
+        char pat[sizeof q->description];
+        rp_strlcpy(pat, q->description, sizeof pat);
+        int hit = 0;
+        for (char *save = NULL, *alt = strtok_r(pat, "|", &save); alt && !hit;
+             alt = strtok_r(NULL, "|", &save))
+            hit = fnmatch(alt, a->description ? a->description : "", FNM_CASEFOLD) == 0;
+        if (!hit)
+            return 0;
+    }
+    if (!in_range(a->tr_ms, q->tr_lo, q->tr_hi) || !in_range(a->te_ms, q->te_lo, q->te_hi))
+        return 0;
+    if (q->ti_lo <= q->ti_hi) {
+        if (a->ti_ms < 0)
+            return q->ti_absent_ok;
+        return in_range(a->ti_ms, q->ti_lo, q->ti_hi);
+    }
+    return 1;
+}
+
+static int modality_ok(const char *list, const char *modality)
+{
+    if (!list[0])
+        return 1;
+    char buf[sizeof(((rp_conf_fusion *)0)->modality)];
+    rp_strlcpy(buf, list, sizeof buf);
+    char *save = NULL;
+    for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save))
+        if (strcasecmp(w, modality ? modality : "") == 0)
             return 1;
     return 0;
+}
+
+unsigned rp_conf_fusion_match(const rp_conf_fusion *f, const rp_conf_series_attrs *a)
+{
+    if (!f || !a || !modality_ok(f->modality, a->modality))
+        return 0;
+    unsigned bits = 0;
+    for (int s = 0; s < f->n_seq; s++) {
+        rp_conf_fusion_seq q;
+        if (f->seq[s].custom || rp_conf_seq_builtin(f->seq[s].name, &q) != 0)
+            q = f->seq[s];
+        if (rp_conf_seq_match(&q, a))
+            bits |= 1u << s;
+    }
+    return bits;
 }
 
 static int why_f(char *why, size_t whylen, const char *fmt, ...)

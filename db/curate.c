@@ -1,20 +1,27 @@
 /* db/curate — read side of `radprep curate`: the latest successful processing of every
  * series (see the declarations at the end of db.h). Reads only; never changes the index. */
-#include <stdlib.h>
-#include <string.h>
-
 #include "db/db_internal.h"
+
+static void read_version(sqlite3_stmt *s, void *element)
+{
+    rp_db_curated_version *v = element;
+    v->job_id = sqlite3_column_int64(s, 0);
+    rp_db_col_text(s, 1, v->series_uid, sizeof v->series_uid);
+    v->version = (int)rp_db_col_int(s, 2, 0);
+    v->finished_at = rp_db_col_real(s, 3, 0);
+    rp_db_col_text(s, 4, v->output_dir, sizeof v->output_dir);
+    rp_db_col_text(s, 5, v->study_uid, sizeof v->study_uid);
+    rp_db_col_text(s, 6, v->modality, sizeof v->modality);
+}
 
 int rp_db_curate_versions(rp_db *db, const char *modality, double since,
                           rp_db_curated_version **out, size_t *n)
 {
-    *out = NULL;
-    *n = 0;
     /* For each series: its done job of the highest version (a later failed or running
      * version leaves the previous good one in the dataset). Ties cannot happen (UNIQUE
-     * series_uid, series_version, kind), but the id breaks them anyway. */
+     * kind, series_uid, version), but the id breaks them anyway. */
     sqlite3_stmt *s = rp_db_prepare(
-        db, "SELECT j.id, j.series_uid, j.series_version, j.finished_at, j.output_dir,"
+        db, "SELECT j.id, j.series_uid, j.version, j.finished_at, j.output_dir,"
             " coalesce(st.study_uid, ''), coalesce(se.modality, '')"
             " FROM jobs j"
             " LEFT JOIN series se ON se.series_uid = j.series_uid"
@@ -25,36 +32,12 @@ int rp_db_curate_versions(rp_db *db, const char *modality, double since,
             "   AND (?2 <= 0 OR j.finished_at >= ?2)"
             "   AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.series_uid = j.series_uid"
             "     AND k.kind = j.kind AND k.state = 'done' AND k.output_dir IS NOT NULL"
-            "     AND k.output_dir <> '' AND (k.series_version > j.series_version"
-            "       OR (k.series_version = j.series_version AND k.id > j.id)))"
+            "     AND k.output_dir <> '' AND (k.version > j.version"
+            "       OR (k.version = j.version AND k.id > j.id)))"
             " ORDER BY j.series_uid");
-    if (!s)
-        return RP_EDB;
-    rp_db_bind_text(s, 1, modality && *modality ? modality : NULL);
-    sqlite3_bind_double(s, 2, since);
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (rp_db_grow((void **)out, &cap, *n, sizeof **out)) {
-            rc = SQLITE_NOMEM;
-            break;
-        }
-        rp_db_curated_version *v = &(*out)[(*n)++];
-        memset(v, 0, sizeof *v);
-        v->job_id = sqlite3_column_int64(s, 0);
-        rp_db_col_text(s, 1, v->series_uid, sizeof v->series_uid);
-        v->version = (int)rp_db_col_int(s, 2, 0);
-        v->finished_at = rp_db_col_real(s, 3, 0);
-        rp_db_col_text(s, 4, v->output_dir, sizeof v->output_dir);
-        rp_db_col_text(s, 5, v->study_uid, sizeof v->study_uid);
-        rp_db_col_text(s, 6, v->modality, sizeof v->modality);
+    if (s) {
+        rp_db_bind_text(s, 1, modality && *modality ? modality : NULL);
+        sqlite3_bind_double(s, 2, since);
     }
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-        return rc == SQLITE_NOMEM ? RP_ENOMEM : rp_db_fail(db, "curate versions");
-    }
-    return 0;
+    return rp_db_collect(db, s, (void **)out, n, sizeof **out, read_version, "curate versions");
 }

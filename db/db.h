@@ -58,6 +58,10 @@ typedef struct rp_instance_meta {
     int number_of_slices;   /* (0054,0081) or private-free hints; -1 when absent */
     int acquisition_number; /* -1 when absent */
     double slice_thickness; /* <0 when absent */
+    /* what a [fusion] rule matches a series on (the series' first instance), so that the
+     * node decides without reading files: ms, <0 when absent */
+    char protocol_name[65];
+    double repetition_time, echo_time, inversion_time;
     /* storage */
     char file_path[1024]; /* relative to the store root */
     long long file_size;
@@ -102,6 +106,11 @@ int rp_db_queue_start(const char *path, int batch, int flush_ms, rp_db_queue **o
 int rp_db_queue_push(rp_db_queue *q, const rp_instance_meta *meta);
 /* Wait until everything pushed so far is committed. */
 int rp_db_queue_flush(rp_db_queue *q);
+/* Call fn(arg, n) on the writer thread after each committed batch of n instances (e.g. to
+ * wake the completion monitor at once instead of at its next poll). fn must be quick and
+ * must not call back into the queue. Replaces any earlier hook; fn NULL removes it, and
+ * once this returns no call of the old hook is running or will start. */
+void rp_db_queue_on_commit(rp_db_queue *q, void (*fn)(void *arg, size_t n), void *arg);
 /* Flush, stop the thread and free the queue. */
 void rp_db_queue_stop(rp_db_queue *q);
 
@@ -122,9 +131,63 @@ typedef struct rp_db_counts {
 } rp_db_counts;
 int rp_db_counts_get(rp_db *db, rp_db_counts *out);
 
+/* Retry delay after `attempts` failures: base_s * 2^(attempts-1), capped at max_s; 0 before
+ * the first failure. The one backoff of the node (jobs, outbox rows, destinations). Pure. */
+double rp_db_backoff_s(int attempts, double base_s, double max_s);
+
 /* Events: an append-only audit trail (associations, stores, rejections, jobs...).
  * `kind` is a short word, `detail` a key=value line. */
 int rp_db_event_add(rp_db *db, const char *kind, const char *detail);
+
+/* ===========================================================================================
+ * States and kinds. Inside the program they are enums; their text (the words below) exists
+ * only in SQL (db/) and on the command line (cli/). Each *_parse() returns 0 or RP_EINVAL.
+ * =========================================================================================== */
+typedef enum rp_series_state {
+    RP_SERIES_RECEIVING = 0, /* "receiving" */
+    RP_SERIES_COMPLETE,      /* "complete": a job is queued (or waits for a retry) */
+    RP_SERIES_PROCESSING,    /* "processing" */
+    RP_SERIES_DONE,          /* "done" */
+    RP_SERIES_FAILED         /* "failed": the job is dead */
+} rp_series_state;
+const char *rp_series_state_name(rp_series_state s);
+int rp_series_state_parse(const char *text, rp_series_state *out);
+
+/* Why a series completed (column series.completed_reason). */
+typedef enum rp_completed_reason {
+    RP_COMPLETED_NONE = 0,       /* "" (still receiving) */
+    RP_COMPLETED_QUIET,          /* "quiet" */
+    RP_COMPLETED_EXPECTED_COUNT, /* "expected_count" */
+    RP_COMPLETED_OPERATOR        /* "operator" */
+} rp_completed_reason;
+const char *rp_completed_reason_name(rp_completed_reason r);
+int rp_completed_reason_parse(const char *text, rp_completed_reason *out);
+
+typedef enum rp_job_kind {
+    RP_JOB_KIND_PROCESS = 0, /* "process": one version of one series */
+    RP_JOB_KIND_FUSE         /* "fuse": one set of member series versions of a study */
+} rp_job_kind;
+const char *rp_job_kind_name(rp_job_kind k);
+int rp_job_kind_parse(const char *text, rp_job_kind *out);
+
+typedef enum rp_job_state {
+    RP_JOB_QUEUED = 0, /* "queued" */
+    RP_JOB_RUNNING,    /* "running" */
+    RP_JOB_DONE,       /* "done" */
+    RP_JOB_FAILED,     /* "failed": waits for a retry at next_attempt_at */
+    RP_JOB_DEAD        /* "dead": attempts exhausted or a permanent failure */
+} rp_job_state;
+const char *rp_job_state_name(rp_job_state s);
+int rp_job_state_parse(const char *text, rp_job_state *out);
+
+typedef enum rp_outbox_state {
+    RP_OUTBOX_PENDING = 0, /* "pending" */
+    RP_OUTBOX_SENDING,     /* "sending" */
+    RP_OUTBOX_DONE,        /* "done" */
+    RP_OUTBOX_DEAD         /* "dead" */
+} rp_outbox_state;
+const char *rp_outbox_state_name(rp_outbox_state s);
+int rp_outbox_state_parse(const char *text, rp_outbox_state *out);
 
 /* ===========================================================================================
  * Series completion (the completion monitor, `radprep trigger`, `radprep reprocess`).
@@ -134,11 +197,9 @@ int rp_db_event_add(rp_db *db, const char *kind, const char *detail);
  *       ▲                                                                        │
  *       └───────────── a new instance (or a changed one) arrives: version + 1 ◄───┘
  * `version` starts at 1 and is bumped each time a non-receiving series reopens, so the jobs
- * table (UNIQUE series_uid, series_version, kind) processes every version exactly once.
+ * table (one 'process' job per series and version) processes every version exactly once.
  * Job transitions move the series state only while the series is still at the job's version.
  * =========================================================================================== */
-#define RP_DB_STATE_MAX 16
-
 typedef struct rp_db_series_info {
     char series_uid[RP_UID_MAX + 1];
     char study_uid[RP_UID_MAX + 1];
@@ -149,15 +210,15 @@ typedef struct rp_db_series_info {
     char description[65];
     char body_part[17];
     char frame_of_reference_uid[RP_UID_MAX + 1];
-    double slice_thickness;      /* <0 when absent */
-    char state[RP_DB_STATE_MAX]; /* receiving | complete | processing | done | failed */
-    int version;                 /* >= 1 */
-    int processed_version;       /* last version whose job finished 'done'; 0: never */
+    double slice_thickness; /* <0 when absent */
+    rp_series_state state;
+    int version;           /* >= 1 */
+    int processed_version; /* last version whose job finished 'done'; 0: never */
     long long instance_count;
     int expected_count;           /* -1: unknown (hint from the headers or set by the monitor) */
     double first_seen, last_seen; /* wall clock of the first/last instance received */
     double completed_at;          /* 0 while receiving */
-    char completed_reason[16];    /* quiet | expected_count | operator | "" */
+    rp_completed_reason completed_reason;
 } rp_db_series_info;
 
 /* One series; RP_ENOENT when unknown. */
@@ -170,68 +231,83 @@ int rp_db_series_receiving(rp_db *db, rp_db_series_info **out, size_t *n);
 /* Set the expected instance count (the monitor's own estimate overrides the header hint). */
 int rp_db_series_set_expected(rp_db *db, const char *series_uid, int expected_count);
 
-/* Mark a receiving series complete and enqueue its job, in ONE transaction.
+/* Mark a receiving series complete and enqueue its 'process' job, in ONE transaction.
  *  - version: the version the caller saw (from rp_db_series_receiving); 0 = current version.
  *    If the series moved on (a new instance bumped the version) nothing happens: RP_EBUSY.
- *  - reason: "quiet", "expected_count" or "operator".
- *  - kind: job kind ("process" when NULL); max_attempts >= 1.
+ *  - why: QUIET, EXPECTED_COUNT or OPERATOR (NONE is RP_EINVAL); max_attempts >= 1.
  * Returns 0 and *job_id (may be NULL); RP_EEXIST when the series is not 'receiving' (already
  * complete for this version: idempotent, nothing changes); RP_ENOENT for an unknown series.
  * The caller adds the 'series_complete' event (it knows why); rp_db_job_finish() likewise
  * leaves the 'job' event to the supervisor. */
-int rp_db_series_complete(rp_db *db, const char *series_uid, int version, const char *reason,
-                          const char *kind, int max_attempts, long long *job_id);
+int rp_db_series_complete(rp_db *db, const char *series_uid, int version, rp_completed_reason why,
+                          int max_attempts, long long *job_id);
 
-/* Operator re-run of the current version: whatever the state, (re)queue the job of
- * (series, current version, kind): an existing job is reset to queued with attempts = 0,
- * otherwise one is created; the series becomes 'complete' (reason 'operator' if it was
- * receiving). RP_EBUSY when that job is running right now; RP_ENOENT for an unknown series. */
-int rp_db_series_reprocess(rp_db *db, const char *series_uid, const char *kind, int max_attempts,
+/* Operator re-run of the current version: whatever the state, (re)queue the 'process' job of
+ * (series, current version): an existing job is reset to queued with attempts = 0, otherwise
+ * one is created; the series becomes 'complete' (reason 'operator' if it was receiving).
+ * RP_EBUSY when that job is running right now; RP_ENOENT for an unknown series. */
+int rp_db_series_reprocess(rp_db *db, const char *series_uid, int max_attempts,
                            long long *job_id);
 
 /* ===========================================================================================
  * Jobs (the supervisor). States: queued → running → done | failed (waiting for a retry at
  * next_attempt_at) → running ... → dead (attempts exhausted). Times are wall-clock seconds.
+ * A job is keyed by what it is: a 'process' job by (series, version), a 'fuse' job by
+ * (study, fusion rule, version of the member set); each key has at most one job.
  * =========================================================================================== */
+#define RP_DB_RULE_MAX 26 /* longest fusion rule name a job can carry */
+
 typedef struct rp_db_job {
     long long id;
-    char series_uid[RP_UID_MAX + 1];
-    int series_version;
-    char kind[32];
-    char state[RP_DB_STATE_MAX]; /* queued | running | done | failed | dead */
-    int attempts;                /* attempts started so far */
+    rp_job_kind kind;
+    char series_uid[RP_UID_MAX + 1]; /* PROCESS: the series; "" for FUSE */
+    char study_uid[RP_UID_MAX + 1];  /* FUSE: the study; "" for PROCESS */
+    char rule[RP_DB_RULE_MAX + 1];   /* FUSE: the [fusion NAME]; "" for PROCESS */
+    int version;                     /* PROCESS: the series version; FUSE: the set's version */
+    rp_job_state state;
+    int attempts; /* attempts started so far */
     int max_attempts;
     double created_at, started_at, finished_at, next_attempt_at; /* 0 when not set */
-    int pid;                                                     /* 0 when not running */
-    int exit_status;                                             /* -1 when unknown */
+    int pid;          /* worker pid when it runs on this machine; 0 otherwise */
+    char exec_id[64]; /* the executor's id of the running attempt ("" when none) */
+    int exit_status;  /* -1 when unknown */
     char reason[256];
     char output_dir[1024];
 } rp_db_job;
 
-/* Create a queued job (due now). RP_EEXIST when (series, version, kind) already has one. */
-int rp_db_job_enqueue(rp_db *db, const char *series_uid, int series_version, const char *kind,
-                      int max_attempts, long long *job_id);
+/* The UID a job is about: its series (PROCESS) or its study (FUSE). Borrowed from j. */
+const char *rp_db_job_subject(const rp_db_job *j);
+
+/* Create a queued 'process' job (due now). RP_EEXIST (and *job_id) when (series, version)
+ * already has one. */
+int rp_db_job_enqueue(rp_db *db, const char *series_uid, int series_version, int max_attempts,
+                      long long *job_id);
 /* Claim the oldest due job (queued, or failed with next_attempt_at <= now): it becomes
  * running with attempts + 1, started_at = now and `pid` (0 if not forked yet). Atomic across
- * processes. RP_ENOENT when nothing is due. */
+ * processes. A 'process' job whose series has reopened since is superseded (dead) instead.
+ * RP_ENOENT when nothing is due. */
 int rp_db_job_claim(rp_db *db, double now, int pid, rp_db_job *out);
 /* Record the worker pid and/or output directory of a running job (NULL/0 leave them). */
 int rp_db_job_set_running(rp_db *db, long long job_id, int pid, const char *output_dir);
+/* Record which executor attempt runs the job: its id (a pid, a batch system's job id) and the
+ * pid when the worker runs on this machine (0: not local). RP_ENOENT when not running. */
+int rp_db_job_set_exec(rp_db *db, long long job_id, const char *exec_id, int pid);
 /* Finish a running job. ok: done. Otherwise failed with next_attempt_at = now +
- * min(3600, base_delay_s * 2^(attempts-1)) (base_delay_s <= 0: 30 s), or dead when attempts
- * reached max_attempts or `permanent` is set (bad input that no retry can fix). The final
- * state is written into *out when out is not NULL. RP_ENOENT: no such job; RP_EINVAL: the job
- * is not running. */
+ * min(max_delay_s, base_delay_s * 2^(attempts-1)) (base_delay_s <= 0: 30 s; max_delay_s
+ * <= 0: 3600 s), or dead when attempts reached max_attempts or `permanent` is set (bad input
+ * that no retry can fix). The final state is written into *out when out is not NULL.
+ * RP_ENOENT: no such job; RP_EINVAL: the job is not running. */
 int rp_db_job_finish(rp_db *db, long long job_id, int ok, int exit_status, const char *reason,
-                     int permanent, double base_delay_s, rp_db_job *out);
-/* At start: jobs left 'running' by a node that died go back to 'queued'; the interrupted
- * attempt does not count. *n (may be NULL) gets how many. */
-int rp_db_jobs_requeue_running(rp_db *db, long long *n);
+                     int permanent, double base_delay_s, double max_delay_s, rp_db_job *out);
+/* Jobs left 'running' (by a node that died or stopped) go back to 'queued'; the interrupted
+ * attempt does not count. job_id > 0: only that job; <= 0: every running job. *n (may be
+ * NULL) gets how many. */
+int rp_db_jobs_requeue_running(rp_db *db, long long job_id, long long *n);
 int rp_db_job_get(rp_db *db, long long job_id, rp_db_job *out);
-/* Jobs, newest first; state and series_uid filter when not NULL; limit <= 0: all.
- * *out malloc'd (free()). */
-int rp_db_jobs_list(rp_db *db, const char *state, const char *series_uid, int limit,
-                    rp_db_job **out, size_t *n);
+/* Jobs, newest first. state: an rp_job_state, or -1 for any; uid (NULL: any) matches the
+ * job's series or study; limit <= 0: all. *out malloc'd (free()). */
+int rp_db_jobs_list(rp_db *db, int state, const char *uid, int limit, rp_db_job **out,
+                    size_t *n);
 /* Earliest next_attempt_at among queued/failed jobs (to sleep until then); RP_ENOENT if none. */
 int rp_db_jobs_next_due(rp_db *db, double *when);
 
@@ -256,8 +332,8 @@ typedef struct rp_db_outbox_entry {
     long long id;
     char sop_uid[RP_UID_MAX + 1];
     char file_path[1024];
-    char destination[64];        /* peer NAME from the configuration */
-    char state[RP_DB_STATE_MAX]; /* pending | sending | done | dead */
+    char destination[64]; /* peer NAME from the configuration */
+    rp_outbox_state state;
     int attempts;
     double next_attempt_at;
     int last_status; /* DIMSE status of the last attempt, -1 none/network error */
@@ -278,24 +354,35 @@ int rp_db_outbox_claim(rp_db *db, const char *destination, double now, int max,
  * min(3600, base_delay_s * 2^(attempts-1)) (base_delay_s <= 0: 10 s). */
 int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const char *reason,
                         int permanent, double base_delay_s, int max_attempts);
-/* Make entries pending and due now with attempts = 0. state: "dead", "sending" (at start),
- * "pending" (retry now) or NULL (dead and pending); destination / id filter when set
- * (id <= 0: any). *n (may be NULL) gets how many. */
-int rp_db_outbox_requeue(rp_db *db, const char *state, const char *destination, long long id,
+/* Put an entry (sending or pending) back to pending, due at next_attempt_at, keeping its
+ * attempts (they count tries); last status/reason recorded (dimse_status < 0: none). The
+ * sender backs off per destination, so every row of a destination that is down becomes due
+ * when the destination's next try is. RP_ENOENT when the entry is not sending/pending. */
+int rp_db_outbox_retry_at(rp_db *db, long long id, int dimse_status, const char *reason,
+                          double next_attempt_at);
+/* Make entries pending and due now with attempts = 0. state: RP_OUTBOX_DEAD,
+ * RP_OUTBOX_SENDING (at start), RP_OUTBOX_PENDING (retry now), or -1 (dead and pending);
+ * RP_OUTBOX_DONE is RP_EINVAL. destination / id filter when set (id <= 0: any). *n (may be
+ * NULL) gets how many. */
+int rp_db_outbox_requeue(rp_db *db, int state, const char *destination, long long id,
                          long long *n);
-/* Newest first; filters when not NULL; limit <= 0: all. *out malloc'd (free()). */
-int rp_db_outbox_list(rp_db *db, const char *state, const char *destination, int limit,
+/* Newest first; state an rp_outbox_state or -1 for any; destination NULL: any; limit <= 0:
+ * all. *out malloc'd (free()). */
+int rp_db_outbox_list(rp_db *db, int state, const char *destination, int limit,
                       rp_db_outbox_entry **out, size_t *n);
 /* Earliest next_attempt_at among pending entries (destination NULL: any). RP_ENOENT if none. */
 int rp_db_outbox_next_due(rp_db *db, const char *destination, double *when);
 
 /* ===========================================================================================
- * Queries for the CLI and the pipeline.
+ * Queries for the CLI, the scheduler and the workers.
  * =========================================================================================== */
 
 /* Instances of a series ordered by instance number then SOP UID (`radprep show`, and the
  * file list a job processes). *out malloc'd (free()); 0 with *n = 0 if the series is empty. */
 int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta **out, size_t *n);
+/* The first of those instances only (what a [fusion] rule matches the series on).
+ * RP_ENOENT when the series has none. */
+int rp_db_series_first_instance(rp_db *db, const char *series_uid, rp_instance_meta *out);
 
 /* `radprep ls`: rows of one level as text columns. level: "patients" | "studies" | "series" |
  * "instances". Filters (NULL = any): patient_id, study_uid, series_uid, modality (series and
@@ -305,7 +392,7 @@ int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta *
 typedef struct rp_db_filter {
     const char *patient_id, *study_uid, *series_uid, *modality;
     int limit;
-    const char *state; /* series completion state (any level: having such a series) */
+    const char *state; /* series state as the CLI wrote it (rp_series_state_name()) */
 } rp_db_filter;
 enum { RP_DB_COL_NULL = 0, RP_DB_COL_INT, RP_DB_COL_REAL, RP_DB_COL_TEXT };
 /* kinds[i] is one of RP_DB_COL_* (so JSON output can keep numbers numbers). */
@@ -321,14 +408,7 @@ int rp_db_events_list(rp_db *db, const char *kind, int limit, rp_db_row_fn fn, v
  * --prune-days N). */
 int rp_db_events_prune(rp_db *db, double before, long long *n);
 
-/* added by H7 */
-/* Put an entry (sending or pending) back to pending, due at next_attempt_at, keeping its
- * attempts; last status/reason recorded (dimse_status < 0: none). RP_ENOENT when the entry is
- * not sending/pending. Used by the sender's per-destination backoff (db/outbox_extra.c). */
-int rp_db_outbox_retry_at(rp_db *db, long long id, int dimse_status, const char *reason,
-                          double next_attempt_at);
-
-/* added by H11: `radprep curate` (db/curate.c). The latest successful version of a series. */
+/* `radprep curate` (db/curate.c): the latest successful version of a series. */
 typedef struct rp_db_curated_version {
     long long job_id;
     char series_uid[RP_UID_MAX + 1];
@@ -345,14 +425,14 @@ typedef struct rp_db_curated_version {
 int rp_db_curate_versions(rp_db *db, const char *modality, double since,
                           rp_db_curated_version **out, size_t *n);
 
-/* added by H10 (db/study.c): study-level queries and fusion sets. */
+/* Study-level queries and fusion sets (db/study.c). */
 /* Every series of a study (any state), by series number. *out malloc'd (free()). */
 int rp_db_study_series(rp_db *db, const char *study_uid, rp_db_series_info **out, size_t *n);
 /* A fused output's member set: `members` is canonical text ("T1=UID@VER;T2=UID@VER"). A new
  * (study, rule, members) gets the next version k of (study, rule) and, in the same
- * transaction, a queued job (series_uid = study_uid, series_version = k, kind "fuse:RULE";
- * RULE at most 26 characters). An existing set returns RP_EEXIST with its version and job id
- * (idempotent: a pass repeated after a crash never fuses the same versions twice). */
+ * transaction, a queued 'fuse' job (study, rule, k); rule at most RP_DB_RULE_MAX characters.
+ * An existing set returns RP_EEXIST with its version and job id (idempotent: a pass repeated
+ * after a crash never fuses the same versions twice). */
 int rp_db_fusion_enqueue(rp_db *db, const char *study_uid, const char *rule, const char *members,
                          int max_attempts, int *version, long long *job_id);
 /* Members text of version k of (study, rule); RP_ENOENT when none. */

@@ -50,7 +50,8 @@ struct rp_db {
     " se.frame_of_reference_uid, i.sop_class, i.sop_uid, i.transfer_syntax,"                       \
     " i.instance_number, i.number_of_frames, i.images_in_acquisition, i.temporal_positions,"       \
     " i.number_of_slices, i.acquisition_number, se.slice_thickness, i.file_path, i.file_size,"     \
-    " i.sha256, i.calling_ae, i.peer_host, i.received_at"                                          \
+    " i.sha256, i.calling_ae, i.peer_host, i.received_at, i.protocol_name, i.repetition_time,"    \
+    " i.echo_time, i.inversion_time"                                                               \
     " FROM instances i JOIN series se ON se.id = i.series_fk"                                      \
     " JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
 
@@ -79,11 +80,31 @@ void rp_db_col_text(sqlite3_stmt *s, int i, char *dst, size_t dstsz);
 long long rp_db_col_int(sqlite3_stmt *s, int i, long long dflt);
 double rp_db_col_real(sqlite3_stmt *s, int i, double dflt);
 
-/* Growable array helper for list functions: ensures room for one more element. */
+/* A state/kind column read into its enum (db/names.c); an unknown word logs a warning and
+ * gives dflt. */
+typedef enum {
+    RP_DB_WORDS_SERIES_STATE,
+    RP_DB_WORDS_COMPLETED_REASON,
+    RP_DB_WORDS_JOB_KIND,
+    RP_DB_WORDS_JOB_STATE,
+    RP_DB_WORDS_OUTBOX_STATE
+} rp_db_words;
+int rp_db_col_enum(sqlite3_stmt *s, int i, rp_db_words set, int dflt);
+
+/* Growable array helper: ensures room for element n (one more than the n there are). */
 int rp_db_grow(void **arr, size_t *cap, size_t n, size_t elsize);
 
-/* Retry backoff: min(cap_s, base_s * 2^(attempts-1)). */
-double rp_db_backoff(double base_s, int attempts, double cap_s);
+/* Step a one-off statement to the end, ignoring rows, and finalize it. s may be NULL (a
+ * failed prepare: RP_EDB). Returns 0 or RP_EDB (logged with `what`). */
+int rp_db_step_done(rp_db *db, sqlite3_stmt *s, const char *what);
+
+/* Read every row of s into a malloc'd array of elsize-byte elements, one read(s, element)
+ * per row (the element is zeroed first), and finalize s. On error *out is NULL, *n 0 and the
+ * result RP_ENOMEM or RP_EDB (logged with `what`). On entry *out and *n are reset. */
+typedef void (*rp_db_read_fn)(sqlite3_stmt *s, void *element);
+int rp_db_collect(rp_db *db, sqlite3_stmt *s, void **out, size_t *n, size_t elsize,
+                  rp_db_read_fn read, const char *what);
+
 
 /* Index rows (db/index.c) inside an open transaction. The cache (may be NULL) remembers the
  * last patient/study rows of this transaction; zero it at the start of each transaction. */
@@ -96,8 +117,9 @@ typedef struct rp_db_index_cache {
 int rp_db_index_one(rp_db *db, const rp_instance_meta *m, rp_db_index_cache *k);
 
 /* Insert a queued job (jobs.c) inside the caller's transaction: 0 with *id of the new row, or
- * RP_EEXIST with *id of the row that already has (series_uid, version, kind). */
-int rp_db_job_insert_queued(rp_db *db, const char *uid, int version, const char *kind,
-                            int max_attempts, long long *id);
+ * RP_EEXIST with *id of the row that already has its key. PROCESS: uid is the series, rule
+ * NULL; FUSE: uid is the study, rule the fusion rule. */
+int rp_db_job_insert_queued(rp_db *db, rp_job_kind kind, const char *uid, const char *rule,
+                            int version, int max_attempts, long long *id);
 
 #endif

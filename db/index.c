@@ -57,6 +57,10 @@ static void bind_instance(sqlite3_stmt *s, const rp_instance_meta *m, long long 
     rp_db_bind_int_opt(s, 14, m->number_of_temporal_positions);
     rp_db_bind_int_opt(s, 15, m->number_of_slices);
     rp_db_bind_int_opt(s, 16, m->acquisition_number);
+    rp_db_bind_text(s, 17, m->protocol_name);
+    rp_db_bind_real_opt(s, 18, m->repetition_time);
+    rp_db_bind_real_opt(s, 19, m->echo_time);
+    rp_db_bind_real_opt(s, 20, m->inversion_time);
 }
 
 /* After a rebuild (rp_db_clear_index) a series row is created again: give it back the
@@ -321,8 +325,9 @@ int rp_db_instance_delete(rp_db *db, const char *sop_instance_uid)
     return rp_db_commit(db);
 }
 
-static void read_instance(sqlite3_stmt *s, rp_instance_meta *m)
+static void read_instance(sqlite3_stmt *s, void *element)
 {
+    rp_instance_meta *m = element;
     memset(m, 0, sizeof *m);
     rp_db_col_text(s, 0, m->patient_id, sizeof m->patient_id);
     rp_db_col_text(s, 1, m->issuer_of_patient_id, sizeof m->issuer_of_patient_id);
@@ -356,6 +361,10 @@ static void read_instance(sqlite3_stmt *s, rp_instance_meta *m)
     rp_db_col_text(s, 29, m->calling_ae, sizeof m->calling_ae);
     rp_db_col_text(s, 30, m->peer_host, sizeof m->peer_host);
     m->received_at = rp_db_col_real(s, 31, 0);
+    rp_db_col_text(s, 32, m->protocol_name, sizeof m->protocol_name);
+    m->repetition_time = rp_db_col_real(s, 33, -1);
+    m->echo_time = rp_db_col_real(s, 34, -1);
+    m->inversion_time = rp_db_col_real(s, 35, -1);
 }
 
 int rp_db_instance_get(rp_db *db, const char *sop_instance_uid, rp_instance_meta *out)
@@ -376,34 +385,29 @@ int rp_db_instance_get(rp_db *db, const char *sop_instance_uid, rp_instance_meta
 
 int rp_db_series_instances(rp_db *db, const char *series_uid, rp_instance_meta **out, size_t *n)
 {
-    *out = NULL;
-    *n = 0;
     sqlite3_stmt *s = rp_db_prepare(db, "SELECT " RP_DB_INSTANCE_COLUMNS " WHERE se.series_uid = ?1"
                                         " ORDER BY i.instance_number IS NULL, i.instance_number,"
                                         " i.sop_uid");
+    if (s)
+        rp_db_bind_text(s, 1, series_uid);
+    return rp_db_collect(db, s, (void **)out, n, sizeof **out, read_instance, "series instances");
+}
+
+int rp_db_series_first_instance(rp_db *db, const char *series_uid, rp_instance_meta *out)
+{
+    sqlite3_stmt *s = rp_db_prepare(db, "SELECT " RP_DB_INSTANCE_COLUMNS " WHERE se.series_uid = ?1"
+                                        " ORDER BY i.instance_number IS NULL, i.instance_number,"
+                                        " i.sop_uid LIMIT 1");
     if (!s)
         return RP_EDB;
     rp_db_bind_text(s, 1, series_uid);
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (rp_db_grow((void **)out, &cap, *n, sizeof **out)) {
-            sqlite3_finalize(s);
-            free(*out);
-            *out = NULL;
-            *n = 0;
-            return RP_ENOMEM;
-        }
-        read_instance(s, &(*out)[(*n)++]);
-    }
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        read_instance(s, out);
     sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-        return rp_db_fail(db, "series instances");
-    }
-    return 0;
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? RP_ENOENT : rp_db_fail(db, "series first instance");
 }
 
 int rp_db_clear_index(rp_db *db)

@@ -15,14 +15,14 @@
     "id, sop_uid, file_path, destination, state, attempts, next_attempt_at, last_status,"          \
     " last_reason, created_at, updated_at"
 
-static void read_entry(sqlite3_stmt *s, rp_db_outbox_entry *e)
+static void read_entry(sqlite3_stmt *s, void *element)
 {
-    memset(e, 0, sizeof *e);
+    rp_db_outbox_entry *e = element;
     e->id = sqlite3_column_int64(s, 0);
     rp_db_col_text(s, 1, e->sop_uid, sizeof e->sop_uid);
     rp_db_col_text(s, 2, e->file_path, sizeof e->file_path);
     rp_db_col_text(s, 3, e->destination, sizeof e->destination);
-    rp_db_col_text(s, 4, e->state, sizeof e->state);
+    e->state = rp_db_col_enum(s, 4, RP_DB_WORDS_OUTBOX_STATE, RP_OUTBOX_DEAD);
     e->attempts = (int)rp_db_col_int(s, 5, 0);
     e->next_attempt_at = rp_db_col_real(s, 6, 0);
     e->last_status = (int)rp_db_col_int(s, 7, -1);
@@ -31,27 +31,10 @@ static void read_entry(sqlite3_stmt *s, rp_db_outbox_entry *e)
     e->updated_at = rp_db_col_real(s, 10, 0);
 }
 
-/* Collect every row of a RETURNING/SELECT statement; finalizes s. */
 static int collect(rp_db *db, sqlite3_stmt *s, rp_db_outbox_entry **out, size_t *n,
                    const char *what)
 {
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (rp_db_grow((void **)out, &cap, *n, sizeof **out)) {
-            rc = SQLITE_NOMEM;
-            break;
-        }
-        read_entry(s, &(*out)[(*n)++]);
-    }
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-        return rc == SQLITE_NOMEM ? RP_ENOMEM : rp_db_fail(db, what);
-    }
-    return 0;
+    return rp_db_collect(db, s, (void **)out, n, sizeof **out, read_entry, what);
 }
 
 int rp_db_outbox_add(rp_db *db, const char *sop_uid, const char *file_path, const char *destination,
@@ -130,7 +113,7 @@ int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const
     int rc = rp_db_begin_write(db);
     if (rc)
         return rc;
-    sqlite3_stmt *s = rp_db_prepare(db, "SELECT attempts, destination, sop_uid, state"
+    sqlite3_stmt *s = rp_db_prepare(db, "SELECT attempts, destination, sop_uid"
                                         " FROM outbox WHERE id = ?1");
     if (!s) {
         rp_db_rollback(db);
@@ -139,12 +122,11 @@ int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const
     sqlite3_bind_int64(s, 1, id);
     rc = sqlite3_step(s);
     int attempts = 0;
-    char dest[64] = "", sop[RP_UID_MAX + 1] = "", cur[RP_DB_STATE_MAX] = "";
+    char dest[64] = "", sop[RP_UID_MAX + 1] = "";
     if (rc == SQLITE_ROW) {
         attempts = sqlite3_column_int(s, 0);
         rp_db_col_text(s, 1, dest, sizeof dest);
         rp_db_col_text(s, 2, sop, sizeof sop);
-        rp_db_col_text(s, 3, cur, sizeof cur);
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_ROW) {
@@ -152,15 +134,15 @@ int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const
         return rc == SQLITE_DONE ? RP_ENOENT : rp_db_fail(db, "outbox finish");
     }
     double now = rp_now_s();
-    const char *state;
+    rp_outbox_state state;
     double next = now;
     if (ok) {
-        state = "done";
+        state = RP_OUTBOX_DONE;
     } else if (permanent || (max_attempts > 0 && attempts >= max_attempts)) {
-        state = "dead";
+        state = RP_OUTBOX_DEAD;
     } else {
-        state = "pending";
-        next = now + rp_db_backoff(base_delay_s > 0 ? base_delay_s : 10, attempts, 3600);
+        state = RP_OUTBOX_PENDING;
+        next = now + rp_db_backoff_s(attempts, base_delay_s > 0 ? base_delay_s : 10, 3600);
     }
     s = rp_db_prepare(db, "UPDATE outbox SET state = ?2, next_attempt_at = ?3, last_status = ?4,"
                           " last_reason = ?5, updated_at = ?6 WHERE id = ?1");
@@ -169,7 +151,7 @@ int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const
         return RP_EDB;
     }
     sqlite3_bind_int64(s, 1, id);
-    rp_db_bind_text(s, 2, state);
+    rp_db_bind_text(s, 2, rp_outbox_state_name(state));
     sqlite3_bind_double(s, 3, next);
     if (dimse_status >= 0)
         sqlite3_bind_int(s, 4, dimse_status);
@@ -183,7 +165,7 @@ int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const
         rp_db_rollback(db);
         return rp_db_fail(db, "outbox finish");
     }
-    if (!ok && strcmp(state, "dead") == 0) {
+    if (state == RP_OUTBOX_DEAD) {
         char detail[512], q[300];
         snprintf(detail, sizeof detail,
                  "outbox_id=%lld destination=%s sop_uid=%s attempts=%d "
@@ -196,12 +178,13 @@ int rp_db_outbox_finish(rp_db *db, long long id, int ok, int dimse_status, const
     return rp_db_commit(db);
 }
 
-int rp_db_outbox_requeue(rp_db *db, const char *state, const char *destination, long long id,
+int rp_db_outbox_requeue(rp_db *db, int state, const char *destination, long long id,
                          long long *n)
 {
     if (n)
         *n = 0;
-    if (state && strcmp(state, "dead") && strcmp(state, "sending") && strcmp(state, "pending"))
+    if (state != -1 && state != RP_OUTBOX_DEAD && state != RP_OUTBOX_SENDING &&
+        state != RP_OUTBOX_PENDING)
         return RP_EINVAL;
     sqlite3_stmt *s = rp_db_prepare(
         db, "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?4,"
@@ -210,7 +193,7 @@ int rp_db_outbox_requeue(rp_db *db, const char *state, const char *destination, 
             " AND (?3 <= 0 OR id = ?3)");
     if (!s)
         return RP_EDB;
-    rp_db_bind_text(s, 1, state);
+    rp_db_bind_text(s, 1, state >= 0 ? rp_outbox_state_name((rp_outbox_state)state) : NULL);
     rp_db_bind_text(s, 2, destination);
     sqlite3_bind_int64(s, 3, id);
     sqlite3_bind_double(s, 4, rp_now_s());
@@ -223,20 +206,18 @@ int rp_db_outbox_requeue(rp_db *db, const char *state, const char *destination, 
     return 0;
 }
 
-int rp_db_outbox_list(rp_db *db, const char *state, const char *destination, int limit,
+int rp_db_outbox_list(rp_db *db, int state, const char *destination, int limit,
                       rp_db_outbox_entry **out, size_t *n)
 {
-    *out = NULL;
-    *n = 0;
     sqlite3_stmt *s = rp_db_prepare(db, "SELECT " OUTBOX_COLUMNS " FROM outbox"
                                         " WHERE (?1 IS NULL OR state = ?1)"
                                         " AND (?2 IS NULL OR destination = ?2)"
                                         " ORDER BY id DESC LIMIT ?3");
-    if (!s)
-        return RP_EDB;
-    rp_db_bind_text(s, 1, state);
-    rp_db_bind_text(s, 2, destination);
-    sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
+    if (s) {
+        rp_db_bind_text(s, 1, state >= 0 ? rp_outbox_state_name((rp_outbox_state)state) : NULL);
+        rp_db_bind_text(s, 2, destination);
+        sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
+    }
     return collect(db, s, out, n, "outbox list");
 }
 
@@ -256,4 +237,27 @@ int rp_db_outbox_next_due(rp_db *db, const char *destination, double *when)
     if (rc != SQLITE_ROW)
         return rp_db_fail(db, "outbox next due");
     return found ? 0 : RP_ENOENT;
+}
+
+int rp_db_outbox_retry_at(rp_db *db, long long id, int dimse_status, const char *reason,
+                          double next_attempt_at)
+{
+    sqlite3_stmt *s = rp_db_prepare(db, "UPDATE outbox SET state = 'pending', next_attempt_at = ?2,"
+                                        " last_status = ?3, last_reason = ?4, updated_at = ?5"
+                                        " WHERE id = ?1 AND state IN ('sending', 'pending')");
+    if (!s)
+        return RP_EDB;
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_double(s, 2, next_attempt_at);
+    if (dimse_status >= 0)
+        sqlite3_bind_int(s, 3, dimse_status);
+    else
+        sqlite3_bind_null(s, 3);
+    rp_db_bind_text(s, 4, reason);
+    sqlite3_bind_double(s, 5, rp_now_s());
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return rp_db_fail(db, "outbox retry_at");
+    return sqlite3_changes(db->h) ? 0 : RP_ENOENT;
 }

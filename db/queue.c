@@ -32,6 +32,8 @@ struct rp_db_queue {
     int stop;
     int batch, flush_ms;
     double oldest_at; /* monotonic time the oldest pending item was pushed */
+    void (*on_commit)(void *arg, size_t n); /* called with mu held; see db.h */
+    void *on_commit_arg;
 };
 
 static int ring_grow(rp_db_queue *q)
@@ -104,6 +106,9 @@ static void *writer_main(void *arg)
             q->committed += n;
             q->failures = 0;
             q->oldest_at = rp_mono_s();
+            /* Under mu, so that removing the hook waits for a call in progress. */
+            if (q->on_commit && n)
+                q->on_commit(q->on_commit_arg, n);
         } else {
             q->failures++;
             RP_WARN("db", "index batch failed, will retry items=%zu attempt=%d error=\"%s\"", n,
@@ -197,6 +202,16 @@ int rp_db_queue_flush(rp_db_queue *q)
     }
     pthread_mutex_unlock(&q->mu);
     return rc;
+}
+
+void rp_db_queue_on_commit(rp_db_queue *q, void (*fn)(void *arg, size_t n), void *arg)
+{
+    if (!q)
+        return;
+    pthread_mutex_lock(&q->mu);
+    q->on_commit = fn;
+    q->on_commit_arg = fn ? arg : NULL;
+    pthread_mutex_unlock(&q->mu);
 }
 
 void rp_db_queue_stop(rp_db_queue *q)

@@ -96,9 +96,65 @@ static const char schema_v1[] =
     "  completed_reason TEXT, processed_version INTEGER, expected_count INTEGER);"
     "CREATE TABLE instance_keep (sop_uid TEXT PRIMARY KEY, sha256 TEXT);";
 
+/* Version 2: a job is keyed by what it is. Version 1 keyed every job by (series_uid,
+ * series_version, kind) and put a fusion job's study UID into series_uid with kind
+ * "fuse:RULE"; now kind is 'process' or 'fuse', a fuse job names its study and rule in their
+ * own columns, and `version` is the series version or the fusion set's version. The table is
+ * rebuilt (SQLite cannot change constraints in place); rows keep their ids, so outputs and
+ * fusion_sets still point at them. The jobs also get the executor's id of the running
+ * attempt. fusion_sets, until now created on first use, becomes part of the schema, and
+ * instances keep the header attributes a [fusion] rule matches a series on. */
+static const char schema_v2[] =
+    "CREATE TABLE jobs_v2 ("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL DEFAULT 'process' CHECK (kind IN ('process','fuse')),"
+    "  series_uid TEXT,"
+    "  study_uid TEXT,"
+    "  rule TEXT,"
+    "  version INTEGER NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'queued'"
+    "    CHECK (state IN ('queued','running','done','failed','dead')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  max_attempts INTEGER NOT NULL DEFAULT 3,"
+    "  created_at REAL NOT NULL, started_at REAL, finished_at REAL,"
+    "  next_attempt_at REAL NOT NULL,"
+    "  pid INTEGER, exec_id TEXT, exit_status INTEGER, reason TEXT, output_dir TEXT,"
+    "  CHECK (CASE kind WHEN 'process' THEN series_uid IS NOT NULL AND study_uid IS NULL"
+    "         AND rule IS NULL ELSE series_uid IS NULL AND study_uid IS NOT NULL"
+    "         AND rule IS NOT NULL END));"
+    "INSERT INTO jobs_v2(id, kind, series_uid, study_uid, rule, version, state, attempts,"
+    "  max_attempts, created_at, started_at, finished_at, next_attempt_at, pid, exec_id,"
+    "  exit_status, reason, output_dir)"
+    " SELECT id, CASE WHEN kind LIKE 'fuse:%' THEN 'fuse' ELSE 'process' END,"
+    "  CASE WHEN kind LIKE 'fuse:%' THEN NULL ELSE series_uid END,"
+    "  CASE WHEN kind LIKE 'fuse:%' THEN series_uid END,"
+    "  CASE WHEN kind LIKE 'fuse:%' THEN substr(kind, 6) END,"
+    "  series_version, state, attempts, max_attempts, created_at, started_at, finished_at,"
+    "  next_attempt_at, pid, CASE WHEN pid > 0 THEN CAST(pid AS TEXT) END, exit_status,"
+    "  reason, output_dir FROM jobs;"
+    "DROP TABLE jobs;"
+    "ALTER TABLE jobs_v2 RENAME TO jobs;"
+    "CREATE UNIQUE INDEX jobs_series ON jobs(series_uid, version) WHERE kind = 'process';"
+    "CREATE UNIQUE INDEX jobs_fusion ON jobs(study_uid, rule, version) WHERE kind = 'fuse';"
+    "CREATE INDEX jobs_due ON jobs(state, next_attempt_at);"
+    "CREATE TABLE IF NOT EXISTS fusion_sets ("
+    "  id INTEGER PRIMARY KEY,"
+    "  study_uid TEXT NOT NULL,"
+    "  rule TEXT NOT NULL,"
+    "  members TEXT NOT NULL," /* "T1=UID@V;..." or "missing:T2..." for a report */
+    "  version INTEGER NOT NULL,"
+    "  job_id INTEGER,"
+    "  created_at REAL NOT NULL,"
+    "  UNIQUE(study_uid, rule, members));"
+    "ALTER TABLE instances ADD COLUMN protocol_name TEXT;"
+    "ALTER TABLE instances ADD COLUMN repetition_time REAL;"
+    "ALTER TABLE instances ADD COLUMN echo_time REAL;"
+    "ALTER TABLE instances ADD COLUMN inversion_time REAL;";
+
 /* Append new steps at the end; never edit a released one. */
 static const char *const migrations[] = {
     schema_v1,
+    schema_v2,
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -136,15 +192,17 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_INSTANCE_INSERT] =
         "INSERT INTO instances(sop_uid, series_fk, sop_class, instance_number, number_of_frames,"
         " transfer_syntax, file_path, file_size, sha256, calling_ae, peer_host, received_at,"
-        " images_in_acquisition, temporal_positions, number_of_slices, acquisition_number)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+        " images_in_acquisition, temporal_positions, number_of_slices, acquisition_number,"
+        " protocol_name, repetition_time, echo_time, inversion_time)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"
         " ON CONFLICT(sop_uid) DO NOTHING",
     [ST_INSTANCE_OLD] = "SELECT series_fk, sha256 FROM instances WHERE sop_uid = ?1",
     [ST_INSTANCE_UPDATE] =
         "UPDATE instances SET series_fk=?2, sop_class=?3, instance_number=?4,"
         " number_of_frames=?5, transfer_syntax=?6, file_path=?7, file_size=?8, sha256=?9,"
         " calling_ae=?10, peer_host=?11, received_at=?12, images_in_acquisition=?13,"
-        " temporal_positions=?14, number_of_slices=?15, acquisition_number=?16"
+        " temporal_positions=?14, number_of_slices=?15, acquisition_number=?16,"
+        " protocol_name=?17, repetition_time=?18, echo_time=?19, inversion_time=?20"
         " WHERE sop_uid = ?1",
     [ST_SERIES_COUNT_INC] = "UPDATE series SET instance_count = instance_count + 1 WHERE id = ?1",
     [ST_SERIES_RECOUNT] = "UPDATE series SET instance_count ="
@@ -217,6 +275,46 @@ int rp_db_exec(rp_db *db, const char *sql)
         RP_ERROR("db", "exec failed db=%s error=\"%s\"", db->path, msg ? msg : "?");
         sqlite3_free(msg);
         return RP_EDB;
+    }
+    return 0;
+}
+
+int rp_db_step_done(rp_db *db, sqlite3_stmt *s, const char *what)
+{
+    if (!s)
+        return RP_EDB;
+    int rc = sqlite3_step(s);
+    while (rc == SQLITE_ROW)
+        rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : rp_db_fail(db, what);
+}
+
+int rp_db_collect(rp_db *db, sqlite3_stmt *s, void **out, size_t *n, size_t elsize,
+                  rp_db_read_fn read, const char *what)
+{
+    *out = NULL;
+    *n = 0;
+    if (!s)
+        return RP_EDB;
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (rp_db_grow(out, &cap, *n, elsize)) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        void *e = (char *)*out + *n * elsize;
+        memset(e, 0, elsize);
+        read(s, e);
+        (*n)++;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        return rc == SQLITE_NOMEM ? RP_ENOMEM : rp_db_fail(db, what);
     }
     return 0;
 }
@@ -316,12 +414,16 @@ int rp_db_grow(void **arr, size_t *cap, size_t n, size_t elsize)
     return 0;
 }
 
-double rp_db_backoff(double base_s, int attempts, double cap_s)
+double rp_db_backoff_s(int attempts, double base_s, double max_s)
 {
+    if (attempts < 1)
+        return 0;
+    if (attempts > 30)
+        return max_s;
     double d = base_s;
-    for (int i = 1; i < attempts && d < cap_s; i++)
+    for (int i = 1; i < attempts && d < max_s; i++)
         d *= 2;
-    return d < cap_s ? d : cap_s;
+    return d < max_s ? d : max_s;
 }
 
 static int migrate(rp_db *db)
@@ -358,6 +460,20 @@ static int migrate(rp_db *db)
         }
         RP_INFO("db", "schema migrated db=%s from=%d to=%d", db->path, v, v + 1);
     }
+    /* Foreign keys are off while migrating (a rebuilt table must not cascade-delete what
+     * points at it), so check them before committing. */
+    int bad = SQLITE_DONE;
+    if (version < N_MIGRATIONS) {
+        s = rp_db_prepare(db, "PRAGMA foreign_key_check");
+        bad = s ? sqlite3_step(s) : SQLITE_ERROR;
+        sqlite3_finalize(s);
+    }
+    if (bad != SQLITE_DONE) {
+        rp_db_rollback(db);
+        snprintf(last_error, sizeof last_error, "migration broke a foreign key");
+        RP_ERROR("db", "migration left a dangling foreign key db=%s", db->path);
+        return RP_EDB;
+    }
     return rp_db_commit(db);
 }
 
@@ -377,10 +493,11 @@ int rp_db_open(const char *path, rp_db **out)
     }
     sqlite3_busy_timeout(db->h, 5000);
     sqlite3_extended_result_codes(db->h, 1);
-    /* journal_mode cannot change inside a transaction; WAL is persistent once set. */
+    /* journal_mode and foreign_keys cannot change inside a transaction; WAL is persistent
+     * once set. Foreign keys go on after migrating: see migrate(). */
     if (rp_db_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-                       " PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;") ||
-        migrate(db)) {
+                       " PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;") ||
+        migrate(db) || rp_db_exec(db, "PRAGMA foreign_keys = ON")) {
         rp_db_close(db);
         return RP_EDB;
     }

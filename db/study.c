@@ -3,12 +3,9 @@
  *
  * A fusion set is one row per (study, fusion rule, members), members being the canonical
  * text "T1=UID@VERSION;T2=UID@VERSION" of the chosen series versions. Each new set gets the
- * next version k of (study, rule) and a job (series_uid = the study UID, series_version = k,
- * kind = "fuse:RULE") in the same transaction; the jobs table's UNIQUE(series_uid,
- * series_version, kind) then makes every set run exactly once. The job's series_uid names no
- * row of the series table, so job transitions never touch a member series' state. The table
- * is created on first use (it is an index like the rest: losing it only means a set may be
- * fused again under a new version). */
+ * next version k of (study, rule) and a 'fuse' job (study, rule, k) in the same transaction;
+ * the jobs table's unique key then makes every set run exactly once. A fuse job names no
+ * series, so its transitions never touch a member series' state. */
 #include "db/db.h"
 #include "db/db_internal.h"
 
@@ -16,31 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char fusion_schema[] =
-    "CREATE TABLE IF NOT EXISTS fusion_sets ("
-    "  id INTEGER PRIMARY KEY,"
-    "  study_uid TEXT NOT NULL,"
-    "  rule TEXT NOT NULL,"
-    "  members TEXT NOT NULL," /* "T1=UID@V;..." or "missing:T2" for a report */
-    "  version INTEGER NOT NULL,"
-    "  job_id INTEGER,"
-    "  created_at REAL NOT NULL,"
-    "  UNIQUE(study_uid, rule, members));";
+typedef char uid_text[RP_UID_MAX + 1];
 
-static int ensure_schema(rp_db *db)
+static void read_uid(sqlite3_stmt *s, void *element)
 {
-    return rp_db_exec(db, fusion_schema);
-}
-
-static int exec_done(rp_db *db, sqlite3_stmt *s, const char *what)
-{
-    if (!s)
-        return RP_EDB;
-    int rc = sqlite3_step(s);
-    while (rc == SQLITE_ROW)
-        rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? 0 : rp_db_fail(db, what);
+    rp_db_col_text(s, 0, *(uid_text *)element, sizeof(uid_text));
 }
 
 int rp_db_study_series(rp_db *db, const char *study_uid, rp_db_series_info **out, size_t *n)
@@ -51,29 +28,13 @@ int rp_db_study_series(rp_db *db, const char *study_uid, rp_db_series_info **out
                                         " JOIN studies st ON st.id = se.study_fk"
                                         " WHERE st.study_uid = ?1"
                                         " ORDER BY se.number, se.series_uid");
-    if (!s)
-        return RP_EDB;
-    rp_db_bind_text(s, 1, study_uid);
-    char(*uids)[RP_UID_MAX + 1] = NULL;
-    size_t cnt = 0, cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (rp_db_grow((void **)&uids, &cap, cnt + 1, sizeof *uids)) {
-            sqlite3_finalize(s);
-            free(uids);
-            return RP_ENOMEM;
-        }
-        rp_db_col_text(s, 0, uids[cnt++], sizeof uids[0]);
-    }
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
-        free(uids);
-        return rp_db_fail(db, "study series");
-    }
-    if (cnt == 0) {
-        free(uids);
-        return 0;
-    }
+    if (s)
+        rp_db_bind_text(s, 1, study_uid);
+    uid_text *uids = NULL;
+    size_t cnt = 0;
+    int rc = rp_db_collect(db, s, (void **)&uids, &cnt, sizeof *uids, read_uid, "study series");
+    if (rc || cnt == 0)
+        return rc;
     rp_db_series_info *v = calloc(cnt, sizeof *v);
     if (!v) {
         free(uids);
@@ -130,7 +91,7 @@ static int insert_set(rp_db *db, const char *study_uid, const char *rule, const 
     else
         sqlite3_bind_null(s, 5);
     sqlite3_bind_double(s, 6, rp_now_s());
-    return exec_done(db, s, "fusion set insert");
+    return rp_db_step_done(db, s, "fusion set insert");
 }
 
 int rp_db_fusion_enqueue(rp_db *db, const char *study_uid, const char *rule, const char *members,
@@ -138,12 +99,9 @@ int rp_db_fusion_enqueue(rp_db *db, const char *study_uid, const char *rule, con
 {
     if (!study_uid || !*study_uid || !rule || !*rule || !members || !*members)
         return RP_EINVAL;
-    char kind[32];
-    if (snprintf(kind, sizeof kind, "fuse:%s", rule) >= (int)sizeof kind)
+    if (strlen(rule) > RP_DB_RULE_MAX)
         return RP_EINVAL;
-    int rc = ensure_schema(db);
-    if (rc)
-        return rc;
+    int rc;
     if ((rc = rp_db_begin_write(db)) != 0)
         return rc;
     int ver = 0;
@@ -176,7 +134,7 @@ int rp_db_fusion_enqueue(rp_db *db, const char *study_uid, const char *rule, con
         goto fail;
     }
     /* An existing row (from a set this index forgot) is taken over. */
-    rc = rp_db_job_insert_queued(db, study_uid, ver, kind, max_attempts, &jid);
+    rc = rp_db_job_insert_queued(db, RP_JOB_KIND_FUSE, study_uid, rule, ver, max_attempts, &jid);
     if (rc == RP_EEXIST)
         rc = 0;
     if (rc != 0)
@@ -198,9 +156,6 @@ fail:
 int rp_db_fusion_get(rp_db *db, const char *study_uid, const char *rule, int version, char *members,
                      size_t members_sz)
 {
-    int rc = ensure_schema(db);
-    if (rc)
-        return rc;
     sqlite3_stmt *s = rp_db_prepare(db, "SELECT members FROM fusion_sets WHERE study_uid = ?1"
                                         " AND rule = ?2 AND version = ?3 AND job_id IS NOT NULL");
     if (!s)
@@ -208,7 +163,7 @@ int rp_db_fusion_get(rp_db *db, const char *study_uid, const char *rule, int ver
     rp_db_bind_text(s, 1, study_uid);
     rp_db_bind_text(s, 2, rule);
     sqlite3_bind_int(s, 3, version);
-    rc = sqlite3_step(s);
+    int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         rp_db_col_text(s, 0, members, members_sz);
     sqlite3_finalize(s);
@@ -219,9 +174,7 @@ int rp_db_fusion_get(rp_db *db, const char *study_uid, const char *rule, int ver
 
 int rp_db_fusion_report_once(rp_db *db, const char *study_uid, const char *rule, const char *what)
 {
-    int rc = ensure_schema(db);
-    if (rc)
-        return rc;
+    int rc;
     if ((rc = rp_db_begin_write(db)) != 0)
         return rc;
     rc = find_set(db, study_uid, rule, what, NULL, NULL);

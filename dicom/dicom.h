@@ -80,6 +80,9 @@ typedef struct rp_dcm_meta {
     char series_description[65];
     char body_part[17];
     char frame_of_reference_uid[RP_DCM_UID_MAX + 1];
+    /* what a [fusion] rule matches a series on (times in ms, < 0 when absent) */
+    char protocol_name[65];
+    double repetition_time, echo_time, inversion_time;
     /* instance */
     char sop_class_uid[RP_DCM_UID_MAX + 1];
     char sop_instance_uid[RP_DCM_UID_MAX + 1];

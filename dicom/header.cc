@@ -76,7 +76,7 @@ static int get_us(DcmItem *ds, const DcmTagKey &tag, int dflt)
 static double get_double(DcmItem *ds, const DcmTagKey &tag, double dflt)
 {
     OFString v;
-    if (ds->findAndGetOFString(tag, v).bad() || v.empty())
+    if (!ds || ds->findAndGetOFString(tag, v).bad() || v.empty())
         return dflt;
     char *end = NULL;
     double x = strtod(v.c_str(), &end);
@@ -94,6 +94,38 @@ static void quiet_dcmdata(void)
              return true;
         }();
     (void)done;
+}
+
+/* The first item of sequence `tag` in `it`, or NULL. */
+static DcmItem *first_item(DcmItem *it, const DcmTagKey &tag)
+{
+    DcmItem *out = NULL;
+    if (!it || it->findAndGetSequenceItem(tag, out, 0).bad())
+        return NULL;
+    return out;
+}
+
+/* What a [fusion] rule matches a series on, read as the pixel reader does (dicom/decode.cc):
+ * top-level TR/TE/TI; in an enhanced MR object TR from the shared MR timing group and TE,
+ * when the top level has none, from the first frame's (else the shared) MR echo group. */
+static void read_sequence_attrs(DcmItem *ds, rp_dcm_meta *m)
+{
+    get_str(ds, DCM_ProtocolName, m->protocol_name, sizeof m->protocol_name);
+    m->repetition_time = get_double(ds, DCM_RepetitionTime, -1.0);
+    m->echo_time = get_double(ds, DCM_EchoTime, -1.0);
+    m->inversion_time = get_double(ds, DCM_InversionTime, -1.0);
+    DcmItem *shared = first_item(ds, DCM_SharedFunctionalGroupsSequence);
+    DcmItem *frame0 = first_item(ds, DCM_PerFrameFunctionalGroupsSequence);
+    double tr = get_double(first_item(shared, DCM_MRTimingAndRelatedParametersSequence),
+                           DCM_RepetitionTime, -1.0);
+    if (tr >= 0)
+        m->repetition_time = tr;
+    if (m->echo_time < 0 && (shared || frame0)) {
+        double te = get_double(first_item(frame0, DCM_MREchoSequence), DCM_EffectiveEchoTime, -1.0);
+        if (te < 0)
+            te = get_double(first_item(shared, DCM_MREchoSequence), DCM_EffectiveEchoTime, -1.0);
+        m->echo_time = te;
+    }
 }
 
 static void set_reason(char *reason, size_t reasonsz, const char *what, const OFCondition &c)
@@ -138,6 +170,7 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, 
     m->images_in_acquisition = m->number_of_temporal_positions = -1;
     m->number_of_slices = m->acquisition_number = -1;
     m->slice_thickness = -1.0;
+    m->repetition_time = m->echo_time = m->inversion_time = -1.0;
 
     struct stat st;
     if (stat(path, &st) != 0) {
@@ -182,6 +215,7 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, 
     m->number_of_slices = get_us(ds, DCM_NumberOfSlices, -1);
     m->acquisition_number = get_int(ds, DCM_AcquisitionNumber, -1);
     m->slice_thickness = get_double(ds, DCM_SliceThickness, -1.0);
+    read_sequence_attrs(ds, m);
 
     /* The transfer syntax the bytes are in: the meta header says it; a raw dataset has
      * none, so take what the parser detected. */

@@ -18,9 +18,9 @@
 
 #include "common/common.h"
 #include "conf/conf.h"
-#include "pipeline/pipeline.h"
 #include "outbox/outbox.h"
-#include "sched/processing.h"
+#include "pipeline/pipeline.h" /* recipe validation only: jobs run in worker processes */
+#include "sched/sched.h"
 #include "scp/scp.h"
 
 static rp_node *g_node;
@@ -177,23 +177,28 @@ int main(int argc, char **argv)
         rp_conf_free(&conf);
         return 1;
     }
-    /* Background services register here (completion monitor, job supervisor, outbox
-     * sender): rp_node_add_service(node, &(rp_node_service){...}); see scp/scp.h. */
-    rp_node_service processing;
-    if (rp_processing_service(&processing) != 0 ||
-        rp_node_add_service(node, &processing) != 0) {
-        fprintf(stderr, "radprepd: cannot register the processing service\n");
-        rp_node_free(node);
-        rp_conf_free(&conf);
-        return 1;
-    }
-    rp_node_service outbox; /* the sender of derived series (scp/outbox.h), added by H7 */
+    /* Background services, started in this order after reconciliation and stopped in the
+     * reverse order (scp/scp.h). The outbox sender comes first so that it is there for the
+     * whole life of the supervisor, which kicks it when a job has queued derived instances;
+     * the index queue wakes the completion monitor after each committed batch. Both loops
+     * still poll, for what other processes (the CLI) change. */
+    rp_node_service outbox;
     if (rp_outbox_service(&outbox) != 0 || rp_node_add_service(node, &outbox) != 0) {
         fprintf(stderr, "radprepd: cannot register the outbox service\n");
         rp_node_free(node);
         rp_conf_free(&conf);
         return 1;
     }
+    rp_processing_hooks hooks = {.derived_queued = rp_outbox_service_kick, .arg = outbox.arg};
+    rp_node_service processing;
+    if (rp_processing_service(&processing, &hooks) != 0 ||
+        rp_node_add_service(node, &processing) != 0) {
+        fprintf(stderr, "radprepd: cannot register the processing service\n");
+        rp_node_free(node);
+        rp_conf_free(&conf);
+        return 1;
+    }
+    rp_node_on_indexed(node, rp_processing_indexed, processing.arg);
 
     g_node = node;
     if (rp_node_start(node, err, sizeof err) != 0) {

@@ -1,5 +1,5 @@
 /*
- * scp/outbox — the outbox sender threads (contract in scp/outbox.h).
+ * outbox/outbox — the outbox sender threads and queueing (contract in outbox/outbox.h).
  *
  * Shape: one rp_outbox owns the destination list and N worker threads; worker w serves
  * destinations w, w+N, w+2N... Each worker has its own db handle (db.h: one per thread).
@@ -11,7 +11,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +20,6 @@
 #include <time.h>
 
 #include "common/common.h"
-#include "outbox/sender.h"
 #include "tls/tls.h"
 
 #define MOD "outbox"
@@ -45,7 +43,7 @@ struct rp_outbox {
     char calling_ae[RP_AE_MAX + 1];
     int acse_timeout_s, dimse_timeout_s, connect_timeout_s;
     unsigned max_pdu;
-    rp_tls *tls; /* client TLS layer for tls_only destinations (scp/tls.h), or NULL */
+    rp_tls *tls; /* client TLS layer for tls_only destinations (tls/tls.h), or NULL */
     dest_state *dests;
     size_t n_dests;
     worker *workers;
@@ -88,8 +86,7 @@ static const char *unusable_reason(const rp_conf_peer *p)
 
 static double backoff(const rp_outbox *ob, int streak)
 {
-    double d = ob->o.base_delay_s * pow(2.0, streak > 1 ? streak - 1 : 0);
-    return d < ob->o.max_delay_s ? d : ob->o.max_delay_s;
+    return rp_db_backoff_s(streak > 1 ? streak : 1, ob->o.base_delay_s, ob->o.max_delay_s);
 }
 
 /* Claim one batch of due rows of `ds` and send it. Returns 1 when more rows may be due now;
@@ -267,11 +264,11 @@ static int recover(rp_outbox *ob, const rp_conf *c)
     if (rc)
         return rc;
     long long n = 0;
-    if (rp_db_outbox_requeue(db, "sending", NULL, 0, &n) == 0 && n > 0)
+    if (rp_db_outbox_requeue(db, RP_OUTBOX_SENDING, NULL, 0, &n) == 0 && n > 0)
         RP_WARN(MOD, "re-queued rows left sending by a previous run rows=%lld", n);
     rp_db_outbox_entry *e = NULL;
     size_t ne = 0;
-    if (rp_db_outbox_list(db, "pending", NULL, 0, &e, &ne) == 0) {
+    if (rp_db_outbox_list(db, RP_OUTBOX_PENDING, NULL, 0, &e, &ne) == 0) {
         size_t dead = 0;
         for (size_t i = 0; i < ne; i++) {
             const rp_conf_peer *p = rp_conf_peer_by_name(c, e[i].destination);
@@ -291,7 +288,8 @@ static int recover(rp_outbox *ob, const rp_conf *c)
     for (size_t d = 0; d < ob->n_dests; d++) {
         rp_db_outbox_entry *p = NULL;
         size_t np = 0;
-        if (rp_db_outbox_list(db, "pending", ob->dests[d].peer.name, 1, &p, &np) == 0 && np &&
+        if (rp_db_outbox_list(db, RP_OUTBOX_PENDING, ob->dests[d].peer.name, 1, &p, &np) == 0 &&
+            np &&
             p[0].attempts > 0 && p[0].last_status < 0 && p[0].last_reason[0]) {
             ob->dests[d].fail_streak = p[0].attempts;
             ob->dests[d].gate_until = p[0].next_attempt_at;
@@ -551,26 +549,40 @@ int rp_outbox_enqueue_dir(rp_db *db, const rp_conf *c, const char *send_to, cons
 
 /* ------------------------------------------------------------------- node service */
 
+/* The service's context: the sender, set by start on the main thread before the services
+ * registered after it start (so before any hook of theirs can run), cleared by stop after
+ * they stopped. */
+typedef struct service {
+    rp_outbox *ob;
+} service;
+
 static int svc_start(rp_node *node, void *arg)
 {
-    rp_outbox **slot = arg;
+    service *sv = arg;
     rp_outbox_opts o;
     memset(&o, 0, sizeof o);
     o.db_path = rp_node_db_path(node);
-    return rp_outbox_start(rp_node_conf(node), &o, slot);
+    return rp_outbox_start(rp_node_conf(node), &o, &sv->ob);
 }
 
 static void svc_stop(rp_node *node, void *arg)
 {
     (void)node;
-    rp_outbox **slot = arg;
-    rp_outbox_stop(*slot);
-    free(slot);
+    service *sv = arg;
+    rp_outbox_stop(sv->ob);
+    free(sv);
+}
+
+void rp_outbox_service_kick(void *svc_arg)
+{
+    service *sv = svc_arg;
+    if (sv)
+        rp_outbox_kick(sv->ob);
 }
 
 int rp_outbox_service(rp_node_service *svc)
 {
-    rp_outbox **slot = calloc(1, sizeof *slot);
+    service *slot = calloc(1, sizeof *slot);
     if (!slot)
         return RP_ENOMEM;
     svc->name = "outbox";

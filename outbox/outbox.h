@@ -1,16 +1,17 @@
 /*
- * scp/outbox — the outbox sender: sends derived instances queued in the db outbox to their
- * destination peers with scp/sender (DcmStorageSCU). Internal to scp/ (radprepd registers it
- * as a node service) and its tests; pipeline/cli enqueue with rp_outbox_enqueue().
+ * outbox — sending derived instances to their destination peers: the durable queue (rows of
+ * the db outbox), the sender threads, and the C-STORE sender underneath them (outbox/sender.cc,
+ * dcmtk's DcmStorageSCU). radprepd runs the sender as a node service; workers and the CLI
+ * queue files with rp_outbox_enqueue*().
  *
- * Contract:
+ * Contract of the queue and its threads:
  *  - Each (instance file, destination) is one db outbox row: pending → sending → done, or
  *    pending again later, or dead with the reason. Nothing is dropped silently: a row for a
  *    destination that is no longer configured goes to dead saying so.
  *  - One thread per destination, at most max_threads threads (destinations are shared
  *    round-robin when there are more). A thread claims up to `batch` due rows of its
  *    destination and sends them in one association (several when > 128 contexts).
- *  - Failure classes (see sender.h): RETRY (connection refused/timeout, rejected transient,
+ *  - Failure classes (see the sender below): RETRY (connection refused/timeout, rejected transient,
  *    0xA7xx) puts the rows back with the destination's backoff: base_delay_s doubling per
  *    consecutive failure up to max_delay_s (2 s .. 10 min by default), never dead; RETRY_FEW
  *    (0x0110, unknown statuses) is retried up to few_attempts times, then dead; DEAD
@@ -18,11 +19,37 @@
  *  - The schedule lives in the db (next_attempt_at), so a restart resumes where it was; rows
  *    left 'sending' by a crash are re-queued at start (the receiver de-duplicates by SOP
  *    Instance UID; a C-STORE whose answer was lost may be sent twice, never zero times).
- *  - New rows are picked up within poll_s (rows come from worker processes; an idle poll is
- *    one read-only query per destination), or at once after rp_outbox_kick().
+ *  - New rows are picked up at once after rp_outbox_kick() (radprepd kicks the sender when a
+ *    job ends having queued rows), else within poll_s (an idle poll is one read-only query
+ *    per destination).
+ *
+ * Contract of the sender (rp_sender_send), one association's worth of files to one peer:
+ *  - Presentation contexts are built by DcmStorageSCU from each file's SOP class and transfer
+ *    syntax: the file's own syntax plus the three uncompressed ones (lossless-compressed files
+ *    are decompressed, through dcmtk's registered codecs, when the destination refuses their
+ *    syntax). More than 128 contexts -> several associations, transparently.
+ *  - Every file gets an outcome:
+ *      DONE       success, or a warning status (0xB000, 0xB006, 0xB007, 0x0107, 0x0116);
+ *      RETRY      the destination could not take it now: connection refused or timed out,
+ *                 association rejected transient, network error while sending, 0xA7xx
+ *                 (out of resources). Retried with the destination's backoff, for ever;
+ *      RETRY_FEW  a failure that may be transient but may also never succeed (0x0110
+ *                 processing failure, unknown statuses, a peer that accepts the association
+ *                 but aborts it at our first C-STORE, as Orthanc does for an AE title it does
+ *                 not know): retried a few times, then dead;
+ *      DEAD       permanent: association rejected permanent (e.g. our AE title unknown),
+ *                 SOP class / transfer syntax not accepted, 0xA9xx, 0xCxxx, 0x0122, 0x0124,
+ *                 0x0111, unreadable file. The reason says which.
+ *  - The return value tells the destination's state: 0 when an association was made (even if
+ *    some files failed), RP_ENET (connection refused/reset), RP_ETIMEOUT (connect/ACSE
+ *    timeout), RP_EBUSY (rejected transient, or the peer answered 0xA7xx), RP_EREFUSED
+ *    (rejected permanent: every file DEAD), RP_EPERM (aborted at the first C-STORE: every
+ *    unsent file RETRY_FEW), RP_EINVAL (bad arguments), RP_ECANCELED (stop was raised;
+ *    unsent files are RETRY).
+ *  - Thread-safe: one call per thread, no shared state besides dcmtk's codec registry.
  */
-#ifndef RP_SCP_OUTBOX_H
-#define RP_SCP_OUTBOX_H
+#ifndef RP_OUTBOX_H
+#define RP_OUTBOX_H
 
 #include <stddef.h>
 
@@ -80,6 +107,51 @@ int rp_outbox_enqueue_dir(rp_db *db, const rp_conf *c, const char *send_to, cons
 /* The node service ("outbox") wrapping start/stop with options from the node's conf; fill
  * *svc and register it with rp_node_add_service(). Returns 0 or RP_ENOMEM. */
 int rp_outbox_service(rp_node_service *svc);
+/* rp_outbox_kick() on the sender of the service whose svc->arg is `svc_arg`; nothing before
+ * it started. For hooks (e.g. the supervisor's derived_queued): register the outbox service
+ * before the services that call this, so that it stops after them. */
+void rp_outbox_service_kick(void *svc_arg);
+
+/* ---- the sender (outbox/sender.cc), see the contract ---- */
+
+typedef struct rp_sender_dest {
+    const char *host;
+    int port;
+    const char *called_ae;  /* the destination's AE title */
+    const char *calling_ae; /* ours ([node] ae_title) */
+    int connect_timeout_s;  /* TCP connect; <= 0: 10 */
+    int acse_timeout_s;     /* association negotiation/release; <= 0: 30 */
+    int dimse_timeout_s;    /* wait for each C-STORE-RSP; <= 0: 60 */
+    unsigned max_pdu;       /* our max receive PDU; 0: 65536 */
+    struct rp_tls *tls;     /* client-role TLS layer (tls/tls.h, borrowed); NULL: plain */
+} rp_sender_dest;
+
+typedef enum { RP_SEND_DONE = 0, RP_SEND_RETRY, RP_SEND_RETRY_FEW, RP_SEND_DEAD } rp_send_outcome;
+
+typedef struct rp_sender_result {
+    rp_send_outcome outcome;
+    int dimse_status; /* C-STORE-RSP status; -1 when no response came */
+    char reason[256]; /* empty on plain success */
+} rp_sender_result;
+
+typedef struct rp_sender_stats {
+    int associations;    /* associations negotiated */
+    size_t sent, failed; /* files DONE / not DONE */
+    long long bytes;     /* bytes of the files sent */
+    double seconds;      /* wall time of the call */
+} rp_sender_stats;
+
+/* Send files[0..n) to d. results[n] is filled for every file (caller's array). stop may be
+ * NULL; when *stop becomes non-zero, sending stops after the current instance. stats may be
+ * NULL. See the contract above for outcomes and the return value. */
+int rp_sender_send(const rp_sender_dest *d, const char *const *files, size_t n,
+                   rp_sender_result *results, volatile int *stop, rp_sender_stats *stats);
+
+/* SOP Instance UID of a DICOM file (header only), into uid (>= 65 bytes). RP_EPARSE/RP_EUID. */
+int rp_sender_file_uid(const char *path, char *uid, size_t uidsz);
+
+/* Short static name of an outcome ("done", "retry", "retry-few", "dead"). */
+const char *rp_send_outcome_name(rp_send_outcome o);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 /*
- * scp/sender.cc — DcmStorageSCU adapter: send files to one destination, classify each
- * outcome. Contract in scp/sender.h.
+ * outbox/sender.cc — DcmStorageSCU adapter: send files to one destination, classify each
+ * outcome. Contract in outbox/outbox.h.
  */
 #include "dcmtk/config/osconfig.h"
 
@@ -24,7 +24,7 @@
 extern "C" {
 #include "common/common.h"
 #include "dicom/dicom.h"
-#include "outbox/sender.h"
+#include "outbox/outbox.h"
 #include "tls/tls.h"
 }
 

@@ -197,49 +197,16 @@ static int run_steps(const char *steps, rp_volume *v, const rp_series_info *info
 
 /* ---- sequence matching -------------------------------------------------------------------- */
 
-static int modality_ok(const char *list, const char *modality)
-{
-    if (!list[0])
-        return 1;
-    char buf[sizeof(((rp_conf_fusion *)0)->modality)];
-    rp_strlcpy(buf, list, sizeof buf);
-    char *save = NULL;
-    for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save))
-        if (strcasecmp(w, modality) == 0)
-            return 1;
-    return 0;
-}
-
-static void seq_rule(const rp_conf_fusion_seq *q, rp_mr_seq_rule *r)
-{
-    if (!q->custom && rp_mr_seq_rule_builtin(q->name, r) == 0)
-        return;
-    memset(r, 0, sizeof *r);
-    rp_strlcpy(r->name, q->name, sizeof r->name);
-    rp_strlcpy(r->pattern, q->description, sizeof r->pattern);
-    r->tr_lo = q->tr_lo;
-    r->tr_hi = q->tr_hi;
-    r->te_lo = q->te_lo;
-    r->te_hi = q->te_hi;
-    r->ti_lo = q->ti_lo;
-    r->ti_hi = q->ti_hi;
-    r->ti_absent_ok = q->ti_absent_ok;
-}
-
 static unsigned match_bits(const rp_conf_fusion *f, const rp_dcm_info *in)
 {
-    if (!modality_ok(f->modality, in->modality))
-        return 0;
     rp_series_info info;
     series_info_from(in, &info);
-    unsigned bits = 0;
-    for (int s = 0; s < f->n_seq; s++) {
-        rp_mr_seq_rule r;
-        seq_rule(&f->seq[s], &r);
-        if (rp_mr_seq_match(&r, &info))
-            bits |= 1u << s;
-    }
-    return bits;
+    rp_conf_series_attrs a = {.modality = in->modality,
+                              .description = info.series_description,
+                              .tr_ms = info.repetition_time,
+                              .te_ms = info.echo_time,
+                              .ti_ms = info.inversion_time};
+    return rp_conf_fusion_match(f, &a);
 }
 
 int rp_pipeline_fusion_match_file(const rp_conf_fusion *f, const char *file, unsigned *bits,

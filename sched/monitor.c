@@ -1,9 +1,8 @@
-/* scp/monitor — the completion monitor thread: re-reads the receiving series from the
+/* sched/monitor — the completion monitor thread: re-reads the receiving series from the
  * database on every pass, decides with rp_completion_decide(), and completes + enqueues in one
  * transaction. Nothing it knows lives only in memory except a cache of expected counts, which
  * is rebuilt from the database whenever a series' instance count changes. */
-#include "sched/monitor.h"
-#include "sched/fusion.h"
+#include "sched/sched.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -15,8 +14,9 @@
 #include "common/common.h"
 #include "db/db.h"
 
-/* The longest a pass waits: bounds completion latency for series we were not told about
- * (indexed by another thread, triggered from the CLI). Each pass is one indexed query. */
+/* The longest the thread sleeps unless told otherwise: bounds completion latency for changes
+ * nobody wakes it for (a trigger from the CLI, another process). Each pass is one indexed
+ * query. */
 #define RP_MONITOR_POLL_S 0.1
 
 /* Expected count of a series from its instances' headers (loads the instance rows). */
@@ -150,15 +150,15 @@ int rp_completion_notes_pending(rp_completion_notes *n, const char *series_uid, 
     return pending;
 }
 
-static const char *reason_word(rp_complete_why why)
+static rp_completed_reason completed_reason(rp_complete_why why)
 {
     switch (why) {
     case RP_COMPLETE_EXPECTED:
-        return "expected_count";
+        return RP_COMPLETED_EXPECTED_COUNT;
     case RP_COMPLETE_OPERATOR:
-        return "operator";
+        return RP_COMPLETED_OPERATOR;
     default:
-        return "quiet";
+        return RP_COMPLETED_QUIET;
     }
 }
 
@@ -209,7 +209,7 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, rp_completion_notes *notes, dou
             continue;
         }
         long long job_id = 0;
-        rc = rp_db_series_complete(db, s->series_uid, s->version, reason_word(w), "process",
+        rc = rp_db_series_complete(db, s->series_uid, s->version, completed_reason(w),
                                    c->job_max_attempts, &job_id);
         if (rc == RP_EBUSY || rc == RP_EEXIST) {
             /* a new instance arrived (new version) or someone else completed it: fine */
@@ -247,6 +247,7 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, rp_completion_notes *notes, dou
 
 struct rp_monitor {
     const rp_conf *c;
+    double poll_s;
     rp_supervisor *sup;
     rp_completion_notes *notes;
     rp_db *db;
@@ -271,14 +272,14 @@ static void *run(void *arg)
     rp_monitor *m = arg;
     for (;;) {
         int done = 0;
-        double wait = RP_MONITOR_POLL_S;
+        double wait = m->poll_s;
         int rc = rp_monitor_pass(m->db, m->c, m->notes, rp_now_s(), &done, &wait);
         if (rc != 0)
             RP_WARN("monitor", "pass failed rc=%s", rp_strerror(rc));
         if (done > 0)
             rp_supervisor_wake(m->sup);
-        if (wait > RP_MONITOR_POLL_S)
-            wait = RP_MONITOR_POLL_S;
+        if (wait > m->poll_s)
+            wait = m->poll_s;
         if (wait < 0.01)
             wait = 0.01;
         struct timespec ts;
@@ -299,7 +300,7 @@ static void *run(void *arg)
     return NULL;
 }
 
-int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup,
+int rp_monitor_start(const rp_conf *c, const char *db_path, double poll_s, rp_supervisor *sup,
                      rp_completion_notes *notes, rp_monitor **out)
 {
     *out = NULL;
@@ -307,6 +308,7 @@ int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup,
     if (!m)
         return RP_ENOMEM;
     m->c = c;
+    m->poll_s = poll_s > 0 ? poll_s : RP_MONITOR_POLL_S;
     m->sup = sup;
     m->notes = notes;
     int rc = rp_db_open(db_path, &m->db);
@@ -327,7 +329,7 @@ int rp_monitor_start(const rp_conf *c, const char *db_path, rp_supervisor *sup,
         free(m);
         return RP_EINTERNAL;
     }
-    RP_INFO("monitor", "started poll_s=%.2f", RP_MONITOR_POLL_S);
+    RP_INFO("monitor", "started poll_s=%.2f", m->poll_s);
     *out = m;
     return 0;
 }

@@ -1,6 +1,6 @@
-/* scp/monitor_decide — when is a series complete? Pure functions over what the database
+/* sched/monitor_decide — when is a series complete? Pure functions over what the database
  * holds (hints from headers, counts, times), so that they can be tested without a node. */
-#include "sched/monitor.h"
+#include "sched/sched.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,16 +1,17 @@
-/* scp/processing — the supervisor and the completion monitor as one node service. */
-#include "sched/processing.h"
+/* sched/processing — the supervisor and the completion monitor as one node service. */
+#include "sched/sched.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "common/common.h"
-#include "sched/monitor.h"
-#include "sched/supervisor.h"
 
 typedef struct processing {
+    rp_processing_hooks hooks;
     rp_supervisor *sup;
-    rp_monitor *mon;
     rp_completion_notes *notes; /* instances acknowledged, maybe not indexed yet */
+    pthread_mutex_t mu;         /* guards mon: the index queue's thread wakes it */
+    rp_monitor *mon;
 } processing;
 
 static int start(rp_node *node, void *arg)
@@ -20,6 +21,8 @@ static int start(rp_node *node, void *arg)
     rp_supervisor_opts o;
     rp_supervisor_opts_from_conf(c, &o);
     o.db_path = rp_node_db_path(node);
+    o.derived_queued = p->hooks.derived_queued;
+    o.derived_queued_arg = p->hooks.arg;
     int rc = rp_supervisor_start(&o, &p->sup);
     if (rc != 0) {
         RP_ERROR("processing", "cannot start the job supervisor rc=%s", rp_strerror(rc));
@@ -34,14 +37,18 @@ static int start(rp_node *node, void *arg)
         if (done)
             RP_INFO("processing", "series completed at start n=%d", done);
     }
+    rp_monitor *mon = NULL;
     if (rc == 0)
-        rc = rp_monitor_start(c, o.db_path, p->sup, p->notes, &p->mon);
+        rc = rp_monitor_start(c, o.db_path, 0, p->sup, p->notes, &mon);
     if (rc != 0) {
         RP_ERROR("processing", "cannot start the completion monitor rc=%s", rp_strerror(rc));
         rp_supervisor_stop(p->sup);
         p->sup = NULL;
         return rc;
     }
+    pthread_mutex_lock(&p->mu);
+    p->mon = mon;
+    pthread_mutex_unlock(&p->mu);
     rp_supervisor_wake(p->sup);
     return 0;
 }
@@ -50,9 +57,14 @@ static void stop(rp_node *node, void *arg)
 {
     (void)node;
     processing *p = arg;
-    rp_monitor_stop(p->mon);
+    pthread_mutex_lock(&p->mu);
+    rp_monitor *mon = p->mon;
+    p->mon = NULL;
+    pthread_mutex_unlock(&p->mu);
+    rp_monitor_stop(mon);
     rp_supervisor_stop(p->sup);
     rp_completion_notes_free(p->notes);
+    pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
@@ -65,13 +77,26 @@ static void on_instance(rp_node *node, void *arg, const rp_instance_meta *m)
                             m->received_at > 0 ? m->received_at : rp_now_s());
 }
 
-int rp_processing_service(rp_node_service *svc)
+void rp_processing_indexed(void *arg, size_t n)
+{
+    processing *p = arg;
+    if (!p || n == 0)
+        return;
+    pthread_mutex_lock(&p->mu);
+    rp_monitor_wake(p->mon); /* NULL before start and after stop: nothing to wake */
+    pthread_mutex_unlock(&p->mu);
+}
+
+int rp_processing_service(rp_node_service *svc, const rp_processing_hooks *hooks)
 {
     processing *p = calloc(1, sizeof *p);
     if (!p || !(p->notes = rp_completion_notes_new())) {
         free(p);
         return RP_ENOMEM;
     }
+    if (hooks)
+        p->hooks = *hooks;
+    pthread_mutex_init(&p->mu, NULL);
     svc->name = "processing";
     svc->start = start;
     svc->stop = stop;

@@ -1,11 +1,10 @@
-/* scp/supervisor — the thread that turns queued jobs into worker processes and records how
- * each one ended. Its only blocking points are its own condition variable and SQLite on its
- * own handle, so the network threads never wait for it. */
-#include "sched/supervisor.h"
+/* sched/supervisor — the thread that turns queued jobs into workers through an executor and
+ * records how each one ended. Its only blocking points are its own condition variable and
+ * SQLite on its own handle, so the network threads never wait for it. */
+#include "sched/sched.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,22 +13,30 @@
 
 #include "common/common.h"
 #include "db/db.h"
+#include "worker/worker.h"
+
+/* A worker whose end is not seen within this is taken as gone: bounds a stop (local workers
+ * get SIGTERM, then SIGKILL after 3 s). */
+#define STOP_WAIT_S 30.0
 
 typedef struct slot {
     int busy;
-    long long job_id;
-    char series_uid[RP_UID_MAX + 1];
+    char subject[RP_UID_MAX + 1]; /* the job's series (or study, for a fusion job) */
     int version;
-    rp_proc proc;
+    rp_exec_job ej;
 } slot;
 
 struct rp_supervisor {
     rp_supervisor_opts o;
     char db_path[RP_PATH_MAX], worker_bin[RP_PATH_MAX], config_path[RP_PATH_MAX];
     char data_dir[RP_PATH_MAX], log_dir[RP_PATH_MAX];
+    rp_executor exec;
+    int own_exec; /* exec is ours to free (the local default) */
     rp_db *db;
     slot *slots;
     int n_slots;
+    rp_exec_job *polled; /* n_slots entries: what one reap() hands the executor */
+    int *polled_slot;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -46,18 +53,6 @@ void rp_supervisor_opts_from_conf(const rp_conf *c, rp_supervisor_opts *o)
     o->timeout_s = c->job_timeout_s;
     o->memory_mb = c->job_memory_mb;
     o->max_attempts = c->job_max_attempts;
-}
-
-static int n_cores(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-int rp_supervisor_omp_share(int cores, int running)
-{
-    int k = cores / (running + 1);
-    return k > 0 ? k : 1;
 }
 
 void rp_supervisor_wake(rp_supervisor *s)
@@ -78,6 +73,13 @@ int rp_supervisor_running(rp_supervisor *s)
     return n;
 }
 
+static void add_running(rp_supervisor *s, int d)
+{
+    pthread_mutex_lock(&s->mu);
+    s->running += d;
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* Sleep until woken, stopped, or `secs` passed. Returns 1 when stopping. */
 static int nap(rp_supervisor *s, double secs)
 {
@@ -96,21 +98,31 @@ static int nap(rp_supervisor *s, double secs)
     return stop;
 }
 
-/* A shutdown is not the job's fault: requeue instead of counting a failure. */
+/* A job that ended done may have queued derived instances: tell the sender now rather than
+ * at its next poll. */
+static void after_done(rp_supervisor *s)
+{
+    double due;
+    if (s->o.derived_queued && rp_db_outbox_next_due(s->db, NULL, &due) == 0 &&
+        due <= rp_now_s())
+        s->o.derived_queued(s->o.derived_queued_arg);
+}
+
+/* Record how a job ended in the index. A shutdown is not the job's fault: then the job is
+ * requeued instead of counting a failure. */
 static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int stopping)
 {
     char q[400], tb[32];
+    long long job_id = sl->ej.job_id;
     int ok = r->end == RP_PROC_EXITED && r->exit_code == RP_JOB_EXIT_OK;
     if (stopping && !ok) {
         RP_INFO("supervisor",
                 "job interrupted by shutdown job=%lld series=%s version=%d "
                 "wall_s=%.2f",
-                sl->job_id, sl->series_uid, sl->version, r->wall_s);
+                job_id, sl->subject, sl->version, r->wall_s);
         return; /* rp_db_jobs_requeue_running() after every worker has ended */
     }
-    int permanent = r->end == RP_PROC_EXITED &&
-                    (r->exit_code == RP_JOB_EXIT_BADINPUT || r->exit_code == RP_JOB_EXIT_USAGE ||
-                     r->exit_code == RP_JOB_EXIT_GONE || r->exit_code == RP_JOB_EXIT_CONFIG);
+    int permanent = r->end == RP_PROC_EXITED && rp_worker_exit_permanent(r->exit_code);
     int status = r->end == RP_PROC_EXITED || r->end == RP_PROC_OOM
                      ? (r->exit_code >= 0 ? r->exit_code : 128 + r->signo)
                      : 128 + r->signo;
@@ -121,56 +133,70 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
     for (int attempt = 0; attempt < 5 && rc != 0; attempt++) {
         if (attempt)
             nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
-        rc = rp_db_job_finish(s->db, sl->job_id, ok, status, r->reason, permanent,
-                              s->o.backoff_base_s, &after);
+        rc = rp_db_job_finish(s->db, job_id, ok, status, r->reason, permanent, s->o.backoff_base_s,
+                              s->o.backoff_max_s, &after);
         if (rc == RP_ENOENT || rc == RP_EINVAL)
             break; /* deleted, or no longer running (an operator requeued it) */
     }
-    if (rc == RP_EINVAL && ok && rp_db_job_get(s->db, sl->job_id, &after) == 0 &&
-        strcmp(after.state, "done") == 0)
+    if (rc == RP_EINVAL && ok && rp_db_job_get(s->db, job_id, &after) == 0 &&
+        after.state == RP_JOB_DONE)
         rc = 0; /* the worker recorded its success itself, with its outputs */
     if (rc != 0) {
-        RP_ERROR("supervisor", "cannot record job end job=%lld rc=%s", sl->job_id, rp_strerror(rc));
+        RP_ERROR("supervisor", "cannot record job end job=%lld rc=%s", job_id, rp_strerror(rc));
         return;
     }
     rp_log_kv_quote(r->reason, q, sizeof q);
     if (ok) {
         RP_INFO("supervisor", "job done job=%lld series=%s version=%d wall_s=%.2f attempts=%d",
-                sl->job_id, sl->series_uid, sl->version, r->wall_s, after.attempts);
-    } else if (strcmp(after.state, "failed") == 0) {
+                job_id, sl->subject, sl->version, r->wall_s, after.attempts);
+    } else if (after.state == RP_JOB_FAILED) {
         RP_WARN("supervisor",
                 "job failed job=%lld series=%s version=%d reason=%s wall_s=%.2f "
                 "attempts=%d/%d retry_at=%s",
-                sl->job_id, sl->series_uid, sl->version, q, r->wall_s, after.attempts,
+                job_id, sl->subject, sl->version, q, r->wall_s, after.attempts,
                 after.max_attempts, rp_time_iso8601(after.next_attempt_at, tb, sizeof tb));
     } else {
         RP_ERROR("supervisor",
                  "job dead job=%lld series=%s version=%d reason=%s wall_s=%.2f "
                  "attempts=%d/%d permanent=%d",
-                 sl->job_id, sl->series_uid, sl->version, q, r->wall_s, after.attempts,
+                 job_id, sl->subject, sl->version, q, r->wall_s, after.attempts,
                  after.max_attempts, permanent);
     }
     char detail[600];
     snprintf(detail, sizeof detail, "job=%lld series=%s version=%d state=%s reason=%s wall_s=%.2f",
-             sl->job_id, sl->series_uid, sl->version, after.state, q, r->wall_s);
+             job_id, sl->subject, sl->version, rp_job_state_name(after.state), q, r->wall_s);
     rp_db_event_add(s->db, "job", detail);
+    if (ok)
+        after_done(s);
 }
 
+/* One batched poll of every job in flight; records the ends. */
 static void reap(rp_supervisor *s, int stopping)
 {
-    double now = rp_mono_s();
-    for (int i = 0; i < s->n_slots; i++) {
-        slot *sl = &s->slots[i];
-        if (!sl->busy)
+    rp_exec_job *jobs = s->polled;
+    int *idx = s->polled_slot;
+    size_t n = 0;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].busy) {
+            jobs[n] = s->slots[i].ej;
+            jobs[n].ended = 0;
+            idx[n++] = i;
+        }
+    if (n == 0)
+        return;
+    int rc = s->exec.ops->poll(s->exec.self, jobs, n, rp_mono_s());
+    if (rc != 0) {
+        RP_WARN("supervisor", "executor poll failed executor=%s rc=%s", s->exec.ops->name,
+                rp_strerror(rc));
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (!jobs[k].ended)
             continue;
-        rp_proc_result r;
-        if (rp_proc_poll(&sl->proc, now, &r) != 1)
-            continue;
-        record_end(s, sl, &r, stopping);
+        slot *sl = &s->slots[idx[k]];
+        record_end(s, sl, &jobs[k].result, stopping);
         sl->busy = 0;
-        pthread_mutex_lock(&s->mu);
-        s->running--;
-        pthread_mutex_unlock(&s->mu);
+        add_running(s, -1);
     }
 }
 
@@ -197,49 +223,50 @@ static int start_one(rp_supervisor *s, slot *sl)
     argv[a++] = "--data-dir";
     argv[a++] = s->data_dir;
     argv[a] = NULL;
-    rp_proc_limits lim = {
-        .memory_mb = s->o.memory_mb, .timeout_s = s->o.timeout_s, .kill_grace_s = 5.0, .nice = 10};
-    /* Fewer malloc arenas: each reserves 64 MiB of address space per thread, which counts
-     * against RLIMIT_AS without being memory the job uses. And a share of the cores for the
-     * pipeline's OpenMP loops: a job alone gets them all, the next ones what is left, so
-     * that `workers` jobs do not run workers x cores threads. OpenMP threads that spin while
-     * waiting steal the cores from receiving and from other jobs, so they sleep instead
-     * (measured: the X-ray chain runs 1.3-2x faster on a busy 2-core machine). The daemon's
-     * own environment wins when it sets any of these. */
-    char omp[48];
-    snprintf(omp, sizeof omp, "OMP_NUM_THREADS=%d",
-             rp_supervisor_omp_share(n_cores(), rp_supervisor_running(s)));
-    const char *env[4];
-    int e = 0;
-    if (!getenv("MALLOC_ARENA_MAX"))
-        env[e++] = "MALLOC_ARENA_MAX=4";
-    if (!getenv("OMP_WAIT_POLICY"))
-        env[e++] = "OMP_WAIT_POLICY=passive";
-    if (!getenv("OMP_NUM_THREADS"))
-        env[e++] = omp;
-    env[e] = NULL;
-    rc = rp_proc_spawn(argv, env, &lim, logpath, &sl->proc);
+    rp_exec_request rq = {.job_id = job.id,
+                          .argv = argv,
+                          .log_path = logpath,
+                          .memory_mb = s->o.memory_mb,
+                          .timeout_s = s->o.timeout_s};
+    memset(sl, 0, sizeof *sl);
+    int pid = 0;
+    rc = s->exec.ops->submit(s->exec.self, &rq, sl->ej.id, sizeof sl->ej.id, &pid);
     if (rc != 0) {
         rp_db_job_finish(s->db, job.id, 0, -1, "cannot start worker (fork/log file)", 0,
-                         s->o.backoff_base_s, NULL);
+                         s->o.backoff_base_s, s->o.backoff_max_s, NULL);
         return rc;
     }
     sl->busy = 1;
-    sl->job_id = job.id;
-    sl->version = job.series_version;
-    rp_strlcpy(sl->series_uid, job.series_uid, sizeof sl->series_uid);
-    rp_db_job_set_running(s->db, job.id, (int)sl->proc.pid, NULL);
-    pthread_mutex_lock(&s->mu);
-    s->running++;
-    pthread_mutex_unlock(&s->mu);
+    sl->ej.job_id = job.id;
+    sl->version = job.version;
+    rp_strlcpy(sl->subject, rp_db_job_subject(&job), sizeof sl->subject);
+    rp_db_job_set_exec(s->db, job.id, sl->ej.id, pid);
+    add_running(s, 1);
     char tb[32];
     RP_INFO("supervisor",
             "job started job=%lld series=%s version=%d attempt=%d/%d pid=%d "
             "created_at=%s wait_s=%.3f",
-            job.id, job.series_uid, job.series_version, job.attempts, job.max_attempts,
-            (int)sl->proc.pid, rp_time_iso8601(job.created_at, tb, sizeof tb),
-            rp_now_s() - job.created_at);
+            job.id, sl->subject, job.version, job.attempts, job.max_attempts, pid,
+            rp_time_iso8601(job.created_at, tb, sizeof tb), rp_now_s() - job.created_at);
     return 0;
+}
+
+/* Stop with an executor whose jobs die with the node: ask every worker to end, wait for
+ * them, and put their jobs back in the queue. */
+static void stop_workers(rp_supervisor *s)
+{
+    double now = rp_mono_s();
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].busy)
+            s->exec.ops->cancel(s->exec.self, s->slots[i].ej.id, now);
+    while (rp_supervisor_running(s) > 0 && rp_mono_s() - now < STOP_WAIT_S) {
+        reap(s, 1);
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    long long n = 0;
+    rp_db_jobs_requeue_running(s->db, 0, &n);
+    if (n)
+        RP_INFO("supervisor", "requeued interrupted jobs n=%lld", n);
 }
 
 static void *run(void *arg)
@@ -261,6 +288,8 @@ static void *run(void *arg)
                 RP_INFO("supervisor", "worker binary found worker=%s", s->worker_bin);
         }
         for (int i = 0; i < s->n_slots && s->worker_bin[0]; i++) {
+            if (rp_supervisor_running(s) >= s->o.workers)
+                break;
             if (s->slots[i].busy)
                 continue;
             if (start_one(s, &s->slots[i]) != 0)
@@ -281,23 +310,60 @@ static void *run(void *arg)
         if (nap(s, wait))
             break;
     }
-    /* Stop: ask every worker to end, give them the grace period, then kill. */
-    double now = rp_mono_s();
-    for (int i = 0; i < s->n_slots; i++)
-        if (s->slots[i].busy) {
-            s->slots[i].proc.lim.kill_grace_s = 3.0;
-            rp_proc_terminate(&s->slots[i].proc, now);
-        }
-    while (rp_supervisor_running(s) > 0) {
-        reap(s, 1);
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    long long n = 0;
-    rp_db_jobs_requeue_running(s->db, &n);
-    if (n)
-        RP_INFO("supervisor", "requeued interrupted jobs n=%lld", n);
+    if (!s->exec.ops->reattach)
+        stop_workers(s);
+    else if (rp_supervisor_running(s) > 0)
+        RP_INFO("supervisor", "jobs left running for the next start executor=%s n=%d",
+                s->exec.ops->name, rp_supervisor_running(s));
     return NULL;
+}
+
+/* Jobs a previous life of the node left running: tracked again when the executor can, else
+ * requeued (the interrupted attempt does not count). */
+static int adopt_running(rp_supervisor *s)
+{
+    long long n = 0;
+    if (!s->exec.ops->reattach) {
+        int rc = rp_db_jobs_requeue_running(s->db, 0, &n);
+        if (rc == 0 && n)
+            RP_WARN("supervisor", "requeued jobs left running by a previous run n=%lld", n);
+        return rc;
+    }
+    rp_db_job *jobs = NULL;
+    size_t nj = 0;
+    int rc = rp_db_jobs_list(s->db, RP_JOB_RUNNING, NULL, 0, &jobs, &nj);
+    if (rc)
+        return rc;
+    slot *grown = realloc(s->slots, (size_t)(s->n_slots + (int)nj) * sizeof *grown);
+    if (!grown) {
+        free(jobs);
+        return RP_ENOMEM;
+    }
+    s->slots = grown;
+    memset(s->slots + s->n_slots, 0, nj * sizeof *s->slots);
+    s->n_slots += (int)nj;
+    for (size_t i = 0; i < nj; i++) {
+        if (jobs[i].exec_id[0] &&
+            s->exec.ops->reattach(s->exec.self, jobs[i].exec_id, jobs[i].id) == 0) {
+            slot *sl = NULL;
+            for (int k = 0; k < s->n_slots && !sl; k++)
+                if (!s->slots[k].busy)
+                    sl = &s->slots[k];
+            sl->busy = 1;
+            rp_strlcpy(sl->ej.id, jobs[i].exec_id, sizeof sl->ej.id);
+            sl->ej.job_id = jobs[i].id;
+            sl->version = jobs[i].version;
+            rp_strlcpy(sl->subject, rp_db_job_subject(&jobs[i]), sizeof sl->subject);
+            s->running++;
+            RP_INFO("supervisor", "job reattached job=%lld exec_id=%s", jobs[i].id,
+                    jobs[i].exec_id);
+        } else if (rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0 && n) {
+            RP_WARN("supervisor", "requeued a job left running by a previous run job=%lld",
+                    jobs[i].id);
+        }
+    }
+    free(jobs);
+    return 0;
 }
 
 int rp_supervisor_start(const rp_supervisor_opts *o, rp_supervisor **out)
@@ -307,15 +373,27 @@ int rp_supervisor_start(const rp_supervisor_opts *o, rp_supervisor **out)
     if (!s)
         return RP_ENOMEM;
     s->o = *o;
-    if (s->o.workers <= 0)
-        s->o.workers = n_cores();
+    if (s->o.workers <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        s->o.workers = cores > 0 ? (int)cores : 1;
+    }
     if (s->o.max_attempts < 1)
         s->o.max_attempts = 3;
     if (s->o.backoff_base_s <= 0)
         s->o.backoff_base_s = 10;
+    if (s->o.backoff_max_s <= 0)
+        s->o.backoff_max_s = 3600;
     if (s->o.poll_s <= 0)
         s->o.poll_s = 0.5;
     int rc = RP_EINVAL;
+    if (o->executor) {
+        s->exec = *o->executor;
+    } else {
+        if ((rc = rp_executor_local(&s->exec)) != 0)
+            goto fail;
+        s->own_exec = 1;
+        rc = RP_EINVAL;
+    }
     if (!o->db_path || !o->data_dir || rp_strlcpy(s->db_path, o->db_path, sizeof s->db_path) ||
         rp_strlcpy(s->data_dir, o->data_dir, sizeof s->data_dir))
         goto fail;
@@ -349,33 +427,37 @@ int rp_supervisor_start(const rp_supervisor_opts *o, rp_supervisor **out)
     }
     if ((rc = rp_db_open(s->db_path, &s->db)) != 0)
         goto fail;
-    /* Jobs that were running when the node died are retried (the attempt does not count). */
-    long long n = 0;
-    if ((rc = rp_db_jobs_requeue_running(s->db, &n)) != 0)
-        goto fail;
-    if (n)
-        RP_WARN("supervisor", "requeued jobs left running by a previous run n=%lld", n);
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (pthread_create(&s->thread, NULL, run, s) != 0) {
+    if ((rc = adopt_running(s)) == 0 &&
+        (!(s->polled = calloc((size_t)s->n_slots, sizeof *s->polled)) ||
+         !(s->polled_slot = calloc((size_t)s->n_slots, sizeof *s->polled_slot))))
+        rc = RP_ENOMEM;
+    if (rc != 0 || pthread_create(&s->thread, NULL, run, s) != 0) {
         pthread_cond_destroy(&s->cv);
         pthread_mutex_destroy(&s->mu);
-        rc = RP_EINTERNAL;
+        if (rc == 0)
+            rc = RP_EINTERNAL;
         goto fail;
     }
     RP_INFO("supervisor",
             "started workers=%d timeout_s=%d memory_mb=%lld max_attempts=%d "
-            "worker=%s",
-            s->o.workers, s->o.timeout_s, s->o.memory_mb, s->o.max_attempts, s->worker_bin);
+            "backoff_s=%g..%g executor=%s worker=%s",
+            s->o.workers, s->o.timeout_s, s->o.memory_mb, s->o.max_attempts, s->o.backoff_base_s,
+            s->o.backoff_max_s, s->exec.ops->name, s->worker_bin);
     *out = s;
     return 0;
 fail:
     if (s->db)
         rp_db_close(s->db);
+    if (s->own_exec)
+        s->exec.ops->free(s->exec.self);
+    free(s->polled);
+    free(s->polled_slot);
     free(s->slots);
     free(s);
     return rc;
@@ -393,6 +475,10 @@ void rp_supervisor_stop(rp_supervisor *s)
     rp_db_close(s->db);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    if (s->own_exec)
+        s->exec.ops->free(s->exec.self);
+    free(s->polled);
+    free(s->polled_slot);
     free(s->slots);
     free(s);
     RP_INFO("supervisor", "stopped");

@@ -43,6 +43,8 @@ struct rp_node {
     rp_db *db_events; /* events handle, guarded by events_lock */
     pthread_mutex_t events_lock;
     int lock_fd; /* <data_dir>/radprepd.lock, flock'd while the node runs */
+    void (*on_indexed)(void *arg, size_t n); /* rp_node_on_indexed() */
+    void *on_indexed_arg;
     char db_path[RP_PATH_MAX + 32];
     rp_net *net;
     rp_net *tls_net;         /* the [tls] port's listener, NULL when TLS is off */
@@ -618,6 +620,12 @@ int rp_node_new(const rp_conf *c, rp_node **out)
     return 0;
 }
 
+void rp_node_on_indexed(rp_node *n, void (*fn)(void *arg, size_t count), void *arg)
+{
+    n->on_indexed = fn;
+    n->on_indexed_arg = arg;
+}
+
 int rp_node_add_service(rp_node *n, const rp_node_service *svc)
 {
     if (n->n_services >= MAX_SERVICES || n->net)
@@ -770,6 +778,8 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
         snprintf(err, errsz, "cannot start the index queue: %s", rp_strerror(rc));
         goto fail;
     }
+    if (n->on_indexed)
+        rp_store_index_on_commit(n->store, n->on_indexed, n->on_indexed_arg);
     for (n->n_started = 0; n->n_started < n->n_services; n->n_started++) {
         rp_node_service *s = &n->services[n->n_started];
         if (s->start && (rc = s->start(n, s->arg)) != 0) {
@@ -912,6 +922,9 @@ void rp_node_stop(rp_node *n)
     }
     int left = n->threads;
     pthread_mutex_unlock(&n->lock);
+    /* The hook may point into a service: no call once services stop. */
+    if (n->store)
+        rp_store_index_on_commit(n->store, NULL, NULL);
     while (n->n_started > 0) {
         rp_node_service *s = &n->services[--n->n_started];
         if (s->stop)

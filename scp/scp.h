@@ -92,6 +92,10 @@ typedef struct rp_node_stats {
 int rp_node_new(const rp_conf *c, rp_node **out);
 /* Register a service (before rp_node_start); the struct is copied. */
 int rp_node_add_service(rp_node *n, const rp_node_service *svc);
+/* Before rp_node_start: call fn(arg, count) on the index writer's thread after each batch of
+ * `count` instances is committed (rp_db_queue_on_commit), from the queue's start until just
+ * before the services stop. fn must be quick (e.g. wake a service's thread). */
+void rp_node_on_indexed(rp_node *n, void (*fn)(void *arg, size_t count), void *arg);
 /* Open everything and start listening (see life cycle). On error `err` says why in one
  * line and everything started so far is stopped again. */
 int rp_node_start(rp_node *n, char *err, size_t errsz);

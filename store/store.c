@@ -260,6 +260,12 @@ int rp_store_index_start(rp_store *s, int batch, int flush_ms)
     return rp_db_queue_start(rp_store_db_path(s, db, sizeof db), batch, flush_ms, &s->queue);
 }
 
+void rp_store_index_on_commit(rp_store *s, void (*fn)(void *arg, size_t n), void *arg)
+{
+    if (s && s->queue)
+        rp_db_queue_on_commit(s->queue, fn, arg);
+}
+
 int rp_store_index_flush(rp_store *s)
 {
     return s->queue ? rp_db_queue_flush(s->queue) : 0;
@@ -373,6 +379,7 @@ static void meta_from_dcm(rp_instance_meta *m, const rp_dcm_meta *d)
     CP(series_description);
     CP(body_part);
     CP(frame_of_reference_uid);
+    CP(protocol_name);
     CP(sop_class_uid);
     CP(sop_instance_uid);
     CP(transfer_syntax_uid);
@@ -385,6 +392,9 @@ static void meta_from_dcm(rp_instance_meta *m, const rp_dcm_meta *d)
     m->number_of_slices = d->number_of_slices;
     m->acquisition_number = d->acquisition_number;
     m->slice_thickness = d->slice_thickness;
+    m->repetition_time = d->repetition_time;
+    m->echo_time = d->echo_time;
+    m->inversion_time = d->inversion_time;
     m->file_size = d->file_size;
 }
 

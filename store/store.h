@@ -134,6 +134,10 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
  * this store's index.sqlite, `batch` instances or `flush_ms` per transaction. Without it,
  * rp_store_put() stores without indexing (reconciliation indexes later). */
 int rp_store_index_start(rp_store *s, int batch, int flush_ms);
+/* Call fn(arg, n) on the index writer's thread after each committed batch of n instances
+ * (the node wakes its completion monitor with it); fn NULL removes the hook. Needs a started
+ * index queue; a no-op otherwise. */
+void rp_store_index_on_commit(rp_store *s, void (*fn)(void *arg, size_t n), void *arg);
 /* Wait until every instance queued so far is committed to the index. */
 int rp_store_index_flush(rp_store *s);
 /* Flush and stop the writer (idempotent; rp_store_close() does it too). */

@@ -1,24 +1,17 @@
-/* scp/job — `radprep process --job N`: one job, in its own process. See job.h. */
-#include "worker/job.h"
+/* worker/job — `radprep process --job N`: one job, in its own process. See worker/worker.h. */
+#include "worker/worker_internal.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/common.h"
 #include "db/db.h"
-#include "pipeline/pipeline.h"
-#include "sched/fusion.h"
 #include "outbox/outbox.h"
-#include "sched/supervisor.h"
+#include "pipeline/pipeline.h"
 #include "store/store.h"
 
 /* ---- the test-only fault hook ---- */
@@ -103,45 +96,6 @@ int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *serie
     return 0;
 }
 
-/* Remove temporary folders that earlier, interrupted attempts of this version left. */
-static void clean_stale_tmp(const char *series_dir, int version)
-{
-    DIR *d = opendir(series_dir);
-    if (!d)
-        return;
-    char prefix[32];
-    snprintf(prefix, sizeof prefix, ".v%d.tmp.", version);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
-            continue;
-        char p[RP_PATH_MAX * 2];
-        if (snprintf(p, sizeof p, "%s/%s", series_dir, e->d_name) < (int)sizeof p)
-            rp_rm_rf(p);
-    }
-    closedir(d);
-}
-
-static int exit_for(int rc)
-{
-    switch (rc) {
-    case 0:
-        return RP_JOB_EXIT_OK;
-    case RP_ENOMEM:
-        return RP_JOB_EXIT_OOM;
-    case RP_EPARSE:
-    case RP_EUID:
-    case RP_EGEOM:
-    case RP_EDECODE:
-    case RP_EUNSUPPORTED:
-        return RP_JOB_EXIT_BADINPUT;
-    case RP_ECONF:
-        return RP_JOB_EXIT_CONFIG;
-    default:
-        return RP_JOB_EXIT_FAIL;
-    }
-}
-
 /* The rule that matches the series (borrowed from c), or NULL. */
 static const rp_conf_rule *match_rule(const rp_conf *c, const rp_db_series_info *si)
 {
@@ -171,7 +125,7 @@ static int process_into(const rp_conf *c, const rp_conf_rule *rule, const char *
     cJSON_AddStringToObject(root, "study_uid", si->study_uid);
     cJSON_AddStringToObject(root, "series_uid", si->series_uid);
     cJSON_AddStringToObject(root, "modality", si->modality);
-    cJSON_AddNumberToObject(root, "version", job->series_version);
+    cJSON_AddNumberToObject(root, "version", job->version);
     cJSON_AddNumberToObject(root, "job", (double)job->id);
     cJSON_AddNumberToObject(root, "instances", (double)n);
     cJSON_AddItemToObject(root, "files", arr);
@@ -232,198 +186,118 @@ out:
     return rc;
 }
 
-/* Record every regular file below dir (the version folder and its dicom/ subfolder) as an
- * output of the job. */
-static int record_outputs_in(rp_db *db, long long job_id, const char *dir, int depth, int *n)
+/* A 'process' job: the series version's files through the pipeline, published. */
+static int process_job(const rp_conf *c, rp_db *db, rp_store *store, const rp_db_job *job)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return RP_EIO;
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char p[RP_PATH_MAX * 2], hex[65] = "";
-        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p)
-            continue;
-        struct stat st;
-        if (stat(p, &st) != 0)
-            continue;
-        if (S_ISDIR(st.st_mode)) {
-            if (depth < 2)
-                rc = record_outputs_in(db, job_id, p, depth + 1, n);
-            continue;
-        }
-        if (!S_ISREG(st.st_mode))
-            continue;
-        const char *dot = strrchr(e->d_name, '.');
-        const char *kind = "file";
-        if (strstr(e->d_name, ".nii"))
-            kind = "nifti";
-        else if (dot && strcmp(dot, ".json") == 0)
-            kind = "json";
-        else if (dot && strcmp(dot, ".png") == 0)
-            kind = "png";
-        else if (dot && strcmp(dot, ".dcm") == 0)
-            kind = strcmp(e->d_name, "seg.dcm") == 0 ? "seg" : "dicom";
-        if ((rc = rp_sha256_file(p, hex)) != 0)
-            break;
-        rc = rp_db_output_add(db, job_id, kind, p, hex);
-        if (rc == RP_EEXIST)
-            rc = 0; /* a retry recording the same file */
-        (*n)++;
-    }
-    closedir(d);
-    return rc;
-}
+    rp_instance_meta *inst = NULL;
+    size_t n = 0;
+    int rc;
+    double t0 = rp_mono_s();
+    char out_dir[RP_PATH_MAX + 256];
+    rp_publish pub;
+    memset(&pub, 0, sizeof pub);
+    pub.lock_fd = -1;
 
-static int record_outputs(rp_db *db, long long job_id, const char *out_dir)
-{
-    int n = 0;
-    int rc = record_outputs_in(db, job_id, out_dir, 0, &n);
-    if (rc == 0)
-        RP_INFO("job", "outputs recorded job=%lld n=%d dir=%s", job_id, n, out_dir);
-    return rc;
+    rp_db_series_info si;
+    if ((rc = rp_db_series_get(db, job->series_uid, &si)) != 0) {
+        RP_ERROR("job", "series of job gone job=%lld series=%s rc=%s", job->id, job->series_uid,
+                 rp_strerror(rc));
+        return rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
+    }
+    test_fault(job->series_uid, 0);
+    RP_INFO("job", "start job=%lld series=%s version=%d attempt=%d modality=%s pid=%d", job->id,
+            job->series_uid, job->version, job->attempts, si.modality, (int)getpid());
+
+    if ((rc = rp_db_series_instances(db, job->series_uid, &inst, &n)) != 0)
+        goto out;
+    /* This version is what had arrived when it completed (the job's creation); anything
+     * later reopened the series and belongs to the next version. */
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++)
+        if (job->created_at <= 0 || inst[i].received_at <= job->created_at)
+            inst[keep++] = inst[i];
+    if (keep < n)
+        RP_INFO("job", "instances after completion left to the next version job=%lld n=%zu",
+                job->id, n - keep);
+    n = keep;
+    if (n == 0) {
+        RP_ERROR("job", "series has no instances job=%lld series=%s", job->id, job->series_uid);
+        free(inst);
+        return RP_JOB_EXIT_BADINPUT;
+    }
+    if ((rc = rp_job_output_dir(c, si.study_uid, si.series_uid, job->version, out_dir,
+                                sizeof out_dir)) != 0)
+        goto out;
+    *strrchr(out_dir, '/') = '\0'; /* the series folder holds the versions */
+    if ((rc = rp_publish_begin(&pub, out_dir, job->version)) != 0)
+        goto out;
+    test_fault(job->series_uid, 1);
+    const rp_conf_rule *rule = match_rule(c, &si);
+    if ((rc = process_into(c, rule, rp_store_root(store), job, &si, inst, n, pub.tmp_dir)) != 0 ||
+        (rc = rp_publish_commit(&pub, db, job->id, NULL)) != 0)
+        goto out;
+    /* Derived instances the rule sends back (the .dcm files in <version>/dicom) go to the outbox;
+     * the rows are idempotent, so a re-run never sends twice. */
+    if (rule && rule->send_to[0]) {
+        char dcm_dir[sizeof pub.dir + 16];
+        size_t queued = 0;
+        snprintf(dcm_dir, sizeof dcm_dir, "%s/dicom", pub.dir);
+        if ((rc = rp_outbox_enqueue_dir(db, c, rule->send_to, dcm_dir, &queued)) != 0)
+            goto out;
+        RP_INFO("job", "derived instances queued job=%lld rule=%s send_to=\"%s\" rows=%zu",
+                job->id, rule->name, rule->send_to, queued);
+    }
+    /* Done is recorded here, with the outputs, and not only by the supervisor from the exit
+     * code: if the daemon died right now the version would not be processed again. Run by
+     * hand for a job that is not running, this changes nothing (RP_EINVAL). */
+    if (job->state == RP_JOB_RUNNING) {
+        rc = rp_db_job_finish(db, job->id, 1, 0, "exit 0", 0, 0, 0, NULL);
+        if (rc == RP_EINVAL)
+            rc = 0;
+        if (rc != 0)
+            goto out;
+    }
+    RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f", job->id,
+            job->series_uid, job->version, n, pub.dir, rp_mono_s() - t0);
+out:
+    rp_publish_end(&pub);
+    free(inst);
+    int code = rp_worker_exit_for(rc);
+    if (rc != 0)
+        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job->id, rp_strerror(rc), code);
+    return code;
 }
 
 int rp_job_run(const rp_conf *c, long long job_id)
 {
     rp_store *store = NULL;
     rp_db *db = NULL;
-    rp_instance_meta *inst = NULL;
-    size_t n = 0;
-    int rc, code = RP_JOB_EXIT_FAIL, lock_fd = -1;
-    double t0 = rp_mono_s();
-    char dbpath[RP_PATH_MAX + 64], out_dir[RP_PATH_MAX + 256], tmp_dir[RP_PATH_MAX + 300];
-    char series_dir[RP_PATH_MAX + 256];
-    tmp_dir[0] = '\0';
+    int rc, code = RP_JOB_EXIT_FAIL;
+    char dbpath[RP_PATH_MAX + 64];
 
     if ((rc = rp_store_open(c, &store)) != 0) {
         RP_ERROR("job", "cannot open store data_dir=%s rc=%s", c->data_dir, rp_strerror(rc));
-        goto out;
+        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job_id, rp_strerror(rc),
+                 rp_worker_exit_for(rc));
+        return rp_worker_exit_for(rc);
     }
     rp_store_db_path(store, dbpath, sizeof dbpath);
-    if ((rc = rp_db_open(dbpath, &db)) != 0)
+    if ((rc = rp_db_open(dbpath, &db)) != 0) {
+        code = rp_worker_exit_for(rc);
+        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job_id, rp_strerror(rc), code);
         goto out;
+    }
     rp_db_job job;
     if ((rc = rp_db_job_get(db, job_id, &job)) != 0) {
         RP_ERROR("job", "no such job job=%lld rc=%s", job_id, rp_strerror(rc));
         code = rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
-        goto out_quiet;
-    }
-    if (strncmp(job.kind, "fuse:", 5) == 0) { /* study-level fusion (scp/fusion.c) */
-        code = rp_fusion_job_run(c, db, rp_store_root(store), &job);
-        goto out_quiet;
-    }
-    rp_db_series_info si;
-    if ((rc = rp_db_series_get(db, job.series_uid, &si)) != 0) {
-        RP_ERROR("job", "series of job gone job=%lld series=%s rc=%s", job_id, job.series_uid,
-                 rp_strerror(rc));
-        code = rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
-        goto out_quiet;
-    }
-    test_fault(job.series_uid, 0);
-    RP_INFO("job", "start job=%lld series=%s version=%d attempt=%d modality=%s pid=%d", job_id,
-            job.series_uid, job.series_version, job.attempts, si.modality, (int)getpid());
-
-    if ((rc = rp_db_series_instances(db, job.series_uid, &inst, &n)) != 0)
-        goto out;
-    /* This version is what had arrived when it completed (the job's creation); anything
-     * later reopened the series and belongs to the next version. */
-    size_t keep = 0;
-    for (size_t i = 0; i < n; i++)
-        if (job.created_at <= 0 || inst[i].received_at <= job.created_at)
-            inst[keep++] = inst[i];
-    if (keep < n)
-        RP_INFO("job", "instances after completion left to the next version job=%lld n=%zu", job_id,
-                n - keep);
-    n = keep;
-    if (n == 0) {
-        RP_ERROR("job", "series has no instances job=%lld series=%s", job_id, job.series_uid);
-        code = RP_JOB_EXIT_BADINPUT;
-        goto out_quiet;
-    }
-
-    if ((rc = rp_job_output_dir(c, si.study_uid, si.series_uid, job.series_version, out_dir,
-                                sizeof out_dir)) != 0)
-        goto out;
-    snprintf(series_dir, sizeof series_dir, "%s", out_dir);
-    *strrchr(series_dir, '/') = '\0';
-    if ((rc = rp_mkdir_p(series_dir, 0750)) != 0)
-        goto out;
-    /* One worker per version at a time (an operator may run `radprep process --job N` by
-     * hand while the daemon does): the lock dies with the process, never goes stale. */
-    char lock_path[RP_PATH_MAX * 2];
-    snprintf(lock_path, sizeof lock_path, "%s/.v%d.lock", series_dir, job.series_version);
-    lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        RP_ERROR("job", "version is being processed by another worker job=%lld lock=%s", job_id,
-                 lock_path);
-        rc = RP_EBUSY;
         goto out;
     }
-    test_fault(job.series_uid, 1);
-    clean_stale_tmp(series_dir, job.series_version);
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/.v%d.tmp.%d", series_dir, job.series_version,
-             (int)getpid());
-    if (mkdir(tmp_dir, 0750) != 0) {
-        rc = RP_EIO;
-        goto out;
-    }
-    const rp_conf_rule *rule = match_rule(c, &si);
-    if ((rc = process_into(c, rule, rp_store_root(store), &job, &si, inst, n, tmp_dir)) != 0)
-        goto out;
-    if ((rc = rp_fsync_path(tmp_dir, 1)) != 0)
-        goto out;
-    /* A folder for this version can only come from an attempt that finished but was not
-     * recorded (the node died): processing is a pure function, so replace it. */
-    if ((rc = rp_rm_rf(out_dir)) != 0)
-        goto out;
-    if (rename(tmp_dir, out_dir) != 0) {
-        RP_ERROR("job", "rename failed from=%s to=%s errno=%d", tmp_dir, out_dir, errno);
-        rc = RP_EIO;
-        goto out;
-    }
-    tmp_dir[0] = '\0';
-    rp_fsync_path(series_dir, 1);
-    if ((rc = rp_db_job_set_running(db, job_id, 0, out_dir)) != 0)
-        goto out;
-    if ((rc = record_outputs(db, job_id, out_dir)) != 0)
-        goto out;
-    /* Derived instances the rule sends back (the .dcm files in <version>/dicom) go to the outbox;
-     * the rows are idempotent, so a re-run never sends twice. */
-    if (rule && rule->send_to[0]) {
-        char dcm_dir[RP_PATH_MAX * 2];
-        size_t queued = 0;
-        snprintf(dcm_dir, sizeof dcm_dir, "%s/dicom", out_dir);
-        if ((rc = rp_outbox_enqueue_dir(db, c, rule->send_to, dcm_dir, &queued)) != 0)
-            goto out;
-        RP_INFO("job", "derived instances queued job=%lld rule=%s send_to=\"%s\" rows=%zu", job_id,
-                rule->name, rule->send_to, queued);
-    }
-    /* Done is recorded here, with the outputs, and not only by the supervisor from the exit
-     * code: if the daemon died right now the version would not be processed again. Run by
-     * hand for a job that is not running, this changes nothing (RP_EINVAL). */
-    if (job.state[0] && strcmp(job.state, "running") == 0) {
-        rc = rp_db_job_finish(db, job_id, 1, 0, "exit 0", 0, 0, NULL);
-        if (rc == RP_EINVAL)
-            rc = 0;
-        if (rc != 0)
-            goto out;
-    }
-    RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f", job_id,
-            job.series_uid, job.series_version, n, out_dir, rp_mono_s() - t0);
+    if (job.kind == RP_JOB_KIND_FUSE)
+        code = rp_worker_fuse(c, db, rp_store_root(store), &job);
+    else
+        code = process_job(c, db, store, &job);
 out:
-    code = exit_for(rc);
-    if (rc != 0)
-        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job_id, rp_strerror(rc), code);
-out_quiet:
-    if (tmp_dir[0])
-        rp_rm_rf(tmp_dir);
-    if (lock_fd >= 0)
-        close(lock_fd);
-    free(inst);
     if (db)
         rp_db_close(db);
     rp_store_close(store);

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "common/common.h"
+#include "conf/conf.h"
 #include "pipeline/mr/mr.h"
 
 int rp_mr_resample_to(const rp_volume *src, const rp_volume *ref, int order, rp_volume **out)
@@ -108,70 +109,51 @@ int rp_mr_fuse(const rp_volume *const *inputs, size_t n, size_t ref_index, int o
 
 /* ---- sequence matching ------------------------------------------------------------------- */
 
-static int in_range(double v, double lo, double hi)
+/* One matcher for the node and the pipeline: conf/ holds the criteria and the matching. */
+static void seq_of_rule(const rp_mr_seq_rule *r, rp_conf_fusion_seq *q)
 {
-    if (lo > hi)
-        return 1; /* no constraint */
-    return v >= 0 && v >= lo && v <= hi;
+    memset(q, 0, sizeof *q);
+    rp_strlcpy(q->name, r->name, sizeof q->name);
+    rp_strlcpy(q->description, r->pattern, sizeof q->description);
+    q->tr_lo = r->tr_lo;
+    q->tr_hi = r->tr_hi;
+    q->te_lo = r->te_lo;
+    q->te_hi = r->te_hi;
+    q->ti_lo = r->ti_lo;
+    q->ti_hi = r->ti_hi;
+    q->ti_absent_ok = r->ti_absent_ok;
 }
 
 int rp_mr_seq_match(const rp_mr_seq_rule *r, const rp_series_info *info)
 {
     if (!r || !info)
         return 0;
-    if (r->pattern[0]) {
-        char pat[sizeof r->pattern];
-        rp_strlcpy(pat, r->pattern, sizeof pat);
-        int hit = 0;
-        for (char *save = NULL, *alt = strtok_r(pat, "|", &save); alt && !hit;
-             alt = strtok_r(NULL, "|", &save))
-            hit = fnmatch(alt, info->series_description, FNM_CASEFOLD) == 0;
-        if (!hit)
-            return 0;
-    }
-    if (!in_range(info->repetition_time, r->tr_lo, r->tr_hi))
-        return 0;
-    if (!in_range(info->echo_time, r->te_lo, r->te_hi))
-        return 0;
-    if (r->ti_lo <= r->ti_hi) {
-        if (info->inversion_time < 0)
-            return r->ti_absent_ok;
-        return in_range(info->inversion_time, r->ti_lo, r->ti_hi);
-    }
-    return 1;
+    rp_conf_fusion_seq q;
+    seq_of_rule(r, &q);
+    rp_conf_series_attrs a = {.modality = info->modality,
+                              .description = info->series_description,
+                              .tr_ms = info->repetition_time,
+                              .te_ms = info->echo_time,
+                              .ti_ms = info->inversion_time};
+    return rp_conf_seq_match(&q, &a);
 }
 
 int rp_mr_seq_rule_builtin(const char *name, rp_mr_seq_rule *r)
 {
-    /* Description patterns follow what Siemens, GE and Philips write; the timing ranges are
-     * the physics: T1 short TE (MPRAGE: TI 300-1300), T2 long TR/TE, FLAIR long TI. */
-    static const struct {
-        const char *name, *pattern;
-        double tr_lo, tr_hi, te_lo, te_hi, ti_lo, ti_hi;
-        int ti_absent_ok;
-    } tab[] = {
-        {"T1", "*t1*|*mprage*|*tfl*|*spgr*|*bravo*|*tfe*", 1, 3500, 0, 20, 0, 1500, 1},
-        {"T2", "*t2*", 1500, 30000, 60, 400, 1, 0, 1},
-        {"FLAIR", "*flair*|*tirm*|*dark*fluid*", 4000, 30000, 60, 400, 1500, 4000, 0},
-        {"PD", "*pd*|*proton*", 1000, 30000, 0, 40, 1, 0, 1},
-        {"BOLD", "*bold*|*fmri*|*ep2d*|*func*", 300, 5000, 15, 60, 1, 0, 1},
-        {"FIELDMAP", "*field*map*|*fmap*|*gre_field*", 1, 2000, 1, 20, 1, 0, 1},
-    };
-    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
-        if (strcasecmp(name, tab[i].name) == 0) {
-            memset(r, 0, sizeof *r);
-            rp_strlcpy(r->name, tab[i].name, sizeof r->name);
-            rp_strlcpy(r->pattern, tab[i].pattern, sizeof r->pattern);
-            r->tr_lo = tab[i].tr_lo;
-            r->tr_hi = tab[i].tr_hi;
-            r->te_lo = tab[i].te_lo;
-            r->te_hi = tab[i].te_hi;
-            r->ti_lo = tab[i].ti_lo;
-            r->ti_hi = tab[i].ti_hi;
-            r->ti_absent_ok = tab[i].ti_absent_ok;
-            return 0;
-        }
-    return RP_ENOENT;
+    rp_conf_fusion_seq q;
+    if (rp_conf_seq_builtin(name, &q) != 0)
+        return RP_ENOENT;
+    memset(r, 0, sizeof *r);
+    rp_strlcpy(r->name, q.name, sizeof r->name);
+    rp_strlcpy(r->pattern, q.description, sizeof r->pattern);
+    r->tr_lo = q.tr_lo;
+    r->tr_hi = q.tr_hi;
+    r->te_lo = q.te_lo;
+    r->te_hi = q.te_hi;
+    r->ti_lo = q.ti_lo;
+    r->ti_hi = q.ti_hi;
+    r->ti_absent_ok = q.ti_absent_ok;
+    return 0;
 }
 
 /* z-score channel c of v inside its own foreground (rp_mr_foreground: log-domain Otsu, so

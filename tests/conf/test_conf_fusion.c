@@ -1,5 +1,6 @@
 /* Unit tests for [fusion NAME] (conf/conf_fusion.c): defaults, sequences with built-in and
- * file criteria, every key, line-numbered errors, copies, and normalize recipe validation. */
+ * file criteria, every key, line-numbered errors, copies, normalize recipe validation, and
+ * the sequence matcher the node and the pipeline share. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,12 +139,58 @@ static void test_validate_normalize(void **state)
     rp_conf_free(&c);
 }
 
+static void test_matcher(void **state)
+{
+    (void)state;
+    rp_conf_fusion_seq q;
+    assert_int_equal(rp_conf_seq_builtin("flair", &q), 0);
+    assert_string_equal(q.name, "FLAIR");
+    assert_int_equal(rp_conf_seq_builtin("T9", &q), RP_ENOENT);
+
+    rp_conf c;
+    char err[512] = "";
+    assert_int_equal(load(&c,
+                          "[fusion brain]\n"
+                          "sequences = T1 T2 FLAIR\n"
+                          "[fusion mine]\n"
+                          "modality = MR CT\n"
+                          "sequences = A:*spine*\n"
+                          "A.tr_ms = 100..200\n",
+                          err, sizeof err),
+                     0);
+    const rp_conf_fusion *brain = rp_conf_fusion_by_name(&c, "brain");
+    const rp_conf_fusion *mine = rp_conf_fusion_by_name(&c, "mine");
+    assert_non_null(brain);
+    assert_non_null(mine);
+    rp_conf_series_attrs mprage = {"MR", "T1_MPRAGE_sag", 2300, 2.98, 900};
+    rp_conf_series_attrs t1_no_ti = {"MR", "t1_se_tra", 500, 10, -1};
+    rp_conf_series_attrs t2 = {"MR", "t2_tse_tra", 5000, 90, -1};
+    rp_conf_series_attrs flair = {"MR", "t2_tirm_flair", 9000, 90, 2500};
+    rp_conf_series_attrs no_te = {"MR", "t2_tse_tra", 5000, -1, -1};
+    rp_conf_series_attrs ct = {"CT", "t1 anything", 2300, 2.98, 900};
+    assert_int_equal(rp_conf_fusion_match(brain, &mprage), 1u << 0);
+    assert_int_equal(rp_conf_fusion_match(brain, &t1_no_ti), 1u << 0); /* TI absent is fine */
+    assert_int_equal(rp_conf_fusion_match(brain, &t2), 1u << 1);
+    /* a FLAIR is T2-weighted too (the assignment, one series per sequence, tells them apart);
+     * a T2 without inversion is no FLAIR */
+    assert_int_equal(rp_conf_fusion_match(brain, &flair), (1u << 1) | (1u << 2));
+    assert_int_equal(rp_conf_fusion_match(brain, &no_te), 0); /* a set range needs a value */
+    assert_int_equal(rp_conf_fusion_match(brain, &ct), 0);    /* modality MR by default */
+    /* file criteria are used as written, and the modality list is the rule's */
+    rp_conf_series_attrs spine_ct = {"ct", "Spine bone", 150, -1, -1};
+    rp_conf_series_attrs spine_slow = {"CT", "spine", 250, -1, -1};
+    assert_int_equal(rp_conf_fusion_match(mine, &spine_ct), 1u);
+    assert_int_equal(rp_conf_fusion_match(mine, &spine_slow), 0);
+    rp_conf_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_section),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_validate_normalize),
+        cmocka_unit_test(test_matcher),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,14 +58,14 @@ static void run_version(rp_db *db, int series, int ok, const char *output_dir)
     char uid[64];
     snprintf(uid, sizeof uid, "1.2.9.1.%d", series);
     long long id = 0;
-    assert_int_equal(rp_db_series_complete(db, uid, 0, "operator", NULL, 3, &id), 0);
+    assert_int_equal(rp_db_series_complete(db, uid, 0, RP_COMPLETED_OPERATOR, 3, &id), 0);
     rp_db_job j;
     assert_int_equal(rp_db_job_claim(db, rp_now_s(), 0, &j), 0);
     assert_int_equal(j.id, id);
     if (output_dir)
         assert_int_equal(rp_db_job_set_running(db, id, 0, output_dir), 0);
     assert_int_equal(
-        rp_db_job_finish(db, id, ok, ok ? 0 : 3, ok ? "exit 0" : "exit code 3", !ok, 0, NULL), 0);
+        rp_db_job_finish(db, id, ok, ok ? 0 : 3, ok ? "exit 0" : "exit code 3", !ok, 0, 0, NULL), 0);
 }
 
 static void test_latest_done_version(void **state)

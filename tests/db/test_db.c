@@ -93,7 +93,7 @@ static void test_migrate_and_reopen(void **state)
     (void)state;
     rp_db *db = fresh("migrate");
     rp_db_close(db);
-    assert_int_equal(scalar("PRAGMA user_version"), 1);
+    assert_int_equal(scalar("PRAGMA user_version"), 2);
     assert_int_equal(scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
                             " ('patients','studies','series','instances','jobs','outputs',"
                             "'outbox','events')"),
@@ -105,7 +105,7 @@ static void test_migrate_and_reopen(void **state)
     assert_int_equal(rp_db_open(dbpath, &db), 0);
     rp_db_close(db);
     assert_int_equal(scalar("SELECT count(*) FROM events WHERE kind = 'test'"), 1);
-    assert_int_equal(scalar("PRAGMA user_version"), 1);
+    assert_int_equal(scalar("PRAGMA user_version"), 2);
     {
         sqlite3 *h;
         assert_int_equal(sqlite3_open(dbpath, &h), SQLITE_OK);
@@ -149,7 +149,7 @@ static void test_upsert_idempotent_and_counts(void **state)
     assert_int_equal(rp_db_series_get(db, "1.2.3.2.1", &si), 0);
     assert_int_equal(si.instance_count, 3);
     assert_int_equal(si.version, 1);
-    assert_string_equal(si.state, "receiving");
+    assert_int_equal(si.state, RP_SERIES_RECEIVING);
     assert_string_equal(si.modality, "CT");
     assert_string_equal(si.patient_id, "P2");
     assert_true(si.first_seen == 1001.0);
@@ -208,10 +208,10 @@ static void test_late_instance_reopens(void **state)
     int v = recv[0].version;
     free(recv);
     long long job = 0, job2 = 0;
-    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", v, "quiet", NULL, 3, &job), 0);
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", v, RP_COMPLETED_QUIET, 3, &job), 0);
     assert_true(job > 0);
     /* idempotent per version */
-    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", v, "quiet", NULL, 3, &job2), RP_EEXIST);
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", v, RP_COMPLETED_QUIET, 3, &job2), RP_EEXIST);
     assert_int_equal(job2, job);
     assert_int_equal(rp_db_series_receiving(db, &recv, &n), 0);
     assert_int_equal(n, 0);
@@ -219,40 +219,40 @@ static void test_late_instance_reopens(void **state)
     assert_int_equal(rp_db_index_instances(db, m, 2), 0);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "complete");
-    assert_string_equal(si.completed_reason, "quiet");
+    assert_int_equal(si.state, RP_SERIES_COMPLETE);
+    assert_int_equal(si.completed_reason, RP_COMPLETED_QUIET);
     assert_int_equal(si.version, 1);
     /* a late instance reopens with version 2 */
     assert_int_equal(rp_db_index_instances(db, &m[2], 1), 0);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "receiving");
+    assert_int_equal(si.state, RP_SERIES_RECEIVING);
     assert_int_equal(si.version, 2);
     assert_int_equal(si.instance_count, 3);
     assert_true(si.completed_at == 0);
     assert_int_equal(scalar("SELECT count(*) FROM events WHERE kind = 'series_reopened'"), 1);
     /* completing with a stale version is refused */
-    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 1, "quiet", NULL, 3, NULL), RP_EBUSY);
-    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 0, "expected_count", NULL, 3, &job2),
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 1, RP_COMPLETED_QUIET, 3, NULL), RP_EBUSY);
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 0, RP_COMPLETED_EXPECTED_COUNT, 3, &job2),
                      0);
     assert_true(job2 != job);
     /* the old version's job is superseded when claimed: the new one runs */
     rp_db_job j;
     assert_int_equal(rp_db_job_claim(db, rp_now_s(), 42, &j), 0);
     assert_int_equal(j.id, job2);
-    assert_int_equal(j.series_version, 2);
+    assert_int_equal(j.version, 2);
     rp_db_job old;
     assert_int_equal(rp_db_job_get(db, job, &old), 0);
-    assert_string_equal(old.state, "dead");
+    assert_int_equal(old.state, RP_JOB_DEAD);
     assert_non_null(strstr(old.reason, "superseded"));
     /* a changed file (same SOP UID, new checksum) reopens too */
-    assert_int_equal(rp_db_job_finish(db, j.id, 1, 0, "ok", 0, 0, NULL), 0);
+    assert_int_equal(rp_db_job_finish(db, j.id, 1, 0, "ok", 0, 0, 0, NULL), 0);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "done");
+    assert_int_equal(si.state, RP_SERIES_DONE);
     assert_int_equal(si.processed_version, 2);
     snprintf(m[1].file_sha256, sizeof m[1].file_sha256, "%064d", 77);
     assert_int_equal(rp_db_index_instances(db, &m[1], 1), 0);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "receiving");
+    assert_int_equal(si.state, RP_SERIES_RECEIVING);
     assert_int_equal(si.version, 3);
     assert_int_equal(si.instance_count, 3);
     rp_db_close(db);
@@ -267,7 +267,7 @@ static void test_clear_index_keeps_state(void **state)
         make_meta(&m[i], 1, 1, 1, i + 1);
     assert_int_equal(rp_db_index_instances(db, m, 3), 0);
     long long job;
-    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 0, "operator", NULL, 3, &job), 0);
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 0, RP_COMPLETED_OPERATOR, 3, &job), 0);
     assert_int_equal(rp_db_clear_index(db), 0);
     rp_db_counts c;
     assert_int_equal(rp_db_counts_get(db, &c), 0);
@@ -278,14 +278,14 @@ static void test_clear_index_keeps_state(void **state)
     assert_int_equal(rp_db_index_instances(db, m, 3), 0);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "complete");
+    assert_int_equal(si.state, RP_SERIES_COMPLETE);
     assert_int_equal(si.version, 1);
     assert_int_equal(si.instance_count, 3);
     /* the same rebuild without the saved state (an old index): the done job of version 1 is
      * not run twice, the series shows it as done */
     rp_db_job j;
     assert_int_equal(rp_db_job_claim(db, rp_now_s(), 1, &j), 0);
-    assert_int_equal(rp_db_job_finish(db, j.id, 1, 0, NULL, 0, 0, NULL), 0);
+    assert_int_equal(rp_db_job_finish(db, j.id, 1, 0, NULL, 0, 0, 0, NULL), 0);
     assert_int_equal(rp_db_clear_index(db), 0);
     {
         sqlite3 *h;
@@ -297,12 +297,12 @@ static void test_clear_index_keeps_state(void **state)
     }
     assert_int_equal(rp_db_index_instances(db, m, 3), 0);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "receiving");
+    assert_int_equal(si.state, RP_SERIES_RECEIVING);
     long long job2;
-    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 0, "quiet", NULL, 3, &job2), 0);
+    assert_int_equal(rp_db_series_complete(db, "1.2.3.1.1", 0, RP_COMPLETED_QUIET, 3, &job2), 0);
     assert_int_equal(job2, job);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "done");
+    assert_int_equal(si.state, RP_SERIES_DONE);
     assert_int_equal(scalar("SELECT count(*) FROM jobs"), 1);
     rp_db_close(db);
 }
@@ -409,28 +409,28 @@ static void test_jobs_state_machine(void **state)
     make_meta(&m, 1, 1, 1, 1);
     assert_int_equal(rp_db_index_instances(db, &m, 1), 0);
     long long id, id2;
-    assert_int_equal(rp_db_series_complete(db, m.series_uid, 1, "quiet", "process", 2, &id), 0);
-    assert_int_equal(rp_db_job_enqueue(db, m.series_uid, 1, "process", 2, &id2), RP_EEXIST);
+    assert_int_equal(rp_db_series_complete(db, m.series_uid, 1, RP_COMPLETED_QUIET, 2, &id), 0);
+    assert_int_equal(rp_db_job_enqueue(db, m.series_uid, 1, 2, &id2), RP_EEXIST);
     assert_int_equal(id2, id);
     assert_int_equal(scalar("SELECT count(*) FROM jobs"), 1);
     double now = rp_now_s();
     rp_db_job j;
     assert_int_equal(rp_db_job_claim(db, now, 0, &j), 0);
     assert_int_equal(j.id, id);
-    assert_string_equal(j.state, "running");
+    assert_int_equal(j.state, RP_JOB_RUNNING);
     assert_int_equal(j.attempts, 1);
     assert_int_equal(rp_db_job_claim(db, now, 0, &j), RP_ENOENT); /* nothing else due */
     assert_int_equal(rp_db_job_set_running(db, id, 1234, "/out/x"), 0);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, m.series_uid, &si), 0);
-    assert_string_equal(si.state, "processing");
+    assert_int_equal(si.state, RP_SERIES_PROCESSING);
     /* first failure: retry later with backoff */
-    assert_int_equal(rp_db_job_finish(db, id, 0, 139, "crashed", 0, 10, &j), 0);
-    assert_string_equal(j.state, "failed");
+    assert_int_equal(rp_db_job_finish(db, id, 0, 139, "crashed", 0, 10, 0, &j), 0);
+    assert_int_equal(j.state, RP_JOB_FAILED);
     assert_int_equal(j.exit_status, 139);
     assert_string_equal(j.output_dir, "/out/x");
     assert_true(j.next_attempt_at >= now + 9.9 && j.next_attempt_at <= rp_now_s() + 10.1);
-    assert_int_equal(rp_db_job_finish(db, id, 0, 1, "again", 0, 10, NULL), RP_EINVAL);
+    assert_int_equal(rp_db_job_finish(db, id, 0, 1, "again", 0, 10, 0, NULL), RP_EINVAL);
     assert_int_equal(rp_db_job_claim(db, now, 0, &j), RP_ENOENT); /* not yet due */
     double due;
     assert_int_equal(rp_db_jobs_next_due(db, &due), 0);
@@ -439,19 +439,19 @@ static void test_jobs_state_machine(void **state)
     assert_int_equal(j.attempts, 2);
     assert_int_equal(j.pid, 99);
     /* second failure: attempts exhausted -> dead, series failed */
-    assert_int_equal(rp_db_job_finish(db, id, 0, 1, "bad input", 0, 10, &j), 0);
-    assert_string_equal(j.state, "dead");
+    assert_int_equal(rp_db_job_finish(db, id, 0, 1, "bad input", 0, 10, 0, &j), 0);
+    assert_int_equal(j.state, RP_JOB_DEAD);
     assert_int_equal(rp_db_series_get(db, m.series_uid, &si), 0);
-    assert_string_equal(si.state, "failed");
+    assert_int_equal(si.state, RP_SERIES_FAILED);
     /* operator reprocess resets it */
-    assert_int_equal(rp_db_series_reprocess(db, m.series_uid, NULL, 3, &id2), 0);
+    assert_int_equal(rp_db_series_reprocess(db, m.series_uid, 3, &id2), 0);
     assert_int_equal(id2, id);
     assert_int_equal(rp_db_job_get(db, id, &j), 0);
-    assert_string_equal(j.state, "queued");
+    assert_int_equal(j.state, RP_JOB_QUEUED);
     assert_int_equal(j.attempts, 0);
     assert_int_equal(j.max_attempts, 3);
     assert_int_equal(rp_db_job_claim(db, rp_now_s(), 5, &j), 0);
-    assert_int_equal(rp_db_series_reprocess(db, m.series_uid, NULL, 3, NULL), RP_EBUSY);
+    assert_int_equal(rp_db_series_reprocess(db, m.series_uid, 3, NULL), RP_EBUSY);
     /* outputs */
     assert_int_equal(rp_db_output_add(db, id, "nifti", "/out/x/a.nii.gz", "ab"), 0);
     assert_int_equal(rp_db_output_add(db, id, "json", "/out/x/a.json", NULL), 0);
@@ -464,14 +464,14 @@ static void test_jobs_state_machine(void **state)
     assert_string_equal(outs[0].sha256, "cd");
     free(outs);
     /* permanent failure is dead at once */
-    assert_int_equal(rp_db_job_finish(db, id, 0, 2, "unsupported", 1, 10, &j), 0);
-    assert_string_equal(j.state, "dead");
+    assert_int_equal(rp_db_job_finish(db, id, 0, 2, "unsupported", 1, 10, 0, &j), 0);
+    assert_int_equal(j.state, RP_JOB_DEAD);
     /* trigger on a complete series: RP_EEXIST */
-    assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, "operator", NULL, 3, NULL),
+    assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, RP_COMPLETED_OPERATOR, 3, NULL),
                      RP_EEXIST);
-    assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, "bogus", NULL, 3, NULL), RP_EINVAL);
+    assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, RP_COMPLETED_NONE, 3, NULL), RP_EINVAL);
     rp_db_job *list;
-    assert_int_equal(rp_db_jobs_list(db, "dead", NULL, 0, &list, &n), 0);
+    assert_int_equal(rp_db_jobs_list(db, RP_JOB_DEAD, NULL, 0, &list, &n), 0);
     assert_int_equal(n, 1);
     free(list);
     rp_db_close(db);
@@ -486,7 +486,7 @@ static void test_requeue_running_at_start(void **state)
     for (int i = 0; i < 2; i++) {
         make_meta(&m, 1, 1, i + 1, 1);
         assert_int_equal(rp_db_index_instances(db, &m, 1), 0);
-        assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, "quiet", NULL, 3, &ids[i]), 0);
+        assert_int_equal(rp_db_series_complete(db, m.series_uid, 0, RP_COMPLETED_QUIET, 3, &ids[i]), 0);
     }
     rp_db_job j;
     assert_int_equal(rp_db_job_claim(db, rp_now_s(), 11, &j), 0);
@@ -494,16 +494,16 @@ static void test_requeue_running_at_start(void **state)
     rp_db_close(db); /* the node dies */
     assert_int_equal(rp_db_open(dbpath, &db), 0);
     long long n = 0;
-    assert_int_equal(rp_db_jobs_requeue_running(db, &n), 0);
+    assert_int_equal(rp_db_jobs_requeue_running(db, 0, &n), 0);
     assert_int_equal(n, 2);
     assert_int_equal(rp_db_job_get(db, ids[0], &j), 0);
-    assert_string_equal(j.state, "queued");
+    assert_int_equal(j.state, RP_JOB_QUEUED);
     assert_int_equal(j.attempts, 0);
     assert_int_equal(j.pid, 0);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, m.series_uid, &si), 0);
-    assert_string_equal(si.state, "complete");
-    assert_int_equal(rp_db_jobs_requeue_running(db, &n), 0);
+    assert_int_equal(si.state, RP_SERIES_COMPLETE);
+    assert_int_equal(rp_db_jobs_requeue_running(db, 0, &n), 0);
     assert_int_equal(n, 0);
     rp_db_close(db);
 }
@@ -523,7 +523,7 @@ static void test_outbox(void **state)
     double now = rp_now_s();
     assert_int_equal(rp_db_outbox_claim(db, "pacs", now, 10, &e, &n), 0);
     assert_int_equal(n, 2);
-    assert_string_equal(e[0].state, "sending");
+    assert_int_equal(e[0].state, RP_OUTBOX_SENDING);
     assert_int_equal(e[0].attempts, 1);
     free(e);
     assert_int_equal(rp_db_outbox_claim(db, "pacs", now, 10, &e, &n), RP_ENOENT);
@@ -532,7 +532,7 @@ static void test_outbox(void **state)
     {
         rp_db_outbox_entry *l;
         size_t ln;
-        assert_int_equal(rp_db_outbox_list(db, "sending", "pacs", 0, &l, &ln), 0);
+        assert_int_equal(rp_db_outbox_list(db, RP_OUTBOX_SENDING, "pacs", 0, &l, &ln), 0);
         assert_int_equal(ln, 2);
         b = strcmp(l[0].file_path, "/d/b.dcm") == 0 ? l[0].id : l[1].id;
         free(l);
@@ -553,7 +553,7 @@ static void test_outbox(void **state)
     assert_int_equal(rp_db_outbox_claim(db, "pacs", due + 1, 10, &e, &n), 0);
     free(e);
     assert_int_equal(rp_db_outbox_finish(db, b, 0, -1, "connection refused", 0, 10, 3), 0);
-    assert_int_equal(rp_db_outbox_list(db, "dead", NULL, 0, &e, &n), 0);
+    assert_int_equal(rp_db_outbox_list(db, RP_OUTBOX_DEAD, NULL, 0, &e, &n), 0);
     assert_int_equal(n, 1);
     assert_string_equal(e[0].last_reason, "connection refused");
     assert_int_equal(e[0].attempts, 3);
@@ -571,13 +571,13 @@ static void test_outbox(void **state)
     assert_int_equal(rp_db_outbox_finish(db, o, 0, 0x0122, "SOP class not supported", 1, 10, 0), 0);
     /* `radprep send`: requeue dead entries of one destination */
     long long cnt;
-    assert_int_equal(rp_db_outbox_requeue(db, "dead", "pacs", 0, &cnt), 0);
+    assert_int_equal(rp_db_outbox_requeue(db, RP_OUTBOX_DEAD, "pacs", 0, &cnt), 0);
     assert_int_equal(cnt, 1);
-    assert_int_equal(rp_db_outbox_list(db, "dead", NULL, 0, &e, &n), 0);
+    assert_int_equal(rp_db_outbox_list(db, RP_OUTBOX_DEAD, NULL, 0, &e, &n), 0);
     assert_int_equal(n, 1);
     assert_string_equal(e[0].destination, "other");
     free(e);
-    assert_int_equal(rp_db_outbox_requeue(db, "bogus", NULL, 0, &cnt), RP_EINVAL);
+    assert_int_equal(rp_db_outbox_requeue(db, RP_OUTBOX_DONE, NULL, 0, &cnt), RP_EINVAL);
     rp_db_close(db);
 }
 
@@ -614,7 +614,7 @@ static void test_ls(void **state)
     make_meta(&m[3], 2, 2, 1, 2);
     make_meta(&m[4], 2, 3, 1, 1);
     assert_int_equal(rp_db_index_instances(db, m, 5), 0);
-    assert_int_equal(rp_db_series_complete(db, m[1].series_uid, 0, "operator", NULL, 1, NULL), 0);
+    assert_int_equal(rp_db_series_complete(db, m[1].series_uid, 0, RP_COMPLETED_OPERATOR, 1, NULL), 0);
     struct {
         const char *level;
         rp_db_filter f;

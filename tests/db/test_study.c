@@ -73,9 +73,11 @@ static void test_fusion_sets(void **state)
     assert_int_equal(job2, job);
     rp_db_job j;
     assert_int_equal(rp_db_job_get(db, job, &j), 0);
-    assert_string_equal(j.kind, "fuse:brain");
-    assert_string_equal(j.series_uid, "1.2.3.1");
-    assert_int_equal(j.series_version, 1);
+    assert_int_equal(j.kind, RP_JOB_KIND_FUSE);
+    assert_string_equal(j.rule, "brain");
+    assert_string_equal(j.study_uid, "1.2.3.1");
+    assert_string_equal(j.series_uid, "");
+    assert_int_equal(j.version, 1);
     char members[256];
     assert_int_equal(rp_db_fusion_get(db, "1.2.3.1", "brain", 1, members, sizeof members), 0);
     assert_string_equal(members, m1);
@@ -94,10 +96,10 @@ static void test_fusion_sets(void **state)
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.3", &before), 0);
     rp_db_job claimed;
     assert_int_equal(rp_db_job_claim(db, rp_now_s() + 1, 0, &claimed), 0);
-    assert_int_equal(rp_db_job_finish(db, claimed.id, 1, 0, "exit 0", 0, 0, NULL), 0);
+    assert_int_equal(rp_db_job_finish(db, claimed.id, 1, 0, "exit 0", 0, 0, 0, NULL), 0);
     rp_db_series_info after;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.3", &after), 0);
-    assert_string_equal(before.state, after.state);
+    assert_int_equal(before.state, after.state);
     assert_int_equal(before.version, after.version);
     /* a report is made once per situation */
     assert_int_equal(rp_db_fusion_report_once(db, "1.2.3.1", "brain", "missing:T2;present:"), 0);

@@ -143,7 +143,7 @@ class Node(rptest.Radprepd):
         return dict(zip(keys, rows[0]))
 
     def jobs(self, uid=None):
-        sql = ("SELECT id, series_uid, series_version, state, attempts, reason, exit_status,"
+        sql = ("SELECT id, series_uid, version, state, attempts, reason, exit_status,"
                " created_at, started_at, finished_at, output_dir FROM jobs")
         rows = self.db(sql + (" WHERE series_uid=? ORDER BY id" if uid else " ORDER BY id"),
                        (uid,) if uid else ())

@@ -95,11 +95,17 @@ def main():
         out_root = os.path.join(node.data_dir, "outputs", study_uid, "fusion-t1fmap")
         v1 = os.path.join(out_root, "v1")
         wait_for(lambda: os.path.exists(os.path.join(v1, "t1fmap.json")), 120, "fusion v1", node)
-        jobs = node.query("SELECT id, state, kind, series_uid, series_version FROM jobs"
-                          " WHERE kind LIKE 'fuse:%'")
-        assert len(jobs) == 1 and jobs[0][2] == "fuse:t1fmap" and jobs[0][3] == study_uid, jobs
+        jobs = node.query("SELECT id, state, rule, study_uid, version FROM jobs"
+                          " WHERE kind = 'fuse'")
+        assert len(jobs) == 1 and jobs[0][2] == "t1fmap" and jobs[0][3] == study_uid, jobs
         wait_for(lambda: node.query("SELECT state FROM jobs WHERE id=?", (jobs[0][0],))[0][0]
                  == "done", 60, "fusion job done", node)
+        # `radprep jobs` shows the fusion job as it always has: kind fuse:RULE, on the study
+        r = run(["--config", node.config_path, "jobs", "--series", study_uid, "--json"])
+        listed = [j for j in json.loads(r.stdout) if j["id"] == jobs[0][0]]
+        assert r.returncode == 0 and len(listed) == 1, (r.stdout, r.stderr)
+        assert listed[0]["kind"] == "fuse:t1fmap" and listed[0]["series_uid"] == study_uid, listed
+        assert listed[0]["state"] == "done" and listed[0]["version"] == 1, listed
 
         img = nib.load(os.path.join(v1, "t1fmap.nii.gz"))
         data = img.get_fdata()
@@ -127,14 +133,14 @@ def main():
         miss = node.query("SELECT detail FROM events WHERE kind='fuse_missing'")
         assert len(miss) == 1 and "rule=t1t2" in miss[0][0] and "missing=T2" in miss[0][0], miss
         assert "fuse: missing sequence T2" in node.log()
-        assert not node.query("SELECT id FROM jobs WHERE kind='fuse:t1t2'")
+        assert not node.query("SELECT id FROM jobs WHERE kind='fuse' AND rule='t1t2'")
 
         # operator trigger on the same versions: nothing new; for t1t2: the reason, exit 1
         r = run(["--config", node.config_path, "fuse", "--rule", "t1fmap", "--study", study_uid])
         assert r.returncode == 0 and "already" in r.stdout, (r.stdout, r.stderr)
         r = run(["--config", node.config_path, "fuse", "--rule", "t1t2", "--study", study_uid])
         assert r.returncode == 1 and "missing sequence T2" in r.stderr, r.stderr
-        assert len(node.query("SELECT id FROM jobs WHERE kind LIKE 'fuse:%'")) == 1
+        assert len(node.query("SELECT id FROM jobs WHERE kind = 'fuse'")) == 1
 
         # a new field map instance reopens that series: once complete again, version 2
         ds = pydicom.dcmread(fm_files[0])

@@ -1,4 +1,4 @@
-/* Unit tests for scp/outbox.c with a real dcmtk storescp on loopback (bind_loopback shim):
+/* Unit tests for outbox/outbox.c with a real dcmtk storescp on loopback (bind_loopback shim):
  *  - everything queued arrives exactly once, rows end 'done';
  *  - receiver absent: attempts grow with the backoff, nothing goes dead; receiver started:
  *    everything arrives exactly once;
@@ -154,15 +154,15 @@ static row_counts counts(const char *db_path)
     assert_int_equal(rp_db_open(db_path, &db), 0);
     rp_db_outbox_entry *e = NULL;
     size_t n = 0;
-    assert_int_equal(rp_db_outbox_list(db, NULL, NULL, 0, &e, &n), 0);
+    assert_int_equal(rp_db_outbox_list(db, -1, NULL, 0, &e, &n), 0);
     for (size_t i = 0; i < n; i++) {
-        if (!strcmp(e[i].state, "pending"))
+        if (e[i].state == RP_OUTBOX_PENDING)
             rc.pending++;
-        else if (!strcmp(e[i].state, "sending"))
+        else if (e[i].state == RP_OUTBOX_SENDING)
             rc.sending++;
-        else if (!strcmp(e[i].state, "done"))
+        else if (e[i].state == RP_OUTBOX_DONE)
             rc.done++;
-        else if (!strcmp(e[i].state, "dead"))
+        else if (e[i].state == RP_OUTBOX_DEAD)
             rc.dead++;
         if (e[i].attempts > rc.max_attempts)
             rc.max_attempts = e[i].attempts;
@@ -384,7 +384,7 @@ static void test_refused_dead(void **state)
     rp_db *h = NULL;
     assert_int_equal(rp_db_open(db, &h), 0);
     long long nq = 0;
-    assert_int_equal(rp_db_outbox_requeue(h, "dead", NULL, 0, &nq), 0);
+    assert_int_equal(rp_db_outbox_requeue(h, RP_OUTBOX_DEAD, NULL, 0, &nq), 0);
     assert_int_equal(nq, 3);
     rp_db_close(h);
     pid = start_storescp(port, dir, NULL);
@@ -424,7 +424,7 @@ static void test_enqueue_dir(void **state)
     assert_int_equal(added, 0);
     rp_db_outbox_entry *e = NULL;
     size_t n = 0;
-    assert_int_equal(rp_db_outbox_list(db, "pending", "pacs", 0, &e, &n), 0);
+    assert_int_equal(rp_db_outbox_list(db, RP_OUTBOX_PENDING, "pacs", 0, &e, &n), 0);
     assert_int_equal(n, 2);
     free(e);
     rp_db_close(db);

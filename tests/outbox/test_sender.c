@@ -1,4 +1,4 @@
-/* Unit tests for scp/sender.cc against a real dcmtk storescp on loopback (under the
+/* Unit tests for outbox/sender.cc against a real dcmtk storescp on loopback (under the
  * bind_loopback shim): success exactly once, transcoding when the peer refuses our syntax,
  * connection refused -> RETRY, association refused -> DEAD with the reason, bad file -> DEAD
  * without harming the others. */
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "outbox/sender.h"
+#include "outbox/outbox.h"
 
 static char g_tmp[256];
 static char g_shim[512];

@@ -1,6 +1,7 @@
 /* Unit tests for the completion monitor on a real SQLite index: quiet and expected-count
- * completion with their evidence, one job per version, reopen → version 2, and "restart"
- * (a new handle, a later clock) resuming from the database alone. */
+ * completion with their evidence, one job per version, reopen → version 2, "restart"
+ * (a new handle, a later clock) resuming from the database alone, and the wake-up path (the
+ * index queue's commit wakes the thread long before its poll interval). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +15,7 @@
 #include "common/common.h"
 #include "conf/conf.h"
 #include "db/db.h"
-#include "sched/monitor.h"
+#include "sched/sched.h"
 
 static char tmpdir[256], dbpath[300];
 static rp_conf conf;
@@ -97,7 +98,7 @@ static size_t jobs_of(rp_db *db, const char *series_uid, rp_db_job **out)
 {
     size_t n = 0;
     *out = NULL;
-    assert_int_equal(rp_db_jobs_list(db, NULL, series_uid, 0, out, &n), 0);
+    assert_int_equal(rp_db_jobs_list(db, -1, series_uid, 0, out, &n), 0);
     return n;
 }
 
@@ -116,16 +117,16 @@ static void test_quiet(void **state)
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.1", &si), 0);
-    assert_string_equal(si.state, "complete");
-    assert_string_equal(si.completed_reason, "quiet");
+    assert_int_equal(si.state, RP_SERIES_COMPLETE);
+    assert_int_equal(si.completed_reason, RP_COMPLETED_QUIET);
     assert_int_equal(si.version, 1);
     /* a second pass (or a restart) completes nothing more and enqueues nothing more */
     assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 100, &done, &wait), 0);
     assert_int_equal(done, 0);
     rp_db_job *j;
     assert_int_equal(jobs_of(db, "1.2.3.1.1", &j), 1);
-    assert_int_equal(j[0].series_version, 1);
-    assert_string_equal(j[0].state, "queued");
+    assert_int_equal(j[0].version, 1);
+    assert_int_equal(j[0].state, RP_JOB_QUEUED);
     free(j);
     rp_db_close(db);
 }
@@ -145,7 +146,7 @@ static void test_expected_count(void **state)
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.2", &si), 0);
-    assert_string_equal(si.completed_reason, "expected_count");
+    assert_int_equal(si.completed_reason, RP_COMPLETED_EXPECTED_COUNT);
     assert_int_equal(si.expected_count, 5);
 
     /* MR with counts switched off waits for its own quiet period (5 s) */
@@ -155,7 +156,7 @@ static void test_expected_count(void **state)
     assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 5.0, &done, NULL), 0);
     assert_int_equal(done, 1);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.3", &si), 0);
-    assert_string_equal(si.completed_reason, "quiet");
+    assert_int_equal(si.completed_reason, RP_COMPLETED_QUIET);
     rp_db_close(db);
 }
 
@@ -172,7 +173,7 @@ static void test_reopen_version2(void **state)
     add(db, "CT", 4, 4, 1, t + 10, -1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.4", &si), 0);
-    assert_string_equal(si.state, "receiving");
+    assert_int_equal(si.state, RP_SERIES_RECEIVING);
     assert_int_equal(si.version, 2);
     assert_int_equal(rp_monitor_pass(db, &conf, NULL, t + 11, &done, NULL), 0);
     assert_int_equal(done, 0);
@@ -182,8 +183,8 @@ static void test_reopen_version2(void **state)
     assert_int_equal(jobs_of(db, "1.2.3.1.4", &j), 2);
     int v1 = 0, v2 = 0;
     for (int i = 0; i < 2; i++) {
-        v1 += j[i].series_version == 1;
-        v2 += j[i].series_version == 2;
+        v1 += j[i].version == 1;
+        v2 += j[i].version == 2;
     }
     assert_int_equal(v1, 1);
     assert_int_equal(v2, 1);
@@ -206,9 +207,9 @@ static void test_restart_resumes(void **state)
     assert_int_equal(done, 1);
     rp_db_series_info si;
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.5", &si), 0);
-    assert_string_equal(si.state, "complete");
+    assert_int_equal(si.state, RP_SERIES_COMPLETE);
     assert_int_equal(rp_db_series_get(db, "1.2.3.1.6", &si), 0);
-    assert_string_equal(si.state, "receiving");
+    assert_int_equal(si.state, RP_SERIES_RECEIVING);
     rp_db_close(db);
 }
 
@@ -262,16 +263,75 @@ static void test_thread(void **state)
     rp_db *db = fresh("thread");
     add(db, "CT", 7, 1, 2, rp_now_s() - 10, -1);
     rp_monitor *m = NULL;
-    assert_int_equal(rp_monitor_start(&conf, dbpath, NULL, NULL, &m), 0);
+    assert_int_equal(rp_monitor_start(&conf, dbpath, 0, NULL, NULL, &m), 0);
     rp_db_series_info si;
     int ok = 0;
     for (int i = 0; i < 100 && !ok; i++) {
         usleep(20000);
         assert_int_equal(rp_db_series_get(db, "1.2.3.1.7", &si), 0);
-        ok = strcmp(si.state, "complete") == 0;
+        ok = si.state == RP_SERIES_COMPLETE;
     }
     assert_true(ok);
     rp_monitor_wake(m);
+    rp_monitor_stop(m);
+    rp_db_close(db);
+}
+
+/* The hook radprepd wires (through rp_processing_indexed): a committed batch wakes the
+ * monitor. */
+static void wake_monitor(void *arg, size_t n)
+{
+    (void)n;
+    rp_monitor_wake(arg);
+}
+
+static double wait_complete(rp_db *db, const char *uid, double secs)
+{
+    double t0 = rp_mono_s();
+    rp_db_series_info si;
+    while (rp_mono_s() - t0 < secs) {
+        if (rp_db_series_get(db, uid, &si) == 0 && si.state == RP_SERIES_COMPLETE)
+            return rp_mono_s() - t0;
+        usleep(5000);
+    }
+    return -1;
+}
+
+static void test_wake_from_index_commit(void **state)
+{
+    (void)state;
+    const double poll_s = 5.0;
+    rp_db *db = fresh("wake");
+    rp_monitor *m = NULL;
+    assert_int_equal(rp_monitor_start(&conf, dbpath, poll_s, NULL, NULL, &m), 0);
+    usleep(100000); /* its first pass has run: now it sleeps for poll_s unless woken */
+
+    /* Not woken: a series whose expected count is reached waits for the next poll. */
+    add(db, "CT", 21, 1, 3, rp_now_s(), 3);
+    assert_true(wait_complete(db, "1.2.3.1.21", 0.5) < 0);
+
+    /* Indexed through the queue, whose commit hook wakes the monitor: done at once. */
+    rp_db_queue *q = NULL;
+    assert_int_equal(rp_db_queue_start(dbpath, 64, 20, &q), 0);
+    rp_db_queue_on_commit(q, wake_monitor, m);
+    double t0 = rp_mono_s();
+    for (int i = 1; i <= 4; i++) {
+        rp_instance_meta mt;
+        meta(&mt, "CT", 22, i, rp_now_s());
+        mt.images_in_acquisition = 4;
+        assert_int_equal(rp_db_queue_push(q, &mt), 0);
+    }
+    assert_int_equal(rp_db_queue_flush(q), 0);
+    double latency = wait_complete(db, "1.2.3.1.22", poll_s);
+    double since_push = rp_mono_s() - t0;
+    print_message("completed %.3f s after the commit (%.3f s after the first push), poll %.1f s\n",
+                  latency, since_push, poll_s);
+    assert_true(latency >= 0 && latency < 0.5);
+    /* the pass that woke for series 22 took series 21 along */
+    assert_true(wait_complete(db, "1.2.3.1.21", 0.1) >= 0);
+    /* the hook is gone once removed: nothing calls into a monitor about to stop */
+    rp_db_queue_on_commit(q, NULL, NULL);
+    rp_db_queue_stop(q);
     rp_monitor_stop(m);
     rp_db_close(db);
 }
@@ -282,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_quiet),           cmocka_unit_test(test_expected_count),
         cmocka_unit_test(test_reopen_version2), cmocka_unit_test(test_restart_resumes),
         cmocka_unit_test(test_pending_notes),   cmocka_unit_test(test_thread),
+        cmocka_unit_test(test_wake_from_index_commit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

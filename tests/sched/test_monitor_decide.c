@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "sched/monitor.h"
+#include "sched/sched.h"
 
 static rp_completion_hint hint(int iia, int ntp, int slices, int acq, int frames, const char *sop)
 {

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "sched/supervisor.h"
+#include "sched/sched.h"
 
 static char tmpdir[256];
 
@@ -226,12 +226,12 @@ static void test_terminate_group(void **state)
 static void test_backoff_and_names(void **state)
 {
     (void)state;
-    assert_true(rp_backoff_s(0, 5, 600) == 0);
-    assert_true(rp_backoff_s(1, 5, 600) == 5);
-    assert_true(rp_backoff_s(2, 5, 600) == 10);
-    assert_true(rp_backoff_s(4, 5, 600) == 40);
-    assert_true(rp_backoff_s(20, 5, 600) == 600);
-    assert_true(rp_backoff_s(1000, 5, 600) == 600);
+    assert_true(rp_db_backoff_s(0, 5, 600) == 0);
+    assert_true(rp_db_backoff_s(1, 5, 600) == 5);
+    assert_true(rp_db_backoff_s(2, 5, 600) == 10);
+    assert_true(rp_db_backoff_s(4, 5, 600) == 40);
+    assert_true(rp_db_backoff_s(20, 5, 600) == 600);
+    assert_true(rp_db_backoff_s(1000, 5, 600) == 600);
     char b[16];
     assert_string_equal(rp_signal_name(SIGSEGV, b, sizeof b), "SIGSEGV");
     assert_string_equal(rp_signal_name(SIGKILL, b, sizeof b), "SIGKILL");
