@@ -96,9 +96,13 @@ static const char schema_v1[] =
     "  completed_reason TEXT, processed_version INTEGER, expected_count INTEGER);"
     "CREATE TABLE instance_keep (sop_uid TEXT PRIMARY KEY, sha256 TEXT);";
 
+/* Later steps live beside the code that uses their tables. */
+extern const char rp_db_pulls_schema[]; /* db/pulls.c: pulls, pull_items */
+
 /* Append new steps at the end; never edit a released one. */
 static const char *const migrations[] = {
     schema_v1,
+    rp_db_pulls_schema,
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -372,6 +372,11 @@ int rp_job_run(const rp_conf *c, long long job_id)
         goto out;
     }
     const rp_conf_rule *rule = match_rule(c, &si);
+    char pulled[64]; /* a pull that named a rule (pull --rule, [pull] rule) chose it */
+    if (rp_db_pull_rule(db, si.series_uid, pulled, sizeof pulled) == 0)
+        for (size_t i = 0; i < c->n_rules; i++)
+            if (strcmp(c->rules[i].name, pulled) == 0)
+                rule = &c->rules[i];
     if ((rc = process_into(c, rule, rp_store_root(store), &job, &si, inst, n, tmp_dir)) != 0)
         goto out;
     if ((rc = rp_fsync_path(tmp_dir, 1)) != 0)
