@@ -35,7 +35,9 @@ double rp_qr_backoff_s(int base_s, int attempt)
 
 int rp_qr_failure_is_fatal(const rp_qr_result *res)
 {
-    if (res->outcome == RP_QR_REJECTED || res->outcome == RP_QR_NO_CONTEXT)
+    /* Still unreachable after the retries: the next series would only wait the same way. */
+    if (res->outcome == RP_QR_REJECTED || res->outcome == RP_QR_NO_CONTEXT ||
+        res->outcome == RP_QR_UNREACHABLE)
         return 1;
     /* 0xA801 move destination unknown, 0x0122 SOP class not supported, 0x0124 not
      * authorized: the same answer awaits every other series. */

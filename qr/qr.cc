@@ -345,7 +345,14 @@ static T_ASC_PresentationContextID context_for(rp_qr *q, const char *sop, rp_qr_
 static int net_fail(rp_qr *q, rp_qr_result *res, const char *what, OFCondition c)
 {
     q->broken = 1;
-    set_res(res, RP_QR_NETWORK, -1, "%s: association broke: %s", what, c.text());
+    if (c == DUL_PEERABORTEDASSOCIATION)
+        /* Some PACS (Orthanc among them) abort rather than answer an AE they do not serve. */
+        set_res(res, RP_QR_NETWORK, -1,
+                "%s: the PACS %s aborted the association (shutting down, or it does not "
+                "accept %s from our AE title %s)",
+                what, q->peer.called_ae, what, q->peer.calling_ae);
+    else
+        set_res(res, RP_QR_NETWORK, -1, "%s: association broke: %s", what, c.text());
     return RP_ENET;
 }
 

@@ -68,7 +68,8 @@ double rp_qr_backoff_s(int base_s, int attempt);
 rp_qr_series_state rp_qr_classify(const rp_qr_result *res, long long announced);
 
 /* 1 when a failure will repeat for every series of the run (our AE unknown to the PACS, move
- * destination unknown, service not offered): the run stops instead of hammering. Pure. */
+ * destination unknown, service not offered, PACS still down after the retries): the run
+ * stops instead of hammering; the rest is left for the next run. Pure. */
 int rp_qr_failure_is_fatal(const rp_qr_result *res);
 
 #endif

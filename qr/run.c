@@ -111,6 +111,24 @@ static const char *state_word(rp_qr_series_state s)
     return w[s];
 }
 
+/* A move refused before any sub-operation most often means the PACS does not know where to
+ * send: say which AE, host and port it should know (0xA801 says so itself; Orthanc answers
+ * 0xC000 with no comment). */
+static void move_destination_hint(run_ctx *x, rp_qr_result *res)
+{
+    size_t len = strlen(res->reason);
+    if (res->status == 0xA801)
+        snprintf(res->reason + len, sizeof res->reason - len,
+                 ": the PACS does not know the move destination %s (this node): register it "
+                 "there with this node's host and port %d",
+                 x->c->ae_title, x->c->port);
+    else if ((res->status & 0xF000) == 0xC000)
+        snprintf(res->reason + len, sizeof res->reason - len,
+                 " before sending anything: does the PACS know the move destination %s (this "
+                 "node, port %d)?",
+                 x->c->ae_title, x->c->port);
+}
+
 static void retrieve_one(lane *l, rp_qr_target *t)
 {
     run_ctx *x = l->x;
@@ -166,6 +184,8 @@ static void retrieve_one(lane *l, rp_qr_target *t)
                      t->res.completed + t->res.warning);
     } else {
         t->state = rc == RP_EIO ? RP_QR_S_PARTIAL : RP_QR_S_FAILED;
+        if (r->method == RP_PULL_MOVE && t->res.outcome == RP_QR_FAILED && t->res.completed == 0)
+            move_destination_hint(x, &t->res);
     }
     rp_db_pull_item_finish(l->db, t->item_id, state_word(t->state), t->attempts,
                            t->res.completed, t->res.failed, t->res.warning, t->res.status,
