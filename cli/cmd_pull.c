@@ -239,8 +239,9 @@ static int pull_named(const rp_conf *c, const char *name, int dry_run, double no
         r.deadline = rp_now_s() + (r.deadline - now);
     r.dry_run = dry_run;
     r.out = stdout;
-    printf("pull %s from %s: %s%s%s\n", name, peer->name,
-           r.keys.study_date[0] ? "study_date=" : "", r.keys.study_date,
+    char text[512];
+    rp_qr_request_text(&r, text, sizeof text);
+    printf("pull %s from %s: %s%s\n", name, peer->name, text,
            r.deadline > 0 ? " (until the window closes)" : "");
     fflush(stdout);
     rp_qr_pull_report rep;

@@ -168,6 +168,9 @@ void rp_qr_pull_defaults(rp_qr_pull_request *r, const rp_conf_peer *peer);
 int rp_qr_pull_from_conf(const rp_conf_pull *p, const rp_conf_peer *peer, double now,
                          rp_qr_pull_request *r);
 
+/* The request as one line of key=value words (the pulls table's `request`). */
+void rp_qr_request_text(const rp_qr_pull_request *r, char *buf, size_t bufsz);
+
 /* What a run did. */
 typedef struct rp_qr_pull_report {
     long long pull_id;        /* the row in the index (0 for a dry run) */

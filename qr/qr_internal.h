@@ -56,9 +56,6 @@ void rp_qr_plan_free(rp_qr_plan *plan);
 int rp_qr_open_retry(const rp_qr_peer *p, unsigned services, const rp_qr_pull_request *r,
                      rp_qr **out, rp_qr_result *res);
 
-/* The request as one line of key=value words, for the pulls table. */
-void rp_qr_request_text(const rp_qr_pull_request *r, char *buf, size_t bufsz);
-
 /* Seconds to wait before attempt `attempt` (1-based) after a failure: base * 2^(attempt-1),
  * capped at one hour. Pure. */
 double rp_qr_backoff_s(int base_s, int attempt);

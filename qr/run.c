@@ -124,8 +124,8 @@ static void move_destination_hint(run_ctx *x, rp_qr_result *res)
                  x->c->ae_title, x->c->port);
     else if ((res->status & 0xF000) == 0xC000)
         snprintf(res->reason + len, sizeof res->reason - len,
-                 " before sending anything: does the PACS know the move destination %s (this "
-                 "node, port %d)?",
+                 "; nothing was sent: does the PACS know the move destination %s (this node, "
+                 "port %d)?",
                  x->c->ae_title, x->c->port);
 }
 

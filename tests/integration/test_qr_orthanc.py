@@ -228,9 +228,10 @@ def main():
         check(m is not None and int(m.group(1)) == 6 and int(m.group(2)) >= had and
               int(m.group(2)) + int(m.group(3)) == 6,
               "the next run retrieves only what was missing (%s)" % ((m.groups() if m else None),))
-        n = node.query("SELECT count(*) FROM instances i JOIN series s ON s.id = i.series_fk"
-                       " JOIN studies st ON st.id = s.study_fk WHERE st.study_uid = ?",
-                       (mr_study,))[0][0]
+        mr_count = ("SELECT count(*) FROM instances i JOIN series s ON s.id = i.series_fk"
+                    " JOIN studies st ON st.id = s.study_fk WHERE st.study_uid = ?")
+        wait_for(lambda: node.query(mr_count, (mr_study,))[0][0] == 173, 10)
+        n = node.query(mr_count, (mr_study,))[0][0]
         check(n == 173, "all 173 MR instances are here (%d)" % n)
         others = node.query("SELECT count(*) FROM studies WHERE study_uid IN (?, ?)",
                             (gantry_study, str(hdr[dx[0]].StudyInstanceUID)))[0][0]
