@@ -588,7 +588,7 @@ static int open_section(parse_ctx *x, char *hdr)
     if (!needs_name)
         return fail_at(x, x->line,
                        "unknown section [%s%s%s] (expected node, tls, peer NAME, completion "
-                       "MODALITY, rule NAME, fusion NAME, pull NAME)",
+                       "MODALITY, rule NAME)",
                        kind, *arg ? " " : "", arg);
     if (!*arg)
         return fail_at(x, x->line, "section [%s] needs a name: [%s NAME]", kind, kind);

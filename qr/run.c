@@ -91,7 +91,14 @@ static int sink_commit(void *user, const char *path, const char *sop_class, cons
                               .peer_host = g->x->peer.host};
     rp_instance_meta meta;
     rp_store_outcome oc;
-    int rc = rp_store_commit(g->x->store, path, -1, &a, &meta, &oc, why, whysz);
+    /* dcmtk wrote and closed the file; the commit's fsync needs an fd, so sync it here. */
+    int rc = rp_fsync_path(path, 0);
+    if (rc != 0) {
+        snprintf(why, whysz, "fsync of the received instance failed");
+        unlink(path);
+        return rc;
+    }
+    rc = rp_store_commit(g->x->store, path, -1, &a, &meta, &oc, why, whysz);
     if (rc != 0)
         return rc;
     meta.received_at = rp_now_s();

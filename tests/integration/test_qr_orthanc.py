@@ -17,6 +17,8 @@ count C-FIND announced. Checks, in order:
      run retrieves only what is missing; only the matching study was ever retrieved.
   5. a series that changes on the PACS between C-FIND and C-MOVE is reported as changed.
   6. a move to an AE Orthanc does not know: a clear error naming it; C-GET still works.
+  7. a scheduled C-GET pull whose window ends 3 s after it starts stops cleanly (exit 0,
+     series left, run 'stopped'); the next run retrieves exactly what was left.
 Everything is recorded: `radprep pulls` shows each run and each series.
 """
 import glob
@@ -276,6 +278,32 @@ def main():
         check(len(stored) == 3, "C-GET: 3 instances durable in the store (%d)" % len(stored))
         r = radprep(bad, "pulls")
         print(r.stdout)
+
+        # ---- 7. the end of the window: the run stops cleanly, the next one resumes -------
+        import datetime
+        now = datetime.datetime.now()
+        win = "%s-%s" % ((now - datetime.timedelta(minutes=1)).strftime("%H:%M:%S"),
+                         (now + datetime.timedelta(seconds=3)).strftime("%H:%M:%S"))
+        sec["pull edge"] = {"peer": "pacs", "study_date": "20230113", "method": "get",
+                            "window": win, "pause_ms": 5000}
+        rptest.write_ini(bad, sec)
+        r = radprep(bad, "pull", "edge")
+        print(r.stdout.strip())
+        m = re.search(r"(\d+) retrieved, (\d+) failed, (\d+) left", r.stdout)
+        check(r.returncode == 0 and "window closed" in r.stdout and m is not None and
+              int(m.group(1)) >= 1 and int(m.group(3)) >= 1 and
+              int(m.group(1)) + int(m.group(3)) == 6,
+              "the run stops at the end of its window, exit 0, series left (%s)" %
+              r.stderr.strip())
+        runs = json.loads(radprep(bad, "pulls", "edge", "--json").stdout or "[]")
+        check(runs and runs[0]["state"] == "stopped" and "window closed" in (runs[0]["reason"] or ""),
+              "pulls: the run is 'stopped' with the reason")
+        r = radprep(bad, "pull", "edge", "--ignore-window")
+        m2 = re.search(r"(\d+) already here, (\d+) retrieved, (\d+) failed, (\d+) left",
+                       r.stdout)
+        check(r.returncode == 0 and m and m2 and int(m2.group(1)) == int(m.group(1)) and
+              int(m2.group(2)) == int(m.group(3)) and int(m2.group(4)) == 0,
+              "the next run resumes with what was left (%s)" % r.stdout.strip()[-200:])
     finally:
         node.stop()
         orth.stop()
