@@ -203,6 +203,19 @@ def main():
         man = os.path.join(node.data_dir, "datasets", "ct3", "manifest.json")
         check(os.path.exists(man), "dataset ct3 curated after the pull")
 
+        # a list of accessions/UIDs, dry run: planned, nothing retrieved, nothing recorded
+        lst = os.path.join(work, "list.txt")
+        with open(lst, "w") as f:
+            f.write("# what the researcher asked for\n03086212\nstudy=%s  # the MR\n" % mr_study)
+        runs_before = len(json.loads(radprep(conf, "pulls", "--json").stdout or "[]"))
+        r = radprep(conf, "pull", "--peer", "pacs", "--file", lst, "--dry-run")
+        check(r.returncode == 0 and r.stdout.count("present, skip") == 1 and
+              r.stdout.count("-> retrieve") == 6 and "nothing retrieved" in r.stdout and
+              len(json.loads(radprep(conf, "pulls", "--json").stdout or "[]")) == runs_before,
+              "--file LIST --dry-run plans 1 present + 6 to retrieve, records nothing")
+        r = radprep(conf, "pull", "--peer", "pacs", "--study", "1.2.*")
+        check(r.returncode == 2 and "not a UID" in r.stderr, "a wildcard UID is a usage error")
+
         # ---- 4. scheduled pull, Orthanc stopped mid-run, resumed --------------------------
         p = subprocess.Popen([rptest.radprep_bin(), "--config", conf, "pull", "nightly",
                               "--now", "2023-01-14T03:00:00"], stdout=subprocess.PIPE,
