@@ -35,6 +35,10 @@ int rp_cli_trigger(int argc, char **argv, const rp_conf *c);
 int rp_cli_reprocess(int argc, char **argv, const rp_conf *c);
 int rp_cli_send(int argc, char **argv, const rp_conf *c);
 int rp_cli_reindex(int argc, char **argv, const rp_conf *c);
+/* Query/retrieve from a PACS (cmd_find.c, cmd_pull.c; docs/retrieve.md). */
+int rp_cli_find(int argc, char **argv, const rp_conf *c);
+int rp_cli_pull(int argc, char **argv, const rp_conf *c);
+int rp_cli_pulls(int argc, char **argv, const rp_conf *c);
 /* `radprep process DIR --out OUT` (cli/cmd_process.c); with --job it hands over to
  * rp_cli_process_job(), with --fusion to rp_cli_process_fusion(). */
 int rp_cli_process(int argc, char **argv, const rp_conf *c);

@@ -95,8 +95,10 @@ int rp_cli_check_config(int argc, char **argv, const rp_conf *global)
             printf(" host=%s", p->host);
         if (p->port)
             printf(" port=%d", p->port);
-        printf(" store=%s echo=%s%s%s\n", p->may_store ? "yes" : "no", p->may_echo ? "yes" : "no",
-               p->is_destination ? " destination" : "", p->tls_only ? " tls_only" : "");
+        printf(" store=%s echo=%s%s%s%s%s%s\n", p->may_store ? "yes" : "no",
+               p->may_echo ? "yes" : "no", p->is_destination ? " destination" : "",
+               p->tls_only ? " tls_only" : "", p->may_find ? " find" : "",
+               p->may_move ? " move" : "", p->may_get ? " get" : "");
     }
     printf("completion ");
     for (size_t i = 0; i < c.n_completion; i++)
@@ -120,6 +122,14 @@ int rp_cli_check_config(int argc, char **argv, const rp_conf *global)
                f->layout == (RP_FUSION_LAYOUT_NIFTI4D | RP_FUSION_LAYOUT_NNUNET) ? "+" : "",
                f->layout & RP_FUSION_LAYOUT_NNUNET ? "nnunet" : "", f->normalize);
     }
+    printf("pulls       %zu\n", c.n_pulls);
+    for (size_t i = 0; i < c.n_pulls; i++) /* docs/retrieve.md */
+        printf("  %-16s peer=%s study_date=%s modality=%s rule=%s window=%02d:%02d-%02d:%02d\n",
+               c.pulls[i].name, c.pulls[i].peer, c.pulls[i].study_date[0] ? c.pulls[i].study_date : "-",
+               c.pulls[i].modality[0] ? c.pulls[i].modality : "-",
+               c.pulls[i].rule[0] ? c.pulls[i].rule : "-", c.pulls[i].window_start_s / 3600,
+               c.pulls[i].window_start_s / 60 % 60, c.pulls[i].window_end_s / 3600,
+               c.pulls[i].window_end_s / 60 % 60);
     printf("steps       checked by the recipe parser\n");
     rp_conf_free(&c);
     return 0;

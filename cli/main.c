@@ -45,6 +45,9 @@ static const command commands[] = {
     {"curate", rp_cli_curate, 1, "build a dataset (manifest, nnU-Net layout) from outputs"},
     {"fuse", rp_cli_fuse, 1, "queue a study's multi-sequence fusion: fuse --rule NAME --study UID"},
     {"fit", rp_cli_fit, 1, "fit a Nyul intensity model: fit nyul RULE | --dir DIR... --out M.json"},
+    {"find", rp_cli_find, 1, "query a PACS: find --peer NAME [--level series] [keys...]"},
+    {"pull", rp_cli_pull, 1, "retrieve from a PACS: pull --peer NAME --study UID | pull NAME"},
+    {"pulls", rp_cli_pulls, 1, "what was pulled from PACS, and how it went"},
     {NULL, NULL, 0, NULL},
 };
 

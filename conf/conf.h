@@ -20,10 +20,13 @@
  *   [tls]    port, cert, key, key_passphrase_file, ca_file, ca_dir, profile (bcp195|bcp195-nd|
  *            bcp195-ex), require_client_cert, expiry_warn_days
  *   [peer NAME] ae_title, host, port, store (bool), echo (bool), destination (bool), tls_only,
- *            cert_fingerprint, cert_subject, max_associations
+ *            cert_fingerprint, cert_subject, max_associations, find, move, get
  *   [completion MODALITY|default] quiet_s, use_expected_count (bool)
  *   [rule NAME] modality, body_part, series_description (glob), slice_thickness_min/max,
  *            steps, outputs, send_to (peer names, space separated), priority
+ *   [pull NAME] peer, study_date, patient_id, accession, modality, body_part,
+ *            study_description, series_description, rule, dataset, window, max_concurrent,
+ *            max_series, pause_ms, retries, retry_backoff_s, method (move|get)
  *   [fusion NAME] modality, sequences, SEQ.description, SEQ.tr_ms/te_ms/ti_ms (LO..HI),
  *            SEQ.ti_absent_ok, reference, normalize, interpolation, layout
  */
@@ -54,6 +57,7 @@ typedef struct rp_conf_peer {
     char cert_subject[256];     /* optional subject the peer's certificate must have */
     int max_associations;       /* 0: the node's max_associations_per_peer */
     int line;                   /* line of the section header, for messages */
+    int may_find, may_move, may_get; /* what the node may ask of it (query/retrieve), default 0 */
 } rp_conf_peer;
 
 typedef struct rp_conf_completion {
@@ -102,6 +106,23 @@ typedef struct rp_conf_fusion {
 } rp_conf_fusion;
 enum { RP_FUSION_LAYOUT_NIFTI4D = 1, RP_FUSION_LAYOUT_NNUNET = 2 };
 
+/* [pull NAME]: a scheduled query/retrieve from a PACS (conf/conf_pull.c, docs/retrieve.md). */
+#define RP_PULL_MAX 32
+enum { RP_PULL_MOVE = 0, RP_PULL_GET = 1 };
+typedef struct rp_conf_pull {
+    char name[48];
+    char peer[64];             /* [peer NAME] to query and retrieve from */
+    char study_date[40];       /* today | yesterday | last N days | YYYYMMDD[-YYYYMMDD] | "" */
+    char patient_id[65], accession[17], modality[17], body_part[17];
+    char study_description[65], series_description[65]; /* DICOM wildcards */
+    char rule[64];             /* process pulled series with this rule ("" = matching rule) */
+    char dataset[64];          /* curate into datasets/NAME after the run ("" = none) */
+    int window_start_s, window_end_s; /* seconds after local midnight; equal: any time */
+    int max_concurrent, max_series, pause_ms, retries, retry_backoff_s;
+    int method;                /* RP_PULL_MOVE | RP_PULL_GET */
+    int line;
+} rp_conf_pull;
+
 typedef struct rp_conf {
     char source[RP_PATH_MAX]; /* file loaded, or "(defaults)" */
     /* [node] */
@@ -143,6 +164,8 @@ typedef struct rp_conf {
     /* [fusion NAME] sections (fixed array: copied with the struct) */
     rp_conf_fusion fusions[RP_FUSION_MAX];
     size_t n_fusions;
+    rp_conf_pull pulls[RP_PULL_MAX]; /* [pull NAME] sections (fixed array, like fusions) */
+    size_t n_pulls;
 } rp_conf;
 
 /* Fill `c` with the embedded defaults (built-in completion and recipe rules included). */
@@ -220,6 +243,17 @@ int rp_conf_seq_match(const rp_conf_fusion_seq *q, const rp_conf_series_attrs *a
 /* Bit s set when the series matches f->seq[s] (its criteria, or the built-in ones of its name
  * when it has none), 0 when its modality is not one of f's. */
 unsigned rp_conf_fusion_match(const rp_conf_fusion *f, const rp_conf_series_attrs *a);
+/* [pull NAME] (conf_pull.c). The section called `name`, or NULL. */
+const rp_conf_pull *rp_conf_pull_by_name(const rp_conf *c, const char *name);
+/* A study_date spec (today, yesterday, "last N days", YYYYMMDD, YYYYMMDD-YYYYMMDD, open ends)
+ * as a DICOM date range for the local day of `now` into out (>= 18 bytes; "" for an empty
+ * spec). RP_EINVAL when the spec is not one of those. */
+int rp_conf_pull_date_range(const char *spec, double now, char *out, size_t outsz);
+/* "HH:MM[:SS]-HH:MM[:SS]" (or "any"/"") into seconds after midnight (equal: any time). */
+int rp_conf_pull_window(const char *v, int *start_s, int *end_s);
+/* 1 when `now` (local time) is inside p's window; *end (may be NULL) gets the wall time the
+ * window closes (0 for an all-day window). */
+int rp_conf_pull_in_window(const rp_conf_pull *p, double now, double *end);
 
 #ifdef __cplusplus
 }

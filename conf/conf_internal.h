@@ -30,4 +30,13 @@ int rp_conf_fusion_key(rp_conf_fusion *f, const char *key, const char *value, in
                        size_t whylen);
 int rp_conf_fusion_close(rp_conf_fusion *f, char *why, size_t whylen);
 
+/* [pull NAME] (conf_pull.c): init, one key, checks when it closes, and the references to
+ * peers and rules once the whole file is read (*line: the section that failed). 0, or -1
+ * with a reason in why. */
+void rp_conf_pull_init(rp_conf_pull *p, const char *name, int line);
+int rp_conf_pull_key(rp_conf_pull *p, const char *key, const char *value, char *why,
+                     size_t whylen);
+int rp_conf_pull_close(const rp_conf_pull *p, char *why, size_t whylen);
+int rp_conf_pull_check_refs(const rp_conf *c, char *why, size_t whylen, int *line);
+
 #endif

@@ -33,7 +33,8 @@ typedef enum {
     SEC_PEER,
     SEC_COMPLETION,
     SEC_RULE,
-    SEC_FUSION
+    SEC_FUSION,
+    SEC_PULL
 } sec_kind;
 
 typedef enum {
@@ -120,6 +121,9 @@ static const key_def peer_keys[] = {
     {"cert_fingerprint", K_STR, P(cert_fingerprint), 0, 0, NULL},
     {"cert_subject", K_STR, P(cert_subject), 0, 0, NULL},
     {"max_associations", K_INT, P(max_associations), 0, 4096, NULL},
+    {"find", K_BOOL, P(may_find), 0, 0, NULL},
+    {"move", K_BOOL, P(may_move), 0, 0, NULL},
+    {"get", K_BOOL, P(may_get), 0, 0, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef P
@@ -373,6 +377,10 @@ static int close_section(parse_ctx *x)
             if (strcmp(x->c->peers[i].ae_title, p->ae_title) == 0)
                 return fail_at(x, x->sec_line, "peer %s: AE title '%s' is already used by peer %s",
                                p->name, p->ae_title, x->c->peers[i].name);
+    } else if (x->sec == SEC_PULL) {
+        char why[512];
+        if (rp_conf_pull_close(x->obj, why, sizeof why))
+            return fail_at(x, x->sec_line, "%s", why);
     } else if (x->sec == SEC_FUSION) {
         char why[512];
         if (rp_conf_fusion_close(x->obj, why, sizeof why))
@@ -546,7 +554,8 @@ static int fusion_key(parse_ctx *x, const char *name, const char *value)
         return fail_at(x, x->line, "too many keys in [fusion %s]", x->sec_arg);
     rp_strlcpy(x->fusion_keys[x->n_fusion_keys++], name, sizeof x->fusion_keys[0]);
     char why[512];
-    if (rp_conf_fusion_key(x->obj, name, value, x->line, why, sizeof why))
+    if (x->sec == SEC_PULL ? rp_conf_pull_key(x->obj, name, value, why, sizeof why)
+                           : rp_conf_fusion_key(x->obj, name, value, x->line, why, sizeof why))
         return fail_at(x, x->line, "%s", why);
     return 1;
 }
@@ -574,7 +583,8 @@ static int open_section(parse_ctx *x, char *hdr)
         return 1;
     }
     int needs_name = strcmp(kind, "peer") == 0 || strcmp(kind, "completion") == 0 ||
-                     strcmp(kind, "rule") == 0 || strcmp(kind, "fusion") == 0;
+                     strcmp(kind, "rule") == 0 || strcmp(kind, "fusion") == 0 ||
+                     strcmp(kind, "pull") == 0;
     if (!needs_name)
         return fail_at(x, x->line,
                        "unknown section [%s%s%s] (expected node, tls, peer NAME, completion "
@@ -584,6 +594,18 @@ static int open_section(parse_ctx *x, char *hdr)
         return fail_at(x, x->line, "section [%s] needs a name: [%s NAME]", kind, kind);
     if (!rp_conf_name_valid(arg))
         return fail_at(x, x->line, "invalid name '%s' (letters, digits, _ - . only)", arg);
+    if (strcmp(kind, "pull") == 0) {
+        if (rp_conf_pull_by_name(x->c, arg) || strlen(arg) >= sizeof x->c->pulls[0].name ||
+            x->c->n_pulls == RP_PULL_MAX)
+            return fail_at(x, x->line, "[pull %s]: duplicate, name too long or more than %d",
+                           arg, RP_PULL_MAX);
+        x->sec = SEC_PULL;
+        x->obj = &x->c->pulls[x->c->n_pulls++];
+        rp_conf_pull_init(x->obj, arg, x->line);
+        x->n_fusion_keys = 0; /* duplicate keys are checked like [fusion]'s */
+        x->keys = NULL;
+        return 1;
+    }
     if (kind[0] == 'p') {
         x->sec = SEC_PEER;
         return open_peer(x, arg);
@@ -668,7 +690,7 @@ static int handler(void *user, const char *section, const char *name, const char
         return 0;
     if (x->sec == SEC_NONE)
         return fail_at(x, x->line, "key '%s' outside of any section", name);
-    if (x->sec == SEC_FUSION)
+    if (x->sec == SEC_FUSION || x->sec == SEC_PULL)
         return fusion_key(x, name, value ? value : "");
     int i = 0;
     for (; x->keys[i].name; i++)
@@ -758,6 +780,10 @@ int rp_conf_load(rp_conf *c, const char *path, char *err, size_t errlen)
     free(x.buf);
     if (!x.failed && r == 0)
         completion_inherit(&x);
+    char pwhy[512];
+    int pline = 0;
+    if (!x.failed && r == 0 && rp_conf_pull_check_refs(&work, pwhy, sizeof pwhy, &pline))
+        fail_at(&x, pline, "%s", pwhy);
     free(x.user_rule);
     free(x.comp_flags);
     if (x.failed || r != 0) {

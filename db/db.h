@@ -443,6 +443,64 @@ int rp_db_fusion_get(rp_db *db, const char *study_uid, const char *rule, int ver
 int rp_db_fusion_report_once(rp_db *db, const char *study_uid, const char *rule,
                              const char *what);
 
+/* ===========================================================================================
+ * Pulls (qr/, `radprep pulls`; db/pulls.c): what the node asked a PACS for, and the outcome.
+ * =========================================================================================== */
+typedef struct rp_db_pull {
+    long long id;
+    char name[64];               /* [pull NAME], "" for an ad hoc pull */
+    char peer[64];
+    char request[512];           /* the query or selectors, key=value words */
+    char state[16]; /* running | done | partial | failed | stopped */
+    double started_at, finished_at;
+    int series_found, series_present, series_requested, series_ok, series_failed, series_left;
+    long long instances_announced, instances_retrieved;
+    int last_status; /* DIMSE status of the first failure, -1 none */
+    char reason[512];
+} rp_db_pull;
+
+typedef struct rp_db_pull_item {
+    long long id, pull_id;
+    char study_uid[RP_UID_MAX + 1], series_uid[RP_UID_MAX + 1];
+    char modality[17], description[65], rule[64];
+    long long announced; /* NumberOfSeriesRelatedInstances from C-FIND, -1 unknown */
+    long long had;       /* instances the index held before */
+    char state[16]; /* moving | moved | complete | changed | partial | failed */
+    int attempts;
+    int completed, failed, warning; /* sub-operations the PACS reported (-1 unknown) */
+    int status;                     /* final DIMSE status, -1 none */
+    char reason[256];
+    double requested_at, finished_at, completed_at;
+    char completed_reason[32]; /* announced_count | expected_count | quiet | operator | "" */
+    /* listing only: the series in the index now */
+    long long received;
+    char series_state[16];
+} rp_db_pull_item;
+
+/* A run starts: *id of its row (state running). */
+int rp_db_pull_begin(rp_db *db, const char *name, const char *peer, const char *request,
+                     long long *id);
+/* Record a run's outcome (p->id, state, counts, status, reason; finished_at 0: now). */
+int rp_db_pull_finish(rp_db *db, const rp_db_pull *p);
+/* A series is requested (state moving): study/series UIDs, modality, description, rule,
+ * announced, had from `it`. */
+int rp_db_pull_item_add(rp_db *db, long long pull_id, const rp_db_pull_item *it, long long *id);
+/* The retrieve of an item ended: state moved | changed | partial | failed (a series that
+ * completed during its move stays complete on 'moved'), sub-operation counts, status
+ * (-1 none) and reason. */
+int rp_db_pull_item_finish(rp_db *db, long long item_id, const char *state, int attempts,
+                           int completed, int failed, int warning, int status,
+                           const char *reason);
+/* For the completion monitor: the instance count C-FIND announced for a series whose newest
+ * retrieve finished with exactly that count (state moved). RP_ENOENT otherwise. */
+int rp_db_pull_announced(rp_db *db, const char *series_uid, long long *announced);
+/* For the worker: the rule the newest pull of this series named; RP_ENOENT when none. */
+int rp_db_pull_rule(rp_db *db, const char *series_uid, char *rule, size_t rulesz);
+/* Runs newest first (name filter when not NULL; limit <= 0: all). *out malloc'd (free()). */
+int rp_db_pulls_list(rp_db *db, const char *name, int limit, rp_db_pull **out, size_t *n);
+/* Items of one run, in request order, with the series' count and state now. */
+int rp_db_pull_items_list(rp_db *db, long long pull_id, rp_db_pull_item **out, size_t *n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -150,11 +150,14 @@ static const char schema_v2[] =
     "ALTER TABLE instances ADD COLUMN repetition_time REAL;"
     "ALTER TABLE instances ADD COLUMN echo_time REAL;"
     "ALTER TABLE instances ADD COLUMN inversion_time REAL;";
+/* Later steps live beside the code that uses their tables. */
+extern const char rp_db_pulls_schema[]; /* db/pulls.c: pulls, pull_items */
 
 /* Append new steps at the end; never edit a released one. */
 static const char *const migrations[] = {
     schema_v1,
     schema_v2,
+    rp_db_pulls_schema, /* v3 */
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -178,10 +178,18 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, rp_completion_notes *notes, dou
         const rp_conf_completion *rule = rp_conf_completion_for(c, s->modality);
         char ev[128] = "";
         long long expected = -1;
+        /* A retrieve from a PACS announced the series' size (C-FIND) and delivered exactly
+         * that: evidence of its own, whatever the headers or use_expected_count say. */
+        rp_conf_completion pulled = *rule;
+        if (rp_db_pull_announced(db, s->series_uid, &expected) == 0) {
+            snprintf(ev, sizeof ev, "announced by C-FIND");
+            pulled.use_expected_count = 1;
+            rule = &pulled;
+        }
         /* Loading every instance row is the costly part: do it only when the cheap hint
          * the index keeps says the count may have been reached (or one instance could be a
          * whole enhanced series). */
-        if (rule->use_expected_count &&
+        else if (rule->use_expected_count &&
             (s->instance_count == 1 ||
              (s->expected_count > 0 && s->instance_count >= s->expected_count)))
             expected = series_expected(db, s, ev, sizeof ev);

@@ -233,6 +233,11 @@ static int process_job(const rp_conf *c, rp_db *db, rp_store *store, const rp_db
         goto out;
     test_fault(job->series_uid, 1);
     const rp_conf_rule *rule = match_rule(c, &si);
+    char pulled[64]; /* a pull that named a rule (pull --rule, [pull] rule) chose it */
+    if (rp_db_pull_rule(db, si.series_uid, pulled, sizeof pulled) == 0)
+        for (size_t i = 0; i < c->n_rules; i++)
+            if (strcmp(c->rules[i].name, pulled) == 0)
+                rule = &c->rules[i];
     if ((rc = process_into(c, rule, rp_store_root(store), job, &si, inst, n, pub.tmp_dir)) != 0 ||
         (rc = rp_publish_commit(&pub, db, job->id, NULL)) != 0)
         goto out;
