@@ -30,4 +30,8 @@ int rp_conf_fusion_key(rp_conf_fusion *f, const char *key, const char *value, in
                        size_t whylen);
 int rp_conf_fusion_close(rp_conf_fusion *f, char *why, size_t whylen);
 
+/* [http] (conf_http.c): defaults, and the cross-field checks rp_conf_validate() runs. */
+void rp_conf_http_defaults(rp_conf *c);
+int rp_conf_http_validate(const rp_conf *c, char *err, size_t errlen);
+
 #endif
