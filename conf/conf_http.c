@@ -65,6 +65,34 @@ static int check_file(const char *what, const char *path, int must_be_private, c
     return 0;
 }
 
+/* The token file: private, and one line of at least 16 characters (a guessable token would
+ * make the authentication decorative). */
+static int check_token(const char *path, char *err, size_t errlen)
+{
+    if (check_file("[http] token_file", path, 1, err, errlen))
+        return RP_ECONF;
+    FILE *fp = fopen(path, "r");
+    char line[1024] = "";
+    if (!fp)
+        return rp_conf_errf(err, errlen, "[http] token_file %s: %s", path, strerror(errno));
+    if (!fgets(line, sizeof line, fp))
+        line[0] = '\0';
+    fclose(fp);
+    size_t n = strcspn(line, "\r\n");
+    const char *s = line;
+    while (*s == ' ' || *s == '\t')
+        s++, n--;
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    memset(line, 0, sizeof line);
+    if (n < 16)
+        return rp_conf_errf(err, errlen,
+                            "[http] token_file %s: the token must be at least 16 characters on "
+                            "its first line (e.g. openssl rand -hex 32 > FILE)",
+                            path);
+    return 0;
+}
+
 int rp_conf_http_validate(const rp_conf *c, char *err, size_t errlen)
 {
     if (c->http_port == 0)
@@ -76,8 +104,7 @@ int rp_conf_http_validate(const rp_conf *c, char *err, size_t errlen)
                             c->http_port);
     if (!c->http_bind[0])
         return rp_conf_errf(err, errlen, "[http] bind is empty (127.0.0.1 for loopback only)");
-    if (c->http_token_file[0] &&
-        check_file("[http] token_file", c->http_token_file, 1, err, errlen))
+    if (c->http_token_file[0] && check_token(c->http_token_file, err, errlen))
         return RP_ECONF;
     if (c->http_tls) {
         if (!c->tls_cert[0] || !c->tls_key[0])

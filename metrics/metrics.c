@@ -328,6 +328,12 @@ double rp_metrics_get(rp_metric_id id, ...)
     return s ? series_count(&catalog[id], s) : 0;
 }
 
+const char *rp_metrics_hex16(unsigned v, char buf[8])
+{
+    snprintf(buf, 8, "0x%04X", v & 0xFFFFu);
+    return buf;
+}
+
 const char *rp_metrics_name(rp_metric_id id)
 {
     return (unsigned)id < RP_M__COUNT ? catalog[id].name : "";

@@ -73,6 +73,9 @@ void rp_metrics_observe(rp_metric_id id, double v, ...);
  * sets that disappeared read 0 instead of their last value. */
 void rp_metrics_zero(rp_metric_id id);
 
+/* "0x%04X" of a 16-bit status (DIMSE statuses as label values) into buf; returns buf. */
+const char *rp_metrics_hex16(unsigned v, char buf[8]);
+
 /* Sum over every series of a counter or gauge (histograms: number of observations). */
 double rp_metrics_sum(rp_metric_id id);
 /* Value of one series (counter/gauge; histograms: its number of observations); 0 when the

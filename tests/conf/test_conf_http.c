@@ -90,7 +90,7 @@ static void test_keys(void **state)
     (void)state;
     rp_conf c;
     char err[1024] = "";
-    const char *tok = write_file("token", "secret\n", 0600);
+    const char *tok = write_file("token", "0123456789abcdef0123\n", 0600);
     char text[1024];
     snprintf(text, sizeof text,
              "[http]\nport = 9000\nbind = ::1\ntoken_file = %s\nmetrics_open = yes\n"
@@ -147,7 +147,7 @@ static void test_remote_needs_tls_and_auth(void **state)
     assert_non_null(strstr(err, "needs authentication"));
     rp_conf_free(&c);
     /* a token file open to others is refused */
-    const char *tok = write_file("token_open", "secret\n", 0644);
+    const char *tok = write_file("token_open", "0123456789abcdef0123\n", 0644);
     snprintf(text, sizeof text,
              "[tls]\ncert = %s\nkey = %s\n[http]\nbind = 0.0.0.0\ntls = yes\ntoken_file = %s\n",
              cert, key, tok);
@@ -164,6 +164,12 @@ static void test_remote_needs_tls_and_auth(void **state)
              cert, key);
     assert_int_equal(load_validate(&c, text, err, sizeof err), RP_ECONF);
     assert_non_null(strstr(err, "ca_file"));
+    rp_conf_free(&c);
+    /* a short token is refused */
+    const char *shorttok = write_file("token_short", "abc\n", 0600);
+    snprintf(text, sizeof text, "[http]\ntoken_file = %s\n", shorttok);
+    assert_int_equal(load_validate(&c, text, err, sizeof err), RP_ECONF);
+    assert_non_null(strstr(err, "at least 16 characters"));
     rp_conf_free(&c);
     /* a missing token file is an error even on loopback */
     assert_int_equal(load_validate(&c, "[http]\ntoken_file = /nonexistent/tok\n", err, sizeof err),
