@@ -62,10 +62,14 @@ void rp_http_page_series_list(rp_http_req *r, rp_hbuf *b)
         rp_hbuf_put(b, "<tr data-series=\"");
         rp_hbuf_esc(b, uid);
         rp_hbuf_put(b, "\"><td>");
-        rp_hbuf_esc(b, rp_http_js(row, "patient_name"));
-        rp_hbuf_put(b, "<div class=\"uid\">");
-        rp_hbuf_esc(b, rp_http_js(row, "patient_id"));
-        rp_hbuf_put(b, "</div></td><td>");
+        const char *pn = rp_http_js(row, "patient_name"), *pid = rp_http_js(row, "patient_id");
+        rp_hbuf_esc(b, pn[0] ? pn : pid);
+        if (pn[0]) {
+            rp_hbuf_put(b, "<div class=\"uid\">");
+            rp_hbuf_esc(b, pid);
+            rp_hbuf_put(b, "</div>");
+        }
+        rp_hbuf_put(b, "</td><td>");
         date8(b, rp_http_js(row, "study_date"));
         rp_hbuf_put(b, "</td><td>");
         rp_hbuf_esc(b, rp_http_js(row, "modality"));
@@ -126,6 +130,8 @@ static void qc_scalar(rp_hbuf *b, const cJSON *v)
         rp_hbuf_esc(b, v->valuestring);
     else if (cJSON_IsBool(v))
         rp_hbuf_put(b, cJSON_IsTrue(v) ? "yes" : "no");
+    else if (cJSON_IsNumber(v) && v->valuedouble == (double)(long long)v->valuedouble)
+        rp_hbuf_printf(b, "%lld", (long long)v->valuedouble);
     else if (cJSON_IsNumber(v))
         rp_hbuf_printf(b, "%.6g", v->valuedouble);
     else if (cJSON_IsNull(v))
@@ -197,7 +203,9 @@ static void qc_value(rp_hbuf *b, const cJSON *v, int depth)
     } else if (cJSON_IsArray(v)) {
         if (all_scalars(v)) {
             const cJSON *e;
-            int i = 0;
+            int i = 0, n = cJSON_GetArraySize(v);
+            if (n > 8)
+                rp_hbuf_printf(b, "<details><summary>%d values</summary>", n);
             cJSON_ArrayForEach(e, v)
             {
                 if (i++ >= 64) {
@@ -205,9 +213,11 @@ static void qc_value(rp_hbuf *b, const cJSON *v, int depth)
                     break;
                 }
                 if (i > 1)
-                    rp_hbuf_put(b, ", ");
+                    rp_hbuf_put(b, n > 8 ? "<br>" : ", ");
                 qc_scalar(b, e);
             }
+            if (n > 8)
+                rp_hbuf_put(b, "</details>");
         } else {
             qc_rows(b, v, depth);
         }

@@ -606,6 +606,26 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* Our own %XX decoding of the path and query arguments, so that an encoded NUL cannot cut a
+ * path short behind our checks: it becomes DEL, which path_ok() refuses. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (*p == '%' && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
+            char c = (char)(hexval(p[1]) * 16 + hexval(p[2]));
+            *o++ = c ? c : 0x7f;
+            p += 2;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return (size_t)(o - s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -694,7 +714,8 @@ int rp_http_start(const rp_conf *c, const char *db_path, rp_http **out, char *er
         MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, 15u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_UNESCAPE_CALLBACK, unescape, h,
+        MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(err, errsz, "cannot listen on %s:%d%s", c->http_bind, c->http_port,
                  errno ? ": " : "");
