@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "conf/conf.h"
+#include "http/http.h"
 #include "pipeline/pipeline.h"
 #include "outbox/outbox.h"
 #include "sched/processing.h"
@@ -190,6 +191,14 @@ int main(int argc, char **argv)
     rp_node_service outbox; /* the sender of derived series (scp/outbox.h), added by H7 */
     if (rp_outbox_service(&outbox) != 0 || rp_node_add_service(node, &outbox) != 0) {
         fprintf(stderr, "radprepd: cannot register the outbox service\n");
+        rp_node_free(node);
+        rp_conf_free(&conf);
+        return 1;
+    }
+
+    rp_node_service console; /* the web console, JSON API and /metrics (http/http.h) */
+    if (rp_http_service(&console) != 0 || rp_node_add_service(node, &console) != 0) {
+        fprintf(stderr, "radprepd: cannot register the console service\n");
         rp_node_free(node);
         rp_conf_free(&conf);
         return 1;

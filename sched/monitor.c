@@ -14,6 +14,7 @@
 
 #include "common/common.h"
 #include "db/db.h"
+#include "metrics/metrics.h"
 
 /* The longest a pass waits: bounds completion latency for series we were not told about
  * (indexed by another thread, triggered from the CLI). Each pass is one indexed query. */
@@ -222,6 +223,8 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, rp_completion_notes *notes, dou
                      s->version, rp_strerror(rc));
             continue;
         }
+        rp_metrics_add(RP_M_SERIES_COMPLETED, 1, reason_word(w));
+        rp_metrics_observe(RP_M_COMPLETION_LATENCY, now - s->last_seen, reason_word(w));
         if (expected > 0 && expected != s->expected_count)
             rp_db_series_set_expected(db, s->series_uid, (int)expected);
         char q[260], lt[32];

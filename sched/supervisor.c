@@ -14,6 +14,7 @@
 
 #include "common/common.h"
 #include "db/db.h"
+#include "metrics/metrics.h"
 
 typedef struct slot {
     int busy;
@@ -134,6 +135,7 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
         return;
     }
     rp_log_kv_quote(r->reason, q, sizeof q);
+    rp_metrics_observe(RP_M_JOB_DURATION, r->wall_s, after.state);
     if (ok) {
         RP_INFO("supervisor", "job done job=%lld series=%s version=%d wall_s=%.2f attempts=%d",
                 sl->job_id, sl->series_uid, sl->version, r->wall_s, after.attempts);
