@@ -490,14 +490,15 @@ static enum MHD_Result queue(struct MHD_Connection *conn, rp_http_req *r, rp_htt
         return MHD_NO;
     if (o->type)
         MHD_add_response_header(resp, "Content-Type", o->type);
-    /* Nothing but our own origin, no framing, no sniffing, no referrer with UIDs in it. */
+    /* Nothing but our own origin, no framing, no sniffing, no referrer with UIDs in it to other
+     * sites ("no-referrer" would make browsers send Origin: null on our own forms). */
     MHD_add_response_header(resp, "Content-Security-Policy",
                             "default-src 'self'; img-src 'self' data:; style-src 'self'; "
                             "script-src 'self'; object-src 'none'; base-uri 'none'; "
                             "frame-ancestors 'none'; form-action 'self'");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "X-Frame-Options", "DENY");
-    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, "Referrer-Policy", "same-origin");
     MHD_add_response_header(resp, "Cache-Control", o->cache ? "max-age=300" : "no-store");
     if (o->location[0])
         MHD_add_response_header(resp, "Location", o->location);
