@@ -18,6 +18,7 @@
 #define RP_HTTP_BODY_MAX (16 * 1024) /* a POST body larger than this is refused (413) */
 #define RP_HTTP_RATE_SAMPLES 180     /* 15 minutes of 5-second samples */
 #define RP_HTTP_RATE_STEP_S 5.0
+#define RP_HTTP_NICE 10 /* the console's threads yield to receiving */
 
 typedef struct rp_http_sample {
     double t;                    /* monotonic seconds */
@@ -172,6 +173,9 @@ void rp_http_html_action(rp_hbuf *b, rp_http_req *r, const char *action, const c
 /* cJSON helpers */
 const char *rp_http_js(const cJSON *o, const char *key); /* string or "" */
 double rp_http_jn(const cJSON *o, const char *key);      /* number or -1 */
+
+/* Lower the calling thread's priority to RP_HTTP_NICE (once per thread). */
+void rp_http_lower_priority(void);
 
 /* ---- assets.c --------------------------------------------------------------------------- */
 /* An embedded asset by exact name ("console.css"); 0 or RP_ENOENT. */

@@ -182,6 +182,7 @@ cJSON *rp_http_rate_series(rp_http *h)
 static void *sampler_main(void *arg)
 {
     rp_http *h = arg;
+    rp_http_lower_priority();
     take_sample(h);
     pthread_mutex_lock(&h->rate_mu);
     while (!h->stopping) {

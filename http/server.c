@@ -7,7 +7,8 @@
  * handle from our pool (as many handles as threads, so a request never waits for one).
  * Bounds: max_connections in total, a quarter of them per client address, 64 KiB of memory
  * per connection (request line, headers and our POST buffer must fit: beyond that MHD
- * answers 414/431 itself), a 15 s idle timeout, POST bodies up to RP_HTTP_BODY_MAX.
+ * answers 414/431 itself), a 15 s idle timeout, POST bodies up to RP_HTTP_BODY_MAX. The
+ * threads run at nice RP_HTTP_NICE so that, on a busy machine, receiving gets the CPU first.
  */
 #include "http/http_internal.h"
 
@@ -21,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -516,6 +519,17 @@ static enum MHD_Result queue(struct MHD_Connection *conn, rp_http_req *r, rp_htt
     return ret;
 }
 
+/* The console's threads yield the CPU to receiving: when the machine is busy, a page may
+ * wait, an instance should not. (Linux: nice is per thread.) */
+void rp_http_lower_priority(void)
+{
+    static _Thread_local int done;
+    if (!done) {
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), RP_HTTP_NICE);
+        done = 1;
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -523,6 +537,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     (void)version;
     rp_http *h = cls;
+    rp_http_lower_priority();
     req_state *st = *con_cls;
     if (!st) {
         st = calloc(1, sizeof *st);

@@ -36,6 +36,28 @@ def self_signed(workdir):
     return cert, key
 
 
+def ca_and_certs(workdir):
+    """A CA, a node certificate and a client certificate signed by it, and a client
+    certificate from another CA. Returns a dict of paths."""
+    def run(*a):
+        subprocess.run(["openssl"] + list(a), check=True, capture_output=True, timeout=60)
+    p = {k: os.path.join(workdir, k) for k in (
+        "ca.key", "ca.crt", "node.key", "node.csr", "node.crt", "client.key", "client.csr",
+        "client.crt", "other.key", "other.crt")}
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=test-ca",
+        "-keyout", p["ca.key"], "-out", p["ca.crt"])
+    for who in ("node", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s" % who,
+            "-keyout", p[who + ".key"], "-out", p[who + ".csr"])
+        run("x509", "-req", "-in", p[who + ".csr"], "-CA", p["ca.crt"], "-CAkey", p["ca.key"],
+            "-CAcreateserial", "-days", "30", "-out", p[who + ".crt"])
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=intruder",
+        "-keyout", p["other.key"], "-out", p["other.crt"])
+    for k in ("ca.key", "node.key", "client.key", "other.key"):
+        os.chmod(p[k], 0o600)
+    return p
+
+
 def run_refused(sections):
     """radprepd with this config must exit 2 at once; returns its stderr."""
     w = rptest.tempdir("console_refuse")
@@ -129,6 +151,49 @@ class RemoteTls(unittest.TestCase):
             self.assertEqual(cl.raw_http(d.http_port, "GET", "/metrics", tls=True).status, 200)
             self.assertEqual(cl.raw_http(d.http_port, "GET", "/api/v1/status", tls=True).status,
                              401)
+        finally:
+            d.stop()
+
+
+class ClientCert(unittest.TestCase):
+    def test_client_certificate(self):
+        w = rptest.tempdir("console_mtls")
+        p = ca_and_certs(w)
+        port = rptest.free_port()
+        d = rptest.Radprepd(workdir=w, extra={
+            "tls": {"cert": p["node.crt"], "key": p["node.key"], "ca_file": p["ca.crt"]},
+            "http": {"port": port, "bind": "0.0.0.0", "tls": True, "client_cert": True}},
+            env={"LD_PRELOAD": rptest.bind_loopback_shim()}).start()
+        try:
+            self.assertTrue(rptest.wait_for_port(port, 15, d.proc))
+
+            def get(path, cert=None):
+                ctx = ssl.create_default_context(cafile=p["ca.crt"])
+                ctx.check_hostname = False
+                if cert:
+                    ctx.load_cert_chain(p[cert + ".crt"], p[cert + ".key"])
+                s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20))
+                s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close"
+                           "\r\n\r\n" % (path, port)).encode())
+                data = b""
+                try:
+                    while True:
+                        c = s.recv(65536)
+                        if not c:
+                            break
+                        data += c
+                except (ssl.SSLError, OSError):
+                    pass
+                s.close()
+                return cl.Resp(data)
+
+            r = get("/api/v1/session", "client")
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json()["auth"], "client_cert")
+            self.assertTrue(r.json()["csrf"])
+            self.assertEqual(get("/api/v1/status", "client").status, 200)
+            self.assertEqual(get("/api/v1/status").status, 401)
+            self.assertEqual(get("/api/v1/status", "other").status, 401)
         finally:
             d.stop()
 
