@@ -469,6 +469,86 @@ static void test_login_session(void **state)
     cJSON_Delete(s);
 }
 
+/* A job with derived DICOM queued for a destination: the series page and API show the
+ * delivery per destination, and a dead row can be retried. */
+static void test_delivery(void **state)
+{
+    (void)state;
+    rp_db *db;
+    assert_int_equal(rp_db_open(dbpath, &db), 0);
+    /* run the job of one series as a worker would: claim, outputs, done */
+    rp_db_job claimed_job;
+    assert_int_equal(rp_db_job_claim(db, rp_now_s() + 1, 0, &claimed_job), 0);
+    long long job = claimed_job.id;
+    char uid[RP_UID_MAX + 1];
+    snprintf(uid, sizeof uid, "%s", claimed_job.series_uid);
+    char dir[256], f1[300], f2[300];
+    snprintf(dir, sizeof dir, "%s/outputs/%s/v1", tmpdir, uid);
+    snprintf(f1, sizeof f1, "%s/dicom/1.dcm", dir);
+    snprintf(f2, sizeof f2, "%s/dicom/2.dcm", dir);
+    assert_int_equal(rp_db_job_set_running(db, job, 0, dir), 0);
+    assert_int_equal(rp_db_output_add(db, job, "dicom", f1, "00"), 0);
+    assert_int_equal(rp_db_output_add(db, job, "dicom", f2, "11"), 0);
+    assert_int_equal(rp_db_job_finish(db, job, 1, 0, "exit 0", 0, 0, NULL), 0);
+    long long o1 = 0, o2 = 0;
+    assert_int_equal(rp_db_outbox_add(db, "9.1", f1, "PACS", &o1), 0);
+    assert_int_equal(rp_db_outbox_add(db, "9.2", f2, "PACS", &o2), 0);
+    /* make the second one dead (claim, then a permanent failure) */
+    rp_db_outbox_entry *claimed = NULL;
+    size_t nc = 0;
+    assert_int_equal(rp_db_outbox_claim(db, "PACS", rp_now_s() + 1, 10, &claimed, &nc), 0);
+    free(claimed);
+    assert_int_equal(rp_db_outbox_finish(db, o1, 1, 0, NULL, 0, 0, 0), 0);
+    assert_int_equal(rp_db_outbox_finish(db, o2, 0, 0xA900, "SOP class refused", 1, 0, 0), 0);
+    rp_db_close(db);
+
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/series/%s", uid);
+    cJSON *j = get_json(path, NULL, 200);
+    cJSON *v = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "versions"), 0);
+    cJSON *jb = cJSON_GetArrayItem(cJSON_GetObjectItem(v, "jobs"), 0);
+    cJSON *der = cJSON_GetObjectItem(jb, "derived");
+    assert_int_equal((int)cJSON_GetObjectItem(der, "dicom_instances")->valuedouble, 2);
+    cJSON *del = cJSON_GetObjectItem(der, "delivery");
+    assert_int_equal(cJSON_GetArraySize(del), 2);
+    int done = 0, dead = 0;
+    cJSON *d;
+    cJSON_ArrayForEach(d, del)
+    {
+        assert_string_equal(cJSON_GetObjectItem(d, "destination")->valuestring, "PACS");
+        const char *st = cJSON_GetObjectItem(d, "state")->valuestring;
+        done += strcmp(st, "done") == 0;
+        if (strcmp(st, "dead") == 0) {
+            dead++;
+            assert_string_equal(cJSON_GetObjectItem(d, "last_reason")->valuestring,
+                                "SOP class refused");
+        }
+    }
+    assert_int_equal(done + dead, 2);
+    cJSON_Delete(j);
+    resp r = http("GET", path + 7, NULL, NULL); /* the page: /series/<uid> */
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "Derived series"));
+    assert_non_null(strstr(r.body, "SOP class refused"));
+    resp_free(&r);
+    r = http("GET", "/outbox?state=dead", NULL, NULL);
+    assert_non_null(strstr(r.body, "SOP class refused"));
+    resp_free(&r);
+    /* retry the dead row with token + CSRF: pending again */
+    cJSON *s = get_json("/api/v1/session", "Authorization: Bearer " TOKEN "\r\n", 200);
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "Authorization: Bearer " TOKEN "\r\nX-CSRF-Token: %s\r\n",
+             cJSON_GetObjectItem(s, "csrf")->valuestring);
+    cJSON_Delete(s);
+    snprintf(path, sizeof path, "/api/v1/outbox/%lld/retry", o2);
+    r = http("POST", path, hdr, "");
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    j = get_json("/api/v1/outbox?state=pending", NULL, 200);
+    assert_int_equal((int)cJSON_GetObjectItem(j, "total")->valuedouble, 1);
+    cJSON_Delete(j);
+}
+
 static void test_metrics(void **state)
 {
     (void)state;
@@ -476,8 +556,11 @@ static void test_metrics(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.head, "text/plain; version=0.0.4"));
     assert_non_null(strstr(r.body, "# TYPE radprep_jobs gauge"));
-    assert_non_null(strstr(r.body, "radprep_jobs{state=\"queued\",rule=\"ct_default\"} 2"));
-    assert_non_null(strstr(r.body, "radprep_series{state=\"complete\"} 2"));
+    assert_non_null(strstr(r.body, "radprep_jobs{state=\"queued\",rule=\"ct_default\"} 1"));
+    assert_non_null(strstr(r.body, "radprep_jobs{state=\"done\",rule=\"ct_default\"} 1"));
+    assert_non_null(strstr(r.body, "radprep_outbox_entries{destination=\"PACS\",state=\"done\"} 1"));
+    assert_non_null(strstr(r.body, "radprep_outbox_entries{destination=\"PACS\",state=\"pending\"} 1"));
+    assert_non_null(strstr(r.body, "radprep_series{state=\"complete\"} 1"));
     assert_non_null(strstr(r.body, "radprep_disk_free_bytes "));
     assert_non_null(strstr(r.body, "radprep_index_size_bytes "));
     resp_free(&r);
@@ -492,6 +575,7 @@ int main(void)
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_actions_need_token_and_csrf),
         cmocka_unit_test(test_login_session),
+        cmocka_unit_test(test_delivery),
         cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
