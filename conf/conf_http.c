@@ -100,8 +100,7 @@ int rp_conf_http_validate(const rp_conf *c, char *err, size_t errlen)
     if (c->http_port < 0 || c->http_port > 65535)
         return rp_conf_errf(err, errlen, "[http] port %d out of range 0..65535", c->http_port);
     if (c->http_port == c->port || c->http_port == c->tls_port)
-        return rp_conf_errf(err, errlen, "[http] port %d is already the DICOM port",
-                            c->http_port);
+        return rp_conf_errf(err, errlen, "[http] port %d is already the DICOM port", c->http_port);
     if (!c->http_bind[0])
         return rp_conf_errf(err, errlen, "[http] bind is empty (127.0.0.1 for loopback only)");
     if (c->http_token_file[0] && check_token(c->http_token_file, err, errlen))

@@ -94,15 +94,15 @@ static void like_pattern(const char *text, char *out, size_t outsz)
     out[j] = '\0';
 }
 
-/* ---- series ----------------------------------------------------------------------------- */
+/* ---- series ---------------------------------------------------------------------------------- */
 
 /* ?1 like-pattern, ?2 exact text (UIDs, accession), ?3 state, ?4 modality. */
 #define SERIES_FROM                                                                                \
-    " FROM series se JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = "           \
+    " FROM series se JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = "            \
     "st.patient_fk"                                                                                \
-    " WHERE (?1 IS NULL OR p.patient_id LIKE ?1 ESCAPE '\\' OR p.name LIKE ?1 ESCAPE '\\'"        \
-    "   OR st.description LIKE ?1 ESCAPE '\\' OR se.description LIKE ?1 ESCAPE '\\'"              \
-    "   OR se.series_uid = ?2 OR st.study_uid = ?2 OR st.accession = ?2 OR st.date = ?2)"         \
+    " WHERE (?1 IS NULL OR p.patient_id LIKE ?1 ESCAPE '\\' OR p.name LIKE ?1 ESCAPE '\\'"         \
+    "   OR st.description LIKE ?1 ESCAPE '\\' OR se.description LIKE ?1 ESCAPE '\\'"               \
+    "   OR se.series_uid = ?2 OR st.study_uid = ?2 OR st.accession = ?2 OR st.date = ?2)"          \
     " AND (?3 IS NULL OR se.state = ?3) AND (?4 IS NULL OR se.modality = ?4)"
 
 static void bind_series_query(sqlite3_stmt *s, const rp_db_series_query *q)
@@ -147,10 +147,10 @@ int rp_db_console_series(rp_db *db, const rp_db_series_query *q, long long *tota
     return rows(db, s, fn, user, "console series");
 }
 
-/* ---- jobs and outbox -------------------------------------------------------------------- */
+/* ---- jobs and outbox ------------------------------------------------------------------------- */
 
-int rp_db_console_jobs(rp_db *db, const char *state, const char *series_uid, int offset,
-                       int limit, long long *total, rp_db_row_fn fn, void *user)
+int rp_db_console_jobs(rp_db *db, const char *state, const char *series_uid, int offset, int limit,
+                       long long *total, rp_db_row_fn fn, void *user)
 {
     static const char where[] =
         " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.series_uid = ?2)";
@@ -260,17 +260,17 @@ int rp_db_console_output_get(rp_db *db, long long id, rp_db_output *out)
     return rc == SQLITE_DONE ? RP_ENOENT : rp_db_fail(db, "console output");
 }
 
-/* ---- events ----------------------------------------------------------------------------- */
+/* ---- events ---------------------------------------------------------------------------------- */
 
 int rp_db_console_events_about(rp_db *db, const char *kind, const char *needle, int limit,
                                rp_db_row_fn fn, void *user)
 {
     /* instr() on the space-padded detail finds "key=value" as a whole word without LIKE's
      * wildcards (AE titles may contain _ or %). */
-    sqlite3_stmt *s = rp_db_prepare(
-        db, "SELECT id, at, kind, detail FROM events WHERE (?1 IS NULL OR kind = ?1)"
-            " AND (?2 IS NULL OR instr(' ' || detail || ' ', ' ' || ?2 || ' ') > 0)"
-            " ORDER BY id DESC LIMIT ?3");
+    sqlite3_stmt *s =
+        rp_db_prepare(db, "SELECT id, at, kind, detail FROM events WHERE (?1 IS NULL OR kind = ?1)"
+                          " AND (?2 IS NULL OR instr(' ' || detail || ' ', ' ' || ?2 || ' ') > 0)"
+                          " ORDER BY id DESC LIMIT ?3");
     if (!s)
         return RP_EDB;
     rp_db_bind_text(s, 1, kind);
@@ -296,7 +296,7 @@ int rp_db_console_warnings(rp_db *db, int limit, rp_db_row_fn fn, void *user)
     return rows(db, s, fn, user, "console warnings");
 }
 
-/* ---- peers and groups for metrics ------------------------------------------------------- */
+/* ---- peers and groups for metrics ------------------------------------------------------------ */
 
 int rp_db_console_senders(rp_db *db, rp_db_row_fn fn, void *user)
 {
@@ -314,12 +314,12 @@ int rp_db_console_senders(rp_db *db, rp_db_row_fn fn, void *user)
 
 int rp_db_console_job_groups(rp_db *db, rp_db_row_fn fn, void *user)
 {
-    sqlite3_stmt *s = rp_db_prepare(
-        db, "SELECT j.state AS state, j.kind AS kind, se.modality AS modality,"
-            " se.body_part AS body_part, se.description AS description,"
-            " se.slice_thickness AS slice_thickness, count(*) AS n"
-            " FROM jobs j LEFT JOIN series se ON se.series_uid = j.series_uid"
-            " GROUP BY 1, 2, 3, 4, 5, 6");
+    sqlite3_stmt *s =
+        rp_db_prepare(db, "SELECT j.state AS state, j.kind AS kind, se.modality AS modality,"
+                          " se.body_part AS body_part, se.description AS description,"
+                          " se.slice_thickness AS slice_thickness, count(*) AS n"
+                          " FROM jobs j LEFT JOIN series se ON se.series_uid = j.series_uid"
+                          " GROUP BY 1, 2, 3, 4, 5, 6");
     if (!s)
         return RP_EDB;
     return rows(db, s, fn, user, "console job groups");

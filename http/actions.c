@@ -99,8 +99,8 @@ void rp_http_action_trigger(rp_http_req *r, rp_http_resp *o, const char *uid)
     if (begin(r, o, "trigger", target, &db) != 0)
         return;
     long long job = 0;
-    int rc = rp_db_series_complete(db, uid, 0, "operator", NULL, r->h->conf->job_max_attempts,
-                                   &job);
+    int rc =
+        rp_db_series_complete(db, uid, 0, "operator", NULL, r->h->conf->job_max_attempts, &job);
     char msg[200], d[64];
     cJSON *j = cJSON_CreateObject();
     int status = 200;
@@ -115,8 +115,9 @@ void rp_http_action_trigger(rp_http_req *r, rp_http_resp *o, const char *uid)
         audit(r, db, "trigger", target, "ok", d);
     } else if (rc == RP_EEXIST) {
         status = 409;
-        snprintf(msg, sizeof msg, "the series is not receiving: nothing to trigger (re-run its "
-                                  "job instead)");
+        snprintf(msg, sizeof msg,
+                 "the series is not receiving: nothing to trigger (re-run its "
+                 "job instead)");
         audit(r, db, "trigger", target, "refused", "reason=not_receiving");
     } else if (rc == RP_ENOENT) {
         status = 404;

@@ -73,7 +73,7 @@ static const char *word_arg(rp_http_req *r, const char *key)
     return v;
 }
 
-/* ---- status ------------------------------------------------------------------------------- */
+/* ---- status ---------------------------------------------------------------------------------- */
 
 static void add_rate(cJSON *live, rp_http *h, const char *key, double seconds)
 {
@@ -144,8 +144,7 @@ cJSON *rp_http_api_status(rp_http_req *r)
     /* live figures of this process (the metrics registry) */
     cJSON *live = cJSON_AddObjectToObject(j, "live");
     cJSON_AddNumberToObject(live, "associations_open", rp_metrics_sum(RP_M_ASSOCIATIONS_OPEN));
-    cJSON_AddNumberToObject(live, "instances_received",
-                            rp_metrics_sum(RP_M_INSTANCES_RECEIVED));
+    cJSON_AddNumberToObject(live, "instances_received", rp_metrics_sum(RP_M_INSTANCES_RECEIVED));
     cJSON_AddNumberToObject(live, "bytes_received", rp_metrics_sum(RP_M_BYTES_RECEIVED));
     add_rate(live, h, "rate_1m", 60);
     add_rate(live, h, "rate_5m", 300);
@@ -156,7 +155,7 @@ cJSON *rp_http_api_status(rp_http_req *r)
     return j;
 }
 
-/* ---- series ------------------------------------------------------------------------------ */
+/* ---- series ---------------------------------------------------------------------------------- */
 
 cJSON *rp_http_api_series_list(rp_http_req *r)
 {
@@ -214,8 +213,7 @@ static cJSON *outputs_json(rp_db *db, long long job_id)
         cJSON_AddStringToObject(o, "path", outs[i].path);
         cJSON_AddStringToObject(o, "sha256", outs[i].sha256);
         struct stat st;
-        cJSON_AddNumberToObject(o, "bytes",
-                                stat(outs[i].path, &st) == 0 ? (double)st.st_size : -1);
+        cJSON_AddNumberToObject(o, "bytes", stat(outs[i].path, &st) == 0 ? (double)st.st_size : -1);
         char url[64];
         snprintf(url, sizeof url, "/outputs/%lld", outs[i].id);
         cJSON_AddStringToObject(o, "url", url);
@@ -309,7 +307,7 @@ cJSON *rp_http_api_series(rp_http_req *r, const char *uid)
     return j;
 }
 
-/* ---- jobs, outbox ------------------------------------------------------------------------ */
+/* ---- jobs, outbox ---------------------------------------------------------------------------- */
 
 char *rp_http_job_log(rp_http *h, long long job_id, size_t max, size_t *len)
 {
@@ -406,7 +404,7 @@ cJSON *rp_http_api_outbox(rp_http_req *r)
     return j;
 }
 
-/* ---- peers --------------------------------------------------------------------------------- */
+/* ---- peers ----------------------------------------------------------------------------------- */
 
 static cJSON *find_by(cJSON *arr, const char *key, const char *val)
 {
@@ -467,7 +465,7 @@ cJSON *rp_http_api_peers(rp_http_req *r)
     return j;
 }
 
-/* ---- configuration (read-only, secrets and key paths redacted) ----------------------------- */
+/* ---- configuration (read-only, secrets and key paths redacted) ------------------------------- */
 
 static void add_path(cJSON *o, const char *key, const char *v, int secret)
 {
@@ -575,7 +573,7 @@ cJSON *rp_http_api_config(rp_http_req *r)
     return j;
 }
 
-/* ---- dispatch ------------------------------------------------------------------------------ */
+/* ---- dispatch -------------------------------------------------------------------------------- */
 
 static long long id_of(const char *s, const char *suffix)
 {

@@ -56,7 +56,7 @@ static int equal_secret(const char *a, const char *b)
     return la == lb && la > 0 && CRYPTO_memcmp(a, b, la) == 0;
 }
 
-/* ---- start -------------------------------------------------------------------------------- */
+/* ---- start ----------------------------------------------------------------------------------- */
 
 static int read_pem(const char *path, char **out, char *err, size_t errsz, const char *what)
 {
@@ -125,7 +125,7 @@ int rp_http_auth_init(rp_http *h, char *err, size_t errsz)
     return 0;
 }
 
-/* ---- identifying the caller ---------------------------------------------------------------- */
+/* ---- identifying the caller ------------------------------------------------------------------ */
 
 /* A client certificate that verifies against ca_file: "cert:<sha256 of its DER>". */
 static int client_cert_principal(rp_http_req *r)
@@ -259,13 +259,15 @@ static int same_origin(rp_http_req *r)
 int rp_http_auth_check_action(rp_http_req *r, char *why, size_t whysz)
 {
     if (!r->h->token[0] && !r->h->client_cert) {
-        snprintf(why, whysz, "actions are disabled: set [http] token_file (or client_cert) to "
-                             "allow them");
+        snprintf(why, whysz,
+                 "actions are disabled: set [http] token_file (or client_cert) to "
+                 "allow them");
         return RP_EPERM;
     }
     if (r->auth == RP_AUTH_NONE) {
-        snprintf(why, whysz, "authentication required (bearer token, login or client "
-                             "certificate)");
+        snprintf(why, whysz,
+                 "authentication required (bearer token, login or client "
+                 "certificate)");
         return RP_EPERM;
     }
     const char *given = rp_http_header(r, "X-CSRF-Token");
@@ -282,7 +284,7 @@ int rp_http_auth_check_action(rp_http_req *r, char *why, size_t whysz)
     return 0;
 }
 
-/* ---- login / logout ---------------------------------------------------------------------- */
+/* ---- login / logout -------------------------------------------------------------------------- */
 
 /* A local path to go back to after a form ("/series/1.2.3"), never another site. */
 static const char *safe_next(const char *next)
@@ -321,16 +323,17 @@ void rp_http_login(rp_http_req *r, rp_http_resp *o)
     snprintf(msg, sizeof msg, "session|%lld.%s", exp, nh);
     mac_hex(h, msg, mac);
     snprintf(o->cookie, sizeof o->cookie,
-             "rp_session=%lld.%s.%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Strict%s", exp, nh,
-             mac, SESSION_S, h->tls ? "; Secure" : "");
+             "rp_session=%lld.%s.%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Strict%s", exp, nh, mac,
+             SESSION_S, h->tls ? "; Secure" : "");
     RP_INFO(MOD, "console login remote=%s session=%s", r->remote_ip, nh);
     rp_http_resp_redirect(o, safe_next(rp_http_arg(r, "next")));
 }
 
 void rp_http_logout(rp_http_req *r, rp_http_resp *o)
 {
-    snprintf(o->cookie, sizeof o->cookie, "rp_session=; Path=/; Max-Age=0; HttpOnly; "
-                                          "SameSite=Strict");
+    snprintf(o->cookie, sizeof o->cookie,
+             "rp_session=; Path=/; Max-Age=0; HttpOnly; "
+             "SameSite=Strict");
     (void)r;
     rp_http_resp_redirect(o, "/");
 }

@@ -21,8 +21,8 @@
 #define RP_HTTP_NICE 10 /* the console's threads yield to receiving */
 
 typedef struct rp_http_sample {
-    double t;                    /* monotonic seconds */
-    double instances, bytes;     /* counters at t */
+    double t;                /* monotonic seconds */
+    double instances, bytes; /* counters at t */
 } rp_http_sample;
 
 struct rp_http {
@@ -57,7 +57,7 @@ struct rp_http {
     pthread_mutex_t scrape_mu; /* one /metrics scrape at a time: they reset gauges */
 };
 
-/* ---- text buffer ----------------------------------------------------------------------- */
+/* ---- text buffer ----------------------------------------------------------------------------- */
 typedef struct rp_hbuf {
     char *p;
     size_t len, cap;
@@ -74,16 +74,16 @@ void rp_hbuf_url(rp_hbuf *b, const char *s);
 /* Take the buffer's memory (malloc'd, NUL-terminated); the buffer is emptied. */
 char *rp_hbuf_take(rp_hbuf *b, size_t *len);
 
-/* ---- one request ------------------------------------------------------------------------ */
+/* ---- one request ----------------------------------------------------------------------------- */
 typedef enum { RP_AUTH_NONE = 0, RP_AUTH_TOKEN, RP_AUTH_SESSION, RP_AUTH_CERT } rp_auth_kind;
 
 typedef struct rp_http_req {
     rp_http *h;
     struct MHD_Connection *conn;
     const char *method;
-    char path[512];  /* decoded path, without the query */
+    char path[512]; /* decoded path, without the query */
     int is_post;
-    char *body;      /* POST body (NUL-terminated), NULL when none */
+    char *body; /* POST body (NUL-terminated), NULL when none */
     size_t body_len;
     int body_too_big;
     rp_db *db; /* read-only handle for this request (from the pool) */
@@ -92,7 +92,7 @@ typedef struct rp_http_req {
     char principal[160]; /* "token", "session:<id>", "cert:<sha256>" */
     char csrf[65];       /* the CSRF token of this principal ("" when not authenticated) */
     char remote_ip[64];
-    int wants_html;      /* a browser form: answer with a redirect, not JSON */
+    int wants_html; /* a browser form: answer with a redirect, not JSON */
 } rp_http_req;
 
 typedef struct rp_http_resp {
@@ -100,7 +100,7 @@ typedef struct rp_http_resp {
     const char *type; /* Content-Type */
     char *body;       /* malloc'd */
     size_t len;
-    int fd;           /* >= 0: send this file (size fd_size) instead of body; closed by MHD */
+    int fd; /* >= 0: send this file (size fd_size) instead of body; closed by MHD */
     long long fd_size;
     char location[600];
     char cookie[400];
@@ -119,7 +119,7 @@ void rp_http_resp_json(rp_http_resp *o, int status, cJSON *j); /* takes j */
 void rp_http_resp_error(rp_http_req *r, rp_http_resp *o, int status, const char *why);
 void rp_http_resp_redirect(rp_http_resp *o, const char *where);
 
-/* ---- auth.c ----------------------------------------------------------------------------- */
+/* ---- auth.c ---------------------------------------------------------------------------------- */
 int rp_http_auth_init(rp_http *h, char *err, size_t errsz);
 /* Work out who is asking (token, session cookie, client certificate): fills r->auth,
  * principal and csrf. */
@@ -134,7 +134,7 @@ void rp_http_logout(rp_http_req *r, rp_http_resp *o);
 /* 0 when the Host header is acceptable (loopback binds: names the loopback). */
 int rp_http_auth_check_host(rp_http_req *r);
 
-/* ---- api.c: JSON the pages render and /api/v1 returns --------------------------------- */
+/* ---- api.c: JSON the pages render and /api/v1 returns ---------------------------------------- */
 /* Row callback appending one JSON object per row to the cJSON array `user`. */
 int rp_http_json_row(void *user, int ncol, const char *const *names, const char *const *values,
                      const int *kinds);
@@ -151,12 +151,12 @@ void rp_http_api(rp_http_req *r, rp_http_resp *o, const char *rest);
 /* The tail of a job's log (at most max bytes) into a malloc'd string; NULL if none. */
 char *rp_http_job_log(rp_http *h, long long job_id, size_t max, size_t *len);
 
-/* ---- actions.c ------------------------------------------------------------------------- */
+/* ---- actions.c ------------------------------------------------------------------------------- */
 void rp_http_action_trigger(rp_http_req *r, rp_http_resp *o, const char *uid);
 void rp_http_action_job_retry(rp_http_req *r, rp_http_resp *o, long long id);
 void rp_http_action_outbox_retry(rp_http_req *r, rp_http_resp *o, long long id);
 
-/* ---- pages.c / pages_series.c: HTML ----------------------------------------------------- */
+/* ---- pages.c / pages_series.c: HTML ---------------------------------------------------------- */
 void rp_http_page(rp_http_req *r, rp_http_resp *o); /* GET of a console page */
 /* Shared layout. */
 void rp_http_page_begin(rp_hbuf *b, rp_http_req *r, const char *title, const char *nav);
@@ -164,8 +164,8 @@ void rp_http_page_end(rp_hbuf *b, rp_http_req *r);
 void rp_http_page_series(rp_http_req *r, rp_hbuf *b, const char *uid, int *status);
 void rp_http_page_series_list(rp_http_req *r, rp_hbuf *b);
 /* Small renderers shared by the pages. */
-void rp_http_html_time(rp_hbuf *b, double t);     /* "2026-01-02 03:04:05Z" or "—" */
-void rp_http_html_bytes(rp_hbuf *b, double n);    /* "12.3 MiB" */
+void rp_http_html_time(rp_hbuf *b, double t);           /* "2026-01-02 03:04:05Z" or "—" */
+void rp_http_html_bytes(rp_hbuf *b, double n);          /* "12.3 MiB" */
 void rp_http_html_state(rp_hbuf *b, const char *state); /* a coloured state badge */
 void rp_http_html_csrf(rp_hbuf *b, rp_http_req *r);     /* hidden csrf + next fields */
 void rp_http_html_action(rp_hbuf *b, rp_http_req *r, const char *action, const char *label,
@@ -177,11 +177,11 @@ double rp_http_jn(const cJSON *o, const char *key);      /* number or -1 */
 /* Lower the calling thread's priority to RP_HTTP_NICE (once per thread). */
 void rp_http_lower_priority(void);
 
-/* ---- assets.c --------------------------------------------------------------------------- */
+/* ---- assets.c -------------------------------------------------------------------------------- */
 /* An embedded asset by exact name ("console.css"); 0 or RP_ENOENT. */
 int rp_http_asset(const char *name, const char **data, size_t *len, const char **type);
 
-/* ---- scrape.c: /metrics ---------------------------------------------------------------- */
+/* ---- scrape.c: /metrics ---------------------------------------------------------------------- */
 void rp_http_metrics(rp_http_req *r, rp_http_resp *o);
 /* Rates over the last `seconds` from the sampler: instances/s and bytes/s. */
 void rp_http_rates(rp_http *h, double seconds, double *inst_per_s, double *bytes_per_s);

@@ -13,7 +13,7 @@
 
 #include "common/common.h"
 
-/* ---- small renderers ---------------------------------------------------------------------- */
+/* ---- small renderers ------------------------------------------------------------------------- */
 
 void rp_http_html_time(rp_hbuf *b, double t)
 {
@@ -49,8 +49,9 @@ void rp_http_html_bytes(rp_hbuf *b, double n)
 
 void rp_http_html_state(rp_hbuf *b, const char *state)
 {
-    static const char *const known[] = {"receiving", "complete", "processing", "done", "failed",
-                                        "queued",    "running",  "dead",       "pending", "sending"};
+    static const char *const known[] = {"receiving", "complete", "processing", "done",
+                                        "failed",    "queued",   "running",    "dead",
+                                        "pending",   "sending"};
     const char *cls = "other";
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (state && strcmp(state, known[i]) == 0)
@@ -94,8 +95,8 @@ void rp_http_html_action(rp_hbuf *b, rp_http_req *r, const char *action, const c
 /* A number field the overview refreshes by itself (data-k names the status JSON path). */
 static void live_num(rp_hbuf *b, const char *key, double v, const char *fmt)
 {
-    rp_hbuf_printf(b, "<span data-k=\"%s\"%s%s%s>", key, fmt ? " data-fmt=\"" : "",
-                   fmt ? fmt : "", fmt ? "\"" : "");
+    rp_hbuf_printf(b, "<span data-k=\"%s\"%s%s%s>", key, fmt ? " data-fmt=\"" : "", fmt ? fmt : "",
+                   fmt ? "\"" : "");
     if (fmt && strcmp(fmt, "bytes") == 0)
         rp_http_html_bytes(b, v);
     else if (fmt && strcmp(fmt, "rate") == 0)
@@ -119,15 +120,15 @@ static double num_at(const cJSON *o, const char *a, const char *k)
     return rp_http_jn(cJSON_GetObjectItemCaseSensitive(o, a), k);
 }
 
-/* ---- layout ----------------------------------------------------------------------------------- */
+/* ---- layout ---------------------------------------------------------------------------------- */
 
 void rp_http_page_begin(rp_hbuf *b, rp_http_req *r, const char *title, const char *nav)
 {
     static const struct {
         const char *id, *href, *label;
-    } items[] = {{"overview", "/", "Overview"},    {"series", "/series", "Series"},
-                 {"jobs", "/jobs", "Jobs"},        {"outbox", "/outbox", "Outbox"},
-                 {"peers", "/peers", "Peers"},     {"config", "/config", "Configuration"}};
+    } items[] = {{"overview", "/", "Overview"}, {"series", "/series", "Series"},
+                 {"jobs", "/jobs", "Jobs"},     {"outbox", "/outbox", "Outbox"},
+                 {"peers", "/peers", "Peers"},  {"config", "/config", "Configuration"}};
     const rp_conf *c = r->h->conf;
     rp_hbuf_put(b, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -182,7 +183,7 @@ void rp_http_page_end(rp_hbuf *b, rp_http_req *r)
                    "</footer></body></html>\n");
 }
 
-/* ---- overview --------------------------------------------------------------------------------- */
+/* ---- overview -------------------------------------------------------------------------------- */
 
 /* The last 15 minutes of instances/s as an inline SVG polyline (no script needed). */
 static void sparkline(rp_hbuf *b, const cJSON *samples)
@@ -213,8 +214,9 @@ static void sparkline(rp_hbuf *b, const cJSON *samples)
     if (n < 2)
         rp_hbuf_put(b, "<text x=\"150\" y=\"34\" text-anchor=\"middle\" fill=\"#667085\" "
                        "font-size=\"10\">collecting samples…</text>");
-    rp_hbuf_printf(b, "<text x=\"4\" y=\"10\" fill=\"#667085\" font-size=\"9\">%.1f/s</text>"
-                      "</svg>",
+    rp_hbuf_printf(b,
+                   "<text x=\"4\" y=\"10\" fill=\"#667085\" font-size=\"9\">%.1f/s</text>"
+                   "</svg>",
                    max);
 }
 
@@ -288,16 +290,14 @@ static void page_overview(rp_http_req *r, rp_hbuf *b)
     live_num(b, "live.associations_open", rp_http_jn(live, "associations_open"), NULL);
     rp_hbuf_put(b, "</div></div><div class=\"stat\"><div class=\"label\">instances/s (1 min)"
                    "</div><div class=\"big\">");
-    live_num(b, "live.rate_1m.instances_per_s", num_at(live, "rate_1m", "instances_per_s"),
-             "rate");
+    live_num(b, "live.rate_1m.instances_per_s", num_at(live, "rate_1m", "instances_per_s"), "rate");
     rp_hbuf_put(b, "</div></div><div class=\"stat\"><div class=\"label\">MB/s (1 min)</div>"
                    "<div class=\"big\">");
     live_num(b, "live.rate_1m.bytes_per_s", num_at(live, "rate_1m", "bytes_per_s"), "mbps");
     rp_hbuf_put(b, "</div></div>");
     sparkline(b, cJSON_GetObjectItem(live, "samples"));
     rp_hbuf_put(b, "<p class=\"muted\">5 min: ");
-    live_num(b, "live.rate_5m.instances_per_s", num_at(live, "rate_5m", "instances_per_s"),
-             "rate");
+    live_num(b, "live.rate_5m.instances_per_s", num_at(live, "rate_5m", "instances_per_s"), "rate");
     rp_hbuf_put(b, " instances/s, ");
     live_num(b, "live.rate_5m.bytes_per_s", num_at(live, "rate_5m", "bytes_per_s"), "mbps");
     rp_hbuf_put(b, " MB/s · since start: ");
@@ -312,8 +312,9 @@ static void page_overview(rp_http_req *r, rp_hbuf *b)
     live_num(b, "free_bytes", fr, "bytes");
     rp_hbuf_put(b, " <span class=\"muted\">free of ");
     rp_http_html_bytes(b, tot);
-    rp_hbuf_printf(b, "</span></div><meter data-k-free min=\"0\" max=\"1\" low=\"%.4f\" "
-                      "optimum=\"1\" value=\"%.4f\"></meter><p>Watermark ",
+    rp_hbuf_printf(b,
+                   "</span></div><meter data-k-free min=\"0\" max=\"1\" low=\"%.4f\" "
+                   "optimum=\"1\" value=\"%.4f\"></meter><p>Watermark ",
                    tot > 0 ? wm / tot : 0, tot > 0 ? fr / tot : 0);
     rp_http_html_bytes(b, wm);
     cJSON *bw = cJSON_GetObjectItem(j, "below_watermark");
@@ -337,8 +338,7 @@ static void page_overview(rp_http_req *r, rp_hbuf *b)
     live_num(b, "associations_refused", rp_http_jn(j, "associations_refused"), NULL);
     rp_hbuf_put(b, " refused</dd></dl></section></div>");
 
-    static const char *const ss[] = {"receiving", "complete", "processing", "done", "failed",
-                                     NULL};
+    static const char *const ss[] = {"receiving", "complete", "processing", "done", "failed", NULL};
     static const char *const js[] = {"queued", "running", "done", "failed", "dead", NULL};
     static const char *const os[] = {"pending", "sending", "done", "dead", NULL};
     rp_hbuf_put(b, "<section class=\"card\"><h2>Series by state</h2>");
@@ -353,7 +353,7 @@ static void page_overview(rp_http_req *r, rp_hbuf *b)
     cJSON_Delete(j);
 }
 
-/* ---- jobs / outbox ---------------------------------------------------------------------------- */
+/* ---- jobs / outbox --------------------------------------------------------------------------- */
 
 static void pager(rp_hbuf *b, rp_http_req *r, const cJSON *j, const char *base)
 {
@@ -362,8 +362,9 @@ static void pager(rp_hbuf *b, rp_http_req *r, const cJSON *j, const char *base)
     int pages = per > 0 ? (int)((total + per - 1) / per) : 1;
     if (pages < 1)
         pages = 1;
-    rp_hbuf_printf(b, "<div class=\"pager\"><span id=\"total\">%.0f</span> in all · page %.0f of "
-                      "%d",
+    rp_hbuf_printf(b,
+                   "<div class=\"pager\"><span id=\"total\">%.0f</span> in all · page %.0f of "
+                   "%d",
                    total, page, pages);
     const char *keys[] = {"q", "state", "modality", "destination", "series", NULL};
     for (int dir = -1; dir <= 1; dir += 2) {
@@ -383,12 +384,12 @@ static void pager(rp_hbuf *b, rp_http_req *r, const cJSON *j, const char *base)
     rp_hbuf_put(b, "</div>");
 }
 
-static void state_filter(rp_hbuf *b, rp_http_req *r, const char *action,
-                         const char *const *states)
+static void state_filter(rp_hbuf *b, rp_http_req *r, const char *action, const char *const *states)
 {
     const char *cur = rp_http_arg(r, "state");
-    rp_hbuf_printf(b, "<form class=\"filters\" method=\"get\" action=\"%s\"><label>State "
-                      "<select name=\"state\" data-autosubmit><option value=\"\">any</option>",
+    rp_hbuf_printf(b,
+                   "<form class=\"filters\" method=\"get\" action=\"%s\"><label>State "
+                   "<select name=\"state\" data-autosubmit><option value=\"\">any</option>",
                    action);
     for (int i = 0; states[i]; i++)
         rp_hbuf_printf(b, "<option%s>%s</option>",
@@ -420,7 +421,7 @@ static void page_jobs(rp_http_req *r, rp_hbuf *b)
             rp_hbuf_esc(b, rp_http_js(row, "modality"));
             rp_hbuf_put(b, " ");
             rp_hbuf_esc(b, rp_http_js(row, "description")[0] ? rp_http_js(row, "description")
-                                                               : "(no description)");
+                                                             : "(no description)");
             rp_hbuf_put(b, "</a>");
         }
         rp_hbuf_put(b, "<div class=\"uid\">");
@@ -508,12 +509,13 @@ static void page_outbox(rp_http_req *r, rp_hbuf *b)
     cJSON_Delete(j);
 }
 
-/* ---- peers / configuration / login ---------------------------------------------------------- */
+/* ---- peers / configuration / login ----------------------------------------------------------- */
 
 static void yes(rp_hbuf *b, const cJSON *o, const char *k)
 {
-    rp_hbuf_put(b, cJSON_IsTrue(cJSON_GetObjectItem(o, k)) ? "yes" : "<span class=\"muted\">no"
-                                                                     "</span>");
+    rp_hbuf_put(b, cJSON_IsTrue(cJSON_GetObjectItem(o, k)) ? "yes"
+                                                           : "<span class=\"muted\">no"
+                                                             "</span>");
 }
 
 static void page_peers(rp_http_req *r, rp_hbuf *b)
@@ -544,8 +546,9 @@ static void page_peers(rp_http_req *r, rp_hbuf *b)
         rp_hbuf_put(b, "</td><td>");
         yes(b, p, "destination");
         rp_hbuf_put(b, "</td><td>");
-        rp_hbuf_put(b, cJSON_IsTrue(cJSON_GetObjectItem(p, "tls_only")) ? "TLS only" : "plain or "
-                                                                                       "TLS");
+        rp_hbuf_put(b, cJSON_IsTrue(cJSON_GetObjectItem(p, "tls_only")) ? "TLS only"
+                                                                        : "plain or "
+                                                                          "TLS");
         const cJSON *tb = cJSON_GetObjectItem(p, "tls_binding");
         rp_hbuf_put(b, "</td><td class=\"uid\">");
         if (rp_http_js(tb, "cert_subject")[0]) {
@@ -588,8 +591,9 @@ static void page_peers(rp_http_req *r, rp_hbuf *b)
         rp_hbuf_esc(b, rp_http_js(p, "last_host"));
         rp_hbuf_put(b, "</td><td>");
         rp_http_html_time(b, rp_http_jn(p, "last_received"));
-        rp_hbuf_printf(b, "</td><td class=\"num\">%.0f</td><td class=\"num\">%.0f</td><td "
-                          "class=\"num\">",
+        rp_hbuf_printf(b,
+                       "</td><td class=\"num\">%.0f</td><td class=\"num\">%.0f</td><td "
+                       "class=\"num\">",
                        rp_http_jn(p, "instances"), rp_http_jn(p, "series"));
         rp_http_html_bytes(b, rp_http_jn(p, "bytes"));
         rp_hbuf_put(b, "</td></tr>");
@@ -671,8 +675,7 @@ static void page_config(rp_http_req *r, rp_hbuf *b)
                    "(<code>radprep check-config</code> first).</p><div class=\"grid\">");
     static const char *const sect[] = {"node", "tls", "http", NULL};
     for (int i = 0; sect[i]; i++) {
-        rp_hbuf_printf(b, "<section class=\"card\" id=\"conf-%s\"><h2>[%s]</h2>", sect[i],
-                       sect[i]);
+        rp_hbuf_printf(b, "<section class=\"card\" id=\"conf-%s\"><h2>[%s]</h2>", sect[i], sect[i]);
         kv_table(b, cJSON_GetObjectItem(j, sect[i]));
         rp_hbuf_put(b, "</section>");
     }
@@ -698,16 +701,17 @@ static void page_login(rp_http_req *r, rp_hbuf *b)
         return;
     }
     const char *next = rp_http_arg(r, "next");
-    rp_hbuf_put(b, "<form method=\"post\" action=\"/login\"><label>Access token<input "
-                   "type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" "
-                   "required autofocus></label><input type=\"hidden\" name=\"next\" value=\"");
+    rp_hbuf_put(b,
+                "<form method=\"post\" action=\"/login\"><label>Access token<input "
+                "type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" "
+                "required autofocus></label><input type=\"hidden\" name=\"next\" value=\"");
     rp_hbuf_esc(b, next && next[0] == '/' ? next : "/");
     rp_hbuf_put(b, "\"><button class=\"primary\" type=\"submit\" id=\"login\">Log in</button>"
                    "</form><p class=\"muted\">The token is the content of the node's [http] "
                    "token_file.</p></section>");
 }
 
-/* ---- router ------------------------------------------------------------------------------------ */
+/* ---- router ---------------------------------------------------------------------------------- */
 
 void rp_http_page(rp_http_req *r, rp_http_resp *o)
 {

@@ -12,12 +12,11 @@
 
 #include "common/common.h"
 
-/* ---- list ------------------------------------------------------------------------------------- */
+/* ---- list ------------------------------------------------------------------------------------ */
 
 static void search_form(rp_hbuf *b, rp_http_req *r)
 {
-    static const char *const ss[] = {"receiving", "complete", "processing", "done", "failed",
-                                     NULL};
+    static const char *const ss[] = {"receiving", "complete", "processing", "done", "failed", NULL};
     const char *q = rp_http_arg(r, "q"), *st = rp_http_arg(r, "state"),
                *mod = rp_http_arg(r, "modality");
     rp_hbuf_put(b, "<form class=\"filters\" method=\"get\" action=\"/series\"><input "
@@ -80,7 +79,7 @@ void rp_http_page_series_list(rp_http_req *r, rp_hbuf *b)
         rp_hbuf_url(b, uid);
         rp_hbuf_put(b, "\">");
         rp_hbuf_esc(b, rp_http_js(row, "description")[0] ? rp_http_js(row, "description")
-                                                           : "(no description)");
+                                                         : "(no description)");
         rp_hbuf_put(b, "</a><div class=\"uid\">");
         rp_hbuf_esc(b, uid);
         rp_hbuf_printf(b, "</div></td><td class=\"num\">%.0f", rp_http_jn(row, "instances"));
@@ -98,8 +97,9 @@ void rp_http_page_series_list(rp_http_req *r, rp_hbuf *b)
     double total = rp_http_jn(j, "total"), page = rp_http_jn(j, "page"),
            per = rp_http_jn(j, "per_page");
     int pages = per > 0 ? (int)((total + per - 1) / per) : 1;
-    rp_hbuf_printf(b, "<div class=\"pager\"><span id=\"total\">%.0f</span> series · page %.0f "
-                      "of %d",
+    rp_hbuf_printf(b,
+                   "<div class=\"pager\"><span id=\"total\">%.0f</span> series · page %.0f "
+                   "of %d",
                    total, page, pages < 1 ? 1 : pages);
     for (int dir = -1; dir <= 1; dir += 2) {
         int to = (int)page + dir;
@@ -120,7 +120,7 @@ void rp_http_page_series_list(rp_http_req *r, rp_hbuf *b)
     cJSON_Delete(j);
 }
 
-/* ---- the QC report as tables ---------------------------------------------------------------- */
+/* ---- the QC report as tables ----------------------------------------------------------------- */
 
 static void qc_value(rp_hbuf *b, const cJSON *v, int depth);
 
@@ -247,7 +247,7 @@ static void qc_report(rp_hbuf *b, const char *path)
     cJSON_Delete(j);
 }
 
-/* ---- the series page ------------------------------------------------------------------------ */
+/* ---- the series page ------------------------------------------------------------------------- */
 
 static void evidence(rp_hbuf *b, const cJSON *j)
 {
@@ -263,9 +263,8 @@ static void evidence(rp_hbuf *b, const cJSON *j)
     else if (strcmp(reason, "expected_count") == 0)
         rp_hbuf_put(b, "<strong>expected count</strong> reached (from the headers)");
     else
-        rp_hbuf_printf(b, "<strong>%s</strong>", strcmp(reason, "operator") == 0
-                                                     ? "operator"
-                                                     : "other");
+        rp_hbuf_printf(b, "<strong>%s</strong>",
+                       strcmp(reason, "operator") == 0 ? "operator" : "other");
     rp_hbuf_printf(b, "</dd><dt>Instances</dt><dd>%.0f", rp_http_jn(ev, "instances"));
     if (rp_http_jn(ev, "expected") > 0)
         rp_hbuf_printf(b, " of %.0f expected", rp_http_jn(ev, "expected"));
@@ -333,8 +332,9 @@ static void outputs_block(rp_hbuf *b, const cJSON *outs)
         rp_hbuf_put(b, "</td></tr>");
     }
     if (dicom > 3)
-        rp_hbuf_printf(b, "<tr><td colspan=\"4\" class=\"muted\">… and %d more derived DICOM "
-                          "instances</td></tr>",
+        rp_hbuf_printf(b,
+                       "<tr><td colspan=\"4\" class=\"muted\">… and %d more derived DICOM "
+                       "instances</td></tr>",
                        dicom - 3);
     rp_hbuf_put(b, "</tbody></table>");
     if (qc_json) {
@@ -402,8 +402,9 @@ static void job_block(rp_hbuf *b, rp_http_req *r, const cJSON *job, const char *
     size_t len = 0;
     char *log = rp_http_job_log(r->h, id, 6000, &len);
     if (log) {
-        rp_hbuf_printf(b, "<details><summary>log (tail) · <a href=\"/jobs/%lld/log\">full log"
-                          "</a></summary><pre class=\"log\">",
+        rp_hbuf_printf(b,
+                       "<details><summary>log (tail) · <a href=\"/jobs/%lld/log\">full log"
+                       "</a></summary><pre class=\"log\">",
                        id);
         rp_hbuf_esc(b, log);
         rp_hbuf_put(b, "</pre></details>");
@@ -429,9 +430,8 @@ void rp_http_page_series(rp_http_req *r, rp_hbuf *b, const char *uid, int *statu
     const cJSON *s = cJSON_GetObjectItem(j, "series");
     char next[RP_UID_MAX + 16];
     snprintf(next, sizeof next, "/series/%s", uid);
-    rp_http_page_begin(b, r, rp_http_js(s, "description")[0] ? rp_http_js(s, "description")
-                                                             : "Series",
-                       "series");
+    rp_http_page_begin(
+        b, r, rp_http_js(s, "description")[0] ? rp_http_js(s, "description") : "Series", "series");
     rp_hbuf_put(b, "<p><a href=\"/series\">‹ all series</a></p><h1>");
     rp_hbuf_esc(b, rp_http_js(s, "modality"));
     rp_hbuf_put(b, " · ");
@@ -454,12 +454,14 @@ void rp_http_page_series(rp_http_req *r, rp_hbuf *b, const char *uid, int *statu
     rp_hbuf_esc(b, uid);
     rp_hbuf_put(b, "</dd><dt>Body part</dt><dd>");
     rp_hbuf_esc(b, rp_http_js(s, "body_part")[0] ? rp_http_js(s, "body_part") : "—");
-    rp_hbuf_printf(b, "</dd><dt>Instances</dt><dd id=\"instances\">%.0f</dd><dt>State</dt><dd "
-                      "id=\"state\">",
+    rp_hbuf_printf(b,
+                   "</dd><dt>Instances</dt><dd id=\"instances\">%.0f</dd><dt>State</dt><dd "
+                   "id=\"state\">",
                    rp_http_jn(s, "instances"));
     rp_hbuf_esc(b, rp_http_js(s, "state"));
-    rp_hbuf_printf(b, "</dd><dt>Version</dt><dd>%.0f (processed: %.0f)</dd><dt>First / last "
-                      "instance</dt><dd>",
+    rp_hbuf_printf(b,
+                   "</dd><dt>Version</dt><dd>%.0f (processed: %.0f)</dd><dt>First / last "
+                   "instance</dt><dd>",
                    rp_http_jn(s, "version"), rp_http_jn(s, "processed_version"));
     rp_http_html_time(b, rp_http_jn(s, "first_seen"));
     rp_hbuf_put(b, " / ");

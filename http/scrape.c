@@ -19,7 +19,7 @@
 #include "metrics/metrics.h"
 #include "pipeline/pipeline.h"
 
-/* ---- gauges read at scrape time ----------------------------------------------------------- */
+/* ---- gauges read at scrape time -------------------------------------------------------------- */
 
 typedef struct job_group_ctx {
     const rp_conf *c;
@@ -52,9 +52,8 @@ static int job_group(void *user, int ncol, const char *const *names, const char 
         const char *mod = col(ncol, names, values, "modality");
         const char *bp = col(ncol, names, values, "body_part");
         const char *desc = col(ncol, names, values, "description");
-        const rp_conf_rule *ru = rp_pipeline_match_rule(x->c, mod ? mod : "", bp ? bp : "",
-                                                        desc ? desc : "",
-                                                        th ? strtod(th, NULL) : -1.0);
+        const rp_conf_rule *ru = rp_pipeline_match_rule(
+            x->c, mod ? mod : "", bp ? bp : "", desc ? desc : "", th ? strtod(th, NULL) : -1.0);
         if (ru)
             rule = ru->name;
     }
@@ -116,7 +115,7 @@ void rp_http_metrics(rp_http_req *r, rp_http_resp *o)
     rp_http_resp_text(o, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
-/* ---- rates ------------------------------------------------------------------------------------ */
+/* ---- rates ----------------------------------------------------------------------------------- */
 
 static void take_sample(rp_http *h)
 {

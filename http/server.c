@@ -32,7 +32,7 @@
 
 #define MOD "http"
 
-/* ---- text buffer ----------------------------------------------------------------------- */
+/* ---- text buffer ----------------------------------------------------------------------------- */
 
 void rp_hbuf_init(rp_hbuf *b)
 {
@@ -116,12 +116,23 @@ void rp_hbuf_esc(rp_hbuf *b, const char *s)
     for (const char *p = s; *p; p++) {
         const char *rep = NULL;
         switch (*p) {
-        case '&': rep = "&amp;"; break;
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '"': rep = "&quot;"; break;
-        case '\'': rep = "&#39;"; break;
-        default: break;
+        case '&':
+            rep = "&amp;";
+            break;
+        case '<':
+            rep = "&lt;";
+            break;
+        case '>':
+            rep = "&gt;";
+            break;
+        case '"':
+            rep = "&quot;";
+            break;
+        case '\'':
+            rep = "&#39;";
+            break;
+        default:
+            break;
         }
         if (rep) {
             put_n(b, run, (size_t)(p - run));
@@ -160,7 +171,7 @@ char *rp_hbuf_take(rp_hbuf *b, size_t *len)
     return p;
 }
 
-/* ---- requests and responses -------------------------------------------------------------- */
+/* ---- requests and responses ------------------------------------------------------------------ */
 
 #define MAX_FORM 24
 typedef struct req_state {
@@ -288,7 +299,7 @@ void rp_http_resp_redirect(rp_http_resp *o, const char *where)
     rp_http_resp_text(o, 303, "text/plain; charset=utf-8", strdup("see other\n"), 10);
 }
 
-/* ---- the read-only handle pool --------------------------------------------------------- */
+/* ---- the read-only handle pool --------------------------------------------------------------- */
 
 static rp_db *pool_get(rp_http *h)
 {
@@ -322,7 +333,7 @@ static void pool_put(rp_http *h, rp_db *db)
     pthread_mutex_unlock(&h->pool_mu);
 }
 
-/* ---- routing ----------------------------------------------------------------------------- */
+/* ---- routing --------------------------------------------------------------------------------- */
 
 /* A path we are willing to route: absolute, printable, no "..", no "//", no backslash. */
 static int path_ok(const char *p)
@@ -446,8 +457,9 @@ static void route(rp_http_req *r, rp_http_resp *o)
     int is_metrics = strcmp(p, "/metrics") == 0;
     if (!(is_metrics && r->h->conf->http_metrics_open) && !rp_http_auth_may_read(r)) {
         if (strncmp(p, "/api/", 5) == 0 || is_metrics || r->is_post) {
-            rp_http_resp_error(r, o, 401, "authentication required (bearer token, session or "
-                                          "client certificate)");
+            rp_http_resp_error(r, o, 401,
+                               "authentication required (bearer token, session or "
+                               "client certificate)");
         } else {
             rp_http_resp_redirect(o, "/login");
         }
@@ -474,7 +486,7 @@ static void route(rp_http_req *r, rp_http_resp *o)
         rp_http_page(r, o);
 }
 
-/* ---- MHD glue -------------------------------------------------------------------------- */
+/* ---- MHD glue -------------------------------------------------------------------------------- */
 
 static enum MHD_Result queue(struct MHD_Connection *conn, rp_http_req *r, rp_http_resp *o)
 {
@@ -531,9 +543,8 @@ void rp_http_lower_priority(void)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     rp_http *h = cls;
@@ -555,11 +566,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (ci && ci->client_addr) {
             const struct sockaddr *sa = ci->client_addr;
             if (sa->sa_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr,
-                          st->r.remote_ip, sizeof st->r.remote_ip);
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, st->r.remote_ip,
+                          sizeof st->r.remote_ip);
             else if (sa->sa_family == AF_INET6)
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
-                          st->r.remote_ip, sizeof st->r.remote_ip);
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, st->r.remote_ip,
+                          sizeof st->r.remote_ip);
         }
         if (st->r.is_post)
             return MHD_YES; /* the body comes in the next calls */
@@ -652,7 +663,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     RP_DEBUG(MOD, "libmicrohttpd says msg=%s", rp_log_kv_quote(msg, q, sizeof q));
 }
 
-/* ---- start / stop -------------------------------------------------------------------------- */
+/* ---- start / stop ---------------------------------------------------------------------------- */
 
 static int resolve_bind(const char *host, int port, struct sockaddr_storage *ss, int *v6)
 {
@@ -718,8 +729,7 @@ int rp_http_start(const rp_conf *c, const char *db_path, rp_http **out, char *er
         tls_opts[nt++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->key_pem};
         tls_opts[nt++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->cert_pem};
         if (h->key_pass[0])
-            tls_opts[nt++] =
-                (struct MHD_OptionItem){MHD_OPTION_HTTPS_KEY_PASSWORD, 0, h->key_pass};
+            tls_opts[nt++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_KEY_PASSWORD, 0, h->key_pass};
         if (h->ca_pem)
             tls_opts[nt++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, h->ca_pem};
     }
@@ -728,10 +738,9 @@ int rp_http_start(const rp_conf *c, const char *db_path, rp_http **out, char *er
         flags, (uint16_t)c->http_port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->http_threads,
         MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-        MHD_OPTION_CONNECTION_TIMEOUT, 15u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_UNESCAPE_CALLBACK, unescape, h,
-        MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, 15u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(err, errsz, "cannot listen on %s:%d%s", c->http_bind, c->http_port,
                  errno ? ": " : "");
@@ -751,8 +760,8 @@ int rp_http_start(const rp_conf *c, const char *db_path, rp_http **out, char *er
     RP_INFO(MOD,
             "console listening bind=%s port=%d tls=%s auth=%s%s%s metrics_open=%s threads=%d "
             "max_connections=%d",
-            c->http_bind, h->port, h->tls ? "yes" : "no",
-            h->token[0] ? "token" : "", h->token[0] && h->client_cert ? "+" : "",
+            c->http_bind, h->port, h->tls ? "yes" : "no", h->token[0] ? "token" : "",
+            h->token[0] && h->client_cert ? "+" : "",
             h->client_cert ? "client_cert" : (h->token[0] ? "" : "none"),
             c->http_metrics_open ? "yes" : "no", c->http_threads, c->http_max_connections);
     if (!h->token[0] && !h->client_cert)
@@ -789,7 +798,7 @@ void rp_http_stop(rp_http *h)
     free(h);
 }
 
-/* ---- the node service -------------------------------------------------------------------- */
+/* ---- the node service ------------------------------------------------------------------------ */
 
 typedef struct http_service {
     rp_http *h;

@@ -34,70 +34,147 @@ typedef struct family_def {
     double buckets[MAX_BUCKETS];
 } family_def;
 
-#define LATENCY_S {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+#define LATENCY_S                                                                                  \
+    {                                                                                              \
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5                    \
+    }
 static const family_def catalog[RP_M__COUNT] = {
-    [RP_M_INSTANCES_RECEIVED] = {"radprep_instances_received_total", RP_METRIC_COUNTER,
+    [RP_M_INSTANCES_RECEIVED] = {"radprep_instances_received_total",
+                                 RP_METRIC_COUNTER,
                                  "C-STORE requests answered, by calling AE title and DIMSE "
                                  "status (0x0000 = stored).",
-                                 2, {"calling_ae", "status"}, 0, {0}},
-    [RP_M_BYTES_RECEIVED] = {"radprep_bytes_received_total", RP_METRIC_COUNTER,
+                                 2,
+                                 {"calling_ae", "status"},
+                                 0,
+                                 {0}},
+    [RP_M_BYTES_RECEIVED] = {"radprep_bytes_received_total",
+                             RP_METRIC_COUNTER,
                              "Dataset bytes received in C-STORE requests, by calling AE title "
                              "and DIMSE status.",
-                             2, {"calling_ae", "status"}, 0, {0}},
-    [RP_M_ASSOCIATIONS_OPEN] = {"radprep_associations_open", RP_METRIC_GAUGE,
-                                "DICOM associations open now.", 0, {NULL}, 0, {0}},
-    [RP_M_ASSOCIATIONS] = {"radprep_associations_total", RP_METRIC_COUNTER,
-                           "DICOM associations accepted.", 0, {NULL}, 0, {0}},
-    [RP_M_ASSOCIATIONS_REJECTED] = {"radprep_associations_rejected_total", RP_METRIC_COUNTER,
+                             2,
+                             {"calling_ae", "status"},
+                             0,
+                             {0}},
+    [RP_M_ASSOCIATIONS_OPEN] = {"radprep_associations_open",
+                                RP_METRIC_GAUGE,
+                                "DICOM associations open now.",
+                                0,
+                                {NULL},
+                                0,
+                                {0}},
+    [RP_M_ASSOCIATIONS] = {"radprep_associations_total",
+                           RP_METRIC_COUNTER,
+                           "DICOM associations accepted.",
+                           0,
+                           {NULL},
+                           0,
+                           {0}},
+    [RP_M_ASSOCIATIONS_REJECTED] = {"radprep_associations_rejected_total",
+                                    RP_METRIC_COUNTER,
                                     "Association requests refused, or connections dropped "
                                     "before an association, by reason.",
-                                    1, {"reason"}, 0, {0}},
-    [RP_M_STORE_COMMIT_SECONDS] = {"radprep_store_commit_seconds", RP_METRIC_HISTOGRAM,
+                                    1,
+                                    {"reason"},
+                                    0,
+                                    {0}},
+    [RP_M_STORE_COMMIT_SECONDS] = {"radprep_store_commit_seconds",
+                                   RP_METRIC_HISTOGRAM,
                                    "Time from the end of a received dataset to the durable, "
                                    "acknowledged instance (header read, fsync, rename).",
-                                   0, {NULL}, 12, LATENCY_S},
-    [RP_M_TLS_HANDSHAKES] = {"radprep_tls_handshakes_total", RP_METRIC_COUNTER,
-                             "TLS handshakes on the DICOM TLS port, by result (ok, failed).", 1,
-                             {"result"}, 0, {0}},
-    [RP_M_SERIES_COMPLETED] = {"radprep_series_completed_total", RP_METRIC_COUNTER,
+                                   0,
+                                   {NULL},
+                                   12,
+                                   LATENCY_S},
+    [RP_M_TLS_HANDSHAKES] = {"radprep_tls_handshakes_total",
+                             RP_METRIC_COUNTER,
+                             "TLS handshakes on the DICOM TLS port, by result (ok, failed).",
+                             1,
+                             {"result"},
+                             0,
+                             {0}},
+    [RP_M_SERIES_COMPLETED] = {"radprep_series_completed_total",
+                               RP_METRIC_COUNTER,
                                "Series marked complete, by evidence (quiet, expected_count, "
                                "operator).",
-                               1, {"evidence"}, 0, {0}},
+                               1,
+                               {"evidence"},
+                               0,
+                               {0}},
     [RP_M_COMPLETION_LATENCY] = {"radprep_series_completion_latency_seconds",
                                  RP_METRIC_HISTOGRAM,
                                  "Time from a series' last instance to its completion, by "
                                  "evidence.",
-                                 1, {"evidence"}, 11, {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}},
-    [RP_M_JOB_DURATION] = {"radprep_job_duration_seconds", RP_METRIC_HISTOGRAM,
+                                 1,
+                                 {"evidence"},
+                                 11,
+                                 {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}},
+    [RP_M_JOB_DURATION] = {"radprep_job_duration_seconds",
+                           RP_METRIC_HISTOGRAM,
                            "Wall time of processing jobs (one worker run), by the job's state "
                            "after the run.",
-                           1, {"state"}, 11, {0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}},
-    [RP_M_JOBS] = {"radprep_jobs", RP_METRIC_GAUGE,
-                   "Jobs in the index by state and by the rule that processes the series.", 2,
-                   {"state", "rule"}, 0, {0}},
-    [RP_M_OUTBOX_SEND_SECONDS] = {"radprep_outbox_send_seconds", RP_METRIC_HISTOGRAM,
+                           1,
+                           {"state"},
+                           11,
+                           {0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}},
+    [RP_M_JOBS] = {"radprep_jobs",
+                   RP_METRIC_GAUGE,
+                   "Jobs in the index by state and by the rule that processes the series.",
+                   2,
+                   {"state", "rule"},
+                   0,
+                   {0}},
+    [RP_M_OUTBOX_SEND_SECONDS] = {"radprep_outbox_send_seconds",
+                                  RP_METRIC_HISTOGRAM,
                                   "Time to send one batch of derived instances to a "
                                   "destination (one association), by result.",
-                                  2, {"destination", "result"}, 11,
+                                  2,
+                                  {"destination", "result"},
+                                  11,
                                   {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}},
-    [RP_M_OUTBOX] = {"radprep_outbox_entries", RP_METRIC_GAUGE,
+    [RP_M_OUTBOX] = {"radprep_outbox_entries",
+                     RP_METRIC_GAUGE,
                      "Outbox rows (derived instance x destination) by destination and state.",
-                     2, {"destination", "state"}, 0, {0}},
-    [RP_M_DISK_FREE_BYTES] = {"radprep_disk_free_bytes", RP_METRIC_GAUGE,
-                              "Free bytes on the file system of data_dir.", 0, {NULL}, 0, {0}},
-    [RP_M_DISK_WATERMARK_BYTES] = {"radprep_disk_watermark_bytes", RP_METRIC_GAUGE,
-                                   "min_free_mb in bytes: below it, stores are refused.", 0,
-                                   {NULL}, 0, {0}},
-    [RP_M_INDEX_BYTES] = {"radprep_index_size_bytes", RP_METRIC_GAUGE,
-                          "Size of the SQLite index (index.sqlite and its WAL).", 0, {NULL}, 0,
+                     2,
+                     {"destination", "state"},
+                     0,
+                     {0}},
+    [RP_M_DISK_FREE_BYTES] = {"radprep_disk_free_bytes",
+                              RP_METRIC_GAUGE,
+                              "Free bytes on the file system of data_dir.",
+                              0,
+                              {NULL},
+                              0,
+                              {0}},
+    [RP_M_DISK_WATERMARK_BYTES] = {"radprep_disk_watermark_bytes",
+                                   RP_METRIC_GAUGE,
+                                   "min_free_mb in bytes: below it, stores are refused.",
+                                   0,
+                                   {NULL},
+                                   0,
+                                   {0}},
+    [RP_M_INDEX_BYTES] = {"radprep_index_size_bytes",
+                          RP_METRIC_GAUGE,
+                          "Size of the SQLite index (index.sqlite and its WAL).",
+                          0,
+                          {NULL},
+                          0,
                           {0}},
-    [RP_M_SERIES] = {"radprep_series", RP_METRIC_GAUGE, "Series in the index by state.", 1,
-                     {"state"}, 0, {0}},
-    [RP_M_START_TIME] = {"radprep_start_time_seconds", RP_METRIC_GAUGE,
-                         "Start time of the node, seconds since the epoch.", 0, {NULL}, 0, {0}},
-    [RP_M_HTTP_REQUESTS] = {"radprep_http_requests_total", RP_METRIC_COUNTER,
-                            "Console and API requests answered, by HTTP status code.", 1,
-                            {"code"}, 0, {0}},
+    [RP_M_SERIES] =
+        {"radprep_series", RP_METRIC_GAUGE, "Series in the index by state.", 1, {"state"}, 0, {0}},
+    [RP_M_START_TIME] = {"radprep_start_time_seconds",
+                         RP_METRIC_GAUGE,
+                         "Start time of the node, seconds since the epoch.",
+                         0,
+                         {NULL},
+                         0,
+                         {0}},
+    [RP_M_HTTP_REQUESTS] = {"radprep_http_requests_total",
+                            RP_METRIC_COUNTER,
+                            "Console and API requests answered, by HTTP status code.",
+                            1,
+                            {"code"},
+                            0,
+                            {0}},
 };
 
 enum { SLOT_FREE = 0, SLOT_FILLING, SLOT_READY };
@@ -106,7 +183,7 @@ typedef struct slot {
     atomic_int state;
     uint64_t hash;
     char labels[RP_METRICS_MAX_LABELS][RP_METRICS_LABEL_MAX];
-    _Atomic uint64_t value;                   /* double bits: value, or histogram sum */
+    _Atomic uint64_t value;                    /* double bits: value, or histogram sum */
     _Atomic uint64_t buckets[MAX_BUCKETS + 1]; /* histogram counts per bucket, last = +Inf */
 } slot;
 
@@ -116,7 +193,7 @@ typedef struct family {
 
 static family g_fam[RP_M__COUNT];
 
-/* ---- doubles in 64-bit atomics ---------------------------------------------------------- */
+/* ---- doubles in 64-bit atomics --------------------------------------------------------------- */
 
 static double bits_to_d(uint64_t b)
 {
@@ -140,7 +217,7 @@ static void atomic_add_d(_Atomic uint64_t *p, double v)
         ;
 }
 
-/* ---- finding a series ------------------------------------------------------------------- */
+/* ---- finding a series ------------------------------------------------------------------------ */
 
 static uint64_t hash_labels(int n, const char (*vals)[RP_METRICS_LABEL_MAX])
 {
@@ -244,7 +321,7 @@ static slot *series_for(rp_metric_id id, va_list ap, int create)
     return o;
 }
 
-/* ---- updates ---------------------------------------------------------------------------- */
+/* ---- updates --------------------------------------------------------------------------------- */
 
 void rp_metrics_add(rp_metric_id id, double v, ...)
 {
@@ -292,7 +369,7 @@ void rp_metrics_zero(rp_metric_id id)
         atomic_store_explicit(&g_fam[id].slots[i].value, d_to_bits(0.0), memory_order_relaxed);
 }
 
-/* ---- reading ---------------------------------------------------------------------------- */
+/* ---- reading --------------------------------------------------------------------------------- */
 
 static double series_count(const family_def *d, slot *s)
 {
@@ -349,7 +426,7 @@ void rp_metrics_reset(void)
     memset(g_fam, 0, sizeof g_fam);
 }
 
-/* ---- Prometheus text format ------------------------------------------------------------- */
+/* ---- Prometheus text format ------------------------------------------------------------------ */
 
 typedef struct buf {
     char *p;
@@ -445,8 +522,7 @@ static void render_family(buf *b, rp_metric_id id)
     put(b, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name, type_name[d->type]);
     if (!any) { /* a family without labels reads 0 before its first update */
         if (d->type == RP_METRIC_HISTOGRAM) {
-            put(b, "%s_bucket{le=\"+Inf\"} 0\n%s_sum 0\n%s_count 0\n", d->name, d->name,
-                d->name);
+            put(b, "%s_bucket{le=\"+Inf\"} 0\n%s_sum 0\n%s_count 0\n", d->name, d->name, d->name);
         } else {
             put(b, "%s 0\n", d->name);
         }

@@ -30,29 +30,29 @@ extern "C" {
 
 typedef enum {
     /* receiving (scp/) */
-    RP_M_INSTANCES_RECEIVED,  /* counter {calling_ae, status}: C-STORE requests answered */
-    RP_M_BYTES_RECEIVED,      /* counter {calling_ae, status}: dataset bytes received */
-    RP_M_ASSOCIATIONS_OPEN,   /* gauge: associations open now */
-    RP_M_ASSOCIATIONS,        /* counter: associations accepted */
+    RP_M_INSTANCES_RECEIVED,    /* counter {calling_ae, status}: C-STORE requests answered */
+    RP_M_BYTES_RECEIVED,        /* counter {calling_ae, status}: dataset bytes received */
+    RP_M_ASSOCIATIONS_OPEN,     /* gauge: associations open now */
+    RP_M_ASSOCIATIONS,          /* counter: associations accepted */
     RP_M_ASSOCIATIONS_REJECTED, /* counter {reason}: refused or dropped before accepting */
-    RP_M_STORE_COMMIT_SECONDS, /* histogram: spool file to durable, acknowledged instance */
-    RP_M_TLS_HANDSHAKES,      /* counter {result}: server TLS handshakes (ok | failed) */
+    RP_M_STORE_COMMIT_SECONDS,  /* histogram: spool file to durable, acknowledged instance */
+    RP_M_TLS_HANDSHAKES,        /* counter {result}: server TLS handshakes (ok | failed) */
     /* completion and jobs (sched/) */
-    RP_M_SERIES_COMPLETED,    /* counter {evidence}: quiet | expected_count | operator */
-    RP_M_COMPLETION_LATENCY,  /* histogram {evidence}: last instance to completion, seconds */
-    RP_M_JOB_DURATION,        /* histogram {state}: worker wall time by final state */
-    RP_M_JOBS,                /* gauge {state, rule}: jobs in the index (set at scrape) */
+    RP_M_SERIES_COMPLETED,   /* counter {evidence}: quiet | expected_count | operator */
+    RP_M_COMPLETION_LATENCY, /* histogram {evidence}: last instance to completion, seconds */
+    RP_M_JOB_DURATION,       /* histogram {state}: worker wall time by final state */
+    RP_M_JOBS,               /* gauge {state, rule}: jobs in the index (set at scrape) */
     /* sending (outbox/) */
     RP_M_OUTBOX_SEND_SECONDS, /* histogram {destination, result}: one association's send */
     RP_M_OUTBOX,              /* gauge {destination, state}: outbox rows (set at scrape) */
     /* the node (set at scrape) */
-    RP_M_DISK_FREE_BYTES,     /* gauge: free bytes for the store (data_dir's file system) */
+    RP_M_DISK_FREE_BYTES,      /* gauge: free bytes for the store (data_dir's file system) */
     RP_M_DISK_WATERMARK_BYTES, /* gauge: min_free_mb in bytes; below it stores are refused */
-    RP_M_INDEX_BYTES,         /* gauge: index.sqlite + its WAL, bytes */
-    RP_M_SERIES,              /* gauge {state}: series in the index (set at scrape) */
-    RP_M_START_TIME,          /* gauge: process start, seconds since the epoch */
+    RP_M_INDEX_BYTES,          /* gauge: index.sqlite + its WAL, bytes */
+    RP_M_SERIES,               /* gauge {state}: series in the index (set at scrape) */
+    RP_M_START_TIME,           /* gauge: process start, seconds since the epoch */
     /* the console itself (http/) */
-    RP_M_HTTP_REQUESTS,       /* counter {code}: console requests answered */
+    RP_M_HTTP_REQUESTS, /* counter {code}: console requests answered */
     RP_M__COUNT
 } rp_metric_id;
 

@@ -121,7 +121,7 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* ---- a raw HTTP client ------------------------------------------------------------------- */
+/* ---- a raw HTTP client ----------------------------------------------------------------------- */
 
 typedef struct resp {
     int status;
@@ -139,7 +139,8 @@ static resp raw(const char *req, size_t len)
 {
     resp out = {0, NULL, NULL};
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
     struct timeval tv = {10, 0};
@@ -225,7 +226,7 @@ static int count_events(const char *needle)
     return n;
 }
 
-/* ---- tests --------------------------------------------------------------------------------- */
+/* ---- tests ----------------------------------------------------------------------------------- */
 
 static void test_status_matches_db(void **state)
 {
@@ -241,9 +242,8 @@ static void test_status_matches_db(void **state)
     assert_int_equal((long long)cJSON_GetObjectItem(j, "series")->valuedouble, 2);
     cJSON *ss = cJSON_GetObjectItem(j, "series_state");
     assert_int_equal((int)cJSON_GetObjectItem(ss, "receiving")->valuedouble, 2);
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "node"), "ae_title")
-                            ->valuestring,
-                        "RADPREP");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "node"), "ae_title")->valuestring, "RADPREP");
     cJSON_Delete(j);
     /* the overview shows the same numbers */
     resp r = http("GET", "/", NULL, NULL);
@@ -303,9 +303,12 @@ static void test_refused_paths(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.head, "text/css"));
     resp_free(&r);
-    static const char *const bad[] = {"/static/../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
-                                      "/outputs/..%2f..%2fetc%2fpasswd", "/static//etc/passwd",
-                                      "/series/..", "/static/console.css%00.png"};
+    static const char *const bad[] = {"/static/../../../etc/passwd",
+                                      "/static/%2e%2e/%2e%2e/etc/passwd",
+                                      "/outputs/..%2f..%2fetc%2fpasswd",
+                                      "/static//etc/passwd",
+                                      "/series/..",
+                                      "/static/console.css%00.png"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         r = http("GET", bad[i], NULL, NULL);
         assert_true(r.status == 400 || r.status == 404);
@@ -317,8 +320,9 @@ static void test_refused_paths(void **state)
     resp_free(&r);
     /* DNS rebinding: a foreign Host on a loopback bind */
     char req[256];
-    int n = snprintf(req, sizeof req, "GET /api/v1/status HTTP/1.1\r\nHost: evil.example:%d\r\n"
-                                      "Connection: close\r\n\r\n",
+    int n = snprintf(req, sizeof req,
+                     "GET /api/v1/status HTTP/1.1\r\nHost: evil.example:%d\r\n"
+                     "Connection: close\r\n\r\n",
                      port);
     r = raw(req, (size_t)n);
     assert_int_equal(r.status, 403);
@@ -349,10 +353,11 @@ static void test_oversized(void **state)
     assert_true(r.status == 431 || r.status == 413 || r.status == 414);
     resp_free(&r);
     size_t body = 64 * 1024;
-    n = snprintf(req, 512, "POST /api/v1/series/" SERIES_B "/trigger HTTP/1.1\r\nHost: "
-                           "127.0.0.1\r\nAuthorization: Bearer " TOKEN "\r\nContent-Type: "
-                           "application/x-www-form-urlencoded\r\nContent-Length: %zu\r\n"
-                           "Connection: close\r\n\r\n",
+    n = snprintf(req, 512,
+                 "POST /api/v1/series/" SERIES_B "/trigger HTTP/1.1\r\nHost: "
+                 "127.0.0.1\r\nAuthorization: Bearer " TOKEN "\r\nContent-Type: "
+                 "application/x-www-form-urlencoded\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n",
                  body);
     memset(req + n, 'c', body);
     r = raw(req, (size_t)n + body);
@@ -453,8 +458,9 @@ static void test_login_session(void **state)
              cJSON_GetObjectItem(s, "csrf")->valuestring);
     cJSON_Delete(s);
     char fh[600];
-    snprintf(fh, sizeof fh, "%sContent-Type: application/x-www-form-urlencoded\r\nOrigin: "
-                            "http://127.0.0.1:%d\r\n",
+    snprintf(fh, sizeof fh,
+             "%sContent-Type: application/x-www-form-urlencoded\r\nOrigin: "
+             "http://127.0.0.1:%d\r\n",
              hdr, port);
     r = http("POST", "/api/v1/series/" SERIES_B "/trigger", fh, body);
     assert_int_equal(r.status, 303);
@@ -558,8 +564,10 @@ static void test_metrics(void **state)
     assert_non_null(strstr(r.body, "# TYPE radprep_jobs gauge"));
     assert_non_null(strstr(r.body, "radprep_jobs{state=\"queued\",rule=\"ct_default\"} 1"));
     assert_non_null(strstr(r.body, "radprep_jobs{state=\"done\",rule=\"ct_default\"} 1"));
-    assert_non_null(strstr(r.body, "radprep_outbox_entries{destination=\"PACS\",state=\"done\"} 1"));
-    assert_non_null(strstr(r.body, "radprep_outbox_entries{destination=\"PACS\",state=\"pending\"} 1"));
+    assert_non_null(
+        strstr(r.body, "radprep_outbox_entries{destination=\"PACS\",state=\"done\"} 1"));
+    assert_non_null(
+        strstr(r.body, "radprep_outbox_entries{destination=\"PACS\",state=\"pending\"} 1"));
     assert_non_null(strstr(r.body, "radprep_series{state=\"complete\"} 1"));
     assert_non_null(strstr(r.body, "radprep_disk_free_bytes "));
     assert_non_null(strstr(r.body, "radprep_index_size_bytes "));

@@ -71,7 +71,8 @@ static void test_gauge_set_zero(void **state)
     assert_true(rp_metrics_get(RP_M_OUTBOX, "PACS", "pending") == 0);
     assert_true(rp_metrics_get(RP_M_OUTBOX, "PACS", "done") == 8);
     char *t = render();
-    assert_non_null(strstr(t, "radprep_outbox_entries{destination=\"PACS\",state=\"pending\"} 0\n"));
+    assert_non_null(
+        strstr(t, "radprep_outbox_entries{destination=\"PACS\",state=\"pending\"} 0\n"));
     assert_non_null(strstr(t, "radprep_associations_open 1\n"));
     free(t);
 }
@@ -112,7 +113,8 @@ static void test_escaping_and_truncation(void **state)
     rp_metrics_add(RP_M_ASSOCIATIONS_REJECTED, 1, longv); /* same (cut) label set */
     rp_metrics_add(RP_M_ASSOCIATIONS_REJECTED, 1, NULL);
     char *t = render();
-    assert_non_null(strstr(t, "radprep_associations_rejected_total{reason=\"a\\\"b\\\\c\\nd\"} 1\n"));
+    assert_non_null(
+        strstr(t, "radprep_associations_rejected_total{reason=\"a\\\"b\\\\c\\nd\"} 1\n"));
     char want[128];
     snprintf(want, sizeof want, "{reason=\"%.*s\"} 2\n", RP_METRICS_LABEL_MAX - 1, longv);
     assert_non_null(strstr(t, want));
