@@ -80,6 +80,7 @@ int rp_conf_defaults(rp_conf *c)
     rp_strlcpy(c->tls_profile, "bcp195-nd", sizeof c->tls_profile);
     c->tls_require_client_cert = 1;
     c->tls_expiry_warn_days = 30;
+    rp_conf_http_defaults(c);
 
     c->completion = calloc(NELEM(default_completion), sizeof *c->completion);
     c->rules = calloc(NELEM(default_rules), sizeof *c->rules);
@@ -391,7 +392,7 @@ int rp_conf_validate(const rp_conf *c, char *err, size_t errlen)
     for (size_t i = 0; i < c->n_rules; i++)
         if (check_send_to(c, &c->rules[i], err, errlen))
             return RP_ECONF;
-    return 0;
+    return rp_conf_http_validate(c, err, errlen);
 }
 
 int rp_conf_validate_rules(const rp_conf *c, rp_conf_steps_check_fn check, char *err, size_t errlen)

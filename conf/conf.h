@@ -29,6 +29,8 @@
  *            max_series, pause_ms, retries, retry_backoff_s, method (move|get)
  *   [fusion NAME] modality, sequences, SEQ.description, SEQ.tr_ms/te_ms/ti_ms (LO..HI),
  *            SEQ.ti_absent_ok, reference, normalize, interpolation, layout
+ *   [http]   port (0: off), bind, tls, token_file, client_cert, metrics_open,
+ *            max_connections, threads (conf_http.c; docs/console.md)
  */
 #ifndef RP_CONF_H
 #define RP_CONF_H
@@ -154,6 +156,14 @@ typedef struct rp_conf {
     char tls_profile[32];
     int tls_require_client_cert;
     int tls_expiry_warn_days;
+    /* [http]: the web console (conf_http.c) */
+    int http_port; /* 0: no console */
+    char http_bind[256];
+    int http_tls;                      /* serve HTTPS with [tls] cert/key */
+    char http_token_file[RP_PATH_MAX]; /* bearer token, mode 0600; "" none */
+    int http_client_cert;              /* require a client certificate from [tls] ca_file */
+    int http_metrics_open;             /* /metrics without authentication */
+    int http_max_connections, http_threads;
     /* arrays, owned */
     rp_conf_peer *peers;
     size_t n_peers;
@@ -184,6 +194,9 @@ int rp_conf_validate(const rp_conf *c, char *err, size_t errlen);
  * expires within expiry_warn_days is not an error: the reason goes into warn ("" if none).
  * Call after rp_conf_validate() (which checks the files exist and the key's permissions). */
 int rp_conf_tls_check(const rp_conf *c, char *err, size_t errlen, char *warn, size_t warnlen);
+
+/* 1 when `bind` is a loopback address (127.0.0.0/8, ::1, localhost). */
+int rp_conf_http_is_loopback(const char *bind);
 
 /* Release the arrays; the struct can be filled again with rp_conf_defaults(). */
 void rp_conf_free(rp_conf *c);

@@ -38,5 +38,8 @@ int rp_conf_pull_key(rp_conf_pull *p, const char *key, const char *value, char *
                      size_t whylen);
 int rp_conf_pull_close(const rp_conf_pull *p, char *why, size_t whylen);
 int rp_conf_pull_check_refs(const rp_conf *c, char *why, size_t whylen, int *line);
+/* [http] (conf_http.c): defaults, and the cross-field checks rp_conf_validate() runs. */
+void rp_conf_http_defaults(rp_conf *c);
+int rp_conf_http_validate(const rp_conf *c, char *err, size_t errlen);
 
 #endif

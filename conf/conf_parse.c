@@ -34,7 +34,8 @@ typedef enum {
     SEC_COMPLETION,
     SEC_RULE,
     SEC_FUSION,
-    SEC_PULL
+    SEC_PULL,
+    SEC_HTTP
 } sec_kind;
 
 typedef enum {
@@ -108,6 +109,17 @@ static const key_def tls_keys[] = {
     {"expiry_warn_days", K_INT, N(tls_expiry_warn_days), 0, 3650, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
+static const key_def http_keys[] = {
+    {"port", K_INT, N(http_port), 0, 65535, NULL},
+    {"bind", K_STR, N(http_bind), 0, 0, NULL},
+    {"tls", K_BOOL, N(http_tls), 0, 0, NULL},
+    {"token_file", K_PATH, N(http_token_file), 0, 0, NULL},
+    {"client_cert", K_BOOL, N(http_client_cert), 0, 0, NULL},
+    {"metrics_open", K_BOOL, N(http_metrics_open), 0, 0, NULL},
+    {"max_connections", K_INT, N(http_max_connections), 1, 1024, NULL},
+    {"threads", K_INT, N(http_threads), 1, 16, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL},
+};
 #undef N
 #define P(f) F(rp_conf_peer, f)
 static const key_def peer_keys[] = {
@@ -171,7 +183,7 @@ typedef struct parse_ctx {
     void *obj; /* the struct keys of this section write into */
     const key_def *keys;
     uint64_t seen;                /* keys already given in this section */
-    uint64_t node_seen, tls_seen; /* [node]/[tls] may repeat; keys may not */
+    uint64_t node_seen, tls_seen, http_seen; /* [node]/[tls]/[http] may repeat; keys may not */
     /* user sections already given (duplicates are errors) */
     unsigned char *comp_flags; /* parallel to c->completion: COMP_* bits */
     size_t comp_cap;
@@ -573,13 +585,13 @@ static int open_section(parse_ctx *x, char *hdr)
     x->sec_line = x->line;
     x->seen = 0;
     rp_strlcpy(x->sec_arg, arg, sizeof x->sec_arg);
-    if (strcmp(kind, "node") == 0 || strcmp(kind, "tls") == 0) {
+    if (strcmp(kind, "node") == 0 || strcmp(kind, "tls") == 0 || strcmp(kind, "http") == 0) {
         if (*arg)
             return fail_at(x, x->line, "section [%s] takes no name", kind);
-        x->sec = kind[0] == 'n' ? SEC_NODE : SEC_TLS;
+        x->sec = kind[0] == 'n' ? SEC_NODE : kind[0] == 't' ? SEC_TLS : SEC_HTTP;
         x->obj = x->c;
-        x->keys = x->sec == SEC_NODE ? node_keys : tls_keys;
-        x->seen = x->sec == SEC_NODE ? x->node_seen : x->tls_seen;
+        x->keys = x->sec == SEC_NODE ? node_keys : x->sec == SEC_TLS ? tls_keys : http_keys;
+        x->seen = x->sec == SEC_NODE ? x->node_seen : x->sec == SEC_TLS ? x->tls_seen : x->http_seen;
         return 1;
     }
     int needs_name = strcmp(kind, "peer") == 0 || strcmp(kind, "completion") == 0 ||
@@ -587,8 +599,8 @@ static int open_section(parse_ctx *x, char *hdr)
                      strcmp(kind, "pull") == 0;
     if (!needs_name)
         return fail_at(x, x->line,
-                       "unknown section [%s%s%s] (expected node, tls, peer NAME, completion "
-                       "MODALITY, rule NAME)",
+                       "unknown section [%s%s%s] (expected node, tls, http, peer NAME, "
+                       "completion MODALITY, rule NAME)",
                        kind, *arg ? " " : "", arg);
     if (!*arg)
         return fail_at(x, x->line, "section [%s] needs a name: [%s NAME]", kind, kind);
@@ -698,7 +710,8 @@ static int handler(void *user, const char *section, const char *name, const char
             break;
     const key_def *k = &x->keys[i];
     if (!k->name) {
-        static const char *const secname[] = {"", "node", "tls", "peer", "completion", "rule"};
+        static const char *const secname[] = {"",     "node",   "tls",  "peer", "completion",
+                                              "rule", "fusion", "pull", "http"};
         return fail_at(x, x->line, "unknown key '%s' in [%s%s%s]", name, secname[x->sec],
                        x->sec_arg[0] ? " " : "", x->sec_arg);
     }
@@ -709,6 +722,8 @@ static int handler(void *user, const char *section, const char *name, const char
         x->node_seen = x->seen;
     else if (x->sec == SEC_TLS)
         x->tls_seen = x->seen;
+    else if (x->sec == SEC_HTTP)
+        x->http_seen = x->seen;
     return apply_key(x, k, value ? value : "");
 }
 

@@ -501,6 +501,54 @@ int rp_db_pulls_list(rp_db *db, const char *name, int limit, rp_db_pull **out, s
 /* Items of one run, in request order, with the series' count and state now. */
 int rp_db_pull_items_list(rp_db *db, long long pull_id, rp_db_pull_item **out, size_t *n);
 
+/* ===========================================================================================
+ * The web console (db/console.c): read-only handles and the queries its pages and JSON API
+ * run. Rows come through rp_db_row_fn with named columns; times are wall-clock seconds.
+ * =========================================================================================== */
+/* Open an existing index read-only (never creates or migrates; PRAGMA query_only). Close
+ * with rp_db_close(). RP_EDB when it cannot be opened. */
+int rp_db_open_readonly(const char *path, rp_db **out);
+
+typedef struct rp_db_series_query {
+    const char *text;     /* substring of patient ID/name, study/series description, or an
+                             exact series/study UID, accession number or study date; NULL any */
+    const char *state;    /* series state; NULL any */
+    const char *modality; /* NULL any */
+    int offset, limit;    /* limit <= 0: all */
+} rp_db_series_query;
+/* Series with their patient and study, most recently received first; *total (may be NULL)
+ * gets the number of matching series regardless of offset/limit. Columns: series_uid,
+ * study_uid, patient_id, patient_name, study_date, study_description, modality, number,
+ * description, body_part, instances, expected, state, version, processed_version,
+ * first_seen, last_seen, completed_at, completed_reason. */
+int rp_db_console_series(rp_db *db, const rp_db_series_query *q, long long *total, rp_db_row_fn fn,
+                         void *user);
+/* Jobs newest first with the series' modality and description (filters when not NULL). */
+int rp_db_console_jobs(rp_db *db, const char *state, const char *series_uid, int offset,
+                       int limit, long long *total, rp_db_row_fn fn, void *user);
+/* Outbox rows newest first (filters when not NULL). */
+int rp_db_console_outbox(rp_db *db, const char *state, const char *destination, int offset,
+                         int limit, long long *total, rp_db_row_fn fn, void *user);
+/* Delivery of the files below `dir` (a job's output folder): one row per (destination,
+ * state) with instances, attempts, updated_at and the latest last_reason. */
+int rp_db_console_delivery(rp_db *db, const char *dir, rp_db_row_fn fn, void *user);
+/* One output row by id; RP_ENOENT when none. */
+int rp_db_console_output_get(rp_db *db, long long id, rp_db_output *out);
+/* Events (kind filter when not NULL) whose detail holds the word `needle` (e.g.
+ * "series=1.2.3" or "calling_ae=CT1"), newest first. Columns id, at, kind, detail. */
+int rp_db_console_events_about(rp_db *db, const char *kind, const char *needle, int limit,
+                               rp_db_row_fn fn, void *user);
+/* Events that report a problem (refused or broken associations, failed or dead jobs,
+ * fusion problems), newest first; limit <= 0: 20. */
+int rp_db_console_warnings(rp_db *db, int limit, rp_db_row_fn fn, void *user);
+/* Per calling AE title: instances, bytes, series, last_received, last_host. */
+int rp_db_console_senders(rp_db *db, rp_db_row_fn fn, void *user);
+/* Job counts by (state, kind, modality, body_part, description, slice_thickness): what the
+ * rule of each job can be matched from. Column n is the count. */
+int rp_db_console_job_groups(rp_db *db, rp_db_row_fn fn, void *user);
+/* Outbox counts by (destination, state); column n. */
+int rp_db_console_outbox_groups(rp_db *db, rp_db_row_fn fn, void *user);
+
 #ifdef __cplusplus
 }
 #endif

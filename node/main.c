@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "conf/conf.h"
+#include "http/http.h"
 #include "outbox/outbox.h"
 #include "pipeline/pipeline.h" /* recipe validation only: jobs run in worker processes */
 #include "sched/sched.h"
@@ -199,6 +200,14 @@ int main(int argc, char **argv)
         return 1;
     }
     rp_node_on_indexed(node, rp_processing_indexed, processing.arg);
+
+    rp_node_service console; /* the web console, JSON API and /metrics (http/http.h) */
+    if (rp_http_service(&console) != 0 || rp_node_add_service(node, &console) != 0) {
+        fprintf(stderr, "radprepd: cannot register the console service\n");
+        rp_node_free(node);
+        rp_conf_free(&conf);
+        return 1;
+    }
 
     g_node = node;
     if (rp_node_start(node, err, sizeof err) != 0) {

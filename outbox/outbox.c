@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "common/common.h"
+#include "metrics/metrics.h"
 #include "tls/tls.h"
 
 #define MOD "outbox"
@@ -143,6 +144,8 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
     rc = rp_sender_send(&sd, files, n, res, &ob->stop, &st);
     double now = rp_now_s();
     int down = rc == RP_ENET || rc == RP_ETIMEOUT || rc == RP_EBUSY;
+    rp_metrics_observe(RP_M_OUTBOX_SEND_SECONDS, st.seconds, ds->peer.name,
+                       rc == 0 ? "ok" : down ? "unavailable" : "failed");
     if (down) {
         ds->fail_streak++;
         double wait_s = backoff(ob, ds->fail_streak);

@@ -13,6 +13,7 @@
 
 #include "common/common.h"
 #include "db/db.h"
+#include "metrics/metrics.h"
 
 /* The longest the thread sleeps unless told otherwise: bounds completion latency for changes
  * nobody wakes it for (a trigger from the CLI, another process). Each pass is one indexed
@@ -230,6 +231,8 @@ int rp_monitor_pass(rp_db *db, const rp_conf *c, rp_completion_notes *notes, dou
                      s->version, rp_strerror(rc));
             continue;
         }
+        rp_metrics_add(RP_M_SERIES_COMPLETED, 1, rp_completed_reason_name(completed_reason(w)));
+        rp_metrics_observe(RP_M_COMPLETION_LATENCY, now - s->last_seen, rp_completed_reason_name(completed_reason(w)));
         if (expected > 0 && expected != s->expected_count)
             rp_db_series_set_expected(db, s->series_uid, (int)expected);
         char q[260], lt[32];

@@ -13,6 +13,7 @@
 
 #include "common/common.h"
 #include "db/db.h"
+#include "metrics/metrics.h"
 #include "worker/worker.h"
 
 /* A worker whose end is not seen within this is taken as gone: bounds a stop (local workers
@@ -146,6 +147,7 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
         return;
     }
     rp_log_kv_quote(r->reason, q, sizeof q);
+    rp_metrics_observe(RP_M_JOB_DURATION, r->wall_s, rp_job_state_name(after.state));
     if (ok) {
         RP_INFO("supervisor", "job done job=%lld series=%s version=%d wall_s=%.2f attempts=%d",
                 job_id, sl->subject, sl->version, r->wall_s, after.attempts);

@@ -12,6 +12,7 @@
  *    our layer returns a DcmTCPConnection that re-arms TCP_QUICKACK after each read.
  */
 #include "scp/net_internal.h"
+#include "metrics/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -50,6 +51,7 @@
 #include <openssl/evp.h>
 
 #include "common/common.h"
+#include "metrics/metrics.h"
 
 #define MOD "scp"
 #define RP_E2BIG_PDU (RP_ERR_MIN_ - 1) /* local to this file: association request > 1 MB */
@@ -847,6 +849,8 @@ static bool serve_store(rp_net_assoc *a, T_ASC_PresentationContextID pid, T_DIMS
     int fd = -1;
     unsigned status = h->store_begin(h->ctx, &r, path, sizeof path, &fd, comment, sizeof comment);
     if (status != 0) {
+        char sl[8]; /* counted for the console and /metrics (metrics/metrics.h) */
+        rp_metrics_add(RP_M_INSTANCES_RECEIVED, 1, a->info.calling_ae, rp_metrics_hex16(status, sl));
         DIC_UL bytes = 0, pdvs = 0;
         OFCondition c = DIMSE_ignoreDataSet(assoc, DIMSE_NONBLOCKING, tmo, &bytes, &pdvs);
         if (c.bad())
@@ -888,6 +892,10 @@ static bool serve_store(rp_net_assoc *a, T_ASC_PresentationContextID pid, T_DIMS
     const char *sha = (recv_rc == RP_NET_RECV_OK && out.consumer().digest(hex)) ? hex : NULL;
     status = h->store_end(h->ctx, &r, recv_rc, out.consumer().err(), path, fd,
                           out.consumer().total(), sha, comment, sizeof comment);
+    char sl[8]; /* counted for the console and /metrics (metrics/metrics.h); no answer: broken */
+    const char *st = recv_rc == RP_NET_RECV_NET ? "broken" : rp_metrics_hex16(status, sl);
+    rp_metrics_add(RP_M_INSTANCES_RECEIVED, 1, a->info.calling_ae, st);
+    rp_metrics_add(RP_M_BYTES_RECEIVED, (double)out.consumer().total(), a->info.calling_ae, st);
     if (recv_rc == RP_NET_RECV_NET)
         return false;
     send_store_rsp(assoc, pid, req, status, comment);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "metrics/metrics.h"
 #include "scp/net_internal.h"
 #include "tls/tls.h"
 
@@ -204,6 +205,7 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     char reason[512];
     double t0 = rp_mono_s();
     int rc = rp_store_put(n->store, path, fd, &args, &meta, &outcome, reason, sizeof reason);
+    rp_metrics_observe(RP_M_STORE_COMMIT_SECONDS, rp_mono_s() - t0);
     if (rc != 0) {
         status = status_for(rc);
         snprintf(comment, commentsz, "%s", reason);
@@ -462,6 +464,7 @@ static void *conn_thread(void *p)
                a.info.peer_port, rp_log_kv_quote(why, qw, sizeof qw), tr);
         if (!probe) {
             atomic_fetch_add(&n->st_rejected, 1);
+            rp_metrics_add(RP_M_ASSOCIATIONS_REJECTED, 1, "dropped");
             node_event(n, "association", "result=dropped peer=%s:%d reason=\"%s\" transport=%s",
                        a.info.peer_host, a.info.peer_port, why, tr);
         }
@@ -480,6 +483,8 @@ static void *conn_thread(void *p)
     }
     if (!d.ok) {
         atomic_fetch_add(&n->st_rejected, 1);
+        rp_metrics_add(RP_M_ASSOCIATIONS_REJECTED, 1, d.rj == RP_NET_RJ_LIMIT ? "limit" : d.rj == RP_NET_RJ_BUSY ? "busy"
+                       : d.rj == RP_NET_RJ_CALLED_AE ? "called_ae" : "calling_ae");
         rp_net_assoc_reject(as, d.rj);
         char qw[500];
         RP_WARN(MOD, "association rejected calling_ae=%s called_ae=%s peer=%s:%d %s reason=%s", qc,
@@ -503,6 +508,8 @@ static void *conn_thread(void *p)
     rp_net_end end = RP_NET_END_NETWORK_ERROR;
     if (ctxs >= 0) {
         atomic_fetch_add(&n->st_assoc, 1);
+        rp_metrics_add(RP_M_ASSOCIATIONS, 1);
+        rp_metrics_add(RP_M_ASSOCIATIONS_OPEN, 1);
         RP_INFO(MOD,
                 "association accepted calling_ae=%s called_ae=%s peer=%s:%d contexts=%d "
                 "max_pdu=%lu %s",
@@ -512,6 +519,7 @@ static void *conn_thread(void *p)
                              .store_end = h_store_end,
                              .should_abort = h_should_abort};
         end = rp_net_assoc_serve(as, &h);
+        rp_metrics_add(RP_M_ASSOCIATIONS_OPEN, -1);
     }
     pthread_mutex_lock(&n->lock);
     for (live_assoc **pp = &n->live; *pp; pp = &(*pp)->next)
@@ -574,6 +582,7 @@ static void *listener_thread(void *p)
             RP_WARN(MOD, "connection refused, too many connections negotiating pending=%d",
                     max_pending);
             atomic_fetch_add(&n->st_rejected, 1);
+            rp_metrics_add(RP_M_ASSOCIATIONS_REJECTED, 1, "too_many_connections");
             close(fd);
             continue;
         }

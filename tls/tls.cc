@@ -34,6 +34,7 @@
 #include <openssl/x509.h>
 
 #include "common/common.h"
+#include "metrics/metrics.h"
 
 #define MOD "tls"
 
@@ -296,6 +297,7 @@ extern "C" int rp_tls_accept(rp_tls *t, int fd, int timeout_s, rp_tls_conn **out
     ERR_clear_error();
     errno = 0;
     int r = SSL_accept(ssl);
+    rp_metrics_add(RP_M_TLS_HANDSHAKES, 1, r == 1 ? "ok" : "failed");
     if (r != 1) {
         int e = SSL_get_error(ssl, r);
         int saved = errno;

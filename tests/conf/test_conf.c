@@ -257,11 +257,11 @@ static void test_unknown_key_and_section(void **state)
     (void)state;
     expect_error("[node]\nport = 104\n\nfoo = 1\n", 4, "unknown key 'foo' in [node]");
     expect_error("[node]\nport = 104\n[nodes]\nport = 1\n", 3,
-                 "unknown section [nodes] (expected node, tls, peer NAME, completion MODALITY, "
+                 "unknown section [nodes] (expected node, tls, http, peer NAME, completion MODALITY, "
                  "rule NAME)");
     /* an empty unknown section is reported too */
     expect_error("[node]\n[bogus thing]\n", 2,
-                 "unknown section [bogus thing] (expected node, tls, peer NAME, completion "
+                 "unknown section [bogus thing] (expected node, tls, http, peer NAME, completion "
                  "MODALITY, rule NAME)");
     expect_error("port = 1\n", 1, "key 'port' outside of any section");
     expect_error("[peer pacs]\nae_title = P\nfoo = 1\n", 3, "unknown key 'foo' in [peer pacs]");
