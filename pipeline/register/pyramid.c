@@ -11,7 +11,7 @@
 #include "common/common.h"
 #include "pipeline/register/register_internal.h"
 
-#define SUBSAMPLE_MAX 200000
+#define SUBSAMPLE_MAX 65536
 
 static inline long mirror(long i, long n)
 {
@@ -118,11 +118,8 @@ static int axis_pass(const float *in, const int d[3], int axis, int f, int n_out
 int rp_reg_shrink(const rp_volume *v, const int f[3], rp_volume **out)
 {
     int d[3] = {v->dim[0], v->dim[1], v->dim[2]};
-    const size_t n0 = (size_t)d[0] * d[1] * d[2];
-    float *cur = malloc(n0 * sizeof *cur);
-    if (!cur)
-        return RP_ENOMEM;
-    memcpy(cur, v->data, n0 * sizeof *cur);
+    const float *cur = v->data; /* the input is read in place by the first pass */
+    float *own = NULL;
     for (int a = 0; a < 3; a++) {
         if (f[a] <= 1)
             continue;
@@ -133,25 +130,31 @@ int rp_reg_shrink(const rp_volume *v, const int f[3], rp_volume **out)
         od[a] = n_out;
         float *nxt = malloc((size_t)od[0] * od[1] * od[2] * sizeof *nxt);
         if (!nxt) {
-            free(cur);
+            free(own);
             return RP_ENOMEM;
         }
         int rc = axis_pass(cur, d, a, f[a], n_out, nxt);
-        free(cur);
+        free(own);
         if (rc) {
             free(nxt);
             return rc;
         }
-        cur = nxt;
+        cur = own = nxt;
         memcpy(d, od, sizeof d);
+    }
+    if (!own) {
+        size_t n0 = (size_t)d[0] * d[1] * d[2];
+        if (!(own = malloc(n0 * sizeof *own)))
+            return RP_ENOMEM;
+        memcpy(own, v->data, n0 * sizeof *own);
     }
     rp_volume *o = rp_volume_new(d[0], d[1], d[2], 1);
     if (!o) {
-        free(cur);
+        free(own);
         return RP_ENOMEM;
     }
-    memcpy(o->data, cur, (size_t)d[0] * d[1] * d[2] * sizeof *cur);
-    free(cur);
+    free(o->data); /* take the last pass's buffer */
+    o->data = own;
     double S[4][4] = {{0}};
     for (int a = 0; a < 3; a++) {
         int fa = f[a] > 1 ? f[a] : 1;
@@ -243,20 +246,34 @@ static float *subsample(const float *v, const uint8_t *mask, size_t n, size_t *k
     return s;
 }
 
+static double pick(const float *s, size_t k, double q)
+{
+    double pos = q / 100.0 * (double)(k - 1);
+    size_t i = (size_t)pos;
+    double fr = pos - (double)i;
+    return i + 1 < k ? s[i] + fr * (s[i + 1] - s[i]) : s[k - 1];
+}
+
 double rp_reg_percentile(const float *v, const uint8_t *mask, size_t n, double q)
+{
+    double lo, hi;
+    rp_reg_range(v, mask, n, q, q, &lo, &hi);
+    return lo;
+}
+
+void rp_reg_range(const float *v, const uint8_t *mask, size_t n, double qlo, double qhi,
+                  double *lo, double *hi)
 {
     size_t k = 0;
     float *s = subsample(v, mask, n, &k);
     if (!s || k == 0) {
         free(s);
-        return 0;
+        *lo = *hi = 0;
+        return;
     }
-    double pos = q / 100.0 * (double)(k - 1);
-    size_t i = (size_t)pos;
-    double fr = pos - (double)i;
-    double r = i + 1 < k ? s[i] + fr * (s[i + 1] - s[i]) : s[k - 1];
+    *lo = pick(s, k, qlo);
+    *hi = pick(s, k, qhi);
     free(s);
-    return r;
 }
 
 double rp_reg_otsu(const float *v, size_t n)

@@ -44,8 +44,7 @@ static void window_of(const rp_volume *v, int nonzero, double *lo, double *hi)
     if (nonzero && (m = malloc(n)))
         for (size_t i = 0; i < n; i++)
             m[i] = v->data[i] != 0;
-    *lo = rp_reg_percentile(v->data, m, n, 0.5);
-    *hi = rp_reg_percentile(v->data, m, n, 99.5);
+    rp_reg_range(v->data, m, n, 0.5, 99.5, lo, hi);
     free(m);
     if (!(*hi > *lo))
         *hi = *lo + 1;

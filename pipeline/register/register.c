@@ -115,7 +115,8 @@ static int build_samples(const rp_volume *fix, const uint8_t *mask, const double
             }
     s->n = k;
     s->bins = bins;
-    double lo = rp_reg_percentile(val, NULL, k, 0.1), hi = rp_reg_percentile(val, NULL, k, 99.9);
+    double lo, hi;
+    rp_reg_range(val, NULL, k, 0.1, 99.9, &lo, &hi);
     double sc = hi > lo ? bins / (hi - lo) : 0;
     for (size_t i = 0; i < k; i++) {
         int b = (int)floor((val[i] - lo) * sc);
@@ -130,8 +131,7 @@ static int moving_of(const rp_volume *mv, reg_moving *m)
     m->data = mv->data;
     memcpy(m->dim, mv->dim, sizeof m->dim);
     size_t n = rp_volume_nvox(mv);
-    m->lo = rp_reg_percentile(mv->data, NULL, n, 0.1);
-    m->hi = rp_reg_percentile(mv->data, NULL, n, 99.9);
+    rp_reg_range(mv->data, NULL, n, 0.1, 99.9, &m->lo, &m->hi);
     if (!(m->hi > m->lo))
         m->hi = m->lo + 1;
     return w2i_of(mv, m->w2i);
@@ -316,19 +316,31 @@ int rp_register_rigid(const rp_volume *fixed, const rp_mask *fixed_mask, const r
         uint8_t *mk = NULL;
         reg_samples s = {0};
         reg_moving m;
-        if ((rc = rp_reg_shrink(fixed, ff, &fl)) != 0 || (rc = rp_reg_shrink(moving, fm, &ml)) != 0)
-            goto level_out;
-        if (!(mk = rp_reg_shrink_mask(mask, fixed->dim, ff, md))) {
-            rc = RP_ENOMEM;
-            goto level_out;
+        /* a level at full resolution reads the inputs themselves */
+        const rp_volume *fuse = fixed, *muse = moving;
+        const uint8_t *kuse = mask;
+        if (ff[0] > 1 || ff[1] > 1 || ff[2] > 1) {
+            if ((rc = rp_reg_shrink(fixed, ff, &fl)) != 0)
+                goto level_out;
+            if (!(mk = rp_reg_shrink_mask(mask, fixed->dim, ff, md))) {
+                rc = RP_ENOMEM;
+                goto level_out;
+            }
+            fuse = fl;
+            kuse = mk;
         }
-        if ((rc = build_samples(fl, mk, st.center, p.max_samples, p.seed + (uint64_t)L * 7919,
+        if (fm[0] > 1 || fm[1] > 1 || fm[2] > 1) {
+            if ((rc = rp_reg_shrink(moving, fm, &ml)) != 0)
+                goto level_out;
+            muse = ml;
+        }
+        if ((rc = build_samples(fuse, kuse, st.center, p.max_samples, p.seed + (uint64_t)L * 7919,
                                 p.bins, &s)) != 0) {
             if (rc == RP_EINVAL)
                 snprintf(err, errlen, "register: too few foreground samples at level %d", L);
             goto level_out;
         }
-        if ((rc = moving_of(ml, &m)) != 0)
+        if ((rc = moving_of(muse, &m)) != 0)
             goto level_out;
         res->samples[L] = s.n;
         if (L == p.levels - 1) {

@@ -26,10 +26,13 @@ int rp_reg_shrink(const rp_volume *v, const int f[3], rp_volume **out);
 uint8_t *rp_reg_shrink_mask(const uint8_t *m, const int dim[3], const int f[3], int out_dim[3]);
 /* Per-axis shrink factors that bring spacing sp towards target_mm, keeping >= 4 voxels. */
 void rp_reg_factors(const int dim[3], const double sp[3], double target_mm, int f[3]);
-/* Otsu threshold of channel 0 over a subsample (up to ~200k voxels). */
+/* Otsu threshold of channel 0 over a subsample (up to ~65k voxels). */
 double rp_reg_otsu(const float *v, size_t n);
-/* q-th percentile (0..100) of a subsample of v (where mask, when given, is set). */
+/* q-th percentile (0..100) of a subsample of v (where mask, when given, is set); two at once
+ * with one sort. */
 double rp_reg_percentile(const float *v, const uint8_t *mask, size_t n, double q);
+void rp_reg_range(const float *v, const uint8_t *mask, size_t n, double qlo, double qhi,
+                  double *lo, double *hi);
 /* Box dilation by r voxels along each axis, in place. */
 int rp_reg_dilate(uint8_t *m, const int dim[3], int r);
 

@@ -7,7 +7,7 @@
  * midline: a deep nucleus, a lesion and a cyst, so a rigid transform is unambiguous. It is
  * rendered on any grid at G⁻¹(y) for a world transform G (the head moved by G), averaging
  * 2x2x2 sub-samples (partial volume, no interpolation error), with one of three contrasts
- * (T1-like, T2-like, CT in HU) and seeded Gaussian noise.
+ * (T1-like, T2-like, CT in HU, or the head's fraction for masks) and seeded Gaussian noise.
  */
 #ifndef RP_TEST_REG_PHANTOM_H
 #define RP_TEST_REG_PHANTOM_H
@@ -20,13 +20,14 @@
 
 enum { RPH_AIR, RPH_SCALP, RPH_SKULL, RPH_CSF, RPH_GM, RPH_WM, RPH_NUCLEUS, RPH_LESION,
        RPH_NLABELS };
-enum { RPH_T1, RPH_T2, RPH_CT };
+enum { RPH_T1, RPH_T2, RPH_CT, RPH_HEAD };
 
-static const double rph_contrast[3][RPH_NLABELS] = {
+static const double rph_contrast[4][RPH_NLABELS] = {
     /* air scalp skull CSF GM WM nucleus lesion */
     {0, 60, 15, 20, 70, 100, 85, 40},        /* T1: white matter brightest */
     {0, 50, 10, 120, 80, 55, 60, 110},       /* T2: CSF brightest, order reversed */
     {-1000, 20, 1000, 5, 38, 28, 42, 60},    /* CT: bone bright, brain 20-40 HU */
+    {0, 1, 1, 1, 1, 1, 1, 1},                /* head: 1 inside (masks) */
 };
 
 static inline double rph_sq(double v) { return v * v; }
