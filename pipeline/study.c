@@ -23,6 +23,7 @@
 #include "pipeline/recipe.h"
 #include "pipeline/write/sidecar.h"
 #include "pipeline/step.h"
+#include "pipeline/steps_register.h"
 
 #define MOD "study"
 
@@ -479,6 +480,11 @@ int rp_pipeline_fuse_files(const rp_conf_fusion *f, const char *const *files, si
                      f->seq[s].name, err);
             goto out;
         }
+    }
+    /* members that moved between sequences: registered onto the reference first */
+    if ((rc = rp_fuse_register(f, vols, side, out_dir, stem, err, sizeof err)) != 0) {
+        snprintf(res->reason, sizeof res->reason, "fuse: %s", err);
+        goto out;
     }
     if ((rc = rp_mr_fuse((const rp_volume *const *)vols, (size_t)f->n_seq, (size_t)f->reference,
                          f->order, &fused)) != 0) {

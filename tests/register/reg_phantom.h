@@ -47,7 +47,9 @@ static inline int rph_label(const double p[3], int symmetric)
     /* falx: a thin CSF sheet on the midline, top half (a real head's midline landmark) */
     if (fabs(p[0]) < 1.2 && Z > 0.15 && r > 0.35)
         return RPH_CSF;
-    const double th = atan2(Y, X), ph = acos(fmax(-1.0, fmin(1.0, Z / (r + 1e-12))));
+    /* the fold pattern is mirrored too when the head is symmetric */
+    const double th = atan2(Y, symmetric ? fabs(X) : X);
+    const double ph = acos(fmax(-1.0, fmin(1.0, Z / (r + 1e-12))));
     const double fold = 0.05 * sin(6 * th) * sin(4 * ph);
     /* ventricles: symmetric pair */
     for (int s = -1; s <= 1; s += 2) {
