@@ -160,6 +160,10 @@ static int run(const char *dir, int k, int reps, int dof)
     rp_reg_params p;
     rp_reg_defaults(&p);
     p.dof = dof;
+    if (getenv("RP_REG_SAMPLES")) /* for exploring the parameters */
+        p.max_samples = (size_t)atol(getenv("RP_REG_SAMPLES"));
+    if (getenv("RP_REG_BINS"))
+        p.bins = atoi(getenv("RP_REG_BINS"));
     rp_reg_result best, r;
     double tbest = 1e30;
     for (int i = 0; i < reps; i++) {

@@ -12,6 +12,9 @@
 #include "pipeline/register/register_internal.h"
 
 #define MOD "register"
+#ifndef RESTARTS
+#define RESTARTS 3
+#endif
 
 void rp_reg_defaults(rp_reg_params *p)
 {
@@ -63,6 +66,25 @@ static int dims_ok(const rp_volume *v)
     return v && v->data && v->dim[0] >= 4 && v->dim[1] >= 4 && v->dim[2] >= 4;
 }
 
+/* Trilinear value of channel 0 at a continuous index inside the volume. */
+static float trilinear(const rp_volume *v, double x, double y, double z)
+{
+    const int nx = v->dim[0], ny = v->dim[1], nz = v->dim[2];
+    int x0 = (int)x, y0 = (int)y, z0 = (int)z;
+    x0 = x0 > nx - 2 ? (nx > 1 ? nx - 2 : 0) : x0;
+    y0 = y0 > ny - 2 ? (ny > 1 ? ny - 2 : 0) : y0;
+    z0 = z0 > nz - 2 ? (nz > 1 ? nz - 2 : 0) : z0;
+    const double fx = nx > 1 ? x - x0 : 0, fy = ny > 1 ? y - y0 : 0, fz = nz > 1 ? z - z0 : 0;
+    const size_t dy = ny > 1 ? (size_t)nx : 0, dz = nz > 1 ? (size_t)nx * ny : 0;
+    const int dx = nx > 1;
+    const float *p = v->data + x0 + (size_t)nx * (y0 + (size_t)ny * z0);
+    double c00 = p[0] + fx * (p[dx] - p[0]), c10 = p[dy] + fx * (p[dy + dx] - p[dy]);
+    double c01 = p[dz] + fx * (p[dz + dx] - p[dz]);
+    double c11 = p[dz + dy] + fx * (p[dz + dy + dx] - p[dz + dy]);
+    double c0 = c00 + fy * (c10 - c00), c1 = c01 + fy * (c11 - c01);
+    return (float)(c0 + fz * (c1 - c0));
+}
+
 static void samples_free(reg_samples *s)
 {
     free(s->xyz);
@@ -106,12 +128,24 @@ static int build_samples(const rp_volume *fix, const uint8_t *mask, const double
                     continue;
                 if (k == cap)
                     break;
+                /* a point jittered inside the voxel (up to half a voxel per axis): samples on
+                 * the voxel centres make MI bumpy at sub-voxel shifts (interpolation
+                 * artefacts); the fixed value is interpolated there too */
+                const uint64_t h = mix64(seed * 0x2545f4914f6cdd1dULL ^ (uint64_t)i);
+                double j[3];
+                for (int a = 0; a < 3; a++)
+                    j[a] = ((double)((h >> (21 * a)) & 0x1fffff) / 2097152.0 - 0.5);
+                double fx = x + (nx > 1 ? j[0] : 0), fy = y + (ny > 1 ? j[1] : 0),
+                       fz = z + (nz > 1 ? j[2] : 0);
+                fx = fx < 0 ? 0 : fx > nx - 1 ? nx - 1 : fx;
+                fy = fy < 0 ? 0 : fy > ny - 1 ? ny - 1 : fy;
+                fz = fz < 0 ? 0 : fz > nz - 1 ? nz - 1 : fz;
                 double w[3];
-                voxel_world(fix->affine, x, y, z, w);
+                voxel_world(fix->affine, fx, fy, fz, w);
                 s->xyz[3 * k] = (float)(w[0] - c[0]);
                 s->xyz[3 * k + 1] = (float)(w[1] - c[1]);
                 s->xyz[3 * k + 2] = (float)(w[2] - c[2]);
-                val[k++] = fix->data[i];
+                val[k++] = trilinear(fix, fx, fy, fz);
             }
     s->n = k;
     s->bins = bins;
@@ -357,6 +391,24 @@ int rp_register_rigid(const rp_volume *fixed, const rp_mask *fixed_mask, const r
                 goto level_out;
             }
             res->iterations[L] = it;
+            /* In a narrow valley the step halves on every zig-zag and stops short along the
+             * valley floor: restart with smaller first steps while that still moves tissue. */
+            for (int rs = 0; rs < RESTARTS && it >= 0; rs++) {
+                double before[REG_NPARAM_MAX];
+                memcpy(before, st.prm, sizeof before);
+                step *= 0.5;
+                it = optimise_level(&s, &m, &st, step, p.min_step_mm * shrink, p.max_iterations, &w);
+                if (it < 0) {
+                    rc = it;
+                    goto level_out;
+                }
+                res->iterations[L] += it;
+                double moved = 0;
+                for (int q = 0; q < st.np; q++)
+                    moved = fmax(moved, fabs(st.prm[q] - before[q]) * st.scale[q]);
+                if (moved < p.min_step_mm * shrink * 4)
+                    break;
+            }
         }
         if (L == p.levels - 1) {
             if ((rc = mi_at(&s, &m, st.prm, st.np, st.center, &w, &res->mi_final)) != 0)
