@@ -395,8 +395,21 @@ int rp_pipeline_fuse_files(const rp_conf_fusion *f, const char *const *files, si
             rc = RP_EINVAL;
             goto out;
         }
+        const int registered =
+            s != f->reference &&
+            (f->seq[s].register_mode >= 0 ? f->seq[s].register_mode : f->register_mode) !=
+                RP_FUSION_REG_NONE;
         if (in->frame_of_reference_uid[0] && ref_in->frame_of_reference_uid[0] &&
-            strcmp(in->frame_of_reference_uid, ref_in->frame_of_reference_uid) != 0) {
+            strcmp(in->frame_of_reference_uid, ref_in->frame_of_reference_uid) != 0 &&
+            registered) { /* registration finds the mapping the shared frame would give */
+            char w[200];
+            snprintf(w, sizeof w,
+                     "sequence %s is in another frame of reference: registered onto %s from "
+                     "its scanner coordinates",
+                     f->seq[s].name, f->seq[f->reference].name);
+            cJSON_AddItemToArray(warnings, cJSON_CreateString(w));
+        } else if (in->frame_of_reference_uid[0] && ref_in->frame_of_reference_uid[0] &&
+                   strcmp(in->frame_of_reference_uid, ref_in->frame_of_reference_uid) != 0) {
             snprintf(res->reason, sizeof res->reason,
                      "fuse: sequence %s (series %d) is in another frame of reference than %s "
                      "(series %d): its affine does not place it on the same anatomy",
