@@ -57,6 +57,10 @@ static cJSON *reg_json(const rp_reg_result *r, int dof, int bins)
     cJSON_AddNumberToObject(mv, "max", r->max_displacement_mm);
     cJSON_AddNumberToObject(mv, "rms", r->rms_displacement_mm);
     cJSON_AddItemToObject(o, "iterations", cJSON_CreateIntArray(r->iterations, r->levels));
+    if (r->kept_identity)
+        cJSON_AddStringToObject(o, "note",
+                                "MI at the optimum was below MI at the scanner geometry (an "
+                                "ill-posed fit): the scanner geometry was kept");
     return o;
 }
 

@@ -413,6 +413,16 @@ int rp_register_rigid(const rp_volume *fixed, const rp_mask *fixed_mask, const r
         if (L == p.levels - 1) {
             if ((rc = mi_at(&s, &m, st.prm, st.np, st.center, &w, &res->mi_final)) != 0)
                 goto level_out;
+            if (res->mi_final < res->mi_initial) {
+                RP_WARN(MOD, "rigid mi=%.4f below mi_identity=%.4f: identity kept",
+                        res->mi_final, res->mi_initial);
+                for (int k = 0; k < 3; k++) {
+                    st.prm[k] = st.prm[3 + k] = 0;
+                    st.prm[6 + k] = 1;
+                }
+                res->mi_final = res->mi_initial;
+                res->kept_identity = 1;
+            }
             /* what moved: displacement of the samples */
             double T[4][4];
             reg_xform x;

@@ -23,6 +23,8 @@
  *    falls below min_step_mm (× the level's shrink) or after max_iterations.
  *  - Pyramid: each level smooths (Gaussian, σ = shrink/2 voxels) and shrinks both volumes so
  *    that their spacing approaches shrink × the fixed volume's smallest spacing.
+ *  - Never worse than the start: when MI at the result is below MI at the identity (finest
+ *    level, same samples), the identity is returned with kept_identity = 1.
  *  - Deterministic: the same inputs and parameters give the same result bits whatever the
  *    number of OpenMP threads (sums are taken per fixed block of samples and added in order).
  *  - Nothing is allocated for the caller except where a function says "new".
@@ -67,6 +69,9 @@ typedef struct rp_reg_result {
     double mi_final;           /* MI at the result, finest level */
     double max_displacement_mm;/* largest |T(x) - x| over the fixed samples: what moved */
     double rms_displacement_mm;
+    int kept_identity;         /* 1: MI at the result was below MI at the identity (an
+                                  ill-posed problem, e.g. scaling along an object that leaves
+                                  the field of view): the identity is returned instead */
     int iterations[RP_REG_MAX_LEVELS];
     int levels;
     size_t samples[RP_REG_MAX_LEVELS];
