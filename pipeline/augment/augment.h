@@ -92,6 +92,19 @@ int rp_aug_apply_image(const rp_volume *img, const rp_aug_draw *d, rp_volume **o
  * spatial mapping only, with d->mask_mode. */
 int rp_aug_apply_mask(const rp_volume *labels, const rp_aug_draw *d, rp_volume **out);
 
+/* ---- whole cases on disk ------------------------------------------------------------------- */
+
+/* The image interpolation of the rule that made a case: the `resample` step's in the sidecar's
+ * Provenance.Recipe.steps (0 nearest, 1 linear, 3 bspline3), else 1 (linear). */
+int rp_aug_interp_of_sidecar(const cJSON *sidecar);
+
+/* One augmented copy on disk: img_src -> img_dst (float32), mask_src[k] -> mask_dst[k] (uint8
+ * labels), all through draw d. .nii.gz destinations are gzip-compressed (same bytes every run).
+ * Every mask must lie on the image's grid (RP_EGEOM otherwise). */
+int rp_aug_case_files(const rp_aug_draw *d, const char *img_src, const char *img_dst,
+                      const char *const *mask_src, const char *const *mask_dst, int n_masks,
+                      char *err, size_t errlen);
+
 /* ---- NIfTI reading (libniftiio) ------------------------------------------------------------- */
 
 /* New float32 volume from a .nii / .nii.gz (scl_slope/inter applied; affine: sform when its
