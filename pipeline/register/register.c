@@ -12,9 +12,7 @@
 #include "pipeline/register/register_internal.h"
 
 #define MOD "register"
-#ifndef RESTARTS
-#define RESTARTS 3
-#endif
+#define RESTARTS 3 /* restarts per level, each with half the previous first step */
 
 void rp_reg_defaults(rp_reg_params *p)
 {
