@@ -45,6 +45,7 @@
 #include "common/common.h"
 #include "cli/curate_internal.h"
 #include "db/db.h"
+#include "pipeline/augment/augment.h"
 
 #define CMD "curate"
 #define MAX_MASKS 16
@@ -56,7 +57,9 @@ static const char usage[] =
     "                      [--modality M] [--since YYYY-MM-DD[THH:MM:SS]]\n"
     "                      [--layout plain|nnunet] [--label MASK] [--link|--copy]\n"
     "                      [--split train=0.8,val=0.2 [--seed N]] [--deidentify]\n"
-    "                      [--salt-file FILE] [--no-timestamp]";
+    "                      [--salt-file FILE] [--no-timestamp]\n"
+    "                      [--augment \"SPEC\" [--copies N]] (train split only; see "
+    "docs/curation.md)";
 
 /* ---- data ---------------------------------------------------------------------------------- */
 
@@ -86,6 +89,9 @@ typedef struct cur_case {
     int has_qcpng;
     int rewrite_sidecar; /* written from `side` instead of linked */
     cJSON *side;         /* parsed sidecar, owned */
+    char aug_of[48];     /* augmented copy: the case it was made from ("" otherwise) */
+    int aug_copy;        /* 1.. */
+    cJSON *aug;          /* drawn parameters, owned */
     cur_mask masks[MAX_MASKS];
     int n_masks;
     int dim[4];
@@ -103,6 +109,9 @@ typedef struct cur_opts {
     char split_name[MAX_SPLITS][16];
     double split_frac[MAX_SPLITS];
     char since_text[32], split_text[128];
+    const char *augment; /* SPEC, or NULL */
+    int copies;          /* augmented copies per training case */
+    rp_aug_spec spec;
 } cur_opts;
 
 typedef struct cur_set {
@@ -705,6 +714,13 @@ static cJSON *case_json(const cur_case *c, const cur_opts *o)
         cJSON_AddNullToObject(j, "version"); /* a `radprep process` folder has none */
     if (c->nstacks > 1)
         cJSON_AddNumberToObject(j, "stack", c->stack);
+    if (c->aug_of[0]) {
+        cJSON *a = cJSON_AddObjectToObject(j, "augmented");
+        cJSON_AddStringToObject(a, "from", c->aug_of);
+        cJSON_AddNumberToObject(a, "copy", c->aug_copy);
+        cJSON_AddStringToObject(a, "spec", o->spec.text);
+        cJSON_AddItemToObject(a, "parameters", cJSON_Duplicate(c->aug, 1));
+    }
     cJSON *img = file_json(&c->image);
     int nd = c->dim[3] > 1 ? 4 : 3;
     cJSON_AddItemToObject(img, "shape", int_array(c->dim, nd));
@@ -869,6 +885,99 @@ static int write_nnunet(const char *tmp, const cur_set *s, const cur_opts *o, co
     return rp_curate_write_json(p, arr);
 }
 
+/* ---- augmentation ------------------------------------------------------------------------- */
+
+/* Copies of every training case through --augment (pipeline/augment): new cases
+ * "<id>_augNN" in the training split, their files generated in tmp, their drawn parameters
+ * in the manifest and in their sidecar. The parameters depend on (seed, case id, copy) only. */
+static int augment_cases(const char *tmp, cur_set *s, const cur_opts *o, char *err, size_t errlen)
+{
+    const size_t n0 = s->n;
+    for (size_t i = 0; i < n0; i++) {
+        if (strcmp(s->c[i].split, "train") != 0)
+            continue;
+        for (int k = 1; k <= o->copies; k++) {
+            if (set_grow(s) != 0)
+                return RP_ENOMEM;
+            const cur_case *src = &s->c[i];
+            cur_case *c = &s->c[s->n];
+            *c = *src;
+            c->side = cJSON_Duplicate(src->side, 1);
+            c->aug = NULL;
+            char sid[sizeof c->id]; /* a copy: gcc sees c and src as possibly overlapping */
+            memcpy(sid, src->id, sizeof sid);
+            snprintf(c->id, sizeof c->id, "%.30s_aug%02d", sid, k);
+            rp_strlcpy(c->aug_of, sid, sizeof c->aug_of);
+            c->aug_copy = k;
+            c->has_qcpng = 0;
+            c->metal_count = -1;
+            set_rels(c, o);
+            rp_aug_draw d;
+            rp_aug_draw_params(&o->spec, (uint64_t)o->seed, src->id, k,
+                               rp_aug_interp_of_sidecar(src->side), &d);
+            char img[PATHSZ], mdst[MAX_MASKS][PATHSZ];
+            const char *msrc_p[MAX_MASKS], *mdst_p[MAX_MASKS];
+            snprintf(img, sizeof img, "%s/%s", tmp, c->image.rel);
+            for (int m = 0; m < c->n_masks; m++) {
+                snprintf(mdst[m], sizeof mdst[m], "%s/%s", tmp, c->masks[m].f.rel);
+                msrc_p[m] = src->masks[m].f.src;
+                mdst_p[m] = mdst[m];
+                c->masks[m].ml = -1; /* the copy's volumes differ; not measured */
+                c->masks[m].f.rec_sha[0] = '\0';
+            }
+            char *slash = strrchr(img, '/');
+            *slash = '\0';
+            int rc = rp_mkdir_p(img, 0755);
+            *slash = '/';
+            for (int m = 0; m < c->n_masks && !rc; m++) {
+                char *sl = strrchr(mdst[m], '/');
+                *sl = '\0';
+                rc = rp_mkdir_p(mdst[m], 0755);
+                *sl = '/';
+            }
+            if (rc)
+                snprintf(err, errlen, "cannot create the folders of %s: %s", c->id,
+                         rp_strerror(rc));
+            else
+                rc = rp_aug_case_files(&d, src->image.src, img, msrc_p, mdst_p, c->n_masks, err,
+                                       errlen);
+            c->aug = rp_aug_draw_json(&o->spec, &d);
+            s->n++; /* owned by the set from here: freed with it on failure */
+            if (rc)
+                return rc;
+            c->image.rec_sha[0] = c->sidecar.rec_sha[0] = '\0';
+            if ((rc = check_file(tmp, &c->image, err, errlen)) != 0)
+                return rc;
+            for (int m = 0; m < c->n_masks; m++)
+                if ((rc = check_file(tmp, &c->masks[m].f, err, errlen)) != 0)
+                    return rc;
+            cJSON *a = cJSON_AddObjectToObject(c->side, "Augmentation");
+            cJSON_AddStringToObject(a, "from_case", c->aug_of);
+            cJSON_AddNumberToObject(a, "copy", k);
+            cJSON_AddStringToObject(a, "spec", o->spec.text);
+            cJSON_AddItemToObject(a, "parameters", cJSON_Duplicate(c->aug, 1));
+            char *text = cJSON_Print(c->side), dst[PATHSZ];
+            snprintf(dst, sizeof dst, "%s/%s", tmp, c->sidecar.rel);
+            char *sl = strrchr(dst, '/');
+            *sl = '\0';
+            rc = text ? rp_mkdir_p(dst, 0755) : RP_ENOMEM;
+            *sl = '/';
+            if (!rc)
+                rc = rp_curate_write_text(dst, text, 0644);
+            free(text);
+            if (rc) {
+                snprintf(err, errlen, "cannot write %s: %s", dst, rp_strerror(rc));
+                return rc;
+            }
+            if ((rc = check_file(tmp, &c->sidecar, err, errlen)) != 0)
+                return rc;
+        }
+    }
+    /* each copy right after its source in the manifest */
+    qsort(s->c, s->n, sizeof *s->c, cmp_by_id);
+    return 0;
+}
+
 /* ---- options --------------------------------------------------------------------------------- */
 
 static int parse_since(const char *v, double *out)
@@ -923,7 +1032,8 @@ static int parse_opts(int argc, char **argv, cur_opts *o, int *help)
         const char *a = argv[i], *v = NULL;
         static const char *const with_value[] = {"--out",      "-o",      "--from-dir",  "--rule",
                                                  "--modality", "--since", "--layout",    "--label",
-                                                 "--split",    "--seed",  "--salt-file", NULL};
+                                                 "--split",    "--seed",  "--salt-file",
+                                                 "--augment",  "--copies", NULL};
         const char *name = a;
         char namebuf[32];
         const char *eq = strchr(a, '=');
@@ -978,6 +1088,17 @@ static int parse_opts(int argc, char **argv, cur_opts *o, int *help)
                 return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD, "--seed wants an integer, got '%s'", v);
         } else if (!strcmp(name, "--salt-file")) {
             o->salt_file = v;
+        } else if (!strcmp(name, "--augment")) {
+            char why[256];
+            if (rp_aug_parse(v, &o->spec, why, sizeof why) != 0)
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD, "--augment: %s", why);
+            o->augment = v;
+        } else if (!strcmp(name, "--copies")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || !*v || n < 1 || n > 99)
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD, "--copies wants 1..99, got '%s'", v);
+            o->copies = (int)n;
         } else if (!strcmp(a, "--link")) {
             o->copy = 0;
         } else if (!strcmp(a, "--copy")) {
@@ -998,6 +1119,19 @@ static int parse_opts(int argc, char **argv, cur_opts *o, int *help)
         return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD, "--out DATASET_DIR is required");
     if (o->label && !o->nnunet)
         return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD, "--label is for --layout nnunet");
+    if (o->copies && !o->augment)
+        return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD, "--copies goes with --augment \"SPEC\"");
+    if (o->augment) {
+        int train = 0;
+        for (int k = 0; k < o->n_splits; k++)
+            train |= strcmp(o->split_name[k], "train") == 0;
+        if (!train)
+            return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD,
+                               "--augment copies the training split only: give --split with a "
+                               "'train' part (e.g. train=0.8,val=0.2)");
+        if (!o->copies)
+            o->copies = 1;
+    }
     if (o->nnunet && o->n_splits)
         for (int k = 0; k < o->n_splits; k++)
             if (strcmp(o->split_name[k], "train") && strcmp(o->split_name[k], "val") &&
@@ -1158,6 +1292,10 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
             goto done;
         }
     }
+    if (o.augment && (rc = augment_cases(tmp, &s, &o, err, sizeof err)) != 0) {
+        code = rp_cli_fail(RP_CLI_EXIT_FAIL, CMD, "%s", err);
+        goto done;
+    }
     {
         char p[PATHSZ + 32];
         snprintf(p, sizeof p, "%s/.salt", tmp);
@@ -1263,8 +1401,10 @@ io_fail:
 done:
     if (tmp[0])
         rp_rm_rf(tmp);
-    for (size_t i = 0; i < s.n; i++)
+    for (size_t i = 0; i < s.n; i++) {
         cJSON_Delete(s.c[i].side);
+        cJSON_Delete(s.c[i].aug);
+    }
     free(s.c);
     cJSON_Delete(s.skipped);
     cJSON_Delete(man);

@@ -92,6 +92,7 @@ typedef struct rp_conf_fusion_seq {
     double tr_lo, tr_hi, te_lo, te_hi, ti_lo, ti_hi; /* ms; lo > hi: no bound */
     int ti_absent_ok;     /* a series without TI passes a TI range */
     int custom;           /* 1: criteria from the file; 0: the built-in matcher of `name` */
+    int register_mode;    /* RP_FUSION_REG_*; -1: as the fusion's `register` */
 } rp_conf_fusion_seq;
 
 typedef struct rp_conf_fusion {
@@ -104,9 +105,11 @@ typedef struct rp_conf_fusion {
     int normalize_line;
     int order;            /* 0 nearest, 1 trilinear (default) */
     int layout;           /* RP_FUSION_LAYOUT_* bits */
+    int register_mode;    /* RP_FUSION_REG_*: members registered onto the reference (none) */
     int line;             /* line of the section header */
 } rp_conf_fusion;
 enum { RP_FUSION_LAYOUT_NIFTI4D = 1, RP_FUSION_LAYOUT_NNUNET = 2 };
+enum { RP_FUSION_REG_NONE = 0, RP_FUSION_REG_RIGID = 1, RP_FUSION_REG_RIGID_SCALE = 2 };
 
 /* [pull NAME]: a scheduled query/retrieve from a PACS (conf/conf_pull.c, docs/retrieve.md). */
 #define RP_PULL_MAX 32

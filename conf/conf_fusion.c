@@ -12,6 +12,8 @@
  *   normalize = zscore            ; zscore (default) | none | a recipe run on each member
  *   interpolation = linear        ; linear | nearest
  *   layout = nifti4d              ; nifti4d | nnunet | both
+ *   register = none               ; none | rigid | rigid_scale: each member registered onto the
+ *   FLAIR.register = rigid        ;   reference (Mattes MI, pipeline/register); per sequence too
  *
  * A sequence with any criterion in the file uses exactly those criteria; one without uses the
  * built-in matcher of its name (T1, T2, FLAIR, PD, BOLD, FIELDMAP: description patterns and
@@ -136,6 +138,18 @@ unsigned rp_conf_fusion_match(const rp_conf_fusion *f, const rp_conf_series_attr
 
 static int why_f(char *why, size_t whylen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* `register` value: RP_FUSION_REG_* or -1. */
+static int register_mode_of(const char *v)
+{
+    if (strcasecmp(v, "none") == 0)
+        return RP_FUSION_REG_NONE;
+    if (strcasecmp(v, "rigid") == 0)
+        return RP_FUSION_REG_RIGID;
+    if (strcasecmp(v, "rigid_scale") == 0)
+        return RP_FUSION_REG_RIGID_SCALE;
+    return -1;
+}
 static int why_f(char *why, size_t whylen, const char *fmt, ...)
 {
     va_list ap;
@@ -230,6 +244,7 @@ static int set_sequences(rp_conf_fusion *f, const char *v, char *why, size_t why
             return why_f(why, whylen, "sequences: at most %d sequences", RP_FUSION_MAX_SEQ);
         rp_conf_fusion_seq *q = &f->seq[f->n_seq++];
         memset(q, 0, sizeof *q);
+        q->register_mode = -1;
         rp_strlcpy(q->name, w, sizeof q->name);
         seq_clear_criteria(q);
         if (colon) {
@@ -263,6 +278,11 @@ int rp_conf_fusion_key(rp_conf_fusion *f, const char *key, const char *v, int li
                          "%s: sequence '%s' is not in `sequences` (list the sequences first)", key,
                          sname);
         const char *k = dot + 1;
+        if (strcmp(k, "register") == 0) { /* not a matching criterion */
+            if ((q->register_mode = register_mode_of(v)) < 0)
+                return why_f(why, whylen, "%s: '%s' is not one of none|rigid|rigid_scale", key, v);
+            return 0;
+        }
         if (!q->custom) {
             /* the first criterion from the file replaces the built-in matcher as a whole */
             seq_clear_criteria(q);
@@ -296,7 +316,7 @@ int rp_conf_fusion_key(rp_conf_fusion *f, const char *key, const char *v, int li
         } else {
             return why_f(why, whylen,
                          "unknown key '%s' in [fusion %s] (per sequence: description, tr_ms, "
-                         "te_ms, ti_ms, ti_absent_ok)",
+                         "te_ms, ti_ms, ti_absent_ok, register)",
                          key, f->name);
         }
         if (parse_range(v, lo, hi))
@@ -356,10 +376,15 @@ int rp_conf_fusion_key(rp_conf_fusion *f, const char *key, const char *v, int li
             return why_f(why, whylen, "layout: '%s' is not one of nifti4d|nnunet|both", v);
         return 0;
     }
+    if (strcmp(key, "register") == 0) {
+        if ((f->register_mode = register_mode_of(v)) < 0)
+            return why_f(why, whylen, "register: '%s' is not one of none|rigid|rigid_scale", v);
+        return 0;
+    }
     return why_f(why, whylen,
                  "unknown key '%s' in [fusion %s] (known: modality, sequences, reference, "
-                 "normalize, interpolation, layout, SEQ.description, SEQ.tr_ms, SEQ.te_ms, "
-                 "SEQ.ti_ms, SEQ.ti_absent_ok)",
+                 "normalize, interpolation, layout, register, SEQ.description, SEQ.tr_ms, "
+                 "SEQ.te_ms, SEQ.ti_ms, SEQ.ti_absent_ok, SEQ.register)",
                  key, f->name);
 }
 

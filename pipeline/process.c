@@ -17,6 +17,7 @@
 #include "dicom/dicom.h"
 #include "pipeline/assemble/assemble.h"
 #include "pipeline/recipe/recipe.h"
+#include "pipeline/pipeline_internal.h"
 #include "pipeline/write/write.h"
 
 #define MOD "pipeline"
@@ -243,7 +244,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         cJSON_AddStringToObject(ctx.qc, "hash", hex);
     ctx.out_dir = rs->out_dir;
     ctx.out_stem = stem;
-    ctx.writers = rp_write_step_writers();
+    ctx.writers = rp_pipeline_step_io();
     ctx.extra_outputs = cJSON_AddArrayToObject(sqc, "extra_outputs");
     if (d->pad_mask) {
         rp_mask *m = rp_mask_new(st->nx, st->ny, st->nz, "padding");

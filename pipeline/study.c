@@ -21,6 +21,7 @@
 #include "pipeline/mr/mr.h"
 #include "pipeline/recipe/recipe.h"
 #include "pipeline/write/write.h"
+#include "pipeline/pipeline_internal.h"
 
 #define MOD "study"
 
@@ -181,7 +182,7 @@ static int run_steps(const char *steps, rp_volume *v, const rp_series_info *info
     ctx->vol = v;
     ctx->info = info;
     ctx->qc = qc;
-    ctx->writers = rp_write_step_writers();
+    ctx->writers = rp_pipeline_step_io();
     if (!steps || !steps[0])
         return 0;
     rp_recipe *rec = NULL;
@@ -335,8 +336,21 @@ int rp_pipeline_fuse_files(const rp_conf_fusion *f, const char *const *files, si
             rc = RP_EINVAL;
             goto out;
         }
+        const int registered =
+            s != f->reference &&
+            (f->seq[s].register_mode >= 0 ? f->seq[s].register_mode : f->register_mode) !=
+                RP_FUSION_REG_NONE;
         if (in->frame_of_reference_uid[0] && ref_in->frame_of_reference_uid[0] &&
-            strcmp(in->frame_of_reference_uid, ref_in->frame_of_reference_uid) != 0) {
+            strcmp(in->frame_of_reference_uid, ref_in->frame_of_reference_uid) != 0 &&
+            registered) { /* registration finds the mapping the shared frame would give */
+            char w[200];
+            snprintf(w, sizeof w,
+                     "sequence %s is in another frame of reference: registered onto %s from "
+                     "its scanner coordinates",
+                     f->seq[s].name, f->seq[f->reference].name);
+            cJSON_AddItemToArray(warnings, cJSON_CreateString(w));
+        } else if (in->frame_of_reference_uid[0] && ref_in->frame_of_reference_uid[0] &&
+                   strcmp(in->frame_of_reference_uid, ref_in->frame_of_reference_uid) != 0) {
             snprintf(res->reason, sizeof res->reason,
                      "fuse: sequence %s (series %d) is in another frame of reference than %s "
                      "(series %d): its affine does not place it on the same anatomy",
@@ -420,6 +434,11 @@ int rp_pipeline_fuse_files(const rp_conf_fusion *f, const char *const *files, si
                      f->seq[s].name, err);
             goto out;
         }
+    }
+    /* members that moved between sequences: registered onto the reference first */
+    if ((rc = rp_fuse_register(f, vols, side, out_dir, stem, err, sizeof err)) != 0) {
+        snprintf(res->reason, sizeof res->reason, "fuse: %s", err);
+        goto out;
     }
     if ((rc = rp_mr_fuse((const rp_volume *const *)vols, (size_t)f->n_seq, (size_t)f->reference,
                          f->order, &fused)) != 0) {

@@ -30,7 +30,7 @@ struct rp_recipe {
     recipe_step steps[RP_RECIPE_MAX_STEPS];
 };
 
-enum { TABLE_GENERIC, TABLE_CT, TABLE_MR, TABLE_XR, N_TABLES };
+enum { TABLE_GENERIC, TABLE_CT, TABLE_MR, TABLE_XR, TABLE_REG, N_TABLES };
 
 static const rp_step_def *table_at(int t)
 {
@@ -43,6 +43,8 @@ static const rp_step_def *table_at(int t)
         return rp_steps_mr;
     case TABLE_XR:
         return rp_steps_xr;
+    case TABLE_REG:
+        return rp_steps_register;
     }
     return NULL;
 }

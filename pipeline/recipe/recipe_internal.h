@@ -16,6 +16,7 @@ extern const rp_step_def rp_steps_generic[];
 extern const rp_step_def rp_steps_ct[];
 extern const rp_step_def rp_steps_mr[];
 extern const rp_step_def rp_steps_xr[];
+extern const rp_step_def rp_steps_register[]; /* register(REF), align(midline) */
 
 /* Step function sets, wired into the tables in steps_generic.c and steps_ct.c. */
 #define RP_STEP_FNS(x)                                                                             \

@@ -60,6 +60,9 @@ typedef struct rp_step_writers {
      * a reason in err */
     int (*nifti)(const char *path, const rp_volume *v, const char *descrip, char *err,
                  size_t errlen);
+    /* read a reference volume (a NIfTI file, or a DICOM folder where the caller can convert
+     * one) into *out (owned by the caller); NULL when the context cannot read volumes */
+    int (*load_volume)(const char *path, rp_volume **out, char *err, size_t errlen);
 } rp_step_writers;
 
 /* Everything a step can read or change. */

@@ -54,6 +54,9 @@ static void test_full_section(void **state)
                   "normalize = none\n"
                   "interpolation = nearest\n"
                   "layout = both\n"
+                  "register = rigid\n"
+                  "FLAIR.register = rigid_scale\n"
+                  "T2.register = none\n"
                   "[fusion other]\n"
                   "sequences = BOLD\n",
                   err, sizeof err);
@@ -75,7 +78,15 @@ static void test_full_section(void **state)
     assert_string_equal(f->normalize, "");
     assert_int_equal(f->order, 0);
     assert_int_equal(f->layout, RP_FUSION_LAYOUT_NIFTI4D | RP_FUSION_LAYOUT_NNUNET);
+    /* register: the rule's setting, per sequence overrides (a matching criterion it is not:
+     * T2 keeps its glob, FLAIR its ranges) */
+    assert_int_equal(f->register_mode, RP_FUSION_REG_RIGID);
+    assert_int_equal(f->seq[0].register_mode, -1);
+    assert_int_equal(f->seq[1].register_mode, RP_FUSION_REG_NONE);
+    assert_int_equal(f->seq[2].register_mode, RP_FUSION_REG_RIGID_SCALE);
+    assert_string_equal(f->seq[1].description, "*t2*|*tse*");
     f = rp_conf_fusion_by_name(&c, "other");
+    assert_int_equal(f->register_mode, RP_FUSION_REG_NONE);
     assert_non_null(f);
     assert_int_equal(f->reference, 0);
     assert_int_equal(f->layout, RP_FUSION_LAYOUT_NIFTI4D);
@@ -112,6 +123,10 @@ static void test_errors(void **state)
     expect_error("[fusion abcdefghijklmnopqrstuvwxyz]\nsequences = T1\n", 1,
                  "fusion name 'abcdefghijklmnopqrstuvwxyz' is too long");
     expect_error("[fusion a]\nsequences = T1:\n", 2, "sequences: 'T1:' needs a description glob");
+    expect_error("[fusion a]\nsequences = T1\nregister = affine\n", 3,
+                 "register: 'affine' is not one of none|rigid|rigid_scale");
+    expect_error("[fusion a]\nsequences = T1\nT1.register = yes\n", 3,
+                 "T1.register: 'yes' is not one of none|rigid|rigid_scale");
 }
 
 static int fake_check(const char *steps, char *err, size_t errlen)
