@@ -261,7 +261,10 @@ static int start_one(rp_supervisor *s, slot *sl)
         return rc;
     }
     if (rc != 0) {
-        rp_db_job_finish(s->db, job.id, 0, -1, "cannot start worker (fork/log file)", 0,
+        char why[96];
+        snprintf(why, sizeof why, "cannot start worker (%s executor: %s)", s->exec.ops->name,
+                 strcmp(s->exec.ops->name, "local") == 0 ? "fork/log file" : "submission refused");
+        rp_db_job_finish(s->db, job.id, 0, -1, why, 0,
                          s->o.backoff_base_s, s->o.backoff_max_s, NULL);
         return rc;
     }

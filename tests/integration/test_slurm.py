@@ -40,7 +40,7 @@ import rpslurm  # noqa: E402
 CT = "ct_head_gantry_tilt_uneven_ge"
 ARRAY_SERIES = [CT, "mr_brain_siemens_xa30/9001_gre_field_mapping",
                 "mr_brain_siemens_xa30/7001_func-bold_task-fa_run-1"]
-EXECUTOR = "[executor]\nkind = slurm\npoll_s = 0.5\n"
+EXECUTOR = "[executor]\nkind = slurm\npoll_s = 0.5\nmem_mb = 3000\n"
 
 
 def tree(d):
@@ -50,6 +50,16 @@ def tree(d):
             p = os.path.join(root, n)
             out[os.path.relpath(p, d)] = p
     return out
+
+
+def untimed(o):
+    """A JSON value without its timings (keys ms, *_ms, *_s): they differ run to run."""
+    if isinstance(o, dict):
+        return {k: untimed(v) for k, v in o.items()
+                if not (k == "ms" or k.endswith("_ms") or k.endswith("_s"))}
+    if isinstance(o, list):
+        return [untimed(v) for v in o]
+    return o
 
 
 def slurm_jobs_named(cluster, name):
@@ -66,7 +76,7 @@ class SlurmTest(unittest.TestCase):
         ct_files = sorted(os.path.join(ct_dir, f) for f in os.listdir(ct_dir))
         self.assertEqual(len(ct_files), 28)
         tmp = rp.tmpdir("rp_slurm_")
-        cluster = rpslurm.Cluster(os.path.join(tmp, "slurm"), mem_mb=4096)
+        cluster = rpslurm.Cluster(os.path.join(tmp, "slurm"), mem_mb=8192)
         local = slurm = None
         try:
             cluster.start(60)
@@ -110,11 +120,16 @@ class SlurmTest(unittest.TestCase):
             tl, ts = tree(jl["output_dir"]), tree(js["output_dir"])
             self.assertEqual(set(tl), set(ts))
             self.assertGreater(len(tl), 2)
+            # JSON files name their inputs under each node's own data_dir: compared with
+            # that prefix, the publish folder's pid and timings taken out (and series.json without the job number)
             for rel in tl:
-                if rel == "series.json":
-                    a, b = (json.load(open(t[rel])) for t in (tl, ts))
-                    a.pop("job"), b.pop("job")
-                    self.assertEqual(a, b)
+                if rel.endswith(".json"):
+                    a, b = (untimed(json.loads(re.sub(r"\.tmp\.\d+", ".tmp.PID", open(
+                        t[rel]).read().replace(n.data, "DATA"))))
+                            for t, n in ((tl, local), (ts, slurm)))
+                    if rel == "series.json":
+                        a.pop("job"), b.pop("job")
+                    self.assertEqual(a, b, rel)
                 else:
                     self.assertTrue(filecmp.cmp(tl[rel], ts[rel], shallow=False), rel)
             # series complete → the worker starts on the Slurm node (its first log line)
@@ -155,7 +170,10 @@ class SlurmTest(unittest.TestCase):
             outs = slurm.outputs(j["id"])
             self.assertEqual(len(outs), len({p for _, p, _ in outs}))
 
-            # -- slurmctld down: receiving goes on, the job waits, then runs
+            # -- slurmctld down: receiving goes on, the job waits, then runs. (The worker
+            # records done itself; the supervisor frees the job's slot when Slurm says it
+            # ended, which must have happened before the controller goes away.)
+            slurm.wait_log(rf"job done job={slow_job} ", timeout=30, since_start=True)
             cluster.stop_ctld()
             paths, _, wait_uid = rp.make_series(os.path.join(tmp, "ph_wait"), 4,
                                                 images_in_acquisition=4)
@@ -178,13 +196,17 @@ class SlurmTest(unittest.TestCase):
             self.assertIn("slurm TIMEOUT", j["reason"], j)
 
             # -- an array over several series folders, and the same locally
-            dirs = [rptest.data_path(d) for d in ARRAY_SERIES]
+            dirs = [os.path.realpath(rptest.data_path(d)) for d in ARRAY_SERIES]
+            listing = os.path.join(tmp, "folders.txt")  # the last folder comes from --list
+            with open(listing, "w") as f:
+                f.write("# series folders\n" + dirs[-1] + "\n")
             out_arr = os.path.join(tmp, "array")
             env = dict(os.environ, SLURM_CONF=cluster.conf)
             env.pop("RP_TEST_JOB_FAULT", None)
             t0 = time.time()
             r = rptest.run_radprep("--config", local.conf, "process", "--executor", "slurm",
-                                   *dirs, "--out", out_arr, env=env, timeout=900)
+                                   *dirs[:-1], "--list", listing, "--out", out_arr, env=env,
+                                   timeout=900)
             t_array = time.time() - t0
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertRegex(r.stdout, r"array \d+: 3 tasks, 3 completed, 0 failed")
