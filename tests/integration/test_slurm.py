@@ -227,6 +227,11 @@ class SlurmTest(unittest.TestCase):
                 self.assertTrue(niis, b)
                 for k in niis:
                     self.assertTrue(filecmp.cmp(a[k], b[k], shallow=False), k)
+            def secs(rt):
+                h, m, s_ = (["0"] * 3 + rt.split(":"))[-3:]
+                return int(h) * 3600 + int(m) * 60 + int(s_)
+            task_s = [secs(t["run_time"]) for t in summary["tasks"]]
+            print(f"MEASURE array tasks run_time {task_s} s (sum {sum(task_s)} s)", flush=True)
             print(f"MEASURE array: {len(dirs)} series via slurm array {t_array:.1f} s, "
                   f"local one after another {t_local:.1f} s "
                   f"({cluster.cpus} CPUs in the Slurm node)", flush=True)
