@@ -340,6 +340,10 @@ static void *run(void *arg)
                     wait = d > 0.01 ? d : 0.01;
             }
         }
+        /* An executor that said "not now" is not asked again before its time. */
+        double hold = s->exec_busy_until - rp_mono_s();
+        if (hold > wait && rp_supervisor_running(s) == 0)
+            wait = hold;
         if (nap(s, wait))
             break;
     }

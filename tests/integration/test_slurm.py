@@ -195,7 +195,8 @@ class SlurmTest(unittest.TestCase):
             self.assertIn("timeout", j["reason"], j)
             self.assertIn("slurm TIMEOUT", j["reason"], j)
 
-            # -- an array over several series folders, and the same locally
+            # -- an array over several series folders, and the same locally (the slurm node's
+            # configuration: [executor] mem_mb = 3000 lets two tasks share the 8 GB node)
             dirs = [os.path.realpath(rptest.data_path(d)) for d in ARRAY_SERIES]
             listing = os.path.join(tmp, "folders.txt")  # the last folder comes from --list
             with open(listing, "w") as f:
@@ -204,7 +205,7 @@ class SlurmTest(unittest.TestCase):
             env = dict(os.environ, SLURM_CONF=cluster.conf)
             env.pop("RP_TEST_JOB_FAULT", None)
             t0 = time.time()
-            r = rptest.run_radprep("--config", local.conf, "process", "--executor", "slurm",
+            r = rptest.run_radprep("--config", slurm.conf, "process", "--executor", "slurm",
                                    *dirs[:-1], "--list", listing, "--out", out_arr, env=env,
                                    timeout=900)
             t_array = time.time() - t0
@@ -216,7 +217,7 @@ class SlurmTest(unittest.TestCase):
             t0 = time.time()
             for i, d in enumerate(dirs):
                 lo = os.path.join(tmp, "local_batch", f"task-{i}")
-                r = rptest.run_radprep("--config", local.conf, "process", d, "--out", lo,
+                r = rptest.run_radprep("--config", slurm.conf, "process", d, "--out", lo,
                                        env=env, timeout=900)
                 self.assertEqual(r.returncode, 0, r.stderr)
             t_local = time.time() - t0
