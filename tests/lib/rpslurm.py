@@ -176,8 +176,33 @@ PartitionName=rp Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                 p.kill()
                 p.wait()
 
+    def _kill_job_processes(self):
+        """Kill what jobs of this cluster left running (their environment names our conf):
+        slurmstepd ends with them."""
+        mark = ("SLURM_CONF=" + self.conf).encode()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if mark in env and int(pid) not in [p.pid for p in self.procs.values()]:
+                try:
+                    os.kill(int(pid), 9)
+                except OSError:
+                    pass
+
     def stop(self):
-        # cancel what is left so that no job outlives the test
+        # cancel what is left so that no job outlives the test (the controller may be the
+        # thing a failed test left stopped)
+        if "slurmctld" not in self.procs:
+            self.start_ctld()
+            time.sleep(2)
         self.run("/usr/bin/scancel", "--full", "-p", "rp")
+        time.sleep(1)
+        self._kill_job_processes()
         for n in ("slurmd", "slurmctld", "munged"):
             self._stop(n)
+        self._kill_job_processes()
