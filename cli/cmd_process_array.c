@@ -128,7 +128,7 @@ int rp_cli_process_array(int argc, char **argv, const rp_conf *c)
     }
     if (!out || n == 0 || n > MAX_TASKS) {
         code = rp_cli_fail(RP_CLI_EXIT_USAGE, "process", "%s",
-                           !out    ? "--out OUT is required"
+                           !out     ? "--out OUT is required"
                            : n == 0 ? "no series folder (give DIR... or --list FILE)"
                                     : "too many folders for one array (at most 100000)");
         goto done;
@@ -167,8 +167,7 @@ int rp_cli_process_array(int argc, char **argv, const rp_conf *c)
     }
     /* sbatch --array=0-(n-1) ... task.sh LIST OUT radprep process OPTIONS */
     const rp_conf_executor *e = &c->executor;
-    char bin[300], arr[64], outopt[PATH_MAX + 64], part[96], acct[96], tl[48], mem[48],
-        cpus[48];
+    char bin[300], arr[64], outopt[PATH_MAX + 64], part[96], acct[96], tl[48], mem[48], cpus[48];
     const char *sargv[64 + 64];
     int a = 0;
     snprintf(bin, sizeof bin, "%s/sbatch", e->bin_dir[0] ? e->bin_dir : "/usr/bin");
@@ -235,8 +234,10 @@ int rp_cli_process_array(int argc, char **argv, const rp_conf *c)
             /* a controller restarting: wait for it; a job it forgot: give up after 10 min */
             if (++unknown > 600) {
                 free(q);
-                code = rp_cli_fail(RP_CLI_EXIT_FAIL, "process", "array %s: slurm does not "
-                                   "answer about it any more", jid);
+                code = rp_cli_fail(RP_CLI_EXIT_FAIL, "process",
+                                   "array %s: slurm does not "
+                                   "answer about it any more",
+                                   jid);
                 goto done;
             }
             sleep(1);

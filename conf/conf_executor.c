@@ -70,8 +70,8 @@ int rp_conf_executor_key(rp_conf_executor *e, const char *key, const char *value
     } else if (strcmp(key, "partition") == 0 || strcmp(key, "account") == 0) {
         char *dst = key[0] == 'p' ? e->partition : e->account;
         if (!slurm_name_ok(value) || strlen(value) >= sizeof e->partition)
-            return snprintf(why, whylen, "%s: invalid name '%s' (letters, digits, _ - . only)",
-                            key, value),
+            return snprintf(why, whylen, "%s: invalid name '%s' (letters, digits, _ - . only)", key,
+                            value),
                    -1;
         strcpy(dst, value);
     } else if (strcmp(key, "sbatch_args") == 0) {
@@ -99,8 +99,7 @@ int rp_conf_executor_key(rp_conf_executor *e, const char *key, const char *value
         e->mem_mb = n;
     } else if (strcmp(key, "time_limit_s") == 0) {
         if (int_in(value, 0, 365LL * 86400, &n))
-            return snprintf(why, whylen, "time_limit_s: expected 0..31536000, got '%s'", value),
-                   -1;
+            return snprintf(why, whylen, "time_limit_s: expected 0..31536000, got '%s'", value), -1;
         e->time_limit_s = (int)n;
     } else if (strcmp(key, "poll_s") == 0) {
         char *end;

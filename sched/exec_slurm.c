@@ -122,15 +122,15 @@ int rp_slurm_sbatch_argv(const rp_slurm_opts *o, const rp_exec_request *rq, cons
                          char *store, size_t storesz, const char **argv, size_t maxargs)
 {
     size_t a = 0, used = 0;
-#define PUT(...)                                                                               \
-    do {                                                                                       \
-        if (a + 2 >= maxargs)                                                                  \
-            return RP_EINVAL;                                                                  \
-        int n_ = snprintf(store + used, storesz - used, __VA_ARGS__);                          \
-        if (n_ < 0 || (size_t)n_ >= storesz - used)                                            \
-            return RP_EINVAL;                                                                  \
-        argv[a++] = store + used;                                                              \
-        used += (size_t)n_ + 1;                                                                \
+#define PUT(...)                                                                                   \
+    do {                                                                                           \
+        if (a + 2 >= maxargs)                                                                      \
+            return RP_EINVAL;                                                                      \
+        int n_ = snprintf(store + used, storesz - used, __VA_ARGS__);                              \
+        if (n_ < 0 || (size_t)n_ >= storesz - used)                                                \
+            return RP_EINVAL;                                                                      \
+        argv[a++] = store + used;                                                                  \
+        used += (size_t)n_ + 1;                                                                    \
     } while (0)
     PUT("%s/sbatch", o->bin_dir && o->bin_dir[0] ? o->bin_dir : "/usr/bin");
     PUT("--parsable");
@@ -205,8 +205,8 @@ int rp_slurm_map_state(const char *state, const char *exit_code, double limit_s,
                        rp_proc_result *res)
 {
     static const char *const live[] = {
-        "PENDING",   "CONFIGURING", "RUNNING",   "COMPLETING",    "SUSPENDED",     "REQUEUED",
-        "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING",   "STAGE_OUT",     "STOPPED",
+        "PENDING",       "CONFIGURING",  "RUNNING",   "COMPLETING",    "SUSPENDED", "REQUEUED",
+        "REQUEUE_HOLD",  "REQUEUE_FED",  "RESIZING",  "SIGNALING",     "STAGE_OUT", "STOPPED",
         "RESV_DEL_HOLD", "SPECIAL_EXIT", "UPDATE_DB", "POWER_UP_NODE", NULL};
     char st[32];
     rp_strlcpy(st, state, sizeof st);
@@ -542,9 +542,8 @@ int rp_executor_slurm(const rp_slurm_opts *o, rp_executor *out)
         x->o.poll_s = 1.0;
     x->last_poll_mono = -1e9;
     int rc;
-    if (!o->script_dir ||
-        snprintf(x->script, sizeof x->script, "%s/radprep-slurm.sh", o->script_dir) >=
-            (int)sizeof x->script) {
+    if (!o->script_dir || snprintf(x->script, sizeof x->script, "%s/radprep-slurm.sh",
+                                   o->script_dir) >= (int)sizeof x->script) {
         free(x);
         return RP_EINVAL;
     }

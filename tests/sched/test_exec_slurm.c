@@ -22,8 +22,8 @@ static void test_map_states(void **state)
 {
     (void)state;
     rp_proc_result r;
-    const char *live[] = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED",
-                          "CONFIGURING"};
+    const char *live[] = {"PENDING",  "RUNNING",   "COMPLETING",
+                          "REQUEUED", "SUSPENDED", "CONFIGURING"};
     for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
         assert_int_equal(rp_slurm_map_state(live[i], "0:0", 60, &r), 0);
 
@@ -71,9 +71,14 @@ static void test_sbatch_argv(void **state)
 {
     (void)state;
     const char *wargv[] = {"/opt/radprep/bin/radprep", "process", "--job", "42", NULL};
-    rp_exec_request rq = {.job_id = 42, .argv = wargv, .log_path = "/shared/logs/job-42.log",
-                          .memory_mb = 2048, .timeout_s = 90};
-    rp_slurm_opts o = {.partition = "cpu", .account = "radiology", .sbatch_args = "--qos=low  -x n3",
+    rp_exec_request rq = {.job_id = 42,
+                          .argv = wargv,
+                          .log_path = "/shared/logs/job-42.log",
+                          .memory_mb = 2048,
+                          .timeout_s = 90};
+    rp_slurm_opts o = {.partition = "cpu",
+                       .account = "radiology",
+                       .sbatch_args = "--qos=low  -x n3",
                        .cpus_per_task = 4};
     char store[4096];
     const char *argv[64];
@@ -162,12 +167,13 @@ static void test_executor_fake_tools(void **state)
                          "echo $((n+1)) > $T/next\n"
                          "echo \"$@\" >> $T/sbatch.calls\n"
                          "echo \"$n;cluster\"\n");
-    write_tool("scontrol", "echo \"$@\" >> $T/scontrol.calls\n"
-                           "if [ -e $T/down ]; then echo 'slurm_load_jobs error: Unable to contact "
-                           "slurm controller' >&2; exit 1; fi\n"
-                           "if [ -n \"$4\" ]; then grep -q \"^JobId=$4 \" $T/jobs && exit 0; "
-                           "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1; fi\n"
-                           "cat $T/jobs\n");
+    write_tool("scontrol",
+               "echo \"$@\" >> $T/scontrol.calls\n"
+               "if [ -e $T/down ]; then echo 'slurm_load_jobs error: Unable to contact "
+               "slurm controller' >&2; exit 1; fi\n"
+               "if [ -n \"$4\" ]; then grep -q \"^JobId=$4 \" $T/jobs && exit 0; "
+               "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1; fi\n"
+               "cat $T/jobs\n");
     write_tool("scancel", "echo \"$@\" >> $T/scancel.calls\n");
     write_tool("sacct", "exit 1\n");
 
