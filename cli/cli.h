@@ -58,6 +58,11 @@ int rp_cli_fuse(int argc, char **argv, const rp_conf *c);
 int rp_cli_fit(int argc, char **argv, const rp_conf *c);
 int rp_cli_has_fusion_option(int argc, char **argv);
 int rp_cli_process_fusion(int argc, char **argv, const rp_conf *c);
+/* `radprep process --executor slurm DIR... | --list FILE --out OUT [options]`
+ * (cli/cmd_process_array.c): one Slurm array task per series folder, waits for the array and
+ * writes OUT/summary.json. 1 from rp_cli_has_executor_option when argv asks for slurm. */
+int rp_cli_has_executor_option(int argc, char **argv);
+int rp_cli_process_array(int argc, char **argv, const rp_conf *c);
 
 /* Print "radprep: <cmd>: <reason>" on stderr and return `code`. */
 int rp_cli_fail(int code, const char *cmd, const char *fmt, ...)

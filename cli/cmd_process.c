@@ -19,6 +19,7 @@ static const char usage[] =
     "                       [--recipe \"steps\" | --rule NAME] [--outputs \"dicom seg\"]\n"
     "                       [--no-resample] [--privacy none|sidecar|filename]\n"
     "       radprep process DIR... --fusion NAME --out OUT\n"
+    "       radprep process --executor slurm DIR... | --list FILE --out OUT [options]\n"
     "       radprep process --job N";
 
 int rp_cli_process(int argc, char **argv, const rp_conf *c)
@@ -27,6 +28,8 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
         return rp_cli_process_job(argc, argv);
     if (rp_cli_has_fusion_option(argc, argv)) /* study-level fusion (cli/cmd_fuse.c) */
         return rp_cli_process_fusion(argc, argv, c);
+    if (rp_cli_has_executor_option(argc, argv)) /* a Slurm array (cmd_process_array.c) */
+        return rp_cli_process_array(argc, argv, c);
     rp_process_opts o;
     rp_process_opts_init(&o);
     const char *out = NULL;
@@ -105,6 +108,8 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
                 return rp_cli_fail(RP_CLI_EXIT_USAGE, "process",
                                    "--privacy wants none|sidecar|filename");
             }
+        } else if (rp_cli_opt_value(argc, argv, &i, "--executor")) {
+            /* local: processed here, by this process */
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("%s\n", usage);
             free(inputs);

@@ -85,11 +85,14 @@ rp_cli_table *rp_cli_jobs_table(const rp_db_job *j, size_t n)
 {
     static const char *const names[] = {"id",       "series_uid",   "version", "kind",
                                         "state",    "attempts",     "created", "started",
-                                        "finished", "next_attempt", "exit",    "reason"};
+                                        "finished", "next_attempt", "exit",    "reason",
+                                        "exec_id"};
     static const int kinds[] = {RP_DB_COL_INT,  RP_DB_COL_TEXT, RP_DB_COL_INT,  RP_DB_COL_TEXT,
                                 RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_TEXT,
-                                RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_INT,  RP_DB_COL_TEXT};
-    rp_cli_table *t = rp_cli_table_new(12, names);
+                                RP_DB_COL_TEXT, RP_DB_COL_TEXT, RP_DB_COL_INT,  RP_DB_COL_TEXT,
+                                RP_DB_COL_TEXT};
+    /* exec_id: the executor's id of the last attempt (a Slurm job id, a local pid) */
+    rp_cli_table *t = rp_cli_table_new(13, names);
     for (size_t i = 0; t && i < n; i++) {
         char id[24], ver[16], att[24], cr[40], st[40], fi[40], nx[40], ex[16];
         char kind[8 + RP_DB_RULE_MAX];
@@ -115,7 +118,8 @@ rp_cli_table *rp_cli_jobs_table(const rp_db_job *j, size_t n)
                                                 : NULL,
                            waiting ? rp_cli_time(j[i].next_attempt_at, nx, sizeof nx) : NULL,
                            j[i].exit_status >= 0 ? ex : NULL,
-                           j[i].reason[0] ? j[i].reason : NULL};
+                           j[i].reason[0] ? j[i].reason : NULL,
+                           j[i].exec_id[0] ? j[i].exec_id : NULL};
         rp_cli_table_add(t, v, kinds);
     }
     return t;

@@ -81,6 +81,7 @@ int rp_conf_defaults(rp_conf *c)
     c->tls_require_client_cert = 1;
     c->tls_expiry_warn_days = 30;
     rp_conf_http_defaults(c);
+    rp_conf_executor_defaults(&c->executor);
 
     c->completion = calloc(NELEM(default_completion), sizeof *c->completion);
     c->rules = calloc(NELEM(default_rules), sizeof *c->rules);

@@ -128,6 +128,23 @@ typedef struct rp_conf_pull {
     int line;
 } rp_conf_pull;
 
+/* [executor]: where the supervisor runs job workers. `local` (the default) forks on this
+ * machine; `slurm` submits each job with sbatch to an existing Slurm cluster (sched/). The
+ * cluster's limits come from [node] job_timeout_s / job_memory_mb unless set here. */
+typedef enum { RP_EXECUTOR_LOCAL = 0, RP_EXECUTOR_SLURM } rp_executor_kind;
+typedef struct rp_conf_executor {
+    rp_executor_kind kind;
+    char partition[64];    /* sbatch --partition ("" : the cluster's default) */
+    char account[64];      /* sbatch --account ("" : none) */
+    char sbatch_args[512]; /* extra sbatch options, split on blanks (no shell, no quoting) */
+    int max_in_flight;     /* jobs submitted and not ended at most (0: [node] workers) */
+    int cpus_per_task;     /* sbatch --cpus-per-task (0: not given) */
+    long long mem_mb;      /* sbatch --mem in MB (0: [node] job_memory_mb) */
+    int time_limit_s;      /* sbatch --time, rounded up to minutes (0: [node] job_timeout_s) */
+    double poll_s;         /* seconds between two batched state queries (default 1) */
+    char bin_dir[256];     /* where sbatch/squeue/scontrol/scancel live ("" : $PATH) */
+} rp_conf_executor;
+
 typedef struct rp_conf {
     char source[RP_PATH_MAX]; /* file loaded, or "(defaults)" */
     /* [node] */
@@ -179,7 +196,12 @@ typedef struct rp_conf {
     size_t n_fusions;
     rp_conf_pull pulls[RP_PULL_MAX]; /* [pull NAME] sections (fixed array, like fusions) */
     size_t n_pulls;
+    rp_conf_executor executor; /* [executor] (conf_executor.c) */
 } rp_conf;
+
+/* [executor] parsing helpers (conf_executor.c). "local" / "slurm" → kind; RP_EINVAL. */
+int rp_conf_executor_kind_parse(const char *v, rp_executor_kind *out);
+const char *rp_conf_executor_kind_name(rp_executor_kind k);
 
 /* Fill `c` with the embedded defaults (built-in completion and recipe rules included). */
 int rp_conf_defaults(rp_conf *c);

@@ -42,4 +42,9 @@ int rp_conf_pull_check_refs(const rp_conf *c, char *why, size_t whylen, int *lin
 void rp_conf_http_defaults(rp_conf *c);
 int rp_conf_http_validate(const rp_conf *c, char *err, size_t errlen);
 
+/* [executor] (conf_executor.c): defaults, one key (0 or -1 with a reason in why). */
+void rp_conf_executor_defaults(rp_conf_executor *e);
+int rp_conf_executor_key(rp_conf_executor *e, const char *key, const char *value, char *why,
+                         size_t whylen);
+
 #endif

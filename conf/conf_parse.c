@@ -35,7 +35,8 @@ typedef enum {
     SEC_RULE,
     SEC_FUSION,
     SEC_PULL,
-    SEC_HTTP
+    SEC_HTTP,
+    SEC_EXECUTOR
 } sec_kind;
 
 typedef enum {
@@ -566,8 +567,9 @@ static int fusion_key(parse_ctx *x, const char *name, const char *value)
         return fail_at(x, x->line, "too many keys in [fusion %s]", x->sec_arg);
     rp_strlcpy(x->fusion_keys[x->n_fusion_keys++], name, sizeof x->fusion_keys[0]);
     char why[512];
-    if (x->sec == SEC_PULL ? rp_conf_pull_key(x->obj, name, value, why, sizeof why)
-                           : rp_conf_fusion_key(x->obj, name, value, x->line, why, sizeof why))
+    if (x->sec == SEC_EXECUTOR ? rp_conf_executor_key(x->obj, name, value, why, sizeof why)
+        : x->sec == SEC_PULL   ? rp_conf_pull_key(x->obj, name, value, why, sizeof why)
+                               : rp_conf_fusion_key(x->obj, name, value, x->line, why, sizeof why))
         return fail_at(x, x->line, "%s", why);
     return 1;
 }
@@ -592,6 +594,15 @@ static int open_section(parse_ctx *x, char *hdr)
         x->obj = x->c;
         x->keys = x->sec == SEC_NODE ? node_keys : x->sec == SEC_TLS ? tls_keys : http_keys;
         x->seen = x->sec == SEC_NODE ? x->node_seen : x->sec == SEC_TLS ? x->tls_seen : x->http_seen;
+        return 1;
+    }
+    if (strcmp(kind, "executor") == 0) {
+        if (*arg)
+            return fail_at(x, x->line, "section [executor] takes no name");
+        x->sec = SEC_EXECUTOR;
+        x->obj = &x->c->executor;
+        x->n_fusion_keys = 0; /* duplicate keys are checked like [fusion]'s */
+        x->keys = NULL;
         return 1;
     }
     int needs_name = strcmp(kind, "peer") == 0 || strcmp(kind, "completion") == 0 ||
@@ -702,7 +713,7 @@ static int handler(void *user, const char *section, const char *name, const char
         return 0;
     if (x->sec == SEC_NONE)
         return fail_at(x, x->line, "key '%s' outside of any section", name);
-    if (x->sec == SEC_FUSION || x->sec == SEC_PULL)
+    if (x->sec == SEC_FUSION || x->sec == SEC_PULL || x->sec == SEC_EXECUTOR)
         return fusion_key(x, name, value ? value : "");
     int i = 0;
     for (; x->keys[i].name; i++)

@@ -2,6 +2,7 @@
 #include "sched/sched.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "common/common.h"
@@ -12,6 +13,7 @@ typedef struct processing {
     rp_completion_notes *notes; /* instances acknowledged, maybe not indexed yet */
     pthread_mutex_t mu;         /* guards mon: the index queue's thread wakes it */
     rp_monitor *mon;
+    rp_executor exec; /* [executor] kind = slurm; ops NULL: the supervisor's local one */
 } processing;
 
 static int start(rp_node *node, void *arg)
@@ -23,9 +25,25 @@ static int start(rp_node *node, void *arg)
     o.db_path = rp_node_db_path(node);
     o.derived_queued = p->hooks.derived_queued;
     o.derived_queued_arg = p->hooks.arg;
-    int rc = rp_supervisor_start(&o, &p->sup);
+    int rc;
+    if (c->executor.kind == RP_EXECUTOR_SLURM) {
+        rp_slurm_opts so;
+        char logs[RP_PATH_MAX + 8];
+        rp_slurm_opts_from_conf(c, &so);
+        snprintf(logs, sizeof logs, "%s/logs", c->data_dir);
+        so.script_dir = logs;
+        if ((rc = rp_executor_slurm(&so, &p->exec)) != 0) {
+            RP_ERROR("processing", "cannot set up the slurm executor rc=%s", rp_strerror(rc));
+            return rc;
+        }
+        o.executor = &p->exec;
+    }
+    rc = rp_supervisor_start(&o, &p->sup);
     if (rc != 0) {
         RP_ERROR("processing", "cannot start the job supervisor rc=%s", rp_strerror(rc));
+        if (p->exec.ops)
+            p->exec.ops->free(p->exec.self);
+        p->exec.ops = NULL;
         return rc;
     }
     /* Completions that came due while the node was down happen before READY. */
@@ -44,6 +62,9 @@ static int start(rp_node *node, void *arg)
         RP_ERROR("processing", "cannot start the completion monitor rc=%s", rp_strerror(rc));
         rp_supervisor_stop(p->sup);
         p->sup = NULL;
+        if (p->exec.ops)
+            p->exec.ops->free(p->exec.self);
+        p->exec.ops = NULL;
         return rc;
     }
     pthread_mutex_lock(&p->mu);
@@ -63,6 +84,8 @@ static void stop(rp_node *node, void *arg)
     pthread_mutex_unlock(&p->mu);
     rp_monitor_stop(mon);
     rp_supervisor_stop(p->sup);
+    if (p->exec.ops)
+        p->exec.ops->free(p->exec.self);
     rp_completion_notes_free(p->notes);
     pthread_mutex_destroy(&p->mu);
     free(p);

@@ -197,7 +197,9 @@ typedef struct rp_exec_job {
 typedef struct rp_executor_ops {
     const char *name; /* for logs: "local", ... */
     /* Start rq. Fills id (the executor's job id, NUL-terminated) and *pid (> 0 when the
-     * worker is a process on this machine, else 0). 0 or RP_E* (nothing started). */
+     * worker is a process on this machine, else 0). 0 or RP_E* (nothing started);
+     * RP_EBUSY: the executor cannot take jobs now (a batch controller is down): the job
+     * waits in the queue, the attempt not counted, and the supervisor asks again later. */
     int (*submit)(void *self, const rp_exec_request *rq, char *id, size_t idsz, int *pid);
     /* One look at every job in flight (a batch system answers all of them in one query):
      * sets ended and result for those that ended. Enforces timeouts. Never blocks for long.
@@ -223,6 +225,42 @@ typedef struct rp_executor {
  * counts), OMP_WAIT_POLICY=passive and OMP_NUM_THREADS = cores / (workers running + 1), each
  * unless the daemon's environment sets it. Owned: out->ops->free(out->self). */
 int rp_executor_local(rp_executor *out);
+
+/* The Slurm executor: submits with `sbatch --parsable` (the job id is the executor's id),
+ * learns every end from one `scontrol -o show job` (at most every poll_s; sacct for jobs the
+ * controller already forgot), cancels with `scancel`, reattaches after a restart (jobs
+ * outlive the node). The tools are run by fork/exec with argv arrays, never a shell. States:
+ * COMPLETED/FAILED → the worker's exit code as with local jobs; TIMEOUT/DEADLINE → timeout;
+ * OUT_OF_MEMORY → oom; CANCELLED → signal; NODE_FAIL, PREEMPTED, BOOT_FAIL → lost (retried);
+ * PENDING, RUNNING, REQUEUED... → still in flight. A controller that does not answer decides
+ * nothing: jobs stay running in the index and wait. Strings are copied. */
+typedef struct rp_slurm_opts {
+    const char *partition, *account; /* "" or NULL: not given */
+    const char *sbatch_args;         /* extra options, split on blanks */
+    const char *bin_dir;             /* where the tools are; "" or NULL: /usr/bin */
+    const char *script_dir;          /* the batch script goes here (on the shared filesystem) */
+    int cpus_per_task;               /* 0: not given */
+    long long mem_mb;                /* 0: the request's memory_mb */
+    int time_limit_s;                /* 0: the request's timeout_s */
+    double poll_s;                   /* <= 0: 1 s */
+} rp_slurm_opts;
+int rp_executor_slurm(const rp_slurm_opts *o, rp_executor *out);
+/* Options from [executor] (strings borrowed from c; script_dir left NULL). */
+void rp_slurm_opts_from_conf(const rp_conf *c, rp_slurm_opts *o);
+/* Pure parts, exposed for tests. The sbatch command for rq: strings built into store,
+ * argv NULL-terminated (at most maxargs). 0 or RP_EINVAL (too long). */
+int rp_slurm_sbatch_argv(const rp_slurm_opts *o, const rp_exec_request *rq, const char *script,
+                         char *store, size_t storesz, const char **argv, size_t maxargs);
+/* A Slurm job state ("COMPLETED", "CANCELLED by 0", ...) and ExitCode "X:Y" into *res:
+ * 1 when the job has ended, 0 while it is in flight (res untouched). limit_s: for the reason. */
+int rp_slurm_map_state(const char *state, const char *exit_code, double limit_s,
+                       rp_proc_result *res);
+/* Run argv (no shell) and capture stdout+stderr into out (NUL-terminated, truncated);
+ * *status: the exit code. 0, RP_EIO (fork), RP_ETIMEOUT (killed after 20 s). */
+int rp_slurm_run(const char *const argv[], char *out, size_t outsz, int *status);
+/* The same with a time limit of its own (sbatch --wait). */
+int rp_slurm_run_for(const char *const argv[], char *out, size_t outsz, int *status,
+                     double timeout_s);
 
 /* ---- the local executor's process runner (exposed for tests) ---- */
 typedef struct rp_proc_limits {

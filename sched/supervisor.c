@@ -19,6 +19,7 @@
 /* A worker whose end is not seen within this is taken as gone: bounds a stop (local workers
  * get SIGTERM, then SIGKILL after 3 s). */
 #define STOP_WAIT_S 30.0
+#define EXEC_BUSY_RETRY_S 5.0 /* ask an executor that said "not now" again after this */
 
 typedef struct slot {
     int busy;
@@ -43,6 +44,7 @@ struct rp_supervisor {
     pthread_cond_t cv;
     int stopping, woken, running;
     double bin_checked_mono; /* last search for a missing worker binary */
+    double exec_busy_until;  /* the executor said "not now" (batch controller down) */
 };
 
 void rp_supervisor_opts_from_conf(const rp_conf *c, rp_supervisor_opts *o)
@@ -54,6 +56,21 @@ void rp_supervisor_opts_from_conf(const rp_conf *c, rp_supervisor_opts *o)
     o->timeout_s = c->job_timeout_s;
     o->memory_mb = c->job_memory_mb;
     o->max_attempts = c->job_max_attempts;
+    if (c->executor.kind == RP_EXECUTOR_SLURM && c->executor.max_in_flight > 0)
+        o->workers = c->executor.max_in_flight;
+}
+
+void rp_slurm_opts_from_conf(const rp_conf *c, rp_slurm_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->partition = c->executor.partition;
+    o->account = c->executor.account;
+    o->sbatch_args = c->executor.sbatch_args;
+    o->bin_dir = c->executor.bin_dir;
+    o->cpus_per_task = c->executor.cpus_per_task;
+    o->mem_mb = c->executor.mem_mb;
+    o->time_limit_s = c->executor.time_limit_s;
+    o->poll_s = c->executor.poll_s;
 }
 
 void rp_supervisor_wake(rp_supervisor *s)
@@ -233,8 +250,21 @@ static int start_one(rp_supervisor *s, slot *sl)
     memset(sl, 0, sizeof *sl);
     int pid = 0;
     rc = s->exec.ops->submit(s->exec.self, &rq, sl->ej.id, sizeof sl->ej.id, &pid);
+    if (rc == RP_EBUSY) {
+        /* The batch system cannot take jobs now (its controller is down): not the job's
+         * fault, so it waits in the queue, the attempt not counted, and is asked again. */
+        long long n = 0;
+        rp_db_jobs_requeue_running(s->db, job.id, &n);
+        s->exec_busy_until = rp_mono_s() + EXEC_BUSY_RETRY_S;
+        RP_WARN("supervisor", "executor cannot take jobs now, job waits job=%lld executor=%s",
+                job.id, s->exec.ops->name);
+        return rc;
+    }
     if (rc != 0) {
-        rp_db_job_finish(s->db, job.id, 0, -1, "cannot start worker (fork/log file)", 0,
+        char why[96];
+        snprintf(why, sizeof why, "cannot start worker (%s executor: %s)", s->exec.ops->name,
+                 strcmp(s->exec.ops->name, "local") == 0 ? "fork/log file" : "submission refused");
+        rp_db_job_finish(s->db, job.id, 0, -1, why, 0,
                          s->o.backoff_base_s, s->o.backoff_max_s, NULL);
         return rc;
     }
@@ -289,7 +319,8 @@ static void *run(void *arg)
             if (s->worker_bin[0])
                 RP_INFO("supervisor", "worker binary found worker=%s", s->worker_bin);
         }
-        for (int i = 0; i < s->n_slots && s->worker_bin[0]; i++) {
+        for (int i = 0; i < s->n_slots && s->worker_bin[0] && rp_mono_s() >= s->exec_busy_until;
+             i++) {
             if (rp_supervisor_running(s) >= s->o.workers)
                 break;
             if (s->slots[i].busy)
@@ -309,6 +340,10 @@ static void *run(void *arg)
                     wait = d > 0.01 ? d : 0.01;
             }
         }
+        /* An executor that said "not now" is not asked again before its time. */
+        double hold = s->exec_busy_until - rp_mono_s();
+        if (hold > wait && rp_supervisor_running(s) == 0)
+            wait = hold;
         if (nap(s, wait))
             break;
     }

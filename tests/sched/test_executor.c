@@ -33,6 +33,8 @@ typedef struct fake {
     fake_job jobs[MAX_FAKE];
     int n;
     int submits, polls, max_batch, cancels, reattaches;
+    int busy_left; /* submits to refuse with RP_EBUSY (a batch controller down) */
+    int refused;
     char last_argv[256];
 } fake;
 
@@ -49,6 +51,11 @@ static void behave(fake_job *j)
 static int fake_submit(void *self, const rp_exec_request *rq, char *id, size_t idsz, int *pid)
 {
     fake *f = self;
+    if (f->busy_left > 0) {
+        f->busy_left--;
+        f->refused++;
+        return RP_EBUSY;
+    }
     assert_true(f->n < MAX_FAKE);
     fake_job *j = &f->jobs[f->n++];
     memset(j, 0, sizeof *j);
@@ -232,8 +239,52 @@ static void test_fake_executor(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* An executor that cannot take jobs now (RP_EBUSY): the job waits in the queue, the
+ * attempt not counted, and is submitted when the executor is asked again. */
+static void test_executor_busy(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/rp_test_exec_XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    snprintf(dbpath, sizeof dbpath, "%s/index.sqlite", tmpdir);
+    rp_db *db = NULL;
+    assert_int_equal(rp_db_open(dbpath, &db), 0);
+    long long id = 0;
+    assert_int_equal(rp_db_job_enqueue(db, "1.2.3.1", 1, 1, &id), 0);
+    memset(&F, 0, sizeof F);
+    F.busy_left = 1;
+    rp_executor ex = {&fake_ops, &F};
+    char logdir[160];
+    snprintf(logdir, sizeof logdir, "%s/logs", tmpdir);
+    rp_supervisor_opts o = {.db_path = dbpath, .worker_bin = "/bin/true", .data_dir = tmpdir,
+                            .log_dir = logdir, .workers = 2, .timeout_s = 60,
+                            .memory_mb = 512, .max_attempts = 1, .poll_s = 0.05,
+                            .executor = &ex};
+    rp_supervisor *s = NULL;
+    assert_int_equal(rp_supervisor_start(&o, &s), 0);
+    double t0 = rp_mono_s();
+    while (F.refused == 0 && rp_mono_s() - t0 < 5)
+        usleep(10000);
+    assert_int_equal(F.refused, 1);
+    usleep(200000);
+    rp_db_job j;
+    assert_int_equal(rp_db_job_get(db, id, &j), 0);
+    assert_int_equal(j.state, RP_JOB_QUEUED); /* waiting, not failed */
+    assert_int_equal(j.attempts, 0);
+    assert_int_equal(F.submits, 0); /* and not asked again at once */
+    j = wait_state(db, id, RP_JOB_DONE); /* asked again a few seconds later */
+    assert_int_equal(j.attempts, 1);     /* max_attempts 1, yet it ran: the wait did not count */
+    assert_int_equal(F.submits, 1);
+    rp_supervisor_stop(s);
+    rp_db_close(db);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_fake_executor)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_fake_executor),
+                                       cmocka_unit_test(test_executor_busy)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
