@@ -219,6 +219,46 @@ void read_csa(DcmDataset *ds, rp_dcm_info *in)
     }
 }
 
+/* UIH "VFRAME" mosaic: tile count in (0065,1050), tile size "WxH" as "64*64" in (0065,1004),
+ * and one item per tile in (0065,1051) holding that tile's Image Position (Patient). The
+ * private block is found by its creator, as for any private tag. */
+void read_uih_mosaic(DcmDataset *ds, rp_dcm_info *in)
+{
+    for (Uint16 blk = 0x10; blk <= 0xFF; blk++) {
+        OFString creator;
+        if (ds->findAndGetOFString(DcmTagKey(0x0065, blk), creator).bad())
+            continue;
+        if (creator.find("Image Private Header") == OFString_npos)
+            continue;
+        Uint16 el = (Uint16)(blk << 8);
+        int n = (int)get_f64(ds, DcmTagKey(0x0065, (Uint16)(el | 0x50)));
+        char size[32] = "";
+        get_str(ds, DcmTagKey(0x0065, (Uint16)(el | 0x04)), size, sizeof size);
+        int tw = 0, th = 0;
+        if (n < 2 || n > 4096 || sscanf(size, "%d*%d", &tw, &th) != 2 || tw < 1 || th < 1 ||
+            in->cols % tw || in->rows % th || (in->cols / tw) * (in->rows / th) < n)
+            return;
+        DcmSequenceOfItems *sq = NULL;
+        if (ds->findAndGetSequence(DcmTagKey(0x0065, (Uint16)(el | 0x51)), sq).bad() || !sq ||
+            sq->card() != (unsigned long)n)
+            return;
+        double *ipp = (double *)calloc((size_t)n * 3, sizeof(double));
+        if (!ipp)
+            return;
+        for (int t = 0; t < n; t++)
+            if (!get_f64_n(sq->getItem((unsigned long)t), DCM_ImagePositionPatient, ipp + 3 * t,
+                           3)) {
+                free(ipp);
+                return;
+            }
+        in->mosaic_images = n;
+        in->mosaic_tiles_x = in->cols / tw;
+        in->mosaic_tiles_y = in->rows / th;
+        in->mosaic_ipp = ipp;
+        return;
+    }
+}
+
 /* Fill frame values from one functional-group item (shared or per-frame). */
 void read_fg(DcmItem *g, rp_dcm_frame *f)
 {
@@ -360,6 +400,7 @@ extern "C" void rp_dcm_info_free(rp_dcm_info *in)
     for (int i = 0; i < RP_DCM_MAX_VOI_LUTS; i++)
         free(in->voi_lut[i].data);
     free(in->frame);
+    free(in->mosaic_ipp);
     free(in);
 }
 
@@ -532,6 +573,13 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
         if (n > 1)
             in->mosaic_images = n;
     }
+    if (!in->mosaic_images && !strncmp(in->manufacturer, "UIH", 3) &&
+        strstr(in->image_type, "VFRAME"))
+        read_uih_mosaic(ds, in);
+    if (in->mosaic_images > 1 && !in->mosaic_tiles_x) {
+        in->mosaic_tiles_x = (int)std::ceil(std::sqrt((double)in->mosaic_images));
+        in->mosaic_tiles_y = in->mosaic_tiles_x;
+    }
 
     /* sanity of the pixel matrix before anyone allocates for it */
     int rc = 0;
@@ -585,6 +633,9 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
     double v[6];
     if (get_f64_n(ds, DCM_ImagePositionPatient, v, 3)) {
         memcpy(base.ipp, v, 3 * sizeof(double));
+        base.has_ipp = 1;
+    } else if (in->mosaic_ipp) {
+        memcpy(base.ipp, in->mosaic_ipp, 3 * sizeof(double)); /* the first tile */
         base.has_ipp = 1;
     }
     if (get_f64_n(ds, DCM_ImageOrientationPatient, v, 6)) {

@@ -252,8 +252,14 @@ typedef struct rp_dcm_info {
     /* presentation intent (X-ray) */
     char presentation_intent[17];    /* FOR PRESENTATION / FOR PROCESSING */
     char presentation_lut_shape[17]; /* IDENTITY / INVERSE */
-    /* Siemens mosaic (CSA header): number of tiles, 0 when the image is not a mosaic */
+    /* Mosaic (Siemens CSA header, or UIH private tags): number of tiles, 0 when the image is
+     * not a mosaic; tiles_x * tiles_y tiles of cols/tiles_x x rows/tiles_y, filled row by row
+     * (Siemens: a square grid; UIH: the grid its tile size gives). */
     int mosaic_images;
+    int mosaic_tiles_x, mosaic_tiles_y;
+    /* UIH mosaics carry each tile's true Image Position (Patient) in a private sequence
+     * (there is none at the top level): 3 * mosaic_images values, owned; NULL otherwise */
+    double *mosaic_ipp;
     double csa_slice_normal[3]; /* SliceNormalVector from the CSA image header */
     int has_csa_slice_normal;
     /* per-frame values, n_frames == frames */

@@ -225,8 +225,7 @@ static int collect_items(const rp_dcm_info *const *infos, size_t n, cJSON *qc, i
         }
         if (in->mosaic_images > 1 && in->n_frames == 1) {
             const rp_dcm_frame *fr = &in->frame[0];
-            int tiles_x = (int)ceil(sqrt((double)in->mosaic_images));
-            int tw = in->cols / tiles_x, th = in->rows / tiles_x;
+            int tw = in->cols / in->mosaic_tiles_x, th = in->rows / in->mosaic_tiles_y;
             double r[3] = {fr->iop[0], fr->iop[1], fr->iop[2]};
             double c[3] = {fr->iop[3], fr->iop[4], fr->iop[5]};
             double nrm[3];
@@ -250,7 +249,8 @@ static int collect_items(const rp_dcm_info *const *infos, size_t n, cJSON *qc, i
                 x->in = in;
                 x->fr = fr;
                 for (int a = 0; a < 3; a++)
-                    x->ipp[a] = base[a] + t * sp * nrm[a];
+                    x->ipp[a] = in->mosaic_ipp ? in->mosaic_ipp[3 * t + a] /* UIH: per tile */
+                                               : base[a] + t * sp * nrm[a];
             }
             continue;
         }
@@ -424,9 +424,8 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         st->ref = r0->in;
         st->mosaic = r0->tile >= 0;
         st->echo_number = -1;
-        int th = st->mosaic ? (int)ceil(sqrt((double)r0->in->mosaic_images)) : 1;
-        st->nx = r0->in->cols / th;
-        st->ny = r0->in->rows / th;
+        st->nx = r0->in->cols / (st->mosaic ? r0->in->mosaic_tiles_x : 1);
+        st->ny = r0->in->rows / (st->mosaic ? r0->in->mosaic_tiles_y : 1);
         if (r0->fr->has_iop) {
             double rr[3] = {r0->fr->iop[0], r0->fr->iop[1], r0->fr->iop[2]};
             double cc[3] = {r0->fr->iop[3], r0->fr->iop[4], r0->fr->iop[5]};
