@@ -259,6 +259,39 @@ void read_uih_mosaic(DcmDataset *ds, rp_dcm_info *in)
     }
 }
 
+/* Image kind from Complex Image Component (when it says) and the Image Type values: the
+ * third and fourth values carry it (Siemens "M"/"P"/"R"/"I", Philips "M_FFE"/"PHASE MAP"/
+ * "B0 MAP" and a repeated one-letter value). */
+rp_dcm_kind kind_of(const char *component, const char *image_type)
+{
+    if (!strcmp(component, "PHASE"))
+        return RP_DCM_KIND_PHASE;
+    if (!strcmp(component, "REAL"))
+        return RP_DCM_KIND_REAL;
+    if (!strcmp(component, "IMAGINARY"))
+        return RP_DCM_KIND_IMAGINARY;
+    if (!strcmp(component, "MAGNITUDE"))
+        return RP_DCM_KIND_MAGNITUDE;
+    char buf[128];
+    rp_strlcpy(buf, image_type, sizeof buf);
+    char *save = NULL;
+    int idx = 0;
+    for (char *t = strtok_r(buf, "\\", &save); t; t = strtok_r(NULL, "\\", &save), idx++) {
+        if (idx < 2 || idx > 3)
+            continue;
+        if (strstr(t, "B0 MAP") || strstr(t, "B0_MAP") || !strcmp(t, "B0"))
+            return RP_DCM_KIND_FIELDMAP;
+        if (!strcmp(t, "P") || !strcmp(t, "PHASE") || strstr(t, "PHASE MAP") ||
+            !strncmp(t, "P_", 2))
+            return RP_DCM_KIND_PHASE;
+        if (!strcmp(t, "R") || !strcmp(t, "REAL") || !strncmp(t, "R_", 2))
+            return RP_DCM_KIND_REAL;
+        if (!strcmp(t, "I") || !strcmp(t, "IMAGINARY") || !strncmp(t, "I_", 2))
+            return RP_DCM_KIND_IMAGINARY;
+    }
+    return RP_DCM_KIND_MAGNITUDE;
+}
+
 /* Fill frame values from one functional-group item (shared or per-frame). */
 void read_fg(DcmItem *g, rp_dcm_frame *f)
 {
@@ -292,6 +325,13 @@ void read_fg(DcmItem *g, rp_dcm_frame *f)
             f->intercept = i;
             f->has_rescale = 1;
         }
+    }
+    if ((it = seq_item(g, DCM_MRImageFrameTypeSequence))) {
+        char comp[17] = "", ft[128] = "";
+        get_str(it, DCM_ComplexImageComponent, comp, sizeof comp);
+        get_str(it, DCM_FrameType, ft, sizeof ft);
+        if (comp[0] || ft[0])
+            f->kind = kind_of(comp, ft);
     }
     if ((it = seq_item(g, DCM_FrameContentSequence))) {
         f->temporal_position = get_int(it, DCM_TemporalPositionIndex, f->temporal_position);
@@ -659,6 +699,11 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
     if (get_f64_n(ds, DCM_DiffusionGradientOrientation, v, 3))
         memcpy(base.b_vec, v, 3 * sizeof(double));
     base.trigger_time = get_f64(ds, DCM_TriggerTime);
+    {
+        char comp[17] = "";
+        get_str(ds, DCM_ComplexImageComponent, comp, sizeof comp);
+        base.kind = kind_of(comp, in->image_type);
+    }
     base.window_center = in->n_windows ? in->window_center[0] : NAN;
     base.window_width = in->n_windows ? in->window_width[0] : NAN;
     DcmItem *shared = seq_item(ds, DCM_SharedFunctionalGroupsSequence);

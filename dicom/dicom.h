@@ -150,6 +150,16 @@ typedef struct rp_dcm_lut {
     char type[17];        /* Modality LUT Type (e.g. "HU", "OD"), empty for VOI */
 } rp_dcm_lut;
 
+/* What a frame's values are: magnitude unless the header says otherwise (Complex Image
+ * Component, or the Image Type values vendors use: Siemens "P", Philips "PHASE MAP"/"B0 MAP"). */
+typedef enum rp_dcm_kind {
+    RP_DCM_KIND_MAGNITUDE = 0,
+    RP_DCM_KIND_PHASE,
+    RP_DCM_KIND_REAL,
+    RP_DCM_KIND_IMAGINARY,
+    RP_DCM_KIND_FIELDMAP /* B0 map (Hz) */
+} rp_dcm_kind;
+
 /* Per-frame values (classic objects: one frame per file, copied from the file level). */
 typedef struct rp_dcm_frame {
     double ipp[3]; /* Image Position (Patient), LPS mm */
@@ -173,6 +183,7 @@ typedef struct rp_dcm_frame {
     double window_center, window_width; /* frame VOI (enhanced) or first file-level pair; NAN */
     int dim_index[8];                   /* Dimension Index Values (enhanced), n_dim_index of them */
     int n_dim_index;
+    rp_dcm_kind kind;
 } rp_dcm_frame;
 
 typedef struct rp_dcm_info {

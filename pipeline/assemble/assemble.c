@@ -115,6 +115,38 @@ static int iop_equal(const double a[6], const double b[6])
     return 1;
 }
 
+const char *rp_kind_suffix(rp_dcm_kind k)
+{
+    switch (k) {
+    case RP_DCM_KIND_PHASE:
+        return "_ph";
+    case RP_DCM_KIND_REAL:
+        return "_real";
+    case RP_DCM_KIND_IMAGINARY:
+        return "_imaginary";
+    case RP_DCM_KIND_FIELDMAP:
+        return "_fieldmaphz";
+    default:
+        return "";
+    }
+}
+
+const char *rp_kind_name(rp_dcm_kind k)
+{
+    switch (k) {
+    case RP_DCM_KIND_PHASE:
+        return "PHASE";
+    case RP_DCM_KIND_REAL:
+        return "REAL";
+    case RP_DCM_KIND_IMAGINARY:
+        return "IMAGINARY";
+    case RP_DCM_KIND_FIELDMAP:
+        return "FIELDMAP";
+    default:
+        return "MAGNITUDE";
+    }
+}
+
 /* Stack key: what must be equal for two frames to be in one stack. */
 static int same_key(const item *a, const item *b, int with_echo)
 {
@@ -129,7 +161,7 @@ static int same_key(const item *a, const item *b, int with_echo)
                                 fabs(a->fr->pixel_spacing[1] - b->fr->pixel_spacing[1]) > 1e-4)))
         return 0;
     if (with_echo) {
-        if (a->fr->echo_number != b->fr->echo_number)
+        if (a->fr->echo_number != b->fr->echo_number || a->fr->kind != b->fr->kind)
             return 0;
         double ta = a->fr->echo_time, tb = b->fr->echo_time;
         if (isnan(ta) != isnan(tb) || (!isnan(ta) && fabs(ta - tb) > 1e-3))
@@ -424,6 +456,7 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         st->ref = r0->in;
         st->mosaic = r0->tile >= 0;
         st->echo_number = -1;
+        st->kind = r0->fr->kind;
         st->nx = r0->in->cols / (st->mosaic ? r0->in->mosaic_tiles_x : 1);
         st->ny = r0->in->rows / (st->mosaic ? r0->in->mosaic_tiles_y : 1);
         if (r0->fr->has_iop) {
@@ -511,8 +544,22 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         if (ngroups > 1) {
             int echo_only = same_key(r0, &its[grep[big]], 0);
             if (echo_only && n_echo_groups > 0) {
-                st->echo_number = r0->fr->echo_number > 0 ? r0->fr->echo_number : ++echo_idx;
-                snprintf(st->label, sizeof st->label, "_e%d", st->echo_number);
+                /* split by echo only when another kept group of the same kind (magnitude,
+                 * phase...) has another echo; the kind is a suffix of its own (dcm2niix's) */
+                int multi_echo = 0;
+                for (int g2 = 0; g2 < ngroups && !multi_echo; g2++) {
+                    const item *o = &its[grep[g2]];
+                    multi_echo = keep[g2] && g2 != g && o->fr->kind == r0->fr->kind &&
+                                 same_key(r0, o, 0) && !same_key(r0, o, 1);
+                }
+                size_t used = 0;
+                if (multi_echo) {
+                    st->echo_number =
+                        r0->fr->echo_number > 0 ? r0->fr->echo_number : ++echo_idx;
+                    used = (size_t)snprintf(st->label, sizeof st->label, "_e%d", st->echo_number);
+                }
+                snprintf(st->label + used, sizeof st->label - used, "%s",
+                         rp_kind_suffix(r0->fr->kind));
             } else if (g != big) {
                 snprintf(st->label, sizeof st->label, "_o%d", ++orient_idx);
             }

@@ -93,6 +93,7 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
     add_num(j, "EchoTrainLength", in->echo_train_length, 1);
     if (st->echo_number > 0)
         cJSON_AddNumberToObject(j, "EchoNumber", st->echo_number);
+    cJSON_AddStringToObject(j, "ImageComponent", rp_kind_name(st->kind));
     add_num(j, "KVP", in->kvp, 1);
     add_num(j, "XRayExposure", in->exposure_mas, 1);
     add_num(j, "XRayTubeCurrent", in->tube_current_ma, 1);
