@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/common.h"
+#include "dicom/guard_internal.h"
 
 namespace
 {
@@ -446,6 +447,9 @@ extern "C" void rp_dcm_info_free(rp_dcm_info *in)
 
 static int load_checked(DcmFileFormat &ff, const char *path, char *err, size_t errlen)
 {
+    int grc = rp_dcm_guard(path, err, errlen);
+    if (grc)
+        return grc;
     OFCondition c = load(ff, path, true);
     if (c.bad()) {
         if (c == EC_StreamNotifyClient)

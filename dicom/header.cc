@@ -18,6 +18,7 @@
 #include <dcmtk/oflog/oflog.h>
 
 #include "common/common.h"
+#include "dicom/guard_internal.h"
 
 /* Copy an attribute's first value into dst, trimmed of DICOM padding. Empty when absent.
  * A value too long for dst is cut; for UIDs see get_uid(). Returns false when cut. */
@@ -145,6 +146,9 @@ static void set_reason(char *reason, size_t reasonsz, const char *what, const OF
 static int load_header(DcmFileFormat &ff, const char *path, char *reason, size_t reasonsz)
 {
     quiet_dcmdata();
+    int grc = rp_dcm_guard(path, reason, reasonsz);
+    if (grc)
+        return RP_EPARSE;
     OFCondition c =
         ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect, DCM_PixelData);
     if (c.bad()) {
