@@ -11,6 +11,7 @@
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcvr.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
@@ -407,6 +408,10 @@ extern "C" void rp_dcm_global_init(void)
     std::call_once(g_init_once, [] {
         /* dcmtk's own logger would print to stderr; our errors go through rp_log. */
         OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+        /* Elements a forwarding node did not know arrive as VR UN (explicit VR): read them
+         * with the VR of the data dictionary, or their values are bytes (no geometry, hex
+         * names). Process-wide in dcmtk; header.cc sets it too. */
+        dcmEnableUnknownVRConversion.set(OFTrue);
         DcmRLEDecoderRegistration::registerCodecs();
         DJDecoderRegistration::registerCodecs();
         DJLSDecoderRegistration::registerCodecs();

@@ -13,6 +13,7 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
+#include <dcmtk/dcmdata/dcvr.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 
 #include <dcmtk/oflog/oflog.h>
@@ -92,6 +93,9 @@ static void quiet_dcmdata(void)
         [] { /* C++11: initialised once, thread-safe */
              if (rp_log_get_level() != RP_LOG_DEBUG)
                  OFLog::getLogger("dcmtk.dcmdata").setLogLevel(OFLogger::ERROR_LOG_LEVEL);
+             /* VR UN elements (from nodes that did not know them) read with the VR of the
+              * data dictionary, so that the index sees their values */
+             dcmEnableUnknownVRConversion.set(OFTrue);
              return true;
         }();
     (void)done;
