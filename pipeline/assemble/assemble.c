@@ -301,7 +301,31 @@ static int collect_items(const rp_dcm_info *const *infos, size_t n, cJSON *qc, i
     return 0;
 }
 
-static void stack_geometry(rp_stack *st, const item *its)
+/* Projection modalities: a 2-D image without patient geometry is normal there. */
+static int is_projection(const rp_dcm_info *in)
+{
+    static const char *const m[] = {"CR", "DX", "MG", "XA", "RF", "IO", "PX", "DG", "XC", "ES"};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (!strcmp(in->modality, m[i]))
+            return 1;
+    return 0;
+}
+
+static void set_geometry_unknown(rp_stack *st, const char *why)
+{
+    if (st->geometry_unknown)
+        return;
+    st->geometry_unknown = 1;
+    snprintf(st->geometry_reason, sizeof st->geometry_reason, "%s", why);
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "geometry unknown: %s; the affine is a placeholder, spatial steps refuse this "
+             "stack",
+             why);
+    qc_add_issue(st->qc, "geometry_unknown", "error", msg);
+}
+
+static void stack_geometry(rp_stack *st, const item *its, size_t m)
 {
     const item *i0 = &its[0];
     const rp_dcm_info *in = i0->in;
@@ -311,6 +335,17 @@ static void stack_geometry(rp_stack *st, const item *its)
     st->dy = i0->fr->has_spacing ? i0->fr->pixel_spacing[0] : 1.0;
     if (!i0->fr->has_spacing)
         qc_add_issue(st->qc, "no_pixel_spacing", "warning", "no Pixel Spacing: 1 mm assumed");
+    if (!is_projection(in) || st->nz > 1) {
+        if (!i0->fr->has_iop || !i0->fr->has_ipp)
+            set_geometry_unknown(st, !i0->fr->has_iop
+                                         ? "no Image Orientation (Patient)"
+                                         : "no Image Position (Patient)");
+        else if (!i0->fr->has_spacing)
+            set_geometry_unknown(st, "no Pixel Spacing");
+    }
+    for (size_t k = 1; k < m && !st->geometry_unknown; k++)
+        if (its[k].fr->has_ipp != i0->fr->has_ipp || its[k].fr->has_iop != i0->fr->has_iop)
+            set_geometry_unknown(st, "position or orientation missing on some frames");
     if (!st->has_geometry) {
         /* projection image or a header without patient geometry: centred identity grid, as
          * dcm2niix writes it */
@@ -564,7 +599,7 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
                 snprintf(st->label, sizeof st->label, "_o%d", ++orient_idx);
             }
         }
-        stack_geometry(st, tmp);
+        stack_geometry(st, tmp, m);
         cJSON_AddNumberToObject(st->qc, "n_slices", st->nz);
         cJSON_AddNumberToObject(st->qc, "n_volumes", st->nt);
         cJSON_AddNumberToObject(st->qc, "slice_spacing_mm", st->dz);
@@ -574,6 +609,7 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         }
         cJSON_AddNumberToObject(st->qc, "tilt_deg", st->tilt_deg);
         cJSON_AddBoolToObject(st->qc, "mosaic", st->mosaic);
+        cJSON_AddBoolToObject(st->qc, "geometry_unknown", st->geometry_unknown);
         cJSON_AddBoolToObject(st->qc, "uneven_spacing", st->uneven);
         cJSON_AddNumberToObject(st->qc, "missing_slices", st->missing);
         cJSON_AddStringToObject(st->qc, "sorted_by",

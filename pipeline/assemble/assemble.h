@@ -68,6 +68,11 @@ typedef struct rp_stack {
     double dz;           /* slice spacing (mean of gaps; slice thickness for nz == 1) */
     double affine[4][4]; /* (i,j,k) of the written data -> RAS mm */
     int has_geometry;    /* 0: no IPP/IOP (projection X-ray): a centred identity grid */
+    /* 1: a cross-sectional image whose geometry could not be established (no or partial
+     * positions/orientation, no pixel spacing): the affine is a placeholder written for
+     * inspection only; the sidecar and QC say so and spatial steps refuse the stack */
+    int geometry_unknown;
+    char geometry_reason[200];
     int flip_rows;       /* 1: rows written bottom-up, as dcm2niix (always, today) */
     int mosaic;          /* 1: slices are mosaic tiles */
     int need_resample;   /* sheared (tilt) or uneven: rp_stack_resample() */

@@ -104,6 +104,10 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
         cJSON_AddNumberToObject(j, "WindowCenter", in->window_center[0]);
         cJSON_AddNumberToObject(j, "WindowWidth", in->window_width[0]);
     }
+    if (st->geometry_unknown) {
+        cJSON_AddBoolToObject(j, "GeometryUnknown", 1);
+        cJSON_AddStringToObject(j, "GeometryUnknownReason", st->geometry_reason);
+    }
     if (st->has_geometry) {
         cJSON *a = cJSON_AddArrayToObject(j, "ImageOrientationPatientDICOM");
         for (int i = 0; i < 6; i++)
