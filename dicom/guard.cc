@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
-#include <sys/mman.h>
+#include <new>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,9 +32,14 @@ struct container {
     bool implicit; /* elements inside are implicit VR (UN sequences: implicit LE) */
 };
 
+/* The file is read through a small window (pread): the walk touches element headers only,
+ * and mapping whole files costs more than the walk. */
 struct walker {
-    const uint8_t *p;
+    int fd;
     size_t n;
+    uint8_t win[16384];
+    size_t win_off = 0, win_len = 0;
+    bool io_error = false;
     bool le = true;
     bool implicit = false;
     container st[2 * RP_DCM_MAX_DEPTH + 4];
@@ -42,15 +47,32 @@ struct walker {
     int seq_depth = 0;
 };
 
-uint16_t rd16(const walker &w, size_t at, bool le)
+/* Pointer to bytes [at, at+len) (len <= 16); zeros past the end or after a read error. */
+const uint8_t *need(walker &w, size_t at, size_t len)
 {
-    const uint8_t *b = w.p + at;
+    static const uint8_t zeros[16] = {0};
+    if (at >= w.win_off && at + len <= w.win_off + w.win_len)
+        return w.win + (at - w.win_off);
+    ssize_t r = pread(w.fd, w.win, sizeof w.win, (off_t)at);
+    if (r < (ssize_t)len) {
+        w.io_error = true;
+        w.win_len = 0;
+        return zeros;
+    }
+    w.win_off = at;
+    w.win_len = (size_t)r;
+    return w.win;
+}
+
+uint16_t rd16(walker &w, size_t at, bool le)
+{
+    const uint8_t *b = need(w, at, 2);
     return le ? (uint16_t)(b[0] | b[1] << 8) : (uint16_t)(b[1] | b[0] << 8);
 }
 
-uint32_t rd32(const walker &w, size_t at, bool le)
+uint32_t rd32(walker &w, size_t at, bool le)
 {
-    const uint8_t *b = w.p + at;
+    const uint8_t *b = need(w, at, 4);
     return le ? (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24
               : (uint32_t)b[3] | (uint32_t)b[2] << 8 | (uint32_t)b[1] << 16 | (uint32_t)b[0] << 24;
 }
@@ -103,7 +125,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
 {
     long long count = 0;
     bool in_meta_possible = true;
-    while (pos + 8 <= w.n) {
+    while (pos + 8 <= w.n && !w.io_error) {
         while (w.top && w.st[w.top - 1].end != UNDEF && pos >= w.st[w.top - 1].end)
             pop(w);
         if (++count > RP_DCM_MAX_ELEMENTS) {
@@ -144,8 +166,9 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         char vr[3] = "";
         size_t len;
         if (!imp) {
-            vr[0] = (char)w.p[pos + 4];
-            vr[1] = (char)w.p[pos + 5];
+            const uint8_t *b = need(w, pos + 4, 2);
+            vr[0] = (char)b[0];
+            vr[1] = (char)b[1];
             if (long_vr(vr)) {
                 if (pos + 12 > w.n)
                     return 0;
@@ -158,14 +181,19 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         } else {
             len = rd32(w, pos + 4, le);
             pos += 8;
-            if (DcmTag(g, e).getEVR() == EVR_SQ)
+            /* a defined-length sequence starts with an item tag: only then ask the dictionary
+             * (a locked lookup, too slow for every element of every file) */
+            if (len == UNDEF32 ||
+                (len >= 8 && pos + 4 <= w.n && rd16(w, pos, le) == 0xFFFE &&
+                 rd16(w, pos + 2, le) == 0xE000 && DcmTag(g, e).getEVR() == EVR_SQ))
                 memcpy(vr, "SQ", 2);
         }
         bool undef = len == UNDEF32;
         if (meta && g == 0x0002 && e == 0x0010 && !undef && len < 80 && pos + len <= w.n) {
             char ts[80];
             size_t tl = len;
-            memcpy(ts, w.p + pos, tl);
+            if (pread(w.fd, ts, tl, (off_t)pos) != (ssize_t)tl)
+                return 0;
             ts[tl] = 0;
             while (tl && (ts[tl - 1] == 0 || ts[tl - 1] == ' '))
                 ts[--tl] = 0;
@@ -210,22 +238,23 @@ int rp_dcm_guard(const char *path, char *err, size_t errlen)
         close(fd);
         return 0; /* not a regular file or too short: dcmtk says what it is */
     }
-    size_t n = (size_t)st.st_size;
-    void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED)
+    walker *w = new (std::nothrow) walker;
+    if (!w) {
+        close(fd);
         return 0;
-    walker w;
-    w.p = (const uint8_t *)m;
-    w.n = n;
+    }
+    w->fd = fd;
+    w->n = (size_t)st.st_size;
     size_t pos = 0;
-    if (n >= 132 && !memcmp(w.p + 128, "DICM", 4)) {
+    const uint8_t *h = need(*w, 0, 8);
+    if (w->n >= 132 && !memcmp(need(*w, 128, 4), "DICM", 4)) {
         pos = 132;
     } else {
         /* raw dataset: explicit VR when the bytes after the first tag read as a VR */
-        w.implicit = !(w.p[4] >= 'A' && w.p[4] <= 'Z' && w.p[5] >= 'A' && w.p[5] <= 'Z');
+        w->implicit = !(h[4] >= 'A' && h[4] <= 'Z' && h[5] >= 'A' && h[5] <= 'Z');
     }
-    int rc = walk(w, pos, err, errlen);
-    munmap(m, n);
+    int rc = walk(*w, pos, err, errlen);
+    close(fd);
+    delete w;
     return rc;
 }
