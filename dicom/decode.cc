@@ -472,6 +472,7 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
 {
     *out = NULL;
     DcmDataset *ds = ff.getDataset();
+    rp_dcm_to_utf8(ds);
     OFCondition c;
     rp_dcm_info *in = (rp_dcm_info *)calloc(1, sizeof *in);
     if (!in)

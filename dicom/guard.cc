@@ -4,6 +4,8 @@
 #include "dicom/guard_internal.h"
 
 #include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdatset.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dctag.h>
 
 #include <cerrno>
@@ -257,4 +259,14 @@ int rp_dcm_guard(const char *path, char *err, size_t errlen)
     close(fd);
     delete w;
     return rc;
+}
+
+void rp_dcm_to_utf8(DcmDataset *ds)
+{
+    OFString cs;
+    if (!ds || ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, cs).bad() || cs.empty())
+        return;
+    if (cs == "ISO_IR 192" || cs == "ISO_IR 6" || cs == "ISO 2022 IR 6")
+        return;
+    (void)ds->convertToUTF8();
 }

@@ -18,4 +18,12 @@
  * (a file that cannot be opened is 0: the reader reports it). */
 int rp_dcm_guard(const char *path, char *err, size_t errlen);
 
+#ifdef __cplusplus
+class DcmDataset;
+/* Names and descriptions in UTF-8: a dataset whose Specific Character Set is not ASCII or
+ * UTF-8 (ISO_IR 100, ISO 2022 ...) is converted in memory with dcmtk's converter (iconv);
+ * when it cannot be, the values stay as they are. */
+void rp_dcm_to_utf8(DcmDataset *ds);
+#endif
+
 #endif

@@ -160,6 +160,8 @@ static int load_header(DcmFileFormat &ff, const char *path, char *reason, size_t
         return RP_EPARSE;
     }
     DcmDataset *ds = ff.getDataset();
+    if (ds)
+        rp_dcm_to_utf8(ds);
     if (!ds || ds->card() == 0) {
         if (reason && reasonsz)
             snprintf(reason, reasonsz, "empty dataset");

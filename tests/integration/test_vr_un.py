@@ -4,7 +4,8 @@ know the tags sends them) are read through the data dictionary.
 
 A copy of the shared LIDC CT with every top-level element except Pixel Data and sequences
 re-encoded as UN (value bytes as in implicit VR) converts to the same file names, the same
-NIfTI bytes (volume and affine) and the same sidecar values as the original.
+NIfTI bytes (volume and affine) and the same sidecar values as the original. Names in
+ISO_IR 100 (Latin-1) come out as UTF-8 in the sidecar.
 """
 import glob
 import json
@@ -77,6 +78,28 @@ def main():
         for k in sorted(set(ja) | set(jb)):
             if k != "Provenance":
                 check(ja.get(k) == jb.get(k), f"{stem}: {k} {ja.get(k)!r} vs {jb.get(k)!r}")
+
+    # Specific Character Set ISO_IR 100 (Latin-1): names decoded to UTF-8 in the sidecar
+    cs = os.path.join(tmp, "latin1")
+    os.makedirs(cs)
+    for f in rptest.data_files("ct_chest_lidc0001")[:3]:
+        ds = pydicom.dcmread(f)
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.SeriesDescription = "Gehirn \u00dcbersicht"
+        ds.PatientName = "M\u00fcller^J\u00f6rg"
+        ds.save_as(os.path.join(cs, os.path.basename(f)))
+    o_cs = os.path.join(tmp, "out_latin1")
+    p = rptest.run_radprep("process", cs, "--out", o_cs, "--privacy", "sidecar")
+    check(p.returncode == 0, f"latin1: exit {p.returncode}: {p.stderr[-300:]}")
+    js = [j for j in glob.glob(os.path.join(o_cs, "*.json")) if not j.endswith("qc.json")]
+    if check(len(js) == 1, f"latin1: {js}"):
+        with open(js[0], encoding="utf-8") as f:
+            j = json.load(f)
+        check(j.get("SeriesDescription") == "Gehirn \u00dcbersicht",
+              f"latin1: SeriesDescription {j.get('SeriesDescription')!r}")
+        check(j.get("PatientName") == "M\u00fcller^J\u00f6rg",
+              f"latin1: PatientName {j.get('PatientName')!r}")
+        check("x_" not in os.path.basename(js[0]), f"latin1: hex name {js[0]}")
     return rptest.finish()
 
 
