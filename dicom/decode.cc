@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <strings.h>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -623,6 +624,20 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
         if (n > 1)
             in->mosaic_images = n;
     }
+    in->philips_scale_slope = NAN;
+    if (!strncasecmp(in->manufacturer, "Philips", 7))
+        for (Uint16 blk = 0x10; blk <= 0xFF; blk++) {
+            OFString creator;
+            Float32 ss;
+            if (ds->findAndGetOFString(DcmTagKey(0x2005, blk), creator).good() &&
+                creator.find("Philips MR Imaging DD 001") != OFString_npos) {
+                if (ds->findAndGetFloat32(DcmTagKey(0x2005, (Uint16)((blk << 8) | 0x0E)), ss)
+                        .good() &&
+                    ss != 0)
+                    in->philips_scale_slope = ss;
+                break;
+            }
+        }
     if (!in->mosaic_images && !strncmp(in->manufacturer, "UIH", 3) &&
         strstr(in->image_type, "VFRAME"))
         read_uih_mosaic(ds, in);

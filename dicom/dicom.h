@@ -268,6 +268,9 @@ typedef struct rp_dcm_info {
      * (Siemens: a square grid; UIH: the grid its tile size gives). */
     int mosaic_images;
     int mosaic_tiles_x, mosaic_tiles_y;
+    /* Philips private floating-point scale slope (2005,xx0E), NAN when absent: the "FP"
+     * value dcm2niix writes by default is (stored * RS + RI) / (RS * this) */
+    double philips_scale_slope;
     /* UIH mosaics carry each tile's true Image Position (Patient) in a private sequence
      * (there is none at the top level): 3 * mosaic_images values, owned; NULL otherwise */
     double *mosaic_ipp;

@@ -38,14 +38,16 @@ CORPORA = {
 
 # sidecar keys compared when both sides write them; numbers within 1e-4 relative
 KEYS = ["EchoTime", "RepetitionTime", "FlipAngle", "SliceTiming", "PhaseEncodingDirection",
-        "ImageType", "EchoNumber", "SeriesNumber", "MagneticFieldStrength", "Manufacturer"]
+        "ImageType", "EchoNumber", "SeriesNumber", "MagneticFieldStrength", "Manufacturer",
+        "PhilipsRescaleSlope", "PhilipsRescaleIntercept", "PhilipsScaleSlope"]
 
 # Deliberate differences: (corpus, reference file name glob, what, reason). `what` is
 # "key:<Name>" (that sidecar key is not compared) or "data-linear" (voxel values are an exact
 # linear function of dcm2niix's: a different but recorded scaling).
 PHILIPS_SCALING = ("Philips: dcm2niix applies the private floating-point scaling (its default "
-                   "-p y); we write DICOM's Rescale Slope/Intercept (display values; see "
-                   "--philips-scaling). Ours are an exact linear function of dcm2niix's")
+                   "-p y); we write DICOM's Rescale Slope/Intercept (display values) and record "
+                   "PhilipsRescaleSlope/Intercept and PhilipsScaleSlope in the sidecar. Ours "
+                   "are an exact linear function of dcm2niix's")
 DIFFS = [
     ("dcm_qa_table", "*", "data-linear", PHILIPS_SCALING),
     ("dcm_qa_philips", "*", "data-linear", PHILIPS_SCALING),
