@@ -30,7 +30,7 @@ enum ckind { C_SEQ, C_PIXSEQ, C_ITEM };
 
 struct container {
     ckind kind;
-    size_t end;   /* UNDEF: closed by a delimiter */
+    size_t end;    /* UNDEF: closed by a delimiter */
     bool implicit; /* elements inside are implicit VR (UN sequences: implicit LE) */
 };
 
@@ -81,8 +81,8 @@ uint32_t rd32(walker &w, size_t at, bool le)
 
 bool long_vr(const char *vr)
 {
-    static const char *const v[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV",
-                                    "UC", "UN", "UR", "UT", "UV"};
+    static const char *const v[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
+                                    "SV", "UC", "UN", "UR", "UT", "UV"};
     for (const char *x : v)
         if (!memcmp(vr, x, 2))
             return true;
@@ -103,8 +103,10 @@ void seterr(char *err, size_t errlen, const char *fmt, ...)
 int push(walker &w, ckind k, size_t end, bool implicit, char *err, size_t errlen)
 {
     if (k != C_ITEM && ++w.seq_depth > RP_DCM_MAX_DEPTH) {
-        seterr(err, errlen, "sequences nested deeper than %d levels: refused before parsing "
-                            "(hostile or damaged structure)", RP_DCM_MAX_DEPTH);
+        seterr(err, errlen,
+               "sequences nested deeper than %d levels: refused before parsing "
+               "(hostile or damaged structure)",
+               RP_DCM_MAX_DEPTH);
         return 0;
     }
     if (w.top >= (int)(sizeof w.st / sizeof w.st[0])) {

@@ -469,8 +469,9 @@ static int check_uids(const rp_instance_meta *m, rp_uid_policy policy, char *rea
         if (policy == RP_UID_LENIENT && rp_store_uid_safe(u[i].v) == 0) {
             /* old modalities send such UIDs and other archives store them: refusing would
              * lose the study; the path stays safe (digits and dots) */
-            RP_WARN(MOD, "uid_not_ps35 %s=%s reason=\"leading zero in a component; stored "
-                         "under uid_policy=lenient\"",
+            RP_WARN(MOD,
+                    "uid_not_ps35 %s=%s reason=\"leading zero in a component; stored "
+                    "under uid_policy=lenient\"",
                     u[i].name, q);
             continue;
         }
@@ -905,7 +906,8 @@ static int index_one(rp_store *s, const char *abs, const char *rel, const char *
     }
     rp_instance_meta *m = &x->batch[x->n];
     char why[256];
-    if (read_meta(abs, m, why, sizeof why) != 0 || check_uids(m, RP_UID_LENIENT, why, sizeof why) != 0) {
+    if (read_meta(abs, m, why, sizeof why) != 0 ||
+        check_uids(m, RP_UID_LENIENT, why, sizeof why) != 0) {
         RP_WARN(MOD, "not indexed, unreadable file in store file=%s reason=\"%s\"", rel, why);
         return 0;
     }

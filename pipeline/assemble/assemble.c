@@ -337,9 +337,8 @@ static void stack_geometry(rp_stack *st, const item *its, size_t m)
         qc_add_issue(st->qc, "no_pixel_spacing", "warning", "no Pixel Spacing: 1 mm assumed");
     if (!is_projection(in) || st->nz > 1) {
         if (!i0->fr->has_iop || !i0->fr->has_ipp)
-            set_geometry_unknown(st, !i0->fr->has_iop
-                                         ? "no Image Orientation (Patient)"
-                                         : "no Image Position (Patient)");
+            set_geometry_unknown(st, !i0->fr->has_iop ? "no Image Orientation (Patient)"
+                                                      : "no Image Position (Patient)");
         else if (!i0->fr->has_spacing)
             set_geometry_unknown(st, "no Pixel Spacing");
     }
@@ -589,8 +588,7 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
                 }
                 size_t used = 0;
                 if (multi_echo) {
-                    st->echo_number =
-                        r0->fr->echo_number > 0 ? r0->fr->echo_number : ++echo_idx;
+                    st->echo_number = r0->fr->echo_number > 0 ? r0->fr->echo_number : ++echo_idx;
                     used = (size_t)snprintf(st->label, sizeof st->label, "_e%d", st->echo_number);
                 }
                 snprintf(st->label + used, sizeof st->label - used, "%s",

@@ -276,8 +276,7 @@ static void test_malformed_errors(void **state)
 static void test_uih_mosaic(void **state)
 {
     (void)state;
-    rp_dcm_info *in =
-        info_of("dcm_qa/dcm_qa_stc/In/UIH/R002/12_dti_tra_dir16_PA_rot/0003.dcm");
+    rp_dcm_info *in = info_of("dcm_qa/dcm_qa_stc/In/UIH/R002/12_dti_tra_dir16_PA_rot/0003.dcm");
     assert_int_equal(in->mosaic_images, 20);
     assert_int_equal(in->mosaic_tiles_x, 5);
     assert_int_equal(in->mosaic_tiles_y, 4);
