@@ -67,6 +67,7 @@ int rp_conf_defaults(rp_conf *c)
     c->max_pdu = 131072;
     c->min_free_mb = 1024;
     c->duplicate_policy = RP_DUP_KEEP_FIRST;
+    c->uid_policy = RP_UID_LENIENT;
     c->max_instance_mb = 2048;
     rp_strlcpy(c->log_level, "info", sizeof c->log_level);
     rp_strlcpy(c->uid_root, "1.2.826.0.1.3680043.10.1338", sizeof c->uid_root);

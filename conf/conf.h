@@ -14,7 +14,8 @@
  * Sections and keys (the README lists them all with their defaults):
  *   [node]   ae_title, port, bind, data_dir, max_associations, max_associations_per_peer,
  *            acse_timeout_s, dimse_timeout_s, network_timeout_s, max_pdu, min_free_mb,
- *            duplicate_policy (keep_first|replace|reject), max_instance_mb, log_file, log_level,
+ *            duplicate_policy (keep_first|replace|reject), uid_policy (lenient|strict),
+ *            max_instance_mb, log_file, log_level,
  *            uid_root, workers, job_timeout_s, job_memory_mb, job_max_attempts, outputs_dir,
  *            index_batch, index_flush_ms
  *   [tls]    port, cert, key, key_passphrase_file, ca_file, ca_dir, profile (bcp195|bcp195-nd|
@@ -45,6 +46,9 @@ extern "C" {
 #define RP_PATH_MAX 1024
 
 typedef enum { RP_DUP_KEEP_FIRST = 0, RP_DUP_REPLACE, RP_DUP_REJECT } rp_dup_policy;
+/* UIDs that are safe as path components (digits and dots, <= 64) but break PS3.5 (a leading
+ * zero in a component): lenient stores them with a warning, strict refuses them. */
+typedef enum { RP_UID_LENIENT = 0, RP_UID_STRICT } rp_uid_policy;
 
 typedef struct rp_conf_peer {
     char name[64]; /* the NAME of [peer NAME] */
@@ -159,6 +163,7 @@ typedef struct rp_conf {
     unsigned max_pdu;
     long long min_free_mb;
     rp_dup_policy duplicate_policy;
+    rp_uid_policy uid_policy;
     long long max_instance_mb;
     char log_file[RP_PATH_MAX];
     char log_level[16];

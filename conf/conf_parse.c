@@ -67,6 +67,7 @@ typedef struct key_def {
 } key_def;
 
 static const char *const dup_choices[] = {"keep_first", "replace", "reject", NULL};
+static const char *const uid_policy_choices[] = {"lenient", "strict", NULL};
 static const char *const profile_choices[] = {"bcp195", "bcp195-nd", "bcp195-ex", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 
@@ -86,6 +87,7 @@ static const key_def node_keys[] = {
     {"max_pdu", K_PDU, N(max_pdu), 0, 0, NULL},
     {"min_free_mb", K_LL, N(min_free_mb), 0, 1LL << 40, NULL},
     {"duplicate_policy", K_IENUM, N(duplicate_policy), 0, 0, dup_choices},
+    {"uid_policy", K_IENUM, N(uid_policy), 0, 0, uid_policy_choices},
     {"max_instance_mb", K_LL, N(max_instance_mb), 1, 1LL << 22, NULL},
     {"log_file", K_PATH, N(log_file), 0, 0, NULL},
     {"log_level", K_SENUM, N(log_level), 0, 0, level_choices},

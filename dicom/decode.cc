@@ -11,6 +11,7 @@
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcvr.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
@@ -23,11 +24,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <strings.h>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "common/common.h"
+#include "dicom/guard_internal.h"
 
 namespace
 {
@@ -219,6 +222,79 @@ void read_csa(DcmDataset *ds, rp_dcm_info *in)
     }
 }
 
+/* UIH "VFRAME" mosaic: tile count in (0065,1050), tile size "WxH" as "64*64" in (0065,1004),
+ * and one item per tile in (0065,1051) holding that tile's Image Position (Patient). The
+ * private block is found by its creator, as for any private tag. */
+void read_uih_mosaic(DcmDataset *ds, rp_dcm_info *in)
+{
+    for (Uint16 blk = 0x10; blk <= 0xFF; blk++) {
+        OFString creator;
+        if (ds->findAndGetOFString(DcmTagKey(0x0065, blk), creator).bad())
+            continue;
+        if (creator.find("Image Private Header") == OFString_npos)
+            continue;
+        Uint16 el = (Uint16)(blk << 8);
+        int n = (int)get_f64(ds, DcmTagKey(0x0065, (Uint16)(el | 0x50)));
+        char size[32] = "";
+        get_str(ds, DcmTagKey(0x0065, (Uint16)(el | 0x04)), size, sizeof size);
+        int tw = 0, th = 0;
+        if (n < 2 || n > 4096 || sscanf(size, "%d*%d", &tw, &th) != 2 || tw < 1 || th < 1 ||
+            in->cols % tw || in->rows % th || (in->cols / tw) * (in->rows / th) < n)
+            return;
+        DcmSequenceOfItems *sq = NULL;
+        if (ds->findAndGetSequence(DcmTagKey(0x0065, (Uint16)(el | 0x51)), sq).bad() || !sq ||
+            sq->card() != (unsigned long)n)
+            return;
+        double *ipp = (double *)calloc((size_t)n * 3, sizeof(double));
+        if (!ipp)
+            return;
+        for (int t = 0; t < n; t++)
+            if (!get_f64_n(sq->getItem((unsigned long)t), DCM_ImagePositionPatient, ipp + 3 * t,
+                           3)) {
+                free(ipp);
+                return;
+            }
+        in->mosaic_images = n;
+        in->mosaic_tiles_x = in->cols / tw;
+        in->mosaic_tiles_y = in->rows / th;
+        in->mosaic_ipp = ipp;
+        return;
+    }
+}
+
+/* Image kind from Complex Image Component (when it says) and the Image Type values: the
+ * third and fourth values carry it (Siemens "M"/"P"/"R"/"I", Philips "M_FFE"/"PHASE MAP"/
+ * "B0 MAP" and a repeated one-letter value). */
+rp_dcm_kind kind_of(const char *component, const char *image_type)
+{
+    if (!strcmp(component, "PHASE"))
+        return RP_DCM_KIND_PHASE;
+    if (!strcmp(component, "REAL"))
+        return RP_DCM_KIND_REAL;
+    if (!strcmp(component, "IMAGINARY"))
+        return RP_DCM_KIND_IMAGINARY;
+    if (!strcmp(component, "MAGNITUDE"))
+        return RP_DCM_KIND_MAGNITUDE;
+    char buf[128];
+    rp_strlcpy(buf, image_type, sizeof buf);
+    char *save = NULL;
+    int idx = 0;
+    for (char *t = strtok_r(buf, "\\", &save); t; t = strtok_r(NULL, "\\", &save), idx++) {
+        if (idx < 2 || idx > 3)
+            continue;
+        if (strstr(t, "B0 MAP") || strstr(t, "B0_MAP") || !strcmp(t, "B0"))
+            return RP_DCM_KIND_FIELDMAP;
+        if (!strcmp(t, "P") || !strcmp(t, "PHASE") || strstr(t, "PHASE MAP") ||
+            !strncmp(t, "P_", 2))
+            return RP_DCM_KIND_PHASE;
+        if (!strcmp(t, "R") || !strcmp(t, "REAL") || !strncmp(t, "R_", 2))
+            return RP_DCM_KIND_REAL;
+        if (!strcmp(t, "I") || !strcmp(t, "IMAGINARY") || !strncmp(t, "I_", 2))
+            return RP_DCM_KIND_IMAGINARY;
+    }
+    return RP_DCM_KIND_MAGNITUDE;
+}
+
 /* Fill frame values from one functional-group item (shared or per-frame). */
 void read_fg(DcmItem *g, rp_dcm_frame *f)
 {
@@ -252,6 +328,13 @@ void read_fg(DcmItem *g, rp_dcm_frame *f)
             f->intercept = i;
             f->has_rescale = 1;
         }
+    }
+    if ((it = seq_item(g, DCM_MRImageFrameTypeSequence))) {
+        char comp[17] = "", ft[128] = "";
+        get_str(it, DCM_ComplexImageComponent, comp, sizeof comp);
+        get_str(it, DCM_FrameType, ft, sizeof ft);
+        if (comp[0] || ft[0])
+            f->kind = kind_of(comp, ft);
     }
     if ((it = seq_item(g, DCM_FrameContentSequence))) {
         f->temporal_position = get_int(it, DCM_TemporalPositionIndex, f->temporal_position);
@@ -326,6 +409,10 @@ extern "C" void rp_dcm_global_init(void)
     std::call_once(g_init_once, [] {
         /* dcmtk's own logger would print to stderr; our errors go through rp_log. */
         OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+        /* Elements a forwarding node did not know arrive as VR UN (explicit VR): read them
+         * with the VR of the data dictionary, or their values are bytes (no geometry, hex
+         * names). Process-wide in dcmtk; header.cc sets it too. */
+        dcmEnableUnknownVRConversion.set(OFTrue);
         DcmRLEDecoderRegistration::registerCodecs();
         DJDecoderRegistration::registerCodecs();
         DJLSDecoderRegistration::registerCodecs();
@@ -360,11 +447,15 @@ extern "C" void rp_dcm_info_free(rp_dcm_info *in)
     for (int i = 0; i < RP_DCM_MAX_VOI_LUTS; i++)
         free(in->voi_lut[i].data);
     free(in->frame);
+    free(in->mosaic_ipp);
     free(in);
 }
 
 static int load_checked(DcmFileFormat &ff, const char *path, char *err, size_t errlen)
 {
+    int grc = rp_dcm_guard(path, err, errlen);
+    if (grc)
+        return grc;
     OFCondition c = load(ff, path, true);
     if (c.bad()) {
         if (c == EC_StreamNotifyClient)
@@ -382,6 +473,7 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
 {
     *out = NULL;
     DcmDataset *ds = ff.getDataset();
+    rp_dcm_to_utf8(ds);
     OFCondition c;
     rp_dcm_info *in = (rp_dcm_info *)calloc(1, sizeof *in);
     if (!in)
@@ -532,6 +624,27 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
         if (n > 1)
             in->mosaic_images = n;
     }
+    in->philips_scale_slope = NAN;
+    if (!strncasecmp(in->manufacturer, "Philips", 7))
+        for (Uint16 blk = 0x10; blk <= 0xFF; blk++) {
+            OFString creator;
+            Float32 ss;
+            if (ds->findAndGetOFString(DcmTagKey(0x2005, blk), creator).good() &&
+                creator.find("Philips MR Imaging DD 001") != OFString_npos) {
+                if (ds->findAndGetFloat32(DcmTagKey(0x2005, (Uint16)((blk << 8) | 0x0E)), ss)
+                        .good() &&
+                    ss != 0)
+                    in->philips_scale_slope = ss;
+                break;
+            }
+        }
+    if (!in->mosaic_images && !strncmp(in->manufacturer, "UIH", 3) &&
+        strstr(in->image_type, "VFRAME"))
+        read_uih_mosaic(ds, in);
+    if (in->mosaic_images > 1 && !in->mosaic_tiles_x) {
+        in->mosaic_tiles_x = (int)std::ceil(std::sqrt((double)in->mosaic_images));
+        in->mosaic_tiles_y = in->mosaic_tiles_x;
+    }
 
     /* sanity of the pixel matrix before anyone allocates for it */
     int rc = 0;
@@ -586,6 +699,9 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
     if (get_f64_n(ds, DCM_ImagePositionPatient, v, 3)) {
         memcpy(base.ipp, v, 3 * sizeof(double));
         base.has_ipp = 1;
+    } else if (in->mosaic_ipp) {
+        memcpy(base.ipp, in->mosaic_ipp, 3 * sizeof(double)); /* the first tile */
+        base.has_ipp = 1;
     }
     if (get_f64_n(ds, DCM_ImageOrientationPatient, v, 6)) {
         memcpy(base.iop, v, 6 * sizeof(double));
@@ -608,6 +724,11 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
     if (get_f64_n(ds, DCM_DiffusionGradientOrientation, v, 3))
         memcpy(base.b_vec, v, 3 * sizeof(double));
     base.trigger_time = get_f64(ds, DCM_TriggerTime);
+    {
+        char comp[17] = "";
+        get_str(ds, DCM_ComplexImageComponent, comp, sizeof comp);
+        base.kind = kind_of(comp, in->image_type);
+    }
     base.window_center = in->n_windows ? in->window_center[0] : NAN;
     base.window_width = in->n_windows ? in->window_width[0] : NAN;
     DcmItem *shared = seq_item(ds, DCM_SharedFunctionalGroupsSequence);

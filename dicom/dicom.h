@@ -150,6 +150,16 @@ typedef struct rp_dcm_lut {
     char type[17];        /* Modality LUT Type (e.g. "HU", "OD"), empty for VOI */
 } rp_dcm_lut;
 
+/* What a frame's values are: magnitude unless the header says otherwise (Complex Image
+ * Component, or the Image Type values vendors use: Siemens "P", Philips "PHASE MAP"/"B0 MAP"). */
+typedef enum rp_dcm_kind {
+    RP_DCM_KIND_MAGNITUDE = 0,
+    RP_DCM_KIND_PHASE,
+    RP_DCM_KIND_REAL,
+    RP_DCM_KIND_IMAGINARY,
+    RP_DCM_KIND_FIELDMAP /* B0 map (Hz) */
+} rp_dcm_kind;
+
 /* Per-frame values (classic objects: one frame per file, copied from the file level). */
 typedef struct rp_dcm_frame {
     double ipp[3]; /* Image Position (Patient), LPS mm */
@@ -173,6 +183,7 @@ typedef struct rp_dcm_frame {
     double window_center, window_width; /* frame VOI (enhanced) or first file-level pair; NAN */
     int dim_index[8];                   /* Dimension Index Values (enhanced), n_dim_index of them */
     int n_dim_index;
+    rp_dcm_kind kind;
 } rp_dcm_frame;
 
 typedef struct rp_dcm_info {
@@ -252,8 +263,17 @@ typedef struct rp_dcm_info {
     /* presentation intent (X-ray) */
     char presentation_intent[17];    /* FOR PRESENTATION / FOR PROCESSING */
     char presentation_lut_shape[17]; /* IDENTITY / INVERSE */
-    /* Siemens mosaic (CSA header): number of tiles, 0 when the image is not a mosaic */
+    /* Mosaic (Siemens CSA header, or UIH private tags): number of tiles, 0 when the image is
+     * not a mosaic; tiles_x * tiles_y tiles of cols/tiles_x x rows/tiles_y, filled row by row
+     * (Siemens: a square grid; UIH: the grid its tile size gives). */
     int mosaic_images;
+    int mosaic_tiles_x, mosaic_tiles_y;
+    /* Philips private floating-point scale slope (2005,xx0E), NAN when absent: the "FP"
+     * value dcm2niix writes by default is (stored * RS + RI) / (RS * this) */
+    double philips_scale_slope;
+    /* UIH mosaics carry each tile's true Image Position (Patient) in a private sequence
+     * (there is none at the top level): 3 * mosaic_images values, owned; NULL otherwise */
+    double *mosaic_ipp;
     double csa_slice_normal[3]; /* SliceNormalVector from the CSA image header */
     int has_csa_slice_normal;
     /* per-frame values, n_frames == frames */

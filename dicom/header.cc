@@ -13,11 +13,13 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
+#include <dcmtk/dcmdata/dcvr.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 
 #include <dcmtk/oflog/oflog.h>
 
 #include "common/common.h"
+#include "dicom/guard_internal.h"
 
 /* Copy an attribute's first value into dst, trimmed of DICOM padding. Empty when absent.
  * A value too long for dst is cut; for UIDs see get_uid(). Returns false when cut. */
@@ -91,6 +93,9 @@ static void quiet_dcmdata(void)
         [] { /* C++11: initialised once, thread-safe */
              if (rp_log_get_level() != RP_LOG_DEBUG)
                  OFLog::getLogger("dcmtk.dcmdata").setLogLevel(OFLogger::ERROR_LOG_LEVEL);
+             /* VR UN elements (from nodes that did not know them) read with the VR of the
+              * data dictionary, so that the index sees their values */
+             dcmEnableUnknownVRConversion.set(OFTrue);
              return true;
         }();
     (void)done;
@@ -145,6 +150,9 @@ static void set_reason(char *reason, size_t reasonsz, const char *what, const OF
 static int load_header(DcmFileFormat &ff, const char *path, char *reason, size_t reasonsz)
 {
     quiet_dcmdata();
+    int grc = rp_dcm_guard(path, reason, reasonsz);
+    if (grc)
+        return RP_EPARSE;
     OFCondition c =
         ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect, DCM_PixelData);
     if (c.bad()) {
@@ -152,6 +160,8 @@ static int load_header(DcmFileFormat &ff, const char *path, char *reason, size_t
         return RP_EPARSE;
     }
     DcmDataset *ds = ff.getDataset();
+    if (ds)
+        rp_dcm_to_utf8(ds);
     if (!ds || ds->card() == 0) {
         if (reason && reasonsz)
             snprintf(reason, reasonsz, "empty dataset");

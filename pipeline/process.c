@@ -188,6 +188,20 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         fail(rs, rc, "recipe: %s", err);
         return rc;
     }
+    if (st->geometry_unknown) {
+        /* a placeholder affine must never reach a step that moves voxels in space */
+        static const char *const spatial[] = {"resample", "reorient", "crop", "crop_or_pad",
+                                              "patches", "register"};
+        for (size_t i = 0; i < rp_recipe_nsteps(rec); i++)
+            for (size_t k = 0; k < sizeof spatial / sizeof spatial[0]; k++)
+                if (!strcmp(rp_recipe_step_name(rec, i), spatial[k])) {
+                    cJSON_AddStringToObject(sqc, "refused", "geometry unknown");
+                    fail(rs, RP_EUNSUPPORTED, "%s: step %s refused: geometry unknown (%s)",
+                         stem, spatial[k], st->geometry_reason);
+                    rp_recipe_free(rec);
+                    return RP_EUNSUPPORTED;
+                }
+    }
     rp_volume *v = rp_volume_new(st->nx, st->ny, st->nz, st->nt);
     if (!v) {
         rp_recipe_free(rec);

@@ -36,6 +36,7 @@ struct rp_store {
     char spool[RP_PATH_MAX]; /* <data_dir>/spool */
     long long min_free_mb;
     rp_dup_policy dup_policy;
+    rp_uid_policy uid_policy;
     /* Serialises "make sure <study>/<series> exists and is durable": a second thread must
      * not see a directory that exists but whose entry is not yet fsync'd in its parent. */
     pthread_mutex_t dir_lock;
@@ -45,6 +46,19 @@ struct rp_store {
 };
 
 /* ---- UIDs ------------------------------------------------------------------------------ */
+
+int rp_store_uid_safe(const char *uid)
+{
+    if (!uid)
+        return RP_EUID;
+    size_t n = strlen(uid);
+    if (n == 0 || n > RP_UID_MAX || uid[0] == '.' || uid[n - 1] == '.' || strstr(uid, ".."))
+        return RP_EUID;
+    for (size_t i = 0; i < n; i++)
+        if ((uid[i] < '0' || uid[i] > '9') && uid[i] != '.')
+            return RP_EUID;
+    return 0;
+}
 
 int rp_store_uid_valid(const char *uid)
 {
@@ -232,6 +246,7 @@ int rp_store_open(const rp_conf *c, rp_store **out)
     }
     s->min_free_mb = c->min_free_mb;
     s->dup_policy = c->duplicate_policy;
+    s->uid_policy = c->uid_policy;
     if ((rc = rp_known_init(&s->known)) != 0) {
         free(s);
         return rc;
@@ -434,7 +449,7 @@ static void set_reason(char *reason, size_t sz, const char *fmt, ...)
 }
 
 /* Check the four UIDs that make the path and identity of an instance. */
-static int check_uids(const rp_instance_meta *m, char *reason, size_t rsz)
+static int check_uids(const rp_instance_meta *m, rp_uid_policy policy, char *reason, size_t rsz)
 {
     struct {
         const char *name, *v;
@@ -447,12 +462,22 @@ static int check_uids(const rp_instance_meta *m, char *reason, size_t rsz)
             set_reason(reason, rsz, "missing %s", u[i].name);
             return RP_EUID;
         }
-        if (rp_store_uid_valid(u[i].v) != 0) {
-            char q[160];
-            set_reason(reason, rsz, "invalid %s=%s", u[i].name,
-                       rp_log_kv_quote(u[i].v, q, sizeof q));
-            return RP_EUID;
+        if (rp_store_uid_valid(u[i].v) == 0)
+            continue;
+        char q[160];
+        rp_log_kv_quote(u[i].v, q, sizeof q);
+        if (policy == RP_UID_LENIENT && rp_store_uid_safe(u[i].v) == 0) {
+            /* old modalities send such UIDs and other archives store them: refusing would
+             * lose the study; the path stays safe (digits and dots) */
+            RP_WARN(MOD,
+                    "uid_not_ps35 %s=%s reason=\"leading zero in a component; stored "
+                    "under uid_policy=lenient\"",
+                    u[i].name, q);
+            continue;
         }
+        set_reason(reason, rsz, "invalid %s=%s%s", u[i].name, q,
+                   rp_store_uid_safe(u[i].v) == 0 ? " (leading zero; uid_policy=strict)" : "");
+        return RP_EUID;
     }
     return 0;
 }
@@ -461,8 +486,8 @@ static int check_uids(const rp_instance_meta *m, char *reason, size_t rsz)
 
 /* Read the header of the spool file and decide whether it may enter the store at all: UIDs
  * valid and as the request said. Fills meta (file_path is where it would go). */
-static int admit(const char *spool_path, const rp_store_put_args *args, rp_instance_meta *meta,
-                 char *reason, size_t reasonsz)
+static int admit(const char *spool_path, const rp_store_put_args *args, rp_uid_policy policy,
+                 rp_instance_meta *meta, char *reason, size_t reasonsz)
 {
     char why[256];
     int rc = read_meta(spool_path, meta, why, sizeof why);
@@ -470,7 +495,7 @@ static int admit(const char *spool_path, const rp_store_put_args *args, rp_insta
         set_reason(reason, reasonsz, "%s", why);
         return rc == RP_ENOENT ? RP_EIO : RP_EPARSE;
     }
-    if ((rc = check_uids(meta, reason, reasonsz)) != 0)
+    if ((rc = check_uids(meta, policy, reason, reasonsz)) != 0)
         return rc;
     if (args->expect_sop_instance_uid &&
         strcmp(args->expect_sop_instance_uid, meta->sop_instance_uid) != 0) {
@@ -624,7 +649,7 @@ int rp_store_put(rp_store *s, const char *spool_path, int fd, const rp_store_put
     set_reason(reason, reasonsz, "%s", "");
     *outcome = RP_STORE_NEW;
     put_paths p = {.renamed = 0};
-    int rc = admit(spool_path, args, meta, reason, reasonsz);
+    int rc = admit(spool_path, args, s->uid_policy, meta, reason, reasonsz);
     if (rc != 0)
         goto out;
     snprintf(p.study_dir, sizeof p.study_dir, "%s/%s", s->root, meta->study_uid);
@@ -776,7 +801,7 @@ static int walk_store(rp_store *s, file_fn fn, void *ctx)
     int rc = 0;
     struct dirent *a;
     while (rc == 0 && (a = readdir(d1)) != NULL) {
-        if (rp_store_uid_valid(a->d_name) != 0)
+        if (rp_store_uid_safe(a->d_name) != 0)
             continue;
         char p1[RP_PATH_MAX + 300];
         snprintf(p1, sizeof p1, "%s/%s", s->root, a->d_name);
@@ -785,7 +810,7 @@ static int walk_store(rp_store *s, file_fn fn, void *ctx)
             continue;
         struct dirent *b;
         while (rc == 0 && (b = readdir(d2)) != NULL) {
-            if (rp_store_uid_valid(b->d_name) != 0)
+            if (rp_store_uid_safe(b->d_name) != 0)
                 continue;
             char p2[RP_PATH_MAX + 600];
             snprintf(p2, sizeof p2, "%s/%s", p1, b->d_name);
@@ -800,7 +825,7 @@ static int walk_store(rp_store *s, file_fn fn, void *ctx)
                 char sop[RP_UID_MAX + 1];
                 memcpy(sop, c->d_name, n - 4);
                 sop[n - 4] = '\0';
-                if (rp_store_uid_valid(sop) != 0)
+                if (rp_store_uid_safe(sop) != 0)
                     continue;
                 char abs[RP_PATH_MAX + 900], rel[RP_PATH_MAX];
                 snprintf(abs, sizeof abs, "%s/%s", p2, c->d_name);
@@ -881,7 +906,8 @@ static int index_one(rp_store *s, const char *abs, const char *rel, const char *
     }
     rp_instance_meta *m = &x->batch[x->n];
     char why[256];
-    if (read_meta(abs, m, why, sizeof why) != 0 || check_uids(m, why, sizeof why) != 0) {
+    if (read_meta(abs, m, why, sizeof why) != 0 ||
+        check_uids(m, RP_UID_LENIENT, why, sizeof why) != 0) {
         RP_WARN(MOD, "not indexed, unreadable file in store file=%s reason=\"%s\"", rel, why);
         return 0;
     }

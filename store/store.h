@@ -6,8 +6,10 @@
  * Contract:
  *  - Layout under <data_dir>: store/<study_uid>/<series_uid>/<sop_uid>.dcm for instances,
  *    spool/ for files being received, index.sqlite for the db.
- *  - A UID reaches a path only after rp_store_uid_valid() accepted it: digits and dots,
- *    1..64 characters, no empty component, no leading zero in a multi-digit component.
+ *  - A UID reaches a path only after rp_store_uid_safe() accepted it: digits and dots,
+ *    1..64 characters, no empty component. A leading zero in a multi-digit component breaks
+ *    PS3.5 (rp_store_uid_valid()): uid_policy=lenient (default) stores it with a warning in
+ *    the log, strict refuses it (0xC000) as any other invalid UID.
  *  - rp_store_put() makes an instance durable: header read (dicom/, up to Pixel Data), UID
  *    validation, fsync(file), rename into place, fsync(directory). Only after it returns 0
  *    may the SCP answer success. On any failure nothing is left behind in store/ or spool/.
@@ -60,8 +62,12 @@ typedef struct rp_store rp_store;
 int rp_store_open(const rp_conf *c, rp_store **out);
 void rp_store_close(rp_store *s);
 
-/* 0 if `uid` is a valid DICOM UID that may become a path component, else RP_EUID. */
+/* 0 if `uid` is a valid DICOM UID (PS3.5) that may become a path component, else RP_EUID. */
 int rp_store_uid_valid(const char *uid);
+/* 0 if `uid` is safe as a path component: digits and dots, 1..64 characters, no empty
+ * component (PS3.5's leading-zero rule not applied); else RP_EUID. What uid_policy=lenient
+ * admits, and what a store walk accepts. */
+int rp_store_uid_safe(const char *uid);
 
 /* Absolute path of the store root and of the index database, into buf. */
 const char *rp_store_root(const rp_store *s);

@@ -92,7 +92,7 @@ int rp_worker_fuse(const rp_conf *c, rp_db *db, const char *store_root, const rp
                  job->rule, job->version);
         return rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
     }
-    if (rp_store_uid_valid(study) != 0)
+    if (rp_store_uid_safe(study) != 0)
         return RP_JOB_EXIT_BADINPUT;
     char root[RP_PATH_MAX], parent[RP_PATH_MAX + 200];
     rp_conf_outputs_dir(c, root, sizeof root);

@@ -88,7 +88,7 @@ int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *serie
                       char *buf, size_t bufsz)
 {
     char root[RP_PATH_MAX];
-    if (rp_store_uid_valid(study_uid) != 0 || rp_store_uid_valid(series_uid) != 0)
+    if (rp_store_uid_safe(study_uid) != 0 || rp_store_uid_safe(series_uid) != 0)
         return RP_EUID;
     rp_conf_outputs_dir(c, root, sizeof root);
     if (snprintf(buf, bufsz, "%s/%s/%s/v%d", root, study_uid, series_uid, version) >= (int)bufsz)

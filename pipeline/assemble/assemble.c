@@ -115,6 +115,38 @@ static int iop_equal(const double a[6], const double b[6])
     return 1;
 }
 
+const char *rp_kind_suffix(rp_dcm_kind k)
+{
+    switch (k) {
+    case RP_DCM_KIND_PHASE:
+        return "_ph";
+    case RP_DCM_KIND_REAL:
+        return "_real";
+    case RP_DCM_KIND_IMAGINARY:
+        return "_imaginary";
+    case RP_DCM_KIND_FIELDMAP:
+        return "_fieldmaphz";
+    default:
+        return "";
+    }
+}
+
+const char *rp_kind_name(rp_dcm_kind k)
+{
+    switch (k) {
+    case RP_DCM_KIND_PHASE:
+        return "PHASE";
+    case RP_DCM_KIND_REAL:
+        return "REAL";
+    case RP_DCM_KIND_IMAGINARY:
+        return "IMAGINARY";
+    case RP_DCM_KIND_FIELDMAP:
+        return "FIELDMAP";
+    default:
+        return "MAGNITUDE";
+    }
+}
+
 /* Stack key: what must be equal for two frames to be in one stack. */
 static int same_key(const item *a, const item *b, int with_echo)
 {
@@ -129,7 +161,7 @@ static int same_key(const item *a, const item *b, int with_echo)
                                 fabs(a->fr->pixel_spacing[1] - b->fr->pixel_spacing[1]) > 1e-4)))
         return 0;
     if (with_echo) {
-        if (a->fr->echo_number != b->fr->echo_number)
+        if (a->fr->echo_number != b->fr->echo_number || a->fr->kind != b->fr->kind)
             return 0;
         double ta = a->fr->echo_time, tb = b->fr->echo_time;
         if (isnan(ta) != isnan(tb) || (!isnan(ta) && fabs(ta - tb) > 1e-3))
@@ -225,8 +257,7 @@ static int collect_items(const rp_dcm_info *const *infos, size_t n, cJSON *qc, i
         }
         if (in->mosaic_images > 1 && in->n_frames == 1) {
             const rp_dcm_frame *fr = &in->frame[0];
-            int tiles_x = (int)ceil(sqrt((double)in->mosaic_images));
-            int tw = in->cols / tiles_x, th = in->rows / tiles_x;
+            int tw = in->cols / in->mosaic_tiles_x, th = in->rows / in->mosaic_tiles_y;
             double r[3] = {fr->iop[0], fr->iop[1], fr->iop[2]};
             double c[3] = {fr->iop[3], fr->iop[4], fr->iop[5]};
             double nrm[3];
@@ -250,7 +281,8 @@ static int collect_items(const rp_dcm_info *const *infos, size_t n, cJSON *qc, i
                 x->in = in;
                 x->fr = fr;
                 for (int a = 0; a < 3; a++)
-                    x->ipp[a] = base[a] + t * sp * nrm[a];
+                    x->ipp[a] = in->mosaic_ipp ? in->mosaic_ipp[3 * t + a] /* UIH: per tile */
+                                               : base[a] + t * sp * nrm[a];
             }
             continue;
         }
@@ -269,7 +301,31 @@ static int collect_items(const rp_dcm_info *const *infos, size_t n, cJSON *qc, i
     return 0;
 }
 
-static void stack_geometry(rp_stack *st, const item *its)
+/* Projection modalities: a 2-D image without patient geometry is normal there. */
+static int is_projection(const rp_dcm_info *in)
+{
+    static const char *const m[] = {"CR", "DX", "MG", "XA", "RF", "IO", "PX", "DG", "XC", "ES"};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (!strcmp(in->modality, m[i]))
+            return 1;
+    return 0;
+}
+
+static void set_geometry_unknown(rp_stack *st, const char *why)
+{
+    if (st->geometry_unknown)
+        return;
+    st->geometry_unknown = 1;
+    snprintf(st->geometry_reason, sizeof st->geometry_reason, "%s", why);
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "geometry unknown: %s; the affine is a placeholder, spatial steps refuse this "
+             "stack",
+             why);
+    qc_add_issue(st->qc, "geometry_unknown", "error", msg);
+}
+
+static void stack_geometry(rp_stack *st, const item *its, size_t m)
 {
     const item *i0 = &its[0];
     const rp_dcm_info *in = i0->in;
@@ -279,6 +335,16 @@ static void stack_geometry(rp_stack *st, const item *its)
     st->dy = i0->fr->has_spacing ? i0->fr->pixel_spacing[0] : 1.0;
     if (!i0->fr->has_spacing)
         qc_add_issue(st->qc, "no_pixel_spacing", "warning", "no Pixel Spacing: 1 mm assumed");
+    if (!is_projection(in) || st->nz > 1) {
+        if (!i0->fr->has_iop || !i0->fr->has_ipp)
+            set_geometry_unknown(st, !i0->fr->has_iop ? "no Image Orientation (Patient)"
+                                                      : "no Image Position (Patient)");
+        else if (!i0->fr->has_spacing)
+            set_geometry_unknown(st, "no Pixel Spacing");
+    }
+    for (size_t k = 1; k < m && !st->geometry_unknown; k++)
+        if (its[k].fr->has_ipp != i0->fr->has_ipp || its[k].fr->has_iop != i0->fr->has_iop)
+            set_geometry_unknown(st, "position or orientation missing on some frames");
     if (!st->has_geometry) {
         /* projection image or a header without patient geometry: centred identity grid, as
          * dcm2niix writes it */
@@ -424,9 +490,9 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         st->ref = r0->in;
         st->mosaic = r0->tile >= 0;
         st->echo_number = -1;
-        int th = st->mosaic ? (int)ceil(sqrt((double)r0->in->mosaic_images)) : 1;
-        st->nx = r0->in->cols / th;
-        st->ny = r0->in->rows / th;
+        st->kind = r0->fr->kind;
+        st->nx = r0->in->cols / (st->mosaic ? r0->in->mosaic_tiles_x : 1);
+        st->ny = r0->in->rows / (st->mosaic ? r0->in->mosaic_tiles_y : 1);
         if (r0->fr->has_iop) {
             double rr[3] = {r0->fr->iop[0], r0->fr->iop[1], r0->fr->iop[2]};
             double cc[3] = {r0->fr->iop[3], r0->fr->iop[4], r0->fr->iop[5]};
@@ -512,13 +578,26 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         if (ngroups > 1) {
             int echo_only = same_key(r0, &its[grep[big]], 0);
             if (echo_only && n_echo_groups > 0) {
-                st->echo_number = r0->fr->echo_number > 0 ? r0->fr->echo_number : ++echo_idx;
-                snprintf(st->label, sizeof st->label, "_e%d", st->echo_number);
+                /* split by echo only when another kept group of the same kind (magnitude,
+                 * phase...) has another echo; the kind is a suffix of its own (dcm2niix's) */
+                int multi_echo = 0;
+                for (int g2 = 0; g2 < ngroups && !multi_echo; g2++) {
+                    const item *o = &its[grep[g2]];
+                    multi_echo = keep[g2] && g2 != g && o->fr->kind == r0->fr->kind &&
+                                 same_key(r0, o, 0) && !same_key(r0, o, 1);
+                }
+                size_t used = 0;
+                if (multi_echo) {
+                    st->echo_number = r0->fr->echo_number > 0 ? r0->fr->echo_number : ++echo_idx;
+                    used = (size_t)snprintf(st->label, sizeof st->label, "_e%d", st->echo_number);
+                }
+                snprintf(st->label + used, sizeof st->label - used, "%s",
+                         rp_kind_suffix(r0->fr->kind));
             } else if (g != big) {
                 snprintf(st->label, sizeof st->label, "_o%d", ++orient_idx);
             }
         }
-        stack_geometry(st, tmp);
+        stack_geometry(st, tmp, m);
         cJSON_AddNumberToObject(st->qc, "n_slices", st->nz);
         cJSON_AddNumberToObject(st->qc, "n_volumes", st->nt);
         cJSON_AddNumberToObject(st->qc, "slice_spacing_mm", st->dz);
@@ -528,6 +607,7 @@ int rp_assemble(const rp_dcm_info *const *infos, size_t n, rp_series_asm *out)
         }
         cJSON_AddNumberToObject(st->qc, "tilt_deg", st->tilt_deg);
         cJSON_AddBoolToObject(st->qc, "mosaic", st->mosaic);
+        cJSON_AddBoolToObject(st->qc, "geometry_unknown", st->geometry_unknown);
         cJSON_AddBoolToObject(st->qc, "uneven_spacing", st->uneven);
         cJSON_AddNumberToObject(st->qc, "missing_slices", st->missing);
         cJSON_AddStringToObject(st->qc, "sorted_by",

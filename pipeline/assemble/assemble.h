@@ -68,6 +68,11 @@ typedef struct rp_stack {
     double dz;           /* slice spacing (mean of gaps; slice thickness for nz == 1) */
     double affine[4][4]; /* (i,j,k) of the written data -> RAS mm */
     int has_geometry;    /* 0: no IPP/IOP (projection X-ray): a centred identity grid */
+    /* 1: a cross-sectional image whose geometry could not be established (no or partial
+     * positions/orientation, no pixel spacing): the affine is a placeholder written for
+     * inspection only; the sidecar and QC say so and spatial steps refuse the stack */
+    int geometry_unknown;
+    char geometry_reason[200];
     int flip_rows;       /* 1: rows written bottom-up, as dcm2niix (always, today) */
     int mosaic;          /* 1: slices are mosaic tiles */
     int need_resample;   /* sheared (tilt) or uneven: rp_stack_resample() */
@@ -76,6 +81,7 @@ typedef struct rp_stack {
     double gap_min, gap_max;
     int varying_rescale;    /* slope/intercept differ between slices */
     int echo_number;        /* -1 when not split by echo */
+    rp_dcm_kind kind;       /* magnitude, phase, real, imaginary, B0 map: never mixed */
     char label[32];         /* suffix for file names: "", "_e2", "_o1" ... */
     const rp_dcm_info *ref; /* borrowed: header of the first slice */
     cJSON *qc;              /* owned: this stack's findings */
@@ -86,6 +92,11 @@ typedef struct rp_series_asm {
     size_t n_stacks;
     cJSON *qc; /* owned: series-level findings (dropped frames, errors...) */
 } rp_series_asm;
+
+/* File-name suffix of an image kind ("" for magnitude, "_ph", "_real", "_imaginary",
+ * "_fieldmaphz" as dcm2niix names them) and its sidecar name ("MAGNITUDE", "PHASE"...). */
+const char *rp_kind_suffix(rp_dcm_kind k);
+const char *rp_kind_name(rp_dcm_kind k);
 
 /* Split one series (infos[0..n)) into stacks. infos are borrowed and must outlive `out`.
  * Returns 0 (maybe with zero stacks when nothing is an image, said in out->qc), or RP_E*. */

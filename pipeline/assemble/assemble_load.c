@@ -443,9 +443,8 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
             const uint8_t *frame = buf + (size_t)(s->frame - fmin) * fbytes;
             size_t x0 = 0, y0 = 0;
             if (s->tile >= 0) {
-                int tiles_x = (int)ceil(sqrt((double)in->mosaic_images));
-                x0 = (size_t)(s->tile % tiles_x) * nx;
-                y0 = (size_t)(s->tile / tiles_x) * ny;
+                x0 = (size_t)(s->tile % in->mosaic_tiles_x) * nx;
+                y0 = (size_t)(s->tile / in->mosaic_tiles_x) * ny;
             }
             uint8_t *dst = (uint8_t *)out->data + (size_t)order[k].slice * nvox * ss;
             uint8_t *pm = out->pad_mask ? out->pad_mask + (size_t)order[k].slice * nvox : NULL;

@@ -93,6 +93,14 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
     add_num(j, "EchoTrainLength", in->echo_train_length, 1);
     if (st->echo_number > 0)
         cJSON_AddNumberToObject(j, "EchoNumber", st->echo_number);
+    cJSON_AddStringToObject(j, "ImageComponent", rp_kind_name(st->kind));
+    if (!isnan(in->philips_scale_slope)) {
+        /* we write display values (DICOM rescale); these give Philips' FP values */
+        add_num(j, "PhilipsRescaleSlope", in->rescale_slope, 1);
+        add_num(j, "PhilipsRescaleIntercept", in->rescale_intercept, 1);
+        add_num(j, "PhilipsScaleSlope", in->philips_scale_slope, 1);
+        cJSON_AddBoolToObject(j, "UsePhilipsFloatNotDisplayScaling", 0);
+    }
     add_num(j, "KVP", in->kvp, 1);
     add_num(j, "XRayExposure", in->exposure_mas, 1);
     add_num(j, "XRayTubeCurrent", in->tube_current_ma, 1);
@@ -102,6 +110,10 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
     if (in->n_windows > 0) {
         cJSON_AddNumberToObject(j, "WindowCenter", in->window_center[0]);
         cJSON_AddNumberToObject(j, "WindowWidth", in->window_width[0]);
+    }
+    if (st->geometry_unknown) {
+        cJSON_AddBoolToObject(j, "GeometryUnknown", 1);
+        cJSON_AddStringToObject(j, "GeometryUnknownReason", st->geometry_reason);
     }
     if (st->has_geometry) {
         cJSON *a = cJSON_AddArrayToObject(j, "ImageOrientationPatientDICOM");

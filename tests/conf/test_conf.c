@@ -83,6 +83,7 @@ static void test_defaults_valid(void **state)
     assert_int_equal(c.max_pdu, 131072);
     assert_int_equal(c.min_free_mb, 1024);
     assert_int_equal(c.duplicate_policy, RP_DUP_KEEP_FIRST);
+    assert_int_equal(c.uid_policy, RP_UID_LENIENT);
     assert_int_equal(c.job_max_attempts, 3);
     assert_int_equal(c.index_batch, 64);
     assert_int_equal(c.tls_port, 0);
@@ -190,6 +191,13 @@ static void test_all_keys(void **state)
     assert_int_equal(c.max_pdu, 0);
     assert_int_equal(c.min_free_mb, 10);
     assert_int_equal(c.duplicate_policy, RP_DUP_REPLACE);
+    {
+        rp_conf u;
+        char uerr[512] = "";
+        assert_int_equal(load_text(&u, "[node]\nuid_policy = strict\n", uerr, sizeof uerr), 0);
+        assert_int_equal(u.uid_policy, RP_UID_STRICT);
+        rp_conf_free(&u);
+    }
     assert_int_equal(c.max_instance_mb, 100);
     assert_string_equal(c.log_file, "/tmp/x.log");
     assert_string_equal(c.log_level, "debug");
@@ -289,6 +297,8 @@ static void test_bad_values(void **state)
                  "max_pdu: 2000000 is out of range (0 = the largest, or 4096..131072 bytes)");
     expect_error("[node]\nduplicate_policy = keep_both\n", 2,
                  "duplicate_policy: 'keep_both' is not one of keep_first|replace|reject");
+    expect_error("[node]\nuid_policy = loose\n", 2,
+                 "uid_policy: 'loose' is not one of lenient|strict");
     expect_error("[tls]\nrequire_client_cert = maybe\n", 2,
                  "require_client_cert: 'maybe' is not a boolean (yes/no, true/false, on/off, 1/0)");
     expect_error("[tls]\nprofile = tls13\n", 2,

@@ -271,6 +271,34 @@ static void test_malformed_errors(void **state)
     assert_int_equal(rp_dcm_read_info(p, &x, err, sizeof err), RP_EPARSE);
 }
 
+/* UIH "VFRAME" mosaic: 20 tiles of 64x64 in a 320x256 image (5 x 4, not a square grid), each
+ * tile's position from the private per-tile sequence (there is no top-level position). */
+static void test_uih_mosaic(void **state)
+{
+    (void)state;
+    rp_dcm_info *in = info_of("dcm_qa/dcm_qa_stc/In/UIH/R002/12_dti_tra_dir16_PA_rot/0003.dcm");
+    assert_int_equal(in->mosaic_images, 20);
+    assert_int_equal(in->mosaic_tiles_x, 5);
+    assert_int_equal(in->mosaic_tiles_y, 4);
+    assert_non_null(in->mosaic_ipp);
+    assert_true(in->frame[0].has_ipp);
+    assert_true(fabs(in->mosaic_ipp[0] - -154.647507) < 1e-6);
+    assert_true(fabs(in->mosaic_ipp[3 * 19 + 2] - 70.5479355) < 1e-6);
+    rp_dcm_info_free(in);
+}
+
+/* Magnitude and phase told apart from Image Type (Philips "M_FFE" / "PHASE MAP"). */
+static void test_image_kind(void **state)
+{
+    (void)state;
+    rp_dcm_info *m = info_of("dcm_qa/dcm_qa_table/In/Ph/1301_Dual-echo_iso/001.dcm");
+    rp_dcm_info *p = info_of("dcm_qa/dcm_qa_table/In/Ph/1301_Dual-echo_iso/061.dcm");
+    assert_int_equal(m->frame[0].kind, RP_DCM_KIND_MAGNITUDE);
+    assert_int_equal(p->frame[0].kind, RP_DCM_KIND_PHASE);
+    rp_dcm_info_free(m);
+    rp_dcm_info_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +308,8 @@ int main(void)
         cmocka_unit_test(test_fragments_and_twins),
         cmocka_unit_test(test_raw_dataset_without_meta),
         cmocka_unit_test(test_malformed_errors),
+        cmocka_unit_test(test_uih_mosaic),
+        cmocka_unit_test(test_image_kind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -238,6 +238,73 @@ static void test_bad_files(void **st)
     assert_true(refused >= 1); /* at least the truncated big-endian one */
 }
 
+static void put16(FILE *f, unsigned v)
+{
+    fputc((int)(v & 0xff), f);
+    fputc((int)(v >> 8), f);
+}
+
+static void put32(FILE *f, uint32_t v)
+{
+    put16(f, v & 0xffff);
+    put16(f, v >> 16);
+}
+
+/* A raw explicit-VR dataset with (0040,A730) nested `depth` deep, undefined lengths. */
+static void write_nested(const char *path, int depth)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    put16(f, 0x0008);
+    put16(f, 0x0018);
+    fwrite("UI", 1, 2, f);
+    put16(f, 6);
+    fwrite("1.2.3\0", 1, 6, f);
+    for (int i = 0; i < depth; i++) {
+        put16(f, 0x0040);
+        put16(f, 0xA730);
+        fwrite("SQ\0\0", 1, 4, f);
+        put32(f, 0xFFFFFFFFu);
+        put16(f, 0xFFFE);
+        put16(f, 0xE000);
+        put32(f, 0xFFFFFFFFu);
+    }
+    for (int i = 0; i < depth; i++) {
+        put16(f, 0xFFFE);
+        put16(f, 0xE00D);
+        put32(f, 0);
+        put16(f, 0xFFFE);
+        put16(f, 0xE0DD);
+        put32(f, 0);
+    }
+    fclose(f);
+}
+
+/* Sequences nested 10,000 deep overflow dcmtk's recursive reader: every reader refuses them
+ * with a reason before dcmtk sees them; 20 levels read normally. */
+static void test_deep_nesting(void **st)
+{
+    (void)st;
+    char path[] = "/tmp/rp_deep_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_nested(path, 10000);
+    rp_dcm_meta m;
+    rp_dcm_ref r;
+    char why[256] = "";
+    assert_int_equal(rp_dcm_read_meta(path, &m, why, sizeof why), RP_EPARSE);
+    assert_non_null(strstr(why, "nested deeper"));
+    assert_int_equal(rp_dcm_read_ref(path, &r, why, sizeof why), RP_EPARSE);
+    rp_dcm_info *in = NULL;
+    assert_int_equal(rp_dcm_read_info(path, &in, why, sizeof why), RP_EUNSUPPORTED);
+    assert_null(in);
+    assert_non_null(strstr(why, "nested deeper"));
+    write_nested(path, 20);
+    assert_int_equal(rp_dcm_read_meta(path, &m, why, sizeof why), 0);
+    unlink(path);
+}
+
 int main(void)
 {
     g_data = getenv("RP_SHARED_DATA");
@@ -254,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_header_bytes),
         cmocka_unit_test(test_long_uid_is_never_cut_valid),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_deep_nesting),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];

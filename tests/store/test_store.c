@@ -158,6 +158,15 @@ static void test_uid_valid(void **st)
     assert_int_equal(rp_store_uid_valid(u65), RP_EUID);
     assert_int_equal(rp_store_uid_valid(NULL), RP_EUID);
     assert_int_equal(rp_store_uid_valid(""), RP_EUID);
+    /* leading zero: not PS3.5, yet safe as a path component (uid_policy=lenient stores it) */
+    assert_int_equal(rp_store_uid_valid("999.999.01.23.45.6789"), RP_EUID);
+    assert_int_equal(rp_store_uid_safe("999.999.01.23.45.6789"), 0);
+    assert_int_equal(rp_store_uid_safe("1..2"), RP_EUID);
+    assert_int_equal(rp_store_uid_safe(".1"), RP_EUID);
+    assert_int_equal(rp_store_uid_safe("1.2."), RP_EUID);
+    assert_int_equal(rp_store_uid_safe("1.2.a"), RP_EUID);
+    assert_int_equal(rp_store_uid_safe(""), RP_EUID);
+    assert_int_equal(rp_store_uid_safe(u65), RP_EUID);
     assert_int_equal(rp_store_uid_valid("../../etc"), RP_EUID);
     assert_int_equal(rp_store_uid_valid(".."), RP_EUID);
     assert_int_equal(rp_store_uid_valid("1.2/3"), RP_EUID);
@@ -378,7 +387,7 @@ static void test_bad_inputs_leave_nothing(void **st)
         {"", "1.2.4", "1.2.5", RP_EUID},
         {"1.2.3", "", "1.2.5", RP_EUID},
         {"1.2.3", "1.2.4", "", RP_EUID},
-        {"1.2.3", "1.2.4", "1.2.05", RP_EUID},
+        {"1.2.3", "1.2.4", "1.2.0x5", RP_EUID},
         {"1.2.3", "1.2.4", "1.2.5", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -1,0 +1,274 @@
+/* Structure guard: an iterative walk over the element headers of a file, before dcmtk's
+ * recursive reader sees it (see guard_internal.h). The VR of implicit-VR elements comes from
+ * dcmtk's data dictionary, so a defined-length sequence is followed like dcmtk follows it. */
+#include "dicom/guard_internal.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdatset.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dctag.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <new>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/common.h"
+
+namespace
+{
+
+const size_t UNDEF = SIZE_MAX;
+const uint32_t UNDEF32 = 0xFFFFFFFFu;
+
+enum ckind { C_SEQ, C_PIXSEQ, C_ITEM };
+
+struct container {
+    ckind kind;
+    size_t end;    /* UNDEF: closed by a delimiter */
+    bool implicit; /* elements inside are implicit VR (UN sequences: implicit LE) */
+};
+
+/* The file is read through a small window (pread): the walk touches element headers only,
+ * and mapping whole files costs more than the walk. */
+struct walker {
+    int fd;
+    size_t n;
+    uint8_t win[16384];
+    size_t win_off = 0, win_len = 0;
+    bool io_error = false;
+    bool le = true;
+    bool implicit = false;
+    container st[2 * RP_DCM_MAX_DEPTH + 4];
+    int top = 0; /* number of containers */
+    int seq_depth = 0;
+};
+
+/* Pointer to bytes [at, at+len) (len <= 16); zeros past the end or after a read error. */
+const uint8_t *need(walker &w, size_t at, size_t len)
+{
+    static const uint8_t zeros[16] = {0};
+    if (at >= w.win_off && at + len <= w.win_off + w.win_len)
+        return w.win + (at - w.win_off);
+    ssize_t r = pread(w.fd, w.win, sizeof w.win, (off_t)at);
+    if (r < (ssize_t)len) {
+        w.io_error = true;
+        w.win_len = 0;
+        return zeros;
+    }
+    w.win_off = at;
+    w.win_len = (size_t)r;
+    return w.win;
+}
+
+uint16_t rd16(walker &w, size_t at, bool le)
+{
+    const uint8_t *b = need(w, at, 2);
+    return le ? (uint16_t)(b[0] | b[1] << 8) : (uint16_t)(b[1] | b[0] << 8);
+}
+
+uint32_t rd32(walker &w, size_t at, bool le)
+{
+    const uint8_t *b = need(w, at, 4);
+    return le ? (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24
+              : (uint32_t)b[3] | (uint32_t)b[2] << 8 | (uint32_t)b[1] << 16 | (uint32_t)b[0] << 24;
+}
+
+bool long_vr(const char *vr)
+{
+    static const char *const v[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
+                                    "SV", "UC", "UN", "UR", "UT", "UV"};
+    for (const char *x : v)
+        if (!memcmp(vr, x, 2))
+            return true;
+    return false;
+}
+
+void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* 1: pushed; 0: too deep (err set) */
+int push(walker &w, ckind k, size_t end, bool implicit, char *err, size_t errlen)
+{
+    if (k != C_ITEM && ++w.seq_depth > RP_DCM_MAX_DEPTH) {
+        seterr(err, errlen,
+               "sequences nested deeper than %d levels: refused before parsing "
+               "(hostile or damaged structure)",
+               RP_DCM_MAX_DEPTH);
+        return 0;
+    }
+    if (w.top >= (int)(sizeof w.st / sizeof w.st[0])) {
+        seterr(err, errlen, "items nested deeper than %d levels: refused before parsing",
+               RP_DCM_MAX_DEPTH);
+        return 0;
+    }
+    w.st[w.top++] = container{k, end, implicit};
+    return 1;
+}
+
+void pop(walker &w)
+{
+    if (w.top > 0 && w.st[--w.top].kind != C_ITEM)
+        w.seq_depth--;
+}
+
+/* Walk from `pos`; 0 when nothing exceeded a bound (or the walk lost track), RP_EUNSUPPORTED. */
+int walk(walker &w, size_t pos, char *err, size_t errlen)
+{
+    long long count = 0;
+    bool in_meta_possible = true;
+    while (pos + 8 <= w.n && !w.io_error) {
+        while (w.top && w.st[w.top - 1].end != UNDEF && pos >= w.st[w.top - 1].end)
+            pop(w);
+        if (++count > RP_DCM_MAX_ELEMENTS) {
+            seterr(err, errlen, "more than %d elements: refused before parsing",
+                   RP_DCM_MAX_ELEMENTS);
+            return RP_EUNSUPPORTED;
+        }
+        bool meta = in_meta_possible && w.top == 0 && rd16(w, pos, true) == 0x0002;
+        if (!meta && w.top == 0)
+            in_meta_possible = false;
+        bool le = meta || w.le;
+        uint16_t g = rd16(w, pos, le), e = rd16(w, pos + 2, le);
+        if (g == 0xFFFE) {
+            uint32_t len = rd32(w, pos + 4, le);
+            pos += 8;
+            if (e == 0xE000) {
+                if (w.top && w.st[w.top - 1].kind == C_PIXSEQ) {
+                    if (len == UNDEF32 || len > w.n - pos)
+                        return 0; /* fragment runs past the end: dcmtk's to report */
+                    pos += len;
+                    continue;
+                }
+                bool imp = w.top ? w.st[w.top - 1].implicit : w.implicit;
+                if (!push(w, C_ITEM, len == UNDEF32 ? UNDEF : pos + len, imp, err, errlen))
+                    return RP_EUNSUPPORTED;
+            } else if (e == 0xE00D) {
+                if (w.top && w.st[w.top - 1].kind == C_ITEM)
+                    pop(w);
+            } else if (e == 0xE0DD) {
+                while (w.top && w.st[w.top - 1].kind == C_ITEM)
+                    pop(w);
+                if (w.top)
+                    pop(w);
+            }
+            continue;
+        }
+        bool imp = meta ? false : (w.top ? w.st[w.top - 1].implicit : w.implicit);
+        char vr[3] = "";
+        size_t len;
+        if (!imp) {
+            const uint8_t *b = need(w, pos + 4, 2);
+            vr[0] = (char)b[0];
+            vr[1] = (char)b[1];
+            if (long_vr(vr)) {
+                if (pos + 12 > w.n)
+                    return 0;
+                len = rd32(w, pos + 8, le);
+                pos += 12;
+            } else {
+                len = rd16(w, pos + 6, le);
+                pos += 8;
+            }
+        } else {
+            len = rd32(w, pos + 4, le);
+            pos += 8;
+            /* a defined-length sequence starts with an item tag: only then ask the dictionary
+             * (a locked lookup, too slow for every element of every file) */
+            if (len == UNDEF32 ||
+                (len >= 8 && pos + 4 <= w.n && rd16(w, pos, le) == 0xFFFE &&
+                 rd16(w, pos + 2, le) == 0xE000 && DcmTag(g, e).getEVR() == EVR_SQ))
+                memcpy(vr, "SQ", 2);
+        }
+        bool undef = len == UNDEF32;
+        if (meta && g == 0x0002 && e == 0x0010 && !undef && len < 80 && pos + len <= w.n) {
+            char ts[80];
+            size_t tl = len;
+            if (pread(w.fd, ts, tl, (off_t)pos) != (ssize_t)tl)
+                return 0;
+            ts[tl] = 0;
+            while (tl && (ts[tl - 1] == 0 || ts[tl - 1] == ' '))
+                ts[--tl] = 0;
+            w.implicit = !strcmp(ts, "1.2.840.10008.1.2");
+            w.le = strcmp(ts, "1.2.840.10008.1.2.2") != 0;
+            if (!strcmp(ts, "1.2.840.10008.1.2.1.99"))
+                return 0; /* deflated: the dataset's bytes cannot be walked here */
+        }
+        bool sq = !memcmp(vr, "SQ", 2);
+        if (undef) {
+            bool pixels = g == 0x7FE0 && e == 0x0010 && w.top == 0;
+            ckind k = pixels ? C_PIXSEQ : C_SEQ;
+            /* an undefined-length UN is a sequence in implicit VR little endian */
+            bool inner_imp = !memcmp(vr, "UN", 2) ? true : imp;
+            if (!push(w, k, UNDEF, inner_imp, err, errlen))
+                return RP_EUNSUPPORTED;
+            continue;
+        }
+        if (sq) {
+            if (len > w.n - pos)
+                return 0;
+            if (!push(w, C_SEQ, pos + len, imp, err, errlen))
+                return RP_EUNSUPPORTED;
+            continue;
+        }
+        if (len > w.n - pos)
+            return 0; /* value past the end: dcmtk reports the truncation */
+        pos += len;
+    }
+    return 0;
+}
+
+} // namespace
+
+int rp_dcm_guard(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* the reader reports a missing or unreadable file as it always did */
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 8) {
+        close(fd);
+        return 0; /* not a regular file or too short: dcmtk says what it is */
+    }
+    walker *w = new (std::nothrow) walker;
+    if (!w) {
+        close(fd);
+        return 0;
+    }
+    w->fd = fd;
+    w->n = (size_t)st.st_size;
+    size_t pos = 0;
+    const uint8_t *h = need(*w, 0, 8);
+    if (w->n >= 132 && !memcmp(need(*w, 128, 4), "DICM", 4)) {
+        pos = 132;
+    } else {
+        /* raw dataset: explicit VR when the bytes after the first tag read as a VR */
+        w->implicit = !(h[4] >= 'A' && h[4] <= 'Z' && h[5] >= 'A' && h[5] <= 'Z');
+    }
+    int rc = walk(*w, pos, err, errlen);
+    close(fd);
+    delete w;
+    return rc;
+}
+
+void rp_dcm_to_utf8(DcmDataset *ds)
+{
+    OFString cs;
+    if (!ds || ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, cs).bad() || cs.empty())
+        return;
+    if (cs == "ISO_IR 192" || cs == "ISO_IR 6" || cs == "ISO 2022 IR 6")
+        return;
+    (void)ds->convertToUTF8();
+}
