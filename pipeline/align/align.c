@@ -298,6 +298,152 @@ static int fail(char *why, size_t whylen, const char *fmt, double a, double b)
     return 0;
 }
 
+/* Exhaustive coarse search on L4 around the head centroid cw, then pattern searches on L2 from
+ * the best four distinct candidates. b->s < -1: out of memory. */
+static void search(const level *L4p, const level *L2p, const frame *fp, const double cw[3],
+                   double max_deg, double max_roll, cand *out)
+{
+    const level L4 = *L4p, L2 = *L2p;
+    const frame f = *fp;
+    const double D2R = M_PI / 180;
+    /* coarse: every 3 degrees, the offset every 4 mm then refined to 1 mm */
+    const int npsi = (int)floor(max_deg / 3) * 2 + 1, nth = (int)floor(max_roll / 3) * 2 + 1;
+    const int nd = 11;
+    const int ntot = npsi * nth;
+    cand *best_of = calloc((size_t)ntot, sizeof *best_of);
+    if (!best_of) {
+        out->s = -3;
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int k = 0; k < ntot; k++) {
+        const double psi = (-(npsi / 2) + k % npsi) * 3 * D2R;
+        const double th = (-(nth / 2) + k / npsi) * 3 * D2R;
+        double nn[3];
+        normal_of(&f, psi, th, nn);
+        const double d0 = nn[0] * cw[0] + nn[1] * cw[1] + nn[2] * cw[2];
+        cand b = {psi, th, d0, -2};
+        for (int j = 0; j < nd; j++) {
+            double d = d0 + (j - nd / 2) * 4.0;
+            double s = symmetry(&L4, nn, d);
+            if (s > b.s) {
+                b.s = s;
+                b.d = d;
+            }
+        }
+        for (double st = 2; st >= 1; st /= 2) {
+            double s1 = symmetry(&L4, nn, b.d - st), s2 = symmetry(&L4, nn, b.d + st);
+            if (s1 > b.s && s1 >= s2) {
+                b.s = s1;
+                b.d -= st;
+            } else if (s2 > b.s) {
+                b.s = s2;
+                b.d += st;
+            }
+        }
+        best_of[k] = b;
+    }
+    /* refine the best few distinct coarse candidates (a thin skull blurs at 6 mm, so the
+     * coarse ranking can be off by a step) by a pattern search on the 2 mm level */
+    qsort(best_of, (size_t)ntot, sizeof *best_of, cmp_cand);
+    cand top[4];
+    int ntop = 0;
+    for (int k = 0; k < ntot && ntop < 4; k++) {
+        int distinct = 1;
+        for (int j = 0; j < ntop; j++)
+            if (fabs(top[j].psi - best_of[k].psi) < 2.5 * D2R &&
+                fabs(top[j].theta - best_of[k].theta) < 2.5 * D2R)
+                distinct = 0;
+        if (distinct)
+            top[ntop++] = best_of[k];
+    }
+    free(best_of);
+    cand b = {0, 0, 0, -2};
+    for (int t = 0; t < ntop; t++) {
+        cand c = top[t];
+        c.s = eval(&L2, &f, c.psi, c.theta, c.d);
+        double step[3] = {1.5 * D2R, max_roll > 0 ? 1.5 * D2R : 0, 2.0};
+        for (int it = 0; it < 300 && (step[0] > 0.02 * D2R || step[2] > 0.05); it++) {
+            int moved = 0;
+            for (int k = 0; k < 3; k++) {
+                if (step[k] == 0)
+                    continue;
+                for (int sgn = -1; sgn <= 1; sgn += 2) {
+                    cand q = c;
+                    double *x = k == 0 ? &q.psi : k == 1 ? &q.theta : &q.d;
+                    *x += sgn * step[k];
+                    q.s = eval(&L2, &f, q.psi, q.theta, q.d);
+                    if (q.s > c.s + 1e-9) {
+                        c = q;
+                        moved = 1;
+                        break;
+                    }
+                }
+            }
+            if (!moved)
+                for (int k = 0; k < 3; k++)
+                    step[k] /= 2;
+        }
+        if (c.s > b.s)
+            b = c;
+    }
+    *out = b;
+}
+
+/* res->matrix and the plane facts for the plane b: turn u onto n about the head's point on
+ * the plane, which moves to the grid centre along u. */
+static void set_transform(const rp_volume *v, const frame *fp, const double cw[3], const cand *bp,
+                          rp_align_result *res)
+{
+    const frame f = *fp;
+    const cand b = *bp;
+    double nn[3];
+    normal_of(&f, b.psi, b.theta, nn);
+    memcpy(res->normal, nn, sizeof nn);
+    double g[3];
+    for (int r = 0; r < 3; r++)
+        g[r] = v->affine[r][0] * (v->dim[0] - 1) / 2.0 + v->affine[r][1] * (v->dim[1] - 1) / 2.0 +
+               v->affine[r][2] * (v->dim[2] - 1) / 2.0 + v->affine[r][3];
+    const double dc = nn[0] * cw[0] + nn[1] * cw[1] + nn[2] * cw[2] - b.d;
+    double q0[3], o[3];
+    for (int r = 0; r < 3; r++)
+        q0[r] = cw[r] - dc * nn[r];
+    memcpy(res->point, q0, sizeof q0);
+    res->offset_mm = b.d - (nn[0] * g[0] + nn[1] * g[1] + nn[2] * g[2]);
+    double qv = 0, qw = 0;
+    for (int r = 0; r < 3; r++) {
+        qv += (q0[r] - g[r]) * f.v[r];
+        qw += (q0[r] - g[r]) * f.w[r];
+    }
+    for (int r = 0; r < 3; r++)
+        o[r] = g[r] + qv * f.v[r] + qw * f.w[r];
+    /* R = G·Rz(ψ)·Ry(θ)·Gᵀ */
+    const double cp = cos(b.psi), sp = sin(b.psi), ct = cos(b.theta), st = sin(b.theta);
+    const double Rl[3][3] = {{cp * ct, -sp, cp * st}, {sp * ct, cp, sp * st}, {-st, 0, ct}};
+    double G[3][3], R[3][3];
+    for (int r = 0; r < 3; r++) {
+        G[r][0] = f.u[r];
+        G[r][1] = f.v[r];
+        G[r][2] = f.w[r];
+    }
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            double s = 0;
+            for (int a = 0; a < 3; a++)
+                for (int k = 0; k < 3; k++)
+                    s += G[i][a] * Rl[a][k] * G[j][k];
+            R[i][j] = s;
+        }
+    for (int i = 0; i < 3; i++) {
+        double t = q0[i];
+        for (int j = 0; j < 3; j++) {
+            res->matrix[i][j] = R[i][j];
+            t -= R[i][j] * o[j];
+        }
+        res->matrix[i][3] = t;
+    }
+}
+
 int rp_align_midline(const rp_volume *v, const rp_align_params *pp, rp_align_result *res,
                      char *why, size_t whylen)
 {
@@ -382,90 +528,15 @@ int rp_align_midline(const rp_volume *v, const rp_align_params *pp, rp_align_res
     const double sw = v->spacing[f.ax[2]];
     const double max_roll = ext_w >= 40 && !(p.ct && sw > 2.5) ? p.max_deg / 2 : 0;
     res->roll_estimated = max_roll > 0;
-    const double D2R = M_PI / 180;
-    /* coarse: every 3 degrees, the offset every 4 mm then refined to 1 mm */
-    const int npsi = (int)floor(p.max_deg / 3) * 2 + 1, nth = (int)floor(max_roll / 3) * 2 + 1;
-    const int nd = 11;
-    const int ntot = npsi * nth;
-    cand *best_of = calloc((size_t)ntot, sizeof *best_of);
-    if (!best_of) {
+    cand b;
+    search(&L4, &L2, &f, cw, p.max_deg, max_roll, &b);
+    if (b.s < -2) {
         level_free(&L4);
         level_free(&L2);
         return RP_ENOMEM;
     }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int k = 0; k < ntot; k++) {
-        const double psi = (-(npsi / 2) + k % npsi) * 3 * D2R;
-        const double th = (-(nth / 2) + k / npsi) * 3 * D2R;
-        double nn[3];
-        normal_of(&f, psi, th, nn);
-        const double d0 = nn[0] * cw[0] + nn[1] * cw[1] + nn[2] * cw[2];
-        cand b = {psi, th, d0, -2};
-        for (int j = 0; j < nd; j++) {
-            double d = d0 + (j - nd / 2) * 4.0;
-            double s = symmetry(&L4, nn, d);
-            if (s > b.s) {
-                b.s = s;
-                b.d = d;
-            }
-        }
-        for (double st = 2; st >= 1; st /= 2) {
-            double s1 = symmetry(&L4, nn, b.d - st), s2 = symmetry(&L4, nn, b.d + st);
-            if (s1 > b.s && s1 >= s2) {
-                b.s = s1;
-                b.d -= st;
-            } else if (s2 > b.s) {
-                b.s = s2;
-                b.d += st;
-            }
-        }
-        best_of[k] = b;
-    }
-    /* refine the best few distinct coarse candidates (a thin skull blurs at 6 mm, so the
-     * coarse ranking can be off by a step) by a pattern search on the 2 mm level */
-    qsort(best_of, (size_t)ntot, sizeof *best_of, cmp_cand);
-    cand top[4];
-    int ntop = 0;
-    for (int k = 0; k < ntot && ntop < 4; k++) {
-        int distinct = 1;
-        for (int j = 0; j < ntop; j++)
-            if (fabs(top[j].psi - best_of[k].psi) < 2.5 * D2R &&
-                fabs(top[j].theta - best_of[k].theta) < 2.5 * D2R)
-                distinct = 0;
-        if (distinct)
-            top[ntop++] = best_of[k];
-    }
-    free(best_of);
-    cand b = {0, 0, 0, -2};
-    for (int t = 0; t < ntop; t++) {
-        cand c = top[t];
-        c.s = eval(&L2, &f, c.psi, c.theta, c.d);
-        double step[3] = {1.5 * D2R, max_roll > 0 ? 1.5 * D2R : 0, 2.0};
-        for (int it = 0; it < 300 && (step[0] > 0.02 * D2R || step[2] > 0.05); it++) {
-            int moved = 0;
-            for (int k = 0; k < 3; k++) {
-                if (step[k] == 0)
-                    continue;
-                for (int sgn = -1; sgn <= 1; sgn += 2) {
-                    cand q = c;
-                    double *x = k == 0 ? &q.psi : k == 1 ? &q.theta : &q.d;
-                    *x += sgn * step[k];
-                    q.s = eval(&L2, &f, q.psi, q.theta, q.d);
-                    if (q.s > c.s + 1e-9) {
-                        c = q;
-                        moved = 1;
-                        break;
-                    }
-                }
-            }
-            if (!moved)
-                for (int k = 0; k < 3; k++)
-                    step[k] /= 2;
-        }
-        if (c.s > b.s)
-            b = c;
-    }
     /* distinct optimum: the score must drop when the plane turns 10 degrees */
+    const double D2R = M_PI / 180;
     double side = fmax(eval(&L2, &f, b.psi + 10 * D2R, b.theta, b.d),
                        eval(&L2, &f, b.psi - 10 * D2R, b.theta, b.d));
     level_free(&L4);
@@ -473,53 +544,7 @@ int rp_align_midline(const rp_volume *v, const rp_align_params *pp, rp_align_res
     res->yaw_deg = b.psi / D2R;
     res->roll_deg = b.theta / D2R;
     res->score = b.s;
-    double nn[3];
-    normal_of(&f, b.psi, b.theta, nn);
-    memcpy(res->normal, nn, sizeof nn);
-    /* the transform: turn u onto n about the head's point on the plane, which moves to the
-     * grid centre along u */
-    double g[3];
-    for (int r = 0; r < 3; r++)
-        g[r] = v->affine[r][0] * (v->dim[0] - 1) / 2.0 + v->affine[r][1] * (v->dim[1] - 1) / 2.0 +
-               v->affine[r][2] * (v->dim[2] - 1) / 2.0 + v->affine[r][3];
-    const double dc = nn[0] * cw[0] + nn[1] * cw[1] + nn[2] * cw[2] - b.d;
-    double q0[3], o[3];
-    for (int r = 0; r < 3; r++)
-        q0[r] = cw[r] - dc * nn[r];
-    memcpy(res->point, q0, sizeof q0);
-    res->offset_mm = b.d - (nn[0] * g[0] + nn[1] * g[1] + nn[2] * g[2]);
-    double qv = 0, qw = 0;
-    for (int r = 0; r < 3; r++) {
-        qv += (q0[r] - g[r]) * f.v[r];
-        qw += (q0[r] - g[r]) * f.w[r];
-    }
-    for (int r = 0; r < 3; r++)
-        o[r] = g[r] + qv * f.v[r] + qw * f.w[r];
-    /* R = G·Rz(ψ)·Ry(θ)·Gᵀ */
-    const double cp = cos(b.psi), sp = sin(b.psi), ct = cos(b.theta), st = sin(b.theta);
-    const double Rl[3][3] = {{cp * ct, -sp, cp * st}, {sp * ct, cp, sp * st}, {-st, 0, ct}};
-    double G[3][3], R[3][3];
-    for (int r = 0; r < 3; r++) {
-        G[r][0] = f.u[r];
-        G[r][1] = f.v[r];
-        G[r][2] = f.w[r];
-    }
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) {
-            double s = 0;
-            for (int a = 0; a < 3; a++)
-                for (int k = 0; k < 3; k++)
-                    s += G[i][a] * Rl[a][k] * G[j][k];
-            R[i][j] = s;
-        }
-    for (int i = 0; i < 3; i++) {
-        double t = q0[i];
-        for (int j = 0; j < 3; j++) {
-            res->matrix[i][j] = R[i][j];
-            t -= R[i][j] * o[j];
-        }
-        res->matrix[i][3] = t;
-    }
+    set_transform(v, &f, cw, &b, res);
     /* reliability */
     res->reliable = 0;
     if (b.s < p.min_score)

@@ -264,6 +264,177 @@ static int mi_at(const reg_samples *s, const reg_moving *m, const double *prm, i
     return rp_reg_mattes(s, m, &x, w, mi, NULL, NULL);
 }
 
+/* Rotation centre: centroid of the fixed mask; parameter scales: its RMS radius. */
+static int centre_and_scales(const rp_volume *fixed, const uint8_t *mask, opt_state *st,
+                             char *err, size_t errlen)
+{
+    double sum[3] = {0}, cnt = 0;
+    const int nx = fixed->dim[0], ny = fixed->dim[1], nz = fixed->dim[2];
+    for (int z = 0; z < nz; z++)
+        for (int y = 0; y < ny; y++)
+            for (int x = 0; x < nx; x++)
+                if (mask[x + (size_t)nx * (y + (size_t)ny * z)]) {
+                    sum[0] += x;
+                    sum[1] += y;
+                    sum[2] += z;
+                    cnt++;
+                }
+    if (cnt < 64) {
+        snprintf(err, errlen, "register: the fixed foreground has %.0f voxels (need 64)", cnt);
+        return RP_EINVAL;
+    }
+    voxel_world(fixed->affine, sum[0] / cnt, sum[1] / cnt, sum[2] / cnt, st->center);
+    double r2 = 0;
+    for (int z = 0; z < nz; z++)
+        for (int y = 0; y < ny; y++)
+            for (int x = 0; x < nx; x++)
+                if (mask[x + (size_t)nx * (y + (size_t)ny * z)]) {
+                    double w[3];
+                    voxel_world(fixed->affine, x, y, z, w);
+                    for (int r = 0; r < 3; r++)
+                        r2 += (w[r] - st->center[r]) * (w[r] - st->center[r]);
+                }
+    const double radius = fmax(sqrt(r2 / cnt), 1.0);
+    for (int k = 0; k < 3; k++) {
+        st->scale[k] = radius;
+        st->scale[3 + k] = 1;
+        st->scale[6 + k] = radius;
+        st->prm[6 + k] = 1;
+    }
+    return 0;
+}
+
+/* One level's ascent, then restarts with half the first step while they still move tissue:
+ * in a narrow valley the step halves on every zig-zag and stops short along the valley floor.
+ * Returns the iterations or RP_E*. */
+static int optimise_restarts(const reg_samples *s, const reg_moving *m, opt_state *st,
+                             double step, double min_step, int max_it, reg_work *w)
+{
+    int total = optimise_level(s, m, st, step, min_step, max_it, w);
+    for (int rs = 0; rs < RESTARTS && total >= 0; rs++) {
+        double before[REG_NPARAM_MAX];
+        memcpy(before, st->prm, sizeof before);
+        step *= 0.5;
+        int it = optimise_level(s, m, st, step, min_step, max_it, w);
+        if (it < 0)
+            return it;
+        total += it;
+        double moved = 0;
+        for (int q = 0; q < st->np; q++)
+            moved = fmax(moved, fabs(st->prm[q] - before[q]) * st->scale[q]);
+        if (moved < min_step * 4)
+            break;
+    }
+    return total;
+}
+
+/* After the finest level: MI at the result (the identity when that is better) and what moved
+ * (displacement of the samples). */
+static int finish(const reg_samples *s, const reg_moving *m, opt_state *st, reg_work *w,
+                  rp_reg_result *res)
+{
+    int rc = mi_at(s, m, st->prm, st->np, st->center, w, &res->mi_final);
+    if (rc)
+        return rc;
+    if (res->mi_final < res->mi_initial) {
+        RP_WARN(MOD, "rigid mi=%.4f below mi_identity=%.4f: identity kept", res->mi_final,
+                res->mi_initial);
+        for (int k = 0; k < 3; k++) {
+            st->prm[k] = st->prm[3 + k] = 0;
+            st->prm[6 + k] = 1;
+        }
+        res->mi_final = res->mi_initial;
+        res->kept_identity = 1;
+    }
+    double T[4][4];
+    reg_xform x;
+    rp_reg_xform(st->prm, st->np, st->center, m->w2i, &x, T);
+    double mx = 0, ss = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        double q[3] = {s->xyz[3 * i] + st->center[0], s->xyz[3 * i + 1] + st->center[1],
+                       s->xyz[3 * i + 2] + st->center[2]};
+        double d2 = 0;
+        for (int r = 0; r < 3; r++) {
+            double y = T[r][0] * q[0] + T[r][1] * q[1] + T[r][2] * q[2] + T[r][3];
+            d2 += (y - q[r]) * (y - q[r]);
+        }
+        mx = fmax(mx, d2);
+        ss += d2;
+    }
+    res->max_displacement_mm = sqrt(mx);
+    res->rms_displacement_mm = sqrt(ss / (double)s->n);
+    return 0;
+}
+
+/* Pyramid level L (0 = coarsest): shrink both volumes, draw the samples, optimise. */
+static int run_level(const rp_volume *fixed, const uint8_t *mask, const rp_volume *moving,
+                     const rp_reg_params *p, int L, opt_state *st, reg_work *w,
+                     rp_reg_result *res, char *err, size_t errlen)
+{
+    const int shrink = 1 << (p->levels - 1 - L), max_shrink = 1 << (p->levels - 1);
+    const double min_sp = fmin(fixed->spacing[0], fmin(fixed->spacing[1], fixed->spacing[2]));
+    int ff[3], fm[3], md[3], rc = 0;
+    rp_reg_factors(fixed->dim, fixed->spacing, shrink * min_sp, ff);
+    rp_reg_factors(moving->dim, moving->spacing, shrink * min_sp, fm);
+    rp_volume *fl = NULL, *ml = NULL;
+    uint8_t *mk = NULL;
+    reg_samples s = {0};
+    reg_moving m;
+    /* a level at full resolution reads the inputs themselves */
+    const rp_volume *fuse = fixed, *muse = moving;
+    const uint8_t *kuse = mask;
+    if (ff[0] > 1 || ff[1] > 1 || ff[2] > 1) {
+        if ((rc = rp_reg_shrink(fixed, ff, &fl)) != 0)
+            goto out;
+        if (!(mk = rp_reg_shrink_mask(mask, fixed->dim, ff, md))) {
+            rc = RP_ENOMEM;
+            goto out;
+        }
+        fuse = fl;
+        kuse = mk;
+    }
+    if (fm[0] > 1 || fm[1] > 1 || fm[2] > 1) {
+        if ((rc = rp_reg_shrink(moving, fm, &ml)) != 0)
+            goto out;
+        muse = ml;
+    }
+    if ((rc = build_samples(fuse, kuse, st->center, p->max_samples, p->seed + (uint64_t)L * 7919,
+                            p->bins, &s)) != 0) {
+        if (rc == RP_EINVAL)
+            snprintf(err, errlen, "register: too few foreground samples at level %d", L);
+        goto out;
+    }
+    if ((rc = moving_of(muse, &m)) != 0)
+        goto out;
+    res->samples[L] = s.n;
+    const int finest = L == p->levels - 1;
+    if (finest) {
+        const double id[REG_NPARAM_MAX] = {0, 0, 0, 0, 0, 0, 1, 1, 1};
+        if ((rc = mi_at(&s, &m, id, st->np, st->center, w, &res->mi_initial)) != 0)
+            goto out;
+    }
+    int it = optimise_restarts(&s, &m, st, p->initial_step_mm * shrink / max_shrink,
+                               p->min_step_mm * shrink, p->max_iterations, w);
+    if (it < 0) {
+        rc = it;
+        goto out;
+    }
+    res->iterations[L] = it;
+    if (finest)
+        rc = finish(&s, &m, st, w, res);
+out:
+    if (rc == RP_EGEOM && !err[0])
+        snprintf(err, errlen,
+                 "register: the volumes do not overlap (fewer than 64 of the fixed samples fall "
+                 "inside the moving volume at level %d)",
+                 L);
+    samples_free(&s);
+    free(mk);
+    rp_volume_free(fl);
+    rp_volume_free(ml);
+    return rc;
+}
+
 int rp_register_rigid(const rp_volume *fixed, const rp_mask *fixed_mask, const rp_volume *moving,
                       const rp_reg_params *pp, rp_reg_result *res, char *err, size_t errlen)
 {
@@ -296,161 +467,13 @@ int rp_register_rigid(const rp_volume *fixed, const rp_mask *fixed_mask, const r
     uint8_t *mask = full_mask(fixed, fixed_mask, err, errlen);
     if (!mask)
         return err[0] ? RP_EINVAL : RP_ENOMEM;
-    /* rotation centre: centroid of the fixed mask; parameter scale: RMS radius about it */
     opt_state st;
     memset(&st, 0, sizeof st);
     st.np = p.dof;
-    double sum[3] = {0}, cnt = 0;
-    const int nx = fixed->dim[0], ny = fixed->dim[1], nz = fixed->dim[2];
-    for (int z = 0; z < nz; z++)
-        for (int y = 0; y < ny; y++)
-            for (int x = 0; x < nx; x++)
-                if (mask[x + (size_t)nx * (y + (size_t)ny * z)]) {
-                    sum[0] += x;
-                    sum[1] += y;
-                    sum[2] += z;
-                    cnt++;
-                }
-    if (cnt < 64) {
-        free(mask);
-        snprintf(err, errlen, "register: the fixed foreground has %.0f voxels (need 64)", cnt);
-        return RP_EINVAL;
-    }
-    voxel_world(fixed->affine, sum[0] / cnt, sum[1] / cnt, sum[2] / cnt, st.center);
-    double r2 = 0;
-    for (int z = 0; z < nz; z++)
-        for (int y = 0; y < ny; y++)
-            for (int x = 0; x < nx; x++)
-                if (mask[x + (size_t)nx * (y + (size_t)ny * z)]) {
-                    double w[3];
-                    voxel_world(fixed->affine, x, y, z, w);
-                    r2 += (w[0] - st.center[0]) * (w[0] - st.center[0]) +
-                          (w[1] - st.center[1]) * (w[1] - st.center[1]) +
-                          (w[2] - st.center[2]) * (w[2] - st.center[2]);
-                }
-    const double radius = fmax(sqrt(r2 / cnt), 1.0);
-    for (int k = 0; k < 3; k++) {
-        st.scale[k] = radius;
-        st.scale[3 + k] = 1;
-        st.scale[6 + k] = radius;
-        st.prm[6 + k] = 1;
-    }
-    double min_sp = fmin(fixed->spacing[0], fmin(fixed->spacing[1], fixed->spacing[2]));
-    int rc = 0;
+    int rc = centre_and_scales(fixed, mask, &st, err, errlen);
     reg_work w = {0};
-    const int max_shrink = 1 << (p.levels - 1);
-    for (int L = 0; L < p.levels && rc == 0; L++) {
-        const int shrink = 1 << (p.levels - 1 - L);
-        int ff[3], fm[3], md[3];
-        rp_reg_factors(fixed->dim, fixed->spacing, shrink * min_sp, ff);
-        rp_reg_factors(moving->dim, moving->spacing, shrink * min_sp, fm);
-        rp_volume *fl = NULL, *ml = NULL;
-        uint8_t *mk = NULL;
-        reg_samples s = {0};
-        reg_moving m;
-        /* a level at full resolution reads the inputs themselves */
-        const rp_volume *fuse = fixed, *muse = moving;
-        const uint8_t *kuse = mask;
-        if (ff[0] > 1 || ff[1] > 1 || ff[2] > 1) {
-            if ((rc = rp_reg_shrink(fixed, ff, &fl)) != 0)
-                goto level_out;
-            if (!(mk = rp_reg_shrink_mask(mask, fixed->dim, ff, md))) {
-                rc = RP_ENOMEM;
-                goto level_out;
-            }
-            fuse = fl;
-            kuse = mk;
-        }
-        if (fm[0] > 1 || fm[1] > 1 || fm[2] > 1) {
-            if ((rc = rp_reg_shrink(moving, fm, &ml)) != 0)
-                goto level_out;
-            muse = ml;
-        }
-        if ((rc = build_samples(fuse, kuse, st.center, p.max_samples, p.seed + (uint64_t)L * 7919,
-                                p.bins, &s)) != 0) {
-            if (rc == RP_EINVAL)
-                snprintf(err, errlen, "register: too few foreground samples at level %d", L);
-            goto level_out;
-        }
-        if ((rc = moving_of(muse, &m)) != 0)
-            goto level_out;
-        res->samples[L] = s.n;
-        if (L == p.levels - 1) {
-            double id[REG_NPARAM_MAX] = {0, 0, 0, 0, 0, 0, 1, 1, 1};
-            if ((rc = mi_at(&s, &m, id, st.np, st.center, &w, &res->mi_initial)) != 0)
-                goto level_out;
-        }
-        {
-            double step = p.initial_step_mm * shrink / max_shrink;
-            int it = optimise_level(&s, &m, &st, step, p.min_step_mm * shrink, p.max_iterations,
-                                    &w);
-            if (it < 0) {
-                rc = it;
-                goto level_out;
-            }
-            res->iterations[L] = it;
-            /* In a narrow valley the step halves on every zig-zag and stops short along the
-             * valley floor: restart with smaller first steps while that still moves tissue. */
-            for (int rs = 0; rs < RESTARTS && it >= 0; rs++) {
-                double before[REG_NPARAM_MAX];
-                memcpy(before, st.prm, sizeof before);
-                step *= 0.5;
-                it = optimise_level(&s, &m, &st, step, p.min_step_mm * shrink, p.max_iterations, &w);
-                if (it < 0) {
-                    rc = it;
-                    goto level_out;
-                }
-                res->iterations[L] += it;
-                double moved = 0;
-                for (int q = 0; q < st.np; q++)
-                    moved = fmax(moved, fabs(st.prm[q] - before[q]) * st.scale[q]);
-                if (moved < p.min_step_mm * shrink * 4)
-                    break;
-            }
-        }
-        if (L == p.levels - 1) {
-            if ((rc = mi_at(&s, &m, st.prm, st.np, st.center, &w, &res->mi_final)) != 0)
-                goto level_out;
-            if (res->mi_final < res->mi_initial) {
-                RP_WARN(MOD, "rigid mi=%.4f below mi_identity=%.4f: identity kept",
-                        res->mi_final, res->mi_initial);
-                for (int k = 0; k < 3; k++) {
-                    st.prm[k] = st.prm[3 + k] = 0;
-                    st.prm[6 + k] = 1;
-                }
-                res->mi_final = res->mi_initial;
-                res->kept_identity = 1;
-            }
-            /* what moved: displacement of the samples */
-            double T[4][4];
-            reg_xform x;
-            rp_reg_xform(st.prm, st.np, st.center, m.w2i, &x, T);
-            double mx = 0, ss = 0;
-            for (size_t i = 0; i < s.n; i++) {
-                double q[3] = {s.xyz[3 * i] + st.center[0], s.xyz[3 * i + 1] + st.center[1],
-                               s.xyz[3 * i + 2] + st.center[2]};
-                double d2 = 0;
-                for (int r = 0; r < 3; r++) {
-                    double y = T[r][0] * q[0] + T[r][1] * q[1] + T[r][2] * q[2] + T[r][3];
-                    d2 += (y - q[r]) * (y - q[r]);
-                }
-                mx = fmax(mx, d2);
-                ss += d2;
-            }
-            res->max_displacement_mm = sqrt(mx);
-            res->rms_displacement_mm = sqrt(ss / (double)s.n);
-        }
-    level_out:
-        if (rc == RP_EGEOM && !err[0])
-            snprintf(err, errlen,
-                     "register: the volumes do not overlap (fewer than 64 of the fixed samples "
-                     "fall inside the moving volume at level %d)",
-                     L);
-        samples_free(&s);
-        free(mk);
-        rp_volume_free(fl);
-        rp_volume_free(ml);
-    }
+    for (int L = 0; L < p.levels && rc == 0; L++)
+        rc = run_level(fixed, mask, moving, &p, L, &st, &w, res, err, errlen);
     rp_reg_work_free(&w);
     free(mask);
     if (rc) {
