@@ -257,8 +257,8 @@ int rp_conf_name_valid(const char *name)
 
 int rp_conf_output_known(const char *word)
 {
-    static const char *const known[] = {"nifti", "json", "qc",       "png",
-                                        "dicom", "seg",  "manifest", "npy"};
+    static const char *const known[] = {"nifti", "json",     "qc",  "png",     "dicom",
+                                        "seg",   "manifest", "npy", "overlay", "sr"};
     for (size_t i = 0; i < NELEM(known); i++)
         if (strcmp(word, known[i]) == 0)
             return 1;

@@ -243,7 +243,7 @@ static int check_words(parse_ctx *x, const key_def *k, const char *v, int upper)
             if (!rp_conf_output_known(w))
                 return fail_at(x, x->line,
                                "outputs: unknown output '%s' (known: nifti json qc png dicom "
-                               "seg manifest npy)",
+                               "seg overlay sr manifest npy)",
                                w);
             continue;
         }
