@@ -291,6 +291,30 @@ int copy_patient_study(DcmItem *src, DcmItem *dst)
     for (const DcmTagKey &k : type2)
         if (!dst->tagExists(k))
             dst->insertEmptyElement(k, OFTrue);
+    /* A copied optional (Type 3) value that breaks its VR (e.g. Patient's Age "81" without
+     * its unit letter) would make our object invalid for something we did not write: it is
+     * left out, with a log line, rather than "repaired" into a guess. */
+    for (const DcmTagKey &k : k_copied) {
+        DcmElement *e = NULL;
+        if (dst->findAndGetElement(k, e).bad() || !e || e->getLength() == 0 ||
+            e->ident() == EVR_SQ || k == DCM_StudyInstanceUID)
+            continue;
+        int is_type2 = 0;
+        for (const DcmTagKey &t : type2)
+            is_type2 |= t == k;
+        if (!is_type2 && e->checkValue("1-n").bad()) {
+            RP_WARN(MOD, "source attribute with an invalid value left out tag=%s",
+                    k.toString().c_str());
+            delete dst->remove(k);
+        }
+    }
+    /* De-identification Method is Type 1C (identity removed, no code sequence): some
+     * anonymisers leave it empty; say that the method is unknown instead of leaving an
+     * invalid empty value */
+    if (get_str(dst, DCM_PatientIdentityRemoved) == "YES" &&
+        !dst->tagExists(DCM_DeidentificationMethodCodeSequence) &&
+        get_str(dst, DCM_DeidentificationMethod).empty())
+        dst->putAndInsertString(DCM_DeidentificationMethod, "unknown (empty in source)");
     /* Specific Character Set is Type 1C: an empty one (some scanners write it) means the
      * default repertoire, which is said by leaving it out. */
     DcmElement *cs = NULL;

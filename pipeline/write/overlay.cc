@@ -171,21 +171,25 @@ std::string upper(const char *s)
     return r;
 }
 
-/* Render frame k into rgb (nx*ny*3). */
+/* Render frame k into rgb (nx*ny*3). flip_x / flip_y: output column x shows volume column
+ * nx-1-x (row likewise), so that the frame has the source's own pixel layout. */
 void render_frame(const rp_volume *src, int k, double lo, double hi,
                   const std::vector<std::vector<uint8_t>> &masks, rp_mask *const *mk,
-                  const char *caption, uint8_t *rgb)
+                  const char *caption, int flip_x, int flip_y, uint8_t *rgb)
 {
     const int nx = src->dim[0], ny = src->dim[1];
     const size_t ns = (size_t)nx * ny;
     const float *s = src->data + (size_t)k * ns;
     const double scale = 255.0 / (hi - lo);
-    for (size_t i = 0; i < ns; i++) {
-        double g = isfinite(s[i]) ? (s[i] - lo) * scale : 0;
-        uint8_t b = (uint8_t)(g < 0 ? 0 : g > 255 ? 255 : g + 0.5);
-        rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = b;
-    }
     canvas cv = {rgb, nx, ny};
+    for (int y = 0; y < ny; y++)
+        for (int x = 0; x < nx; x++) {
+            float v = s[(size_t)y * nx + x];
+            double g = isfinite(v) ? (v - lo) * scale : 0;
+            uint8_t b = (uint8_t)(g < 0 ? 0 : g > 255 ? 255 : g + 0.5);
+            const uint8_t c[3] = {b, b, b};
+            cv.put(flip_x ? nx - 1 - x : x, flip_y ? ny - 1 - y : y, c);
+        }
     for (size_t m = 0; m < masks.size(); m++) {
         const uint8_t *p = masks[m].data() + (size_t)k * ns;
         uint8_t col[3];
@@ -198,7 +202,7 @@ void render_frame(const rp_volume *src, int k, double lo, double hi,
                 int edge = x == 0 || y == 0 || x == nx - 1 || y == ny - 1 || !p[i - 1] ||
                            !p[i + 1] || !p[i - nx] || !p[i + nx];
                 if (edge)
-                    cv.put(x, y, col);
+                    cv.put(flip_x ? nx - 1 - x : x, flip_y ? ny - 1 - y : y, col);
             }
     }
     /* legend and caption: scaled so they stay readable on 512 and 3000 pixel images */
@@ -342,6 +346,31 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
     }
     vol_geom g;
     affine_to_geom(src->affine, g);
+    /* The assembled grid may run the other way than the source's rows or columns (it is
+     * made right-handed / RAS-like); frames are drawn in the source's own pixel layout so
+     * they match the original series when paged side by side. */
+    int flip_x = 0, flip_y = 0;
+    {
+        OFString iop[6];
+        int ok = 1;
+        for (int i = 0; i < 6 && ok; i++)
+            ok = sd->findAndGetOFString(DCM_ImageOrientationPatient, iop[i], i).good();
+        if (ok) {
+            double r[3], c[3];
+            for (int i = 0; i < 3; i++) {
+                r[i] = atof(iop[i].c_str());
+                c[i] = atof(iop[i + 3].c_str());
+            }
+            flip_x = r[0] * g.row_dir[0] + r[1] * g.row_dir[1] + r[2] * g.row_dir[2] < 0;
+            flip_y = c[0] * g.col_dir[0] + c[1] * g.col_dir[1] + c[2] * g.col_dir[2] < 0;
+        }
+        for (int i = 0; i < 3; i++) {
+            if (flip_x)
+                g.row_dir[i] = -g.row_dir[i];
+            if (flip_y)
+                g.col_dir[i] = -g.col_dir[i];
+        }
+    }
     std::string names;
     for (size_t i = 0; i < n && names.size() < 40; i++)
         names += (i ? " " : "") + upper(masks[i]->name);
@@ -379,7 +408,7 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
         if (o->single_frame) {
             double ipp[3];
             slice_ipp(g, f, ipp);
-            render_frame(src, f, lo, hi, onsrc, masks, o->caption, rgb.data());
+            render_frame(src, f, lo, hi, onsrc, masks, o->caption, flip_x, flip_y, rgb.data());
             put_sources(d, sources, sources.size() > 1 ? sources_for(sources, g.normal, ipp,
                                                                       g.spacing_z)
                                                        : all);
@@ -391,11 +420,14 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
                 slice_ipp(g, k, ipp);
                 locs += (k ? "\\" : "") +
                         ds(ipp[0] * g.normal[0] + ipp[1] * g.normal[1] + ipp[2] * g.normal[2]);
-                render_frame(src, k, lo, hi, onsrc, masks, o->caption, rgb.data() + ns * 3 * k);
+                render_frame(src, k, lo, hi, onsrc, masks, o->caption, flip_x, flip_y,
+                             rgb.data() + ns * 3 * k);
             }
             d->putAndInsertString(DCM_NumberOfFrames, std::to_string(nz).c_str());
-            d->putAndInsertTagKey(DCM_FrameIncrementPointer, DCM_SliceLocationVector);
-            d->putAndInsertString(DCM_SliceLocationVector, locs.c_str());
+            if (nz > 1) { /* one frame (a radiograph) is stepped through by nothing */
+                d->putAndInsertTagKey(DCM_FrameIncrementPointer, DCM_SliceLocationVector);
+                d->putAndInsertString(DCM_SliceLocationVector, locs.c_str());
+            }
             put_sources(d, sources, all);
         }
         if (d->putAndInsertUint8Array(DCM_PixelData, rgb.data(), (unsigned long)rgb.size())
