@@ -437,8 +437,7 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
                            "destination accepted no presentation context for this SOP class / "
                            "transfer syntax");
                 r->sop_refused = 1; /* the outbox may send a substitute it accepts */
-            }
-            else if (s.status == RP_STORE_BAD_DATASET)
+            } else if (s.status == RP_STORE_BAD_DATASET)
                 set_result(r, RP_SEND_DEAD, -1, "dataset could not be read");
             else
                 classify_status(s.status, r);

@@ -66,8 +66,8 @@ typedef struct rp_process_opts {
                                the contour overlay SC / the TID 1500 report under <out>/dicom/.
                                NULL: NIfTI + JSON only */
     const char *rule_name;  /* names the derived series ("<source> [radprep: NAME]") */
-    const char *overlay_caption; /* "overlay": caption burned into every frame; NULL: "NOT
-                                    FOR DIAGNOSIS"; "": none */
+    /* "overlay": the caption burned into every frame; NULL: "NOT FOR DIAGNOSIS"; "": none */
+    const char *overlay_caption;
     const char *uid_root;   /* root of derived UIDs; NULL: the configuration's uid_root */
     long long preload_mb;   /* pixels decoded while headers are read (one parse per file),
                                up to this many MiB in total; the rest is decoded per stack.

@@ -172,7 +172,8 @@ static size_t qc_findings(const rp_stack *st, size_t n_padding, char lines[][256
             snprintf(lines[n++], 256, "%s", m);
     }
     if (n == 0 && n < max)
-        snprintf(lines[n++], 256, "Assembly: no missing slices, no gantry tilt, no uneven spacing, no pixel padding");
+        snprintf(lines[n++], 256, "Assembly: no missing slices, no gantry tilt, no uneven "
+                                  "spacing, no pixel padding");
     return n;
 }
 

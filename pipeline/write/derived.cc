@@ -357,7 +357,6 @@ struct slice_geom {
     double ipp[3]; /* LPS mm */
 };
 
-
 void affine_to_geom(const double a[4][4], vol_geom &g)
 {
     double c0[3], c1[3], c2[3];
@@ -405,7 +404,6 @@ std::string orient_letters(const double d[3])
     }
     return s;
 }
-
 
 int read_sources(const char *const *files, size_t n, std::vector<src_slice> &out)
 {
@@ -661,8 +659,8 @@ std::vector<uint8_t> mask_on_grid(const rp_mask *m, const int dim[3], const doub
                 long q[3];
                 for (int r = 0; r < 3; r++)
                     q[r] = lround(t[r][0] * i + t[r][1] * j + t[r][2] * k + t[r][3]);
-                if (q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= m->dim[0] ||
-                    q[1] >= m->dim[1] || q[2] >= m->dim[2])
+                if (q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= m->dim[0] || q[1] >= m->dim[1] ||
+                    q[2] >= m->dim[2])
                     continue;
                 out[((size_t)k * dim[1] + j) * dim[0] + i] =
                     m->data[((size_t)q[2] * m->dim[1] + q[1]) * m->dim[0] + q[0]] ? 1 : 0;
@@ -982,7 +980,6 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
 
 namespace rpw
 {
-
 
 /* Segmented Property Category (CID 7150) and Type for the masks radprep makes. */
 seg_codes codes_for_mask(const char *name)
@@ -1304,8 +1301,8 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
             names += (i ? " " : "") + std::string(segmasks[i]->name);
         for (char &c : names)
             c = (char)toupper((unsigned char)c);
-        std::string odesc = (names.empty() ? std::string("NO") : names) + " MASK overlay [radprep: " +
-                            rule + "]";
+        std::string odesc =
+            (names.empty() ? std::string("NO") : names) + " MASK overlay [radprep: " + rule + "]";
         if (odesc.size() > 64)
             odesc = odesc.substr(0, 64);
         ov.series_description = odesc.c_str();
@@ -1319,8 +1316,7 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
         }
         char **paths = NULL;
         size_t np = 0;
-        rc = rp_overlay_write(&ov, srcv, segmasks, nseg, r->src_files[0], dir.c_str(), &paths,
-                              &np);
+        rc = rp_overlay_write(&ov, srcv, segmasks, nseg, r->src_files[0], dir.c_str(), &paths, &np);
         if (rc)
             return rc;
         rp_derived_paths_free(paths, np);
@@ -1336,9 +1332,9 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
         if (sdesc.size() > 64)
             sdesc = sdesc.substr(0, 64);
         so.series_description = sdesc.c_str();
-        so.values_hu = r->src_vol ? r->src_hu
-                                  : (is_ct && ctx->hu_known && ctx->hu_scale == 1.0 &&
-                                     ctx->hu_offset == 0.0);
+        so.values_hu =
+            r->src_vol ? r->src_hu
+                       : (is_ct && ctx->hu_known && ctx->hu_scale == 1.0 && ctx->hu_offset == 0.0);
         std::string segp = dir + "/seg.dcm";
         so.seg_file = want_seg ? segp.c_str() : NULL;
         so.findings = r->qc_findings;

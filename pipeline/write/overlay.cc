@@ -236,8 +236,8 @@ namespace
 
 /* The attributes every overlay instance shares (patient, study, series, equipment, SC). */
 int put_common(DcmDataset *d, DcmItem *src, const rp_overlay_opts *o, const std::string &series_uid,
-               const std::string &desc, int series_no, const std::string &da,
-               const std::string &tm, const char *sop_class)
+               const std::string &desc, int series_no, const std::string &da, const std::string &tm,
+               const char *sop_class)
 {
     int rc = copy_patient_study(src, d);
     if (rc)
@@ -303,8 +303,7 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
                                 rp_mask *const *masks, size_t n, const char *src_file,
                                 const char *out_dir, char ***paths_out, size_t *n_out)
 {
-    if (!o || !src || !src->data || (n && !masks) || !src_file || !out_dir || !paths_out ||
-        !n_out)
+    if (!o || !src || !src->data || (n && !masks) || !src_file || !out_dir || !paths_out || !n_out)
         return RP_EINVAL;
     *paths_out = NULL;
     *n_out = 0;
@@ -374,9 +373,10 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
     std::string names;
     for (size_t i = 0; i < n && names.size() < 40; i++)
         names += (i ? " " : "") + upper(masks[i]->name);
-    std::string desc = o->series_description && *o->series_description
-                           ? std::string(o->series_description)
-                           : (names.empty() ? std::string("NO") : names) + " MASK overlay [radprep]";
+    std::string desc =
+        o->series_description && *o->series_description
+            ? std::string(o->series_description)
+            : (names.empty() ? std::string("NO") : names) + " MASK overlay [radprep]";
     if (desc.size() > 64)
         desc = desc.substr(0, 64);
     const std::string series_uid = gen_uid(o->uid_root);
@@ -409,9 +409,9 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
             double ipp[3];
             slice_ipp(g, f, ipp);
             render_frame(src, f, lo, hi, onsrc, masks, o->caption, flip_x, flip_y, rgb.data());
-            put_sources(d, sources, sources.size() > 1 ? sources_for(sources, g.normal, ipp,
-                                                                      g.spacing_z)
-                                                       : all);
+            put_sources(d, sources,
+                        sources.size() > 1 ? sources_for(sources, g.normal, ipp, g.spacing_z)
+                                           : all);
         } else {
             /* SC Multi-frame: frames stepped through by their slice location */
             std::string locs;
@@ -430,8 +430,7 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
             }
             put_sources(d, sources, all);
         }
-        if (d->putAndInsertUint8Array(DCM_PixelData, rgb.data(), (unsigned long)rgb.size())
-                .bad()) {
+        if (d->putAndInsertUint8Array(DCM_PixelData, rgb.data(), (unsigned long)rgb.size()).bad()) {
             rc = RP_ENOMEM;
             break;
         }

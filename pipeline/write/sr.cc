@@ -125,9 +125,8 @@ extern "C" int rp_sr_write(const rp_sr_opts *o, rp_mask *const *masks, size_t n,
     if (rc)
         return rc;
     const std::string study_uid = get_str(sd, DCM_StudyInstanceUID);
-    const std::string src_series = sources[0].series_uid.empty()
-                                       ? get_str(sd, DCM_SeriesInstanceUID)
-                                       : sources[0].series_uid;
+    const std::string src_series =
+        sources[0].series_uid.empty() ? get_str(sd, DCM_SeriesInstanceUID) : sources[0].series_uid;
     if (study_uid.empty()) {
         RP_ERROR(MOD, "source has no Study Instance UID path=%s", src_file);
         return RP_EUID;
@@ -173,8 +172,8 @@ extern "C" int rp_sr_write(const rp_sr_opts *o, rp_mask *const *masks, size_t n,
             gen_uid(o->uid_root).c_str(), "radprep", "radprep", "radprep", "", "",
             TID1001_ObservationContext::DeviceParticipatingRolesList(), "", OFFalse);
     if (c.good())
-        c = report.addProcedureReported(
-            DSRCodedEntryValue("363679005", "SCT", "Imaging procedure"), OFFalse);
+        c = report.addProcedureReported(DSRCodedEntryValue("363679005", "SCT", "Imaging procedure"),
+                                        OFFalse);
     /* Image Library: the source images the measurements were made on (TID 1600 needs one
      * entry at least); descriptors from the first source, entries for every slice */
     if (c.good())
@@ -284,8 +283,9 @@ extern "C" int rp_sr_write(const rp_sr_opts *o, rp_mask *const *masks, size_t n,
                 study_uid.c_str(), s.series_uid.empty() ? src_series.c_str() : s.series_uid.c_str(),
                 s.sop_class.c_str(), s.sop_instance.c_str(), OFFalse);
         if (have_seg)
-            doc.getCurrentRequestedProcedureEvidence().addItem(
-                study_uid.c_str(), seg.series_uid, seg.sop_class_uid, seg.sop_instance_uid, OFFalse);
+            doc.getCurrentRequestedProcedureEvidence().addItem(study_uid.c_str(), seg.series_uid,
+                                                               seg.sop_class_uid,
+                                                               seg.sop_instance_uid, OFFalse);
         /* our UID root for the SOP instance */
         DcmFileFormat ff;
         DcmDataset *d = ff.getDataset();

@@ -229,12 +229,12 @@ int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *masks, size_t
  *  - Files: <out_dir>/overlay.dcm, or <out_dir>/overlay_NNNNN.dcm (single frame); atomic.
  *
  * Contract, measurement report (rp_sr_write): an Enhanced SR (the SR class dcmsr picks as
- * the smallest that holds the tree: no spatial coordinates) following TID 1500 (dcmtk cmr) with one TID 1411 Volumetric ROI group per mask:
- * tracking identifier (the mask name) and tracking UID, finding (the SEG's segment codes),
- * the referenced SEG segment (when o->seg_file is given; segment i+1 = masks[i]), source
- * series, and measurements Volume (ml; voxel count x voxel volume of the mask's own grid),
- * Mean and Standard Deviation of src inside the mask (HU with o->values_hu, else no units)
- * and the number of 26-connected components. The assembly's QC findings go in as text
+ * the smallest that holds the tree: no spatial coordinates) following TID 1500 (dcmtk cmr) with one
+ * TID 1411 Volumetric ROI group per mask: tracking identifier (the mask name) and tracking UID,
+ * finding (the SEG's segment codes), the referenced SEG segment (when o->seg_file is given; segment
+ * i+1 = masks[i]), source series, and measurements Volume (ml; voxel count x voxel volume of the
+ * mask's own grid), Mean and Standard Deviation of src inside the mask (HU with o->values_hu, else
+ * no units) and the number of 26-connected components. The assembly's QC findings go in as text
  * Qualitative Evaluations. Current Requested Procedure Evidence lists the source instances
  * and the SEG. Zero masks are allowed (the report then carries the findings only).
  */
@@ -305,11 +305,11 @@ typedef struct rp_derived_request {
 } rp_derived_request;
 
 /* Write what the rule asks for ("overlay" -> rp_overlay_write into dicom/overlay.dcm, "sr" ->
- * rp_sr_write into dicom/sr.dcm, referencing seg.dcm when written). "dicom" -> the derived series of ctx->vol (CT Image Storage
- * when the values are still HU, i.e. CT with hu_known, scale 1, offset 0; else Secondary
- * Capture), window = the source's first window for HU output, else the data range; "seg" ->
- * ctx's masks as one SEG (except a "padding" mask; nothing when no mask is left). 0 when nothing
- * was asked. *n_written (may be NULL) gets the number of files written. */
+ * rp_sr_write into dicom/sr.dcm, referencing seg.dcm when written). "dicom" -> the derived series
+ * of ctx->vol (CT Image Storage when the values are still HU, i.e. CT with hu_known, scale 1,
+ * offset 0; else Secondary Capture), window = the source's first window for HU output, else the
+ * data range; "seg" -> ctx's masks as one SEG (except a "padding" mask; nothing when no mask is
+ * left). 0 when nothing was asked. *n_written (may be NULL) gets the number of files written. */
 int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written);
 
 /* ---- step writers (step_writers.c) ----------------------------------------------------- */

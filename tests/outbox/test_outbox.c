@@ -514,8 +514,8 @@ static void test_refused_seg_substituted(void **state)
             dup2(devnull, 1);
             dup2(devnull, 2);
         }
-        execlp("storescp", "storescp", "-aet", "STORESCP", "-od", out, "+uf", "-xf", cfg,
-               "SConly", ports, (char *)NULL);
+        execlp("storescp", "storescp", "-aet", "STORESCP", "-od", out, "+uf", "-xf", cfg, "SConly",
+               ports, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 100 && !port_open(port); i++)
@@ -648,8 +648,10 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results_per_destination),
         cmocka_unit_test(test_refused_seg_substituted),
-        cmocka_unit_test(test_delivered_once),        cmocka_unit_test(test_backoff_then_delivered),
-        cmocka_unit_test(test_sending_rows_requeued), cmocka_unit_test(test_refused_dead),
+        cmocka_unit_test(test_delivered_once),
+        cmocka_unit_test(test_backoff_then_delivered),
+        cmocka_unit_test(test_sending_rows_requeued),
+        cmocka_unit_test(test_refused_dead),
         cmocka_unit_test(test_enqueue_dir),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

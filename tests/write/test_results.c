@@ -63,8 +63,7 @@ static rp_volume *phantom(int nx, int ny, int nz)
 }
 
 /* A box [x0,x1) x [y0,y1) x [z0,z1) of ones with value `val` in v under it. */
-static void box(rp_mask *m, rp_volume *v, int x0, int x1, int y0, int y1, int z0, int z1,
-                float val)
+static void box(rp_mask *m, rp_volume *v, int x0, int x1, int y0, int y1, int z0, int z1, float val)
 {
     for (int z = z0; z < z1; z++)
         for (int y = y0; y < y1; y++)
@@ -96,7 +95,7 @@ static void test_stats(void **state)
     rp_volume *v = phantom(20, 20, 4);
     rp_mask *m = rp_mask_like(v, "lung");
     assert_non_null(m);
-    box(m, v, 2, 6, 2, 6, 0, 2, -800.0f);   /* 32 voxels of -800 */
+    box(m, v, 2, 6, 2, 6, 0, 2, -800.0f);     /* 32 voxels of -800 */
     box(m, v, 10, 14, 10, 14, 2, 4, -600.0f); /* 32 voxels of -600, apart: 2 components */
     rp_mask_stats s;
     assert_int_equal(rp_mask_stats_compute(m, v, &s), 0);
