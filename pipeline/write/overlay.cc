@@ -385,7 +385,9 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
     const int series_no = o->series_number > 0 ? o->series_number : series_number(&dflt, sd) + 2;
     std::string da, tm;
     now_da_tm(da, tm);
-    std::vector<uint8_t> rgb(ns * 3 * (o->single_frame ? 1 : (size_t)nz));
+    /* frames are rendered straight into the Pixel Data element's buffer: a 133-slice
+     * 512x512 overlay is 105 MB, and a second copy would double it */
+    const size_t frame_bytes = ns * 3;
     const int nfiles = o->single_frame ? nz : 1;
     char **paths = (char **)calloc((size_t)nfiles, sizeof(char *));
     if (!paths)
@@ -405,10 +407,23 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
         d->putAndInsertString(DCM_InstanceNumber, std::to_string(f + 1).c_str());
         const std::string po = orient_letters(g.row_dir) + "\\" + orient_letters(g.col_dir);
         d->putAndInsertString(DCM_PatientOrientation, po.c_str());
+        const size_t bytes = frame_bytes * (o->single_frame ? 1 : (size_t)nz);
+        DcmPixelData *pd = new DcmPixelData(DCM_PixelData);
+        Uint8 *buf = NULL;
+        /* a DICOM value has even length: odd RGB data gets one zero pad byte */
+        if (pd->createUint8Array((Uint32)(bytes + (bytes & 1)), buf).bad() || !buf ||
+            d->insert(pd, OFTrue).bad()) {
+            delete pd;
+            rc = RP_ENOMEM;
+            break;
+        }
+        if (bytes & 1)
+            buf[bytes] = 0;
+        pd->setVR(EVR_OB); /* 8-bit samples */
         if (o->single_frame) {
             double ipp[3];
             slice_ipp(g, f, ipp);
-            render_frame(src, f, lo, hi, onsrc, masks, o->caption, flip_x, flip_y, rgb.data());
+            render_frame(src, f, lo, hi, onsrc, masks, o->caption, flip_x, flip_y, buf);
             put_sources(d, sources,
                         sources.size() > 1 ? sources_for(sources, g.normal, ipp, g.spacing_z)
                                            : all);
@@ -421,7 +436,7 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
                 locs += (k ? "\\" : "") +
                         ds(ipp[0] * g.normal[0] + ipp[1] * g.normal[1] + ipp[2] * g.normal[2]);
                 render_frame(src, k, lo, hi, onsrc, masks, o->caption, flip_x, flip_y,
-                             rgb.data() + ns * 3 * k);
+                             buf + frame_bytes * k);
             }
             d->putAndInsertString(DCM_NumberOfFrames, std::to_string(nz).c_str());
             if (nz > 1) { /* one frame (a radiograph) is stepped through by nothing */
@@ -429,10 +444,6 @@ extern "C" int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src,
                 d->putAndInsertString(DCM_SliceLocationVector, locs.c_str());
             }
             put_sources(d, sources, all);
-        }
-        if (d->putAndInsertUint8Array(DCM_PixelData, rgb.data(), (unsigned long)rgb.size()).bad()) {
-            rc = RP_ENOMEM;
-            break;
         }
         char name[48];
         if (o->single_frame)
