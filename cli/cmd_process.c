@@ -71,6 +71,8 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             }
             o.recipe = r->steps;
             o.rule_name = r->name;
+            if (r->overlay_caption[0] && !o.overlay_caption)
+                o.overlay_caption = strcmp(r->overlay_caption, "none") ? r->overlay_caption : "";
             if (!o.outputs)
                 o.outputs = r->outputs;
         } else if ((v = rp_cli_opt_value(argc, argv, &i, "--outputs"))) {

@@ -159,6 +159,7 @@ static const key_def rule_keys[] = {
     {"outputs", K_OUTS, R(outputs), 0, 0, NULL},
     {"send_to", K_WORDS, R(send_to), 0, 0, NULL},
     {"priority", K_INT, R(priority), -1000000, 1000000, NULL},
+    {"overlay_caption", K_STR, R(overlay_caption), 0, 0, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef R

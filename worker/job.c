@@ -155,6 +155,8 @@ static int process_into(const rp_conf *c, const rp_conf_rule *rule, const char *
      * picks up (each destination gets the kinds its [peer] results key names). */
     o.outputs = rule ? rule->outputs : NULL;
     o.rule_name = rule ? rule->name : NULL;
+    if (rule && rule->overlay_caption[0])
+        o.overlay_caption = strcmp(rule->overlay_caption, "none") ? rule->overlay_caption : "";
     cJSON_AddStringToObject(root, "rule", rule ? rule->name : "");
     cJSON_AddStringToObject(root, "recipe", o.recipe ? o.recipe : "");
     RP_INFO("job", "pipeline job=%lld files=%zu rule=%s", job->id, n, rule ? rule->name : "-");

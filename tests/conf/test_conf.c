@@ -429,7 +429,8 @@ static void test_peer_results(void **state)
     assert_int_equal(load_text(&c,
                                "[peer a]\nae_title = A\n"
                                "[peer b]\nae_title = B\nresults = overlay, sr\n"
-                               "[rule r]\nsteps = hu lungmask\noutputs = nifti seg overlay sr\n",
+                               "[rule r]\nsteps = hu lungmask\noutputs = nifti seg overlay sr\n"
+                               "overlay_caption = Research use only\n",
                                err, sizeof err),
                      0);
     const rp_conf_peer *a = rp_conf_peer_by_name(&c, "a"), *b = rp_conf_peer_by_name(&c, "b");
@@ -438,6 +439,12 @@ static void test_peer_results(void **state)
     assert_string_equal(a->results, "derived seg");
     assert_int_equal(rp_conf_peer_results(a), RP_RESULT_DERIVED | RP_RESULT_SEG);
     assert_int_equal(rp_conf_peer_results(b), RP_RESULT_OVERLAY | RP_RESULT_SR);
+    const rp_conf_rule *r = NULL;
+    for (size_t i = 0; i < c.n_rules; i++)
+        if (!strcmp(c.rules[i].name, "r"))
+            r = &c.rules[i];
+    assert_non_null(r);
+    assert_string_equal(r->overlay_caption, "Research use only");
     rp_conf_free(&c);
     expect_error("[peer a]\nae_title = A\nresults = seg nifti\n", 3,
                  "results: unknown result 'nifti' (known: derived seg overlay sr)");

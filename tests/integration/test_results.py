@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import rptest  # noqa: E402
 
 LUNG_RGB = (0, 255, 0)  # rp_overlay_colour(0)
+CAPTION_RGB = (255, 220, 0)
 MF_TRUE_COLOR_SC = "1.2.840.10008.5.1.4.1.1.7.4"
 
 
@@ -79,9 +80,9 @@ class Results(unittest.TestCase):
         cls.art = os.path.join(os.environ.get("RP_BUILD_DIR", cls.tmp), "test-artifacts")
         os.makedirs(cls.art, exist_ok=True)
 
-    def process(self, name, src, recipe, outputs="nifti seg overlay sr"):
+    def process(self, name, src, recipe, outputs="nifti seg overlay sr", extra=()):
         out = os.path.join(self.tmp, name)
-        p = run("process", src, "--out", out, "--recipe", recipe, "--outputs", outputs)
+        p = run("process", src, "--out", out, "--recipe", recipe, "--outputs", outputs, *extra)
         self.assertEqual(p.returncode, 0, p.stdout[-2000:] + p.stderr[-3000:])
         return out
 
@@ -145,6 +146,9 @@ class Results(unittest.TestCase):
         inner = (pad[:, :-2, 1:-1] & pad[:, 2:, 1:-1] & pad[:, 1:-1, :-2] & pad[:, 1:-1, 2:])
         boundary = m & ~inner
         green = np.all(frames == np.array(LUNG_RGB, np.uint8), axis=-1)
+        caption = np.all(frames == np.array(CAPTION_RGB, np.uint8), axis=-1)
+        self.assertGreater(caption[:, ny - 10 * max(1, nx // 256):, :].sum(), 100,
+                           "the default caption (NOT FOR DIAGNOSIS) is burned in")
         legend = np.zeros_like(green)
         sc = max(1, nx // 256)
         legend[:, : 12 * sc, : 60 * sc] = True  # swatch + "LUNG"
@@ -186,7 +190,7 @@ class Results(unittest.TestCase):
 
     def test_xray_single_frame(self):
         out = self.process("xray", rptest.data_path("xray", "dx_chest_nih_sc_mono2_8bit.dcm"),
-                           "normalize(minmax)", "overlay sr")
+                           "normalize(minmax)", "overlay sr", ("--overlay-caption", ""))
         self.check_valid(out)
         text, vols = sr_volumes(os.path.join(out, "dicom", "sr.dcm"))
         self.assertEqual(vols, {})
@@ -195,6 +199,9 @@ class Results(unittest.TestCase):
         ov = pydicom.dcmread(os.path.join(out, "dicom", "overlay.dcm"))
         self.assertEqual(int(ov.NumberOfFrames), 1)
         self.assertEqual(ov.SeriesDescription[:15], "NO MASK overlay")
+        px = ov.pixel_array.reshape(-1, 3)
+        self.assertEqual(int(np.all(px == np.array(CAPTION_RGB, np.uint8), axis=-1).sum()), 0,
+                         "--overlay-caption '' burns no caption")
 
     def test_unknown_output_word(self):
         p = run("process", rptest.data_path("xray", "dx_chest_nih_sc_mono2_8bit.dcm"), "--out",
