@@ -16,8 +16,8 @@
 
 static const char usage[] =
     "usage: radprep process DIR|FILE... --out OUT [--no-gzip] [--gzip-level N] [--threads N]\n"
-    "                       [--recipe \"steps\" | --rule NAME] [--outputs \"dicom seg\"]\n"
-    "                       [--no-resample] [--privacy none|sidecar|filename]\n"
+    "                       [--recipe \"steps\" | --rule NAME] [--outputs \"dicom seg overlay sr\"]\n"
+    "                       [--overlay-caption TEXT] [--no-resample] [--privacy none|sidecar|filename]\n"
     "       radprep process DIR... --fusion NAME --out OUT\n"
     "       radprep process --executor slurm DIR... | --list FILE --out OUT [options]\n"
     "       radprep process --job N";
@@ -74,6 +74,8 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             }
             o.recipe = r->steps;
             o.rule_name = r->name;
+            if (r->overlay_caption[0] && !o.overlay_caption)
+                o.overlay_caption = strcmp(r->overlay_caption, "none") ? r->overlay_caption : "";
             if (!o.outputs)
                 o.outputs = r->outputs;
         } else if ((v = rp_cli_opt_value(argc, argv, &i, "--outputs"))) {
@@ -82,18 +84,22 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             rp_strlcpy(words, v, sizeof words);
             for (char *save = NULL, *w = strtok_r(words, " ,", &save); w;
                  w = strtok_r(NULL, " ,", &save)) {
-                static const char *const known[] = {"nifti", "json", "qc", "png", "dicom", "seg"};
+                static const char *const known[] = {"nifti", "json", "qc",     "png",
+                                                    "dicom", "seg",  "overlay", "sr"};
                 int ok = 0;
                 for (size_t k = 0; k < sizeof known / sizeof *known; k++)
                     ok |= !strcmp(w, known[k]);
                 if (!ok) {
                     free(inputs);
                     return rp_cli_fail(RP_CLI_EXIT_USAGE, "process",
-                                       "--outputs: unknown output '%s' (nifti json qc png dicom seg)",
+                                       "--outputs: unknown output '%s' (nifti json qc png dicom seg overlay "
+                                       "sr)",
                                        w);
                 }
             }
             o.outputs = v;
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--overlay-caption"))) {
+            o.overlay_caption = v; /* "" = no caption */
         } else if (!strcmp(argv[i], "--no-resample")) {
             o.resample_irregular = 0;
         } else if ((v = rp_cli_opt_value(argc, argv, &i, "--privacy"))) {

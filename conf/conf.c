@@ -259,12 +259,38 @@ int rp_conf_name_valid(const char *name)
 
 int rp_conf_output_known(const char *word)
 {
-    static const char *const known[] = {"nifti", "json", "qc",       "png",
-                                        "dicom", "seg",  "manifest", "npy"};
+    static const char *const known[] = {"nifti", "json",     "qc",  "png",     "dicom",
+                                        "seg",   "manifest", "npy", "overlay", "sr"};
     for (size_t i = 0; i < NELEM(known); i++)
         if (strcmp(word, known[i]) == 0)
             return 1;
     return 0;
+}
+
+int rp_conf_result_kind(const char *word)
+{
+    static const struct {
+        const char *w;
+        int k;
+    } kinds[] = {{"derived", RP_RESULT_DERIVED},
+                 {"seg", RP_RESULT_SEG},
+                 {"overlay", RP_RESULT_OVERLAY},
+                 {"sr", RP_RESULT_SR}};
+    for (size_t i = 0; word && i < NELEM(kinds); i++)
+        if (strcmp(word, kinds[i].w) == 0)
+            return kinds[i].k;
+    return 0;
+}
+
+int rp_conf_peer_results(const rp_conf_peer *p)
+{
+    char buf[sizeof p->results];
+    rp_strlcpy(buf, p->results[0] ? p->results : "derived seg", sizeof buf);
+    int mask = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save))
+        mask |= rp_conf_result_kind(w);
+    return mask;
 }
 
 int rp_conf_parse_bool(const char *s)

@@ -21,10 +21,12 @@
  *   [tls]    port, cert, key, key_passphrase_file, ca_file, ca_dir, profile (bcp195|bcp195-nd|
  *            bcp195-ex), require_client_cert, expiry_warn_days
  *   [peer NAME] ae_title, host, port, store (bool), echo (bool), destination (bool), tls_only,
- *            cert_fingerprint, cert_subject, max_associations, find, move, get
+ *            cert_fingerprint, cert_subject, max_associations, find, move, get, results
+ *            (result kinds it receives: derived seg overlay sr; default "derived seg")
  *   [completion MODALITY|default] quiet_s, use_expected_count (bool)
  *   [rule NAME] modality, body_part, series_description (glob), slice_thickness_min/max,
- *            steps, outputs, send_to (peer names, space separated), priority
+ *            steps, outputs (nifti json qc png dicom seg overlay sr manifest npy), send_to
+ *            (peer names, space separated), priority, overlay_caption
  *   [pull NAME] peer, study_date, patient_id, accession, modality, body_part,
  *            study_description, series_description, rule, dataset, window, max_concurrent,
  *            max_series, pause_ms, retries, retry_backoff_s, method (move|get)
@@ -64,6 +66,7 @@ typedef struct rp_conf_peer {
     int max_associations;       /* 0: the node's max_associations_per_peer */
     int line;                   /* line of the section header, for messages */
     int may_find, may_move, may_get; /* what the node may ask of it (query/retrieve), default 0 */
+    char results[64]; /* result kinds it receives (rp_conf_result_kind), default "derived seg" */
 } rp_conf_peer;
 
 typedef struct rp_conf_completion {
@@ -83,6 +86,7 @@ typedef struct rp_conf_rule {
     int steps_line;    /* line of the steps key (0 for built-in rules) */
     char outputs[256]; /* e.g. "nifti json qc png dicom seg" */
     char send_to[512]; /* peer names, space separated */
+    char overlay_caption[64]; /* "overlay" caption; empty: "NOT FOR DIAGNOSIS"; "none": none */
     int priority;      /* higher wins when several rules match; default 0 */
     int builtin;       /* 1 for rules from the embedded defaults */
 } rp_conf_rule;
@@ -236,6 +240,13 @@ const rp_conf_peer *rp_conf_peer_by_ae(const rp_conf *c, const char *ae_title);
 const rp_conf_peer *rp_conf_peer_by_name(const rp_conf *c, const char *name);
 /* Completion rule for a modality, falling back to "default". Never NULL. */
 const rp_conf_completion *rp_conf_completion_for(const rp_conf *c, const char *modality);
+
+/* Result kinds a destination can receive ([peer] results): RP_RESULT_* for "derived" (the
+ * derived series), "seg", "overlay" (contour secondary captures), "sr" (measurement report);
+ * 0 for anything else. rp_conf_peer_results() is the mask of a peer's results key. */
+enum { RP_RESULT_DERIVED = 1, RP_RESULT_SEG = 2, RP_RESULT_OVERLAY = 4, RP_RESULT_SR = 8 };
+int rp_conf_result_kind(const char *word);
+int rp_conf_peer_results(const rp_conf_peer *p);
 
 /* Resolved outputs directory (outputs_dir or <data_dir>/outputs) into buf. */
 const char *rp_conf_outputs_dir(const rp_conf *c, char *buf, size_t bufsz);

@@ -55,6 +55,7 @@ typedef enum {
     K_MODS,  /* space-separated modality words */
     K_WORDS, /* space-separated words (names) */
     K_OUTS,  /* known output kinds */
+    K_RESULTS, /* result kinds a destination receives: derived seg overlay sr */
     K_STEPS, /* recipe text, remembers its line */
 } key_kind;
 
@@ -139,6 +140,7 @@ static const key_def peer_keys[] = {
     {"find", K_BOOL, P(may_find), 0, 0, NULL},
     {"move", K_BOOL, P(may_move), 0, 0, NULL},
     {"get", K_BOOL, P(may_get), 0, 0, NULL},
+    {"results", K_RESULTS, P(results), 0, 0, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef P
@@ -160,6 +162,7 @@ static const key_def rule_keys[] = {
     {"outputs", K_OUTS, R(outputs), 0, 0, NULL},
     {"send_to", K_WORDS, R(send_to), 0, 0, NULL},
     {"priority", K_INT, R(priority), -1000000, 1000000, NULL},
+    {"overlay_caption", K_STR, R(overlay_caption), 0, 0, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef R
@@ -242,11 +245,17 @@ static int check_words(parse_ctx *x, const key_def *k, const char *v, int upper)
     rp_strlcpy(buf, v, sizeof buf);
     char *save = NULL;
     for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+        if (k->kind == K_RESULTS) {
+            if (!rp_conf_result_kind(w))
+                return fail_at(x, x->line,
+                               "results: unknown result '%s' (known: derived seg overlay sr)", w);
+            continue;
+        }
         if (k->kind == K_OUTS) {
             if (!rp_conf_output_known(w))
                 return fail_at(x, x->line,
                                "outputs: unknown output '%s' (known: nifti json qc png dicom "
-                               "seg manifest npy)",
+                               "seg overlay sr manifest npy)",
                                w);
             continue;
         }
@@ -362,6 +371,7 @@ static int apply_key(parse_ctx *x, const key_def *k, const char *v)
         return set_string(x, k, dst, v);
     case K_WORDS:
     case K_OUTS:
+    case K_RESULTS:
         if (!check_words(x, k, v, 0))
             return 0;
         return set_string(x, k, dst, v);
@@ -436,6 +446,7 @@ static int open_peer(parse_ctx *x, const char *name)
     rp_strlcpy(p->name, name, sizeof p->name);
     p->may_store = 1;
     p->may_echo = 1;
+    rp_strlcpy(p->results, "derived seg", sizeof p->results);
     p->line = x->line;
     x->obj = p;
     x->keys = peer_keys;

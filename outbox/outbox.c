@@ -90,6 +90,70 @@ static double backoff(const rp_outbox *ob, int streak)
     return rp_db_backoff_s(streak > 1 ? streak : 1, ob->o.base_delay_s, ob->o.max_delay_s);
 }
 
+/* What a file of a job's dicom/ folder is, by the names pipeline/write gives them. */
+static int result_kind_of(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    if (!strcmp(b, "seg.dcm"))
+        return RP_RESULT_SEG;
+    if (!strcmp(b, "sr.dcm"))
+        return RP_RESULT_SR;
+    if (!strncmp(b, "overlay", 7))
+        return RP_RESULT_OVERLAY;
+    return RP_RESULT_DERIVED;
+}
+
+static int collect_dcm(const char *dir, char ***list, size_t *n, size_t *cap);
+static int cmp_str(const void *a, const void *b);
+
+/* The destination refused the SOP class of `path` (a SEG, SR or derived series) when the
+ * association was negotiated: queue the overlay secondary captures of the same job (every
+ * PACS takes Secondary Capture) for it instead, and say so in `why` (recorded as the dead
+ * row's reason). An overlay refused in turn has no substitute, and queueing is idempotent,
+ * so this never loops and a SEG and an SR refused together queue the overlay once. */
+static void substitute(rp_db *db, const char *dest, const char *path, const char *reason,
+                       char *why, size_t whylen)
+{
+    int kind = result_kind_of(path);
+    snprintf(why, whylen, "%s", reason);
+    if (kind == RP_RESULT_OVERLAY)
+        return;
+    char dir[1024];
+    rp_strlcpy(dir, path, sizeof dir);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return;
+    *slash = 0;
+    char **list = NULL;
+    size_t n = 0, cap = 0, added = 0, overlays = 0;
+    if (collect_dcm(dir, &list, &n, &cap) == 0)
+        qsort(list, n, sizeof *list, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        char uid[RP_UID_MAX + 1];
+        long long id = 0;
+        if (result_kind_of(list[i]) == RP_RESULT_OVERLAY &&
+            rp_sender_file_uid(list[i], uid, sizeof uid) == 0) {
+            overlays++;
+            if (rp_db_outbox_add(db, uid, list[i], dest, &id) == 0)
+                added++;
+        }
+        free(list[i]);
+    }
+    free(list);
+    const char *what = kind == RP_RESULT_SEG ? "seg" : kind == RP_RESULT_SR ? "sr" : "derived";
+    if (overlays)
+        snprintf(why, whylen, "%s; substituted by overlay (%zu instance(s), %zu newly queued)",
+                 reason, overlays, added);
+    else
+        snprintf(why, whylen, "%s; no overlay result to substitute (rule outputs lack overlay)",
+                 reason);
+    char q[400];
+    RP_WARN(MOD, "result substituted destination=%s refused=%s substitute=overlay instances=%zu "
+                 "queued=%zu file=%s",
+            dest, what, overlays, added, rp_log_kv_quote(path, q, sizeof q));
+}
+
 /* Claim one batch of due rows of `ds` and send it. Returns 1 when more rows may be due now;
  * *wake is lowered to the next due time of the destination when nothing is due yet. */
 static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
@@ -176,10 +240,16 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
             frc = rp_db_outbox_finish(db, e[i].id, 1, r->dimse_status, r->reason, 0, 0, 0);
             t.sent++;
             break;
-        case RP_SEND_DEAD:
-            frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, r->reason, 1, 0, 0);
+        case RP_SEND_DEAD: {
+            char why[512];
+            if (r->sop_refused)
+                substitute(db, ds->peer.name, e[i].file_path, r->reason, why, sizeof why);
+            else
+                rp_strlcpy(why, r->reason, sizeof why);
+            frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, why, 1, 0, 0);
             t.dead++;
             break;
+        }
         case RP_SEND_RETRY_FEW:
             frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, r->reason, 0,
                                       ob->o.base_delay_s, ob->o.few_attempts);
@@ -432,8 +502,18 @@ void rp_outbox_totals_get(rp_outbox *ob, rp_outbox_totals *out)
     pthread_mutex_unlock(&ob->mu);
 }
 
+static int enqueue(rp_db *db, const rp_conf *c, const char *send_to, const char *const *files,
+                   size_t n, int by_results, size_t *n_added);
+
 int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to, const char *const *files,
                       size_t n, size_t *n_added)
+{
+    return enqueue(db, c, send_to, files, n, 0, n_added);
+}
+
+/* by_results: files are a job's results, each peer gets the kinds its results key names. */
+static int enqueue(rp_db *db, const rp_conf *c, const char *send_to, const char *const *files,
+                   size_t n, int by_results, size_t *n_added)
 {
     if (n_added)
         *n_added = 0;
@@ -445,6 +525,7 @@ int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to, const ch
     char names[512];
     rp_strlcpy(names, send_to, sizeof names);
     const char *peers[32];
+    int kinds[32];
     int np = 0;
     char *save = NULL;
     for (char *tok = strtok_r(names, " \t,", &save); tok && np < 32;
@@ -455,6 +536,7 @@ int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to, const ch
                      unusable_reason(p));
             return RP_ECONF;
         }
+        kinds[np] = by_results ? rp_conf_peer_results(p) : ~0;
         peers[np++] = p->name;
     }
     size_t added = 0;
@@ -468,6 +550,8 @@ int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to, const ch
         }
         for (int k = 0; k < np; k++) {
             long long id = 0;
+            if (!(kinds[k] & result_kind_of(files[i])))
+                continue;
             rc = rp_db_outbox_add(db, uid, files[i], peers[k], &id);
             if (rc == 0)
                 added++;
@@ -542,7 +626,7 @@ int rp_outbox_enqueue_dir(rp_db *db, const rp_conf *c, const char *send_to, cons
     int rc = collect_dcm(dir, &list, &n, &cap);
     if (rc == 0 && n) {
         qsort(list, n, sizeof *list, cmp_str);
-        rc = rp_outbox_enqueue(db, c, send_to, (const char *const *)list, n, n_added);
+        rc = enqueue(db, c, send_to, (const char *const *)list, n, 1, n_added);
     }
     for (size_t i = 0; i < n; i++)
         free(list[i]);

@@ -99,8 +99,15 @@ int rp_outbox_enqueue(rp_db *db, const rp_conf *c, const char *send_to, const ch
                       size_t n, size_t *n_added);
 
 /* rp_outbox_enqueue() on every *.dcm file below dir (recursively, sorted by path), e.g.
- * <job output dir>/dicom after the job's folder was renamed into place. 0 and *n_added = 0
- * when dir does not exist (the rule asked for no DICOM output). */
+ * <job output dir>/dicom after the job's folder was renamed into place, each destination
+ * getting only the result kinds its [peer] results key names (default "derived seg"; by
+ * file name: seg.dcm = seg, sr.dcm = sr, overlay*.dcm = overlay, the rest = derived). 0 and
+ * *n_added = 0 when dir does not exist (the rule asked for no DICOM output).
+ * Substitution: when a destination accepts no presentation context for a result's SOP
+ * class (a SEG, SR or derived instance; rp_sender_result.sop_refused), that row goes dead
+ * and the overlay files of the same folder are queued for it instead (once: queueing is
+ * idempotent and an overlay has no substitute); the dead row's reason says "substituted by
+ * overlay (N instance(s) ...)" or that there was no overlay to substitute. */
 int rp_outbox_enqueue_dir(rp_db *db, const rp_conf *c, const char *send_to, const char *dir,
                           size_t *n_added);
 
@@ -132,6 +139,8 @@ typedef struct rp_sender_result {
     rp_send_outcome outcome;
     int dimse_status; /* C-STORE-RSP status; -1 when no response came */
     char reason[256]; /* empty on plain success */
+    int sop_refused;  /* DEAD because the destination accepted no presentation context for
+                         the file's SOP class at association time */
 } rp_sender_result;
 
 typedef struct rp_sender_stats {

@@ -332,6 +332,7 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
     OFCondition c;
     std::string assoc_fail;
     rp_send_outcome assoc_outcome = RP_SEND_RETRY;
+    int no_context = 0; /* every proposed SOP class / syntax refused at negotiation */
     for (;;) {
         c = scu.addPresentationContexts();
         if (c == NET_EC_NoPresentationContextsDefined)
@@ -370,6 +371,7 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
                 assoc_fail = "destination accepted none of the proposed presentation contexts "
                              "(SOP class / transfer syntax)";
                 assoc_outcome = RP_SEND_DEAD;
+                no_context = 1;
                 rc = 0;
             } else {
                 std::string t = c.text();
@@ -430,11 +432,12 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
         const file_state &s = kv.second;
         rp_sender_result *r = &results[i];
         if (s.processed && s.request_sent) {
-            if (s.status == RP_STORE_NO_PC)
+            if (s.status == RP_STORE_NO_PC) {
                 set_result(r, RP_SEND_DEAD, -1,
                            "destination accepted no presentation context for this SOP class / "
                            "transfer syntax");
-            else if (s.status == RP_STORE_BAD_DATASET)
+                r->sop_refused = 1; /* the outbox may send a substitute it accepts */
+            } else if (s.status == RP_STORE_BAD_DATASET)
                 set_result(r, RP_SEND_DEAD, -1, "dataset could not be read");
             else
                 classify_status(s.status, r);
@@ -447,6 +450,7 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
         } else {
             set_result(r, assoc_fail.empty() ? RP_SEND_RETRY : assoc_outcome, -1,
                        assoc_fail.empty() ? "not sent" : assoc_fail);
+            r->sop_refused = no_context; /* the outbox may send a substitute it accepts */
         }
         if (r->outcome == RP_SEND_DONE) {
             if (stats) {

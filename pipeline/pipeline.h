@@ -61,10 +61,13 @@ typedef struct rp_process_opts {
                                NIfTI, PNG, JPEG, gzip) are skipped
                                and listed, not failures. rp_pipeline_process_dir() sets it;
                                default 0: every file given explicitly must be DICOM */
-    const char *outputs;    /* a rule's outputs words; "dicom" / "seg" (with a recipe) write
-                               the derived series / the masks as SEG under <out>/dicom/.
+    const char *outputs;    /* a rule's outputs words; "dicom" / "seg" / "overlay" / "sr"
+                               (with a recipe) write the derived series / the masks as SEG /
+                               the contour overlay SC / the TID 1500 report under <out>/dicom/.
                                NULL: NIfTI + JSON only */
     const char *rule_name;  /* names the derived series ("<source> [radprep: NAME]") */
+    /* "overlay": the caption burned into every frame; NULL: "NOT FOR DIAGNOSIS"; "": none */
+    const char *overlay_caption;
     const char *uid_root;   /* root of derived UIDs; NULL: the configuration's uid_root */
     long long preload_mb;   /* pixels decoded while headers are read (one parse per file),
                                up to this many MiB in total; the rest is decoded per stack.

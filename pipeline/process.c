@@ -144,14 +144,54 @@ static int add_output(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     return 0;
 }
 
-/* Recipe path: stack data -> float volume, run the steps, write float32 + masks. */
-/* The rule's "dicom" / "seg" outputs of one processed stack, from the recipe's context. */
+/* Does the rule's outputs text name a result written from the source volume? */
+static int wants_source_results(const char *outputs)
+{
+    return outputs && (strstr(outputs, "overlay") || strstr(outputs, "sr"));
+}
+
+/* The assembly's QC findings as sentences for the measurement report. */
+static size_t qc_findings(const rp_stack *st, size_t n_padding, char lines[][256], size_t max)
+{
+    size_t n = 0;
+    if (st->missing > 0 && n < max)
+        snprintf(lines[n++], 256, "Missing slices detected: %d", st->missing);
+    if (fabs(st->tilt_deg) > 0.01 && n < max)
+        snprintf(lines[n++], 256, "Gantry tilt %.2f deg: %s", st->tilt_deg,
+                 st->need_resample ? "grid corrected" : "kept as acquired");
+    if (st->uneven && n < max)
+        snprintf(lines[n++], 256, "Uneven slice spacing %.3f to %.3f mm", st->gap_min,
+                 st->gap_max);
+    if (n_padding && n < max)
+        snprintf(lines[n++], 256, "Pixel padding: %zu voxels excluded (no data)", n_padding);
+    cJSON *iss = st->qc ? cJSON_GetObjectItem(st->qc, "issues") : NULL;
+    cJSON *it;
+    cJSON_ArrayForEach(it, iss)
+    {
+        const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(it, "message"));
+        if (m && n < max)
+            snprintf(lines[n++], 256, "%s", m);
+    }
+    if (n == 0 && n < max)
+        snprintf(lines[n++], 256, "Assembly: no missing slices, no gantry tilt, no uneven "
+                                  "spacing, no pixel padding");
+    return n;
+}
+
+/* The rule's outputs of one processed stack ("dicom", "seg", "overlay", "sr"), from the
+ * recipe's context; src_vol is the stack before the recipe (NULL unless overlay/sr). */
 static int write_derived(run_state *rs, const rp_stack *st, const rp_dcm_info *const *infos,
-                         const rp_step_ctx *ctx)
+                         const rp_step_ctx *ctx, const rp_volume *src_vol, size_t n_padding)
 {
     const rp_process_opts *o = rs->o;
-    if (!o->outputs || (!strstr(o->outputs, "dicom") && !strstr(o->outputs, "seg")))
+    if (!o->outputs || (!strstr(o->outputs, "dicom") && !strstr(o->outputs, "seg") &&
+                        !wants_source_results(o->outputs)))
         return 0;
+    char lines[16][256];
+    const char *findings[16];
+    size_t nf = qc_findings(st, n_padding, lines, 16);
+    for (size_t i = 0; i < nf; i++)
+        findings[i] = lines[i];
     int nz = st->nz_acquired;
     const char **srcs = calloc((size_t)(nz > 0 ? nz : 1), sizeof *srcs);
     if (!srcs)
@@ -166,7 +206,14 @@ static int write_derived(run_state *rs, const rp_stack *st, const rp_dcm_info *c
                              .ctx = ctx,
                              .src_files = srcs,
                              .n_src = (size_t)nz,
-                             .out_dir = rs->out_dir};
+                             .out_dir = rs->out_dir,
+                             .src_vol = src_vol,
+                             .src_hu = !strcmp(st->ref->modality, "CT"),
+                             .qc_findings = findings,
+                             .n_qc = nf,
+                             .caption = o->overlay_caption ? o->overlay_caption
+                                                           : "NOT FOR DIAGNOSIS"};
+    (void)infos;
     size_t n = 0;
     int rc = rp_derived_write_outputs(&dr, &n);
     free(srcs);
@@ -230,6 +277,8 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     d->data = NULL;
     memcpy(v->affine, st->affine, sizeof v->affine);
     rp_volume_update_spacing(v);
+    /* overlay and report show and measure the source as assembled, not the recipe's output */
+    rp_volume *srcv = wants_source_results(rs->o->outputs) ? rp_volume_clone(v) : NULL;
     const rp_dcm_info *in = st->ref;
     rp_series_info info;
     memset(&info, 0, sizeof info);
@@ -295,8 +344,9 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
             cJSON_AddItemToArray(ctx.extra_outputs, e);
         }
         if (!rc)
-            rc = write_derived(rs, st, infos, &ctx);
+            rc = write_derived(rs, st, infos, &ctx, srcv, d->n_padding);
     }
+    rp_volume_free(srcv);
     rp_step_ctx_release(&ctx);
     rp_recipe_free(rec);
     return rc;

@@ -151,9 +151,12 @@ static int process_into(const rp_conf *c, const rp_conf_rule *rule, const char *
     rp_process_opts o;
     rp_process_opts_init(&o);
     o.recipe = rule && rule->steps[0] ? rule->steps : NULL;
-    /* The rule's "dicom"/"seg" outputs go to <version>/dicom/, which the outbox picks up. */
+    /* The rule's "dicom"/"seg"/"overlay"/"sr" outputs go to <version>/dicom/, which the outbox
+     * picks up (each destination gets the kinds its [peer] results key names). */
     o.outputs = rule ? rule->outputs : NULL;
     o.rule_name = rule ? rule->name : NULL;
+    if (rule && rule->overlay_caption[0])
+        o.overlay_caption = strcmp(rule->overlay_caption, "none") ? rule->overlay_caption : "";
     cJSON_AddStringToObject(root, "rule", rule ? rule->name : "");
     cJSON_AddStringToObject(root, "recipe", o.recipe ? o.recipe : "");
     RP_INFO("job", "pipeline job=%lld files=%zu rule=%s", job->id, n, rule ? rule->name : "-");

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,9 +39,11 @@ extern "C" {
 #include "pipeline/write/write.h"
 }
 
+#include "pipeline/write/write_internal.h"
+
 #define MOD "derived"
 
-namespace
+namespace rpw
 {
 
 /* ---------------------------------------------------------------- small helpers */
@@ -288,6 +291,30 @@ int copy_patient_study(DcmItem *src, DcmItem *dst)
     for (const DcmTagKey &k : type2)
         if (!dst->tagExists(k))
             dst->insertEmptyElement(k, OFTrue);
+    /* A copied optional (Type 3) value that breaks its VR (e.g. Patient's Age "81" without
+     * its unit letter) would make our object invalid for something we did not write: it is
+     * left out, with a log line, rather than "repaired" into a guess. */
+    for (const DcmTagKey &k : k_copied) {
+        DcmElement *e = NULL;
+        if (dst->findAndGetElement(k, e).bad() || !e || e->getLength() == 0 ||
+            e->ident() == EVR_SQ || k == DCM_StudyInstanceUID)
+            continue;
+        int is_type2 = 0;
+        for (const DcmTagKey &t : type2)
+            is_type2 |= t == k;
+        if (!is_type2 && e->checkValue("1-n").bad()) {
+            RP_WARN(MOD, "source attribute with an invalid value left out tag=%s",
+                    k.toString().c_str());
+            delete dst->remove(k);
+        }
+    }
+    /* De-identification Method is Type 1C (identity removed, no code sequence): some
+     * anonymisers leave it empty; say that the method is unknown instead of leaving an
+     * invalid empty value */
+    if (get_str(dst, DCM_PatientIdentityRemoved) == "YES" &&
+        !dst->tagExists(DCM_DeidentificationMethodCodeSequence) &&
+        get_str(dst, DCM_DeidentificationMethod).empty())
+        dst->putAndInsertString(DCM_DeidentificationMethod, "unknown (empty in source)");
     /* Specific Character Set is Type 1C: an empty one (some scanners write it) means the
      * default repertoire, which is said by leaving it out. */
     DcmElement *cs = NULL;
@@ -328,13 +355,6 @@ void copy_or_empty(DcmItem *src, DcmItem *dst, std::initializer_list<DcmTagKey> 
 
 struct slice_geom {
     double ipp[3]; /* LPS mm */
-};
-
-struct vol_geom {
-    double row_dir[3], col_dir[3], normal[3]; /* LPS unit vectors */
-    double spacing_x, spacing_y, spacing_z;   /* mm */
-    double origin_lps[3];
-    double step_lps[3]; /* affine column 2 in LPS */
 };
 
 void affine_to_geom(const double a[4][4], vol_geom &g)
@@ -384,13 +404,6 @@ std::string orient_letters(const double d[3])
     }
     return s;
 }
-
-/* A source slice, for references and for matching derived slices to their sources. */
-struct src_slice {
-    std::string sop_class, sop_instance, series_uid;
-    double ipp[3];
-    int has_ipp;
-};
 
 int read_sources(const char *const *files, size_t n, std::vector<src_slice> &out)
 {
@@ -617,7 +630,47 @@ const code_map k_step_codes[] = {
     {"mask", "113047", "Pixel by pixel mask"},
 };
 
-} // namespace
+/* Nearest neighbour through both affines: grid voxel -> world -> mask voxel. */
+std::vector<uint8_t> mask_on_grid(const rp_mask *m, const int dim[3], const double affine[4][4])
+{
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    std::vector<uint8_t> out;
+    try {
+        out.assign(n, 0);
+    } catch (...) {
+        return std::vector<uint8_t>();
+    }
+    int same = m->dim[0] == dim[0] && m->dim[1] == dim[1] && m->dim[2] == dim[2];
+    for (int r = 0; r < 4 && same; r++)
+        for (int c = 0; c < 4; c++)
+            same &= fabs(m->affine[r][c] - affine[r][c]) < 1e-4;
+    if (same) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = m->data[i] ? 1 : 0;
+        return out;
+    }
+    double inv[4][4], t[4][4];
+    if (rp_mat4_invert(m->affine, inv))
+        return out; /* a singular mask affine covers nothing */
+    rp_mat4_mul(inv, affine, t);
+    for (int k = 0; k < dim[2]; k++)
+        for (int j = 0; j < dim[1]; j++)
+            for (int i = 0; i < dim[0]; i++) {
+                long q[3];
+                for (int r = 0; r < 3; r++)
+                    q[r] = lround(t[r][0] * i + t[r][1] * j + t[r][2] * k + t[r][3]);
+                if (q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= m->dim[0] || q[1] >= m->dim[1] ||
+                    q[2] >= m->dim[2])
+                    continue;
+                out[((size_t)k * dim[1] + j) * dim[0] + i] =
+                    m->data[((size_t)q[2] * m->dim[1] + q[1]) * m->dim[0] + q[0]] ? 1 : 0;
+            }
+    return out;
+}
+
+} // namespace rpw
+
+using namespace rpw;
 
 /* ====================================================================== public API */
 
@@ -925,12 +978,8 @@ extern "C" int rp_derived_write_series(const rp_derived_opts *o, const rp_volume
 
 /* ------------------------------------------------------------------------ SEG */
 
-namespace
+namespace rpw
 {
-
-struct seg_codes {
-    const char *cat_value, *cat_meaning, *type_value, *type_meaning;
-};
 
 /* Segmented Property Category (CID 7150) and Type for the masks radprep makes. */
 seg_codes codes_for_mask(const char *name)
@@ -948,7 +997,7 @@ seg_codes codes_for_mask(const char *name)
     return {"85756007", "Tissue", "85756007", "Tissue"};
 }
 
-} // namespace
+} // namespace rpw
 
 extern "C" int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *masks, size_t n,
                                     const char *src_file, const char *const *src_slice_files,
@@ -1152,7 +1201,7 @@ fail:
 
 /* ------------------------------------------------------------ rule outputs (process.c) */
 
-namespace
+namespace rpw
 {
 
 int has_word(const char *text, const char *word)
@@ -1169,7 +1218,7 @@ int has_word(const char *text, const char *word)
     return 0;
 }
 
-} // namespace
+} // namespace rpw
 
 extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written)
 {
@@ -1184,8 +1233,12 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
     for (int i = 0; i < r->ctx->n_masks; i++)
         if (r->ctx->masks[i] && strcmp(r->ctx->masks[i]->name, "padding") != 0)
             segmasks[nseg++] = r->ctx->masks[i];
-    const int want_seg = has_word(r->outputs, "seg") && nseg > 0;
-    if (!want_series && !want_seg)
+    const int want_overlay = has_word(r->outputs, "overlay");
+    const int want_sr = has_word(r->outputs, "sr");
+    /* the report references the masks' segments: "sr" writes the SEG too (whether a
+     * destination receives it is the outbox's choice) */
+    const int want_seg = (has_word(r->outputs, "seg") || want_sr) && nseg > 0;
+    if (!want_series && !want_seg && !want_overlay && !want_sr)
         return 0;
     if (!r->src_files || r->n_src == 0)
         return RP_EINVAL;
@@ -1233,6 +1286,63 @@ extern "C" int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_w
         std::string path = dir + "/seg.dcm";
         rc = rp_derived_write_seg(&o, segmasks, nseg, r->src_files[0], r->src_files, r->n_src,
                                   path.c_str());
+        if (rc)
+            return rc;
+        n++;
+    }
+    const rp_volume *srcv = r->src_vol ? r->src_vol : ctx->vol;
+    const std::string rule = r->rule_name && *r->rule_name ? r->rule_name : "derived";
+    if (want_overlay && srcv) {
+        rp_overlay_opts ov;
+        memset(&ov, 0, sizeof ov);
+        ov.uid_root = r->uid_root;
+        std::string names;
+        for (size_t i = 0; i < nseg; i++)
+            names += (i ? " " : "") + std::string(segmasks[i]->name);
+        for (char &c : names)
+            c = (char)toupper((unsigned char)c);
+        std::string odesc =
+            (names.empty() ? std::string("NO") : names) + " MASK overlay [radprep: " + rule + "]";
+        if (odesc.size() > 64)
+            odesc = odesc.substr(0, 64);
+        ov.series_description = odesc.c_str();
+        ov.caption = r->caption;
+        ov.single_frame = r->overlay_single_frame;
+        ov.src_slice_files = r->src_files;
+        ov.n_src_slices = r->n_src;
+        if (r->src_hu && ctx->info && ctx->info->window_width > 0) {
+            ov.window_center = ctx->info->window_center;
+            ov.window_width = ctx->info->window_width;
+        }
+        char **paths = NULL;
+        size_t np = 0;
+        rc = rp_overlay_write(&ov, srcv, segmasks, nseg, r->src_files[0], dir.c_str(), &paths, &np);
+        if (rc)
+            return rc;
+        rp_derived_paths_free(paths, np);
+        n += np;
+    }
+    if (want_sr) {
+        if ((rc = rp_mkdir_p(dir.c_str(), 0750)))
+            return rc;
+        rp_sr_opts so;
+        memset(&so, 0, sizeof so);
+        so.uid_root = r->uid_root;
+        std::string sdesc = "Measurements [radprep: " + rule + "]";
+        if (sdesc.size() > 64)
+            sdesc = sdesc.substr(0, 64);
+        so.series_description = sdesc.c_str();
+        so.values_hu =
+            r->src_vol ? r->src_hu
+                       : (is_ct && ctx->hu_known && ctx->hu_scale == 1.0 && ctx->hu_offset == 0.0);
+        std::string segp = dir + "/seg.dcm";
+        so.seg_file = want_seg ? segp.c_str() : NULL;
+        so.findings = r->qc_findings;
+        so.n_findings = r->n_qc;
+        so.src_slice_files = r->src_files;
+        so.n_src_slices = r->n_src;
+        std::string path = dir + "/sr.dcm";
+        rc = rp_sr_write(&so, segmasks, nseg, srcv, r->src_files[0], path.c_str());
         if (rc)
             return rc;
         n++;

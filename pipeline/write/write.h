@@ -213,6 +213,76 @@ int rp_derived_write_seg(const rp_derived_opts *o, rp_mask *const *masks, size_t
                          const char *src_file, const char *const *src_slice_files, size_t nsrc,
                          const char *out_path);
 
+/* ---- results a PACS can show (overlay.cc, sr.cc) ----------------------------------------
+ *
+ * Contract, overlay secondary capture (rp_overlay_write):
+ *  - One frame per slice of `src` (the source grid: the assembled stack before the recipe, so
+ *    frame k lies beside source slice k), grey from the source window (or the 1st..99th
+ *    percentile), each mask's contour burned in: a voxel of the mask (resampled nearest-
+ *    neighbour onto the source grid when its grid differs) with a 4-neighbour outside it.
+ *    Colour i of rp_overlay_colour() per mask; a legend (colour swatch + mask name) top left
+ *    and the optional caption bottom left, in a 5x7 bitmap font scaled with the image.
+ *  - Multi-frame True Colour Secondary Capture (RGB, 8 bit), or with single_frame one
+ *    Secondary Capture Image Storage instance per slice; Burned In Annotation YES, Image
+ *    Type DERIVED\SECONDARY, same study and Frame of Reference as the source, Source Image
+ *    Sequence = the source instances. Patient/study copied as for derived series.
+ *  - Files: <out_dir>/overlay.dcm, or <out_dir>/overlay_NNNNN.dcm (single frame); atomic.
+ *
+ * Contract, measurement report (rp_sr_write): an Enhanced SR (the SR class dcmsr picks as
+ * the smallest that holds the tree: no spatial coordinates) following TID 1500 (dcmtk cmr) with one
+ * TID 1411 Volumetric ROI group per mask: tracking identifier (the mask name) and tracking UID,
+ * finding (the SEG's segment codes), the referenced SEG segment (when o->seg_file is given; segment
+ * i+1 = masks[i]), source series, and measurements Volume (ml; voxel count x voxel volume of the
+ * mask's own grid), Mean and Standard Deviation of src inside the mask (HU with o->values_hu, else
+ * no units) and the number of 26-connected components. The assembly's QC findings go in as text
+ * Qualitative Evaluations. Current Requested Procedure Evidence lists the source instances
+ * and the SEG. Zero masks are allowed (the report then carries the findings only).
+ */
+
+/* Colour of mask i (RGB), cycling through 6 colours that stay apart on grey. */
+void rp_overlay_colour(size_t i, uint8_t rgb[3]);
+
+typedef struct rp_overlay_opts {
+    const char *uid_root;
+    const char *series_description;     /* NULL: "<NAME> MASK overlay [radprep]" */
+    int series_number;                  /* <= 0: source series number + 1002 */
+    const char *caption;                /* e.g. "NOT FOR DIAGNOSIS"; NULL/"": none */
+    int single_frame;                   /* 1: one single-frame SC per slice */
+    double window_center, window_width; /* width <= 0: 1st..99th percentile of src */
+    const char *const *src_slice_files; /* slice order; NULL/0: only src_file is referenced */
+    size_t n_src_slices;
+} rp_overlay_opts;
+
+/* paths_out/n_out as for rp_derived_write_series (free with rp_derived_paths_free). */
+int rp_overlay_write(const rp_overlay_opts *o, const rp_volume *src, rp_mask *const *masks,
+                     size_t n, const char *src_file, const char *out_dir, char ***paths_out,
+                     size_t *n_out);
+
+typedef struct rp_mask_stats {
+    size_t voxels;    /* on the mask's own grid */
+    double volume_ml; /* voxels x |det| of the mask affine / 1000 */
+    double mean, sd;  /* of src inside the mask (on src's grid); NAN when none inside */
+    size_t n_inside;  /* src voxels inside */
+    int components;   /* 26-connected components */
+} rp_mask_stats;
+
+int rp_mask_stats_compute(const rp_mask *m, const rp_volume *src, rp_mask_stats *out);
+
+typedef struct rp_sr_opts {
+    const char *uid_root;
+    const char *series_description; /* NULL: "Measurements [radprep]" */
+    int series_number;              /* <= 0: source series number + 1003 */
+    int values_hu;                  /* src values are HU (CT) */
+    const char *seg_file;           /* the SEG of the same masks, or NULL */
+    const char *const *findings;    /* QC text, one line each */
+    size_t n_findings;
+    const char *const *src_slice_files;
+    size_t n_src_slices;
+} rp_sr_opts;
+
+int rp_sr_write(const rp_sr_opts *o, rp_mask *const *masks, size_t n, const rp_volume *src,
+                const char *src_file, const char *out_path);
+
 /* ---- one call for process.c: the outputs "dicom" / "seg" of a rule ---------------------- */
 typedef struct rp_derived_request {
     const char *outputs;          /* the rule's outputs text: words "dicom" and/or "seg" */
@@ -224,13 +294,22 @@ typedef struct rp_derived_request {
                                      gives patient/study) */
     size_t n_src;
     const char *out_dir; /* files go to <out_dir>/dicom/ (series IM*.dcm, seg.dcm) */
+    /* "overlay" / "sr": the source volume on the source grid (NULL: ctx->vol) and whether its
+     * values are HU; the assembly's QC findings (text) for the SR; the overlay caption. */
+    const rp_volume *src_vol;
+    int src_hu;
+    const char *const *qc_findings;
+    size_t n_qc;
+    const char *caption;
+    int overlay_single_frame;
 } rp_derived_request;
 
-/* Write what the rule asks for: "dicom" -> the derived series of ctx->vol (CT Image Storage
- * when the values are still HU, i.e. CT with hu_known, scale 1, offset 0; else Secondary
- * Capture), window = the source's first window for HU output, else the data range; "seg" ->
- * ctx's masks as one SEG (except a "padding" mask; nothing when no mask is left). 0 when nothing
- * was asked. *n_written (may be NULL) gets the number of files written. */
+/* Write what the rule asks for ("overlay" -> rp_overlay_write into dicom/overlay.dcm, "sr" ->
+ * rp_sr_write into dicom/sr.dcm, referencing seg.dcm when written). "dicom" -> the derived series
+ * of ctx->vol (CT Image Storage when the values are still HU, i.e. CT with hu_known, scale 1,
+ * offset 0; else Secondary Capture), window = the source's first window for HU output, else the
+ * data range; "seg" -> ctx's masks as one SEG (except a "padding" mask; nothing when no mask is
+ * left). 0 when nothing was asked. *n_written (may be NULL) gets the number of files written. */
 int rp_derived_write_outputs(const rp_derived_request *r, size_t *n_written);
 
 /* ---- step writers (step_writers.c) ----------------------------------------------------- */

@@ -314,8 +314,8 @@ static void test_bad_values(void **state)
     expect_error("[rule r1]\nmodality = CT\n\n", 1, "rule r1: steps is empty");
     expect_error("[rule r1]\nsteps =\n", 2, "rule r1: steps is empty");
     expect_error("[rule r1]\nsteps = hu\noutputs = nifti nitfi\n", 3,
-                 "outputs: unknown output 'nitfi' (known: nifti json qc png dicom seg manifest "
-                 "npy)");
+                 "outputs: unknown output 'nitfi' (known: nifti json qc png dicom seg overlay "
+                 "sr manifest npy)");
     expect_error("[rule r1]\nsteps = hu\n[rule r1]\nsteps = hu\n", 3, "duplicate [rule r1]");
     expect_error("[rule r1]\nsteps = hu\nslice_thickness_min = thin\n", 3,
                  "slice_thickness_min: 'thin' is not a number");
@@ -428,6 +428,39 @@ static void test_validate_rules_callback(void **state)
     assert_int_equal(rp_conf_defaults(&c), 0);
     assert_int_equal(rp_conf_validate_rules(&c, fake_check, err, sizeof err), 0);
     rp_conf_free(&c);
+}
+
+/* [peer] results: what a destination receives; rule outputs overlay / sr */
+static void test_peer_results(void **state)
+{
+    (void)state;
+    rp_conf c;
+    char err[1024] = "";
+    assert_int_equal(load_text(&c,
+                               "[peer a]\nae_title = A\n"
+                               "[peer b]\nae_title = B\nresults = overlay, sr\n"
+                               "[rule r]\nsteps = hu lungmask\noutputs = nifti seg overlay sr\n"
+                               "overlay_caption = Research use only\n",
+                               err, sizeof err),
+                     0);
+    const rp_conf_peer *a = rp_conf_peer_by_name(&c, "a"), *b = rp_conf_peer_by_name(&c, "b");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_string_equal(a->results, "derived seg");
+    assert_int_equal(rp_conf_peer_results(a), RP_RESULT_DERIVED | RP_RESULT_SEG);
+    assert_int_equal(rp_conf_peer_results(b), RP_RESULT_OVERLAY | RP_RESULT_SR);
+    const rp_conf_rule *r = NULL;
+    for (size_t i = 0; i < c.n_rules; i++)
+        if (!strcmp(c.rules[i].name, "r"))
+            r = &c.rules[i];
+    assert_non_null(r);
+    assert_string_equal(r->overlay_caption, "Research use only");
+    rp_conf_free(&c);
+    expect_error("[peer a]\nae_title = A\nresults = seg nifti\n", 3,
+                 "results: unknown result 'nifti' (known: derived seg overlay sr)");
+    expect_error("[rule r]\nsteps = hu\noutputs = overlay srx\n", 3,
+                 "outputs: unknown output 'srx' (known: nifti json qc png dicom seg overlay sr "
+                 "manifest npy)");
 }
 
 static void test_validate(void **state)
@@ -649,6 +682,7 @@ int main(void)
         cmocka_unit_test(test_rule_override),
         cmocka_unit_test(test_validate_rules_callback),
         cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_peer_results),
         cmocka_unit_test(test_tls_key_permissions),
         cmocka_unit_test(test_tls_check),
         cmocka_unit_test(test_resolve_data_dir),

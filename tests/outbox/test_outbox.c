@@ -431,6 +431,135 @@ static void test_enqueue_dir(void **state)
     rp_conf_free(&c);
 }
 
+/* A job folder with one result of each kind a PACS may or may not take: seg.dcm (the shared
+ * SEG), overlay.dcm (a Secondary Capture), IM00001.dcm (a CT slice as "derived"). */
+static void make_results_dir(const char *dir)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' && cp '%s/seg_with_source_ct/liver_seg.dcm' '%s/seg.dcm' && "
+             "cp '%s/xray/dx_chest_nih_sc_mono2_8bit.dcm' '%s/overlay.dcm' && "
+             "cp '%s' '%s/IM00001.dcm'",
+             dir, g_data, dir, g_data, dir, g_files[0], dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_results_per_destination(void **state)
+{
+    (void)state;
+    char dir[512], db_path[512];
+    snprintf(dir, sizeof dir, "%s/resjob/dicom", g_tmp);
+    snprintf(db_path, sizeof db_path, "%s/res.db", g_tmp);
+    make_results_dir(dir);
+    rp_conf c;
+    make_conf(&c, 104);
+    rp_db *db = NULL;
+    assert_int_equal(rp_db_open(db_path, &db), 0);
+    size_t added = 0;
+    /* default results "derived seg": the SEG and the derived slice, not the overlay */
+    assert_int_equal(rp_conf_peer_results(&c.peers[0]), RP_RESULT_DERIVED | RP_RESULT_SEG);
+    assert_int_equal(rp_outbox_enqueue_dir(db, &c, "pacs", dir, &added), 0);
+    assert_int_equal(added, 2);
+    /* a viewer that shows pictures only: overlay */
+    rp_strlcpy(c.peers[0].name, "viewer", sizeof c.peers[0].name);
+    rp_strlcpy(c.peers[0].results, "overlay", sizeof c.peers[0].results);
+    assert_int_equal(rp_outbox_enqueue_dir(db, &c, "viewer", dir, &added), 0);
+    assert_int_equal(added, 1);
+    rp_db_outbox_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(rp_db_outbox_list(db, RP_OUTBOX_PENDING, "viewer", 0, &e, &n), 0);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(e[0].file_path, "overlay.dcm"));
+    free(e);
+    /* rp_outbox_enqueue (files given by hand) sends what it is given */
+    const char *one[1] = {g_files[1]};
+    assert_int_equal(rp_outbox_enqueue(db, &c, "viewer", one, 1, &added), 0);
+    assert_int_equal(added, 1);
+    rp_db_close(db);
+    assert_int_equal(rp_conf_result_kind("sr"), RP_RESULT_SR);
+    assert_int_equal(rp_conf_result_kind("nifti"), 0);
+    rp_conf_free(&c);
+}
+
+/* A destination that accepts Secondary Capture only refuses the SEG at association time:
+ * the SEG row goes dead saying it was substituted, the overlay is sent instead, once. */
+static void test_refused_seg_substituted(void **state)
+{
+    (void)state;
+    char dir[512], db_path[512], out[512], cfg[512];
+    snprintf(dir, sizeof dir, "%s/subjob/dicom", g_tmp);
+    snprintf(db_path, sizeof db_path, "%s/sub.db", g_tmp);
+    snprintf(out, sizeof out, "%s/sub_recv", g_tmp);
+    snprintf(cfg, sizeof cfg, "%s/sconly.cfg", g_tmp);
+    make_results_dir(dir);
+    assert_int_equal(mkdir(out, 0755), 0);
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fputs("[[TransferSyntaxes]]\n[Uncompressed]\nTransferSyntax1 = LocalEndianExplicit\n"
+          "TransferSyntax2 = LittleEndianImplicit\n"
+          "[[PresentationContexts]]\n[SC]\n"
+          "PresentationContext1 = SecondaryCaptureImageStorage\\Uncompressed\n"
+          "PresentationContext2 = MultiframeTrueColorSecondaryCaptureImageStorage\\Uncompressed\n"
+          "[[Profiles]]\n[SConly]\nPresentationContexts = SC\n",
+          f);
+    fclose(f);
+    int port = 41000 + (getpid() % 9000);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char ports[16];
+        snprintf(ports, sizeof ports, "%d", port);
+        setenv("LD_PRELOAD", g_shim, 1);
+        int devnull = open("/dev/null", 1);
+        if (devnull >= 0) {
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        execlp("storescp", "storescp", "-aet", "STORESCP", "-od", out, "+uf", "-xf", cfg, "SConly",
+               ports, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100 && !port_open(port); i++)
+        usleep(50000);
+    rp_conf c;
+    make_conf(&c, port);
+    rp_strlcpy(c.peers[0].results, "seg", sizeof c.peers[0].results);
+    rp_db *db = NULL;
+    assert_int_equal(rp_db_open(db_path, &db), 0);
+    size_t added = 0;
+    assert_int_equal(rp_outbox_enqueue_dir(db, &c, "pacs", dir, &added), 0);
+    assert_int_equal(added, 1); /* the SEG only */
+    rp_db_close(db);
+    rp_outbox_opts o = fast_opts(db_path);
+    rp_outbox *ob = NULL;
+    assert_int_equal(rp_outbox_start(&c, &o, &ob), 0);
+    /* the SEG dead, then the overlay queued and done: 2 rows finished */
+    double t0 = rp_mono_s();
+    row_counts r;
+    do {
+        usleep(100000);
+        r = counts(db_path);
+    } while (!(r.dead == 1 && r.done == 1 && r.pending == 0 && r.sending == 0) &&
+             rp_mono_s() - t0 < 30);
+    rp_outbox_stop(ob);
+    stop_child(pid);
+    r = counts(db_path);
+    assert_int_equal(r.dead, 1);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.pending + r.sending, 0); /* no loop */
+    assert_int_equal(count_files(out), 1);
+    assert_int_equal(rp_db_open(db_path, &db), 0);
+    rp_db_outbox_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(rp_db_outbox_list(db, RP_OUTBOX_DEAD, "pacs", 0, &e, &n), 0);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(e[0].file_path, "seg.dcm"));
+    assert_non_null(strstr(e[0].last_reason, "presentation context"));
+    assert_non_null(strstr(e[0].last_reason, "substituted by overlay (1 instance(s)"));
+    free(e);
+    rp_db_close(db);
+    rp_conf_free(&c);
+}
+
 /* ------------------------------------------------------------------ driver mode */
 
 static int driver(int argc, char **argv)
@@ -517,8 +646,12 @@ int main(int argc, char **argv)
     if (argc >= 5 && !strcmp(argv[1], "--send"))
         return driver(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_delivered_once),        cmocka_unit_test(test_backoff_then_delivered),
-        cmocka_unit_test(test_sending_rows_requeued), cmocka_unit_test(test_refused_dead),
+        cmocka_unit_test(test_results_per_destination),
+        cmocka_unit_test(test_refused_seg_substituted),
+        cmocka_unit_test(test_delivered_once),
+        cmocka_unit_test(test_backoff_then_delivered),
+        cmocka_unit_test(test_sending_rows_requeued),
+        cmocka_unit_test(test_refused_dead),
         cmocka_unit_test(test_enqueue_dir),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
