@@ -37,7 +37,7 @@ class JobsTest(unittest.TestCase):
                                               series_number=5)
         # one worker at a time, so that jobs visibly queue behind the hanging one
         cls.node = rp.Node(os.path.join(cls.tmp, "n"), quiet_s=2, extra_node=(
-            f"workers = 1\njob_timeout_s = {TIMEOUT_S}\njob_memory_mb = 1024\n"
+            f"workers = 1\njob_timeout_s = {TIMEOUT_S}\njob_memory_mb = 384\n"
             "job_max_attempts = 2"))
         cls.node.start(env={"RP_TEST_JOB_FAULT":
                             f"abort@{cls.ua},oom@{cls.ub},hang@{cls.uc}"})
