@@ -94,6 +94,7 @@ static void node_event(rp_node *n, const char *kind, const char *fmt, ...)
 typedef struct {
     rp_node *node;
     rp_net_assoc_info info;
+    rp_store_rx *rx; /* this association's way into the store, made at its first C-STORE */
     long long stored, failed, bytes;
 } assoc_ctx;
 
@@ -122,8 +123,8 @@ static void log_store_failure(assoc_ctx *a, const rp_net_store_req *r, unsigned 
             a->info.peer_host, status, rp_log_kv_quote(reason, q2, sizeof q2));
 }
 
-static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *path, size_t pathsz,
-                              int *fd, char *comment, size_t commentsz)
+static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *comment,
+                              size_t commentsz)
 {
     assoc_ctx *a = ctx;
     rp_node *n = a->node;
@@ -136,9 +137,12 @@ static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *path, 
         atomic_fetch_add(&n->st_failed, 1);
         return 0xA700;
     }
-    rc = rp_store_spool_new(n->store, path, pathsz, fd);
+    if (!a->rx)
+        rc = rp_store_rx_new(n->store, &a->rx);
+    if (rc == 0)
+        rc = rp_store_rx_begin(a->rx);
     if (rc != 0) {
-        snprintf(comment, commentsz, "cannot create spool file: %s", rp_strerror(rc));
+        snprintf(comment, commentsz, "cannot receive into the store: %s", rp_strerror(rc));
         log_store_failure(a, r, 0xA700, comment);
         a->failed++;
         atomic_fetch_add(&n->st_failed, 1);
@@ -147,9 +151,14 @@ static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *path, 
     return 0;
 }
 
-static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, int recv_errno,
-                            const char *path, int fd, long long bytes, const char *sha256,
-                            char *comment, size_t commentsz)
+static int h_store_data(void *ctx, const void *buf, size_t n)
+{
+    assoc_ctx *a = ctx;
+    return rp_store_rx_write(a->rx, buf, n);
+}
+
+static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, int recv_err,
+                            long long bytes, char *comment, size_t commentsz)
 {
     assoc_ctx *a = ctx;
     rp_node *n = a->node;
@@ -160,7 +169,7 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     case RP_NET_RECV_OK:
         break;
     case RP_NET_RECV_NET:
-        rp_store_spool_discard(path, fd);
+        rp_store_rx_discard(a->rx);
         {
             char q[160];
             RP_WARN(MOD,
@@ -173,7 +182,7 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
         atomic_fetch_add(&n->st_failed, 1);
         return 0;
     case RP_NET_RECV_TOO_BIG:
-        rp_store_spool_discard(path, fd);
+        rp_store_rx_discard(a->rx);
         snprintf(comment, commentsz, "instance larger than max_instance_mb=%lld",
                  n->conf->max_instance_mb);
         log_store_failure(a, r, 0xA700, comment);
@@ -181,9 +190,9 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
         atomic_fetch_add(&n->st_failed, 1);
         return 0xA700;
     default:
-        rp_store_spool_discard(path, fd);
-        snprintf(comment, commentsz, "cannot write spool file: %s",
-                 recv_errno ? strerror(recv_errno) : "write failed");
+        rp_store_rx_discard(a->rx);
+        snprintf(comment, commentsz, "cannot write the instance: %s",
+                 recv_err ? rp_strerror(recv_err) : "write failed");
         log_store_failure(a, r, 0xA700, comment);
         a->failed++;
         atomic_fetch_add(&n->st_failed, 1);
@@ -193,7 +202,6 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     rp_store_put_args args = {
         .expect_sop_instance_uid = r->sop_instance_uid,
         .expect_sop_class_uid = r->sop_class_uid,
-        .file_sha256 = sha256,
         .calling_ae = a->info.calling_ae,
         .peer_host = a->info.peer_host,
     };
@@ -201,7 +209,7 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     rp_store_outcome outcome;
     char reason[512];
     double t0 = rp_mono_s();
-    int rc = rp_store_put(n->store, path, fd, &args, &meta, &outcome, reason, sizeof reason);
+    int rc = rp_store_rx_commit(a->rx, &args, &meta, &outcome, reason, sizeof reason);
     if (rc != 0) {
         status = status_for(rc);
         snprintf(comment, commentsz, "%s", reason);
@@ -507,10 +515,12 @@ static void *conn_thread(void *p)
                 qc, qd, a.info.peer_host, a.info.peer_port, ctxs, a.info.max_pdu_peer, tkv);
         rp_net_handlers h = {.ctx = &a,
                              .store_begin = h_store_begin,
+                             .store_data = h_store_data,
                              .store_end = h_store_end,
                              .should_abort = h_should_abort};
         end = rp_net_assoc_serve(as, &h);
     }
+    rp_store_rx_free(a.rx);
     pthread_mutex_lock(&n->lock);
     for (live_assoc **pp = &n->live; *pp; pp = &(*pp)->next)
         if (*pp == &me) {
@@ -770,6 +780,10 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
         snprintf(err, errsz, "cannot start the index queue: %s", rp_strerror(rc));
         goto fail;
     }
+    /* Without the log every instance takes the classic path (its own file and fsyncs):
+     * slower, just as safe; the node still receives. */
+    if ((rc = rp_store_log_start(n->store)) != 0)
+        RP_WARN(MOD, "receiving without the spool log err=\"%s\"", rp_strerror(rc));
     for (n->n_started = 0; n->n_started < n->n_services; n->n_started++) {
         rp_node_service *s = &n->services[n->n_started];
         if (s->start && (rc = s->start(n, s->arg)) != 0) {

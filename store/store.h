@@ -130,11 +130,55 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
                       rp_instance_meta *meta, rp_store_outcome *outcome, char *reason,
                       size_t reasonsz);
 
+/* ---- receiving through the spool log (the node's associations) --------------------------
+ *
+ * With the log started, an association streams each instance into spool/ingest.log and the
+ * C-STORE response waits only for the one fdatasync that covers its commit record, shared
+ * with every association that committed meanwhile (group commit); a background promoter
+ * moves committed instances into store/<study>/<series>/<sop>.dcm, durably, then tells the
+ * index. Same checks, duplicate policy, outcomes and errors as rp_store_put(): an
+ * acknowledged instance survives kill -9 and power loss (in the log until promoted, replayed
+ * by rp_store_reconcile() at the next start), an unacknowledged one never appears half.
+ * Without the log (or when it cannot take an instance: bigger than a slab, no slab free, a
+ * failed sync) the same calls use a spool file of the instance's own and rp_store_put().
+ * See store/spool.c for the format and the reasoning.
+ *
+ *   rp_store_rx_new()          one per association thread
+ *   rp_store_rx_begin()        per instance, after rp_store_space_check()
+ *   rp_store_rx_write()*       the Part-10 bytes, in order, as they arrive
+ *   rp_store_rx_commit()       0: durable, acknowledge; or rp_store_rx_discard() on failure
+ *   rp_store_rx_free()         at the end of the association
+ */
+
+/* Start the spool log and its promoter. Call after rp_store_reconcile() (which replays what
+ * a previous run left in the log; RP_EINVAL without it) and rp_store_index_start(). */
+int rp_store_log_start(rp_store *s);
+/* Promote everything committed, durably, and stop (idempotent; rp_store_index_stop() and
+ * rp_store_close() do it). No rp_store_rx_* call may be in progress. */
+void rp_store_log_stop(rp_store *s);
+
+typedef struct rp_store_rx rp_store_rx;
+int rp_store_rx_new(rp_store *s, rp_store_rx **out);
+void rp_store_rx_free(rp_store_rx *rx);
+/* A new instance begins (a previous one not committed is dropped). 0, or RP_ENOSPC/RP_EIO
+ * when not even a spool file can be made. */
+int rp_store_rx_begin(rp_store_rx *rx);
+/* Bytes of the instance's Part-10 file, in order. 0, or the instance failed (RP_ENOSPC /
+ * RP_EIO, sticky until the next begin): keep reading, then discard and answer 0xA700. */
+int rp_store_rx_write(rp_store_rx *rx, const void *buf, size_t n);
+/* The instance is complete: as rp_store_put() (meta, outcome, errors). Returns 0 only when
+ * the instance is durable or a settled duplicate; nothing of it is kept otherwise. */
+int rp_store_rx_commit(rp_store_rx *rx, const rp_store_put_args *args, rp_instance_meta *meta,
+                       rp_store_outcome *outcome, char *reason, size_t reasonsz);
+/* Drop the instance being received (transfer failed). */
+void rp_store_rx_discard(rp_store_rx *rx);
+
 /* Start handing stored instances to the index: a batched writer thread (rp_db_queue) on
  * this store's index.sqlite, `batch` instances or `flush_ms` per transaction. Without it,
  * rp_store_put() stores without indexing (reconciliation indexes later). */
 int rp_store_index_start(rp_store *s, int batch, int flush_ms);
-/* Wait until every instance queued so far is committed to the index. */
+/* Wait until every instance stored so far (promoted from the spool log included) is
+ * committed to the index. */
 int rp_store_index_flush(rp_store *s);
 /* Flush and stop the writer (idempotent; rp_store_close() does it too). */
 void rp_store_index_stop(rp_store *s);
