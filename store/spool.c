@@ -14,7 +14,7 @@
  * has no "fdatasync these N files with one flush") and a metadata update to cut each file to
  * its length on promotion.
  *
- * Layout of spool/ingest.log:
+ * Layout of <data_dir>/spool.wal:
  *   [0, 64 KB)      the log header, twice (at 0 and 512, written alternately, newest valid
  *                   copy wins): log generation, slab size, and "promoted through" W: every
  *                   record with commit sequence <= W is durable in store/.
@@ -643,7 +643,7 @@ int rp_store_log_start(rp_store *s)
         return RP_ENOMEM;
     sp->s = s;
     sp->fd = sp->root_fd = -1;
-    snprintf(sp->path, sizeof sp->path, "%s/%s", s->spool, RP_SPOOL_LOG_NAME);
+    snprintf(sp->path, sizeof sp->path, "%s/%s", s->data_dir, RP_SPOOL_LOG_NAME);
     struct stat st;
     int existed = stat(sp->path, &st) == 0;
     if (existed && !s->log_replayed) {
@@ -687,7 +687,7 @@ int rp_store_log_start(rp_store *s)
     if (rc == 0 && fdatasync(sp->fd) != 0)
         rc = rp_store_errno_rc(errno);
     if (rc == 0 && !existed)
-        rc = rp_store_fsync_dir(s->spool);
+        rc = rp_store_fsync_dir(s->data_dir);
     if (rc != 0)
         goto fail;
     sp->n_slabs = SLABS_INITIAL;
@@ -716,6 +716,9 @@ int rp_store_log_start(rp_store *s)
     return 0;
 fail:
     RP_ERROR(MOD, "cannot start the spool log path=%s err=\"%s\"", sp->path, rp_strerror(rc));
+    /* What it held was replayed; a half-made log must not keep the space it took. */
+    if (sp->fd >= 0 && unlink(sp->path) != 0 && errno != ENOENT)
+        RP_WARN(MOD, "cannot remove the spool log path=%s errno=%s", sp->path, strerror(errno));
     if (sp->fd >= 0)
         close(sp->fd);
     if (sp->root_fd >= 0)
@@ -1171,7 +1174,7 @@ long rp_spool_replay(rp_store *s, rp_db *db, long *tails)
 {
     *tails = 0;
     char path[RP_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/%s", s->spool, RP_SPOOL_LOG_NAME);
+    snprintf(path, sizeof path, "%s/%s", s->data_dir, RP_SPOOL_LOG_NAME);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         s->log_replayed = 1;

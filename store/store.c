@@ -788,7 +788,7 @@ static long clean_spool(rp_store *s)
     struct dirent *e;
     char p[RP_PATH_MAX + 300];
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || strcmp(e->d_name, RP_SPOOL_LOG_NAME) == 0)
+        if (e->d_name[0] == '.')
             continue;
         snprintf(p, sizeof p, "%s/%s", s->spool, e->d_name);
         if (unlink(p) == 0) {

@@ -5,7 +5,8 @@
  *
  * Contract:
  *  - Layout under <data_dir>: store/<study_uid>/<series_uid>/<sop_uid>.dcm for instances,
- *    spool/ for files being received, index.sqlite for the db.
+ *    spool.wal the spool log (received instances until they are in store/), spool/ for
+ *    instances received into files of their own, index.sqlite for the db.
  *  - A UID reaches a path only after rp_store_uid_valid() accepted it: digits and dots,
  *    1..64 characters, no empty component, no leading zero in a multi-digit component.
  *  - rp_store_put() makes an instance durable: header read (dicom/, up to Pixel Data), UID
@@ -132,7 +133,7 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
 
 /* ---- receiving through the spool log (the node's associations) --------------------------
  *
- * With the log started, an association streams each instance into spool/ingest.log and the
+ * With the log started, an association streams each instance into <data_dir>/spool.wal and the
  * C-STORE response waits only for the one fdatasync that covers its commit record, shared
  * with every association that committed meanwhile (group commit); a background promoter
  * moves committed instances into store/<study>/<series>/<sop>.dcm, durably, then tells the

@@ -131,9 +131,9 @@ int rp_store_put_admitted(rp_store *s, const char *spool_path, int fd, rp_instan
 
 /* ---- spool.c, for store.c -------------------------------------------------------------- */
 
-#define RP_SPOOL_LOG_NAME "ingest.log"
+#define RP_SPOOL_LOG_NAME "spool.wal" /* in <data_dir> */
 
-/* Replay what a previous run left committed and unpromoted in spool/ingest.log into store/
+/* Replay what a previous run left committed and unpromoted in <data_dir>/spool.wal into store/
  * (indexed into db when not NULL), durably. Returns the number of instances replayed (>= 0)
  * or an error; *tails gets the number of slabs that ended in an incomplete record. */
 long rp_spool_replay(rp_store *s, rp_db *db, long *tails);
