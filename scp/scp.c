@@ -66,7 +66,7 @@ struct rp_node {
     peer_slot peers[MAX_PEER_SLOTS];
     live_assoc *live; /* open associations (under lock) */
     /* stats */
-    atomic_llong st_assoc, st_rejected, st_stored, st_failed, st_bytes;
+    atomic_llong st_assoc, st_rejected, st_stored, st_failed, st_bytes, st_recv_us, st_commit_us;
 };
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -96,6 +96,7 @@ typedef struct {
     rp_net_assoc_info info;
     rp_store_rx *rx; /* this association's way into the store, made at its first C-STORE */
     long long stored, failed, bytes;
+    double t_begin; /* when the current C-STORE-RQ arrived */
 } assoc_ctx;
 
 static unsigned status_for(int rc)
@@ -128,6 +129,7 @@ static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *commen
 {
     assoc_ctx *a = ctx;
     rp_node *n = a->node;
+    a->t_begin = rp_mono_s();
     int rc = rp_store_space_check(n->store);
     if (rc != 0) {
         snprintf(comment, commentsz, "free disk space below min_free_mb=%lld",
@@ -163,6 +165,8 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     assoc_ctx *a = ctx;
     rp_node *n = a->node;
     unsigned status;
+    double t_in = rp_mono_s();
+    atomic_fetch_add(&n->st_recv_us, (long long)((t_in - a->t_begin) * 1e6));
     a->bytes += bytes;
     atomic_fetch_add(&n->st_bytes, bytes);
     switch (recv_rc) {
@@ -210,6 +214,7 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     char reason[512];
     double t0 = rp_mono_s();
     int rc = rp_store_rx_commit(a->rx, &args, &meta, &outcome, reason, sizeof reason);
+    atomic_fetch_add(&n->st_commit_us, (long long)((rp_mono_s() - t_in) * 1e6));
     if (rc != 0) {
         status = status_for(rc);
         snprintf(comment, commentsz, "%s", reason);
@@ -669,6 +674,16 @@ void rp_node_stats_get(rp_node *n, rp_node_stats *o)
     o->stored = atomic_load(&n->st_stored);
     o->failed = atomic_load(&n->st_failed);
     o->bytes = atomic_load(&n->st_bytes);
+    o->recv_s = (double)atomic_load(&n->st_recv_us) / 1e6;
+    o->commit_s = (double)atomic_load(&n->st_commit_us) / 1e6;
+    o->sync_wait_s = 0;
+    o->log_syncs = 0;
+    if (n->store) {
+        rp_store_log_stats ls;
+        rp_store_log_stats_get(n->store, &ls);
+        o->sync_wait_s = ls.sync_wait_s;
+        o->log_syncs = (long long)ls.syncs;
+    }
     pthread_mutex_lock(&n->lock);
     o->active = n->active;
     pthread_mutex_unlock(&n->lock);
@@ -939,10 +954,14 @@ void rp_node_stop(rp_node *n)
     if (n->net) {
         RP_INFO(MOD,
                 "node stopped associations=%lld rejected=%lld stored=%lld failed=%lld "
-                "bytes=%lld",
-                st.associations, st.rejected, st.stored, st.failed, st.bytes);
-        node_event(n, "node", "result=stopped associations=%lld stored=%lld failed=%lld",
-                   st.associations, st.stored, st.failed);
+                "bytes=%lld recv_s=%.3f commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld",
+                st.associations, st.rejected, st.stored, st.failed, st.bytes, st.recv_s,
+                st.commit_s, st.sync_wait_s, st.log_syncs);
+        node_event(n, "node",
+                   "result=stopped associations=%lld stored=%lld failed=%lld recv_s=%.3f "
+                   "commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld",
+                   st.associations, st.stored, st.failed, st.recv_s, st.commit_s,
+                   st.sync_wait_s, st.log_syncs);
     }
     if (left == 0 && n->net) {
         rp_net_close(n->net);

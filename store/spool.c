@@ -527,6 +527,7 @@ static void fill_rec_hdr(const rp_spool *sp, const rec *r, unsigned char *block)
  * to it now). Else RP_EIO and r is still the caller's. */
 static int group_commit(rp_spool *sp, rec *r)
 {
+    double t0 = rp_mono_s();
     pthread_mutex_lock(&sp->mu);
     if (sp->broken) {
         pthread_mutex_unlock(&sp->mu);
@@ -550,6 +551,8 @@ static int group_commit(rp_spool *sp, rec *r)
             fill_rec_hdr(sp, b, block);
             rc = pwrite_all(sp->fd, block, BLOCK, b->pos);
         }
+        if (rc == 0)
+            atomic_fetch_add(&sp->s->st_syncs, 1);
         if (rc == 0 && fdatasync(sp->fd) != 0) {
             rc = rp_store_errno_rc(errno);
             RP_ERROR(MOD, "fdatasync of the spool log failed, receiving without it from now "
@@ -578,7 +581,20 @@ static int group_commit(rp_spool *sp, rec *r)
     }
     int rc = r->rc;
     pthread_mutex_unlock(&sp->mu);
+    if (rc == 0) {
+        atomic_fetch_add(&sp->s->st_committed, 1);
+        atomic_fetch_add(&sp->s->st_sync_wait_us,
+                         (unsigned long long)((rp_mono_s() - t0) * 1e6));
+    }
     return rc;
+}
+
+void rp_store_log_stats_get(rp_store *s, rp_store_log_stats *out)
+{
+    out->committed = atomic_load(&s->st_committed);
+    out->syncs = atomic_load(&s->st_syncs);
+    out->sync_wait_s = (double)atomic_load(&s->st_sync_wait_us) / 1e6;
+    out->classic = atomic_load(&s->st_classic);
 }
 
 /* ---- slabs for writers -------------------------------------------------------------------- */
@@ -1073,6 +1089,7 @@ int rp_store_rx_commit(rp_store_rx *rx, const rp_store_put_args *args, rp_instan
         return rc ? rc : RP_EINVAL;
     }
     if (rx->mode == RX_FILE) {
+        atomic_fetch_add(&rx->s->st_classic, 1);
         rc = rp_store_put(rx->s, rx->path, rx->fd, args, meta, outcome, reason, reasonsz);
         rx->fd = -1; /* rp_store_put consumed the spool file */
         rx->path[0] = '\0';

@@ -174,6 +174,15 @@ int rp_store_rx_commit(rp_store_rx *rx, const rp_store_put_args *args, rp_instan
 /* Drop the instance being received (transfer failed). */
 void rp_store_rx_discard(rp_store_rx *rx);
 
+/* Counters since rp_store_open() (for the node's logs and benchmarks). */
+typedef struct rp_store_log_stats {
+    unsigned long long committed; /* instances made durable through the spool log */
+    unsigned long long syncs;     /* fdatasyncs that did it (committed / syncs = group size) */
+    double sync_wait_s;           /* summed over those instances: commit record queued -> synced */
+    unsigned long long classic;   /* instances received into a file of their own */
+} rp_store_log_stats;
+void rp_store_log_stats_get(rp_store *s, rp_store_log_stats *out);
+
 /* Start handing stored instances to the index: a batched writer thread (rp_db_queue) on
  * this store's index.sqlite, `batch` instances or `flush_ms` per transaction. Without it,
  * rp_store_put() stores without indexing (reconciliation indexes later). */

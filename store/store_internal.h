@@ -92,6 +92,8 @@ struct rp_store {
     rp_db_queue *queue; /* index hand-off, NULL until rp_store_index_start() */
     rp_spool *log;      /* the spool log, NULL until rp_store_log_start() */
     int log_replayed;   /* rp_store_reconcile() has replayed what the log held */
+    /* counters for rp_store_log_stats_get() */
+    atomic_ullong st_committed, st_syncs, st_sync_wait_us, st_classic;
 };
 
 /* ---- store.c, for spool.c -------------------------------------------------------------- */
