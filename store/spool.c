@@ -70,6 +70,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -280,6 +283,68 @@ static int write_log_hdr(rp_spool *sp, uint64_t promoted_through)
 
 /* ---- promotion: one record into store/ ---------------------------------------------------- */
 
+/* SHA-256 (hex) of `len` bytes at `off` in fd, read through a mapping of the page cache:
+ * the bytes were just written there, so nothing is copied to hash them. */
+static int sha_of_range(int fd, uint64_t off, uint64_t len, char sha[65])
+{
+    sha[0] = '\0';
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int rc = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 ? 0 : RP_ENOMEM;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    for (uint64_t done = 0; rc == 0 && done < len;) {
+        /* a window at a time: the mapping's pages count towards our resident size */
+        uint64_t n = len - done > (8u << 20) ? (8u << 20) : len - done;
+        uint64_t at = off + done, base = at & ~(page - 1);
+        size_t maplen = (size_t)(at - base + n);
+        void *m = mmap(NULL, maplen, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)base);
+        if (m == MAP_FAILED) {
+            rc = RP_EIO;
+            break;
+        }
+        EVP_DigestUpdate(md, (const char *)m + (at - base), (size_t)n);
+        munmap(m, maplen);
+        done += n;
+    }
+    unsigned char d[32];
+    unsigned dl = 0;
+    if (rc == 0 && EVP_DigestFinal_ex(md, d, &dl) == 1 && dl == 32)
+        for (int i = 0; i < 32; i++)
+            snprintf(sha + 2 * i, 3, "%02x", d[i]);
+    else if (rc == 0)
+        rc = RP_EIO;
+    EVP_MD_CTX_free(md);
+    return rc;
+}
+
+/* Copy `len` bytes at `off` in `in` to the start of `out`: in the kernel (page cache to page
+ * cache) when it can, else through a buffer. */
+static int copy_range(int in, uint64_t off, uint64_t len, int out)
+{
+    loff_t oin = (loff_t)off, oout = 0;
+    uint64_t done = 0;
+    while (done < len) {
+        ssize_t n = copy_file_range(in, &oin, out, &oout, (size_t)(len - done), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += (uint64_t)n;
+    }
+    if (done == len)
+        return 0;
+    char *buf = malloc(COPY_BYTES);
+    int rc = buf ? 0 : RP_ENOMEM;
+    while (rc == 0 && done < len) {
+        size_t n = len - done > COPY_BYTES ? COPY_BYTES : (size_t)(len - done);
+        rc = pread_all(in, buf, n, off + done);
+        if (rc == 0)
+            rc = pwrite_all(out, buf, n, done);
+        done += n;
+    }
+    free(buf);
+    return rc;
+}
+
 /* Copy `len` bytes at `off` of the log into store/<rel> through a temporary name, SHA-256 on
  * the way (hex into sha). Not fsync'd: the caller makes a batch durable at once. */
 static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
@@ -297,31 +362,9 @@ static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
     int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (out < 0)
         return rp_store_errno_rc(errno);
-    int rc = 0;
-    char *buf = malloc(COPY_BYTES);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!buf || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
-        rc = RP_ENOMEM;
-    for (uint64_t done = 0; rc == 0 && done < len;) {
-        size_t n = len - done > COPY_BYTES ? COPY_BYTES : (size_t)(len - done);
-        if ((rc = pread_all(log_fd, buf, n, off + done)) != 0)
-            break;
-        EVP_DigestUpdate(md, buf, n);
-        rc = pwrite_all(out, buf, n, done);
-        done += n;
-    }
-    unsigned char d[32];
-    unsigned dl = 0;
-    if (rc == 0 && EVP_DigestFinal_ex(md, d, &dl) == 1 && dl == 32)
-        for (int i = 0; i < 32; i++)
-            snprintf(sha + 2 * i, 3, "%02x", d[i]);
-    else
-        sha[0] = '\0';
-    EVP_MD_CTX_free(md);
-    free(buf);
-    /* start the writeback now: the durability step then finds it mostly done */
+    int rc = sha_of_range(log_fd, off, len, sha);
     if (rc == 0)
-        sync_file_range(out, 0, 0, SYNC_FILE_RANGE_WRITE);
+        rc = copy_range(log_fd, off, len, out);
     if (close(out) != 0 && rc == 0)
         rc = RP_EIO;
     if (rc == 0 && rename(tmp, final) != 0)
@@ -454,6 +497,11 @@ static void make_durable(rp_spool *sp, rec *batch, uint64_t last_seq)
 static void *promoter_main(void *arg)
 {
     rp_spool *sp = arg;
+    /* Behind the associations for the CPU: a burst is acknowledged at the disk's pace and
+     * promoted as the CPU allows (the log holds up to 1 GB of it meanwhile). */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0)
+        RP_DEBUG(MOD, "cannot lower the promoter's priority errno=%s", strerror(errno));
+    pthread_setname_np(pthread_self(), "rp-promote");
     rec_list waiting = {0}; /* promoted, waiting for the durability step */
     double first_wait = 0;
     pthread_mutex_lock(&sp->mu);
@@ -789,6 +837,8 @@ struct rp_store_rx {
     uint32_t crc;
     char path[RP_PATH_MAX + 64]; /* classic mode: the spool file */
     int fd;
+    int have_meta; /* meta was read from the first bytes while the rest was arriving */
+    rp_instance_meta meta;
     size_t head_n;
     unsigned char head[HEAD_BYTES];
 };
@@ -833,6 +883,7 @@ int rp_store_rx_begin(rp_store_rx *rx)
     rx->len = rx->kicked = 0;
     rx->crc = 0;
     rx->head_n = 0;
+    rx->have_meta = 0;
     rp_spool *sp = rx->s->log;
     if (sp) {
         pthread_mutex_lock(&sp->mu);
@@ -926,6 +977,16 @@ int rp_store_rx_write(rp_store_rx *rx, const void *buf, size_t n)
         size_t k = HEAD_BYTES - rx->head_n < n ? HEAD_BYTES - rx->head_n : n;
         memcpy(rx->head + rx->head_n, buf, k);
         rx->head_n += k;
+        /* Read the header now, while the sender is still busy sending the rest: the thread
+         * would only wait for the socket, and the answer then waits for one thing less. A
+         * header longer than this is read at the commit. */
+        if (rx->head_n == HEAD_BYTES) {
+            rp_dcm_meta d;
+            if (rp_dcm_read_meta_mem(rx->head, HEAD_BYTES, LLONG_MAX, &d, NULL, 0) == 0) {
+                rp_store_meta_from_dcm(&rx->meta, &d);
+                rx->have_meta = 1;
+            }
+        }
     }
     int rc = 0, fd = -1;
     uint64_t at = 0;
@@ -957,6 +1018,11 @@ int rp_store_rx_write(rp_store_rx *rx, const void *buf, size_t n)
 /* Header of the instance in the log: from the first bytes kept in memory, or all of it. */
 static int rx_read_meta(rp_store_rx *rx, rp_instance_meta *meta, char *reason, size_t reasonsz)
 {
+    if (rx->have_meta) {
+        *meta = rx->meta;
+        meta->file_size = (long long)rx->len;
+        return 0;
+    }
     rp_dcm_meta d;
     char why[256] = "";
     int rc = rp_dcm_read_meta_mem(rx->head, rx->head_n, (long long)rx->len, &d, why, sizeof why);
