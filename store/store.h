@@ -12,6 +12,8 @@
  *  - rp_store_put() makes an instance durable: header read (dicom/, up to Pixel Data), UID
  *    validation, fsync(file), rename into place, fsync(directory). Only after it returns 0
  *    may the SCP answer success. On any failure nothing is left behind in store/ or spool/.
+ *    rp_store_rx_commit() does the same for an instance streamed into the spool log, with
+ *    one fdatasync shared by all associations; it reaches store/ a little later (below).
  *  - Duplicates (same SOP Instance UID, in the same series or another one) follow
  *    c->duplicate_policy; identical dataset bytes are always an idempotent success.
  *    Concurrent writers of one UID in one series never leave a mix (rename without replace
@@ -40,8 +42,9 @@
  *   of every C-STORE; a fixed-size Bloom filter in front of such a lookup is the way out if
  *   stores of tens of millions of instances make the set too big.
  *
- * The durable commit (fsync file, directories, rename, fsync directory) is one function in
- * store.c, commit_durable(): the step a group-committed spool log would replace.
+ * The durable commit of the classic path (fsync file, directories, rename, fsync directory)
+ * is one function in store.c, commit_durable(); the spool log (store/spool.c) replaces it for
+ * the node's associations.
  */
 #ifndef RP_STORE_H
 #define RP_STORE_H
