@@ -376,7 +376,16 @@ static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
 
 /* ---- the promoter thread ------------------------------------------------------------------ */
 
-static void promote_one(rp_spool *sp, rec *r)
+static int stopping(rp_spool *sp)
+{
+    pthread_mutex_lock(&sp->mu);
+    int st = sp->stopping;
+    pthread_mutex_unlock(&sp->mu);
+    return st;
+}
+
+/* 0 when r is in store/, else (only once a stop was asked) the error that kept it out. */
+static int promote_one(rp_spool *sp, rec *r)
 {
     rp_store *s = sp->s;
     char sha[65] = "";
@@ -385,18 +394,23 @@ static void promote_one(rp_spool *sp, rec *r)
         int rc = promote_bytes(s, sp->fd, r->pos + BLOCK, r->len, &r->meta, sha);
         if (rc == 0)
             break;
-        /* The instance is durable in the log; keep trying (disk full, I/O error), loudly. */
-        if (rp_mono_s() - warned > 60) {
-            RP_ERROR(MOD, "cannot promote from the spool log, retrying sop=%s file=%s err=\"%s\"",
+        /* The instance is durable in the log; keep trying (disk full, I/O error), loudly.
+         * At a stop, leave it there: the next start replays it. */
+        if (rp_mono_s() - warned > 60 || stopping(sp)) {
+            RP_ERROR(MOD, "cannot promote from the spool log%s sop=%s file=%s err=\"%s\"",
+                     stopping(sp) ? ", left for the next start" : ", retrying",
                      r->meta.sop_instance_uid, r->meta.file_path, rp_strerror(rc));
             warned = rp_mono_s();
         }
+        if (stopping(sp))
+            return rc;
         sleep(1);
     }
     if (r->old_rel[0])
         rp_store_remove_old_copy(s, r->old_rel, r->meta.file_path, r->meta.sop_instance_uid, 0);
     rp_strlcpy(r->meta.file_sha256, sha, sizeof r->meta.file_sha256);
     rp_store_learned(s, &r->meta);
+    return 0;
 }
 
 /* Add SLABS_GROW zero-filled slabs at the end of the log (promoter thread, lock not held). */
@@ -520,7 +534,30 @@ static void *promoter_main(void *arg)
         while (todo) {
             rec *r = todo;
             todo = r->next;
-            promote_one(sp, r);
+            if (promote_one(sp, r) != 0) {
+                /* stopping with the disk refusing: what is left stays in the log, and "promoted
+                 * through" must not pass it */
+                r->next = todo;
+                for (todo = r; todo;) {
+                    rec *x = todo;
+                    todo = x->next;
+                    free(x);
+                }
+                if (waiting.head) {
+                    uint64_t last = waiting.tail->seq;
+                    make_durable(sp, list_take(&waiting), last);
+                }
+                pthread_mutex_lock(&sp->mu);
+                sp->promoted = sp->committed;
+                for (todo = list_take(&sp->promote_q); todo;) {
+                    rec *x = todo;
+                    todo = x->next;
+                    free(x);
+                }
+                pthread_cond_broadcast(&sp->drained_cv);
+                pthread_mutex_unlock(&sp->mu);
+                return NULL;
+            }
             if (!waiting.head)
                 first_wait = rp_mono_s();
             list_push(&waiting, r);

@@ -386,8 +386,10 @@ static void test_bad_input_and_big_instance(void **st)
 /* ---- crash and replay -------------------------------------------------------------------- */
 
 /* In a child: commit the three CT slices through the log while promotion cannot happen (a
- * file stands where the series directory would go), begin a fourth and die mid-stream. */
-static void crash_child(const char *sub, const char *block)
+ * file stands where the series directory would go), begin a fourth and die mid-stream (or,
+ * with clean_close, close the store: the stop must not wait for a promotion that cannot
+ * happen, and must leave those records to the next start). */
+static void crash_child(const char *sub, const char *block, int clean_close)
 {
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -413,7 +415,11 @@ static void crash_child(const char *sub, const char *block)
         }
         rx_file(rx, shared(CT(4), src, sizeof src), 200000, NULL, &m, &o, reason,
                 sizeof reason);
-        _exit(0); /* no drain, no close: as kill -9 */
+        if (clean_close) {
+            rp_store_rx_free(rx);
+            fx_close(&f);
+        }
+        _exit(0); /* without clean_close: no drain, no close, as kill -9 */
     }
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -421,7 +427,7 @@ static void crash_child(const char *sub, const char *block)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-static void replay_case(const char *sub, int tear_third)
+static void replay_case(const char *sub, int tear_third, int clean_close)
 {
     char src[1024], ref[1100], block[1400], p[2048], wal[1200];
     rp_instance_meta m;
@@ -429,7 +435,7 @@ static void replay_case(const char *sub, int tear_third)
     snprintf(ref, sizeof ref, "%s/%s/store/%s", g_tmp, sub, m.study_uid);
     assert_int_equal(rp_mkdir_p(ref, 0750), 0);
     snprintf(block, sizeof block, "%s/%s", ref, m.series_uid);
-    crash_child(sub, block);
+    crash_child(sub, block, clean_close);
     assert_int_equal(unlink(block), 0);
     snprintf(p, sizeof p, "%s/%s/store/%s", g_tmp, sub, m.study_uid);
     assert_int_equal(count_files(p), 0); /* nothing was promoted */
@@ -486,13 +492,19 @@ static void replay_case(const char *sub, int tear_third)
 static void test_replay_after_crash(void **st)
 {
     (void)st;
-    replay_case("crash", 0);
+    replay_case("crash", 0, 0);
+}
+
+static void test_stop_with_promotion_blocked(void **st)
+{
+    (void)st;
+    replay_case("stopblocked", 0, 1);
 }
 
 static void test_replay_drops_torn_record(void **st)
 {
     (void)st;
-    replay_case("torn", 1);
+    replay_case("torn", 1, 0);
 }
 
 static void test_log_needs_reconcile(void **st)
@@ -528,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_and_big_instance),
         cmocka_unit_test(test_replay_after_crash),
         cmocka_unit_test(test_replay_drops_torn_record),
+        cmocka_unit_test(test_stop_with_promotion_blocked),
         cmocka_unit_test(test_log_needs_reconcile),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
