@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -678,11 +679,13 @@ void rp_node_stats_get(rp_node *n, rp_node_stats *o)
     o->commit_s = (double)atomic_load(&n->st_commit_us) / 1e6;
     o->sync_wait_s = 0;
     o->log_syncs = 0;
+    o->log_classic = 0;
     if (n->store) {
         rp_store_log_stats ls;
         rp_store_log_stats_get(n->store, &ls);
         o->sync_wait_s = ls.sync_wait_s;
         o->log_syncs = (long long)ls.syncs;
+        o->log_classic = (long long)ls.classic;
     }
     pthread_mutex_lock(&n->lock);
     o->active = n->active;
@@ -951,17 +954,23 @@ void rp_node_stop(rp_node *n)
         rp_store_index_stop(n->store); /* flushes everything queued */
     rp_node_stats st;
     rp_node_stats_get(n, &st);
+    struct rusage ru;
+    double cpu_s = getrusage(RUSAGE_SELF, &ru) == 0
+                       ? (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                             (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6
+                       : 0;
     if (n->net) {
         RP_INFO(MOD,
                 "node stopped associations=%lld rejected=%lld stored=%lld failed=%lld "
-                "bytes=%lld recv_s=%.3f commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld",
+                "bytes=%lld recv_s=%.3f commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld "
+                "log_classic=%lld cpu_s=%.3f",
                 st.associations, st.rejected, st.stored, st.failed, st.bytes, st.recv_s,
-                st.commit_s, st.sync_wait_s, st.log_syncs);
+                st.commit_s, st.sync_wait_s, st.log_syncs, st.log_classic, cpu_s);
         node_event(n, "node",
                    "result=stopped associations=%lld stored=%lld failed=%lld recv_s=%.3f "
-                   "commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld",
+                   "commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld log_classic=%lld cpu_s=%.3f",
                    st.associations, st.stored, st.failed, st.recv_s, st.commit_s,
-                   st.sync_wait_s, st.log_syncs);
+                   st.sync_wait_s, st.log_syncs, st.log_classic, cpu_s);
     }
     if (left == 0 && n->net) {
         rp_net_close(n->net);

@@ -92,7 +92,8 @@ typedef struct rp_node_stats {
     double recv_s;      /* C-STORE-RQ command in -> last byte of the dataset in */
     double commit_s;    /* dataset in -> answer decided (header, duplicates, durable commit) */
     double sync_wait_s; /* part of commit_s: waiting for the spool log's group fdatasync */
-    long long log_syncs; /* fdatasyncs of the spool log (instances / syncs = group size) */
+    long long log_syncs;   /* fdatasyncs of the spool log (instances / syncs = group size) */
+    long long log_classic; /* instances received into a file of their own instead */
 } rp_node_stats;
 
 /* Create a node for configuration `c` (borrowed: must outlive the node). Nothing is opened

@@ -38,12 +38,14 @@
  * association the receiving thread syncs its own record at once, and on a loaded 2-core host
  * two wake-ups per instance would cost more than the sync.
  *
- * Promotion (one thread): committed records in sequence order are copied into store/
- * (temporary name in the series directory, SHA-256 while copying, rename over the final
- * name, the old copy of a cross-series replace removed), remembered in the known set and
- * handed to the index queue. Every ~256 records or 0.25 s, and whenever it runs dry, it makes
- * what it promoted durable with one syncfs() of the data filesystem, then writes W into the
- * log header and fdatasyncs it; only then are the records' per-instance locks released and
+ * Promotion (one thread, nice 10): committed records in sequence order are written into
+ * store/ (temporary name in the series directory, rename over the final name, the old copy
+ * of a cross-series replace removed), remembered in the known set and handed to the index
+ * queue. The bytes go from the log's page cache straight to the device (O_DIRECT from a
+ * mapping of the log, hashed with SHA-256 on the way): no second copy in memory, nothing
+ * for writeback to do later; copy_file_range where O_DIRECT is refused (tmpfs). Every ~256
+ * records or 0.25 s, and whenever it runs dry, it makes what it promoted durable with one
+ * syncfs() of the data filesystem, then writes W into the log header and fdatasyncs it; only then are the records' per-instance locks released and
  * their slabs free for reuse (a slab is reused only when all its records are <= W, so a slab
  * header with a new generation never hides a record that still matters).
  *
@@ -56,8 +58,8 @@
  * Because the per-instance lock is held until W covers a record, the log never holds two
  * records above W for one SOP Instance UID, so replay cannot put an older copy over a newer.
  *
- * Space: the log starts with 4 slabs (32 MB) and the promoter adds 4 at a time (written with
- * zeros and fdatasync'd, never on the ack path) when fewer than 2 are free, up to 128 (1 GB)
+ * Space: the log starts with 8 slabs (64 MB) and the promoter adds 8 at a time (written with
+ * zeros and fdatasync'd, never on the ack path) when fewer than 4 are free, up to 128 (1 GB)
  * and never below min_free_mb + 64 MB of free space. An instance that outgrows a slab, or
  * finds no slab free, or arrives while the log is broken (an fdatasync failed), takes the
  * classic path: its own spool file, fsync, rename, fsync of the directory.
@@ -86,8 +88,9 @@
 #define SLABS_OFF (64 * 1024)      /* where slab 0 starts */
 #define SLAB_BYTES (8u << 20)      /* one slab */
 #define BLOCK 4096                 /* slab header, record header, record alignment */
-#define SLABS_INITIAL 4
-#define SLABS_GROW 4
+#define SLABS_INITIAL 8
+#define SLABS_GROW 8
+#define SLABS_LOW 4               /* grow when fewer are free */
 #define SLABS_MAX 128
 #define GROW_HEADROOM_MB 64
 #define KICK_BYTES (128 * 1024)    /* start writeback of what has arrived every this many */
@@ -283,9 +286,12 @@ static int write_log_hdr(rp_spool *sp, uint64_t promoted_through)
 
 /* ---- promotion: one record into store/ ---------------------------------------------------- */
 
-/* SHA-256 (hex) of `len` bytes at `off` in fd, read through a mapping of the page cache:
- * the bytes were just written there, so nothing is copied to hash them. */
-static int sha_of_range(int fd, uint64_t off, uint64_t len, char sha[65])
+/* SHA-256 (hex) of `len` bytes at `off` in fd, read through a mapping of the page cache
+ * (the bytes were just written there, so nothing is copied to hash them). With direct_out
+ * >= 0 (a file opened O_DIRECT) the same mapping is written there as it is hashed: the
+ * device reads the log's pages, and store/ gets no second copy in the page cache. `off` must
+ * be page-aligned for that, and the file is cut to `len` afterwards. */
+static int sha_of_range(int fd, uint64_t off, uint64_t len, char sha[65], int direct_out)
 {
     sha[0] = '\0';
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -302,6 +308,20 @@ static int sha_of_range(int fd, uint64_t off, uint64_t len, char sha[65])
             break;
         }
         EVP_DigestUpdate(md, (const char *)m + (at - base), (size_t)n);
+        if (direct_out >= 0) {
+            /* whole pages straight to the device; a last partial page through the page
+             * cache (a new block past the end: nothing to read back first) */
+            size_t whole = (size_t)(n & ~(page - 1));
+            rc = pwrite_all(direct_out, m, whole, done);
+            if (rc == 0 && whole < n) {
+                int fl = fcntl(direct_out, F_GETFL);
+                if (fl < 0 || fcntl(direct_out, F_SETFL, fl & ~O_DIRECT) != 0)
+                    rc = RP_EIO;
+                else
+                    rc = pwrite_all(direct_out, (const char *)m + whole, (size_t)n - whole,
+                                    done + whole);
+            }
+        }
         munmap(m, maplen);
         done += n;
     }
@@ -359,12 +379,26 @@ static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
         return rp_store_errno_rc(errno);
     snprintf(final, sizeof final, "%s/%s.dcm", dir, m->sop_instance_uid);
     snprintf(tmp, sizeof tmp, "%s/%s.promote", dir, m->sop_instance_uid);
-    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (out < 0)
-        return rp_store_errno_rc(errno);
-    int rc = sha_of_range(log_fd, off, len, sha);
-    if (rc == 0)
-        rc = copy_range(log_fd, off, len, out);
+    /* Written straight from the log's pages to the device (see sha_of_range); where the
+     * file system refuses O_DIRECT, copied in the kernel. */
+    int rc = RP_EINVAL, out = -1;
+    if (off % (uint64_t)sysconf(_SC_PAGESIZE) == 0)
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0640);
+    if (out >= 0) {
+        rc = sha_of_range(log_fd, off, len, sha, out);
+        if (rc != 0 && rc != RP_ENOSPC) {
+            close(out);
+            out = -1;
+        }
+    }
+    if (out < 0) {
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (out < 0)
+            return rp_store_errno_rc(errno);
+        rc = sha_of_range(log_fd, off, len, sha, -1);
+        if (rc == 0)
+            rc = copy_range(log_fd, off, len, out);
+    }
     if (close(out) != 0 && rc == 0)
         rc = RP_EIO;
     if (rc == 0 && rename(tmp, final) != 0)
@@ -502,7 +536,7 @@ static void make_durable(rp_spool *sp, rec *batch, uint64_t last_seq)
         rp_pending_release(&sp->s->pending, r->meta.sop_instance_uid);
         free(r);
     }
-    if (free_slabs(sp) < 2)
+    if (free_slabs(sp) < SLABS_LOW)
         sp->want_grow = 1;
     pthread_cond_broadcast(&sp->drained_cv);
     pthread_mutex_unlock(&sp->mu);
@@ -564,7 +598,13 @@ static void *promoter_main(void *arg)
             pthread_mutex_lock(&sp->mu);
             sp->promoted++;
             pthread_cond_broadcast(&sp->drained_cv);
+            int grow_now = sp->want_grow;
+            sp->want_grow = 0;
             pthread_mutex_unlock(&sp->mu);
+            /* a long backlog must not keep the log from growing: writers would fall back to
+             * files of their own */
+            if (grow_now)
+                grow(sp);
         }
         pthread_mutex_lock(&sp->mu);
         int dry = sp->promote_q.head == NULL;
@@ -713,7 +753,7 @@ static int slab_take(rp_spool *sp, uint64_t room)
                 if (pwrite_all(sp->fd, &h, sizeof h, slab_start(i)) != 0)
                     best = -1;
             }
-        if (free_slabs(sp) < 2) {
+        if (free_slabs(sp) < SLABS_LOW) {
             sp->want_grow = 1;
             pthread_cond_signal(&sp->promo_cv);
         }
