@@ -88,6 +88,8 @@ typedef struct rp_net_handlers {
      * answer (ignored for RP_NET_RECV_NET). */
     unsigned (*store_end)(void *ctx, const rp_net_store_req *r, int recv_rc, int recv_err,
                           long long bytes, char *comment, size_t commentsz);
+    /* The peer asked to release the association; called before the answer (may be NULL). */
+    void (*before_release)(void *ctx);
     /* Polled between messages: non-zero makes the node abort the association now. */
     int (*should_abort)(void *ctx);
 } rp_net_handlers;

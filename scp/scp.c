@@ -249,6 +249,14 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     return 0;
 }
 
+/* A sender that released its association finds its instances in store/. */
+static void h_before_release(void *ctx)
+{
+    assoc_ctx *a = ctx;
+    if (a->rx)
+        rp_store_rx_settle(a->rx);
+}
+
 static int h_should_abort(void *ctx)
 {
     assoc_ctx *a = ctx;
@@ -523,6 +531,7 @@ static void *conn_thread(void *p)
                              .store_begin = h_store_begin,
                              .store_data = h_store_data,
                              .store_end = h_store_end,
+                             .before_release = h_before_release,
                              .should_abort = h_should_abort};
         end = rp_net_assoc_serve(as, &h);
     }

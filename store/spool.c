@@ -177,6 +177,8 @@ struct rp_spool {
     rec_list commit_q;   /* waiting for a committer */
     rec_list promote_q;  /* durable in the log, to promote */
     unsigned long long committed, promoted, durable;
+    uint64_t promoted_seq; /* the last record promoted (promotion follows the sequence) */
+    int abandoned;         /* stopped with records left unpromoted */
     pthread_t promoter;
 };
 
@@ -378,7 +380,9 @@ static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
         return rp_store_errno_rc(errno);
     snprintf(final, sizeof final, "%s/%s.dcm", dir, m->sop_instance_uid);
-    snprintf(tmp, sizeof tmp, "%s/%s.promote", dir, m->sop_instance_uid);
+    /* in spool/: store/ only ever shows whole instances under their final names, and what
+     * a crash leaves here is removed at the next start */
+    snprintf(tmp, sizeof tmp, "%s/%s.promote", s->spool, m->sop_instance_uid);
     /* Written straight from the log's pages to the device (see sha_of_range); where the
      * file system refuses O_DIRECT, copied in the kernel. */
     int rc = RP_EINVAL, out = -1;
@@ -583,6 +587,7 @@ static void *promoter_main(void *arg)
                 }
                 pthread_mutex_lock(&sp->mu);
                 sp->promoted = sp->committed;
+                sp->abandoned = 1;
                 for (todo = list_take(&sp->promote_q); todo;) {
                     rec *x = todo;
                     todo = x->next;
@@ -597,6 +602,7 @@ static void *promoter_main(void *arg)
             list_push(&waiting, r);
             pthread_mutex_lock(&sp->mu);
             sp->promoted++;
+            sp->promoted_seq = r->seq;
             pthread_cond_broadcast(&sp->drained_cv);
             int grow_now = sp->want_grow;
             sp->want_grow = 0;
@@ -649,8 +655,8 @@ static void fill_rec_hdr(const rp_spool *sp, const rec *r, unsigned char *block)
 }
 
 /* Make r durable in the log. 0: covered by an fdatasync, handed to the promoter (r belongs
- * to it now). Else RP_EIO and r is still the caller's. */
-static int group_commit(rp_spool *sp, rec *r)
+ * to it now; its sequence in *seq). Else RP_EIO and r is still the caller's. */
+static int group_commit(rp_spool *sp, rec *r, uint64_t *seq)
 {
     double t0 = rp_mono_s();
     pthread_mutex_lock(&sp->mu);
@@ -705,6 +711,7 @@ static int group_commit(rp_spool *sp, rec *r)
         pthread_cond_signal(&sp->promo_cv);
     }
     int rc = r->rc;
+    *seq = r->seq;
     pthread_mutex_unlock(&sp->mu);
     if (rc == 0) {
         atomic_fetch_add(&sp->s->st_committed, 1);
@@ -915,6 +922,7 @@ struct rp_store_rx {
     char path[RP_PATH_MAX + 64]; /* classic mode: the spool file */
     int fd;
     int have_meta; /* meta was read from the first bytes while the rest was arriving */
+    uint64_t last_seq; /* the last record this handle committed */
     rp_instance_meta meta;
     size_t head_n;
     unsigned char head[HEAD_BYTES];
@@ -940,6 +948,17 @@ void rp_store_rx_discard(rp_store_rx *rx)
     rx->path[0] = '\0';
     rx->mode = RX_IDLE;
     rx->err = 0;
+}
+
+void rp_store_rx_settle(rp_store_rx *rx)
+{
+    rp_spool *sp = rx->s->log;
+    if (!sp || !rx->last_seq)
+        return;
+    pthread_mutex_lock(&sp->mu);
+    while (sp->promoted_seq < rx->last_seq && !sp->abandoned)
+        pthread_cond_wait(&sp->drained_cv, &sp->mu);
+    pthread_mutex_unlock(&sp->mu);
 }
 
 void rp_store_rx_free(rp_store_rx *rx)
@@ -1205,7 +1224,7 @@ static int rx_decide_commit(rp_store_rx *rx, rp_instance_meta *meta, rp_store_ou
     r->slab_gen = sp->slabs[rx->slab].gen;
     pthread_mutex_unlock(&sp->mu);
     r->meta = *meta;
-    rc = group_commit(sp, r);
+    rc = group_commit(sp, r, &rx->last_seq);
     if (rc != 0) {
         free(r);
         rp_store_set_reason(reason, reasonsz, "the spool log could not be synced");

@@ -830,15 +830,6 @@ static int walk_store(rp_store *s, file_fn fn, void *ctx)
             struct dirent *c;
             while (rc == 0 && (c = readdir(d3)) != NULL) {
                 size_t n = strlen(c->d_name);
-                if (n > 8 && strcmp(c->d_name + n - 8, ".promote") == 0) {
-                    /* a promotion cut short: its record is still in the spool log, replayed */
-                    char tmp[RP_PATH_MAX + 900];
-                    snprintf(tmp, sizeof tmp, "%s/%s", p2, c->d_name);
-                    if (unlink(tmp) == 0)
-                        RP_INFO(MOD, "removed unfinished promotion file=%s/%s/%s", a->d_name,
-                                b->d_name, c->d_name);
-                    continue;
-                }
                 if (n < 5 || n > RP_UID_MAX + 4 || strcmp(c->d_name + n - 4, ".dcm") != 0)
                     continue;
                 char sop[RP_UID_MAX + 1];

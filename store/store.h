@@ -151,6 +151,7 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
  *   rp_store_rx_begin()        per instance, after rp_store_space_check()
  *   rp_store_rx_write()*       the Part-10 bytes, in order, as they arrive
  *   rp_store_rx_commit()       0: durable, acknowledge; or rp_store_rx_discard() on failure
+ *   rp_store_rx_settle()       before the association's release is answered
  *   rp_store_rx_free()         at the end of the association
  */
 
@@ -176,6 +177,10 @@ int rp_store_rx_commit(rp_store_rx *rx, const rp_store_put_args *args, rp_instan
                        rp_store_outcome *outcome, char *reason, size_t reasonsz);
 /* Drop the instance being received (transfer failed). */
 void rp_store_rx_discard(rp_store_rx *rx);
+/* Wait until everything this handle committed is in store/ (not yet the index): the node
+ * calls it before it answers an A-RELEASE-RQ, so a sender that has released its association
+ * finds its instances under their final names. */
+void rp_store_rx_settle(rp_store_rx *rx);
 
 /* Counters since rp_store_open() (for the node's logs and benchmarks). */
 typedef struct rp_store_log_stats {
