@@ -78,6 +78,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -550,10 +551,16 @@ static void make_durable(rp_spool *sp, rec *batch, uint64_t last_seq)
 static void *promoter_main(void *arg)
 {
     rp_spool *sp = arg;
-    /* Behind the associations for the CPU: a burst is acknowledged at the disk's pace and
-     * promoted as the CPU allows (the log holds up to 1 GB of it meanwhile). */
+    /* Behind the associations, for the CPU and for the disk: a burst is acknowledged at the
+     * disk's pace and promoted as the machine allows (the log holds up to 1 GB meanwhile).
+     * The idle I/O class keeps our writes out of the way of the log's fdatasync (measured on
+     * the dev VM, 4 associations: ~290 vs ~235 inst/s); a scheduler without classes (none)
+     * ignores it, mq-deadline's aging keeps it from starving. */
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0)
         RP_DEBUG(MOD, "cannot lower the promoter's priority errno=%s", strerror(errno));
+    if (syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, (int)gettid(),
+                3 << 13 /* IOPRIO_CLASS_IDLE */) != 0)
+        RP_DEBUG(MOD, "cannot lower the promoter's I/O priority errno=%s", strerror(errno));
     pthread_setname_np(pthread_self(), "rp-promote");
     rec_list waiting = {0}; /* promoted, waiting for the durability step */
     double first_wait = 0;
