@@ -78,8 +78,7 @@ typedef struct rp_net_handlers {
     /* A C-STORE-RQ arrived. Return 0 to receive the dataset (through store_data), or a DIMSE
      * status (e.g. 0xA700) to refuse it: the dataset is then drained and that status
      * answered with `comment` as Error Comment. */
-    unsigned (*store_begin)(void *ctx, const rp_net_store_req *r, char *comment,
-                            size_t commentsz);
+    unsigned (*store_begin)(void *ctx, const rp_net_store_req *r, char *comment, size_t commentsz);
     /* The next bytes of the instance's Part-10 file (our File Meta group, then the dataset
      * as received), in order, in pieces of 32 KB or more except the last. 0, or an RP_E*
      * code: the rest of the dataset is then read and dropped. */

@@ -128,8 +128,7 @@ static void log_store_failure(assoc_ctx *a, const rp_net_store_req *r, unsigned 
             a->info.peer_host, status, rp_log_kv_quote(reason, q2, sizeof q2));
 }
 
-static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *comment,
-                              size_t commentsz)
+static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *comment, size_t commentsz)
 {
     assoc_ctx *a = ctx;
     rp_node *n = a->node;
@@ -1000,8 +999,8 @@ void rp_node_stop(rp_node *n)
         node_event(n, "node",
                    "result=stopped associations=%lld stored=%lld failed=%lld recv_s=%.3f "
                    "commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld log_classic=%lld cpu_s=%.3f",
-                   st.associations, st.stored, st.failed, st.recv_s, st.commit_s,
-                   st.sync_wait_s, st.log_syncs, st.log_classic, cpu_s);
+                   st.associations, st.stored, st.failed, st.recv_s, st.commit_s, st.sync_wait_s,
+                   st.log_syncs, st.log_classic, cpu_s);
     }
     if (left == 0 && n->net) {
         rp_net_close(n->net);

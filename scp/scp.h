@@ -89,9 +89,9 @@ typedef struct rp_node_stats {
     long long failed;       /* instances answered with a failure status */
     long long bytes;        /* bytes received */
     /* where the time of the C-STOREs went, summed over instances (seconds) */
-    double recv_s;      /* C-STORE-RQ command in -> last byte of the dataset in */
-    double commit_s;    /* dataset in -> answer decided (header, duplicates, durable commit) */
-    double sync_wait_s; /* part of commit_s: waiting for the spool log's group fdatasync */
+    double recv_s;         /* C-STORE-RQ command in -> last byte of the dataset in */
+    double commit_s;       /* dataset in -> answer decided (header, duplicates, durable commit) */
+    double sync_wait_s;    /* part of commit_s: waiting for the spool log's group fdatasync */
     long long log_syncs;   /* fdatasyncs of the spool log (instances / syncs = group size) */
     long long log_classic; /* instances received into a file of their own instead */
 } rp_node_stats;

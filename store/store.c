@@ -208,8 +208,8 @@ static int same_dataset_bytes(const char *a, const char *b)
     struct stat sa;
     if (fa < 0)
         return RP_EIO;
-    int rc = fstat(fa, &sa) == 0 ? rp_store_same_dataset_range(fa, 0, (long long)sa.st_size, b)
-                                 : RP_EIO;
+    int rc =
+        fstat(fa, &sa) == 0 ? rp_store_same_dataset_range(fa, 0, (long long)sa.st_size, b) : RP_EIO;
     close(fa);
     return rc;
 }
@@ -607,7 +607,8 @@ static int commit_durable(rp_store *s, int *fd, const char *spool_path, put_path
             return rp_store_errno_rc(e);
         }
         if (close(f) != 0) {
-            rp_store_set_reason(reason, reasonsz, "close of spool file failed: %s", strerror(errno));
+            rp_store_set_reason(reason, reasonsz, "close of spool file failed: %s",
+                                strerror(errno));
             return RP_EIO;
         }
     }
@@ -662,8 +663,9 @@ static int settle_same_path(rp_store *s, int *fd, const char *spool_path, put_pa
         *outcome = RP_STORE_DUP_KEPT_FIRST;
         return 0;
     case RP_DUP_REJECT:
-        rp_store_set_reason(reason, reasonsz,
-                   "duplicate SOP Instance UID with different content (duplicate_policy=reject)");
+        rp_store_set_reason(
+            reason, reasonsz,
+            "duplicate SOP Instance UID with different content (duplicate_policy=reject)");
         return RP_EDUP;
     case RP_DUP_REPLACE:
         break;

@@ -112,8 +112,8 @@ int rp_store_admit_checks(const rp_store_put_args *args, rp_uid_policy policy,
 
 /* Where the store holds a SOP Instance UID already (checked on disk: the set is a hint). */
 typedef struct rp_store_where {
-    int here;                 /* a file at meta->file_path */
-    int elsewhere;            /* a file under another series: known_rel */
+    int here;      /* a file at meta->file_path */
+    int elsewhere; /* a file under another series: known_rel */
     char known_rel[RP_PATH_MAX];
 } rp_store_where;
 void rp_store_locate(rp_store *s, const rp_instance_meta *meta, rp_store_where *w);

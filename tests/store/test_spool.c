@@ -409,12 +409,11 @@ static void crash_child(const char *sub, const char *block, int clean_close)
         for (int i = 1; i <= 3; i++) {
             char rel[64];
             snprintf(rel, sizeof rel, "ct_chest_lidc0001/00000%d.dcm", i);
-            if (rx_file(rx, shared(rel, src, sizeof src), 0, NULL, &m, &o, reason,
-                        sizeof reason) != 0)
+            if (rx_file(rx, shared(rel, src, sizeof src), 0, NULL, &m, &o, reason, sizeof reason) !=
+                0)
                 _exit(4);
         }
-        rx_file(rx, shared(CT(4), src, sizeof src), 200000, NULL, &m, &o, reason,
-                sizeof reason);
+        rx_file(rx, shared(CT(4), src, sizeof src), 200000, NULL, &m, &o, reason, sizeof reason);
         if (clean_close) {
             rp_store_rx_free(rx);
             fx_close(&f);
