@@ -102,6 +102,12 @@ typedef struct rp_dcm_meta {
  * one-line text on failure. Returns 0, RP_ENOENT (no such file), RP_EIO (cannot stat) or
  * RP_EPARSE (not readable as DICOM, or an empty dataset). */
 int rp_dcm_read_meta(const char *path, rp_dcm_meta *meta, char *reason, size_t reasonsz);
+/* The same from the first `len` bytes of a Part-10 file (or raw dataset) in memory whose
+ * whole size is `file_size` (a received instance before it has a file of its own). When
+ * len < file_size and the header does not end (at Pixel Data) within `len`: RP_EPARSE, and
+ * the caller asks again with more bytes. */
+int rp_dcm_read_meta_mem(const void *buf, size_t len, long long file_size, rp_dcm_meta *meta,
+                         char *reason, size_t reasonsz);
 
 /* What a reference to an instance needs. */
 typedef struct rp_dcm_ref {

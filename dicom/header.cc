@@ -11,6 +11,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcvr.h>
@@ -170,7 +171,7 @@ static int load_header(DcmFileFormat &ff, const char *path, char *reason, size_t
     return 0;
 }
 
-extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, size_t reasonsz)
+static void meta_init(rp_dcm_meta *m, char *reason, size_t reasonsz)
 {
     if (reason && reasonsz)
         reason[0] = '\0';
@@ -181,7 +182,13 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, 
     m->number_of_slices = m->acquisition_number = -1;
     m->slice_thickness = -1.0;
     m->repetition_time = m->echo_time = m->inversion_time = -1.0;
+}
 
+static void meta_fill(DcmFileFormat &ff, rp_dcm_meta *m);
+
+extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, size_t reasonsz)
+{
+    meta_init(m, reason, reasonsz);
     struct stat st;
     if (stat(path, &st) != 0) {
         if (reason)
@@ -194,6 +201,46 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, 
     int rc = load_header(ff, path, reason, reasonsz);
     if (rc != 0)
         return rc;
+    meta_fill(ff, m);
+    return 0;
+}
+
+extern "C" int rp_dcm_read_meta_mem(const void *buf, size_t len, long long file_size,
+                                    rp_dcm_meta *m, char *reason, size_t reasonsz)
+{
+    meta_init(m, reason, reasonsz);
+    m->file_size = file_size;
+    quiet_dcmdata();
+    DcmInputBufferStream in;
+    in.setBuffer(buf, (offile_off_t)len);
+    in.setEos();
+    DcmFileFormat ff;
+    ff.transferInit();
+    OFCondition c = ff.readUntilTag(in, EXS_Unknown, EGL_noChange, 4096, DCM_PixelData);
+    ff.transferEnd();
+    /* Stopping at Pixel Data leaves bytes unread; a part of a file that was read to its end
+     * (or cut inside an element) did not reach the end of the header. */
+    if ((long long)len < file_size && (c.bad() || in.eos())) {
+        if (reason && reasonsz)
+            snprintf(reason, reasonsz, "header goes on past the first %zu bytes", len);
+        return RP_EPARSE;
+    }
+    if (c.bad()) {
+        set_reason(reason, reasonsz, "dcmtk cannot parse the header", c);
+        return RP_EPARSE;
+    }
+    DcmDataset *ds = ff.getDataset();
+    if (!ds || ds->card() == 0) {
+        if (reason && reasonsz)
+            snprintf(reason, reasonsz, "empty dataset");
+        return RP_EPARSE;
+    }
+    meta_fill(ff, m);
+    return 0;
+}
+
+static void meta_fill(DcmFileFormat &ff, rp_dcm_meta *m)
+{
     DcmDataset *ds = ff.getDataset();
     DcmMetaInfo *mi = ff.getMetaInfo();
 
@@ -236,7 +283,6 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, 
         if (x.getXfer() != EXS_Unknown)
             rp_strlcpy(m->transfer_syntax_uid, x.getXferID(), sizeof m->transfer_syntax_uid);
     }
-    return 0;
 }
 
 extern "C" int rp_dcm_read_ref(const char *path, rp_dcm_ref *r, char *reason, size_t reasonsz)

@@ -9,11 +9,16 @@
 #include "dcmtk/dcmjpeg/djdecode.h"
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dcmlayer.h"
+#include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/dcmnet/diutil.h"
 #include "dcmtk/dcmnet/dstorscu.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <map>
@@ -127,6 +132,62 @@ class TrackingSCU : public DcmStorageSCU
         return (stop && *stop) || broken || !isConnected();
     }
 };
+
+/* Plain TCP connections of the sender: TCP_NODELAY, and TCP_QUICKACK re-armed after every
+ * read, as the node does on its receiving sockets (scp/net.cc). A PACS whose C-STORE-RSP leaves
+ * in more than one write() with Nagle on holds its second write until our ACK of the first;
+ * Linux delays that ACK (~40 ms) while we only wait, so every instance would cost ~40 ms.
+ * DcmSCU installs a transport layer only through useSecureConnection(); the layer below
+ * hands out plain connections whatever it is asked for (the handshake of a DcmTCPConnection
+ * does nothing). */
+class QuickAckConnection : public DcmTCPConnection
+{
+  public:
+    explicit QuickAckConnection(DcmNativeSocketType s) : DcmTCPConnection(s)
+    {
+        int one = 1;
+        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(s, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    }
+    ssize_t read(void *buf, size_t nbyte) override
+    {
+        ssize_t r = DcmTCPConnection::read(buf, nbyte);
+        if (r > 0)
+            quickack();
+        return r;
+    }
+    /* Sending right after receiving puts Linux back into delayed-ACK ("ping-pong") mode, and
+     * the response to what we send is the very next thing we read: re-arm after writes too. */
+    ssize_t write(void *buf, size_t nbyte) override
+    {
+        ssize_t r = DcmTCPConnection::write(buf, nbyte);
+        if (r > 0)
+            quickack();
+        return r;
+    }
+
+  private:
+    void quickack()
+    {
+        int one = 1;
+        setsockopt(getSocket(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    }
+};
+
+class QuickAckLayer : public DcmTransportLayer
+{
+  public:
+    DcmTransportConnection *createConnection(DcmNativeSocketType s, OFBool) override
+    {
+        return new QuickAckConnection(s);
+    }
+};
+
+DcmTransportLayer *quickack_layer()
+{
+    static QuickAckLayer layer; /* stateless, shared by every sender thread */
+    return &layer;
+}
 
 void set_result(rp_sender_result *r, rp_send_outcome o, int status, const std::string &why)
 {
@@ -358,6 +419,8 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
                 rc = RP_ENET;
                 break;
             }
+            if (!d->tls)
+                scu.useTLS(quickack_layer()); /* plain TCP, quick ACKs (see QuickAckLayer) */
             net_ready = 1;
         }
         c = scu.negotiateAssociation();

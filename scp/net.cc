@@ -48,7 +48,6 @@
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/dul.h>
 #include <dcmtk/oflog/oflog.h>
-#include <openssl/evp.h>
 
 #include "common/common.h"
 #include "metrics/metrics.h"
@@ -101,8 +100,7 @@ static const std::set<std::string> &storage_classes()
 /* ---- transport: TCP_NODELAY + TCP_QUICKACK re-armed after reads ------------------------ */
 
 static bool g_quickack = true;
-static bool g_nodelay = true;         /* RP_NET_NODELAY=0 turns it off, for measurements only */
-static bool g_early_writeback = true; /* RP_NET_EARLY_WRITEBACK=0: for measurements only */
+static bool g_nodelay = true; /* RP_NET_NODELAY=0 turns it off, for measurements only */
 
 class RpTcpConnection : public DcmTCPConnection
 {
@@ -193,8 +191,6 @@ extern "C" void rp_net_global_init(const rp_net_params *p)
     g_quickack = !(qa && strcmp(qa, "0") == 0);
     const char *nd = getenv("RP_NET_NODELAY");
     g_nodelay = !(nd && strcmp(nd, "0") == 0);
-    const char *ew = getenv("RP_NET_EARLY_WRITEBACK");
-    g_early_writeback = !(ew && strcmp(ew, "0") == 0);
 }
 
 static int make_listen_socket(const char *bind_addr, int port, int *out_port, char *err,
@@ -626,22 +622,13 @@ extern "C" int rp_net_assoc_accept(rp_net_assoc *a, const char *our_ae, int echo
     return accepted;
 }
 
-/* ---- the spool stream: fd writer with a size limit and a running SHA-256 ---------------- */
+/* ---- the instance stream: into the store's handler, with a size limit ------------------- */
 
-class RpSpoolConsumer : public DcmConsumer
+class RpStoreConsumer : public DcmConsumer
 {
   public:
-    RpSpoolConsumer(int fd, long long limit) : fd_(fd), limit_(limit)
-    {
-        md_ = EVP_MD_CTX_new();
-        if (md_)
-            EVP_DigestInit_ex(md_, EVP_sha256(), NULL);
-    }
-    ~RpSpoolConsumer() override
-    {
-        EVP_MD_CTX_free(md_);
-    }
-    /* Always "good" towards dcmtk: when the limit is passed or the disk fails, the rest of
+    RpStoreConsumer(const rp_net_handlers *h, long long limit) : h_(h), limit_(limit) {}
+    /* Always "good" towards dcmtk: when the limit is passed or the store fails, the rest of
      * the dataset is read and dropped here. Failing the write instead makes dcmtk drain the
      * dataset itself (DIMSE_ignoreDataSet), which waits for PDVs that never come when the
      * failing PDV was the last one, and the association dies on the DIMSE timeout. The
@@ -665,14 +652,12 @@ class RpSpoolConsumer : public DcmConsumer
     offile_off_t write(const void *buf, offile_off_t len) override
     {
         received_ += (long long)len;
-        if (too_big_ || werr_)
+        if (too_big_ || err_)
             return len;
         if (limit_ > 0 && total_ + (long long)len > limit_) {
             too_big_ = true;
             return len;
         }
-        if (md_)
-            EVP_DigestUpdate(md_, buf, (size_t)len);
         total_ += (long long)len;
         const char *p = (const char *)buf;
         size_t left = (size_t)len;
@@ -680,7 +665,7 @@ class RpSpoolConsumer : public DcmConsumer
         if (used_ + left > sizeof buf_ && !drain())
             return len;
         if (left >= sizeof buf_) {
-            write_all(p, left);
+            give(p, left);
         } else {
             memcpy(buf_ + used_, p, left);
             used_ += left;
@@ -697,82 +682,57 @@ class RpSpoolConsumer : public DcmConsumer
     }
     bool write_error() const
     {
-        return werr_;
+        return err_ != 0;
     }
     int err() const
     {
-        return errno_;
+        return err_;
     }
     long long total() const
     {
         return received_;
-    }
-    bool digest(char hex[65])
-    {
-        unsigned char mdv[32];
-        unsigned int l = 0;
-        if (!md_ || EVP_DigestFinal_ex(md_, mdv, &l) != 1)
-            return false;
-        for (unsigned i = 0; i < 32; i++)
-            snprintf(hex + 2 * i, 3, "%02x", mdv[i]);
-        return true;
     }
 
   private:
     bool drain()
     {
         if (used_ == 0)
-            return !werr_;
-        bool ok = write_all(buf_, used_);
+            return err_ == 0;
+        bool ok = give(buf_, used_);
         used_ = 0;
         return ok;
     }
-    bool write_all(const char *p, size_t n)
+    bool give(const char *p, size_t n)
     {
-        while (n > 0) {
-            ssize_t w = ::write(fd_, p, n);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
-                werr_ = true;
-                errno_ = errno;
-                return false;
-            }
-            p += w;
-            n -= (size_t)w;
-            written_ += w;
-        }
-        /* Start writeback of what has arrived while the rest is still on the wire, so the
-         * final fsync (before the response) only waits for the tail and the metadata. */
-        if (g_early_writeback && written_ - kicked_ >= (1 << 17)) {
-            sync_file_range(fd_, kicked_, written_ - kicked_, SYNC_FILE_RANGE_WRITE);
-            kicked_ = written_;
-        }
-        return true;
+        int rc = h_->store_data(h_->ctx, p, n);
+        if (rc != 0)
+            err_ = rc;
+        return rc == 0;
     }
-    off_t written_ = 0, kicked_ = 0;
-    int fd_;
+    const rp_net_handlers *h_;
     long long limit_;
-    long long total_ = 0;    /* bytes accepted into the file */
+    long long total_ = 0;    /* bytes accepted into the store */
     long long received_ = 0; /* bytes that came, dropped ones included */
-    bool too_big_ = false, werr_ = false;
-    int errno_ = 0;
-    EVP_MD_CTX *md_ = NULL;
+    bool too_big_ = false;
+    int err_ = 0;
     size_t used_ = 0;
     char buf_[32768];
 };
 
-class RpSpoolStream : public DcmOutputStream
+class RpStoreStream : public DcmOutputStream
 {
   public:
-    RpSpoolStream(int fd, long long limit) : DcmOutputStream(&consumer_), consumer_(fd, limit) {}
-    RpSpoolConsumer &consumer()
+    RpStoreStream(const rp_net_handlers *h, long long limit)
+        : DcmOutputStream(&consumer_), consumer_(h, limit)
+    {
+    }
+    RpStoreConsumer &consumer()
     {
         return consumer_;
     }
 
   private:
-    RpSpoolConsumer consumer_;
+    RpStoreConsumer consumer_;
 };
 
 /* Part-10 File Meta for a received dataset; mirrors dcmtk's DIMSE_createFilestream(). */
@@ -845,9 +805,8 @@ static bool serve_store(rp_net_assoc *a, T_ASC_PresentationContextID pid, T_DIMS
         ts = pc.acceptedTransferSyntax;
     rp_net_store_req r = {req->AffectedSOPClassUID, req->AffectedSOPInstanceUID, ts,
                           req->MessageID};
-    char path[2048] = "", comment[256] = "";
-    int fd = -1;
-    unsigned status = h->store_begin(h->ctx, &r, path, sizeof path, &fd, comment, sizeof comment);
+    char comment[256] = "";
+    unsigned status = h->store_begin(h->ctx, &r, comment, sizeof comment);
     if (status != 0) {
         char sl[8]; /* counted for the console and /metrics (metrics/metrics.h) */
         rp_metrics_add(RP_M_INSTANCES_RECEIVED, 1, a->info.calling_ae, rp_metrics_hex16(status, sl));
@@ -859,7 +818,7 @@ static bool serve_store(rp_net_assoc *a, T_ASC_PresentationContextID pid, T_DIMS
         return true;
     }
 
-    RpSpoolStream out(fd, a->net->p.max_instance_bytes);
+    RpStoreStream out(h, a->net->p.max_instance_bytes);
     int recv_rc = RP_NET_RECV_OK;
     OFCondition c = write_meta(out, req, ts, a->info.calling_ae);
     T_ASC_PresentationContextID data_pid = 0;
@@ -888,10 +847,8 @@ static bool serve_store(rp_net_assoc *a, T_ASC_PresentationContextID pid, T_DIMS
         else if (data_pid != pid)
             recv_rc = RP_NET_RECV_NET; /* protocol violation: treat as broken association */
     }
-    char hex[65];
-    const char *sha = (recv_rc == RP_NET_RECV_OK && out.consumer().digest(hex)) ? hex : NULL;
-    status = h->store_end(h->ctx, &r, recv_rc, out.consumer().err(), path, fd,
-                          out.consumer().total(), sha, comment, sizeof comment);
+    status = h->store_end(h->ctx, &r, recv_rc, out.consumer().err(), out.consumer().total(),
+                          comment, sizeof comment);
     char sl[8]; /* counted for the console and /metrics (metrics/metrics.h); no answer: broken */
     const char *st = recv_rc == RP_NET_RECV_NET ? "broken" : rp_metrics_hex16(status, sl);
     rp_metrics_add(RP_M_INSTANCES_RECEIVED, 1, a->info.calling_ae, st);
@@ -924,6 +881,8 @@ extern "C" rp_net_end rp_net_assoc_serve(rp_net_assoc *a, const rp_net_handlers 
             continue;
         }
         if (c == DUL_PEERREQUESTEDRELEASE) {
+            if (h->before_release)
+                h->before_release(h->ctx);
             ASC_acknowledgeRelease(assoc);
             return RP_NET_END_RELEASED;
         }

@@ -69,23 +69,26 @@ typedef struct rp_net_store_req {
 enum {
     RP_NET_RECV_OK = 0,
     RP_NET_RECV_TOO_BIG = 1, /* exceeded max_instance_bytes; rest of the dataset drained */
-    RP_NET_RECV_WRITE = 2,   /* the spool write failed (errno in recv_errno) */
+    RP_NET_RECV_WRITE = 2,   /* store_data failed (its RP_E* code in recv_err) */
     RP_NET_RECV_NET = 3      /* the association broke: no response can be sent */
 };
 
 typedef struct rp_net_handlers {
     void *ctx;
-    /* A C-STORE-RQ arrived. Return 0 and fill path/fd to receive the dataset into a spool
-     * file, or a DIMSE status (e.g. 0xA700) to refuse it: the dataset is then drained and
-     * that status answered with `comment` as Error Comment. */
-    unsigned (*store_begin)(void *ctx, const rp_net_store_req *r, char *path, size_t pathsz,
-                            int *fd, char *comment, size_t commentsz);
-    /* The dataset is in the spool file (fd still open, all bytes written) or receiving
-     * failed (recv_rc). Return the DIMSE status to answer; the handler owns path/fd now.
-     * sha256 is the hex digest of the whole spool file, or NULL. */
-    unsigned (*store_end)(void *ctx, const rp_net_store_req *r, int recv_rc, int recv_errno,
-                          const char *path, int fd, long long bytes, const char *sha256,
-                          char *comment, size_t commentsz);
+    /* A C-STORE-RQ arrived. Return 0 to receive the dataset (through store_data), or a DIMSE
+     * status (e.g. 0xA700) to refuse it: the dataset is then drained and that status
+     * answered with `comment` as Error Comment. */
+    unsigned (*store_begin)(void *ctx, const rp_net_store_req *r, char *comment, size_t commentsz);
+    /* The next bytes of the instance's Part-10 file (our File Meta group, then the dataset
+     * as received), in order, in pieces of 32 KB or more except the last. 0, or an RP_E*
+     * code: the rest of the dataset is then read and dropped. */
+    int (*store_data)(void *ctx, const void *buf, size_t n);
+    /* The dataset has been received (recv_rc says how it went). Return the DIMSE status to
+     * answer (ignored for RP_NET_RECV_NET). */
+    unsigned (*store_end)(void *ctx, const rp_net_store_req *r, int recv_rc, int recv_err,
+                          long long bytes, char *comment, size_t commentsz);
+    /* The peer asked to release the association; called before the answer (may be NULL). */
+    void (*before_release)(void *ctx);
     /* Polled between messages: non-zero makes the node abort the association now. */
     int (*should_abort)(void *ctx);
 } rp_net_handlers;

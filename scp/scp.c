@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -69,7 +70,7 @@ struct rp_node {
     peer_slot peers[MAX_PEER_SLOTS];
     live_assoc *live; /* open associations (under lock) */
     /* stats */
-    atomic_llong st_assoc, st_rejected, st_stored, st_failed, st_bytes;
+    atomic_llong st_assoc, st_rejected, st_stored, st_failed, st_bytes, st_recv_us, st_commit_us;
 };
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -97,7 +98,9 @@ static void node_event(rp_node *n, const char *kind, const char *fmt, ...)
 typedef struct {
     rp_node *node;
     rp_net_assoc_info info;
+    rp_store_rx *rx; /* this association's way into the store, made at its first C-STORE */
     long long stored, failed, bytes;
+    double t_begin; /* when the current C-STORE-RQ arrived */
 } assoc_ctx;
 
 static unsigned status_for(int rc)
@@ -125,11 +128,11 @@ static void log_store_failure(assoc_ctx *a, const rp_net_store_req *r, unsigned 
             a->info.peer_host, status, rp_log_kv_quote(reason, q2, sizeof q2));
 }
 
-static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *path, size_t pathsz,
-                              int *fd, char *comment, size_t commentsz)
+static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *comment, size_t commentsz)
 {
     assoc_ctx *a = ctx;
     rp_node *n = a->node;
+    a->t_begin = rp_mono_s();
     int rc = rp_store_space_check(n->store);
     if (rc != 0) {
         snprintf(comment, commentsz, "free disk space below min_free_mb=%lld",
@@ -139,9 +142,12 @@ static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *path, 
         atomic_fetch_add(&n->st_failed, 1);
         return 0xA700;
     }
-    rc = rp_store_spool_new(n->store, path, pathsz, fd);
+    if (!a->rx)
+        rc = rp_store_rx_new(n->store, &a->rx);
+    if (rc == 0)
+        rc = rp_store_rx_begin(a->rx);
     if (rc != 0) {
-        snprintf(comment, commentsz, "cannot create spool file: %s", rp_strerror(rc));
+        snprintf(comment, commentsz, "cannot receive into the store: %s", rp_strerror(rc));
         log_store_failure(a, r, 0xA700, comment);
         a->failed++;
         atomic_fetch_add(&n->st_failed, 1);
@@ -150,20 +156,27 @@ static unsigned h_store_begin(void *ctx, const rp_net_store_req *r, char *path, 
     return 0;
 }
 
-static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, int recv_errno,
-                            const char *path, int fd, long long bytes, const char *sha256,
-                            char *comment, size_t commentsz)
+static int h_store_data(void *ctx, const void *buf, size_t n)
+{
+    assoc_ctx *a = ctx;
+    return rp_store_rx_write(a->rx, buf, n);
+}
+
+static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, int recv_err,
+                            long long bytes, char *comment, size_t commentsz)
 {
     assoc_ctx *a = ctx;
     rp_node *n = a->node;
     unsigned status;
+    double t_in = rp_mono_s();
+    atomic_fetch_add(&n->st_recv_us, (long long)((t_in - a->t_begin) * 1e6));
     a->bytes += bytes;
     atomic_fetch_add(&n->st_bytes, bytes);
     switch (recv_rc) {
     case RP_NET_RECV_OK:
         break;
     case RP_NET_RECV_NET:
-        rp_store_spool_discard(path, fd);
+        rp_store_rx_discard(a->rx);
         {
             char q[160];
             RP_WARN(MOD,
@@ -176,7 +189,7 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
         atomic_fetch_add(&n->st_failed, 1);
         return 0;
     case RP_NET_RECV_TOO_BIG:
-        rp_store_spool_discard(path, fd);
+        rp_store_rx_discard(a->rx);
         snprintf(comment, commentsz, "instance larger than max_instance_mb=%lld",
                  n->conf->max_instance_mb);
         log_store_failure(a, r, 0xA700, comment);
@@ -184,9 +197,9 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
         atomic_fetch_add(&n->st_failed, 1);
         return 0xA700;
     default:
-        rp_store_spool_discard(path, fd);
-        snprintf(comment, commentsz, "cannot write spool file: %s",
-                 recv_errno ? strerror(recv_errno) : "write failed");
+        rp_store_rx_discard(a->rx);
+        snprintf(comment, commentsz, "cannot write the instance: %s",
+                 recv_err ? rp_strerror(recv_err) : "write failed");
         log_store_failure(a, r, 0xA700, comment);
         a->failed++;
         atomic_fetch_add(&n->st_failed, 1);
@@ -196,7 +209,6 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     rp_store_put_args args = {
         .expect_sop_instance_uid = r->sop_instance_uid,
         .expect_sop_class_uid = r->sop_class_uid,
-        .file_sha256 = sha256,
         .calling_ae = a->info.calling_ae,
         .peer_host = a->info.peer_host,
     };
@@ -204,8 +216,9 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     rp_store_outcome outcome;
     char reason[512];
     double t0 = rp_mono_s();
-    int rc = rp_store_put(n->store, path, fd, &args, &meta, &outcome, reason, sizeof reason);
-    rp_metrics_observe(RP_M_STORE_COMMIT_SECONDS, rp_mono_s() - t0);
+    int rc = rp_store_rx_commit(a->rx, &args, &meta, &outcome, reason, sizeof reason);
+    atomic_fetch_add(&n->st_commit_us, (long long)((rp_mono_s() - t_in) * 1e6));
+    rp_metrics_observe(RP_M_STORE_COMMIT_SECONDS, rp_mono_s() - t_in);
     if (rc != 0) {
         status = status_for(rc);
         snprintf(comment, commentsz, "%s", reason);
@@ -237,6 +250,14 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
                meta.file_size, a->info.calling_ae);
     }
     return 0;
+}
+
+/* A sender that released its association finds its instances in store/. */
+static void h_before_release(void *ctx)
+{
+    assoc_ctx *a = ctx;
+    if (a->rx)
+        rp_store_rx_settle(a->rx);
 }
 
 static int h_should_abort(void *ctx)
@@ -516,11 +537,14 @@ static void *conn_thread(void *p)
                 qc, qd, a.info.peer_host, a.info.peer_port, ctxs, a.info.max_pdu_peer, tkv);
         rp_net_handlers h = {.ctx = &a,
                              .store_begin = h_store_begin,
+                             .store_data = h_store_data,
                              .store_end = h_store_end,
+                             .before_release = h_before_release,
                              .should_abort = h_should_abort};
         end = rp_net_assoc_serve(as, &h);
         rp_metrics_add(RP_M_ASSOCIATIONS_OPEN, -1);
     }
+    rp_store_rx_free(a.rx);
     pthread_mutex_lock(&n->lock);
     for (live_assoc **pp = &n->live; *pp; pp = &(*pp)->next)
         if (*pp == &me) {
@@ -676,6 +700,18 @@ void rp_node_stats_get(rp_node *n, rp_node_stats *o)
     o->stored = atomic_load(&n->st_stored);
     o->failed = atomic_load(&n->st_failed);
     o->bytes = atomic_load(&n->st_bytes);
+    o->recv_s = (double)atomic_load(&n->st_recv_us) / 1e6;
+    o->commit_s = (double)atomic_load(&n->st_commit_us) / 1e6;
+    o->sync_wait_s = 0;
+    o->log_syncs = 0;
+    o->log_classic = 0;
+    if (n->store) {
+        rp_store_log_stats ls;
+        rp_store_log_stats_get(n->store, &ls);
+        o->sync_wait_s = ls.sync_wait_s;
+        o->log_syncs = (long long)ls.syncs;
+        o->log_classic = (long long)ls.classic;
+    }
     pthread_mutex_lock(&n->lock);
     o->active = n->active;
     pthread_mutex_unlock(&n->lock);
@@ -789,6 +825,10 @@ int rp_node_start(rp_node *n, char *err, size_t errsz)
     }
     if (n->on_indexed)
         rp_store_index_on_commit(n->store, n->on_indexed, n->on_indexed_arg);
+    /* Without the log every instance takes the classic path (its own file and fsyncs):
+     * slower, just as safe; the node still receives. */
+    if ((rc = rp_store_log_start(n->store)) != 0)
+        RP_WARN(MOD, "receiving without the spool log err=\"%s\"", rp_strerror(rc));
     for (n->n_started = 0; n->n_started < n->n_services; n->n_started++) {
         rp_node_service *s = &n->services[n->n_started];
         if (s->start && (rc = s->start(n, s->arg)) != 0) {
@@ -944,13 +984,23 @@ void rp_node_stop(rp_node *n)
         rp_store_index_stop(n->store); /* flushes everything queued */
     rp_node_stats st;
     rp_node_stats_get(n, &st);
+    struct rusage ru;
+    double cpu_s = getrusage(RUSAGE_SELF, &ru) == 0
+                       ? (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                             (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6
+                       : 0;
     if (n->net) {
         RP_INFO(MOD,
                 "node stopped associations=%lld rejected=%lld stored=%lld failed=%lld "
-                "bytes=%lld",
-                st.associations, st.rejected, st.stored, st.failed, st.bytes);
-        node_event(n, "node", "result=stopped associations=%lld stored=%lld failed=%lld",
-                   st.associations, st.stored, st.failed);
+                "bytes=%lld recv_s=%.3f commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld "
+                "log_classic=%lld cpu_s=%.3f",
+                st.associations, st.rejected, st.stored, st.failed, st.bytes, st.recv_s,
+                st.commit_s, st.sync_wait_s, st.log_syncs, st.log_classic, cpu_s);
+        node_event(n, "node",
+                   "result=stopped associations=%lld stored=%lld failed=%lld recv_s=%.3f "
+                   "commit_s=%.3f sync_wait_s=%.3f log_syncs=%lld log_classic=%lld cpu_s=%.3f",
+                   st.associations, st.stored, st.failed, st.recv_s, st.commit_s, st.sync_wait_s,
+                   st.log_syncs, st.log_classic, cpu_s);
     }
     if (left == 0 && n->net) {
         rp_net_close(n->net);

@@ -20,8 +20,9 @@
  *    first proposed of: implicit/explicit LE, explicit BE, deflated, JPEG baseline/extended/
  *    lossless (14, SV1), JPEG-LS lossless/near-lossless, JPEG 2000 lossless/lossy, RLE.
  *    Bytes are stored as received (bit-preserving) behind a fresh Part-10 meta header.
- *  - C-STORE statuses: the store decides (rp_store_put(), store/store.h), the SCP maps its
- *    answer: 0x0000 success only after the file and its directory entry are durable
+ *  - C-STORE statuses: the store decides (rp_store_rx_commit(), store/store.h), the SCP maps
+ *    its answer: 0x0000 success only after the instance is durable (its commit record in the
+ *    spool log synced, or its own file and directory entry)
  *    (duplicates, in the same series or another: see store.h; identical bytes are a success);
  *    0xA700 free space below min_free_mb, disk error, or instance over max_instance_mb;
  *    0xA900 SOP Class of the dataset differs from the request; 0xC000 unparseable dataset,
@@ -29,8 +30,9 @@
  *    other bytes under duplicate_policy=reject. A failure leaves nothing in store/ or spool/.
  *  - Timeouts: no A-ASSOCIATE-RQ within acse_timeout_s after connecting, or no DIMSE traffic
  *    for dimse_timeout_s inside an association: the connection is dropped and logged.
- *  - Index: the store queues each stored instance for the index (batched, off the network
- *    thread's path); no SQLite read or write happens per instance on a network thread. One
+ *  - Index: the store's promoter queues each stored instance for the index once it is in
+ *    store/ (batched, off the network thread's path); no SQLite read or write happens per
+ *    instance on a network thread. One
  *    event per association (accepted/rejected/ended) via
  *    rp_db_event_add(), written after the association, never while an instance waits.
  *  - Logs: one line per association start/end and per problem, key=value, with calling AE,
@@ -39,20 +41,21 @@
  * Life cycle (node/main.c is the reference user):
  *   rp_node_new(conf) -> rp_node_add_service()* -> rp_node_start() -> rp_node_run()
  *   [until rp_node_request_stop(), e.g. from SIGTERM] -> rp_node_free().
- *   rp_node_start(): open store + index, bind the port, reconcile (spool leftovers, files
- *   the index missed, the store learns what it holds), start the store's index queue,
- *   start services in order, start listening, then sd_notify READY=1. rp_node_run():
- *   WATCHDOG=1 pings while running. On stop: stop accepting, let in-flight associations
- *   finish (bounded by shutdown_grace_s, then abort), stop services in reverse order, flush
- *   the index queue.
+ *   rp_node_start(): open store + index, bind the port, reconcile (replay of the spool log,
+ *   spool leftovers, files the index missed, the store learns what it holds), start the
+ *   store's index queue and spool log, start services in order, start listening, then
+ *   sd_notify READY=1. rp_node_run(): WATCHDOG=1 pings while running. On stop: stop
+ *   accepting, let in-flight associations finish (bounded by shutdown_grace_s, then abort),
+ *   stop services in reverse order, promote what the log holds, flush the index queue.
  *
  * Services (how the completion monitor, job supervisor and outbox sender plug in):
  *   a service is {name, start, stop, on_instance, arg}. start() runs on the main thread
  *   after reconciliation and before the port accepts; it typically starts its own thread
  *   and may use rp_node_conf/rp_node_db_path/rp_node_store. stop() is called after the
  *   last association ended and before the index queue is flushed. on_instance() (optional)
- *   is called from an association thread after each newly stored instance was pushed to the
- *   index queue: it must be quick and non-blocking (e.g. wake a thread).
+ *   is called from an association thread after each newly stored instance was acknowledged
+ *   (it reaches store/ and the index queue a few ms later, when promoted): it must be quick
+ *   and non-blocking (e.g. wake a thread).
  */
 #ifndef RP_SCP_H
 #define RP_SCP_H
@@ -84,7 +87,13 @@ typedef struct rp_node_stats {
     long long active;       /* associations now open */
     long long stored;       /* instances answered with success (incl. duplicates) */
     long long failed;       /* instances answered with a failure status */
-    long long bytes;        /* bytes received into spool files */
+    long long bytes;        /* bytes received */
+    /* where the time of the C-STOREs went, summed over instances (seconds) */
+    double recv_s;         /* C-STORE-RQ command in -> last byte of the dataset in */
+    double commit_s;       /* dataset in -> answer decided (header, duplicates, durable commit) */
+    double sync_wait_s;    /* part of commit_s: waiting for the spool log's group fdatasync */
+    long long log_syncs;   /* fdatasyncs of the spool log (instances / syncs = group size) */
+    long long log_classic; /* instances received into a file of their own instead */
 } rp_node_stats;
 
 /* Create a node for configuration `c` (borrowed: must outlive the node). Nothing is opened

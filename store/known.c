@@ -1,5 +1,6 @@
-/* known — the store's in-memory set of instances (SOP UID hash -> study/series). See
- * store_internal.h for what it promises and what it costs. */
+/* known — the store's in-memory sets: the instances it holds (SOP UID hash -> study/series)
+ * and the SOP Instance UIDs being decided or committed right now (the per-instance lock).
+ * See store_internal.h for what they promise and what they cost. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 
 /* FNV-1a over the bytes, then a 64-bit finaliser (splitmix64): UIDs are digits and dots that
  * share long prefixes, so the raw FNV value would cluster in the low bits used for slots. */
-static uint64_t hash_uid(const char *s)
+uint64_t rp_known_hash(const char *s)
 {
     uint64_t h = 1469598103934665603ULL;
     for (; *s; s++) {
@@ -87,7 +88,7 @@ static int grow_instances(rp_known *k)
 /* Index of the study/series pair in ser[], added when new; negative RP_ENOMEM. */
 static long series_slot(rp_known *k, const char *study, const char *series)
 {
-    uint64_t h = hash_uid(series);
+    uint64_t h = rp_known_hash(series);
     size_t mask = k->cap_ser_index - 1, i = (size_t)h & mask;
     for (; k->ser_index[i]; i = (i + 1) & mask) {
         const rp_known_series *e = &k->ser[k->ser_index[i] - 1];
@@ -108,7 +109,7 @@ static long series_slot(rp_known *k, const char *study, const char *series)
         if (!idx)
             return RP_ENOMEM;
         for (size_t j = 0; j < k->n_ser; j++) {
-            size_t p = (size_t)hash_uid(k->ser[j].series_uid) & (cap - 1);
+            size_t p = (size_t)rp_known_hash(k->ser[j].series_uid) & (cap - 1);
             while (idx[p])
                 p = (p + 1) & (cap - 1);
             idx[p] = (uint32_t)j + 1;
@@ -128,7 +129,7 @@ static long series_slot(rp_known *k, const char *study, const char *series)
 
 int rp_known_set(rp_known *k, const char *sop, const char *study, const char *series)
 {
-    uint64_t h = hash_uid(sop);
+    uint64_t h = rp_known_hash(sop);
     int rc = 0;
     pthread_mutex_lock(&k->lock);
     long si = series_slot(k, study, series);
@@ -151,7 +152,7 @@ out:
 
 int rp_known_get(rp_known *k, const char *sop, char *rel, size_t relsz)
 {
-    uint64_t h = hash_uid(sop);
+    uint64_t h = rp_known_hash(sop);
     int found = 0;
     pthread_mutex_lock(&k->lock);
     size_t i = probe(k->keys, k->cap, h);
@@ -169,4 +170,69 @@ size_t rp_known_count(rp_known *k)
     size_t n = k->n;
     pthread_mutex_unlock(&k->lock);
     return n;
+}
+
+/* ---- the per-instance lock ------------------------------------------------------------- */
+
+int rp_pending_init(rp_pending *p)
+{
+    memset(p, 0, sizeof *p);
+    p->cap = 64;
+    p->keys = malloc(p->cap * sizeof *p->keys);
+    if (!p->keys)
+        return RP_ENOMEM;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    return 0;
+}
+
+void rp_pending_free(rp_pending *p)
+{
+    if (!p->keys)
+        return;
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cv);
+    free(p->keys);
+    memset(p, 0, sizeof *p);
+}
+
+static size_t pending_find(const rp_pending *p, uint64_t h)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (p->keys[i] == h)
+            return i;
+    return p->n;
+}
+
+int rp_pending_acquire(rp_pending *p, const char *sop)
+{
+    uint64_t h = rp_known_hash(sop);
+    int rc = 0;
+    pthread_mutex_lock(&p->lock);
+    while (pending_find(p, h) < p->n)
+        pthread_cond_wait(&p->cv, &p->lock);
+    if (p->n == p->cap) {
+        uint64_t *k = realloc(p->keys, 2 * p->cap * sizeof *k);
+        if (!k) {
+            rc = RP_ENOMEM;
+            goto out;
+        }
+        p->keys = k;
+        p->cap *= 2;
+    }
+    p->keys[p->n++] = h;
+out:
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+void rp_pending_release(rp_pending *p, const char *sop)
+{
+    uint64_t h = rp_known_hash(sop);
+    pthread_mutex_lock(&p->lock);
+    size_t i = pending_find(p, h);
+    if (i < p->n)
+        p->keys[i] = p->keys[--p->n];
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->lock);
 }

@@ -30,21 +30,6 @@
 
 #define MOD "store"
 
-struct rp_store {
-    char data_dir[RP_PATH_MAX];
-    char root[RP_PATH_MAX];  /* <data_dir>/store */
-    char spool[RP_PATH_MAX]; /* <data_dir>/spool */
-    long long min_free_mb;
-    rp_dup_policy dup_policy;
-    rp_uid_policy uid_policy;
-    /* Serialises "make sure <study>/<series> exists and is durable": a second thread must
-     * not see a directory that exists but whose entry is not yet fsync'd in its parent. */
-    pthread_mutex_t dir_lock;
-    atomic_ulong spool_seq;
-    rp_known known;     /* which instances are here, and in which series */
-    rp_db_queue *queue; /* index hand-off, NULL until rp_store_index_start() */
-};
-
 /* ---- UIDs ------------------------------------------------------------------------------ */
 
 int rp_store_uid_safe(const char *uid)
@@ -90,7 +75,7 @@ int rp_store_uid_valid(const char *uid)
 
 /* ---- small file helpers ---------------------------------------------------------------- */
 
-static int fsync_path(const char *dir)
+int rp_store_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -106,7 +91,7 @@ static int fsync_path(const char *dir)
     return rc;
 }
 
-static int errno_to_rp(int e)
+int rp_store_errno_rc(int e)
 {
     return (e == ENOSPC || e == EDQUOT) ? RP_ENOSPC : RP_EIO;
 }
@@ -119,26 +104,25 @@ static int ensure_dir_durable(const char *path, const char *parent)
         return S_ISDIR(st.st_mode) ? 0 : RP_EIO;
     if (mkdir(path, 0750) != 0 && errno != EEXIST) {
         RP_ERROR(MOD, "mkdir failed dir=%s errno=%s", path, strerror(errno));
-        return errno_to_rp(errno);
+        return rp_store_errno_rc(errno);
     }
-    return fsync_path(parent);
+    return rp_store_fsync_dir(parent);
 }
 
-long rp_store_dataset_offset(const char *path)
+/* Where the dataset starts in the Part-10 stream at `base` in fd: after preamble and File
+ * Meta group, or `base` itself for a raw dataset. */
+static long long dataset_offset_fd(int fd, long long base)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return RP_EIO;
     unsigned char b[132];
-    long off = 0;
-    ssize_t r = pread(fd, b, sizeof b, 0);
+    long long off = base;
+    ssize_t r = pread(fd, b, sizeof b, (off_t)base);
     if (r == (ssize_t)sizeof b && memcmp(b + 128, "DICM", 4) == 0) {
         /* Walk the File Meta group (always explicit VR little endian) element by element:
          * the group length may be missing or wrong in files from the wild. */
-        off = 132;
+        off = base + 132;
         for (;;) {
             unsigned char e[12];
-            if (pread(fd, e, 8, off) != 8)
+            if (pread(fd, e, 8, (off_t)off) != 8)
                 break;
             unsigned group = e[0] | (e[1] << 8);
             if (group != 0x0002)
@@ -150,43 +134,52 @@ long rp_store_dataset_offset(const char *path)
                            memcmp(e + 4, "OD", 2) == 0 || memcmp(e + 4, "OL", 2) == 0 ||
                            memcmp(e + 4, "OV", 2) == 0);
             if (long_vr) {
-                if (pread(fd, e, 12, off) != 12)
+                if (pread(fd, e, 12, (off_t)off) != 12)
                     break;
                 unsigned long len = (unsigned long)e[8] | ((unsigned long)e[9] << 8) |
                                     ((unsigned long)e[10] << 16) | ((unsigned long)e[11] << 24);
                 if (len == 0xffffffffUL)
                     break; /* undefined length in meta: give up walking */
-                off += 12 + (long)len;
+                off += 12 + (long long)len;
             } else {
-                off += 8 + (long)(e[6] | (e[7] << 8));
+                off += 8 + (long long)(e[6] | (e[7] << 8));
             }
         }
     }
+    return off;
+}
+
+long rp_store_dataset_offset(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return RP_EIO;
+    long off = (long)dataset_offset_fd(fd, 0);
     close(fd);
     return off;
 }
 
-/* 1 when the dataset parts (after each file's meta group) are byte-identical, 0 when they
+/* 1 when the dataset parts (after each copy's meta group) are byte-identical, 0 when they
  * differ, negative on I/O error. The meta group is ours (rewritten per reception), the
- * dataset is what the sender sent: identity of the dataset is what "same instance" means. */
-static int same_dataset_bytes(const char *a, const char *b)
+ * dataset is what the sender sent: identity of the dataset is what "same instance" means.
+ * Copy a is `alen` bytes at `abase` in fa (a Part-10 stream), copy b the file at `bpath`. */
+int rp_store_same_dataset_range(int fa, long long abase, long long alen, const char *bpath)
 {
-    long oa = rp_store_dataset_offset(a), ob = rp_store_dataset_offset(b);
-    if (oa < 0 || ob < 0)
+    int fb = open(bpath, O_RDONLY | O_CLOEXEC);
+    if (fb < 0)
         return RP_EIO;
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0)
-        return RP_EIO;
-    if (sa.st_size - oa != sb.st_size - ob)
-        return 0;
-    int fa = open(a, O_RDONLY | O_CLOEXEC), fb = open(b, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    long long oa = dataset_offset_fd(fa, abase), ob = dataset_offset_fd(fb, 0);
     int rc = RP_EIO;
     static const size_t bufsz = 65536;
     unsigned char *ba = malloc(bufsz), *bb = malloc(bufsz);
-    if (fa < 0 || fb < 0 || !ba || !bb)
+    if (fstat(fb, &sb) != 0 || !ba || !bb)
         goto out;
-    long long left = (long long)(sa.st_size - oa);
-    off_t pa = oa, pb = ob;
+    rc = 0;
+    if (abase + alen - oa != (long long)sb.st_size - ob)
+        goto out;
+    long long left = abase + alen - oa;
+    off_t pa = (off_t)oa, pb = (off_t)ob;
     rc = 1;
     while (left > 0) {
         size_t want = left > (long long)bufsz ? bufsz : (size_t)left;
@@ -205,10 +198,19 @@ static int same_dataset_bytes(const char *a, const char *b)
 out:
     free(ba);
     free(bb);
-    if (fa >= 0)
-        close(fa);
-    if (fb >= 0)
-        close(fb);
+    close(fb);
+    return rc;
+}
+
+static int same_dataset_bytes(const char *a, const char *b)
+{
+    int fa = open(a, O_RDONLY | O_CLOEXEC);
+    struct stat sa;
+    if (fa < 0)
+        return RP_EIO;
+    int rc =
+        fstat(fa, &sa) == 0 ? rp_store_same_dataset_range(fa, 0, (long long)sa.st_size, b) : RP_EIO;
+    close(fa);
     return rc;
 }
 
@@ -251,6 +253,11 @@ int rp_store_open(const rp_conf *c, rp_store **out)
         free(s);
         return rc;
     }
+    if ((rc = rp_pending_init(&s->pending)) != 0) {
+        rp_known_free(&s->known);
+        free(s);
+        return rc;
+    }
     pthread_mutex_init(&s->dir_lock, NULL);
     atomic_init(&s->spool_seq, 0);
     *out = s;
@@ -263,6 +270,7 @@ void rp_store_close(rp_store *s)
         return;
     rp_store_index_stop(s);
     rp_known_free(&s->known);
+    rp_pending_free(&s->pending);
     pthread_mutex_destroy(&s->dir_lock);
     free(s);
 }
@@ -283,11 +291,14 @@ void rp_store_index_on_commit(rp_store *s, void (*fn)(void *arg, size_t n), void
 
 int rp_store_index_flush(rp_store *s)
 {
+    if (s->log)
+        rp_spool_drain(s->log); /* committed instances reach the queue when promoted */
     return s->queue ? rp_db_queue_flush(s->queue) : 0;
 }
 
 void rp_store_index_stop(rp_store *s)
 {
+    rp_store_log_stop(s); /* promotes what is committed, which feeds the queue */
     if (s->queue) {
         rp_db_queue_stop(s->queue); /* flushes everything pushed */
         s->queue = NULL;
@@ -356,7 +367,7 @@ int rp_store_spool_new(rp_store *s, char *path, size_t pathsz, int *fd)
         }
         if (errno != EEXIST) {
             RP_ERROR(MOD, "cannot create spool file path=%s errno=%s", path, strerror(errno));
-            return errno_to_rp(errno);
+            return rp_store_errno_rc(errno);
         }
     }
     return RP_EIO;
@@ -373,7 +384,7 @@ void rp_store_spool_discard(const char *path, int fd)
 /* ---- header ---------------------------------------------------------------------------- */
 
 /* The index's view of an instance, from dicom/'s view of its header. */
-static void meta_from_dcm(rp_instance_meta *m, const rp_dcm_meta *d)
+void rp_store_meta_from_dcm(rp_instance_meta *m, const rp_dcm_meta *d)
 {
     memset(m, 0, sizeof *m);
 #define CP(f)                                                                                      \
@@ -418,7 +429,7 @@ static int read_meta(const char *path, rp_instance_meta *meta, char *why, size_t
     rp_dcm_meta d;
     int rc = rp_dcm_read_meta(path, &d, why, whysz);
     if (rc == 0)
-        meta_from_dcm(meta, &d);
+        rp_store_meta_from_dcm(meta, &d);
     return rc;
 }
 
@@ -436,9 +447,7 @@ int rp_store_read_meta(const char *path, rp_instance_meta *meta)
     return 0;
 }
 
-static void set_reason(char *reason, size_t sz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_reason(char *reason, size_t sz, const char *fmt, ...)
+void rp_store_set_reason(char *reason, size_t sz, const char *fmt, ...)
 {
     if (!reason || !sz)
         return;
@@ -459,7 +468,7 @@ static int check_uids(const rp_instance_meta *m, rp_uid_policy policy, char *rea
              {"sop_class_uid", m->sop_class_uid}};
     for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
         if (!u[i].v[0]) {
-            set_reason(reason, rsz, "missing %s", u[i].name);
+            rp_store_set_reason(reason, rsz, "missing %s", u[i].name);
             return RP_EUID;
         }
         if (rp_store_uid_valid(u[i].v) == 0)
@@ -475,7 +484,7 @@ static int check_uids(const rp_instance_meta *m, rp_uid_policy policy, char *rea
                     u[i].name, q);
             continue;
         }
-        set_reason(reason, rsz, "invalid %s=%s%s", u[i].name, q,
+        rp_store_set_reason(reason, rsz, "invalid %s=%s%s", u[i].name, q,
                    rp_store_uid_safe(u[i].v) == 0 ? " (leading zero; uid_policy=strict)" : "");
         return RP_EUID;
     }
@@ -484,40 +493,32 @@ static int check_uids(const rp_instance_meta *m, rp_uid_policy policy, char *rea
 
 /* ---- put ------------------------------------------------------------------------------- */
 
-/* Read the header of the spool file and decide whether it may enter the store at all: UIDs
- * valid and as the request said. Fills meta (file_path is where it would go). */
-static int admit(const char *spool_path, const rp_store_put_args *args, rp_uid_policy policy,
-                 rp_instance_meta *meta, char *reason, size_t reasonsz)
+int rp_store_admit_checks(const rp_store_put_args *args, rp_uid_policy policy,
+                          rp_instance_meta *meta, char *reason, size_t reasonsz)
 {
-    char why[256];
-    int rc = read_meta(spool_path, meta, why, sizeof why);
-    if (rc != 0) {
-        set_reason(reason, reasonsz, "%s", why);
-        return rc == RP_ENOENT ? RP_EIO : RP_EPARSE;
-    }
-    if ((rc = check_uids(meta, policy, reason, reasonsz)) != 0)
+    int rc = check_uids(meta, policy, reason, reasonsz);
+    if (rc != 0)
         return rc;
     if (args->expect_sop_instance_uid &&
         strcmp(args->expect_sop_instance_uid, meta->sop_instance_uid) != 0) {
         char q[160];
-        set_reason(reason, reasonsz,
-                   "SOP Instance UID in dataset differs from request request_sop=%s",
-                   rp_log_kv_quote(args->expect_sop_instance_uid, q, sizeof q));
+        rp_store_set_reason(reason, reasonsz,
+                            "SOP Instance UID in dataset differs from request request_sop=%s",
+                            rp_log_kv_quote(args->expect_sop_instance_uid, q, sizeof q));
         return RP_EUID;
     }
     if (args->expect_sop_class_uid &&
         strcmp(args->expect_sop_class_uid, meta->sop_class_uid) != 0) {
         char q[160];
-        set_reason(reason, reasonsz,
-                   "SOP Class UID in dataset differs from request "
-                   "request_class=%s dataset_class=%s",
-                   rp_log_kv_quote(args->expect_sop_class_uid, q, sizeof q), meta->sop_class_uid);
+        rp_store_set_reason(reason, reasonsz,
+                            "SOP Class UID in dataset differs from request "
+                            "request_class=%s dataset_class=%s",
+                            rp_log_kv_quote(args->expect_sop_class_uid, q, sizeof q),
+                            meta->sop_class_uid);
         return RP_EINVAL;
     }
     if (args->file_sha256)
         rp_strlcpy(meta->file_sha256, args->file_sha256, sizeof meta->file_sha256);
-    else if (rp_sha256_file(spool_path, meta->file_sha256) != 0)
-        meta->file_sha256[0] = '\0';
     if (args->calling_ae)
         rp_strlcpy(meta->calling_ae, args->calling_ae, sizeof meta->calling_ae);
     if (args->peer_host)
@@ -527,6 +528,56 @@ static int admit(const char *spool_path, const rp_store_put_args *args, rp_uid_p
     snprintf(meta->file_path, sizeof meta->file_path, "%s/%s/%s.dcm", meta->study_uid,
              meta->series_uid, meta->sop_instance_uid);
     return 0;
+}
+
+/* Read the header of the spool file and decide whether it may enter the store at all: UIDs
+ * valid and as the request said. Fills meta (file_path is where it would go). */
+static int admit(const char *spool_path, const rp_store_put_args *args, rp_uid_policy policy,
+                 rp_instance_meta *meta, char *reason, size_t reasonsz)
+{
+    char why[256];
+    int rc = read_meta(spool_path, meta, why, sizeof why);
+    if (rc != 0) {
+        rp_store_set_reason(reason, reasonsz, "%s", why);
+        return rc == RP_ENOENT ? RP_EIO : RP_EPARSE;
+    }
+    if ((rc = rp_store_admit_checks(args, policy, meta, reason, reasonsz)) != 0)
+        return rc;
+    if (!args->file_sha256 && rp_sha256_file(spool_path, meta->file_sha256) != 0)
+        meta->file_sha256[0] = '\0';
+    return 0;
+}
+
+void rp_store_locate(rp_store *s, const rp_instance_meta *meta, rp_store_where *w)
+{
+    w->here = w->elsewhere = 0;
+    w->known_rel[0] = '\0';
+    if (rp_known_get(&s->known, meta->sop_instance_uid, w->known_rel, sizeof w->known_rel)) {
+        char abs[RP_PATH_MAX + 1100];
+        struct stat st;
+        snprintf(abs, sizeof abs, "%s/%s", s->root, w->known_rel);
+        if (stat(abs, &st) == 0) {
+            w->here = strcmp(w->known_rel, meta->file_path) == 0;
+            w->elsewhere = !w->here;
+        }
+    }
+}
+
+void rp_store_learned(rp_store *s, const rp_instance_meta *meta)
+{
+    if (rp_known_set(&s->known, meta->sop_instance_uid, meta->study_uid, meta->series_uid) != 0)
+        RP_WARN(MOD,
+                "out of memory remembering sop=%s: duplicates of it under another series "
+                "will not be found",
+                meta->sop_instance_uid);
+    /* The index row follows the file: a move to another series updates the row and both
+     * series' counts in the queue's transaction. */
+    if (s->queue) {
+        int qrc = rp_db_queue_push(s->queue, meta);
+        if (qrc != 0) /* the file is durable; reconciliation will index it */
+            RP_WARN(MOD, "index queue push failed sop=%s err=\"%s\"", meta->sop_instance_uid,
+                    rp_strerror(qrc));
+    }
 }
 
 /* The paths of one put. */
@@ -552,11 +603,12 @@ static int commit_durable(rp_store *s, int *fd, const char *spool_path, put_path
         if (fsync(f) != 0) {
             int e = errno;
             close(f);
-            set_reason(reason, reasonsz, "fsync of spool file failed: %s", strerror(e));
-            return errno_to_rp(e);
+            rp_store_set_reason(reason, reasonsz, "fsync of spool file failed: %s", strerror(e));
+            return rp_store_errno_rc(e);
         }
         if (close(f) != 0) {
-            set_reason(reason, reasonsz, "close of spool file failed: %s", strerror(errno));
+            rp_store_set_reason(reason, reasonsz, "close of spool file failed: %s",
+                                strerror(errno));
             return RP_EIO;
         }
     }
@@ -566,7 +618,7 @@ static int commit_durable(rp_store *s, int *fd, const char *spool_path, put_path
         rc = ensure_dir_durable(p->series_dir, p->study_dir);
     pthread_mutex_unlock(&s->dir_lock);
     if (rc != 0) {
-        set_reason(reason, reasonsz, "cannot create series directory");
+        rp_store_set_reason(reason, reasonsz, "cannot create series directory");
         return rc;
     }
     /* Without replacing: two writers of one UID cannot both believe they were first. */
@@ -576,15 +628,15 @@ static int commit_durable(rp_store *s, int *fd, const char *spool_path, put_path
         int e = errno;
         if (!replace && e == EEXIST)
             return RP_EEXIST;
-        set_reason(reason, reasonsz, "rename into store failed: %s", strerror(e));
-        return errno_to_rp(e);
+        rp_store_set_reason(reason, reasonsz, "rename into store failed: %s", strerror(e));
+        return rp_store_errno_rc(e);
     }
     p->renamed = 1;
-    rc = fsync_path(p->series_dir);
+    rc = rp_store_fsync_dir(p->series_dir);
     if (rc != 0) {
         /* The file is in place but its entry may not be durable: do not acknowledge. The
          * file stays (it is complete and valid); reconciliation indexes it. */
-        set_reason(reason, reasonsz, "fsync of series directory failed");
+        rp_store_set_reason(reason, reasonsz, "fsync of series directory failed");
     }
     return rc;
 }
@@ -596,7 +648,7 @@ static int settle_same_path(rp_store *s, int *fd, const char *spool_path, put_pa
 {
     int same = same_dataset_bytes(spool_path, p->final);
     if (same < 0) {
-        set_reason(reason, reasonsz, "cannot compare with the stored duplicate");
+        rp_store_set_reason(reason, reasonsz, "cannot compare with the stored duplicate");
         return RP_EIO;
     }
     if (same) {
@@ -611,8 +663,9 @@ static int settle_same_path(rp_store *s, int *fd, const char *spool_path, put_pa
         *outcome = RP_STORE_DUP_KEPT_FIRST;
         return 0;
     case RP_DUP_REJECT:
-        set_reason(reason, reasonsz,
-                   "duplicate SOP Instance UID with different content (duplicate_policy=reject)");
+        rp_store_set_reason(
+            reason, reasonsz,
+            "duplicate SOP Instance UID with different content (duplicate_policy=reject)");
         return RP_EDUP;
     case RP_DUP_REPLACE:
         break;
@@ -624,18 +677,19 @@ static int settle_same_path(rp_store *s, int *fd, const char *spool_path, put_pa
 }
 
 /* After a replace across series: the new copy is durable, now the old one goes. */
-static void remove_old_copy(rp_store *s, const char *old_rel, const char *new_rel, const char *sop)
+void rp_store_remove_old_copy(rp_store *s, const char *old_rel, const char *new_rel,
+                              const char *sop, int sync)
 {
     char old_abs[RP_PATH_MAX + 1100];
     snprintf(old_abs, sizeof old_abs, "%s/%s", s->root, old_rel);
     if (unlink(old_abs) == 0) {
         char *slash = strrchr(old_abs, '/');
-        if (slash) {
+        if (slash && sync) {
             *slash = '\0';
-            fsync_path(old_abs);
+            rp_store_fsync_dir(old_abs);
         }
         RP_WARN(MOD, "duplicate moved across series sop=%s from=%s to=%s", sop, old_rel, new_rel);
-    } else {
+    } else if (errno != ENOENT) {
         RP_WARN(MOD, "cannot remove the replaced copy file=%s errno=%s", old_rel, strerror(errno));
     }
 }
@@ -646,68 +700,60 @@ int rp_store_put(rp_store *s, const char *spool_path, int fd, const rp_store_put
     static const rp_store_put_args no_args;
     if (!args)
         args = &no_args;
-    set_reason(reason, reasonsz, "%s", "");
+    rp_store_set_reason(reason, reasonsz, "%s", "");
+    *outcome = RP_STORE_NEW;
+    int rc = admit(spool_path, args, s->uid_policy, meta, reason, reasonsz);
+    if (rc != 0) {
+        rp_store_spool_discard(spool_path, fd);
+        return rc;
+    }
+    return rp_store_put_admitted(s, spool_path, fd, meta, outcome, reason, reasonsz);
+}
+
+int rp_store_put_admitted(rp_store *s, const char *spool_path, int fd, rp_instance_meta *meta,
+                          rp_store_outcome *outcome, char *reason, size_t reasonsz)
+{
     *outcome = RP_STORE_NEW;
     put_paths p = {.renamed = 0};
-    int rc = admit(spool_path, args, s->uid_policy, meta, reason, reasonsz);
-    if (rc != 0)
-        goto out;
     snprintf(p.study_dir, sizeof p.study_dir, "%s/%s", s->root, meta->study_uid);
     snprintf(p.series_dir, sizeof p.series_dir, "%s/%s", p.study_dir, meta->series_uid);
     snprintf(p.final, sizeof p.final, "%s/%s.dcm", p.series_dir, meta->sop_instance_uid);
-
-    /* Where the store already holds this SOP Instance UID, if anywhere (checked on disk:
-     * the set is a hint). */
-    char known[sizeof meta->file_path] = "";
-    int here = 0, elsewhere = 0;
-    if (rp_known_get(&s->known, meta->sop_instance_uid, known, sizeof known)) {
-        char abs[RP_PATH_MAX + 1100];
-        struct stat st;
-        snprintf(abs, sizeof abs, "%s/%s", s->root, known);
-        if (stat(abs, &st) == 0) {
-            here = strcmp(known, meta->file_path) == 0;
-            elsewhere = !here;
-        }
+    int rc = rp_pending_acquire(&s->pending, meta->sop_instance_uid);
+    if (rc != 0) {
+        rp_store_set_reason(reason, reasonsz, "out of memory");
+        rp_store_spool_discard(spool_path, fd);
+        return rc;
     }
-    if (elsewhere && s->dup_policy == RP_DUP_KEEP_FIRST) {
+    rp_store_where w;
+    rp_store_locate(s, meta, &w);
+    if (w.elsewhere && s->dup_policy == RP_DUP_KEEP_FIRST) {
         *outcome = RP_STORE_DUP_KEPT_FIRST;
-        rp_strlcpy(meta->file_path, known, sizeof meta->file_path);
+        rp_strlcpy(meta->file_path, w.known_rel, sizeof meta->file_path);
         goto out;
     }
-    if (elsewhere && s->dup_policy == RP_DUP_REJECT) {
-        set_reason(reason, reasonsz,
-                   "duplicate SOP Instance UID, stored under another series (%s) "
-                   "(duplicate_policy=reject)",
-                   known);
+    if (w.elsewhere && s->dup_policy == RP_DUP_REJECT) {
+        rp_store_set_reason(reason, reasonsz,
+                            "duplicate SOP Instance UID, stored under another series (%s) "
+                            "(duplicate_policy=reject)",
+                            w.known_rel);
         rc = RP_EDUP;
         goto out;
     }
 
     /* A copy already at this path skips the fsync a first copy needs (re-sent series are
      * common); the rename without replace still decides races the set cannot see. */
-    rc = here ? RP_EEXIST : commit_durable(s, &fd, spool_path, &p, 0, reason, reasonsz);
+    rc = w.here ? RP_EEXIST : commit_durable(s, &fd, spool_path, &p, 0, reason, reasonsz);
     if (rc == RP_EEXIST)
         rc = settle_same_path(s, &fd, spool_path, &p, meta, outcome, reason, reasonsz);
     if (rc != 0 || *outcome == RP_STORE_DUP_IDENTICAL || *outcome == RP_STORE_DUP_KEPT_FIRST)
         goto out;
-    if (elsewhere) {
-        remove_old_copy(s, known, meta->file_path, meta->sop_instance_uid);
+    if (w.elsewhere) {
+        rp_store_remove_old_copy(s, w.known_rel, meta->file_path, meta->sop_instance_uid, 1);
         *outcome = RP_STORE_DUP_REPLACED;
     }
-    if (rp_known_set(&s->known, meta->sop_instance_uid, meta->study_uid, meta->series_uid) != 0)
-        RP_WARN(MOD,
-                "out of memory remembering sop=%s: duplicates of it under another series "
-                "will not be found",
-                meta->sop_instance_uid);
-    /* The index row follows the file: a move to another series updates the row and both
-     * series' counts in the queue's transaction. */
-    if (s->queue) {
-        int qrc = rp_db_queue_push(s->queue, meta);
-        if (qrc != 0) /* the file is durable; reconciliation will index it */
-            RP_WARN(MOD, "index queue push failed sop=%s err=\"%s\"", meta->sop_instance_uid,
-                    rp_strerror(qrc));
-    }
+    rp_store_learned(s, meta);
 out:
+    rp_pending_release(&s->pending, meta->sop_instance_uid);
     rp_store_spool_discard(p.renamed ? NULL : spool_path, fd);
     return rc;
 }
@@ -720,12 +766,12 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
     int fd = -1, rc;
     int in = open(src_path, O_RDONLY | O_CLOEXEC);
     if (in < 0) {
-        set_reason(reason, reasonsz, "cannot open %s: %s", src_path, strerror(errno));
+        rp_store_set_reason(reason, reasonsz, "cannot open %s: %s", src_path, strerror(errno));
         return errno == ENOENT ? RP_ENOENT : RP_EIO;
     }
     if ((rc = rp_store_space_check(s)) != 0) {
         close(in);
-        set_reason(reason, reasonsz, "free space below min_free_mb");
+        rp_store_set_reason(reason, reasonsz, "free space below min_free_mb");
         return rc;
     }
     if ((rc = rp_store_spool_new(s, spool, sizeof spool, &fd)) != 0) {
@@ -749,7 +795,7 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
             if (w < 0 && errno == EINTR)
                 continue;
             if (w < 0) {
-                rc = errno_to_rp(errno);
+                rc = rp_store_errno_rc(errno);
                 break;
             }
             off += w;
@@ -759,7 +805,7 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
     }
     close(in);
     if (rc != 0) {
-        set_reason(reason, reasonsz, "cannot copy into spool");
+        rp_store_set_reason(reason, reasonsz, "cannot copy into spool");
         rp_store_spool_discard(spool, fd);
         return rc;
     }
@@ -946,15 +992,25 @@ static long index_walk(rp_store *s, rp_db *db, int only_missing)
 long rp_store_reconcile(rp_store *s, rp_db *db)
 {
     double t0 = rp_mono_s();
+    long tails = 0;
+    long replayed = rp_spool_replay(s, db, &tails);
+    if (replayed < 0) {
+        RP_ERROR(MOD, "reconcile failed replaying the spool log err=\"%s\"",
+                 rp_strerror((int)replayed));
+        return replayed;
+    }
     long removed = clean_spool(s);
     long n = index_walk(s, db, 1);
     if (n < 0) {
         RP_ERROR(MOD, "reconcile failed err=\"%s\"", rp_strerror((int)n));
         return n;
     }
-    RP_INFO(MOD, "reconcile done indexed=%ld spool_removed=%ld known=%zu seconds=%.3f", n,
-            removed < 0 ? 0 : removed, rp_known_count(&s->known), rp_mono_s() - t0);
-    return n;
+    RP_INFO(MOD,
+            "reconcile done indexed=%ld spool_removed=%ld log_replayed=%ld log_tails=%ld "
+            "known=%zu seconds=%.3f",
+            n + replayed, removed < 0 ? 0 : removed, replayed, tails, rp_known_count(&s->known),
+            rp_mono_s() - t0);
+    return n + replayed;
 }
 
 long rp_store_reindex(rp_store *s, rp_db *db)

@@ -5,7 +5,8 @@
  *
  * Contract:
  *  - Layout under <data_dir>: store/<study_uid>/<series_uid>/<sop_uid>.dcm for instances,
- *    spool/ for files being received, index.sqlite for the db.
+ *    spool.wal the spool log (received instances until they are in store/), spool/ for
+ *    instances received into files of their own, index.sqlite for the db.
  *  - A UID reaches a path only after rp_store_uid_safe() accepted it: digits and dots,
  *    1..64 characters, no empty component. A leading zero in a multi-digit component breaks
  *    PS3.5 (rp_store_uid_valid()): uid_policy=lenient (default) stores it with a warning in
@@ -13,6 +14,8 @@
  *  - rp_store_put() makes an instance durable: header read (dicom/, up to Pixel Data), UID
  *    validation, fsync(file), rename into place, fsync(directory). Only after it returns 0
  *    may the SCP answer success. On any failure nothing is left behind in store/ or spool/.
+ *    rp_store_rx_commit() does the same for an instance streamed into the spool log, with
+ *    one fdatasync shared by all associations; it reaches store/ a little later (below).
  *  - Duplicates (same SOP Instance UID, in the same series or another one) follow
  *    c->duplicate_policy; identical dataset bytes are always an idempotent success.
  *    Concurrent writers of one UID in one series never leave a mix (rename without replace
@@ -41,8 +44,9 @@
  *   of every C-STORE; a fixed-size Bloom filter in front of such a lookup is the way out if
  *   stores of tens of millions of instances make the set too big.
  *
- * The durable commit (fsync file, directories, rename, fsync directory) is one function in
- * store.c, commit_durable(): the step a group-committed spool log would replace.
+ * The durable commit of the classic path (fsync file, directories, rename, fsync directory)
+ * is one function in store.c, commit_durable(); the spool log (store/spool.c) replaces it for
+ * the node's associations.
  */
 #ifndef RP_STORE_H
 #define RP_STORE_H
@@ -136,6 +140,63 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
                       rp_instance_meta *meta, rp_store_outcome *outcome, char *reason,
                       size_t reasonsz);
 
+/* ---- receiving through the spool log (the node's associations) --------------------------
+ *
+ * With the log started, an association streams each instance into <data_dir>/spool.wal and the
+ * C-STORE response waits only for the one fdatasync that covers its commit record, shared
+ * with every association that committed meanwhile (group commit); a background promoter
+ * moves committed instances into store/<study>/<series>/<sop>.dcm, durably, then tells the
+ * index. Same checks, duplicate policy, outcomes and errors as rp_store_put(): an
+ * acknowledged instance survives kill -9 and power loss (in the log until promoted, replayed
+ * by rp_store_reconcile() at the next start), an unacknowledged one never appears half.
+ * Without the log (or when it cannot take an instance: bigger than a slab, no slab free, a
+ * failed sync) the same calls use a spool file of the instance's own and rp_store_put().
+ * See store/spool.c for the format and the reasoning.
+ *
+ *   rp_store_rx_new()          one per association thread
+ *   rp_store_rx_begin()        per instance, after rp_store_space_check()
+ *   rp_store_rx_write()*       the Part-10 bytes, in order, as they arrive
+ *   rp_store_rx_commit()       0: durable, acknowledge; or rp_store_rx_discard() on failure
+ *   rp_store_rx_settle()       before the association's release is answered
+ *   rp_store_rx_free()         at the end of the association
+ */
+
+/* Start the spool log and its promoter. Call after rp_store_reconcile() (which replays what
+ * a previous run left in the log; RP_EINVAL without it) and rp_store_index_start(). */
+int rp_store_log_start(rp_store *s);
+/* Promote everything committed, durably, and stop (idempotent; rp_store_index_stop() and
+ * rp_store_close() do it). No rp_store_rx_* call may be in progress. */
+void rp_store_log_stop(rp_store *s);
+
+typedef struct rp_store_rx rp_store_rx;
+int rp_store_rx_new(rp_store *s, rp_store_rx **out);
+void rp_store_rx_free(rp_store_rx *rx);
+/* A new instance begins (a previous one not committed is dropped). 0, or RP_ENOSPC/RP_EIO
+ * when not even a spool file can be made. */
+int rp_store_rx_begin(rp_store_rx *rx);
+/* Bytes of the instance's Part-10 file, in order. 0, or the instance failed (RP_ENOSPC /
+ * RP_EIO, sticky until the next begin): keep reading, then discard and answer 0xA700. */
+int rp_store_rx_write(rp_store_rx *rx, const void *buf, size_t n);
+/* The instance is complete: as rp_store_put() (meta, outcome, errors). Returns 0 only when
+ * the instance is durable or a settled duplicate; nothing of it is kept otherwise. */
+int rp_store_rx_commit(rp_store_rx *rx, const rp_store_put_args *args, rp_instance_meta *meta,
+                       rp_store_outcome *outcome, char *reason, size_t reasonsz);
+/* Drop the instance being received (transfer failed). */
+void rp_store_rx_discard(rp_store_rx *rx);
+/* Wait until everything this handle committed is in store/ (not yet the index): the node
+ * calls it before it answers an A-RELEASE-RQ, so a sender that has released its association
+ * finds its instances under their final names. */
+void rp_store_rx_settle(rp_store_rx *rx);
+
+/* Counters since rp_store_open() (for the node's logs and benchmarks). */
+typedef struct rp_store_log_stats {
+    unsigned long long committed; /* instances made durable through the spool log */
+    unsigned long long syncs;     /* fdatasyncs that did it (committed / syncs = group size) */
+    double sync_wait_s;           /* summed over those instances: commit record queued -> synced */
+    unsigned long long classic;   /* instances received into a file of their own */
+} rp_store_log_stats;
+void rp_store_log_stats_get(rp_store *s, rp_store_log_stats *out);
+
 /* Start handing stored instances to the index: a batched writer thread (rp_db_queue) on
  * this store's index.sqlite, `batch` instances or `flush_ms` per transaction. Without it,
  * rp_store_put() stores without indexing (reconciliation indexes later). */
@@ -144,7 +205,8 @@ int rp_store_index_start(rp_store *s, int batch, int flush_ms);
  * (the node wakes its completion monitor with it); fn NULL removes the hook. Needs a started
  * index queue; a no-op otherwise. */
 void rp_store_index_on_commit(rp_store *s, void (*fn)(void *arg, size_t n), void *arg);
-/* Wait until every instance queued so far is committed to the index. */
+/* Wait until every instance stored so far (promoted from the spool log included) is
+ * committed to the index. */
 int rp_store_index_flush(rp_store *s);
 /* Flush and stop the writer (idempotent; rp_store_close() does it too). */
 void rp_store_index_stop(rp_store *s);

@@ -1,0 +1,1437 @@
+/*
+ * spool — the group-committed spool log: how a received instance becomes durable with one
+ * fdatasync shared by every association, and how it then reaches store/ off the ack path.
+ * The contract is in store.h ("receiving through the spool log"); the reasoning here.
+ *
+ * Why one log file and not preallocated spool files. An acknowledgement must wait for the
+ * device to have the bytes. With a file per instance that is a new inode, its data, its
+ * directory entry and a flush per instance (the ext4 here without a journal writes the inode
+ * block synchronously on every fsync; with a journal it is a journal commit), and N
+ * associations pay N of them. A single preallocated, zero-filled log file is overwritten in
+ * place, so fdatasync() has no metadata to write: it writes the data still dirty and flushes
+ * the device cache once, and one call covers every record written before it, whichever
+ * thread wrote it. Preallocated files per instance would still need a flush per file (POSIX
+ * has no "fdatasync these N files with one flush") and a metadata update to cut each file to
+ * its length on promotion.
+ *
+ * Layout of <data_dir>/spool.wal:
+ *   [0, 64 KB)      the log header, twice (at 0 and 512, written alternately, newest valid
+ *                   copy wins): log generation, slab size, and "promoted through" W: every
+ *                   record with commit sequence <= W is durable in store/.
+ *   64 KB + i * 8 MB  slab i: a 4 KB slab header (log generation, slab generation) then
+ *                   records, each a 4 KB commit record followed by the instance's bytes,
+ *                   the next record 4 KB-aligned after it.
+ * An association thread owns one slab at a time and streams each instance into it right
+ * after the 4 KB it leaves for the record header, starting writeback every 128 KB so the
+ * commit finds little left to write. When the instance is complete, its header was parsed
+ * and its duplicate question settled, the commit record (length, CRC-32 of the bytes, UIDs,
+ * what to do in store/, commit sequence) is written into that 4 KB and the thread waits for
+ * an fdatasync that started after it. Nothing before the commit record marks a record: a
+ * transfer that fails, a duplicate that changes nothing, a crash mid-stream all leave bytes
+ * that the next instance of that slab overwrites and that recovery never reads as a record.
+ *
+ * Group commit (leader/follower): committing threads queue their records; the first one to
+ * find no sync in progress becomes the committer for everything queued so far (assigns
+ * commit sequences in queue order, writes the headers, one fdatasync), then wakes the
+ * others; whoever queued meanwhile is covered by the next one. It is a single committer at a
+ * time, as a dedicated thread would be, without a thread hand-off on the ack path: with one
+ * association the receiving thread syncs its own record at once, and on a loaded 2-core host
+ * two wake-ups per instance would cost more than the sync.
+ *
+ * Promotion (one thread, nice 10): committed records in sequence order are written into
+ * store/ (temporary name in the series directory, rename over the final name, the old copy
+ * of a cross-series replace removed), remembered in the known set and handed to the index
+ * queue. The bytes go from the log's page cache straight to the device (O_DIRECT from a
+ * mapping of the log, hashed with SHA-256 on the way): no second copy in memory, nothing
+ * for writeback to do later; copy_file_range where O_DIRECT is refused (tmpfs). Every ~256
+ * records or 0.25 s, and whenever it runs dry, it makes what it promoted durable with one
+ * syncfs() of the data filesystem, then writes W into the log header and fdatasyncs it; only then
+ * are the records' per-instance locks released and their slabs free for reuse (a slab is reused
+ * only when all its records are <= W, so a slab header with a new generation never hides a record
+ * that still matters).
+ *
+ * Recovery (rp_spool_replay, from rp_store_reconcile at start): every slab whose header has
+ * the log's generation is scanned from its first record; a record counts when its header
+ * checks out (magic, CRC, generations, position) and, if its sequence is above W, its bytes
+ * have the CRC it recorded; the first record that does not ends the slab (an uncommitted
+ * tail). Records above W are replayed in sequence order (rewritten into store/, durably) and
+ * indexed; then the log starts a new generation, which invalidates every old slab header.
+ * Because the per-instance lock is held until W covers a record, the log never holds two
+ * records above W for one SOP Instance UID, so replay cannot put an older copy over a newer.
+ *
+ * Space: the log starts with 8 slabs (64 MB) and the promoter adds 8 at a time (written with
+ * zeros and fdatasync'd, never on the ack path) when fewer than 4 are free, up to 128 (1 GB)
+ * and never below min_free_mb + 64 MB of free space. An instance that outgrows a slab, or
+ * finds no slab free, or arrives while the log is broken (an fdatasync failed), takes the
+ * classic path: its own spool file, fsync, rename, fsync of the directory.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libdeflate.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "store/store_internal.h"
+
+#define MOD "store"
+
+#define LOG_HDR_COPY 512      /* bytes of one header copy */
+#define SLABS_OFF (64 * 1024) /* where slab 0 starts */
+#define SLAB_BYTES (8u << 20) /* one slab */
+#define BLOCK 4096            /* slab header, record header, record alignment */
+#define SLABS_INITIAL 8
+#define SLABS_GROW 8
+#define SLABS_LOW 4 /* grow when fewer are free */
+#define SLABS_MAX 128
+#define GROW_HEADROOM_MB 64
+#define KICK_BYTES (128 * 1024) /* start writeback of what has arrived every this many */
+#define HEAD_BYTES (64 * 1024)  /* first bytes kept in memory for the header parse */
+#define PROMOTE_BATCH 256       /* records per durability step at most */
+#define PROMOTE_BATCH_S 0.25    /* seconds a promoted record waits for its durability step */
+#define COPY_BYTES (1u << 20)
+
+static const char LOG_MAGIC[8] = {'R', 'P', 'S', 'P', 'L', 'O', 'G', '1'};
+static const char SLAB_MAGIC[8] = {'R', 'P', 'S', 'L', 'A', 'B', '0', '1'};
+static const char REC_MAGIC[8] = {'R', 'P', 'I', 'N', 'S', 'T', '0', '1'};
+
+enum { REC_REPLACE = 1 }; /* rename over an existing file; old_rel: a copy to remove */
+
+/* On-disk structures (written and read by this code only, native layout). */
+typedef struct {
+    char magic[8];
+    uint32_t version, slab_bytes;
+    uint64_t slabs_off, log_gen, promoted_through, stamp;
+    uint32_t crc;
+} log_hdr;
+
+typedef struct {
+    char magic[8];
+    uint64_t log_gen, slab_gen;
+    uint32_t index, crc;
+} slab_hdr;
+
+typedef struct {
+    char magic[8];
+    uint64_t log_gen, slab_gen, pos, len, seq;
+    uint32_t data_crc, flags;
+    char study[RP_UID_MAX + 1], series[RP_UID_MAX + 1], sop[RP_UID_MAX + 1];
+    char old_rel[RP_PATH_MAX];
+    uint32_t crc;
+} rec_hdr;
+
+_Static_assert(sizeof(log_hdr) <= LOG_HDR_COPY, "log header copy");
+_Static_assert(sizeof(rec_hdr) <= BLOCK, "record header");
+
+typedef enum {
+    SLAB_FREE = 0, /* reusable: every record in it is durable in store/ */
+    SLAB_OWNED,    /* an association streams into it */
+    SLAB_OPEN,     /* nobody's, room left: the next association may continue it */
+    SLAB_CLOSED    /* full, waiting for its records' promotion */
+} slab_state;
+
+typedef struct {
+    slab_state state;
+    uint64_t gen;    /* written in its header when it was last taken from FREE */
+    uint64_t next;   /* absolute offset of the next record */
+    long unpromoted; /* committed records not yet durable in store/ */
+} slab;
+
+/* A committed instance, from the commit until its promotion is durable. */
+typedef struct rec {
+    struct rec *next;
+    uint64_t seq, pos, len, slab_gen;
+    int slab;
+    uint32_t crc;
+    unsigned flags;
+    int done, rc; /* group commit */
+    char old_rel[RP_PATH_MAX];
+    rp_instance_meta meta;
+} rec;
+
+typedef struct {
+    rec *head, *tail;
+    size_t n;
+} rec_list;
+
+struct rp_spool {
+    rp_store *s;
+    int fd, root_fd;
+    char path[RP_PATH_MAX + 32];
+    uint64_t log_gen, next_seq, slab_gen, hdr_stamp;
+    pthread_mutex_t mu;
+    pthread_cond_t commit_cv, promo_cv, drained_cv;
+    slab *slabs;
+    int n_slabs;
+    int syncing; /* a committer is writing headers / in fdatasync */
+    int broken;  /* an fdatasync failed: no new records (classic path only) */
+    int want_grow, stopping;
+    rec_list commit_q;  /* waiting for a committer */
+    rec_list promote_q; /* durable in the log, to promote */
+    unsigned long long committed, promoted, durable;
+    uint64_t promoted_seq; /* the last record promoted (promotion follows the sequence) */
+    int abandoned;         /* stopped with records left unpromoted */
+    pthread_t promoter;
+};
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static uint32_t crc_of(const void *p, size_t n)
+{
+    return libdeflate_crc32(0, p, n);
+}
+
+static uint64_t align_block(uint64_t x)
+{
+    return (x + BLOCK - 1) & ~(uint64_t)(BLOCK - 1);
+}
+
+static uint64_t slab_start(int i)
+{
+    return SLABS_OFF + (uint64_t)i * SLAB_BYTES;
+}
+
+static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return rp_store_errno_rc(errno);
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t n, uint64_t off)
+{
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return RP_EIO;
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static void list_push(rec_list *l, rec *r)
+{
+    r->next = NULL;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->n++;
+}
+
+static rec *list_take(rec_list *l)
+{
+    rec *h = l->head;
+    l->head = l->tail = NULL;
+    l->n = 0;
+    return h;
+}
+
+/* ---- the log header --------------------------------------------------------------------- */
+
+static int read_log_hdr(int fd, log_hdr *out)
+{
+    int found = 0;
+    for (int c = 0; c < 2; c++) {
+        log_hdr h;
+        if (pread_all(fd, &h, sizeof h, (uint64_t)c * LOG_HDR_COPY) != 0)
+            continue;
+        if (memcmp(h.magic, LOG_MAGIC, 8) != 0 || h.version != 1 ||
+            h.crc != crc_of(&h, offsetof(log_hdr, crc)) || h.slab_bytes != SLAB_BYTES ||
+            h.slabs_off != SLABS_OFF)
+            continue;
+        if (!found || h.stamp > out->stamp)
+            *out = h;
+        found = 1;
+    }
+    return found ? 0 : RP_ENOENT;
+}
+
+/* Write the header copy the last write did not use (a torn write leaves the other). */
+static int write_log_hdr(rp_spool *sp, uint64_t promoted_through)
+{
+    log_hdr h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, LOG_MAGIC, 8);
+    h.version = 1;
+    h.slab_bytes = SLAB_BYTES;
+    h.slabs_off = SLABS_OFF;
+    h.log_gen = sp->log_gen;
+    h.promoted_through = promoted_through;
+    h.stamp = ++sp->hdr_stamp;
+    h.crc = crc_of(&h, offsetof(log_hdr, crc));
+    return pwrite_all(sp->fd, &h, sizeof h, (h.stamp & 1) * LOG_HDR_COPY);
+}
+
+/* ---- promotion: one record into store/ ---------------------------------------------------- */
+
+/* SHA-256 (hex) of `len` bytes at `off` in fd, read through a mapping of the page cache
+ * (the bytes were just written there, so nothing is copied to hash them). With direct_out
+ * >= 0 (a file opened O_DIRECT) the same mapping is written there as it is hashed: the
+ * device reads the log's pages, and store/ gets no second copy in the page cache. `off` must
+ * be page-aligned for that, and the file is cut to `len` afterwards. */
+static int sha_of_range(int fd, uint64_t off, uint64_t len, char sha[65], int direct_out)
+{
+    sha[0] = '\0';
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int rc = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 ? 0 : RP_ENOMEM;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    for (uint64_t done = 0; rc == 0 && done < len;) {
+        /* a window at a time: the mapping's pages count towards our resident size */
+        uint64_t n = len - done > (8u << 20) ? (8u << 20) : len - done;
+        uint64_t at = off + done, base = at & ~(page - 1);
+        size_t maplen = (size_t)(at - base + n);
+        void *m = mmap(NULL, maplen, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)base);
+        if (m == MAP_FAILED) {
+            rc = RP_EIO;
+            break;
+        }
+        EVP_DigestUpdate(md, (const char *)m + (at - base), (size_t)n);
+        if (direct_out >= 0) {
+            /* whole pages straight to the device; a last partial page through the page
+             * cache (a new block past the end: nothing to read back first) */
+            size_t whole = (size_t)(n & ~(page - 1));
+            rc = pwrite_all(direct_out, m, whole, done);
+            if (rc == 0 && whole < n) {
+                int fl = fcntl(direct_out, F_GETFL);
+                if (fl < 0 || fcntl(direct_out, F_SETFL, fl & ~O_DIRECT) != 0)
+                    rc = RP_EIO;
+                else
+                    rc = pwrite_all(direct_out, (const char *)m + whole, (size_t)n - whole,
+                                    done + whole);
+            }
+        }
+        munmap(m, maplen);
+        done += n;
+    }
+    unsigned char d[32];
+    unsigned dl = 0;
+    if (rc == 0 && EVP_DigestFinal_ex(md, d, &dl) == 1 && dl == 32)
+        for (int i = 0; i < 32; i++)
+            snprintf(sha + 2 * i, 3, "%02x", d[i]);
+    else if (rc == 0)
+        rc = RP_EIO;
+    EVP_MD_CTX_free(md);
+    return rc;
+}
+
+/* Copy `len` bytes at `off` in `in` to the start of `out`: in the kernel (page cache to page
+ * cache) when it can, else through a buffer. */
+static int copy_range(int in, uint64_t off, uint64_t len, int out)
+{
+    loff_t oin = (loff_t)off, oout = 0;
+    uint64_t done = 0;
+    while (done < len) {
+        ssize_t n = copy_file_range(in, &oin, out, &oout, (size_t)(len - done), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += (uint64_t)n;
+    }
+    if (done == len)
+        return 0;
+    char *buf = malloc(COPY_BYTES);
+    int rc = buf ? 0 : RP_ENOMEM;
+    while (rc == 0 && done < len) {
+        size_t n = len - done > COPY_BYTES ? COPY_BYTES : (size_t)(len - done);
+        rc = pread_all(in, buf, n, off + done);
+        if (rc == 0)
+            rc = pwrite_all(out, buf, n, done);
+        done += n;
+    }
+    free(buf);
+    return rc;
+}
+
+/* Copy `len` bytes at `off` of the log into store/<rel> through a temporary name, SHA-256 on
+ * the way (hex into sha). Not fsync'd: the caller makes a batch durable at once. */
+static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
+                         const rp_instance_meta *m, char sha[65])
+{
+    char dir[RP_PATH_MAX + 200], final[RP_PATH_MAX + 300], tmp[RP_PATH_MAX + 320];
+    snprintf(dir, sizeof dir, "%s/%s", s->root, m->study_uid);
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return rp_store_errno_rc(errno);
+    snprintf(dir, sizeof dir, "%s/%s/%s", s->root, m->study_uid, m->series_uid);
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return rp_store_errno_rc(errno);
+    snprintf(final, sizeof final, "%s/%s.dcm", dir, m->sop_instance_uid);
+    /* in spool/: store/ only ever shows whole instances under their final names, and what
+     * a crash leaves here is removed at the next start */
+    snprintf(tmp, sizeof tmp, "%s/%s.promote", s->spool, m->sop_instance_uid);
+    /* Written straight from the log's pages to the device (see sha_of_range); where the
+     * file system refuses O_DIRECT, copied in the kernel. */
+    int rc = RP_EINVAL, out = -1;
+    if (off % (uint64_t)sysconf(_SC_PAGESIZE) == 0)
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0640);
+    if (out >= 0) {
+        rc = sha_of_range(log_fd, off, len, sha, out);
+        if (rc != 0 && rc != RP_ENOSPC) {
+            close(out);
+            out = -1;
+        }
+    }
+    if (out < 0) {
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (out < 0)
+            return rp_store_errno_rc(errno);
+        rc = sha_of_range(log_fd, off, len, sha, -1);
+        if (rc == 0)
+            rc = copy_range(log_fd, off, len, out);
+    }
+    if (close(out) != 0 && rc == 0)
+        rc = RP_EIO;
+    if (rc == 0 && rename(tmp, final) != 0)
+        rc = rp_store_errno_rc(errno);
+    if (rc != 0)
+        unlink(tmp);
+    return rc;
+}
+
+/* ---- the promoter thread ------------------------------------------------------------------ */
+
+static int stopping(rp_spool *sp)
+{
+    pthread_mutex_lock(&sp->mu);
+    int st = sp->stopping;
+    pthread_mutex_unlock(&sp->mu);
+    return st;
+}
+
+/* 0 when r is in store/, else (only once a stop was asked) the error that kept it out. */
+static int promote_one(rp_spool *sp, rec *r)
+{
+    rp_store *s = sp->s;
+    char sha[65] = "";
+    double warned = 0;
+    for (;;) {
+        int rc = promote_bytes(s, sp->fd, r->pos + BLOCK, r->len, &r->meta, sha);
+        if (rc == 0)
+            break;
+        /* The instance is durable in the log; keep trying (disk full, I/O error), loudly.
+         * At a stop, leave it there: the next start replays it. */
+        if (rp_mono_s() - warned > 60 || stopping(sp)) {
+            RP_ERROR(MOD, "cannot promote from the spool log%s sop=%s file=%s err=\"%s\"",
+                     stopping(sp) ? ", left for the next start" : ", retrying",
+                     r->meta.sop_instance_uid, r->meta.file_path, rp_strerror(rc));
+            warned = rp_mono_s();
+        }
+        if (stopping(sp))
+            return rc;
+        sleep(1);
+    }
+    if (r->old_rel[0])
+        rp_store_remove_old_copy(s, r->old_rel, r->meta.file_path, r->meta.sop_instance_uid, 0);
+    rp_strlcpy(r->meta.file_sha256, sha, sizeof r->meta.file_sha256);
+    rp_store_learned(s, &r->meta);
+    return 0;
+}
+
+/* Add SLABS_GROW zero-filled slabs at the end of the log (promoter thread, lock not held). */
+static void grow(rp_spool *sp)
+{
+    pthread_mutex_lock(&sp->mu);
+    int n = sp->n_slabs;
+    pthread_mutex_unlock(&sp->mu);
+    if (n + SLABS_GROW > SLABS_MAX)
+        return;
+    struct statvfs v;
+    unsigned long long need =
+        (unsigned long long)SLABS_GROW * SLAB_BYTES +
+        ((unsigned long long)(sp->s->min_free_mb > 0 ? sp->s->min_free_mb : 0) + GROW_HEADROOM_MB) *
+            1024ULL * 1024ULL;
+    if (fstatvfs(sp->fd, &v) != 0 || (unsigned long long)v.f_bavail * v.f_frsize < need)
+        return;
+    pthread_mutex_lock(&sp->mu); /* everyone reads slabs[] under the lock */
+    slab *ns = realloc(sp->slabs, (size_t)(n + SLABS_GROW) * sizeof *ns);
+    if (ns)
+        sp->slabs = ns;
+    pthread_mutex_unlock(&sp->mu);
+    if (!ns)
+        return;
+    static const char zeros[65536];
+    int rc = 0;
+    for (uint64_t off = slab_start(n); rc == 0 && off < slab_start(n + SLABS_GROW);
+         off += sizeof zeros)
+        rc = pwrite_all(sp->fd, zeros, sizeof zeros, off);
+    if (rc == 0 && fdatasync(sp->fd) != 0)
+        rc = rp_store_errno_rc(errno);
+    if (rc != 0) {
+        RP_WARN(MOD, "cannot grow the spool log slabs=%d err=\"%s\"", n, rp_strerror(rc));
+        return;
+    }
+    pthread_mutex_lock(&sp->mu);
+    for (int i = n; i < n + SLABS_GROW; i++)
+        sp->slabs[i] = (slab){.state = SLAB_FREE, .next = slab_start(i) + BLOCK};
+    sp->n_slabs = n + SLABS_GROW;
+    pthread_mutex_unlock(&sp->mu);
+    RP_INFO(MOD, "spool log grown slabs=%d mb=%d", n + SLABS_GROW,
+            (int)(((uint64_t)(n + SLABS_GROW) * SLAB_BYTES) >> 20));
+}
+
+static int free_slabs(const rp_spool *sp)
+{
+    int n = 0;
+    for (int i = 0; i < sp->n_slabs; i++)
+        n += sp->slabs[i].state == SLAB_FREE;
+    return n;
+}
+
+/* A slab nobody writes to, whose records are all durable in store/, is free again. */
+static void maybe_free(rp_spool *sp, int i)
+{
+    slab *b = &sp->slabs[i];
+    if ((b->state == SLAB_OPEN || b->state == SLAB_CLOSED) && b->unpromoted == 0) {
+        b->state = SLAB_FREE;
+        b->next = slab_start(i) + BLOCK;
+    }
+}
+
+/* The durability step: what was promoted reaches the disk, W moves, locks and slabs go. */
+static void make_durable(rp_spool *sp, rec *batch, uint64_t last_seq)
+{
+    int rc = 0;
+    if (syncfs(sp->root_fd) != 0)
+        rc = rp_store_errno_rc(errno);
+    if (rc == 0) {
+        pthread_mutex_lock(&sp->mu);
+        rc = write_log_hdr(sp, last_seq);
+        pthread_mutex_unlock(&sp->mu);
+    }
+    if (rc == 0 && fdatasync(sp->fd) != 0)
+        rc = rp_store_errno_rc(errno);
+    if (rc != 0) {
+        /* W stays behind: the records remain replayable, their slabs stay taken. */
+        RP_ERROR(MOD, "cannot make promoted instances durable err=\"%s\"", rp_strerror(rc));
+    }
+    pthread_mutex_lock(&sp->mu);
+    while (batch) {
+        rec *r = batch;
+        batch = r->next;
+        if (rc == 0) {
+            sp->slabs[r->slab].unpromoted--;
+            maybe_free(sp, r->slab);
+        }
+        sp->durable++;
+        rp_pending_release(&sp->s->pending, r->meta.sop_instance_uid);
+        free(r);
+    }
+    if (free_slabs(sp) < SLABS_LOW)
+        sp->want_grow = 1;
+    pthread_cond_broadcast(&sp->drained_cv);
+    pthread_mutex_unlock(&sp->mu);
+}
+
+static void *promoter_main(void *arg)
+{
+    rp_spool *sp = arg;
+    /* Behind the associations, for the CPU and for the disk: a burst is acknowledged at the
+     * disk's pace and promoted as the machine allows (the log holds up to 1 GB meanwhile).
+     * The idle I/O class keeps our writes out of the way of the log's fdatasync (measured on
+     * the dev VM, 4 associations: ~290 vs ~235 inst/s); a scheduler without classes (none)
+     * ignores it, mq-deadline's aging keeps it from starving. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0)
+        RP_DEBUG(MOD, "cannot lower the promoter's priority errno=%s", strerror(errno));
+    if (syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, (int)gettid(),
+                3 << 13 /* IOPRIO_CLASS_IDLE */) != 0)
+        RP_DEBUG(MOD, "cannot lower the promoter's I/O priority errno=%s", strerror(errno));
+    pthread_setname_np(pthread_self(), "rp-promote");
+    rec_list waiting = {0}; /* promoted, waiting for the durability step */
+    double first_wait = 0;
+    pthread_mutex_lock(&sp->mu);
+    for (;;) {
+        while (!sp->promote_q.head && !waiting.head && !sp->want_grow && !sp->stopping)
+            pthread_cond_wait(&sp->promo_cv, &sp->mu);
+        if (sp->want_grow) {
+            sp->want_grow = 0;
+            pthread_mutex_unlock(&sp->mu);
+            grow(sp);
+            pthread_mutex_lock(&sp->mu);
+            continue;
+        }
+        rec *todo = list_take(&sp->promote_q);
+        pthread_mutex_unlock(&sp->mu);
+        while (todo) {
+            rec *r = todo;
+            todo = r->next;
+            if (promote_one(sp, r) != 0) {
+                /* stopping with the disk refusing: what is left stays in the log, and "promoted
+                 * through" must not pass it */
+                r->next = todo;
+                for (todo = r; todo;) {
+                    rec *x = todo;
+                    todo = x->next;
+                    free(x);
+                }
+                if (waiting.head) {
+                    uint64_t last = waiting.tail->seq;
+                    make_durable(sp, list_take(&waiting), last);
+                }
+                pthread_mutex_lock(&sp->mu);
+                sp->promoted = sp->committed;
+                sp->abandoned = 1;
+                for (todo = list_take(&sp->promote_q); todo;) {
+                    rec *x = todo;
+                    todo = x->next;
+                    free(x);
+                }
+                pthread_cond_broadcast(&sp->drained_cv);
+                pthread_mutex_unlock(&sp->mu);
+                return NULL;
+            }
+            if (!waiting.head)
+                first_wait = rp_mono_s();
+            list_push(&waiting, r);
+            pthread_mutex_lock(&sp->mu);
+            sp->promoted++;
+            sp->promoted_seq = r->seq;
+            pthread_cond_broadcast(&sp->drained_cv);
+            int grow_now = sp->want_grow;
+            sp->want_grow = 0;
+            pthread_mutex_unlock(&sp->mu);
+            /* a long backlog must not keep the log from growing: writers would fall back to
+             * files of their own */
+            if (grow_now)
+                grow(sp);
+        }
+        pthread_mutex_lock(&sp->mu);
+        int dry = sp->promote_q.head == NULL;
+        if (waiting.head &&
+            (dry || waiting.n >= PROMOTE_BATCH || rp_mono_s() - first_wait >= PROMOTE_BATCH_S)) {
+            uint64_t last = waiting.tail->seq;
+            rec *batch = list_take(&waiting);
+            pthread_mutex_unlock(&sp->mu);
+            make_durable(sp, batch, last);
+            pthread_mutex_lock(&sp->mu);
+            continue;
+        }
+        if (sp->stopping && !sp->promote_q.head && !waiting.head && !sp->commit_q.head &&
+            !sp->syncing)
+            break;
+    }
+    pthread_mutex_unlock(&sp->mu);
+    return NULL;
+}
+
+/* ---- group commit ------------------------------------------------------------------------- */
+
+static void fill_rec_hdr(const rp_spool *sp, const rec *r, unsigned char *block)
+{
+    rec_hdr h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, REC_MAGIC, 8);
+    h.log_gen = sp->log_gen;
+    h.slab_gen = r->slab_gen;
+    h.pos = r->pos;
+    h.len = r->len;
+    h.seq = r->seq;
+    h.data_crc = r->crc;
+    h.flags = r->flags;
+    rp_strlcpy(h.study, r->meta.study_uid, sizeof h.study);
+    rp_strlcpy(h.series, r->meta.series_uid, sizeof h.series);
+    rp_strlcpy(h.sop, r->meta.sop_instance_uid, sizeof h.sop);
+    rp_strlcpy(h.old_rel, r->old_rel, sizeof h.old_rel);
+    h.crc = crc_of(&h, offsetof(rec_hdr, crc));
+    memset(block, 0, BLOCK);
+    memcpy(block, &h, sizeof h);
+}
+
+/* Make r durable in the log. 0: covered by an fdatasync, handed to the promoter (r belongs
+ * to it now; its sequence in *seq). Else RP_EIO and r is still the caller's. */
+static int group_commit(rp_spool *sp, rec *r, uint64_t *seq)
+{
+    double t0 = rp_mono_s();
+    pthread_mutex_lock(&sp->mu);
+    if (sp->broken) {
+        pthread_mutex_unlock(&sp->mu);
+        return RP_EIO;
+    }
+    r->done = 0;
+    list_push(&sp->commit_q, r);
+    while (!r->done) {
+        if (sp->syncing) {
+            pthread_cond_wait(&sp->commit_cv, &sp->mu);
+            continue;
+        }
+        sp->syncing = 1;
+        rec *batch = list_take(&sp->commit_q);
+        for (rec *b = batch; b; b = b->next)
+            b->seq = sp->next_seq++;
+        pthread_mutex_unlock(&sp->mu);
+        int rc = 0;
+        unsigned char block[BLOCK];
+        for (rec *b = batch; b && rc == 0; b = b->next) {
+            fill_rec_hdr(sp, b, block);
+            rc = pwrite_all(sp->fd, block, BLOCK, b->pos);
+        }
+        if (rc == 0)
+            atomic_fetch_add(&sp->s->st_syncs, 1);
+        if (rc == 0 && fdatasync(sp->fd) != 0) {
+            rc = rp_store_errno_rc(errno);
+            RP_ERROR(MOD,
+                     "fdatasync of the spool log failed, receiving without it from now "
+                     "on errno=%s",
+                     strerror(errno));
+        }
+        pthread_mutex_lock(&sp->mu);
+        if (rc != 0)
+            sp->broken = 1;
+        while (batch) {
+            rec *b = batch;
+            batch = b->next;
+            b->rc = rc;
+            if (rc == 0) {
+                slab *sl = &sp->slabs[b->slab];
+                sl->unpromoted++;
+                sl->next = align_block(b->pos + BLOCK + b->len);
+                sp->committed++;
+                list_push(&sp->promote_q, b);
+            }
+            b->done = 1; /* after the push: a woken owner may no longer touch b */
+        }
+        sp->syncing = 0;
+        pthread_cond_broadcast(&sp->commit_cv);
+        pthread_cond_signal(&sp->promo_cv);
+    }
+    int rc = r->rc;
+    *seq = r->seq;
+    pthread_mutex_unlock(&sp->mu);
+    if (rc == 0) {
+        atomic_fetch_add(&sp->s->st_committed, 1);
+        atomic_fetch_add(&sp->s->st_sync_wait_us, (unsigned long long)((rp_mono_s() - t0) * 1e6));
+    }
+    return rc;
+}
+
+void rp_store_log_stats_get(rp_store *s, rp_store_log_stats *out)
+{
+    out->committed = atomic_load(&s->st_committed);
+    out->syncs = atomic_load(&s->st_syncs);
+    out->sync_wait_s = (double)atomic_load(&s->st_sync_wait_us) / 1e6;
+    out->classic = atomic_load(&s->st_classic);
+}
+
+/* ---- slabs for writers -------------------------------------------------------------------- */
+
+/* Take a slab for an association (lock held): an open one with room, else a free one (its
+ * header is written here, with a new generation). -1 when none. */
+static int slab_take(rp_spool *sp, uint64_t room)
+{
+    int best = -1;
+    for (int i = 0; i < sp->n_slabs; i++) {
+        slab *b = &sp->slabs[i];
+        if (b->state == SLAB_OPEN && slab_start(i) + SLAB_BYTES - b->next >= room) {
+            best = i;
+            break;
+        }
+    }
+    if (best < 0) {
+        for (int i = 0; i < sp->n_slabs && best < 0; i++)
+            if (sp->slabs[i].state == SLAB_FREE) {
+                best = i;
+                sp->slabs[i].gen = ++sp->slab_gen;
+                sp->slabs[i].next = slab_start(i) + BLOCK;
+                slab_hdr h;
+                memset(&h, 0, sizeof h);
+                memcpy(h.magic, SLAB_MAGIC, 8);
+                h.log_gen = sp->log_gen;
+                h.slab_gen = sp->slabs[i].gen;
+                h.index = (uint32_t)i;
+                h.crc = crc_of(&h, offsetof(slab_hdr, crc));
+                /* covered by the fdatasync of this slab's first commit, which follows it */
+                if (pwrite_all(sp->fd, &h, sizeof h, slab_start(i)) != 0)
+                    best = -1;
+            }
+        if (free_slabs(sp) < SLABS_LOW) {
+            sp->want_grow = 1;
+            pthread_cond_signal(&sp->promo_cv);
+        }
+    }
+    if (best >= 0)
+        sp->slabs[best].state = SLAB_OWNED;
+    return best;
+}
+
+static void slab_give_back(rp_spool *sp, int i)
+{
+    pthread_mutex_lock(&sp->mu);
+    slab *b = &sp->slabs[i];
+    b->state =
+        slab_start(i) + SLAB_BYTES - b->next >= 2 * BLOCK + 256 * 1024 ? SLAB_OPEN : SLAB_CLOSED;
+    maybe_free(sp, i);
+    pthread_mutex_unlock(&sp->mu);
+}
+
+/* ---- start / stop ------------------------------------------------------------------------- */
+
+int rp_store_log_start(rp_store *s)
+{
+    if (s->log)
+        return 0;
+    rp_spool *sp = calloc(1, sizeof *sp);
+    if (!sp)
+        return RP_ENOMEM;
+    sp->s = s;
+    sp->fd = sp->root_fd = -1;
+    snprintf(sp->path, sizeof sp->path, "%s/%s", s->data_dir, RP_SPOOL_LOG_NAME);
+    struct stat st;
+    int existed = stat(sp->path, &st) == 0;
+    if (existed && !s->log_replayed) {
+        RP_ERROR(MOD, "spool log not replayed before start (rp_store_reconcile first) path=%s",
+                 sp->path);
+        free(sp);
+        return RP_EINVAL;
+    }
+    int rc = 0;
+    sp->fd = open(sp->path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    sp->root_fd = open(s->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sp->fd < 0 || sp->root_fd < 0) {
+        rc = rp_store_errno_rc(errno);
+        goto fail;
+    }
+    log_hdr old;
+    sp->log_gen = read_log_hdr(sp->fd, &old) == 0 ? old.log_gen + 1 : 1;
+    sp->hdr_stamp = 0;
+    sp->next_seq = 1;
+    /* The log starts small again each time (all it held is in store/ now). */
+    uint64_t size = slab_start(SLABS_INITIAL);
+    if (fstat(sp->fd, &st) != 0) {
+        rc = RP_EIO;
+        goto fail;
+    }
+    if ((uint64_t)st.st_size > size && ftruncate(sp->fd, (off_t)size) != 0) {
+        rc = rp_store_errno_rc(errno);
+        goto fail;
+    }
+    {
+        static const char zeros[65536];
+        for (uint64_t off = (uint64_t)st.st_size < size ? (uint64_t)st.st_size & ~65535ULL : size;
+             rc == 0 && off < size; off += sizeof zeros)
+            rc = pwrite_all(sp->fd, zeros, sizeof zeros, off);
+    }
+    /* Both header copies with the new generation: no old slab header matches it. */
+    if (rc == 0)
+        rc = write_log_hdr(sp, 0);
+    if (rc == 0)
+        rc = write_log_hdr(sp, 0);
+    if (rc == 0 && fdatasync(sp->fd) != 0)
+        rc = rp_store_errno_rc(errno);
+    if (rc == 0 && !existed)
+        rc = rp_store_fsync_dir(s->data_dir);
+    if (rc != 0)
+        goto fail;
+    sp->n_slabs = SLABS_INITIAL;
+    sp->slabs = calloc(SLABS_INITIAL, sizeof *sp->slabs);
+    if (!sp->slabs) {
+        rc = RP_ENOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < SLABS_INITIAL; i++)
+        sp->slabs[i] = (slab){.state = SLAB_FREE, .next = slab_start(i) + BLOCK};
+    pthread_mutex_init(&sp->mu, NULL);
+    pthread_cond_init(&sp->commit_cv, NULL);
+    pthread_cond_init(&sp->promo_cv, NULL);
+    pthread_cond_init(&sp->drained_cv, NULL);
+    if (pthread_create(&sp->promoter, NULL, promoter_main, sp) != 0) {
+        rc = RP_ENOMEM;
+        pthread_mutex_destroy(&sp->mu);
+        pthread_cond_destroy(&sp->commit_cv);
+        pthread_cond_destroy(&sp->promo_cv);
+        pthread_cond_destroy(&sp->drained_cv);
+        goto fail;
+    }
+    s->log = sp;
+    RP_INFO(MOD, "spool log ready path=%s generation=%llu slabs=%d slab_mb=%u", sp->path,
+            (unsigned long long)sp->log_gen, sp->n_slabs, SLAB_BYTES >> 20);
+    return 0;
+fail:
+    RP_ERROR(MOD, "cannot start the spool log path=%s err=\"%s\"", sp->path, rp_strerror(rc));
+    /* What it held was replayed; a half-made log must not keep the space it took. */
+    if (sp->fd >= 0 && unlink(sp->path) != 0 && errno != ENOENT)
+        RP_WARN(MOD, "cannot remove the spool log path=%s errno=%s", sp->path, strerror(errno));
+    if (sp->fd >= 0)
+        close(sp->fd);
+    if (sp->root_fd >= 0)
+        close(sp->root_fd);
+    free(sp->slabs);
+    free(sp);
+    return rc;
+}
+
+void rp_spool_drain(rp_spool *sp)
+{
+    pthread_mutex_lock(&sp->mu);
+    while (sp->promoted < sp->committed || sp->commit_q.head || sp->syncing)
+        pthread_cond_wait(&sp->drained_cv, &sp->mu);
+    pthread_mutex_unlock(&sp->mu);
+}
+
+void rp_store_log_stop(rp_store *s)
+{
+    rp_spool *sp = s->log;
+    if (!sp)
+        return;
+    pthread_mutex_lock(&sp->mu);
+    sp->stopping = 1;
+    pthread_cond_signal(&sp->promo_cv);
+    pthread_mutex_unlock(&sp->mu);
+    pthread_join(sp->promoter, NULL);
+    s->log = NULL;
+    RP_INFO(MOD, "spool log stopped committed=%llu promoted=%llu", sp->committed, sp->durable);
+    close(sp->fd);
+    close(sp->root_fd);
+    pthread_mutex_destroy(&sp->mu);
+    pthread_cond_destroy(&sp->commit_cv);
+    pthread_cond_destroy(&sp->promo_cv);
+    pthread_cond_destroy(&sp->drained_cv);
+    free(sp->slabs);
+    free(sp);
+}
+
+/* ---- receiving ---------------------------------------------------------------------------- */
+
+typedef enum { RX_IDLE = 0, RX_LOG, RX_FILE } rx_mode;
+
+struct rp_store_rx {
+    rp_store *s;
+    rx_mode mode;
+    int err;         /* first failure of this instance (RP_E*), 0 while fine */
+    int slab;        /* owned slab, -1 none */
+    uint64_t pos;    /* the record's header block in the log */
+    uint64_t len;    /* bytes of the instance so far */
+    uint64_t kicked; /* writeback started up to here (relative to the data) */
+    uint32_t crc;
+    char path[RP_PATH_MAX + 64]; /* classic mode: the spool file */
+    int fd;
+    int have_meta;     /* meta was read from the first bytes while the rest was arriving */
+    uint64_t last_seq; /* the last record this handle committed */
+    rp_instance_meta meta;
+    size_t head_n;
+    unsigned char head[HEAD_BYTES];
+};
+
+int rp_store_rx_new(rp_store *s, rp_store_rx **out)
+{
+    rp_store_rx *rx = calloc(1, sizeof *rx);
+    if (!rx)
+        return RP_ENOMEM;
+    rx->s = s;
+    rx->slab = -1;
+    rx->fd = -1;
+    *out = rx;
+    return 0;
+}
+
+void rp_store_rx_discard(rp_store_rx *rx)
+{
+    if (rx->mode == RX_FILE)
+        rp_store_spool_discard(rx->path, rx->fd);
+    rx->fd = -1;
+    rx->path[0] = '\0';
+    rx->mode = RX_IDLE;
+    rx->err = 0;
+}
+
+void rp_store_rx_settle(rp_store_rx *rx)
+{
+    rp_spool *sp = rx->s->log;
+    if (!sp || !rx->last_seq)
+        return;
+    pthread_mutex_lock(&sp->mu);
+    while (sp->promoted_seq < rx->last_seq && !sp->abandoned)
+        pthread_cond_wait(&sp->drained_cv, &sp->mu);
+    pthread_mutex_unlock(&sp->mu);
+}
+
+void rp_store_rx_free(rp_store_rx *rx)
+{
+    if (!rx)
+        return;
+    rp_store_rx_discard(rx);
+    if (rx->slab >= 0 && rx->s->log)
+        slab_give_back(rx->s->log, rx->slab);
+    free(rx);
+}
+
+static int rx_to_file(rp_store_rx *rx);
+
+int rp_store_rx_begin(rp_store_rx *rx)
+{
+    rp_store_rx_discard(rx);
+    rx->len = rx->kicked = 0;
+    rx->crc = 0;
+    rx->head_n = 0;
+    rx->have_meta = 0;
+    rp_spool *sp = rx->s->log;
+    if (sp) {
+        pthread_mutex_lock(&sp->mu);
+        /* a slab nearly full goes back now rather than making the next instance move */
+        if (rx->slab >= 0 &&
+            slab_start(rx->slab) + SLAB_BYTES - sp->slabs[rx->slab].next < 2 * BLOCK + 256 * 1024) {
+            sp->slabs[rx->slab].state = SLAB_CLOSED;
+            maybe_free(sp, rx->slab);
+            rx->slab = -1;
+        }
+        if (rx->slab < 0 && !sp->broken)
+            rx->slab = slab_take(sp, 2 * BLOCK + 256 * 1024);
+        pthread_mutex_unlock(&sp->mu);
+    }
+    if (sp && rx->slab >= 0) {
+        pthread_mutex_lock(&sp->mu);
+        rx->pos = sp->slabs[rx->slab].next;
+        pthread_mutex_unlock(&sp->mu);
+        rx->mode = RX_LOG;
+        return 0;
+    }
+    rx->mode = RX_FILE;
+    int rc = rp_store_spool_new(rx->s, rx->path, sizeof rx->path, &rx->fd);
+    if (rc != 0)
+        rx->mode = RX_IDLE;
+    return rc;
+}
+
+/* The instance does not fit where it is: continue it at the start of another slab (copying
+ * what arrived so far), or in a spool file of its own when it outgrows any slab. */
+static int rx_relocate(rp_store_rx *rx, uint64_t need)
+{
+    rp_spool *sp = rx->s->log;
+    int to = -1;
+    if (need <= SLAB_BYTES - 2 * BLOCK) {
+        pthread_mutex_lock(&sp->mu);
+        if (!sp->broken)
+            to = slab_take(sp, BLOCK + need);
+        pthread_mutex_unlock(&sp->mu);
+    }
+    if (to < 0)
+        return rx_to_file(rx);
+    pthread_mutex_lock(&sp->mu);
+    uint64_t npos = sp->slabs[to].next;
+    pthread_mutex_unlock(&sp->mu);
+    char *buf = malloc(COPY_BYTES);
+    int rc = buf ? 0 : RP_ENOMEM;
+    for (uint64_t done = 0; rc == 0 && done < rx->len;) {
+        size_t n = rx->len - done > COPY_BYTES ? COPY_BYTES : (size_t)(rx->len - done);
+        rc = pread_all(sp->fd, buf, n, rx->pos + BLOCK + done);
+        if (rc == 0)
+            rc = pwrite_all(sp->fd, buf, n, npos + BLOCK + done);
+        done += n;
+    }
+    free(buf);
+    slab_give_back(sp, rx->slab);
+    rx->slab = to;
+    rx->pos = npos;
+    rx->kicked = 0;
+    return rc;
+}
+
+/* Continue the current instance in a spool file of its own (the classic path). */
+static int rx_to_file(rp_store_rx *rx)
+{
+    int rc = rp_store_spool_new(rx->s, rx->path, sizeof rx->path, &rx->fd);
+    if (rc != 0)
+        return rc;
+    char *buf = malloc(COPY_BYTES);
+    rc = buf ? 0 : RP_ENOMEM;
+    for (uint64_t done = 0; rc == 0 && done < rx->len;) {
+        size_t n = rx->len - done > COPY_BYTES ? COPY_BYTES : (size_t)(rx->len - done);
+        rc = pread_all(rx->s->log->fd, buf, n, rx->pos + BLOCK + done);
+        if (rc == 0)
+            rc = pwrite_all(rx->fd, buf, n, done);
+        done += n;
+    }
+    free(buf);
+    rx->mode = RX_FILE;
+    rx->kicked = 0;
+    return rc;
+}
+
+int rp_store_rx_write(rp_store_rx *rx, const void *buf, size_t n)
+{
+    if (rx->err)
+        return rx->err;
+    if (rx->mode == RX_IDLE)
+        return rx->err = RP_EINVAL;
+    if (rx->head_n < HEAD_BYTES) {
+        size_t k = HEAD_BYTES - rx->head_n < n ? HEAD_BYTES - rx->head_n : n;
+        memcpy(rx->head + rx->head_n, buf, k);
+        rx->head_n += k;
+        /* Read the header now, while the sender is still busy sending the rest: the thread
+         * would only wait for the socket, and the answer then waits for one thing less. A
+         * header longer than this is read at the commit. */
+        if (rx->head_n == HEAD_BYTES) {
+            rp_dcm_meta d;
+            if (rp_dcm_read_meta_mem(rx->head, HEAD_BYTES, LLONG_MAX, &d, NULL, 0) == 0) {
+                rp_store_meta_from_dcm(&rx->meta, &d);
+                rx->have_meta = 1;
+            }
+        }
+    }
+    int rc = 0, fd = -1;
+    uint64_t at = 0;
+    if (rx->mode == RX_LOG) {
+        uint64_t end = slab_start(rx->slab) + SLAB_BYTES;
+        if (rx->pos + BLOCK + rx->len + n > end)
+            rc = rx_relocate(rx, rx->len + n);
+    }
+    if (rc == 0) {
+        fd = rx->mode == RX_LOG ? rx->s->log->fd : rx->fd;
+        at = rx->mode == RX_LOG ? rx->pos + BLOCK : 0;
+        rc = pwrite_all(fd, buf, n, at + rx->len);
+    }
+    if (rc != 0)
+        return rx->err = rc;
+    if (rx->mode == RX_LOG)
+        rx->crc = libdeflate_crc32(rx->crc, buf, n);
+    rx->len += n;
+    /* Start writeback of what has arrived while the rest is still on the wire, so the
+     * commit's sync only waits for the tail. */
+    if (rx->len - rx->kicked >= KICK_BYTES) {
+        sync_file_range(fd, (off_t)(at + rx->kicked), (off_t)(rx->len - rx->kicked),
+                        SYNC_FILE_RANGE_WRITE);
+        rx->kicked = rx->len;
+    }
+    return 0;
+}
+
+/* Header of the instance in the log: from the first bytes kept in memory, or all of it. */
+static int rx_read_meta(rp_store_rx *rx, rp_instance_meta *meta, char *reason, size_t reasonsz)
+{
+    if (rx->have_meta) {
+        *meta = rx->meta;
+        meta->file_size = (long long)rx->len;
+        return 0;
+    }
+    rp_dcm_meta d;
+    char why[256] = "";
+    int rc = rp_dcm_read_meta_mem(rx->head, rx->head_n, (long long)rx->len, &d, why, sizeof why);
+    if (rc != 0 && rx->head_n < rx->len) {
+        unsigned char *all = malloc(rx->len);
+        if (!all) {
+            rp_store_set_reason(reason, reasonsz, "out of memory");
+            return RP_ENOMEM;
+        }
+        rc = pread_all(rx->s->log->fd, all, rx->len, rx->pos + BLOCK);
+        if (rc == 0)
+            rc = rp_dcm_read_meta_mem(all, rx->len, (long long)rx->len, &d, why, sizeof why);
+        else
+            snprintf(why, sizeof why, "cannot read back the spool log");
+        free(all);
+    }
+    if (rc != 0) {
+        rp_store_set_reason(reason, reasonsz, "%s", why);
+        return rc == RP_EIO || rc == RP_ENOMEM ? rc : RP_EPARSE;
+    }
+    rp_store_meta_from_dcm(meta, &d);
+    return 0;
+}
+
+/* Settle the duplicate question of an admitted instance in the log and commit it when it
+ * changes the store. The per-instance lock is held on return 0 with a commit (the promoter
+ * releases it); released otherwise. */
+static int rx_decide_commit(rp_store_rx *rx, rp_instance_meta *meta, rp_store_outcome *outcome,
+                            char *reason, size_t reasonsz)
+{
+    rp_store *s = rx->s;
+    rp_spool *sp = s->log;
+    int rc = rp_pending_acquire(&s->pending, meta->sop_instance_uid);
+    if (rc != 0) {
+        rp_store_set_reason(reason, reasonsz, "out of memory");
+        return rc;
+    }
+    rp_store_where w;
+    rp_store_locate(s, meta, &w);
+    unsigned flags = 0;
+    const char *old_rel = "";
+    if (w.elsewhere && s->dup_policy == RP_DUP_KEEP_FIRST) {
+        *outcome = RP_STORE_DUP_KEPT_FIRST;
+        rp_strlcpy(meta->file_path, w.known_rel, sizeof meta->file_path);
+        goto nothing;
+    }
+    if (w.elsewhere && s->dup_policy == RP_DUP_REJECT) {
+        rp_store_set_reason(reason, reasonsz,
+                            "duplicate SOP Instance UID, stored under another series (%s) "
+                            "(duplicate_policy=reject)",
+                            w.known_rel);
+        rc = RP_EDUP;
+        goto nothing;
+    }
+    if (w.elsewhere) {
+        flags = REC_REPLACE;
+        old_rel = w.known_rel;
+        *outcome = RP_STORE_DUP_REPLACED;
+    } else if (w.here) {
+        char final[RP_PATH_MAX + 1100];
+        snprintf(final, sizeof final, "%s/%s", s->root, meta->file_path);
+        int same = rp_store_same_dataset_range(sp->fd, (long long)(rx->pos + BLOCK),
+                                               (long long)rx->len, final);
+        if (same < 0) {
+            rp_store_set_reason(reason, reasonsz, "cannot compare with the stored duplicate");
+            rc = RP_EIO;
+            goto nothing;
+        }
+        if (same) {
+            struct stat st;
+            *outcome = RP_STORE_DUP_IDENTICAL;
+            if (stat(final, &st) == 0)
+                meta->file_size = (long long)st.st_size;
+            goto nothing;
+        }
+        if (s->dup_policy == RP_DUP_KEEP_FIRST) {
+            *outcome = RP_STORE_DUP_KEPT_FIRST;
+            goto nothing;
+        }
+        if (s->dup_policy == RP_DUP_REJECT) {
+            rp_store_set_reason(
+                reason, reasonsz,
+                "duplicate SOP Instance UID with different content (duplicate_policy=reject)");
+            rc = RP_EDUP;
+            goto nothing;
+        }
+        flags = REC_REPLACE;
+        *outcome = RP_STORE_DUP_REPLACED;
+    }
+    rec *r = calloc(1, sizeof *r);
+    if (!r) {
+        rp_store_set_reason(reason, reasonsz, "out of memory");
+        rc = RP_ENOMEM;
+        goto nothing;
+    }
+    r->pos = rx->pos;
+    r->len = rx->len;
+    r->crc = rx->crc;
+    r->slab = rx->slab;
+    r->flags = flags;
+    rp_strlcpy(r->old_rel, old_rel, sizeof r->old_rel);
+    pthread_mutex_lock(&sp->mu);
+    r->slab_gen = sp->slabs[rx->slab].gen;
+    pthread_mutex_unlock(&sp->mu);
+    r->meta = *meta;
+    rc = group_commit(sp, r, &rx->last_seq);
+    if (rc != 0) {
+        free(r);
+        rp_store_set_reason(reason, reasonsz, "the spool log could not be synced");
+        goto nothing;
+    }
+    return 0;
+nothing:
+    rp_pending_release(&s->pending, meta->sop_instance_uid);
+    return rc;
+}
+
+int rp_store_rx_commit(rp_store_rx *rx, const rp_store_put_args *args, rp_instance_meta *meta,
+                       rp_store_outcome *outcome, char *reason, size_t reasonsz)
+{
+    static const rp_store_put_args no_args;
+    if (!args)
+        args = &no_args;
+    rp_store_set_reason(reason, reasonsz, "%s", "");
+    *outcome = RP_STORE_NEW;
+    int rc = rx->err;
+    if (rc != 0 || rx->mode == RX_IDLE) {
+        rp_store_set_reason(reason, reasonsz, "the instance could not be written");
+        rp_store_rx_discard(rx);
+        return rc ? rc : RP_EINVAL;
+    }
+    if (rx->mode == RX_FILE) {
+        atomic_fetch_add(&rx->s->st_classic, 1);
+        rc = rp_store_put(rx->s, rx->path, rx->fd, args, meta, outcome, reason, reasonsz);
+        rx->fd = -1; /* rp_store_put consumed the spool file */
+        rx->path[0] = '\0';
+        rx->mode = RX_IDLE;
+        return rc;
+    }
+    if ((rc = rx_read_meta(rx, meta, reason, reasonsz)) == 0 &&
+        (rc = rp_store_admit_checks(args, rx->s->uid_policy, meta, reason, reasonsz)) == 0) {
+        meta->file_size = (long long)rx->len;
+        rc = rx_decide_commit(rx, meta, outcome, reason, reasonsz);
+    }
+    rx->mode = RX_IDLE; /* committed or not, the slab position was advanced if needed */
+    return rc;
+}
+
+/* ---- recovery ----------------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t seq, pos, len;
+    unsigned flags;
+    char study[RP_UID_MAX + 1], series[RP_UID_MAX + 1], sop[RP_UID_MAX + 1];
+    char old_rel[RP_PATH_MAX];
+} replay_rec;
+
+static int cmp_seq(const void *a, const void *b)
+{
+    const replay_rec *x = a, *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int crc_range(int fd, uint64_t off, uint64_t len, uint32_t *crc)
+{
+    char *buf = malloc(COPY_BYTES);
+    if (!buf)
+        return RP_ENOMEM;
+    uint32_t c = 0;
+    int rc = 0;
+    for (uint64_t done = 0; rc == 0 && done < len;) {
+        size_t n = len - done > COPY_BYTES ? COPY_BYTES : (size_t)(len - done);
+        rc = pread_all(fd, buf, n, off + done);
+        c = libdeflate_crc32(c, buf, n);
+        done += n;
+    }
+    free(buf);
+    *crc = c;
+    return rc;
+}
+
+/* Records of slab i above W, appended to *list. 1 when the slab ended in something that is
+ * not a record (an uncommitted tail), 0 when it simply ended. */
+static int scan_slab(int fd, uint64_t file_size, int i, const log_hdr *lh, replay_rec **list,
+                     size_t *n, size_t *cap)
+{
+    slab_hdr sh;
+    uint64_t start = slab_start(i), end = start + SLAB_BYTES;
+    if (end > file_size || pread_all(fd, &sh, sizeof sh, start) != 0 ||
+        memcmp(sh.magic, SLAB_MAGIC, 8) != 0 || sh.crc != crc_of(&sh, offsetof(slab_hdr, crc)) ||
+        sh.log_gen != lh->log_gen || sh.index != (uint32_t)i)
+        return 0;
+    for (uint64_t p = start + BLOCK; p + BLOCK <= end;) {
+        rec_hdr h;
+        if (pread_all(fd, &h, sizeof h, p) != 0 || memcmp(h.magic, REC_MAGIC, 8) != 0 ||
+            h.crc != crc_of(&h, offsetof(rec_hdr, crc)) || h.log_gen != lh->log_gen ||
+            h.slab_gen != sh.slab_gen || h.pos != p || h.len > end - p - BLOCK)
+            return 1;
+        h.study[RP_UID_MAX] = h.series[RP_UID_MAX] = h.sop[RP_UID_MAX] = '\0';
+        h.old_rel[sizeof h.old_rel - 1] = '\0';
+        if (h.seq > lh->promoted_through) {
+            uint32_t c;
+            if (crc_range(fd, p + BLOCK, h.len, &c) != 0 || c != h.data_crc)
+                return 1;
+            if (rp_store_uid_valid(h.study) || rp_store_uid_valid(h.series) ||
+                rp_store_uid_valid(h.sop))
+                return 1;
+            if (*n == *cap) {
+                size_t nc = *cap ? *cap * 2 : 64;
+                replay_rec *l = realloc(*list, nc * sizeof *l);
+                if (!l)
+                    return 1;
+                *list = l;
+                *cap = nc;
+            }
+            replay_rec *r = &(*list)[(*n)++];
+            r->seq = h.seq;
+            r->pos = p;
+            r->len = h.len;
+            r->flags = h.flags;
+            memcpy(r->study, h.study, sizeof r->study);
+            memcpy(r->series, h.series, sizeof r->series);
+            memcpy(r->sop, h.sop, sizeof r->sop);
+            memcpy(r->old_rel, h.old_rel, sizeof r->old_rel);
+        }
+        p = align_block(p + BLOCK + h.len);
+    }
+    return 0;
+}
+
+long rp_spool_replay(rp_store *s, rp_db *db, long *tails)
+{
+    *tails = 0;
+    char path[RP_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/%s", s->data_dir, RP_SPOOL_LOG_NAME);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        s->log_replayed = 1;
+        return errno == ENOENT ? 0 : RP_EIO;
+    }
+    struct stat st;
+    log_hdr lh;
+    if (fstat(fd, &st) != 0 || read_log_hdr(fd, &lh) != 0) {
+        /* never initialised (a crash while creating it): it held nothing acknowledged */
+        close(fd);
+        s->log_replayed = 1;
+        return 0;
+    }
+    replay_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    int n_slabs = (int)(((uint64_t)st.st_size - SLABS_OFF) / SLAB_BYTES);
+    for (int i = 0; i < n_slabs; i++)
+        *tails += scan_slab(fd, (uint64_t)st.st_size, i, &lh, &list, &n, &cap);
+    qsort(list, n, sizeof *list, cmp_seq);
+    long done = 0;
+    int rc = 0;
+    rp_instance_meta *metas = n ? calloc(n, sizeof *metas) : NULL;
+    if (n && !metas)
+        rc = RP_ENOMEM;
+    for (size_t k = 0; rc == 0 && k < n; k++) {
+        replay_rec *r = &list[k];
+        rp_instance_meta *m = &metas[done];
+        rp_strlcpy(m->study_uid, r->study, sizeof m->study_uid);
+        rp_strlcpy(m->series_uid, r->series, sizeof m->series_uid);
+        rp_strlcpy(m->sop_instance_uid, r->sop, sizeof m->sop_instance_uid);
+        char sha[65];
+        rc = promote_bytes(s, fd, r->pos + BLOCK, r->len, m, sha);
+        if (rc != 0) {
+            RP_ERROR(MOD, "cannot replay from the spool log sop=%s err=\"%s\"", r->sop,
+                     rp_strerror(rc));
+            break;
+        }
+        char rel[RP_PATH_MAX], abs[RP_PATH_MAX + 1100];
+        snprintf(rel, sizeof rel, "%s/%s/%s.dcm", r->study, r->series, r->sop);
+        if (r->old_rel[0])
+            rp_store_remove_old_copy(s, r->old_rel, rel, r->sop, 0);
+        snprintf(abs, sizeof abs, "%s/%s", s->root, rel);
+        if (rp_store_read_meta(abs, m) != 0) {
+            RP_WARN(MOD, "replayed instance has an unreadable header file=%s", rel);
+            continue; /* on disk; reconciliation's walk will say more */
+        }
+        rp_strlcpy(m->file_path, rel, sizeof m->file_path);
+        rp_strlcpy(m->file_sha256, sha, sizeof m->file_sha256);
+        m->received_at = rp_now_s();
+        if (rp_known_set(&s->known, r->sop, r->study, r->series) != 0)
+            RP_WARN(MOD, "out of memory remembering sop=%s", r->sop);
+        RP_INFO(MOD, "replayed from the spool log sop=%s series=%s bytes=%llu", r->sop, r->series,
+                (unsigned long long)r->len);
+        done++;
+    }
+    /* Durable before the log may start over (a new generation forgets these records). */
+    if (rc == 0 && n > 0) {
+        int rfd = open(s->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (rfd < 0 || syncfs(rfd) != 0)
+            rc = RP_EIO;
+        if (rfd >= 0)
+            close(rfd);
+    }
+    if (rc == 0 && db && done > 0)
+        rc = rp_db_index_instances(db, metas, (size_t)done);
+    free(metas);
+    free(list);
+    close(fd);
+    if (rc != 0)
+        return rc;
+    s->log_replayed = 1;
+    return done;
+}
