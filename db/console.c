@@ -40,36 +40,6 @@ int rp_db_open_readonly(const char *path, rp_db **out)
     return 0;
 }
 
-/* Step s, calling fn per row with named, typed text columns; finalizes s. (The same
- * shape as rp_db_ls's rows.) */
-static int rows(rp_db *db, sqlite3_stmt *s, rp_db_row_fn fn, void *user, const char *what)
-{
-    int ncol = sqlite3_column_count(s);
-    const char *names[64], *vals[64];
-    int kinds[64];
-    if (ncol > 64)
-        ncol = 64;
-    for (int i = 0; i < ncol; i++)
-        names[i] = sqlite3_column_name(s, i);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        for (int i = 0; i < ncol; i++) {
-            int t = sqlite3_column_type(s, i);
-            kinds[i] = t == SQLITE_INTEGER ? RP_DB_COL_INT
-                       : t == SQLITE_FLOAT ? RP_DB_COL_REAL
-                       : t == SQLITE_NULL  ? RP_DB_COL_NULL
-                                           : RP_DB_COL_TEXT;
-            vals[i] = (const char *)sqlite3_column_text(s, i);
-        }
-        if (fn && fn(user, ncol, names, vals, kinds) != 0) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? 0 : rp_db_fail(db, what);
-}
-
 /* One integer from a query whose parameters are already bound; finalizes s. */
 static int scalar(rp_db *db, sqlite3_stmt *s, long long *out, const char *what)
 {
@@ -144,7 +114,7 @@ int rp_db_console_series(rp_db *db, const rp_db_series_query *q, long long *tota
     bind_series_query(s, q);
     sqlite3_bind_int(s, 5, q && q->limit > 0 ? q->limit : -1);
     sqlite3_bind_int(s, 6, q && q->offset > 0 ? q->offset : 0);
-    return rows(db, s, fn, user, "console series");
+    return rp_db_run_rows(db, s, fn, user, "console series");
 }
 
 /* ---- jobs and outbox ------------------------------------------------------------------------- */
@@ -185,7 +155,7 @@ int rp_db_console_jobs(rp_db *db, const char *state, const char *series_uid, int
     rp_db_bind_text(s, 2, series_uid);
     sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
     sqlite3_bind_int(s, 4, offset > 0 ? offset : 0);
-    return rows(db, s, fn, user, "console jobs");
+    return rp_db_run_rows(db, s, fn, user, "console jobs");
 }
 
 int rp_db_console_outbox(rp_db *db, const char *state, const char *destination, int offset,
@@ -214,7 +184,7 @@ int rp_db_console_outbox(rp_db *db, const char *state, const char *destination, 
     rp_db_bind_text(s, 2, destination);
     sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
     sqlite3_bind_int(s, 4, offset > 0 ? offset : 0);
-    return rows(db, s, fn, user, "console outbox");
+    return rp_db_run_rows(db, s, fn, user, "console outbox");
 }
 
 int rp_db_console_delivery(rp_db *db, const char *dir, rp_db_row_fn fn, void *user)
@@ -234,7 +204,7 @@ int rp_db_console_delivery(rp_db *db, const char *dir, rp_db_row_fn fn, void *us
     if (!s)
         return RP_EDB;
     sqlite3_bind_text(s, 1, dir, -1, SQLITE_TRANSIENT);
-    return rows(db, s, fn, user, "console delivery");
+    return rp_db_run_rows(db, s, fn, user, "console delivery");
 }
 
 int rp_db_console_output_get(rp_db *db, long long id, rp_db_output *out)
@@ -276,7 +246,7 @@ int rp_db_console_events_about(rp_db *db, const char *kind, const char *needle, 
     rp_db_bind_text(s, 1, kind);
     rp_db_bind_text(s, 2, needle);
     sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
-    return rows(db, s, fn, user, "console events");
+    return rp_db_run_rows(db, s, fn, user, "console events");
 }
 
 int rp_db_console_warnings(rp_db *db, int limit, rp_db_row_fn fn, void *user)
@@ -293,7 +263,7 @@ int rp_db_console_warnings(rp_db *db, int limit, rp_db_row_fn fn, void *user)
     if (!s)
         return RP_EDB;
     sqlite3_bind_int(s, 1, limit > 0 ? limit : 20);
-    return rows(db, s, fn, user, "console warnings");
+    return rp_db_run_rows(db, s, fn, user, "console warnings");
 }
 
 /* ---- peers and groups for metrics ------------------------------------------------------------ */
@@ -309,7 +279,7 @@ int rp_db_console_senders(rp_db *db, rp_db_row_fn fn, void *user)
             " FROM instances i GROUP BY calling_ae ORDER BY calling_ae");
     if (!s)
         return RP_EDB;
-    return rows(db, s, fn, user, "console senders");
+    return rp_db_run_rows(db, s, fn, user, "console senders");
 }
 
 int rp_db_console_job_groups(rp_db *db, rp_db_row_fn fn, void *user)
@@ -322,7 +292,7 @@ int rp_db_console_job_groups(rp_db *db, rp_db_row_fn fn, void *user)
                           " GROUP BY 1, 2, 3, 4, 5, 6");
     if (!s)
         return RP_EDB;
-    return rows(db, s, fn, user, "console job groups");
+    return rp_db_run_rows(db, s, fn, user, "console job groups");
 }
 
 int rp_db_console_outbox_groups(rp_db *db, rp_db_row_fn fn, void *user)
@@ -331,5 +301,5 @@ int rp_db_console_outbox_groups(rp_db *db, rp_db_row_fn fn, void *user)
                                         " GROUP BY destination, state");
     if (!s)
         return RP_EDB;
-    return rows(db, s, fn, user, "console outbox groups");
+    return rp_db_run_rows(db, s, fn, user, "console outbox groups");
 }

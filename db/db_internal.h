@@ -122,4 +122,8 @@ int rp_db_index_one(rp_db *db, const rp_instance_meta *m, rp_db_index_cache *k);
 int rp_db_job_insert_queued(rp_db *db, rp_job_kind kind, const char *uid, const char *rule,
                             int version, int max_attempts, long long *id);
 
+/* Step s, calling fn per row (named columns, values as text, kinds RP_DB_COL_*; fn NULL just
+ * steps); stops early when fn returns non-zero; finalizes s. query.c, used by console.c. */
+int rp_db_run_rows(rp_db *db, sqlite3_stmt *s, rp_db_row_fn fn, void *user, const char *what);
+
 #endif

@@ -73,8 +73,7 @@ static const char sql_instances[] =
                              " AND (?6 IS NULL OR se.state = ?6)"
                              " ORDER BY se.series_uid, i.instance_number, i.sop_uid LIMIT ?5";
 
-/* Step s, calling fn per row; finalizes s. */
-static int run_rows(rp_db *db, sqlite3_stmt *s, rp_db_row_fn fn, void *user, const char *what)
+int rp_db_run_rows(rp_db *db, sqlite3_stmt *s, rp_db_row_fn fn, void *user, const char *what)
 {
     int ncol = sqlite3_column_count(s);
     const char *names[64], *vals[64];
@@ -93,7 +92,7 @@ static int run_rows(rp_db *db, sqlite3_stmt *s, rp_db_row_fn fn, void *user, con
                                            : RP_DB_COL_TEXT;
             vals[i] = (const char *)sqlite3_column_text(s, i);
         }
-        if (fn(user, ncol, names, vals, kinds) != 0) {
+        if (fn && fn(user, ncol, names, vals, kinds) != 0) {
             rc = SQLITE_DONE;
             break;
         }
@@ -129,7 +128,7 @@ int rp_db_ls(rp_db *db, const char *level, const rp_db_filter *f, rp_db_row_fn f
     rp_db_bind_text(s, 4, f->modality);
     sqlite3_bind_int(s, 5, f->limit > 0 ? f->limit : -1);
     rp_db_bind_text(s, 6, f->state);
-    return run_rows(db, s, fn, user, "ls");
+    return rp_db_run_rows(db, s, fn, user, "ls");
 }
 
 int rp_db_events_list(rp_db *db, const char *kind, int limit, rp_db_row_fn fn, void *user)
@@ -142,7 +141,7 @@ int rp_db_events_list(rp_db *db, const char *kind, int limit, rp_db_row_fn fn, v
         return RP_EDB;
     rp_db_bind_text(s, 1, kind);
     sqlite3_bind_int(s, 2, limit > 0 ? limit : -1);
-    return run_rows(db, s, fn, user, "events");
+    return rp_db_run_rows(db, s, fn, user, "events");
 }
 
 int rp_db_events_prune(rp_db *db, double before, long long *n)
