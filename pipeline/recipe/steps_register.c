@@ -184,7 +184,7 @@ static int reg_run(rp_step_ctx *ctx, const void *pp)
     if (rc == RP_EUNSUPPORTED && !why[0])
         snprintf(why, sizeof why, "register: no volume reader in this context");
     if (rc) {
-        snprintf(ctx->err, sizeof ctx->err, "%s", why);
+        snprintf(ctx->err, sizeof ctx->err, "%.250s", why);
         return rc;
     }
     rp_reg_params p;
@@ -193,7 +193,7 @@ static int reg_run(rp_step_ctx *ctx, const void *pp)
     rp_reg_result r;
     rp_volume fx = channel_view(ref, 0), mv = channel_view(ctx->vol, 0);
     if ((rc = rp_register_rigid(&fx, NULL, &mv, &p, &r, why, sizeof why)) != 0) {
-        snprintf(ctx->err, sizeof ctx->err, "%s", why);
+        snprintf(ctx->err, sizeof ctx->err, "%.250s", why);
         rp_volume_free(ref);
         return rc;
     }
@@ -346,7 +346,7 @@ static int align_run(rp_step_ctx *ctx, const void *pp)
     if (rc == 0 && !r.reliable && !s->keep_unreliable)
         rc = RP_EUNSUPPORTED;
     if (rc) {
-        snprintf(ctx->err, sizeof ctx->err, "align: midline not aligned: %s",
+        snprintf(ctx->err, sizeof ctx->err, "align: midline not aligned: %.200s",
                  why[0] ? why : rp_strerror(rc));
         rp_step_qc_add(ctx, "midline", q);
         return rc;
