@@ -1380,7 +1380,8 @@ long rp_spool_replay(rp_store *s, rp_db *db, long *tails)
     int n_slabs = (int)(((uint64_t)st.st_size - SLABS_OFF) / SLAB_BYTES);
     for (int i = 0; i < n_slabs; i++)
         *tails += scan_slab(fd, (uint64_t)st.st_size, i, &lh, &list, &n, &cap);
-    qsort(list, n, sizeof *list, cmp_seq);
+    if (n) /* qsort must not see NULL, even for 0 items */
+        qsort(list, n, sizeof *list, cmp_seq);
     long done = 0;
     int rc = 0;
     rp_instance_meta *metas = n ? calloc(n, sizeof *metas) : NULL;
