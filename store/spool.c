@@ -1411,7 +1411,9 @@ long rp_spool_replay(rp_store *s, rp_db *db, long *tails)
         }
         rp_strlcpy(m->file_path, rel, sizeof m->file_path);
         rp_strlcpy(m->file_sha256, sha, sizeof m->file_sha256);
-        m->received_at = rp_now_s();
+        /* it arrived before the node stopped, not now: the log's last write bounds that, so a
+         * series that went quiet while the node was down completes at start */
+        m->received_at = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec * 1e-9;
         if (rp_known_set(&s->known, r->sop, r->study, r->series) != 0)
             RP_WARN(MOD, "out of memory remembering sop=%s", r->sop);
         RP_INFO(MOD, "replayed from the spool log sop=%s series=%s bytes=%llu", r->sop, r->series,
