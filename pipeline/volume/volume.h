@@ -98,6 +98,11 @@ void rp_resample_grid(const int dim[3], const double old_sp[3], const double new
 int rp_resample_volume(rp_volume **vol, const double new_sp[3], const int order[3]);
 /* Nearest-neighbour resample of a mask onto new_dim with the same index scale. */
 int rp_resample_mask(rp_mask **m, const int new_dim[3], const double scale[3]);
+/* Place the first channel of src on grid's lattice (warp.c): m maps a grid voxel index to a
+ * src voxel index; order 0 (nearest) or 1 (trilinear); points outside src are 0. *out is a new
+ * 1-channel volume with grid's affine, owned by the caller. */
+int rp_volume_warp(const rp_volume *src, const rp_volume *grid, const double m[4][4], int order,
+                   rp_volume **out);
 /* In-place cubic B-spline prefilter of a float line set: n samples along an axis with the
  * given stride, mirror boundary (exposed for tests). */
 void rp_bspline_prefilter_line(double *c, int n);
