@@ -95,43 +95,15 @@ int rp_cli_status(int argc, char **argv, const rp_conf *c)
 
     if (json) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "data_dir", c->data_dir);
+        rp_db_status_json(&n, c->data_dir, c->min_free_mb, j);
         if (ln.at[0]) {
             cJSON *nd = cJSON_AddObjectToObject(j, "node");
             cJSON_AddStringToObject(nd, "last_event_at", ln.at);
             cJSON_AddStringToObject(nd, "last_event", ln.detail);
         }
         cJSON_AddStringToObject(j, "index", rp_cli_db_path(c, dbp, sizeof dbp));
-        cJSON_AddNumberToObject(j, "patients", (double)n.patients);
-        cJSON_AddNumberToObject(j, "studies", (double)n.studies);
-        cJSON_AddNumberToObject(j, "series", (double)n.series);
-        cJSON_AddNumberToObject(j, "instances", (double)n.instances);
-        cJSON_AddNumberToObject(j, "indexed_bytes", (double)n.bytes);
-        cJSON *s = cJSON_AddObjectToObject(j, "series_state");
-        cJSON_AddNumberToObject(s, "receiving", (double)n.series_receiving);
-        cJSON_AddNumberToObject(s, "complete", (double)n.series_complete);
-        cJSON_AddNumberToObject(s, "processing", (double)n.series_processing);
-        cJSON_AddNumberToObject(s, "done", (double)n.series_done);
-        cJSON_AddNumberToObject(s, "failed", (double)n.series_failed);
-        cJSON *jb = cJSON_AddObjectToObject(j, "jobs");
-        cJSON_AddNumberToObject(jb, "queued", (double)n.jobs_queued);
-        cJSON_AddNumberToObject(jb, "running", (double)n.jobs_running);
-        cJSON_AddNumberToObject(jb, "done", (double)n.jobs_done);
-        cJSON_AddNumberToObject(jb, "failed", (double)n.jobs_failed);
-        cJSON_AddNumberToObject(jb, "dead", (double)n.jobs_dead);
-        cJSON *ob = cJSON_AddObjectToObject(j, "outbox");
-        cJSON_AddNumberToObject(ob, "pending", (double)n.outbox_pending);
-        cJSON_AddNumberToObject(ob, "sending", (double)n.outbox_sending);
-        cJSON_AddNumberToObject(ob, "done", (double)n.outbox_done);
-        cJSON_AddNumberToObject(ob, "dead", (double)n.outbox_dead);
         cJSON_AddNumberToObject(j, "store_files", (double)walk_files);
         cJSON_AddNumberToObject(j, "store_bytes_on_disk", (double)walk_bytes);
-        cJSON_AddNumberToObject(j, "free_bytes", (double)free_b);
-        cJSON_AddNumberToObject(j, "total_bytes", (double)total_b);
-        cJSON_AddNumberToObject(j, "min_free_mb", (double)c->min_free_mb);
-        cJSON_AddBoolToObject(j, "below_watermark", low);
-        cJSON_AddNumberToObject(j, "associations", (double)n.associations);
-        cJSON_AddNumberToObject(j, "associations_refused", (double)n.associations_refused);
         rp_cli_json_print(j);
         return 0;
     }

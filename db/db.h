@@ -130,6 +130,12 @@ typedef struct rp_db_counts {
     long long associations_refused; /* 'association' events with result=rejected|dropped */
 } rp_db_counts;
 int rp_db_counts_get(rp_db *db, rp_db_counts *out);
+/* Add the counts, the data directory's free space and its watermark state to the JSON object
+ * j (a cJSON object owned by the caller): the fields of `radprep status --json`, shared with
+ * the console's /api/status. */
+struct cJSON;
+void rp_db_status_json(const rp_db_counts *n, const char *data_dir, long long min_free_mb,
+                       struct cJSON *j);
 
 /* Retry delay after `attempts` failures: base_s * 2^(attempts-1), capped at max_s; 0 before
  * the first failure. The one backoff of the node (jobs, outbox rows, destinations). Pure. */
