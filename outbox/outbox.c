@@ -408,7 +408,8 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
     memset(&p2, 0, sizeof p2);
     rc = send_phase(ob, ds, &sd, e, rows, n_first, width, res, &p1);
     if (rc == 0 && !p1.rc && !ob->stop)
-        rc = send_phase(ob, ds, &sd, e, rows + n_first, n_after, width, res, &p2);
+        rc = send_phase(ob, ds, &sd, e, rows + n_first, n_after,
+                        p1.extra_refused ? p1.accepted : width, res, &p2);
     else
         for (size_t i = n_first; i < n; i++)
             rp_strlcpy(res[rows[i]].reason,
@@ -420,7 +421,7 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
     int down = rc_down(state);
     double now = rp_now_s();
     int extra = p1.extra_refused + p2.extra_refused;
-    if (extra) {
+    if (extra && !down) { /* while it is down, refusals say nothing about a limit */
         int acc = p1.extra_refused ? p1.accepted : p2.accepted;
         ds->narrow_to = acc > 0 ? acc : 1;
         ds->narrow_until = now + ob->o.max_delay_s;
