@@ -268,9 +268,25 @@ static int send_phase(rp_outbox *ob, dest_state *ds, const rp_sender_dest *sd,
     return 0;
 }
 
-/* Record every row's outcome in the db (t accumulates the counts). */
+/* Record every row's outcome in the db. */
+/* Count the outcomes into t (before they are recorded: whoever sees every row finished in
+ * the db finds them counted). */
+static void tally(const rp_outbox *ob, const rp_db_outbox_entry *e, const rp_sender_result *res,
+                  size_t n, rp_outbox_totals *t)
+{
+    for (size_t i = 0; i < n; i++) {
+        rp_send_outcome o = res[i].outcome;
+        if (o == RP_SEND_DONE)
+            t->sent++;
+        else if (o == RP_SEND_DEAD || (o == RP_SEND_RETRY_FEW && e[i].attempts >= ob->o.few_attempts))
+            t->dead++;
+        else
+            t->retried++;
+    }
+}
+
 static void record(rp_outbox *ob, rp_db *db, dest_state *ds, const rp_db_outbox_entry *e,
-                   const rp_sender_result *res, size_t n, double now, rp_outbox_totals *t)
+                   const rp_sender_result *res, size_t n, double now)
 {
     for (size_t i = 0; i < n; i++) {
         const rp_sender_result *r = &res[i];
@@ -278,7 +294,6 @@ static void record(rp_outbox *ob, rp_db *db, dest_state *ds, const rp_db_outbox_
         switch (r->outcome) {
         case RP_SEND_DONE:
             frc = rp_db_outbox_finish(db, e[i].id, 1, r->dimse_status, r->reason, 0, 0, 0);
-            t->sent++;
             break;
         case RP_SEND_DEAD: {
             char why[512];
@@ -287,22 +302,16 @@ static void record(rp_outbox *ob, rp_db *db, dest_state *ds, const rp_db_outbox_
             else
                 rp_strlcpy(why, r->reason, sizeof why);
             frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, why, 1, 0, 0);
-            t->dead++;
             break;
         }
         case RP_SEND_RETRY_FEW:
             frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, r->reason, 0,
                                       ob->o.base_delay_s, ob->o.few_attempts);
-            if (e[i].attempts >= ob->o.few_attempts)
-                t->dead++;
-            else
-                t->retried++;
             break;
         case RP_SEND_RETRY:
         default:
             frc = rp_db_outbox_retry_at(db, e[i].id, r->dimse_status, r->reason,
                                         ds->gate_until > now ? ds->gate_until : now);
-            t->retried++;
             break;
         }
         if (frc)
@@ -456,13 +465,14 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
     t.associations = p1.associations + p2.associations;
     t.bytes = p1.bytes + p2.bytes;
     t.send_seconds = secs;
-    record(ob, db, ds, e, res, n, now, &t);
+    tally(ob, e, res, n, &t);
+    add_totals(ob, &t);
+    record(ob, db, ds, e, res, n, now);
     if (t.sent)
         RP_INFO(MOD,
                 "sent destination=%s instances=%lld failed=%zu associations=%lld parallel=%d "
                 "bytes=%lld seconds=%.3f",
                 ds->peer.name, t.sent, n - (size_t)t.sent, t.associations, width, t.bytes, secs);
-    add_totals(ob, &t);
     int more = !down && (n == (size_t)ob->o.batch || extra);
     free(rows);
     free(res);
