@@ -114,8 +114,8 @@ static int cmp_str(const void *a, const void *b);
  * PACS takes Secondary Capture) for it instead, and say so in `why` (recorded as the dead
  * row's reason). An overlay refused in turn has no substitute, and queueing is idempotent,
  * so this never loops and a SEG and an SR refused together queue the overlay once. */
-static void substitute(rp_db *db, const char *dest, const char *path, const char *reason,
-                       char *why, size_t whylen)
+static void substitute(rp_db *db, const char *dest, const char *path, const char *reason, char *why,
+                       size_t whylen)
 {
     int kind = result_kind_of(path);
     snprintf(why, whylen, "%s", reason);
@@ -151,8 +151,9 @@ static void substitute(rp_db *db, const char *dest, const char *path, const char
         snprintf(why, whylen, "%s; no overlay result to substitute (rule outputs lack overlay)",
                  reason);
     char q[400];
-    RP_WARN(MOD, "result substituted destination=%s refused=%s substitute=overlay instances=%zu "
-                 "queued=%zu file=%s",
+    RP_WARN(MOD,
+            "result substituted destination=%s refused=%s substitute=overlay instances=%zu "
+            "queued=%zu file=%s",
             dest, what, overlays, added, rp_log_kv_quote(path, q, sizeof q));
 }
 
@@ -183,8 +184,8 @@ static int rc_down(int rc)
 
 /* What one phase of a batch left behind. */
 typedef struct phase_out {
-    int rc;          /* the destination's state: first failing slice's rc, 0 when fine */
-    int accepted;    /* slices that got an association */
+    int rc;            /* the destination's state: first failing slice's rc, 0 when fine */
+    int accepted;      /* slices that got an association */
     int extra_refused; /* slices refused at association while others were accepted */
     long long bytes;
     int associations;
@@ -278,7 +279,8 @@ static void tally(const rp_outbox *ob, const rp_db_outbox_entry *e, const rp_sen
         rp_send_outcome o = res[i].outcome;
         if (o == RP_SEND_DONE)
             t->sent++;
-        else if (o == RP_SEND_DEAD || (o == RP_SEND_RETRY_FEW && e[i].attempts >= ob->o.few_attempts))
+        else if (o == RP_SEND_DEAD ||
+                 (o == RP_SEND_RETRY_FEW && e[i].attempts >= ob->o.few_attempts))
             t->dead++;
         else
             t->retried++;
@@ -320,16 +322,14 @@ static void record(rp_outbox *ob, rp_db *db, dest_state *ds, const rp_db_outbox_
         else if (r->outcome == RP_SEND_DEAD || r->outcome == RP_SEND_RETRY_FEW) {
             /* a failure of this instance, not of the destination (that has its own line) */
             char q[300];
-            rp_log(r->outcome == RP_SEND_DEAD || e[i].attempts >= ob->o.few_attempts
-                       ? RP_LOG_ERROR
-                       : RP_LOG_WARN,
+            rp_log(r->outcome == RP_SEND_DEAD || e[i].attempts >= ob->o.few_attempts ? RP_LOG_ERROR
+                                                                                     : RP_LOG_WARN,
                    MOD,
                    "instance not sent destination=%s outbox_id=%lld outcome=%s status=%d "
                    "attempts=%d reason=%s",
                    ds->peer.name, e[i].id,
-                   r->outcome == RP_SEND_DEAD || e[i].attempts >= ob->o.few_attempts
-                       ? "dead"
-                       : "retry",
+                   r->outcome == RP_SEND_DEAD || e[i].attempts >= ob->o.few_attempts ? "dead"
+                                                                                     : "retry",
                    r->dimse_status, e[i].attempts, rp_log_kv_quote(r->reason, q, sizeof q));
         }
     }
@@ -422,8 +422,9 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
     else
         for (size_t i = n_first; i < n; i++)
             rp_strlcpy(res[rows[i]].reason,
-                       ob->stop ? "not sent: stopping"
-                                : "not sent: waits for the derived series, which did not get through",
+                       ob->stop
+                           ? "not sent: stopping"
+                           : "not sent: waits for the derived series, which did not get through",
                        sizeof res[rows[i]].reason);
     double secs = rp_mono_s() - t0;
     int state = rc ? rc : p1.rc ? p1.rc : p2.rc;
@@ -560,8 +561,7 @@ static int recover(rp_outbox *ob, const rp_conf *c)
         rp_db_outbox_entry *p = NULL;
         size_t np = 0;
         if (rp_db_outbox_list(db, RP_OUTBOX_PENDING, ob->dests[d].peer.name, 1, &p, &np) == 0 &&
-            np &&
-            p[0].attempts > 0 && p[0].last_status < 0 && p[0].last_reason[0]) {
+            np && p[0].attempts > 0 && p[0].last_status < 0 && p[0].last_reason[0]) {
             ob->dests[d].fail_streak = p[0].attempts;
             ob->dests[d].gate_until = p[0].next_attempt_at;
         }

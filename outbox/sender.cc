@@ -314,13 +314,14 @@ void no_context_result(const file_state &s, rp_sender_result *r)
 {
     DcmXfer x(s.ts.c_str());
     const E_TransferSyntax from = x.getXfer();
-    const int decodable = !x.isEncapsulated() ||
-                          DcmCodecList::canChangeCoding(from, EXS_LittleEndianImplicit);
+    const int decodable =
+        !x.isEncapsulated() || DcmCodecList::canChangeCoding(from, EXS_LittleEndianImplicit);
     std::string name = x.getXferName();
     if (s.sop_accepted) {
         set_result(r, RP_SEND_DEAD, -1,
                    "destination accepts this SOP class only in other transfer syntaxes and the "
-                   "file's (" + name + ") cannot be converted to them" +
+                   "file's (" +
+                       name + ") cannot be converted to them" +
                        (decodable ? "" : " (no decoder for it here)"));
         return; /* a substitute of another SOP class would not help */
     }
@@ -328,8 +329,8 @@ void no_context_result(const file_state &s, rp_sender_result *r)
                decodable ? "destination accepted no presentation context for this SOP class / "
                            "transfer syntax"
                          : "destination accepted no presentation context for this SOP class in "
-                           "the file's transfer syntax (" + name +
-                               "), and it cannot be decompressed here to offer others");
+                           "the file's transfer syntax (" +
+                               name + "), and it cannot be decompressed here to offer others");
     r->sop_refused = 1; /* the outbox may send a substitute it accepts */
 }
 
