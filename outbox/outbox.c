@@ -415,11 +415,14 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
     double t0 = rp_mono_s();
     phase_out p1, p2;
     memset(&p2, 0, sizeof p2);
-    rc = send_phase(ob, ds, &sd, e, rows, n_first, width, res, &p1);
-    if (rc == 0 && !p1.rc && !ob->stop)
+    /* One association sends in the order given, each instance after the previous answer:
+     * the whole batch in one go (derived first) is the same order, one negotiation less. */
+    int single = width == 1;
+    rc = send_phase(ob, ds, &sd, e, rows, single ? n : n_first, width, res, &p1);
+    if (!single && rc == 0 && !p1.rc && !ob->stop)
         rc = send_phase(ob, ds, &sd, e, rows + n_first, n_after,
                         p1.extra_refused ? p1.accepted : width, res, &p2);
-    else
+    else if (!single)
         for (size_t i = n_first; i < n; i++)
             rp_strlcpy(res[rows[i]].reason,
                        ob->stop

@@ -15,8 +15,9 @@
  *    round-robin, each association on a thread of its own); every row still gets its own
  *    outcome, recorded as below, whichever association carried it.
  *  - Order: the batch's derived instances first; its SEG, SR and overlay files (results that
- *    refer to images) only once every derived instance of the batch was answered, and not at
- *    all while the destination is down (they wait with the others).
+ *    refer to images) after them: on one association in that order, on several only once
+ *    every derived instance of the batch was answered (one more association), and not at all
+ *    when the destination went down meanwhile (they wait with the others).
  *  - A destination that refuses some of the parallel associations while it accepts others
  *    (a per-AE limit) is not down: the refused associations' rows are due again at once,
  *    and the destination is sent to on as many associations as it accepted, for max_delay_s,
