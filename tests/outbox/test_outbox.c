@@ -355,18 +355,22 @@ static void test_sending_rows_requeued(void **state)
     rp_conf_free(&c);
 }
 
-static void test_refused_dead(void **state)
+/* A destination that rejects every association (permanent): the rows go dead at once, on
+ * one association or on several (all refused is not "some refused": no narrowing, no retry
+ * loop); re-queued, they reach a working receiver (a non-forking storescp takes the parallel
+ * associations one after the other). */
+static void refused_then_requeued(int associations)
 {
-    (void)state;
     if (access(g_files[0], R_OK))
         fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char dir[512], db[512];
-    snprintf(dir, sizeof dir, "%s/refused", g_tmp);
-    snprintf(db, sizeof db, "%s/refused.db", g_tmp);
+    snprintf(dir, sizeof dir, "%s/refused%d", g_tmp, associations);
+    snprintf(db, sizeof db, "%s/refused%d.db", g_tmp, associations);
     mkdir(dir, 0700);
     int port = free_port();
     rp_conf c;
     make_conf(&c, port);
+    c.peers[0].send_associations = associations;
     enqueue(db, &c);
     pid_t pid = start_storescp(port, dir, "--refuse");
     rp_outbox_opts o = fast_opts(db);
@@ -396,6 +400,18 @@ static void test_refused_dead(void **state)
     stop_child(pid);
     assert_int_equal(count_files(dir), 3);
     rp_conf_free(&c);
+}
+
+static void test_refused_dead(void **state)
+{
+    (void)state;
+    refused_then_requeued(1);
+}
+
+static void test_refused_dead_parallel(void **state)
+{
+    (void)state;
+    refused_then_requeued(2);
 }
 
 static void test_enqueue_dir(void **state)
@@ -720,6 +736,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_refused_dead),
         cmocka_unit_test(test_enqueue_dir),
         cmocka_unit_test(test_parallel_associations),
+        cmocka_unit_test(test_refused_dead_parallel),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
