@@ -269,7 +269,6 @@ static int send_phase(rp_outbox *ob, dest_state *ds, const rp_sender_dest *sd,
     return 0;
 }
 
-/* Record every row's outcome in the db. */
 /* Count the outcomes into t (before they are recorded: whoever sees every row finished in
  * the db finds them counted). */
 static void tally(const rp_outbox *ob, const rp_db_outbox_entry *e, const rp_sender_result *res,
@@ -287,6 +286,7 @@ static void tally(const rp_outbox *ob, const rp_db_outbox_entry *e, const rp_sen
     }
 }
 
+/* Record every row's outcome in the db. */
 static void record(rp_outbox *ob, rp_db *db, dest_state *ds, const rp_db_outbox_entry *e,
                    const rp_sender_result *res, size_t n, double now)
 {
@@ -440,7 +440,7 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
         ds->narrow_until = now + ob->o.max_delay_s;
         RP_WARN(MOD,
                 "destination refused extra associations, sending on fewer destination=%s "
-                "configured=%d accepted=%d retry_full_in_s=%.0f",
+                "tried=%d accepted=%d retry_full_in_s=%.0f",
                 ds->peer.name, width, ds->narrow_to, ob->o.max_delay_s);
     }
     if (down) {
