@@ -22,7 +22,8 @@
  *            bcp195-ex), require_client_cert, expiry_warn_days
  *   [peer NAME] ae_title, host, port, store (bool), echo (bool), destination (bool), tls_only,
  *            cert_fingerprint, cert_subject, max_associations, find, move, get, results
- *            (result kinds it receives: derived seg overlay sr; default "derived seg")
+ *            (result kinds it receives: derived seg overlay sr; default "derived seg"),
+ *            send_associations (parallel associations of the outbox to it, 1..16, default 1)
  *   [completion MODALITY|default] quiet_s, use_expected_count (bool)
  *   [rule NAME] modality, body_part, series_description (glob), slice_thickness_min/max,
  *            steps, outputs (nifti json qc png dicom seg overlay sr manifest npy), send_to
@@ -67,6 +68,7 @@ typedef struct rp_conf_peer {
     int line;                   /* line of the section header, for messages */
     int may_find, may_move, may_get; /* what the node may ask of it (query/retrieve), default 0 */
     char results[64]; /* result kinds it receives (rp_conf_result_kind), default "derived seg" */
+    int send_associations; /* parallel associations the outbox opens to it, 1..16, default 1 */
 } rp_conf_peer;
 
 typedef struct rp_conf_completion {

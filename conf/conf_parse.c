@@ -141,6 +141,7 @@ static const key_def peer_keys[] = {
     {"move", K_BOOL, P(may_move), 0, 0, NULL},
     {"get", K_BOOL, P(may_get), 0, 0, NULL},
     {"results", K_RESULTS, P(results), 0, 0, NULL},
+    {"send_associations", K_INT, P(send_associations), 1, 16, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef P
@@ -447,6 +448,7 @@ static int open_peer(parse_ctx *x, const char *name)
     p->may_store = 1;
     p->may_echo = 1;
     rp_strlcpy(p->results, "derived seg", sizeof p->results);
+    p->send_associations = 1;
     p->line = x->line;
     x->obj = p;
     x->keys = peer_keys;

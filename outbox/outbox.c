@@ -28,7 +28,9 @@
 typedef struct dest_state {
     rp_conf_peer peer;
     int fail_streak;
-    double gate_until; /* wall clock; 0: open */
+    double gate_until;   /* wall clock; 0: open */
+    int narrow_to;       /* > 0: fewer associations than configured, the peer refused more */
+    double narrow_until; /* wall clock: then the configured number is tried again */
 } dest_state;
 
 typedef struct worker {
@@ -112,8 +114,8 @@ static int cmp_str(const void *a, const void *b);
  * PACS takes Secondary Capture) for it instead, and say so in `why` (recorded as the dead
  * row's reason). An overlay refused in turn has no substitute, and queueing is idempotent,
  * so this never loops and a SEG and an SR refused together queue the overlay once. */
-static void substitute(rp_db *db, const char *dest, const char *path, const char *reason,
-                       char *why, size_t whylen)
+static void substitute(rp_db *db, const char *dest, const char *path, const char *reason, char *why,
+                       size_t whylen)
 {
     int kind = result_kind_of(path);
     snprintf(why, whylen, "%s", reason);
@@ -149,13 +151,209 @@ static void substitute(rp_db *db, const char *dest, const char *path, const char
         snprintf(why, whylen, "%s; no overlay result to substitute (rule outputs lack overlay)",
                  reason);
     char q[400];
-    RP_WARN(MOD, "result substituted destination=%s refused=%s substitute=overlay instances=%zu "
-                 "queued=%zu file=%s",
+    RP_WARN(MOD,
+            "result substituted destination=%s refused=%s substitute=overlay instances=%zu "
+            "queued=%zu file=%s",
             dest, what, overlays, added, rp_log_kv_quote(path, q, sizeof q));
 }
 
+/* One association's worth of a batch: what one rp_sender_send call gets, on a thread of its
+ * own when the destination takes several associations at once. */
+typedef struct slice {
+    const rp_sender_dest *sd;
+    volatile int *stop;
+    const char **files;    /* n files ... */
+    size_t *pos;           /* ... and their positions in the claimed batch */
+    rp_sender_result *res; /* n */
+    size_t n;
+    rp_sender_stats st;
+    int rc;
+} slice;
+
+static void *slice_main(void *arg)
+{
+    slice *s = arg;
+    s->rc = rp_sender_send(s->sd, s->files, s->n, s->res, s->stop, &s->st);
+    return NULL;
+}
+
+static int rc_down(int rc)
+{
+    return rc == RP_ENET || rc == RP_ETIMEOUT || rc == RP_EBUSY;
+}
+
+/* What one phase of a batch left behind. */
+typedef struct phase_out {
+    int rc;            /* the destination's state: first failing slice's rc, 0 when fine */
+    int accepted;      /* slices that got an association */
+    int extra_refused; /* slices refused at association while others were accepted */
+    long long bytes;
+    int associations;
+} phase_out;
+
+/* Send the rows rows[0..m) of batch e over k parallel associations (round-robin, so each
+ * association keeps the batch's order and they finish together), results into res[] at the
+ * rows' batch positions. A slice refused at association time while another slice to the same
+ * destination was accepted is not the destination being down: the peer limits how many
+ * associations it takes from us, so its rows are retried at once (RETRY, no gate) and the
+ * caller narrows the destination. */
+static int send_phase(rp_outbox *ob, dest_state *ds, const rp_sender_dest *sd,
+                      const rp_db_outbox_entry *e, const size_t *rows, size_t m, int k,
+                      rp_sender_result *res, phase_out *po)
+{
+    memset(po, 0, sizeof *po);
+    if (m == 0)
+        return 0;
+    if ((size_t)k > m)
+        k = (int)m;
+    slice *sl = calloc((size_t)k, sizeof *sl);
+    pthread_t *th = calloc((size_t)k, sizeof *th);
+    int *threaded = calloc((size_t)k, sizeof *threaded);
+    const char **files = calloc(m, sizeof *files);
+    size_t *pos = calloc(m, sizeof *pos);
+    rp_sender_result *r = calloc(m, sizeof *r);
+    if (!sl || !th || !threaded || !files || !pos || !r) {
+        free(sl), free(th), free(threaded), free(files), free(pos), free(r);
+        return RP_ENOMEM;
+    }
+    size_t at = 0;
+    for (int j = 0; j < k; j++) {
+        sl[j].sd = sd;
+        sl[j].stop = &ob->stop;
+        sl[j].files = files + at;
+        sl[j].pos = pos + at;
+        sl[j].res = r + at;
+        for (size_t i = (size_t)j; i < m; i += (size_t)k) {
+            files[at] = e[rows[i]].file_path;
+            pos[at++] = rows[i];
+            sl[j].n++;
+        }
+    }
+    for (int j = 1; j < k; j++)
+        threaded[j] = pthread_create(&th[j], NULL, slice_main, &sl[j]) == 0;
+    slice_main(&sl[0]);
+    for (int j = 1; j < k; j++) {
+        if (threaded[j])
+            pthread_join(th[j], NULL);
+        else
+            slice_main(&sl[j]); /* no thread to be had: one after the other */
+    }
+    for (int j = 0; j < k; j++)
+        if (sl[j].st.associations > 0)
+            po->accepted++;
+    for (int j = 0; j < k; j++) {
+        slice *s = &sl[j];
+        const char *res_label = s->rc == 0 ? "ok" : rc_down(s->rc) ? "unavailable" : "failed";
+        rp_metrics_observe(RP_M_OUTBOX_SEND_SECONDS, s->st.seconds, ds->peer.name, res_label);
+        po->bytes += s->st.bytes;
+        po->associations += s->st.associations;
+        int refused_extra = s->rc != 0 && s->st.associations == 0 && po->accepted > 0 &&
+                            (rc_down(s->rc) || s->rc == RP_EREFUSED);
+        if (refused_extra) {
+            po->extra_refused++;
+            for (size_t i = 0; i < s->n; i++) {
+                char why[sizeof s->res[i].reason + 64];
+                snprintf(why, sizeof why, "not sent: association %d of %d refused (%s)", j + 1, k,
+                         s->res[i].reason);
+                s->res[i].outcome = RP_SEND_RETRY;
+                s->res[i].sop_refused = 0;
+                rp_strlcpy(s->res[i].reason, why, sizeof s->res[i].reason);
+            }
+        } else if (s->rc && !po->rc) {
+            po->rc = s->rc;
+        }
+        for (size_t i = 0; i < s->n; i++)
+            res[s->pos[i]] = s->res[i];
+    }
+    free(sl), free(th), free(threaded), free(files), free(pos), free(r);
+    return 0;
+}
+
+/* Count the outcomes into t (before they are recorded: whoever sees every row finished in
+ * the db finds them counted). */
+static void tally(const rp_outbox *ob, const rp_db_outbox_entry *e, const rp_sender_result *res,
+                  size_t n, rp_outbox_totals *t)
+{
+    for (size_t i = 0; i < n; i++) {
+        rp_send_outcome o = res[i].outcome;
+        if (o == RP_SEND_DONE)
+            t->sent++;
+        else if (o == RP_SEND_DEAD ||
+                 (o == RP_SEND_RETRY_FEW && e[i].attempts >= ob->o.few_attempts))
+            t->dead++;
+        else
+            t->retried++;
+    }
+}
+
+/* Record every row's outcome in the db. */
+static void record(rp_outbox *ob, rp_db *db, dest_state *ds, const rp_db_outbox_entry *e,
+                   const rp_sender_result *res, size_t n, double now)
+{
+    for (size_t i = 0; i < n; i++) {
+        const rp_sender_result *r = &res[i];
+        int frc = 0;
+        switch (r->outcome) {
+        case RP_SEND_DONE:
+            frc = rp_db_outbox_finish(db, e[i].id, 1, r->dimse_status, r->reason, 0, 0, 0);
+            break;
+        case RP_SEND_DEAD: {
+            char why[512];
+            if (r->sop_refused)
+                substitute(db, ds->peer.name, e[i].file_path, r->reason, why, sizeof why);
+            else
+                rp_strlcpy(why, r->reason, sizeof why);
+            frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, why, 1, 0, 0);
+            break;
+        }
+        case RP_SEND_RETRY_FEW:
+            frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, r->reason, 0,
+                                      ob->o.base_delay_s, ob->o.few_attempts);
+            break;
+        case RP_SEND_RETRY:
+        default:
+            frc = rp_db_outbox_retry_at(db, e[i].id, r->dimse_status, r->reason,
+                                        ds->gate_until > now ? ds->gate_until : now);
+            break;
+        }
+        if (frc)
+            RP_ERROR(MOD, "cannot record outcome outbox_id=%lld outcome=%s rc=%s", e[i].id,
+                     rp_send_outcome_name(r->outcome), rp_strerror(frc));
+        else if (r->outcome == RP_SEND_DEAD || r->outcome == RP_SEND_RETRY_FEW) {
+            /* a failure of this instance, not of the destination (that has its own line) */
+            char q[300];
+            rp_log(r->outcome == RP_SEND_DEAD || e[i].attempts >= ob->o.few_attempts ? RP_LOG_ERROR
+                                                                                     : RP_LOG_WARN,
+                   MOD,
+                   "instance not sent destination=%s outbox_id=%lld outcome=%s status=%d "
+                   "attempts=%d reason=%s",
+                   ds->peer.name, e[i].id,
+                   r->outcome == RP_SEND_DEAD || e[i].attempts >= ob->o.few_attempts ? "dead"
+                                                                                     : "retry",
+                   r->dimse_status, e[i].attempts, rp_log_kv_quote(r->reason, q, sizeof q));
+        }
+    }
+}
+
+/* The destination's associations for the next batch: its send_associations, or fewer for a
+ * while after it refused some of them (max_delay_s, then the full number is tried again). */
+static int assoc_width(dest_state *ds, double now)
+{
+    int want = ds->peer.send_associations > 0 ? ds->peer.send_associations : 1;
+    if (ds->narrow_to > 0 && now >= ds->narrow_until) {
+        RP_INFO(MOD, "trying the configured associations again destination=%s associations=%d",
+                ds->peer.name, want);
+        ds->narrow_to = 0;
+    }
+    return ds->narrow_to > 0 && ds->narrow_to < want ? ds->narrow_to : want;
+}
+
 /* Claim one batch of due rows of `ds` and send it. Returns 1 when more rows may be due now;
- * *wake is lowered to the next due time of the destination when nothing is due yet. */
+ * *wake is lowered to the next due time of the destination when nothing is due yet.
+ * Ordering: the batch's derived instances go first (over the destination's associations in
+ * parallel); its other results (SEG, SR, overlay: objects that refer to images) only after
+ * every derived instance of the batch was answered, and not at all while the destination is
+ * down. */
 static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
 {
     /* a read first: an idle destination must not take the write lock every poll */
@@ -180,19 +378,17 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
                  rp_strerror(rc));
         return 0;
     }
-    const char **files = calloc(n, sizeof *files);
+    size_t *rows = calloc(n, sizeof *rows);
     rp_sender_result *res = calloc(n, sizeof *res);
-    if (!files || !res) {
+    if (!rows || !res) {
         /* give the rows back untouched: they are retried on the next pass */
         for (size_t i = 0; i < n; i++)
             rp_db_outbox_retry_at(db, e[i].id, -1, "out of memory", rp_now_s() + 1);
-        free(files);
+        free(rows);
         free(res);
         free(e);
         return 0;
     }
-    for (size_t i = 0; i < n; i++)
-        files[i] = e[i].file_path;
     rp_sender_dest sd = {
         .host = ds->peer.host,
         .port = ds->peer.port,
@@ -204,22 +400,63 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
         .max_pdu = ob->max_pdu,
         .tls = ds->peer.tls_only ? ob->tls : NULL,
     };
-    rp_sender_stats st;
-    rc = rp_sender_send(&sd, files, n, res, &ob->stop, &st);
+    int width = assoc_width(ds, now0);
+    size_t n_first = 0, n_after = 0;
+    for (size_t i = 0; i < n; i++) {
+        res[i].outcome = RP_SEND_RETRY;
+        res[i].dimse_status = -1;
+        rp_strlcpy(res[i].reason, "not sent", sizeof res[i].reason);
+        if (result_kind_of(e[i].file_path) == RP_RESULT_DERIVED)
+            rows[n_first++] = i;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (result_kind_of(e[i].file_path) != RP_RESULT_DERIVED)
+            rows[n_first + n_after++] = i;
+    double t0 = rp_mono_s();
+    phase_out p1, p2;
+    memset(&p2, 0, sizeof p2);
+    /* One association sends in the order given, each instance after the previous answer:
+     * the whole batch in one go (derived first) is the same order, one negotiation less. */
+    int single = width == 1;
+    rc = send_phase(ob, ds, &sd, e, rows, single ? n : n_first, width, res, &p1);
+    if (!single && rc == 0 && !p1.rc && !ob->stop)
+        rc = send_phase(ob, ds, &sd, e, rows + n_first, n_after,
+                        p1.extra_refused ? p1.accepted : width, res, &p2);
+    else if (!single)
+        for (size_t i = n_first; i < n; i++)
+            rp_strlcpy(res[rows[i]].reason,
+                       ob->stop
+                           ? "not sent: stopping"
+                           : "not sent: waits for the derived series, which did not get through",
+                       sizeof res[rows[i]].reason);
+    double secs = rp_mono_s() - t0;
+    int state = rc ? rc : p1.rc ? p1.rc : p2.rc;
+    int down = rc_down(state);
     double now = rp_now_s();
-    int down = rc == RP_ENET || rc == RP_ETIMEOUT || rc == RP_EBUSY;
-    rp_metrics_observe(RP_M_OUTBOX_SEND_SECONDS, st.seconds, ds->peer.name,
-                       rc == 0 ? "ok" : down ? "unavailable" : "failed");
+    int extra = p1.extra_refused + p2.extra_refused;
+    if (extra && !down) { /* while it is down, refusals say nothing about a limit */
+        int acc = p1.extra_refused ? p1.accepted : p2.accepted;
+        ds->narrow_to = acc > 0 ? acc : 1;
+        ds->narrow_until = now + ob->o.max_delay_s;
+        RP_WARN(MOD,
+                "destination refused extra associations, sending on fewer destination=%s "
+                "tried=%d accepted=%d retry_full_in_s=%.0f",
+                ds->peer.name, width, ds->narrow_to, ob->o.max_delay_s);
+    }
     if (down) {
         ds->fail_streak++;
         double wait_s = backoff(ob, ds->fail_streak);
         ds->gate_until = now + wait_s;
+        const char *why = "";
+        for (size_t i = 0; i < n && !why[0]; i++)
+            if (res[i].outcome != RP_SEND_DONE)
+                why = res[i].reason;
         char q[300];
         RP_WARN(MOD,
                 "destination unavailable destination=%s host=%s port=%d failures=%d "
                 "retry_in_s=%.1f rows=%zu reason=%s",
                 ds->peer.name, ds->peer.host, ds->peer.port, ds->fail_streak, wait_s, n,
-                rp_log_kv_quote(res[0].reason, q, sizeof q));
+                rp_log_kv_quote(why, q, sizeof q));
     } else {
         if (ds->fail_streak)
             RP_INFO(MOD, "destination reachable again destination=%s after_failures=%d",
@@ -229,54 +466,19 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
     }
     rp_outbox_totals t;
     memset(&t, 0, sizeof t);
-    t.associations = st.associations;
-    t.bytes = st.bytes;
-    t.send_seconds = st.seconds;
-    for (size_t i = 0; i < n; i++) {
-        const rp_sender_result *r = &res[i];
-        int frc = 0;
-        switch (r->outcome) {
-        case RP_SEND_DONE:
-            frc = rp_db_outbox_finish(db, e[i].id, 1, r->dimse_status, r->reason, 0, 0, 0);
-            t.sent++;
-            break;
-        case RP_SEND_DEAD: {
-            char why[512];
-            if (r->sop_refused)
-                substitute(db, ds->peer.name, e[i].file_path, r->reason, why, sizeof why);
-            else
-                rp_strlcpy(why, r->reason, sizeof why);
-            frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, why, 1, 0, 0);
-            t.dead++;
-            break;
-        }
-        case RP_SEND_RETRY_FEW:
-            frc = rp_db_outbox_finish(db, e[i].id, 0, r->dimse_status, r->reason, 0,
-                                      ob->o.base_delay_s, ob->o.few_attempts);
-            if (e[i].attempts >= ob->o.few_attempts)
-                t.dead++;
-            else
-                t.retried++;
-            break;
-        case RP_SEND_RETRY:
-        default:
-            frc = rp_db_outbox_retry_at(db, e[i].id, r->dimse_status, r->reason,
-                                        ds->gate_until > now ? ds->gate_until : now);
-            t.retried++;
-            break;
-        }
-        if (frc)
-            RP_ERROR(MOD, "cannot record outcome outbox_id=%lld outcome=%s rc=%s", e[i].id,
-                     rp_send_outcome_name(r->outcome), rp_strerror(frc));
-    }
+    t.associations = p1.associations + p2.associations;
+    t.bytes = p1.bytes + p2.bytes;
+    t.send_seconds = secs;
+    tally(ob, e, res, n, &t);
+    add_totals(ob, &t);
+    record(ob, db, ds, e, res, n, now);
     if (t.sent)
         RP_INFO(MOD,
-                "sent destination=%s instances=%lld failed=%zu associations=%d bytes=%lld "
-                "seconds=%.3f",
-                ds->peer.name, t.sent, n - (size_t)t.sent, st.associations, st.bytes, st.seconds);
-    add_totals(ob, &t);
-    int more = !down && n == (size_t)ob->o.batch;
-    free(files);
+                "sent destination=%s instances=%lld failed=%zu associations=%lld parallel=%d "
+                "bytes=%lld seconds=%.3f",
+                ds->peer.name, t.sent, n - (size_t)t.sent, t.associations, width, t.bytes, secs);
+    int more = !down && (n == (size_t)ob->o.batch || extra);
+    free(rows);
     free(res);
     free(e);
     return more;
@@ -362,8 +564,7 @@ static int recover(rp_outbox *ob, const rp_conf *c)
         rp_db_outbox_entry *p = NULL;
         size_t np = 0;
         if (rp_db_outbox_list(db, RP_OUTBOX_PENDING, ob->dests[d].peer.name, 1, &p, &np) == 0 &&
-            np &&
-            p[0].attempts > 0 && p[0].last_status < 0 && p[0].last_reason[0]) {
+            np && p[0].attempts > 0 && p[0].last_status < 0 && p[0].last_reason[0]) {
             ob->dests[d].fail_streak = p[0].attempts;
             ob->dests[d].gate_until = p[0].next_attempt_at;
         }

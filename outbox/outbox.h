@@ -10,7 +10,18 @@
  *    destination that is no longer configured goes to dead saying so.
  *  - One thread per destination, at most max_threads threads (destinations are shared
  *    round-robin when there are more). A thread claims up to `batch` due rows of its
- *    destination and sends them in one association (several when > 128 contexts).
+ *    destination and sends them in one association (several when > 128 contexts), or over
+ *    the destination's [peer] send_associations parallel associations (the rows dealt
+ *    round-robin, each association on a thread of its own); every row still gets its own
+ *    outcome, recorded as below, whichever association carried it.
+ *  - Order: the batch's derived instances first; its SEG, SR and overlay files (results that
+ *    refer to images) after them: on one association in that order, on several only once
+ *    every derived instance of the batch was answered (one more association), and not at all
+ *    when the destination went down meanwhile (they wait with the others).
+ *  - A destination that refuses some of the parallel associations while it accepts others
+ *    (a per-AE limit) is not down: the refused associations' rows are due again at once,
+ *    and the destination is sent to on as many associations as it accepted, for max_delay_s,
+ *    then on send_associations again (logged both times).
  *  - Failure classes (see the sender below): RETRY (connection refused/timeout, rejected transient,
  *    0xA7xx) puts the rows back with the destination's backoff: base_delay_s doubling per
  *    consecutive failure up to max_delay_s (2 s .. 10 min by default), never dead; RETRY_FEW

@@ -4,6 +4,7 @@
  */
 #include "dcmtk/config/osconfig.h"
 
+#include "dcmtk/dcmdata/dccodec.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dctk.h"
 #include "dcmtk/dcmjpeg/djdecode.h"
@@ -60,6 +61,10 @@ struct file_state {
     unsigned status = 0;
     int broke_association = 0; /* the C-STORE on which the association failed */
     std::string why;           /* why it was not sent, when it was not */
+    /* No presentation context for it: the destination took its SOP class in another
+     * transfer syntax (so the syntax is the problem, not the SOP class) ... */
+    int sop_accepted = 0;
+    std::string ts; /* ... and the file's own transfer syntax */
 };
 
 class TrackingSCU : public DcmStorageSCU
@@ -114,6 +119,10 @@ class TrackingSCU : public DcmStorageSCU
         f.processed = 1;
         f.request_sent = e.RequestSent ? 1 : 0;
         f.status = e.ResponseStatusCode;
+        if (f.status == RP_STORE_NO_PC) {
+            f.ts = e.TransferSyntaxUID.c_str();
+            f.sop_accepted = findPresentationContextID(e.SOPClassUID, "") != 0;
+        }
         if (e.RequestSent) {
             responses++;
         } else if (broken && sent_called) {
@@ -296,6 +305,33 @@ void probe_reject(const rp_sender_dest *d, int acse_timeout, int *permanent, std
             ASC_destroyAssociationParameters(&params);
     }
     ASC_dropNetwork(&net);
+}
+
+/* An instance for which no accepted presentation context fits: say whether the destination
+ * refused its SOP class, or took the class only in syntaxes we cannot convert the file to
+ * (a compressed syntax without a decoder here, e.g. JPEG 2000: dcmtk has none). */
+void no_context_result(const file_state &s, rp_sender_result *r)
+{
+    DcmXfer x(s.ts.c_str());
+    const E_TransferSyntax from = x.getXfer();
+    const int decodable =
+        !x.isEncapsulated() || DcmCodecList::canChangeCoding(from, EXS_LittleEndianImplicit);
+    std::string name = x.getXferName();
+    if (s.sop_accepted) {
+        set_result(r, RP_SEND_DEAD, -1,
+                   "destination accepts this SOP class only in other transfer syntaxes and the "
+                   "file's (" +
+                       name + ") cannot be converted to them" +
+                       (decodable ? "" : " (no decoder for it here)"));
+        return; /* a substitute of another SOP class would not help */
+    }
+    set_result(r, RP_SEND_DEAD, -1,
+               decodable ? "destination accepted no presentation context for this SOP class / "
+                           "transfer syntax"
+                         : "destination accepted no presentation context for this SOP class in "
+                           "the file's transfer syntax (" +
+                               name + "), and it cannot be decompressed here to offer others");
+    r->sop_refused = 1; /* the outbox may send a substitute it accepts */
 }
 
 long long file_bytes(const char *p)
@@ -495,12 +531,9 @@ extern "C" int rp_sender_send(const rp_sender_dest *d, const char *const *files,
         const file_state &s = kv.second;
         rp_sender_result *r = &results[i];
         if (s.processed && s.request_sent) {
-            if (s.status == RP_STORE_NO_PC) {
-                set_result(r, RP_SEND_DEAD, -1,
-                           "destination accepted no presentation context for this SOP class / "
-                           "transfer syntax");
-                r->sop_refused = 1; /* the outbox may send a substitute it accepts */
-            } else if (s.status == RP_STORE_BAD_DATASET)
+            if (s.status == RP_STORE_NO_PC)
+                no_context_result(s, r);
+            else if (s.status == RP_STORE_BAD_DATASET)
                 set_result(r, RP_SEND_DEAD, -1, "dataset could not be read");
             else
                 classify_status(s.status, r);

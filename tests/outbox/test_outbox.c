@@ -245,7 +245,7 @@ static void test_delivered_once(void **state)
 {
     (void)state;
     if (access(g_files[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char dir[512], db[512];
     snprintf(dir, sizeof dir, "%s/once", g_tmp);
     snprintf(db, sizeof db, "%s/once.db", g_tmp);
@@ -277,7 +277,7 @@ static void test_backoff_then_delivered(void **state)
 {
     (void)state;
     if (access(g_files[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char dir[512], db[512];
     snprintf(dir, sizeof dir, "%s/backoff", g_tmp);
     snprintf(db, sizeof db, "%s/backoff.db", g_tmp);
@@ -318,7 +318,7 @@ static void test_sending_rows_requeued(void **state)
 {
     (void)state;
     if (access(g_files[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char dir[512], db_path[512];
     snprintf(dir, sizeof dir, "%s/crash", g_tmp);
     snprintf(db_path, sizeof db_path, "%s/crash.db", g_tmp);
@@ -355,18 +355,22 @@ static void test_sending_rows_requeued(void **state)
     rp_conf_free(&c);
 }
 
-static void test_refused_dead(void **state)
+/* A destination that rejects every association (permanent): the rows go dead at once, on
+ * one association or on several (all refused is not "some refused": no narrowing, no retry
+ * loop); re-queued, they reach a working receiver (a non-forking storescp takes the parallel
+ * associations one after the other). */
+static void refused_then_requeued(int associations)
 {
-    (void)state;
     if (access(g_files[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char dir[512], db[512];
-    snprintf(dir, sizeof dir, "%s/refused", g_tmp);
-    snprintf(db, sizeof db, "%s/refused.db", g_tmp);
+    snprintf(dir, sizeof dir, "%s/refused%d", g_tmp, associations);
+    snprintf(db, sizeof db, "%s/refused%d.db", g_tmp, associations);
     mkdir(dir, 0700);
     int port = free_port();
     rp_conf c;
     make_conf(&c, port);
+    c.peers[0].send_associations = associations;
     enqueue(db, &c);
     pid_t pid = start_storescp(port, dir, "--refuse");
     rp_outbox_opts o = fast_opts(db);
@@ -398,11 +402,23 @@ static void test_refused_dead(void **state)
     rp_conf_free(&c);
 }
 
+static void test_refused_dead(void **state)
+{
+    (void)state;
+    refused_then_requeued(1);
+}
+
+static void test_refused_dead_parallel(void **state)
+{
+    (void)state;
+    refused_then_requeued(2);
+}
+
 static void test_enqueue_dir(void **state)
 {
     (void)state;
     if (access(g_files[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char dir[512], db_path[512], cmd[8192];
     snprintf(dir, sizeof dir, "%s/job/dicom", g_tmp);
     snprintf(db_path, sizeof db_path, "%s/enq.db", g_tmp);
@@ -560,6 +576,72 @@ static void test_refused_seg_substituted(void **state)
     rp_conf_free(&c);
 }
 
+/* send_associations = 3: the three CT slices of a job folder go over three parallel
+ * associations (a forking storescp takes them at once), its SEG after them on a fourth; each
+ * row done once, on its first attempt. */
+static void test_parallel_associations(void **state)
+{
+    (void)state;
+    if (access(g_files[0], R_OK))
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
+    char dir[512], db_path[512], out[512], cmd[8192];
+    snprintf(dir, sizeof dir, "%s/parjob/dicom", g_tmp);
+    snprintf(db_path, sizeof db_path, "%s/par.db", g_tmp);
+    snprintf(out, sizeof out, "%s/par_recv", g_tmp);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' '%s' && cp '%s' '%s/IM00001.dcm' && cp '%s' '%s/IM00002.dcm' && "
+             "cp '%s' '%s/IM00003.dcm' && cp '%s/seg_with_source_ct/liver_seg.dcm' '%s/seg.dcm'",
+             dir, out, g_files[0], dir, g_files[1], dir, g_files[2], dir, g_data, dir);
+    assert_int_equal(system(cmd), 0);
+    int port = free_port();
+    pid_t pid = start_storescp(port, out, "--fork");
+    rp_conf c;
+    make_conf(&c, port);
+    c.peers[0].send_associations = 3;
+    rp_db *db = NULL;
+    assert_int_equal(rp_db_open(db_path, &db), 0);
+    size_t added = 0;
+    assert_int_equal(rp_outbox_enqueue_dir(db, &c, "pacs", dir, &added), 0);
+    assert_int_equal(added, 4);
+    rp_db_close(db);
+    rp_outbox_opts o = fast_opts(db_path);
+    rp_outbox *ob = NULL;
+    assert_int_equal(rp_outbox_start(&c, &o, &ob), 0);
+    assert_true(wait_done(db_path, 4, 30));
+    rp_outbox_totals t;
+    rp_outbox_totals_get(ob, &t);
+    rp_outbox_stop(ob);
+    usleep(300000);
+    stop_child(pid);
+    assert_int_equal(t.sent, 4);
+    assert_int_equal(t.associations, 3 + 1);
+    row_counts r = counts(db_path);
+    assert_int_equal(r.done, 4);
+    assert_int_equal(r.max_attempts, 1);
+    assert_int_equal(count_files(out), 4);
+    /* the SEG was stored after every CT slice (mtimes; equal within a clock tick is fine) */
+    DIR *d = opendir(out);
+    assert_non_null(d);
+    struct dirent *de;
+    double seg_t = -1, ct_last = -1;
+    while ((de = readdir(d))) {
+        char path[1024];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", out, de->d_name);
+        if (de->d_name[0] == '.' || stat(path, &st))
+            continue;
+        double mt = (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec / 1e9;
+        if (!strncmp(de->d_name, "SG.", 3)) /* storescp --fork: <modality prefix>.X.<uid> */
+            seg_t = mt;
+        else if (mt > ct_last)
+            ct_last = mt;
+    }
+    closedir(d);
+    assert_true(seg_t > 0 && ct_last > 0);
+    assert_true(seg_t >= ct_last);
+    rp_conf_free(&c);
+}
+
 /* ------------------------------------------------------------------ driver mode */
 
 static int driver(int argc, char **argv)
@@ -653,6 +735,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sending_rows_requeued),
         cmocka_unit_test(test_refused_dead),
         cmocka_unit_test(test_enqueue_dir),
+        cmocka_unit_test(test_parallel_associations),
+        cmocka_unit_test(test_refused_dead_parallel),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

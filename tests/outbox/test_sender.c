@@ -163,7 +163,7 @@ static void test_send_ok_once(void **state)
     char p[3][1024];
     ct_files(p);
     if (access(p[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char out[512];
     snprintf(out, sizeof out, "%s/ok", g_tmp);
     mkdir(out, 0700);
@@ -195,7 +195,7 @@ static void test_transcode_when_refused(void **state)
     snprintf(a, sizeof a, "%s/compressed/ts_same_image_9_syntaxes/8.dcm", g_data);
     snprintf(b, sizeof b, "%s/compressed/ts_same_image_9_syntaxes/4.dcm", g_data);
     if (access(a, R_OK) || access(b, R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char out[512];
     snprintf(out, sizeof out, "%s/implicit", g_tmp);
     mkdir(out, 0700);
@@ -250,7 +250,7 @@ static void test_association_refused_dead(void **state)
     char p[3][1024];
     ct_files(p);
     if (access(p[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char out[512];
     snprintf(out, sizeof out, "%s/refuse", g_tmp);
     mkdir(out, 0700);
@@ -274,7 +274,7 @@ static void test_bad_file_dead_others_sent(void **state)
     char p[3][1024];
     ct_files(p);
     if (access(p[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char junk[600];
     snprintf(junk, sizeof junk, "%s/junk.dcm", g_tmp);
     FILE *f = fopen(junk, "w");
@@ -304,7 +304,7 @@ static void test_dimse_timeout_retry(void **state)
     char p[3][1024];
     ct_files(p);
     if (access(p[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char out[512];
     snprintf(out, sizeof out, "%s/slow", g_tmp);
     mkdir(out, 0700);
@@ -334,7 +334,7 @@ static void test_file_uid(void **state)
     char p[3][1024];
     ct_files(p);
     if (access(p[0], R_OK))
-        skip();
+        fail_msg("shared test data missing (RP_SHARED_DATA): see ../shared/data/README.md");
     char uid[65];
     assert_int_equal(rp_sender_file_uid(p[0], uid, sizeof uid), 0);
     assert_string_equal(uid, "1.2.392.200103.20080913.113635.2.2009.6.22.21.43.10.23431.1");
