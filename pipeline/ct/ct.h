@@ -54,11 +54,11 @@ typedef struct rp_ct_lung_params {
 
 /* What the airway removal found (all zero when it did not run). */
 typedef struct rp_ct_airway {
-    int found;             /* 1: a trachea was found and removed */
-    double removed_ml;     /* volume taken out */
-    int top_slice;         /* first (most superior) axial slice index with trachea */
-    int carina_slice;      /* axial slice index of the carina (-1: not reached) */
-    double carina_ras[3];  /* world mm of the carina (centroid of the last undivided slice) */
+    int found;            /* 1: a trachea was found and removed */
+    double removed_ml;    /* volume taken out */
+    int top_slice;        /* first (most superior) axial slice index with trachea */
+    int carina_slice;     /* axial slice index of the carina (-1: not reached) */
+    double carina_ras[3]; /* world mm of the carina (centroid of the last undivided slice) */
 } rp_ct_airway;
 
 /* Lung mask into `mask`. body (may be NULL: computed with p->threshold) is the body mask on

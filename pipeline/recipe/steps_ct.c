@@ -142,8 +142,10 @@ int rp_step_lungmask_run(rp_step_ctx *ctx, const void *pp)
     if (rc)
         return rc;
     const rp_volume *v = ctx->vol;
-    rp_ct_lung_params lp = {
-        .min_ml = p->size, .closing_mm = p->closing_mm, .max_hole_mm2 = p->hole_mm2, .airway = p->airway};
+    rp_ct_lung_params lp = {.min_ml = p->size,
+                            .closing_mm = p->closing_mm,
+                            .max_hole_mm2 = p->hole_mm2,
+                            .airway = p->airway};
     if ((rc = rp_step_ctx_hu_value(ctx, p->threshold_hu, "lungmask", &lp.threshold)) != 0)
         return rc;
     rp_mask *m = rp_mask_like(v, "lung");
@@ -270,7 +272,8 @@ const rp_step_def rp_steps_ct[] = {
     RP_STEP_ENTRY(window, "window(lung|mediastinal|bone|brain|abdomen) or window(level,width)"),
     RP_STEP_ENTRY(multiwindow, "multiwindow(w1,w2,...) of presets or level/width"),
     RP_STEP_ENTRY(bodymask, "bodymask[(threshold_hu)]"),
-    RP_STEP_ENTRY(lungmask, "lungmask[(threshold_hu[,min_ml[,closing_mm[,max_hole_mm2[,airway]]]])]"),
+    RP_STEP_ENTRY(lungmask,
+                  "lungmask[(threshold_hu[,min_ml[,closing_mm[,max_hole_mm2[,airway]]]])]"),
     RP_STEP_ENTRY(metal, "metal[(threshold_hu[,min_mm3])]"),
     {0},
 };

@@ -140,7 +140,8 @@ int rp_nifti_read_info(const char *path, rp_nifti_info *out);
 /* qform of a header as a 4x4 (for tests). */
 void rp_nifti_qform_affine(const rp_nifti_info *h, double A[4][4]);
 
-/* ---- storing a float32 volume in the smallest exact type (nifti.c, nifti_store.c, nifti_rescale.c) ------- */
+/* ---- storing a float32 volume in the smallest exact type (nifti.c, nifti_store.c,
+ * nifti_rescale.c) ------- */
 
 /* Write float32 voxels converted on the fly to `datatype` (RP_NII_INT16 or RP_NII_UINT8;
  * RP_NII_FLOAT32 writes them as they are): stored = round(value * a + b), clamped to the
@@ -175,9 +176,9 @@ typedef struct rp_nifti_store {
     double a, b;
     double scl_slope, scl_inter;
     double hu_slope, hu_inter;
-    double max_err;      /* in the units a reader gets (0: exact) */
-    int exact;           /* 1: every value is stored exactly */
-    char why[160];       /* the choice in words (sidecar) */
+    double max_err; /* in the units a reader gets (0: exact) */
+    int exact;      /* 1: every value is stored exactly */
+    char why[160];  /* the choice in words (sidecar) */
 } rp_nifti_store;
 /* Choose the storage of v under spec (one parallel pass over the data). hu_known: the values
  * are HU * 1/hu_scale - hu_offset/hu_scale, i.e. HU = value * hu_scale + hu_offset.
