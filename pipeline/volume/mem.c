@@ -8,50 +8,23 @@
 
 #define HUGE_SZ ((size_t)2 << 20)
 
-/* The whole mapping of a large glibc allocation (glibc serves it with its own mmap and keeps
- * the mapping's offset and size in the two words before the pointer). The hint must cover
- * the mapping exactly: advice on part of it splits it in several kernel areas, and then
- * glibc's realloc can no longer mremap it and copies every byte instead. 0 when `p` does
- * not look like such a block. */
-static int whole_mapping(void *p, size_t n, uintptr_t *start, size_t *len)
-{
-#ifdef __GLIBC__
-    const size_t *hdr = (const size_t *)p - 2; /* prev_size (offset), size | flags */
-    size_t size = hdr[1], off = hdr[0];
-    if (!(size & 2)) /* IS_MMAPPED */
-        return 0;
-    uintptr_t chunk = (uintptr_t)p - 2 * sizeof(size_t);
-    *start = chunk - off;
-    *len = off + (size & ~(size_t)7);
-    long pg = sysconf(_SC_PAGESIZE);
-    if (pg <= 0 || (*start % (uintptr_t)pg) != 0 || (*len % (size_t)pg) != 0 ||
-        (uintptr_t)p + n > *start + *len || off > (size_t)pg * 16)
-        return 0;
-    return 1;
-#else
-    (void)p;
-    (void)n;
-    (void)start;
-    (void)len;
-    return 0;
-#endif
-}
-
 void rp_mem_hint_huge(void *p, size_t n)
 {
 #ifdef MADV_HUGEPAGE
     if (!p || n < 2 * HUGE_SZ)
         return;
-    uintptr_t a;
-    size_t len;
-    if (whole_mapping(p, n, &a, &len)) {
-        (void)madvise((void *)a, len, MADV_HUGEPAGE); /* advisory: failure changes nothing */
+    /* The advice covers [p, p+n) rounded out to whole pages. A large glibc block is a mapping
+     * of its own that starts a few bytes before p and ends on the page after p+n, so this is
+     * the whole mapping: advice on part of it would split it in several kernel areas, and
+     * then realloc could no longer mremap it and would copy every byte instead. Elsewhere
+     * (a block inside the heap, another allocator) advice on a neighbour's page is harmless:
+     * it changes no contents. No allocator internals are read. */
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0)
         return;
-    }
-    a = ((uintptr_t)p + HUGE_SZ - 1) & ~(uintptr_t)(HUGE_SZ - 1);
-    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(HUGE_SZ - 1);
-    if (e > a)
-        (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1);
+    uintptr_t e = ((uintptr_t)p + n + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    (void)madvise((void *)a, e - a, MADV_HUGEPAGE); /* advisory: failure changes nothing */
 #else
     (void)p;
     (void)n;
