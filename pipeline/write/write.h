@@ -13,8 +13,13 @@
  *    qform = the closest rigid transform with pixdim/qfac, qform_code 1. Readers (nibabel,
  *    FSL, ITK) get the affine we meant.
  *  - .nii.gz is written as concatenated gzip members compressed in parallel with libdeflate
- *    (valid gzip: zlib, gzip -d and nibabel read it). Memory: at most 2 blocks per thread in
- *    flight besides the caller's data.
+ *    (valid gzip: zlib, gzip -d and nibabel read it), written in order as they finish.
+ *    Memory: one input and one output block per thread besides the caller's data.
+ *  - Storage (rp_nifti_store_choose, a rule's `dtype`): a float32 volume is stored in the
+ *    smallest type that holds it to within a stated error: integers exactly as uint8/int16,
+ *    HU-linear values as int16 on a HU grid (0.1 HU by default) with scl_slope/scl_inter so
+ *    readers get the values back, else float32. The conversion runs block by block inside
+ *    the compression threads: no converted copy of the volume is held.
  *  - Written to "<path>.tmp-<pid>" then renamed: a crash never leaves a half file at `path`.
  *
  * Contract, PNG:
