@@ -1,5 +1,5 @@
 /* pipeline/write/nifti_rescale.c — a NIfTI copy with other scaling fields, without touching
- * the voxels (see rp_nifti_copy_rescaled in nifti.h). */
+ * the voxels (see rp_nifti_copy_rescaled in write.h). */
 #include "pipeline/write/write.h"
 
 #include <errno.h>
