@@ -264,7 +264,11 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     rp_mask *pad = NULL;
     uint8_t *pad_all = d->pad_mask;
     int any_pad = 0;
-    for (int k = 0; k < st->n_refs && !d->pad_mask; k++)
+    /* only slices handed over as decoded (no contiguous copy): after a grid correction the
+     * loader dropped its mask because padding no longer maps onto the new grid, and values
+     * interpolated from padding are no longer the padding value */
+    const int direct = d->data == NULL;
+    for (int k = 0; direct && k < st->n_refs && !d->pad_mask; k++)
         any_pad |= infos[st->slice[k].file]->has_padding_value &&
                    infos[st->slice[k].file]->samples_per_pixel == 1;
     if (d->pad_mask || any_pad) {
