@@ -91,6 +91,9 @@ typedef struct rp_conf_rule {
     char overlay_caption[64]; /* "overlay" caption; empty: "NOT FOR DIAGNOSIS"; "none": none */
     int priority;      /* higher wins when several rules match; default 0 */
     int builtin;       /* 1 for rules from the embedded defaults */
+    char dtype[32];    /* how the image is stored: "" or auto, float32, int16, uint8, hu; auto,
+                          int16 and hu may carry a HU step: "int16(0.5)" (pipeline's
+                          rp_dtype_parse reads it) */
 } rp_conf_rule;
 
 /* [fusion NAME]: study-level multi-sequence fusion (docs/configuration.md, docs/fusion.md). */

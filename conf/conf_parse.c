@@ -57,6 +57,7 @@ typedef enum {
     K_OUTS,  /* known output kinds */
     K_RESULTS, /* result kinds a destination receives: derived seg overlay sr */
     K_STEPS, /* recipe text, remembers its line */
+    K_DTYPE, /* a rule's storage type (dtype_valid) */
 } key_kind;
 
 typedef struct key_def {
@@ -164,6 +165,7 @@ static const key_def rule_keys[] = {
     {"send_to", K_WORDS, R(send_to), 0, 0, NULL},
     {"priority", K_INT, R(priority), -1000000, 1000000, NULL},
     {"overlay_caption", K_STR, R(overlay_caption), 0, 0, NULL},
+    {"dtype", K_DTYPE, R(dtype), 0, 0, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef R
@@ -268,6 +270,29 @@ static int check_words(parse_ctx *x, const key_def *k, const char *v, int upper)
         }
     }
     return 1;
+}
+
+/* A rule's dtype: "", auto, float32, int16, uint8, hu; auto/int16/hu may add "(step)" in HU,
+ * 0.001..100 (the pipeline reads the same syntax). */
+static int dtype_valid(const char *v)
+{
+    static const char *const words[] = {"auto", "float32", "int16", "uint8", "hu", NULL};
+    if (!*v)
+        return 1;
+    size_t n = strcspn(v, "(");
+    int k = -1;
+    for (int i = 0; words[i]; i++)
+        if (strlen(words[i]) == n && strncasecmp(v, words[i], n) == 0)
+            k = i;
+    if (k < 0)
+        return 0;
+    if (!v[n])
+        return 1;
+    if (k == 1 || k == 3)
+        return 0;
+    char *end;
+    double s = strtod(v + n + 1, &end);
+    return end != v + n + 1 && end[0] == ')' && end[1] == 0 && s >= 0.001 && s <= 100;
 }
 
 static int set_string(parse_ctx *x, const key_def *k, void *dst, const char *v)
@@ -375,6 +400,13 @@ static int apply_key(parse_ctx *x, const key_def *k, const char *v)
     case K_RESULTS:
         if (!check_words(x, k, v, 0))
             return 0;
+        return set_string(x, k, dst, v);
+    case K_DTYPE:
+        if (!dtype_valid(v))
+            return fail_at(x, x->line,
+                           "dtype: '%s' (want auto, float32, int16, uint8 or hu; auto, int16 and "
+                           "hu take an optional HU step, e.g. int16(0.5))",
+                           v);
         return set_string(x, k, dst, v);
     case K_STEPS:
         if (!*v)

@@ -19,6 +19,7 @@
 #include "pipeline/recipe/recipe.h"
 #include "pipeline/pipeline_internal.h"
 #include "pipeline/write/write.h"
+#include "pipeline/process_fast_internal.h"
 
 #define MOD "pipeline"
 
@@ -76,6 +77,8 @@ typedef struct run_state {
     const char *uid_root; /* the configuration's, for derived UIDs */
     void **pix; /* the current series' preloaded pixels (per info index) */
     int *refs;  /* stacks still to read each file */
+    rp_dtype_spec dtype; /* how recipe outputs are stored (the rule's `dtype`) */
+    int threads;         /* cores this call uses */
 } run_state;
 
 static void fail(run_state *rs, int code, const char *fmt, ...)
@@ -226,7 +229,7 @@ static int write_derived(run_state *rs, const rp_stack *st, const rp_dcm_info *c
 
 static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *const *infos,
                       rp_stack_data *d, const char *stem, const char *nii_path, cJSON *sqc,
-                      int dim_out[4], rp_nifti_opts *no)
+                      int dim_out[4], rp_nifti_opts *no, int *datatype_out)
 {
     char err[512] = "";
     rp_recipe *rec = NULL;
@@ -254,27 +257,70 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         rp_recipe_free(rec);
         return RP_ENOMEM;
     }
+    double t_conv = rp_mono_s();
     size_t n = rp_volume_nvox(v) * (size_t)v->dim[3];
-    rp_stack_data_to_f32(d, n, v->data);
-    if (d->pad_mask && d->n_padding > 0) {
+    /* The padding mask: the loader's, or built here in the conversion pass when the loader
+     * handed the decoded slices over as they lie (a series that declares Pixel Padding). */
+    rp_mask *pad = NULL;
+    uint8_t *pad_all = d->pad_mask;
+    int any_pad = 0;
+    /* only slices handed over as decoded (no contiguous copy): after a grid correction the
+     * loader dropped its mask because padding no longer maps onto the new grid, and values
+     * interpolated from padding are no longer the padding value */
+    const int direct = d->data == NULL;
+    for (int k = 0; direct && k < st->n_refs && !d->pad_mask; k++)
+        any_pad |= infos[st->slice[k].file]->has_padding_value &&
+                   infos[st->slice[k].file]->samples_per_pixel == 1;
+    if (d->pad_mask || any_pad) {
+        pad = rp_mask_new(st->nx, st->ny, st->nz, "padding");
+        if (pad && !d->pad_mask)
+            pad_all = st->nt == 1 ? pad->data : malloc(n);
+        if (!pad || !pad_all) {
+            rp_mask_free(pad);
+            rp_volume_free(v);
+            rp_recipe_free(rec);
+            return RP_ENOMEM;
+        }
+        memcpy(pad->affine, st->affine, sizeof pad->affine);
+    }
+    /* one parallel pass, slice by slice: HU (slope/intercept) straight into the working
+     * volume */
+    rc = rp_pf_to_float(d, st, infos, v->data, d->pad_mask ? NULL : pad_all);
+    if (rc) {
+        fail(rs, rc, "%s: samples of type %d cannot feed a recipe", stem, (int)d->type);
+        if (pad_all != d->pad_mask && pad && pad_all != pad->data)
+            free(pad_all);
+        rp_mask_free(pad);
+        rp_volume_free(v);
+        rp_recipe_free(rec);
+        return rc;
+    }
+    if (pad && pad_all != pad->data) /* the first volume's part is the mask */
+        memcpy(pad->data, pad_all, (size_t)st->nx * st->ny * st->nz);
+    if (pad && d->n_padding > 0) {
         /* Pixel Padding is "no data", not tissue: fill it with the lowest real value (air for
          * CT) so steps never see e.g. -3024 HU; the mask goes out as <stem>_mask-padding. */
-        float lo = INFINITY;
-        for (size_t i = 0; i < n; i++) /* pad_mask covers every volume, like the data */
-            if (!d->pad_mask[i] && v->data[i] < lo)
-                lo = v->data[i];
+        float lo = rp_pf_fill_padding(v->data, pad_all, n);
         if (isfinite(lo)) {
-            for (size_t i = 0; i < n; i++)
-                if (d->pad_mask[i])
-                    v->data[i] = lo;
             cJSON *pq = cJSON_AddObjectToObject(sqc, "padding");
             cJSON_AddNumberToObject(pq, "voxels", (double)d->n_padding);
             cJSON_AddNumberToObject(pq, "filled_with", lo);
             cJSON_AddStringToObject(pq, "mask", "padding");
         }
     }
-    free(d->data); /* the float volume replaces the native one: never hold both longer */
-    d->data = NULL;
+    if (pad && pad_all != pad->data && pad_all != d->pad_mask)
+        free(pad_all);
+    {
+        /* the float volume replaces the native pixels: never hold both longer; the sidecar
+         * still needs the figures */
+        rp_stack_data keep = *d;
+        rp_stack_data_free(d);
+        d->type = keep.type;
+        d->scl_slope = keep.scl_slope;
+        d->scl_inter = keep.scl_inter;
+        d->n_padding = keep.n_padding;
+        d->inverted_mono1 = keep.inverted_mono1;
+    }
     memcpy(v->affine, st->affine, sizeof v->affine);
     rp_volume_update_spacing(v);
     /* overlay and report show and measure the source as assembled, not the recipe's output */
@@ -309,31 +355,57 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     ctx.out_stem = stem;
     ctx.writers = rp_pipeline_step_io();
     ctx.extra_outputs = cJSON_AddArrayToObject(sqc, "extra_outputs");
-    if (d->pad_mask) {
-        rp_mask *m = rp_mask_new(st->nx, st->ny, st->nz, "padding");
-        if (m) {
-            memcpy(m->data, d->pad_mask, (size_t)st->nx * st->ny * st->nz);
-            memcpy(m->affine, st->affine, sizeof m->affine);
-            rp_step_ctx_add_mask(&ctx, m);
-        }
-    }
+    if (pad)
+        rp_step_ctx_add_mask(&ctx, pad);
+    cJSON *tq = cJSON_GetObjectItem(sqc, "timing_s");
+    if (!tq)
+        tq = cJSON_AddObjectToObject(sqc, "timing_s");
+    cJSON_AddNumberToObject(tq, "to_float", round((rp_mono_s() - t_conv) * 1e4) / 1e4);
+    double t_run = rp_mono_s();
     rc = rp_recipe_run(rec, &ctx);
+    cJSON_AddNumberToObject(tq, "recipe", round((rp_mono_s() - t_run) * 1e4) / 1e4);
     if (rc) {
         fail(rs, rc, "%s: recipe failed: %s", stem, ctx.err);
         cJSON_AddStringToObject(sqc, "error", ctx.err);
     } else {
-        rc = rp_nifti_write_volume(nii_path, ctx.vol, no, err, sizeof err);
-        if (rc)
+        rp_nifti_store store;
+        double tw = rp_mono_s();
+        /* a clip left HU bounds and the last statistics found no NaN: no pass to choose */
+        cJSON *last =
+            cJSON_GetArrayItem(cJSON_GetObjectItem(ctx.qc, "steps"),
+                               cJSON_GetArraySize(cJSON_GetObjectItem(ctx.qc, "steps")) - 1);
+        cJSON *nf = cJSON_GetObjectItem(cJSON_GetObjectItem(last, "after"), "nonfinite");
+        double bounds[2] = {ctx.hu_lo, ctx.hu_hi};
+        int known = nf && cJSON_IsNumber(nf) && nf->valuedouble == 0;
+        rc = rp_nifti_store_choose(ctx.vol, &rs->dtype, ctx.hu_known, ctx.hu_scale, ctx.hu_offset,
+                                   known ? bounds : NULL, &store, err, sizeof err);
+        if (!rc)
+            rc = rp_nifti_write_volume_store(nii_path, ctx.vol, &store, no, err, sizeof err);
+        cJSON_AddNumberToObject(tq, "write_image", round((rp_mono_s() - tw) * 1e4) / 1e4);
+        tw = rp_mono_s();
+        if (rc) {
             fail(rs, rc, "%s", err);
+        } else {
+            cJSON_AddItemToObject(
+                sqc, "storage",
+                rp_pf_store_json(&store, &rs->dtype,
+                                 no->level > 0 ? no->level : RP_NIFTI_DEFAULT_LEVEL));
+            *datatype_out = store.datatype;
+        }
         for (int i = 0; i < 4; i++)
             dim_out[i] = ctx.vol->dim[i];
+        /* Masks are long runs of 0 and 1: libdeflate level 2 compresses them 1.5x faster than
+         * the default level for a few kB more, unless a level was asked for */
+        rp_nifti_opts mo = *no;
+        if (rs->o->gzip_level <= 0)
+            mo.level = 2;
         for (int m = 0; m < ctx.n_masks && !rc; m++) {
             rp_mask *mk = ctx.masks[m];
             char mp[1400];
             snprintf(mp, sizeof mp, "%s/%s_mask-%s.nii%s", rs->out_dir, stem, mk->name,
                      no->gzip ? ".gz" : "");
             int md[4] = {mk->dim[0], mk->dim[1], mk->dim[2], 1};
-            rc = rp_nifti_write(mp, md, RP_NII_UINT8, mk->data, mk->affine, 0, 0, no, err,
+            rc = rp_nifti_write(mp, md, RP_NII_UINT8, mk->data, mk->affine, 0, 0, &mo, err,
                                 sizeof err);
             if (rc)
                 fail(rs, rc, "%s", err);
@@ -343,6 +415,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
             cJSON_AddStringToObject(e, "path", mp);
             cJSON_AddItemToArray(ctx.extra_outputs, e);
         }
+        cJSON_AddNumberToObject(tq, "write_masks", round((rp_mono_s() - tw) * 1e4) / 1e4);
         if (!rc)
             rc = write_derived(rs, st, infos, &ctx, srcv, d->n_padding);
     }
@@ -360,10 +433,12 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     rp_stack_data d;
     double t0 = rp_mono_s();
     int with_recipe = o->recipe && o->recipe[0];
-    unsigned lf = with_recipe ? RP_LOAD_PAD_MASK | RP_LOAD_CONTIGUOUS : 0;
+    /* a recipe reads the decoded slices where they lie and builds the padding mask in its
+     * conversion pass when it can (rp_pf_direct_ok), else the loader gathers and masks */
+    unsigned lf = with_recipe && !rp_pf_direct_ok(st) ? RP_LOAD_PAD_MASK | RP_LOAD_CONTIGUOUS : 0;
     if (st->need_resample)
         lf |= RP_LOAD_CONTIGUOUS;
-    int rc = rp_stack_load(st, infos, rs->pix, rs->refs, lf, o->threads, &d, err, sizeof err);
+    int rc = rp_stack_load(st, infos, rs->pix, rs->refs, lf, rs->threads, &d, err, sizeof err);
     if (rc) {
         cJSON_AddStringToObject(sqc, "error", err);
         cJSON_AddStringToObject(sqc, "status", "failed");
@@ -399,6 +474,8 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
         }
     }
     double t_load = rp_mono_s() - t0;
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(sqc, "timing_s"), "load",
+                            round(t_load * 1e4) / 1e4);
     /* name: [PatientID_]<SeriesNumber>_<SeriesDescription><label> */
     char desc[80], num[32], pid[80] = "", want[300], stem[320];
     sanitize(in->series_description[0] ? in->series_description : in->protocol_name, desc,
@@ -421,13 +498,14 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     memset(&no, 0, sizeof no);
     no.gzip = o->gzip;
     no.level = o->gzip_level;
-    no.threads = o->threads;
+    no.threads = rs->threads;
     no.tr_s = st->nt > 1 && !isnan(in->repetition_time) ? in->repetition_time / 1000.0 : 0;
     snprintf(no.descrip, sizeof no.descrip, "radprep %s", RP_VERSION);
     int dim[4] = {st->nx, st->ny, st->nz, st->nt};
+    int out_type = (int)d.type;
     t0 = rp_mono_s();
     if (o->recipe && o->recipe[0]) {
-        rc = run_recipe(rs, st, infos, &d, stem, nii, sqc, dim, &no);
+        rc = run_recipe(rs, st, infos, &d, stem, nii, sqc, dim, &no, &out_type);
     } else {
         if (d.data)
             rc = rp_nifti_write(nii, dim, (int)d.type, d.data, st->affine, d.scl_slope, d.scl_inter,
@@ -450,7 +528,13 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
         if (rq)
             cJSON_AddItemToObject(cJSON_GetObjectItem(side, "Provenance"), "Recipe",
                                   cJSON_Duplicate(rq, 1));
+        cJSON *sto = cJSON_GetObjectItem(sqc, "storage");
+        if (sto)
+            cJSON_AddItemToObject(cJSON_GetObjectItem(side, "Provenance"), "Storage",
+                                  cJSON_Duplicate(sto, 1));
     }
+    if (side)
+        cJSON_AddNumberToObject(cJSON_GetObjectItem(side, "Provenance"), "Threads", rs->threads);
     rc = side ? rp_json_write(js, side, err, sizeof err) : RP_ENOMEM;
     cJSON_Delete(side);
     if (rc) {
@@ -465,8 +549,7 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     cJSON *dj = cJSON_AddArrayToObject(sqc, "dims");
     for (int i = 0; i < 4; i++)
         cJSON_AddItemToArray(dj, cJSON_CreateNumber(dim[i]));
-    cJSON_AddNumberToObject(sqc, "nifti_datatype",
-                            o->recipe && o->recipe[0] ? RP_NII_FLOAT32 : (int)d.type);
+    cJSON_AddNumberToObject(sqc, "nifti_datatype", out_type);
     if (d.n_padding)
         cJSON_AddNumberToObject(sqc, "padding_voxels", (double)d.n_padding);
     if (d.inverted_mono1)
@@ -612,13 +695,29 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
      * glibc return each one to the system at once (the dynamic threshold would keep them in
      * the heap and the process would hold the series twice). */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    /* Without an explicit thread count, let OpenMP use fewer threads when the machine is
-     * already busy (libgomp weighs the load average): oversubscribed threads only add
-     * context switches, and a node's jobs share the box with the receiver. */
-    if (opts->threads <= 0)
-        omp_set_dynamic(1);
+    /* Every core this process was given, every time: a dynamic team (libgomp weighs the
+     * load average) ran a batch job on one core of two. A node job's share comes in as
+     * OMP_NUM_THREADS from the supervisor; taskset / Slurm / a cgroup quota are honoured. */
+    int threads = rp_pf_threads(opts->threads);
+    int saved_threads = omp_get_max_threads(), saved_dynamic = omp_get_dynamic();
+    omp_set_dynamic(0);
+    omp_set_num_threads(threads);
+    double t_start = rp_mono_s();
     res->n_inputs = (int)n;
-    run_state rs = {.o = opts, .out_dir = out_dir, .res = res, .uid_root = c ? c->uid_root : NULL};
+    run_state rs = {.o = opts,
+                    .out_dir = out_dir,
+                    .res = res,
+                    .uid_root = c ? c->uid_root : NULL,
+                    .threads = threads};
+    rp_dtype_parse(NULL, &rs.dtype, NULL, 0);
+    if (c && opts->rule_name)
+        for (size_t i = 0; i < c->n_rules; i++)
+            if (!strcmp(c->rules[i].name, opts->rule_name) &&
+                rp_dtype_parse(c->rules[i].dtype, &rs.dtype, res->reason, sizeof res->reason)) {
+                omp_set_num_threads(saved_threads);
+                omp_set_dynamic(saved_dynamic);
+                return RP_ECONF;
+            }
     rs.qc = cJSON_CreateObject();
     cJSON *sw = cJSON_AddObjectToObject(rs.qc, "software");
     cJSON_AddStringToObject(sw, "name", "radprep");
@@ -641,7 +740,6 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     }
     memcpy(sorted, files, n * sizeof *sorted);
     qsort(sorted, n, sizeof *sorted, cmp_str);
-    int threads = opts->threads > 0 ? opts->threads : omp_get_max_threads();
     /* One parse per file: while the budget lasts, pixels are decoded in the same read as
      * the header (the budget bounds memory when a folder holds many series). */
     long long budget = opts->preload_mb == 0  ? 1024LL << 20
@@ -670,6 +768,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
             slots[i].info = NULL;
         }
     }
+    cJSON_AddNumberToObject(rs.qc, "read_s", round((rp_mono_s() - t_start) * 1e4) / 1e4);
     size_t nok = 0;
     for (size_t i = 0; i < n; i++) {
         if (slots[i].rc && opts->skip_non_dicom && plainly_not_dicom(slots[i].path)) {
@@ -812,6 +911,13 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
         free(rs.stems[i]);
     free(rs.stems);
 
+    double total_s = rp_mono_s() - t_start;
+    cJSON_AddNumberToObject(rs.qc, "threads", threads);
+    cJSON_AddNumberToObject(rs.qc, "total_s", round(total_s * 1000) / 1000);
+    RP_INFO(MOD, "job total files=%zu outputs=%zu threads=%d total_s=%.3f", n, res->n_outputs,
+            threads, total_s);
+    omp_set_num_threads(saved_threads);
+    omp_set_dynamic(saved_dynamic);
     cJSON_AddNumberToObject(rs.qc, "n_failed", res->n_failed);
     cJSON_AddNumberToObject(rs.qc, "n_outputs", (double)res->n_outputs);
     cJSON_AddStringToObject(rs.qc, "status", rs.first_err ? "failed" : "ok");

@@ -1,18 +1,28 @@
 #!/usr/bin/python3
-"""bench/ct — the default CT recipe in radprep (C) and the same steps in SciPy/scikit-image/
-NumPy, side by side in one run, on the real LIDC-IDRI-0001 chest CT and on a generated
-300-slice chest CT (512x512x300, 0.7x0.7x1.25 mm). Also the cubic resample alone on
-300x512x512 at 0.7 mm isotropic -> 1 mm.
+"""bench/ct — the default CT job against the Python everyone writes and against the floor.
 
-Steps: HU (float32 input), clip(-1200,600), resample to 1 mm (cubic B-spline, mirror),
-window(lung), lung mask, normalize(minmax), write (raw float32 + uint8 mask).
-Each side runs in its own process; wall time is measured around the process and the peak
-memory is the child's max RSS (os.wait4). Usage:
+For each series, in one run (the 133-slice LIDC-IDRI-0001 chest CT from $RP_SHARED_DATA and a
+generated 300-slice 512x512 chest CT at 0.7 x 0.7 x 1.25 mm with an airway):
 
-    make -C build rp_ct_run && /usr/bin/python3 bench/ct/bench_ct.py [BUILD_DIR] [--threads N]
+  job        `radprep process DIR --rule ct_default` (hu, resample to 1 mm bspline3, bodymask,
+             lungmask, metal, clip(-1200,600), normalize(minmax); NIfTI image + masks +
+             sidecar + QC montage), each step's time from its qc.json;
+  reference  the same steps in pydicom / NumPy / SciPy / nibabel, one child process, each step
+             timed (decode, HU, resample with ndimage.affine_transform order 3 mirror, masks
+             with ndimage morphology and labelling, clip, normalize, .nii.gz writing);
+  plain      `radprep process DIR` without a rule: decode + write, the machine's floor;
+  dcm2niix   `dcm2niix -z i` converting the same series.
+
+Wall time around each process, CPU seconds (user + system) and peak RSS from GNU time.
+Targets checked and printed: job >= 40x faster than the reference, <= 3x plain, <= 0.5x
+dcm2niix; peak RSS <= 2.5x the 1 mm float32 volume; outputs no larger than the DICOM.
+
+    cmake --build build --target radprep && /usr/bin/python3 bench/ct/bench_ct.py [BUILD_DIR]
+        [--only lidc|gen300] [--no-reference] [--keep DIR]
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,37 +34,45 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import ctdata  # noqa: E402
 
-RECIPE = 'hu clip(-1200,600) resample(1,1,1,bspline3) window(lung) lungmask normalize(minmax)'
+STEPS = ['hu', 'resample', 'bodymask', 'lungmask', 'metal', 'clip', 'normalize']
 
 
-def scipy_pipeline(raw, nx, ny, nz, sx, sy, sz, out, only_resample):
-    """The same steps with SciPy / scikit-image / NumPy (run as a child process)."""
+# ---- the reference (child process) -----------------------------------------------------------
+
+def reference(folder, out):
+    """ct_default with pydicom / NumPy / SciPy / nibabel; prints one JSON line."""
+    import glob
+    import nibabel as nib
+    import pydicom
     from scipy import ndimage
-    times = {}
-    t = time.perf_counter()
-    a = np.fromfile(raw, np.float32).reshape(nz, ny, nx)
-    times['load'] = time.perf_counter() - t
-    if not only_resample:
-        t = time.perf_counter()
-        a = np.clip(a, -1200, 600)
-        times['clip'] = time.perf_counter() - t
-    t = time.perf_counter()
-    shape = [max(1, int(np.floor(n * s + 0.5))) for n, s in ((nz, sz), (ny, sy), (nx, sx))]
-    r = ndimage.affine_transform(a, np.array([1 / sz, 1 / sy, 1 / sx]), output_shape=shape,
-                                 order=3, mode='mirror', prefilter=True)
-    del a
-    times['resample'] = time.perf_counter() - t
-    if only_resample:
-        return times, r.shape
-    t = time.perf_counter()
-    w = np.clip((r - (-600 - 750)) / 1500.0, 0, 1).astype(np.float32)
-    times['window'] = time.perf_counter() - t
-    t = time.perf_counter()
-    # lung mask: body = largest component above -500 HU after a 1-voxel opening, filled per
-    # axial slice; lungs = inside the body below -500 HU, components not touching the
-    # in-plane border, the largest two (second >= 20 %), closing 2 mm, axial hole filling
-    hu = r
-    body = ndimage.binary_opening(hu > -500, structure=np.ones((3, 3, 3)))
+    t = {}
+    c = time.perf_counter()
+    ds = [pydicom.dcmread(f) for f in sorted(glob.glob(os.path.join(folder, '*')))]
+    ds = [d for d in ds if hasattr(d, 'PixelData')]
+    iop = np.array(ds[0].ImageOrientationPatient, dtype=float)
+    nrm = np.cross(iop[:3], iop[3:])
+    ds.sort(key=lambda d: float(np.dot(nrm, np.array(d.ImagePositionPatient, dtype=float))))
+    raw = np.stack([d.pixel_array for d in ds])
+    t['read+decode'] = time.perf_counter() - c
+    c = time.perf_counter()
+    hu = np.empty(raw.shape, np.float32)
+    for k, d in enumerate(ds):
+        hu[k] = raw[k] * float(getattr(d, 'RescaleSlope', 1)) + float(getattr(d, 'RescaleIntercept', 0))
+    del raw
+    ps = [float(x) for x in ds[0].PixelSpacing]
+    p0 = np.array(ds[0].ImagePositionPatient, dtype=float)
+    p1 = np.array(ds[-1].ImagePositionPatient, dtype=float)
+    sp = (float(np.linalg.norm(p1 - p0)) / max(1, len(ds) - 1), ps[0], ps[1])  # z, y, x
+    t['hu'] = time.perf_counter() - c
+    c = time.perf_counter()
+    shape = [max(1, int(np.floor(n * s + 0.5))) for n, s in zip(hu.shape, sp)]
+    r = ndimage.affine_transform(hu, np.array([1 / sp[0], 1 / sp[1], 1 / sp[2]]),
+                                 output_shape=shape, order=3, mode='mirror', prefilter=True)
+    del hu
+    t['resample'] = time.perf_counter() - c
+    c = time.perf_counter()
+    body = ndimage.binary_erosion(r > -500, structure=np.ones((3, 3, 3)), border_value=1)
+    body = ndimage.binary_dilation(body, structure=np.ones((3, 3, 3)))
     lab, n = ndimage.label(body)
     if n:
         sizes = np.bincount(lab.ravel())
@@ -63,17 +81,17 @@ def scipy_pipeline(raw, nx, ny, nz, sx, sy, sz, out, only_resample):
     del lab
     for k in range(body.shape[0]):
         body[k] = ndimage.binary_fill_holes(body[k])
-    cand = body & (hu < -500)
-    del body
-    lab, n = ndimage.label(cand)
-    del cand
+    t['bodymask'] = time.perf_counter() - c
+    c = time.perf_counter()
+    lab, n = ndimage.label(body & (r < -500))
     keep = np.zeros(n + 1, bool)
     if n:
         sizes = np.bincount(lab.ravel())
         sizes[0] = 0
-        border = np.unique(np.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(),
-                                           lab[:, :, 0].ravel(), lab[:, :, -1].ravel()]))
-        sizes[border] = 0
+        edge = np.unique(np.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(),
+                                         lab[:, :, 0].ravel(), lab[:, :, -1].ravel()]))
+        sizes[edge] = 0
+        sizes[sizes * 1e-3 < 20] = 0  # min 20 ml at 1 mm^3 voxels
         order = np.argsort(sizes)[::-1]
         if sizes[order[0]] > 0:
             keep[order[0]] = True
@@ -81,107 +99,187 @@ def scipy_pipeline(raw, nx, ny, nz, sx, sy, sz, out, only_resample):
                 keep[order[1]] = True
     lung = keep[lab]
     del lab
-    lung = ndimage.binary_closing(lung, structure=np.ones((5, 5, 5)), border_value=1)
+    lung = ndimage.binary_dilation(lung, structure=np.ones((5, 5, 5)))
+    lung = ndimage.binary_erosion(lung, structure=np.ones((5, 5, 5)), border_value=1)
     for k in range(lung.shape[0]):
-        lung[k] = ndimage.binary_fill_holes(lung[k])
-    times['lungmask'] = time.perf_counter() - t
-    del r, hu
-    t = time.perf_counter()
-    w = (w - w.min()) / (w.max() - w.min())
-    times['normalize'] = time.perf_counter() - t
-    t = time.perf_counter()
-    w.astype(np.float32).tofile(os.path.join(out, 'scipy.f32'))
-    lung.astype(np.uint8).tofile(os.path.join(out, 'scipy_lung.u8'))
-    times['write'] = time.perf_counter() - t
-    return times, w.shape, float(lung.sum())
+        holes = ndimage.binary_fill_holes(lung[k]) & ~lung[k]
+        hl, hn = ndimage.label(holes)
+        if hn:
+            hs = np.bincount(hl.ravel())
+            small = hs <= 1500
+            small[0] = False
+            lung[k] |= small[hl]
+    t['lungmask'] = time.perf_counter() - c
+    c = time.perf_counter()
+    ml, mn = ndimage.label(r > 3000)
+    metal = np.zeros(r.shape, bool)
+    if mn:
+        ms = np.bincount(ml.ravel())
+        ms[0] = 0
+        metal = (ms >= 10)[ml]
+    del ml
+    t['metal'] = time.perf_counter() - c
+    c = time.perf_counter()
+    r = np.clip(r, -1200, 600)
+    t['clip'] = time.perf_counter() - c
+    c = time.perf_counter()
+    lo, hi = float(r.min()), float(r.max())
+    r = (r - lo) / (hi - lo)
+    t['normalize'] = time.perf_counter() - c
+    c = time.perf_counter()
+    aff = np.diag([sp[2], sp[1], sp[0], 1.0])
+    img = nib.Nifti1Image(np.ascontiguousarray(r.transpose(2, 1, 0)), aff)
+    img.set_data_dtype(np.int16)  # the type radprep stores: the same bytes to compress
+    nib.save(img, os.path.join(out, 'ref.nii.gz'))
+    t['write image'] = time.perf_counter() - c
+    c = time.perf_counter()
+    for name, m in (('body', body), ('lung', lung), ('metal', metal)):
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(m.transpose(2, 1, 0)).astype(np.uint8), aff),
+                 os.path.join(out, 'ref_mask-%s.nii.gz' % name))
+    t['write masks'] = time.perf_counter() - c
+    vol = {'body': float(body.sum()) * 1e-3, 'lung': float(lung.sum()) * 1e-3,
+           'metal': float(metal.sum()) * 1e-3}
+    print(json.dumps({'times': t, 'ml': vol}))
 
 
-def run_child(cmd, env=None):
-    """Run cmd under GNU time so the peak RSS is the child's own (a child forked from this
-    big Python process would otherwise inherit its high-water mark)."""
-    t = time.perf_counter()
-    p = subprocess.run(['/usr/bin/time', '-f', 'RP_MAXRSS_KB %M %U %S'] + cmd,
-                       capture_output=True, env=env)
-    wall = time.perf_counter() - t
-    err = p.stderr.decode()
+# ---- the runs ----------------------------------------------------------------------------------
+
+def timed(cmd, env=None):
+    """(wall s, cpu s, peak RSS MB, stdout) of one child under GNU time."""
+    c = time.perf_counter()
+    p = subprocess.run(['/usr/bin/time', '-f', 'RP_TIME %M %U %S'] + cmd, capture_output=True,
+                       env=env)
+    wall = time.perf_counter() - c
+    err = p.stderr.decode(errors='replace')
     if p.returncode != 0:
-        sys.exit('failed: %s\n%s' % (' '.join(cmd[:3]), err))
-    f = [line.split() for line in err.splitlines() if line.startswith('RP_MAXRSS_KB')][-1]
-    return wall, int(f[1]) / 1024.0, p.stdout.decode(), float(f[2]) + float(f[3])
+        sys.exit('failed (%d): %s\n%s' % (p.returncode, ' '.join(cmd), err[-3000:]))
+    f = [x.split() for x in err.splitlines() if x.startswith('RP_TIME')][-1]
+    return wall, float(f[2]) + float(f[3]), int(f[1]) / 1024.0, p.stdout.decode()
 
 
-def bench_case(name, vol, aff, driver, tmp, threads, only_resample=False):
-    nz, ny, nx = vol.shape
-    sp = [float(np.linalg.norm(aff[:3, i])) for i in range(3)]
-    raw = os.path.join(tmp, name + '.f32')
-    vol.tofile(raw)
-    out = os.path.join(tmp, name)
-    os.makedirs(out, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    recipe = 'resample(1,1,1,bspline3)' if only_resample else RECIPE
-    c_wall, c_rss, c_out, c_cpu = run_child(
-        [driver, '--in', raw, '--dim', '%d,%d,%d' % (nx, ny, nz), '--affine',
-         ','.join(repr(float(x)) for x in aff[:3].ravel()), '--recipe', recipe, '--out', out,
-         '--stem', 'rp'] + (['--no-write'] if only_resample else []), env)
-    perf = json.loads(c_out.strip().splitlines()[-1])
-    qc = json.load(open(os.path.join(out, 'rp_qc.json')))
-    c_steps = {s['step']: s['ms'] / 1000 for s in qc['steps']}
-    c_steps['write'] = perf['write_s']
-    c_steps['load'] = perf['load_s']
-    s_wall, s_rss, s_out, s_cpu = run_child(
-        [sys.executable, os.path.abspath(__file__), '--scipy', raw, str(nx), str(ny), str(nz),
-         str(sp[0]), str(sp[1]), str(sp[2]), out] + (['--only-resample'] if only_resample else []), env)
-    sres = json.loads(s_out.strip().splitlines()[-1])
-    out_mb = perf['out_float32_mb']
-    print('\n== %s: %dx%dx%d at %.3gx%.3gx%.3g mm -> %s at 1 mm, %d thread(s)' %
-          (name, nx, ny, nz, sp[0], sp[1], sp[2], 'x'.join(map(str, perf['out_dim'][:3])), threads))
-    print('%-10s %12s %12s %8s' % ('step', 'radprep s', 'scipy s', 'ratio'))
-    keys = ['resample'] if only_resample else ['clip', 'resample', 'window', 'lungmask', 'normalize', 'write']
-    for k in keys:
-        a, b = c_steps.get(k, 0), sres['times'].get(k, 0)
-        print('%-10s %12.3f %12.3f %7.1fx' % (k, a, b, b / a if a > 0 else float('nan')))
-    print('%-10s %12.3f %12.3f %7.1fx   (whole process, incl. load, QC, montage)' %
-          ('wall', c_wall, s_wall, s_wall / c_wall))
-    print('%-10s %12.3f %12.3f %7.1fx   (user+system CPU seconds: the work, whatever the load)' %
-          ('cpu', c_cpu, s_cpu, s_cpu / c_cpu))
-    print('%-10s %10.0fMB %10.0fMB %7.1fx   output float32 %.0f MB: radprep peak = %.2fx output, '
-          'input float32 %.0f MB' % ('peak RSS', c_rss, s_rss, s_rss / c_rss, out_mb, c_rss / out_mb,
-                                     vol.nbytes / 1048576))
-    if not only_resample:
-        lung_ml = qc['masks']['lung']['volume_ml']
-        print('lung mask: radprep %.1f ml, scipy %.1f ml' % (lung_ml, sres['lung_voxels'] / 1000))
-    return dict(name=name, c_wall=c_wall, s_wall=s_wall, c_rss=c_rss, s_rss=s_rss, out_mb=out_mb,
-                c_cpu=c_cpu, s_cpu=s_cpu)
+def dir_mb(d):
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs) / 1e6
+
+
+def verdict(ok):
+    return 'PASS' if ok else 'FAIL'
+
+
+def bench_case(name, folder, radprep, tmp, with_ref):
+    files = [f for f in os.listdir(folder) if not f.startswith('.')]
+    in_mb = dir_mb(folder)
+    res = {}
+    out = os.path.join(tmp, name + '_job')
+    job = timed([radprep, 'process', folder, '--out', out, '--rule', 'ct_default'])
+    qc = json.load(open(os.path.join(out, 'qc.json')))
+    st = qc['series'][0]['stacks'][0]
+    steps = {s['step']: s['ms'] / 1000 for s in st['recipe']['steps']}
+    tm = st.get('timing_s', {})
+    dims = st['dims']
+    f32_mb = dims[0] * dims[1] * dims[2] * 4 / 1e6
+    out_mb = dir_mb(out)
+    plain_out = os.path.join(tmp, name + '_plain')
+    plain = timed([radprep, 'process', folder, '--out', plain_out])
+    d2n_out = os.path.join(tmp, name + '_dcm2niix')
+    os.makedirs(d2n_out)
+    d2n = timed(['dcm2niix', '-z', 'i', '-o', d2n_out, folder])
+    ref = None
+    if with_ref:
+        ref_out = os.path.join(tmp, name + '_ref')
+        os.makedirs(ref_out)
+        ref = timed([sys.executable, os.path.abspath(__file__), '--reference', folder, ref_out],
+                    env=dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1'))
+        rj = json.loads(ref[3].strip().splitlines()[-1])
+    print('\n== %s: %d files, %.1f MB DICOM -> %s at 1 mm (%s), radprep on %s thread(s)'
+          % (name, len(files), in_mb, 'x'.join(map(str, dims[:3])),
+             st.get('storage', {}).get('datatype', '?'), qc.get('threads', '?')))
+    print('%-22s %10s %12s %9s' % ('step', 'radprep s', 'reference s', 'ratio'))
+    rows = [('read+decode', qc.get('read_s', 0) + tm.get('load', 0), 'read+decode'),
+            ('hu (to float)', tm.get('to_float', 0) + steps.get('hu', 0), 'hu')]
+    rows += [(s, steps.get(s, 0), s) for s in STEPS[1:]]
+    rows += [('write image', tm.get('write_image', 0), 'write image'),
+             ('write masks', tm.get('write_masks', 0), 'write masks')]
+    for label, a, key in rows:
+        b = rj['times'].get(key, float('nan')) if ref else float('nan')
+        print('%-22s %10.3f %12.3f %8.1fx' % (label, a, b, b / a if a > 0 and ref else float('nan')))
+    print('%-22s %10.3f %12s   (qc.json total_s, inside the process)' % ('job total', qc.get('total_s', 0), ''))
+    ok = {}
+    if ref:
+        ratio = ref[0] / job[0]
+        ok['ref'] = ratio >= 40
+        print('%-22s %10.3f %12.3f %8.1fx   target >= 40x: %s' % ('whole job (wall)', job[0], ref[0], ratio, verdict(ok['ref'])))
+        print('%-22s %10.3f %12.3f %8.1fx   (user+system: the work whatever the load)'
+              % ('whole job (cpu)', job[1], ref[1], ref[1] / job[1]))
+    else:
+        print('%-22s %10.3f   cpu %.3f s' % ('whole job (wall)', job[0], job[1]))
+    ok['plain'] = job[0] <= 3 * plain[0]
+    print('plain conversion (radprep process, no rule): wall %.3f s, cpu %.3f s -> job = %.2fx   '
+          'target <= 3x: %s' % (plain[0], plain[1], job[0] / plain[0], verdict(ok['plain'])))
+    ok['dcm2niix'] = job[0] <= 0.5 * d2n[0]
+    print('dcm2niix -z i: wall %.3f s, cpu %.3f s -> job = %.2fx   target <= 0.5x: %s'
+          % (d2n[0], d2n[1], job[0] / d2n[0], verdict(ok['dcm2niix'])))
+    ok['rss'] = job[2] <= 2.5 * f32_mb
+    print('peak RSS: job %.0f MB = %.2fx the 1 mm float32 volume (%.0f MB)   target <= 2.5x: %s;'
+          ' plain %.0f MB, dcm2niix %.0f MB%s'
+          % (job[2], job[2] / f32_mb, f32_mb, verdict(ok['rss']), plain[2], d2n[2],
+             ', reference %.0f MB' % ref[2] if ref else ''))
+    ok['size'] = out_mb <= in_mb
+    parts = ', '.join('%s %.1f' % (f.split('_', 1)[-1], os.path.getsize(os.path.join(out, f)) / 1e6)
+                      for f in sorted(os.listdir(out)))
+    print('outputs: %.1f MB (%s) vs DICOM %.1f MB   target <= 1x: %s; plain %.1f MB, dcm2niix %.1f MB'
+          % (out_mb, parts, in_mb, verdict(ok['size']), dir_mb(plain_out), dir_mb(d2n_out)))
+    lq = [s for s in st['recipe']['steps'] if s['step'] == 'lungmask'][0]
+    masks = st['recipe'].get('masks', {})
+    aw = lq.get('airway', {})
+    print('masks (ml): lung %.1f (airway removed %.1f, carina slice %s), body %.1f, metal %.2f%s'
+          % (masks.get('lung', {}).get('volume_ml', 0), aw.get('removed_ml', 0),
+             aw.get('carina_slice'), masks.get('body', {}).get('volume_ml', 0),
+             masks.get('metal', {}).get('volume_ml', 0),
+             '; reference lung %.1f (airway kept), body %.1f, metal %.2f'
+             % (rj['ml']['lung'], rj['ml']['body'], rj['ml']['metal']) if ref else ''))
+    return ok
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == '--scipy':
-        raw, nx, ny, nz, sx, sy, sz, out = sys.argv[2], *map(int, sys.argv[3:6]), *map(float, sys.argv[6:9]), sys.argv[9]
-        only = '--only-resample' in sys.argv
-        res = scipy_pipeline(raw, nx, ny, nz, sx, sy, sz, out, only)
-        print(json.dumps({'times': res[0], 'lung_voxels': res[2] if len(res) > 2 else 0}))
+    if len(sys.argv) > 1 and sys.argv[1] == '--reference':
+        reference(sys.argv[2], sys.argv[3])
         return
-    args = [a for a in sys.argv[1:] if not a.startswith('--')]
-    threads = 2
-    if '--threads' in sys.argv:
-        threads = int(sys.argv[sys.argv.index('--threads') + 1])
-        args = [a for a in args if a != str(threads)]
+    args = sys.argv[1:]
+    only = args[args.index('--only') + 1] if '--only' in args else None
+    keep = args[args.index('--keep') + 1] if '--keep' in args else None
+    with_ref = '--no-reference' not in args
+    pos = [a for i, a in enumerate(args) if not a.startswith('--')
+           and (i == 0 or args[i - 1] not in ('--only', '--keep'))]
     src = os.path.dirname(os.path.dirname(HERE))
-    build = args[0] if args else os.environ.get('RP_BUILD_DIR', os.path.join(src, 'build'))
-    driver = os.path.join(build, 'bench', 'ct', 'rp_ct_run')
+    build = pos[0] if pos else os.environ.get('RP_BUILD_DIR', os.path.join(src, 'build'))
+    radprep = os.path.join(build, 'cli', 'radprep')
     data = os.environ.get('RP_SHARED_DATA', os.path.join(src, '..', 'shared', 'data'))
-    print('radprep bench/ct: recipe "%s"' % RECIPE)
-    print('machine: %d cores visible, load average %.1f (wall times scale with the load; the '
-          'cpu line does not)' % (os.cpu_count(), os.getloadavg()[0]))
-    with tempfile.TemporaryDirectory() as tmp:
-        vol, aff = ctdata.load_ct_series(os.path.join(data, 'ct_chest_lidc0001'))
-        bench_case('lidc0001', vol, aff, driver, tmp, threads)
-        del vol
-        vol, aff, _ = ctdata.chest_phantom(512, 512, 300, 0.7, 0.7, 1.25)
-        bench_case('phantom300', vol, aff, driver, tmp, threads)
-        del vol
-        vol, aff, _ = ctdata.chest_phantom(512, 512, 300, 0.7, 0.7, 0.7)
-        bench_case('resample300_iso0.7', vol, aff, driver, tmp, threads, only_resample=True)
+    lidc = os.path.join(data, 'ct_chest_lidc0001')
+    if not os.path.isdir(lidc) or not os.access(radprep, os.X_OK):
+        sys.exit('need %s and %s' % (lidc, radprep))
+    print('radprep bench/ct: rule ct_default vs SciPy reference, radprep plain conversion, '
+          'dcm2niix -z i')
+    print('machine: %d cores visible, load average %.1f (wall times scale with the load; the cpu '
+          'figures do not)' % (os.cpu_count(), os.getloadavg()[0]))
+    tmp = keep or tempfile.mkdtemp(prefix='rp_bench_ct_')
+    os.makedirs(tmp, exist_ok=True)
+    results = {}
+    try:
+        if only in (None, 'lidc'):
+            results['lidc0001'] = bench_case('lidc0001', lidc, radprep, tmp, with_ref)
+        if only in (None, 'gen300'):
+            gen = os.path.join(tmp, 'gen300_dicom')
+            if not os.path.isdir(gen):
+                vol, aff, _ = ctdata.chest_phantom(512, 512, 300, 0.7, 0.7, 1.25, trachea=True)
+                ctdata.write_ct_series(gen, vol, aff)
+                del vol
+            results['gen300'] = bench_case('gen300', gen, radprep, tmp, with_ref)
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    met = sum(v for r in results.values() for v in r.values())
+    total = sum(len(r) for r in results.values())
+    print('\ntargets met: %d of %d' % (met, total))
 
 
 if __name__ == '__main__':

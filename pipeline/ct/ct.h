@@ -17,7 +17,10 @@
  *  lungs: inside the body, value < threshold; 3-D components (6-connected) touching the
  *         in-plane border are outside air; keep the largest component and the second if it
  *         is >= 20 % of the first (the two lungs; they are often one component via the
- *         trachea), each >= min_ml; then closing (closing_mm) and axial hole filling of holes
+ *         trachea), each >= min_ml; with `airway` the trachea and main bronchi are then
+ *         tracked from the top of the chest down to the carina and the hila and taken out
+ *         (airway.c; the selection is made again, the lungs may now be two); then closing
+ *         (closing_mm) and axial hole filling of holes
  *         up to max_hole_mm2, which puts vessels and nodules back into the lung but keeps the
  *         mediastinum out where the lungs touch.
  *  metal: value > threshold, components of at least min_mm3, each reported with its volume
@@ -46,12 +49,23 @@ typedef struct rp_ct_lung_params {
     double min_ml;       /* smallest component kept */
     double closing_mm;   /* closing radius */
     double max_hole_mm2; /* largest axial hole filled (0: any) */
+    int airway;          /* 1: trachea and main bronchi taken out of the mask */
 } rp_ct_lung_params;
 
+/* What the airway removal found (all zero when it did not run). */
+typedef struct rp_ct_airway {
+    int found;            /* 1: a trachea was found and removed */
+    double removed_ml;    /* volume taken out */
+    int top_slice;        /* first (most superior) axial slice index with trachea */
+    int carina_slice;     /* axial slice index of the carina (-1: not reached) */
+    double carina_ras[3]; /* world mm of the carina (centroid of the last undivided slice) */
+} rp_ct_airway;
+
 /* Lung mask into `mask`. body (may be NULL: computed with p->threshold) is the body mask on
- * the same grid. *n_kept (may be NULL) gets the number of components kept (0, 1 or 2). */
+ * the same grid. *n_kept (may be NULL) gets the number of components kept (0, 1 or 2),
+ * *airway (may be NULL) what the airway removal found. */
 int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body, const rp_ct_lung_params *p,
-                    uint8_t *mask, int *n_kept);
+                    uint8_t *mask, int *n_kept, rp_ct_airway *airway);
 
 /* One metal component. */
 typedef struct rp_ct_metal_part {

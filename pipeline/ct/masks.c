@@ -1,5 +1,9 @@
 /*
  * pipeline/ct/masks.c — CT body, lung and metal masks (contract and method in ct.h).
+ *
+ * All three run on bit-packed volumes (ctmask_internal.h): one threshold pass over the float
+ * volume, morphology and components on 64 voxels per word, one unpacking into the uint8 mask.
+ * The operations are those of the byte kernels in pipeline/volume/morph.c, voxel for voxel.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -7,6 +11,7 @@
 
 #include "common/common.h"
 #include "pipeline/ct/ct.h"
+#include "pipeline/ct/ctmask_internal.h"
 
 double rp_ct_voxel_ml(const rp_volume *v)
 {
@@ -23,84 +28,77 @@ static void radius_vox(const rp_volume *v, double mm, int r[3])
         r[a] = v->dim[a] > 1 && v->spacing[a] > 0 ? (int)floor(mm / v->spacing[a] + 0.5) : 0;
 }
 
-int rp_ct_body_mask(const rp_volume *v, float thr, uint8_t *m)
+/* body = largest component of (value > thr) after a 1-voxel opening, filled per axial slice */
+static int body_bits(const rp_volume *v, float thr, rp_bits *out)
 {
-    if (!v || !m || v->dim[3] != 1)
-        return RP_EINVAL;
-    size_t n = rp_volume_nvox(v);
-    const float *d = v->data;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        m[i] = d[i] > thr;
+    rp_bits_threshold(out, v->data, thr, RP_BITS_GT, NULL);
     int r1[3] = {1, 1, 1};
     for (int a = 0; a < 3; a++)
         if (v->dim[a] < 3)
             r1[a] = 0;
     int rc;
-    if ((rc = rp_morph_open(m, v->dim, r1)) != 0)
+    if ((rc = rp_bits_erode(out, r1)) != 0 || (rc = rp_bits_dilate(out, r1)) != 0)
         return rc;
-    rp_cc *cc;
-    if ((rc = rp_cc_label(m, v->dim, &cc)) != 0)
+    rp_bcc *cc;
+    if ((rc = rp_bcc_label(out, &cc)) != 0)
         return rc;
     int best = -1;
-    for (int c = 0; c < rp_cc_count(cc); c++)
-        if (best < 0 || rp_cc_get(cc, c)->voxels > rp_cc_get(cc, best)->voxels)
+    for (int c = 0; c < rp_bcc_count(cc); c++)
+        if (best < 0 || rp_bcc_get(cc, c)->voxels > rp_bcc_get(cc, best)->voxels)
             best = c;
-    memset(m, 0, n);
-    if (best >= 0) {
-        uint8_t *keep = calloc((size_t)rp_cc_count(cc), 1);
-        if (!keep) {
-            rp_cc_free(cc);
-            return RP_ENOMEM;
-        }
-        keep[best] = 1;
-        rp_cc_paint(cc, keep, m, 1);
-        free(keep);
+    uint8_t *keep = calloc((size_t)rp_bcc_count(cc) + 1, 1);
+    if (!keep) {
+        rp_bcc_free(cc);
+        return RP_ENOMEM;
     }
-    rp_cc_free(cc);
-    return rp_morph_fill_holes_2d(m, v->dim, rp_axial_axis(v->affine));
+    if (best >= 0)
+        keep[best] = 1;
+    rp_bcc_paint(cc, keep, out);
+    free(keep);
+    rp_bcc_free(cc);
+    return rp_bits_fill_holes_2d(out, rp_axial_axis(v->affine), 0);
 }
 
-int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body, const rp_ct_lung_params *p,
-                    uint8_t *md, int *n_kept)
+int rp_ct_body_mask(const rp_volume *v, float thr, uint8_t *m)
 {
-    if (!v || !p || !md || v->dim[3] != 1)
+    if (!v || !m || v->dim[3] != 1)
         return RP_EINVAL;
-    size_t n = rp_volume_nvox(v);
-    uint8_t *keep = NULL;
-    rp_cc *cc = NULL;
-    int rc;
-    if (body)
-        memcpy(md, body, n);
-    else if ((rc = rp_ct_body_mask(v, p->threshold, md)) != 0)
+    rp_bits b;
+    if (rp_bits_init(&b, v->dim))
+        return RP_ENOMEM;
+    int rc = body_bits(v, thr, &b);
+    if (!rc)
+        rp_bits_to_bytes(&b, m);
+    rp_bits_free(&b);
+    return rc;
+}
+
+/* Keep the largest air component that does not touch the in-plane border and the second
+ * when it is >= 20 % of the first, each >= min_ml: lung becomes their union. Returns how
+ * many were kept (0..2) or a negative RP_E*. */
+static int select_lungs(rp_bits *lung, int inplane_border, double vml, double min_ml)
+{
+    rp_bcc *cc;
+    int rc = rp_bcc_label(lung, &cc);
+    if (rc)
         return rc;
-    const float *d = v->data;
-    const float thr = p->threshold;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        md[i] = md[i] && d[i] < thr;
-    if ((rc = rp_cc_label(md, v->dim, &cc)) != 0)
-        goto out;
-    int nc = rp_cc_count(cc);
-    keep = calloc((size_t)nc + 1, 1);
+    int nc = rp_bcc_count(cc);
+    uint8_t *keep = calloc((size_t)nc + 1, 1);
     if (!keep) {
-        rc = RP_ENOMEM;
-        goto out;
+        rp_bcc_free(cc);
+        return RP_ENOMEM;
     }
-    int axial = rp_axial_axis(v->affine);
-    int inplane_border = 7 & ~(1 << axial);
-    double vml = rp_ct_voxel_ml(v);
     int first = -1, second = -1;
     for (int c = 0; c < nc; c++) {
-        const rp_cc_comp *k = rp_cc_get(cc, c);
+        const rp_cc_comp *k = rp_bcc_get(cc, c);
         if (k->border & inplane_border)
             continue;
-        if ((double)k->voxels * vml < p->min_ml)
+        if ((double)k->voxels * vml < min_ml)
             continue;
-        if (first < 0 || k->voxels > rp_cc_get(cc, first)->voxels) {
+        if (first < 0 || k->voxels > rp_bcc_get(cc, first)->voxels) {
             second = first;
             first = c;
-        } else if (second < 0 || k->voxels > rp_cc_get(cc, second)->voxels) {
+        } else if (second < 0 || k->voxels > rp_bcc_get(cc, second)->voxels) {
             second = c;
         }
     }
@@ -108,16 +106,64 @@ int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body, const rp_ct_lung_pa
     if (first >= 0) {
         keep[first] = 1;
         kept = 1;
-        if (second >= 0 && rp_cc_get(cc, second)->voxels >= 0.2 * rp_cc_get(cc, first)->voxels) {
+        if (second >= 0 && rp_bcc_get(cc, second)->voxels >= 0.2 * rp_bcc_get(cc, first)->voxels) {
             keep[second] = 1;
             kept = 2;
         }
     }
-    memset(md, 0, n);
-    rp_cc_paint(cc, keep, md, 1);
+    rp_bcc_paint(cc, keep, lung);
+    free(keep);
+    rp_bcc_free(cc);
+    return kept;
+}
+
+int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body_mask, const rp_ct_lung_params *p,
+                    uint8_t *md, int *n_kept, rp_ct_airway *airway)
+{
+    if (!v || !p || !md || v->dim[3] != 1)
+        return RP_EINVAL;
+    if (airway)
+        memset(airway, 0, sizeof *airway);
+    rp_bits body = {0}, lung = {0};
+    int rc;
+    if (rp_bits_init(&body, v->dim) || rp_bits_init(&lung, v->dim)) {
+        rc = RP_ENOMEM;
+        goto out;
+    }
+    if (body_mask)
+        rp_bits_from_bytes(&body, body_mask);
+    else if ((rc = body_bits(v, p->threshold, &body)) != 0)
+        goto out;
+    rp_bits_threshold(&lung, v->data, p->threshold, RP_BITS_LT, &body);
+    int axial = rp_axial_axis(v->affine);
+    int inplane_border = 7 & ~(1 << axial);
+    double vml = rp_ct_voxel_ml(v);
+    int kept = select_lungs(&lung, inplane_border, vml, p->min_ml);
+    if (kept < 0) {
+        rc = kept;
+        goto out;
+    }
+    if (p->airway && kept > 0) {
+        rp_airway_result aw = {0};
+        if ((rc = rp_airway_remove(&lung, &body, axial, v->affine, v->spacing, &aw)) != 0)
+            goto out;
+        /* without the trachea the lungs may be two components, and bronchial pieces left
+         * behind are small ones */
+        if (aw.found && (kept = select_lungs(&lung, inplane_border, vml, p->min_ml)) < 0) {
+            rc = kept;
+            goto out;
+        }
+        if (airway) {
+            airway->found = aw.found;
+            airway->removed_ml = (double)aw.voxels * vml;
+            airway->top_slice = aw.top_slice;
+            airway->carina_slice = aw.carina_slice;
+            memcpy(airway->carina_ras, aw.carina_mm, sizeof airway->carina_ras);
+        }
+    }
     int r[3];
     radius_vox(v, p->closing_mm, r);
-    if ((rc = rp_morph_close(md, v->dim, r)) != 0)
+    if ((rc = rp_bits_dilate(&lung, r)) != 0 || (rc = rp_bits_erode(&lung, r)) != 0)
         goto out;
     /* vessels and nodules are small holes; the mediastinum, enclosed where the lungs touch
      * in front of and behind it, is a large one and stays out */
@@ -126,13 +172,14 @@ int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body, const rp_ct_lung_pa
         if (a != axial)
             px_mm2 *= v->spacing[a];
     long max_px = p->max_hole_mm2 > 0 ? (long)(p->max_hole_mm2 / px_mm2) + 1 : 0;
-    if ((rc = rp_morph_fill_holes_2d_max(md, v->dim, axial, max_px)) != 0)
+    if ((rc = rp_bits_fill_holes_2d(&lung, axial, max_px)) != 0)
         goto out;
+    rp_bits_to_bytes(&lung, md);
     if (n_kept)
         *n_kept = kept;
 out:
-    free(keep);
-    rp_cc_free(cc);
+    rp_bits_free(&body);
+    rp_bits_free(&lung);
     return rc;
 }
 
@@ -143,28 +190,30 @@ int rp_ct_metal_mask(const rp_volume *v, float thr, double min_mm3, uint8_t *md,
     *n_parts = 0;
     if (!v || !md || v->dim[3] != 1)
         return RP_EINVAL;
-    size_t n = rp_volume_nvox(v);
-    const float *d = v->data;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        md[i] = d[i] > thr;
-    rp_cc *cc;
+    rp_bits b;
+    if (rp_bits_init(&b, v->dim))
+        return RP_ENOMEM;
+    rp_bits_threshold(&b, v->data, thr, RP_BITS_GT, NULL);
+    rp_bcc *cc;
     int rc;
-    if ((rc = rp_cc_label(md, v->dim, &cc)) != 0)
+    if ((rc = rp_bcc_label(&b, &cc)) != 0) {
+        rp_bits_free(&b);
         return rc;
-    int nc = rp_cc_count(cc);
+    }
+    int nc = rp_bcc_count(cc);
     uint8_t *keep = calloc((size_t)nc + 1, 1);
     rp_ct_metal_part *list = calloc((size_t)nc + 1, sizeof *list);
     if (!keep || !list) {
         free(keep);
         free(list);
-        rp_cc_free(cc);
+        rp_bcc_free(cc);
+        rp_bits_free(&b);
         return RP_ENOMEM;
     }
     double vml = rp_ct_voxel_ml(v);
     int count = 0;
     for (int c = 0; c < nc; c++) {
-        const rp_cc_comp *k = rp_cc_get(cc, c);
+        const rp_cc_comp *k = rp_bcc_get(cc, c);
         double ml = (double)k->voxels * vml;
         if (ml * 1000.0 < min_mm3)
             continue;
@@ -176,10 +225,15 @@ int rp_ct_metal_mask(const rp_volume *v, float thr, double min_mm3, uint8_t *md,
             mp->centroid_ras[r] = v->affine[r][0] * ijk[0] + v->affine[r][1] * ijk[1] +
                                   v->affine[r][2] * ijk[2] + v->affine[r][3];
     }
-    memset(md, 0, n);
-    rp_cc_paint(cc, keep, md, 1);
+    if (count) {
+        rp_bcc_paint(cc, keep, &b);
+        rp_bits_to_bytes(&b, md);
+    } else {
+        memset(md, 0, rp_volume_nvox(v));
+    }
     free(keep);
-    rp_cc_free(cc);
+    rp_bcc_free(cc);
+    rp_bits_free(&b);
     if (count == 0) {
         free(list);
         list = NULL;

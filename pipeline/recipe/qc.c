@@ -99,6 +99,13 @@ cJSON *rp_qc_stats(const rp_volume *v)
             }
         }
     }
+    return rp_qc_stats_from(v, lo, hi, s, ss, at_lo, at_hi, bad);
+}
+
+cJSON *rp_qc_stats_from(const rp_volume *v, double lo, double hi, double s, double ss, size_t at_lo,
+                        size_t at_hi, size_t bad)
+{
+    const size_t n = rp_volume_nvox(v) * (size_t)v->dim[3];
     size_t good = n - bad;
     double mean = good ? s / (double)good : 0;
     double var = good ? ss / (double)good - mean * mean : 0;

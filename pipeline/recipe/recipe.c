@@ -15,6 +15,7 @@
 
 #include "common/common.h"
 #include "pipeline/recipe/recipe_internal.h"
+#include "pipeline/recipe/ops_fused_internal.h"
 
 #define RP_RECIPE_MAX_STEPS 64
 
@@ -291,6 +292,57 @@ static void write_montage(rp_step_ctx *ctx)
     }
 }
 
+/* Steps that only read the volume (they add masks and findings): the runner reuses the
+ * statistics taken before them instead of another pass over the data. */
+static int leaves_volume(const char *name)
+{
+    static const char *const names[] = {"hu", "bodymask", "lungmask", "metal", NULL};
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(name, names[i]))
+            return 1;
+    return 0;
+}
+
+/* Steps i and i+1 as one pass when they are clip then normalize(minmax) (see
+ * ops_fused_internal.h): 1 when done (QC of both steps recorded, *before set for the step
+ * after them), 0 when the pair is not fusable and must run step by step. A fused pair that
+ * fails falls back too: the steps then fail with their own reasons. */
+static int run_fused(const rp_recipe *r, size_t i, rp_step_ctx *ctx, cJSON *steps_qc, cJSON *sq,
+                     cJSON **before)
+{
+    const recipe_step *a = &r->steps[i], *b = &r->steps[i + 1];
+    if (strcmp(a->def->name, "clip") != 0 || strcmp(b->def->name, "normalize") != 0)
+        return 0;
+    cJSON *sq2 = steps_qc ? describe_step(b) : NULL, *after_a = NULL, *after_b = NULL;
+    double t0 = rp_mono_s();
+    int rc = rp_ops_clip_minmax(ctx, a->params, b->params, sq, sq2, &after_a, &after_b);
+    double ms = (rp_mono_s() - t0) * 1e3;
+    if (rc) {
+        cJSON_Delete(sq2);
+        return 0;
+    }
+    RP_DEBUG("pipeline", "steps done step=clip+normalize fused=1 ms=%.1f", ms);
+    if (sq) {
+        cJSON_AddItemToObject(sq, "after", cJSON_Duplicate(after_a, 1));
+        cJSON_AddNumberToObject(sq, "ms", round(ms * 10) / 10);
+        cJSON_AddStringToObject(sq, "fused", "one pass with the next step");
+    }
+    if (sq2) {
+        cJSON_AddItemToArray(steps_qc, sq2);
+        cJSON_AddItemToObject(sq2, "before", after_a);
+        after_a = NULL;
+        cJSON_AddItemToObject(sq2, "after", cJSON_Duplicate(after_b, 1));
+        cJSON_AddNumberToObject(sq2, "ms", 0);
+        cJSON_AddStringToObject(sq2, "fused", "ran in the previous step's pass");
+    }
+    cJSON_Delete(after_a);
+    if (steps_qc)
+        *before = after_b;
+    else
+        cJSON_Delete(after_b);
+    return 1;
+}
+
 int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
 {
     if (!r || !ctx || !ctx->vol)
@@ -311,7 +363,7 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
         if (!steps_qc)
             steps_qc = cJSON_AddArrayToObject(ctx->qc, "steps");
     }
-    cJSON *before = steps_qc ? rp_qc_stats(ctx->vol) : NULL;
+    cJSON *before = steps_qc ? rp_qc_stats(ctx->vol) : NULL, *before_copy = NULL;
     for (size_t i = 0; i < r->n; i++) {
         const recipe_step *s = &r->steps[i];
         cJSON *sq = NULL;
@@ -319,10 +371,17 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
             sq = describe_step(s);
             if (sq) {
                 cJSON_AddItemToArray(steps_qc, sq);
-                if (before)
+                if (before) {
+                    if (leaves_volume(s->def->name))
+                        before_copy = cJSON_Duplicate(before, 1);
                     cJSON_AddItemToObject(sq, "before", before);
+                }
                 before = NULL;
             }
+        }
+        if (i + 1 < r->n && run_fused(r, i, ctx, steps_qc, sq, &before)) {
+            i++; /* the next step ran with this one */
+            continue;
         }
         ctx->step_qc = sq;
         ctx->err[0] = '\0';
@@ -343,12 +402,21 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
                      reason);
             if (sq)
                 cJSON_AddStringToObject(sq, "error", reason);
+            cJSON_Delete(before_copy);
             RP_ERROR("pipeline", "recipe step failed step=%s index=%zu rc=%d reason=\"%s\"",
                      s->def->name, i + 1, rc, reason);
             return rc;
         }
         RP_DEBUG("pipeline", "step done step=%s ms=%.1f", s->def->name, ms);
-        if (sq) {
+        if (sq && leaves_volume(s->def->name)) {
+            /* the volume is as before: its statistics too (one pass over it saved) */
+            if (before_copy) {
+                cJSON_AddItemToObject(sq, "after", before_copy);
+                before = cJSON_Duplicate(before_copy, 1);
+                before_copy = NULL;
+            }
+            cJSON_AddNumberToObject(sq, "ms", round(ms * 10) / 10);
+        } else if (sq) {
             cJSON *after = rp_qc_stats(ctx->vol);
             if (after) {
                 cJSON_AddItemToObject(sq, "after", after);
@@ -358,6 +426,7 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
         }
     }
     cJSON_Delete(before);
+    cJSON_Delete(before_copy);
     if (ctx->qc) {
         cJSON_DeleteItemFromObjectCaseSensitive(ctx->qc, "masks");
         cJSON *m = rp_qc_masks(ctx);

@@ -88,6 +88,11 @@ cJSON *rp_qc_stats(const rp_volume *v);
 cJSON *rp_qc_masks(const rp_step_ctx *ctx);
 /* Montage PNG of ctx->vol with ctx's masks overlaid. 0 or RP_E*. */
 int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path);
+/* The same JSON as rp_qc_stats() from figures a step gathered in its own pass over v:
+ * finite min/max, sum and sum of squares of the finite values, how many equal min / max,
+ * how many are not finite. */
+cJSON *rp_qc_stats_from(const rp_volume *v, double lo, double hi, double sum, double sumsq,
+                        size_t n_at_lo, size_t n_at_hi, size_t nonfinite);
 
 #ifdef __cplusplus
 }

@@ -6,7 +6,8 @@
  * Thresholds are written in Hounsfield units and translated to the current intensity units
  * through the ctx HU bookkeeping (so lungmask may follow window(lung)); a threshold that an
  * earlier clip/window removed is an error with a clear reason, never a silent empty mask.
- * Defaults: bodymask -500 HU; lungmask -500 HU, 20 ml, closing 2 mm, holes up to 1500 mm^2;
+ * Defaults: bodymask -500 HU; lungmask -500 HU, 20 ml, closing 2 mm, holes up to 1500 mm^2,
+ * trachea and main bronchi taken out (QC "airway": found, removed ml, carina slice and RAS);
  * metal 3000 HU, 10 mm^3. The metal finding goes into the QC report (count, volume in ml,
  * centroid in world mm, RAS) and the mask "metal".
  */
@@ -35,6 +36,7 @@ typedef struct mask_params {
     double size;       /* lungmask: min_ml; metal: min_mm3 */
     double closing_mm; /* lungmask */
     double hole_mm2;   /* lungmask: largest axial hole filled */
+    int airway;        /* lungmask: 1 = trachea and main bronchi taken out */
 } mask_params;
 
 static int parse_numbers(const rp_step_args *a, double *vals, int maxn, const char *usage,
@@ -97,17 +99,20 @@ int rp_step_bodymask_run(rp_step_ctx *ctx, const void *pp)
 /* ---- lungmask ------------------------------------------------------------------------ */
 
 static const char LUNG_USAGE[] =
-    "lungmask or lungmask(threshold_hu[,min_ml[,closing_mm[,max_hole_mm2]]])";
+    "lungmask or lungmask(threshold_hu[,min_ml[,closing_mm[,max_hole_mm2[,airway]]]]) "
+    "(airway 1: trachea and main bronchi taken out, the default; 0: kept)";
 
 int rp_step_lungmask_parse(const rp_step_args *a, void **out, char *err, size_t errlen)
 {
-    double vals[4] = {-500, 20, 2, 1500};
-    int rc = parse_numbers(a, vals, 4, LUNG_USAGE, err, errlen);
+    double vals[5] = {-500, 20, 2, 1500, 1};
+    int rc = parse_numbers(a, vals, 5, LUNG_USAGE, err, errlen);
     if (rc)
         return rc;
     if (vals[1] < 0 || vals[2] < 0 || vals[2] > 20 || vals[3] < 0)
         return rp_arg_fail(err, errlen, LUNG_USAGE,
                            "min_ml and max_hole_mm2 must be >= 0, closing_mm in [0,20]");
+    if (vals[4] != 0 && vals[4] != 1)
+        return rp_arg_fail(err, errlen, LUNG_USAGE, "airway must be 0 or 1");
     mask_params *p = calloc(1, sizeof *p);
     if (!p)
         return RP_ENOMEM;
@@ -115,6 +120,7 @@ int rp_step_lungmask_parse(const rp_step_args *a, void **out, char *err, size_t 
     p->size = vals[1];
     p->closing_mm = vals[2];
     p->hole_mm2 = vals[3];
+    p->airway = (int)vals[4];
     *out = p;
     return 0;
 }
@@ -126,6 +132,7 @@ void rp_step_lungmask_describe(const void *pp, cJSON *o)
     cJSON_AddNumberToObject(o, "min_ml", p->size);
     cJSON_AddNumberToObject(o, "closing_mm", p->closing_mm);
     cJSON_AddNumberToObject(o, "max_hole_mm2", p->hole_mm2);
+    cJSON_AddStringToObject(o, "airway", p->airway ? "removed" : "kept");
 }
 
 int rp_step_lungmask_run(rp_step_ctx *ctx, const void *pp)
@@ -135,8 +142,10 @@ int rp_step_lungmask_run(rp_step_ctx *ctx, const void *pp)
     if (rc)
         return rc;
     const rp_volume *v = ctx->vol;
-    rp_ct_lung_params lp = {
-        .min_ml = p->size, .closing_mm = p->closing_mm, .max_hole_mm2 = p->hole_mm2};
+    rp_ct_lung_params lp = {.min_ml = p->size,
+                            .closing_mm = p->closing_mm,
+                            .max_hole_mm2 = p->hole_mm2,
+                            .airway = p->airway};
     if ((rc = rp_step_ctx_hu_value(ctx, p->threshold_hu, "lungmask", &lp.threshold)) != 0)
         return rc;
     rp_mask *m = rp_mask_like(v, "lung");
@@ -147,13 +156,30 @@ int rp_step_lungmask_run(rp_step_ctx *ctx, const void *pp)
     const uint8_t *body_data =
         body && memcmp(body->dim, v->dim, sizeof body->dim) == 0 ? body->data : NULL;
     int kept = 0;
-    if ((rc = rp_ct_lung_mask(v, body_data, &lp, m->data, &kept)) != 0) {
+    rp_ct_airway aw;
+    if ((rc = rp_ct_lung_mask(v, body_data, &lp, m->data, &kept, &aw)) != 0) {
         rp_mask_free(m);
         return rc;
     }
     double ml = (double)rp_mask_count(m) * rp_ct_voxel_ml(v);
     rp_step_qc_number(ctx, "volume_ml", round(ml * 10) / 10);
     rp_step_qc_number(ctx, "components", kept);
+    if (p->airway) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddBoolToObject(a, "found", aw.found);
+        if (aw.found) {
+            cJSON_AddNumberToObject(a, "removed_ml", round(aw.removed_ml * 10) / 10);
+            cJSON_AddNumberToObject(a, "top_slice", aw.top_slice);
+            cJSON_AddNumberToObject(a, "carina_slice", aw.carina_slice);
+            if (aw.carina_slice >= 0) {
+                double c[3];
+                for (int k = 0; k < 3; k++)
+                    c[k] = round(aw.carina_ras[k] * 10) / 10;
+                cJSON_AddItemToObject(a, "carina_mm_ras", cJSON_CreateDoubleArray(c, 3));
+            }
+        }
+        rp_step_qc_add(ctx, "airway", a);
+    }
     if (kept == 0)
         RP_WARN("pipeline", "lungmask found no lung (no air component inside the body)");
     return rp_step_ctx_add_mask(ctx, m);
@@ -246,7 +272,8 @@ const rp_step_def rp_steps_ct[] = {
     RP_STEP_ENTRY(window, "window(lung|mediastinal|bone|brain|abdomen) or window(level,width)"),
     RP_STEP_ENTRY(multiwindow, "multiwindow(w1,w2,...) of presets or level/width"),
     RP_STEP_ENTRY(bodymask, "bodymask[(threshold_hu)]"),
-    RP_STEP_ENTRY(lungmask, "lungmask[(threshold_hu[,min_ml[,closing_mm]])]"),
+    RP_STEP_ENTRY(lungmask,
+                  "lungmask[(threshold_hu[,min_ml[,closing_mm[,max_hole_mm2[,airway]]]])]"),
     RP_STEP_ENTRY(metal, "metal[(threshold_hu[,min_mm3])]"),
     {0},
 };

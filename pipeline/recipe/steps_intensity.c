@@ -16,6 +16,7 @@
 
 #include "common/common.h"
 #include "pipeline/recipe/recipe_internal.h"
+#include "pipeline/recipe/ops_fused_internal.h"
 
 static size_t nvals(const rp_volume *v)
 {
@@ -527,5 +528,112 @@ int rp_step_normalize_run(rp_step_ctx *ctx, const void *pp)
     if (v->dim[3] != 1)
         ctx->hu_known = 0;
     rp_step_qc_add(ctx, "per_channel", per);
+    return 0;
+}
+
+/* ---- clip + normalize(minmax) in one pass (see ops_fused_internal.h) ------------------ */
+
+int rp_ops_clip_minmax(rp_step_ctx *ctx, const void *clip_p, const void *norm_p, cJSON *clip_qc,
+                       cJSON *norm_qc, cJSON **after_clip, cJSON **after_norm)
+{
+    const clip_params *cp = clip_p;
+    const norm_params *np = norm_p;
+    rp_volume *v = ctx->vol;
+    if (np->kind != NORM_MINMAX || v->dim[3] != 1)
+        return RP_EUNSUPPORTED;
+    double lo = cp->lo, hi = cp->hi;
+    if (cp->hu) {
+        if (!ctx->hu_known)
+            return RP_EUNSUPPORTED; /* the step itself says why */
+        lo = (cp->lo - ctx->hu_offset) / ctx->hu_scale;
+        hi = (cp->hi - ctx->hu_offset) / ctx->hu_scale;
+        if (lo > hi) {
+            double t = lo;
+            lo = hi;
+            hi = t;
+        }
+    }
+    const float flo = (float)lo, fhi = (float)hi;
+    float *d = v->data;
+    const size_t n = rp_volume_nvox(v);
+    if (n == 0)
+        return RP_EUNSUPPORTED;
+    /* blocks that stay in L1, vectorised inner loops (as rp_qc_stats) */
+    enum { QB = 4096 };
+    const size_t nb = (n + QB - 1) / QB;
+    float mn = INFINITY, mx = -INFINITY;
+    size_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(min : mn) reduction(max : mx) reduction(+ : bad)
+    for (size_t k = 0; k < nb; k++) {
+        const float *p = d + k * QB;
+        const int m = (int)(n - k * QB < QB ? n - k * QB : QB);
+        float bmn = INFINITY, bmx = -INFINITY;
+        int bbad = 0;
+#pragma omp simd reduction(min : bmn) reduction(max : bmx) reduction(+ : bbad)
+        for (int i = 0; i < m; i++) {
+            float x = p[i];
+            bbad += !(x - x == 0.0f); /* NaN or infinite */
+            bmn = x < bmn ? x : bmn;
+            bmx = x > bmx ? x : bmx;
+        }
+        mn = bmn < mn ? bmn : mn;
+        mx = bmx > mx ? bmx : mx;
+        bad += (size_t)bbad;
+    }
+    if (bad)
+        return RP_EUNSUPPORTED;
+    /* what clip_values() then normalize's min/max would see */
+    const float cmin = mn < flo ? flo : mn > fhi ? fhi : mn;
+    const float cmax = mx < flo ? flo : mx > fhi ? fhi : mx;
+    const double sub = cmin, div = cmax > cmin ? (double)cmax - cmin : 1, inv = 1.0 / div;
+    const float ylo = (float)(((double)cmin - sub) * inv),
+                yhi = (float)(((double)cmax - sub) * inv);
+    size_t clipped = 0, c_lo = 0, c_hi = 0, y_lo = 0, y_hi = 0;
+    double cs = 0, css = 0, ys = 0, yss = 0;
+#pragma omp parallel for schedule(static) reduction(+ : clipped, c_lo, c_hi, y_lo, y_hi, cs, css, ys, yss)
+    for (size_t k = 0; k < nb; k++) {
+        float *p = d + k * QB;
+        const int m = (int)(n - k * QB < QB ? n - k * QB : QB);
+        int bcl = 0, bclo = 0, bchi = 0, bylo = 0, byhi = 0;
+        double bcs = 0, bcss = 0, bys = 0, byss = 0;
+#pragma omp simd reduction(+ : bcl, bclo, bchi, bylo, byhi, bcs, bcss, bys, byss)
+        for (int i = 0; i < m; i++) {
+            float x = p[i];
+            float c = x < flo ? flo : x > fhi ? fhi : x;
+            bcl += (x < flo) | (x > fhi);
+            float y = (float)(((double)c - sub) * inv);
+            p[i] = y;
+            bclo += c == cmin;
+            bchi += c == cmax;
+            bylo += y == ylo;
+            byhi += y == yhi;
+            bcs += c;
+            bcss += (double)c * c;
+            bys += y;
+            byss += (double)y * y;
+        }
+        clipped += (size_t)bcl;
+        c_lo += (size_t)bclo;
+        c_hi += (size_t)bchi;
+        y_lo += (size_t)bylo;
+        y_hi += (size_t)byhi;
+        cs += bcs;
+        css += bcss;
+        ys += bys;
+        yss += byss;
+    }
+    rp_step_ctx_note_clip(ctx, lo, hi);
+    rp_step_ctx_note_linear(ctx, inv, -sub * inv);
+    if (clip_qc)
+        cJSON_AddNumberToObject(clip_qc, "clipped_fraction", (double)clipped / (double)n);
+    if (norm_qc) {
+        cJSON *per = cJSON_AddArrayToObject(norm_qc, "per_channel");
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "subtracted", sub);
+        cJSON_AddNumberToObject(o, "divided_by", div);
+        cJSON_AddItemToArray(per, o);
+    }
+    *after_clip = rp_qc_stats_from(v, cmin, cmax, cs, css, c_lo, c_hi, 0);
+    *after_norm = rp_qc_stats_from(v, ylo, yhi, ys, yss, y_lo, y_hi, 0);
     return 0;
 }

@@ -22,6 +22,7 @@
 
 #include "common/common.h"
 #include "pipeline/volume/volume.h"
+#include "pipeline/volume/mem_internal.h"
 
 #define BSPLINE_HORIZON 22 /* |z|^22 < 1e-12: the causal init sum is exact to double */
 #define CHUNK_COLS 128     /* columns per job when the axis is not x (block fits L2) */
@@ -314,6 +315,8 @@ static int pass_axis(const float *in, const int dim[3], int axis, const axis_pla
     size_t blocks = c.inner == 1 ? (c.outer + LINES - 1) / LINES : c.outer;
     if (in != out)
         return run_jobs(&c, 0, blocks * per);
+    if (c.outer == 1 && c.inner > 1)
+        return run_jobs(&c, 0, per); /* one block: every job owns its columns, in and out */
     assert(p->n_out <= p->n_in);
     size_t a = 0;
     while (a < blocks) {
@@ -401,6 +404,81 @@ static int resample_channel(float **inp, int own_in, const int dim[3], const int
     return rc;
 }
 
+/* The pass order: the axis that shrinks most first keeps intermediates small. */
+static void pass_order(const int dim[3], const int new_dim[3], int order[3])
+{
+    for (int i = 0; i < 3; i++)
+        order[i] = i;
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++) {
+            double ri = (double)new_dim[order[i]] / dim[order[i]];
+            double rj = (double)new_dim[order[j]] / dim[order[j]];
+            if (rj < ri) {
+                int t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+        }
+}
+
+/* One channel that owns its buffer: every pass runs in that buffer when it can. Shrinking
+ * passes run in place (rounds, see pass_axis); a growing pass along the outermost axis runs
+ * in place after the buffer is enlarged (each job gathers its columns before it writes
+ * them). Pages already touched are reused, so a 1 mm CT does not fault in a fresh output
+ * volume; only other growing passes get a new buffer. *bufp is replaced by the result. */
+static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], axis_plan plan[3])
+{
+    int order[3];
+    pass_order(dim, new_dim, order);
+    int cur_dim[3] = {dim[0], dim[1], dim[2]};
+    float *cur = *bufp;
+    size_t cap = (size_t)dim[0] * dim[1] * dim[2] * sizeof(float);
+    int rc = 0;
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        int axis = order[k];
+        if (new_dim[axis] == dim[axis] && plan[axis].order == RP_INTERP_NEAREST)
+            continue; /* identity along this axis */
+        int nd[3] = {cur_dim[0], cur_dim[1], cur_dim[2]};
+        nd[axis] = new_dim[axis];
+        size_t nbytes = (size_t)nd[0] * nd[1] * nd[2] * sizeof(float);
+        int outer = 1;
+        for (int a = axis + 1; a < 3; a++)
+            outer *= nd[a];
+        if (nd[axis] <= cur_dim[axis] || (outer == 1 && axis > 0)) {
+            if (nbytes > cap) {
+                float *g = realloc(cur, nbytes);
+                if (!g) {
+                    rc = RP_ENOMEM;
+                    break;
+                }
+                cur = g;
+                cap = nbytes;
+                rp_mem_hint_huge(cur, cap);
+            }
+            rc = pass_axis(cur, cur_dim, axis, &plan[axis], cur);
+        } else {
+            float *nxt = rp_mem_alloc(nbytes);
+            if (!nxt) {
+                rc = RP_ENOMEM;
+                break;
+            }
+            rc = pass_axis(cur, cur_dim, axis, &plan[axis], nxt);
+            free(cur);
+            cur = nxt;
+            cap = nbytes;
+        }
+        memcpy(cur_dim, nd, sizeof nd);
+    }
+    size_t fin = (size_t)new_dim[0] * new_dim[1] * new_dim[2] * sizeof(float);
+    if (!rc && cap > fin) {
+        float *s2 = realloc(cur, fin);
+        if (s2)
+            cur = s2;
+    }
+    *bufp = cur;
+    return rc;
+}
+
 int rp_resample_volume(rp_volume **volp, const double new_sp[3], const int order[3])
 {
     rp_volume *in = *volp;
@@ -419,14 +497,30 @@ int rp_resample_volume(rp_volume **volp, const double new_sp[3], const int order
         rc = plan_axis(&plan[a], in->dim[a], nd[a], scale[a], order[a]);
     if (rc)
         goto done;
-    out = rp_volume_new(nd[0], nd[1], nd[2], in->dim[3]);
-    if (!out) {
+    if (in->dim[3] == 1) {
+        /* the working buffer becomes the output volume's */
+        out = calloc(1, sizeof *out);
+        if (!out) {
+            rc = RP_ENOMEM;
+            goto done;
+        }
+        float *buf = in->data;
+        in->data = NULL;
+        rc = resample_owned(&buf, in->dim, nd, plan);
+        if (rc) {
+            free(buf);
+            goto done;
+        }
+        out->data = buf;
+        memcpy(out->dim, nd, sizeof nd);
+        out->dim[3] = 1;
+    } else if (!(out = rp_volume_new(nd[0], nd[1], nd[2], in->dim[3]))) {
         rc = RP_ENOMEM;
         goto done;
     }
     size_t nin = rp_volume_nvox(in), nout = rp_volume_nvox(out);
     int single = in->dim[3] == 1;
-    for (int c = 0; c < in->dim[3] && rc == 0; c++) {
+    for (int c = 0; c < in->dim[3] && rc == 0 && !single; c++) {
         float *src = in->data + (size_t)c * nin;
         /* With one channel the input buffer is freed after the first pass (we replace it). */
         rc = resample_channel(&src, single, in->dim, nd, plan, out->data + (size_t)c * nout);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "pipeline/volume/mem_internal.h"
 
 static int dims_ok(long long nx, long long ny, long long nz, long long nc)
 {
@@ -29,7 +30,7 @@ rp_volume *rp_volume_new(int nx, int ny, int nz, int nc)
     if (!v)
         return NULL;
     size_t n = (size_t)nx * ny * nz * nc;
-    v->data = calloc(n, sizeof(float));
+    v->data = rp_mem_calloc(n * sizeof(float));
     if (!v->data) {
         free(v);
         return NULL;
@@ -84,7 +85,7 @@ rp_mask *rp_mask_new(int nx, int ny, int nz, const char *name)
     rp_mask *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
-    m->data = calloc((size_t)nx * ny * nz, 1);
+    m->data = rp_mem_calloc((size_t)nx * ny * nz);
     if (!m->data) {
         free(m);
         return NULL;
@@ -116,8 +117,10 @@ void rp_mask_free(rp_mask *m)
 size_t rp_mask_count(const rp_mask *m)
 {
     size_t n = (size_t)m->dim[0] * m->dim[1] * m->dim[2], c = 0;
+    const uint8_t *d = m->data;
+#pragma omp parallel for simd schedule(static) reduction(+ : c) if (n > 65536)
     for (size_t i = 0; i < n; i++)
-        c += m->data[i] != 0;
+        c += d[i] != 0;
     return c;
 }
 

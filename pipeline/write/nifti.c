@@ -11,6 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "common/common.h"
 
@@ -221,8 +224,64 @@ static int write_all(FILE *f, const void *p, size_t n)
  * per slice when the data is written straight from the decoded slices). */
 typedef struct seg {
     const uint8_t *p;
-    size_t n;
+    size_t n; /* bytes of the stream this segment makes */
+    /* conv != 0: the bytes are made on the fly from float32 voxels f[], stored = round(v * a +
+     * b) clamped to the type (int16 or uint8), so a converted copy never exists in memory */
+    int conv;
+    const float *f;
+    double a, b;
 } seg;
+
+enum { CONV_NONE = 0, CONV_F32_S16, CONV_F32_U8 };
+
+/* Converted bytes [o, o+l) of a conv segment. Block edges may split an element. */
+static void convert_range(const seg *s, size_t o, size_t l, uint8_t *dst)
+{
+    const size_t es = s->conv == CONV_F32_S16 ? 2 : 1;
+    const float a = (float)s->a, b = (float)s->b;
+    const double ad = s->a, bd = s->b;
+    size_t e0 = o / es, e1 = (o + l + es - 1) / es;
+    if (s->conv == CONV_F32_U8) {
+        for (size_t e = e0; e < e1; e++) {
+            double v = rint((double)s->f[e] * ad + bd);
+            dst[e - e0] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+        return;
+    }
+    /* whole elements straight into dst when aligned, else through a small buffer */
+    int16_t tmp[2048];
+    size_t done = 0;
+    for (size_t e = e0; e < e1;) {
+        size_t k = e1 - e < 2048 ? e1 - e : 2048;
+        const float *src = s->f + e;
+        /* float arithmetic: the stored values fit int16, so the product's error (< 0.004
+         * stored units) only matters for values within it of a rounding edge; this loop
+         * vectorises where a double one runs at half the width */
+        size_t q = 0;
+#ifdef __SSE2__
+        /* round to nearest even (the MXCSR default, as lrintf), pack to int16 with
+         * saturation: 8 voxels per step (the caller's values fit int16) */
+        const __m128 va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
+        for (; q + 8 <= k; q += 8) {
+            __m128i lo = _mm_cvtps_epi32(_mm_add_ps(_mm_mul_ps(_mm_loadu_ps(src + q), va), vb));
+            __m128i hi = _mm_cvtps_epi32(_mm_add_ps(_mm_mul_ps(_mm_loadu_ps(src + q + 4), va), vb));
+            _mm_storeu_si128((__m128i *)(tmp + q), _mm_packs_epi32(lo, hi));
+        }
+#endif
+        for (; q < k; q++) {
+            float v = src[q] * a + b;
+            v = v < -32768.f ? -32768.f : v > 32767.f ? 32767.f : v;
+            tmp[q] = (int16_t)lrintf(v);
+        }
+        size_t bo = (e == e0) ? o - e0 * es : 0; /* byte offset inside this chunk */
+        size_t bl = k * es - bo;
+        if (bl > l - done)
+            bl = l - done;
+        memcpy(dst + done, (const uint8_t *)tmp + bo, bl);
+        done += bl;
+        e += k;
+    }
+}
 
 /* Copy stream bytes [off, off+len) into dst. */
 static void gather(const seg *sg, size_t nseg, size_t off, size_t len, uint8_t *dst)
@@ -234,7 +293,10 @@ static void gather(const seg *sg, size_t nseg, size_t off, size_t len, uint8_t *
             continue;
         }
         size_t o = off - pos, l = sg[i].n - o < len ? sg[i].n - o : len;
-        memcpy(dst, sg[i].p + o, l);
+        if (sg[i].conv)
+            convert_range(&sg[i], o, l, dst);
+        else
+            memcpy(dst, sg[i].p + o, l);
         dst += l;
         off += l;
         len -= l;
@@ -242,11 +304,42 @@ static void gather(const seg *sg, size_t nseg, size_t off, size_t len, uint8_t *
     }
 }
 
-/* Compress the stream as consecutive gzip members, 2 blocks per thread in flight. */
+/* Stream bytes [off, off+len) as one pointer when they lie in one plain segment, else NULL. */
+static const uint8_t *direct(const seg *sg, size_t nseg, size_t off, size_t len)
+{
+    size_t pos = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        if (off < pos + sg[i].n)
+            return !sg[i].conv && off + len <= pos + sg[i].n ? sg[i].p + (off - pos) : NULL;
+        pos += sg[i].n;
+    }
+    return NULL;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+        if ((i & 4095) == 4088 && acc)
+            return 0; /* give up early on data */
+    }
+    for (; i < n; i++)
+        acc |= p[i];
+    return acc == 0;
+}
+
+/* Compress the stream as consecutive gzip members on all threads of one parallel region:
+ * each thread compresses its blocks (gathering or converting them first when needed) and
+ * writes them in stream order, so compression never waits for a batch to finish and the
+ * file grows while later blocks are compressed. Memory: one input and one output block per
+ * thread. */
 static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
 {
-    size_t block =
-        o && o->block_bytes ? o->block_bytes : (size_t)1 << 20; /* 2 per thread in flight */
+    size_t block = o && o->block_bytes ? o->block_bytes : (size_t)1 << 20;
     int level = o && o->level > 0 ? o->level : RP_NIFTI_DEFAULT_LEVEL;
     if (level > 12)
         level = 12;
@@ -257,82 +350,74 @@ static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
     size_t nblocks = (total + block - 1) / block;
     if (nblocks == 0)
         nblocks = 1;
-    int batch = threads * 2;
-    uint8_t **out = calloc((size_t)batch, sizeof *out);
-    uint8_t **in = calloc((size_t)batch, sizeof *in);
-    size_t *olen = calloc((size_t)batch, sizeof *olen);
-    int rc = 0;
-    size_t bound = 0;
-    if (!out || !olen || !in) {
-        rc = RP_ENOMEM;
-        goto done;
-    }
+    if ((size_t)threads > nblocks)
+        threads = (int)nblocks;
+    int fail = 0, wfail = 0;
+#pragma omp parallel num_threads(threads)
     {
-        struct libdeflate_compressor *probe = libdeflate_alloc_compressor(level);
-        if (!probe) {
-            rc = RP_ENOMEM;
-            goto done;
+        struct libdeflate_compressor *cmp = libdeflate_alloc_compressor(level);
+        size_t bound = cmp ? libdeflate_gzip_compress_bound(cmp, block) : 0, zlen = 0;
+        uint8_t *zmem = NULL; /* this thread's member for a block of zeros */
+        uint8_t *in = malloc(block), *out = malloc(bound ? bound : 1);
+        if (!cmp || !in || !out) {
+#pragma omp atomic write
+            fail = 1;
         }
-        bound = libdeflate_gzip_compress_bound(probe, block);
-        libdeflate_free_compressor(probe);
-    }
-    for (int i = 0; i < batch; i++) {
-        out[i] = malloc(bound);
-        in[i] = malloc(block);
-        if (!out[i] || !in[i]) {
-            rc = RP_ENOMEM;
-            goto done;
-        }
-    }
-    for (size_t b0 = 0; b0 < nblocks && !rc; b0 += (size_t)batch) {
-        size_t nb = nblocks - b0 < (size_t)batch ? nblocks - b0 : (size_t)batch;
-        int fail = 0;
-#pragma omp parallel num_threads(threads) reduction(| : fail)
-        {
-            struct libdeflate_compressor *cmp = libdeflate_alloc_compressor(level);
-            if (!cmp)
-                fail = 1;
-#pragma omp for schedule(dynamic, 1)
-            for (size_t i = 0; i < nb; i++) {
-                if (!cmp)
-                    continue;
-                size_t off = (b0 + i) * block;
+#pragma omp for ordered schedule(static, 1)
+        for (size_t i = 0; i < nblocks; i++) {
+            size_t olen = 0;
+            int bad;
+#pragma omp atomic read
+            bad = fail;
+            if (!bad) {
+                size_t off = i * block;
                 size_t len = total - off < block ? total - off : block;
-                gather(sg, nseg, off, len, in[i]);
-                olen[i] = libdeflate_gzip_compress(cmp, in[i], len, out[i], bound);
-                if (olen[i] == 0)
+                const uint8_t *src = direct(sg, nseg, off, len);
+                if (!src) {
+                    gather(sg, nseg, off, len, in);
+                    src = in;
+                }
+                /* masks are mostly zero: a whole block of zeros compresses to the same member
+                 * every time, so each thread makes it once */
+                int zero = len == block && all_zero(src, len);
+                if (zero && zlen) {
+                    memcpy(out, zmem, zlen);
+                    olen = zlen;
+                } else {
+                    olen = libdeflate_gzip_compress(cmp, src, len, out, bound);
+                    if (zero && olen && (zmem = malloc(olen)) != NULL) {
+                        memcpy(zmem, out, olen);
+                        zlen = olen;
+                    }
+                }
+                if (olen == 0) {
+#pragma omp atomic write
                     fail = 1;
+                }
             }
-            if (cmp)
-                libdeflate_free_compressor(cmp);
+#pragma omp ordered
+            {
+                if (olen && !wfail && write_all(f, out, olen) != 0)
+                    wfail = 1;
+            }
         }
-        if (fail) {
-            rc = RP_ENOMEM;
-            break;
-        }
-        for (size_t i = 0; i < nb && !rc; i++)
-            rc = write_all(f, out[i], olen[i]);
+        if (cmp)
+            libdeflate_free_compressor(cmp);
+        free(in);
+        free(out);
+        free(zmem);
     }
-done:
-    if (out)
-        for (int i = 0; i < batch; i++)
-            free(out[i]);
-    if (in)
-        for (int i = 0; i < batch; i++)
-            free(in[i]);
-    free(out);
-    free(in);
-    free(olen);
-    return rc;
+    return wfail ? RP_EIO : fail ? RP_ENOMEM : 0;
 }
 
 static int write_stream(const char *path, const seg *sg, size_t nseg, const rp_nifti_opts *o,
                         char *err, size_t errlen);
 
-static int write_any(const char *path, const int dim[4], int datatype, const void *data,
-                     const void *const *slices, size_t n_slices, const double A[4][4],
-                     double scl_slope, double scl_inter, const rp_nifti_opts *o, char *err,
-                     size_t errlen)
+/* The 352 header bytes (header + empty extension); RP_EINVAL for a type or size NIfTI-1
+ * cannot hold. */
+static int make_header(uint8_t hdr[352], const int dim[4], int datatype, const double A[4][4],
+                       double scl_slope, double scl_inter, const rp_nifti_opts *o, char *err,
+                       size_t errlen)
 {
     int bp = bitpix_of(datatype);
     if (!bp || dim[0] < 1 || dim[1] < 1 || dim[2] < 1 || dim[3] < 1 || dim[0] > 32767 ||
@@ -383,22 +468,34 @@ static int write_any(const char *path, const int dim[4], int datatype, const voi
     if (o && o->descrip[0])
         memcpy(h.descrip, o->descrip, strnlen(o->descrip, 79));
     memcpy(h.magic, "n+1", 4);
-    uint8_t hdr[352];
     memcpy(hdr, &h, 348);
     memset(hdr + 348, 0, 4); /* no extensions */
+    return 0;
+}
+
+static int write_any(const char *path, const int dim[4], int datatype, const void *data,
+                     const void *const *slices, size_t n_slices, const double A[4][4],
+                     double scl_slope, double scl_inter, const rp_nifti_opts *o, char *err,
+                     size_t errlen)
+{
+    uint8_t hdr[352];
+    int rc = make_header(hdr, dim, datatype, A, scl_slope, scl_inter, o, err, errlen);
+    if (rc)
+        return rc;
+    int bp = bitpix_of(datatype);
     size_t dlen = (size_t)dim[0] * dim[1] * dim[2] * dim[3] * (size_t)(bp / 8);
     if (slices) {
         seg *sg = malloc((n_slices + 1) * sizeof *sg);
         if (!sg)
             return RP_ENOMEM;
-        sg[0] = (seg){hdr, sizeof hdr};
+        sg[0] = (seg){.p = hdr, .n = sizeof hdr};
         for (size_t k = 0; k < n_slices; k++)
-            sg[k + 1] = (seg){(const uint8_t *)slices[k], dlen / n_slices};
-        int rc = write_stream(path, sg, n_slices + 1, o, err, errlen);
+            sg[k + 1] = (seg){.p = (const uint8_t *)slices[k], .n = dlen / n_slices};
+        rc = write_stream(path, sg, n_slices + 1, o, err, errlen);
         free(sg);
         return rc;
     }
-    seg sg[2] = {{hdr, sizeof hdr}, {(const uint8_t *)data, dlen}};
+    seg sg[2] = {{.p = hdr, .n = sizeof hdr}, {.p = (const uint8_t *)data, .n = dlen}};
     return write_stream(path, sg, 2, o, err, errlen);
 }
 
@@ -519,4 +616,29 @@ int rp_nifti_write_nnunet(const rp_volume *fused, const char *dir, const char *c
             return rc;
     }
     return 0;
+}
+
+int rp_nifti_write_converted(const char *path, const int dim[4], int datatype, const float *data,
+                             double a, double b, const double A[4][4], double scl_slope,
+                             double scl_inter, const rp_nifti_opts *o, char *err, size_t errlen)
+{
+    if (datatype == RP_NII_FLOAT32)
+        return write_any(path, dim, datatype, data, NULL, 0, A, scl_slope, scl_inter, o, err,
+                         errlen);
+    if (datatype != RP_NII_INT16 && datatype != RP_NII_UINT8) {
+        snprintf(err, errlen, "cannot convert float32 voxels to NIfTI datatype %d", datatype);
+        return RP_EINVAL;
+    }
+    uint8_t hdr[352];
+    int rc = make_header(hdr, dim, datatype, A, scl_slope, scl_inter, o, err, errlen);
+    if (rc)
+        return rc;
+    size_t nvox = (size_t)dim[0] * dim[1] * dim[2] * dim[3];
+    seg sg[2] = {{.p = hdr, .n = sizeof hdr},
+                 {.n = nvox * (datatype == RP_NII_INT16 ? 2 : 1),
+                  .conv = datatype == RP_NII_INT16 ? CONV_F32_S16 : CONV_F32_U8,
+                  .f = data,
+                  .a = a,
+                  .b = b}};
+    return write_stream(path, sg, 2, o, err, errlen);
 }

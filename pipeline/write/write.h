@@ -13,8 +13,13 @@
  *    qform = the closest rigid transform with pixdim/qfac, qform_code 1. Readers (nibabel,
  *    FSL, ITK) get the affine we meant.
  *  - .nii.gz is written as concatenated gzip members compressed in parallel with libdeflate
- *    (valid gzip: zlib, gzip -d and nibabel read it). Memory: at most 2 blocks per thread in
- *    flight besides the caller's data.
+ *    (valid gzip: zlib, gzip -d and nibabel read it), written in order as they finish.
+ *    Memory: one input and one output block per thread besides the caller's data.
+ *  - Storage (rp_nifti_store_choose, a rule's `dtype`): a float32 volume is stored in the
+ *    smallest type that holds it to within a stated error: integers exactly as uint8/int16,
+ *    HU-linear values as int16 on a HU grid (0.1 HU by default) with scl_slope/scl_inter so
+ *    readers get the values back, else float32. The conversion runs block by block inside
+ *    the compression threads: no converted copy of the volume is held.
  *  - Written to "<path>.tmp-<pid>" then renamed: a crash never leaves a half file at `path`.
  *
  * Contract, PNG:
@@ -139,6 +144,65 @@ typedef struct rp_nifti_info {
 int rp_nifti_read_info(const char *path, rp_nifti_info *out);
 /* qform of a header as a 4x4 (for tests). */
 void rp_nifti_qform_affine(const rp_nifti_info *h, double A[4][4]);
+
+/* ---- storing a float32 volume in the smallest exact type (nifti.c, nifti_store.c,
+ * nifti_rescale.c) ------- */
+
+/* Write float32 voxels converted on the fly to `datatype` (RP_NII_INT16 or RP_NII_UINT8;
+ * RP_NII_FLOAT32 writes them as they are): stored = round(value * a + b), clamped to the
+ * type, inside the compression threads (no converted copy is ever held in memory). */
+int rp_nifti_write_converted(const char *path, const int dim[4], int datatype, const float *data,
+                             double a, double b, const double affine[4][4], double scl_slope,
+                             double scl_inter, const rp_nifti_opts *o, char *err, size_t errlen);
+
+/* A rule's `dtype`: auto (default), float32, int16, uint8 or hu, the first three and hu with
+ * an optional step in HU, e.g. "int16(0.5)" (default step 0.1 HU). */
+typedef enum {
+    RP_DTYPE_AUTO = 0, /* smallest exact: integers -> uint8/int16; HU-linear data -> int16 at
+                          the HU step with scl_slope/scl_inter; anything else float32 */
+    RP_DTYPE_FLOAT32,
+    RP_DTYPE_INT16, /* int16 always (HU step when HU-linear, else the value range, lossy) */
+    RP_DTYPE_UINT8, /* uint8 always (integers 0..255 exact, else the value range, lossy) */
+    RP_DTYPE_HU     /* int16 whose scaling reads back as HU, not the recipe's units */
+} rp_dtype_kind;
+typedef struct rp_dtype_spec {
+    rp_dtype_kind kind;
+    double step_hu; /* > 0 */
+} rp_dtype_spec;
+/* NULL or "" is auto. RP_EINVAL with a reason for anything else. */
+int rp_dtype_parse(const char *text, rp_dtype_spec *out, char *err, size_t errlen);
+const char *rp_dtype_name(rp_dtype_kind k);
+
+/* How a float32 volume is stored: stored = round(value * a + b); a reader gets
+ * stored * scl_slope + scl_inter (= the value within max_err); HU = stored * hu_slope +
+ * hu_inter when hu_slope != 0. */
+typedef struct rp_nifti_store {
+    int datatype;
+    double a, b;
+    double scl_slope, scl_inter;
+    double hu_slope, hu_inter;
+    double max_err; /* in the units a reader gets (0: exact) */
+    int exact;      /* 1: every value is stored exactly */
+    char why[160];  /* the choice in words (sidecar) */
+} rp_nifti_store;
+/* Choose the storage of v under spec (one parallel pass over the data). hu_known: the values
+ * are HU * 1/hu_scale - hu_offset/hu_scale, i.e. HU = value * hu_scale + hu_offset.
+ * hu_bounds (may be NULL): HU limits every value is known to respect, all finite (a clip
+ * ran and no value is NaN): then for auto/int16/hu the pass is skipped. RP_EINVAL with a
+ * reason when spec asks for HU and the values are not HU-linear. */
+int rp_nifti_store_choose(const rp_volume *v, const rp_dtype_spec *spec, int hu_known,
+                          double hu_scale, double hu_offset, const double *hu_bounds,
+                          rp_nifti_store *out, char *err, size_t errlen);
+/* Write v as st says (channels become the 4th dimension). */
+int rp_nifti_write_volume_store(const char *path, const rp_volume *v, const rp_nifti_store *st,
+                                const rp_nifti_opts *o, char *err, size_t errlen);
+
+/* Copy a NIfTI-1 file (.nii or .nii.gz) to `out` with new scl_slope / scl_inter, e.g. the HU
+ * view of an int16 CT output (slope = hu_step, inter = hu_inter from the sidecar). For our
+ * multi-member .nii.gz only the first member (header + first block) is recompressed; the
+ * voxels are copied as they are. Written to a temporary name and renamed. */
+int rp_nifti_copy_rescaled(const char *in, const char *out, double scl_slope, double scl_inter,
+                           char *err, size_t errlen);
 
 /* ---- PNG (png.c) ----------------------------------------------------------------------- */
 

@@ -5,7 +5,7 @@ built-in CT rule (ct_default) runs in a supervised worker, and the version folde
 NIfTI image, lung/body masks, the JSON sidecar and the QC montage PNG, with the right geometry.
 
 Checked against the DICOM headers read with pydicom (not against radprep's own numbers):
-  - the image is 3-D float32 at 1 x 1 x 1 mm, size round(n * old / new) per axis;
+  - the image is 3-D at 1 x 1 x 1 mm (int16 with scaling), size round(n * old / new) per axis;
   - its affine maps voxel centres onto the source geometry (IPP/IOP/PixelSpacing, LPS -> RAS):
     the centre of the source's first voxel is a voxel centre of the output (< 0.01 mm), the
     axes are the source's, and each face of the field of view lies within half a source voxel
@@ -102,9 +102,10 @@ class CTEndToEnd(unittest.TestCase):
                          stem + "_qc.png", "qc.json"):
                 self.assertIn(need, names)
 
-            # --- the image: 1 mm isotropic float32 on the source's geometry
+            # --- the image: 1 mm isotropic on the source's geometry, int16 on a 0.1 HU grid
+            # whose scaling gives the recipe's values back (the sidecar says how)
             img = nib.load(os.path.join(outdir, images[0]))
-            self.assertEqual(img.get_data_dtype(), np.float32)
+            self.assertEqual(img.get_data_dtype(), np.int16)
             self.assertEqual(len(img.shape), 3, img.shape)
             self.assertTrue(np.allclose(img.header.get_zooms()[:3], (1, 1, 1), atol=1e-5))
             aff = img.affine

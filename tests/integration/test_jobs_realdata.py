@@ -8,7 +8,7 @@ version folder of AI-ready outputs, every file recorded with its checksum.
   their jobs finish `done`;
 - each v1 folder holds series.json (the 28/33 instances taken, rule ct_default/mr_default),
   qc.json and at least one NIfTI with its JSON sidecar; nibabel reads the NIfTI as 3-D
-  float32 (the recipes normalise) with a plausible shape;
+  float32 or, for CT, int16 with scaling (the recipes normalise) with a plausible shape;
 - the outputs table lists exactly the files in the folder, with their sha256.
 """
 import hashlib
@@ -63,7 +63,8 @@ class RealDataJobsTest(unittest.TestCase):
                     shape = img.shape
                     self.assertGreaterEqual(len(shape), 3, (f, shape))
                     self.assertTrue(all(s > 1 for s in shape[:3]), (f, shape))
-                    self.assertEqual(img.get_data_dtype(), "float32", f)
+                    # CT: HU-linear values stored as int16 with scaling; MR stays float32
+                    self.assertIn(str(img.get_data_dtype()), ("float32", "int16"), f)
                 # outputs recorded = files on disk, with their checksums
                 recorded = {p: sha for kind, p, sha in node.outputs(job["id"])}
                 on_disk = set()

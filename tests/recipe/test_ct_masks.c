@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <cmocka.h>
 
@@ -295,6 +296,83 @@ static void test_crop_background_and_patches(void **state)
     rp_step_ctx_release(&c2);
 }
 
+/* clip + normalize(minmax) run fused by the runner (one min/max pass, one pass that clips,
+ * scales and gathers both steps' statistics): the same floats, HU bookkeeping and QC figures
+ * as the two steps run one by one (two recipes, so the runner cannot fuse them). */
+static void test_fused_clip_normalize(void **state)
+{
+    (void)state;
+    g_rng = 88172645463325252ULL;
+    rp_step_ctx a = {.vol = phantom(NULL), .qc = cJSON_CreateObject()};
+    g_rng = 88172645463325252ULL;
+    rp_step_ctx b = {.vol = phantom(NULL), .qc = cJSON_CreateObject()};
+    run_recipe(&a, "hu clip(-1200,600) normalize(minmax)");
+    run_recipe(&b, "hu clip(-1200,600)");
+    run_recipe(&b, "normalize(minmax)");
+    size_t n = rp_volume_nvox(a.vol);
+    assert_memory_equal(a.vol->data, b.vol->data, n * sizeof(float));
+    assert_true(a.hu_known && b.hu_known);
+    assert_true(a.hu_scale == b.hu_scale && a.hu_offset == b.hu_offset);
+    cJSON *sa = cJSON_GetObjectItem(a.qc, "steps"), *sb = cJSON_GetObjectItem(b.qc, "steps");
+    assert_int_equal(cJSON_GetArraySize(sa), 3);
+    assert_int_equal(cJSON_GetArraySize(sb), 3);
+    assert_non_null(cJSON_GetObjectItem(cJSON_GetArrayItem(sa, 1), "fused"));
+    assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(sb, 1), "fused"));
+    for (int i = 1; i < 3; i++) {
+        cJSON *fa = cJSON_GetObjectItem(cJSON_GetArrayItem(sa, i), "after");
+        cJSON *fb = cJSON_GetObjectItem(cJSON_GetArrayItem(sb, i), "after");
+        assert_non_null(fa);
+        assert_non_null(fb);
+        for (cJSON *k = fa->child; k; k = k->next) {
+            cJSON *o = cJSON_GetObjectItem(fb, k->string);
+            assert_non_null(o);
+            if (cJSON_IsNumber(k))
+                assert_true(fabs(k->valuedouble - o->valuedouble) <=
+                            1e-9 * (1 + fabs(o->valuedouble)));
+        }
+    }
+    cJSON *clip = cJSON_GetArrayItem(sa, 1), *clipb = cJSON_GetArrayItem(sb, 1);
+    assert_true(fabs(cJSON_GetObjectItem(clip, "clipped_fraction")->valuedouble -
+                     cJSON_GetObjectItem(clipb, "clipped_fraction")->valuedouble) < 1e-12);
+    cJSON_Delete(a.qc);
+    cJSON_Delete(b.qc);
+    rp_step_ctx_release(&a);
+    rp_step_ctx_release(&b);
+}
+
+/* lungmask's 5th argument: 1 (default) takes the airway out and says so in QC, 0 keeps it,
+ * anything else is refused with the usage. */
+static void test_lungmask_airway_arg(void **state)
+{
+    (void)state;
+    rp_recipe *r = NULL;
+    char err[512];
+    assert_int_equal(rp_recipe_parse("lungmask(-500,20,2,1500,2)", &r, err, sizeof err),
+                     RP_ECONF);
+    assert_non_null(strstr(err, "airway"));
+    assert_int_equal(rp_recipe_parse("lungmask(-500,20,2,1500,0,1)", &r, err, sizeof err),
+                     RP_ECONF);
+    rp_step_ctx ctx = {.vol = phantom(NULL), .qc = cJSON_CreateObject()};
+    run_recipe(&ctx, "hu lungmask");
+    cJSON *lm = cJSON_GetArrayItem(cJSON_GetObjectItem(ctx.qc, "steps"), 1);
+    cJSON *params = cJSON_GetObjectItem(lm, "params");
+    assert_string_equal(cJSON_GetObjectItem(params, "airway")->valuestring, "removed");
+    /* the phantom has no trachea: the finding says so */
+    cJSON *aw = cJSON_GetObjectItem(lm, "airway");
+    assert_true(cJSON_IsObject(aw));
+    assert_non_null(cJSON_GetObjectItem(aw, "found"));
+    cJSON_Delete(ctx.qc);
+    rp_step_ctx_release(&ctx);
+    rp_step_ctx c2 = {.vol = phantom(NULL), .qc = cJSON_CreateObject()};
+    run_recipe(&c2, "hu lungmask(-500,20,2,1500,0)");
+    lm = cJSON_GetArrayItem(cJSON_GetObjectItem(c2.qc, "steps"), 1);
+    params = cJSON_GetObjectItem(lm, "params");
+    assert_string_equal(cJSON_GetObjectItem(params, "airway")->valuestring, "kept");
+    assert_null(cJSON_GetObjectItem(lm, "airway"));
+    cJSON_Delete(c2.qc);
+    rp_step_ctx_release(&c2);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -309,6 +387,8 @@ int main(void)
         cmocka_unit_test(test_default_ct_recipe),
         cmocka_unit_test(test_geometry_steps),
         cmocka_unit_test(test_crop_background_and_patches),
+        cmocka_unit_test(test_fused_clip_normalize),
+        cmocka_unit_test(test_lungmask_airway_arg),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -1,0 +1,250 @@
+/* pipeline/process_fast.c — cores, native -> float in one pass, storage description (see
+ * process_fast_internal.h). */
+#include "pipeline/process_fast_internal.h"
+
+#include <math.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+
+/* cgroup v2 CPU quota of this process in whole cores (rounded up), 0 when unlimited. */
+static int cgroup_cores(void)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    char line[512], path[700];
+    int cores = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "0::", 3) != 0)
+            continue;
+        line[strcspn(line, "\n")] = 0;
+        snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", line + 3);
+        FILE *q = fopen(path, "r");
+        if (q) {
+            char quota[32] = "";
+            long period = 0;
+            if (fscanf(q, "%31s %ld", quota, &period) == 2 && strcmp(quota, "max") != 0 &&
+                period > 0) {
+                long qv = atol(quota);
+                if (qv > 0)
+                    cores = (int)((qv + period - 1) / period);
+            }
+            fclose(q);
+        }
+        break;
+    }
+    fclose(f);
+    return cores;
+}
+
+int rp_pf_threads(int requested)
+{
+    if (requested > 0)
+        return requested;
+    /* omp_get_max_threads() is OMP_NUM_THREADS when set (a node job's share of the cores),
+     * else the CPUs of the affinity mask (taskset, Slurm, cpusets) */
+    int n = omp_get_max_threads();
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int a = CPU_COUNT(&set);
+        if (a > 0 && a < n)
+            n = a;
+    }
+    int q = cgroup_cores();
+    if (q > 0 && q < n)
+        n = q;
+    return n > 0 ? n : 1;
+}
+
+int rp_pf_direct_ok(const rp_stack *st)
+{
+    const rp_dcm_info *ref = st->ref;
+    /* the loader's float path (varying rescale, modality LUT) and RGB keep their own way */
+    return !st->need_resample && !st->varying_rescale &&
+           !(ref->has_modality_lut && !ref->enhanced) && ref->samples_per_pixel == 1;
+}
+
+/* Stored-value range that is padding in this slice's file, or 0 when it has none. The
+ * loader inverts MONOCHROME1 after it tests for padding: the test here undoes that. */
+static int pad_range(const rp_dcm_info *in, int inverted, long *lo, long *hi)
+{
+    if (!in || !in->has_padding_value || in->samples_per_pixel != 1)
+        return 0;
+    long a = in->padding_value, b = in->has_padding_range ? in->padding_range_limit : a;
+    *lo = a < b ? a : b;
+    *hi = a < b ? b : a;
+    if (inverted) {
+        long smin = in->pixel_representation ? -(1L << (in->bits_stored - 1)) : 0;
+        long smax = in->pixel_representation ? (1L << (in->bits_stored - 1)) - 1
+                                             : (long)((1UL << in->bits_stored) - 1);
+        long l2 = smin + smax - *hi, h2 = smin + smax - *lo;
+        *lo = l2;
+        *hi = h2;
+    }
+    return 1;
+}
+
+#define CONVERT(T)                                                                                 \
+    do {                                                                                           \
+        const T *s = (const T *)src;                                                               \
+        if (pm) {                                                                                  \
+            const long l = lo, h = hi;                                                             \
+            _Pragma("omp simd") for (size_t i = 0; i < slice_vox; i++)                             \
+            {                                                                                      \
+                long sv = (long)s[i];                                                              \
+                dst[i] = (float)(a * (double)s[i] + b);                                            \
+                pm[i] = (uint8_t)((sv >= l) & (sv <= h));                                          \
+            }                                                                                      \
+        } else {                                                                                   \
+            _Pragma("omp simd") for (size_t i = 0; i < slice_vox; i++) dst[i] =                    \
+                (float)(a * (double)s[i] + b);                                                     \
+        }                                                                                          \
+    } while (0)
+
+int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
+                   float *out, uint8_t *pad_out)
+{
+    size_t es;
+    switch (d->type) {
+    case RP_ST_U8:
+    case RP_ST_S8:
+        es = 1;
+        break;
+    case RP_ST_S16:
+    case RP_ST_U16:
+        es = 2;
+        break;
+    case RP_ST_S32:
+    case RP_ST_U32:
+    case RP_ST_F32:
+        es = 4;
+        break;
+    default:
+        return RP_EUNSUPPORTED;
+    }
+    const size_t slice_vox = (size_t)st->nx * st->ny, nslices = (size_t)st->nz * st->nt;
+    const double a = d->scl_slope == 0 ? 1 : d->scl_slope, b = d->scl_inter;
+    int fail = 0;
+    /* Zero-copy slices of single-frame files: each file's buffer is freed as soon as its
+     * slice is converted, so the native series and the float volume are never both whole
+     * in memory. own[k]: the buffer index holding slice k alone, or -1. */
+    long *own = NULL;
+    if (!d->data && d->n_bufs == nslices && d->n_slices == nslices &&
+        (own = malloc(nslices * sizeof *own)) != NULL) {
+        for (size_t k = 0; k < nslices; k++) {
+            own[k] = -1;
+            for (size_t i = 0; i < d->n_bufs; i++)
+                if (d->bufs[i] == d->slice[k]) {
+                    own[k] = (long)i;
+                    break;
+                }
+        }
+    }
+#pragma omp parallel for schedule(static) reduction(| : fail)
+    for (size_t k = 0; k < nslices; k++) {
+        const void *src = d->data           ? (const uint8_t *)d->data + k * slice_vox * es
+                          : k < d->n_slices ? d->slice[k]
+                                            : NULL;
+        float *dst = out + k * slice_vox;
+        if (!src) {
+            fail = 1;
+            continue;
+        }
+        long lo = 0, hi = -1;
+        uint8_t *pm = NULL;
+        if (pad_out) {
+            pm = pad_out + k * slice_vox;
+            const rp_dcm_info *in =
+                infos && k < (size_t)st->n_refs ? infos[st->slice[k].file] : NULL;
+            if (d->type == RP_ST_F32 || !pad_range(in, d->inverted_mono1, &lo, &hi)) {
+                memset(pm, 0, slice_vox);
+                pm = NULL;
+            }
+        }
+        switch (d->type) {
+        case RP_ST_U8:
+            CONVERT(uint8_t);
+            break;
+        case RP_ST_S8:
+            CONVERT(int8_t);
+            break;
+        case RP_ST_S16:
+            CONVERT(int16_t);
+            break;
+        case RP_ST_U16:
+            CONVERT(uint16_t);
+            break;
+        case RP_ST_S32:
+            CONVERT(int32_t);
+            break;
+        case RP_ST_U32:
+            CONVERT(uint32_t);
+            break;
+        default:
+            CONVERT(float);
+            break;
+        }
+        if (own && own[k] >= 0) {
+            free(d->bufs[own[k]]);
+            d->bufs[own[k]] = NULL;
+            d->slice[k] = NULL;
+        }
+    }
+    free(own);
+    return fail ? RP_EINTERNAL : 0;
+}
+
+float rp_pf_fill_padding(float *v, const uint8_t *pad, size_t n)
+{
+    float lo = INFINITY;
+#pragma omp parallel for schedule(static) reduction(min : lo)
+    for (size_t i = 0; i < n; i++)
+        if (!pad[i] && v[i] < lo)
+            lo = v[i];
+    if (!isfinite(lo))
+        return NAN;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        if (pad[i])
+            v[i] = lo;
+    return lo;
+}
+
+static const char *type_name(int dt)
+{
+    switch (dt) {
+    case RP_NII_UINT8:
+        return "uint8";
+    case RP_NII_INT16:
+        return "int16";
+    default:
+        return "float32";
+    }
+}
+
+cJSON *rp_pf_store_json(const rp_nifti_store *st, const rp_dtype_spec *spec, int gzip_level)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "datatype", type_name(st->datatype));
+    cJSON_AddStringToObject(o, "dtype_rule", rp_dtype_name(spec ? spec->kind : RP_DTYPE_AUTO));
+    cJSON_AddNumberToObject(o, "scl_slope", st->scl_slope);
+    cJSON_AddNumberToObject(o, "scl_inter", st->scl_inter);
+    if (st->hu_slope != 0) {
+        cJSON_AddNumberToObject(o, "hu_step", st->hu_slope);
+        cJSON_AddNumberToObject(o, "hu_inter", st->hu_inter);
+    }
+    cJSON_AddNumberToObject(o, "max_abs_error", st->max_err);
+    cJSON_AddBoolToObject(o, "exact", st->exact);
+    cJSON_AddStringToObject(o, "how", st->why);
+    cJSON_AddStringToObject(o, "masks", "uint8");
+    if (gzip_level > 0)
+        cJSON_AddNumberToObject(o, "gzip_level", gzip_level);
+    return o;
+}
