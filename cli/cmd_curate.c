@@ -1148,6 +1148,8 @@ static int parse_opts(int argc, char **argv, cur_opts *o, int *help)
 
 int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
 {
+    if (rp_cli_curate_has_executor(argc, argv)) /* from DICOM folders (cmd_curate_batch.c) */
+        return rp_cli_curate_batch(argc, argv, conf);
     cur_opts o;
     int help = 0, code = parse_opts(argc, argv, &o, &help);
     if (code)
