@@ -4,10 +4,12 @@
  * node service that runs the monitor and the supervisor inside radprepd.
  *
  * Contract:
- *  - Decisions come from the index only (db/): sched never reads a DICOM file and never
- *    runs the pipeline, so the daemon's threads stay small and a decision can always be
- *    explained from the database. What the work is (the job) runs elsewhere: the supervisor
- *    starts `radprep process --job N` (worker/) through an executor.
+ *  - Decisions come from the index only (db/): sched never runs the pipeline, so the
+ *    daemon's threads stay small and a decision can always be explained from the database.
+ *    What the work is (the job) runs elsewhere: the supervisor writes the job's job file and
+ *    starts `radprep process --job N` (worker/) through an executor; the worker never opens
+ *    the database and reports through its result manifest, which the supervisor records
+ *    (the only DICOM it reads is the header of a derived instance it queues for sending).
  *  - Completion. A series in state receiving is complete when, per the rule of its modality
  *    (rp_conf_completion_for), any of these holds:
  *      1. the expected number of instances is known from the headers and reached exactly
@@ -31,7 +33,10 @@
  *    receives nothing is decided; when the study is quiet and a sequence is missing, it is
  *    reported once per situation (WARN line + event 'fuse_missing'), never guessed.
  *  - Supervisor. One thread claims due jobs from the index, at most `workers` in flight,
- *    runs each through the executor and records how it ended: done, or failed with a reason
+ *    writes each one's job file (a series gone or empty: dead at once), runs it through the
+ *    executor with the resources of its rule, and records how it ended, from the exit code
+ *    and the result manifest of that attempt (an exit 0 without one is a failure): done (the
+ *    manifest's outputs, derived instances and event recorded first), or failed with a reason
  *    and retried after base·2^(attempts-1) seconds (backoff_base_s, 10 s by default, capped
  *    at backoff_max_s, 3600 s by default) until max_attempts, or dead at once when the
  *    worker's exit code says no retry can help. It never touches the network threads: it
@@ -45,8 +50,9 @@
  *    best-effort I/O class, RLIMIT_AS, no core dumps, PR_SET_PDEATHSIG(SIGKILL) so a worker
  *    never outlives a daemon that was killed; the wall-clock timeout is SIGTERM to the group,
  *    then SIGKILL. Its jobs cannot outlive the node, so at start every job left running is
- *    requeued, and at stop running workers are terminated and requeued, the attempt not
- *    counted (a shutdown is not the job's fault).
+ *    recorded from its manifest when its worker finished before the node died, else
+ *    requeued; at stop running workers are terminated and requeued, the attempt not counted
+ *    (a shutdown is not the job's fault).
  *  - How a job ended is one reason a person can read: "exit 0", "exit code N",
  *    "signal SIGSEGV", "timeout after Ns (...)", "oom (...)".
  *  - Processing service: start (after reconciliation, before READY) requeues what a dead

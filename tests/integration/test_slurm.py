@@ -13,7 +13,9 @@ as root, and radprepd with [executor] kind = slurm.
 - slurmctld stopped: a series is still received and completes, its job waits in the queue
   (the attempt not counted) and is submitted when slurmctld is back;
 - `radprep process --executor slurm DIR... --out OUT` runs one array task per series folder
-  and writes a summary; the NIfTIs equal those of `radprep process` run locally.
+  and writes a summary; the NIfTIs equal those of `radprep process` run locally;
+- `radprep curate --executor slurm DIR... --out DS` preprocesses the folders as an array and
+  curates them: the same dataset as `radprep curate --executor local`.
 Memory limits: without cgroups (this sandbox) Slurm enforces --mem only by sampling
 (JobAcctGatherParams=OverMemoryKill) and reports FAILED by SIGKILL, which the executor maps
 to oom; that mapping is unit-tested (tests/sched/test_exec_slurm.c), not run here, because a
@@ -132,6 +134,13 @@ class SlurmTest(unittest.TestCase):
                     self.assertEqual(a, b, rel)
                 else:
                     self.assertTrue(filecmp.cmp(tl[rel], ts[rel], shallow=False), rel)
+            # the worker reported through its result manifest, which the node recorded
+            man = json.load(open(os.path.join(os.path.dirname(js["output_dir"]),
+                                              ".v1.result.json")))
+            self.assertEqual((man["format"], man["status"], man["job"]),
+                             ("radprep-result/1", "ok", js["id"]))
+            self.assertEqual(sorted(f["path"] for f in man["files"]),
+                             sorted(p for _, p, _ in slurm.outputs(js["id"])))
             # series complete → the worker starts on the Slurm node (its first log line)
             completed_at = slurm.db("SELECT completed_at FROM series WHERE series_uid=?",
                                     (ct_uid,))[0][0]
@@ -170,9 +179,9 @@ class SlurmTest(unittest.TestCase):
             outs = slurm.outputs(j["id"])
             self.assertEqual(len(outs), len({p for _, p, _ in outs}))
 
-            # -- slurmctld down: receiving goes on, the job waits, then runs. (The worker
-            # records done itself; the supervisor frees the job's slot when Slurm says it
-            # ended, which must have happened before the controller goes away.)
+            # -- slurmctld down: receiving goes on, the job waits, then runs. (The node records
+            # the job's manifest when Slurm says it ended, which must have happened before the
+            # controller goes away.)
             slurm.wait_log(rf"job done job={slow_job} ", timeout=30, since_start=True)
             cluster.stop_ctld()
             paths, _, wait_uid = rp.make_series(os.path.join(tmp, "ph_wait"), 4,
@@ -236,6 +245,32 @@ class SlurmTest(unittest.TestCase):
             print(f"MEASURE array: {len(dirs)} series via slurm array {t_array:.1f} s, "
                   f"local one after another {t_local:.1f} s "
                   f"({cluster.cpus} CPUs in the Slurm node)", flush=True)
+
+            # -- curate with its preprocessing as a Slurm array, and the same here: one
+            # dataset (same salt, no timestamp: same case ids and bytes)
+            salt = os.path.join(tmp, "salt")
+            with open(salt, "w") as f:
+                f.write("0123456789abcdef0123456789abcdef\n")
+            ds = {}
+            for ex in ("slurm", "local"):
+                ds[ex] = os.path.join(tmp, f"ds_{ex}")
+                r = rptest.run_radprep("--config", slurm.conf, "curate", "--executor", ex,
+                                       *dirs, "--out", ds[ex], "--no-timestamp",
+                                       "--salt-file", salt, env=env, timeout=900)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertRegex(r.stdout, r"cases")
+            summary = json.load(open(os.path.join(ds["slurm"] + ".work", "summary.json")))
+            self.assertEqual((summary["tasks_total"], summary["tasks_completed"]), (3, 3))
+            ms, ml = (json.load(open(os.path.join(ds[ex], "manifest.json")))
+                      for ex in ("slurm", "local"))
+            self.assertGreaterEqual(ms["n_cases"], 3)
+            self.assertEqual(ms["n_cases"], ml["n_cases"])
+            cs, cl = tree(os.path.join(ds["slurm"], "cases")), tree(os.path.join(ds["local"],
+                                                                                 "cases"))
+            self.assertEqual(set(cs), set(cl))
+            for k in cs:
+                if k.endswith(".nii.gz"):
+                    self.assertTrue(filecmp.cmp(cs[k], cl[k], shallow=False), k)
         finally:
             for n in (slurm, local):
                 if n:
