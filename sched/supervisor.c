@@ -411,6 +411,7 @@ static int adopt_running(rp_supervisor *s)
     if (!s->exec.ops->reattach) {
         /* A worker that finished while the node was down left its result manifest: that
          * version is recorded now, not processed again. The others start over. */
+        long long requeued = 0;
         for (size_t i = 0; i < nj; i++) {
             char why[300];
             if (rp_jobfile_record(s->db, s->conf, s->data_dir, &jobs[i], 1, why, sizeof why) ==
@@ -419,11 +420,12 @@ static int adopt_running(rp_supervisor *s)
                                  NULL) == 0) {
                 rp_jobfile_remove(s->data_dir, jobs[i].id);
                 RP_INFO("supervisor", "job result recorded at start job=%lld", jobs[i].id);
-            } else if (rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0 && n) {
-                RP_WARN("supervisor", "requeued a job left running by a previous run job=%lld",
-                        jobs[i].id);
+            } else if (rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0) {
+                requeued += n;
             }
         }
+        if (requeued)
+            RP_WARN("supervisor", "requeued jobs left running by a previous run n=%lld", requeued);
         free(jobs);
         return 0;
     }
