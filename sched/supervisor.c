@@ -398,8 +398,23 @@ static void *run(void *arg)
     return NULL;
 }
 
+/* A job left running whose worker finished while the node was down (or that its batch
+ * system already forgot) has its result manifest: recorded now, done, not processed again.
+ * 1 when it was. */
+static int recorded_from_manifest(rp_supervisor *s, const rp_db_job *job)
+{
+    char why[300];
+    if (rp_jobfile_record(s->db, s->conf, s->data_dir, job, 1, why, sizeof why) != 0 ||
+        rp_db_job_finish(s->db, job->id, 1, 0, "exit 0 (recorded at start)", 0, 0, 0, NULL) != 0)
+        return 0;
+    rp_jobfile_remove(s->data_dir, job->id);
+    RP_INFO("supervisor", "job result recorded at start job=%lld", job->id);
+    return 1;
+}
+
 /* Jobs a previous life of the node left running: tracked again when the executor can, else
- * requeued (the interrupted attempt does not count). */
+ * recorded from their manifest when their worker finished, else requeued (the interrupted
+ * attempt does not count). */
 static int adopt_running(rp_supervisor *s)
 {
     long long n = 0;
@@ -409,21 +424,11 @@ static int adopt_running(rp_supervisor *s)
     if (rc)
         return rc;
     if (!s->exec.ops->reattach) {
-        /* A worker that finished while the node was down left its result manifest: that
-         * version is recorded now, not processed again. The others start over. */
         long long requeued = 0;
-        for (size_t i = 0; i < nj; i++) {
-            char why[300];
-            if (rp_jobfile_record(s->db, s->conf, s->data_dir, &jobs[i], 1, why, sizeof why) ==
-                    0 &&
-                rp_db_job_finish(s->db, jobs[i].id, 1, 0, "exit 0 (recorded at start)", 0, 0, 0,
-                                 NULL) == 0) {
-                rp_jobfile_remove(s->data_dir, jobs[i].id);
-                RP_INFO("supervisor", "job result recorded at start job=%lld", jobs[i].id);
-            } else if (rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0) {
+        for (size_t i = 0; i < nj; i++)
+            if (!recorded_from_manifest(s, &jobs[i]) &&
+                rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0)
                 requeued += n;
-            }
-        }
         if (requeued)
             RP_WARN("supervisor", "requeued jobs left running by a previous run n=%lld", requeued);
         free(jobs);
@@ -452,7 +457,8 @@ static int adopt_running(rp_supervisor *s)
             s->running++;
             RP_INFO("supervisor", "job reattached job=%lld exec_id=%s", jobs[i].id,
                     jobs[i].exec_id);
-        } else if (rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0 && n) {
+        } else if (!recorded_from_manifest(s, &jobs[i]) &&
+                   rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0 && n) {
             RP_WARN("supervisor", "requeued a job left running by a previous run job=%lld",
                     jobs[i].id);
         }

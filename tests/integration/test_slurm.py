@@ -149,6 +149,11 @@ class SlurmTest(unittest.TestCase):
             latency = rp.log_time(start_line) - completed_at
             print(f"MEASURE slurm: series complete -> worker start {latency:.2f} s "
                   f"(poll_s 0.5, sched_interval 1)", flush=True)
+            lc = local.db("SELECT completed_at FROM series WHERE series_uid=?", (ct_uid,))[0][0]
+            llog = os.path.join(local.data, "logs", f"job-{jl['id']}.log")
+            lstart = [l for l in open(llog) if " start job=" in l][0]
+            print(f"MEASURE local: series complete -> worker start "
+                  f"{rp.log_time(lstart) - lc:.2f} s", flush=True)
             self.assertLess(latency, 30)
 
             # -- kill -9 while the Slurm job is in flight, restart: reattached, once
