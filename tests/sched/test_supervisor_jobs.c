@@ -337,7 +337,10 @@ static void test_result_manifest(void **state)
     free(o);
     char jf[512];
     assert_int_equal(rp_jobfile_path(tmpdir, ok, jf, sizeof jf), 0);
-    assert_int_equal(access(jf, F_OK), -1); /* done: the job file is gone */
+    /* done: the job file goes (right after the state is written) */
+    for (int i = 0; i < 200 && access(jf, F_OK) == 0; i++)
+        usleep(10000);
+    assert_int_equal(access(jf, F_OK), -1);
     j = wait_state(db, none, RP_JOB_DEAD, 20);
     assert_non_null(strstr(j.reason, "no result manifest"));
     j = wait_state(db, says, RP_JOB_DEAD, 20);
