@@ -59,7 +59,10 @@ static const char usage[] =
     "                      [--split train=0.8,val=0.2 [--seed N]] [--deidentify]\n"
     "                      [--salt-file FILE] [--no-timestamp]\n"
     "                      [--augment \"SPEC\" [--copies N]] (train split only; see "
-    "docs/curation.md)";
+    "docs/curation.md)\n"
+    "       radprep curate --executor slurm|local DIR... | --list FILE --out DATASET_DIR\n"
+    "                      [--work DIR] [--rule NAME | --recipe STEPS] [options above]\n"
+    "                      (series folders preprocessed first; docs/cluster.md)";
 
 /* ---- data ---------------------------------------------------------------------------------- */
 

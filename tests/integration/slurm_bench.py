@@ -16,9 +16,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import rptest  # noqa: E402
-sys.path.insert(0, os.path.join(rptest.SOURCE_DIR, "tests", "lib"))
 import rpslurm  # noqa: E402
 
 SERIES = ["ct_head_gantry_tilt_uneven_ge", "ct_chest_lidc0001",
