@@ -4,9 +4,10 @@ Debian's packages, generated slurm.conf, free ports; tests/lib/rpslurm.py) start
 as root, and radprepd with [executor] kind = slurm.
 
 - a real CT series (28 files) sent to the node is processed through Slurm: the Slurm job id
-  is the job's exec_id and shows in `radprep jobs`, scontrol says COMPLETED, and the outputs
+  is the job's exec_id and shows in `radprep jobs`, scontrol says COMPLETED, the resources of
+  its [rule] (cpus_per_task, mem_mb, time_limit_s) are the Slurm job's, and the outputs
   are byte-identical to those of a node with the local executor (series.json differs only
-  in the job number);
+  in the job number); the result manifest lists what the node recorded;
 - a job over its time limit (--time=1 from job_timeout_s = 60) ends as a timeout;
 - kill -9 of radprepd while its Slurm job is in flight, restart: the job is reattached (no
   second sbatch for it) and recorded once, one version folder;
@@ -43,6 +44,11 @@ CT = "ct_head_gantry_tilt_uneven_ge"
 ARRAY_SERIES = [CT, "mr_brain_siemens_xa30/9001_gre_field_mapping",
                 "mr_brain_siemens_xa30/7001_func-bold_task-fa_run-1"]
 EXECUTOR = "[executor]\nkind = slurm\npoll_s = 0.5\nmem_mb = 3000\n"
+# The real CT (body part HEAD; the phantoms have none) gets a rule with its own resources, on
+# both nodes (same rule name, same outputs): sbatch --cpus-per-task/--mem/--time from it.
+RULE = ("[rule ct_head]\nmodality = CT\nbody_part = HEAD\nsteps = hu clip(-1000,1000)\n"
+        "outputs = nifti json\npriority = 200\ncpus_per_task = 1\nmem_mb = 2500\n"
+        "time_limit_s = 300\n")
 
 
 def tree(d):
@@ -84,7 +90,8 @@ class SlurmTest(unittest.TestCase):
             cluster.start(60)
             senv = {"SLURM_CONF": cluster.conf}
             common = "job_timeout_s = 60\njob_max_attempts = 1"
-            local = rp.Node(os.path.join(tmp, "local"), quiet_s=1, extra_node=common).start()
+            local = rp.Node(os.path.join(tmp, "local"), quiet_s=1, extra_node=common,
+                            extra=RULE).start()
             # phantoms: one that hangs (time limit), one slow (kill -9 while in flight)
             _, _, hang_uid = rp.make_series(os.path.join(tmp, "ph_hang"), 4,
                                             images_in_acquisition=4)
@@ -92,7 +99,7 @@ class SlurmTest(unittest.TestCase):
                                             images_in_acquisition=4)
             senv["RP_TEST_JOB_FAULT"] = f"hang@{hang_uid},slow@{slow_uid}"
             slurm = rp.Node(os.path.join(tmp, "slurm_node"), quiet_s=1, extra_node=common,
-                            extra=EXECUTOR)
+                            extra=EXECUTOR + RULE)
             slurm.start(env=senv)
 
             # -- time limit: started first, checked last (Slurm ends it after ~60-90 s)
@@ -119,6 +126,13 @@ class SlurmTest(unittest.TestCase):
             sj = cluster.job(exec_id)
             self.assertEqual((sj.get("JobState"), sj.get("ExitCode"), sj.get("JobName")),
                              ("COMPLETED", "0:0", f"radprep-{js['id']}"))
+            # the rule's resources reached sbatch (and the local worker's limits)
+            self.assertEqual((sj.get("TimeLimit"), sj.get("MinMemoryNode"), sj.get("NumCPUs")),
+                             ("00:05:00", "2500M", "1"), sj)
+            self.assertIn(f"job resources job={js['id']} cpus=1 mem_mb=2500 time_limit_s=300",
+                          slurm.log())
+            self.assertIn(f"job resources job={jl['id']} cpus=1 mem_mb=2500 time_limit_s=300",
+                          local.log())
             tl, ts = tree(jl["output_dir"]), tree(js["output_dir"])
             self.assertEqual(set(tl), set(ts))
             self.assertGreater(len(tl), 2)
