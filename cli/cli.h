@@ -49,6 +49,10 @@ int rp_cli_process_job(int argc, char **argv);
 int rp_cli_has_job_option(int argc, char **argv);
 /* `radprep curate --out DATASET_DIR ...` (cli/cmd_curate.c). */
 int rp_cli_curate(int argc, char **argv, const rp_conf *c);
+/* `radprep curate --executor slurm|local DIR... --out DATASET`: the series preprocessed first
+ * (a Slurm array, or here), then curated (cmd_curate_batch.c). */
+int rp_cli_curate_has_executor(int argc, char **argv);
+int rp_cli_curate_batch(int argc, char **argv, const rp_conf *c);
 /* `radprep audit --study UID [--json]` (cli/cmd_audit.c): who sent a study and when. */
 int rp_cli_audit(int argc, char **argv, const rp_conf *c);
 /* Study-level commands (cli/cmd_fuse.c): `radprep fuse --rule NAME --study UID` queues the

@@ -59,7 +59,10 @@ static const char usage[] =
     "                      [--split train=0.8,val=0.2 [--seed N]] [--deidentify]\n"
     "                      [--salt-file FILE] [--no-timestamp]\n"
     "                      [--augment \"SPEC\" [--copies N]] (train split only; see "
-    "docs/curation.md)";
+    "docs/curation.md)\n"
+    "       radprep curate --executor slurm|local DIR... | --list FILE --out DATASET_DIR\n"
+    "                      [--work DIR] [--rule NAME | --recipe STEPS] [options above]\n"
+    "                      (series folders preprocessed first; docs/cluster.md)";
 
 /* ---- data ---------------------------------------------------------------------------------- */
 
@@ -1148,6 +1151,8 @@ static int parse_opts(int argc, char **argv, cur_opts *o, int *help)
 
 int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
 {
+    if (rp_cli_curate_has_executor(argc, argv)) /* from DICOM folders (cmd_curate_batch.c) */
+        return rp_cli_curate_batch(argc, argv, conf);
     cur_opts o;
     int help = 0, code = parse_opts(argc, argv, &o, &help);
     if (code)

@@ -94,6 +94,13 @@ typedef struct rp_conf_rule {
     char dtype[32];    /* how the image is stored: "" or auto, float32, int16, uint8, hu; auto,
                           int16 and hu may carry a HU step: "int16(0.5)" (pipeline's
                           rp_dtype_parse reads it) */
+    /* What one job of this rule may use (0: not given, the node's defaults apply): CPUs
+     * (sbatch --cpus-per-task; a local job's thread count), memory (sbatch --mem; a local
+     * job's RLIMIT_AS, as job_memory_mb) and wall-clock time (sbatch --time; a local job's
+     * timeout, as job_timeout_s). */
+    int cpus_per_task;
+    int mem_mb;
+    int time_limit_s;
 } rp_conf_rule;
 
 /* [fusion NAME]: study-level multi-sequence fusion (docs/configuration.md, docs/fusion.md). */
@@ -280,6 +287,15 @@ int rp_conf_validate_rules(const rp_conf *c, rp_conf_steps_check_fn check, char 
 
 /* The [fusion NAME] section called `name`, or NULL. */
 const rp_conf_fusion *rp_conf_fusion_by_name(const rp_conf *c, const char *name);
+
+/* The [rule] for a series (borrowed from c), or NULL: every non-empty criterion matches
+ * (modality and body_part: any word of the list, case-insensitive; series_description: a
+ * case-insensitive glob; slice thickness within the bounds), the highest priority wins, a
+ * file's rule beats a built-in one of the same priority. The node decides with it what a
+ * job gets (its rule and resources) before the job runs anywhere. */
+const rp_conf_rule *rp_conf_match_rule(const rp_conf *c, const char *modality,
+                                       const char *body_part, const char *description,
+                                       double slice_thickness);
 /* Validate every fusion's `normalize` recipe the same way (FILE:LINE: fusion NAME: reason). */
 int rp_conf_validate_fusions(const rp_conf *c, rp_conf_steps_check_fn check, char *err,
                              size_t errlen);

@@ -166,6 +166,9 @@ static const key_def rule_keys[] = {
     {"priority", K_INT, R(priority), -1000000, 1000000, NULL},
     {"overlay_caption", K_STR, R(overlay_caption), 0, 0, NULL},
     {"dtype", K_DTYPE, R(dtype), 0, 0, NULL},
+    {"cpus_per_task", K_INT, R(cpus_per_task), 1, 4096, NULL},
+    {"mem_mb", K_INT, R(mem_mb), 16, 67108864, NULL},
+    {"time_limit_s", K_INT, R(time_limit_s), 1, 31536000, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef R

@@ -357,8 +357,12 @@ static int local_submit(void *self, const rp_exec_request *rq, char *id, size_t 
         slot = &x->procs[x->n++];
         memset(slot, 0, sizeof *slot);
     }
-    rp_proc_limits lim = {
-        .memory_mb = rq->memory_mb, .timeout_s = rq->timeout_s, .kill_grace_s = 5.0, .nice = 10};
+    /* The job's rule may ask for its own memory, time and CPUs: they win over the node's. */
+    rp_proc_limits lim = {.memory_mb = rq->res.mem_mb > 0 ? rq->res.mem_mb : rq->memory_mb,
+                          .timeout_s = rq->res.time_limit_s > 0 ? rq->res.time_limit_s
+                                                                : rq->timeout_s,
+                          .kill_grace_s = 5.0,
+                          .nice = 10};
     /* Fewer malloc arenas: each reserves 64 MiB of address space per thread, which counts
      * against RLIMIT_AS without being memory the job uses. And a share of the cores for the
      * pipeline's OpenMP loops: a job alone gets them all, the next ones what is left, so
@@ -367,14 +371,15 @@ static int local_submit(void *self, const rp_exec_request *rq, char *id, size_t 
      * (measured: the X-ray chain runs 1.3-2x faster on a busy 2-core machine). The daemon's
      * own environment wins when it sets any of these. */
     char omp[48];
-    snprintf(omp, sizeof omp, "OMP_NUM_THREADS=%d", rp_supervisor_omp_share(n_cores(), running(x)));
+    snprintf(omp, sizeof omp, "OMP_NUM_THREADS=%d",
+             rq->res.cpus > 0 ? rq->res.cpus : rp_supervisor_omp_share(n_cores(), running(x)));
     const char *env[4];
     int e = 0;
     if (!getenv("MALLOC_ARENA_MAX"))
         env[e++] = "MALLOC_ARENA_MAX=4";
     if (!getenv("OMP_WAIT_POLICY"))
         env[e++] = "OMP_WAIT_POLICY=passive";
-    if (!getenv("OMP_NUM_THREADS"))
+    if (!getenv("OMP_NUM_THREADS") || rq->res.cpus > 0)
         env[e++] = omp;
     env[e] = NULL;
     int rc = rp_proc_spawn(rq->argv, env, &lim, rq->log_path, slot);

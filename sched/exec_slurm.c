@@ -139,14 +139,20 @@ int rp_slurm_sbatch_argv(const rp_slurm_opts *o, const rp_exec_request *rq, cons
         PUT("--output=%s", rq->log_path);
         PUT("--open-mode=append");
     }
-    double limit = o->time_limit_s > 0 ? o->time_limit_s : rq->timeout_s;
+    /* the job's rule first, then [executor], then the node's job limits */
+    double limit = rq->res.time_limit_s > 0 ? rq->res.time_limit_s
+                   : o->time_limit_s > 0    ? o->time_limit_s
+                                            : rq->timeout_s;
     if (limit > 0)
         PUT("--time=%lld", (long long)ceil(limit / 60.0)); /* minutes, Slurm's finest grain */
-    long long mem = o->mem_mb > 0 ? o->mem_mb : rq->memory_mb;
+    long long mem = rq->res.mem_mb > 0 ? rq->res.mem_mb
+                    : o->mem_mb > 0    ? o->mem_mb
+                                       : rq->memory_mb;
     if (mem > 0)
         PUT("--mem=%lld", mem);
-    if (o->cpus_per_task > 0)
-        PUT("--cpus-per-task=%d", o->cpus_per_task);
+    int cpus = rq->res.cpus > 0 ? rq->res.cpus : o->cpus_per_task;
+    if (cpus > 0)
+        PUT("--cpus-per-task=%d", cpus);
     if (o->partition && o->partition[0])
         PUT("--partition=%s", o->partition);
     if (o->account && o->account[0])
@@ -508,7 +514,11 @@ static const rp_executor_ops slurm_ops = {"slurm",      slurm_submit,   slurm_po
 static int write_script(const char *path)
 {
     static const char text[] = "#!/bin/sh\n"
-                               "# radprep: the worker command is given as arguments by sbatch\n"
+                               "# radprep: the worker command is given as arguments by sbatch;\n"
+                               "# its OpenMP threads are the CPUs Slurm gave the task\n"
+                               "if [ -n \"$SLURM_CPUS_PER_TASK\" ]; then\n"
+                               "  export OMP_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"\n"
+                               "fi\n"
                                "exec \"$@\"\n";
     char tmp[RP_PATH_MAX + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);

@@ -4,10 +4,12 @@
  * node service that runs the monitor and the supervisor inside radprepd.
  *
  * Contract:
- *  - Decisions come from the index only (db/): sched never reads a DICOM file and never
- *    runs the pipeline, so the daemon's threads stay small and a decision can always be
- *    explained from the database. What the work is (the job) runs elsewhere: the supervisor
- *    starts `radprep process --job N` (worker/) through an executor.
+ *  - Decisions come from the index only (db/): sched never runs the pipeline, so the
+ *    daemon's threads stay small and a decision can always be explained from the database.
+ *    What the work is (the job) runs elsewhere: the supervisor writes the job's job file and
+ *    starts `radprep process --job N` (worker/) through an executor; the worker never opens
+ *    the database and reports through its result manifest, which the supervisor records
+ *    (the only DICOM it reads is the header of a derived instance it queues for sending).
  *  - Completion. A series in state receiving is complete when, per the rule of its modality
  *    (rp_conf_completion_for), any of these holds:
  *      1. the expected number of instances is known from the headers and reached exactly
@@ -31,7 +33,10 @@
  *    receives nothing is decided; when the study is quiet and a sequence is missing, it is
  *    reported once per situation (WARN line + event 'fuse_missing'), never guessed.
  *  - Supervisor. One thread claims due jobs from the index, at most `workers` in flight,
- *    runs each through the executor and records how it ended: done, or failed with a reason
+ *    writes each one's job file (a series gone or empty: dead at once), runs it through the
+ *    executor with the resources of its rule, and records how it ended, from the exit code
+ *    and the result manifest of that attempt (an exit 0 without one is a failure): done (the
+ *    manifest's outputs, derived instances and event recorded first), or failed with a reason
  *    and retried after base·2^(attempts-1) seconds (backoff_base_s, 10 s by default, capped
  *    at backoff_max_s, 3600 s by default) until max_attempts, or dead at once when the
  *    worker's exit code says no retry can help. It never touches the network threads: it
@@ -45,8 +50,9 @@
  *    best-effort I/O class, RLIMIT_AS, no core dumps, PR_SET_PDEATHSIG(SIGKILL) so a worker
  *    never outlives a daemon that was killed; the wall-clock timeout is SIGTERM to the group,
  *    then SIGKILL. Its jobs cannot outlive the node, so at start every job left running is
- *    requeued, and at stop running workers are terminated and requeued, the attempt not
- *    counted (a shutdown is not the job's fault).
+ *    recorded from its manifest when its worker finished before the node died, else
+ *    requeued; at stop running workers are terminated and requeued, the attempt not counted
+ *    (a shutdown is not the job's fault).
  *  - How a job ended is one reason a person can read: "exit 0", "exit code N",
  *    "signal SIGSEGV", "timeout after Ns (...)", "oom (...)".
  *  - Processing service: start (after reconciliation, before READY) requeues what a dead
@@ -177,13 +183,21 @@ typedef struct rp_proc_result {
     char reason[160]; /* one short phrase, see the contract */
 } rp_proc_result;
 
+/* What the job's rule asks for (0: not given; see rp_conf_rule). */
+typedef struct rp_job_resources {
+    int cpus;         /* sbatch --cpus-per-task; a local worker's OpenMP threads */
+    long long mem_mb; /* sbatch --mem; a local worker's RLIMIT_AS */
+    int time_limit_s; /* sbatch --time; a local worker's wall-clock timeout */
+} rp_job_resources;
+
 /* What the supervisor asks an executor to run. */
 typedef struct rp_exec_request {
     long long job_id;
     const char *const *argv; /* the worker command; argv[0] an absolute path */
     const char *log_path;    /* stdout + stderr of the worker (appended) */
-    long long memory_mb;     /* <= 0: unlimited */
-    double timeout_s;        /* wall clock; <= 0: none */
+    long long memory_mb;     /* the node's default; <= 0: unlimited */
+    double timeout_s;        /* the node's default, wall clock; <= 0: none */
+    rp_job_resources res;    /* the rule's: each one given wins over every default */
 } rp_exec_request;
 
 /* One job in flight, as handed to poll(). */
@@ -303,6 +317,39 @@ const char *rp_signal_name(int signo, char *buf, size_t bufsz);
 int rp_supervisor_omp_share(int cores, int running);
 
 /* ===========================================================================================
+ * Job files and result manifests: the one way a job reports (sched/jobfile.c)
+ *
+ * Before a job runs anywhere the node writes its job file, <data_dir>/jobs/job-N.json
+ * (format RP_JOBFILE_FORMAT, docs/cluster.md): the job, its attempt, the series version's
+ * input files (relative to store_root), the rule the node chose, the output folder and the
+ * path of the result manifest the worker leaves beside it (<parent>/.v<N>.result.json). The
+ * worker reads only that file and the configuration: it never opens the database. When the
+ * job has ended the node reads the manifest of that attempt and records it in the index:
+ * the output folder, every file (checked on disk: size; sha256 from the manifest), the
+ * derived instances queued for the rule's send_to, the worker's event. Recording is
+ * idempotent (a job Slurm ran twice, a node that died while recording: the same rows).
+ * =========================================================================================== */
+#define RP_JOBFILE_FORMAT "radprep-job/1"
+#define RP_RESULT_FORMAT "radprep-result/1"
+
+/* <data_dir>/jobs/job-N.json into buf. 0 or RP_EINVAL (too long). */
+int rp_jobfile_path(const char *data_dir, long long job_id, char *buf, size_t bufsz);
+/* Write job's job file (atomically: tmp, fsync, rename) from the index and c (rule matching,
+ * outputs dir); *res gets the rule's resources. RP_ENOENT: the series (or fusion set) is gone
+ * (not retried); RP_EUID, RP_EPARSE: an unsafe UID, no instance (bad input, not retried);
+ * other RP_E*: I/O. why gets one phrase on failure. */
+int rp_jobfile_write(rp_db *db, const rp_conf *c, const char *data_dir, const rp_db_job *job,
+                     rp_job_resources *res, char *why, size_t whysz);
+/* Record the result manifest of job's current attempt (job as the index has it, running).
+ * exited_ok: the worker exited 0; then the manifest must be there and say ok: 0 when
+ * recorded, else RP_E* with why (no manifest: RP_ENOENT; it says failed: RP_EINVAL; an
+ * output missing: RP_EIO). For a failed end only the manifest's event is recorded (0). */
+int rp_jobfile_record(rp_db *db, const rp_conf *c, const char *data_dir, const rp_db_job *job,
+                      int exited_ok, char *why, size_t whysz);
+/* The job file is no longer needed (the job is done or dead). */
+void rp_jobfile_remove(const char *data_dir, long long job_id);
+
+/* ===========================================================================================
  * The supervisor thread
  * =========================================================================================== */
 
@@ -327,6 +374,9 @@ typedef struct rp_supervisor_opts {
     double backoff_max_s;    /* cap of the retry delay (<= 0: 3600 s) */
     double poll_s;           /* idle poll period (<= 0: 0.5 s) */
     const rp_executor *executor; /* borrowed, must outlive the supervisor; NULL: local */
+    /* rules, outputs dir and peers for the job files and the derived instances (borrowed, must
+     * outlive the supervisor); NULL: the defaults with data_dir */
+    const rp_conf *conf;
     /* A job ended done and derived instances wait in the outbox (may be NULL). Called on the
      * supervisor thread: quick, non-blocking. */
     void (*derived_queued)(void *arg);

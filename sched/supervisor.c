@@ -34,6 +34,9 @@ struct rp_supervisor {
     char data_dir[RP_PATH_MAX], log_dir[RP_PATH_MAX];
     rp_executor exec;
     int own_exec; /* exec is ours to free (the local default) */
+    const rp_conf *conf; /* o.conf, or own_conf */
+    rp_conf own_conf;
+    int has_own_conf;
     rp_db *db;
     slot *slots;
     int n_slots;
@@ -56,6 +59,7 @@ void rp_supervisor_opts_from_conf(const rp_conf *c, rp_supervisor_opts *o)
     o->timeout_s = c->job_timeout_s;
     o->memory_mb = c->job_memory_mb;
     o->max_attempts = c->job_max_attempts;
+    o->conf = c;
     if (c->executor.kind == RP_EXECUTOR_SLURM && c->executor.max_in_flight > 0)
         o->workers = c->executor.max_in_flight;
 }
@@ -128,11 +132,28 @@ static void after_done(rp_supervisor *s)
 
 /* Record how a job ended in the index. A shutdown is not the job's fault: then the job is
  * requeued instead of counting a failure. */
-static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int stopping)
+static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *res, int stopping)
 {
     char q[400], tb[32];
     long long job_id = sl->ej.job_id;
+    rp_proc_result rr = *res;
+    const rp_proc_result *r = &rr;
     int ok = r->end == RP_PROC_EXITED && r->exit_code == RP_JOB_EXIT_OK;
+    /* What the worker reports is its result manifest: an exit 0 without one (or with one
+     * that says failed, or with an output gone) is a failure that a retry may fix. */
+    rp_db_job cur;
+    if (rp_db_job_get(s->db, job_id, &cur) == 0 && cur.state == RP_JOB_RUNNING) {
+        char why[300];
+        int mrc = rp_jobfile_record(s->db, s->conf, s->data_dir, &cur, ok, why, sizeof why);
+        if (ok && mrc != 0) {
+            RP_ERROR("supervisor", "job result not recorded job=%lld rc=%s why=\"%s\"", job_id,
+                     rp_strerror(mrc), why);
+            ok = 0;
+            rr.end = RP_PROC_EXITED;
+            rr.exit_code = RP_JOB_EXIT_FAIL;
+            snprintf(rr.reason, sizeof rr.reason, "exit 0, %.140s", why); /* short column */
+        }
+    }
     if (stopping && !ok) {
         RP_INFO("supervisor",
                 "job interrupted by shutdown job=%lld series=%s version=%d "
@@ -163,6 +184,8 @@ static void record_end(rp_supervisor *s, slot *sl, const rp_proc_result *r, int 
         RP_ERROR("supervisor", "cannot record job end job=%lld rc=%s", job_id, rp_strerror(rc));
         return;
     }
+    if (after.state == RP_JOB_DONE || after.state == RP_JOB_DEAD)
+        rp_jobfile_remove(s->data_dir, job_id);
     rp_log_kv_quote(r->reason, q, sizeof q);
     rp_metrics_observe(RP_M_JOB_DURATION, r->wall_s, rp_job_state_name(after.state));
     if (ok) {
@@ -242,11 +265,28 @@ static int start_one(rp_supervisor *s, slot *sl)
     argv[a++] = "--data-dir";
     argv[a++] = s->data_dir;
     argv[a] = NULL;
+    /* Everything the worker needs, in its job file: it never opens the index. */
+    rp_job_resources res;
+    char why[300];
+    if ((rc = rp_jobfile_write(s->db, s->conf, s->data_dir, &job, &res, why, sizeof why)) != 0) {
+        int gone = rc == RP_ENOENT, bad = rc == RP_EUID || rc == RP_EPARSE;
+        char reason[400];
+        snprintf(reason, sizeof reason, "not started: %s", why);
+        RP_ERROR("supervisor", "cannot prepare job job=%lld rc=%s why=\"%s\"", job.id,
+                 rp_strerror(rc), why);
+        rp_db_job_finish(s->db, job.id, 0,
+                         gone  ? RP_JOB_EXIT_GONE
+                         : bad ? RP_JOB_EXIT_BADINPUT
+                               : RP_JOB_EXIT_FAIL,
+                         reason, gone || bad, s->o.backoff_base_s, s->o.backoff_max_s, NULL);
+        return rc;
+    }
     rp_exec_request rq = {.job_id = job.id,
                           .argv = argv,
                           .log_path = logpath,
                           .memory_mb = s->o.memory_mb,
-                          .timeout_s = s->o.timeout_s};
+                          .timeout_s = s->o.timeout_s,
+                          .res = res};
     memset(sl, 0, sizeof *sl);
     int pid = 0;
     rc = s->exec.ops->submit(s->exec.self, &rq, sl->ej.id, sizeof sl->ej.id, &pid);
@@ -273,6 +313,9 @@ static int start_one(rp_supervisor *s, slot *sl)
     sl->version = job.version;
     rp_strlcpy(sl->subject, rp_db_job_subject(&job), sizeof sl->subject);
     rp_db_job_set_exec(s->db, job.id, sl->ej.id, pid);
+    if (res.cpus || res.mem_mb || res.time_limit_s)
+        RP_INFO("supervisor", "job resources job=%lld cpus=%d mem_mb=%lld time_limit_s=%d",
+                job.id, res.cpus, res.mem_mb, res.time_limit_s);
     add_running(s, 1);
     char tb[32];
     RP_INFO("supervisor",
@@ -355,22 +398,42 @@ static void *run(void *arg)
     return NULL;
 }
 
+/* A job left running whose worker finished while the node was down (or that its batch
+ * system already forgot) has its result manifest: recorded now, done, not processed again.
+ * 1 when it was. */
+static int recorded_from_manifest(rp_supervisor *s, const rp_db_job *job)
+{
+    char why[300];
+    if (rp_jobfile_record(s->db, s->conf, s->data_dir, job, 1, why, sizeof why) != 0 ||
+        rp_db_job_finish(s->db, job->id, 1, 0, "exit 0 (recorded at start)", 0, 0, 0, NULL) != 0)
+        return 0;
+    rp_jobfile_remove(s->data_dir, job->id);
+    RP_INFO("supervisor", "job result recorded at start job=%lld", job->id);
+    return 1;
+}
+
 /* Jobs a previous life of the node left running: tracked again when the executor can, else
- * requeued (the interrupted attempt does not count). */
+ * recorded from their manifest when their worker finished, else requeued (the interrupted
+ * attempt does not count). */
 static int adopt_running(rp_supervisor *s)
 {
     long long n = 0;
-    if (!s->exec.ops->reattach) {
-        int rc = rp_db_jobs_requeue_running(s->db, 0, &n);
-        if (rc == 0 && n)
-            RP_WARN("supervisor", "requeued jobs left running by a previous run n=%lld", n);
-        return rc;
-    }
     rp_db_job *jobs = NULL;
     size_t nj = 0;
     int rc = rp_db_jobs_list(s->db, RP_JOB_RUNNING, NULL, 0, &jobs, &nj);
     if (rc)
         return rc;
+    if (!s->exec.ops->reattach) {
+        long long requeued = 0;
+        for (size_t i = 0; i < nj; i++)
+            if (!recorded_from_manifest(s, &jobs[i]) &&
+                rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0)
+                requeued += n;
+        if (requeued)
+            RP_WARN("supervisor", "requeued jobs left running by a previous run n=%lld", requeued);
+        free(jobs);
+        return 0;
+    }
     slot *grown = realloc(s->slots, (size_t)(s->n_slots + (int)nj) * sizeof *grown);
     if (!grown) {
         free(jobs);
@@ -394,7 +457,8 @@ static int adopt_running(rp_supervisor *s)
             s->running++;
             RP_INFO("supervisor", "job reattached job=%lld exec_id=%s", jobs[i].id,
                     jobs[i].exec_id);
-        } else if (rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0 && n) {
+        } else if (!recorded_from_manifest(s, &jobs[i]) &&
+                   rp_db_jobs_requeue_running(s->db, jobs[i].id, &n) == 0 && n) {
             RP_WARN("supervisor", "requeued a job left running by a previous run job=%lld",
                     jobs[i].id);
         }
@@ -436,6 +500,16 @@ int rp_supervisor_start(const rp_supervisor_opts *o, rp_supervisor **out)
         goto fail;
     if (o->config_path && rp_strlcpy(s->config_path, o->config_path, sizeof s->config_path))
         goto fail;
+    s->conf = o->conf;
+    if (!s->conf) {
+        if ((rc = rp_conf_defaults(&s->own_conf)) != 0)
+            goto fail;
+        s->has_own_conf = 1;
+        rc = RP_EINVAL;
+        if (rp_strlcpy(s->own_conf.data_dir, o->data_dir, sizeof s->own_conf.data_dir))
+            goto fail;
+        s->conf = &s->own_conf;
+    }
     if (o->worker_bin) {
         if (rp_strlcpy(s->worker_bin, o->worker_bin, sizeof s->worker_bin))
             goto fail;
@@ -493,6 +567,8 @@ fail:
         rp_db_close(s->db);
     if (s->own_exec)
         s->exec.ops->free(s->exec.self);
+    if (s->has_own_conf)
+        rp_conf_free(&s->own_conf);
     free(s->polled);
     free(s->polled_slot);
     free(s->slots);
@@ -514,6 +590,8 @@ void rp_supervisor_stop(rp_supervisor *s)
     pthread_mutex_destroy(&s->mu);
     if (s->own_exec)
         s->exec.ops->free(s->exec.self);
+    if (s->has_own_conf)
+        rp_conf_free(&s->own_conf);
     free(s->polled);
     free(s->polled_slot);
     free(s->slots);

@@ -9,10 +9,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "db/db.h"
-#include "outbox/outbox.h"
 #include "pipeline/pipeline.h"
-#include "store/store.h"
 
 /* ---- the test-only fault hook ---- */
 
@@ -68,6 +65,70 @@ static void test_fault(const char *series_uid, int after_lock)
     }
 }
 
+/* ---- the job file ---- */
+
+const char *rp_job_str(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static double job_num(const cJSON *o, const char *key, double dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+void rp_job_spec_free(rp_job_spec *js)
+{
+    cJSON_Delete(js->root);
+    js->root = NULL;
+}
+
+int rp_job_spec_load(const char *path, rp_job_spec *js)
+{
+    memset(js, 0, sizeof *js);
+    char *text = NULL;
+    size_t len = 0;
+    int rc = rp_read_file(path, &text, &len);
+    if (rc)
+        return rc;
+    js->root = cJSON_Parse(text);
+    free(text);
+    const cJSON *r = js->root;
+    if (!r || strcmp(rp_job_str(r, "format"), "radprep-job/1") != 0) {
+        RP_ERROR("job", "job file malformed or of another format path=%s", path);
+        rp_job_spec_free(js);
+        return RP_EPARSE;
+    }
+    js->id = (long long)job_num(r, "job", -1);
+    js->attempt = (int)job_num(r, "attempt", 0);
+    js->version = (int)job_num(r, "version", 0);
+    js->created_at = job_num(r, "created_at", 0);
+    js->fuse = strcmp(rp_job_str(r, "kind"), "fuse") == 0;
+    js->series_uid = rp_job_str(r, "series_uid");
+    js->study_uid = rp_job_str(r, "study_uid");
+    js->modality = rp_job_str(r, "modality");
+    js->store_root = rp_job_str(r, "store_root");
+    js->parent = rp_job_str(r, "output_parent");
+    js->out_dir = rp_job_str(r, "output_dir");
+    js->manifest = rp_job_str(r, "manifest");
+    js->rule = cJSON_GetObjectItemCaseSensitive(r, "rule");
+    if (!cJSON_IsObject(js->rule))
+        js->rule = NULL;
+    js->inputs = cJSON_GetObjectItemCaseSensitive(r, "inputs");
+    js->fusion_rule = rp_job_str(r, "fusion_rule");
+    js->members = cJSON_GetObjectItemCaseSensitive(r, "members");
+    if (js->id <= 0 || js->version < 1 || !js->store_root[0] || !js->parent[0] ||
+        !js->manifest[0] || (js->fuse ? !cJSON_IsArray(js->members) || !js->fusion_rule[0]
+                                      : !cJSON_IsArray(js->inputs) || !js->series_uid[0])) {
+        RP_ERROR("job", "job file lacks what the job needs path=%s", path);
+        rp_job_spec_free(js);
+        return RP_EPARSE;
+    }
+    return 0;
+}
+
 /* ---- small file helpers ---- */
 
 static int write_file_durable(const char *path, const char *text)
@@ -84,34 +145,75 @@ static int write_file_durable(const char *path, const char *text)
     return rc;
 }
 
-int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *series_uid, int version,
-                      char *buf, size_t bufsz)
+/* The result manifest: written beside the version (tmp, fsync, rename, fsync the folder), so
+ * that the node, on whichever host, reads all of it or nothing. */
+static int write_manifest(const rp_job_spec *js, const rp_job_result *r, double wall_s)
 {
-    char root[RP_PATH_MAX];
-    if (rp_store_uid_safe(study_uid) != 0 || rp_store_uid_safe(series_uid) != 0)
-        return RP_EUID;
-    rp_conf_outputs_dir(c, root, sizeof root);
-    if (snprintf(buf, bufsz, "%s/%s/%s/v%d", root, study_uid, series_uid, version) >= (int)bufsz)
-        return RP_EINVAL;
+    cJSON *m = cJSON_CreateObject();
+    if (!m)
+        return RP_ENOMEM;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    cJSON_AddStringToObject(m, "format", "radprep-result/1");
+    cJSON_AddStringToObject(m, "software", "radprep " RP_VERSION);
+    cJSON_AddNumberToObject(m, "job", (double)js->id);
+    cJSON_AddNumberToObject(m, "attempt", js->attempt);
+    cJSON_AddStringToObject(m, "kind", js->fuse ? "fuse" : "process");
+    cJSON_AddNumberToObject(m, "version", js->version);
+    cJSON_AddStringToObject(m, "status", r->code == RP_JOB_EXIT_OK ? "ok" : "failed");
+    cJSON_AddNumberToObject(m, "exit_code", r->code);
+    cJSON_AddStringToObject(m, "reason", r->reason);
+    cJSON_AddStringToObject(m, "host", host);
+    cJSON_AddNumberToObject(m, "wall_s", wall_s);
+    cJSON_AddStringToObject(m, "output_dir", r->published ? js->out_dir : "");
+    cJSON *files = cJSON_AddArrayToObject(m, "files");
+    for (size_t i = 0; i < r->files.n; i++) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "path", r->files.v[i].path);
+        cJSON_AddStringToObject(f, "kind", r->files.v[i].kind);
+        cJSON_AddNumberToObject(f, "size", (double)r->files.v[i].size);
+        cJSON_AddStringToObject(f, "sha256", r->files.v[i].sha256);
+        cJSON_AddItemToArray(files, f);
+    }
+    if (r->qc)
+        cJSON_AddItemReferenceToObject(m, "qc", r->qc);
+    cJSON *d = cJSON_AddObjectToObject(m, "derived");
+    cJSON_AddStringToObject(d, "send_to", r->send_to);
+    cJSON_AddStringToObject(d, "dir", r->derived_dir);
+    if (r->event_kind[0]) {
+        cJSON *e = cJSON_AddObjectToObject(m, "event");
+        cJSON_AddStringToObject(e, "kind", r->event_kind);
+        cJSON_AddStringToObject(e, "detail", r->event_detail);
+    }
+    char *text = cJSON_Print(m);
+    cJSON_Delete(m);
+    if (!text)
+        return RP_ENOMEM;
+    char tmp[RP_PATH_MAX + 32];
+    int rc = RP_EINVAL;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", js->manifest, (int)getpid()) < (int)sizeof tmp &&
+        (rc = write_file_durable(tmp, text)) == 0 && rename(tmp, js->manifest) != 0)
+        rc = RP_EIO;
+    free(text);
+    if (rc) {
+        unlink(tmp);
+        RP_ERROR("job", "cannot write the result manifest job=%lld path=%s rc=%s", js->id,
+                 js->manifest, rp_strerror(rc));
+        return rc;
+    }
+    rp_fsync_path(js->parent, 1);
     return 0;
 }
 
-/* The rule that matches the series (borrowed from c), or NULL. */
-static const rp_conf_rule *match_rule(const rp_conf *c, const rp_db_series_info *si)
-{
-    return rp_pipeline_match_rule(c, si->modality, si->body_part, si->description,
-                                  si->slice_thickness);
-}
-
-/* The processing itself, into tmp_dir: every file of this version goes through the
- * pipeline with the recipe of the rule that matches the series; series.json says what was
- * taken (instances, rule, recipe) and how it went. */
-static int process_into(const rp_conf *c, const rp_conf_rule *rule, const char *store_root,
-                        const rp_db_job *job, const rp_db_series_info *si,
-                        const rp_instance_meta *inst, size_t n, const char *tmp_dir)
+/* The processing itself, into tmp_dir: every input of this version goes through the
+ * pipeline with the recipe of the node's rule; series.json says what was taken (instances,
+ * rule, recipe) and how it went. */
+static int process_into(const rp_conf *c, const rp_job_spec *js, const char *tmp_dir,
+                        rp_job_result *r)
 {
     int rc = 0;
-    char **paths = calloc(n, sizeof *paths);
+    size_t n = (size_t)cJSON_GetArraySize(js->inputs);
+    char **paths = calloc(n ? n : 1, sizeof *paths);
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = cJSON_CreateArray();
     rp_process_result res;
@@ -122,57 +224,79 @@ static int process_into(const rp_conf *c, const rp_conf_rule *rule, const char *
         goto out;
     }
     cJSON_AddStringToObject(root, "software", "radprep " RP_VERSION);
-    cJSON_AddStringToObject(root, "study_uid", si->study_uid);
-    cJSON_AddStringToObject(root, "series_uid", si->series_uid);
-    cJSON_AddStringToObject(root, "modality", si->modality);
-    cJSON_AddNumberToObject(root, "version", job->version);
-    cJSON_AddNumberToObject(root, "job", (double)job->id);
+    cJSON_AddStringToObject(root, "study_uid", js->study_uid);
+    cJSON_AddStringToObject(root, "series_uid", js->series_uid);
+    cJSON_AddStringToObject(root, "modality", js->modality);
+    cJSON_AddNumberToObject(root, "version", js->version);
+    cJSON_AddNumberToObject(root, "job", (double)js->id);
     cJSON_AddNumberToObject(root, "instances", (double)n);
     cJSON_AddItemToObject(root, "files", arr);
-    for (size_t i = 0; i < n; i++) {
-        if (asprintf(&paths[i], "%s/%s", store_root, inst[i].file_path) < 0) {
+    size_t i = 0;
+    const cJSON *in;
+    cJSON_ArrayForEach(in, js->inputs)
+    {
+        const char *file = rp_job_str(in, "file");
+        if (!file[0] || strstr(file, "..") || file[0] == '/') {
+            rc = RP_EPARSE; /* the store keeps relative paths below its root, nothing else */
+            goto out;
+        }
+        if (asprintf(&paths[i], "%s/%s", js->store_root, file) < 0) {
             paths[i] = NULL;
             rc = RP_ENOMEM;
             goto out;
         }
+        i++;
         cJSON *o = cJSON_CreateObject();
         if (!o) {
             rc = RP_ENOMEM;
             goto out;
         }
-        cJSON_AddStringToObject(o, "sop_instance_uid", inst[i].sop_instance_uid);
-        cJSON_AddNumberToObject(o, "instance_number", inst[i].instance_number);
-        cJSON_AddStringToObject(o, "file", inst[i].file_path);
-        cJSON_AddStringToObject(o, "sha256", inst[i].file_sha256);
+        cJSON_AddStringToObject(o, "sop_instance_uid", rp_job_str(in, "sop_instance_uid"));
+        cJSON_AddNumberToObject(o, "instance_number", job_num(in, "instance_number", -1));
+        cJSON_AddStringToObject(o, "file", file);
+        cJSON_AddStringToObject(o, "sha256", rp_job_str(in, "sha256"));
         cJSON_AddItemToArray(arr, o);
     }
 
-    /* The rule for this series chooses the recipe (none: plain conversion). */
+    /* The node's rule chooses the recipe (none: plain conversion). */
+    const cJSON *rule = js->rule;
+    const char *recipe = rule ? rp_job_str(rule, "recipe") : "";
+    const char *caption = rule ? rp_job_str(rule, "overlay_caption") : "";
+    const char *outputs = rule ? rp_job_str(rule, "outputs") : "";
+    const char *rule_name = rule ? rp_job_str(rule, "name") : "";
     rp_process_opts o;
     rp_process_opts_init(&o);
-    o.recipe = rule && rule->steps[0] ? rule->steps : NULL;
-    /* The rule's "dicom"/"seg"/"overlay"/"sr" outputs go to <version>/dicom/, which the outbox
-     * picks up (each destination gets the kinds its [peer] results key names). */
-    o.outputs = rule ? rule->outputs : NULL;
-    o.rule_name = rule ? rule->name : NULL;
-    if (rule && rule->overlay_caption[0])
-        o.overlay_caption = strcmp(rule->overlay_caption, "none") ? rule->overlay_caption : "";
-    cJSON_AddStringToObject(root, "rule", rule ? rule->name : "");
+    o.recipe = recipe[0] ? recipe : NULL;
+    /* The rule's "dicom"/"seg"/"overlay"/"sr" outputs go to <version>/dicom/, which the node
+     * queues for sending (each destination gets the kinds its [peer] results key names). */
+    o.outputs = rule ? outputs : NULL;
+    o.rule_name = rule ? rule_name : NULL;
+    if (caption[0])
+        o.overlay_caption = strcmp(caption, "none") ? caption : "";
+    cJSON_AddStringToObject(root, "rule", rule_name);
     cJSON_AddStringToObject(root, "recipe", o.recipe ? o.recipe : "");
-    RP_INFO("job", "pipeline job=%lld files=%zu rule=%s", job->id, n, rule ? rule->name : "-");
+    RP_INFO("job", "pipeline job=%lld files=%zu rule=%s", js->id, n, rule ? rule_name : "-");
 
     rc = rp_pipeline_process_files(c, (const char *const *)paths, n, tmp_dir, &o, &res);
     cJSON_AddNumberToObject(root, "outputs", (double)res.n_outputs);
     cJSON_AddNumberToObject(root, "failed_inputs", res.n_failed);
     cJSON_AddNumberToObject(root, "skipped_inputs", res.n_skipped);
     cJSON_AddStringToObject(root, "result", rc == 0 ? "ok" : rp_strerror(rc));
+    if ((r->qc = cJSON_CreateObject()) != NULL) {
+        cJSON_AddNumberToObject(r->qc, "instances", (double)n);
+        cJSON_AddNumberToObject(r->qc, "outputs", (double)res.n_outputs);
+        cJSON_AddNumberToObject(r->qc, "failed_inputs", res.n_failed);
+        cJSON_AddNumberToObject(r->qc, "skipped_inputs", res.n_skipped);
+        cJSON_AddStringToObject(r->qc, "result", rc == 0 ? "ok" : rp_strerror(rc));
+    }
     if (rc != 0) {
         char q[600];
         cJSON_AddStringToObject(root, "reason", res.reason);
-        RP_ERROR("job", "pipeline failed job=%lld rc=%s reason=%s", job->id, rp_strerror(rc),
+        rp_strlcpy(r->reason, res.reason, sizeof r->reason);
+        RP_ERROR("job", "pipeline failed job=%lld rc=%s reason=%s", js->id, rp_strerror(rc),
                  rp_log_kv_quote(res.reason, q, sizeof q));
     }
-    /* The manifest is written whatever happened: a failed version's folder says why. */
+    /* series.json is written whatever happened: a failed version's folder says why. */
     char *text = cJSON_Print(root);
     char p[RP_PATH_MAX * 2];
     snprintf(p, sizeof p, "%s/series.json", tmp_dir);
@@ -182,132 +306,87 @@ static int process_into(const rp_conf *c, const rp_conf_rule *rule, const char *
         rc = wrc;
 out:
     rp_process_result_free(&res);
-    for (size_t i = 0; paths && i < n; i++)
-        free(paths[i]);
+    for (size_t k = 0; paths && k < n; k++)
+        free(paths[k]);
     free(paths);
     cJSON_Delete(root);
     return rc;
 }
 
 /* A 'process' job: the series version's files through the pipeline, published. */
-static int process_job(const rp_conf *c, rp_db *db, rp_store *store, const rp_db_job *job)
+static void process_job(const rp_conf *c, const rp_job_spec *js, rp_publish *pub,
+                        rp_job_result *r)
 {
-    rp_instance_meta *inst = NULL;
-    size_t n = 0;
     int rc;
     double t0 = rp_mono_s();
-    char out_dir[RP_PATH_MAX + 256];
-    rp_publish pub;
-    memset(&pub, 0, sizeof pub);
-    pub.lock_fd = -1;
-
-    rp_db_series_info si;
-    if ((rc = rp_db_series_get(db, job->series_uid, &si)) != 0) {
-        RP_ERROR("job", "series of job gone job=%lld series=%s rc=%s", job->id, job->series_uid,
-                 rp_strerror(rc));
-        return rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
-    }
-    test_fault(job->series_uid, 0);
-    RP_INFO("job", "start job=%lld series=%s version=%d attempt=%d modality=%s pid=%d", job->id,
-            job->series_uid, job->version, job->attempts, si.modality, (int)getpid());
-
-    if ((rc = rp_db_series_instances(db, job->series_uid, &inst, &n)) != 0)
+    size_t n = (size_t)cJSON_GetArraySize(js->inputs);
+    test_fault(js->series_uid, 0);
+    RP_INFO("job", "start job=%lld series=%s version=%d attempt=%d modality=%s pid=%d", js->id,
+            js->series_uid, js->version, js->attempt, js->modality, (int)getpid());
+    if ((rc = rp_publish_begin(pub, js->parent, js->version)) != 0)
         goto out;
-    /* This version is what had arrived when it completed (the job's creation); anything
-     * later reopened the series and belongs to the next version. */
-    size_t keep = 0;
-    for (size_t i = 0; i < n; i++)
-        if (job->created_at <= 0 || inst[i].received_at <= job->created_at)
-            inst[keep++] = inst[i];
-    if (keep < n)
-        RP_INFO("job", "instances after completion left to the next version job=%lld n=%zu",
-                job->id, n - keep);
-    n = keep;
-    if (n == 0) {
-        RP_ERROR("job", "series has no instances job=%lld series=%s", job->id, job->series_uid);
-        free(inst);
-        return RP_JOB_EXIT_BADINPUT;
-    }
-    if ((rc = rp_job_output_dir(c, si.study_uid, si.series_uid, job->version, out_dir,
-                                sizeof out_dir)) != 0)
+    test_fault(js->series_uid, 1);
+    if ((rc = process_into(c, js, pub->tmp_dir, r)) != 0 ||
+        (rc = rp_publish_commit(pub, &r->files)) != 0)
         goto out;
-    *strrchr(out_dir, '/') = '\0'; /* the series folder holds the versions */
-    if ((rc = rp_publish_begin(&pub, out_dir, job->version)) != 0)
-        goto out;
-    test_fault(job->series_uid, 1);
-    const rp_conf_rule *rule = match_rule(c, &si);
-    char pulled[64]; /* a pull that named a rule (pull --rule, [pull] rule) chose it */
-    if (rp_db_pull_rule(db, si.series_uid, pulled, sizeof pulled) == 0)
-        for (size_t i = 0; i < c->n_rules; i++)
-            if (strcmp(c->rules[i].name, pulled) == 0)
-                rule = &c->rules[i];
-    if ((rc = process_into(c, rule, rp_store_root(store), job, &si, inst, n, pub.tmp_dir)) != 0 ||
-        (rc = rp_publish_commit(&pub, db, job->id, NULL)) != 0)
-        goto out;
-    /* Derived instances the rule sends back (the .dcm files in <version>/dicom) go to the outbox;
-     * the rows are idempotent, so a re-run never sends twice. */
-    if (rule && rule->send_to[0]) {
-        char dcm_dir[sizeof pub.dir + 16];
-        size_t queued = 0;
-        snprintf(dcm_dir, sizeof dcm_dir, "%s/dicom", pub.dir);
-        if ((rc = rp_outbox_enqueue_dir(db, c, rule->send_to, dcm_dir, &queued)) != 0)
-            goto out;
-        RP_INFO("job", "derived instances queued job=%lld rule=%s send_to=\"%s\" rows=%zu",
-                job->id, rule->name, rule->send_to, queued);
+    r->published = 1;
+    /* Derived instances the rule sends back (the .dcm files in <version>/dicom): the node
+     * queues them when it records this result. */
+    const char *send_to = js->rule ? rp_job_str(js->rule, "send_to") : "";
+    if (send_to[0]) {
+        rp_strlcpy(r->send_to, send_to, sizeof r->send_to);
+        snprintf(r->derived_dir, sizeof r->derived_dir, "%s/dicom", pub->dir);
     }
-    /* Done is recorded here, with the outputs, and not only by the supervisor from the exit
-     * code: if the daemon died right now the version would not be processed again. Run by
-     * hand for a job that is not running, this changes nothing (RP_EINVAL). */
-    if (job->state == RP_JOB_RUNNING) {
-        rc = rp_db_job_finish(db, job->id, 1, 0, "exit 0", 0, 0, 0, NULL);
-        if (rc == RP_EINVAL)
-            rc = 0;
-        if (rc != 0)
-            goto out;
-    }
-    RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f", job->id,
-            job->series_uid, job->version, n, pub.dir, rp_mono_s() - t0);
+    RP_INFO("job", "done job=%lld series=%s version=%d instances=%zu out=%s wall_s=%.3f", js->id,
+            js->series_uid, js->version, n, pub->dir, rp_mono_s() - t0);
 out:
-    rp_publish_end(&pub);
-    free(inst);
-    int code = rp_worker_exit_for(rc);
-    if (rc != 0)
-        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job->id, rp_strerror(rc), code);
-    return code;
+    r->code = rp_worker_exit_for(rc);
+    if (rc != 0) {
+        if (!r->reason[0])
+            rp_strlcpy(r->reason, rp_strerror(rc), sizeof r->reason);
+        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", js->id, rp_strerror(rc), r->code);
+    }
 }
 
 int rp_job_run(const rp_conf *c, long long job_id)
 {
-    rp_store *store = NULL;
-    rp_db *db = NULL;
-    int rc, code = RP_JOB_EXIT_FAIL;
-    char dbpath[RP_PATH_MAX + 64];
-
-    if ((rc = rp_store_open(c, &store)) != 0) {
-        RP_ERROR("job", "cannot open store data_dir=%s rc=%s", c->data_dir, rp_strerror(rc));
-        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job_id, rp_strerror(rc),
-                 rp_worker_exit_for(rc));
-        return rp_worker_exit_for(rc);
+    char path[RP_PATH_MAX + 64];
+    rp_job_spec js;
+    double t0 = rp_mono_s();
+    if (snprintf(path, sizeof path, "%s/jobs/job-%lld.json", c->data_dir, job_id) >=
+        (int)sizeof path)
+        return RP_JOB_EXIT_USAGE;
+    int rc = rp_job_spec_load(path, &js);
+    if (rc) {
+        int code = rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
+        RP_ERROR("job", "no usable job file job=%lld path=%s rc=%s exit=%d", job_id, path,
+                 rp_strerror(rc), code);
+        return code;
     }
-    rp_store_db_path(store, dbpath, sizeof dbpath);
-    if ((rc = rp_db_open(dbpath, &db)) != 0) {
-        code = rp_worker_exit_for(rc);
-        RP_ERROR("job", "failed job=%lld rc=%s exit=%d", job_id, rp_strerror(rc), code);
-        goto out;
+    if (js.id != job_id) {
+        RP_ERROR("job", "job file is of another job job=%lld path=%s", job_id, path);
+        rp_job_spec_free(&js);
+        return RP_JOB_EXIT_USAGE;
     }
-    rp_db_job job;
-    if ((rc = rp_db_job_get(db, job_id, &job)) != 0) {
-        RP_ERROR("job", "no such job job=%lld rc=%s", job_id, rp_strerror(rc));
-        code = rc == RP_ENOENT ? RP_JOB_EXIT_GONE : RP_JOB_EXIT_FAIL;
-        goto out;
-    }
-    if (job.kind == RP_JOB_KIND_FUSE)
-        code = rp_worker_fuse(c, db, rp_store_root(store), &job);
+    rp_publish pub;
+    memset(&pub, 0, sizeof pub);
+    pub.lock_fd = -1;
+    rp_job_result r;
+    memset(&r, 0, sizeof r);
+    if (js.fuse)
+        rp_worker_fuse(c, &js, &pub, &r);
     else
-        code = process_job(c, db, store, &job);
-out:
-    if (db)
-        rp_db_close(db);
-    rp_store_close(store);
-    return code;
+        process_job(c, &js, &pub, &r);
+    /* Another worker holds this version (lock_fd < 0 after a refused lock): its manifest is
+     * the one that counts. Otherwise the manifest is written while the lock is held. */
+    int held = pub.lock_fd >= 0;
+    if (held || (!pub.parent[0] && rp_mkdir_p(js.parent, 0750) == 0)) {
+        if (write_manifest(&js, &r, rp_mono_s() - t0) != 0 && r.code == RP_JOB_EXIT_OK)
+            r.code = RP_JOB_EXIT_FAIL;
+    }
+    rp_publish_end(&pub);
+    rp_output_list_free(&r.files);
+    cJSON_Delete(r.qc);
+    rp_job_spec_free(&js);
+    return r.code;
 }

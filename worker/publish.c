@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -70,6 +71,9 @@ int rp_publish_begin(rp_publish *p, const char *parent, int version)
     p->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (p->lock_fd < 0 || flock(p->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         RP_ERROR("job", "version is being processed by another worker lock=%s", lock_path);
+        if (p->lock_fd >= 0)
+            close(p->lock_fd);
+        p->lock_fd = -1; /* -1: the lock is not ours */
         return RP_EBUSY;
     }
     clean_stale_tmp(parent, version);
@@ -122,8 +126,15 @@ static const char *output_kind(const char *name)
     return "file";
 }
 
-/* Record every regular file below dir (the version folder and its subfolders). */
-static int record_in(rp_db *db, long long job_id, const char *dir, int depth, int *n)
+void rp_output_list_free(rp_output_list *l)
+{
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+/* List every regular file below dir (the version folder and its subfolders). */
+static int list_in(rp_output_list *l, size_t *cap, const char *dir, int depth)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -133,34 +144,45 @@ static int record_in(rp_db *db, long long job_id, const char *dir, int depth, in
     while (rc == 0 && (e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
-        char p[RP_PATH_MAX * 2], hex[65] = "";
-        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p)
+        char p[RP_PATH_MAX * 2];
+        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof l->v[0].path)
             continue;
         struct stat st;
         if (stat(p, &st) != 0)
             continue;
         if (S_ISDIR(st.st_mode)) {
             if (depth < 2)
-                rc = record_in(db, job_id, p, depth + 1, n);
+                rc = list_in(l, cap, p, depth + 1);
             continue;
         }
         if (!S_ISREG(st.st_mode))
             continue;
-        if ((rc = rp_sha256_file(p, hex)) != 0)
+        if (l->n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 32;
+            rp_output_file *nv = realloc(l->v, nc * sizeof *nv);
+            if (!nv) {
+                rc = RP_ENOMEM;
+                break;
+            }
+            l->v = nv;
+            *cap = nc;
+        }
+        rp_output_file *f = &l->v[l->n];
+        memset(f, 0, sizeof *f);
+        rp_strlcpy(f->path, p, sizeof f->path);
+        rp_strlcpy(f->kind, output_kind(e->d_name), sizeof f->kind);
+        f->size = (long long)st.st_size;
+        if ((rc = rp_sha256_file(p, f->sha256)) != 0)
             break;
-        rc = rp_db_output_add(db, job_id, output_kind(e->d_name), p, hex);
-        if (rc == RP_EEXIST)
-            rc = 0; /* a retry recording the same file */
-        (*n)++;
+        l->n++;
     }
     closedir(d);
     return rc;
 }
 
-int rp_publish_commit(rp_publish *p, rp_db *db, long long job_id, int *n_files)
+int rp_publish_commit(rp_publish *p, rp_output_list *files)
 {
-    if (n_files)
-        *n_files = 0;
+    memset(files, 0, sizeof *files);
     if (!p->tmp_dir[0])
         return RP_EINVAL;
     int rc;
@@ -174,13 +196,12 @@ int rp_publish_commit(rp_publish *p, rp_db *db, long long job_id, int *n_files)
     }
     p->tmp_dir[0] = '\0';
     rp_fsync_path(p->parent, 1);
-    int n = 0;
-    if ((rc = rp_db_job_set_running(db, job_id, 0, p->dir)) != 0 ||
-        (rc = record_in(db, job_id, p->dir, 0, &n)) != 0)
+    size_t cap = 0;
+    if ((rc = list_in(files, &cap, p->dir, 0)) != 0) {
+        rp_output_list_free(files);
         return rc;
-    RP_INFO("job", "outputs recorded job=%lld n=%d dir=%s", job_id, n, p->dir);
-    if (n_files)
-        *n_files = n;
+    }
+    RP_INFO("job", "outputs published n=%zu dir=%s", files->n, p->dir);
     return 0;
 }
 

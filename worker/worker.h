@@ -4,23 +4,28 @@
  * never links it.
  *
  * Contract:
- *  - rp_job_run() loads job N and does what its kind says:
- *      process  the series' instances received up to the job's creation (the completion of
- *               that version: a later instance belongs to the next version) go through the
- *               pipeline with the recipe of the rule that matches the series, into
- *               <outputs_dir>/<study_uid>/<series_uid>/v<version>/; derived instances the
- *               rule sends (the .dcm files in <version>/dicom) are queued in the outbox (idempotent rows);
- *      fuse     the member series' instances received up to the job's creation are fused by
- *               the [fusion NAME] rule into <outputs_dir>/<study_uid>/fusion-<NAME>/v<k>/.
+ *  - A worker never opens the database: the node (sched/) wrote everything the job needs
+ *    into its job file, <data_dir>/jobs/job-N.json (format "radprep-job/1", docs/cluster.md),
+ *    and the worker reads only that file and the configuration (for the pipeline's settings
+ *    and the [fusion] rules), so it runs the same on this machine or on a cluster node that
+ *    mounts data_dir. rp_job_run() does what the job's kind says:
+ *      process  the series version's input files (the node listed the instances received up
+ *               to the job's creation) go through the pipeline with the rule the node chose,
+ *               into <outputs_dir>/<study_uid>/<series_uid>/v<version>/;
+ *      fuse     the member series' input files are fused by the [fusion NAME] rule into
+ *               <outputs_dir>/<study_uid>/fusion-<NAME>/v<k>/.
  *  - Every version folder is published the same way (rp_publish_*): one worker per version
- *    (a flock on <parent>/.v<N>.lock: a second one exits at once with RP_JOB_EXIT_FAIL), the
- *    outputs written into a temporary folder, every file in it fsynced, the folder renamed
- *    into place (replacing what an attempt that finished unrecorded left), the parent
- *    fsynced; then every file is recorded (rp_db_output_add, with its sha256) and the folder
- *    is the job's output_dir. A version's folder is whole or absent; versions never mix.
- *  - On success the worker marks its job done itself (when the job is running), right after
- *    the outputs are recorded, so that a daemon dying at that moment cannot have the version
- *    processed again; every other end is recorded by the supervisor from the exit code.
+ *    (a flock on <parent>/.v<N>.lock: a second one exits at once with RP_JOB_EXIT_FAIL and
+ *    leaves no manifest), the outputs written into a temporary folder, every file in it
+ *    fsynced, the folder renamed into place (replacing what an attempt that finished
+ *    unrecorded left), the parent fsynced.
+ *  - Then, still holding the version's lock, the worker leaves its result manifest at the
+ *    path the job file names (<parent>/.v<N>.result.json, format "radprep-result/1"), written
+ *    atomically (tmp, fsync, rename): job and attempt, status ok|failed, exit code, reason,
+ *    every file of the version (path, kind, size, sha256), a QC summary, the derived
+ *    instances to send (send_to and the folder of .dcm files) and an event for the audit
+ *    trail. The node records it when the job has ended (outputs, outbox rows, done): a job
+ *    that ran twice writes the same manifest twice and is recorded once.
  *  - The return value is the process exit code, an rp_worker_exit.
  *  - Test hook: when RP_TEST_JOB_FAULT is set in the environment to a mode (abort, segv,
  *    oom, hang, fail; slow = sleep 3 s holding the version's lock, then work normally),
@@ -34,7 +39,6 @@
 #include <stddef.h>
 
 #include "conf/conf.h"
-#include "db/db.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -67,12 +71,9 @@ static inline int rp_worker_exit_permanent(int code)
  * RP_ECONF CONFIG, anything else (RP_ENOENT included: a file may be back on a retry) FAIL. */
 rp_worker_exit rp_worker_exit_for(int rc);
 
-/* Run job `job_id` with configuration c. Returns an rp_worker_exit. */
+/* Run job `job_id` (its job file under c->data_dir) with configuration c. Returns an
+ * rp_worker_exit (RP_JOB_EXIT_GONE when there is no job file). */
 int rp_job_run(const rp_conf *c, long long job_id);
-
-/* Output folder of (study, series, version) under c's outputs dir, into buf. */
-int rp_job_output_dir(const rp_conf *c, const char *study_uid, const char *series_uid, int version,
-                      char *buf, size_t bufsz);
 
 /* ---- publishing one version's folder (see the contract) ---- */
 typedef struct rp_publish {
@@ -83,15 +84,28 @@ typedef struct rp_publish {
     int lock_fd;
 } rp_publish;
 
+/* One file of a published version, as the result manifest lists it. */
+typedef struct rp_output_file {
+    char path[1400];
+    char kind[16]; /* nifti, json, png, dicom, seg, file */
+    long long size;
+    char sha256[65];
+} rp_output_file;
+
+typedef struct rp_output_list {
+    rp_output_file *v;
+    size_t n;
+} rp_output_list;
+void rp_output_list_free(rp_output_list *l);
+
 /* Create parent, take the version's lock (RP_EBUSY, logged, when another worker holds it),
  * remove temporary folders earlier attempts of this version left, and create tmp_dir.
  * rp_publish_end() must follow whatever this returns. */
 int rp_publish_begin(rp_publish *p, const char *parent, int version);
 /* fsync everything below tmp_dir, rename it to dir (replacing an old one), fsync parent;
- * record dir as the job's output_dir and every file below it (two levels) as an output of
- * job_id with its kind (nifti, json, png, dicom, seg, file) and sha256. *n_files (may be
- * NULL) gets how many. */
-int rp_publish_commit(rp_publish *p, rp_db *db, long long job_id, int *n_files);
+ * list every file below dir (two levels, hidden ones left out) with its kind, size and
+ * sha256 into *files (owned: rp_output_list_free). */
+int rp_publish_commit(rp_publish *p, rp_output_list *files);
 /* Remove tmp_dir if it is still there and release the lock. Idempotent. */
 void rp_publish_end(rp_publish *p);
 

@@ -1,6 +1,7 @@
 /* Unit tests for conf/conf_executor.c: [executor] defaults (local), every key, and the
  * values refused with a FILE:LINE reason (unknown kind, names that could read as options,
- * quotes in sbatch_args that nothing would interpret, out-of-range numbers, unknown keys). */
+ * quotes in sbatch_args that nothing would interpret, out-of-range numbers, unknown keys);
+ * a [rule]'s resources (cpus_per_task, mem_mb, time_limit_s) and rp_conf_match_rule(). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -92,6 +93,48 @@ static void test_bad_values(void **state)
     }
 }
 
+static void test_rule_resources(void **state)
+{
+    (void)state;
+    rp_conf c;
+    char err[512] = "";
+    assert_int_equal(load(&c,
+                          "[rule big_ct]\nmodality = CT\nbody_part = CHEST\n"
+                          "steps = hu normalize(minmax)\ncpus_per_task = 8\nmem_mb = 16000\n"
+                          "time_limit_s = 7200\n[rule thin]\nmodality = CT\n"
+                          "slice_thickness_max = 1.5\nsteps = hu\npriority = 5\n",
+                          err, sizeof err),
+                     0);
+    const rp_conf_rule *r = rp_conf_match_rule(&c, "CT", "chest", "", 3.0);
+    assert_non_null(r);
+    assert_string_equal(r->name, "big_ct");
+    assert_int_equal(r->cpus_per_task, 8);
+    assert_int_equal(r->mem_mb, 16000);
+    assert_int_equal(r->time_limit_s, 7200);
+    r = rp_conf_match_rule(&c, "CT", "CHEST", "", 1.0); /* the higher priority wins */
+    assert_string_equal(r->name, "thin");
+    assert_int_equal(r->cpus_per_task, 0); /* not given: the node's defaults */
+    r = rp_conf_match_rule(&c, "MR", "", "", -1); /* the built-in one */
+    assert_non_null(r);
+    assert_string_equal(r->name, "mr_default");
+    assert_null(rp_conf_match_rule(&c, "SR", "", "", -1));
+    rp_conf_free(&c);
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"[rule r]\nsteps = hu\ncpus_per_task = 0\n", "t.ini:3: cpus_per_task: 0 is out of range"},
+        {"[rule r]\nsteps = hu\nmem_mb = 8\n", "t.ini:3: mem_mb: 8 is out of range"},
+        {"[rule r]\nsteps = hu\ntime_limit_s = 1h\n", "time_limit_s: '1h' is not an integer"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        assert_int_equal(load(&c, bad[i].text, err, sizeof err), RP_ECONF);
+        if (!strstr(err, bad[i].want))
+            fail_msg("case %zu: '%s' does not say '%s'", i, err, bad[i].want);
+        rp_conf_free(&c);
+    }
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/rp_confexec_XXXXXX");
@@ -101,6 +144,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_keys),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_rule_resources),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];

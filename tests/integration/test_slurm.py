@@ -4,16 +4,19 @@ Debian's packages, generated slurm.conf, free ports; tests/lib/rpslurm.py) start
 as root, and radprepd with [executor] kind = slurm.
 
 - a real CT series (28 files) sent to the node is processed through Slurm: the Slurm job id
-  is the job's exec_id and shows in `radprep jobs`, scontrol says COMPLETED, and the outputs
+  is the job's exec_id and shows in `radprep jobs`, scontrol says COMPLETED, the resources of
+  its [rule] (cpus_per_task, mem_mb, time_limit_s) are the Slurm job's, and the outputs
   are byte-identical to those of a node with the local executor (series.json differs only
-  in the job number);
+  in the job number); the result manifest lists what the node recorded;
 - a job over its time limit (--time=1 from job_timeout_s = 60) ends as a timeout;
 - kill -9 of radprepd while its Slurm job is in flight, restart: the job is reattached (no
   second sbatch for it) and recorded once, one version folder;
 - slurmctld stopped: a series is still received and completes, its job waits in the queue
   (the attempt not counted) and is submitted when slurmctld is back;
 - `radprep process --executor slurm DIR... --out OUT` runs one array task per series folder
-  and writes a summary; the NIfTIs equal those of `radprep process` run locally.
+  and writes a summary; the NIfTIs equal those of `radprep process` run locally;
+- `radprep curate --executor slurm DIR... --out DS` preprocesses the folders as an array and
+  curates them: the same dataset as `radprep curate --executor local`.
 Memory limits: without cgroups (this sandbox) Slurm enforces --mem only by sampling
 (JobAcctGatherParams=OverMemoryKill) and reports FAILED by SIGKILL, which the executor maps
 to oom; that mapping is unit-tested (tests/sched/test_exec_slurm.c), not run here, because a
@@ -41,6 +44,11 @@ CT = "ct_head_gantry_tilt_uneven_ge"
 ARRAY_SERIES = [CT, "mr_brain_siemens_xa30/9001_gre_field_mapping",
                 "mr_brain_siemens_xa30/7001_func-bold_task-fa_run-1"]
 EXECUTOR = "[executor]\nkind = slurm\npoll_s = 0.5\nmem_mb = 3000\n"
+# The real CT (body part HEAD; the phantoms have none) gets a rule with its own resources, on
+# both nodes (same rule name, same outputs): sbatch --cpus-per-task/--mem/--time from it.
+RULE = ("[rule ct_head]\nmodality = CT\nbody_part = HEAD\nsteps = hu clip(-1000,1000)\n"
+        "outputs = nifti json\npriority = 200\ncpus_per_task = 1\nmem_mb = 2500\n"
+        "time_limit_s = 300\n")
 
 
 def tree(d):
@@ -82,7 +90,8 @@ class SlurmTest(unittest.TestCase):
             cluster.start(60)
             senv = {"SLURM_CONF": cluster.conf}
             common = "job_timeout_s = 60\njob_max_attempts = 1"
-            local = rp.Node(os.path.join(tmp, "local"), quiet_s=1, extra_node=common).start()
+            local = rp.Node(os.path.join(tmp, "local"), quiet_s=1, extra_node=common,
+                            extra=RULE).start()
             # phantoms: one that hangs (time limit), one slow (kill -9 while in flight)
             _, _, hang_uid = rp.make_series(os.path.join(tmp, "ph_hang"), 4,
                                             images_in_acquisition=4)
@@ -90,7 +99,7 @@ class SlurmTest(unittest.TestCase):
                                             images_in_acquisition=4)
             senv["RP_TEST_JOB_FAULT"] = f"hang@{hang_uid},slow@{slow_uid}"
             slurm = rp.Node(os.path.join(tmp, "slurm_node"), quiet_s=1, extra_node=common,
-                            extra=EXECUTOR)
+                            extra=EXECUTOR + RULE)
             slurm.start(env=senv)
 
             # -- time limit: started first, checked last (Slurm ends it after ~60-90 s)
@@ -117,6 +126,13 @@ class SlurmTest(unittest.TestCase):
             sj = cluster.job(exec_id)
             self.assertEqual((sj.get("JobState"), sj.get("ExitCode"), sj.get("JobName")),
                              ("COMPLETED", "0:0", f"radprep-{js['id']}"))
+            # the rule's resources reached sbatch (and the local worker's limits)
+            self.assertEqual((sj.get("TimeLimit"), sj.get("MinMemoryNode"), sj.get("NumCPUs")),
+                             ("00:05:00", "2500M", "1"), sj)
+            self.assertIn(f"job resources job={js['id']} cpus=1 mem_mb=2500 time_limit_s=300",
+                          slurm.log())
+            self.assertIn(f"job resources job={jl['id']} cpus=1 mem_mb=2500 time_limit_s=300",
+                          local.log())
             tl, ts = tree(jl["output_dir"]), tree(js["output_dir"])
             self.assertEqual(set(tl), set(ts))
             self.assertGreater(len(tl), 2)
@@ -132,6 +148,13 @@ class SlurmTest(unittest.TestCase):
                     self.assertEqual(a, b, rel)
                 else:
                     self.assertTrue(filecmp.cmp(tl[rel], ts[rel], shallow=False), rel)
+            # the worker reported through its result manifest, which the node recorded
+            man = json.load(open(os.path.join(os.path.dirname(js["output_dir"]),
+                                              ".v1.result.json")))
+            self.assertEqual((man["format"], man["status"], man["job"]),
+                             ("radprep-result/1", "ok", js["id"]))
+            self.assertEqual(sorted(f["path"] for f in man["files"]),
+                             sorted(p for _, p, _ in slurm.outputs(js["id"])))
             # series complete → the worker starts on the Slurm node (its first log line)
             completed_at = slurm.db("SELECT completed_at FROM series WHERE series_uid=?",
                                     (ct_uid,))[0][0]
@@ -140,6 +163,11 @@ class SlurmTest(unittest.TestCase):
             latency = rp.log_time(start_line) - completed_at
             print(f"MEASURE slurm: series complete -> worker start {latency:.2f} s "
                   f"(poll_s 0.5, sched_interval 1)", flush=True)
+            lc = local.db("SELECT completed_at FROM series WHERE series_uid=?", (ct_uid,))[0][0]
+            llog = os.path.join(local.data, "logs", f"job-{jl['id']}.log")
+            lstart = [l for l in open(llog) if " start job=" in l][0]
+            print(f"MEASURE local: series complete -> worker start "
+                  f"{rp.log_time(lstart) - lc:.2f} s", flush=True)
             self.assertLess(latency, 30)
 
             # -- kill -9 while the Slurm job is in flight, restart: reattached, once
@@ -170,9 +198,9 @@ class SlurmTest(unittest.TestCase):
             outs = slurm.outputs(j["id"])
             self.assertEqual(len(outs), len({p for _, p, _ in outs}))
 
-            # -- slurmctld down: receiving goes on, the job waits, then runs. (The worker
-            # records done itself; the supervisor frees the job's slot when Slurm says it
-            # ended, which must have happened before the controller goes away.)
+            # -- slurmctld down: receiving goes on, the job waits, then runs. (The node records
+            # the job's manifest when Slurm says it ended, which must have happened before the
+            # controller goes away.)
             slurm.wait_log(rf"job done job={slow_job} ", timeout=30, since_start=True)
             cluster.stop_ctld()
             paths, _, wait_uid = rp.make_series(os.path.join(tmp, "ph_wait"), 4,
@@ -236,6 +264,32 @@ class SlurmTest(unittest.TestCase):
             print(f"MEASURE array: {len(dirs)} series via slurm array {t_array:.1f} s, "
                   f"local one after another {t_local:.1f} s "
                   f"({cluster.cpus} CPUs in the Slurm node)", flush=True)
+
+            # -- curate with its preprocessing as a Slurm array, and the same here: one
+            # dataset (same salt, no timestamp: same case ids and bytes)
+            salt = os.path.join(tmp, "salt")
+            with open(salt, "w") as f:
+                f.write("0123456789abcdef0123456789abcdef\n")
+            ds = {}
+            for ex in ("slurm", "local"):
+                ds[ex] = os.path.join(tmp, f"ds_{ex}")
+                r = rptest.run_radprep("--config", slurm.conf, "curate", "--executor", ex,
+                                       *dirs, "--out", ds[ex], "--no-timestamp",
+                                       "--salt-file", salt, env=env, timeout=900)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertRegex(r.stdout, r"cases")
+            summary = json.load(open(os.path.join(ds["slurm"] + ".work", "summary.json")))
+            self.assertEqual((summary["tasks_total"], summary["tasks_completed"]), (3, 3))
+            ms, ml = (json.load(open(os.path.join(ds[ex], "manifest.json")))
+                      for ex in ("slurm", "local"))
+            self.assertGreaterEqual(ms["n_cases"], 3)
+            self.assertEqual(ms["n_cases"], ml["n_cases"])
+            cs, cl = tree(os.path.join(ds["slurm"], "cases")), tree(os.path.join(ds["local"],
+                                                                                 "cases"))
+            self.assertEqual(set(cs), set(cl))
+            for k in cs:
+                if k.endswith(".nii.gz"):
+                    self.assertTrue(filecmp.cmp(cs[k], cl[k], shallow=False), k)
         finally:
             for n in (slurm, local):
                 if n:

@@ -118,6 +118,14 @@ static void test_sbatch_argv(void **state)
     assert_string_equal(argv[0], "/opt/slurm/bin/sbatch");
     assert_string_equal(argv[5], "--time=60");
     assert_string_equal(argv[6], "--mem=100");
+    /* the job's rule wins over [executor] and the node */
+    rq.res = (rp_job_resources){.cpus = 8, .mem_mb = 12000, .time_limit_s = 7200};
+    o.cpus_per_task = 2;
+    assert_int_equal(rp_slurm_sbatch_argv(&o, &rq, "/s.sh", store, sizeof store, argv, 64), 0);
+    assert_string_equal(argv[5], "--time=120");
+    assert_string_equal(argv[6], "--mem=12000");
+    assert_string_equal(argv[7], "--cpus-per-task=8");
+    rq.res = (rp_job_resources){0};
     rq.memory_mb = 0;
     rq.timeout_s = 0;
     rq.log_path = NULL;

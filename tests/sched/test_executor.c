@@ -4,7 +4,7 @@
  * ends as job states and reasons (done / dead for a permanent exit code), takes up at start
  * the jobs an earlier life left running (requeuing those the executor no longer knows), leaves
  * running jobs running at stop, and calls derived_queued when a job ends done with outbox rows
- * waiting. */
+ * waiting. The fake's jobs report as a worker does: a result manifest beside the outputs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -40,6 +40,48 @@ typedef struct fake {
 
 static fake F;
 static int derived_calls;
+static char tmpdir[64], dbpath[128];
+
+/* What a worker leaves when it succeeds: the result manifest its job file names. */
+static void report_ok(long long job_id)
+{
+    char jf[256], *text = NULL;
+    size_t len = 0;
+    assert_int_equal(rp_jobfile_path(tmpdir, job_id, jf, sizeof jf), 0);
+    assert_int_equal(rp_read_file(jf, &text, &len), 0);
+    char man[512] = "";
+    int attempt = -1;
+    const char *m = strstr(text, "\"manifest\":"), *a = strstr(text, "\"attempt\":");
+    assert_non_null(m);
+    assert_non_null(a);
+    assert_int_equal(sscanf(m, "\"manifest\":%*[ \t]\"%511[^\"]\"", man), 1);
+    assert_int_equal(sscanf(a, "\"attempt\":%d", &attempt), 1);
+    free(text);
+    char dir[512];
+    rp_strlcpy(dir, man, sizeof dir);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(rp_mkdir_p(dir, 0750), 0);
+    FILE *f = fopen(man, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"format\":\"radprep-result/1\",\"job\":%lld,\"attempt\":%d,"
+               "\"status\":\"ok\",\"output_dir\":\"\",\"files\":[]}",
+            job_id, attempt);
+    fclose(f);
+}
+
+/* A series the index has, so that the node can write a job file for it. */
+static void index_series(rp_db *db, const char *uid)
+{
+    rp_instance_meta m;
+    memset(&m, 0, sizeof m);
+    rp_strlcpy(m.study_uid, "1.2.3", sizeof m.study_uid);
+    rp_strlcpy(m.series_uid, uid, sizeof m.series_uid);
+    snprintf(m.sop_instance_uid, sizeof m.sop_instance_uid, "%s.1", uid);
+    rp_strlcpy(m.modality, "OT", sizeof m.modality);
+    snprintf(m.file_path, sizeof m.file_path, "1.2.3/%s/1.dcm", uid);
+    m.received_at = rp_now_s() - 1;
+    assert_int_equal(rp_db_index_instances(db, &m, 1), 0);
+}
 
 /* Behaviour by job id: 2 exits 3 (bad input), 4 never ends, the others exit 0. */
 static void behave(fake_job *j)
@@ -101,6 +143,8 @@ static int fake_poll(void *self, rp_exec_job *jobs, size_t n, double now_mono)
             jobs[i].ended = 1;
             jobs[i].result.end = RP_PROC_EXITED;
             jobs[i].result.exit_code = j->exit_code;
+            if (j->exit_code == 0)
+                report_ok(j->job_id);
             jobs[i].result.signo = 0;
             jobs[i].result.wall_s = 0.1;
             snprintf(jobs[i].result.reason, sizeof jobs[i].result.reason, "exit code %d",
@@ -146,8 +190,6 @@ static void on_derived(void *arg)
     derived_calls++;
 }
 
-static char tmpdir[64], dbpath[128];
-
 static rp_db_job wait_state(rp_db *db, long long id, rp_job_state state)
 {
     rp_db_job j;
@@ -177,11 +219,19 @@ static void test_fake_executor(void **state)
     for (int i = 1; i <= 4; i++) {
         char uid[32];
         snprintf(uid, sizeof uid, "1.2.3.%d", i);
+        index_series(db, uid);
         assert_int_equal(rp_db_job_enqueue(db, uid, 1, 3, &id), 0);
         assert_int_equal(id, i);
     }
     rp_db_job j;
+    rp_conf c;
+    rp_job_resources res;
+    char why[300];
+    assert_int_equal(rp_conf_defaults(&c), 0);
+    rp_strlcpy(c.data_dir, tmpdir, sizeof c.data_dir);
     assert_int_equal(rp_db_job_claim(db, rp_now_s(), 0, &j), 0);
+    assert_int_equal(rp_jobfile_write(db, &c, tmpdir, &j, &res, why, sizeof why), 0);
+    rp_conf_free(&c);
     assert_int_equal(rp_db_job_set_exec(db, j.id, "batch-old", 0), 0);
     assert_int_equal(rp_db_job_claim(db, rp_now_s(), 0, &j), 0);
     assert_int_equal(rp_db_job_set_exec(db, j.id, "batch-forgotten", 0), 0);
@@ -250,6 +300,7 @@ static void test_executor_busy(void **state)
     rp_db *db = NULL;
     assert_int_equal(rp_db_open(dbpath, &db), 0);
     long long id = 0;
+    index_series(db, "1.2.3.1");
     assert_int_equal(rp_db_job_enqueue(db, "1.2.3.1", 1, 1, &id), 0);
     memset(&F, 0, sizeof F);
     F.busy_left = 1;

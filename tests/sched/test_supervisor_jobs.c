@@ -33,8 +33,22 @@ static const char worker_sh[] =
     "trap 'rm -f \"$dir/run.$job.$$\"; exit 143' TERM\n"
     "echo \"$job $mode attempt\" >> \"$dir/attempts\"\n"
     "echo \"$job $OMP_NUM_THREADS ${MALLOC_ARENA_MAX:-unset}\" >> \"$dir/env\"\n"
+    "jf=\"$dir/jobs/job-$job.json\"\n"
+    "man=$(sed -n 's/.*\"manifest\":[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p' \"$jf\")\n"
+    "att=$(sed -n 's/.*\"attempt\":[[:space:]]*\\([0-9]*\\).*/\\1/p' \"$jf\")\n"
+    "out=$(sed -n 's/.*\"output_dir\":[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p' \"$jf\")\n"
+    "manifest() {\n"
+    "  mkdir -p \"$out\"; printf 'nifti' > \"$out/a.nii.gz\"\n"
+    "  sha=$(sha256sum \"$out/a.nii.gz\" | cut -d' ' -f1)\n"
+    "  printf '{\"format\":\"radprep-result/1\",\"job\":%s,\"attempt\":%s,\"status\":\"%s\",'"
+    "'\"output_dir\":\"%s\",\"files\":[{\"path\":\"%s/a.nii.gz\",\"kind\":\"nifti\",'"
+    "'\"size\":5,\"sha256\":\"%s\"}]}' \"$job\" \"$att\" \"$1\" \"$out\" \"$out\" \"$sha\" "
+    "> \"$man.tmp\" && mv \"$man.tmp\" \"$man\"\n"
+    "}\n"
     "case \"$mode\" in\n"
-    "  ok) sleep 0.3; exit 0;;\n"
+    "  ok) sleep 0.3; manifest ok; exit 0;;\n"
+    "  nomanifest) exit 0;;\n"
+    "  saysfailed) manifest failed; exit 0;;\n"
     "  segv) rm -f \"$dir/run.$job.$$\"; kill -SEGV $$;;\n"
     "  hang) sleep 60;;\n"
     "  bad) exit 3;;\n"
@@ -83,8 +97,19 @@ static rp_db *fresh(const char *name, const char *modes)
     return db;
 }
 
+/* A job of a series the index has (one instance): the node writes its job file from it. */
 static long long enqueue(rp_db *db, const char *series_uid, int max_attempts)
 {
+    rp_instance_meta m;
+    memset(&m, 0, sizeof m);
+    rp_strlcpy(m.study_uid, "1.2.3", sizeof m.study_uid);
+    rp_strlcpy(m.series_uid, series_uid, sizeof m.series_uid);
+    snprintf(m.sop_instance_uid, sizeof m.sop_instance_uid, "%s.1", series_uid);
+    rp_strlcpy(m.modality, "OT", sizeof m.modality);
+    snprintf(m.file_path, sizeof m.file_path, "1.2.3/%s/1.dcm", series_uid);
+    m.instance_number = 1;
+    m.received_at = rp_now_s() - 1;
+    assert_int_equal(rp_db_index_instances(db, &m, 1), 0);
     long long id = 0;
     assert_int_equal(rp_db_job_enqueue(db, series_uid, 1, max_attempts, &id), 0);
     return id;
@@ -289,12 +314,129 @@ static void test_missing_worker(void **state)
     rp_db_close(db);
 }
 
+/* The worker reports through its result manifest only: an exit 0 with one is done and its
+ * outputs recorded (job file removed); without one, or with one that says failed, it is not. */
+static void test_result_manifest(void **state)
+{
+    (void)state;
+    rp_db *db = fresh("manifest", "1 ok\n2 nomanifest\n3 saysfailed\n");
+    long long ok = enqueue(db, "1.2.3.21", 1);
+    long long none = enqueue(db, "1.2.3.22", 1);
+    long long says = enqueue(db, "1.2.3.23", 1);
+    rp_supervisor *s = start(2, 30);
+    rp_db_job j = wait_state(db, ok, RP_JOB_DONE, 20);
+    char want[512];
+    snprintf(want, sizeof want, "%s/outputs/1.2.3/1.2.3.21/v1", tmpdir);
+    assert_string_equal(j.output_dir, want);
+    rp_db_output *o = NULL;
+    size_t no = 0;
+    assert_int_equal(rp_db_outputs_list(db, ok, &o, &no), 0);
+    assert_int_equal(no, 1);
+    assert_string_equal(o[0].kind, "nifti");
+    assert_int_equal(strlen(o[0].sha256), 64);
+    free(o);
+    char jf[512];
+    assert_int_equal(rp_jobfile_path(tmpdir, ok, jf, sizeof jf), 0);
+    /* done: the job file goes (right after the state is written) */
+    for (int i = 0; i < 200 && access(jf, F_OK) == 0; i++)
+        usleep(10000);
+    assert_int_equal(access(jf, F_OK), -1);
+    j = wait_state(db, none, RP_JOB_DEAD, 20);
+    assert_non_null(strstr(j.reason, "no result manifest"));
+    j = wait_state(db, says, RP_JOB_DEAD, 20);
+    assert_non_null(strstr(j.reason, "says failed"));
+    assert_int_equal(rp_db_outputs_list(db, says, &o, &no), 0);
+    assert_int_equal(no, 0);
+    free(o);
+    rp_supervisor_stop(s);
+    rp_db_close(db);
+}
+
+/* A local worker that finished while the node was down left its manifest: at start the
+ * version is recorded, not processed again. */
+static void test_recorded_at_start(void **state)
+{
+    (void)state;
+    rp_db *db = fresh("atstart", "1 ok\n");
+    long long id = enqueue(db, "1.2.3.31", 3);
+    rp_db_job j;
+    assert_int_equal(rp_db_job_claim(db, rp_now_s(), 999999, &j), 0);
+    rp_conf c;
+    assert_int_equal(rp_conf_defaults(&c), 0);
+    rp_strlcpy(c.data_dir, tmpdir, sizeof c.data_dir);
+    rp_job_resources res;
+    char why[300];
+    assert_int_equal(rp_jobfile_write(db, &c, tmpdir, &j, &res, why, sizeof why), 0);
+    /* what the worker would have left */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "d=%s/outputs/1.2.3/1.2.3.31; mkdir -p $d/v1 && printf '{\"format\":"
+             "\"radprep-result/1\",\"job\":%lld,\"attempt\":1,\"status\":\"ok\","
+             "\"output_dir\":\"'$d/v1'\",\"files\":[]}' > $d/.v1.result.json",
+             tmpdir, id);
+    assert_int_equal(system(cmd), 0);
+    rp_supervisor *s = start(1, 60);
+    j = wait_state(db, id, RP_JOB_DONE, 10);
+    assert_int_equal(attempts_of(id), 0); /* no worker ran again */
+    assert_int_equal(j.attempts, 1);
+    rp_supervisor_stop(s);
+    rp_conf_free(&c);
+    rp_db_close(db);
+}
+
+/* The job file: what the worker needs, and the resources of the node's rule. */
+static void test_job_file(void **state)
+{
+    (void)state;
+    rp_db *db = fresh("jobfile", "");
+    long long id = enqueue(db, "1.2.3.41", 3);
+    rp_db_job j;
+    assert_int_equal(rp_db_job_claim(db, rp_now_s(), 0, &j), 0);
+    char ini[512];
+    snprintf(ini, sizeof ini, "%s/r.ini", tmpdir);
+    FILE *f = fopen(ini, "w");
+    assert_non_null(f);
+    fprintf(f, "[node]\ndata_dir = %s\n[rule big]\nmodality = OT\nsteps = normalize(minmax)\n"
+               "cpus_per_task = 3\nmem_mb = 2048\ntime_limit_s = 120\nsend_to = \n",
+            tmpdir);
+    fclose(f);
+    rp_conf c;
+    char err[512] = "";
+    assert_int_equal(rp_conf_defaults(&c), 0);
+    int rc = rp_conf_load(&c, ini, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "conf: %s\n", err);
+    assert_int_equal(rc, 0);
+    rp_job_resources res;
+    char why[300];
+    assert_int_equal(rp_jobfile_write(db, &c, tmpdir, &j, &res, why, sizeof why), 0);
+    assert_int_equal(res.cpus, 3);
+    assert_int_equal(res.mem_mb, 2048);
+    assert_int_equal(res.time_limit_s, 120);
+    char jf[512], *text = NULL;
+    size_t len = 0;
+    assert_int_equal(rp_jobfile_path(tmpdir, id, jf, sizeof jf), 0);
+    assert_int_equal(rp_read_file(jf, &text, &len), 0);
+    assert_non_null(strstr(text, "\"format\":\t\"radprep-job/1\""));
+    assert_non_null(strstr(text, "\"name\":\t\"big\""));
+    assert_non_null(strstr(text, "\"file\":\t\"1.2.3/1.2.3.41/1.dcm\""));
+    assert_non_null(strstr(text, "/.v1.result.json\""));
+    free(text);
+    /* a series the index no longer has: the job cannot be prepared, and is not retried */
+    rp_db_job gone = j;
+    rp_strlcpy(gone.series_uid, "9.9.9", sizeof gone.series_uid);
+    assert_int_equal(rp_jobfile_write(db, &c, tmpdir, &gone, &res, why, sizeof why), RP_ENOENT);
+    rp_conf_free(&c);
+    rp_db_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcomes),         cmocka_unit_test(test_stop_requeues),
         cmocka_unit_test(test_requeue_at_start), cmocka_unit_test(test_worker_env),
-        cmocka_unit_test(test_missing_worker),
+        cmocka_unit_test(test_missing_worker),   cmocka_unit_test(test_result_manifest),
+        cmocka_unit_test(test_recorded_at_start), cmocka_unit_test(test_job_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,7 +1,7 @@
 /* Unit tests for worker/publish.c: a version folder appears whole (renamed from a temporary
- * folder) and is recorded with every file's kind and sha256 as the job's outputs; one worker
- * per version (the lock); leftovers of interrupted attempts go; an existing folder of the
- * version is replaced; and the worker's exit codes. */
+ * folder) and is listed with every file's kind, size and sha256 for the result manifest (the
+ * worker opens no database); one worker per version (the lock); leftovers of interrupted
+ * attempts go; an existing folder of the version is replaced; and the worker's exit codes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,10 +14,9 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "db/db.h"
 #include "worker/worker.h"
 
-static char tmpdir[64], dbpath[128], parent[128];
+static char tmpdir[64], parent[128];
 
 static int setup(void **state)
 {
@@ -25,7 +24,6 @@ static int setup(void **state)
     snprintf(tmpdir, sizeof tmpdir, "/tmp/rp_test_pub_XXXXXX");
     if (!mkdtemp(tmpdir))
         return -1;
-    snprintf(dbpath, sizeof dbpath, "%s/index.sqlite", tmpdir);
     snprintf(parent, sizeof parent, "%s/out/1.2.3/1.2.3.4", tmpdir);
     return 0;
 }
@@ -56,24 +54,9 @@ static int exists(const char *fmt, const char *a)
     return stat(p, &st) == 0;
 }
 
-/* A running job to publish for. */
-static long long running_job(rp_db *db)
-{
-    long long id = 0;
-    assert_int_equal(rp_db_job_enqueue(db, "1.2.3.4", 1, 3, &id), 0);
-    rp_db_job j;
-    assert_int_equal(rp_db_job_claim(db, rp_now_s() + 1, 0, &j), 0);
-    assert_int_equal(j.id, id);
-    return id;
-}
-
 static void test_publish(void **state)
 {
     (void)state;
-    rp_db *db = NULL;
-    assert_int_equal(rp_db_open(dbpath, &db), 0);
-    long long job = running_job(db);
-
     /* what an interrupted attempt left: a temporary folder of this version, and a whole
      * folder it renamed but never recorded */
     char stale[256], old[256];
@@ -109,9 +92,9 @@ static void test_publish(void **state)
 
     /* nothing of the version is visible before the commit */
     assert_false(exists("%s/v1/series.json", parent));
-    int n = 0;
-    assert_int_equal(rp_publish_commit(&p, db, job, &n), 0);
-    assert_int_equal(n, 6);
+    rp_output_list l;
+    assert_int_equal(rp_publish_commit(&p, &l), 0);
+    assert_int_equal(l.n, 6);
     assert_true(exists("%s/v1/series.nii.gz", parent));
     assert_true(exists("%s/v1/dicom/seg.dcm", parent));
     assert_false(exists("%s/v1/old.json", parent)); /* replaced, not merged */
@@ -119,37 +102,33 @@ static void test_publish(void **state)
     rp_publish_end(&p);
     rp_publish_end(&p); /* idempotent */
 
-    rp_db_job j;
-    assert_int_equal(rp_db_job_get(db, job, &j), 0);
-    assert_string_equal(j.output_dir, old);
-    rp_db_output *o = NULL;
-    size_t no = 0;
-    assert_int_equal(rp_db_outputs_list(db, job, &o, &no), 0);
-    assert_int_equal(no, 6);
     int seen = 0;
-    for (size_t i = 0; i < no; i++) {
-        const char *base = strrchr(o[i].path, '/') + 1;
+    for (size_t i = 0; i < l.n; i++) {
+        const char *base = strrchr(l.v[i].path, '/') + 1;
         const char *want = !strcmp(base, "series.nii.gz") ? "nifti"
                            : !strcmp(base, "series.json") ? "json"
                            : !strcmp(base, "qc.png")      ? "png"
                            : !strcmp(base, "000001.dcm")  ? "dicom"
                            : !strcmp(base, "seg.dcm")     ? "seg"
                                                           : "file";
-        assert_string_equal(o[i].kind, want);
-        assert_int_equal(strlen(o[i].sha256), 64);
+        assert_string_equal(l.v[i].kind, want);
+        assert_int_equal(strlen(l.v[i].sha256), 64);
+        assert_int_equal(strncmp(l.v[i].path, old, strlen(old)), 0); /* in the final folder */
+        char hex[65];
+        assert_int_equal(rp_sha256_file(l.v[i].path, hex), 0);
+        assert_string_equal(hex, l.v[i].sha256);
+        struct stat st;
+        assert_int_equal(stat(l.v[i].path, &st), 0);
+        assert_int_equal(st.st_size, l.v[i].size);
         seen++;
     }
     assert_int_equal(seen, 6);
-    char hex[65];
-    assert_int_equal(rp_sha256_file(o[0].path, hex), 0);
-    assert_string_equal(hex, o[0].sha256);
-    free(o);
+    rp_output_list_free(&l);
 
     /* the lock is released: the next attempt of the version may publish */
     assert_int_equal(rp_publish_begin(&p, parent, 1), 0);
     rp_publish_end(&p);
     assert_false(exists("%s", p.tmp_dir));
-    rp_db_close(db);
 }
 
 static void test_exit_codes(void **state)
