@@ -5,7 +5,6 @@
 #include "pipeline/recipe/recipe.h"
 
 #include <ctype.h>
-#include <fnmatch.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -437,57 +436,11 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
     return 0;
 }
 
-/* Any blank-separated word of `list` equals `value` (case-insensitive); an empty list matches
- * everything. */
-static int list_has(const char *list, const char *value)
-{
-    const char *p = list;
-    int any = 0;
-    while (*p) {
-        while (*p && (isspace((unsigned char)*p) || *p == ','))
-            p++;
-        const char *b = p;
-        while (*p && !isspace((unsigned char)*p) && *p != ',')
-            p++;
-        if (p > b) {
-            any = 1;
-            size_t n = (size_t)(p - b);
-            if (value && strlen(value) == n && strncasecmp(b, value, n) == 0)
-                return 1;
-        }
-    }
-    return !any;
-}
-
-static int rule_matches(const rp_conf_rule *rule, const rp_series_info *info)
-{
-    if (!list_has(rule->modality, info->modality))
-        return 0;
-    if (!list_has(rule->body_part, info->body_part))
-        return 0;
-    if (rule->series_description[0] &&
-        fnmatch(rule->series_description, info->series_description, FNM_CASEFOLD) != 0)
-        return 0;
-    if (rule->slice_thickness_min >= 0 && !(info->slice_thickness >= rule->slice_thickness_min))
-        return 0;
-    if (rule->slice_thickness_max >= 0 &&
-        !(info->slice_thickness > 0 && info->slice_thickness <= rule->slice_thickness_max))
-        return 0;
-    return 1;
-}
-
+/* The node and a batch run pick rules the same way: the choice lives in conf/. */
 const rp_conf_rule *rp_recipe_match(const rp_conf *c, const rp_series_info *info)
 {
-    const rp_conf_rule *best = NULL;
     if (!c || !info)
         return NULL;
-    for (size_t i = 0; i < c->n_rules; i++) {
-        const rp_conf_rule *rule = &c->rules[i];
-        if (!rule_matches(rule, info))
-            continue;
-        if (!best || rule->priority > best->priority ||
-            (rule->priority == best->priority && best->builtin && !rule->builtin))
-            best = rule;
-    }
-    return best;
+    return rp_conf_match_rule(c, info->modality, info->body_part, info->series_description,
+                              info->slice_thickness);
 }
