@@ -71,6 +71,7 @@ static const char *const dup_choices[] = {"keep_first", "replace", "reject", NUL
 static const char *const uid_policy_choices[] = {"lenient", "strict", NULL};
 static const char *const profile_choices[] = {"bcp195", "bcp195-nd", "bcp195-ex", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
+static const char *const philips_scaling_choices[] = {"display", "float", NULL};
 
 #define F(st, f) offsetof(st, f), sizeof(((st *)0)->f)
 #define N(f) F(rp_conf, f)
@@ -163,6 +164,7 @@ static const key_def rule_keys[] = {
     {"send_to", K_WORDS, R(send_to), 0, 0, NULL},
     {"priority", K_INT, R(priority), -1000000, 1000000, NULL},
     {"overlay_caption", K_STR, R(overlay_caption), 0, 0, NULL},
+    {"philips_scaling", K_IENUM, R(philips_float), 0, 0, philips_scaling_choices},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef R

@@ -155,6 +155,7 @@ static int process_into(const rp_conf *c, const rp_conf_rule *rule, const char *
      * picks up (each destination gets the kinds its [peer] results key names). */
     o.outputs = rule ? rule->outputs : NULL;
     o.rule_name = rule ? rule->name : NULL;
+    o.philips_float = rule ? rule->philips_float : 0;
     if (rule && rule->overlay_caption[0])
         o.overlay_caption = strcmp(rule->overlay_caption, "none") ? rule->overlay_caption : "";
     cJSON_AddStringToObject(root, "rule", rule ? rule->name : "");
