@@ -135,6 +135,75 @@ void set_frames_b(rp_dcm_info *in, double b, const double *v, bool override)
     }
 }
 
+/* A number after "<key>" and "=" in Siemens' ASCII protocol (MrPhoenixProtocol, inside the
+ * CSA series header); `dflt` when absent. */
+long ascconv_value(const Uint8 *p, size_t n, const char *key, long dflt)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i + kl + 4 < n; i++) {
+        if (p[i] != (Uint8)key[0] || memcmp(p + i, key, kl) != 0)
+            continue;
+        size_t j = i + kl;
+        if (p[j] != ' ' && p[j] != '\t' && p[j] != '=')
+            continue; /* a longer key with this prefix */
+        while (j < n && (p[j] == ' ' || p[j] == '\t'))
+            j++;
+        if (j >= n || p[j] != '=')
+            continue;
+        j++;
+        char buf[32];
+        size_t k = 0;
+        while (j < n && (p[j] == ' ' || p[j] == '\t'))
+            j++;
+        while (j < n && k + 1 < sizeof buf && p[j] > ' ' && p[j] < 127)
+            buf[k++] = (char)p[j++];
+        buf[k] = 0;
+        char *end = NULL;
+        long v = strtol(buf, &end, 0);
+        return end != buf ? v : dflt;
+    }
+    return dflt;
+}
+
+/* Mosaics without MosaicRefAcqTimes (syngo B12/B13): dcm2niix's "rescue" — times from the
+ * protocol's slice order (sSliceArray.ucMode 1 ascending, 2 descending, 4 interleaved, odd
+ * counts starting with the first slice, even ones with the second) spread evenly over
+ * TR - lDelayTimeInTR; not for multiband. Per tile, ms. */
+void siemens_rescue_times(DcmDataset *ds, Uint16 blk, rp_dcm_info *in)
+{
+    const Uint8 *p = NULL;
+    unsigned long n = 0;
+    int ns = in->mosaic_images;
+    if (ns < 2 || std::isnan(in->repetition_time) || !strcmp(in->mr_acquisition_type, "3D") ||
+        ds->findAndGetUint8Array(ptag(0x0029, blk, 0x20), p, &n).bad() || !p)
+        return;
+    long mode = ascconv_value(p, n, "sSliceArray.ucMode", -1);
+    long delay_us = ascconv_value(p, n, "lDelayTimeInTR", 0);
+    if ((mode != 1 && mode != 2 && mode != 4) ||
+        ascconv_value(p, n, "sSliceAcceleration.lMultiBandFactor", 1) > 1)
+        return;
+    double *t = (double *)calloc((size_t)ns, sizeof(double));
+    if (!t)
+        return;
+    double ta = in->repetition_time - delay_us / 1000.0; /* ms */
+    for (int i = 0; i < ns; i++) {
+        int k = i; /* excitation index of slice i */
+        if (mode == 2) {
+            k = ns - 1 - i;
+        } else if (mode == 4) {
+            int first_even = (ns + 1) / 2, odd0 = 0;
+            if (ns % 2 == 0) {
+                odd0 = first_even;
+                first_even = 0;
+            }
+            k = i % 2 == 0 ? odd0 + i / 2 : first_even + i / 2;
+        }
+        t[i] = k * ta / ns;
+    }
+    in->tile_times_ms = t;
+    in->n_tile_times = ns;
+}
+
 /* Siemens CSA image header: B_value, DiffusionGradientDirection, PhaseEncodingDirectionPositive,
  * MosaicRefAcqTimes (ms, one per tile). */
 void siemens(DcmDataset *ds, rp_dcm_info *in)
@@ -164,6 +233,8 @@ void siemens(DcmDataset *ds, rp_dcm_info *in)
                 free(t);
             }
         }
+        if (!in->tile_times_ms)
+            siemens_rescue_times(ds, blk, in);
     }
     if (in->pe_positive < 0) { /* XA: no CSA; the polarity is (0021,xx1C) */
         Uint16 b2 = block_of(ds, 0x0021, "SIEMENS MR SDI", 0x11);
