@@ -117,6 +117,25 @@ DcmItem *item(DcmItem *parent, const DcmTagKey &seq, unsigned long i = 0)
     return NULL;
 }
 
+/* `tag` in `it` or in the first item of any of its sequences, `depth` levels down. */
+double num_nested(DcmItem *it, const DcmTagKey &tag, int depth)
+{
+    if (!it)
+        return NAN;
+    double v = num(it, tag);
+    if (!std::isnan(v) || depth <= 0)
+        return v;
+    for (unsigned long i = 0; i < it->card(); i++) {
+        DcmElement *el = it->getElement(i);
+        if (!el || el->ident() != EVR_SQ)
+            continue;
+        DcmSequenceOfItems *sq = static_cast<DcmSequenceOfItems *>(el);
+        if (sq->card() > 0 && !std::isnan(v = num_nested(sq->getItem(0), tag, depth - 1)))
+            return v;
+    }
+    return NAN;
+}
+
 bool vendor(const rp_dcm_info *in, const char *name)
 {
     return !strncasecmp(in->manufacturer, name, strlen(name));
@@ -239,6 +258,12 @@ void siemens(DcmDataset *ds, rp_dcm_info *in)
     if (in->pe_positive < 0) { /* XA: no CSA; the polarity is (0021,xx1C) */
         Uint16 b2 = block_of(ds, 0x0021, "SIEMENS MR SDI", 0x11);
         double ph = num(ds, ptag(0x0021, b2, 0x1C));
+        if (std::isnan(ph)) /* enhanced XA: inside the functional groups' private items */
+            ph = num_nested(item(ds, DCM_SharedFunctionalGroupsSequence),
+                            ptag(0x0021, b2, 0x1C), 2);
+        if (std::isnan(ph))
+            ph = num_nested(item(ds, DCM_PerFrameFunctionalGroupsSequence),
+                            ptag(0x0021, b2, 0x1C), 2);
         if (ph == 0 || ph == 1)
             in->pe_positive = (int)ph;
     }
