@@ -394,10 +394,12 @@ void directionality(DcmDataset *ds, rp_dcm_info *in)
     char d[17];
     str(ds, DCM_DiffusionDirectionality, d, sizeof d);
     DcmSequenceOfItems *pf = NULL;
-    ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, pf);
-    DcmItem *shared = item(ds, DCM_SharedFunctionalGroupsSequence);
-    if (!d[0])
-        str(item(shared, DCM_MRDiffusionSequence), DCM_DiffusionDirectionality, d, sizeof d);
+    if (in->enhanced) { /* classic files: no functional groups to search (time per file) */
+        ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, pf);
+        if (!d[0])
+            str(item(item(ds, DCM_SharedFunctionalGroupsSequence), DCM_MRDiffusionSequence),
+                DCM_DiffusionDirectionality, d, sizeof d);
+    }
     for (int f = 0; f < in->n_frames; f++) {
         char fd[17];
         rp_strlcpy(fd, d, sizeof fd);
@@ -423,10 +425,10 @@ void rp_dcm_read_mr_vendor(DcmDataset *ds, rp_dcm_info *in)
         return;
     str(ds, DCM_MRAcquisitionType, in->mr_acquisition_type, sizeof in->mr_acquisition_type);
     str(ds, DCM_InPlanePhaseEncodingDirection, in->inplane_pe_dir, sizeof in->inplane_pe_dir);
-    if (!in->inplane_pe_dir[0]) /* enhanced: MR FOV/Geometry in the functional groups */
+    if (!in->inplane_pe_dir[0] && in->enhanced) /* MR FOV/Geometry in the functional groups */
         str(item(item(ds, DCM_SharedFunctionalGroupsSequence), DCM_MRFOVGeometrySequence),
             DCM_InPlanePhaseEncodingDirection, in->inplane_pe_dir, sizeof in->inplane_pe_dir);
-    if (!in->inplane_pe_dir[0]) {
+    if (!in->inplane_pe_dir[0] && in->enhanced) {
         DcmItem *pf = item(ds, DCM_PerFrameFunctionalGroupsSequence);
         str(item(pf, DCM_MRFOVGeometrySequence), DCM_InPlanePhaseEncodingDirection,
             in->inplane_pe_dir, sizeof in->inplane_pe_dir);
