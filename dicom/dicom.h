@@ -297,6 +297,7 @@ typedef struct rp_dcm_info {
      * (0018,9034) or the GE user data header (0043,xx2A) */
     int pe_positive;
     rp_dcm_bvec_frame bvec_frame; /* what frame[].b_vec is expressed in */
+    int ge_diffusion_dirs;        /* GE (0019,xxE0) number of diffusion directions; -1 absent */
     /* per mosaic tile, in tile order, ms from the first excitation: Siemens CSA
      * MosaicRefAcqTimes, UIH per-tile Acquisition Time; owned, NULL when not given */
     double *tile_times_ms;

@@ -316,6 +316,9 @@ void ge(DcmDataset *ds, rp_dcm_info *in)
         return;
     b = std::fmod(b, 1e9);
     Uint16 b19 = block_of(ds, 0x0019, "GEMS_ACQU_01", 0x10);
+    double nd = num(ds, ptag(0x0019, b19, 0xE0));
+    if (!std::isnan(nd))
+        in->ge_diffusion_dirs = (int)std::lround(nd);
     double g[3];
     for (int k = 0; k < 3; k++)
         g[k] = num(ds, ptag(0x0019, b19, (Uint16)(0xBB + k)));
@@ -420,6 +423,7 @@ void directionality(DcmDataset *ds, rp_dcm_info *in)
 void rp_dcm_read_mr_vendor(DcmDataset *ds, rp_dcm_info *in)
 {
     in->pe_positive = -1;
+    in->ge_diffusion_dirs = -1;
     in->bvec_frame = RP_DCM_BVEC_PATIENT;
     if (strcmp(in->modality, "MR") != 0 || !in->frame)
         return;

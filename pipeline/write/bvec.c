@@ -159,12 +159,15 @@ int rp_dwi_build(const rp_stack *st, const rp_dcm_info *const *infos, rp_dwi *ou
     }
     /* Philips appends derived isotropic (trace/ADC) volumes: b > 0 without a direction.
      * dcm2niix drops them when at least two real volumes remain; a b=0 + trace pair keeps
-     * both. GE repeats the b-value on its b=0 volumes: those are b=0. */
+     * both. GE does the same in series that say they have no diffusion directions
+     * ((0019,xxE0) = 0: trace-weighted DWI); otherwise GE repeats the b-value on its b=0
+     * volumes: those are b=0. */
     int n_adc = 0;
+    int ge_trace = in->bvec_frame == RP_DCM_BVEC_GE && in->ge_diffusion_dirs == 0;
     for (int t = 0; t < n; t++) {
         if (b[t] == 0 || !zero3(v[t]))
             continue;
-        if (is_vendor(in, "Philips")) {
+        if (is_vendor(in, "Philips") || ge_trace) {
             drop[t] = 1;
             n_adc++;
         } else if (in->bvec_frame == RP_DCM_BVEC_GE) {

@@ -39,6 +39,7 @@ static void make(rp_stack *st, const char *vendor, const double r[3], const doub
         rp_strlcpy(g_info[t].modality, "MR", sizeof g_info[t].modality);
         rp_strlcpy(g_info[t].inplane_pe_dir, "COL", sizeof g_info[t].inplane_pe_dir);
         g_info[t].n_frames = 1;
+        g_info[t].ge_diffusion_dirs = -1;
         g_info[t].frame = &g_frame[t];
         g_frame[t].b_value = NAN;
         g_frame[t].b_vec[0] = g_frame[t].b_vec[1] = g_frame[t].b_vec[2] = NAN;
@@ -152,6 +153,19 @@ static void test_ge(void **state)
     assert_true(d.bval[0] == 0 && d.bval[1] == 1000 && d.bval[2] == 250);
     expect_vec(d.bvec[1], -0.6, 0.8, 0);
     expect_vec(d.bvec[2], -1, 0, 0);
+    rp_dwi_free(&d);
+    /* a trace-weighted GE DWI ((0019,xxE0) = 0): b=0 + trace keeps its b-value */
+    make(&st, "GE MEDICAL SYSTEMS", r, c, 1, 2);
+    for (int t = 0; t < NV; t++) {
+        g_info[t].bvec_frame = RP_DCM_BVEC_GE;
+        g_info[t].ge_diffusion_dirs = 0;
+    }
+    set_vol(0, 0, 0, 0, 0);
+    set_vol(1, 1000, 0, 0, 0);
+    assert_int_equal(rp_dwi_build(&st, g_infos, &d), 0);
+    assert_int_equal(d.n, 2);
+    assert_int_equal(d.n_dropped, 0);
+    assert_true(d.bval[0] == 0 && d.bval[1] == 1000);
     rp_dwi_free(&d);
 }
 
