@@ -11,10 +11,13 @@
 #include <dcmtk/dcmdata/dcitem.h>
 #include <dcmtk/dcmdata/dcsequen.h>
 
+#include <cctype>
 #include <cmath>
+#include <string>
 #include <cstdlib>
 #include <cstring>
 #include <strings.h>
+#include <zlib.h>
 
 #include "common/common.h"
 
@@ -298,6 +301,96 @@ void ge_user_data(DcmDataset *ds, Uint16 blk, rp_dcm_info *in)
     in->pe_positive = flipped ? 0 : 1;
 }
 
+/* The text after `key` up to the end of its line, quotes dropped (GE protocol block lines
+ * read `KEY "value"`). `at_line_start`: the key must begin a line. */
+bool pdb_value(const std::string &t, const char *key, bool at_line_start, char *out, size_t n)
+{
+    size_t kl = strlen(key), pos = 0;
+    for (;;) {
+        pos = t.find(key, pos);
+        if (pos == std::string::npos)
+            return false;
+        if ((!at_line_start || pos == 0 || t[pos - 1] == '\n') && pos + kl < t.size() &&
+            t[pos + kl] == ' ')
+            break;
+        pos += kl;
+    }
+    size_t e = t.find('\n', pos);
+    std::string v = t.substr(pos + kl, e == std::string::npos ? std::string::npos : e - pos - kl);
+    size_t k = 0;
+    for (char ch : v)
+        if (ch != '"' && k + 1 < n && !(k == 0 && ch == ' '))
+            out[k++] = ch;
+    out[k] = 0;
+    return true;
+}
+
+/* GE EPI slice timing as dcm2niix derives it from the protocol data block (0025,xx1B: a
+ * 4-byte length, then gzip'ed `KEY "value"` lines): SLICEORDER (0 sequential) for epiRT /
+ * FMRI, always interleaved for multi-phase epi; MBACCEL; not for diffusion, pepolar,
+ * variable delays. The times themselves need the stack (pipeline/write/sidecar.c). */
+void ge_protocol_block(DcmDataset *ds, rp_dcm_info *in)
+{
+    char psd[65] = "";
+    str(ds, ptag(0x0019, block_of(ds, 0x0019, "GEMS_ACQU_01", 0x10), 0x9C), psd, sizeof psd);
+    if (strlen(in->software_versions) < 10 || !strcmp(in->mr_acquisition_type, "3D") ||
+        strstr(psd, "epi_pepolar") || strstr(psd, "epi2"))
+        return;
+    const Uint8 *p = NULL;
+    unsigned long n = 0;
+    Uint16 blk = block_of(ds, 0x0025, "GEMS_SERS_01", 0x10);
+    if (ds->findAndGetUint8Array(ptag(0x0025, blk, 0x1B), p, &n).bad() || !p || n < 24 ||
+        p[4] != 0x1f || p[5] != 0x8b)
+        return;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+        return;
+    std::string t;
+    char buf[8192];
+    z.next_in = (Bytef *)(p + 4);
+    z.avail_in = (uInt)(n - 4);
+    int zr;
+    do {
+        z.next_out = (Bytef *)buf;
+        z.avail_out = sizeof buf;
+        zr = inflate(&z, Z_NO_FLUSH);
+        t.append(buf, sizeof buf - z.avail_out);
+    } while (zr == Z_OK && t.size() < (4u << 20));
+    inflateEnd(&z);
+    if (zr != Z_STREAM_END)
+        return;
+    char so[32] = "", iopt[512] = "", mb[32] = "", delacq[64] = "";
+    pdb_value(t, "SLICEORDER", true, so, sizeof so);
+    pdb_value(t, "IOPT", true, iopt, sizeof iopt);
+    pdb_value(t, "MBACCEL", true, mb, sizeof mb);
+    pdb_value(t, "DELACQ", true, delacq, sizeof delacq);
+    bool rt = strstr(psd, "epiRT") != NULL, epi = !rt && strstr(psd, "epi") != NULL;
+    if (rt || strstr(iopt, "FMRI")) {
+        in->ge_slice_order = atoi(so) != 0 ? 1 : 0;
+    } else if (epi || strstr(iopt, "MPh")) {
+        if (strstr(iopt, "MPhVar"))
+            return; /* variable delays between phases */
+        in->ge_slice_order = 1;
+    } else {
+        return; /* diffusion and others: dcm2niix gives none */
+    }
+    in->ge_mb = atoi(mb) > 1 ? atoi(mb) : 1;
+    /* "27\LX\MR Software release:RX27.0_R03_..." -> 27.0, release 3 */
+    const char *v = in->software_versions;
+    const char *r = strstr(v, "release:");
+    if (r)
+        r += 8;
+    else
+        r = strrchr(v, '\\') ? strrchr(v, '\\') + 1 : v;
+    while (*r && !(isdigit((unsigned char)r[0]) && strchr(r, '.')))
+        r++;
+    in->ge_version = atof(r);
+    const char *rel = strstr(r, "_R");
+    int relno = rel ? atoi(rel + 2) : 0;
+    in->ge_r3 = in->ge_version >= 28 || (in->ge_version >= 27 && relno >= 3);
+}
+
 /* GE: b-value in (0043,xx39) (first value; values above 1e9 carry a bias of 1e9),
  * direction in the image frame (0019,xxBB/BC/BD), polarity (0018,9034) or (0043,xx2A). */
 void ge(DcmDataset *ds, rp_dcm_info *in)
@@ -311,6 +404,7 @@ void ge(DcmDataset *ds, rp_dcm_info *in)
     Uint16 b43 = block_of(ds, 0x0043, "GEMS_PARM_01", 0x10);
     if (in->pe_positive < 0)
         ge_user_data(ds, b43, in);
+    ge_protocol_block(ds, in);
     double b = num(ds, ptag(0x0043, b43, 0x39));
     if (std::isnan(b))
         return;
@@ -424,6 +518,8 @@ void rp_dcm_read_mr_vendor(DcmDataset *ds, rp_dcm_info *in)
 {
     in->pe_positive = -1;
     in->ge_diffusion_dirs = -1;
+    in->ge_slice_order = -1;
+    in->ge_mb = 1;
     in->bvec_frame = RP_DCM_BVEC_PATIENT;
     if (strcmp(in->modality, "MR") != 0 || !in->frame)
         return;

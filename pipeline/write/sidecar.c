@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -86,6 +87,46 @@ static double tile_span(const rp_stack *st, const rp_dcm_info *const *infos, int
     }
     *mn_out = mn;
     return mx - mn;
+}
+
+/* GE EPI (not mosaics): dcm2niix's estimate from the protocol block's slice order — TR
+ * spread over the excitations (multiband: ceil(slices / MB), odd before 27.0 R03, with its
+ * swap of the last two odd excitations after), interleaved = even-numbered slices first;
+ * slice i in acquisition (Instance Number) order. */
+static void add_slice_timing_ge(cJSON *j, const rp_stack *st, const rp_dcm_info *const *infos)
+{
+    const rp_dcm_info *in = st->ref;
+    int nz = st->nz, mb = in->ge_mb > 1 ? in->ge_mb : 1;
+    if (in->ge_slice_order < 0 || st->nt < 2 || nz < 2 || nz != st->nz_acquired ||
+        isnan(in->repetition_time) || nz > 4096 || (mb > 1 && in->ge_version < 26.0))
+        return;
+    int nexc = (nz + mb - 1) / mb;
+    if (mb > 1 && !in->ge_r3 && nexc % 2 == 0)
+        nexc++;
+    double sec = in->repetition_time / nexc, t[4096];
+    int nodd = (nexc - 1) / 2;
+    for (int i = 0; i < nexc && i < 4096; i++)
+        t[i] = !in->ge_slice_order ? i * sec
+               : i % 2 == 0        ? (i / 2) * sec
+                                   : (nodd + (i + 1) / 2) * sec;
+    if (mb > 1 && in->ge_r3 && in->ge_slice_order && nexc > 2 && nexc % 2 == 0) {
+        double x = t[nexc - 1];
+        t[nexc - 1] = t[nexc - 3];
+        t[nexc - 3] = x;
+    }
+    cJSON *a = cJSON_AddArrayToObject(j, "SliceTiming");
+    for (int z = 0; z < nz; z++) {
+        /* acquisition index of slice z: its rank by Instance Number in the first volume */
+        const rp_slice_ref *sz = &st->slice[z];
+        int in_z = infos[sz->file]->instance_number, rank = 0;
+        for (int q = 0; q < nz; q++) {
+            const rp_slice_ref *sq = &st->slice[q];
+            int in_q = infos[sq->file]->instance_number;
+            rank += in_q < in_z || (in_q == in_z && (sq->file < sz->file ||
+                                                     (sq->file == sz->file && sq->frame < sz->frame)));
+        }
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((double)(float)(t[rank % nexc] / 1000.0)));
+    }
 }
 
 /* SliceTiming (s, per written slice) where the acquisition times of the slices are given:
@@ -177,6 +218,8 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
     add_str(j, "MRAcquisitionType", in->mr_acquisition_type);
     add_phase_encoding(j, in);
     add_slice_timing(j, st, infos);
+    if (!st->mosaic && !strncasecmp(in->manufacturer, "GE", 2))
+        add_slice_timing_ge(j, st, infos);
     add_num(j, "KVP", in->kvp, 1);
     add_num(j, "XRayExposure", in->exposure_mas, 1);
     add_num(j, "XRayTubeCurrent", in->tube_current_ma, 1);
