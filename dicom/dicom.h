@@ -298,6 +298,7 @@ typedef struct rp_dcm_info {
     int pe_positive;
     rp_dcm_bvec_frame bvec_frame; /* what frame[].b_vec is expressed in */
     int ge_diffusion_dirs;        /* GE (0019,xxE0) number of diffusion directions; -1 absent */
+    double time_after_start_ms;   /* Siemens XA (0021,xx04) TimeAfterStart of this file, NAN */
     /* GE EPI slice order from the protocol data block (0025,xx1B), where dcm2niix derives
      * slice times from it: 0 sequential, 1 interleaved; -1 not derivable. ge_mb: multiband
      * factor (1 without), ge_version: software major version (27.0), ge_r3: 27.0 R03+ */

@@ -258,8 +258,13 @@ void siemens(DcmDataset *ds, rp_dcm_info *in)
         if (!in->tile_times_ms)
             siemens_rescue_times(ds, blk, in);
     }
+    Uint16 b2 = block_of(ds, 0x0021, "SIEMENS MR SDI", 0x11);
+    if (!in->mosaic_images) { /* XA 2-D slices: each file's time within the run (s) */
+        double tas = num(ds, ptag(0x0021, b2, 0x04));
+        if (!std::isnan(tas))
+            in->time_after_start_ms = tas * 1000.0;
+    }
     if (in->pe_positive < 0) { /* XA: no CSA; the polarity is (0021,xx1C) */
-        Uint16 b2 = block_of(ds, 0x0021, "SIEMENS MR SDI", 0x11);
         double ph = num(ds, ptag(0x0021, b2, 0x1C));
         if (std::isnan(ph)) /* enhanced XA: inside the functional groups' private items */
             ph = num_nested(item(ds, DCM_SharedFunctionalGroupsSequence),
@@ -518,6 +523,7 @@ void rp_dcm_read_mr_vendor(DcmDataset *ds, rp_dcm_info *in)
 {
     in->pe_positive = -1;
     in->ge_diffusion_dirs = -1;
+    in->time_after_start_ms = NAN;
     in->ge_slice_order = -1;
     in->ge_mb = 1;
     in->bvec_frame = RP_DCM_BVEC_PATIENT;

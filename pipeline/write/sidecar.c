@@ -129,6 +129,31 @@ static void add_slice_timing_ge(cJSON *j, const rp_stack *st, const rp_dcm_info 
     }
 }
 
+/* Siemens XA 2-D slices: each file's TimeAfterStart, from the second volume when there is
+ * one (the first can be off), relative to its first excitation; as dcm2niix. */
+static void add_slice_timing_xa(cJSON *j, const rp_stack *st, const rp_dcm_info *const *infos)
+{
+    const rp_dcm_info *in = st->ref;
+    int nz = st->nz, t = st->nt > 1 ? 1 : 0;
+    if (nz < 2 || nz != st->nz_acquired || !strcmp(in->mr_acquisition_type, "3D"))
+        return;
+    double mn = INFINITY, mx = -INFINITY;
+    for (int z = 0; z < nz; z++) {
+        double v = infos[st->slice[(size_t)nz * t + z].file]->time_after_start_ms;
+        if (isnan(v))
+            return;
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    if (mx <= mn)
+        return;
+    cJSON *a = cJSON_AddArrayToObject(j, "SliceTiming");
+    for (int z = 0; z < nz; z++) {
+        double v = infos[st->slice[(size_t)nz * t + z].file]->time_after_start_ms - mn;
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((double)(float)(v / 1000.0)));
+    }
+}
+
 /* SliceTiming (s, per written slice) where the acquisition times of the slices are given:
  * per mosaic tile (Siemens MosaicRefAcqTimes, UIH per-tile times). As dcm2niix (its issue
  * 870): the first volume's times when they are sane (span within TR) and span what the
@@ -220,6 +245,8 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
     add_slice_timing(j, st, infos);
     if (!st->mosaic && !strncasecmp(in->manufacturer, "GE", 2))
         add_slice_timing_ge(j, st, infos);
+    if (!st->mosaic && !strncasecmp(in->manufacturer, "SIEMENS", 7))
+        add_slice_timing_xa(j, st, infos);
     add_num(j, "KVP", in->kvp, 1);
     add_num(j, "XRayExposure", in->exposure_mas, 1);
     add_num(j, "XRayTubeCurrent", in->tube_current_ma, 1);
