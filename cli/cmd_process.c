@@ -18,6 +18,7 @@ static const char usage[] =
     "usage: radprep process DIR|FILE... --out OUT [--no-gzip] [--gzip-level N] [--threads N]\n"
     "                       [--recipe \"steps\" | --rule NAME] [--outputs \"dicom seg overlay sr\"]\n"
     "                       [--overlay-caption TEXT] [--no-resample] [--privacy none|sidecar|filename]\n"
+    "                       [--philips-scaling display|float]\n"
     "       radprep process DIR... --fusion NAME --out OUT\n"
     "       radprep process --executor slurm DIR... | --list FILE --out OUT [options]\n"
     "       radprep process --job N";
@@ -78,6 +79,7 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
                 o.overlay_caption = strcmp(r->overlay_caption, "none") ? r->overlay_caption : "";
             if (!o.outputs)
                 o.outputs = r->outputs;
+            o.philips_float |= r->philips_float;
         } else if ((v = rp_cli_opt_value(argc, argv, &i, "--outputs"))) {
             /* Only "dicom" and "seg" change what process writes; NIfTI + JSON always come. */
             char words[256];
@@ -102,6 +104,13 @@ int rp_cli_process(int argc, char **argv, const rp_conf *c)
             o.overlay_caption = v; /* "" = no caption */
         } else if (!strcmp(argv[i], "--no-resample")) {
             o.resample_irregular = 0;
+        } else if ((v = rp_cli_opt_value(argc, argv, &i, "--philips-scaling"))) {
+            if (strcmp(v, "display") && strcmp(v, "float")) {
+                free(inputs);
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, "process",
+                                   "--philips-scaling wants display|float");
+            }
+            o.philips_float = !strcmp(v, "float");
         } else if ((v = rp_cli_opt_value(argc, argv, &i, "--privacy"))) {
             if (!strcmp(v, "none"))
                 o.privacy = RP_PRIVACY_NONE;

@@ -27,7 +27,7 @@
  *   [completion MODALITY|default] quiet_s, use_expected_count (bool)
  *   [rule NAME] modality, body_part, series_description (glob), slice_thickness_min/max,
  *            steps, outputs (nifti json qc png dicom seg overlay sr manifest npy), send_to
- *            (peer names, space separated), priority, overlay_caption
+ *            (peer names, space separated), priority, overlay_caption, philips_scaling
  *   [pull NAME] peer, study_date, patient_id, accession, modality, body_part,
  *            study_description, series_description, rule, dataset, window, max_concurrent,
  *            max_series, pause_ms, retries, retry_backoff_s, method (move|get)
@@ -89,6 +89,7 @@ typedef struct rp_conf_rule {
     char outputs[256]; /* e.g. "nifti json qc png dicom seg" */
     char send_to[512]; /* peer names, space separated */
     char overlay_caption[64]; /* "overlay" caption; empty: "NOT FOR DIAGNOSIS"; "none": none */
+    int philips_float;        /* philips_scaling = display (0, default) | float (1) */
     int priority;      /* higher wins when several rules match; default 0 */
     int builtin;       /* 1 for rules from the embedded defaults */
     char dtype[32];    /* how the image is stored: "" or auto, float32, int16, uint8, hu; auto,

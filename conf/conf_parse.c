@@ -72,6 +72,7 @@ static const char *const dup_choices[] = {"keep_first", "replace", "reject", NUL
 static const char *const uid_policy_choices[] = {"lenient", "strict", NULL};
 static const char *const profile_choices[] = {"bcp195", "bcp195-nd", "bcp195-ex", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
+static const char *const philips_scaling_choices[] = {"display", "float", NULL};
 
 #define F(st, f) offsetof(st, f), sizeof(((st *)0)->f)
 #define N(f) F(rp_conf, f)
@@ -169,6 +170,7 @@ static const key_def rule_keys[] = {
     {"cpus_per_task", K_INT, R(cpus_per_task), 1, 4096, NULL},
     {"mem_mb", K_INT, R(mem_mb), 16, 67108864, NULL},
     {"time_limit_s", K_INT, R(time_limit_s), 1, 31536000, NULL},
+    {"philips_scaling", K_IENUM, R(philips_float), 0, 0, philips_scaling_choices},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 #undef R

@@ -31,6 +31,7 @@
 
 #include "common/common.h"
 #include "dicom/guard_internal.h"
+#include "dicom/mr_vendor_internal.h"
 
 namespace
 {
@@ -146,8 +147,11 @@ void read_lut(DcmItem *it, int signed_first, rp_dcm_lut *lut)
         lut->n_entries = 0;
 }
 
-/* Siemens CSA header (SV10): find a tag's first items. Returns the number of items read. */
-int csa_find(const Uint8 *p, size_t n, const char *name, double *vals, int maxvals)
+} // namespace
+
+/* Siemens CSA header (SV10): find a tag's first items. Returns the number of items read.
+ * Shared with mr_vendor.cc (mr_vendor_internal.h). */
+int rp_dcm_csa_find(const Uint8 *p, size_t n, const char *name, double *vals, int maxvals)
 {
     if (!p || n < 16 || memcmp(p, "SV10", 4) != 0)
         return 0;
@@ -197,6 +201,9 @@ int csa_find(const Uint8 *p, size_t n, const char *name, double *vals, int maxva
     return 0;
 }
 
+namespace
+{
+
 void read_csa(DcmDataset *ds, rp_dcm_info *in)
 {
     /* The CSA image header lives in the block reserved by creator "SIEMENS CSA HEADER". */
@@ -212,9 +219,9 @@ void read_csa(DcmDataset *ds, rp_dcm_info *in)
         if (ds->findAndGetUint8Array(key, p, &n).bad() || !p)
             return;
         double v[3];
-        if (csa_find(p, n, "NumberOfImagesInMosaic", v, 1) == 1 && v[0] > 1)
+        if (rp_dcm_csa_find(p, n, "NumberOfImagesInMosaic", v, 1) == 1 && v[0] > 1)
             in->mosaic_images = (int)v[0];
-        if (csa_find(p, n, "SliceNormalVector", v, 3) == 3) {
+        if (rp_dcm_csa_find(p, n, "SliceNormalVector", v, 3) == 3) {
             memcpy(in->csa_slice_normal, v, sizeof v);
             in->has_csa_slice_normal = 1;
         }
@@ -448,6 +455,7 @@ extern "C" void rp_dcm_info_free(rp_dcm_info *in)
         free(in->voi_lut[i].data);
     free(in->frame);
     free(in->mosaic_ipp);
+    free(in->tile_times_ms);
     free(in);
 }
 
@@ -767,6 +775,7 @@ static int parse_info(DcmFileFormat &ff, const char *path, rp_dcm_info **out, ch
             in->n_windows = 1;
         }
     }
+    rp_dcm_read_mr_vendor(ds, in);
     *out = in;
     return 0;
 }

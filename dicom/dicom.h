@@ -166,6 +166,13 @@ typedef enum rp_dcm_kind {
     RP_DCM_KIND_FIELDMAP /* B0 map (Hz) */
 } rp_dcm_kind;
 
+/* What a frame's gradient direction (b_vec) is expressed in. */
+typedef enum rp_dcm_bvec_frame {
+    RP_DCM_BVEC_PATIENT = 0, /* patient LPS: standard tags, Siemens CSA, Philips (RL, AP, FH) */
+    RP_DCM_BVEC_GE,          /* GE (0019,xxBB..BD): phase, frequency, slice axes of the image */
+    RP_DCM_BVEC_UIH          /* UIH (0065,xx37): the image's row, column, slice axes */
+} rp_dcm_bvec_frame;
+
 /* Per-frame values (classic objects: one frame per file, copied from the file level). */
 typedef struct rp_dcm_frame {
     double ipp[3]; /* Image Position (Patient), LPS mm */
@@ -184,7 +191,7 @@ typedef struct rp_dcm_frame {
     int stack_position;                 /* In-Stack Position Number, -1 */
     char stack_id[17];                  /* Stack ID */
     double b_value;                     /* Diffusion b-value, NAN */
-    double b_vec[3];                    /* gradient direction (patient LPS), NAN when absent */
+    double b_vec[3];                    /* gradient direction (info->bvec_frame), NAN when absent */
     double trigger_time;                /* ms, NAN */
     double window_center, window_width; /* frame VOI (enhanced) or first file-level pair; NAN */
     int dim_index[8];                   /* Dimension Index Values (enhanced), n_dim_index of them */
@@ -282,6 +289,25 @@ typedef struct rp_dcm_info {
     double *mosaic_ipp;
     double csa_slice_normal[3]; /* SliceNormalVector from the CSA image header */
     int has_csa_slice_normal;
+    /* MR acquisition details dcm2niix derives from vendor headers (mr_vendor.cc) */
+    char mr_acquisition_type[5]; /* (0018,0023) "2D" / "3D"; empty when absent */
+    char inplane_pe_dir[5];      /* (0018,1312) "ROW" / "COL"; empty when absent */
+    /* phase encoded towards +row / +column index: 1; the other way: 0; unknown: -1. From the
+     * Siemens CSA PhaseEncodingDirectionPositive or (0021,xx1C), UIH (0065,xx58), GE
+     * (0018,9034) or the GE user data header (0043,xx2A) */
+    int pe_positive;
+    rp_dcm_bvec_frame bvec_frame; /* what frame[].b_vec is expressed in */
+    int ge_diffusion_dirs;        /* GE (0019,xxE0) number of diffusion directions; -1 absent */
+    double time_after_start_ms;   /* Siemens XA (0021,xx04) TimeAfterStart of this file, NAN */
+    /* GE EPI slice order from the protocol data block (0025,xx1B), where dcm2niix derives
+     * slice times from it: 0 sequential, 1 interleaved; -1 not derivable. ge_mb: multiband
+     * factor (1 without), ge_version: software major version (27.0), ge_r3: 27.0 R03+ */
+    int ge_slice_order, ge_mb, ge_r3;
+    double ge_version;
+    /* per mosaic tile, in tile order, ms from the first excitation: Siemens CSA
+     * MosaicRefAcqTimes, UIH per-tile Acquisition Time; owned, NULL when not given */
+    double *tile_times_ms;
+    int n_tile_times;
     /* per-frame values, n_frames == frames */
     int n_frames;
     rp_dcm_frame *frame; /* owned */

@@ -72,6 +72,9 @@ typedef struct rp_process_opts {
     long long preload_mb;   /* pixels decoded while headers are read (one parse per file),
                                up to this many MiB in total; the rest is decoded per stack.
                                0: default (1024); < 0: never */
+    int philips_float;      /* 1: Philips private floating-point values (FP = display /
+                               (RS x SS), dcm2niix's -p y) instead of display values; the
+                               sidecar says UsePhilipsFloatNotDisplayScaling. Default 0 */
 } rp_process_opts;
 
 void rp_process_opts_init(rp_process_opts *o);

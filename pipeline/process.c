@@ -438,14 +438,24 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     unsigned lf = with_recipe && !rp_pf_direct_ok(st) ? RP_LOAD_PAD_MASK | RP_LOAD_CONTIGUOUS : 0;
     if (st->need_resample)
         lf |= RP_LOAD_CONTIGUOUS;
-    int rc = rp_stack_load(st, infos, rs->pix, rs->refs, lf, rs->threads, &d, err, sizeof err);
+    rp_dwi dwi; /* diffusion table; derived trace volumes leave the stack before loading */
+    int rc = rp_dwi_build(st, infos, &dwi);
+    if (!rc)
+        rp_dwi_drop_volumes(st, &dwi);
+    if (!rc)
+        rc = rp_stack_load(st, infos, rs->pix, rs->refs, lf, rs->threads, &d, err, sizeof err);
+    else
+        snprintf(err, sizeof err, "out of memory building the diffusion table");
     if (rc) {
+        rp_dwi_free(&dwi);
         cJSON_AddStringToObject(sqc, "error", err);
         cJSON_AddStringToObject(sqc, "status", "failed");
         fail(rs, rc, "%s", err);
         RP_ERROR(MOD, "decode failed series=%s reason=\"%s\"", in->series_uid, err);
         return;
     }
+    if (o->philips_float)
+        rp_philips_float_apply(st, infos, &d);
     if (st->need_resample) {
         if (!o->resample_irregular && !st->uneven) {
             /* evenly spaced but sheared (gantry tilt): the voxels stay as acquired and the
@@ -462,6 +472,7 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
                  "series %s: uneven slice spacing (%.3f to %.3f mm) and resampling is off",
                  in->series_uid, st->gap_min, st->gap_max);
             rp_stack_data_free(&d);
+            rp_dwi_free(&dwi);
             return;
         }
         rc = o->resample_irregular ? rp_stack_resample(st, &d, err, sizeof err) : 0;
@@ -470,6 +481,7 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
             cJSON_AddStringToObject(sqc, "status", "failed");
             fail(rs, rc, "%s", err);
             rp_stack_data_free(&d);
+            rp_dwi_free(&dwi);
             return;
         }
     }
@@ -520,6 +532,7 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     if (rc) {
         cJSON_AddStringToObject(sqc, "status", "failed");
         rp_stack_data_free(&d);
+        rp_dwi_free(&dwi);
         return;
     }
     cJSON *side = rp_sidecar_build(st, infos, &d, o->privacy >= RP_PRIVACY_SIDECAR);
@@ -537,6 +550,12 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
         cJSON_AddNumberToObject(cJSON_GetObjectItem(side, "Provenance"), "Threads", rs->threads);
     rc = side ? rp_json_write(js, side, err, sizeof err) : RP_ENOMEM;
     cJSON_Delete(side);
+    if (!rc && dwi.n) {
+        char sp[1400];
+        snprintf(sp, sizeof sp, "%s/%s", rs->out_dir, stem);
+        rc = rp_dwi_write(sp, &dwi, err, sizeof err);
+    }
+    rp_dwi_free(&dwi);
     if (rc) {
         fail(rs, rc, "%s", err);
         cJSON_AddStringToObject(sqc, "status", "failed");

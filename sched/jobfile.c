@@ -131,6 +131,7 @@ static int plan_process(rp_db *db, const rp_conf *c, const rp_db_job *job, cJSON
         cJSON_AddStringToObject(r, "outputs", rule->outputs);
         cJSON_AddStringToObject(r, "overlay_caption", rule->overlay_caption);
         cJSON_AddStringToObject(r, "send_to", rule->send_to);
+        cJSON_AddStringToObject(r, "philips_scaling", rule->philips_float ? "float" : "display");
         res->cpus = rule->cpus_per_task;
         res->mem_mb = rule->mem_mb;
         res->time_limit_s = rule->time_limit_s;

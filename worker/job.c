@@ -271,6 +271,7 @@ static int process_into(const rp_conf *c, const rp_job_spec *js, const char *tmp
      * queues for sending (each destination gets the kinds its [peer] results key names). */
     o.outputs = rule ? outputs : NULL;
     o.rule_name = rule ? rule_name : NULL;
+    o.philips_float = rule && strcmp(rp_job_str(rule, "philips_scaling"), "float") == 0;
     if (caption[0])
         o.overlay_caption = strcmp(caption, "none") ? caption : "";
     cJSON_AddStringToObject(root, "rule", rule_name);

@@ -118,6 +118,7 @@ typedef struct rp_stack_data {
     long n_padding;              /* voxels that were Pixel Padding */
     uint8_t *pad_mask;           /* owned, NULL when the series declares no padding */
     int inverted_mono1;          /* 1: MONOCHROME1 inverted so that higher means denser */
+    int philips_float;           /* 1: Philips floating-point values (display / (RS x SS)) */
 } rp_stack_data;
 
 /* Decode the stack's slices into `out` in the native type (int16 with scl_slope/inter as

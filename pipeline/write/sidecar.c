@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -47,6 +48,143 @@ static void add_time(cJSON *o, const char *k, const char *tm)
         if (*p == ' ')
             *p = '0';
     cJSON_AddStringToObject(o, k, buf);
+}
+
+/* PhaseEncodingDirection (axis and polarity known) or PhaseEncodingAxis (polarity unknown),
+ * as dcm2niix writes them for 2-D acquisitions (and 3-D echo trains): the column axis is
+ * j, the row axis i; rows are written bottom-up, so a positive DICOM column direction is j-. */
+static void add_phase_encoding(cJSON *j, const rp_dcm_info *in)
+{
+    int col = !strcmp(in->inplane_pe_dir, "COL"), row = !strcmp(in->inplane_pe_dir, "ROW");
+    if (!col && !row)
+        return;
+    add_str(j, "InPlanePhaseEncodingDirectionDICOM", in->inplane_pe_dir);
+    if (!strcmp(in->mr_acquisition_type, "3D") &&
+        !(!isnan(in->echo_train_length) && in->echo_train_length > 1))
+        return; /* 3-D without an echo train (MP-RAGE ...): no phase-encoding distortion */
+    if (in->pe_positive < 0) {
+        cJSON_AddStringToObject(j, "PhaseEncodingAxis", col ? "j" : "i");
+        return;
+    }
+    const char *v = col ? (in->pe_positive ? "j-" : "j") : (in->pe_positive ? "i" : "i-");
+    cJSON_AddStringToObject(j, "PhaseEncodingDirection", v);
+}
+
+/* Span (max - min, ms) of volume t's tile times; -1 when unusable. */
+static double tile_span(const rp_stack *st, const rp_dcm_info *const *infos, int t, double *mn_out)
+{
+    const rp_dcm_info *fi = infos[st->slice[(size_t)st->nz * t].file];
+    if (!fi->tile_times_ms)
+        return -1;
+    double mn = INFINITY, mx = -INFINITY;
+    for (int z = 0; z < st->nz; z++) {
+        int tile = st->slice[(size_t)st->nz * t + z].tile;
+        if (tile < 0 || tile >= fi->n_tile_times)
+            return -1;
+        double v = fi->tile_times_ms[tile];
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    *mn_out = mn;
+    return mx - mn;
+}
+
+/* GE EPI (not mosaics): dcm2niix's estimate from the protocol block's slice order — TR
+ * spread over the excitations (multiband: ceil(slices / MB), odd before 27.0 R03, with its
+ * swap of the last two odd excitations after), interleaved = even-numbered slices first;
+ * slice i in acquisition (Instance Number) order. */
+static void add_slice_timing_ge(cJSON *j, const rp_stack *st, const rp_dcm_info *const *infos)
+{
+    const rp_dcm_info *in = st->ref;
+    int nz = st->nz, mb = in->ge_mb > 1 ? in->ge_mb : 1;
+    if (in->ge_slice_order < 0 || st->nt < 2 || nz < 2 || nz != st->nz_acquired ||
+        isnan(in->repetition_time) || nz > 4096 || (mb > 1 && in->ge_version < 26.0))
+        return;
+    int nexc = (nz + mb - 1) / mb;
+    if (mb > 1 && !in->ge_r3 && nexc % 2 == 0)
+        nexc++;
+    double sec = in->repetition_time / nexc, t[4096];
+    int nodd = (nexc - 1) / 2;
+    for (int i = 0; i < nexc && i < 4096; i++)
+        t[i] = !in->ge_slice_order ? i * sec
+               : i % 2 == 0        ? (i / 2) * sec
+                                   : (nodd + (i + 1) / 2) * sec;
+    if (mb > 1 && in->ge_r3 && in->ge_slice_order && nexc > 2 && nexc % 2 == 0) {
+        double x = t[nexc - 1];
+        t[nexc - 1] = t[nexc - 3];
+        t[nexc - 3] = x;
+    }
+    cJSON *a = cJSON_AddArrayToObject(j, "SliceTiming");
+    for (int z = 0; z < nz; z++) {
+        /* acquisition index of slice z: its rank by Instance Number in the first volume */
+        const rp_slice_ref *sz = &st->slice[z];
+        int in_z = infos[sz->file]->instance_number, rank = 0;
+        for (int q = 0; q < nz; q++) {
+            const rp_slice_ref *sq = &st->slice[q];
+            int in_q = infos[sq->file]->instance_number;
+            rank += in_q < in_z || (in_q == in_z && (sq->file < sz->file ||
+                                                     (sq->file == sz->file && sq->frame < sz->frame)));
+        }
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((double)(float)(t[rank % nexc] / 1000.0)));
+    }
+}
+
+/* Siemens XA 2-D slices: each file's TimeAfterStart, from the second volume when there is
+ * one (the first can be off), relative to its first excitation; as dcm2niix. */
+static void add_slice_timing_xa(cJSON *j, const rp_stack *st, const rp_dcm_info *const *infos)
+{
+    const rp_dcm_info *in = st->ref;
+    int nz = st->nz, t = st->nt > 1 ? 1 : 0;
+    if (nz < 2 || nz != st->nz_acquired || !strcmp(in->mr_acquisition_type, "3D"))
+        return;
+    double mn = INFINITY, mx = -INFINITY;
+    for (int z = 0; z < nz; z++) {
+        double v = infos[st->slice[(size_t)nz * t + z].file]->time_after_start_ms;
+        if (isnan(v))
+            return;
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    if (mx <= mn)
+        return;
+    cJSON *a = cJSON_AddArrayToObject(j, "SliceTiming");
+    for (int z = 0; z < nz; z++) {
+        double v = infos[st->slice[(size_t)nz * t + z].file]->time_after_start_ms - mn;
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((double)(float)(v / 1000.0)));
+    }
+}
+
+/* SliceTiming (s, per written slice) where the acquisition times of the slices are given:
+ * per mosaic tile (Siemens MosaicRefAcqTimes, UIH per-tile times). As dcm2niix (its issue
+ * 870): the first volume's times when they are sane (span within TR) and span what the
+ * second volume's span, else the second volume's relative to its first excitation (the first
+ * volume of some sequences carries bogus ones); equal times (3-D) give none. */
+static void add_slice_timing(cJSON *j, const rp_stack *st, const rp_dcm_info *const *infos)
+{
+    const rp_dcm_info *in = st->ref;
+    if (!st->mosaic || st->nz_acquired < 2 || st->nz != st->nz_acquired ||
+        !strcmp(in->mr_acquisition_type, "3D"))
+        return;
+    double tr = isnan(in->repetition_time) ? INFINITY : in->repetition_time;
+    double mn0 = 0, mn1 = 0;
+    double s0 = tile_span(st, infos, 0, &mn0);
+    double s1 = st->nt > 1 ? tile_span(st, infos, 1, &mn1) : -1;
+    int t = -1;
+    if (s0 > 0 && s0 + mn0 <= tr && (s1 < 0 || fabs(s1 - s0) < 1e-6))
+        t = 0;
+    else if (s1 > 0 && s1 <= tr)
+        t = 1;
+    else if (s0 > 0)
+        t = 0;
+    if (t < 0)
+        return;
+    const rp_dcm_info *fi = infos[st->slice[(size_t)st->nz * t].file];
+    double mn = t ? mn1 : mn0;
+    cJSON *a = cJSON_AddArrayToObject(j, "SliceTiming");
+    for (int z = 0; z < st->nz; z++) {
+        double v = fi->tile_times_ms[st->slice[(size_t)st->nz * t + z].tile] - mn;
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((double)(float)(v / 1000.0)));
+    }
 }
 
 cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, const rp_stack_data *d,
@@ -95,12 +233,20 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
         cJSON_AddNumberToObject(j, "EchoNumber", st->echo_number);
     cJSON_AddStringToObject(j, "ImageComponent", rp_kind_name(st->kind));
     if (!isnan(in->philips_scale_slope)) {
-        /* we write display values (DICOM rescale); these give Philips' FP values */
+        /* display values (DICOM rescale) unless the float option applied; these give
+         * Philips' FP values = display / (RS x SS) */
         add_num(j, "PhilipsRescaleSlope", in->rescale_slope, 1);
         add_num(j, "PhilipsRescaleIntercept", in->rescale_intercept, 1);
         add_num(j, "PhilipsScaleSlope", in->philips_scale_slope, 1);
-        cJSON_AddBoolToObject(j, "UsePhilipsFloatNotDisplayScaling", 0);
+        cJSON_AddBoolToObject(j, "UsePhilipsFloatNotDisplayScaling", d && d->philips_float);
     }
+    add_str(j, "MRAcquisitionType", in->mr_acquisition_type);
+    add_phase_encoding(j, in);
+    add_slice_timing(j, st, infos);
+    if (!st->mosaic && !strncasecmp(in->manufacturer, "GE", 2))
+        add_slice_timing_ge(j, st, infos);
+    if (!st->mosaic && !strncasecmp(in->manufacturer, "SIEMENS", 7))
+        add_slice_timing_xa(j, st, infos);
     add_num(j, "KVP", in->kvp, 1);
     add_num(j, "XRayExposure", in->exposure_mas, 1);
     add_num(j, "XRayTubeCurrent", in->tube_current_ma, 1);

@@ -216,6 +216,43 @@ cJSON *rp_sidecar_build(const rp_stack *st, const rp_dcm_info *const *infos, con
 
 int rp_json_write(const char *path, const cJSON *j, char *err, size_t errlen);
 
+/* ---- diffusion gradient table (bvec.c) ------------------------------------------------- */
+
+/* The .bval/.bvec of a 4-D MR stack as dcm2niix writes them: b-values per volume (standard
+ * (0018,9087), Siemens CSA, GE, Philips, UIH private tags: dicom.h) and unit directions in the
+ * voxel frame of the written data (rows bottom-up), b=0 volumes (0, 0, 0). No table (n == 0)
+ * for 3-D stacks, non-MR, or series whose volumes share one b-value and direction. Philips'
+ * derived isotropic volumes (b > 0, no direction) are marked in drop[] when at least two
+ * others remain: rp_dwi_drop_volumes() takes them out of the stack (before loading), as
+ * dcm2niix leaves them out of its NIfTI. */
+typedef struct rp_dwi {
+    int n;            /* volumes in the table (after dropping) */
+    double *bval;     /* n, s/mm^2 */
+    double (*bvec)[3];/* n */
+    int n_volumes;    /* volumes of the stack before dropping */
+    int *drop;        /* n_volumes: 1 = derived volume to leave out */
+    int n_dropped;
+    int isotropic;    /* every volume is isotropic: .bval only (as dcm2niix) */
+} rp_dwi;
+
+/* 0 (out->n may be 0: no table) or RP_ENOMEM. */
+int rp_dwi_build(const rp_stack *st, const rp_dcm_info *const *infos, rp_dwi *out);
+/* Remove the volumes d->drop marks from st (slice refs compacted, nt reduced, QC says so).
+ * Returns how many were removed. */
+int rp_dwi_drop_volumes(rp_stack *st, const rp_dwi *d);
+/* Write <stem_path>.bval and (unless isotropic) <stem_path>.bvec; nothing when d->n == 0. */
+int rp_dwi_write(const char *stem_path, const rp_dwi *d, char *err, size_t errlen);
+void rp_dwi_free(rp_dwi *d);
+
+/* ---- Philips floating-point scaling (philips.c) ----------------------------------------- */
+
+/* Turn a Philips stack's display values into Philips' floating-point values (FP = display /
+ * (RS x SS), dcm2niix's default -p y): through scl_slope/scl_inter when one RS and SS hold for
+ * the whole stack, else (float32 data, per-slice rescale) slice by slice. Sets
+ * d->philips_float and returns 1 when applied; 0 (nothing changed) for non-Philips stacks,
+ * without a private Scale Slope, or with per-slice scaling in integer data. */
+int rp_philips_float_apply(const rp_stack *st, const rp_dcm_info *const *infos, rp_stack_data *d);
+
 /* ---- derived DICOM (derived.cc) -------------------------------------------------------- */
 
 #define RP_DERIVED_MAX_CODES 8

@@ -299,6 +299,8 @@ static void test_bad_values(void **state)
                  "duplicate_policy: 'keep_both' is not one of keep_first|replace|reject");
     expect_error("[node]\nuid_policy = loose\n", 2,
                  "uid_policy: 'loose' is not one of lenient|strict");
+    expect_error("[rule r]\nsteps = hu\nphilips_scaling = precise\n", 3,
+                 "philips_scaling: 'precise' is not one of display|float");
     expect_error("[tls]\nrequire_client_cert = maybe\n", 2,
                  "require_client_cert: 'maybe' is not a boolean (yes/no, true/false, on/off, 1/0)");
     expect_error("[tls]\nprofile = tls13\n", 2,
@@ -440,7 +442,8 @@ static void test_peer_results(void **state)
                                "[peer a]\nae_title = A\n"
                                "[peer b]\nae_title = B\nresults = overlay, sr\n"
                                "[rule r]\nsteps = hu lungmask\noutputs = nifti seg overlay sr\n"
-                               "overlay_caption = Research use only\n",
+                               "overlay_caption = Research use only\n"
+                               "philips_scaling = float\n",
                                err, sizeof err),
                      0);
     const rp_conf_peer *a = rp_conf_peer_by_name(&c, "a"), *b = rp_conf_peer_by_name(&c, "b");
@@ -455,6 +458,7 @@ static void test_peer_results(void **state)
             r = &c.rules[i];
     assert_non_null(r);
     assert_string_equal(r->overlay_caption, "Research use only");
+    assert_int_equal(r->philips_float, 1);
     rp_conf_free(&c);
     expect_error("[peer a]\nae_title = A\nresults = seg nifti\n", 3,
                  "results: unknown result 'nifti' (known: derived seg overlay sr)");
