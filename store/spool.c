@@ -336,20 +336,27 @@ static int copy_hashed(int in, uint64_t off, uint64_t len, int out, int direct,
     return rc;
 }
 
-/* Copy `len` bytes at `off` of the log into store/<rel> through a temporary name, SHA-256 on
- * the way (hex into sha), through buf (PROMO_BUF bytes, page-aligned). Not fsync'd: the caller
- * makes a batch durable at once. */
-static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
-                         const rp_instance_meta *m, unsigned char *buf, char sha[65])
+static int make_series_dir(rp_store *s, const rp_instance_meta *m)
 {
-    char dir[RP_PATH_MAX + 200], final[RP_PATH_MAX + 300], tmp[RP_PATH_MAX + 320];
+    char dir[RP_PATH_MAX + 200];
     snprintf(dir, sizeof dir, "%s/%s", s->root, m->study_uid);
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
         return rp_store_errno_rc(errno);
     snprintf(dir, sizeof dir, "%s/%s/%s", s->root, m->study_uid, m->series_uid);
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
         return rp_store_errno_rc(errno);
-    snprintf(final, sizeof final, "%s/%s.dcm", dir, m->sop_instance_uid);
+    return 0;
+}
+
+/* Copy `len` bytes at `off` of the log into store/<rel> through a temporary name, SHA-256 on
+ * the way (hex into sha), through buf (PROMO_BUF bytes, page-aligned). Not fsync'd: the caller
+ * makes a batch durable at once. */
+static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
+                         const rp_instance_meta *m, unsigned char *buf, char sha[65])
+{
+    char final[RP_PATH_MAX + 300], tmp[RP_PATH_MAX + 320];
+    snprintf(final, sizeof final, "%s/%s/%s/%s.dcm", s->root, m->study_uid, m->series_uid,
+             m->sop_instance_uid);
     /* in spool/: store/ only ever shows whole instances under their final names, and what
      * a crash leaves here is removed at the next start */
     snprintf(tmp, sizeof tmp, "%s/%s.promote", s->spool, m->sop_instance_uid);
@@ -371,8 +378,13 @@ static int promote_bytes(rp_store *s, int log_fd, uint64_t off, uint64_t len,
     }
     if (close(out) != 0 && rc == 0)
         rc = RP_EIO;
-    if (rc == 0 && rename(tmp, final) != 0)
-        rc = rp_store_errno_rc(errno);
+    /* The series directory exists for all but its first instance: make it only when the
+     * rename says it is missing (two failing mkdir calls per instance otherwise). */
+    if (rc == 0 && rename(tmp, final) != 0) {
+        rc = errno == ENOENT ? make_series_dir(s, m) : rp_store_errno_rc(errno);
+        if (rc == 0 && rename(tmp, final) != 0)
+            rc = rp_store_errno_rc(errno);
+    }
     if (rc != 0)
         unlink(tmp);
     return rc;
