@@ -99,7 +99,7 @@
 #define PROMOTE_BATCH 256       /* records per durability step at most */
 #define PROMOTE_BATCH_S 0.25    /* seconds a promoted record waits for its durability step */
 #define COPY_BYTES (1u << 20)
-#define PROMO_BUF (512u * 1024) /* the promoter's buffer: a typical CT slice in one read */
+#define PROMO_BUF (1u << 20) /* the promoter's buffer: most instances in one read and one O_DIRECT write */
 
 static const char LOG_MAGIC[8] = {'R', 'P', 'S', 'P', 'L', 'O', 'G', '1'};
 static const char SLAB_MAGIC[8] = {'R', 'P', 'S', 'L', 'A', 'B', '0', '1'};
