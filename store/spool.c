@@ -99,7 +99,7 @@
 #define PROMOTE_BATCH 256       /* records per durability step at most */
 #define PROMOTE_BATCH_S 0.25    /* seconds a promoted record waits for its durability step */
 #define COPY_BYTES (1u << 20)
-#define PROMO_BUF (1u << 20) /* the promoter's buffer: most instances in one read and one O_DIRECT write */
+#define PROMO_BUF (1u << 20) /* promoter's buffer: most instances in one read + write */
 
 static const char LOG_MAGIC[8] = {'R', 'P', 'S', 'P', 'L', 'O', 'G', '1'};
 static const char SLAB_MAGIC[8] = {'R', 'P', 'S', 'L', 'A', 'B', '0', '1'};
@@ -300,8 +300,8 @@ static int write_log_hdr(rp_spool *sp, uint64_t promoted_through)
  * Measured against the earlier mmap of the log per instance (dev VM, 512 KB instances): ~25%
  * less CPU, the mapping's page-table set-up, its faults and the TLB shoot-down of munmap were
  * more than the copy into a buffer that stays in cache. */
-static int copy_hashed(int in, uint64_t off, uint64_t len, int out, int direct,
-                       unsigned char *buf, char sha[65])
+static int copy_hashed(int in, uint64_t off, uint64_t len, int out, int direct, unsigned char *buf,
+                       char sha[65])
 {
     sha[0] = '\0';
     EVP_MD_CTX *md = EVP_MD_CTX_new();
