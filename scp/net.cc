@@ -849,14 +849,17 @@ static bool serve_store(rp_net_assoc *a, T_ASC_PresentationContextID pid, T_DIMS
     }
     status = h->store_end(h->ctx, &r, recv_rc, out.consumer().err(), out.consumer().total(),
                           comment, sizeof comment);
-    char sl[8]; /* counted for the console and /metrics (metrics/metrics.h); no answer: broken */
+    if (recv_rc != RP_NET_RECV_NET)
+        send_store_rsp(assoc, pid, req, status, comment);
+    /* counted for the console and /metrics (metrics/metrics.h) once the answer left; no
+     * answer: broken */
+    char sl[8];
     const char *st = recv_rc == RP_NET_RECV_NET ? "broken" : rp_metrics_hex16(status, sl);
     rp_metrics_add(RP_M_INSTANCES_RECEIVED, 1, a->info.calling_ae, st);
     rp_metrics_add(RP_M_BYTES_RECEIVED, (double)out.consumer().total(), a->info.calling_ae, st);
-    if (recv_rc == RP_NET_RECV_NET)
-        return false;
-    send_store_rsp(assoc, pid, req, status, comment);
-    return true;
+    if (h->store_done)
+        h->store_done(h->ctx);
+    return recv_rc != RP_NET_RECV_NET;
 }
 
 extern "C" rp_net_end rp_net_assoc_serve(rp_net_assoc *a, const rp_net_handlers *h)

@@ -87,6 +87,9 @@ typedef struct rp_net_handlers {
      * answer (ignored for RP_NET_RECV_NET). */
     unsigned (*store_end)(void *ctx, const rp_net_store_req *r, int recv_rc, int recv_err,
                           long long bytes, char *comment, size_t commentsz);
+    /* After the response to a C-STORE whose store_end was called (sent or not; may be NULL):
+     * what need not delay the answer (services, the log line). */
+    void (*store_done)(void *ctx);
     /* The peer asked to release the association; called before the answer (may be NULL). */
     void (*before_release)(void *ctx);
     /* Polled between messages: non-zero makes the node abort the association now. */

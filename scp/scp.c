@@ -101,6 +101,13 @@ typedef struct {
     rp_store_rx *rx; /* this association's way into the store, made at its first C-STORE */
     long long stored, failed, bytes;
     double t_begin; /* when the current C-STORE-RQ arrived */
+    /* The last instance answered with success, for what follows its response (h_store_done):
+     * the services' on_instance and the log line need not delay the answer. */
+    int done_pending;
+    rp_store_outcome done_outcome;
+    rp_instance_meta done_meta;
+    char done_ts[65];
+    double done_ms;
 } assoc_ctx;
 
 static unsigned status_for(int rc)
@@ -229,27 +236,43 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
     }
     a->stored++;
     atomic_fetch_add(&n->st_stored, 1);
+    a->done_pending = 1;
+    a->done_outcome = outcome;
+    a->done_meta = meta;
+    rp_strlcpy(a->done_ts, r->transfer_syntax_uid, sizeof a->done_ts);
+    a->done_ms = (rp_mono_s() - t0) * 1000.0;
+    return 0;
+}
+
+/* After the success response left: tell the services, log the instance. */
+static void h_store_done(void *ctx)
+{
+    assoc_ctx *a = ctx;
+    rp_node *n = a->node;
+    if (!a->done_pending)
+        return;
+    a->done_pending = 0;
+    const rp_instance_meta *m = &a->done_meta;
+    rp_store_outcome outcome = a->done_outcome;
     if (outcome == RP_STORE_NEW || outcome == RP_STORE_DUP_REPLACED)
         for (size_t i = 0; i < n->n_started; i++)
             if (n->services[i].on_instance)
-                n->services[i].on_instance(n, n->services[i].arg, &meta);
+                n->services[i].on_instance(n, n->services[i].arg, m);
     if (outcome == RP_STORE_NEW) {
         RP_INFO(MOD,
                 "stored sop=%s series=%s study=%s bytes=%lld ts=%s calling_ae=%s peer=%s "
                 "transport=%s ms=%.1f",
-                meta.sop_instance_uid, meta.series_uid, meta.study_uid, meta.file_size,
-                r->transfer_syntax_uid, a->info.calling_ae, a->info.peer_host,
-                a->info.tls ? "tls" : "plain", (rp_mono_s() - t0) * 1000.0);
+                m->sop_instance_uid, m->series_uid, m->study_uid, m->file_size, a->done_ts,
+                a->info.calling_ae, a->info.peer_host, a->info.tls ? "tls" : "plain", a->done_ms);
     } else {
         rp_log(outcome == RP_STORE_DUP_IDENTICAL ? RP_LOG_INFO : RP_LOG_WARN, MOD,
                "stored duplicate sop=%s series=%s outcome=%s policy=%s bytes=%lld calling_ae=%s",
-               meta.sop_instance_uid, meta.series_uid, rp_store_outcome_name(outcome),
+               m->sop_instance_uid, m->series_uid, rp_store_outcome_name(outcome),
                n->conf->duplicate_policy == RP_DUP_REPLACE  ? "replace"
                : n->conf->duplicate_policy == RP_DUP_REJECT ? "reject"
                                                             : "keep_first",
-               meta.file_size, a->info.calling_ae);
+               m->file_size, a->info.calling_ae);
     }
-    return 0;
 }
 
 /* A sender that released its association finds its instances in store/. */
@@ -539,6 +562,7 @@ static void *conn_thread(void *p)
                              .store_begin = h_store_begin,
                              .store_data = h_store_data,
                              .store_end = h_store_end,
+                             .store_done = h_store_done,
                              .before_release = h_before_release,
                              .should_abort = h_should_abort};
         end = rp_net_assoc_serve(as, &h);
