@@ -222,7 +222,10 @@ int rp_proc_spawn(const char *const argv[], const char *const extra_env[],
         setrlimit(RLIMIT_AS, &as);
         setrlimit(RLIMIT_CORE, &nocore);
         if (lim->nice > 0) {
-            setpriority(PRIO_PROCESS, 0, lim->nice);
+            /* relative to the node's own niceness, as nice(1): a node started under nice
+             * keeps its jobs below itself */
+            int base = getpriority(PRIO_PROCESS, 0);
+            setpriority(PRIO_PROCESS, 0, base + lim->nice > 19 ? 19 : base + lim->nice);
             /* and the lowest best-effort I/O priority: the store's fsyncs go first */
             syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, (2 << 13) | 7);
         }
