@@ -46,6 +46,7 @@
 #include "cli/curate_internal.h"
 #include "db/db.h"
 #include "pipeline/augment/augment.h"
+#include "pipeline/write/write.h"
 
 #define CMD "curate"
 #define MAX_MASKS 16
@@ -55,7 +56,8 @@
 static const char usage[] =
     "usage: radprep curate --out DATASET_DIR [--from-dir OUTPUTS_DIR] [--rule NAME]\n"
     "                      [--modality M] [--since YYYY-MM-DD[THH:MM:SS]]\n"
-    "                      [--layout plain|nnunet] [--label MASK] [--link|--copy]\n"
+    "                      [--layout plain|nnunet [--values hu|processed]] [--label MASK]\n"
+    "                      [--link|--copy]\n"
     "                      [--split train=0.8,val=0.2 [--seed N]] [--deidentify]\n"
     "                      [--salt-file FILE] [--no-timestamp]\n"
     "                      [--augment \"SPEC\" [--copies N]] (train split only; see "
@@ -101,12 +103,14 @@ typedef struct cur_case {
     double spacing[3];
     int metal_count; /* -1: unknown */
     char split[16];
+    int hu_view; /* the image was placed with its HU view (nnU-Net) */
 } cur_case;
 
 typedef struct cur_opts {
     const char *out, *from_dir, *rule, *modality, *label, *salt_file;
     double since;
     int nnunet, copy, deidentify, no_timestamp;
+    int values_processed; /* --values processed: nnU-Net images keep the recipe's values */
     long long seed;
     int n_splits;
     char split_name[MAX_SPLITS][16];
@@ -632,12 +636,65 @@ static void set_rels(cur_case *c, const cur_opts *o)
     }
 }
 
+/* nnU-Net normalises CT itself and wants HU. An image stored as int16 on a HU grid
+ * (Provenance.Storage: HU = stored x hu_step + hu_inter) reads back HU with another header;
+ * the voxels stay as they are. 1 with the scaling when this case's image has such a view. */
+static int hu_view_of(const cur_case *c, double *slope, double *inter)
+{
+    const cJSON *prov = cJSON_GetObjectItemCaseSensitive(c->side, "Provenance");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(prov, "Storage");
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(st, "hu_step");
+    const cJSON *i = cJSON_GetObjectItemCaseSensitive(st, "hu_inter");
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(st, "datatype");
+    if (!cJSON_IsNumber(s) || !cJSON_IsNumber(i) || !(s->valuedouble > 0) ||
+        !cJSON_IsString(dt) || strcmp(dt->valuestring, "int16") != 0)
+        return 0;
+    *slope = s->valuedouble;
+    *inter = i->valuedouble;
+    return 1;
+}
+
+/* The image as placed in an nnU-Net dataset: its HU view (a rescaled header) when it has one,
+ * after the source's recorded checksum is confirmed. */
+static int place_hu_view(const char *tmp, cur_case *c, double slope, double inter, char *err,
+                         size_t errlen)
+{
+    cur_file *f = &c->image;
+    if (f->rec_sha[0]) {
+        char sha[65];
+        if (rp_sha256_file(f->src, sha) != 0 || strcmp(sha, f->rec_sha) != 0) {
+            snprintf(err, errlen, "checksum mismatch: %s differs from the index", f->src);
+            return RP_EIO;
+        }
+        f->rec_sha[0] = '\0';
+    }
+    char dst[PATHSZ];
+    snprintf(dst, sizeof dst, "%s/%s", tmp, f->rel);
+    char *slash = strrchr(dst, '/');
+    *slash = '\0';
+    int rc = rp_mkdir_p(dst, 0755);
+    *slash = '/';
+    if (!rc)
+        rc = rp_nifti_copy_rescaled(f->src, dst, slope, inter, err, errlen);
+    if (rc)
+        return rc;
+    cJSON *prov = cJSON_GetObjectItemCaseSensitive(c->side, "Provenance");
+    cJSON *st = cJSON_GetObjectItemCaseSensitive(prov, "Storage");
+    cJSON_AddStringToObject(st, "dataset_values", "HU (scl_slope = hu_step, scl_inter = hu_inter)");
+    return check_file(tmp, f, err, errlen);
+}
+
 static int write_case_files(const char *tmp, cur_case *c, const cur_opts *o, long long *n_copied,
                             char *err, size_t errlen)
 {
     int rc;
-    if ((rc = place(tmp, &c->image, o->copy, n_copied)) != 0 ||
-        (rc = check_file(tmp, &c->image, err, errlen)) != 0)
+    double slope, inter;
+    if (o->nnunet && !o->values_processed && !o->augment && hu_view_of(c, &slope, &inter)) {
+        if ((rc = place_hu_view(tmp, c, slope, inter, err, errlen)) != 0)
+            goto fail;
+        c->hu_view = 1;
+    } else if ((rc = place(tmp, &c->image, o->copy, n_copied)) != 0 ||
+               (rc = check_file(tmp, &c->image, err, errlen)) != 0)
         goto fail;
     for (int k = 0; k < c->n_masks; k++)
         if ((rc = place(tmp, &c->masks[k].f, o->copy, n_copied)) != 0 ||
@@ -660,7 +717,7 @@ static int write_case_files(const char *tmp, cur_case *c, const cur_opts *o, lon
     int removed = strip_keys(c->side, patient_keys);
     if (o->deidentify)
         removed += strip_keys(c->side, uid_keys);
-    if (removed == 0) {
+    if (removed == 0 && !c->hu_view) {
         if ((rc = place(tmp, &c->sidecar, o->copy, n_copied)) != 0)
             goto fail;
     } else {
@@ -1035,7 +1092,7 @@ static int parse_opts(int argc, char **argv, cur_opts *o, int *help)
         const char *a = argv[i], *v = NULL;
         static const char *const with_value[] = {"--out",      "-o",      "--from-dir",  "--rule",
                                                  "--modality", "--since", "--layout",    "--label",
-                                                 "--split",    "--seed",  "--salt-file",
+                                                 "--split",    "--seed",  "--salt-file", "--values",
                                                  "--augment",  "--copies", NULL};
         const char *name = a;
         char namebuf[32];
@@ -1073,6 +1130,12 @@ static int parse_opts(int argc, char **argv, cur_opts *o, int *help)
                 o->nnunet = 1;
             else if (strcmp(v, "plain") != 0)
                 return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD, "--layout wants plain|nnunet, got '%s'",
+                                   v);
+        } else if (!strcmp(name, "--values")) {
+            if (!strcmp(v, "processed"))
+                o->values_processed = 1;
+            else if (strcmp(v, "hu") != 0)
+                return rp_cli_fail(RP_CLI_EXIT_USAGE, CMD, "--values wants hu|processed, got '%s'",
                                    v);
         } else if (!strcmp(name, "--label")) {
             o->label = v;
@@ -1333,6 +1396,12 @@ int rp_cli_curate(int argc, char **argv, const rp_conf *conf)
                           o.since_text[0] ? cJSON_CreateString(o.since_text) : cJSON_CreateNull());
     cJSON_AddItemToObject(man, "selection", sel);
     cJSON_AddStringToObject(man, "layout", o.nnunet ? "nnunet" : "plain");
+    if (o.nnunet) {
+        int n_hu = 0;
+        for (size_t i = 0; i < s.n; i++)
+            n_hu += s.c[i].hu_view;
+        cJSON_AddNumberToObject(man, "images_in_hu", n_hu);
+    }
     if (o.label)
         cJSON_AddStringToObject(man, "label", o.label);
     cJSON *priv = cJSON_CreateObject();

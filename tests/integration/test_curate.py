@@ -308,6 +308,29 @@ class CurateFromDir(unittest.TestCase):
             self.assertEqual(img.shape, lab.shape)
             self.assertTrue(np.allclose(img.affine, lab.affine, atol=1e-4))
             self.assertTrue(set(np.unique(np.asarray(lab.dataobj))) <= {0, 1})
+            # nnU-Net normalises CT itself: the image reads back HU (the recipe clipped to
+            # [-1000, 1000] and normalised to [0, 1]; the dataset gets the HU view)
+            hu = np.asarray(img.dataobj, dtype=np.float64)
+            self.assertGreaterEqual(hu.min(), -1000.1)
+            self.assertLessEqual(hu.max(), 1000.1)
+            self.assertGreater(hu.max() - hu.min(), 1000)
+            with open(os.path.join(d, "radprep", i, "sidecar.json")) as f:
+                st = json.load(f)["Provenance"]["Storage"]
+            self.assertIn("HU", st["dataset_values"])
+        self.assertEqual(m["images_in_hu"], 2)
+        # --values processed keeps the recipe's values
+        dp = self.ds("Dataset502_Processed")
+        curate("--from-dir", self.outputs, "--out", dp, "--layout", "nnunet", "--modality", "CT",
+               "--values", "processed", "--no-timestamp", check=0)
+        mp, _ = self.manifest(dp)
+        self.assertEqual(mp["images_in_hu"], 0)
+        for c in mp["cases"]:
+            v = np.asarray(nib.load(os.path.join(dp, "imagesTr", c["case"] + "_0000.nii.gz")).dataobj,
+                           dtype=np.float64)
+            self.assertGreaterEqual(v.min(), -1e-3)
+            self.assertLessEqual(v.max(), 1 + 1e-3)
+        r = curate("--values", "raw", "--out", self.ds("e_values"), check=2)
+        self.assertIn("--values", r.stderr)
         with open(os.path.join(d, "splits_final.json")) as f:
             splits = json.load(f)
         self.assertEqual(len(splits), 1)
