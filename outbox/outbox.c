@@ -452,11 +452,13 @@ static int serve_dest(rp_outbox *ob, rp_db *db, dest_state *ds, double *wake)
             if (res[i].outcome != RP_SEND_DONE)
                 why = res[i].reason;
         char q[300];
+        /* busy (a transient rejection or 0xA7xx: the peer answered, it is at its limit) is
+         * told apart from unreachable, for the operator reading the log */
         RP_WARN(MOD,
-                "destination unavailable destination=%s host=%s port=%d failures=%d "
+                "destination %s destination=%s host=%s port=%d failures=%d "
                 "retry_in_s=%.1f rows=%zu reason=%s",
-                ds->peer.name, ds->peer.host, ds->peer.port, ds->fail_streak, wait_s, n,
-                rp_log_kv_quote(why, q, sizeof q));
+                state == RP_EBUSY ? "busy" : "unavailable", ds->peer.name, ds->peer.host,
+                ds->peer.port, ds->fail_streak, wait_s, n, rp_log_kv_quote(why, q, sizeof q));
     } else {
         if (ds->fail_streak)
             RP_INFO(MOD, "destination reachable again destination=%s after_failures=%d",
