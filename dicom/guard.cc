@@ -38,6 +38,11 @@ struct container {
  * and mapping whole files costs more than the walk. */
 struct walker {
     int fd;
+    /* In-memory mode (rp_dcm_guard_mem): the bytes, and a stricter walk. dcmtk cannot leave
+     * a value of a memory stream unread as it can a file's, so it allocates whatever length
+     * an element declares (gigabytes from a few hundred bytes); such lengths are refused
+     * here, and the walk ends at the top-level Pixel Data, where the header ends. */
+    const uint8_t *mem = nullptr;
     size_t n;
     uint8_t win[16384];
     size_t win_off = 0, win_len = 0;
@@ -53,6 +58,13 @@ struct walker {
 const uint8_t *need(walker &w, size_t at, size_t len)
 {
     static const uint8_t zeros[16] = {0};
+    if (w.mem) {
+        if (at > w.n || len > w.n - at) {
+            w.io_error = true;
+            return zeros;
+        }
+        return w.mem + at;
+    }
     if (at >= w.win_off && at + len <= w.win_off + w.win_len)
         return w.win + (at - w.win_off);
     ssize_t r = pread(w.fd, w.win, sizeof w.win, (off_t)at);
@@ -124,7 +136,18 @@ void pop(walker &w)
         w.seq_depth--;
 }
 
-/* Walk from `pos`; 0 when nothing exceeded a bound (or the walk lost track), RP_EUNSUPPORTED. */
+/* An element runs past the end of the bytes: 0 for a file (dcmtk reads files lazily and
+ * reports the truncation itself), RP_EPARSE in memory (see walker::mem). */
+int past_end(const walker &w, char *err, size_t errlen)
+{
+    if (!w.mem)
+        return 0;
+    seterr(err, errlen, "an element runs past the end of the %zu bytes read", w.n);
+    return RP_EPARSE;
+}
+
+/* Walk from `pos`; 0 when nothing exceeded a bound (or the walk lost track), RP_EUNSUPPORTED,
+ * or in memory RP_EPARSE. */
 int walk(walker &w, size_t pos, char *err, size_t errlen)
 {
     long long count = 0;
@@ -148,7 +171,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             if (e == 0xE000) {
                 if (w.top && w.st[w.top - 1].kind == C_PIXSEQ) {
                     if (len == UNDEF32 || len > w.n - pos)
-                        return 0; /* fragment runs past the end: dcmtk's to report */
+                        return past_end(w, err, errlen); /* dcmtk's to report (files) */
                     pos += len;
                     continue;
                 }
@@ -175,7 +198,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             vr[1] = (char)b[1];
             if (long_vr(vr)) {
                 if (pos + 12 > w.n)
-                    return 0;
+                    return past_end(w, err, errlen);
                 len = rd32(w, pos + 8, le);
                 pos += 12;
             } else {
@@ -196,7 +219,9 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         if (meta && g == 0x0002 && e == 0x0010 && !undef && len < 80 && pos + len <= w.n) {
             char ts[80];
             size_t tl = len;
-            if (pread(w.fd, ts, tl, (off_t)pos) != (ssize_t)tl)
+            if (w.mem)
+                memcpy(ts, w.mem + pos, tl);
+            else if (pread(w.fd, ts, tl, (off_t)pos) != (ssize_t)tl)
                 return 0;
             ts[tl] = 0;
             while (tl && (ts[tl - 1] == 0 || ts[tl - 1] == ' '))
@@ -207,6 +232,8 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
                 return 0; /* deflated: the dataset's bytes cannot be walked here */
         }
         bool sq = !memcmp(vr, "SQ", 2);
+        if (w.mem && w.top == 0 && g == 0x7FE0 && e == 0x0010)
+            return 0; /* the header ends at Pixel Data; its value is the caller's */
         if (undef) {
             bool pixels = g == 0x7FE0 && e == 0x0010 && w.top == 0;
             ckind k = pixels ? C_PIXSEQ : C_SEQ;
@@ -218,19 +245,33 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         }
         if (sq) {
             if (len > w.n - pos)
-                return 0;
+                return past_end(w, err, errlen);
             if (!push(w, C_SEQ, pos + len, imp, err, errlen))
                 return RP_EUNSUPPORTED;
             continue;
         }
         if (len > w.n - pos)
-            return 0; /* value past the end: dcmtk reports the truncation */
+            return past_end(w, err, errlen); /* files: dcmtk reports the truncation */
         pos += len;
     }
-    return 0;
+    /* a header cut inside an element's tag or length */
+    return w.mem && pos < w.n ? past_end(w, err, errlen) : 0;
 }
 
 } // namespace
+
+/* The start of the walk: after the preamble of a Part-10 file, else a raw dataset whose VR
+ * encoding the first element tells. */
+size_t walk_start(walker &w)
+{
+    const uint8_t *h = need(w, 0, 8);
+    if (w.n >= 132 && !memcmp(need(w, 128, 4), "DICM", 4))
+        return 132;
+    /* raw dataset: explicit VR when the bytes after the first tag read as a VR */
+    w.implicit = !(h[4] >= 'A' && h[4] <= 'Z' && h[5] >= 'A' && h[5] <= 'Z');
+    w.io_error = false;
+    return 0;
+}
 
 int rp_dcm_guard(const char *path, char *err, size_t errlen)
 {
@@ -249,16 +290,23 @@ int rp_dcm_guard(const char *path, char *err, size_t errlen)
     }
     w->fd = fd;
     w->n = (size_t)st.st_size;
-    size_t pos = 0;
-    const uint8_t *h = need(*w, 0, 8);
-    if (w->n >= 132 && !memcmp(need(*w, 128, 4), "DICM", 4)) {
-        pos = 132;
-    } else {
-        /* raw dataset: explicit VR when the bytes after the first tag read as a VR */
-        w->implicit = !(h[4] >= 'A' && h[4] <= 'Z' && h[5] >= 'A' && h[5] <= 'Z');
-    }
-    int rc = walk(*w, pos, err, errlen);
+    int rc = walk(*w, walk_start(*w), err, errlen);
     close(fd);
+    delete w;
+    return rc;
+}
+
+int rp_dcm_guard_mem(const void *buf, size_t len, char *err, size_t errlen)
+{
+    if (!buf || len < 8)
+        return 0; /* dcmtk says what it is */
+    walker *w = new (std::nothrow) walker;
+    if (!w)
+        return 0;
+    w->fd = -1;
+    w->mem = (const uint8_t *)buf;
+    w->n = len;
+    int rc = walk(*w, walk_start(*w), err, errlen);
     delete w;
     return rc;
 }

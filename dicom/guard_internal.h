@@ -17,6 +17,10 @@
 /* 0, or RP_EUNSUPPORTED with the reason in err when the file's structure exceeds a bound
  * (a file that cannot be opened is 0: the reader reports it). */
 int rp_dcm_guard(const char *path, char *err, size_t errlen);
+/* The same over bytes in memory (a received instance), stricter: dcmtk reads a memory stream
+ * eagerly and would allocate any declared length, so an element before Pixel Data that runs
+ * past `len` is RP_EPARSE (reason in err), and nothing after Pixel Data is walked. */
+int rp_dcm_guard_mem(const void *buf, size_t len, char *err, size_t errlen);
 
 #ifdef __cplusplus
 class DcmDataset;

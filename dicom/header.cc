@@ -211,6 +211,14 @@ extern "C" int rp_dcm_read_meta_mem(const void *buf, size_t len, long long file_
     meta_init(m, reason, reasonsz);
     m->file_size = file_size;
     quiet_dcmdata();
+    int grc = rp_dcm_guard_mem(buf, len, reason, reasonsz);
+    if (grc == RP_EPARSE && (long long)len < file_size) {
+        if (reason && reasonsz)
+            snprintf(reason, reasonsz, "header goes on past the first %zu bytes", len);
+        return RP_EPARSE;
+    }
+    if (grc)
+        return RP_EPARSE;
     DcmInputBufferStream in;
     in.setBuffer(buf, (offile_off_t)len);
     in.setEos();
