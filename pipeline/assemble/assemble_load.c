@@ -600,7 +600,8 @@ static void sample_put(rp_sample_type t, void *p, size_t i, double v)
 /* Bilinear sample of slice `z` (DICOM row/column coordinates); NAN outside. */
 static double bilinear(const rp_stack_data *d, size_t base, int nx, int ny, double col, double row)
 {
-    if (col < -1e-6 || row < -1e-6 || col > nx - 1 + 1e-6 || row > ny - 1 + 1e-6)
+    /* written so that NaN coordinates (from NaN positions in a header) are outside too */
+    if (!(col >= -1e-6 && row >= -1e-6 && col <= nx - 1 + 1e-6 && row <= ny - 1 + 1e-6))
         return NAN;
     int c0 = (int)floor(col), r0 = (int)floor(row);
     if (c0 >= nx - 1)
