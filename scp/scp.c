@@ -104,6 +104,31 @@ typedef struct {
     char uid_warned_series[RP_UID_MAX + 1]; /* last series recorded as uid_not_ps35 */
 } assoc_ctx;
 
+/* uid_policy=lenient stored an instance whose UIDs break PS3.5 (a leading zero): besides the
+ * store's log line, an event in the index (`radprep events --kind uid_not_ps35`, the console's
+ * warnings and series page), once per series and association rather than per instance. */
+static void note_lenient_uids(assoc_ctx *a, const rp_instance_meta *m)
+{
+    const struct {
+        const char *name, *v;
+    } u[] = {{"study_uid", m->study_uid},
+             {"series_uid", m->series_uid},
+             {"sop_instance_uid", m->sop_instance_uid},
+             {"sop_class_uid", m->sop_class_uid}};
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        if (rp_store_uid_valid(u[i].v) == 0)
+            continue;
+        if (!strcmp(a->uid_warned_series, m->series_uid))
+            return;
+        rp_strlcpy(a->uid_warned_series, m->series_uid, sizeof a->uid_warned_series);
+        node_event(a->node, "uid_not_ps35",
+                   "series=%s study=%s %s=%s calling_ae=%s reason=\"leading zero in a "
+                   "component; stored under uid_policy=lenient\"",
+                   m->series_uid, m->study_uid, u[i].name, u[i].v, a->info.calling_ae);
+        return;
+    }
+}
+
 static unsigned status_for(int rc)
 {
     switch (rc) {
@@ -253,31 +278,6 @@ static unsigned h_store_end(void *ctx, const rp_net_store_req *r, int recv_rc, i
                meta.file_size, a->info.calling_ae);
     }
     return 0;
-}
-
-/* uid_policy=lenient stored an instance whose UIDs break PS3.5 (a leading zero): besides the
- * store's log line, an event in the index (`radprep events --kind uid_not_ps35`, the console's
- * warnings and series page), once per series and association rather than per instance. */
-static void note_lenient_uids(assoc_ctx *a, const rp_instance_meta *m)
-{
-    const struct {
-        const char *name, *v;
-    } u[] = {{"study_uid", m->study_uid},
-             {"series_uid", m->series_uid},
-             {"sop_instance_uid", m->sop_instance_uid},
-             {"sop_class_uid", m->sop_class_uid}};
-    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
-        if (rp_store_uid_valid(u[i].v) == 0)
-            continue;
-        if (!strcmp(a->uid_warned_series, m->series_uid))
-            return;
-        rp_strlcpy(a->uid_warned_series, m->series_uid, sizeof a->uid_warned_series);
-        node_event(a->node, "uid_not_ps35",
-                   "series=%s study=%s %s=%s calling_ae=%s reason=\"leading zero in a "
-                   "component; stored under uid_policy=lenient\"",
-                   m->series_uid, m->study_uid, u[i].name, u[i].v, a->info.calling_ae);
-        return;
-    }
 }
 
 /* A sender that released its association finds its instances in store/. */

@@ -83,6 +83,29 @@ def deep_implicit_defined(depth, sop_uid=b"1.2.3.4.5.7"):
             el_im(0x20, 0x0E, b"1.2.3.4.5.1.2") + inner)
 
 
+def raw_cstore_fragmented(port, data, sop_class, sop_uid, ts, timeout=60):
+    """rptest.raw_cstore, with the dataset cut into P-DATA PDUs of 16 KB (the node's default
+    maximum PDU is smaller than these datasets). Returns the DIMSE status, None without one."""
+    a = rptest.RawAssociation(port, contexts=((1, sop_class, (ts,)),)).open()
+    try:
+        if a.result != "accepted":
+            raise AssertionError("association %s %s" % (a.result, a.reject))
+        a.send(rptest.pdata_pdu(1, rptest.cstore_rq_command(sop_class, sop_uid), command=True))
+        step = 16000
+        for i in range(0, len(data), step):
+            a.send(rptest.pdata_pdu(1, data[i:i + step], command=False,
+                                    last=i + step >= len(data)))
+        t, body = rptest.recv_pdu(a.sock, timeout)
+        if t != 0x04:
+            return None
+        status = rptest.dimse_status(body)
+        a.send(struct.pack(">BBI", 0x05, 0, 4) + b"\0\0\0\0")  # A-RELEASE-RQ
+        rptest.recv_pdu(a.sock, timeout)
+        return status
+    finally:
+        a.close()
+
+
 def over_c_store(tmp):
     """The same structures sent to radprepd by C-STORE (a hand-made association: storescu's
     own dcmtk reader overflows on such a file before it could send it). The node answers a
@@ -96,8 +119,7 @@ def over_c_store(tmp):
         )
         for name, data, ts, uid in cases:
             try:
-                st = rptest.raw_cstore(node.port, data, SOP_CLASS.decode(), uid, ts=ts,
-                                       timeout=60)
+                st = raw_cstore_fragmented(node.port, data, SOP_CLASS.decode(), uid, ts)
             except (OSError, AssertionError) as e:
                 st = None
                 check(False, f"C-STORE {name}: the association broke: {e}")
