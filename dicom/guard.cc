@@ -91,14 +91,24 @@ uint32_t rd32(walker &w, size_t at, bool le)
               : (uint32_t)b[3] | (uint32_t)b[2] << 8 | (uint32_t)b[1] << 16 | (uint32_t)b[0] << 24;
 }
 
+/* Whether an explicit VR has a 4-byte length, decided as dcmtk's reader decides it (the walk
+ * must see the same element boundaries as dcmtk, or a file could hide its nesting from it):
+ * the standard VRs by their definition; an unknown VR of two uppercase letters is taken as a
+ * future VR (4-byte length); any other bytes keep a 2-byte length. */
 bool long_vr(const char *vr)
 {
     static const char *const v[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
                                     "SV", "UC", "UN", "UR", "UT", "UV"};
+    static const char *const s[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS",
+                                    "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL",
+                                    "US"};
     for (const char *x : v)
         if (!memcmp(vr, x, 2))
             return true;
-    return false;
+    for (const char *x : s)
+        if (!memcmp(vr, x, 2))
+            return false;
+    return vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z';
 }
 
 void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -254,8 +264,8 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             return past_end(w, err, errlen); /* files: dcmtk reports the truncation */
         pos += len;
     }
-    /* a header cut inside an element's tag or length */
-    return w.mem && pos < w.n ? past_end(w, err, errlen) : 0;
+    /* a few bytes left that cannot be an element header declare no length: dcmtk's to judge */
+    return 0;
 }
 
 } // namespace
