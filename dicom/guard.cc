@@ -12,11 +12,13 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <new>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common/common.h"
 
@@ -47,6 +49,9 @@ struct walker {
     uint8_t win[16384];
     size_t win_off = 0, win_len = 0;
     bool io_error = false;
+    bool vr_sane = true; /* every explicit VR so far was two uppercase letters */
+    bool deflated = false;   /* Deflated Explicit VR Little Endian: the walk stopped at */
+    size_t deflate_start = 0; /* the dataset's first (compressed) byte */
     bool le = true;
     bool implicit = false;
     container st[2 * RP_DCM_MAX_DEPTH + 4];
@@ -146,18 +151,25 @@ void pop(walker &w)
         w.seq_depth--;
 }
 
-/* An element runs past the end of the bytes: 0 for a file (dcmtk reads files lazily and
- * reports the truncation itself), RP_EPARSE in memory (see walker::mem). */
-int past_end(const walker &w, char *err, size_t errlen)
+/* An element runs past the end of the bytes: RP_EPARSE in memory (see walker::mem). In a
+ * file, dcmtk does not always leave such a value on disk either (it allocated and zeroed the
+ * 1.4 GB that a 1 KB file declared through an unknown VR), but the walk may also have lost
+ * step with a file dcmtk reads fine (a meta header that names the wrong transfer syntax,
+ * which dcmtk detects): a file is refused only on an explicit-VR walk that has seen valid
+ * VRs throughout (`lenient` is set for implicit VR and for Pixel Data and its fragments,
+ * which the pixel reader reports as short). */
+int past_end(const walker &w, bool lenient, char *err, size_t errlen)
 {
-    if (!w.mem)
+    if (!w.mem && (lenient || !w.vr_sane))
         return 0;
-    seterr(err, errlen, "an element runs past the end of the %zu bytes read", w.n);
+    seterr(err, errlen,
+           "truncated or not DICOM: an element runs past the end of the %zu bytes %s", w.n,
+           w.mem ? "received" : "of the file");
     return RP_EPARSE;
 }
 
 /* Walk from `pos`; 0 when nothing exceeded a bound (or the walk lost track), RP_EUNSUPPORTED,
- * or in memory RP_EPARSE. */
+ * or RP_EPARSE (an element past the end). */
 int walk(walker &w, size_t pos, char *err, size_t errlen)
 {
     long long count = 0;
@@ -173,6 +185,10 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         bool meta = in_meta_possible && w.top == 0 && rd16(w, pos, true) == 0x0002;
         if (!meta && w.top == 0)
             in_meta_possible = false;
+        if (!meta && w.deflated) {
+            w.deflate_start = pos;
+            return 0;
+        }
         bool le = meta || w.le;
         uint16_t g = rd16(w, pos, le), e = rd16(w, pos + 2, le);
         if (g == 0xFFFE) {
@@ -181,7 +197,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             if (e == 0xE000) {
                 if (w.top && w.st[w.top - 1].kind == C_PIXSEQ) {
                     if (len == UNDEF32 || len > w.n - pos)
-                        return past_end(w, err, errlen); /* dcmtk's to report (files) */
+                        return past_end(w, true, err, errlen);
                     pos += len;
                     continue;
                 }
@@ -206,9 +222,11 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             const uint8_t *b = need(w, pos + 4, 2);
             vr[0] = (char)b[0];
             vr[1] = (char)b[1];
+            if (!(vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z'))
+                w.vr_sane = false;
             if (long_vr(vr)) {
                 if (pos + 12 > w.n)
-                    return past_end(w, err, errlen);
+                    return past_end(w, false, err, errlen);
                 len = rd32(w, pos + 8, le);
                 pos += 12;
             } else {
@@ -239,7 +257,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             w.implicit = !strcmp(ts, "1.2.840.10008.1.2");
             w.le = strcmp(ts, "1.2.840.10008.1.2.2") != 0;
             if (!strcmp(ts, "1.2.840.10008.1.2.1.99"))
-                return 0; /* deflated: the dataset's bytes cannot be walked here */
+                w.deflated = true; /* the dataset after the meta group: see walk_deflated() */
         }
         bool sq = !memcmp(vr, "SQ", 2);
         if (w.mem && w.top == 0 && g == 0x7FE0 && e == 0x0010)
@@ -255,13 +273,13 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         }
         if (sq) {
             if (len > w.n - pos)
-                return past_end(w, err, errlen);
+                return past_end(w, imp, err, errlen);
             if (!push(w, C_SEQ, pos + len, imp, err, errlen))
                 return RP_EUNSUPPORTED;
             continue;
         }
         if (len > w.n - pos)
-            return past_end(w, err, errlen); /* files: dcmtk reports the truncation */
+            return past_end(w, imp || (w.top == 0 && g == 0x7FE0 && e == 0x0010), err, errlen);
         pos += len;
     }
     /* a few bytes left that cannot be an element header declare no length: dcmtk's to judge */
@@ -269,6 +287,60 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
 }
 
 } // namespace
+
+/* A deflated dataset (dcmtk inflates it through a stream it cannot seek, so it reads every
+ * value eagerly, whatever length an element declares): inflate it here (up to
+ * DEFLATE_WALK_MAX bytes; a larger one is left to dcmtk as before) and walk the result as
+ * bytes in memory, explicit VR little endian. */
+const size_t DEFLATE_WALK_MAX = (size_t)512 << 20;
+
+int walk_deflated(const uint8_t *src, size_t n, char *err, size_t errlen)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, -MAX_WBITS) != Z_OK)
+        return 0;
+    size_t cap = n * 4 + 65536, len = 0;
+    uint8_t *out = (uint8_t *)malloc(cap);
+    int zrc = Z_OK;
+    z.next_in = (Bytef *)src;
+    while (out && zrc == Z_OK) {
+        if (len == cap) {
+            if (cap >= DEFLATE_WALK_MAX)
+                break;
+            size_t ncap = cap * 2 > DEFLATE_WALK_MAX ? DEFLATE_WALK_MAX : cap * 2;
+            uint8_t *o2 = (uint8_t *)realloc(out, ncap);
+            if (!o2)
+                break;
+            out = o2;
+            cap = ncap;
+        }
+        size_t in_left = n - (size_t)((const uint8_t *)z.next_in - src);
+        z.avail_in = (uInt)(in_left > UINT32_MAX ? UINT32_MAX : in_left);
+        z.next_out = out + len;
+        size_t room = cap - len;
+        z.avail_out = (uInt)(room > UINT32_MAX ? UINT32_MAX : room);
+        uInt before = z.avail_out;
+        zrc = inflate(&z, Z_NO_FLUSH);
+        len += before - z.avail_out;
+        if (zrc == Z_BUF_ERROR && z.avail_out == 0)
+            zrc = Z_OK; /* output full: grow */
+    }
+    inflateEnd(&z);
+    int rc = 0;
+    if (out && len >= 8 && (zrc == Z_STREAM_END || zrc == Z_BUF_ERROR)) {
+        walker *w = new (std::nothrow) walker;
+        if (w) {
+            w->fd = -1;
+            w->mem = out;
+            w->n = len;
+            rc = walk(*w, 0, err, errlen);
+            delete w;
+        }
+    }
+    free(out);
+    return rc;
+}
 
 /* The start of the walk: after the preamble of a Part-10 file, else a raw dataset whose VR
  * encoding the first element tells. */
@@ -301,6 +373,13 @@ int rp_dcm_guard(const char *path, char *err, size_t errlen)
     w->fd = fd;
     w->n = (size_t)st.st_size;
     int rc = walk(*w, walk_start(*w), err, errlen);
+    if (rc == 0 && w->deflated && w->deflate_start < w->n) {
+        size_t dn = w->n - w->deflate_start;
+        uint8_t *d = dn <= DEFLATE_WALK_MAX ? (uint8_t *)malloc(dn) : nullptr;
+        if (d && pread(fd, d, dn, (off_t)w->deflate_start) == (ssize_t)dn)
+            rc = walk_deflated(d, dn, err, errlen);
+        free(d);
+    }
     close(fd);
     delete w;
     return rc;
@@ -317,6 +396,8 @@ int rp_dcm_guard_mem(const void *buf, size_t len, char *err, size_t errlen)
     w->mem = (const uint8_t *)buf;
     w->n = len;
     int rc = walk(*w, walk_start(*w), err, errlen);
+    if (rc == 0 && w->deflated && w->deflate_start < w->n)
+        rc = walk_deflated(w->mem + w->deflate_start, w->n - w->deflate_start, err, errlen);
     delete w;
     return rc;
 }

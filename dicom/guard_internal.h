@@ -5,7 +5,9 @@
  * element headers of the file without recursion (values are skipped, not read) and refuses
  * nesting deeper than RP_DCM_MAX_DEPTH or more than RP_DCM_MAX_ELEMENTS elements. Whatever it
  * cannot follow (truncation, a length past the end, a deflated dataset) it leaves to dcmtk,
- * which reports such files as errors without recursing further than the bytes it could read. */
+ * which reports such files as errors without recursing further than the bytes it could read;
+ * except an element (other than Pixel Data) whose value runs past the end of the file: dcmtk
+ * may allocate what it declares, so that is RP_EPARSE here. */
 #ifndef RP_DICOM_GUARD_INTERNAL_H
 #define RP_DICOM_GUARD_INTERNAL_H
 
@@ -14,8 +16,9 @@
 #define RP_DCM_MAX_DEPTH 64          /* sequences and items; real objects stay below ~20 */
 #define RP_DCM_MAX_ELEMENTS 20000000 /* headers walked in one file */
 
-/* 0, or RP_EUNSUPPORTED with the reason in err when the file's structure exceeds a bound
- * (a file that cannot be opened is 0: the reader reports it). */
+/* 0, RP_EUNSUPPORTED with the reason in err when the file's structure exceeds a bound, or
+ * RP_EPARSE when an element runs past its end (a file that cannot be opened is 0: the reader
+ * reports it). */
 int rp_dcm_guard(const char *path, char *err, size_t errlen);
 /* The same over bytes in memory (a received instance), stricter: dcmtk reads a memory stream
  * eagerly and would allocate any declared length, so an element before Pixel Data that runs
