@@ -49,7 +49,8 @@ struct walker {
     uint8_t win[16384];
     size_t win_off = 0, win_len = 0;
     bool io_error = false;
-    bool vr_sane = true; /* every explicit VR so far was two uppercase letters */
+    bool vr_sane = true;      /* every explicit VR so far was two uppercase letters */
+    bool after_pixels = false; /* past the top-level Pixel Data (trailing bytes: dcmtk's) */
     bool deflated = false;   /* Deflated Explicit VR Little Endian: the walk stopped at */
     size_t deflate_start = 0; /* the dataset's first (compressed) byte */
     bool le = true;
@@ -160,7 +161,7 @@ void pop(walker &w)
  * which the pixel reader reports as short). */
 int past_end(const walker &w, bool lenient, char *err, size_t errlen)
 {
-    if (!w.mem && (lenient || !w.vr_sane))
+    if (!w.mem && (lenient || !w.vr_sane || w.after_pixels))
         return 0;
     seterr(err, errlen,
            "truncated or not DICOM: an element runs past the end of the %zu bytes %s", w.n,
@@ -262,8 +263,11 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         bool sq = !memcmp(vr, "SQ", 2);
         if (w.mem && w.top == 0 && g == 0x7FE0 && e == 0x0010)
             return 0; /* the header ends at Pixel Data; its value is the caller's */
+        if (w.top == 0 && g == 0x7FE0 && e == 0x0010)
+            w.after_pixels = true;
         if (undef) {
-            bool pixels = g == 0x7FE0 && e == 0x0010 && w.top == 0;
+            /* encapsulated pixel data, at the top or in an item (an icon image) */
+            bool pixels = g == 0x7FE0 && e == 0x0010;
             ckind k = pixels ? C_PIXSEQ : C_SEQ;
             /* an undefined-length UN is a sequence in implicit VR little endian */
             bool inner_imp = !memcmp(vr, "UN", 2) ? true : imp;
