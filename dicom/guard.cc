@@ -101,20 +101,32 @@ uint32_t rd32(walker &w, size_t at, bool le)
  * must see the same element boundaries as dcmtk, or a file could hide its nesting from it):
  * the standard VRs by their definition; an unknown VR of two uppercase letters is taken as a
  * future VR (4-byte length); any other bytes keep a 2-byte length. */
+const char *const LONG_VRS[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
+                                "SV", "UC", "UN", "UR", "UT", "UV"};
+const char *const SHORT_VRS[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                                 "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"};
+
 bool long_vr(const char *vr)
 {
-    static const char *const v[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
-                                    "SV", "UC", "UN", "UR", "UT", "UV"};
-    static const char *const s[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS",
-                                    "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL",
-                                    "US"};
-    for (const char *x : v)
+    for (const char *x : LONG_VRS)
         if (!memcmp(vr, x, 2))
             return true;
-    for (const char *x : s)
+    for (const char *x : SHORT_VRS)
         if (!memcmp(vr, x, 2))
             return false;
     return vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z';
+}
+
+/* A VR of the standard: how dcmtk tells explicit from implicit VR in a raw dataset. */
+bool standard_vr(const uint8_t *b)
+{
+    for (const char *x : LONG_VRS)
+        if (!memcmp(b, x, 2))
+            return true;
+    for (const char *x : SHORT_VRS)
+        if (!memcmp(b, x, 2))
+            return true;
+    return false;
 }
 
 void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -353,8 +365,9 @@ size_t walk_start(walker &w)
     const uint8_t *h = need(w, 0, 8);
     if (w.n >= 132 && !memcmp(need(w, 128, 4), "DICM", 4))
         return 132;
-    /* raw dataset: explicit VR when the bytes after the first tag read as a VR */
-    w.implicit = !(h[4] >= 'A' && h[4] <= 'Z' && h[5] >= 'A' && h[5] <= 'Z');
+    /* raw dataset: explicit VR when the bytes after the first tag are a standard VR (as dcmtk
+     * decides: "FU" there is the start of an implicit VR length) */
+    w.implicit = !standard_vr(h + 4);
     w.io_error = false;
     return 0;
 }
