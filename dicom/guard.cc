@@ -49,8 +49,6 @@ struct walker {
     uint8_t win[16384];
     size_t win_off = 0, win_len = 0;
     bool io_error = false;
-    bool vr_sane = true;      /* every explicit VR so far was two uppercase letters */
-    bool after_pixels = false; /* past the top-level Pixel Data (trailing bytes: dcmtk's) */
     bool deflated = false;   /* Deflated Explicit VR Little Endian: the walk stopped at */
     size_t deflate_start = 0; /* the dataset's first (compressed) byte */
     bool le = true;
@@ -164,20 +162,16 @@ void pop(walker &w)
         w.seq_depth--;
 }
 
-/* An element runs past the end of the bytes: RP_EPARSE in memory (see walker::mem). In a
- * file, dcmtk does not always leave such a value on disk either (it allocated and zeroed the
- * 1.4 GB that a 1 KB file declared through an unknown VR), but the walk may also have lost
- * step with a file dcmtk reads fine (a meta header that names the wrong transfer syntax,
- * which dcmtk detects): a file is refused only on an explicit-VR walk that has seen valid
- * VRs throughout (`lenient` is set for implicit VR and for Pixel Data and its fragments,
- * which the pixel reader reports as short). */
-int past_end(const walker &w, bool lenient, char *err, size_t errlen)
+/* An element runs past the end of the bytes: RP_EPARSE in memory (see walker::mem). A file
+ * is left to dcmtk, which reads a file lazily and reports the truncation itself; the walk
+ * may also have lost step with a file that dcmtk reads fine (a meta header that names the
+ * wrong transfer syntax, which dcmtk detects). */
+int past_end(const walker &w, char *err, size_t errlen)
 {
-    if (!w.mem && (lenient || !w.vr_sane || w.after_pixels))
+    if (!w.mem)
         return 0;
-    seterr(err, errlen,
-           "truncated or not DICOM: an element runs past the end of the %zu bytes %s", w.n,
-           w.mem ? "received" : "of the file");
+    seterr(err, errlen, "truncated or not DICOM: an element runs past the end of the %zu bytes",
+           w.n);
     return RP_EPARSE;
 }
 
@@ -187,6 +181,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
 {
     long long count = 0;
     bool in_meta_possible = true;
+    size_t meta_end = 0;
     while (pos + 8 <= w.n && !w.io_error) {
         while (w.top && w.st[w.top - 1].end != UNDEF && pos >= w.st[w.top - 1].end)
             pop(w);
@@ -195,7 +190,10 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
                    RP_DCM_MAX_ELEMENTS);
             return RP_EUNSUPPORTED;
         }
-        bool meta = in_meta_possible && w.top == 0 && rd16(w, pos, true) == 0x0002;
+        /* the meta header is explicit VR little endian: its group 0002, and like dcmtk,
+         * whatever lies within the length its (0002,0000) states */
+        bool meta = in_meta_possible && w.top == 0 &&
+                    (rd16(w, pos, true) == 0x0002 || pos < meta_end);
         if (!meta && w.top == 0)
             in_meta_possible = false;
         if (!meta && w.deflated) {
@@ -210,7 +208,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             if (e == 0xE000) {
                 if (w.top && w.st[w.top - 1].kind == C_PIXSEQ) {
                     if (len == UNDEF32 || len > w.n - pos)
-                        return past_end(w, true, err, errlen);
+                        return past_end(w, err, errlen);
                     pos += len;
                     continue;
                 }
@@ -235,11 +233,9 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             const uint8_t *b = need(w, pos + 4, 2);
             vr[0] = (char)b[0];
             vr[1] = (char)b[1];
-            if (!(vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z'))
-                w.vr_sane = false;
             if (long_vr(vr)) {
                 if (pos + 12 > w.n)
-                    return past_end(w, false, err, errlen);
+                    return past_end(w, err, errlen);
                 len = rd32(w, pos + 8, le);
                 pos += 12;
             } else {
@@ -257,6 +253,8 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
                 memcpy(vr, "SQ", 2);
         }
         bool undef = len == UNDEF32;
+        if (meta && g == 0x0002 && e == 0x0000 && len == 4 && pos + 4 <= w.n)
+            meta_end = pos + 4 + rd32(w, pos, true);
         if (meta && g == 0x0002 && e == 0x0010 && !undef && len < 80 && pos + len <= w.n) {
             char ts[80];
             size_t tl = len;
@@ -275,8 +273,6 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         bool sq = !memcmp(vr, "SQ", 2);
         if (w.mem && w.top == 0 && g == 0x7FE0 && e == 0x0010)
             return 0; /* the header ends at Pixel Data; its value is the caller's */
-        if (w.top == 0 && g == 0x7FE0 && e == 0x0010)
-            w.after_pixels = true;
         if (undef) {
             /* encapsulated pixel data, at the top or in an item (an icon image) */
             bool pixels = g == 0x7FE0 && e == 0x0010;
@@ -289,13 +285,13 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         }
         if (sq) {
             if (len > w.n - pos)
-                return past_end(w, imp, err, errlen);
+                return past_end(w, err, errlen);
             if (!push(w, C_SEQ, pos + len, imp, err, errlen))
                 return RP_EUNSUPPORTED;
             continue;
         }
         if (len > w.n - pos)
-            return past_end(w, imp || (w.top == 0 && g == 0x7FE0 && e == 0x0010), err, errlen);
+            return past_end(w, err, errlen);
         pos += len;
     }
     /* a few bytes left that cannot be an element header declare no length: dcmtk's to judge */

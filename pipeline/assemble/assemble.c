@@ -90,7 +90,7 @@ void rp_gaps_analyse(const double *pos, int n, double *gap_mean, double *gap_min
             /* a gap of more than 10,000 smallest gaps (positions from a broken or hostile
              * header, or a near-zero smallest gap) counts no slices: it is no acquisition's
              * missing slices, and its quotient would not fit an int */
-            if (!(q <= 10000) || r * gmin > tol)
+            if (!(q >= 0 && q <= 10000) || r * gmin > tol)
                 all_multiples = 0;
             else
                 miss += (long long)floor(q + 0.5) - 1;
