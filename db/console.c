@@ -258,7 +258,7 @@ int rp_db_console_warnings(rp_db *db, int limit, rp_db_row_fn fn, void *user)
             " OR (kind = 'job' AND (instr(detail, ' state=failed ') > 0"
             "   OR instr(detail, ' state=dead ') > 0))"
             " OR kind IN ('fuse_missing', 'fusion_failed', 'outbox_dead', 'store_failed',"
-            "   'reconcile')"
+            "   'reconcile', 'uid_not_ps35')"
             " ORDER BY id DESC LIMIT ?1");
     if (!s)
         return RP_EDB;

@@ -545,7 +545,8 @@ int rp_db_console_output_get(rp_db *db, long long id, rp_db_output *out);
 int rp_db_console_events_about(rp_db *db, const char *kind, const char *needle, int limit,
                                rp_db_row_fn fn, void *user);
 /* Events that report a problem (refused or broken associations, failed or dead jobs,
- * fusion problems), newest first; limit <= 0: 20. */
+ * fusion problems, non-PS3.5 UIDs stored under uid_policy=lenient), newest first;
+ * limit <= 0: 20. */
 int rp_db_console_warnings(rp_db *db, int limit, rp_db_row_fn fn, void *user);
 /* Per calling AE title: instances, bytes, series, last_received, last_host. */
 int rp_db_console_senders(rp_db *db, rp_db_row_fn fn, void *user);

@@ -1085,8 +1085,11 @@ static int decode_loaded(DcmFileFormat &ff, const rp_dcm_info *in, int first, in
     OFCondition c;
     DcmDataset *ds = ff.getDataset();
     DcmElement *el = NULL;
-    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) {
-        seterr(err, errlen, "no Pixel Data");
+    /* dcmtk makes (7FE0,0010) a DcmPixelData only where it is the pixel data of the dataset;
+     * a file can carry it with another VR (SQ, a string...) or elsewhere, and casting such an
+     * element would call DcmPixelData's code on another class's object */
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el || el->ident() != EVR_PixelData) {
+        seterr(err, errlen, el ? "Pixel Data is not encoded as pixel data" : "no Pixel Data");
         return RP_EDECODE;
     }
     DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
@@ -1142,7 +1145,8 @@ static int decode_loaded(DcmFileFormat &ff, const rp_dcm_info *in, int first, in
                    c.bad() ? c.text() : "no decoder for this transfer syntax");
             return RP_EDECODE;
         }
-        if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) {
+        if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el ||
+            el->ident() != EVR_PixelData) {
             seterr(err, errlen, "no Pixel Data after decoding");
             return RP_EDECODE;
         }

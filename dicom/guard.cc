@@ -12,11 +12,13 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <new>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common/common.h"
 
@@ -38,10 +40,17 @@ struct container {
  * and mapping whole files costs more than the walk. */
 struct walker {
     int fd;
+    /* In-memory mode (rp_dcm_guard_mem): the bytes, and a stricter walk. dcmtk cannot leave
+     * a value of a memory stream unread as it can a file's, so it allocates whatever length
+     * an element declares (gigabytes from a few hundred bytes); such lengths are refused
+     * here, and the walk ends at the top-level Pixel Data, where the header ends. */
+    const uint8_t *mem = nullptr;
     size_t n;
     uint8_t win[16384];
     size_t win_off = 0, win_len = 0;
     bool io_error = false;
+    bool deflated = false;   /* Deflated Explicit VR Little Endian: the walk stopped at */
+    size_t deflate_start = 0; /* the dataset's first (compressed) byte */
     bool le = true;
     bool implicit = false;
     container st[2 * RP_DCM_MAX_DEPTH + 4];
@@ -53,6 +62,13 @@ struct walker {
 const uint8_t *need(walker &w, size_t at, size_t len)
 {
     static const uint8_t zeros[16] = {0};
+    if (w.mem) {
+        if (at > w.n || len > w.n - at) {
+            w.io_error = true;
+            return zeros;
+        }
+        return w.mem + at;
+    }
     if (at >= w.win_off && at + len <= w.win_off + w.win_len)
         return w.win + (at - w.win_off);
     ssize_t r = pread(w.fd, w.win, sizeof w.win, (off_t)at);
@@ -79,12 +95,34 @@ uint32_t rd32(walker &w, size_t at, bool le)
               : (uint32_t)b[3] | (uint32_t)b[2] << 8 | (uint32_t)b[1] << 16 | (uint32_t)b[0] << 24;
 }
 
+/* Whether an explicit VR has a 4-byte length, decided as dcmtk's reader decides it (the walk
+ * must see the same element boundaries as dcmtk, or a file could hide its nesting from it):
+ * the standard VRs by their definition; an unknown VR of two uppercase letters is taken as a
+ * future VR (4-byte length); any other bytes keep a 2-byte length. */
+const char *const LONG_VRS[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
+                                "SV", "UC", "UN", "UR", "UT", "UV"};
+const char *const SHORT_VRS[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                                 "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"};
+
 bool long_vr(const char *vr)
 {
-    static const char *const v[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
-                                    "SV", "UC", "UN", "UR", "UT", "UV"};
-    for (const char *x : v)
+    for (const char *x : LONG_VRS)
         if (!memcmp(vr, x, 2))
+            return true;
+    for (const char *x : SHORT_VRS)
+        if (!memcmp(vr, x, 2))
+            return false;
+    return vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z';
+}
+
+/* A VR of the standard: how dcmtk tells explicit from implicit VR in a raw dataset. */
+bool standard_vr(const uint8_t *b)
+{
+    for (const char *x : LONG_VRS)
+        if (!memcmp(b, x, 2))
+            return true;
+    for (const char *x : SHORT_VRS)
+        if (!memcmp(b, x, 2))
             return true;
     return false;
 }
@@ -124,11 +162,26 @@ void pop(walker &w)
         w.seq_depth--;
 }
 
-/* Walk from `pos`; 0 when nothing exceeded a bound (or the walk lost track), RP_EUNSUPPORTED. */
+/* An element runs past the end of the bytes: RP_EPARSE in memory (see walker::mem). A file
+ * is left to dcmtk, which reads a file lazily and reports the truncation itself; the walk
+ * may also have lost step with a file that dcmtk reads fine (a meta header that names the
+ * wrong transfer syntax, which dcmtk detects). */
+int past_end(const walker &w, char *err, size_t errlen)
+{
+    if (!w.mem)
+        return 0;
+    seterr(err, errlen, "truncated or not DICOM: an element runs past the end of the %zu bytes",
+           w.n);
+    return RP_EPARSE;
+}
+
+/* Walk from `pos`; 0 when nothing exceeded a bound (or the walk lost track), RP_EUNSUPPORTED,
+ * or RP_EPARSE (an element past the end). */
 int walk(walker &w, size_t pos, char *err, size_t errlen)
 {
     long long count = 0;
     bool in_meta_possible = true;
+    size_t meta_end = 0;
     while (pos + 8 <= w.n && !w.io_error) {
         while (w.top && w.st[w.top - 1].end != UNDEF && pos >= w.st[w.top - 1].end)
             pop(w);
@@ -137,9 +190,16 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
                    RP_DCM_MAX_ELEMENTS);
             return RP_EUNSUPPORTED;
         }
-        bool meta = in_meta_possible && w.top == 0 && rd16(w, pos, true) == 0x0002;
+        /* the meta header is explicit VR little endian: its group 0002, and like dcmtk,
+         * whatever lies within the length its (0002,0000) states */
+        bool meta = in_meta_possible && w.top == 0 &&
+                    (rd16(w, pos, true) == 0x0002 || pos < meta_end);
         if (!meta && w.top == 0)
             in_meta_possible = false;
+        if (!meta && w.deflated) {
+            w.deflate_start = pos;
+            return 0;
+        }
         bool le = meta || w.le;
         uint16_t g = rd16(w, pos, le), e = rd16(w, pos + 2, le);
         if (g == 0xFFFE) {
@@ -148,7 +208,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             if (e == 0xE000) {
                 if (w.top && w.st[w.top - 1].kind == C_PIXSEQ) {
                     if (len == UNDEF32 || len > w.n - pos)
-                        return 0; /* fragment runs past the end: dcmtk's to report */
+                        return past_end(w, err, errlen);
                     pos += len;
                     continue;
                 }
@@ -175,7 +235,7 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             vr[1] = (char)b[1];
             if (long_vr(vr)) {
                 if (pos + 12 > w.n)
-                    return 0;
+                    return past_end(w, err, errlen);
                 len = rd32(w, pos + 8, le);
                 pos += 12;
             } else {
@@ -193,10 +253,14 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
                 memcpy(vr, "SQ", 2);
         }
         bool undef = len == UNDEF32;
+        if (meta && g == 0x0002 && e == 0x0000 && len == 4 && pos + 4 <= w.n)
+            meta_end = pos + 4 + rd32(w, pos, true);
         if (meta && g == 0x0002 && e == 0x0010 && !undef && len < 80 && pos + len <= w.n) {
             char ts[80];
             size_t tl = len;
-            if (pread(w.fd, ts, tl, (off_t)pos) != (ssize_t)tl)
+            if (w.mem)
+                memcpy(ts, w.mem + pos, tl);
+            else if (pread(w.fd, ts, tl, (off_t)pos) != (ssize_t)tl)
                 return 0;
             ts[tl] = 0;
             while (tl && (ts[tl - 1] == 0 || ts[tl - 1] == ' '))
@@ -204,11 +268,14 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
             w.implicit = !strcmp(ts, "1.2.840.10008.1.2");
             w.le = strcmp(ts, "1.2.840.10008.1.2.2") != 0;
             if (!strcmp(ts, "1.2.840.10008.1.2.1.99"))
-                return 0; /* deflated: the dataset's bytes cannot be walked here */
+                w.deflated = true; /* the dataset after the meta group: see walk_deflated() */
         }
         bool sq = !memcmp(vr, "SQ", 2);
+        if (w.mem && w.top == 0 && g == 0x7FE0 && e == 0x0010)
+            return 0; /* the header ends at Pixel Data; its value is the caller's */
         if (undef) {
-            bool pixels = g == 0x7FE0 && e == 0x0010 && w.top == 0;
+            /* encapsulated pixel data, at the top or in an item (an icon image) */
+            bool pixels = g == 0x7FE0 && e == 0x0010;
             ckind k = pixels ? C_PIXSEQ : C_SEQ;
             /* an undefined-length UN is a sequence in implicit VR little endian */
             bool inner_imp = !memcmp(vr, "UN", 2) ? true : imp;
@@ -218,19 +285,88 @@ int walk(walker &w, size_t pos, char *err, size_t errlen)
         }
         if (sq) {
             if (len > w.n - pos)
-                return 0;
+                return past_end(w, err, errlen);
             if (!push(w, C_SEQ, pos + len, imp, err, errlen))
                 return RP_EUNSUPPORTED;
             continue;
         }
         if (len > w.n - pos)
-            return 0; /* value past the end: dcmtk reports the truncation */
+            return past_end(w, err, errlen);
         pos += len;
     }
+    /* a few bytes left that cannot be an element header declare no length: dcmtk's to judge */
     return 0;
 }
 
 } // namespace
+
+/* A deflated dataset (dcmtk inflates it through a stream it cannot seek, so it reads every
+ * value eagerly, whatever length an element declares): inflate it here (up to
+ * DEFLATE_WALK_MAX bytes; a larger one is left to dcmtk as before) and walk the result as
+ * bytes in memory, explicit VR little endian. */
+const size_t DEFLATE_WALK_MAX = (size_t)512 << 20;
+
+int walk_deflated(const uint8_t *src, size_t n, char *err, size_t errlen)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, -MAX_WBITS) != Z_OK)
+        return 0;
+    size_t cap = n * 4 + 65536, len = 0;
+    uint8_t *out = (uint8_t *)malloc(cap);
+    int zrc = Z_OK;
+    z.next_in = (Bytef *)src;
+    while (out && zrc == Z_OK) {
+        if (len == cap) {
+            if (cap >= DEFLATE_WALK_MAX)
+                break;
+            size_t ncap = cap * 2 > DEFLATE_WALK_MAX ? DEFLATE_WALK_MAX : cap * 2;
+            uint8_t *o2 = (uint8_t *)realloc(out, ncap);
+            if (!o2)
+                break;
+            out = o2;
+            cap = ncap;
+        }
+        size_t in_left = n - (size_t)((const uint8_t *)z.next_in - src);
+        z.avail_in = (uInt)(in_left > UINT32_MAX ? UINT32_MAX : in_left);
+        z.next_out = out + len;
+        size_t room = cap - len;
+        z.avail_out = (uInt)(room > UINT32_MAX ? UINT32_MAX : room);
+        uInt before = z.avail_out;
+        zrc = inflate(&z, Z_NO_FLUSH);
+        len += before - z.avail_out;
+        if (zrc == Z_BUF_ERROR && z.avail_out == 0)
+            zrc = Z_OK; /* output full: grow */
+    }
+    inflateEnd(&z);
+    int rc = 0;
+    if (out && len >= 8 && (zrc == Z_STREAM_END || zrc == Z_BUF_ERROR)) {
+        walker *w = new (std::nothrow) walker;
+        if (w) {
+            w->fd = -1;
+            w->mem = out;
+            w->n = len;
+            rc = walk(*w, 0, err, errlen);
+            delete w;
+        }
+    }
+    free(out);
+    return rc;
+}
+
+/* The start of the walk: after the preamble of a Part-10 file, else a raw dataset whose VR
+ * encoding the first element tells. */
+size_t walk_start(walker &w)
+{
+    const uint8_t *h = need(w, 0, 8);
+    if (w.n >= 132 && !memcmp(need(w, 128, 4), "DICM", 4))
+        return 132;
+    /* raw dataset: explicit VR when the bytes after the first tag are a standard VR (as dcmtk
+     * decides: "FU" there is the start of an implicit VR length) */
+    w.implicit = !standard_vr(h + 4);
+    w.io_error = false;
+    return 0;
+}
 
 int rp_dcm_guard(const char *path, char *err, size_t errlen)
 {
@@ -249,16 +385,32 @@ int rp_dcm_guard(const char *path, char *err, size_t errlen)
     }
     w->fd = fd;
     w->n = (size_t)st.st_size;
-    size_t pos = 0;
-    const uint8_t *h = need(*w, 0, 8);
-    if (w->n >= 132 && !memcmp(need(*w, 128, 4), "DICM", 4)) {
-        pos = 132;
-    } else {
-        /* raw dataset: explicit VR when the bytes after the first tag read as a VR */
-        w->implicit = !(h[4] >= 'A' && h[4] <= 'Z' && h[5] >= 'A' && h[5] <= 'Z');
+    int rc = walk(*w, walk_start(*w), err, errlen);
+    if (rc == 0 && w->deflated && w->deflate_start < w->n) {
+        size_t dn = w->n - w->deflate_start;
+        uint8_t *d = dn <= DEFLATE_WALK_MAX ? (uint8_t *)malloc(dn) : nullptr;
+        if (d && pread(fd, d, dn, (off_t)w->deflate_start) == (ssize_t)dn)
+            rc = walk_deflated(d, dn, err, errlen);
+        free(d);
     }
-    int rc = walk(*w, pos, err, errlen);
     close(fd);
+    delete w;
+    return rc;
+}
+
+int rp_dcm_guard_mem(const void *buf, size_t len, char *err, size_t errlen)
+{
+    if (!buf || len < 8)
+        return 0; /* dcmtk says what it is */
+    walker *w = new (std::nothrow) walker;
+    if (!w)
+        return 0;
+    w->fd = -1;
+    w->mem = (const uint8_t *)buf;
+    w->n = len;
+    int rc = walk(*w, walk_start(*w), err, errlen);
+    if (rc == 0 && w->deflated && w->deflate_start < w->n)
+        rc = walk_deflated(w->mem + w->deflate_start, w->n - w->deflate_start, err, errlen);
     delete w;
     return rc;
 }

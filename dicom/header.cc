@@ -6,12 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcvr.h>
@@ -211,32 +214,65 @@ extern "C" int rp_dcm_read_meta_mem(const void *buf, size_t len, long long file_
     meta_init(m, reason, reasonsz);
     m->file_size = file_size;
     quiet_dcmdata();
-    DcmInputBufferStream in;
-    in.setBuffer(buf, (offile_off_t)len);
-    in.setEos();
+    int grc = rp_dcm_guard_mem(buf, len, reason, reasonsz);
+    if (grc == RP_EPARSE && (long long)len < file_size) {
+        if (reason && reasonsz)
+            snprintf(reason, reasonsz, "header goes on past the first %zu bytes", len);
+        return RP_EPARSE;
+    }
+    if (grc)
+        return RP_EPARSE;
+    /* dcmtk reads the bytes as a file (an anonymous one in memory): from a memory stream it
+     * would load every value at once, allocating whatever length an element declares (4 GB
+     * from a 16-byte dataset, or through a meta header that dcmtk reads further than the
+     * guard can follow); from a file it checks a length against the bytes left and leaves
+     * long values unread. The fd stays open while the values are read. */
+    int fd = memfd_create("rp_dcm_meta", MFD_CLOEXEC);
+    if (fd < 0) {
+        if (reason && reasonsz)
+            snprintf(reason, reasonsz, "memfd_create: %s", strerror(errno));
+        return RP_EIO;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, (const char *)buf + off, len - off);
+        if (w <= 0) {
+            if (reason && reasonsz)
+                snprintf(reason, reasonsz, "write to memfd: %s", strerror(errno));
+            close(fd);
+            return RP_EIO;
+        }
+        off += (size_t)w;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    DcmInputFileStream in(path);
     DcmFileFormat ff;
     ff.transferInit();
-    OFCondition c = ff.readUntilTag(in, EXS_Unknown, EGL_noChange, 4096, DCM_PixelData);
+    OFCondition c = in.status().good()
+                        ? ff.readUntilTag(in, EXS_Unknown, EGL_noChange, 4096, DCM_PixelData)
+                        : in.status();
     ff.transferEnd();
+    DcmDataset *ds = ff.getDataset();
+    int rc = 0;
     /* Stopping at Pixel Data leaves bytes unread; a part of a file that was read to its end
      * (or cut inside an element) did not reach the end of the header. */
     if ((long long)len < file_size && (c.bad() || in.eos())) {
         if (reason && reasonsz)
             snprintf(reason, reasonsz, "header goes on past the first %zu bytes", len);
-        return RP_EPARSE;
-    }
-    if (c.bad()) {
+        rc = RP_EPARSE;
+    } else if (c.bad()) {
         set_reason(reason, reasonsz, "dcmtk cannot parse the header", c);
-        return RP_EPARSE;
-    }
-    DcmDataset *ds = ff.getDataset();
-    if (!ds || ds->card() == 0) {
+        rc = RP_EPARSE;
+    } else if (!ds || ds->card() == 0) {
         if (reason && reasonsz)
             snprintf(reason, reasonsz, "empty dataset");
-        return RP_EPARSE;
+        rc = RP_EPARSE;
+    } else {
+        meta_fill(ff, m);
     }
-    meta_fill(ff, m);
-    return 0;
+    close(fd);
+    return rc;
 }
 
 static void meta_fill(DcmFileFormat &ff, rp_dcm_meta *m)

@@ -108,7 +108,33 @@ typedef struct {
     rp_instance_meta done_meta;
     char done_ts[65];
     double done_ms;
+    char uid_warned_series[RP_UID_MAX + 1]; /* last series recorded as uid_not_ps35 */
 } assoc_ctx;
+
+/* uid_policy=lenient stored an instance whose UIDs break PS3.5 (a leading zero): besides the
+ * store's log line, an event in the index (`radprep events --kind uid_not_ps35`, the console's
+ * warnings and series page), once per series and association rather than per instance. */
+static void note_lenient_uids(assoc_ctx *a, const rp_instance_meta *m)
+{
+    const struct {
+        const char *name, *v;
+    } u[] = {{"study_uid", m->study_uid},
+             {"series_uid", m->series_uid},
+             {"sop_instance_uid", m->sop_instance_uid},
+             {"sop_class_uid", m->sop_class_uid}};
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        if (rp_store_uid_valid(u[i].v) == 0)
+            continue;
+        if (!strcmp(a->uid_warned_series, m->series_uid))
+            return;
+        rp_strlcpy(a->uid_warned_series, m->series_uid, sizeof a->uid_warned_series);
+        node_event(a->node, "uid_not_ps35",
+                   "series=%s study=%s %s=%s calling_ae=%s reason=\"leading zero in a "
+                   "component; stored under uid_policy=lenient\"",
+                   m->series_uid, m->study_uid, u[i].name, u[i].v, a->info.calling_ae);
+        return;
+    }
+}
 
 static unsigned status_for(int rc)
 {
@@ -258,6 +284,8 @@ static void h_store_done(void *ctx)
         for (size_t i = 0; i < n->n_started; i++)
             if (n->services[i].on_instance)
                 n->services[i].on_instance(n, n->services[i].arg, m);
+    if (outcome == RP_STORE_NEW && n->conf->uid_policy == RP_UID_LENIENT)
+        note_lenient_uids(a, m);
     if (outcome == RP_STORE_NEW) {
         RP_INFO(MOD,
                 "stored sop=%s series=%s study=%s bytes=%lld ts=%s calling_ae=%s peer=%s "

@@ -3,6 +3,7 @@
  * negating x and y, rows written bottom-up, slices ordered along row x column. */
 #include "pipeline/assemble/assemble.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,17 +82,21 @@ void rp_gaps_analyse(const double *pos, int n, double *gap_mean, double *gap_min
     if (gmax - gmin > tol) {
         *uneven = 1;
         /* gaps that are whole multiples of the smallest gap are missing slices */
-        int all_multiples = 1, miss = 0;
+        int all_multiples = 1;
+        long long miss = 0;
         for (int k = 0; k + 1 < n; k++) {
             double q = (pos[k + 1] - pos[k]) / gmin;
             double r = fabs(q - floor(q + 0.5));
-            if (r * gmin > tol)
+            /* a gap of more than 10,000 smallest gaps (positions from a broken or hostile
+             * header, or a near-zero smallest gap) counts no slices: it is no acquisition's
+             * missing slices, and its quotient would not fit an int */
+            if (!(q >= 0 && q <= 10000) || r * gmin > tol)
                 all_multiples = 0;
             else
-                miss += (int)floor(q + 0.5) - 1;
+                miss += (long long)floor(q + 0.5) - 1;
         }
         if (all_multiples)
-            *missing = miss;
+            *missing = miss > INT_MAX ? INT_MAX : (int)miss;
     }
 }
 

@@ -600,7 +600,8 @@ static void sample_put(rp_sample_type t, void *p, size_t i, double v)
 /* Bilinear sample of slice `z` (DICOM row/column coordinates); NAN outside. */
 static double bilinear(const rp_stack_data *d, size_t base, int nx, int ny, double col, double row)
 {
-    if (col < -1e-6 || row < -1e-6 || col > nx - 1 + 1e-6 || row > ny - 1 + 1e-6)
+    /* written so that NaN coordinates (from NaN positions in a header) are outside too */
+    if (!(col >= -1e-6 && row >= -1e-6 && col <= nx - 1 + 1e-6 && row <= ny - 1 + 1e-6))
         return NAN;
     int c0 = (int)floor(col), r0 = (int)floor(row);
     if (c0 >= nx - 1)
@@ -621,6 +622,11 @@ static double bilinear(const rp_stack_data *d, size_t base, int nx, int ny, doub
     double v11 = rp_stack_sample(d, base + y1 * nx + c1);
     return (v00 * (1 - fc) + v01 * fc) * (1 - fr) + (v10 * (1 - fc) + v11 * fc) * fr;
 }
+
+/* Largest ratio of resampled to acquired voxels rp_stack_resample() accepts (a 30-degree tilt
+ * over a long stack roughly doubles one in-plane dimension; 10x is the most slices the
+ * smallest-gap rule can add). */
+#define RESAMPLE_MAX_GROWTH 64.0
 
 int rp_stack_resample(rp_stack *st, rp_stack_data *d, char *err, size_t errlen)
 {
@@ -655,13 +661,27 @@ int rp_stack_resample(rp_stack *st, rp_stack_data *d, char *err, size_t errlen)
     /* whole-voxel margins keep the in-plane grid of slice 0 */
     amin = floor(amin + 1e-6);
     bmin = floor(bmin + 1e-6);
-    int nx2 = nx + (int)ceil(amax - 1e-6) - (int)amin;
-    int ny2 = ny + (int)ceil(bmax - 1e-6) - (int)bmin;
     double p0 = st->slice[0].pos, pn = st->slice[nz - 1].pos;
     double dz = st->uneven ? st->gap_min : (pn - p0) / (nz - 1);
     if (dz < 0.1 * (pn - p0) / (nz - 1))
         dz = (pn - p0) / (nz - 1);
-    int nz2 = (int)floor((pn - p0) / dz + 1e-6) + 1;
+    /* The grid comes from header positions: hostile or broken ones (huge offsets, a spacing
+     * of nearly 0, NaN) would ask for an absurd grid (an int overflow, hours of work, or more
+     * memory than the machine has). A real tilt or uneven spacing enlarges a stack a few
+     * times at most; refuse anything beyond RESAMPLE_MAX_GROWTH or a NIfTI dimension. */
+    double fx2 = nx + (ceil(amax - 1e-6) - amin), fy2 = ny + (ceil(bmax - 1e-6) - bmin);
+    double fz2 = floor((pn - p0) / dz + 1e-6) + 1;
+    if (!(fx2 >= 1 && fx2 <= 32767 && fy2 >= 1 && fy2 <= 32767 && fz2 >= 1 && fz2 <= 32767 &&
+          fx2 * fy2 * fz2 <= RESAMPLE_MAX_GROWTH * (double)nx * ny * nz)) {
+        free(a);
+        free(b);
+        snprintf(err, errlen,
+                 "slice positions describe a %gx%gx%g grid for %dx%dx%d acquired voxels: "
+                 "not a gantry tilt or uneven spacing that resampling can correct",
+                 fx2, fy2, fz2, nx, ny, nz);
+        return RP_EUNSUPPORTED;
+    }
+    int nx2 = (int)fx2, ny2 = (int)fy2, nz2 = (int)fz2;
     size_t ss = d->type == RP_ST_F32 || d->type == RP_ST_S32 || d->type == RP_ST_U32 ? 4
                 : (d->type == RP_ST_U8 || d->type == RP_ST_S8)                       ? 1
                                                                                      : 2;

@@ -3,9 +3,11 @@
 
 A UID with a leading zero in a component (999.999.01.23.45.6789, as real CRs send) breaks
 PS3.5 but is safe as a path component: uid_policy=lenient (the default) stores it, logs a
-uid_not_ps35 warning and keeps the study reachable; uid_policy=strict refuses it with 0xC000
-and says why. Empty, non-numeric and overlong UIDs are refused under both. Sent by storescu.
+uid_not_ps35 warning, records it in the index as an event of that kind (once per series and
+association: `radprep events --kind uid_not_ps35` shows it) and keeps the study reachable;
+uid_policy=strict refuses it with 0xC000 and says why. Empty, non-numeric and overlong UIDs are refused under both. Sent by storescu.
 """
+import json
 import os
 import sys
 
@@ -36,12 +38,21 @@ def main():
             if policy == "strict":
                 check(st == "Error: CannotUnderstand", f"strict: leading zero got {st} (want 0xC000)")
                 check(not stored, "strict: the leading-zero instance was stored")
+                check(not node.query("SELECT id FROM events WHERE kind = 'uid_not_ps35'"),
+                      "strict: a uid_not_ps35 event for a refused instance")
                 check(node.log_kv(r"store failed .*leading zero"),
                       "strict: no log line with the reason")
             else:
                 check(st == "Success", f"{policy or 'default'}: leading zero got {st}")
                 check(len(stored) == 1, f"{policy or 'default'}: stored {stored}")
                 check(node.log_kv(r"uid_not_ps35"), f"{policy or 'default'}: no warning logged")
+                # and indexed: the events table, as the CLI shows it
+                p = rptest.run_radprep("--config", node.config_path, "events", "--kind",
+                                       "uid_not_ps35", "--json", timeout=120)
+                ev = json.loads(p.stdout) if p.returncode == 0 else []
+                check(len(ev) == 1 and "series=" + LEADING_ZERO + ".1 " in ev[0].get("detail", ""),
+                      f"{policy or 'default'}: uid_not_ps35 events in the index: {ev} "
+                      f"(rc {p.returncode}: {p.stderr[-200:]})")
             for f in bad:
                 check("Error" in res.status[f],
                       f"{policy or 'default'}: {os.path.basename(f)} got {res.status[f]}")
