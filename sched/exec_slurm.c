@@ -510,16 +510,32 @@ static void slurm_free(void *self)
 static const rp_executor_ops slurm_ops = {"slurm",      slurm_submit,   slurm_poll,
                                           slurm_cancel, slurm_reattach, slurm_free};
 
-/* The batch script: the worker command arrives as its arguments, so nothing is quoted. */
+/* The batch script: the worker command arrives as its arguments, so nothing is quoted.
+ * The worker's address space is bounded by the job's memory (--mem, or --mem-per-cpu times
+ * its CPUs), the RLIMIT_AS rule of the local executor: a cluster without cgroups enforces
+ * --mem only by sampling (JobAcctGatherParams=OverMemoryKill), and a worker allocating
+ * between two samples could take the node's memory. With the hard bound its allocation
+ * fails instead and it exits RP_JOB_EXIT_OOM, which rp_slurm_map_state reads as oom. Fewer
+ * malloc arenas for the same reason as locally: each reserves address space per thread. */
 static int write_script(const char *path)
 {
-    static const char text[] = "#!/bin/sh\n"
-                               "# radprep: the worker command is given as arguments by sbatch;\n"
-                               "# its OpenMP threads are the CPUs Slurm gave the task\n"
-                               "if [ -n \"$SLURM_CPUS_PER_TASK\" ]; then\n"
-                               "  export OMP_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"\n"
-                               "fi\n"
-                               "exec \"$@\"\n";
+    static const char text[] =
+        "#!/bin/sh\n"
+        "# radprep: the worker command is given as arguments by sbatch;\n"
+        "# its OpenMP threads are the CPUs Slurm gave the task\n"
+        "if [ -n \"$SLURM_CPUS_PER_TASK\" ]; then\n"
+        "  export OMP_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"\n"
+        "fi\n"
+        "# its address space is the job's memory: a hard bound without cgroups too\n"
+        "mem=\"${SLURM_MEM_PER_NODE:-}\"\n"
+        "if [ -z \"$mem\" ] && [ -n \"${SLURM_MEM_PER_CPU:-}\" ]; then\n"
+        "  mem=$((SLURM_MEM_PER_CPU * ${SLURM_CPUS_PER_TASK:-1}))\n"
+        "fi\n"
+        "if [ -n \"$mem\" ] && [ \"$mem\" -gt 0 ] 2>/dev/null; then\n"
+        "  ulimit -v $((mem * 1024)) || echo \"radprep: ulimit -v failed: $(ulimit -v)\" >&2\n"
+        "fi\n"
+        "export MALLOC_ARENA_MAX=\"${MALLOC_ARENA_MAX:-4}\"\n"
+        "exec \"$@\"\n";
     char tmp[RP_PATH_MAX + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");

@@ -17,10 +17,15 @@ as root, and radprepd with [executor] kind = slurm.
   and writes a summary; the NIfTIs equal those of `radprep process` run locally;
 - `radprep curate --executor slurm DIR... --out DS` preprocesses the folders as an array and
   curates them: the same dataset as `radprep curate --executor local`.
+- a job over its memory limit ends as oom: a phantom of 512x512 slices whose rule resamples
+  it to 0.5 mm with mem_mb = 200 fails its allocation under the batch script's `ulimit -v`
+  (the job's --mem), exits 4, Slurm says FAILED 4:0, `radprep jobs` says dead (one attempt)
+  with reason oom, and the node goes on receiving and processing.
 Memory limits: without cgroups (this sandbox) Slurm enforces --mem only by sampling
-(JobAcctGatherParams=OverMemoryKill) and reports FAILED by SIGKILL, which the executor maps
-to oom; that mapping is unit-tested (tests/sched/test_exec_slurm.c), not run here, because a
-worker allocating without bound between two samples could take the shared machine's memory.
+(JobAcctGatherParams=OverMemoryKill), too late for a worker allocating fast; the batch
+script's address-space bound (RLIMIT_AS of the job's memory, as the local executor) is the
+hard bound that makes running the oom case here safe. The mapping of Slurm's other memory
+ends (FAILED by SIGKILL, OUT_OF_MEMORY) is unit-tested (tests/sched/test_exec_slurm.c).
 Measured and printed: series complete → Slurm job start, and array vs local throughput.
 Slurm missing is a FAILURE: scripts/debian-packages.txt installs it."""
 import filecmp
@@ -49,6 +54,12 @@ EXECUTOR = "[executor]\nkind = slurm\npoll_s = 0.5\nmem_mb = 3000\n"
 RULE = ("[rule ct_head]\nmodality = CT\nbody_part = HEAD\nsteps = hu clip(-1000,1000)\n"
         "outputs = nifti json\npriority = 200\ncpus_per_task = 1\nmem_mb = 2500\n"
         "time_limit_s = 300\n")
+# A series too large for its job's memory: 40 slices of 512x512 resampled to 0.5 mm is a
+# 1024x1024x80 float volume (320 MB) under mem_mb = 200, enough for the worker to start.
+OOM_DESC = "RPTEST OOM"
+OOM_RULE = (f"[rule oom]\nmodality = CT\nseries_description = {OOM_DESC}\n"
+            "steps = hu resample(0.5,0.5,0.5)\noutputs = nifti\npriority = 300\n"
+            "cpus_per_task = 1\nmem_mb = 200\n")
 
 
 def tree(d):
@@ -99,7 +110,7 @@ class SlurmTest(unittest.TestCase):
                                             images_in_acquisition=4)
             senv["RP_TEST_JOB_FAULT"] = f"hang@{hang_uid},slow@{slow_uid}"
             slurm = rp.Node(os.path.join(tmp, "slurm_node"), quiet_s=1, extra_node=common,
-                            extra=EXECUTOR + RULE)
+                            extra=EXECUTOR + RULE + OOM_RULE)
             slurm.start(env=senv)
 
             # -- time limit: started first, checked last (Slurm ends it after ~60-90 s)
@@ -107,12 +118,21 @@ class SlurmTest(unittest.TestCase):
                 os.path.join(tmp, "ph_hang")))
             self.assertEqual(rp.storescu(slurm.port, files)[:2], (0, 4))
 
+            # -- over its memory limit: sent now, checked after the CT
+            import pydicom
+            oom_files, _, oom_uid = rp.make_series(os.path.join(tmp, "ph_oom"), 40,
+                                                   images_in_acquisition=40, size=512)
+            for f in oom_files:
+                ds = pydicom.dcmread(f)
+                ds.SeriesDescription = OOM_DESC
+                ds.save_as(f)
+            self.assertEqual(rp.storescu(slurm.port, oom_files)[:2], (0, 40))
+
             # -- a real CT through Slurm and locally: same bytes
             ct_uid = None
             for node in (local, slurm):
                 rc, ok, out = rp.storescu(node.port, ct_files)
                 self.assertEqual((rc, ok), (0, 28), out[-2000:])
-            import pydicom
             ct_uid = str(pydicom.dcmread(ct_files[0], stop_before_pixels=True).SeriesInstanceUID)
             jl = local.wait_job(ct_uid, 1, states=("done", "dead"), timeout=300)
             js = slurm.wait_job(ct_uid, 1, states=("done", "dead"), timeout=300)
@@ -169,6 +189,21 @@ class SlurmTest(unittest.TestCase):
             print(f"MEASURE local: series complete -> worker start "
                   f"{rp.log_time(lstart) - lc:.2f} s", flush=True)
             self.assertLess(latency, 30)
+
+            # -- the job over its memory limit: oom, dead after its one attempt
+            # (job_max_attempts = 1); the kill -9 case below shows the node still receiving
+            j = slurm.wait_job(oom_uid, 1, states=("done", "dead"), timeout=120)
+            self.assertEqual(j["state"], "dead", (j, slurm.log()[-2000:]))
+            self.assertEqual(j["reason"], "oom (memory limit reached, exit code 4)", j)
+            row = [r for r in json.loads(slurm.cli("jobs", "--json").stdout)
+                   if r["id"] == j["id"]][0]
+            self.assertEqual((row["state"], row["reason"]), ("dead", j["reason"]), row)
+            self.assertIn("oom", slurm.cli("jobs").stdout)
+            sj = cluster.job(row["exec_id"])
+            self.assertEqual((sj.get("JobState"), sj.get("ExitCode"), sj.get("MinMemoryNode")),
+                             ("FAILED", "4:0", "200M"), sj)
+            self.assertIn("resample", open(os.path.join(slurm.data, "logs",
+                                                        f"job-{j['id']}.log")).read())
 
             # -- kill -9 while the Slurm job is in flight, restart: reattached, once
             files = sorted(os.path.join(tmp, "ph_slow", f) for f in os.listdir(

@@ -2,7 +2,8 @@
  * how a job ended, the sbatch command line built for a request, and the executor against
  * stand-in sbatch/scontrol/scancel scripts (one scontrol call answers every job in flight,
  * polls are rate-limited, a controller that does not answer decides nothing, reattach asks
- * Slurm and only "Invalid job id" makes the node forget the job). */
+ * Slurm and only "Invalid job id" makes the node forget the job), and the batch script's
+ * address-space bound. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,8 +37,15 @@ static void test_map_states(void **state)
     assert_int_equal(r.end, RP_PROC_EXITED);
     assert_int_equal(r.exit_code, 3); /* permanent: the supervisor makes it dead */
 
+    /* the worker's own out-of-memory exit code (its allocation failed under the batch
+     * script's RLIMIT_AS): Slurm says FAILED, or COMPLETED on some versions, ExitCode=4:0 */
     assert_int_equal(rp_slurm_map_state("FAILED", "4:0", 60, &r), 1);
-    assert_int_equal(r.end, RP_PROC_OOM); /* the worker's own out-of-memory exit code */
+    assert_int_equal(r.end, RP_PROC_OOM);
+    assert_int_equal(r.exit_code, 4);
+    assert_string_equal(r.reason, "oom (memory limit reached, exit code 4)");
+    assert_int_equal(rp_slurm_map_state("COMPLETED", "4:0", 60, &r), 1);
+    assert_int_equal(r.end, RP_PROC_OOM);
+    assert_int_equal(r.exit_code, 4);
 
     assert_int_equal(rp_slurm_map_state("FAILED", "0:9", 60, &r), 1);
     assert_int_equal(r.end, RP_PROC_OOM);
@@ -191,6 +199,37 @@ static void test_executor_fake_tools(void **state)
     char script[128];
     snprintf(script, sizeof script, "%s/radprep-slurm.sh", tmpdir);
     assert_int_equal(access(script, X_OK), 0);
+    /* the batch script bounds the worker's address space by the job's memory in MB
+     * (per node, or per CPU times the CPUs), and leaves it alone without one */
+    const char *cases[][2] = {
+        {"SLURM_MEM_PER_NODE=64", "65536 4"},
+        {"SLURM_MEM_PER_CPU=100 SLURM_CPUS_PER_TASK=2", "204800 4"},
+        {"SLURM_MEM_PER_NODE=", "unlimited 4"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[512], got[64] = "";
+        snprintf(cmd, sizeof cmd,
+                 "env -u SLURM_MEM_PER_NODE -u SLURM_MEM_PER_CPU -u MALLOC_ARENA_MAX %s %s "
+                 "/bin/sh -c 'echo $(ulimit -v) $MALLOC_ARENA_MAX'",
+                 cases[i][0], script);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        assert_non_null(fgets(got, sizeof got, p));
+        assert_int_equal(pclose(p), 0);
+        got[strcspn(got, "\n")] = '\0';
+        if (i == 2 && strcmp(got, cases[i][1]) != 0) {
+            /* this shell itself runs under a limit: the script must not change it */
+            char mine[32] = "";
+            FILE *q = popen("/bin/sh -c 'ulimit -v'", "r");
+            assert_non_null(q);
+            assert_non_null(fgets(mine, sizeof mine, q));
+            pclose(q);
+            mine[strcspn(mine, "\n")] = '\0';
+            assert_true(strncmp(got, mine, strlen(mine)) == 0);
+            continue;
+        }
+        assert_string_equal(got, cases[i][1]);
+    }
 
     const char *wargv[] = {"/bin/true", "process", "--job", "7", NULL};
     rp_exec_request rq = {.job_id = 7, .argv = wargv, .timeout_s = 60};
