@@ -72,6 +72,7 @@ static const char task_script[] =
     "list=$1; out=$2; shift 2\n"
     "dir=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" \"$list\")\n"
     "[ -n \"$dir\" ] || { echo \"no folder for task $SLURM_ARRAY_TASK_ID\" >&2; exit 2; }\n"
+    RP_SCHED_SLURM_TASK_ENV_SH
     "exec \"$@\" \"$dir\" --out \"$out/task-$SLURM_ARRAY_TASK_ID\"\n";
 
 int rp_cli_process_array(int argc, char **argv, const rp_conf *c)

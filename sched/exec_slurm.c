@@ -522,19 +522,8 @@ static int write_script(const char *path)
     static const char text[] =
         "#!/bin/sh\n"
         "# radprep: the worker command is given as arguments by sbatch;\n"
-        "# its OpenMP threads are the CPUs Slurm gave the task\n"
-        "if [ -n \"$SLURM_CPUS_PER_TASK\" ]; then\n"
-        "  export OMP_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"\n"
-        "fi\n"
-        "# its address space is the job's memory: a hard bound without cgroups too\n"
-        "mem=\"${SLURM_MEM_PER_NODE:-}\"\n"
-        "if [ -z \"$mem\" ] && [ -n \"${SLURM_MEM_PER_CPU:-}\" ]; then\n"
-        "  mem=$((SLURM_MEM_PER_CPU * ${SLURM_CPUS_PER_TASK:-1}))\n"
-        "fi\n"
-        "if [ -n \"$mem\" ] && [ \"$mem\" -gt 0 ] 2>/dev/null; then\n"
-        "  ulimit -v $((mem * 1024)) || echo \"radprep: ulimit -v failed: $(ulimit -v)\" >&2\n"
-        "fi\n"
-        "export MALLOC_ARENA_MAX=\"${MALLOC_ARENA_MAX:-4}\"\n"
+        "# OpenMP threads, address space and malloc arenas from the task's resources\n"
+        RP_SCHED_SLURM_TASK_ENV_SH
         "exec \"$@\"\n";
     char tmp[RP_PATH_MAX + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);

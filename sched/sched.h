@@ -444,4 +444,22 @@ void rp_processing_indexed(void *arg, size_t n);
 #ifdef __cplusplus
 }
 #endif
+/* Shell lines every Slurm task script of radprep runs before its worker (the executor's job
+ * script and the array of `radprep process --executor slurm`): OpenMP threads = the task's
+ * CPUs; the address space bounded by the task's memory (RLIMIT_AS, as the local executor does:
+ * a hard bound on a cluster without cgroups, where Slurm only samples memory, so an allocation
+ * fails and the worker exits oom); fewer malloc arenas, each reserving address space. */
+#define RP_SCHED_SLURM_TASK_ENV_SH                                                               \
+    "if [ -n \"$SLURM_CPUS_PER_TASK\" ]; then\n"                                                 \
+    "  export OMP_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"\n"                                        \
+    "fi\n"                                                                                        \
+    "mem=\"${SLURM_MEM_PER_NODE:-}\"\n"                                                          \
+    "if [ -z \"$mem\" ] && [ -n \"${SLURM_MEM_PER_CPU:-}\" ]; then\n"                            \
+    "  mem=$((SLURM_MEM_PER_CPU * ${SLURM_CPUS_PER_TASK:-1}))\n"                                  \
+    "fi\n"                                                                                        \
+    "if [ -n \"$mem\" ] && [ \"$mem\" -gt 0 ] 2>/dev/null; then\n"                               \
+    "  ulimit -v $((mem * 1024)) || echo \"radprep: ulimit -v failed: $(ulimit -v)\" >&2\n"       \
+    "fi\n"                                                                                        \
+    "export MALLOC_ARENA_MAX=\"${MALLOC_ARENA_MAX:-4}\"\n"
+
 #endif

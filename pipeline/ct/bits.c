@@ -342,7 +342,7 @@ int rp_bcc_label(const rp_bits *b, rp_bcc **out)
     cc->dim[0] = b->nx;
     cc->dim[1] = b->ny;
     cc->dim[2] = b->nz;
-    const int ny = b->ny, nz = b->nz, wpr = b->wpr, nx = b->nx;
+    const int ny = b->ny, nz = b->nz, wpr = b->wpr;
     cc->nrows = nrows(b);
     cc->row_start = calloc(cc->nrows + 1, sizeof *cc->row_start);
     if (!cc->row_start)
@@ -381,50 +381,9 @@ int rp_bcc_label(const rp_bits *b, rp_bcc **out)
                 rp_uf_union_rows(cc->runs, cc->label, cc->row_start[r - ny],
                                  cc->row_start[r - ny + 1], i, ie);
         }
-    for (size_t i = 0; i < nruns; i++)
-        cc->label[i] = rp_uf_find(cc->label, (int)i);
-    int ncomp = 0;
-    for (size_t i = 0; i < nruns; i++)
-        cc->label[i] = (size_t)cc->label[i] == i ? -(++ncomp) : cc->label[cc->label[i]];
-    for (size_t i = 0; i < nruns; i++)
-        cc->label[i] = -cc->label[i] - 1;
-    cc->ncomp = ncomp;
-    cc->comp = calloc(ncomp ? (size_t)ncomp : 1, sizeof *cc->comp);
-    if (!cc->comp)
+    if (rp_cc_summarise(cc->runs, cc->row_start, cc->nrows, cc->label, nruns, cc->dim, &cc->comp,
+                        &cc->ncomp) != 0)
         goto nomem;
-    for (int c = 0; c < ncomp; c++) {
-        cc->comp[c].bbox[0] = cc->comp[c].bbox[2] = cc->comp[c].bbox[4] = 1 << 30;
-        cc->comp[c].bbox[1] = cc->comp[c].bbox[3] = cc->comp[c].bbox[5] = -1;
-    }
-    for (size_t r = 0; r < cc->nrows; r++) {
-        int y = (int)(r % ny), z = (int)(r / ny);
-        for (size_t i = cc->row_start[r]; i < cc->row_start[r + 1]; i++) {
-            rp_cc_comp *c = &cc->comp[cc->label[i]];
-            int x0 = cc->runs[i].x0, x1 = cc->runs[i].x1, len = x1 - x0;
-            c->voxels += len;
-            c->sum[0] += (double)len * (x0 + x1 - 1) / 2.0;
-            c->sum[1] += (double)len * y;
-            c->sum[2] += (double)len * z;
-            if (x0 < c->bbox[0])
-                c->bbox[0] = x0;
-            if (x1 - 1 > c->bbox[1])
-                c->bbox[1] = x1 - 1;
-            if (y < c->bbox[2])
-                c->bbox[2] = y;
-            if (y > c->bbox[3])
-                c->bbox[3] = y;
-            if (z < c->bbox[4])
-                c->bbox[4] = z;
-            if (z > c->bbox[5])
-                c->bbox[5] = z;
-            if (x0 == 0 || x1 == nx)
-                c->border |= 1;
-            if (y == 0 || y == ny - 1)
-                c->border |= 2;
-            if (z == 0 || z == nz - 1)
-                c->border |= 4;
-        }
-    }
     *out = cc;
     return 0;
 nomem:

@@ -8,9 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct rp_brun {
-    int x0, x1; /* [x0, x1) */
-} rp_brun;
+#include "pipeline/volume/volume.h"
+
+typedef rp_cc_run rp_brun; /* [x0, x1), as volume's runs */
 
 /* Runs of 1 bits of one row of wpr words (out may be NULL: count only). */
 size_t rp_row_runs(const uint64_t *w, int wpr, rp_brun *out);

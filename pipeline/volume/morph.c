@@ -222,9 +222,7 @@ int rp_morph_fill_holes_2d_max(uint8_t *m, const int dim[3], int axis, long max_
 
 /* ---- connected components ------------------------------------------------------------ */
 
-typedef struct cc_run {
-    int x0, x1; /* [x0, x1) */
-} cc_run;
+typedef rp_cc_run cc_run;
 
 struct rp_cc {
     int dim[3];
@@ -339,28 +337,41 @@ static int cc_label_impl(const uint8_t *m, const int dim[3], int parallel, rp_cc
             if (z > 0)
                 union_rows(cc, cc->label, r - ny, r);
         }
+    if (rp_cc_summarise(cc->runs, cc->row_start, cc->nrows, cc->label, nruns, cc->dim, &cc->comp,
+                        &cc->ncomp) != 0)
+        goto nomem;
+    *out = cc;
+    return 0;
+nomem:
+    rp_cc_free(cc);
+    return RP_ENOMEM;
+}
+
+int rp_cc_summarise(const rp_cc_run *runs, const size_t *row_start, size_t nrows, int *label,
+                    size_t nruns, const int dim[3], rp_cc_comp **comp, int *ncomp)
+{
+    const int nx = dim[0], ny = dim[1], nz = dim[2];
     /* compact labels: every set's root is its smallest run index, so after full path
      * compression a single forward pass can number the roots in scan order */
     for (size_t i = 0; i < nruns; i++)
-        cc->label[i] = uf_find(cc->label, (int)i);
-    int ncomp = 0;
+        label[i] = uf_find(label, (int)i);
+    int n = 0;
     for (size_t i = 0; i < nruns; i++)
-        cc->label[i] = (size_t)cc->label[i] == i ? -(++ncomp) : cc->label[cc->label[i]];
+        label[i] = (size_t)label[i] == i ? -(++n) : label[label[i]];
     for (size_t i = 0; i < nruns; i++)
-        cc->label[i] = -cc->label[i] - 1;
-    cc->ncomp = ncomp;
-    cc->comp = calloc(ncomp ? (size_t)ncomp : 1, sizeof *cc->comp);
-    if (!cc->comp)
-        goto nomem;
-    for (int c = 0; c < ncomp; c++) {
-        cc->comp[c].bbox[0] = cc->comp[c].bbox[2] = cc->comp[c].bbox[4] = 1 << 30;
-        cc->comp[c].bbox[1] = cc->comp[c].bbox[3] = cc->comp[c].bbox[5] = -1;
+        label[i] = -label[i] - 1;
+    rp_cc_comp *cs = calloc(n ? (size_t)n : 1, sizeof *cs);
+    if (!cs)
+        return RP_ENOMEM;
+    for (int c = 0; c < n; c++) {
+        cs[c].bbox[0] = cs[c].bbox[2] = cs[c].bbox[4] = 1 << 30;
+        cs[c].bbox[1] = cs[c].bbox[3] = cs[c].bbox[5] = -1;
     }
-    for (size_t r = 0; r < cc->nrows; r++) {
+    for (size_t r = 0; r < nrows; r++) {
         int y = (int)(r % ny), z = (int)(r / ny);
-        for (size_t i = cc->row_start[r]; i < cc->row_start[r + 1]; i++) {
-            rp_cc_comp *c = &cc->comp[cc->label[i]];
-            int x0 = cc->runs[i].x0, x1 = cc->runs[i].x1, len = x1 - x0;
+        for (size_t i = row_start[r]; i < row_start[r + 1]; i++) {
+            rp_cc_comp *c = &cs[label[i]];
+            int x0 = runs[i].x0, x1 = runs[i].x1, len = x1 - x0;
             c->voxels += len;
             c->sum[0] += (double)len * (x0 + x1 - 1) / 2.0;
             c->sum[1] += (double)len * y;
@@ -385,11 +396,9 @@ static int cc_label_impl(const uint8_t *m, const int dim[3], int parallel, rp_cc
                 c->border |= 4;
         }
     }
-    *out = cc;
+    *comp = cs;
+    *ncomp = n;
     return 0;
-nomem:
-    rp_cc_free(cc);
-    return RP_ENOMEM;
 }
 
 void rp_cc_free(rp_cc *cc)

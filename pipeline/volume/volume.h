@@ -128,6 +128,16 @@ typedef struct rp_cc_comp {
     double sum[3]; /* sum of voxel indices, for the centroid */
     int border;    /* bit 0/1/2: touches an x / y / z face of the volume */
 } rp_cc_comp;
+/* One run of foreground voxels along x in row r = y + ny*z: [x0, x1). */
+typedef struct rp_cc_run {
+    int x0, x1;
+} rp_cc_run;
+/* The common end of run-based labelling (here and on bit-packed CT masks): label[] holds the
+ * union-find parents of nruns runs whose roots are each set's smallest run index; turns them
+ * into component labels 0.. in scan order and sums each component's statistics. *comp (one
+ * per component, calloc'd, owned by the caller) and *ncomp on success; RP_ENOMEM. */
+int rp_cc_summarise(const rp_cc_run *runs, const size_t *row_start, size_t nrows, int *label,
+                    size_t nruns, const int dim[3], rp_cc_comp **comp, int *ncomp);
 typedef struct rp_cc rp_cc;
 int rp_cc_label(const uint8_t *m, const int dim[3], rp_cc **out);
 void rp_cc_free(rp_cc *cc);
