@@ -78,6 +78,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -98,6 +99,7 @@
 #define HEAD_BYTES (64 * 1024)  /* first bytes kept in memory for the header parse */
 #define PROMOTE_BATCH 256       /* records per durability step at most */
 #define PROMOTE_BATCH_S 0.25    /* seconds a promoted record waits for its durability step */
+#define PROMOTE_LINGER_S 0.03   /* a promoter that ran dry waits this long for more first */
 #define COPY_BYTES (1u << 20)
 #define PROMO_BUF (1u << 20) /* promoter's buffer: most instances in one read + write */
 
@@ -598,6 +600,21 @@ static void *promoter_main(void *arg)
         }
         pthread_mutex_lock(&sp->mu);
         int dry = sp->promote_q.head == NULL;
+        /* Caught up with one association's pace, the durability step (syncfs + the log header's
+         * fdatasync: two device flushes) would follow every instance and queue in front of the
+         * next commit's fdatasync. Waiting briefly for more lets one step cover several; a
+         * sender's release waits only for promotion, not for this step. */
+        if (waiting.head && dry && !sp->stopping && !sp->want_grow && waiting.n < PROMOTE_BATCH &&
+            rp_mono_s() - first_wait < PROMOTE_BATCH_S) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            long ns = ts.tv_nsec + (long)(PROMOTE_LINGER_S * 1e9);
+            ts.tv_sec += ns / 1000000000L;
+            ts.tv_nsec = ns % 1000000000L;
+            pthread_cond_timedwait(&sp->promo_cv, &sp->mu, &ts);
+            if (sp->promote_q.head)
+                continue; /* promote those first; the step waits at most PROMOTE_BATCH_S */
+        }
         if (waiting.head &&
             (dry || waiting.n >= PROMOTE_BATCH || rp_mono_s() - first_wait >= PROMOTE_BATCH_S)) {
             uint64_t last = waiting.tail->seq;
