@@ -44,7 +44,7 @@
  * queue. The bytes are read from the log's page cache into one buffer, hashed with SHA-256
  * there and written from it straight to the device (O_DIRECT): no second copy in the page
  * cache, nothing for writeback to do later; buffered where O_DIRECT is refused (tmpfs). Every ~256
- * records or 0.25 s, and whenever it runs dry, it makes what it promoted durable with one
+ * records or 0.25 s, and when it has run dry for 30 ms, it makes what it promoted durable with one
  * syncfs() of the data filesystem, then writes W into the log header and fdatasyncs it; only then
  * are the records' per-instance locks released and their slabs free for reuse (a slab is reused
  * only when all its records are <= W, so a slab header with a new generation never hides a record
