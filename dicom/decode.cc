@@ -151,7 +151,7 @@ void read_lut(DcmItem *it, int signed_first, rp_dcm_lut *lut)
 
 /* Siemens CSA header (SV10): find a tag's first items. Returns the number of items read.
  * Shared with mr_vendor.cc (mr_vendor_internal.h). */
-int rp_dcm_csa_find(const Uint8 *p, size_t n, const char *name, double *vals, int maxvals)
+int rp_dcm_csa_find(const uint8_t *p, size_t n, const char *name, double *vals, int maxvals)
 {
     if (!p || n < 16 || memcmp(p, "SV10", 4) != 0)
         return 0;

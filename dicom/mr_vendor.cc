@@ -4,8 +4,8 @@
 // encoding axis and polarity, and per-tile slice acquisition times of mosaics. Private
 // elements are found through their creator's block (the usual block as a fallback, as some
 // anonymisers drop creators). Contract in dicom.h / mr_vendor_internal.h.
-#include "dicom/mr_vendor_internal.h"
-
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdatset.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcelem.h>
 #include <dcmtk/dcmdata/dcitem.h>
@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "common/common.h"
+#include "dicom/mr_vendor_internal.h"
 
 namespace
 {

@@ -4,14 +4,17 @@
 #ifndef RP_DICOM_MR_VENDOR_INTERNAL_H
 #define RP_DICOM_MR_VENDOR_INTERNAL_H
 
-#include <dcmtk/config/osconfig.h>
-#include <dcmtk/dcmdata/dcdatset.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "dicom/dicom.h"
 
+/* C++ only (decode.cc, mr_vendor.cc); dcmtk's headers stay in the adapters themselves. */
+class DcmDataset;
+
 /* Siemens CSA header (SV10) bytes p[0..n): the numeric values of the first items of the
  * element called `name` (at most maxvals). Returns how many were read; 0 when absent. */
-int rp_dcm_csa_find(const Uint8 *p, size_t n, const char *name, double *vals, int maxvals);
+int rp_dcm_csa_find(const uint8_t *p, size_t n, const char *name, double *vals, int maxvals);
 
 /* Fill in->mr_acquisition_type, inplane_pe_dir, pe_positive, bvec_frame, tile_times_ms and
  * the frames' b_value / b_vec where the standard tags left them empty, from the vendors'

@@ -6,9 +6,10 @@
 #ifndef RP_PIPELINE_WRITE_INTERNAL_H
 #define RP_PIPELINE_WRITE_INTERNAL_H
 
-#include "dcmtk/config/osconfig.h"
-
-#include "dcmtk/dcmdata/dctk.h"
+/* dcmtk's headers stay in the adapters (*.cc), which include them before this file. */
+class DcmFileFormat;
+class DcmItem;
+class DcmTagKey;
 
 #include <initializer_list>
 #include <string>

@@ -14,8 +14,9 @@ after the folder: `store/store.h`, for a pipeline stage `pipeline/ct/ct.h`. Rule
                  with radprepd's main(), offers nothing to include and needs none);
   [cli-public]   cli/ (the front end that uses every module) includes nothing of another
                  module but its public header;
-  [dcmtk-in-c]   no header that a .c file includes, directly or through other headers of the
-                 tree, includes dcmtk: dcmtk stays behind the *.cc adapters.
+  [dcmtk-in-header] no header of the tree includes dcmtk, not even one that only C++
+                 adapters include: dcmtk's headers are named in the *.cc adapters themselves,
+                 and shared adapter headers forward-declare the few dcmtk classes they name.
 
 Prints one line per violation, `file:line: [rule] reason` (paths relative to the root), and
 exits 1 when there is any, 0 otherwise.
@@ -148,7 +149,7 @@ def check(root):
                 v.append((f, line, "public-only", "includes %s: from outside %s/ only its "
                           "public header %s may be included" % (t, b, pub)))
 
-    # [dcmtk-in-c]: every header a .c file reaches through product includes
+    # [dcmtk-in-header]: a header that includes dcmtk; say who reaches it from C, if anyone
     via = {}  # header -> (c file, line) that first reaches it
     for f in files:
         if not f.endswith(".c"):
@@ -160,11 +161,13 @@ def check(root):
                 continue
             via[h] = origin
             stack += [(t, origin) for _, t in graph.get(h, [])]
-    for h in sorted(via):
-        if h in dcmtk:
-            line, inc = dcmtk[h]
-            v.append((h, line, "dcmtk-in-c", "includes %s, and C code includes this header "
-                      "(%s:%d): dcmtk belongs behind a *.cc adapter" % ((inc,) + via[h])))
+    for h in sorted(dcmtk):
+        if not h.endswith(HEADER_EXT):
+            continue
+        line, inc = dcmtk[h]
+        who = (", and C code includes this header (%s:%d)" % via[h]) if h in via else ""
+        v.append((h, line, "dcmtk-in-header", "includes %s%s: dcmtk's headers belong in the "
+                  "*.cc adapters" % (inc, who)))
     return sorted(set(v))
 
 
