@@ -77,6 +77,7 @@ int rp_conf_defaults(rp_conf *c)
     c->job_max_attempts = 3;
     c->index_batch = 64;
     c->index_flush_ms = 200;
+    c->spool_log_mb = 1024;
     c->tls_port = 0;
     rp_strlcpy(c->tls_profile, "bcp195-nd", sizeof c->tls_profile);
     c->tls_require_client_cert = 1;

@@ -17,7 +17,7 @@
  *            duplicate_policy (keep_first|replace|reject), uid_policy (lenient|strict),
  *            max_instance_mb, log_file, log_level,
  *            uid_root, workers, job_timeout_s, job_memory_mb, job_max_attempts, outputs_dir,
- *            index_batch, index_flush_ms
+ *            index_batch, index_flush_ms, spool_log_mb
  *   [tls]    port, cert, key, key_passphrase_file, ca_file, ca_dir, profile (bcp195|bcp195-nd|
  *            bcp195-ex), require_client_cert, expiry_warn_days
  *   [peer NAME] ae_title, host, port, store (bool), echo (bool), destination (bool), tls_only,
@@ -191,6 +191,7 @@ typedef struct rp_conf {
     int job_max_attempts;
     int index_batch;    /* instances per index transaction */
     int index_flush_ms; /* max delay before a partial batch is written */
+    int spool_log_mb;   /* size of the spool log (received, not yet promoted) */
     /* [tls] */
     int tls_port; /* 0: no TLS listener */
     char tls_cert[RP_PATH_MAX], tls_key[RP_PATH_MAX], tls_key_passphrase_file[RP_PATH_MAX];

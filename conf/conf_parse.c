@@ -101,6 +101,7 @@ static const key_def node_keys[] = {
     {"job_max_attempts", K_INT, N(job_max_attempts), 1, 100, NULL},
     {"index_batch", K_INT, N(index_batch), 1, 100000, NULL},
     {"index_flush_ms", K_INT, N(index_flush_ms), 1, 60000, NULL},
+    {"spool_log_mb", K_INT, N(spool_log_mb), 64, 1 << 20, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 static const key_def tls_keys[] = {

@@ -884,8 +884,6 @@ extern "C" rp_net_end rp_net_assoc_serve(rp_net_assoc *a, const rp_net_handlers 
             continue;
         }
         if (c == DUL_PEERREQUESTEDRELEASE) {
-            if (h->before_release)
-                h->before_release(h->ctx);
             ASC_acknowledgeRelease(assoc);
             return RP_NET_END_RELEASED;
         }

@@ -90,8 +90,6 @@ typedef struct rp_net_handlers {
     /* After the response to a C-STORE whose store_end was called (sent or not; may be NULL):
      * what need not delay the answer (services, the log line). */
     void (*store_done)(void *ctx);
-    /* The peer asked to release the association; called before the answer (may be NULL). */
-    void (*before_release)(void *ctx);
     /* Polled between messages: non-zero makes the node abort the association now. */
     int (*should_abort)(void *ctx);
 } rp_net_handlers;

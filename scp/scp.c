@@ -303,14 +303,6 @@ static void h_store_done(void *ctx)
     }
 }
 
-/* A sender that released its association finds its instances in store/. */
-static void h_before_release(void *ctx)
-{
-    assoc_ctx *a = ctx;
-    if (a->rx)
-        rp_store_rx_settle(a->rx);
-}
-
 static int h_should_abort(void *ctx)
 {
     assoc_ctx *a = ctx;
@@ -591,7 +583,6 @@ static void *conn_thread(void *p)
                              .store_data = h_store_data,
                              .store_end = h_store_end,
                              .store_done = h_store_done,
-                             .before_release = h_before_release,
                              .should_abort = h_should_abort};
         end = rp_net_assoc_serve(as, &h);
         rp_metrics_add(RP_M_ASSOCIATIONS_OPEN, -1);

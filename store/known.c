@@ -178,7 +178,7 @@ int rp_pending_init(rp_pending *p)
 {
     memset(p, 0, sizeof *p);
     p->cap = 64;
-    p->keys = malloc(p->cap * sizeof *p->keys);
+    p->keys = calloc(p->cap, sizeof *p->keys);
     if (!p->keys)
         return RP_ENOMEM;
     pthread_mutex_init(&p->lock, NULL);
@@ -196,43 +196,82 @@ void rp_pending_free(rp_pending *p)
     memset(p, 0, sizeof *p);
 }
 
-static size_t pending_find(const rp_pending *p, uint64_t h)
-{
-    for (size_t i = 0; i < p->n; i++)
-        if (p->keys[i] == h)
-            return i;
-    return p->n;
-}
-
-int rp_pending_acquire(rp_pending *p, const char *sop)
+static uint64_t pending_key(const char *sop)
 {
     uint64_t h = rp_known_hash(sop);
+    return h ? h : 1; /* 0 marks an empty slot */
+}
+
+/* The slot holding h, or the empty slot where it would go. */
+static size_t pending_slot(const uint64_t *keys, size_t cap, uint64_t h)
+{
+    size_t i = (size_t)(h ^ (h >> 29)) & (cap - 1);
+    while (keys[i] && keys[i] != h)
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
+/* Double the table (lock held). */
+static int pending_grow(rp_pending *p)
+{
+    size_t cap = p->cap * 2;
+    uint64_t *k = calloc(cap, sizeof *k);
+    if (!k)
+        return RP_ENOMEM;
+    for (size_t i = 0; i < p->cap; i++)
+        if (p->keys[i])
+            k[pending_slot(k, cap, p->keys[i])] = p->keys[i];
+    free(p->keys);
+    p->keys = k;
+    p->cap = cap;
+    return 0;
+}
+
+static int pending_take(rp_pending *p, uint64_t h, int wait)
+{
     int rc = 0;
     pthread_mutex_lock(&p->lock);
-    while (pending_find(p, h) < p->n)
-        pthread_cond_wait(&p->cv, &p->lock);
-    if (p->n == p->cap) {
-        uint64_t *k = realloc(p->keys, 2 * p->cap * sizeof *k);
-        if (!k) {
-            rc = RP_ENOMEM;
+    while (p->keys[pending_slot(p->keys, p->cap, h)] == h) {
+        if (!wait) {
+            rc = RP_EBUSY;
             goto out;
         }
-        p->keys = k;
-        p->cap *= 2;
+        pthread_cond_wait(&p->cv, &p->lock);
     }
-    p->keys[p->n++] = h;
+    if (2 * (p->n + 1) > p->cap && (rc = pending_grow(p)) != 0)
+        goto out;
+    p->keys[pending_slot(p->keys, p->cap, h)] = h;
+    p->n++;
 out:
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
 
+int rp_pending_acquire(rp_pending *p, const char *sop)
+{
+    return pending_take(p, pending_key(sop), 1);
+}
+
+int rp_pending_try_acquire(rp_pending *p, const char *sop)
+{
+    return pending_take(p, pending_key(sop), 0);
+}
+
 void rp_pending_release(rp_pending *p, const char *sop)
 {
-    uint64_t h = rp_known_hash(sop);
+    uint64_t h = pending_key(sop);
     pthread_mutex_lock(&p->lock);
-    size_t i = pending_find(p, h);
-    if (i < p->n)
-        p->keys[i] = p->keys[--p->n];
+    size_t i = pending_slot(p->keys, p->cap, h);
+    if (p->keys[i] == h) {
+        /* delete with backward shift: every later key of the run must stay reachable */
+        p->keys[i] = 0;
+        p->n--;
+        for (size_t j = (i + 1) & (p->cap - 1); p->keys[j]; j = (j + 1) & (p->cap - 1)) {
+            uint64_t k = p->keys[j];
+            p->keys[j] = 0;
+            p->keys[pending_slot(p->keys, p->cap, k)] = k;
+        }
+    }
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->lock);
 }

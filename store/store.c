@@ -247,6 +247,7 @@ int rp_store_open(const rp_conf *c, rp_store **out)
         return rc;
     }
     s->min_free_mb = c->min_free_mb;
+    s->log_mb = c->spool_log_mb > 0 ? c->spool_log_mb : 1024;
     s->dup_policy = c->duplicate_policy;
     s->uid_policy = c->uid_policy;
     if ((rc = rp_known_init(&s->known)) != 0) {
@@ -718,7 +719,7 @@ int rp_store_put_admitted(rp_store *s, const char *spool_path, int fd, rp_instan
     snprintf(p.study_dir, sizeof p.study_dir, "%s/%s", s->root, meta->study_uid);
     snprintf(p.series_dir, sizeof p.series_dir, "%s/%s", p.study_dir, meta->series_uid);
     snprintf(p.final, sizeof p.final, "%s/%s.dcm", p.series_dir, meta->sop_instance_uid);
-    int rc = rp_pending_acquire(&s->pending, meta->sop_instance_uid);
+    int rc = rp_spool_hold(s, meta->sop_instance_uid);
     if (rc != 0) {
         rp_store_set_reason(reason, reasonsz, "out of memory");
         rp_store_spool_discard(spool_path, fd);

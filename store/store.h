@@ -146,7 +146,9 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
  * C-STORE response waits only for the one fdatasync that covers its commit record, shared
  * with every association that committed meanwhile (group commit); a background promoter
  * moves committed instances into store/<study>/<series>/<sop>.dcm, durably, then tells the
- * index. Same checks, duplicate policy, outcomes and errors as rp_store_put(): an
+ * index: when receiving pauses (a burst up to spool_log_mb is held in the log meanwhile), and
+ * at once when rp_store_index_flush() or a duplicate of a held instance needs it; the index
+ * lags receiving by at most a few seconds. Same checks, duplicate policy, outcomes and errors as rp_store_put(): an
  * acknowledged instance survives kill -9 and power loss (in the log until promoted, replayed
  * by rp_store_reconcile() at the next start), an unacknowledged one never appears half.
  * Without the log (or when it cannot take an instance: bigger than a slab, no slab free, a
@@ -157,7 +159,6 @@ int rp_store_put_file(rp_store *s, const char *src_path, const rp_store_put_args
  *   rp_store_rx_begin()        per instance, after rp_store_space_check()
  *   rp_store_rx_write()*       the Part-10 bytes, in order, as they arrive
  *   rp_store_rx_commit()       0: durable, acknowledge; or rp_store_rx_discard() on failure
- *   rp_store_rx_settle()       before the association's release is answered
  *   rp_store_rx_free()         at the end of the association
  */
 
@@ -183,11 +184,6 @@ int rp_store_rx_commit(rp_store_rx *rx, const rp_store_put_args *args, rp_instan
                        rp_store_outcome *outcome, char *reason, size_t reasonsz);
 /* Drop the instance being received (transfer failed). */
 void rp_store_rx_discard(rp_store_rx *rx);
-/* Wait until everything this handle committed is in store/ (not yet the index): the node
- * calls it before it answers an A-RELEASE-RQ, so a sender that has released its association
- * finds its instances under their final names. */
-void rp_store_rx_settle(rp_store_rx *rx);
-
 /* Counters since rp_store_open() (for the node's logs and benchmarks). */
 typedef struct rp_store_log_stats {
     unsigned long long committed; /* instances made durable through the spool log */

@@ -62,10 +62,12 @@ int rp_known_get(rp_known *k, const char *sop, char *rel, size_t relsz);
 /* Instances remembered (for logs). */
 size_t rp_known_count(rp_known *k);
 
+/* A set of UID hashes (open addressing, linear probing; 0 marks an empty slot): the spool
+ * log holds back thousands of records during a burst, each holding its lock. */
 typedef struct rp_pending {
     pthread_mutex_t lock;
     pthread_cond_t cv;
-    uint64_t *keys; /* hashes of the UIDs held */
+    uint64_t *keys; /* hashes of the UIDs held, cap slots (a power of two) */
     size_t n, cap;
 } rp_pending;
 
@@ -73,6 +75,8 @@ int rp_pending_init(rp_pending *p);
 void rp_pending_free(rp_pending *p);
 /* Wait until no one holds `sop`, then hold it. RP_ENOMEM. */
 int rp_pending_acquire(rp_pending *p, const char *sop);
+/* Hold `sop` if no one does: 0, RP_EBUSY (held), RP_ENOMEM. */
+int rp_pending_try_acquire(rp_pending *p, const char *sop);
 void rp_pending_release(rp_pending *p, const char *sop);
 
 typedef struct rp_spool rp_spool; /* store/spool.c */
@@ -82,6 +86,7 @@ struct rp_store {
     char root[RP_PATH_MAX];  /* <data_dir>/store */
     char spool[RP_PATH_MAX]; /* <data_dir>/spool */
     long long min_free_mb;
+    int log_mb; /* spool log size (conf spool_log_mb) */
     rp_dup_policy dup_policy;
     rp_uid_policy uid_policy;
     /* Serialises "make sure <study>/<series> exists and is durable": a second thread must
@@ -143,5 +148,8 @@ int rp_store_put_admitted(rp_store *s, const char *spool_path, int fd, rp_instan
 long rp_spool_replay(rp_store *s, rp_db *db, long *tails);
 /* Wait until everything committed so far is promoted and handed to the index queue. */
 void rp_spool_drain(rp_spool *sp);
+/* Take the per-instance lock of `sop` (rp_pending_acquire), telling the spool's promoter not
+ * to hold back the record that holds it, if one does (works without a log too). */
+int rp_spool_hold(rp_store *s, const char *sop);
 
 #endif
