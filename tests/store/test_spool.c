@@ -5,7 +5,9 @@
  * the classic path; bad input leaves nothing; an instance bigger than a slab takes the
  * classic path; after a crash (a child process that commits and dies while its promoter is
  * blocked), reconciliation replays exactly the committed records, drops an uncommitted tail
- * and a record whose bytes do not match its CRC, and starts the log over.
+ * and a record whose bytes do not match its CRC, and starts the log over. The log takes
+ * spool_log_mb and keeps it across restarts; promotion held back during a burst starts when
+ * receiving pauses, and at once for a duplicate of a held instance; the lock set holds many.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,17 +16,20 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/common.h"
 #include "conf/conf.h"
 #include "db/db.h"
 #include "store/store.h"
+#include "store/store_internal.h"
 
 static char g_tmp[256];
 static const char *g_data;
@@ -557,6 +562,168 @@ static void test_log_needs_reconcile(void **st)
     rp_conf_free(&c);
 }
 
+
+/* The log takes spool_log_mb at start (reserved, not written), keeps its size across a
+ * restart and follows the setting down as well as up. */
+static void log_size_case(int mb, long long want_slabs)
+{
+    fixture f;
+    rp_conf_defaults(&f.c);
+    snprintf(f.c.data_dir, sizeof f.c.data_dir, "%s/logsize", g_tmp);
+    f.c.min_free_mb = 0;
+    f.c.spool_log_mb = mb;
+    assert_int_equal(rp_store_open(&f.c, &f.s), 0);
+    char dbp[1200], wal[1100];
+    assert_int_equal(rp_db_open(rp_store_db_path(f.s, dbp, sizeof dbp), &f.db), 0);
+    assert_true(rp_store_reconcile(f.s, f.db) >= 0);
+    assert_int_equal(rp_store_index_start(f.s, 16, 20), 0);
+    assert_int_equal(rp_store_log_start(f.s), 0);
+    snprintf(wal, sizeof wal, "%s/spool.wal", f.c.data_dir);
+    struct stat sb;
+    assert_int_equal(stat(wal, &sb), 0);
+    assert_int_equal((long long)sb.st_size, 64 * 1024 + want_slabs * 8 * 1024 * 1024);
+    /* reserved on the disk (blocks allocated), so a burst cannot find the disk full */
+    assert_true((long long)sb.st_blocks * 512 >= (long long)sb.st_size);
+    fx_close(&f);
+}
+
+static void test_log_size_follows_setting(void **st)
+{
+    (void)st;
+    log_size_case(128, 16);
+    log_size_case(256, 32);
+    log_size_case(64, 8);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Promotion waits while instances arrive but not once receiving pauses: an instance nobody
+ * asks for reaches store/ well before the 5 s a record may be held at most. */
+static void test_pause_promotes(void **st)
+{
+    (void)st;
+    fixture f;
+    fx_open(&f, "pause", RP_DUP_KEEP_FIRST, 1);
+    rp_store_rx *rx = NULL;
+    assert_int_equal(rp_store_rx_new(f.s, &rx), 0);
+    char src[1024], abs[2048], reason[256];
+    rp_instance_meta m;
+    rp_store_outcome o;
+    shared(CT(4), src, sizeof src);
+    assert_int_equal(rx_file(rx, src, 0, NULL, &m, &o, reason, sizeof reason), 0);
+    rp_store_abs_path(f.s, m.file_path, abs, sizeof abs);
+    double t0 = now_s();
+    struct stat sb;
+    while (stat(abs, &sb) != 0 && now_s() - t0 < 10)
+        usleep(5000);
+    assert_true(now_s() - t0 < 3.0);
+    assert_int_equal(same_dataset(src, abs), 1);
+    rp_store_rx_free(rx);
+    fx_close(&f);
+}
+
+typedef struct {
+    rp_store *s;
+    const char *dir;
+    volatile int stop;
+    int sent;
+} streamer;
+
+/* Another association: small instances, one after the other, until told to stop. */
+static void *stream_main(void *arg)
+{
+    streamer *z = arg;
+    rp_store_rx *rx = NULL;
+    if (rp_store_rx_new(z->s, &rx) != 0)
+        return NULL;
+    for (int i = 0; !z->stop && i < 100000; i++) {
+        char path[1200], sop[64], reason[256];
+        snprintf(path, sizeof path, "%s/stream.dcm", z->dir);
+        snprintf(sop, sizeof sop, "1.2.826.0.1.3680043.8.498.77.%d", i);
+        write_synthetic(path, "1.2.826.0.1.3680043.8.498.77", "1.2.826.0.1.3680043.8.498.77.0",
+                        sop, 2000);
+        rp_instance_meta m;
+        rp_store_outcome o;
+        if (rx_file(rx, path, 0, NULL, &m, &o, reason, sizeof reason) == 0)
+            z->sent++;
+    }
+    rp_store_rx_free(rx);
+    return NULL;
+}
+
+/* A second copy of an instance the promoter holds back is decided at once, even while
+ * another association keeps the log busy (it does not wait for a pause or the 5 s bound). */
+static void test_held_duplicate_not_delayed(void **st)
+{
+    (void)st;
+    fixture f;
+    fx_open(&f, "helddup", RP_DUP_REPLACE, 1);
+    streamer z = {.s = f.s, .dir = f.c.data_dir};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stream_main, &z), 0);
+    rp_store_rx *rx = NULL;
+    assert_int_equal(rp_store_rx_new(f.s, &rx), 0);
+    char a[1024], b[1024], abs[2048], reason[256];
+    rp_instance_meta m1, m2;
+    rp_store_outcome o;
+    shared(MR_PLAIN, a, sizeof a);
+    shared(MR_JPEG, b, sizeof b);
+    assert_int_equal(rx_file(rx, a, 0, NULL, &m1, &o, reason, sizeof reason), 0);
+    double t0 = now_s();
+    assert_int_equal(rx_file(rx, b, 0, NULL, &m2, &o, reason, sizeof reason), 0);
+    double dt = now_s() - t0;
+    z.stop = 1;
+    pthread_join(th, NULL);
+    assert_true(z.sent > 0);
+    assert_true(dt < 3.0);
+    assert_int_equal(o, RP_STORE_DUP_REPLACED);
+    assert_int_equal(rp_store_index_flush(f.s), 0);
+    rp_store_abs_path(f.s, m1.file_path, abs, sizeof abs);
+    assert_int_equal(same_dataset(b, abs), 1);
+    rp_store_rx_free(rx);
+    fx_close(&f);
+}
+
+/* The per-instance lock set: many holders at once (the log holds back a burst). */
+static void test_pending_set(void **st)
+{
+    (void)st;
+    rp_pending p;
+    assert_int_equal(rp_pending_init(&p), 0);
+    enum { N = 20000 };
+    char uid[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(uid, sizeof uid, "1.2.3.%d", i);
+        assert_int_equal(rp_pending_try_acquire(&p, uid), 0);
+    }
+    assert_int_equal((int)p.n, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(uid, sizeof uid, "1.2.3.%d", i);
+        assert_int_equal(rp_pending_try_acquire(&p, uid), RP_EBUSY);
+    }
+    for (int i = 0; i < N; i += 3) { /* release every third, in an order unlike insertion */
+        snprintf(uid, sizeof uid, "1.2.3.%d", (i * 7919) % N);
+        rp_pending_release(&p, uid);
+    }
+    int held = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(uid, sizeof uid, "1.2.3.%d", i);
+        int rc = rp_pending_try_acquire(&p, uid);
+        assert_true(rc == 0 || rc == RP_EBUSY);
+        held += rc == RP_EBUSY;
+        if (rc == 0)
+            rp_pending_release(&p, uid);
+    }
+    assert_int_equal(held, (int)p.n);
+    assert_true(held > N / 2 && held < N);
+    rp_pending_free(&p);
+}
+
 int main(void)
 {
     g_data = getenv("RP_SHARED_DATA");
@@ -576,6 +743,10 @@ int main(void)
         cmocka_unit_test(test_replay_drops_torn_record),
         cmocka_unit_test(test_stop_with_promotion_blocked),
         cmocka_unit_test(test_log_needs_reconcile),
+        cmocka_unit_test(test_log_size_follows_setting),
+        cmocka_unit_test(test_pause_promotes),
+        cmocka_unit_test(test_held_duplicate_not_delayed),
+        cmocka_unit_test(test_pending_set),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     rm_rf(g_tmp);
