@@ -286,6 +286,7 @@ class TestRequestMismatch(unittest.TestCase):
             st = rptest.raw_cstore(node.port, garbage, sc, "1.2.3.4.103")
             self.assertIsNotNone(st)
             self.assertEqual(st & 0xF000, 0xC000, hex(st))
+            node.wait_store(node.files_in_store)
             files = [os.path.basename(f) for f in node.files_in_store()]
             self.assertEqual(files, ["1.2.3.4.100.dcm"])
             assert_store_clean(self, node)
@@ -344,6 +345,7 @@ class TestResourceLimits(unittest.TestCase):
             self.assertNotEqual(res.status[big], "Success", res.out[-2000:])
             self.assertEqual(res.status[small], "Success", res.out[-2000:])
             node.wait_log(r"store failed .*max_instance_mb=1")
+            node.wait_store(node.files_in_store)
             self.assertEqual(len(node.files_in_store()), 1)
             assert_store_clean(self, node)
         finally:

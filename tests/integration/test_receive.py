@@ -192,6 +192,8 @@ class TestMovedInstance(unittest.TestCase):
                 self.assertEqual(rptest.storescu(node.port, [b]).ok(), [b])
                 old = os.path.join(node.store_dir, "1.2.3", "1.2.3.1", "1.2.3.1.7.dcm")
                 new = os.path.join(node.store_dir, "1.2.3", "1.2.3.2", "1.2.3.1.7.dcm")
+                if policy == "replace":  # the old copy goes when the new one is promoted
+                    node.wait_store(lambda: not os.path.exists(old))
                 if policy == "keep_first":
                     self.assertTrue(os.path.exists(old))
                     self.assertFalse(os.path.exists(new))

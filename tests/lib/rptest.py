@@ -542,6 +542,17 @@ class Radprepd:
         """Peak resident memory of the daemon (VmHWM, kB)."""
         return vmhwm_kb(self.pid)
 
+    def wait_store(self, cond, timeout=15.0):
+        """Wait until cond() is true, then return its value (or the last one): acknowledged
+        instances are durable in the spool log and reach store/ when the node promotes them,
+        once receiving pauses, not when the sender's association ends."""
+        end = time.time() + timeout
+        v = cond()
+        while not v and time.time() < end:
+            time.sleep(0.02)
+            v = cond()
+        return v
+
     def files_in_store(self):
         out = []
         for dp, _, fns in os.walk(self.store_dir):
