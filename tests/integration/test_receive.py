@@ -160,6 +160,8 @@ class TestReplace(unittest.TestCase):
                     rr = rptest.storescu_asis(scp.port, [f], aec=scp.ae)
                     self.assertEqual(rr.ok(), [f], rr.out[-2000:])
                     want = rptest.dataset_bytes(scp.file_for(str(h.SOPInstanceUID)))
+                node.wait_store(lambda: os.path.exists(stored)
+                                and rptest.dataset_bytes(stored) == want)
                 self.assertEqual(rptest.dataset_bytes(stored), want, f)
                 ts = str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
                 self.assertEqual(str(pydicom.dcmread(stored).file_meta.TransferSyntaxUID), ts)

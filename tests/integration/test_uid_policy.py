@@ -34,7 +34,10 @@ def main():
                              node=node_conf) as node:
             res = rptest.storescu(node.port, [good] + bad)
             st = res.status[good]
-            stored = [p for p in node.files_in_store() if LEADING_ZERO + ".1.1.dcm" in p]
+            def lz_stored():
+                return [p for p in node.files_in_store() if LEADING_ZERO + ".1.1.dcm" in p]
+            # an accepted instance reaches store/ when promoted (receiving paused)
+            stored = lz_stored() if policy == "strict" else node.wait_store(lz_stored)
             if policy == "strict":
                 check(st == "Error: CannotUnderstand", f"strict: leading zero got {st} (want 0xC000)")
                 check(not stored, "strict: the leading-zero instance was stored")
