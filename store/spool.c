@@ -100,7 +100,9 @@
 #define PROMOTE_BATCH_S 0.25    /* seconds a promoted record waits for its durability step */
 #define PROMOTE_LINGER_S 0.03   /* a promoter that ran dry waits this long for more first */
 #define PROMOTE_IDLE_S 0.05     /* receiving paused this long: promote what the log holds */
-#define PROMOTE_MAX_DELAY_S 5.0 /* a record waits at most this long for its promotion */
+/* A record waits at most this long for its promotion: well inside the 10 s for which the
+ * completion monitor holds a series whose acknowledged instances the index lacks. */
+#define PROMOTE_MAX_DELAY_S 5.0
 #define PROMOTE_MAX_HELD 4096   /* records held back at most (each ~3.5 KB of memory) */
 #define COPY_BYTES (1u << 20)
 #define PROMO_BUF (1u << 20) /* promoter's buffer: most instances in one read + write */
