@@ -38,7 +38,9 @@
  * association the receiving thread syncs its own record at once, and on a loaded 2-core host
  * two wake-ups per instance would cost more than the sync.
  *
- * Promotion (one thread, nice 10): committed records in sequence order are written into
+ * Promotion (one thread, nice 10) waits while instances keep arriving (hold_back_s: the log
+ * holds the burst, each byte is written once before its acknowledgement) and then writes
+ * committed records in sequence order into
  * store/ (temporary name in the series directory, rename over the final name, the old copy
  * of a cross-series replace removed), remembered in the known set and handed to the index
  * queue. The bytes are read from the log's page cache into one buffer, hashed with SHA-256
@@ -59,9 +61,9 @@
  * Because the per-instance lock is held until W covers a record, the log never holds two
  * records above W for one SOP Instance UID, so replay cannot put an older copy over a newer.
  *
- * Space: the log starts with 8 slabs (64 MB) and the promoter adds 8 at a time (written with
- * zeros and fdatasync'd, never on the ack path) when fewer than 4 are free, up to 128 (1 GB)
- * and never below min_free_mb + 64 MB of free space. An instance that outgrows a slab, or
+ * Space: the log takes spool_log_mb at start (fallocate, kept across restarts), never below
+ * min_free_mb + 64 MB of free space; when that floor made it smaller, the promoter adds 8
+ * slabs at a time (never on the ack path) when fewer than 4 are free, up to spool_log_mb. An instance that outgrows a slab, or
  * finds no slab free, or arrives while the log is broken (an fdatasync failed), takes the
  * classic path: its own spool file, fsync, rename, fsync of the directory.
  */
@@ -680,7 +682,7 @@ static void *promoter_main(void *arg)
         /* Caught up with one association's pace, the durability step (syncfs + the log header's
          * fdatasync: two device flushes) would follow every instance and queue in front of the
          * next commit's fdatasync. Waiting briefly for more lets one step cover several; a
-         * sender's release waits only for promotion, not for this step. */
+         * record's lock (a second copy of it) waits for this step. */
         if (waiting.head && dry && !sp->stopping && !sp->want_grow && waiting.n < PROMOTE_BATCH &&
             rp_mono_s() - first_wait < PROMOTE_BATCH_S) {
             timed_wait(&sp->promo_cv, &sp->mu, PROMOTE_LINGER_S);
