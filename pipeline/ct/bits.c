@@ -30,7 +30,7 @@ int rp_bits_init(rp_bits *b, const int dim[3])
     b->ny = dim[1];
     b->nz = dim[2];
     b->wpr = (dim[0] + 63) / 64;
-    b->w = calloc((size_t)b->wpr * b->ny * b->nz + 1, sizeof *b->w);
+    b->w = rp_mem_calloc(((size_t)b->wpr * b->ny * b->nz + 1) * sizeof *b->w);
     b->scratch = NULL;
     return b->w ? 0 : RP_ENOMEM;
 }
@@ -197,7 +197,7 @@ static int yz_pass(rp_bits *b, int axis, int r, int erode)
     if (r >= n)
         r = n - 1;
     const size_t words = nrows(b) * b->wpr;
-    if (!b->scratch && !(b->scratch = malloc((words + 1) * sizeof *b->scratch)))
+    if (!b->scratch && !(b->scratch = rp_mem_alloc((words + 1) * sizeof *b->scratch)))
         return RP_ENOMEM;
     /* the rows as they were go to scratch, the result to b->w: swap instead of copying */
     uint64_t *src = b->w;

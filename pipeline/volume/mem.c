@@ -1,5 +1,7 @@
-/* pipeline/volume/mem.c — huge-page hints for large working buffers (see mem_internal.h). */
+/* pipeline/volume/mem.c — large working buffers on transparent huge pages (contract in
+ * volume.h, "large working buffers"). */
 #include "pipeline/volume/mem_internal.h"
+#include "pipeline/volume/volume.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -7,11 +9,26 @@
 #include <unistd.h>
 
 #define HUGE_SZ ((size_t)2 << 20)
+/* glibc serves a large block as a mapping of its own: the block starts 16 bytes into it and
+ * the mapping is the request plus 8 bytes, rounded up to a page. Asking for 32 bytes less
+ * than a multiple of 2 MiB makes the mapping exactly that multiple, which the kernel places
+ * on a 2 MiB boundary, so huge pages cover all of it (not only its aligned middle, with up
+ * to 4 MiB of 4 KiB pages at the ends), and the advice below covers the whole mapping.
+ * Another allocator only wastes < 2 MiB per buffer. */
+#define MAP_SLACK 32
+
+static size_t huge_request(size_t n)
+{
+    if (n < HUGE_SZ)
+        return n ? n : 1;
+    size_t r = (n + MAP_SLACK + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
+    return r < n ? n : r - MAP_SLACK; /* r < n: overflow, leave the size alone */
+}
 
 void rp_mem_hint_huge(void *p, size_t n)
 {
 #ifdef MADV_HUGEPAGE
-    if (!p || n < 2 * HUGE_SZ)
+    if (!p || n < HUGE_SZ)
         return;
     /* The advice covers [p, p+n) rounded out to whole pages. A large glibc block is a mapping
      * of its own that starts a few bytes before p and ends on the page after p+n, so this is
@@ -33,8 +50,9 @@ void rp_mem_hint_huge(void *p, size_t n)
 
 void *rp_mem_alloc(size_t n)
 {
-    void *p = malloc(n ? n : 1);
-    rp_mem_hint_huge(p, n);
+    size_t r = huge_request(n);
+    void *p = malloc(r);
+    rp_mem_hint_huge(p, r);
     return p;
 }
 
@@ -42,7 +60,16 @@ void *rp_mem_calloc(size_t n)
 {
     /* calloc of a large block is a fresh mapping: its pages are zero until touched, so the
      * hint still comes before any fault */
-    void *p = calloc(n ? n : 1, 1);
-    rp_mem_hint_huge(p, n);
+    size_t r = huge_request(n);
+    void *p = calloc(r, 1);
+    rp_mem_hint_huge(p, r);
     return p;
+}
+
+void *rp_mem_realloc(void *p, size_t n)
+{
+    size_t r = huge_request(n);
+    void *q = realloc(p, r);
+    rp_mem_hint_huge(q, r); /* the grown part of a moved or extended mapping */
+    return q;
 }
