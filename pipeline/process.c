@@ -379,8 +379,15 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         int known = nf && cJSON_IsNumber(nf) && nf->valuedouble == 0;
         rc = rp_nifti_store_choose(ctx.vol, &rs->dtype, ctx.hu_known, ctx.hu_scale, ctx.hu_offset,
                                    known ? bounds : NULL, &store, err, sizeof err);
+        /* A recipe's image holds interpolated values (int16 on a 0.1 HU grid, or float32):
+         * their low bytes are noise, LZ matches are rare, and level 6 buys ~0.5 % of size
+         * for ~35 % more compression CPU than level 1 (LIDC-0001: 57.8 vs 58.1 MB), so the
+         * image goes out at level 1 unless a level was asked for */
+        rp_nifti_opts io = *no;
+        if (rs->o->gzip_level <= 0)
+            io.level = 1;
         if (!rc)
-            rc = rp_nifti_write_volume_store(nii_path, ctx.vol, &store, no, err, sizeof err);
+            rc = rp_nifti_write_volume_store(nii_path, ctx.vol, &store, &io, err, sizeof err);
         cJSON_AddNumberToObject(tq, "write_image", round((rp_mono_s() - tw) * 1e4) / 1e4);
         tw = rp_mono_s();
         if (rc) {
@@ -388,8 +395,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         } else {
             cJSON_AddItemToObject(
                 sqc, "storage",
-                rp_pf_store_json(&store, &rs->dtype,
-                                 no->level > 0 ? no->level : RP_NIFTI_DEFAULT_LEVEL));
+                rp_pf_store_json(&store, &rs->dtype, io.level));
             *datatype_out = store.datatype;
         }
         for (int i = 0; i < 4; i++)
