@@ -441,7 +441,9 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     int with_recipe = o->recipe && o->recipe[0];
     /* a recipe reads the decoded slices where they lie and builds the padding mask in its
      * conversion pass when it can (rp_pf_direct_ok), else the loader gathers and masks */
-    unsigned lf = with_recipe && !rp_pf_direct_ok(st) ? RP_LOAD_PAD_MASK | RP_LOAD_CONTIGUOUS : 0;
+    unsigned lf = !with_recipe         ? 0
+                  : rp_pf_direct_ok(st) ? RP_LOAD_ROWS_AS_STORED /* flipped while converting */
+                                        : RP_LOAD_PAD_MASK | RP_LOAD_CONTIGUOUS;
     if (st->need_resample)
         lf |= RP_LOAD_CONTIGUOUS;
     rp_dwi dwi; /* diffusion table; derived trace volumes leave the stack before loading */

@@ -24,6 +24,15 @@
 #include "common/common.h"
 #include "pipeline/volume/volume.h"
 
+/* The B-spline kernels are loops over independent columns (lanes): built a second time for
+ * AVX2 (without FMA, so every lane does the same IEEE operations in the same order and the
+ * result is bit for bit the baseline build's), chosen at load time by the CPU. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define RP_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RP_SIMD_CLONES
+#endif
+
 #define BSPLINE_HORIZON 22 /* |z|^22 < 1e-12: the causal init sum is exact to double */
 #define CHUNK_COLS 128     /* columns per job when the axis is not x (block fits L2) */
 
@@ -60,7 +69,7 @@ void rp_resample_grid(const int dim[3], const double old_sp[3], const double new
 
 /* Cubic B-spline prefilter, pole z = sqrt(3)-2, mirror boundary, over `cw` interleaved
  * columns: element k of column c is b[k*cw + c]. Same recursion as scipy's ni_splines.c. */
-static void prefilter_block(double *b, int n, int cw)
+RP_SIMD_CLONES static void prefilter_block(double *b, int n, int cw)
 {
     const double z = sqrt(3.0) - 2.0;
     if (n < 2)
@@ -209,7 +218,7 @@ typedef struct pass_ctx {
     size_t per_thread, nthreads;
 } pass_ctx;
 
-static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
+RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
 {
     const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
     size_t o0 = gi * LINES;
@@ -235,7 +244,7 @@ static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
     }
 }
 
-static void job_chunk(const pass_ctx *c, size_t j, double *tmp, double *acc)
+RP_SIMD_CLONES static void job_chunk(const pass_ctx *c, size_t j, double *tmp, double *acc)
 {
     const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
     const size_t inner = c->inner;
