@@ -24,15 +24,7 @@
 #include "common/common.h"
 #include "pipeline/volume/volume.h"
 
-/* The B-spline kernels are loops over independent columns (lanes): built a second time for
- * AVX2 (without FMA, so every lane does the same IEEE operations in the same order and the
- * result is bit for bit the baseline build's), chosen at load time by the CPU. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
-#define RP_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define RP_SIMD_CLONES
-#endif
-
+/* The B-spline kernels are loops over independent columns (lanes): RP_SIMD_CLONES. */
 #define BSPLINE_HORIZON 22 /* |z|^22 < 1e-12: the causal init sum is exact to double */
 #define CHUNK_COLS 128     /* columns per job when the axis is not x (block fits L2) */
 

@@ -88,6 +88,16 @@ void *rp_mem_alloc(size_t n);
 void *rp_mem_calloc(size_t n);
 void *rp_mem_realloc(void *p, size_t n);
 
+/* On a function of independent lanes (no OpenMP region inside: outlined regions are not
+ * cloned): built a second time for AVX2 without FMA, so every lane does the same IEEE
+ * operations in the same order and results are bit for bit the baseline build's; the CPU
+ * picks at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define RP_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RP_SIMD_CLONES
+#endif
+
 /* 4x4 helpers. */
 void rp_mat4_identity(double m[4][4]);
 void rp_mat4_mul(const double a[4][4], const double b[4][4], double out[4][4]);
