@@ -393,9 +393,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         if (rc) {
             fail(rs, rc, "%s", err);
         } else {
-            cJSON_AddItemToObject(
-                sqc, "storage",
-                rp_pf_store_json(&store, &rs->dtype, io.level));
+            cJSON_AddItemToObject(sqc, "storage", rp_pf_store_json(&store, &rs->dtype, io.level));
             *datatype_out = store.datatype;
         }
         for (int i = 0; i < 4; i++)
@@ -441,7 +439,7 @@ static void process_stack(run_state *rs, rp_stack *st, const rp_dcm_info *const 
     int with_recipe = o->recipe && o->recipe[0];
     /* a recipe reads the decoded slices where they lie and builds the padding mask in its
      * conversion pass when it can (rp_pf_direct_ok), else the loader gathers and masks */
-    unsigned lf = !with_recipe         ? 0
+    unsigned lf = !with_recipe          ? 0
                   : rp_pf_direct_ok(st) ? RP_LOAD_ROWS_AS_STORED /* flipped while converting */
                                         : RP_LOAD_PAD_MASK | RP_LOAD_CONTIGUOUS;
     if (st->need_resample)

@@ -112,9 +112,9 @@ static int pad_range(const rp_dcm_info *in, int inverted, long *lo, long *hi)
 /* One slice: src in the stack's row order, or top-down (row_bytes > 0: the file's order,
  * flipped here, which costs nothing in this pass and saves the loader flipping it). Returns
  * the padding voxels marked in pm (0 without pm). */
-RP_SIMD_CLONES static long convert_slice(rp_sample_type t, const void *src, size_t row_bytes, size_t nx,
-                          size_t ny, double a, double b, long lo, long hi, float *dst,
-                          uint8_t *pm)
+RP_SIMD_CLONES static long convert_slice(rp_sample_type t, const void *src, size_t row_bytes,
+                                         size_t nx, size_t ny, double a, double b, long lo, long hi,
+                                         float *dst, uint8_t *pm)
 {
     const size_t rows = row_bytes ? ny : 1, n = row_bytes ? nx : nx * ny;
     long npad = 0;
