@@ -170,6 +170,8 @@ def verdict(ok):
 def bench_case(name, folder, radprep, tmp, with_ref):
     files = [f for f in os.listdir(folder) if not f.startswith('.')]
     in_mb = dir_mb(folder)
+    for kind in ('job', 'node', 'plain', 'dcm2niix', 'ref'):  # a --keep folder from a run before
+        shutil.rmtree(os.path.join(tmp, name + '_' + kind), ignore_errors=True)
     res = {}
     out = os.path.join(tmp, name + '_job')
     job = timed([radprep, 'process', folder, '--out', out, '--rule', 'ct_default'])
