@@ -1,6 +1,5 @@
 /* pipeline/volume/mem.c — large working buffers on transparent huge pages (contract in
  * volume.h, "large working buffers"). */
-#include "pipeline/volume/mem_internal.h"
 #include "pipeline/volume/volume.h"
 
 #include <stdint.h>
@@ -25,7 +24,9 @@ static size_t huge_request(size_t n)
     return r < n ? n : r - MAP_SLACK; /* r < n: overflow, leave the size alone */
 }
 
-void rp_mem_hint_huge(void *p, size_t n)
+/* Ask for huge pages on [p, p+n) rounded out to pages (no-op for small buffers, or where the
+ * kernel has no THP). Before the first write. */
+static void hint_huge(void *p, size_t n)
 {
 #ifdef MADV_HUGEPAGE
     if (!p || n < HUGE_SZ)
@@ -72,7 +73,7 @@ void *rp_mem_alloc(size_t n)
 {
     size_t r = huge_request(n);
     void *p = malloc(r);
-    rp_mem_hint_huge(p, r);
+    hint_huge(p, r);
     collapse_head(p, r);
     return p;
 }
@@ -83,7 +84,7 @@ void *rp_mem_calloc(size_t n)
      * hint still comes before any fault but the header's */
     size_t r = huge_request(n);
     void *p = calloc(r, 1);
-    rp_mem_hint_huge(p, r);
+    hint_huge(p, r);
     collapse_head(p, r);
     return p;
 }
@@ -92,6 +93,6 @@ void *rp_mem_realloc(void *p, size_t n)
 {
     size_t r = huge_request(n);
     void *q = realloc(p, r);
-    rp_mem_hint_huge(q, r); /* the grown part of a moved or extended mapping */
+    hint_huge(q, r); /* the grown part of a moved or extended mapping */
     return q;
 }
