@@ -356,11 +356,9 @@ static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
     int fail = 0, wfail = 0;
     /* every thread's input and output block in one huge-page buffer (rp_mem_alloc): a few
      * MB that separate mallocs would fault in 4 KiB at a time for each file written */
-    struct libdeflate_compressor *probe = libdeflate_alloc_compressor(level);
-    size_t bound = probe ? libdeflate_gzip_compress_bound(probe, block) : 0;
-    libdeflate_free_compressor(probe);
+    size_t bound = libdeflate_gzip_compress_bound(NULL, block); /* NULL: any compressor */
     size_t slot = ((block + bound + 63) / 64) * 64;
-    uint8_t *blocks = bound ? rp_mem_alloc((size_t)threads * slot) : NULL;
+    uint8_t *blocks = rp_mem_alloc((size_t)threads * slot);
     if (!blocks)
         return RP_ENOMEM;
 #pragma omp parallel num_threads(threads)
