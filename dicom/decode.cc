@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <strings.h>
+#include <sys/mman.h>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -1223,6 +1224,23 @@ extern "C" int rp_dcm_decode_frames(const char *path, const rp_dcm_info *in, int
     return decode_loaded(ff, in, first, count, dst, dst_bytes, err, errlen);
 }
 
+/* The pixels are read straight into a fresh buffer: fault its pages in with one call rather
+ * than one trap per 4 KiB page inside read() (on a virtual machine each trap goes to the
+ * host; measured: 133 CT slices of 512 KiB, 290 -> 150 ms). Whole pages inside the buffer
+ * only; advisory (kernels before 5.14 answer EINVAL). */
+static void prefault(void *p, size_t n)
+{
+#ifdef MADV_POPULATE_WRITE
+    const uintptr_t pg = 4096;
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1), e = ((uintptr_t)p + n) & ~(pg - 1);
+    if (n >= (256u << 10) && e > a)
+        (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 extern "C" int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void **pixels,
                                        size_t *nbytes, char *err, size_t errlen)
 {
@@ -1243,6 +1261,7 @@ extern "C" int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void
         seterr(err, errlen, "out of memory for %zu bytes of pixels", n);
         return RP_ENOMEM; /* *out stays valid: the caller frees it */
     }
+    prefault(buf, n);
     rc = decode_loaded(ff, in, 0, in->frames, buf, n, err, errlen);
     if (rc) {
         free(buf);

@@ -89,22 +89,72 @@ static int pad_range(const rp_dcm_info *in, int inverted, long *lo, long *hi)
     return 1;
 }
 
-#define CONVERT(T)                                                                                 \
+/* n samples of type T from s to d (and the padding test into p when not NULL) */
+#define CONVERT(T, s_, d_, p_, n)                                                                  \
     do {                                                                                           \
-        const T *s = (const T *)src;                                                               \
-        if (pm) {                                                                                  \
+        const T *sv_ = (const T *)(s_);                                                            \
+        float *dr = (d_);                                                                          \
+        uint8_t *pr = (p_);                                                                        \
+        if (pr) {                                                                                  \
             const long l = lo, h = hi;                                                             \
-            _Pragma("omp simd") for (size_t i = 0; i < slice_vox; i++)                             \
+            _Pragma("omp simd") for (size_t i = 0; i < (n); i++)                                   \
             {                                                                                      \
-                long sv = (long)s[i];                                                              \
-                dst[i] = (float)(a * (double)s[i] + b);                                            \
-                pm[i] = (uint8_t)((sv >= l) & (sv <= h));                                          \
+                long sv = (long)sv_[i];                                                            \
+                dr[i] = (float)(a * (double)sv_[i] + b);                                           \
+                pr[i] = (uint8_t)((sv >= l) & (sv <= h));                                          \
             }                                                                                      \
         } else {                                                                                   \
-            _Pragma("omp simd") for (size_t i = 0; i < slice_vox; i++) dst[i] =                    \
-                (float)(a * (double)s[i] + b);                                                     \
+            _Pragma("omp simd") for (size_t i = 0; i < (n); i++) dr[i] =                           \
+                (float)(a * (double)sv_[i] + b);                                                   \
         }                                                                                          \
     } while (0)
+
+/* One slice: src in the stack's row order, or top-down (row_bytes > 0: the file's order,
+ * flipped here, which costs nothing in this pass and saves the loader flipping it). Returns
+ * the padding voxels marked in pm (0 without pm). */
+RP_SIMD_CLONES static long convert_slice(rp_sample_type t, const void *src, size_t row_bytes,
+                                         size_t nx, size_t ny, double a, double b, long lo, long hi,
+                                         float *dst, uint8_t *pm)
+{
+    const size_t rows = row_bytes ? ny : 1, n = row_bytes ? nx : nx * ny;
+    long npad = 0;
+    for (size_t y = 0; y < rows; y++) {
+        const void *row = row_bytes ? (const uint8_t *)src + (ny - 1 - y) * row_bytes : src;
+        float *d = dst + y * n;
+        uint8_t *p = pm ? pm + y * n : NULL;
+        switch (t) {
+        case RP_ST_U8:
+            CONVERT(uint8_t, row, d, p, n);
+            break;
+        case RP_ST_S8:
+            CONVERT(int8_t, row, d, p, n);
+            break;
+        case RP_ST_S16:
+            CONVERT(int16_t, row, d, p, n);
+            break;
+        case RP_ST_U16:
+            CONVERT(uint16_t, row, d, p, n);
+            break;
+        case RP_ST_S32:
+            CONVERT(int32_t, row, d, p, n);
+            break;
+        case RP_ST_U32:
+            CONVERT(uint32_t, row, d, p, n);
+            break;
+        default:
+            CONVERT(float, row, d, p, n);
+            break;
+        }
+        if (p) {
+            int c = 0; /* the row just written, still in cache */
+#pragma omp simd reduction(+ : c)
+            for (size_t i = 0; i < n; i++)
+                c += p[i];
+            npad += c;
+        }
+    }
+    return npad;
+}
 
 int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
                    float *out, uint8_t *pad_out)
@@ -145,7 +195,8 @@ int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
                 }
         }
     }
-#pragma omp parallel for schedule(static) reduction(| : fail)
+    long npad = 0;
+#pragma omp parallel for schedule(static) reduction(| : fail) reduction(+ : npad)
     for (size_t k = 0; k < nslices; k++) {
         const void *src = d->data           ? (const uint8_t *)d->data + k * slice_vox * es
                           : k < d->n_slices ? d->slice[k]
@@ -166,29 +217,8 @@ int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
                 pm = NULL;
             }
         }
-        switch (d->type) {
-        case RP_ST_U8:
-            CONVERT(uint8_t);
-            break;
-        case RP_ST_S8:
-            CONVERT(int8_t);
-            break;
-        case RP_ST_S16:
-            CONVERT(int16_t);
-            break;
-        case RP_ST_U16:
-            CONVERT(uint16_t);
-            break;
-        case RP_ST_S32:
-            CONVERT(int32_t);
-            break;
-        case RP_ST_U32:
-            CONVERT(uint32_t);
-            break;
-        default:
-            CONVERT(float);
-            break;
-        }
+        npad += convert_slice(d->type, src, d->data ? 0 : d->stored_row_bytes, (size_t)st->nx,
+                              (size_t)st->ny, a, b, lo, hi, dst, pm);
         if (own && own[k] >= 0) {
             free(d->bufs[own[k]]);
             d->bufs[own[k]] = NULL;
@@ -196,6 +226,8 @@ int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
         }
     }
     free(own);
+    if (pad_out)
+        d->n_padding = npad; /* the loader's count, which RP_LOAD_ROWS_AS_STORED leaves here */
     return fail ? RP_EINTERNAL : 0;
 }
 

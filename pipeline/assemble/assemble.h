@@ -119,6 +119,10 @@ typedef struct rp_stack_data {
     uint8_t *pad_mask;           /* owned, NULL when the series declares no padding */
     int inverted_mono1;          /* 1: MONOCHROME1 inverted so that higher means denser */
     int philips_float;           /* 1: Philips floating-point values (display / (RS x SS)) */
+    /* > 0 (zero-copy form loaded with RP_LOAD_ROWS_AS_STORED): the slices keep the file's
+     * top-down row order, rows of this many bytes; row y of the stack is row ny-1-y of the
+     * slice. 0: rows bottom-up as everywhere else. */
+    size_t stored_row_bytes;
 } rp_stack_data;
 
 /* Decode the stack's slices into `out` in the native type (int16 with scl_slope/inter as
@@ -133,6 +137,10 @@ typedef struct rp_stack_data {
  * On a decode error returns RP_EDECODE with the file and reason in err. */
 #define RP_LOAD_PAD_MASK 1u   /* build out->pad_mask */
 #define RP_LOAD_CONTIGUOUS 2u /* always fill out->data (resampling and recipes need it) */
+/* zero-copy form: leave the frames in the file's row order (see stored_row_bytes) and
+ * n_padding at 0, for a reader that converts every voxel anyway and flips and counts in that
+ * pass (rp_pf_to_float), instead of two passes here */
+#define RP_LOAD_ROWS_AS_STORED 4u
 int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels, int *pix_refs,
                   unsigned flags, int threads, rp_stack_data *out, char *err, size_t errlen);
 /* Gather a zero-copy stack into one buffer (no-op when d->data is set). */

@@ -157,8 +157,17 @@ int rp_stack_data_contiguous(rp_stack_data *d)
     uint8_t *p = malloc(d->n_slices * d->slice_bytes);
     if (!p)
         return RP_ENOMEM;
-    for (size_t k = 0; k < d->n_slices; k++)
-        memcpy(p + k * d->slice_bytes, d->slice[k], d->slice_bytes);
+    const size_t rb = d->stored_row_bytes, ny = rb ? d->slice_bytes / rb : 0;
+    for (size_t k = 0; k < d->n_slices; k++) {
+        if (!rb) {
+            memcpy(p + k * d->slice_bytes, d->slice[k], d->slice_bytes);
+            continue;
+        }
+        for (size_t y = 0; y < ny; y++) /* to the stack's bottom-up order */
+            memcpy(p + k * d->slice_bytes + y * rb,
+                   (const uint8_t *)d->slice[k] + (ny - 1 - y) * rb, rb);
+    }
+    d->stored_row_bytes = 0;
     for (size_t i = 0; i < d->n_bufs; i++)
         free(d->bufs[i]);
     free(d->bufs);
@@ -208,7 +217,7 @@ static rp_sample_type native_type(const rp_dcm_info *ref, int use_float)
 
 /* Plain conversion without a copy: the decoded file buffers become the stack. */
 static int load_in_place(const rp_stack *st, const rp_dcm_info *const *infos, void **pixels,
-                         int *pix_refs, rp_stack_data *out)
+                         int *pix_refs, int rows_as_stored, rp_stack_data *out)
 {
     const rp_dcm_info *ref = st->ref;
     size_t nslices = (size_t)st->nz * st->nt;
@@ -257,15 +266,19 @@ static int load_in_place(const rp_stack *st, const rp_dcm_info *const *infos, vo
         size_t fb = rp_dcm_frame_bytes(in);
         for (int f = 0; f < in->frames; f++) {
             uint8_t *fr = (uint8_t *)out->bufs[i] + (size_t)f * fb;
-            flip_frame(fr, (size_t)st->nx * ss, (size_t)st->ny);
-            if (in->has_padding_value && in->samples_per_pixel == 1)
-                npad += count_padding(in, fr, n, NULL);
+            /* rows as stored: the reader flips them and counts padding in its own pass */
+            if (!rows_as_stored) {
+                flip_frame(fr, (size_t)st->nx * ss, (size_t)st->ny);
+                if (in->has_padding_value && in->samples_per_pixel == 1)
+                    npad += count_padding(in, fr, n, NULL);
+            }
             if (invert)
                 invert_row(out->type, fr, n, smin, smax);
         }
     }
     free(files);
     out->n_padding = npad;
+    out->stored_row_bytes = rows_as_stored ? (size_t)st->nx * ss : 0;
     const rp_dcm_frame *f0 = &infos[st->slice[0].file]->frame[st->slice[0].frame];
     out->scl_slope = f0->slope;
     out->scl_inter = f0->intercept;
@@ -342,7 +355,8 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
             }
         }
         if (ok) {
-            int rc = load_in_place(st, infos, pixels, pix_refs, out);
+            int rc = load_in_place(st, infos, pixels, pix_refs,
+                                   (flags & RP_LOAD_ROWS_AS_STORED) != 0, out);
             if (rc) {
                 snprintf(err, errlen, "out of memory");
                 rp_stack_data_free(out);

@@ -30,7 +30,7 @@ int rp_bits_init(rp_bits *b, const int dim[3])
     b->ny = dim[1];
     b->nz = dim[2];
     b->wpr = (dim[0] + 63) / 64;
-    b->w = calloc((size_t)b->wpr * b->ny * b->nz + 1, sizeof *b->w);
+    b->w = rp_mem_calloc(((size_t)b->wpr * b->ny * b->nz + 1) * sizeof *b->w);
     b->scratch = NULL;
     return b->w ? 0 : RP_ENOMEM;
 }
@@ -130,6 +130,30 @@ static uint64_t spread8(unsigned v)
     return o;
 }
 
+static inline int zero64(const uint8_t *p, int n)
+{
+    uint64_t acc = 0;
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        uint64_t w;
+        memcpy(&w, p + k, 8);
+        acc |= w;
+    }
+    for (; k < n; k++)
+        acc |= p[k];
+    return acc == 0;
+}
+
+void rp_bytes_zero(uint8_t *m, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > (1u << 20))
+    for (size_t i = 0; i < n; i += 64) {
+        int l = n - i < 64 ? (int)(n - i) : 64;
+        if (!zero64(m + i, l))
+            memset(m + i, 0, (size_t)l);
+    }
+}
+
 void rp_bits_to_bytes(const rp_bits *b, uint8_t *m)
 {
     static uint64_t lut[256];
@@ -148,7 +172,12 @@ void rp_bits_to_bytes(const rp_bits *b, uint8_t *m)
         int x = 0;
         for (int j = 0; j < wpr; j++) {
             uint64_t w = src[j];
-            if (nx - x >= 64) {
+            if (!w) { /* see rp_bytes_zero */
+                int l = nx - x < 64 ? nx - x : 64;
+                if (!zero64(dst + x, l))
+                    memset(dst + x, 0, (size_t)l);
+                x += l;
+            } else if (nx - x >= 64) {
                 for (int q = 0; q < 8; q++) {
                     uint64_t v = lut[(w >> (8 * q)) & 0xFF];
                     memcpy(dst + x + 8 * q, &v, 8);
@@ -197,7 +226,7 @@ static int yz_pass(rp_bits *b, int axis, int r, int erode)
     if (r >= n)
         r = n - 1;
     const size_t words = nrows(b) * b->wpr;
-    if (!b->scratch && !(b->scratch = malloc((words + 1) * sizeof *b->scratch)))
+    if (!b->scratch && !(b->scratch = rp_mem_alloc((words + 1) * sizeof *b->scratch)))
         return RP_ENOMEM;
     /* the rows as they were go to scratch, the result to b->w: swap instead of copying */
     uint64_t *src = b->w;

@@ -36,9 +36,14 @@ enum { RP_BITS_GT = 0, RP_BITS_LT = 1 };
 /* b = (d > thr) or (d < thr) voxel by voxel (NaN is neither), one parallel pass. When `and`
  * is not NULL the result is also ANDed with it (same dims). */
 void rp_bits_threshold(rp_bits *b, const float *d, float thr, int op, const rp_bits *and);
-/* From / to a uint8 mask (non-zero = 1; to_bytes writes 0/1 everywhere). */
+/* From / to a uint8 mask (non-zero = 1; to_bytes leaves 0/1 everywhere, but stores no zeros
+ * over bytes that already read as zero: see rp_bytes_zero). */
 void rp_bits_from_bytes(rp_bits *b, const uint8_t *m);
 void rp_bits_to_bytes(const rp_bits *b, uint8_t *m);
+/* m[0..n) = 0, writing only the 64-byte pieces that are not zero already. The pages of a
+ * fresh calloc block that are never written are never backed by memory (reads map the
+ * shared zero page): most of a lung or metal mask on a 1 mm grid, 40 MB for LIDC's. */
+void rp_bytes_zero(uint8_t *m, size_t n);
 
 /* Box dilation / erosion with radius r[a] voxels along axis a (0: unchanged). Erosion treats
  * outside the volume as foreground (as rp_morph_erode). RP_ENOMEM. */

@@ -229,7 +229,7 @@ int rp_ct_metal_mask(const rp_volume *v, float thr, double min_mm3, uint8_t *md,
         rp_bcc_paint(cc, keep, &b);
         rp_bits_to_bytes(&b, md);
     } else {
-        memset(md, 0, rp_volume_nvox(v));
+        rp_bytes_zero(md, rp_volume_nvox(v));
     }
     free(keep);
     rp_bcc_free(cc);

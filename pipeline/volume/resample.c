@@ -15,6 +15,7 @@
  */
 #include <assert.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,8 @@
 
 #include "common/common.h"
 #include "pipeline/volume/volume.h"
-#include "pipeline/volume/mem_internal.h"
 
+/* The B-spline kernels are loops over independent columns (lanes): RP_SIMD_CLONES. */
 #define BSPLINE_HORIZON 22 /* |z|^22 < 1e-12: the causal init sum is exact to double */
 #define CHUNK_COLS 128     /* columns per job when the axis is not x (block fits L2) */
 
@@ -60,7 +61,7 @@ void rp_resample_grid(const int dim[3], const double old_sp[3], const double new
 
 /* Cubic B-spline prefilter, pole z = sqrt(3)-2, mirror boundary, over `cw` interleaved
  * columns: element k of column c is b[k*cw + c]. Same recursion as scipy's ni_splines.c. */
-static void prefilter_block(double *b, int n, int cw)
+RP_SIMD_CLONES static void prefilter_block(double *b, int n, int cw)
 {
     const double z = sqrt(3.0) - 2.0;
     if (n < 2)
@@ -205,9 +206,11 @@ typedef struct pass_ctx {
     float *out;
     size_t inner, outer, nchunks;
     const axis_plan *p;
+    double *scratch; /* per thread: the job's block (n_in * cols) then CHUNK_COLS sums */
+    size_t per_thread, nthreads;
 } pass_ctx;
 
-static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
+RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
 {
     const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
     size_t o0 = gi * LINES;
@@ -233,7 +236,7 @@ static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
     }
 }
 
-static void job_chunk(const pass_ctx *c, size_t j, double *tmp, double *acc)
+RP_SIMD_CLONES static void job_chunk(const pass_ctx *c, size_t j, double *tmp, double *acc)
 {
     const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
     const size_t inner = c->inner;
@@ -269,33 +272,23 @@ static void job_chunk(const pass_ctx *c, size_t j, double *tmp, double *acc)
     }
 }
 
-/* Run jobs [j0, j1) in parallel. */
-static int run_jobs(const pass_ctx *c, size_t j0, size_t j1)
+/* Run jobs [j0, j1) in parallel, each thread in its part of c->scratch (allocated once per
+ * pass: the in-place rounds below call this many times, and fresh blocks each time would be
+ * faulted in again each time). */
+static void run_jobs(const pass_ctx *c, size_t j0, size_t j1)
 {
-    const int n = c->p->n_in;
-    int fail = 0;
-#pragma omp parallel if (j1 - j0 > 1)
+#pragma omp parallel if (j1 - j0 > 1) num_threads((int)c->nthreads)
     {
-        size_t cols = c->inner == 1 ? LINES : CHUNK_COLS;
-        double *tmp = malloc((size_t)n * cols * sizeof *tmp);
-        double *acc = malloc(CHUNK_COLS * sizeof *acc);
-        if (!tmp || !acc) {
-#pragma omp atomic write
-            fail = 1;
-        }
+        double *tmp = c->scratch + (size_t)omp_get_thread_num() * c->per_thread;
+        double *acc = tmp + (c->per_thread - CHUNK_COLS);
 #pragma omp for schedule(dynamic, 4)
         for (size_t j = j0; j < j1; j++) {
-            if (!tmp || !acc)
-                continue;
             if (c->inner == 1)
                 job_lines(c, j, tmp);
             else
                 job_chunk(c, j, tmp, acc);
         }
-        free(tmp);
-        free(acc);
     }
-    return fail ? RP_ENOMEM : 0;
 }
 
 /* out == in (a shrinking axis) runs in place: output block o lies below input block o,
@@ -313,23 +306,29 @@ static int pass_axis(const float *in, const int dim[3], int axis, const axis_pla
     /* jobs per block and number of blocks */
     size_t per = c.inner == 1 ? 1 : c.nchunks;
     size_t blocks = c.inner == 1 ? (c.outer + LINES - 1) / LINES : c.outer;
-    if (in != out)
-        return run_jobs(&c, 0, blocks * per);
-    if (c.outer == 1 && c.inner > 1)
-        return run_jobs(&c, 0, per); /* one block: every job owns its columns, in and out */
-    assert(p->n_out <= p->n_in);
-    size_t a = 0;
-    while (a < blocks) {
-        size_t b = (size_t)((double)a * p->n_in / p->n_out);
-        if (b <= a)
-            b = a + 1;
-        if (b > blocks)
-            b = blocks;
-        int rc = run_jobs(&c, a * per, b * per);
-        if (rc)
-            return rc;
-        a = b;
+    c.nthreads = (size_t)omp_get_max_threads();
+    c.per_thread = (size_t)p->n_in * (c.inner == 1 ? LINES : CHUNK_COLS) + CHUNK_COLS;
+    c.scratch = rp_mem_alloc(c.nthreads * c.per_thread * sizeof *c.scratch);
+    if (!c.scratch)
+        return RP_ENOMEM;
+    if (in != out) {
+        run_jobs(&c, 0, blocks * per);
+    } else if (c.outer == 1 && c.inner > 1) {
+        run_jobs(&c, 0, per); /* one block: every job owns its columns, in and out */
+    } else {
+        assert(p->n_out <= p->n_in);
+        size_t a = 0;
+        while (a < blocks) {
+            size_t b = (size_t)((double)a * p->n_in / p->n_out);
+            if (b <= a)
+                b = a + 1;
+            if (b > blocks)
+                b = blocks;
+            run_jobs(&c, a * per, b * per);
+            a = b;
+        }
     }
+    free(c.scratch);
     return 0;
 }
 
@@ -371,14 +370,14 @@ static int resample_channel(float **inp, int own_in, const int dim[3], const int
         /* a shrinking pass over a buffer we own, with blocks outside the axis, runs in place
          * and the buffer is then shrunk: memory stays at the larger of input and output */
         int inplace = cur_owned && !last && nd[axis] < cur_dim[axis];
-        float *nxt = last ? out : inplace ? cur : malloc(nbytes);
+        float *nxt = last ? out : inplace ? cur : rp_mem_alloc(nbytes);
         if (!nxt) {
             rc = RP_ENOMEM;
             break;
         }
         rc = pass_axis(cur, cur_dim, axis, &plan[axis], nxt);
         if (inplace) {
-            float *shrunk = realloc(cur, nbytes);
+            float *shrunk = rp_mem_realloc(cur, nbytes);
             if (shrunk)
                 nxt = shrunk;
             if (cur == *inp)
@@ -446,14 +445,13 @@ static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], 
             outer *= nd[a];
         if (nd[axis] <= cur_dim[axis] || (outer == 1 && axis > 0)) {
             if (nbytes > cap) {
-                float *g = realloc(cur, nbytes);
+                float *g = rp_mem_realloc(cur, nbytes);
                 if (!g) {
                     rc = RP_ENOMEM;
                     break;
                 }
                 cur = g;
                 cap = nbytes;
-                rp_mem_hint_huge(cur, cap);
             }
             rc = pass_axis(cur, cur_dim, axis, &plan[axis], cur);
         } else {
@@ -471,7 +469,7 @@ static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], 
     }
     size_t fin = (size_t)new_dim[0] * new_dim[1] * new_dim[2] * sizeof(float);
     if (!rc && cap > fin) {
-        float *s2 = realloc(cur, fin);
+        float *s2 = rp_mem_realloc(cur, fin);
         if (s2)
             cur = s2;
     }

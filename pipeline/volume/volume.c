@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "pipeline/volume/mem_internal.h"
 
 static int dims_ok(long long nx, long long ny, long long nz, long long nc)
 {

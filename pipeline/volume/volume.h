@@ -77,6 +77,27 @@ rp_mask *rp_mask_like(const rp_volume *v, const char *name);  /* same grid as v 
 void rp_mask_free(rp_mask *m);
 size_t rp_mask_count(const rp_mask *m);  /* number of non-zero voxels */
 
+/* Large working buffers (volumes, masks, bit planes, scratch blocks of a few MB and up).
+ * Faulting such a buffer in 4 KiB at a time costs more CPU than the arithmetic that fills
+ * it (on a virtual machine each fault traps to the host), and a buffer freed in huge pages
+ * comes back from the kernel nearly free for the next one. So these ask for transparent
+ * huge pages and round the request up to whole 2 MiB pages (usable size >= n); they are
+ * ordinary malloc memory otherwise: free() releases them, realloc() works, but growing one
+ * should go through rp_mem_realloc() to keep the hint. calloc's block reads as zeros. */
+void *rp_mem_alloc(size_t n);
+void *rp_mem_calloc(size_t n);
+void *rp_mem_realloc(void *p, size_t n);
+
+/* On a function of independent lanes (no OpenMP region inside: outlined regions are not
+ * cloned): built a second time for AVX2 without FMA, so every lane does the same IEEE
+ * operations in the same order and results are bit for bit the baseline build's; the CPU
+ * picks at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define RP_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RP_SIMD_CLONES
+#endif
+
 /* 4x4 helpers. */
 void rp_mat4_identity(double m[4][4]);
 void rp_mat4_mul(const double a[4][4], const double b[4][4], double out[4][4]);

@@ -16,6 +16,7 @@
 #endif
 
 #include "common/common.h"
+#include "pipeline/volume/volume.h"
 
 #pragma pack(push, 1)
 typedef struct nifti1_header {
@@ -353,13 +354,20 @@ static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
     if ((size_t)threads > nblocks)
         threads = (int)nblocks;
     int fail = 0, wfail = 0;
+    /* every thread's input and output block in one huge-page buffer (rp_mem_alloc): a few
+     * MB that separate mallocs would fault in 4 KiB at a time for each file written */
+    size_t bound = libdeflate_gzip_compress_bound(NULL, block); /* NULL: any compressor */
+    size_t slot = ((block + bound + 63) / 64) * 64;
+    uint8_t *blocks = rp_mem_alloc((size_t)threads * slot);
+    if (!blocks)
+        return RP_ENOMEM;
 #pragma omp parallel num_threads(threads)
     {
         struct libdeflate_compressor *cmp = libdeflate_alloc_compressor(level);
-        size_t bound = cmp ? libdeflate_gzip_compress_bound(cmp, block) : 0, zlen = 0;
+        size_t zlen = 0;
         uint8_t *zmem = NULL; /* this thread's member for a block of zeros */
-        uint8_t *in = malloc(block), *out = malloc(bound ? bound : 1);
-        if (!cmp || !in || !out) {
+        uint8_t *in = blocks + (size_t)omp_get_thread_num() * slot, *out = in + block;
+        if (!cmp) {
 #pragma omp atomic write
             fail = 1;
         }
@@ -403,10 +411,9 @@ static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
         }
         if (cmp)
             libdeflate_free_compressor(cmp);
-        free(in);
-        free(out);
         free(zmem);
     }
+    free(blocks);
     return wfail ? RP_EIO : fail ? RP_ENOMEM : 0;
 }
 

@@ -136,6 +136,9 @@ static void check_same(int nx, int ny, int nz, double sp)
     uint8_t *body = malloc(n), *lung = malloc(n), *metal = malloc(n);
     byte_masks(v, body, lung, metal);
     uint8_t *got[3] = {malloc(n), malloc(n), malloc(n)};
+    /* garbage in the output: the unpacking skips zero words only over bytes already zero */
+    for (int m = 0; m < 3; m++)
+        memset(got[m], 0xA5, n);
     assert_int_equal(rp_ct_body_mask(v, -500, got[0]), 0);
     rp_ct_lung_params lp = LUNG_DEFAULTS;
     lp.airway = 0;
@@ -158,6 +161,14 @@ static void check_same(int nx, int ny, int nz, double sp)
         assert_true(cnt > (m < 2 ? 100u : 5u));
         free(got[m]);
     }
+    /* no metal at all: the mask is zeroed whatever it held */
+    uint8_t *none = malloc(n);
+    memset(none, 0x5A, n);
+    assert_int_equal(rp_ct_metal_mask(v, 1e9f, 10, none, &parts, &nparts), 0);
+    assert_int_equal(nparts, 0);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(none[i], 0);
+    free(none);
     /* without a body mask the lung kernel computes the same body itself */
     uint8_t *again = malloc(n);
     assert_int_equal(rp_ct_lung_mask(v, NULL, &lp, again, NULL, NULL), 0);
