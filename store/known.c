@@ -202,15 +202,6 @@ static uint64_t pending_key(const char *sop)
     return h ? h : 1; /* 0 marks an empty slot */
 }
 
-/* The slot holding h, or the empty slot where it would go. */
-static size_t pending_slot(const uint64_t *keys, size_t cap, uint64_t h)
-{
-    size_t i = (size_t)(h ^ (h >> 29)) & (cap - 1);
-    while (keys[i] && keys[i] != h)
-        i = (i + 1) & (cap - 1);
-    return i;
-}
-
 /* Double the table (lock held). */
 static int pending_grow(rp_pending *p)
 {
@@ -220,7 +211,7 @@ static int pending_grow(rp_pending *p)
         return RP_ENOMEM;
     for (size_t i = 0; i < p->cap; i++)
         if (p->keys[i])
-            k[pending_slot(k, cap, p->keys[i])] = p->keys[i];
+            k[probe(k, cap, p->keys[i])] = p->keys[i];
     free(p->keys);
     p->keys = k;
     p->cap = cap;
@@ -231,7 +222,7 @@ static int pending_take(rp_pending *p, uint64_t h, int wait)
 {
     int rc = 0;
     pthread_mutex_lock(&p->lock);
-    while (p->keys[pending_slot(p->keys, p->cap, h)] == h) {
+    while (p->keys[probe(p->keys, p->cap, h)] == h) {
         if (!wait) {
             rc = RP_EBUSY;
             goto out;
@@ -240,7 +231,7 @@ static int pending_take(rp_pending *p, uint64_t h, int wait)
     }
     if (2 * (p->n + 1) > p->cap && (rc = pending_grow(p)) != 0)
         goto out;
-    p->keys[pending_slot(p->keys, p->cap, h)] = h;
+    p->keys[probe(p->keys, p->cap, h)] = h;
     p->n++;
 out:
     pthread_mutex_unlock(&p->lock);
@@ -261,7 +252,7 @@ void rp_pending_release(rp_pending *p, const char *sop)
 {
     uint64_t h = pending_key(sop);
     pthread_mutex_lock(&p->lock);
-    size_t i = pending_slot(p->keys, p->cap, h);
+    size_t i = probe(p->keys, p->cap, h);
     if (p->keys[i] == h) {
         /* delete with backward shift: every later key of the run must stay reachable */
         p->keys[i] = 0;
@@ -269,7 +260,7 @@ void rp_pending_release(rp_pending *p, const char *sop)
         for (size_t j = (i + 1) & (p->cap - 1); p->keys[j]; j = (j + 1) & (p->cap - 1)) {
             uint64_t k = p->keys[j];
             p->keys[j] = 0;
-            p->keys[pending_slot(p->keys, p->cap, k)] = k;
+            p->keys[probe(p->keys, p->cap, k)] = k;
         }
     }
     pthread_cond_broadcast(&p->cv);
