@@ -7,6 +7,7 @@
  * prints one line on stderr. Log lines from the modules are hidden unless -v is given (or
  * RP_LOG_LEVEL is set), so scripts see only the command's output and that one line.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +147,17 @@ int main(int argc, char **argv)
     if (!cmd)
         return rp_cli_fail(RP_CLI_EXIT_USAGE, NULL, "unknown command '%s' (see radprep --help)",
                            name);
+
+    /* OpenMP reads its wait policy once, when its runtime loads: left unset, the team's idle
+     * threads spin on the cores the gzip writer's threads and serial steps need (LIDC
+     * ct_default: 1.50 vs 1.33 s wall, 2.67 vs 2.27 s CPU). The node's jobs get "passive"
+     * from their supervisor; a batch run starts once more with it (~40 ms), unless the user
+     * chose a policy. */
+    if ((strcmp(name, "process") == 0 || strcmp(name, "curate") == 0) &&
+        !getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "passive", 1) == 0) {
+        execv("/proc/self/exe", argv);
+        RP_DEBUG("cli", "cannot start again with OMP_WAIT_POLICY=passive errno=%d", errno);
+    }
 
     rp_conf c;
     char err[1024] = "";
