@@ -6,9 +6,11 @@ generated 300-slice 512x512 chest CT at 0.7 x 0.7 x 1.25 mm with an airway):
 
   job        `radprep process DIR --rule ct_default` (hu, resample to 1 mm bspline3, bodymask,
              lungmask, metal, clip(-1200,600), normalize(minmax); NIfTI image + masks +
-             sidecar + QC montage), each step's time from its qc.json; once more with
-             OMP_WAIT_POLICY=passive, the environment a node job gets from its supervisor
-             (OpenMP threads sleep instead of spinning while they wait);
+             sidecar + QC montage), each step's time from the first run's qc.json; three
+             runs, the median is the job's time (the first, often slower: the kernel zeroes
+             the pages other programs freed, is printed beside); once more with
+             OMP_WAIT_POLICY=passive set by the caller, as a node's supervisor does (a plain
+             `radprep process` sets it itself when unset, by starting once more);
   reference  the same steps in pydicom / NumPy / SciPy / nibabel, one child process, each step
              timed (decode, HU, resample with ndimage.affine_transform order 3 mirror, masks
              with ndimage morphology and labelling, clip, normalize, .nii.gz writing);
@@ -182,6 +184,17 @@ def bench_case(name, folder, radprep, tmp, with_ref):
     dims = st['dims']
     f32_mb = dims[0] * dims[1] * dims[2] * 4 / 1e6
     out_mb = dir_mb(out)
+    # Two more runs, the median of three is the job's figure: the first run after other
+    # programs freed memory pays the kernel's zeroing of fresh pages (seen: 1.51 s, 0.8 s of
+    # system time, then 1.19 s); it is printed beside. The 30 s reference runs once: its
+    # first-run cost is within its noise.
+    first, reps = job, [job]
+    for k in (2, 3):
+        o = os.path.join(tmp, name + '_job%d' % k)
+        shutil.rmtree(o, ignore_errors=True)
+        reps.append(timed([radprep, 'process', folder, '--out', o, '--rule', 'ct_default']))
+        shutil.rmtree(o, ignore_errors=True)
+    job = sorted(reps, key=lambda r: r[0])[1]
     # the same job as the node runs it: its supervisor starts jobs with OMP_WAIT_POLICY=passive
     # (sched/exec_local.c), which libgomp reads only at start; a plain `radprep process` spins
     node_out = os.path.join(tmp, name + '_node')
@@ -221,6 +234,8 @@ def bench_case(name, folder, radprep, tmp, with_ref):
               % ('whole job (cpu)', job[1], ref[1], ref[1] / job[1]))
     else:
         print('%-22s %10.3f   cpu %.3f s' % ('whole job (wall)', job[0], job[1]))
+    print('%-22s %10.3f   cpu %.3f s   (the first of the three runs; the rows use their median)'
+          % ('job, first run', first[0], first[1]))
     print('%-22s %10.3f   cpu %.3f s   (OMP_WAIT_POLICY=passive, as a node job runs)'
           % ('node job (wall)', node[0], node[1]))
     ok['plain'] = job[0] <= 3 * plain[0]
