@@ -7,7 +7,8 @@
  * blocked), reconciliation replays exactly the committed records, drops an uncommitted tail
  * and a record whose bytes do not match its CRC, and starts the log over. The log takes
  * spool_log_mb and keeps it across restarts; promotion held back during a burst starts when
- * receiving pauses, and at once for a duplicate of a held instance; the lock set holds many.
+ * receiving pauses, and at once for a duplicate of a held instance or when half the log is
+ * taken (a stream 2.5 times the log goes through it whole); the lock set holds many.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -689,6 +690,51 @@ static void test_held_duplicate_not_delayed(void **st)
     fx_close(&f);
 }
 
+/* A stream longer than the log: with spool_log_mb = 64 (8 slabs), promotion starts while
+ * instances keep arriving once half the log is taken, so the log never runs out and every
+ * instance still goes through it (none falls back to a file of its own). */
+static void test_stream_longer_than_log(void **st)
+{
+    (void)st;
+    fixture f;
+    rp_conf_defaults(&f.c);
+    snprintf(f.c.data_dir, sizeof f.c.data_dir, "%s/longstream", g_tmp);
+    f.c.min_free_mb = 0;
+    f.c.spool_log_mb = 64;
+    assert_int_equal(rp_store_open(&f.c, &f.s), 0);
+    char dbp[1200], path[1200], sop[64], reason[256], abs[2048];
+    assert_int_equal(rp_db_open(rp_store_db_path(f.s, dbp, sizeof dbp), &f.db), 0);
+    assert_true(rp_store_reconcile(f.s, f.db) >= 0);
+    assert_int_equal(rp_store_index_start(f.s, 16, 20), 0);
+    assert_int_equal(rp_store_log_start(f.s), 0);
+    rp_store_rx *rx = NULL;
+    assert_int_equal(rp_store_rx_new(f.s, &rx), 0);
+    enum { N = 160 }; /* 160 x ~1 MB: 2.5 times the log */
+    snprintf(path, sizeof path, "%s/in.dcm", g_tmp);
+    rp_instance_meta m;
+    rp_store_outcome o;
+    for (int i = 0; i < N; i++) {
+        snprintf(sop, sizeof sop, "1.2.826.0.1.3680043.8.498.88.%d", i);
+        write_synthetic(path, "1.2.826.0.1.3680043.8.498.88", "1.2.826.0.1.3680043.8.498.88.0",
+                        sop, 1000000);
+        assert_int_equal(rx_file(rx, path, 0, NULL, &m, &o, reason, sizeof reason), 0);
+        assert_int_equal(o, RP_STORE_NEW);
+    }
+    assert_int_equal(rp_store_index_flush(f.s), 0);
+    rp_store_log_stats ls;
+    rp_store_log_stats_get(f.s, &ls);
+    assert_int_equal(ls.committed, N);
+    assert_int_equal(ls.classic, 0);
+    rp_store_abs_path(f.s, m.file_path, abs, sizeof abs);
+    assert_int_equal(same_dataset(path, abs), 1);
+    char series[1200];
+    snprintf(series, sizeof series, "%s/store/1.2.826.0.1.3680043.8.498.88/"
+             "1.2.826.0.1.3680043.8.498.88.0", f.c.data_dir);
+    assert_int_equal(count_files(series), N);
+    rp_store_rx_free(rx);
+    fx_close(&f);
+}
+
 /* The per-instance lock set: many holders at once (the log holds back a burst). */
 static void test_pending_set(void **st)
 {
@@ -747,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_pause_promotes),
         cmocka_unit_test(test_held_duplicate_not_delayed),
         cmocka_unit_test(test_pending_set),
+        cmocka_unit_test(test_stream_longer_than_log),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     rm_rf(g_tmp);
