@@ -7,10 +7,11 @@
  * device to have the bytes. With a file per instance that is a new inode, its data, its
  * directory entry and a flush per instance (the ext4 here without a journal writes the inode
  * block synchronously on every fsync; with a journal it is a journal commit), and N
- * associations pay N of them. A single preallocated, zero-filled log file is overwritten in
- * place, so fdatasync() has no metadata to write: it writes the data still dirty and flushes
- * the device cache once, and one call covers every record written before it, whichever
- * thread wrote it. Preallocated files per instance would still need a flush per file (POSIX
+ * associations pay N of them. A single preallocated log file is overwritten in place, so
+ * once its blocks were written fdatasync() has no metadata to write (the first pass over a
+ * fallocated block adds its extent change): it writes the data still dirty and flushes the
+ * device cache once, and one call covers every record written before it, whichever thread
+ * wrote it. Preallocated files per instance would still need a flush per file (POSIX
  * has no "fdatasync these N files with one flush") and a metadata update to cut each file to
  * its length on promotion.
  *
