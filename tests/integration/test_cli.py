@@ -8,6 +8,7 @@ against what we know the files contain.
 """
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -383,6 +384,31 @@ class Index(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertEqual(err.count("\n"), 1, err)
         self.assertIn("file is not a database", err)
+
+
+class TestProcessThreads(unittest.TestCase):
+    def test_openmp_threads_sleep_when_idle(self):
+        """`radprep process` starts once more with OMP_WAIT_POLICY=passive when the user set
+        no policy (libgomp reads it only as it loads: spinning idle threads took the cores the
+        gzip writer needed); a policy the user chose is kept. libgomp's verbose display shows
+        the spin count each process runs with: 0 is passive, 300000 the default."""
+        src = rptest.data_path("xray", "dx_chest_nih_sc_mono2_8bit.dcm")
+        for policy, want in ((None, "'0'"), ("active", None)):
+            out = rptest.tempdir("omp")
+            env = dict(os.environ, OMP_DISPLAY_ENV="verbose")
+            env.pop("OMP_WAIT_POLICY", None)
+            if policy:
+                env["OMP_WAIT_POLICY"] = policy
+            p = rptest.run_radprep("process", os.path.dirname(src), "--out", out, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+            spins = re.findall(r"GOMP_SPINCOUNT = ('\d+')", p.stderr)
+            self.assertTrue(spins, p.stderr[-2000:])
+            if want:
+                self.assertEqual(spins[-1], want, p.stderr[-2000:])
+                self.assertEqual(len(spins), 2, "expected one restart: %s" % spins)
+            else:
+                self.assertEqual(len(spins), 1, "the user's policy must not restart: %s" % spins)
+                self.assertNotEqual(spins[0], "'0'")
 
 
 if __name__ == "__main__":
