@@ -574,6 +574,30 @@ static int write_any(const char *path, const int dim[4], int datatype, const voi
     return write_stream(path, sg, 2, o, err, errlen);
 }
 
+/* The stream uncompressed; converted segments go through a 1 MiB buffer (they have no
+ * bytes of their own). */
+static int write_plain(FILE *f, const seg *sg, size_t nseg)
+{
+    const size_t chunk = (size_t)1 << 20;
+    uint8_t *buf = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < nseg && !rc; i++) {
+        if (!sg[i].conv) {
+            rc = write_all(f, sg[i].p, sg[i].n);
+            continue;
+        }
+        if (!buf && !(buf = malloc(chunk)))
+            return RP_ENOMEM;
+        for (size_t off = 0; off < sg[i].n && !rc; off += chunk) {
+            size_t len = sg[i].n - off < chunk ? sg[i].n - off : chunk;
+            convert_range(&sg[i], off, len, buf);
+            rc = write_all(f, buf, len);
+        }
+    }
+    free(buf);
+    return rc;
+}
+
 static int write_stream(const char *path, const seg *sg, size_t nseg, const rp_nifti_opts *o,
                         char *err, size_t errlen)
 {
@@ -585,12 +609,7 @@ static int write_stream(const char *path, const seg *sg, size_t nseg, const rp_n
         return RP_EIO;
     }
     setvbuf(f, NULL, _IOFBF, 1 << 20);
-    int rc = 0;
-    if (o && o->gzip)
-        rc = write_gz(f, sg, nseg, o);
-    else
-        for (size_t i = 0; i < nseg && !rc; i++)
-            rc = write_all(f, sg[i].p, sg[i].n);
+    int rc = o && o->gzip ? write_gz(f, sg, nseg, o) : write_plain(f, sg, nseg);
     if (fclose(f) != 0 && !rc)
         rc = RP_EIO;
     if (!rc && rename(tmp, path) != 0)
