@@ -45,8 +45,8 @@ typedef enum {
 
 typedef struct rp_process_opts {
     int gzip;               /* 1 (default): .nii.gz; 0: .nii */
-    int gzip_level;         /* libdeflate level 1..12; 0: default (6: ~3x faster than zlib 6
-                               and smaller; 1 is fastest, ~0.4% larger) */
+    int gzip_level;         /* 1..12 (write.h: 1 igzip 1, 2..6 igzip 2, 7..12 libdeflate);
+                               0: default (6) */
     int threads;            /* decode/compress threads; 0: OpenMP default, fewer when the
                                machine is busy (dynamic) */
     const char *recipe;     /* steps text run on each stack (float32 output); NULL or "":

@@ -4,17 +4,22 @@
  * DICOM SEG (derived.cc, dcmtk), and the file writers handed to recipe steps
  * (step_writers.c). Library rp_write; depends on rp_assemble (stacks and headers for the
  * sidecar), rp_step (a finished step context for derived DICOM, the writer hooks), rp_volume,
- * libdeflate/zlib, libpng and dcmtk (dcmdata, dcmiod, dcmfg, dcmseg). No dcmtk type crosses
- * this header.
+ * ISA-L igzip (private), libdeflate/zlib, libpng and dcmtk (dcmdata, dcmiod, dcmfg, dcmseg).
+ * No dcmtk or ISA-L type crosses this header.
  *
  * Contract, NIfTI:
  *  - One header (348 bytes + 4 extension bytes, vox_offset 352) then the voxels, x fastest.
  *  - sform = the given affine (voxel -> RAS mm, NIfTI convention), sform_code 1 (scanner);
  *    qform = the closest rigid transform with pixdim/qfac, qform_code 1. Readers (nibabel,
  *    FSL, ITK) get the affine we meant.
- *  - .nii.gz is written as concatenated gzip members compressed in parallel with libdeflate
- *    (valid gzip: zlib, gzip -d and nibabel read it), written in order as they finish.
- *    Memory: one input and one output block per thread besides the caller's data.
+ *  - .nii.gz is written as concatenated gzip members (1 MiB of the stream each) compressed
+ *    in parallel (valid gzip: zlib, gzip -d and nibabel read it), written in order as they
+ *    finish. Levels keep libdeflate's 1..12 scale and map to compressors by measurement:
+ *    1 -> igzip 1 (ISA-L), 2..6 -> igzip 2, 7..12 -> libdeflate at that level (smaller, 4-40x
+ *    the CPU); see nifti.c. The decoded bytes are the same at every level; the compressed
+ *    bytes are the same for any thread count.
+ *    Memory: one input and one output block and ~0.4 MB of igzip state per thread besides
+ *    the caller's data.
  *  - Storage (rp_nifti_store_choose, a rule's `dtype`): a float32 volume is stored in the
  *    smallest type that holds it to within a stated error: integers exactly as uint8/int16,
  *    HU-linear values as int16 on a HU grid (0.1 HU by default) with scl_slope/scl_inter so
@@ -96,14 +101,15 @@ enum {
 
 typedef struct rp_nifti_opts {
     int gzip;           /* 1: gzip (the path should end in .nii.gz) */
-    int level;          /* libdeflate level 1..12; 0: default (RP_NIFTI_DEFAULT_LEVEL) */
+    int level;          /* 1..12 (1 fastest: igzip 1; 2..6 igzip 2; 7..12 libdeflate);
+                           0: default (RP_NIFTI_DEFAULT_LEVEL) */
     int threads;        /* compression threads; <= 0: OpenMP default */
     size_t block_bytes; /* uncompressed bytes per gzip member; 0: 1 MiB */
     double tr_s;        /* pixdim[4] for 4-D data (seconds), 0 when unknown */
     char descrip[80];   /* header description */
 } rp_nifti_opts;
 
-#define RP_NIFTI_DEFAULT_LEVEL 6 /* libdeflate 6: ~3.5x faster than zlib 6, smaller */
+#define RP_NIFTI_DEFAULT_LEVEL 6 /* igzip 2: ~4.5x faster than libdeflate 6, ~3.5 % larger */
 
 /* Write dims (nx, ny, nz, nt; nt 1 for 3-D) of `datatype` voxels. scl_slope 0 means
  * "no scaling" (written as 1/0 unless the caller gives real values). */

@@ -1,7 +1,8 @@
 /* tests/write/test_nifti.c — the NIfTI writer (pipeline/write/nifti.c): header fields read
  * back, qform/sform against the affine we meant (both handednesses, oblique), slice-wise
  * writing equals contiguous writing, and the parallel multi-member .nii.gz decompresses with
- * zlib to exactly the .nii bytes. */
+ * zlib to exactly the .nii bytes at every level (igzip and libdeflate), for images, mostly
+ * zero masks, incompressible bytes and voxels converted on the fly. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -242,6 +243,200 @@ static void test_gzip_multimember(void **state)
     free(d);
 }
 
+/* Inflate a .nii.gz member by member (zlib checks each member's CRC-32 and length) and
+ * check it is exactly `want` (header then voxels) in ceil(n / block) members. */
+static void check_gz_bytes(const char *gz, const unsigned char *want, long n, size_t block)
+{
+    unsigned char *g = NULL;
+    long ng = read_all(gz, &g);
+    assert_true(ng > 0);
+    unsigned char *u = malloc((size_t)n + 64);
+    assert_non_null(u);
+    int members = 0;
+    assert_int_equal(gunzip_members(g, ng, u, n + 64, &members), n);
+    assert_memory_equal(u, want, (size_t)n);
+    assert_int_equal(members, (int)((n + (long)block - 1) / (long)block));
+    free(u);
+    free(g);
+}
+
+/* Write `data` as .nii and as .nii.gz (contiguous and slice by slice) at `level` in `block`
+ * byte members on 3 threads; the .nii holds header + exactly `data`, both .nii.gz inflate to
+ * the .nii bytes. Returns the contiguous .nii.gz's size. */
+static long gz_roundtrip(const char *name, const int dim[4], int datatype, const void *data,
+                         size_t nbytes, int level, size_t block)
+{
+    double A[4][4];
+    oblique_affine(A, 1);
+    char plain[400], gz[400], err[256];
+    snprintf(plain, sizeof plain, "%s/%s_%d.nii", g_dir, name, level);
+    snprintf(gz, sizeof gz, "%s/%s_%d.nii.gz", g_dir, name, level);
+    rp_nifti_opts o;
+    memset(&o, 0, sizeof o);
+    assert_int_equal(rp_nifti_write(plain, dim, datatype, data, A, 0, 0, &o, err, sizeof err), 0);
+    unsigned char *p = NULL;
+    long np = read_all(plain, &p);
+    assert_int_equal(np, (long)(352 + nbytes));
+    assert_memory_equal(p + 352, data, nbytes);
+    o.gzip = 1;
+    o.level = level;
+    o.block_bytes = block;
+    o.threads = 3;
+    assert_int_equal(rp_nifti_write(gz, dim, datatype, data, A, 0, 0, &o, err, sizeof err), 0);
+    check_gz_bytes(gz, p, np, block);
+    unsigned char *g = NULL;
+    long ng = read_all(gz, &g);
+    free(g);
+    /* slices: blocks straddle slice edges, the header and the first slice */
+    size_t nsl = (size_t)dim[2] * dim[3], per = nbytes / nsl;
+    const void **sl = malloc(nsl * sizeof *sl);
+    assert_non_null(sl);
+    for (size_t k = 0; k < nsl; k++)
+        sl[k] = (const unsigned char *)data + k * per;
+    assert_int_equal(rp_nifti_write_slices(gz, dim, datatype, sl, A, 0, 0, &o, err, sizeof err), 0);
+    check_gz_bytes(gz, p, np, block);
+    free(sl);
+    free(p);
+    return ng;
+}
+
+static uint32_t lcg(uint32_t *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+/* Every level (igzip 1 and 2, libdeflate 9, the default) on a noisy int16 image, a mostly
+ * zero mask (whole zero blocks reuse one member, the last block is short), an all-zero
+ * volume and incompressible bytes (igzip falls back to stored blocks): each .nii.gz inflates
+ * to exactly the bytes, across block edges that split voxels, slices and the header. */
+static void test_gzip_levels_exact(void **state)
+{
+    (void)state;
+    static const int levels[] = {0, 1, 2, 6, 9};
+    int idim[4] = {61, 47, 19, 1};
+    size_t ni = (size_t)idim[0] * idim[1] * idim[2];
+    int16_t *img = malloc(ni * sizeof *img);
+    uint32_t seed = 7;
+    for (int z = 0, i = 0; z < idim[2]; z++)
+        for (int y = 0; y < idim[1]; y++)
+            for (int x = 0; x < idim[0]; x++, i++)
+                img[i] = (int16_t)((x * 7 + y * 3 + z * 11) % 400 - 1000 + (int)(lcg(&seed) & 31));
+    int mdim[4] = {96, 80, 40, 1};
+    size_t nm = (size_t)mdim[0] * mdim[1] * mdim[2];
+    uint8_t *mask = calloc(nm, 1);
+    for (int z = 0, i = 0; z < mdim[2]; z++)
+        for (int y = 0; y < mdim[1]; y++)
+            for (int x = 0; x < mdim[0]; x++, i++)
+                mask[i] = (x - 48) * (x - 48) + (y - 40) * (y - 40) + (z - 20) * (z - 20) < 64;
+    int zdim[4] = {32, 32, 64, 1};
+    uint8_t *zero = calloc(65536, 1);
+    int rdim[4] = {64, 64, 16, 1};
+    uint8_t *rnd = malloc(65536);
+    for (size_t i = 0; i < 65536; i++)
+        rnd[i] = (uint8_t)lcg(&seed);
+    assert_non_null(img);
+    assert_non_null(mask);
+    assert_non_null(zero);
+    assert_non_null(rnd);
+    for (size_t k = 0; k < sizeof levels / sizeof levels[0]; k++) {
+        int L = levels[k];
+        long gi = gz_roundtrip("img", idim, RP_NII_INT16, img, ni * 2, L, 9999);
+        assert_true(gi < (long)(ni * 2)); /* the high bytes compress */
+        long gm = gz_roundtrip("mask", mdim, RP_NII_UINT8, mask, nm, L, 8192);
+        assert_true(gm < (long)nm / 50);
+        long gz = gz_roundtrip("zero", zdim, RP_NII_UINT8, zero, 65536, L, 4096);
+        assert_true(gz < 2000);
+        long gr = gz_roundtrip("rnd", rdim, RP_NII_UINT8, rnd, 65536, L, 30000);
+        assert_true(gr < 65536 + 352 + 200); /* stored, not expanded */
+    }
+    free(img);
+    free(mask);
+    free(zero);
+    free(rnd);
+}
+
+/* float32 voxels converted on the fly (int16 with a scale, uint8), gzip at the image and
+ * mask levels with blocks that split int16 voxels, and uncompressed: the voxels are
+ * round(v * a + b) exactly. */
+static void test_converted_exact(void **state)
+{
+    (void)state;
+    int dim[4] = {40, 30, 25, 1};
+    size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    float *f = malloc(n * sizeof *f);
+    int16_t *s16 = malloc(n * sizeof *s16);
+    uint8_t *u8 = malloc(n);
+    uint32_t seed = 3;
+    for (size_t i = 0; i < n; i++) {
+        int v = (int)(lcg(&seed) % 3001) - 1500; /* stored = 2v - 3 exactly */
+        f[i] = (float)v;
+        s16[i] = (int16_t)(2 * v - 3);
+        u8[i] = (uint8_t)(i % 7 == 0);
+    }
+    float *fm = malloc(n * sizeof *fm);
+    for (size_t i = 0; i < n; i++)
+        fm[i] = u8[i];
+    double A[4][4];
+    oblique_affine(A, 0);
+    static const int levels[] = {1, 2, 9};
+    for (int gzip = 0; gzip <= 1; gzip++)
+        for (size_t k = 0; k < sizeof levels / sizeof levels[0]; k++) {
+            rp_nifti_opts o;
+            memset(&o, 0, sizeof o);
+            o.gzip = gzip;
+            o.level = levels[k];
+            o.block_bytes = 4999; /* odd: blocks end inside an int16 voxel */
+            o.threads = 2;
+            char path[400], err[256];
+            snprintf(path, sizeof path, "%s/conv%d_%d.nii%s", g_dir, gzip, levels[k],
+                     gzip ? ".gz" : "");
+            assert_int_equal(rp_nifti_write_converted(path, dim, RP_NII_INT16, f, 2.0, -3.0, A,
+                                                      0.5, 1.5, &o, err, sizeof err),
+                             0);
+            unsigned char *want = malloc(352 + n * 2);
+            gzFile zf = gzopen(path, "rb");
+            assert_non_null(zf);
+            assert_int_equal(gzread(zf, want, 352), 352);
+            gzclose(zf);
+            memcpy(want + 352, s16, n * 2);
+            if (gzip) {
+                check_gz_bytes(path, want, (long)(352 + n * 2), 4999);
+            } else {
+                unsigned char *p = NULL;
+                assert_int_equal(read_all(path, &p), (long)(352 + n * 2));
+                assert_memory_equal(p, want, 352 + n * 2);
+                free(p);
+            }
+            rp_nifti_info h;
+            assert_int_equal(rp_nifti_read_info(path, &h), 0);
+            assert_int_equal(h.datatype, RP_NII_INT16);
+            assert_true(fabs(h.scl_slope - 0.5) < 1e-6 && fabs(h.scl_inter - 1.5) < 1e-6);
+            /* a mask stored as uint8 from float32 */
+            assert_int_equal(rp_nifti_write_converted(path, dim, RP_NII_UINT8, fm, 1.0, 0.0, A, 0,
+                                                      0, &o, err, sizeof err),
+                             0);
+            zf = gzopen(path, "rb");
+            assert_non_null(zf);
+            assert_int_equal(gzread(zf, want, 352), 352);
+            gzclose(zf);
+            memcpy(want + 352, u8, n);
+            if (gzip) {
+                check_gz_bytes(path, want, (long)(352 + n), 4999);
+            } else {
+                unsigned char *p = NULL;
+                assert_int_equal(read_all(path, &p), (long)(352 + n));
+                assert_memory_equal(p, want, 352 + n);
+                free(p);
+            }
+            free(want);
+        }
+    free(f);
+    free(fm);
+    free(s16);
+    free(u8);
+}
+
 static void test_bad_args(void **state)
 {
     (void)state;
@@ -266,6 +461,8 @@ int main(void)
         cmocka_unit_test(test_header_roundtrip),
         cmocka_unit_test(test_4d_pixdim),
         cmocka_unit_test(test_gzip_multimember),
+        cmocka_unit_test(test_gzip_levels_exact),
+        cmocka_unit_test(test_converted_exact),
         cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
