@@ -181,14 +181,19 @@ static size_t qc_findings(const rp_stack *st, size_t n_padding, char lines[][256
     return n;
 }
 
+static int wants_derived(const char *outputs)
+{
+    return outputs && (strstr(outputs, "dicom") || strstr(outputs, "seg") ||
+                       wants_source_results(outputs));
+}
+
 /* The rule's outputs of one processed stack ("dicom", "seg", "overlay", "sr"), from the
  * recipe's context; src_vol is the stack before the recipe (NULL unless overlay/sr). */
 static int write_derived(run_state *rs, const rp_stack *st, const rp_dcm_info *const *infos,
                          const rp_step_ctx *ctx, const rp_volume *src_vol, size_t n_padding)
 {
     const rp_process_opts *o = rs->o;
-    if (!o->outputs || (!strstr(o->outputs, "dicom") && !strstr(o->outputs, "seg") &&
-                        !wants_source_results(o->outputs)))
+    if (!wants_derived(o->outputs))
         return 0;
     char lines[16][256];
     const char *findings[16];
@@ -310,6 +315,14 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     }
     if (pad && pad_all != pad->data && pad_all != d->pad_mask)
         free(pad_all);
+    /* the recipe's masks go packed in bits to the writer (rp_recipe_run_packed): so does this
+     * one, which is then 1/8 of the fresh memory the resampled copy would need as bytes */
+    if (pad && rp_mask_pack(pad) != 0) {
+        rp_mask_free(pad);
+        rp_volume_free(v);
+        rp_recipe_free(rec);
+        return RP_ENOMEM;
+    }
     {
         /* the float volume replaces the native pixels: never hold both longer; the sidecar
          * still needs the figures */
@@ -362,7 +375,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         tq = cJSON_AddObjectToObject(sqc, "timing_s");
     cJSON_AddNumberToObject(tq, "to_float", round((rp_mono_s() - t_conv) * 1e4) / 1e4);
     double t_run = rp_mono_s();
-    rc = rp_recipe_run(rec, &ctx);
+    rc = rp_recipe_run_packed(rec, &ctx);
     cJSON_AddNumberToObject(tq, "recipe", round((rp_mono_s() - t_run) * 1e4) / 1e4);
     if (rc) {
         fail(rs, rc, "%s: recipe failed: %s", stem, ctx.err);
@@ -408,9 +421,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
             char mp[1400];
             snprintf(mp, sizeof mp, "%s/%s_mask-%s.nii%s", rs->out_dir, stem, mk->name,
                      no->gzip ? ".gz" : "");
-            int md[4] = {mk->dim[0], mk->dim[1], mk->dim[2], 1};
-            rc = rp_nifti_write(mp, md, RP_NII_UINT8, mk->data, mk->affine, 0, 0, &mo, err,
-                                sizeof err);
+            rc = rp_nifti_write_mask(mp, mk, &mo, err, sizeof err);
             if (rc)
                 fail(rs, rc, "%s", err);
             cJSON *e = cJSON_CreateObject();
@@ -420,6 +431,9 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
             cJSON_AddItemToArray(ctx.extra_outputs, e);
         }
         cJSON_AddNumberToObject(tq, "write_masks", round((rp_mono_s() - tw) * 1e4) / 1e4);
+        /* derived DICOM, SEG, overlay and SR read the masks as bytes */
+        for (int m = 0; m < ctx.n_masks && !rc && wants_derived(rs->o->outputs); m++)
+            rc = rp_mask_unpack(ctx.masks[m]);
         if (!rc)
             rc = write_derived(rs, st, infos, &ctx, srcv, d->n_padding);
     }
