@@ -276,11 +276,14 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     for (int k = 0; direct && k < st->n_refs && !d->pad_mask; k++)
         any_pad |= infos[st->slice[k].file]->has_padding_value &&
                    infos[st->slice[k].file]->samples_per_pixel == 1;
+    /* built here for a 3-D stack: packed straight away (volume.h), never whole as bytes */
+    const int packed = any_pad && !d->pad_mask && st->nt == 1;
     if (d->pad_mask || any_pad) {
-        pad = rp_mask_new(st->nx, st->ny, st->nz, "padding");
-        if (pad && !d->pad_mask)
+        pad = packed ? rp_mask_new_bits(st->nx, st->ny, st->nz, "padding")
+                     : rp_mask_new(st->nx, st->ny, st->nz, "padding");
+        if (pad && !d->pad_mask && !packed)
             pad_all = st->nt == 1 ? pad->data : malloc(n);
-        if (!pad || !pad_all) {
+        if (!pad || (!pad_all && !packed)) {
             rp_mask_free(pad);
             rp_volume_free(v);
             rp_recipe_free(rec);
@@ -290,22 +293,24 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     }
     /* one parallel pass, slice by slice: HU (slope/intercept) straight into the working
      * volume */
-    rc = rp_pf_to_float(d, st, infos, v->data, d->pad_mask ? NULL : pad_all);
+    rc = rp_pf_to_float(d, st, infos, v->data, d->pad_mask || packed ? NULL : pad_all,
+                        packed ? pad : NULL);
     if (rc) {
         fail(rs, rc, "%s: samples of type %d cannot feed a recipe", stem, (int)d->type);
-        if (pad_all != d->pad_mask && pad && pad_all != pad->data)
+        if (pad_all && pad_all != d->pad_mask && pad && pad_all != pad->data)
             free(pad_all);
         rp_mask_free(pad);
         rp_volume_free(v);
         rp_recipe_free(rec);
         return rc;
     }
-    if (pad && pad_all != pad->data) /* the first volume's part is the mask */
+    if (pad && !packed && pad_all != pad->data) /* the first volume's part is the mask */
         memcpy(pad->data, pad_all, (size_t)st->nx * st->ny * st->nz);
     if (pad && d->n_padding > 0) {
         /* Pixel Padding is "no data", not tissue: fill it with the lowest real value (air for
          * CT) so steps never see e.g. -3024 HU; the mask goes out as <stem>_mask-padding. */
-        float lo = rp_pf_fill_padding(v->data, pad_all, n);
+        float lo = packed ? rp_pf_fill_padding_packed(v->data, pad)
+                          : rp_pf_fill_padding(v->data, pad_all, n);
         if (isfinite(lo)) {
             cJSON *pq = cJSON_AddObjectToObject(sqc, "padding");
             cJSON_AddNumberToObject(pq, "voxels", (double)d->n_padding);
@@ -313,7 +318,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
             cJSON_AddStringToObject(pq, "mask", "padding");
         }
     }
-    if (pad && pad_all != pad->data && pad_all != d->pad_mask)
+    if (pad && !packed && pad_all != pad->data && pad_all != d->pad_mask)
         free(pad_all);
     /* the recipe's masks go packed in bits to the writer (rp_recipe_run_packed): so does this
      * one, which is then 1/8 of the fresh memory the resampled copy would need as bytes */
