@@ -798,7 +798,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
         preload = used < budget;
         if (preload) {
             size_t nb = 0;
-            slots[i].rc = rp_dcm_read_info_pixels(sorted[i], &slots[i].info, &slots[i].pix, &nb,
+            slots[i].rc = rp_dcm_read_info_pixels_pooled(sorted[i], &slots[i].info, &slots[i].pix, &nb,
                                                   slots[i].err, sizeof slots[i].err);
 #pragma omp atomic
             used += (long long)nb;
@@ -936,7 +936,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
             rp_series_asm_free(&sa);
         }
         for (size_t k = 0; k < b - a; k++) {
-            free(pix[k]); /* files no stack used (dropped, duplicates) */
+            rp_dcm_pixels_free(pix[k]); /* files no stack used (dropped, duplicates) */
             pix[k] = NULL;
         }
         a = b;
@@ -946,7 +946,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     free(refs);
     for (size_t i = 0; i < n; i++) {
         rp_dcm_info_free(slots[i].info);
-        free(slots[i].pix);
+        rp_dcm_pixels_free(slots[i].pix);
     }
     free(slots);
     free(ok);

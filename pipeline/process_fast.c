@@ -261,7 +261,7 @@ int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
                               (size_t)st->ny, a, b, lo, hi, dst, pm, pb, rowbuf);
         free(rowbuf);
         if (own && own[k] >= 0) {
-            free(d->bufs[own[k]]);
+            rp_dcm_pixels_free(d->bufs[own[k]]);
             d->bufs[own[k]] = NULL;
             d->slice[k] = NULL;
         }

@@ -571,14 +571,26 @@ int rp_resample_mask(rp_mask **mp, const int new_dim[3], const double scale[3])
     }
     const size_t nx = (size_t)m->dim[0], ny = (size_t)m->dim[1];
     if (!m->data) {
+        /* rows with no voxel set (most of a padding or metal mask) leave the zeroed output
+         * untouched; the others are gathered a word at a time */
 #pragma omp parallel for schedule(static)
         for (int z = 0; z < new_dim[2]; z++)
             for (int y = 0; y < new_dim[1]; y++) {
                 const uint64_t *src = m->bits + ((size_t)ix[2][z] * ny + (size_t)ix[1][y]) * m->wpr;
+                uint64_t any = 0;
+                for (int j = 0; j < m->wpr; j++)
+                    any |= src[j];
+                if (!any)
+                    continue;
                 uint64_t *dst = o->bits + ((size_t)z * new_dim[1] + y) * o->wpr;
-                for (int x = 0; x < new_dim[0]; x++) {
-                    int sx = ix[0][x];
-                    dst[x / 64] |= ((src[sx / 64] >> (sx % 64)) & 1) << (x % 64);
+                for (int j = 0; j < o->wpr; j++) {
+                    uint64_t w = 0;
+                    int x1 = 64 * j + 64 < new_dim[0] ? 64 * j + 64 : new_dim[0];
+                    for (int x = 64 * j; x < x1; x++) {
+                        int sx = ix[0][x];
+                        w |= ((src[sx / 64] >> (sx % 64)) & 1) << (x % 64);
+                    }
+                    dst[j] = w;
                 }
             }
     }
