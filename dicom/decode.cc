@@ -1248,7 +1248,8 @@ static void prefault(void *p, size_t n)
  * huge pages instead, a chunk goes back to the kernel in one piece as soon as its last slice
  * is released, and the float volume's faults reuse it (on a VM a page that was never touched
  * costs a trap to the host; one just freed does not). */
-namespace {
+namespace
+{
 struct pool_chunk {
     uint8_t *base;
     size_t size, used;
@@ -1314,9 +1315,8 @@ extern "C" int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void
     return read_info_pixels(path, out, pixels, nbytes, 0, err, errlen);
 }
 
-extern "C" int rp_dcm_read_info_pixels_pooled(const char *path, rp_dcm_info **out,
-                                              void **pixels, size_t *nbytes, char *err,
-                                              size_t errlen)
+extern "C" int rp_dcm_read_info_pixels_pooled(const char *path, rp_dcm_info **out, void **pixels,
+                                              size_t *nbytes, char *err, size_t errlen)
 {
     return read_info_pixels(path, out, pixels, nbytes, 1, err, errlen);
 }

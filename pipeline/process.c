@@ -183,8 +183,8 @@ static size_t qc_findings(const rp_stack *st, size_t n_padding, char lines[][256
 
 static int wants_derived(const char *outputs)
 {
-    return outputs && (strstr(outputs, "dicom") || strstr(outputs, "seg") ||
-                       wants_source_results(outputs));
+    return outputs &&
+           (strstr(outputs, "dicom") || strstr(outputs, "seg") || wants_source_results(outputs));
 }
 
 /* The rule's outputs of one processed stack ("dicom", "seg", "overlay", "sr"), from the
@@ -798,8 +798,8 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
         preload = used < budget;
         if (preload) {
             size_t nb = 0;
-            slots[i].rc = rp_dcm_read_info_pixels_pooled(sorted[i], &slots[i].info, &slots[i].pix, &nb,
-                                                  slots[i].err, sizeof slots[i].err);
+            slots[i].rc = rp_dcm_read_info_pixels_pooled(sorted[i], &slots[i].info, &slots[i].pix,
+                                                         &nb, slots[i].err, sizeof slots[i].err);
 #pragma omp atomic
             used += (long long)nb;
         } else {

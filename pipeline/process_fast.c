@@ -185,9 +185,8 @@ RP_SIMD_CLONES static long convert_slice(rp_sample_type t, const void *src, size
 int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
                    float *out, uint8_t *pad_out, rp_mask *pad_packed)
 {
-    if (pad_packed && (pad_out || pad_packed->data || st->nt != 1 ||
-                       pad_packed->dim[0] != st->nx || pad_packed->dim[1] != st->ny ||
-                       pad_packed->dim[2] != st->nz))
+    if (pad_packed && (pad_out || pad_packed->data || st->nt != 1 || pad_packed->dim[0] != st->nx ||
+                       pad_packed->dim[1] != st->ny || pad_packed->dim[2] != st->nz))
         return RP_EINVAL;
     size_t es;
     switch (d->type) {

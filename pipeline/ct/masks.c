@@ -161,8 +161,11 @@ static int lung_bits(const rp_volume *v, const uint8_t *body_mask, const uint64_
     rp_bits borrowed;
     int rc = 0;
     if (body_packed) {
-        borrowed = (rp_bits){.nx = v->dim[0], .ny = v->dim[1], .nz = v->dim[2],
-                             .wpr = (v->dim[0] + 63) / 64, .w = (uint64_t *)body_packed};
+        borrowed = (rp_bits){.nx = v->dim[0],
+                             .ny = v->dim[1],
+                             .nz = v->dim[2],
+                             .wpr = (v->dim[0] + 63) / 64,
+                             .w = (uint64_t *)body_packed};
         bodyp = &borrowed;
     } else if (rp_bits_init(&body, v->dim)) {
         rc = RP_ENOMEM;
@@ -250,7 +253,6 @@ int rp_ct_lung_mask_m(const rp_volume *v, const rp_mask *body, const rp_ct_lung_
     rp_bits_free(&lung);
     return rc;
 }
-
 
 /* The metal mask into b (initialised; left empty when no component is kept). */
 static int metal_bits(const rp_volume *v, float thr, double min_mm3, rp_bits *b,

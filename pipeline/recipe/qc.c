@@ -313,7 +313,7 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
                             if (j[ax] < 0 || j[ax] >= v->dim[ax])
                                 continue;
                             edge = !rp_mask_at(m, (size_t)j[0] * str[0] + (size_t)j[1] * str[1] +
-                                                    (size_t)j[2] * str[2]);
+                                                      (size_t)j[2] * str[2]);
                         }
                         if (edge)
                             for (int q = 0; q < 3; q++)

@@ -311,10 +311,8 @@ static void test_bad_args(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_roundtrip),
-        cmocka_unit_test(test_4d_pixdim),
-        cmocka_unit_test(test_gzip_multimember),
-        cmocka_unit_test(test_mask_packed),
+        cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_4d_pixdim),
+        cmocka_unit_test(test_gzip_multimember), cmocka_unit_test(test_mask_packed),
         cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
