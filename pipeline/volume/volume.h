@@ -43,7 +43,7 @@ typedef struct rp_volume {
 
 typedef struct rp_mask {
     int dim[3];
-    uint8_t *data; /* owned, nx*ny*nz bytes; NULL while the mask is packed in bits */
+    uint8_t *data;         /* owned, nx*ny*nz bytes; NULL while the mask is packed in bits */
     double affine[4][4];
     char name[32];         /* "lung", "body", "metal", "head"... */
     /* Packed form (data NULL), owned: row r = y + ny*z holds wpr = (nx + 63) / 64 words, voxel
@@ -83,7 +83,7 @@ void rp_volume_update_spacing(rp_volume *v);
 rp_mask *rp_mask_new(int nx, int ny, int nz, const char *name);
 rp_mask *rp_mask_like(const rp_volume *v, const char *name);  /* same grid as v */
 void rp_mask_free(rp_mask *m);
-size_t rp_mask_count(const rp_mask *m); /* number of non-zero voxels (either form) */
+size_t rp_mask_count(const rp_mask *m);  /* number of non-zero voxels (either form) */
 /* A packed mask of dims (all zero; data NULL), for kernels that fill bits. */
 rp_mask *rp_mask_new_bits(int nx, int ny, int nz, const char *name);
 /* To bytes (no-op when already bytes) / to bits (non-zero = 1; no-op when already bits; only
