@@ -1241,8 +1241,88 @@ static void prefault(void *p, size_t n)
 #endif
 }
 
+/* ---- the pixel pool ----------------------------------------------------------------------
+ * A series' decoded slices (512 KiB each for CT) as separate mallocs are separate mappings of
+ * 4 KiB pages, and when they are freed their memory is not whole 2 MiB pages that the next
+ * huge-page fault (the float volume filled from them) could take back. Carved from chunks of
+ * huge pages instead, a chunk goes back to the kernel in one piece as soon as its last slice
+ * is released, and the float volume's faults reuse it (on a VM a page that was never touched
+ * costs a trap to the host; one just freed does not). */
+namespace
+{
+struct pool_chunk {
+    uint8_t *base;
+    size_t size, used;
+    long live; /* buffers not yet released */
+};
+std::mutex pool_mu;
+std::vector<pool_chunk> pool; /* the last one is the one being filled */
+const size_t POOL_HUGE = (size_t)2 << 20, POOL_CHUNK = (size_t)8 << 20;
+} // namespace
+
+static void *pool_alloc(size_t n)
+{
+    n = (n + 63) & ~(size_t)63;
+    std::lock_guard<std::mutex> lk(pool_mu);
+    if (pool.empty() || pool.back().size - pool.back().used < n) {
+        size_t sz = n > POOL_CHUNK ? (n + POOL_HUGE - 1) & ~(POOL_HUGE - 1) : POOL_CHUNK;
+        void *b = nullptr;
+        if (posix_memalign(&b, POOL_HUGE, sz) != 0)
+            return nullptr;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(b, sz, MADV_HUGEPAGE); /* advisory */
+#endif
+        try {
+            pool.push_back(pool_chunk{(uint8_t *)b, sz, 0, 0});
+        } catch (...) {
+            free(b);
+            return nullptr;
+        }
+    }
+    pool_chunk &c = pool.back();
+    void *p = c.base + c.used;
+    c.used += n;
+    c.live++;
+    return p;
+}
+
+extern "C" void rp_dcm_pixels_free(void *p)
+{
+    if (!p)
+        return;
+    {
+        std::lock_guard<std::mutex> lk(pool_mu);
+        for (size_t i = 0; i < pool.size(); i++) {
+            pool_chunk &c = pool[i];
+            if ((uint8_t *)p < c.base || (uint8_t *)p >= c.base + c.size)
+                continue;
+            if (--c.live == 0) {
+                free(c.base);
+                pool.erase(pool.begin() + (long)i);
+            }
+            return;
+        }
+    }
+    free(p);
+}
+
+static int read_info_pixels(const char *path, rp_dcm_info **out, void **pixels, size_t *nbytes,
+                            int pooled, char *err, size_t errlen);
+
 extern "C" int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void **pixels,
                                        size_t *nbytes, char *err, size_t errlen)
+{
+    return read_info_pixels(path, out, pixels, nbytes, 0, err, errlen);
+}
+
+extern "C" int rp_dcm_read_info_pixels_pooled(const char *path, rp_dcm_info **out, void **pixels,
+                                              size_t *nbytes, char *err, size_t errlen)
+{
+    return read_info_pixels(path, out, pixels, nbytes, 1, err, errlen);
+}
+
+static int read_info_pixels(const char *path, rp_dcm_info **out, void **pixels, size_t *nbytes,
+                            int pooled, char *err, size_t errlen)
 {
     rp_dcm_global_init();
     *out = NULL;
@@ -1256,15 +1336,16 @@ extern "C" int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void
         return rc;
     rp_dcm_info *in = *out;
     size_t n = rp_dcm_frame_bytes(in) * (size_t)in->frames;
-    void *buf = malloc(n ? n : 1);
+    void *buf = pooled ? pool_alloc(n ? n : 1) : malloc(n ? n : 1);
     if (!buf) {
         seterr(err, errlen, "out of memory for %zu bytes of pixels", n);
         return RP_ENOMEM; /* *out stays valid: the caller frees it */
     }
-    prefault(buf, n);
+    if (!pooled) /* the pool's chunks fault in huge pages */
+        prefault(buf, n);
     rc = decode_loaded(ff, in, 0, in->frames, buf, n, err, errlen);
     if (rc) {
-        free(buf);
+        rp_dcm_pixels_free(buf);
         return rc;
     }
     *pixels = buf;

@@ -341,6 +341,14 @@ int rp_dcm_decode_frames(const char *path, const rp_dcm_info *info, int first, i
  * return is RP_EDECODE / RP_ENOMEM with the reason in err. */
 int rp_dcm_read_info_pixels(const char *path, rp_dcm_info **out, void **pixels, size_t *nbytes,
                             char *err, size_t errlen);
+/* The same, but *pixels comes from a process-wide pool of huge-page chunks (a chunk is given
+ * back whole when its last buffer is released, so the next large allocation reuses its pages):
+ * release it with rp_dcm_pixels_free(), never free(). Thread-safe. */
+int rp_dcm_read_info_pixels_pooled(const char *path, rp_dcm_info **out, void **pixels,
+                                   size_t *nbytes, char *err, size_t errlen);
+/* Releases a pooled pixel buffer, or free()s any other malloc'd one (so code holding either
+ * kind calls this); NULL is ignored. */
+void rp_dcm_pixels_free(void *p);
 
 /* Flags for rp_dcm_stored_to_float(). */
 #define RP_DCM_F_RESCALE 1u      /* apply slope/intercept or the Modality LUT */

@@ -181,14 +181,19 @@ static size_t qc_findings(const rp_stack *st, size_t n_padding, char lines[][256
     return n;
 }
 
+static int wants_derived(const char *outputs)
+{
+    return outputs &&
+           (strstr(outputs, "dicom") || strstr(outputs, "seg") || wants_source_results(outputs));
+}
+
 /* The rule's outputs of one processed stack ("dicom", "seg", "overlay", "sr"), from the
  * recipe's context; src_vol is the stack before the recipe (NULL unless overlay/sr). */
 static int write_derived(run_state *rs, const rp_stack *st, const rp_dcm_info *const *infos,
                          const rp_step_ctx *ctx, const rp_volume *src_vol, size_t n_padding)
 {
     const rp_process_opts *o = rs->o;
-    if (!o->outputs || (!strstr(o->outputs, "dicom") && !strstr(o->outputs, "seg") &&
-                        !wants_source_results(o->outputs)))
+    if (!wants_derived(o->outputs))
         return 0;
     char lines[16][256];
     const char *findings[16];
@@ -271,11 +276,14 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     for (int k = 0; direct && k < st->n_refs && !d->pad_mask; k++)
         any_pad |= infos[st->slice[k].file]->has_padding_value &&
                    infos[st->slice[k].file]->samples_per_pixel == 1;
+    /* built here for a 3-D stack: packed straight away (volume.h), never whole as bytes */
+    const int packed = any_pad && !d->pad_mask && st->nt == 1;
     if (d->pad_mask || any_pad) {
-        pad = rp_mask_new(st->nx, st->ny, st->nz, "padding");
-        if (pad && !d->pad_mask)
+        pad = packed ? rp_mask_new_bits(st->nx, st->ny, st->nz, "padding")
+                     : rp_mask_new(st->nx, st->ny, st->nz, "padding");
+        if (pad && !d->pad_mask && !packed)
             pad_all = st->nt == 1 ? pad->data : malloc(n);
-        if (!pad || !pad_all) {
+        if (!pad || (!pad_all && !packed)) {
             rp_mask_free(pad);
             rp_volume_free(v);
             rp_recipe_free(rec);
@@ -285,22 +293,24 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     }
     /* one parallel pass, slice by slice: HU (slope/intercept) straight into the working
      * volume */
-    rc = rp_pf_to_float(d, st, infos, v->data, d->pad_mask ? NULL : pad_all);
+    rc = rp_pf_to_float(d, st, infos, v->data, d->pad_mask || packed ? NULL : pad_all,
+                        packed ? pad : NULL);
     if (rc) {
         fail(rs, rc, "%s: samples of type %d cannot feed a recipe", stem, (int)d->type);
-        if (pad_all != d->pad_mask && pad && pad_all != pad->data)
+        if (pad_all && pad_all != d->pad_mask && pad && pad_all != pad->data)
             free(pad_all);
         rp_mask_free(pad);
         rp_volume_free(v);
         rp_recipe_free(rec);
         return rc;
     }
-    if (pad && pad_all != pad->data) /* the first volume's part is the mask */
+    if (pad && !packed && pad_all != pad->data) /* the first volume's part is the mask */
         memcpy(pad->data, pad_all, (size_t)st->nx * st->ny * st->nz);
     if (pad && d->n_padding > 0) {
         /* Pixel Padding is "no data", not tissue: fill it with the lowest real value (air for
          * CT) so steps never see e.g. -3024 HU; the mask goes out as <stem>_mask-padding. */
-        float lo = rp_pf_fill_padding(v->data, pad_all, n);
+        float lo = packed ? rp_pf_fill_padding_packed(v->data, pad)
+                          : rp_pf_fill_padding(v->data, pad_all, n);
         if (isfinite(lo)) {
             cJSON *pq = cJSON_AddObjectToObject(sqc, "padding");
             cJSON_AddNumberToObject(pq, "voxels", (double)d->n_padding);
@@ -308,8 +318,16 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
             cJSON_AddStringToObject(pq, "mask", "padding");
         }
     }
-    if (pad && pad_all != pad->data && pad_all != d->pad_mask)
+    if (pad && !packed && pad_all != pad->data && pad_all != d->pad_mask)
         free(pad_all);
+    /* the recipe's masks go packed in bits to the writer (rp_recipe_run_packed): so does this
+     * one, which is then 1/8 of the fresh memory the resampled copy would need as bytes */
+    if (pad && rp_mask_pack(pad) != 0) {
+        rp_mask_free(pad);
+        rp_volume_free(v);
+        rp_recipe_free(rec);
+        return RP_ENOMEM;
+    }
     {
         /* the float volume replaces the native pixels: never hold both longer; the sidecar
          * still needs the figures */
@@ -362,7 +380,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
         tq = cJSON_AddObjectToObject(sqc, "timing_s");
     cJSON_AddNumberToObject(tq, "to_float", round((rp_mono_s() - t_conv) * 1e4) / 1e4);
     double t_run = rp_mono_s();
-    rc = rp_recipe_run(rec, &ctx);
+    rc = rp_recipe_run_packed(rec, &ctx);
     cJSON_AddNumberToObject(tq, "recipe", round((rp_mono_s() - t_run) * 1e4) / 1e4);
     if (rc) {
         fail(rs, rc, "%s: recipe failed: %s", stem, ctx.err);
@@ -408,9 +426,7 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
             char mp[1400];
             snprintf(mp, sizeof mp, "%s/%s_mask-%s.nii%s", rs->out_dir, stem, mk->name,
                      no->gzip ? ".gz" : "");
-            int md[4] = {mk->dim[0], mk->dim[1], mk->dim[2], 1};
-            rc = rp_nifti_write(mp, md, RP_NII_UINT8, mk->data, mk->affine, 0, 0, &mo, err,
-                                sizeof err);
+            rc = rp_nifti_write_mask(mp, mk, &mo, err, sizeof err);
             if (rc)
                 fail(rs, rc, "%s", err);
             cJSON *e = cJSON_CreateObject();
@@ -420,6 +436,9 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
             cJSON_AddItemToArray(ctx.extra_outputs, e);
         }
         cJSON_AddNumberToObject(tq, "write_masks", round((rp_mono_s() - tw) * 1e4) / 1e4);
+        /* derived DICOM, SEG, overlay and SR read the masks as bytes */
+        for (int m = 0; m < ctx.n_masks && !rc && wants_derived(rs->o->outputs); m++)
+            rc = rp_mask_unpack(ctx.masks[m]);
         if (!rc)
             rc = write_derived(rs, st, infos, &ctx, srcv, d->n_padding);
     }
@@ -779,8 +798,8 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
         preload = used < budget;
         if (preload) {
             size_t nb = 0;
-            slots[i].rc = rp_dcm_read_info_pixels(sorted[i], &slots[i].info, &slots[i].pix, &nb,
-                                                  slots[i].err, sizeof slots[i].err);
+            slots[i].rc = rp_dcm_read_info_pixels_pooled(sorted[i], &slots[i].info, &slots[i].pix,
+                                                         &nb, slots[i].err, sizeof slots[i].err);
 #pragma omp atomic
             used += (long long)nb;
         } else {
@@ -917,7 +936,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
             rp_series_asm_free(&sa);
         }
         for (size_t k = 0; k < b - a; k++) {
-            free(pix[k]); /* files no stack used (dropped, duplicates) */
+            rp_dcm_pixels_free(pix[k]); /* files no stack used (dropped, duplicates) */
             pix[k] = NULL;
         }
         a = b;
@@ -927,7 +946,7 @@ int rp_pipeline_process_files(const rp_conf *c, const char *const *files, size_t
     free(refs);
     for (size_t i = 0; i < n; i++) {
         rp_dcm_info_free(slots[i].info);
-        free(slots[i].pix);
+        rp_dcm_pixels_free(slots[i].pix);
     }
     free(slots);
     free(ok);

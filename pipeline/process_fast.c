@@ -89,6 +89,20 @@ static int pad_range(const rp_dcm_info *in, int inverted, long *lo, long *hi)
     return 1;
 }
 
+static size_t sample_bytes(rp_sample_type t)
+{
+    switch (t) {
+    case RP_ST_U8:
+    case RP_ST_S8:
+        return 1;
+    case RP_ST_S16:
+    case RP_ST_U16:
+        return 2;
+    default:
+        return 4;
+    }
+}
+
 /* n samples of type T from s to d (and the padding test into p when not NULL) */
 #define CONVERT(T, s_, d_, p_, n)                                                                  \
     do {                                                                                           \
@@ -114,14 +128,17 @@ static int pad_range(const rp_dcm_info *in, int inverted, long *lo, long *hi)
  * the padding voxels marked in pm (0 without pm). */
 RP_SIMD_CLONES static long convert_slice(rp_sample_type t, const void *src, size_t row_bytes,
                                          size_t nx, size_t ny, double a, double b, long lo, long hi,
-                                         float *dst, uint8_t *pm)
+                                         float *dst, uint8_t *pm, uint64_t *pb, uint8_t *rowbuf)
 {
-    const size_t rows = row_bytes ? ny : 1, n = row_bytes ? nx : nx * ny;
+    /* packed mask (pb): the padding test of one row into rowbuf (nx bytes), then packed */
+    const size_t rows = row_bytes || pb ? ny : 1, n = row_bytes || pb ? nx : nx * ny;
+    const size_t wpr = (nx + 63) / 64;
     long npad = 0;
     for (size_t y = 0; y < rows; y++) {
-        const void *row = row_bytes ? (const uint8_t *)src + (ny - 1 - y) * row_bytes : src;
+        const void *row = row_bytes ? (const uint8_t *)src + (ny - 1 - y) * row_bytes
+                                    : (const uint8_t *)src + y * n * sample_bytes(t);
         float *d = dst + y * n;
-        uint8_t *p = pm ? pm + y * n : NULL;
+        uint8_t *p = pb ? rowbuf : pm ? pm + y * n : NULL;
         switch (t) {
         case RP_ST_U8:
             CONVERT(uint8_t, row, d, p, n);
@@ -151,14 +168,26 @@ RP_SIMD_CLONES static long convert_slice(rp_sample_type t, const void *src, size
             for (size_t i = 0; i < n; i++)
                 c += p[i];
             npad += c;
+            if (pb) {
+                uint64_t *w = pb + y * wpr;
+                for (size_t j = 0; j < wpr; j++) {
+                    uint64_t acc = 0;
+                    for (size_t x = 64 * j; x < n && x < 64 * j + 64; x++)
+                        acc |= (uint64_t)p[x] << (x % 64);
+                    w[j] = acc;
+                }
+            }
         }
     }
     return npad;
 }
 
 int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
-                   float *out, uint8_t *pad_out)
+                   float *out, uint8_t *pad_out, rp_mask *pad_packed)
 {
+    if (pad_packed && (pad_out || pad_packed->data || st->nt != 1 || pad_packed->dim[0] != st->nx ||
+                       pad_packed->dim[1] != st->ny || pad_packed->dim[2] != st->nz))
+        return RP_EINVAL;
     size_t es;
     switch (d->type) {
     case RP_ST_U8:
@@ -207,26 +236,37 @@ int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
             continue;
         }
         long lo = 0, hi = -1;
-        uint8_t *pm = NULL;
-        if (pad_out) {
-            pm = pad_out + k * slice_vox;
+        uint8_t *pm = NULL, *rowbuf = NULL;
+        uint64_t *pb = NULL;
+        if (pad_out || pad_packed) {
             const rp_dcm_info *in =
                 infos && k < (size_t)st->n_refs ? infos[st->slice[k].file] : NULL;
-            if (d->type == RP_ST_F32 || !pad_range(in, d->inverted_mono1, &lo, &hi)) {
-                memset(pm, 0, slice_vox);
-                pm = NULL;
+            int has = d->type != RP_ST_F32 && pad_range(in, d->inverted_mono1, &lo, &hi);
+            if (pad_out) {
+                pm = pad_out + k * slice_vox;
+                if (!has) {
+                    memset(pm, 0, slice_vox);
+                    pm = NULL;
+                }
+            } else if (has) { /* the packed mask starts zero: slices without padding stay so */
+                pb = pad_packed->bits + k * (size_t)st->ny * (size_t)pad_packed->wpr;
+                if (!(rowbuf = malloc((size_t)st->nx))) {
+                    fail = 1;
+                    continue;
+                }
             }
         }
         npad += convert_slice(d->type, src, d->data ? 0 : d->stored_row_bytes, (size_t)st->nx,
-                              (size_t)st->ny, a, b, lo, hi, dst, pm);
+                              (size_t)st->ny, a, b, lo, hi, dst, pm, pb, rowbuf);
+        free(rowbuf);
         if (own && own[k] >= 0) {
-            free(d->bufs[own[k]]);
+            rp_dcm_pixels_free(d->bufs[own[k]]);
             d->bufs[own[k]] = NULL;
             d->slice[k] = NULL;
         }
     }
     free(own);
-    if (pad_out)
+    if (pad_out || pad_packed)
         d->n_padding = npad; /* the loader's count, which RP_LOAD_ROWS_AS_STORED leaves here */
     return fail ? RP_EINTERNAL : 0;
 }
@@ -244,6 +284,32 @@ float rp_pf_fill_padding(float *v, const uint8_t *pad, size_t n)
     for (size_t i = 0; i < n; i++)
         if (pad[i])
             v[i] = lo;
+    return lo;
+}
+
+float rp_pf_fill_padding_packed(float *v, const rp_mask *pad)
+{
+    const size_t nx = (size_t)pad->dim[0], nr = (size_t)pad->dim[1] * pad->dim[2];
+    const size_t wpr = (size_t)pad->wpr;
+    float lo = INFINITY;
+#pragma omp parallel for schedule(static) reduction(min : lo)
+    for (size_t r = 0; r < nr; r++) {
+        const uint64_t *w = pad->bits + r * wpr;
+        const float *row = v + r * nx;
+        for (size_t x = 0; x < nx; x++)
+            if (!((w[x / 64] >> (x % 64)) & 1) && row[x] < lo)
+                lo = row[x];
+    }
+    if (!isfinite(lo))
+        return NAN;
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < nr; r++) {
+        const uint64_t *w = pad->bits + r * wpr;
+        float *row = v + r * nx;
+        for (size_t j = 0; j < wpr; j++)
+            for (uint64_t b = w[j]; b; b &= b - 1)
+                row[64 * j + (size_t)__builtin_ctzll(b)] = lo;
+    }
     return lo;
 }
 

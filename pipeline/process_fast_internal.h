@@ -26,13 +26,17 @@ int rp_pf_direct_ok(const rp_stack *st);
  * zero-copy slices), in one parallel pass. pad_out (may be NULL): 1 where the stored value is
  * the file's Pixel Padding Value (or within its range), as the loader's own mask. The
  * buffers of single-frame zero-copy slices are freed as they are converted (d->bufs[i] and
- * d->slice[k] set NULL); everything else in d stays. RP_EUNSUPPORTED for RGB. */
+ * d->slice[k] set NULL); everything else in d stays. RP_EUNSUPPORTED for RGB. pad_packed
+ * (instead of pad_out, 3-D only): the same mask into a packed, zeroed rp_mask of the stack's
+ * dims (volume.h), never whole as bytes. */
 int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
-                   float *out, uint8_t *pad_out);
+                   float *out, uint8_t *pad_out, rp_mask *pad_packed);
 
 /* Pixel Padding voxels (pad[i] != 0) get the lowest non-padding value; returns it, or NAN when
  * every voxel is padding (nothing changed). */
 float rp_pf_fill_padding(float *v, const uint8_t *pad, size_t n);
+/* The same with a packed mask on v's grid. */
+float rp_pf_fill_padding_packed(float *v, const rp_mask *pad);
 
 /* The sidecar / QC object describing how the image was stored. */
 cJSON *rp_pf_store_json(const rp_nifti_store *st, const rp_dtype_spec *spec, int gzip_level);

@@ -31,7 +31,7 @@ void rp_stack_data_free(rp_stack_data *d)
     if (!d)
         return;
     for (size_t i = 0; i < d->n_bufs; i++)
-        free(d->bufs[i]);
+        rp_dcm_pixels_free(d->bufs[i]); /* pooled or malloc'd */
     free(d->bufs);
     free(d->slice);
     free(d->data);
@@ -169,7 +169,7 @@ int rp_stack_data_contiguous(rp_stack_data *d)
     }
     d->stored_row_bytes = 0;
     for (size_t i = 0; i < d->n_bufs; i++)
-        free(d->bufs[i]);
+        rp_dcm_pixels_free(d->bufs[i]); /* pooled or malloc'd */
     free(d->bufs);
     free(d->slice);
     d->bufs = NULL;
@@ -489,7 +489,7 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
 #pragma omp atomic capture
             last = --pix_refs[f];
             if (last <= 0) {
-                free(pixels[f]);
+                rp_dcm_pixels_free(pixels[f]);
                 pixels[f] = NULL;
             }
         }

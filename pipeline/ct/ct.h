@@ -4,7 +4,9 @@
  *
  * Contract:
  *  - Every kernel reads a single-channel rp_volume (RP_EINVAL otherwise) and fills a mask the
- *    caller allocated (nx*ny*nz bytes, 0 or 1) on the same grid.
+ *    caller allocated (nx*ny*nz bytes, 0 or 1) on the same grid; the *_m forms fill an rp_mask
+ *    on that grid instead, which they leave packed in bits (volume.h): the same voxels, without
+ *    the 45 MB of bytes a 1 mm chest CT's mask would be.
  *  - Thresholds are given in the volume's current value units. The recipe steps that use
  *    these (bodymask, lungmask, metal in pipeline/recipe/steps_ct.c) state them in Hounsfield
  *    units and convert through the linear steps that ran before, so the kernels need not
@@ -43,6 +45,7 @@ double rp_ct_voxel_ml(const rp_volume *v);
 
 /* Body mask into `mask`. */
 int rp_ct_body_mask(const rp_volume *v, float threshold, uint8_t *mask);
+int rp_ct_body_mask_m(const rp_volume *v, float threshold, rp_mask *m);
 
 typedef struct rp_ct_lung_params {
     float threshold;     /* air below it, current units (the body uses it too when computed) */
@@ -66,6 +69,9 @@ typedef struct rp_ct_airway {
  * *airway (may be NULL) what the airway removal found. */
 int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body, const rp_ct_lung_params *p,
                     uint8_t *mask, int *n_kept, rp_ct_airway *airway);
+/* The same into m; body (may be NULL) in either form. */
+int rp_ct_lung_mask_m(const rp_volume *v, const rp_mask *body, const rp_ct_lung_params *p,
+                      rp_mask *m, int *n_kept, rp_ct_airway *airway);
 
 /* One metal component. */
 typedef struct rp_ct_metal_part {
@@ -77,6 +83,8 @@ typedef struct rp_ct_metal_part {
  * (caller frees; NULL when none). */
 int rp_ct_metal_mask(const rp_volume *v, float threshold, double min_mm3, uint8_t *mask,
                      rp_ct_metal_part **parts, int *n_parts);
+int rp_ct_metal_mask_m(const rp_volume *v, float threshold, double min_mm3, rp_mask *m,
+                       rp_ct_metal_part **parts, int *n_parts);
 
 #ifdef __cplusplus
 }

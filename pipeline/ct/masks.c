@@ -59,6 +59,37 @@ static int body_bits(const rp_volume *v, float thr, rp_bits *out)
     return rp_bits_fill_holes_2d(out, rp_axial_axis(v->affine), 0);
 }
 
+/* The result's words become the packed mask's (no copy). */
+static void hand_over(rp_bits *b, rp_mask *m)
+{
+    free(m->data);
+    free(m->bits);
+    m->data = NULL;
+    m->bits = b->w;
+    m->wpr = b->wpr;
+    b->w = NULL;
+    rp_bits_free(b);
+}
+
+static int grid_ok(const rp_volume *v, const rp_mask *m)
+{
+    return v && m && v->dim[3] == 1 && memcmp(v->dim, m->dim, sizeof m->dim) == 0;
+}
+
+int rp_ct_body_mask_m(const rp_volume *v, float thr, rp_mask *m)
+{
+    if (!grid_ok(v, m))
+        return RP_EINVAL;
+    rp_bits b;
+    if (rp_bits_init(&b, v->dim))
+        return RP_ENOMEM;
+    int rc = body_bits(v, thr, &b);
+    if (!rc)
+        hand_over(&b, m);
+    rp_bits_free(&b);
+    return rc;
+}
+
 int rp_ct_body_mask(const rp_volume *v, float thr, uint8_t *m)
 {
     if (!v || !m || v->dim[3] != 1)
@@ -117,24 +148,34 @@ static int select_lungs(rp_bits *lung, int inplane_border, double vml, double mi
     return kept;
 }
 
-int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body_mask, const rp_ct_lung_params *p,
-                    uint8_t *md, int *n_kept, rp_ct_airway *airway)
+/* The lung mask into lung (initialised); body_mask (bytes) or body_packed (words of a packed
+ * mask, borrowed) or neither (computed). */
+static int lung_bits(const rp_volume *v, const uint8_t *body_mask, const uint64_t *body_packed,
+                     const rp_ct_lung_params *p, rp_bits *lung_out, int *n_kept,
+                     rp_ct_airway *airway)
 {
-    if (!v || !p || !md || v->dim[3] != 1)
-        return RP_EINVAL;
     if (airway)
         memset(airway, 0, sizeof *airway);
-    rp_bits body = {0}, lung = {0};
-    int rc;
-    if (rp_bits_init(&body, v->dim) || rp_bits_init(&lung, v->dim)) {
+    rp_bits body = {0}, lung = *lung_out;
+    const rp_bits *bodyp = &body;
+    rp_bits borrowed;
+    int rc = 0;
+    if (body_packed) {
+        borrowed = (rp_bits){.nx = v->dim[0],
+                             .ny = v->dim[1],
+                             .nz = v->dim[2],
+                             .wpr = (v->dim[0] + 63) / 64,
+                             .w = (uint64_t *)body_packed};
+        bodyp = &borrowed;
+    } else if (rp_bits_init(&body, v->dim)) {
         rc = RP_ENOMEM;
         goto out;
-    }
-    if (body_mask)
+    } else if (body_mask) {
         rp_bits_from_bytes(&body, body_mask);
-    else if ((rc = body_bits(v, p->threshold, &body)) != 0)
+    } else if ((rc = body_bits(v, p->threshold, &body)) != 0) {
         goto out;
-    rp_bits_threshold(&lung, v->data, p->threshold, RP_BITS_LT, &body);
+    }
+    rp_bits_threshold(&lung, v->data, p->threshold, RP_BITS_LT, bodyp);
     int axial = rp_axial_axis(v->affine);
     int inplane_border = 7 & ~(1 << axial);
     double vml = rp_ct_voxel_ml(v);
@@ -145,7 +186,7 @@ int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body_mask, const rp_ct_lu
     }
     if (p->airway && kept > 0) {
         rp_airway_result aw = {0};
-        if ((rc = rp_airway_remove(&lung, &body, axial, v->affine, v->spacing, &aw)) != 0)
+        if ((rc = rp_airway_remove(&lung, bodyp, axial, v->affine, v->spacing, &aw)) != 0)
             goto out;
         /* without the trachea the lungs may be two components, and bronchial pieces left
          * behind are small ones */
@@ -174,32 +215,54 @@ int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body_mask, const rp_ct_lu
     long max_px = p->max_hole_mm2 > 0 ? (long)(p->max_hole_mm2 / px_mm2) + 1 : 0;
     if ((rc = rp_bits_fill_holes_2d(&lung, axial, max_px)) != 0)
         goto out;
-    rp_bits_to_bytes(&lung, md);
     if (n_kept)
         *n_kept = kept;
 out:
     rp_bits_free(&body);
+    *lung_out = lung; /* the passes may have swapped its words with the scratch */
+    return rc;
+}
+
+int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body_mask, const rp_ct_lung_params *p,
+                    uint8_t *md, int *n_kept, rp_ct_airway *airway)
+{
+    if (!v || !p || !md || v->dim[3] != 1)
+        return RP_EINVAL;
+    rp_bits lung;
+    if (rp_bits_init(&lung, v->dim))
+        return RP_ENOMEM;
+    int rc = lung_bits(v, body_mask, NULL, p, &lung, n_kept, airway);
+    if (!rc)
+        rp_bits_to_bytes(&lung, md);
     rp_bits_free(&lung);
     return rc;
 }
 
-int rp_ct_metal_mask(const rp_volume *v, float thr, double min_mm3, uint8_t *md,
-                     rp_ct_metal_part **parts, int *n_parts)
+int rp_ct_lung_mask_m(const rp_volume *v, const rp_mask *body, const rp_ct_lung_params *p,
+                      rp_mask *m, int *n_kept, rp_ct_airway *airway)
 {
-    *parts = NULL;
-    *n_parts = 0;
-    if (!v || !md || v->dim[3] != 1)
+    if (!p || !grid_ok(v, m) || (body && memcmp(body->dim, v->dim, sizeof body->dim) != 0))
         return RP_EINVAL;
-    rp_bits b;
-    if (rp_bits_init(&b, v->dim))
+    rp_bits lung;
+    if (rp_bits_init(&lung, v->dim))
         return RP_ENOMEM;
-    rp_bits_threshold(&b, v->data, thr, RP_BITS_GT, NULL);
+    int rc = lung_bits(v, body ? body->data : NULL, body && !body->data ? body->bits : NULL, p,
+                       &lung, n_kept, airway);
+    if (!rc)
+        hand_over(&lung, m);
+    rp_bits_free(&lung);
+    return rc;
+}
+
+/* The metal mask into b (initialised; left empty when no component is kept). */
+static int metal_bits(const rp_volume *v, float thr, double min_mm3, rp_bits *b,
+                      rp_ct_metal_part **parts, int *n_parts)
+{
+    rp_bits_threshold(b, v->data, thr, RP_BITS_GT, NULL);
     rp_bcc *cc;
     int rc;
-    if ((rc = rp_bcc_label(&b, &cc)) != 0) {
-        rp_bits_free(&b);
+    if ((rc = rp_bcc_label(b, &cc)) != 0)
         return rc;
-    }
     int nc = rp_bcc_count(cc);
     uint8_t *keep = calloc((size_t)nc + 1, 1);
     rp_ct_metal_part *list = calloc((size_t)nc + 1, sizeof *list);
@@ -207,7 +270,6 @@ int rp_ct_metal_mask(const rp_volume *v, float thr, double min_mm3, uint8_t *md,
         free(keep);
         free(list);
         rp_bcc_free(cc);
-        rp_bits_free(&b);
         return RP_ENOMEM;
     }
     double vml = rp_ct_voxel_ml(v);
@@ -225,15 +287,10 @@ int rp_ct_metal_mask(const rp_volume *v, float thr, double min_mm3, uint8_t *md,
             mp->centroid_ras[r] = v->affine[r][0] * ijk[0] + v->affine[r][1] * ijk[1] +
                                   v->affine[r][2] * ijk[2] + v->affine[r][3];
     }
-    if (count) {
-        rp_bcc_paint(cc, keep, &b);
-        rp_bits_to_bytes(&b, md);
-    } else {
-        rp_bytes_zero(md, rp_volume_nvox(v));
-    }
+    /* paint clears b first: no component kept leaves it empty */
+    rp_bcc_paint(cc, keep, b);
     free(keep);
     rp_bcc_free(cc);
-    rp_bits_free(&b);
     if (count == 0) {
         free(list);
         list = NULL;
@@ -241,4 +298,42 @@ int rp_ct_metal_mask(const rp_volume *v, float thr, double min_mm3, uint8_t *md,
     *parts = list;
     *n_parts = count;
     return 0;
+}
+
+int rp_ct_metal_mask(const rp_volume *v, float thr, double min_mm3, uint8_t *md,
+                     rp_ct_metal_part **parts, int *n_parts)
+{
+    *parts = NULL;
+    *n_parts = 0;
+    if (!v || !md || v->dim[3] != 1)
+        return RP_EINVAL;
+    rp_bits b;
+    if (rp_bits_init(&b, v->dim))
+        return RP_ENOMEM;
+    int rc = metal_bits(v, thr, min_mm3, &b, parts, n_parts);
+    if (!rc) {
+        if (*n_parts)
+            rp_bits_to_bytes(&b, md);
+        else
+            rp_bytes_zero(md, rp_volume_nvox(v));
+    }
+    rp_bits_free(&b);
+    return rc;
+}
+
+int rp_ct_metal_mask_m(const rp_volume *v, float thr, double min_mm3, rp_mask *m,
+                       rp_ct_metal_part **parts, int *n_parts)
+{
+    *parts = NULL;
+    *n_parts = 0;
+    if (!grid_ok(v, m))
+        return RP_EINVAL;
+    rp_bits b;
+    if (rp_bits_init(&b, v->dim))
+        return RP_ENOMEM;
+    int rc = metal_bits(v, thr, min_mm3, &b, parts, n_parts);
+    if (!rc)
+        hand_over(&b, m);
+    rp_bits_free(&b);
+    return rc;
 }

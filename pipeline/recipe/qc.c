@@ -291,7 +291,7 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
                 double rgb[3] = {g * 255, g * 255, g * 255};
                 for (int mi = 0; mi < ctx->n_masks; mi++) {
                     const rp_mask *m = ctx->masks[mi];
-                    if (memcmp(m->dim, v->dim, sizeof m->dim) != 0 || !m->data[off])
+                    if (memcmp(m->dim, v->dim, sizeof m->dim) != 0 || !rp_mask_at(m, off))
                         continue;
                     const uint8_t *col = !strcmp(m->name, "lung")    ? COLORS[0]
                                          : !strcmp(m->name, "metal") ? COLORS[1]
@@ -312,7 +312,8 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
                             j[ax] += (dd & 1) ? 1 : -1;
                             if (j[ax] < 0 || j[ax] >= v->dim[ax])
                                 continue;
-                            edge = !m->data[j[0] * str[0] + j[1] * str[1] + j[2] * str[2]];
+                            edge = !rp_mask_at(m, (size_t)j[0] * str[0] + (size_t)j[1] * str[1] +
+                                                      (size_t)j[2] * str[2]);
                         }
                         if (edge)
                             for (int q = 0; q < 3; q++)

@@ -302,6 +302,28 @@ static int leaves_volume(const char *name)
     return 0;
 }
 
+/* Steps that never read a mask's bytes: they run with the masks packed (volume.h). Any other
+ * step gets every mask as bytes first (normalize(zscore_in) unpacks the one it reads). */
+static int packed_ok(const char *name)
+{
+    static const char *const names[] = {"hu",   "resample",  "bodymask", "lungmask", "metal",
+                                        "clip", "normalize", "window",   NULL};
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(name, names[i]))
+            return 1;
+    return 0;
+}
+
+static int unpack_masks(rp_step_ctx *ctx)
+{
+    for (int i = 0; i < ctx->n_masks; i++) {
+        int rc = ctx->masks[i] ? rp_mask_unpack(ctx->masks[i]) : 0;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* Steps i and i+1 as one pass when they are clip then normalize(minmax) (see
  * ops_fused_internal.h): 1 when done (QC of both steps recorded, *before set for the step
  * after them), 0 when the pair is not fusable and must run step by step. A fused pair that
@@ -342,7 +364,20 @@ static int run_fused(const rp_recipe *r, size_t i, rp_step_ctx *ctx, cJSON *step
     return 1;
 }
 
+static int run(const rp_recipe *r, rp_step_ctx *ctx);
+
 int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
+{
+    int rc = run(r, ctx);
+    return rc ? rc : unpack_masks(ctx);
+}
+
+int rp_recipe_run_packed(const rp_recipe *r, rp_step_ctx *ctx)
+{
+    return run(r, ctx);
+}
+
+static int run(const rp_recipe *r, rp_step_ctx *ctx)
 {
     if (!r || !ctx || !ctx->vol)
         return RP_EINVAL;
@@ -377,6 +412,13 @@ int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx)
                 }
                 before = NULL;
             }
+        }
+        if (!packed_ok(s->def->name) && unpack_masks(ctx) != 0) {
+            snprintf(ctx->err, sizeof ctx->err, "step %zu '%.60s' failed: out of memory", i + 1,
+                     s->text);
+            cJSON_Delete(before);
+            cJSON_Delete(before_copy);
+            return RP_ENOMEM;
         }
         if (i + 1 < r->n && run_fused(r, i, ctx, steps_qc, sq, &before)) {
             i++; /* the next step ran with this one */

@@ -75,6 +75,9 @@ int rp_recipe_hash(const rp_recipe *r, char hex[65]);
 
 /* Run every step on ctx (ctx->vol must be set; ctx->qc may be NULL: no QC is recorded). */
 int rp_recipe_run(const rp_recipe *r, rp_step_ctx *ctx);
+/* The same, but the masks may come back packed in bits (rp_mask.bits, volume.h): for a caller
+ * that writes them with rp_nifti_write_mask() and unpacks them before anything else. */
+int rp_recipe_run_packed(const rp_recipe *r, rp_step_ctx *ctx);
 
 /* Registry lookup over all step tables; NULL if unknown. */
 const rp_step_def *rp_recipe_find_step(const char *name);

@@ -76,18 +76,32 @@ void rp_step_bodymask_describe(const void *pp, cJSON *o)
                             "threshold, opening 1 voxel, largest 3-D component, axial hole fill");
 }
 
+/* The CT masks stay packed in bits (volume.h) up to the writer, which expands them block by
+ * block: as bytes they were most of the fresh memory a CT job faulted in. The kernel replaces
+ * the words, so the mask starts as a shell. */
+static rp_mask *new_packed(const rp_volume *v, const char *name)
+{
+    rp_mask *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    memcpy(m->dim, v->dim, sizeof m->dim);
+    memcpy(m->affine, v->affine, sizeof m->affine);
+    rp_strlcpy(m->name, name, sizeof m->name);
+    return m;
+}
+
 int rp_step_bodymask_run(rp_step_ctx *ctx, const void *pp)
 {
     const mask_params *p = pp;
     int rc = check_3d(ctx, "bodymask");
     if (rc)
         return rc;
-    rp_mask *m = rp_mask_like(ctx->vol, "body");
+    rp_mask *m = new_packed(ctx->vol, "body");
     if (!m)
         return RP_ENOMEM;
     float thr;
     if ((rc = rp_step_ctx_hu_value(ctx, p->threshold_hu, "bodymask", &thr)) != 0 ||
-        (rc = rp_ct_body_mask(ctx->vol, thr, m->data)) != 0) {
+        (rc = rp_ct_body_mask_m(ctx->vol, thr, m)) != 0) {
         rp_mask_free(m);
         return rc;
     }
@@ -148,16 +162,16 @@ int rp_step_lungmask_run(rp_step_ctx *ctx, const void *pp)
                             .airway = p->airway};
     if ((rc = rp_step_ctx_hu_value(ctx, p->threshold_hu, "lungmask", &lp.threshold)) != 0)
         return rc;
-    rp_mask *m = rp_mask_like(v, "lung");
+    rp_mask *m = new_packed(v, "lung");
     if (!m)
         return RP_ENOMEM;
     /* a bodymask step that ran before saves computing the body again */
     const rp_mask *body = rp_step_ctx_mask(ctx, "body");
-    const uint8_t *body_data =
-        body && memcmp(body->dim, v->dim, sizeof body->dim) == 0 ? body->data : NULL;
+    if (body && memcmp(body->dim, v->dim, sizeof body->dim) != 0)
+        body = NULL;
     int kept = 0;
     rp_ct_airway aw;
-    if ((rc = rp_ct_lung_mask(v, body_data, &lp, m->data, &kept, &aw)) != 0) {
+    if ((rc = rp_ct_lung_mask_m(v, body, &lp, m, &kept, &aw)) != 0) {
         rp_mask_free(m);
         return rc;
     }
@@ -223,12 +237,12 @@ int rp_step_metal_run(rp_step_ctx *ctx, const void *pp)
     float thr;
     if ((rc = rp_step_ctx_hu_value(ctx, p->threshold_hu, "metal", &thr)) != 0)
         return rc;
-    rp_mask *m = rp_mask_like(v, "metal");
+    rp_mask *m = new_packed(v, "metal");
     if (!m)
         return RP_ENOMEM;
     rp_ct_metal_part *parts = NULL;
     int count = 0;
-    if ((rc = rp_ct_metal_mask(v, thr, p->size, m->data, &parts, &count)) != 0) {
+    if ((rc = rp_ct_metal_mask_m(v, thr, p->size, m, &parts, &count)) != 0) {
         rp_mask_free(m);
         return rc;
     }

@@ -468,7 +468,10 @@ int rp_step_normalize_run(rp_step_ctx *ctx, const void *pp)
     size_t n = rp_volume_nvox(v);
     const rp_mask *mask = NULL;
     if (p->kind == NORM_ZSCORE_IN) {
-        mask = rp_step_ctx_mask(ctx, p->mask);
+        rp_mask *mm = rp_step_ctx_mask(ctx, p->mask);
+        if (mm && rp_mask_unpack(mm) != 0) /* the runner leaves the masks packed for this step */
+            return RP_ENOMEM;
+        mask = mm;
         if (!mask || memcmp(mask->dim, v->dim, sizeof mask->dim) != 0) {
             snprintf(ctx->err, sizeof ctx->err,
                      "normalize: mask '%s' %s (run a step that makes it first)", p->mask,

@@ -550,7 +550,9 @@ done:
 int rp_resample_mask(rp_mask **mp, const int new_dim[3], const double scale[3])
 {
     rp_mask *m = *mp;
-    rp_mask *o = rp_mask_new(new_dim[0], new_dim[1], new_dim[2], m->name);
+    /* a packed mask stays packed */
+    rp_mask *o = m->data ? rp_mask_new(new_dim[0], new_dim[1], new_dim[2], m->name)
+                         : rp_mask_new_bits(new_dim[0], new_dim[1], new_dim[2], m->name);
     int *ix[3] = {0};
     int rc = 0;
     if (!o) {
@@ -568,8 +570,32 @@ int rp_resample_mask(rp_mask **mp, const int new_dim[3], const double scale[3])
                 (long)floor(mirror_coord((double)i * scale[a], m->dim[a]) + 0.5), m->dim[a]);
     }
     const size_t nx = (size_t)m->dim[0], ny = (size_t)m->dim[1];
+    if (!m->data) {
+        /* rows with no voxel set (most of a padding or metal mask) leave the zeroed output
+         * untouched; the others are gathered a word at a time */
 #pragma omp parallel for schedule(static)
-    for (int z = 0; z < new_dim[2]; z++)
+        for (int z = 0; z < new_dim[2]; z++)
+            for (int y = 0; y < new_dim[1]; y++) {
+                const uint64_t *src = m->bits + ((size_t)ix[2][z] * ny + (size_t)ix[1][y]) * m->wpr;
+                uint64_t any = 0;
+                for (int j = 0; j < m->wpr; j++)
+                    any |= src[j];
+                if (!any)
+                    continue;
+                uint64_t *dst = o->bits + ((size_t)z * new_dim[1] + y) * o->wpr;
+                for (int j = 0; j < o->wpr; j++) {
+                    uint64_t w = 0;
+                    int x1 = 64 * j + 64 < new_dim[0] ? 64 * j + 64 : new_dim[0];
+                    for (int x = 64 * j; x < x1; x++) {
+                        int sx = ix[0][x];
+                        w |= ((src[sx / 64] >> (sx % 64)) & 1) << (x % 64);
+                    }
+                    dst[j] = w;
+                }
+            }
+    }
+#pragma omp parallel for schedule(static)
+    for (int z = 0; z < (m->data ? new_dim[2] : 0); z++)
         for (int y = 0; y < new_dim[1]; y++) {
             const uint8_t *src = m->data + ((size_t)ix[2][z] * ny + (size_t)ix[1][y]) * nx;
             uint8_t *dst = o->data + ((size_t)z * new_dim[1] + y) * (size_t)new_dim[0];

@@ -110,12 +110,145 @@ void rp_mask_free(rp_mask *m)
     if (!m)
         return;
     free(m->data);
+    free(m->bits);
     free(m);
+}
+
+rp_mask *rp_mask_new_bits(int nx, int ny, int nz, const char *name)
+{
+    if (!dims_ok(nx, ny, nz, 1))
+        return NULL;
+    rp_mask *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->wpr = (nx + 63) / 64;
+    m->bits = rp_mem_calloc((size_t)m->wpr * ny * nz * sizeof *m->bits);
+    if (!m->bits) {
+        free(m);
+        return NULL;
+    }
+    m->dim[0] = nx;
+    m->dim[1] = ny;
+    m->dim[2] = nz;
+    rp_mat4_identity(m->affine);
+    rp_strlcpy(m->name, name ? name : "mask", sizeof m->name);
+    return m;
+}
+
+/* byte v -> 8 bytes of 0/1, little-endian */
+static const uint64_t *spread_lut(void)
+{
+    static uint64_t lut[256];
+    static int ready;
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        for (unsigned v = 0; v < 256; v++) {
+            uint64_t o = 0;
+            for (int i = 0; i < 8; i++)
+                o |= (uint64_t)((v >> i) & 1) << (8 * i);
+            lut[v] = o;
+        }
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    return lut;
+}
+
+/* Row bits [x0, x1) as bytes into out. */
+static void row_bytes(const uint64_t *w, const uint64_t *lut, int x0, int x1, uint8_t *out)
+{
+    int x = x0;
+    while (x < x1 && (x & 7)) {
+        *out++ = (uint8_t)((w[x / 64] >> (x % 64)) & 1);
+        x++;
+    }
+    for (; x + 8 <= x1; x += 8, out += 8) {
+        uint64_t v = lut[(w[x / 64] >> (x % 64)) & 0xFF];
+        memcpy(out, &v, 8);
+    }
+    for (; x < x1; x++)
+        *out++ = (uint8_t)((w[x / 64] >> (x % 64)) & 1);
+}
+
+void rp_mask_get_bytes(const rp_mask *m, size_t first, size_t n, uint8_t *out)
+{
+    if (m->data) {
+        memcpy(out, m->data + first, n);
+        return;
+    }
+    const uint64_t *lut = spread_lut();
+    const size_t nx = (size_t)m->dim[0];
+    while (n) {
+        size_t r = first / nx, x = first % nx, l = nx - x < n ? nx - x : n;
+        row_bytes(m->bits + r * (size_t)m->wpr, lut, (int)x, (int)(x + l), out);
+        out += l;
+        first += l;
+        n -= l;
+    }
+}
+
+int rp_mask_unpack(rp_mask *m)
+{
+    if (!m || m->data || !m->bits)
+        return 0;
+    const size_t nx = (size_t)m->dim[0], nr = (size_t)m->dim[1] * m->dim[2];
+    /* a fresh calloc block: rows with no voxel set are never written, so their pages are
+     * never backed */
+    uint8_t *d = rp_mem_calloc(nx * nr);
+    if (!d)
+        return RP_ENOMEM;
+    const uint64_t *lut = spread_lut();
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < nr; r++) {
+        const uint64_t *w = m->bits + r * (size_t)m->wpr;
+        for (int j = 0; j < m->wpr; j++)
+            if (w[j]) {
+                int x0 = 64 * j, x1 = x0 + 64 < (int)nx ? x0 + 64 : (int)nx;
+                row_bytes(w, lut, x0, x1, d + r * nx + x0);
+            }
+    }
+    free(m->bits);
+    m->bits = NULL;
+    m->wpr = 0;
+    m->data = d;
+    return 0;
+}
+
+int rp_mask_pack(rp_mask *m)
+{
+    if (!m || !m->data)
+        return 0;
+    const size_t nx = (size_t)m->dim[0], nr = (size_t)m->dim[1] * m->dim[2];
+    const int wpr = (int)((nx + 63) / 64);
+    uint64_t *b = rp_mem_alloc((size_t)wpr * nr * sizeof *b);
+    if (!b)
+        return RP_ENOMEM;
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < nr; r++) {
+        const uint8_t *s = m->data + r * nx;
+        for (int j = 0; j < wpr; j++) {
+            uint64_t w = 0;
+            for (size_t x = 64 * (size_t)j; x < nx && x < 64 * (size_t)j + 64; x++)
+                w |= (uint64_t)(s[x] != 0) << (x % 64);
+            b[r * (size_t)wpr + (size_t)j] = w;
+        }
+    }
+    free(m->data);
+    m->data = NULL;
+    m->bits = b;
+    m->wpr = wpr;
+    return 0;
 }
 
 size_t rp_mask_count(const rp_mask *m)
 {
     size_t n = (size_t)m->dim[0] * m->dim[1] * m->dim[2], c = 0;
+    if (!m->data) {
+        const size_t nw = (size_t)m->wpr * m->dim[1] * m->dim[2];
+        const uint64_t *w = m->bits;
+#pragma omp parallel for schedule(static) reduction(+ : c) if (nw > 65536)
+        for (size_t i = 0; i < nw; i++)
+            c += (size_t)__builtin_popcountll(w[i]);
+        return c;
+    }
     const uint8_t *d = m->data;
 #pragma omp parallel for simd schedule(static) reduction(+ : c) if (n > 65536)
     for (size_t i = 0; i < n; i++)

@@ -13,7 +13,10 @@
  *    rp_volume_update_spacing().
  *  - A volume owns its data; rp_volume_free() releases both. Functions that return a new
  *    volume say so and the caller frees it.
- *  - rp_mask is a uint8 volume (0 or 1, sometimes labels) on the same grid as an image.
+ *  - rp_mask is a uint8 volume (0 or 1, sometimes labels) on the same grid as an image, held
+ *    either as bytes (data) or, for a 0/1 mask, packed 64 voxels a word (bits, data NULL).
+ *    Code that reads data calls rp_mask_unpack() first unless it handles bits itself; the
+ *    recipe runner does it for every step that does not (pipeline/recipe/).
  *  - rp_series_info is what is known about the series an image came from, copied out of its
  *    DICOM header by the caller, so that kernels choosing by acquisition (MR sequence
  *    matching) and the steps need no DICOM types.
@@ -40,9 +43,14 @@ typedef struct rp_volume {
 
 typedef struct rp_mask {
     int dim[3];
-    uint8_t *data;         /* owned, nx*ny*nz bytes */
+    uint8_t *data;         /* owned, nx*ny*nz bytes; NULL while the mask is packed in bits */
     double affine[4][4];
     char name[32];         /* "lung", "body", "metal", "head"... */
+    /* Packed form (data NULL), owned: row r = y + ny*z holds wpr = (nx + 63) / 64 words, voxel
+     * x is bit x % 64 of word x / 64, bits at x >= nx are 0. A 1 mm chest CT's mask is 5.6 MB
+     * so instead of 45: the fresh memory a job must fault in is most of its cost on a VM. */
+    uint64_t *bits;
+    int wpr;
 } rp_mask;
 
 /* What is known about the series being processed (filled from the first header). */
@@ -75,7 +83,23 @@ void rp_volume_update_spacing(rp_volume *v);
 rp_mask *rp_mask_new(int nx, int ny, int nz, const char *name);
 rp_mask *rp_mask_like(const rp_volume *v, const char *name);  /* same grid as v */
 void rp_mask_free(rp_mask *m);
-size_t rp_mask_count(const rp_mask *m);  /* number of non-zero voxels */
+size_t rp_mask_count(const rp_mask *m);  /* number of non-zero voxels (either form) */
+/* A packed mask of dims (all zero; data NULL), for kernels that fill bits. */
+rp_mask *rp_mask_new_bits(int nx, int ny, int nz, const char *name);
+/* To bytes (no-op when already bytes) / to bits (non-zero = 1; no-op when already bits; only
+ * for 0/1 masks: labels would be lost). The other form is freed. RP_ENOMEM (mask unchanged). */
+int rp_mask_unpack(rp_mask *m);
+int rp_mask_pack(rp_mask *m);
+/* Voxel i = x + nx*(y + ny*z) as 0/1 (bits) or its byte, in either form. */
+static inline unsigned rp_mask_at(const rp_mask *m, size_t i)
+{
+    if (m->data)
+        return m->data[i];
+    size_t nx = (size_t)m->dim[0], r = i / nx, x = i % nx;
+    return (unsigned)(m->bits[r * (size_t)m->wpr + x / 64] >> (x % 64)) & 1u;
+}
+/* Voxels [first, first+n) as bytes into out, in either form (a writer's block). */
+void rp_mask_get_bytes(const rp_mask *m, size_t first, size_t n, uint8_t *out);
 
 /* Large working buffers (volumes, masks, bit planes, scratch blocks of a few MB and up).
  * Faulting such a buffer in 4 KiB at a time costs more CPU than the arithmetic that fills

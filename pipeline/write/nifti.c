@@ -233,13 +233,18 @@ typedef struct seg {
     int conv;
     const float *f;
     double a, b;
+    const rp_mask *mask; /* CONV_MASK: a mask in either form (volume.h), as uint8 */
 } seg;
 
-enum { CONV_NONE = 0, CONV_F32_S16, CONV_F32_U8 };
+enum { CONV_NONE = 0, CONV_F32_S16, CONV_F32_U8, CONV_MASK };
 
 /* Converted bytes [o, o+l) of a conv segment. Block edges may split an element. */
 static void convert_range(const seg *s, size_t o, size_t l, uint8_t *dst)
 {
+    if (s->conv == CONV_MASK) {
+        rp_mask_get_bytes(s->mask, o, l, dst);
+        return;
+    }
     const size_t es = s->conv == CONV_F32_S16 ? 2 : 1;
     const float a = (float)s->a, b = (float)s->b;
     const double ad = s->a, bd = s->b;
@@ -710,6 +715,19 @@ int rp_nifti_write_nnunet(const rp_volume *fused, const char *dir, const char *c
             return rc;
     }
     return 0;
+}
+
+int rp_nifti_write_mask(const char *path, const rp_mask *m, const rp_nifti_opts *o, char *err,
+                        size_t errlen)
+{
+    const int dim[4] = {m->dim[0], m->dim[1], m->dim[2], 1};
+    uint8_t hdr[352];
+    int rc = make_header(hdr, dim, RP_NII_UINT8, m->affine, 0, 0, o, err, errlen);
+    if (rc)
+        return rc;
+    seg sg[2] = {{.p = hdr, .n = sizeof hdr},
+                 {.n = (size_t)dim[0] * dim[1] * dim[2], .conv = CONV_MASK, .mask = m}};
+    return write_stream(path, sg, 2, o, err, errlen);
 }
 
 int rp_nifti_write_converted(const char *path, const int dim[4], int datatype, const float *data,

@@ -124,6 +124,10 @@ int rp_nifti_write_slices(const char *path, const int dim[4], int datatype,
                           double scl_inter, const rp_nifti_opts *o, char *err, size_t errlen);
 
 /* Write a float32 rp_volume (channels become the 4th dimension). */
+/* A mask as uint8 (its affine; no scaling), packed or not (volume.h): a packed one is expanded
+ * block by block inside the compression threads, never whole. */
+int rp_nifti_write_mask(const char *path, const rp_mask *m, const rp_nifti_opts *o, char *err,
+                        size_t errlen);
 int rp_nifti_write_volume(const char *path, const rp_volume *v, const rp_nifti_opts *o, char *err,
                           size_t errlen);
 

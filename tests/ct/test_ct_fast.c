@@ -161,6 +161,43 @@ static void check_same(int nx, int ny, int nz, double sp)
         assert_true(cnt > (m < 2 ? 100u : 5u));
         free(got[m]);
     }
+    /* the packed forms (rp_mask with bits, what the steps keep up to the writer): the same
+     * voxels, with a packed body or a byte body given to the lung kernel */
+    rp_mask *pm[3];
+    for (int m = 0; m < 3; m++) {
+        pm[m] = rp_mask_like(v, names[m]);
+        assert_non_null(pm[m]);
+    }
+    assert_int_equal(rp_ct_body_mask_m(v, -500, pm[0]), 0);
+    assert_int_equal(rp_ct_lung_mask_m(v, pm[0], &lp, pm[1], &kept, NULL), 0);
+    assert_int_equal(rp_ct_metal_mask_m(v, 3000, 10, pm[2], &parts, &nparts), 0);
+    free(parts);
+    for (int m = 0; m < 3; m++) {
+        assert_null(pm[m]->data);
+        assert_non_null(pm[m]->bits);
+        size_t cnt = 0;
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(rp_mask_at(pm[m], i), want[m][i]);
+            cnt += want[m][i];
+        }
+        assert_int_equal(rp_mask_count(pm[m]), cnt);
+    }
+    rp_mask *lb = rp_mask_like(v, "lung");
+    assert_non_null(lb);
+    memcpy(lb->data, body, n);
+    rp_mask *lp2 = rp_mask_like(v, "lung");
+    assert_int_equal(rp_ct_lung_mask_m(v, lb, &lp, lp2, NULL, NULL), 0);
+    assert_int_equal(rp_mask_unpack(lp2), 0);
+    assert_memory_equal(lp2->data, lung, n);
+    rp_mask_free(lb);
+    rp_mask_free(lp2);
+    rp_mask *nm = rp_mask_like(v, "metal");
+    assert_int_equal(rp_ct_metal_mask_m(v, 1e9f, 10, nm, &parts, &nparts), 0);
+    assert_int_equal(nparts, 0);
+    assert_int_equal(rp_mask_count(nm), 0);
+    rp_mask_free(nm);
+    for (int m = 0; m < 3; m++)
+        rp_mask_free(pm[m]);
     /* no metal at all: the mask is zeroed whatever it held */
     uint8_t *none = malloc(n);
     memset(none, 0x5A, n);

@@ -271,6 +271,41 @@ static void test_malformed_errors(void **state)
     assert_int_equal(rp_dcm_read_info(p, &x, err, sizeof err), RP_EPARSE);
 }
 
+/* Pooled pixel buffers: the same bytes as the malloc'd reader's, from chunks shared by
+ * several files (released in any order, a chunk at a time), and rp_dcm_pixels_free() also
+ * takes a plain malloc'd buffer. */
+static void test_pixels_pooled(void **state)
+{
+    (void)state;
+    enum { N = 20 }; /* 20 CT slices of 512 KiB: more than one chunk */
+    void *pooled[N], *plain[N];
+    size_t nb[N];
+    for (int k = 0; k < N; k++) {
+        char p[1024], err[256] = "";
+        snprintf(p, sizeof p, "%s/ct_chest_lidc0001/%06d.dcm", data_dir(), k + 1);
+        rp_dcm_info *a = NULL, *b = NULL;
+        size_t na = 0;
+        assert_int_equal(rp_dcm_read_info_pixels_pooled(p, &a, &pooled[k], &nb[k], err, sizeof err),
+                         0);
+        assert_int_equal(rp_dcm_read_info_pixels(p, &b, &plain[k], &na, err, sizeof err), 0);
+        assert_int_equal(nb[k], na);
+        assert_true(nb[k] >= 512 * 512 * 2);
+        assert_memory_equal(pooled[k], plain[k], na);
+        rp_dcm_info_free(a);
+        rp_dcm_info_free(b);
+    }
+    /* odd ones first, then the rest backwards: buffers outlive their neighbours */
+    for (int k = 1; k < N; k += 2)
+        rp_dcm_pixels_free(pooled[k]);
+    for (int k = N - 2; k >= 0; k -= 2) {
+        assert_int_equal(((uint8_t *)pooled[k])[0], ((uint8_t *)plain[k])[0]);
+        rp_dcm_pixels_free(pooled[k]);
+    }
+    for (int k = 0; k < N; k++)
+        rp_dcm_pixels_free(plain[k]); /* malloc'd: plain free() */
+    rp_dcm_pixels_free(NULL);
+}
+
 /* UIH "VFRAME" mosaic: 20 tiles of 64x64 in a 320x256 image (5 x 4, not a square grid), each
  * tile's position from the private per-tile sequence (there is no top-level position). */
 static void test_uih_mosaic(void **state)
@@ -308,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_fragments_and_twins),
         cmocka_unit_test(test_raw_dataset_without_meta),
         cmocka_unit_test(test_malformed_errors),
+        cmocka_unit_test(test_pixels_pooled),
         cmocka_unit_test(test_uih_mosaic),
         cmocka_unit_test(test_image_kind),
     };

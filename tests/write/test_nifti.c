@@ -437,6 +437,54 @@ static void test_converted_exact(void **state)
     free(u8);
 }
 
+/* A mask packed in bits (volume.h) goes out as the same uint8 file as its bytes: gzip'd in
+ * blocks that cut rows at odd places, and plain. */
+static void test_mask_packed(void **state)
+{
+    (void)state;
+    double A[4][4];
+    oblique_affine(A, 0);
+    rp_mask *m = rp_mask_new(67, 31, 9, "lung");
+    assert_non_null(m);
+    memcpy(m->affine, A, sizeof A);
+    size_t n = (size_t)67 * 31 * 9;
+    unsigned seed = 5;
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        m->data[i] = (uint8_t)((i / 67) % 5 != 0 && ((seed >> 16) & 3) == 0);
+    }
+    char ref[400], gz[400], pl[400], err[256];
+    snprintf(ref, sizeof ref, "%s/m_ref.nii", g_dir);
+    snprintf(gz, sizeof gz, "%s/m.nii.gz", g_dir);
+    snprintf(pl, sizeof pl, "%s/m.nii", g_dir);
+    rp_nifti_opts o;
+    memset(&o, 0, sizeof o);
+    int dim[4] = {67, 31, 9, 1};
+    assert_int_equal(rp_nifti_write(ref, dim, RP_NII_UINT8, m->data, A, 0, 0, &o, err, sizeof err),
+                     0);
+    assert_int_equal(rp_mask_pack(m), 0);
+    assert_null(m->data);
+    assert_int_equal(rp_nifti_write_mask(pl, m, &o, err, sizeof err), 0);
+    o.gzip = 1;
+    o.block_bytes = 1000;
+    o.threads = 3;
+    o.level = 2;
+    assert_int_equal(rp_nifti_write_mask(gz, m, &o, err, sizeof err), 0);
+    unsigned char *r = NULL, *p = NULL, *g = NULL;
+    long nr = read_all(ref, &r), np = read_all(pl, &p), ng = read_all(gz, &g);
+    assert_true(nr == (long)(352 + n) && np == nr && ng > 0);
+    assert_memory_equal(p, r, (size_t)nr);
+    unsigned char *u = malloc((size_t)nr + 16);
+    int members = 0;
+    assert_int_equal(gunzip_members(g, ng, u, nr + 16, &members), nr);
+    assert_memory_equal(u, r, (size_t)nr);
+    free(u);
+    free(r);
+    free(p);
+    free(g);
+    rp_mask_free(m);
+}
+
 static void test_bad_args(void **state)
 {
     (void)state;
@@ -463,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_gzip_multimember),
         cmocka_unit_test(test_gzip_levels_exact),
         cmocka_unit_test(test_converted_exact),
+        cmocka_unit_test(test_mask_packed),
         cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
