@@ -77,23 +77,30 @@ void rp_volume_update_spacing(rp_volume *v)
     }
 }
 
-rp_mask *rp_mask_new(int nx, int ny, int nz, const char *name)
+/* The mask's header (grid, identity affine, name) without voxels; NULL on bad dims or no
+ * memory. */
+static rp_mask *mask_shell(int nx, int ny, int nz, const char *name)
 {
     if (!dims_ok(nx, ny, nz, 1))
         return NULL;
     rp_mask *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
-    m->data = rp_mem_calloc((size_t)nx * ny * nz);
-    if (!m->data) {
-        free(m);
-        return NULL;
-    }
     m->dim[0] = nx;
     m->dim[1] = ny;
     m->dim[2] = nz;
     rp_mat4_identity(m->affine);
     rp_strlcpy(m->name, name ? name : "mask", sizeof m->name);
+    return m;
+}
+
+rp_mask *rp_mask_new(int nx, int ny, int nz, const char *name)
+{
+    rp_mask *m = mask_shell(nx, ny, nz, name);
+    if (m && !(m->data = rp_mem_calloc((size_t)nx * ny * nz))) {
+        free(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -116,22 +123,14 @@ void rp_mask_free(rp_mask *m)
 
 rp_mask *rp_mask_new_bits(int nx, int ny, int nz, const char *name)
 {
-    if (!dims_ok(nx, ny, nz, 1))
-        return NULL;
-    rp_mask *m = calloc(1, sizeof *m);
+    rp_mask *m = mask_shell(nx, ny, nz, name);
     if (!m)
         return NULL;
     m->wpr = (nx + 63) / 64;
-    m->bits = rp_mem_calloc((size_t)m->wpr * ny * nz * sizeof *m->bits);
-    if (!m->bits) {
+    if (!(m->bits = rp_mem_calloc((size_t)m->wpr * ny * nz * sizeof *m->bits))) {
         free(m);
         return NULL;
     }
-    m->dim[0] = nx;
-    m->dim[1] = ny;
-    m->dim[2] = nz;
-    rp_mat4_identity(m->affine);
-    rp_strlcpy(m->name, name ? name : "mask", sizeof m->name);
     return m;
 }
 
