@@ -89,20 +89,6 @@ static int pad_range(const rp_dcm_info *in, int inverted, long *lo, long *hi)
     return 1;
 }
 
-static size_t sample_bytes(rp_sample_type t)
-{
-    switch (t) {
-    case RP_ST_U8:
-    case RP_ST_S8:
-        return 1;
-    case RP_ST_S16:
-    case RP_ST_U16:
-        return 2;
-    default:
-        return 4;
-    }
-}
-
 /* n samples of type T from s to d (and the padding test into p when not NULL) */
 #define CONVERT(T, s_, d_, p_, n)                                                                  \
     do {                                                                                           \
@@ -136,7 +122,7 @@ RP_SIMD_CLONES static long convert_slice(rp_sample_type t, const void *src, size
     long npad = 0;
     for (size_t y = 0; y < rows; y++) {
         const void *row = row_bytes ? (const uint8_t *)src + (ny - 1 - y) * row_bytes
-                                    : (const uint8_t *)src + y * n * sample_bytes(t);
+                                    : (const uint8_t *)src + y * n * rp_sample_bytes(t);
         float *d = dst + y * n;
         uint8_t *p = pb ? rowbuf : pm ? pm + y * n : NULL;
         switch (t) {

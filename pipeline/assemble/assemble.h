@@ -56,6 +56,9 @@ typedef enum {
     RP_ST_U32 = 768
 } rp_sample_type;
 
+/* Bytes per sample of t (RGB24: 3). */
+size_t rp_sample_bytes(rp_sample_type t);
+
 typedef struct rp_stack {
     int nx, ny, nz, nt;  /* columns, rows, slices, volumes */
     rp_slice_ref *slice; /* owned, n_refs = nz*nt entries as assembled, index z + nz*t

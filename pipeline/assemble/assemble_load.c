@@ -10,7 +10,7 @@
 #include "common/common.h"
 #include "pipeline/assemble/assemble.h"
 
-static size_t st_size(rp_sample_type t)
+size_t rp_sample_bytes(rp_sample_type t)
 {
     switch (t) {
     case RP_ST_U8:
@@ -364,7 +364,7 @@ int rp_stack_load(const rp_stack *st, const rp_dcm_info *const *infos, void **pi
             return rc;
         }
     }
-    size_t ss = st_size(out->type), nvox = nx * ny;
+    size_t ss = rp_sample_bytes(out->type), nvox = nx * ny;
     out->data = malloc(nvox * nslices * ss);
     if (!out->data) {
         snprintf(err, errlen, "out of memory for %zux%zux%zu", nx, ny, nslices);
