@@ -272,6 +272,9 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
     int x0 = 0;
     for (int k = 0; k < npanel; k++) {
         panel *p = &P[k];
+        /* rows are independent (each writes its own pixels); the picture is made at the end
+         * of every job, with the cores otherwise idle */
+#pragma omp parallel for schedule(static)
         for (int r = 0; r < p->h; r++) {
             int vi = (int)((r + 0.5) * pix / v->spacing[p->v_axis]);
             if (vi >= v->dim[p->v_axis])
