@@ -10,6 +10,7 @@
 
 #include "common/common.h"
 #include "pipeline/recipe/recipe.h"
+#include "pipeline/recipe/recipe_internal.h"
 
 static double round_sig(double v)
 {
@@ -21,6 +22,13 @@ static double round_sig(double v)
 }
 
 cJSON *rp_qc_stats(const rp_volume *v)
+{
+    float lo, hi;
+    size_t bad;
+    return rp_qc_stats_extent(v, &lo, &hi, &bad);
+}
+
+cJSON *rp_qc_stats_extent(const rp_volume *v, float *lo_out, float *hi_out, size_t *bad_out)
 {
     /* One memory pass in blocks that stay in L1: per block a vectorised min/max/sum/sum of
      * squares, then a count of the block's min and max values while it is still cached;
@@ -99,6 +107,9 @@ cJSON *rp_qc_stats(const rp_volume *v)
             }
         }
     }
+    *lo_out = lo;
+    *hi_out = hi;
+    *bad_out = bad;
     return rp_qc_stats_from(v, lo, hi, s, ss, at_lo, at_hi, bad);
 }
 

@@ -324,6 +324,19 @@ static int unpack_masks(rp_step_ctx *ctx)
     return 0;
 }
 
+/* QC statistics of ctx->vol; when they show one channel without NaN/Inf, its exact extent
+ * is kept in ctx for the steps that follow (until one may change the voxels). */
+static cJSON *stats_keep_extent(rp_step_ctx *ctx)
+{
+    float lo = 0, hi = 0;
+    size_t bad = 1;
+    cJSON *st = rp_qc_stats_extent(ctx->vol, &lo, &hi, &bad);
+    ctx->extent_of = st && bad == 0 && ctx->vol->dim[3] == 1 && lo <= hi ? ctx->vol->data : NULL;
+    ctx->extent_lo = lo;
+    ctx->extent_hi = hi;
+    return st;
+}
+
 /* Steps i and i+1 as one pass when they are clip then normalize(minmax) (see
  * ops_fused_internal.h): 1 when done (QC of both steps recorded, *before set for the step
  * after them), 0 when the pair is not fusable and must run step by step. A fused pair that
@@ -338,6 +351,8 @@ static int run_fused(const rp_recipe *r, size_t i, rp_step_ctx *ctx, cJSON *step
     double t0 = rp_mono_s();
     int rc = rp_ops_clip_minmax(ctx, a->params, b->params, sq, sq2, &after_a, &after_b);
     double ms = (rp_mono_s() - t0) * 1e3;
+    if (rc == 0)
+        ctx->extent_of = NULL; /* the voxels changed */
     if (rc) {
         cJSON_Delete(sq2);
         return 0;
@@ -381,6 +396,7 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
 {
     if (!r || !ctx || !ctx->vol)
         return RP_EINVAL;
+    ctx->extent_of = NULL; /* nothing measured yet (callers need not zero it) */
     /* A fresh (zeroed) context: assembly hands CT over in Hounsfield units (slope/intercept
      * applied). A context that already ran a recipe keeps its bookkeeping. */
     if (ctx->hu_scale == 0) {
@@ -397,7 +413,7 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
         if (!steps_qc)
             steps_qc = cJSON_AddArrayToObject(ctx->qc, "steps");
     }
-    cJSON *before = steps_qc ? rp_qc_stats(ctx->vol) : NULL, *before_copy = NULL;
+    cJSON *before = steps_qc ? stats_keep_extent(ctx) : NULL, *before_copy = NULL;
     for (size_t i = 0; i < r->n; i++) {
         const recipe_step *s = &r->steps[i];
         cJSON *sq = NULL;
@@ -430,6 +446,8 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
         int rc = s->def->run(ctx, s->params);
         double ms = (rp_mono_s() - t0) * 1e3;
         ctx->step_qc = NULL;
+        if (!leaves_volume(s->def->name))
+            ctx->extent_of = NULL; /* the voxels may have changed */
         if (s->table == TABLE_MR || s->table == TABLE_XR)
             ctx->hu_known = 0;
         if (rc == 0 && !ctx->vol) {
@@ -458,7 +476,7 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
             }
             cJSON_AddNumberToObject(sq, "ms", round(ms * 10) / 10);
         } else if (sq) {
-            cJSON *after = rp_qc_stats(ctx->vol);
+            cJSON *after = stats_keep_extent(ctx);
             if (after) {
                 cJSON_AddItemToObject(sq, "after", after);
                 before = cJSON_Duplicate(after, 1);

@@ -10,6 +10,9 @@
 
 #include "pipeline/recipe/recipe.h"
 
+/* rp_qc_stats() that also hands out the exact finite extent and the count of NaN/Inf. */
+cJSON *rp_qc_stats_extent(const rp_volume *v, float *lo, float *hi, size_t *nonfinite);
+
 /* One NULL-terminated table per area (an entry with name == NULL ends it); the registry
  * (recipe.c) searches them in this order. */
 extern const rp_step_def rp_steps_generic[];

@@ -566,8 +566,15 @@ int rp_ops_clip_minmax(rp_step_ctx *ctx, const void *clip_p, const void *norm_p,
     const size_t nb = (n + QB - 1) / QB;
     float mn = INFINITY, mx = -INFINITY;
     size_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(min : mn) reduction(max : mx) reduction(+ : bad)
-    for (size_t k = 0; k < nb; k++) {
+    /* the runner's QC statistics measured the extent already (masks in between leave the
+     * voxels alone): one read pass over the volume less */
+    const int known = ctx->extent_of == d;
+    if (known) {
+        mn = ctx->extent_lo;
+        mx = ctx->extent_hi;
+    }
+#pragma omp parallel for schedule(static) reduction(min : mn) reduction(max : mx) reduction(+ : bad) if (!known)
+    for (size_t k = 0; k < (known ? 0 : nb); k++) {
         const float *p = d + k * QB;
         const int m = (int)(n - k * QB < QB ? n - k * QB : QB);
         float bmn = INFINITY, bmx = -INFINITY;

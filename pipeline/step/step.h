@@ -88,6 +88,11 @@ typedef struct rp_step_ctx {
     int hu_known;
     double hu_scale, hu_offset;
     double hu_lo, hu_hi;
+    /* The volume's exact finite extent, set by the runner when its QC statistics measured it
+     * (no NaN/Inf, one channel) and cleared by it after every step that may change voxels:
+     * valid while extent_of == vol->data. Lets a step skip its own min/max pass. */
+    const float *extent_of;
+    float extent_lo, extent_hi;
 } rp_step_ctx;
 
 typedef struct rp_step_def {

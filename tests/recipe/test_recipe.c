@@ -272,6 +272,37 @@ static void test_runner_qc(void **state)
     rp_step_ctx_release(&ctx);
 }
 
+/* clip + normalize(minmax) takes the volume's extent from the runner's QC statistics when no
+ * step changed the voxels since; a step that did (here a z-score, which shrinks the range to
+ * about +-1.7) must make it measure again, with QC and without: the result spans [0, 1]
+ * (a stale extent of -1500..1499 would give [0.41, 0.59]). */
+static void test_fused_extent_fresh(void **state)
+{
+    (void)state;
+    for (int with_qc = 0; with_qc <= 1; with_qc++) {
+        rp_volume *v = rp_volume_new(20, 20, 10, 1);
+        for (size_t i = 0; i < rp_volume_nvox(v); i++)
+            v->data[i] = (float)((int)(i % 3000) - 1500);
+        rp_step_ctx ctx = {.vol = v, .qc = with_qc ? cJSON_CreateObject() : NULL};
+        rp_recipe *r;
+        char err[256];
+        assert_int_equal(
+            rp_recipe_parse("hu normalize(zscore) clip(-10,10) normalize(minmax)", &r, err,
+                            sizeof err),
+            0);
+        assert_int_equal(rp_recipe_run(r, &ctx), 0);
+        float mn = INFINITY, mx = -INFINITY;
+        for (size_t i = 0; i < rp_volume_nvox(ctx.vol); i++) {
+            mn = fminf(mn, ctx.vol->data[i]);
+            mx = fmaxf(mx, ctx.vol->data[i]);
+        }
+        assert_true(mn == 0.0f && mx == 1.0f);
+        rp_recipe_free(r);
+        cJSON_Delete(ctx.qc);
+        rp_step_ctx_release(&ctx);
+    }
+}
+
 /* Every step on degenerate volumes (one voxel, one line, constant, NaN): an error with a
  * reason is fine, a crash or a hang is not. */
 static void test_degenerate_inputs(void **state)
@@ -320,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_rule_match),
         cmocka_unit_test(test_degenerate_inputs),
         cmocka_unit_test(test_runner_qc),
+        cmocka_unit_test(test_fused_extent_fresh),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
