@@ -59,7 +59,7 @@ static int body_bits(const rp_volume *v, float thr, rp_bits *out)
     return rp_bits_fill_holes_2d(out, rp_axial_axis(v->affine), 0);
 }
 
-/* The result's words become the packed mask's (no copy). */
+/* The result's words become the packed mask's (no copy); b keeps only its scratch. */
 static void hand_over(rp_bits *b, rp_mask *m)
 {
     free(m->data);
@@ -68,7 +68,6 @@ static void hand_over(rp_bits *b, rp_mask *m)
     m->bits = b->w;
     m->wpr = b->wpr;
     b->w = NULL;
-    rp_bits_free(b);
 }
 
 static int grid_ok(const rp_volume *v, const rp_mask *m)
@@ -76,32 +75,36 @@ static int grid_ok(const rp_volume *v, const rp_mask *m)
     return v && m && v->dim[3] == 1 && memcmp(v->dim, m->dim, sizeof m->dim) == 0;
 }
 
-int rp_ct_body_mask_m(const rp_volume *v, float thr, rp_mask *m)
+/* A kernel's result b (when rc is 0) to the caller: its words handed to the mask m, or
+ * expanded into the bytes md. b is freed either way; returns rc. */
+static int deliver(int rc, rp_bits *b, rp_mask *m, uint8_t *md)
 {
-    if (!grid_ok(v, m))
-        return RP_EINVAL;
+    if (!rc) {
+        if (m)
+            hand_over(b, m);
+        else
+            rp_bits_to_bytes(b, md);
+    }
+    rp_bits_free(b);
+    return rc;
+}
+
+static int body_to(const rp_volume *v, float thr, rp_mask *m, uint8_t *md)
+{
     rp_bits b;
     if (rp_bits_init(&b, v->dim))
         return RP_ENOMEM;
-    int rc = body_bits(v, thr, &b);
-    if (!rc)
-        hand_over(&b, m);
-    rp_bits_free(&b);
-    return rc;
+    return deliver(body_bits(v, thr, &b), &b, m, md);
+}
+
+int rp_ct_body_mask_m(const rp_volume *v, float thr, rp_mask *m)
+{
+    return grid_ok(v, m) ? body_to(v, thr, m, NULL) : RP_EINVAL;
 }
 
 int rp_ct_body_mask(const rp_volume *v, float thr, uint8_t *m)
 {
-    if (!v || !m || v->dim[3] != 1)
-        return RP_EINVAL;
-    rp_bits b;
-    if (rp_bits_init(&b, v->dim))
-        return RP_ENOMEM;
-    int rc = body_bits(v, thr, &b);
-    if (!rc)
-        rp_bits_to_bytes(&b, m);
-    rp_bits_free(&b);
-    return rc;
+    return v && m && v->dim[3] == 1 ? body_to(v, thr, NULL, m) : RP_EINVAL;
 }
 
 /* Keep the largest air component that does not touch the in-plane border and the second
@@ -231,11 +234,7 @@ int rp_ct_lung_mask(const rp_volume *v, const uint8_t *body_mask, const rp_ct_lu
     rp_bits lung;
     if (rp_bits_init(&lung, v->dim))
         return RP_ENOMEM;
-    int rc = lung_bits(v, body_mask, NULL, p, &lung, n_kept, airway);
-    if (!rc)
-        rp_bits_to_bytes(&lung, md);
-    rp_bits_free(&lung);
-    return rc;
+    return deliver(lung_bits(v, body_mask, NULL, p, &lung, n_kept, airway), &lung, NULL, md);
 }
 
 int rp_ct_lung_mask_m(const rp_volume *v, const rp_mask *body, const rp_ct_lung_params *p,
@@ -246,12 +245,9 @@ int rp_ct_lung_mask_m(const rp_volume *v, const rp_mask *body, const rp_ct_lung_
     rp_bits lung;
     if (rp_bits_init(&lung, v->dim))
         return RP_ENOMEM;
-    int rc = lung_bits(v, body ? body->data : NULL, body && !body->data ? body->bits : NULL, p,
-                       &lung, n_kept, airway);
-    if (!rc)
-        hand_over(&lung, m);
-    rp_bits_free(&lung);
-    return rc;
+    return deliver(lung_bits(v, body ? body->data : NULL, body && !body->data ? body->bits : NULL,
+                             p, &lung, n_kept, airway),
+                   &lung, m, NULL);
 }
 
 /* The metal mask into b (initialised; left empty when no component is kept). */
@@ -331,9 +327,5 @@ int rp_ct_metal_mask_m(const rp_volume *v, float thr, double min_mm3, rp_mask *m
     rp_bits b;
     if (rp_bits_init(&b, v->dim))
         return RP_ENOMEM;
-    int rc = metal_bits(v, thr, min_mm3, &b, parts, n_parts);
-    if (!rc)
-        hand_over(&b, m);
-    rp_bits_free(&b);
-    return rc;
+    return deliver(metal_bits(v, thr, min_mm3, &b, parts, n_parts), &b, m, NULL);
 }
