@@ -291,29 +291,6 @@ static void write_montage(rp_step_ctx *ctx)
     }
 }
 
-/* Steps that only read the volume (they add masks and findings): the runner reuses the
- * statistics taken before them instead of another pass over the data. */
-static int leaves_volume(const char *name)
-{
-    static const char *const names[] = {"hu", "bodymask", "lungmask", "metal", NULL};
-    for (int i = 0; names[i]; i++)
-        if (!strcmp(name, names[i]))
-            return 1;
-    return 0;
-}
-
-/* Steps that never read a mask's bytes: they run with the masks packed (volume.h). Any other
- * step gets every mask as bytes first (normalize(zscore_in) unpacks the one it reads). */
-static int packed_ok(const char *name)
-{
-    static const char *const names[] = {"hu",   "resample",  "bodymask", "lungmask", "metal",
-                                        "clip", "normalize", "window",   NULL};
-    for (int i = 0; names[i]; i++)
-        if (!strcmp(name, names[i]))
-            return 1;
-    return 0;
-}
-
 static int unpack_masks(rp_step_ctx *ctx)
 {
     for (int i = 0; i < ctx->n_masks; i++) {
@@ -422,14 +399,14 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
             if (sq) {
                 cJSON_AddItemToArray(steps_qc, sq);
                 if (before) {
-                    if (leaves_volume(s->def->name))
+                    if ((s->def->flags & RP_STEP_READS_VOLUME_ONLY))
                         before_copy = cJSON_Duplicate(before, 1);
                     cJSON_AddItemToObject(sq, "before", before);
                 }
                 before = NULL;
             }
         }
-        if (!packed_ok(s->def->name) && unpack_masks(ctx) != 0) {
+        if (!(s->def->flags & RP_STEP_MASKS_PACKED_OK) && unpack_masks(ctx) != 0) {
             snprintf(ctx->err, sizeof ctx->err, "step %zu '%.60s' failed: out of memory", i + 1,
                      s->text);
             cJSON_Delete(before);
@@ -446,7 +423,7 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
         int rc = s->def->run(ctx, s->params);
         double ms = (rp_mono_s() - t0) * 1e3;
         ctx->step_qc = NULL;
-        if (!leaves_volume(s->def->name))
+        if (!(s->def->flags & RP_STEP_READS_VOLUME_ONLY))
             ctx->extent_of = NULL; /* the voxels may have changed */
         if (s->table == TABLE_MR || s->table == TABLE_XR)
             ctx->hu_known = 0;
@@ -467,7 +444,7 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
             return rc;
         }
         RP_DEBUG("pipeline", "step done step=%s ms=%.1f", s->def->name, ms);
-        if (sq && leaves_volume(s->def->name)) {
+        if (sq && (s->def->flags & RP_STEP_READS_VOLUME_ONLY)) {
             /* the volume is as before: its statistics too (one pass over it saved) */
             if (before_copy) {
                 cJSON_AddItemToObject(sq, "after", before_copy);

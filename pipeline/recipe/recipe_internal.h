@@ -26,9 +26,11 @@ extern const rp_step_def rp_steps_register[]; /* register(REF), align(midline) *
     int rp_step_##x##_parse(const rp_step_args *args, void **params, char *err, size_t errlen);    \
     int rp_step_##x##_run(rp_step_ctx *ctx, const void *params);                                   \
     void rp_step_##x##_describe(const void *params, cJSON *obj);
-#define RP_STEP_ENTRY(x, usage)                                                                    \
+#define RP_STEP_ENTRY(x, usage) RP_STEP_ENTRY_F(x, usage, 0)
+/* the same with rp_step_def.flags (step.h) */
+#define RP_STEP_ENTRY_F(x, usage, flags)                                                           \
     {                                                                                              \
-#x, usage, rp_step_##x##_parse, rp_step_##x##_run, NULL, rp_step_##x##_describe            \
+#x, usage, rp_step_##x##_parse, rp_step_##x##_run, NULL, rp_step_##x##_describe, flags     \
     }
 
 RP_STEP_FNS(hu)

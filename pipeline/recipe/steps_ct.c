@@ -282,12 +282,13 @@ int rp_step_metal_run(rp_step_ctx *ctx, const void *pp)
 /* ---- the table ----------------------------------------------------------------------- */
 
 const rp_step_def rp_steps_ct[] = {
-    RP_STEP_ENTRY(hu, "hu"),
-    RP_STEP_ENTRY(window, "window(lung|mediastinal|bone|brain|abdomen) or window(level,width)"),
+    RP_STEP_ENTRY_F(hu, "hu", RP_STEP_READS_VOLUME_ONLY | RP_STEP_MASKS_PACKED_OK),
+    RP_STEP_ENTRY_F(window, "window(lung|mediastinal|bone|brain|abdomen) or window(level,width)",
+                    RP_STEP_MASKS_PACKED_OK),
     RP_STEP_ENTRY(multiwindow, "multiwindow(w1,w2,...) of presets or level/width"),
-    RP_STEP_ENTRY(bodymask, "bodymask[(threshold_hu)]"),
-    RP_STEP_ENTRY(lungmask,
-                  "lungmask[(threshold_hu[,min_ml[,closing_mm[,max_hole_mm2[,airway]]]])]"),
-    RP_STEP_ENTRY(metal, "metal[(threshold_hu[,min_mm3])]"),
+    RP_STEP_ENTRY_F(bodymask, "bodymask[(threshold_hu)]", RP_STEP_READS_VOLUME_ONLY | RP_STEP_MASKS_PACKED_OK),
+    RP_STEP_ENTRY_F(lungmask,
+                    "lungmask[(threshold_hu[,min_ml[,closing_mm[,max_hole_mm2[,airway]]]])]", RP_STEP_READS_VOLUME_ONLY | RP_STEP_MASKS_PACKED_OK),
+    RP_STEP_ENTRY_F(metal, "metal[(threshold_hu[,min_mm3])]", RP_STEP_READS_VOLUME_ONLY | RP_STEP_MASKS_PACKED_OK),
     {0},
 };

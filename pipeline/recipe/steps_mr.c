@@ -647,12 +647,12 @@ static void fuse_describe(const void *params, cJSON *o)
 
 const rp_step_def rp_steps_mr[] = {
     {"headmask", "headmask or headmask(open=MM, close=MM, scale=X)", headmask_parse, fg_run, NULL,
-     fg_describe},
+     fg_describe, 0},
     {"foreground", "foreground or foreground(open=MM, close=MM, scale=X)", foreground_parse, fg_run,
-     NULL, fg_describe},
-    {"n4", n4_usage, n4_parse, n4_run, NULL, n4_describe},
-    {"whitestripe", ws_usage, ws_parse, ws_run, NULL, ws_describe},
-    {"nyul", nyul_usage, nyul_parse, nyul_run, NULL, nyul_describe},
-    {"fuse", "fuse(T1, T2, FLAIR, ...) (study level)", fuse_parse, fuse_run, NULL, fuse_describe},
-    {NULL, NULL, NULL, NULL, NULL, NULL},
+     NULL, fg_describe, 0},
+    {"n4", n4_usage, n4_parse, n4_run, NULL, n4_describe, 0},
+    {"whitestripe", ws_usage, ws_parse, ws_run, NULL, ws_describe, 0},
+    {"nyul", nyul_usage, nyul_parse, nyul_run, NULL, nyul_describe, 0},
+    {"fuse", "fuse(T1, T2, FLAIR, ...) (study level)", fuse_parse, fuse_run, NULL, fuse_describe, 0},
+    {0},
 };

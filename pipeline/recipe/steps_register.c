@@ -408,7 +408,7 @@ static int align_run(rp_step_ctx *ctx, const void *pp)
 }
 
 const rp_step_def rp_steps_register[] = {
-    {"register", reg_usage, reg_parse, reg_run, NULL, reg_describe},
-    {"align", align_usage, align_parse, align_run, NULL, align_describe},
-    {NULL, NULL, NULL, NULL, NULL, NULL},
+    {"register", reg_usage, reg_parse, reg_run, NULL, reg_describe, 0},
+    {"align", align_usage, align_parse, align_run, NULL, align_describe, 0},
+    {0},
 };

@@ -763,10 +763,10 @@ static int png_run(rp_step_ctx *ctx, const void *vp)
 }
 
 const rp_step_def rp_steps_xr[] = {
-    {"present", present_usage, present_parse, present_run, NULL, present_describe},
-    {"clahe", clahe_usage, clahe_parse, clahe_run, NULL, clahe_describe},
-    {"resize", resize_usage, resize_parse, resize_run, NULL, resize_describe},
-    {"pad", pad_usage, pad_parse, pad_run, NULL, pad_describe},
-    {"png", png_usage, png_parse, png_run, NULL, png_describe},
-    {NULL, NULL, NULL, NULL, NULL, NULL},
+    {"present", present_usage, present_parse, present_run, NULL, present_describe, 0},
+    {"clahe", clahe_usage, clahe_parse, clahe_run, NULL, clahe_describe, 0},
+    {"resize", resize_usage, resize_parse, resize_run, NULL, resize_describe, 0},
+    {"pad", pad_usage, pad_parse, pad_run, NULL, pad_describe, 0},
+    {"png", png_usage, png_parse, png_run, NULL, png_describe, 0},
+    {0},
 };

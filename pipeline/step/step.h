@@ -103,7 +103,17 @@ typedef struct rp_step_def {
     int (*run)(rp_step_ctx *ctx, const void *params);
     void (*free_params)(void *params);           /* may be NULL: free() is used */
     void (*describe)(const void *params, cJSON *obj);  /* resolved parameters */
+    unsigned flags;                  /* RP_STEP_* below: what the step promises the runner */
 } rp_step_def;
+
+/* rp_step_def.flags */
+enum {
+    /* never changes the volume's voxels (adds masks and findings): the runner reuses the
+     * statistics and extent measured before it instead of another pass over the data */
+    RP_STEP_READS_VOLUME_ONLY = 1u << 0,
+    /* never reads a mask's bytes: masks may stay packed in bits (volume.h) while it runs */
+    RP_STEP_MASKS_PACKED_OK = 1u << 1,
+};
 
 /* Mask helpers on a context (ctx keeps ownership). */
 rp_mask *rp_step_ctx_mask(rp_step_ctx *ctx, const char *name);      /* NULL if absent */
