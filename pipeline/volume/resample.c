@@ -67,7 +67,7 @@ void rp_resample_grid(const int dim[3], const double old_sp[3], const double new
 
 /* Cubic B-spline prefilter, pole z = sqrt(3)-2, mirror boundary, over `cw` interleaved
  * columns: element k of column c is b[k*cw + c]. Same recursion as scipy's ni_splines.c. */
-RP_SIMD_CLONES static void prefilter_block(double *b, int n, int cw)
+static inline __attribute__((always_inline)) void prefilter_cols(double *b, int n, int cw)
 {
     const double z = sqrt(3.0) - 2.0;
     if (n < 2)
@@ -119,6 +119,11 @@ RP_SIMD_CLONES static void prefilter_block(double *b, int n, int cw)
         for (int c = 0; c < cw; c++)
             row[c] = z * (next[c] - row[c]);
     }
+}
+
+RP_SIMD_CLONES static void prefilter_block(double *b, int n, int cw)
+{
+    prefilter_cols(b, n, cw);
 }
 
 /* Same filter on one contiguous line (the x axis), without the column loops. */
@@ -217,29 +222,35 @@ typedef struct pass_ctx {
     size_t per_thread, nthreads;
 } pass_ctx;
 
+/* LINES is a constant lane count here, so the prefilter and the taps are vector code; a short
+ * last group fills its spare lanes with zeros (each lane is independent) and stores only g. */
 RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
 {
     const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
     size_t o0 = gi * LINES;
     int g = (int)(c->outer - o0 < LINES ? c->outer - o0 : LINES);
-    for (int l = 0; l < g; l++) {
-        const float *src = c->in + (o0 + l) * n;
+    for (int l = 0; l < LINES; l++) {
+        const float *src = c->in + (o0 + (l < g ? l : 0)) * n;
+        const double keep = l < g ? 1.0 : 0.0;
         for (int k = 0; k < n; k++)
-            tmp[(size_t)k * g + l] = src[k];
+            tmp[(size_t)k * LINES + l] = keep * src[k];
     }
     if (c->p->order == RP_INTERP_BSPLINE3)
-        prefilter_block(tmp, n, g);
+        prefilter_cols(tmp, n, LINES);
     const int *ix = c->p->idx;
     const double *w = c->p->w;
+    float *out = c->out + o0 * no;
     for (int i = 0; i < no; i++, ix += T, w += T) {
         double acc[LINES] = {0};
         for (int t = 0; t < T; t++) {
-            const double *row = tmp + (size_t)ix[t] * g;
-            for (int l = 0; l < g; l++)
-                acc[l] += w[t] * row[l];
+            const double wt = w[t];
+            const double *row = tmp + (size_t)ix[t] * LINES;
+#pragma omp simd
+            for (int l = 0; l < LINES; l++)
+                acc[l] += wt * row[l];
         }
         for (int l = 0; l < g; l++)
-            c->out[(o0 + l) * no + i] = (float)acc[l];
+            out[(size_t)l * no + i] = (float)acc[l];
     }
 }
 
