@@ -118,7 +118,7 @@ int rp_airway_remove(rp_bits *lung, const rp_bits *body, int axis, const double 
     const int up = A[2][2] > 0; /* higher k is superior */
     rp_slicecc sc;
     rp_slicecc_init(&sc);
-    uint64_t *air = calloc(pw * nz + 1, sizeof *air); /* airway found, all slices */
+    uint64_t *air = rp_mem_calloc((pw * nz + 1) * sizeof *air); /* airway found, all slices */
     uint64_t *prev = calloc(pw + 1, sizeof *prev);
     int rc = 0;
     if (!air || !prev) {

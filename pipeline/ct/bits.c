@@ -373,7 +373,7 @@ int rp_bcc_label(const rp_bits *b, rp_bcc **out)
     cc->dim[2] = b->nz;
     const int ny = b->ny, nz = b->nz, wpr = b->wpr;
     cc->nrows = nrows(b);
-    cc->row_start = calloc(cc->nrows + 1, sizeof *cc->row_start);
+    cc->row_start = rp_mem_calloc((cc->nrows + 1) * sizeof *cc->row_start);
     if (!cc->row_start)
         goto nomem;
 #pragma omp parallel for schedule(static)
@@ -386,8 +386,9 @@ int rp_bcc_label(const rp_bits *b, rp_bcc **out)
         rp_bcc_free(cc);
         return RP_EUNSUPPORTED;
     }
-    cc->runs = malloc((nruns ? nruns : 1) * sizeof *cc->runs);
-    cc->label = malloc((nruns ? nruns : 1) * sizeof *cc->label);
+    /* huge pages: these are megabytes, and 4 KiB faults cost a trap each on a VM */
+    cc->runs = rp_mem_alloc((nruns ? nruns : 1) * sizeof *cc->runs);
+    cc->label = rp_mem_alloc((nruns ? nruns : 1) * sizeof *cc->label);
     if (!cc->runs || !cc->label)
         goto nomem;
 #pragma omp parallel for schedule(static)

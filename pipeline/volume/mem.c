@@ -15,10 +15,13 @@
  * to 4 MiB of 4 KiB pages at the ends), and the advice below covers the whole mapping.
  * Another allocator only wastes < 2 MiB per buffer. */
 #define MAP_SLACK 32
+/* From here up a request takes whole huge pages: one fault and 2 MiB of zeroing cost less
+ * than the 128+ faults of 4 KiB pages it replaces (each a trap to the host on a VM). */
+#define HUGE_MIN ((size_t)512 << 10)
 
 static size_t huge_request(size_t n)
 {
-    if (n < HUGE_SZ)
+    if (n < HUGE_MIN)
         return n ? n : 1;
     size_t r = (n + MAP_SLACK + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
     return r < n ? n : r - MAP_SLACK; /* r < n: overflow, leave the size alone */
@@ -29,7 +32,7 @@ static size_t huge_request(size_t n)
 static void hint_huge(void *p, size_t n)
 {
 #ifdef MADV_HUGEPAGE
-    if (!p || n < HUGE_SZ)
+    if (!p || n + MAP_SLACK < HUGE_SZ)
         return;
     /* The advice covers [p, p+n) rounded out to whole pages. A large glibc block is a mapping
      * of its own that starts a few bytes before p and ends on the page after p+n, so this is
@@ -58,7 +61,7 @@ static void collapse_head(void *p, size_t n)
 #if defined(__linux__)
     const int madv_collapse = 25; /* MADV_COLLAPSE, not yet in every libc's headers */
     long pg = sysconf(_SC_PAGESIZE);
-    if (!p || n < HUGE_SZ || pg <= 0)
+    if (!p || n + MAP_SLACK < HUGE_SZ || pg <= 0)
         return;
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1);
     if (a % HUGE_SZ == 0) /* a fresh mapping of its own (see MAP_SLACK), not heap memory */

@@ -101,7 +101,7 @@ static inline unsigned rp_mask_at(const rp_mask *m, size_t i)
 /* Voxels [first, first+n) as bytes into out, in either form (a writer's block). */
 void rp_mask_get_bytes(const rp_mask *m, size_t first, size_t n, uint8_t *out);
 
-/* Large working buffers (volumes, masks, bit planes, scratch blocks of a few MB and up).
+/* Large working buffers (volumes, masks, bit planes, scratch blocks of 512 KiB and up).
  * Faulting such a buffer in 4 KiB at a time costs more CPU than the arithmetic that fills
  * it (on a virtual machine each fault traps to the host), and a buffer freed in huge pages
  * comes back from the kernel nearly free for the next one. So these ask for transparent
