@@ -276,7 +276,7 @@ int rp_qc_montage_png(const rp_step_ctx *ctx, const char *path)
         if (p->h > H)
             H = p->h;
     }
-    uint8_t *img = calloc((size_t)W * H * 3, 1);
+    uint8_t *img = rp_mem_calloc((size_t)W * H * 3); /* ~1 MB: huge pages, one fault */
     if (!img)
         return RP_ENOMEM;
     size_t str[3] = {1, (size_t)nx, (size_t)nx * ny};
