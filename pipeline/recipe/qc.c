@@ -30,87 +30,34 @@ cJSON *rp_qc_stats(const rp_volume *v)
 
 cJSON *rp_qc_stats_extent(const rp_volume *v, float *lo_out, float *hi_out, size_t *bad_out)
 {
-    /* One memory pass in blocks that stay in L1: per block a vectorised min/max/sum/sum of
-     * squares, then a count of the block's min and max values while it is still cached;
-     * blocks holding NaN/Inf take a checking path. Per-thread results merge at the end. */
-    enum { QB = 4096 };
+    /* One memory pass in blocks that stay in cache (rp_vstats_add), per-thread partials
+     * merged at the end. */
+    enum { QB = 1 << 16 };
     const size_t n = rp_volume_nvox(v) * (size_t)v->dim[3];
     const size_t nb = (n + QB - 1) / QB;
     const float *d = v->data;
-    float lo = INFINITY, hi = -INFINITY;
-    double s = 0, ss = 0;
-    size_t bad = 0, at_lo = 0, at_hi = 0;
+    rp_vstats all;
+    rp_vstats_init(&all);
 #pragma omp parallel
     {
-        float tlo = INFINITY, thi = -INFINITY;
-        double ts = 0, tss = 0;
-        size_t tbad = 0, tnlo = 0, tnhi = 0;
+        rp_vstats t;
+        rp_vstats_init(&t);
 #pragma omp for schedule(static)
-        for (size_t b = 0; b < nb; b++) {
-            const float *p = d + b * QB;
-            const int m = (int)(n - b * QB < QB ? n - b * QB : QB);
-            float blo = INFINITY, bhi = -INFINITY;
-            double bs = 0, bss = 0;
-#pragma omp simd reduction(min : blo) reduction(max : bhi) reduction(+ : bs, bss)
-            for (int i = 0; i < m; i++) {
-                float x = p[i];
-                blo = x < blo ? x : blo;
-                bhi = x > bhi ? x : bhi;
-                bs += x;
-                bss += (double)x * x;
-            }
-            if (!isfinite(bs) || !isfinite(bss)) {
-                blo = INFINITY;
-                bhi = -INFINITY;
-                bs = bss = 0;
-                for (int i = 0; i < m; i++) {
-                    float x = p[i];
-                    if (!isfinite(x)) {
-                        tbad++;
-                        continue;
-                    }
-                    blo = x < blo ? x : blo;
-                    bhi = x > bhi ? x : bhi;
-                    bs += x;
-                    bss += (double)x * x;
-                }
-            }
-            int clo = 0, chi = 0;
-#pragma omp simd reduction(+ : clo, chi)
-            for (int i = 0; i < m; i++) {
-                clo += p[i] == blo;
-                chi += p[i] == bhi;
-            }
-            ts += bs;
-            tss += bss;
-            if (clo) {
-                tnlo = blo < tlo ? (size_t)clo : tnlo + (blo == tlo ? (size_t)clo : 0);
-                tlo = blo < tlo ? blo : tlo;
-            }
-            if (chi) {
-                tnhi = bhi > thi ? (size_t)chi : tnhi + (bhi == thi ? (size_t)chi : 0);
-                thi = bhi > thi ? bhi : thi;
-            }
-        }
+        for (size_t b = 0; b < nb; b++)
+            rp_vstats_add(&t, d + b * QB, n - b * QB < QB ? n - b * QB : QB);
 #pragma omp critical
-        {
-            s += ts;
-            ss += tss;
-            bad += tbad;
-            if (tnlo) {
-                at_lo = tlo < lo ? tnlo : at_lo + (tlo == lo ? tnlo : 0);
-                lo = tlo < lo ? tlo : lo;
-            }
-            if (tnhi) {
-                at_hi = thi > hi ? tnhi : at_hi + (thi == hi ? tnhi : 0);
-                hi = thi > hi ? thi : hi;
-            }
-        }
+        rp_vstats_merge(&all, &t);
     }
-    *lo_out = lo;
-    *hi_out = hi;
-    *bad_out = bad;
-    return rp_qc_stats_from(v, lo, hi, s, ss, at_lo, at_hi, bad);
+    return rp_qc_stats_of(v, &all, lo_out, hi_out, bad_out);
+}
+
+cJSON *rp_qc_stats_of(const rp_volume *v, const rp_vstats *s, float *lo_out, float *hi_out,
+                      size_t *bad_out)
+{
+    *lo_out = s->lo;
+    *hi_out = s->hi;
+    *bad_out = s->bad;
+    return rp_qc_stats_from(v, s->lo, s->hi, s->sum, s->sumsq, s->n_lo, s->n_hi, s->bad);
 }
 
 cJSON *rp_qc_stats_from(const rp_volume *v, double lo, double hi, double s, double ss, size_t at_lo,

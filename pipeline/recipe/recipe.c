@@ -307,7 +307,11 @@ static cJSON *stats_keep_extent(rp_step_ctx *ctx)
 {
     float lo = 0, hi = 0;
     size_t bad = 1;
-    cJSON *st = rp_qc_stats_extent(ctx->vol, &lo, &hi, &bad);
+    const size_t nvals = rp_volume_nvox(ctx->vol) * (size_t)ctx->vol->dim[3];
+    cJSON *st = ctx->stats_of == ctx->vol->data && ctx->stats.n == nvals
+                    ? rp_qc_stats_of(ctx->vol, &ctx->stats, &lo, &hi, &bad)
+                    : rp_qc_stats_extent(ctx->vol, &lo, &hi, &bad);
+    ctx->stats_of = NULL;
     ctx->extent_of = st && bad == 0 && ctx->vol->dim[3] == 1 && lo <= hi ? ctx->vol->data : NULL;
     ctx->extent_lo = lo;
     ctx->extent_hi = hi;
@@ -419,6 +423,7 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
         }
         ctx->step_qc = sq;
         ctx->err[0] = '\0';
+        ctx->stats_of = NULL; /* only what this step measures counts */
         double t0 = rp_mono_s();
         int rc = s->def->run(ctx, s->params);
         double ms = (rp_mono_s() - t0) * 1e3;

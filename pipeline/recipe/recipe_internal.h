@@ -12,6 +12,9 @@
 
 /* rp_qc_stats() that also hands out the exact finite extent and the count of NaN/Inf. */
 cJSON *rp_qc_stats_extent(const rp_volume *v, float *lo, float *hi, size_t *nonfinite);
+/* The same figures from statistics already measured (a step's own pass over its output). */
+cJSON *rp_qc_stats_of(const rp_volume *v, const rp_vstats *s, float *lo, float *hi,
+                      size_t *nonfinite);
 
 /* One NULL-terminated table per area (an entry with name == NULL ends it); the registry
  * (recipe.c) searches them in this order. */

@@ -983,7 +983,9 @@ int rp_step_resample_run(rp_step_ctx *ctx, const void *pp)
     for (int a = 0; a < 3; a++)
         scale[a] = p->spacing[a] / old_sp[a];
     int old_dim[3] = {v->dim[0], v->dim[1], v->dim[2]};
-    int rc = rp_resample_volume(&ctx->vol, p->spacing, order);
+    int rc = rp_resample_volume_stats(&ctx->vol, p->spacing, order, &ctx->stats);
+    if (rc == 0)
+        ctx->stats_of = ctx->vol->data; /* the runner's "after", measured in the last pass */
     if (rc) {
         snprintf(ctx->err, sizeof ctx->err, "resample %dx%dx%d -> %dx%dx%d failed: %s", old_dim[0],
                  old_dim[1], old_dim[2], nd[0], nd[1], nd[2], rp_strerror(rc));

@@ -93,6 +93,11 @@ typedef struct rp_step_ctx {
      * valid while extent_of == vol->data. Lets a step skip its own min/max pass. */
     const float *extent_of;
     float extent_lo, extent_hi;
+    /* Statistics of vol that the step just run measured while writing it (valid while
+     * stats_of == vol->data and they cover every voxel): the runner records them as the
+     * step's "after" instead of a pass of its own. Cleared by the runner before each step. */
+    const float *stats_of;
+    rp_vstats stats;
 } rp_step_ctx;
 
 typedef struct rp_step_def {

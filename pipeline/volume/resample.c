@@ -220,11 +220,12 @@ typedef struct pass_ctx {
     const axis_plan *p;
     double *scratch; /* per thread: the job's block (n_in * cols) then cols sums */
     size_t per_thread, nthreads;
+    rp_vstats *stats; /* per thread, or NULL: statistics of what the pass writes */
 } pass_ctx;
 
 /* LINES is a constant lane count here, so the prefilter and the taps are vector code; a short
  * last group fills its spare lanes with zeros (each lane is independent) and stores only g. */
-RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
+RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp, rp_vstats *st)
 {
     const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
     size_t o0 = gi * LINES;
@@ -252,9 +253,12 @@ RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp)
         for (int l = 0; l < g; l++)
             out[(size_t)l * no + i] = (float)acc[l];
     }
+    if (st) /* the group's output lines, still in cache */
+        rp_vstats_add(st, out, (size_t)g * no);
 }
 
-RP_SIMD_CLONES static void job_chunk(const pass_ctx *c, size_t j, double *tmp, double *acc)
+RP_SIMD_CLONES static void job_chunk(const pass_ctx *c, size_t j, double *tmp, double *acc,
+                                     rp_vstats *st)
 {
     const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
     const size_t inner = c->inner;
@@ -287,6 +291,8 @@ RP_SIMD_CLONES static void job_chunk(const pass_ctx *c, size_t j, double *tmp, d
 #pragma omp simd
         for (int q = 0; q < cw; q++)
             d[q] = (float)acc[q];
+        if (st)
+            rp_vstats_add(st, d, (size_t)cw);
     }
 }
 
@@ -299,12 +305,13 @@ static void run_jobs(const pass_ctx *c, size_t j0, size_t j1)
     {
         double *tmp = c->scratch + (size_t)omp_get_thread_num() * c->per_thread;
         double *acc = tmp + (c->per_thread - c->cols);
+        rp_vstats *st = c->stats ? &c->stats[omp_get_thread_num()] : NULL;
 #pragma omp for schedule(dynamic, 4)
         for (size_t j = j0; j < j1; j++) {
             if (c->inner == 1)
-                job_lines(c, j, tmp);
+                job_lines(c, j, tmp, st);
             else
-                job_chunk(c, j, tmp, acc);
+                job_chunk(c, j, tmp, acc, st);
         }
     }
 }
@@ -313,7 +320,8 @@ static void run_jobs(const pass_ctx *c, size_t j0, size_t j1)
  * so blocks are done in rounds [a, b) whose outputs land only in input blocks < a, already
  * consumed: b <= a * n / n_out. The first blocks go one at a time (always safe: a block's jobs
  * gather their input first and different column chunks never touch each other's columns). */
-static int pass_axis(const float *in, const int dim[3], int axis, const axis_plan *p, float *out)
+static int pass_axis(const float *in, const int dim[3], int axis, const axis_plan *p, float *out,
+                     rp_vstats *stats)
 {
     pass_ctx c = {.in = in, .out = out, .inner = 1, .outer = 1, .p = p};
     for (int a = 0; a < axis; a++)
@@ -331,6 +339,15 @@ static int pass_axis(const float *in, const int dim[3], int axis, const axis_pla
     c.scratch = rp_mem_alloc(c.nthreads * c.per_thread * sizeof *c.scratch);
     if (!c.scratch)
         return RP_ENOMEM;
+    if (stats) {
+        c.stats = malloc(c.nthreads * sizeof *c.stats);
+        if (!c.stats) {
+            free(c.scratch);
+            return RP_ENOMEM;
+        }
+        for (size_t t = 0; t < c.nthreads; t++)
+            rp_vstats_init(&c.stats[t]);
+    }
     if (in != out) {
         run_jobs(&c, 0, blocks * per);
     } else if (c.outer == 1 && c.inner > 1) {
@@ -349,6 +366,12 @@ static int pass_axis(const float *in, const int dim[3], int axis, const axis_pla
         }
     }
     free(c.scratch);
+    if (stats) {
+        rp_vstats_init(stats);
+        for (size_t t = 0; t < c.nthreads; t++)
+            rp_vstats_merge(stats, &c.stats[t]);
+        free(c.stats);
+    }
     return 0;
 }
 
@@ -395,7 +418,7 @@ static int resample_channel(float **inp, int own_in, const int dim[3], const int
             rc = RP_ENOMEM;
             break;
         }
-        rc = pass_axis(cur, cur_dim, axis, &plan[axis], nxt);
+        rc = pass_axis(cur, cur_dim, axis, &plan[axis], nxt, NULL);
         if (inplace) {
             float *shrunk = rp_mem_realloc(cur, nbytes);
             if (shrunk)
@@ -445,10 +468,15 @@ static void pass_order(const int dim[3], const int new_dim[3], int order[3])
  * in place after the buffer is enlarged (each job gathers its columns before it writes
  * them). Pages already touched are reused, so a 1 mm CT does not fault in a fresh output
  * volume; only other growing passes get a new buffer. *bufp is replaced by the result. */
-static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], axis_plan plan[3])
+static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], axis_plan plan[3],
+                          rp_vstats *stats)
 {
     int order[3];
     pass_order(dim, new_dim, order);
+    int last = -1; /* the last pass measures the result */
+    for (int k = 0; k < 3; k++)
+        if (!(new_dim[order[k]] == dim[order[k]] && plan[order[k]].order == RP_INTERP_NEAREST))
+            last = k;
     int cur_dim[3] = {dim[0], dim[1], dim[2]};
     float *cur = *bufp;
     size_t cap = (size_t)dim[0] * dim[1] * dim[2] * sizeof(float);
@@ -473,14 +501,14 @@ static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], 
                 cur = g;
                 cap = nbytes;
             }
-            rc = pass_axis(cur, cur_dim, axis, &plan[axis], cur);
+            rc = pass_axis(cur, cur_dim, axis, &plan[axis], cur, k == last ? stats : NULL);
         } else {
             float *nxt = rp_mem_alloc(nbytes);
             if (!nxt) {
                 rc = RP_ENOMEM;
                 break;
             }
-            rc = pass_axis(cur, cur_dim, axis, &plan[axis], nxt);
+            rc = pass_axis(cur, cur_dim, axis, &plan[axis], nxt, k == last ? stats : NULL);
             free(cur);
             cur = nxt;
             cap = nbytes;
@@ -499,6 +527,14 @@ static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], 
 
 int rp_resample_volume(rp_volume **volp, const double new_sp[3], const int order[3])
 {
+    return rp_resample_volume_stats(volp, new_sp, order, NULL);
+}
+
+int rp_resample_volume_stats(rp_volume **volp, const double new_sp[3], const int order[3],
+                             rp_vstats *stats)
+{
+    if (stats)
+        rp_vstats_init(stats); /* n == 0: not measured, unless the last pass does */
     rp_volume *in = *volp;
     double scale[3];
     for (int a = 0; a < 3; a++) {
@@ -524,7 +560,7 @@ int rp_resample_volume(rp_volume **volp, const double new_sp[3], const int order
         }
         float *buf = in->data;
         in->data = NULL;
-        rc = resample_owned(&buf, in->dim, nd, plan);
+        rc = resample_owned(&buf, in->dim, nd, plan, stats);
         if (rc) {
             free(buf);
             goto done;

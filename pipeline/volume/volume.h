@@ -101,6 +101,20 @@ static inline unsigned rp_mask_at(const rp_mask *m, size_t i)
 /* Voxels [first, first+n) as bytes into out, in either form (a writer's block). */
 void rp_mask_get_bytes(const rp_mask *m, size_t first, size_t n, uint8_t *out);
 
+/* Running statistics of float samples (the QC figures: extent, count at each end, sums for
+ * mean and SD, NaN/Inf excluded and counted), filled block by block while a block is still
+ * in cache, merged in any order (per-thread partials). */
+typedef struct rp_vstats {
+    float lo, hi;         /* finite extent: lo > hi while no finite sample was seen */
+    double sum, sumsq;    /* of the finite samples */
+    size_t n_lo, n_hi;    /* samples equal to lo / hi */
+    size_t bad;           /* NaN or Inf */
+    size_t n;             /* samples seen, bad ones included */
+} rp_vstats;
+void rp_vstats_init(rp_vstats *s);
+void rp_vstats_add(rp_vstats *s, const float *p, size_t n);
+void rp_vstats_merge(rp_vstats *into, const rp_vstats *from);
+
 /* Large working buffers (volumes, masks, bit planes, scratch blocks of 512 KiB and up).
  * Faulting such a buffer in 4 KiB at a time costs more CPU than the arithmetic that fills
  * it (on a virtual machine each fault traps to the host), and a buffer freed in huge pages
@@ -141,6 +155,11 @@ void rp_resample_grid(const int dim[3], const double old_sp[3], const double new
  * mirror (scipy.ndimage mode='mirror', prefilter included for order 3). Replaces *vol
  * (the old one is freed on success). */
 int rp_resample_volume(rp_volume **vol, const double new_sp[3], const int order[3]);
+/* The same; when stats is not NULL it receives the statistics of the result, measured in
+ * the last pass while each output block is in cache (stats->n == 0 when they were not: more
+ * than one channel, or nothing to interpolate). */
+int rp_resample_volume_stats(rp_volume **vol, const double new_sp[3], const int order[3],
+                             rp_vstats *stats);
 /* Nearest-neighbour resample of a mask onto new_dim with the same index scale. */
 int rp_resample_mask(rp_mask **m, const int new_dim[3], const double scale[3]);
 /* Place the first channel of src on grid's lattice (warp.c): m maps a grid voxel index to a
