@@ -293,8 +293,9 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     }
     /* one parallel pass, slice by slice: HU (slope/intercept) straight into the working
      * volume */
+    rp_vstats native;
     rc = rp_pf_to_float(d, st, infos, v->data, d->pad_mask || packed ? NULL : pad_all,
-                        packed ? pad : NULL);
+                        packed ? pad : NULL, &native);
     if (rc) {
         fail(rs, rc, "%s: samples of type %d cannot feed a recipe", stem, (int)d->type);
         if (pad_all && pad_all != d->pad_mask && pad && pad_all != pad->data)
@@ -364,6 +365,10 @@ static int run_recipe(run_state *rs, const rp_stack *st, const rp_dcm_info *cons
     memset(&ctx, 0, sizeof ctx);
     ctx.vol = v;
     ctx.info = &info;
+    if (!(pad && d->n_padding > 0)) { /* no padding filled since: the runner's first figures */
+        ctx.stats = native;
+        ctx.stats_of = v->data;
+    }
     ctx.qc = cJSON_AddObjectToObject(sqc, "recipe");
     cJSON_AddStringToObject(ctx.qc, "text", rs->o->recipe);
     char hex[65];

@@ -169,8 +169,10 @@ RP_SIMD_CLONES static long convert_slice(rp_sample_type t, const void *src, size
 }
 
 int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
-                   float *out, uint8_t *pad_out, rp_mask *pad_packed)
+                   float *out, uint8_t *pad_out, rp_mask *pad_packed, rp_vstats *stats)
 {
+    if (stats)
+        rp_vstats_init(stats);
     if (pad_packed && (pad_out || pad_packed->data || st->nt != 1 || pad_packed->dim[0] != st->nx ||
                        pad_packed->dim[1] != st->ny || pad_packed->dim[2] != st->nz))
         return RP_EINVAL;
@@ -211,44 +213,55 @@ int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
         }
     }
     long npad = 0;
-#pragma omp parallel for schedule(static) reduction(| : fail) reduction(+ : npad)
-    for (size_t k = 0; k < nslices; k++) {
-        const void *src = d->data           ? (const uint8_t *)d->data + k * slice_vox * es
-                          : k < d->n_slices ? d->slice[k]
-                                            : NULL;
-        float *dst = out + k * slice_vox;
-        if (!src) {
-            fail = 1;
-            continue;
-        }
-        long lo = 0, hi = -1;
-        uint8_t *pm = NULL, *rowbuf = NULL;
-        uint64_t *pb = NULL;
-        if (pad_out || pad_packed) {
-            const rp_dcm_info *in =
-                infos && k < (size_t)st->n_refs ? infos[st->slice[k].file] : NULL;
-            int has = d->type != RP_ST_F32 && pad_range(in, d->inverted_mono1, &lo, &hi);
-            if (pad_out) {
-                pm = pad_out + k * slice_vox;
-                if (!has) {
-                    memset(pm, 0, slice_vox);
-                    pm = NULL;
-                }
-            } else if (has) { /* the packed mask starts zero: slices without padding stay so */
-                pb = pad_packed->bits + k * (size_t)st->ny * (size_t)pad_packed->wpr;
-                if (!(rowbuf = malloc((size_t)st->nx))) {
-                    fail = 1;
-                    continue;
+#pragma omp parallel reduction(| : fail) reduction(+ : npad)
+    {
+        rp_vstats ts;
+        rp_vstats_init(&ts);
+#pragma omp for schedule(static)
+        for (size_t k = 0; k < nslices; k++) {
+            const void *src = d->data           ? (const uint8_t *)d->data + k * slice_vox * es
+                              : k < d->n_slices ? d->slice[k]
+                                                : NULL;
+            float *dst = out + k * slice_vox;
+            if (!src) {
+                fail = 1;
+                continue;
+            }
+            long lo = 0, hi = -1;
+            uint8_t *pm = NULL, *rowbuf = NULL;
+            uint64_t *pb = NULL;
+            if (pad_out || pad_packed) {
+                const rp_dcm_info *in =
+                    infos && k < (size_t)st->n_refs ? infos[st->slice[k].file] : NULL;
+                int has = d->type != RP_ST_F32 && pad_range(in, d->inverted_mono1, &lo, &hi);
+                if (pad_out) {
+                    pm = pad_out + k * slice_vox;
+                    if (!has) {
+                        memset(pm, 0, slice_vox);
+                        pm = NULL;
+                    }
+                } else if (has) { /* the packed mask starts zero: slices without padding stay so */
+                    pb = pad_packed->bits + k * (size_t)st->ny * (size_t)pad_packed->wpr;
+                    if (!(rowbuf = malloc((size_t)st->nx))) {
+                        fail = 1;
+                        continue;
+                    }
                 }
             }
+            npad += convert_slice(d->type, src, d->data ? 0 : d->stored_row_bytes, (size_t)st->nx,
+                                  (size_t)st->ny, a, b, lo, hi, dst, pm, pb, rowbuf);
+            free(rowbuf);
+            if (stats) /* the slice just written, still in cache */
+                rp_vstats_add(&ts, dst, slice_vox);
+            if (own && own[k] >= 0) {
+                rp_dcm_pixels_free(d->bufs[own[k]]);
+                d->bufs[own[k]] = NULL;
+                d->slice[k] = NULL;
+            }
         }
-        npad += convert_slice(d->type, src, d->data ? 0 : d->stored_row_bytes, (size_t)st->nx,
-                              (size_t)st->ny, a, b, lo, hi, dst, pm, pb, rowbuf);
-        free(rowbuf);
-        if (own && own[k] >= 0) {
-            rp_dcm_pixels_free(d->bufs[own[k]]);
-            d->bufs[own[k]] = NULL;
-            d->slice[k] = NULL;
+        if (stats) {
+#pragma omp critical(rp_pf_stats)
+            rp_vstats_merge(stats, &ts);
         }
     }
     free(own);

@@ -28,9 +28,10 @@ int rp_pf_direct_ok(const rp_stack *st);
  * buffers of single-frame zero-copy slices are freed as they are converted (d->bufs[i] and
  * d->slice[k] set NULL); everything else in d stays. RP_EUNSUPPORTED for RGB. pad_packed
  * (instead of pad_out, 3-D only): the same mask into a packed, zeroed rp_mask of the stack's
- * dims (volume.h), never whole as bytes. */
+ * dims (volume.h), never whole as bytes. stats (may be NULL): the statistics of out as
+ * written (padded voxels with their converted values), measured slice by slice in cache. */
 int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
-                   float *out, uint8_t *pad_out, rp_mask *pad_packed);
+                   float *out, uint8_t *pad_out, rp_mask *pad_packed, rp_vstats *stats);
 
 /* Pixel Padding voxels (pad[i] != 0) get the lowest non-padding value; returns it, or NAN when
  * every voxel is padding (nothing changed). */

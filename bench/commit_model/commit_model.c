@@ -127,8 +127,10 @@ static void *association(void *arg)
 int main(int argc, char **argv)
 {
     if (argc < 6) {
-        fprintf(stderr, "usage: %s DIR N THREADS XFER_CPU_MS OTHER_CPU_MS "
-                        "[group|concurrent|none]\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s DIR N THREADS XFER_CPU_MS OTHER_CPU_MS "
+                "[group|concurrent|none]\n",
+                argv[0]);
         return 2;
     }
     g_n = atoi(argv[2]);
@@ -136,8 +138,9 @@ int main(int argc, char **argv)
     g_xfer_s = atof(argv[4]) * 1e-3;
     g_other_s = atof(argv[5]) * 1e-3;
     const char *m = argc > 6 ? argv[6] : "group";
-    g_mode = !strcmp(m, "concurrent") ? SYNC_CONCURRENT : !strcmp(m, "none") ? SYNC_NONE
-                                                                             : SYNC_GROUP;
+    g_mode = !strcmp(m, "concurrent") ? SYNC_CONCURRENT
+             : !strcmp(m, "none")     ? SYNC_NONE
+                                      : SYNC_GROUP;
     if (g_n < 1 || nt < 1 || nt > 64) {
         fprintf(stderr, "N >= 1, 1 <= THREADS <= 64\n");
         return 2;

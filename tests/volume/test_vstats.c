@@ -118,7 +118,7 @@ static void test_resample_measures_its_result(void **state)
 {
     (void)state;
     const double sp[3] = {0.7, 0.8, 2.5}, one[3] = {1, 1, 1}, grow[3] = {0.5, 0.6, 1.0};
-    check_resample(RP_INTERP_BSPLINE3, sp, one);  /* shrinking x, y in place, z grows */
+    check_resample(RP_INTERP_BSPLINE3, sp, one); /* shrinking x, y in place, z grows */
     check_resample(RP_INTERP_LINEAR, sp, one);
     check_resample(RP_INTERP_BSPLINE3, sp, grow); /* every axis grows */
     check_resample(RP_INTERP_NEAREST, sp, grow);
