@@ -26,8 +26,11 @@ static int write_rows(png_job *j, const void *pixels, int w, int h, int channels
     static const int types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
                                  PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
     png_init_io(j->png, j->fp);
-    /* Montages are small; favour speed over the last few percent of size. */
-    png_set_compression_level(j->png, 3);
+    /* Speed over the last bytes: a QC montage of a 1 mm chest CT (1088x360 RGB) took 29-31 ms
+     * at level 3 with libpng's adaptive filter choice (269 KB), 11.1-11.5 ms with level 2 and
+     * the Up filter only (295 KB); it is made at the end of every job. */
+    png_set_compression_level(j->png, 2);
+    png_set_filter(j->png, 0, PNG_FILTER_UP);
     png_set_IHDR(j->png, j->info, (png_uint_32)w, (png_uint_32)h, bit_depth, types[channels],
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(j->png, j->info);
