@@ -208,6 +208,59 @@ extern "C" int rp_dcm_read_meta(const char *path, rp_dcm_meta *m, char *reason, 
     return 0;
 }
 
+/* One anonymous in-memory file per thread, kept for the thread's life: a receiving thread
+ * parses one header per instance, and a fresh memfd each time cost its creation and the
+ * faults of its pages (a 64 KB CT header, 2000 calls: 59.5 -> 45.5 us each). Its size is
+ * set to exactly len, so the reader sees the end where the bytes end. Returns the fd (the
+ * thread's: do not close it) or -1 with a reason. */
+namespace {
+struct thread_memfd {
+    int fd = -1;
+    size_t size = 0;
+    ~thread_memfd()
+    {
+        if (fd >= 0)
+            close(fd);
+    }
+};
+thread_local thread_memfd t_memfd;
+} // namespace
+
+static int meta_memfd(const void *buf, size_t len, char *reason, size_t reasonsz)
+{
+    thread_memfd &t = t_memfd;
+    if (t.fd < 0) {
+        t.fd = memfd_create("rp_dcm_meta", MFD_CLOEXEC);
+        t.size = 0;
+        if (t.fd < 0) {
+            if (reason && reasonsz)
+                snprintf(reason, reasonsz, "memfd_create: %s", strerror(errno));
+            return -1;
+        }
+    }
+    if (t.size != len) {
+        if (ftruncate(t.fd, (off_t)len) != 0) {
+            if (reason && reasonsz)
+                snprintf(reason, reasonsz, "resize memfd: %s", strerror(errno));
+            return -1;
+        }
+        t.size = len;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = pwrite(t.fd, (const char *)buf + off, len - off, (off_t)off);
+        if (w <= 0) {
+            if (reason && reasonsz)
+                snprintf(reason, reasonsz, "write to memfd: %s", strerror(errno));
+            close(t.fd);
+            t.fd = -1; /* a fresh one next time */
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return t.fd;
+}
+
 extern "C" int rp_dcm_read_meta_mem(const void *buf, size_t len, long long file_size,
                                     rp_dcm_meta *m, char *reason, size_t reasonsz)
 {
@@ -227,23 +280,9 @@ extern "C" int rp_dcm_read_meta_mem(const void *buf, size_t len, long long file_
      * from a 16-byte dataset, or through a meta header that dcmtk reads further than the
      * guard can follow); from a file it checks a length against the bytes left and leaves
      * long values unread. The fd stays open while the values are read. */
-    int fd = memfd_create("rp_dcm_meta", MFD_CLOEXEC);
-    if (fd < 0) {
-        if (reason && reasonsz)
-            snprintf(reason, reasonsz, "memfd_create: %s", strerror(errno));
+    int fd = meta_memfd(buf, len, reason, reasonsz);
+    if (fd < 0)
         return RP_EIO;
-    }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, (const char *)buf + off, len - off);
-        if (w <= 0) {
-            if (reason && reasonsz)
-                snprintf(reason, reasonsz, "write to memfd: %s", strerror(errno));
-            close(fd);
-            return RP_EIO;
-        }
-        off += (size_t)w;
-    }
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     DcmInputFileStream in(path);
@@ -271,7 +310,6 @@ extern "C" int rp_dcm_read_meta_mem(const void *buf, size_t len, long long file_
     } else {
         meta_fill(ff, m);
     }
-    close(fd);
     return rc;
 }
 
