@@ -6,8 +6,7 @@ generated 300-slice 512x512 chest CT at 0.7 x 0.7 x 1.25 mm with an airway):
 
   job        `radprep process DIR --rule ct_default` (hu, resample to 1 mm bspline3, bodymask,
              lungmask, metal, clip(-1200,600), normalize(minmax); NIfTI image + masks +
-             sidecar + QC montage), five runs (three first, two after the reference, so a
-             slow minute of the host does not take them all), the median is the job's time and its
+             sidecar + QC montage), five runs, the median is the job's time and its
              qc.json gives each step's time (the first, often slower: fresh memory costs
              what the host charges to back it, is printed beside); once more with
              OMP_WAIT_POLICY=passive set by the caller, as a node's supervisor does (a plain
@@ -16,7 +15,7 @@ generated 300-slice 512x512 chest CT at 0.7 x 0.7 x 1.25 mm with an airway):
              timed (decode, HU, resample with ndimage.affine_transform order 3 mirror, masks
              with ndimage morphology and labelling, clip, normalize, .nii.gz writing);
   plain      `radprep process DIR` without a rule: decode + write, the machine's floor (the
-             median of five runs spread as the job's);
+             median of five runs, as the job);
   dcm2niix   `dcm2niix -z i` converting the same series (the issue's reference), and `-z y`
              beside it (compression by pigz on all cores: dcm2niix at its best).
 
@@ -201,38 +200,32 @@ def bench_case(name, folder, radprep, tmp, with_ref):
     out_mb = dir_mb(out)
     # More runs, the median is the job's figure: on this VM fresh memory costs what the host
     # charges for backing it, which varies several times with what was freed before (seen:
-    # 1.51 s, 0.8 s of system time, then 1.19 s), and the host itself has slow minutes (a
-    # whole group of five ran 25 % slower once). So the runs are spread over the case: three
-    # now, two after the reference, whose single 25-30 s run averages such minutes out. The
-    # first run is printed beside. The plain conversion gets the same treatment.
+    # 1.51 s, 0.8 s of system time, then 1.19 s); the first run is printed beside. The 30 s
+    # reference runs once: its first-run cost is within its noise.
     first, reps = job, [(job, qc)]
-
-    def more_jobs(ks):
-        for k in ks:
-            o = os.path.join(tmp, name + '_job%d' % k)
-            shutil.rmtree(o, ignore_errors=True)
-            r = timed([radprep, 'process', folder, '--out', o, '--rule', 'ct_default'])
-            reps.append((r, json.load(open(os.path.join(o, 'qc.json')))))
-            shutil.rmtree(o, ignore_errors=True)
-
-    early = (RUNS + 1) // 2
-    more_jobs(range(2, early + 1))
+    for k in range(2, RUNS + 1):
+        o = os.path.join(tmp, name + '_job%d' % k)
+        shutil.rmtree(o, ignore_errors=True)
+        r = timed([radprep, 'process', folder, '--out', o, '--rule', 'ct_default'])
+        reps.append((r, json.load(open(os.path.join(o, 'qc.json')))))
+        shutil.rmtree(o, ignore_errors=True)
+    job, qc = sorted(reps, key=lambda r: r[0][0])[len(reps) // 2]  # its steps too
+    st = qc['series'][0]['stacks'][0]
+    steps = {s['step']: s['ms'] / 1000 for s in st['recipe']['steps']}
+    tm = st.get('timing_s', {})
     # the same job as the node runs it: its supervisor starts jobs with OMP_WAIT_POLICY=passive
     # (sched/exec_local.c), which libgomp reads only at start; a plain `radprep process` spins
     node_out = os.path.join(tmp, name + '_node')
     node = timed([radprep, 'process', folder, '--out', node_out, '--rule', 'ct_default'],
                  env=dict(os.environ, OMP_WAIT_POLICY='passive'))
-    # the floor gets the job's treatment: settled, RUNS runs spread the same way, the median
+    # the floor gets the job's treatment: settled, the median of RUNS runs
     plain_out = os.path.join(tmp, name + '_plain')
     preps = []
-
-    def more_plain(n):
-        for _ in range(n):
-            shutil.rmtree(plain_out, ignore_errors=True)
-            preps.append(timed([radprep, 'process', folder, '--out', plain_out]))
-
     settle()
-    more_plain(early)
+    for k in range(RUNS):
+        shutil.rmtree(plain_out, ignore_errors=True)
+        preps.append(timed([radprep, 'process', folder, '--out', plain_out]))
+    plain = sorted(preps, key=lambda r: r[0])[len(preps) // 2]
     d2n_out = os.path.join(tmp, name + '_dcm2niix')
     os.makedirs(d2n_out)
     settle()
@@ -249,14 +242,6 @@ def bench_case(name, folder, radprep, tmp, with_ref):
         ref = timed([sys.executable, os.path.abspath(__file__), '--reference', folder, ref_out],
                     env=dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1'))
         rj = json.loads(ref[3].strip().splitlines()[-1])
-    settle()
-    more_jobs(range(early + 1, RUNS + 1))
-    more_plain(RUNS - early)
-    job, qc = sorted(reps, key=lambda r: r[0][0])[len(reps) // 2]  # its steps too
-    st = qc['series'][0]['stacks'][0]
-    steps = {s['step']: s['ms'] / 1000 for s in st['recipe']['steps']}
-    tm = st.get('timing_s', {})
-    plain = sorted(preps, key=lambda r: r[0])[len(preps) // 2]
     print('\n== %s: %d files, %.1f MB DICOM -> %s at 1 mm (%s), radprep on %s thread(s)'
           % (name, len(files), in_mb, 'x'.join(map(str, dims[:3])),
              st.get('storage', {}).get('datatype', '?'), qc.get('threads', '?')))
