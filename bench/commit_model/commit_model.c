@@ -45,6 +45,12 @@ static int g_syncing;
 static long g_done_gen, g_next_gen = 1, g_syncs;
 static double g_wait_s;
 
+static void die(const char *what)
+{
+    perror(what);
+    exit(1);
+}
+
 static double mono_s(void)
 {
     struct timespec t;
@@ -107,13 +113,13 @@ static void *association(void *arg)
         for (int k = 0; k < INST; k += PIECE) {
             spin_cpu(g_xfer_s * PIECE / INST);
             if (pwrite(g_fd, g_data + k, PIECE, at + REC + k) != PIECE)
-                abort();
+                die("pwrite");
             if ((k + PIECE) % KICK == 0)
                 sync_file_range(g_fd, at + REC + k + PIECE - KICK, KICK, SYNC_FILE_RANGE_WRITE);
         }
         double t = mono_s();
         if (pwrite(g_fd, rec, REC, at) != REC)
-            abort();
+            die("pwrite");
         commit();
         double w = mono_s() - t;
         pthread_mutex_lock(&g_mu);

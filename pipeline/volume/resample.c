@@ -224,7 +224,8 @@ typedef struct pass_ctx {
 } pass_ctx;
 
 /* LINES is a constant lane count here, so the prefilter and the taps are vector code; a short
- * last group fills its spare lanes with zeros (each lane is independent) and stores only g. */
+ * last group fills its spare lanes with a copy of its first line (each lane is independent)
+ * and stores only g. */
 RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp, rp_vstats *st)
 {
     const int n = c->p->n_in, no = c->p->n_out, T = c->p->taps;
@@ -232,9 +233,8 @@ RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp, 
     int g = (int)(c->outer - o0 < LINES ? c->outer - o0 : LINES);
     for (int l = 0; l < LINES; l++) {
         const float *src = c->in + (o0 + (l < g ? l : 0)) * n;
-        const double keep = l < g ? 1.0 : 0.0;
         for (int k = 0; k < n; k++)
-            tmp[(size_t)k * LINES + l] = keep * src[k];
+            tmp[(size_t)k * LINES + l] = src[k];
     }
     if (c->p->order == RP_INTERP_BSPLINE3)
         prefilter_cols(tmp, n, LINES);

@@ -303,6 +303,59 @@ static void test_fused_extent_fresh(void **state)
     }
 }
 
+/* Statistics measured while a volume was written reach the QC report as they are: the
+ * caller's of the input (rp_step_ctx.stats_of) become step 1's "before", the resampler's its
+ * "after", and they equal a separate pass over the same voxels. A step that measures nothing
+ * (the z-score, in place, so vol->data stays the same pointer) must get a fresh pass: with
+ * the runner not clearing stats_of, its "after" would repeat the input's (mean 0.5, not 0). */
+static void test_step_stats_handover(void **state)
+{
+    (void)state;
+    rp_volume *v = rp_volume_new(30, 20, 12, 1);
+    for (size_t i = 0; i < rp_volume_nvox(v); i++)
+        v->data[i] = (float)((int)(i * 7 % 1000) - 499); /* integers: exact sums */
+    for (int a = 0; a < 3; a++)
+        v->affine[a][a] = a == 2 ? 2.5 : 0.7;
+    rp_volume_update_spacing(v);
+    cJSON *want_before = rp_qc_stats(v);
+    rp_step_ctx ctx = {.vol = v, .qc = cJSON_CreateObject()};
+    rp_vstats_init(&ctx.stats);
+    rp_vstats_add(&ctx.stats, v->data, rp_volume_nvox(v));
+    ctx.stats_of = v->data;
+    rp_recipe *r;
+    char err[256];
+    assert_int_equal(rp_recipe_parse("resample(1,1,1,bspline3)", &r, err, sizeof err), 0);
+    assert_int_equal(rp_recipe_run(r, &ctx), 0);
+    cJSON *step = cJSON_GetArrayItem(cJSON_GetObjectItem(ctx.qc, "steps"), 0);
+    cJSON *want_after = rp_qc_stats(ctx.vol);
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(step, "before"), want_before, 1));
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(step, "after"), want_after, 1));
+    rp_recipe_free(r);
+    cJSON_Delete(want_after);
+    cJSON_Delete(ctx.qc);
+    /* in place, measuring nothing */
+    ctx.qc = cJSON_CreateObject();
+    for (size_t i = 0; i < rp_volume_nvox(ctx.vol); i++)
+        ctx.vol->data[i] = (float)(i % 2); /* mean 0.5 */
+    rp_vstats_init(&ctx.stats);
+    rp_vstats_add(&ctx.stats, ctx.vol->data, rp_volume_nvox(ctx.vol));
+    ctx.stats_of = ctx.vol->data;
+    const float *before_ptr = ctx.vol->data;
+    assert_int_equal(rp_recipe_parse("normalize(zscore)", &r, err, sizeof err), 0);
+    assert_int_equal(rp_recipe_run(r, &ctx), 0);
+    assert_ptr_equal(ctx.vol->data, before_ptr);
+    step = cJSON_GetArrayItem(cJSON_GetObjectItem(ctx.qc, "steps"), 0);
+    want_after = rp_qc_stats(ctx.vol);
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(step, "after"), want_after, 1));
+    assert_true(fabs(cJSON_GetObjectItem(cJSON_GetObjectItem(step, "after"), "mean")->valuedouble) <
+                1e-6);
+    rp_recipe_free(r);
+    cJSON_Delete(want_after);
+    cJSON_Delete(want_before);
+    cJSON_Delete(ctx.qc);
+    rp_step_ctx_release(&ctx);
+}
+
 /* Every step on degenerate volumes (one voxel, one line, constant, NaN): an error with a
  * reason is fine, a crash or a hang is not. */
 static void test_degenerate_inputs(void **state)
@@ -352,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_degenerate_inputs),
         cmocka_unit_test(test_runner_qc),
         cmocka_unit_test(test_fused_extent_fresh),
+        cmocka_unit_test(test_step_stats_handover),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
