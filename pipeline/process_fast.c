@@ -270,6 +270,261 @@ int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
     return fail ? RP_EINTERNAL : 0;
 }
 
+/* ---- deferred volume: the decoded slices read by the first resampling pass ------------- */
+
+typedef struct pf_src {
+    rp_stack_data d; /* taken over: the slices and their buffers */
+    size_t nx, ny, es;
+    double a, b;
+    long *lo, *hi;  /* per slice: the stored range that is padding, when has[z] */
+    uint8_t *has;
+    long *own; /* per slice: the buffer holding it alone, or -1 */
+    float fill;
+} pf_src;
+
+#define ROW_CONV(T)                                                                                \
+    do {                                                                                           \
+        const T *sv_ = (const T *)row;                                                             \
+        if (pad) {                                                                                 \
+            _Pragma("omp simd") for (int i = 0; i < n; i++)                                        \
+            {                                                                                      \
+                long sv = (long)sv_[i];                                                            \
+                float f = (float)(a * (double)sv_[i] + b);                                         \
+                out[i] = (sv >= l) & (sv <= h) ? fill : f;                                         \
+            }                                                                                      \
+        } else {                                                                                   \
+            _Pragma("omp simd") for (int i = 0; i < n; i++) out[i] =                               \
+                (float)(a * (double)sv_[i] + b);                                                   \
+        }                                                                                          \
+    } while (0)
+
+/* The values rp_pf_to_float() and rp_pf_fill_padding_packed() together leave in the float
+ * volume, for one piece of one row. */
+static void src_row(void *user, int y, int z, int x0, int n, float *out)
+{
+    const pf_src *s = user;
+    const uint8_t *base = s->d.slice[z];
+    const uint8_t *row = s->d.stored_row_bytes
+                             ? base + (s->ny - 1 - (size_t)y) * s->d.stored_row_bytes
+                             : base + (size_t)y * s->nx * s->es;
+    row += (size_t)x0 * s->es;
+    const double a = s->a, b = s->b;
+    const int pad = s->has[z];
+    const long l = s->lo[z], h = s->hi[z];
+    const float fill = s->fill;
+    switch (s->d.type) {
+    case RP_ST_U8:
+        ROW_CONV(uint8_t);
+        break;
+    case RP_ST_S8:
+        ROW_CONV(int8_t);
+        break;
+    case RP_ST_S16:
+        ROW_CONV(int16_t);
+        break;
+    case RP_ST_U16:
+        ROW_CONV(uint16_t);
+        break;
+    case RP_ST_S32:
+        ROW_CONV(int32_t);
+        break;
+    default:
+        ROW_CONV(uint32_t);
+        break;
+    }
+}
+
+static void src_slice_done(void *user, int z)
+{
+    pf_src *s = user;
+    if (s->own && s->own[z] >= 0) {
+        rp_dcm_pixels_free(s->d.bufs[s->own[z]]);
+        s->d.bufs[s->own[z]] = NULL;
+        s->d.slice[z] = NULL;
+    }
+}
+
+static void src_release(void *user)
+{
+    pf_src *s = user;
+    if (!s)
+        return;
+    rp_stack_data_free(&s->d);
+    free(s->lo);
+    free(s->hi);
+    free(s->has);
+    free(s->own);
+    free(s);
+}
+
+/* Per slice of the pre-pass: statistics of the voxels that are not padding. */
+typedef struct slice_stats {
+    rp_vstats v;
+    size_t below; /* below -1024 */
+    long npad;
+} slice_stats;
+
+/* One converted slice f (nx * ny floats; padding marked in pb, rows of wpr words, or pb NULL):
+ * the statistics of its voxels that are not padding. A row without padding is measured as it
+ * lies; the others through g (nx floats), their real voxels gathered. */
+static void slice_stats_of(const float *f, const uint64_t *pb, size_t nx, size_t ny, size_t wpr,
+                           float *g, slice_stats *o)
+{
+    rp_vstats_init(&o->v);
+    size_t below = 0;
+    for (size_t y = 0; y < ny; y++) {
+        const float *r = f + y * nx;
+        const uint64_t *w = pb ? pb + y * wpr : NULL;
+        uint64_t any = 0;
+        for (size_t j = 0; w && j < wpr; j++)
+            any |= w[j];
+        size_t m = nx;
+        if (any) {
+            m = 0;
+            for (size_t x = 0; x < nx; x++) {
+                g[m] = r[x];
+                m += !((w[x / 64] >> (x % 64)) & 1);
+            }
+            r = g;
+        }
+        int cb = 0;
+#pragma omp simd reduction(+ : cb)
+        for (size_t x = 0; x < m; x++)
+            cb += r[x] < -1024.0f;
+        below += (size_t)cb;
+        rp_vstats_add(&o->v, r, m);
+    }
+    o->below = below;
+}
+
+/* The statistics of the whole filled volume from those of its slices (merged in slice order,
+ * so the sums do not depend on the threads): padding voxels hold the fill, the lowest value. */
+static void merge_stats(const slice_stats *ps, size_t nslices, rp_vol_source *o, float *fill,
+                        long *npad, size_t *good)
+{
+    rp_vstats *v = &o->stats;
+    rp_vstats_init(v);
+    size_t below = 0;
+    long np = 0;
+    for (size_t k = 0; k < nslices; k++) {
+        np += ps[k].npad;
+        below += ps[k].below;
+        rp_vstats_merge(v, &ps[k].v);
+    }
+    *good = v->n - v->bad;
+    if (np > 0 && *good > 0) {
+        const rp_vstats fillv = {.lo = v->lo, .hi = v->lo, .sum = (double)np * (double)v->lo,
+                                 .sumsq = (double)np * ((double)v->lo * v->lo),
+                                 .n_lo = (size_t)np, .n_hi = (size_t)np, .n = (size_t)np};
+        below += v->lo < -1024.0f ? (size_t)np : 0;
+        rp_vstats_merge(v, &fillv);
+    }
+    o->has_stats = 1;
+    o->below_m1024 = below;
+    *fill = v->lo;
+    *npad = np;
+}
+
+int rp_pf_deferred(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
+                   rp_mask *pad_packed, rp_vol_source **out)
+{
+    *out = NULL;
+    const size_t nslices = (size_t)st->nz, nx = (size_t)st->nx, ny = (size_t)st->ny;
+    if (st->nt != 1 || d->data || d->pad_mask || d->type == RP_ST_F32 ||
+        d->n_slices != nslices ||
+        !(d->type == RP_ST_U8 || d->type == RP_ST_S8 || d->type == RP_ST_S16 ||
+          d->type == RP_ST_U16 || d->type == RP_ST_S32 || d->type == RP_ST_U32))
+        return RP_EUNSUPPORTED;
+    if (pad_packed && (pad_packed->data || pad_packed->dim[0] != st->nx ||
+                       pad_packed->dim[1] != st->ny || pad_packed->dim[2] != st->nz))
+        return RP_EINVAL;
+    for (size_t k = 0; k < nslices; k++)
+        if (!d->slice[k])
+            return RP_EUNSUPPORTED;
+    pf_src *s = calloc(1, sizeof *s);
+    rp_vol_source *vs = calloc(1, sizeof *vs);
+    slice_stats *ps = calloc(nslices, sizeof *ps);
+    int nth = omp_get_max_threads();
+    float *scratch = rp_mem_alloc((size_t)nth * (nx * ny + nx) * sizeof(float));
+    uint8_t *rowbufs = malloc((size_t)nth * nx);
+    if (s) {
+        s->lo = calloc(nslices, sizeof *s->lo);
+        s->hi = calloc(nslices, sizeof *s->hi);
+        s->has = calloc(nslices, 1);
+    }
+    if (!s || !vs || !ps || !scratch || !rowbufs || !s->lo || !s->hi || !s->has) {
+        src_release(s);
+        free(vs);
+        free(ps);
+        free(scratch);
+        free(rowbufs);
+        return RP_ENOMEM;
+    }
+    s->nx = nx;
+    s->ny = ny;
+    s->es = rp_sample_bytes(d->type);
+    s->a = d->scl_slope == 0 ? 1 : d->scl_slope;
+    s->b = d->scl_inter;
+    /* the pre-pass: the padding test and mask exactly as rp_pf_to_float builds them, and the
+     * statistics of the volume it would leave (after the fill); each slice is converted into
+     * the thread's scratch slice, which stays in cache */
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < nslices; k++) {
+        long lo = 0, hi = -1;
+        uint64_t *pb = NULL;
+        const int t = omp_get_thread_num();
+        if (pad_packed) {
+            const rp_dcm_info *in =
+                infos && k < (size_t)st->n_refs ? infos[st->slice[k].file] : NULL;
+            if (pad_range(in, d->inverted_mono1, &lo, &hi))
+                pb = pad_packed->bits + k * ny * (size_t)pad_packed->wpr;
+        }
+        s->has[k] = pb != NULL;
+        s->lo[k] = lo;
+        s->hi[k] = hi;
+        float *f = scratch + (size_t)t * (nx * ny + nx);
+        ps[k].npad = convert_slice(d->type, d->slice[k], d->stored_row_bytes, nx, ny, s->a, s->b,
+                                   lo, hi, f, NULL, pb, rowbufs + (size_t)t * nx);
+        slice_stats_of(f, pb, nx, ny, pad_packed ? (size_t)pad_packed->wpr : 0, f + nx * ny,
+                       &ps[k]);
+    }
+    free(scratch);
+    free(rowbufs);
+    long npad;
+    size_t good;
+    merge_stats(ps, nslices, vs, &s->fill, &npad, &good);
+    free(ps);
+    if (!good) {
+        /* every voxel is padding: the fill is undefined, the float path leaves them as they
+         * are */
+        src_release(s);
+        free(vs);
+        return RP_EUNSUPPORTED;
+    }
+    /* the slices are the source's now; d keeps the figures */
+    s->d = *d;
+    d->slice = NULL;
+    d->bufs = NULL;
+    d->n_slices = d->n_bufs = 0;
+    d->n_padding = npad;
+    s->d.pad_mask = NULL;
+    if (s->d.n_bufs == nslices && (s->own = malloc(nslices * sizeof *s->own)) != NULL)
+        for (size_t k = 0; k < nslices; k++) {
+            s->own[k] = -1;
+            for (size_t i = 0; i < s->d.n_bufs; i++)
+                if (s->d.bufs[i] == s->d.slice[k]) {
+                    s->own[k] = (long)i;
+                    break;
+                }
+        }
+    vs->row = src_row;
+    vs->slice_done = src_slice_done;
+    vs->release = src_release;
+    vs->user = s;
+    *out = vs;
+    return 0;
+}
+
 float rp_pf_fill_padding(float *v, const uint8_t *pad, size_t n)
 {
     float lo = INFINITY;

@@ -33,6 +33,18 @@ int rp_pf_direct_ok(const rp_stack *st);
 int rp_pf_to_float(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
                    float *out, uint8_t *pad_out, rp_mask *pad_packed, rp_vstats *stats);
 
+/* The source of a deferred volume (volume.h) over the decoded slices of a 3-D stack of integer
+ * samples in zero-copy form: its rows are the values rp_pf_to_float() and the padding fill
+ * would leave in the float volume, to the bit. One parallel pass reads every slice first: it
+ * builds the padding mask into pad_packed (as rp_pf_to_float; NULL: the series declares no
+ * padding), counts the padding into d->n_padding, finds the fill (the lowest non-padding
+ * value) and the volume's QC statistics. On success the slices and their buffers belong to
+ * *out (released slice by slice as the first resampling pass finishes them) and d keeps only
+ * its figures. RP_EUNSUPPORTED, with d as it was, when the stack is not of that kind or
+ * every voxel is padding (the float path keeps those values). */
+int rp_pf_deferred(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *const *infos,
+                   rp_mask *pad_packed, rp_vol_source **out);
+
 /* Pixel Padding voxels (pad[i] != 0) get the lowest non-padding value; returns it, or NAN when
  * every voxel is padding (nothing changed). */
 float rp_pf_fill_padding(float *v, const uint8_t *pad, size_t n);

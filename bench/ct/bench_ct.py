@@ -10,7 +10,7 @@ generated 300-slice 512x512 chest CT at 0.7 x 0.7 x 1.25 mm with an airway):
              costs what the host charges to back it), then five runs, the median is the
              job's time and its qc.json gives each step's time; once more with
              OMP_WAIT_POLICY=passive set by the caller, as a node's supervisor does (a plain
-             `radprep process` sets it itself when unset, by starting once more);
+             `radprep process` sets it itself when unset, before libgomp reads it);
   reference  the same steps in pydicom / NumPy / SciPy / nibabel, one child process (run twice,
              the faster counts, as for dcm2niix: every tool gets a warm run), each step
              timed (decode, HU, resample with ndimage.affine_transform order 3 mirror, masks
@@ -217,7 +217,7 @@ def bench_case(name, folder, radprep, tmp, with_ref):
     steps = {s['step']: s['ms'] / 1000 for s in st['recipe']['steps']}
     tm = st.get('timing_s', {})
     # the same job as the node runs it: its supervisor starts jobs with OMP_WAIT_POLICY=passive
-    # (sched/exec_local.c), which libgomp reads only at start; a plain `radprep process` spins
+    # (sched/exec_local.c); a plain `radprep process` sets the same itself (cli/main.c)
     node_out = os.path.join(tmp, name + '_node')
     node = timed([radprep, 'process', folder, '--out', node_out, '--rule', 'ct_default'],
                  env=dict(os.environ, OMP_WAIT_POLICY='passive'))

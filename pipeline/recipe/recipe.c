@@ -308,6 +308,10 @@ static cJSON *stats_keep_extent(rp_step_ctx *ctx)
     float lo = 0, hi = 0;
     size_t bad = 1;
     const size_t nvals = rp_volume_nvox(ctx->vol) * (size_t)ctx->vol->dim[3];
+    if (!ctx->vol->data) { /* deferred (volume.h): the source measured it; run() checked */
+        ctx->stats_of = ctx->extent_of = NULL;
+        return rp_qc_stats_of(ctx->vol, &ctx->vol->src->stats, &lo, &hi, &bad);
+    }
     cJSON *st = ctx->stats_of == ctx->vol->data && ctx->stats.n == nvals
                     ? rp_qc_stats_of(ctx->vol, &ctx->stats, &lo, &hi, &bad)
                     : rp_qc_stats_extent(ctx->vol, &lo, &hi, &bad);
@@ -394,6 +398,11 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
         if (!steps_qc)
             steps_qc = cJSON_AddArrayToObject(ctx->qc, "steps");
     }
+    if (!ctx->vol->data && ctx->vol->src && (!ctx->vol->src->has_stats || r->n == 0)) {
+        int rc = rp_volume_materialize(ctx->vol);
+        if (rc)
+            return rc;
+    }
     cJSON *before = steps_qc ? stats_keep_extent(ctx) : NULL, *before_copy = NULL;
     for (size_t i = 0; i < r->n; i++) {
         const recipe_step *s = &r->steps[i];
@@ -410,7 +419,9 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
                 before = NULL;
             }
         }
-        if (!(s->def->flags & RP_STEP_MASKS_PACKED_OK) && unpack_masks(ctx) != 0) {
+        if ((!(s->def->flags & RP_STEP_MASKS_PACKED_OK) && unpack_masks(ctx) != 0) ||
+            (!ctx->vol->data && !(s->def->flags & RP_STEP_READS_DEFERRED) &&
+             rp_volume_materialize(ctx->vol) != 0)) {
             snprintf(ctx->err, sizeof ctx->err, "step %zu '%.60s' failed: out of memory", i + 1,
                      s->text);
             cJSON_Delete(before);
@@ -468,6 +479,11 @@ static int run(const rp_recipe *r, rp_step_ctx *ctx)
     }
     cJSON_Delete(before);
     cJSON_Delete(before_copy);
+    if (!ctx->vol->data) { /* a recipe of `hu` alone: the caller gets float voxels */
+        int rc = rp_volume_materialize(ctx->vol);
+        if (rc)
+            return rc;
+    }
     if (ctx->qc) {
         cJSON_DeleteItemFromObjectCaseSensitive(ctx->qc, "masks");
         cJSON *m = rp_qc_masks(ctx);

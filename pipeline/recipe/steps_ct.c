@@ -282,7 +282,8 @@ int rp_step_metal_run(rp_step_ctx *ctx, const void *pp)
 /* ---- the table ----------------------------------------------------------------------- */
 
 const rp_step_def rp_steps_ct[] = {
-    RP_STEP_ENTRY_F(hu, "hu", RP_STEP_READS_VOLUME_ONLY | RP_STEP_MASKS_PACKED_OK),
+    RP_STEP_ENTRY_F(hu, "hu",
+                    RP_STEP_READS_VOLUME_ONLY | RP_STEP_MASKS_PACKED_OK | RP_STEP_READS_DEFERRED),
     RP_STEP_ENTRY_F(window, "window(lung|mediastinal|bone|brain|abdomen) or window(level,width)",
                     RP_STEP_MASKS_PACKED_OK),
     RP_STEP_ENTRY(multiwindow, "multiwindow(w1,w2,...) of presets or level/width"),

@@ -56,11 +56,18 @@ int rp_step_hu_run(rp_step_ctx *ctx, const void *p)
         return RP_EINVAL;
     }
     ctx->hu_known = 1;
+    if (!ctx->vol->data && !(ctx->vol->src && ctx->vol->src->has_stats)) {
+        int rc = rp_volume_materialize(ctx->vol);
+        if (rc)
+            return rc;
+    }
     const rp_volume *v = ctx->vol;
     size_t n = nvals(v), below = 0;
     const float *d = v->data;
+    if (!d) /* deferred (volume.h): the source counted them */
+        below = v->src->below_m1024;
 #pragma omp parallel for reduction(+ : below) schedule(static)
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < (d ? n : 0); i++)
         below += d[i] < -1024.0f;
     rp_step_qc_number(ctx, "below_minus1024_fraction", (double)below / (double)n);
     return 0;

@@ -118,6 +118,9 @@ enum {
     RP_STEP_READS_VOLUME_ONLY = 1u << 0,
     /* never reads a mask's bytes: masks may stay packed in bits (volume.h) while it runs */
     RP_STEP_MASKS_PACKED_OK = 1u << 1,
+    /* takes a deferred volume (volume.h: data NULL, its voxels still the decoded slices) as
+     * it is; the runner writes the float voxels before any other step */
+    RP_STEP_READS_DEFERRED = 1u << 2,
 };
 
 /* Mask helpers on a context (ctx keeps ownership). */

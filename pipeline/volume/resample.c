@@ -221,6 +221,14 @@ typedef struct pass_ctx {
     double *scratch; /* per thread: the job's block (n_in * cols) then cols sums */
     size_t per_thread, nthreads;
     rp_vstats *stats; /* per thread, or NULL: statistics of what the pass writes */
+    /* A deferred volume's first pass (in NULL): rows come from src into the thread's part of
+     * rows (row_len floats each); left[z]: the lines (x pass) or jobs (y pass) of slice z not
+     * yet done, the slice handed back at 0. */
+    const rp_vol_source *src;
+    float *rows;
+    size_t row_len;
+    int src_ny;
+    int *left;
 } pass_ctx;
 
 /* LINES is a constant lane count here, so the prefilter and the taps are vector code; a short
@@ -232,7 +240,13 @@ RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp, 
     size_t o0 = gi * LINES;
     int g = (int)(c->outer - o0 < LINES ? c->outer - o0 : LINES);
     for (int l = 0; l < LINES; l++) {
-        const float *src = c->in + (o0 + (l < g ? l : 0)) * n;
+        const float *src = c->in ? c->in + (o0 + (l < g ? l : 0)) * n : NULL;
+        if (!src) {
+            float *r = c->rows + (size_t)omp_get_thread_num() * c->row_len;
+            int line = (int)(o0 + (l < g ? l : 0));
+            c->src->row(c->src->user, line % c->src_ny, line / c->src_ny, 0, n, r);
+            src = r;
+        }
         for (int k = 0; k < n; k++)
             tmp[(size_t)k * LINES + l] = src[k];
     }
@@ -264,9 +278,12 @@ RP_SIMD_CLONES static void job_chunk(const pass_ctx *c, size_t j, double *tmp, d
     const size_t inner = c->inner;
     size_t o = j / c->nchunks, c0 = (j % c->nchunks) * c->cols;
     int cw = (int)(inner - c0 < c->cols ? inner - c0 : c->cols);
-    const float *src = c->in + o * n * inner + c0;
+    const float *src = c->in ? c->in + o * n * inner + c0 : NULL;
+    float *r = c->in ? NULL : c->rows + (size_t)omp_get_thread_num() * c->row_len;
     for (int k = 0; k < n; k++) {
-        const float *s = src + (size_t)k * inner;
+        const float *s = src ? src + (size_t)k * inner : r;
+        if (!src) /* a deferred volume's y pass: row k of slice o */
+            c->src->row(c->src->user, k, (int)o, (int)c0, cw, r);
         double *d = tmp + (size_t)k * cw;
 #pragma omp simd
         for (int q = 0; q < cw; q++)
@@ -296,6 +313,20 @@ RP_SIMD_CLONES static void job_chunk(const pass_ctx *c, size_t j, double *tmp, d
     }
 }
 
+/* After job j of a deferred volume's pass: the slices it finished go back to the source. */
+static void job_done(const pass_ctx *c, size_t j)
+{
+    size_t l0 = c->inner == 1 ? j * LINES : j / c->nchunks;
+    size_t l1 = c->inner == 1 ? (l0 + LINES < c->outer ? l0 + LINES : c->outer) : l0 + 1;
+    for (size_t l = l0; l < l1; l++) {
+        int z = c->inner == 1 ? (int)(l / (size_t)c->src_ny) : (int)l, now;
+#pragma omp atomic capture
+        now = --c->left[z];
+        if (now == 0 && c->src->slice_done)
+            c->src->slice_done(c->src->user, z);
+    }
+}
+
 /* Run jobs [j0, j1) in parallel, each thread in its part of c->scratch (allocated once per
  * pass: the in-place rounds below call this many times, and fresh blocks each time would be
  * faulted in again each time). */
@@ -312,6 +343,8 @@ static void run_jobs(const pass_ctx *c, size_t j0, size_t j1)
                 job_lines(c, j, tmp, st);
             else
                 job_chunk(c, j, tmp, acc, st);
+            if (c->left)
+                job_done(c, j);
         }
     }
 }
@@ -320,10 +353,10 @@ static void run_jobs(const pass_ctx *c, size_t j0, size_t j1)
  * so blocks are done in rounds [a, b) whose outputs land only in input blocks < a, already
  * consumed: b <= a * n / n_out. The first blocks go one at a time (always safe: a block's jobs
  * gather their input first and different column chunks never touch each other's columns). */
-static int pass_axis(const float *in, const int dim[3], int axis, const axis_plan *p, float *out,
-                     rp_vstats *stats)
+static int pass_axis_src(const float *in, const rp_vol_source *src, const int dim[3], int axis,
+                         const axis_plan *p, float *out, rp_vstats *stats)
 {
-    pass_ctx c = {.in = in, .out = out, .inner = 1, .outer = 1, .p = p};
+    pass_ctx c = {.in = in, .out = out, .inner = 1, .outer = 1, .p = p, .src = src};
     for (int a = 0; a < axis; a++)
         c.inner *= (size_t)dim[a];
     for (int a = axis + 1; a < 3; a++)
@@ -348,7 +381,25 @@ static int pass_axis(const float *in, const int dim[3], int axis, const axis_pla
         for (size_t t = 0; t < c.nthreads; t++)
             rp_vstats_init(&c.stats[t]);
     }
-    if (in != out) {
+    if (!in) {
+        /* rows of the source: a whole line along x, a chunk of columns along y */
+        c.row_len = axis == 0 ? (size_t)dim[0] : c.cols;
+        c.src_ny = dim[1];
+        c.rows = malloc(c.nthreads * c.row_len * sizeof *c.rows);
+        c.left = malloc((size_t)dim[2] * sizeof *c.left);
+        if (axis > 1 || !c.rows || !c.left) {
+            free(c.rows);
+            free(c.left);
+            free(c.scratch);
+            free(c.stats);
+            return axis > 1 ? RP_EINVAL : RP_ENOMEM;
+        }
+        for (int z = 0; z < dim[2]; z++)
+            c.left[z] = axis == 0 ? dim[1] : (int)c.nchunks;
+        run_jobs(&c, 0, blocks * per);
+        free(c.rows);
+        free(c.left);
+    } else if (in != out) {
         run_jobs(&c, 0, blocks * per);
     } else if (c.outer == 1 && c.inner > 1) {
         run_jobs(&c, 0, per); /* one block: every job owns its columns, in and out */
@@ -373,6 +424,12 @@ static int pass_axis(const float *in, const int dim[3], int axis, const axis_pla
         free(c.stats);
     }
     return 0;
+}
+
+static int pass_axis(const float *in, const int dim[3], int axis, const axis_plan *p, float *out,
+                     rp_vstats *stats)
+{
+    return pass_axis_src(in, NULL, dim, axis, p, out, stats);
 }
 
 /* Resample one 3-D channel. `in` may be freed after the first pass when `own_in` (it is then
@@ -468,8 +525,8 @@ static void pass_order(const int dim[3], const int new_dim[3], int order[3])
  * in place after the buffer is enlarged (each job gathers its columns before it writes
  * them). Pages already touched are reused, so a 1 mm CT does not fault in a fresh output
  * volume; only other growing passes get a new buffer. *bufp is replaced by the result. */
-static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], axis_plan plan[3],
-                          rp_vstats *stats)
+static int resample_owned_from(float **bufp, size_t cap, const int dim[3], const int start_dim[3],
+                               int k0, const int new_dim[3], axis_plan plan[3], rp_vstats *stats)
 {
     int order[3];
     pass_order(dim, new_dim, order);
@@ -477,11 +534,10 @@ static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], 
     for (int k = 0; k < 3; k++)
         if (!(new_dim[order[k]] == dim[order[k]] && plan[order[k]].order == RP_INTERP_NEAREST))
             last = k;
-    int cur_dim[3] = {dim[0], dim[1], dim[2]};
+    int cur_dim[3] = {start_dim[0], start_dim[1], start_dim[2]};
     float *cur = *bufp;
-    size_t cap = (size_t)dim[0] * dim[1] * dim[2] * sizeof(float);
     int rc = 0;
-    for (int k = 0; k < 3 && rc == 0; k++) {
+    for (int k = k0; k < 3 && rc == 0; k++) {
         int axis = order[k];
         if (new_dim[axis] == dim[axis] && plan[axis].order == RP_INTERP_NEAREST)
             continue; /* identity along this axis */
@@ -525,6 +581,59 @@ static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], 
     return rc;
 }
 
+static int resample_owned(float **bufp, const int dim[3], const int new_dim[3], axis_plan plan[3],
+                          rp_vstats *stats)
+{
+    return resample_owned_from(bufp, (size_t)dim[0] * dim[1] * dim[2] * sizeof(float), dim, dim,
+                               0, new_dim, plan, stats);
+}
+
+/* A deferred volume: the first pass reads the source's rows (along x or y, the axes inside a
+ * slice; each slice goes back once its lines are done) into a buffer sized for the largest
+ * grid of the passes after it, which then run in it as resample_owned's do. The source is
+ * spent either way. RP_EUNSUPPORTED, with nothing read, when the first pass would run along z
+ * or there is none. */
+static int resample_deferred(rp_volume *in, const int new_dim[3], axis_plan plan[3],
+                             rp_vstats *stats, float **outp)
+{
+    int order[3], k0 = 0, npass = 0;
+    pass_order(in->dim, new_dim, order);
+    while (k0 < 3 && new_dim[order[k0]] == in->dim[order[k0]] &&
+           plan[order[k0]].order == RP_INTERP_NEAREST)
+        k0++;
+    if (k0 == 3 || order[k0] > 1)
+        return RP_EUNSUPPORTED;
+    for (int k = k0; k < 3; k++)
+        npass += !(new_dim[order[k]] == in->dim[order[k]] &&
+                   plan[order[k]].order == RP_INTERP_NEAREST);
+    const int axis = order[k0];
+    int cd[3] = {in->dim[0], in->dim[1], in->dim[2]}, gd[3];
+    cd[axis] = new_dim[axis];
+    memcpy(gd, cd, sizeof gd);
+    size_t cap = 0;
+    for (int k = k0; k < 3; k++) { /* the largest grid any pass writes */
+        gd[order[k]] = new_dim[order[k]];
+        size_t b = (size_t)gd[0] * gd[1] * gd[2] * sizeof(float);
+        cap = b > cap ? b : cap;
+    }
+    float *buf = rp_mem_alloc(cap);
+    int rc = buf ? pass_axis_src(NULL, in->src, in->dim, axis, &plan[axis], buf,
+                                 npass == 1 ? stats : NULL)
+                 : RP_ENOMEM;
+    if (in->src->release)
+        in->src->release(in->src->user);
+    free(in->src);
+    in->src = NULL;
+    if (!rc)
+        rc = resample_owned_from(&buf, cap, in->dim, cd, k0 + 1, new_dim, plan, stats);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *outp = buf;
+    return 0;
+}
+
 int rp_resample_volume(rp_volume **volp, const double new_sp[3], const int order[3])
 {
     return rp_resample_volume_stats(volp, new_sp, order, NULL);
@@ -551,16 +660,27 @@ int rp_resample_volume_stats(rp_volume **volp, const double new_sp[3], const int
         rc = plan_axis(&plan[a], in->dim[a], nd[a], scale[a], order[a]);
     if (rc)
         goto done;
+    float *fused = NULL; /* a deferred volume's result */
+    if (!in->data && in->src) {
+        rc = resample_deferred(in, nd, plan, stats, &fused);
+        if (rc == RP_EUNSUPPORTED) {
+            RP_DEBUG("volume", "deferred volume materialised: the first pass runs along z");
+            rc = rp_volume_materialize(in);
+        }
+        if (rc)
+            goto done;
+    }
     if (in->dim[3] == 1) {
         /* the working buffer becomes the output volume's */
         out = calloc(1, sizeof *out);
         if (!out) {
+            free(fused);
             rc = RP_ENOMEM;
             goto done;
         }
-        float *buf = in->data;
+        float *buf = fused ? fused : in->data;
         in->data = NULL;
-        rc = resample_owned(&buf, in->dim, nd, plan, stats);
+        rc = fused ? 0 : resample_owned(&buf, in->dim, nd, plan, stats);
         if (rc) {
             free(buf);
             goto done;
@@ -595,7 +715,7 @@ done:
     rp_volume_free(out);
     for (int a = 0; a < 3; a++)
         plan_free(&plan[a]);
-    if (rc && !(*volp)->data) {
+    if (rc && !(*volp)->data && !(*volp)->src) {
         /* input already consumed: the caller has no volume left */
         rp_volume_free(*volp);
         *volp = NULL;

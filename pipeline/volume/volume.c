@@ -45,6 +45,8 @@ rp_volume *rp_volume_new(int nx, int ny, int nz, int nc)
 
 rp_volume *rp_volume_clone(const rp_volume *v)
 {
+    if (!v->data) /* deferred: materialise it first */
+        return NULL;
     rp_volume *c = rp_volume_new(v->dim[0], v->dim[1], v->dim[2], v->dim[3]);
     if (!c)
         return NULL;
@@ -54,12 +56,62 @@ rp_volume *rp_volume_clone(const rp_volume *v)
     return c;
 }
 
+static void source_free(rp_vol_source *s)
+{
+    if (!s)
+        return;
+    if (s->release)
+        s->release(s->user);
+    free(s);
+}
+
 void rp_volume_free(rp_volume *v)
 {
     if (!v)
         return;
     free(v->data);
+    source_free(v->src);
     free(v);
+}
+
+rp_volume *rp_volume_new_deferred(int nx, int ny, int nz, rp_vol_source *src)
+{
+    if (!src || !src->row || !dims_ok(nx, ny, nz, 1))
+        return NULL;
+    rp_volume *v = calloc(1, sizeof *v);
+    if (!v)
+        return NULL;
+    v->dim[0] = nx;
+    v->dim[1] = ny;
+    v->dim[2] = nz;
+    v->dim[3] = 1;
+    v->src = src;
+    for (int i = 0; i < 4; i++)
+        v->affine[i][i] = 1;
+    rp_volume_update_spacing(v);
+    return v;
+}
+
+int rp_volume_materialize(rp_volume *v)
+{
+    if (!v || v->data || !v->src)
+        return v && (v->data || v->src) ? 0 : RP_EINVAL;
+    const int nx = v->dim[0], ny = v->dim[1], nz = v->dim[2];
+    float *d = rp_mem_alloc(rp_volume_nvox(v) * sizeof(float));
+    if (!d)
+        return RP_ENOMEM;
+    rp_vol_source *s = v->src;
+#pragma omp parallel for schedule(static)
+    for (int z = 0; z < nz; z++) {
+        for (int y = 0; y < ny; y++)
+            s->row(s->user, y, z, 0, nx, d + ((size_t)z * ny + y) * nx);
+        if (s->slice_done)
+            s->slice_done(s->user, z);
+    }
+    v->data = d;
+    v->src = NULL;
+    source_free(s);
+    return 0;
 }
 
 size_t rp_volume_nvox(const rp_volume *v)

@@ -34,11 +34,47 @@
 extern "C" {
 #endif
 
+/* Running statistics of float samples (the QC figures: extent, count at each end, sums for
+ * mean and SD, NaN/Inf excluded and counted), filled block by block while a block is still
+ * in cache, merged in any order (per-thread partials). */
+typedef struct rp_vstats {
+    float lo, hi;         /* finite extent: lo > hi while no finite sample was seen */
+    double sum, sumsq;    /* of the finite samples */
+    size_t n_lo, n_hi;    /* samples equal to lo / hi */
+    size_t bad;           /* NaN or Inf */
+    size_t n;             /* samples seen, bad ones included */
+} rp_vstats;
+void rp_vstats_init(rp_vstats *s);
+void rp_vstats_add(rp_vstats *s, const float *p, size_t n);
+void rp_vstats_merge(rp_vstats *into, const rp_vstats *from);
+
+/* Voxels not yet in a float array (a deferred volume, see rp_volume.src): the decoded slices
+ * of a series, read row by row. Why: a recipe that resamples first reads the native samples
+ * straight into the first resampling pass, so the float volume at the native grid is never
+ * written (nor its fresh pages touched). */
+typedef struct rp_vol_source {
+    /* out[0..n) = voxels x0..x0+n of row y of slice z, as float (the same values the float
+     * volume would hold). Called in parallel from several threads. */
+    void (*row)(void *user, int y, int z, int x0, int n, float *out);
+    /* slice z is not read again (may be NULL) */
+    void (*slice_done)(void *user, int z);
+    /* frees user and everything it holds (may be NULL) */
+    void (*release)(void *user);
+    void *user;
+    /* The statistics of the voxels (has_stats 1), taken by whoever made the source, and how
+     * many lie below -1024 (the `hu` step's figure): the recipe's first figures without a
+     * pass over a float volume. */
+    int has_stats;
+    rp_vstats stats;
+    size_t below_m1024;
+} rp_vol_source;
+
 typedef struct rp_volume {
     int dim[4];            /* nx, ny, nz, nc (all >= 1) */
-    float *data;           /* owned, nx*ny*nz*nc floats */
+    float *data;           /* owned, nx*ny*nz*nc floats; NULL while deferred (src) */
     double affine[4][4];   /* voxel -> RAS mm */
     double spacing[3];     /* mm, column norms of affine[0..2][0..2] */
+    rp_vol_source *src;    /* owned, NULL unless deferred: 3-D (nc 1), data NULL */
 } rp_volume;
 
 typedef struct rp_mask {
@@ -101,20 +137,6 @@ static inline unsigned rp_mask_at(const rp_mask *m, size_t i)
 /* Voxels [first, first+n) as bytes into out, in either form (a writer's block). */
 void rp_mask_get_bytes(const rp_mask *m, size_t first, size_t n, uint8_t *out);
 
-/* Running statistics of float samples (the QC figures: extent, count at each end, sums for
- * mean and SD, NaN/Inf excluded and counted), filled block by block while a block is still
- * in cache, merged in any order (per-thread partials). */
-typedef struct rp_vstats {
-    float lo, hi;         /* finite extent: lo > hi while no finite sample was seen */
-    double sum, sumsq;    /* of the finite samples */
-    size_t n_lo, n_hi;    /* samples equal to lo / hi */
-    size_t bad;           /* NaN or Inf */
-    size_t n;             /* samples seen, bad ones included */
-} rp_vstats;
-void rp_vstats_init(rp_vstats *s);
-void rp_vstats_add(rp_vstats *s, const float *p, size_t n);
-void rp_vstats_merge(rp_vstats *into, const rp_vstats *from);
-
 /* Large working buffers (volumes, masks, bit planes, scratch blocks of 512 KiB and up).
  * Faulting such a buffer in 4 KiB at a time costs more CPU than the arithmetic that fills
  * it (on a virtual machine each fault traps to the host), and a buffer freed in huge pages
@@ -160,6 +182,12 @@ int rp_resample_volume(rp_volume **vol, const double new_sp[3], const int order[
  * than one channel, or nothing to interpolate). */
 int rp_resample_volume_stats(rp_volume **vol, const double new_sp[3], const int order[3],
                              rp_vstats *stats);
+/* A deferred volume (data NULL, src set: dims, affine and spacing as for the float one; src
+ * is owned by it from now on). rp_volume_materialize() writes the float voxels and drops the
+ * source; rp_resample_volume() reads a deferred volume's slices in its first pass when that
+ * pass runs along x or y (else it materialises first), with the same result to the bit. */
+rp_volume *rp_volume_new_deferred(int nx, int ny, int nz, rp_vol_source *src);
+int rp_volume_materialize(rp_volume *v);
 /* Nearest-neighbour resample of a mask onto new_dim with the same index scale. */
 int rp_resample_mask(rp_mask **m, const int new_dim[3], const double scale[3]);
 /* Place the first channel of src on grid's lattice (warp.c): m maps a grid voxel index to a
