@@ -227,7 +227,7 @@ typedef struct pass_ctx {
     const rp_vol_source *src;
     float *rows;
     size_t row_len;
-    int src_ny;
+    int src_ny, src_z0; /* line l of the source is row l % src_ny of slice src_z0 + l / src_ny */
     int *left;
 } pass_ctx;
 
@@ -282,7 +282,7 @@ RP_SIMD_CLONES static void job_lines(const pass_ctx *c, size_t gi, double *tmp, 
         if (!src) {
             float *r = c->rows + (size_t)omp_get_thread_num() * c->row_len;
             int line = (int)(o0 + (l < g ? l : 0));
-            c->src->row(c->src->user, line % c->src_ny, line / c->src_ny, 0, n, r);
+            c->src->row(c->src->user, line % c->src_ny, c->src_z0 + line / c->src_ny, 0, n, r);
             src = r;
         }
         for (int k = 0; k < n; k++)
@@ -351,6 +351,13 @@ RP_SIMD_CLONES static void job_chunk(const pass_ctx *c, size_t j, double *tmp, d
     }
 }
 
+/* Columns per job_chunk job along an axis of n_in samples (see CHUNK_BLOCK_BYTES). */
+static size_t chunk_cols(int n_in)
+{
+    size_t cols = CHUNK_BLOCK_BYTES / ((size_t)n_in * sizeof(double)) / 64 * 64;
+    return cols < CHUNK_MIN ? CHUNK_MIN : cols > CHUNK_MAX ? CHUNK_MAX : cols;
+}
+
 /* After job j of a deferred volume's pass: the slices it finished go back to the source. */
 static void job_done(const pass_ctx *c, size_t j)
 {
@@ -400,8 +407,7 @@ static int pass_axis_src(const float *in, const rp_vol_source *src, const int di
         c.inner *= (size_t)dim[a];
     for (int a = axis + 1; a < 3; a++)
         c.outer *= (size_t)dim[a];
-    c.cols = CHUNK_BLOCK_BYTES / ((size_t)p->n_in * sizeof(double)) / 64 * 64;
-    c.cols = c.cols < CHUNK_MIN ? CHUNK_MIN : c.cols > CHUNK_MAX ? CHUNK_MAX : c.cols;
+    c.cols = chunk_cols(p->n_in);
     c.nchunks = (c.inner + c.cols - 1) / c.cols;
     /* jobs per block and number of blocks */
     size_t per = c.inner == 1 ? 1 : c.nchunks;
@@ -472,6 +478,91 @@ static int pass_axis(const float *in, const int dim[3], int axis, const axis_pla
                      rp_vstats *stats)
 {
     return pass_axis_src(in, NULL, dim, axis, p, out, stats);
+}
+
+/* The x and y passes one slice at a time: a slice's x pass lands in the thread's slice buffer
+ * (float, as the x pass would leave it in memory, so the result has the same bits) and its y
+ * pass goes from there to the slice's place in out, so the volume between the two passes is
+ * never written: for a CT that is 1.4x the final grid's size in fresh memory and a pass over
+ * it saved. in: the float volume, or NULL to read src's rows (each slice handed back when
+ * done); in == out runs in place, in rounds, when a slice shrinks (as pass_axis does along an
+ * axis: slice z's output lies below input slice z + 1). stats: of what is written, or NULL. */
+static int pass_xy(const float *in, const rp_vol_source *src, const int dim[3],
+                   const axis_plan *px, const axis_plan *py, float *out, rp_vstats *stats)
+{
+    const double t0 = rp_mono_s();
+    const size_t nx = (size_t)dim[0], ny = (size_t)dim[1], nxo = (size_t)px->n_out;
+    const size_t s_in = nx * ny, s_out = nxo * (size_t)py->n_out;
+    const int nz = dim[2];
+    if (in == out && s_out > s_in)
+        return RP_EINVAL;
+    const size_t nth = (size_t)omp_get_max_threads(), cols = chunk_cols((int)ny);
+    /* per thread: the slice after x (floats), the x lanes, the y block and its sums */
+    const size_t xt = nx * LINES, yt = ny * cols + cols;
+    const size_t per = (ny * nxo + 1) / 2 + xt + yt; /* in doubles */
+    double *scratch = rp_mem_alloc(nth * per * sizeof(double));
+    float *rows = src ? malloc(nth * nx * sizeof *rows) : NULL; /* job_lines': a source row */
+    rp_vstats *ts = stats ? malloc(nth * sizeof *ts) : NULL;
+    if (!scratch || (src && !rows) || (stats && !ts)) {
+        free(scratch);
+        free(rows);
+        free(ts);
+        return RP_ENOMEM;
+    }
+    for (size_t t = 0; stats && t < nth; t++)
+        rp_vstats_init(&ts[t]);
+    int a = 0;
+    while (a < nz) {
+        int b = nz;
+        if (in == out) { /* outputs of [a, b) end at b * s_out <= a * s_in: consumed input */
+            b = s_out ? (int)((double)a * (double)s_in / (double)s_out) : nz;
+            b = b <= a ? a + 1 : b > nz ? nz : b;
+        }
+#pragma omp parallel if (b - a > 1) num_threads((int)nth)
+        {
+            const int t = omp_get_thread_num();
+            double *base = scratch + (size_t)t * per;
+            float *slice = (float *)base;
+            double *xtmp = base + (ny * nxo + 1) / 2, *ytmp = xtmp + xt;
+            pass_ctx cx = {.out = slice, .inner = 1, .outer = ny, .p = px, .src = src,
+                           .rows = rows, .row_len = nx, .src_ny = (int)ny};
+            pass_ctx cy = {.in = slice, .inner = nxo, .outer = 1, .p = py, .cols = cols,
+                           .nchunks = (nxo + cols - 1) / cols};
+#pragma omp for schedule(dynamic, 1)
+            for (int z = a; z < b; z++) {
+                cx.in = in ? in + (size_t)z * s_in : NULL;
+                cx.src_z0 = z;
+                for (size_t g = 0; g < (ny + LINES - 1) / LINES; g++)
+                    job_lines(&cx, g, xtmp, NULL);
+                if (src && src->slice_done)
+                    src->slice_done(src->user, z);
+                cy.out = out + (size_t)z * s_out;
+                for (size_t j = 0; j < cy.nchunks; j++)
+                    job_chunk(&cy, j, ytmp, ytmp + ny * cols, stats ? &ts[t] : NULL);
+            }
+        }
+        a = b;
+    }
+    free(rows);
+    free(scratch);
+    RP_DEBUG("volume", "resample passes x+y %zux%zu->%zux%d per slice %s ms=%.1f", nx, ny, nxo,
+             py->n_out, !in ? "from slices" : in == out ? "in place" : "to new buffer",
+             (rp_mono_s() - t0) * 1e3);
+    if (stats) {
+        rp_vstats_init(stats);
+        for (size_t t = 0; t < nth; t++)
+            rp_vstats_merge(stats, &ts[t]);
+        free(ts);
+    }
+    return 0;
+}
+
+/* 1 when the passes from order[k] on start with x then y, both doing something (pass_xy). */
+static int xy_first(const int order[3], int k, const int dim[3], const int new_dim[3],
+                    const axis_plan plan[3])
+{
+    return k < 2 && order[k] == 0 && order[k + 1] == 1 &&
+           !(new_dim[1] == dim[1] && plan[1].order == RP_INTERP_NEAREST);
 }
 
 /* Resample one 3-D channel. `in` may be freed after the first pass when `own_in` (it is then
@@ -585,6 +676,26 @@ static int resample_owned_from(float **bufp, size_t cap, const int dim[3], const
             continue; /* identity along this axis */
         int nd[3] = {cur_dim[0], cur_dim[1], cur_dim[2]};
         nd[axis] = new_dim[axis];
+        if (xy_first(order, k, dim, new_dim, plan)) { /* x and y slice by slice */
+            nd[1] = new_dim[1];
+            size_t nb = (size_t)nd[0] * nd[1] * nd[2] * sizeof(float);
+            int inplace = (size_t)nd[0] * nd[1] <= (size_t)cur_dim[0] * cur_dim[1];
+            float *nxt = inplace ? cur : rp_mem_alloc(nb);
+            if (!nxt) {
+                rc = RP_ENOMEM;
+                break;
+            }
+            rc = pass_xy(cur, NULL, cur_dim, &plan[0], &plan[1], nxt,
+                         k + 1 == last ? stats : NULL);
+            if (!inplace) {
+                free(cur);
+                cur = nxt;
+                cap = nb;
+            }
+            memcpy(cur_dim, nd, sizeof nd);
+            k++; /* the y pass is done */
+            continue;
+        }
         size_t nbytes = (size_t)nd[0] * nd[1] * nd[2] * sizeof(float);
         int outer = 1;
         for (int a = axis + 1; a < 3; a++)
@@ -648,26 +759,31 @@ static int resample_deferred(rp_volume *in, const int new_dim[3], axis_plan plan
     for (int k = k0; k < 3; k++)
         npass += !(new_dim[order[k]] == in->dim[order[k]] &&
                    plan[order[k]].order == RP_INTERP_NEAREST);
-    const int axis = order[k0];
+    const int axis = order[k0], xy = xy_first(order, k0, in->dim, new_dim, plan);
+    const int kn = k0 + (xy ? 2 : 1); /* the passes after the first (two with pass_xy) */
     int cd[3] = {in->dim[0], in->dim[1], in->dim[2]}, gd[3];
     cd[axis] = new_dim[axis];
+    if (xy)
+        cd[1] = new_dim[1];
     memcpy(gd, cd, sizeof gd);
-    size_t cap = 0;
-    for (int k = k0; k < 3; k++) { /* the largest grid any pass writes */
+    size_t cap = (size_t)cd[0] * cd[1] * cd[2] * sizeof(float);
+    for (int k = kn; k < 3; k++) { /* the largest grid any pass writes */
         gd[order[k]] = new_dim[order[k]];
         size_t b = (size_t)gd[0] * gd[1] * gd[2] * sizeof(float);
         cap = b > cap ? b : cap;
     }
     float *buf = rp_mem_alloc(cap);
-    int rc = buf ? pass_axis_src(NULL, in->src, in->dim, axis, &plan[axis], buf,
-                                 npass == 1 ? stats : NULL)
-                 : RP_ENOMEM;
+    int rc = !buf ? RP_ENOMEM
+             : xy ? pass_xy(NULL, in->src, in->dim, &plan[0], &plan[1], buf,
+                            npass == 2 ? stats : NULL)
+                  : pass_axis_src(NULL, in->src, in->dim, axis, &plan[axis], buf,
+                                  npass == 1 ? stats : NULL);
     if (in->src->release)
         in->src->release(in->src->user);
     free(in->src);
     in->src = NULL;
     if (!rc)
-        rc = resample_owned_from(&buf, cap, in->dim, cd, k0 + 1, new_dim, plan, stats);
+        rc = resample_owned_from(&buf, cap, in->dim, cd, kn, new_dim, plan, stats);
     if (rc) {
         free(buf);
         return rc;
