@@ -2,6 +2,7 @@
  * process_fast_internal.h). */
 #include "pipeline/process_fast_internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <sched.h>
@@ -397,6 +398,49 @@ static void slice_stats_of(const float *f, const uint64_t *pb, size_t nx, size_t
     o->below = below;
 }
 
+/* One int16 slice with no Pixel Padding whose values are exactly stored + b (slope 1, an
+ * integral intercept, |b| <= 13000 so that a value squared fits 32 bits): the figures
+ * slice_stats_of() takes from the converted floats, straight from the samples in one pass per
+ * row (every sum is of integers below 2^53, so both are exact and equal). */
+RP_SIMD_CLONES static void slice_stats_s16(const int16_t *src, size_t row_bytes, size_t nx,
+                                           size_t ny, int b, slice_stats *o)
+{
+    rp_vstats_init(&o->v);
+    size_t below = 0;
+    for (size_t y = 0; y < ny; y++) {
+        const int16_t *r = row_bytes
+                               ? (const int16_t *)((const uint8_t *)src + (ny - 1 - y) * row_bytes)
+                               : src + y * nx;
+        int lo = INT_MAX, hi = INT_MIN, nb = 0;
+        double sum = 0, ss = 0;
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(+ : sum, ss, nb)
+        for (size_t i = 0; i < nx; i++) {
+            const int v = r[i] + b;
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            sum += (double)v;
+            ss += (double)(v * v);
+            nb += v < -1024;
+        }
+        rp_vstats row = {.lo = (float)lo, .hi = (float)hi, .sum = sum, .sumsq = ss, .n = nx};
+        /* a row's extremes are counted only when they may be the slice's */
+        if (row.lo <= o->v.lo || row.hi >= o->v.hi) {
+            int clo = 0, chi = 0;
+#pragma omp simd reduction(+ : clo, chi)
+            for (size_t i = 0; i < nx; i++) {
+                clo += r[i] + b == lo;
+                chi += r[i] + b == hi;
+            }
+            row.n_lo = (size_t)(row.lo <= o->v.lo ? clo : 0);
+            row.n_hi = (size_t)(row.hi >= o->v.hi ? chi : 0);
+        }
+        rp_vstats_merge(&o->v, &row);
+        below += (size_t)nb;
+    }
+    o->below = below;
+    o->npad = 0;
+}
+
 /* The statistics of the whole filled volume from those of its slices (merged in slice order,
  * so the sums do not depend on the threads): padding voxels hold the fill, the lowest value. */
 static void merge_stats(const slice_stats *ps, size_t nslices, rp_vol_source *o, float *fill,
@@ -465,6 +509,8 @@ int rp_pf_deferred(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
     s->es = rp_sample_bytes(d->type);
     s->a = d->scl_slope == 0 ? 1 : d->scl_slope;
     s->b = d->scl_inter;
+    const int exact16 = d->type == RP_ST_S16 && s->a == 1 && s->b == floor(s->b) &&
+                        fabs(s->b) <= 13000;
     /* the pre-pass: the padding test and mask exactly as rp_pf_to_float builds them, and the
      * statistics of the volume it would leave (after the fill); each slice is converted into
      * the thread's scratch slice, which stays in cache */
@@ -482,6 +528,10 @@ int rp_pf_deferred(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
         s->has[k] = pb != NULL;
         s->lo[k] = lo;
         s->hi[k] = hi;
+        if (exact16 && !pb) {
+            slice_stats_s16(d->slice[k], d->stored_row_bytes, nx, ny, (int)s->b, &ps[k]);
+            continue;
+        }
         float *f = scratch + (size_t)t * (nx * ny + nx);
         ps[k].npad = convert_slice(d->type, d->slice[k], d->stored_row_bytes, nx, ny, s->a, s->b,
                                    lo, hi, f, NULL, pb, rowbufs + (size_t)t * nx);

@@ -3,8 +3,9 @@
 resampling pass (no float volume at the native grid) when resampling makes the grid smaller;
 the result must be the float path's to the byte. On the real LIDC-IDRI-0001 chest CT (shared data) as is, with Pixel Padding Value
 -1024 added (stored -1024 is the area outside the reconstruction circle: the padding mask
-and fill are exercised), and a part of it with slope 0.5 and a fractional intercept (the
-statistics then come from float sums), each recipe below runs twice, once with
+and fill are exercised), a part of it with slope 0.5 and a fractional intercept (the
+statistics then come from float sums), and a part without Pixel Padding (the statistics then
+come from the int16 samples directly), each recipe below runs twice, once with
 RP_PROCESS_DEFER=1 (deferred wherever possible) and once with RP_PROCESS_DEFER=0 (the float
 path):
 
@@ -36,6 +37,7 @@ RULES = {
 }
 # (series, rule, first pass from the decoded slices)
 CASES = [("lidc", "ct_x", True), ("pad", "ct_x", True), ("slope", "ct_x", True),
+         ("nopad", "ct_x", True),
          ("pad", "ct_y", True), ("pad", "ct_lin", True), ("pad", "ct_z", False)]
 
 
@@ -49,7 +51,10 @@ def variant(folder, n, **tags):
     for src in sorted(z, key=z.get)[:n]:
         ds = pydicom.dcmread(os.path.join(LIDC, src))
         for k, v in tags.items():
-            if k == "PixelPaddingValue":
+            if v is None:
+                if k in ds:
+                    delattr(ds, k)
+            elif k == "PixelPaddingValue":
                 ds.add_new(0x00280120, "SS", v)
             else:
                 setattr(ds, k, v)
@@ -91,7 +96,9 @@ def main():
     series = {"lidc": LIDC,
               "pad": variant(os.path.join(tmp, "pad"), n, PixelPaddingValue=-1024),
               "slope": variant(os.path.join(tmp, "slope"), 60, PixelPaddingValue=-1024,
-                               RescaleSlope=0.5, RescaleIntercept=-1000.25)}
+                               RescaleSlope=0.5, RescaleIntercept=-1000.25),
+              # no padding declared, slope 1: the statistics from the int16 samples directly
+              "nopad": variant(os.path.join(tmp, "nopad"), 60, PixelPaddingValue=None)}
     for ser, rule, expect in CASES:
         name = ser + "/" + rule
         a = os.path.join(tmp, ser + "_" + rule + "_deferred")
@@ -116,7 +123,7 @@ def main():
         rptest.check(steps_qc[0].get("below_minus1024_fraction", -1) >= 0 and
                      steps_qc[0]["before"]["nonfinite"] == 0,
                      "%s: hu step statistics present" % name)
-        if ser != "lidc":
+        if ser not in ("lidc", "nopad"):
             pad = qa["series"][0]["stacks"][0].get("padding", {})
             rptest.check(pad.get("voxels", 0) > 0, "%s: padding filled (%s)" % (name, pad))
     for rule, expect in (("ct_x", False), ("ct_lin", True)):
