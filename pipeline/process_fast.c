@@ -281,6 +281,8 @@ typedef struct pf_src {
     uint8_t *has;
     long *own; /* per slice: the buffer holding it alone, or -1 */
     float fill;
+    int exact16; /* int16 samples, slope 1, integral intercept ib: value = sample + ib */
+    int ib;
 } pf_src;
 
 #define ROW_CONV(T)                                                                                \
@@ -313,6 +315,14 @@ static void src_row(void *user, int y, int z, int x0, int n, float *out)
     const int pad = s->has[z];
     const long l = s->lo[z], h = s->hi[z];
     const float fill = s->fill;
+    if (s->exact16 && !pad) { /* the same floats, in 32-bit integer lanes */
+        const int16_t *sv = (const int16_t *)row;
+        const int ib = s->ib;
+#pragma omp simd
+        for (int i = 0; i < n; i++)
+            out[i] = (float)(sv[i] + ib);
+        return;
+    }
     switch (s->d.type) {
     case RP_ST_U8:
         ROW_CONV(uint8_t);
@@ -511,6 +521,8 @@ int rp_pf_deferred(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
     s->b = d->scl_inter;
     const int exact16 = d->type == RP_ST_S16 && s->a == 1 && s->b == floor(s->b) &&
                         fabs(s->b) <= 13000;
+    s->exact16 = exact16;
+    s->ib = exact16 ? (int)s->b : 0;
     /* the pre-pass: the padding test and mask exactly as rp_pf_to_float builds them, and the
      * statistics of the volume it would leave (after the fill); each slice is converted into
      * the thread's scratch slice, which stays in cache */
