@@ -236,6 +236,32 @@ void rp_mask_get_bytes(const rp_mask *m, size_t first, size_t n, uint8_t *out)
     }
 }
 
+int rp_mask_range_empty(const rp_mask *m, size_t first, size_t n)
+{
+    if (m->data || !m->bits)
+        return 0;
+    const size_t nx = (size_t)m->dim[0];
+    while (n) {
+        size_t r = first / nx, x = first % nx, l = nx - x < n ? nx - x : n;
+        const uint64_t *w = m->bits + r * (size_t)m->wpr;
+        size_t j0 = x / 64, j1 = (x + l - 1) / 64;
+        uint64_t acc = 0;
+        for (size_t j = j0; j <= j1; j++) {
+            uint64_t v = w[j];
+            if (j == j0)
+                v &= ~0ull << (x % 64);
+            if (j == j1 && (x + l) % 64)
+                v &= ~0ull >> (64 - (x + l) % 64);
+            acc |= v;
+        }
+        if (acc)
+            return 0;
+        first += l;
+        n -= l;
+    }
+    return 1;
+}
+
 int rp_mask_unpack(rp_mask *m)
 {
     if (!m || m->data || !m->bits)

@@ -136,6 +136,10 @@ static inline unsigned rp_mask_at(const rp_mask *m, size_t i)
 }
 /* Voxels [first, first+n) as bytes into out, in either form (a writer's block). */
 void rp_mask_get_bytes(const rp_mask *m, size_t first, size_t n, uint8_t *out);
+/* 1 when no voxel in [first, first+n) is set, read from the bits of a packed mask (a writer's
+ * block of zeros is then known without making its bytes); 0 when one is, or the mask holds
+ * bytes (not looked at). */
+int rp_mask_range_empty(const rp_mask *m, size_t first, size_t n);
 
 /* Large working buffers (volumes, masks, bit planes, scratch blocks of 512 KiB and up).
  * Faulting such a buffer in 4 KiB at a time costs more CPU than the arithmetic that fills

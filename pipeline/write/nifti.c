@@ -324,6 +324,20 @@ static const uint8_t *direct(const seg *sg, size_t nseg, size_t off, size_t len)
     return NULL;
 }
 
+/* 1 when stream bytes [off, off+len) are known to be zeros without making them: they lie in
+ * one packed mask segment with none of those voxels set (most of a mask's blocks). */
+static int known_zero(const seg *sg, size_t nseg, size_t off, size_t len)
+{
+    size_t pos = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        if (off < pos + sg[i].n)
+            return sg[i].conv == CONV_MASK && off + len <= pos + sg[i].n &&
+                   rp_mask_range_empty(sg[i].mask, off - pos, len);
+        pos += sg[i].n;
+    }
+    return 0;
+}
+
 static int all_zero(const uint8_t *p, size_t n)
 {
     uint64_t acc = 0;
@@ -453,14 +467,16 @@ static int write_gz(FILE *f, const seg *sg, size_t nseg, const rp_nifti_opts *o)
             if (!bad) {
                 size_t off = i * block;
                 size_t len = total - off < block ? total - off : block;
-                const uint8_t *src = direct(sg, nseg, off, len);
-                if (!src) {
+                /* masks are mostly zero: a whole block of zeros compresses to the same member
+                 * every time, so each thread makes it once (and a block a mask's bits show
+                 * empty is not even expanded) */
+                int zero = len == block && zlen && known_zero(sg, nseg, off, len);
+                const uint8_t *src = zero ? NULL : direct(sg, nseg, off, len);
+                if (!zero && !src) {
                     gather(sg, nseg, off, len, in);
                     src = in;
                 }
-                /* masks are mostly zero: a whole block of zeros compresses to the same member
-                 * every time, so each thread makes it once */
-                int zero = len == block && all_zero(src, len);
+                zero = zero || (len == block && all_zero(src, len));
                 if (zero && zlen) {
                     memcpy(out, zmem, zlen);
                     olen = zlen;

@@ -1,7 +1,7 @@
 /* tests/volume/test_mask_bits.c — masks packed in bits (rp_mask.bits, volume.h): packing and
  * unpacking give back the bytes, counts, single voxels and byte ranges (any offset and length,
- * across rows) read the same in both forms, and nearest-neighbour resampling of a packed mask
- * gives the voxels of the byte one. */
+ * across rows) read the same in both forms, empty ranges are found from the bits, and
+ * nearest-neighbour resampling of a packed mask gives the voxels of the byte one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +50,13 @@ static void check_forms(int nx, int ny, int nz)
         assert_memory_equal(buf, want + s, l);
         assert_int_equal(buf[l], 0xA5);
     }
+    /* empty ranges from the bits: every short range (inside a row, ending at a word edge,
+     * across rows) agrees with the bytes */
+    for (size_t s = 0; s < n; s += 5)
+        for (size_t l = 1; l <= 2 * (size_t)nx + 3 && s + l <= n; l += 1 + l / 3) {
+            int empty = memchr(want + s, 1, l) == NULL;
+            assert_int_equal(rp_mask_range_empty(a, s, l), empty);
+        }
     /* nearest resampling: packed and byte forms agree */
     rp_mask *b = random_mask(nx, ny, nz, 11u + (unsigned)nx);
     const int nd[3] = {nx * 3 / 2 + 1, ny * 2 / 3 + 1, nz * 5 / 2};
