@@ -514,7 +514,10 @@ static int pass_xy(const float *in, const rp_vol_source *src, const int dim[3],
     int a = 0;
     while (a < nz) {
         int b = nz;
-        if (in == out) { /* outputs of [a, b) end at b * s_out <= a * s_in: consumed input */
+        /* in place with a smaller slice: outputs of [a, b) end at b * s_out <= a * s_in, in
+         * consumed input (a slice of the same size overwrites only its own input, which its
+         * job has read before it writes) */
+        if (in == out && s_out < s_in) {
             b = s_out ? (int)((double)a * (double)s_in / (double)s_out) : nz;
             b = b <= a ? a + 1 : b > nz ? nz : b;
         }

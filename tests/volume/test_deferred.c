@@ -146,10 +146,11 @@ static void test_materialize(void **state)
 
 /* The x and y passes run slice by slice (pass_xy) for one channel; several channels go pass by
  * pass over whole volumes. Both must give the same bytes: in place (the slice shrinks, in
- * rounds), into a new buffer (it grows), and as the last pass (z unchanged). */
-static void fused_vs_separate(const double sp[3], int order, int order_z)
+ * rounds; or keeps its size, all slices at once), into a new buffer (it grows), and as the
+ * last pass (z unchanged). */
+static void fused_vs_separate_dims(int nx, int ny, int nz, const double sp[3], int order,
+                                   int order_z)
 {
-    const int nx = 37, ny = 29, nz = 23;
     rp_volume *one = make(nx, ny, nz, 11);
     rp_volume *two = rp_volume_new(nx, ny, nz, 2);
     assert_non_null(two);
@@ -176,6 +177,11 @@ static void fused_vs_separate(const double sp[3], int order, int order_z)
     rp_volume_free(two);
 }
 
+static void fused_vs_separate(const double sp[3], int order, int order_z)
+{
+    fused_vs_separate_dims(37, 29, 23, sp, order, order_z);
+}
+
 static void test_xy_per_slice(void **state)
 {
     (void)state;
@@ -186,6 +192,9 @@ static void test_xy_per_slice(void **state)
         fused_vs_separate(shrink, o, o);
         fused_vs_separate(grow, o, o);
         fused_vs_separate(last, o, RP_INTERP_NEAREST); /* z untouched: x+y is the last pass */
+        /* 40 x 32 at 0.7 x 0.8 mm -> 32 x 40: the slice keeps its size, all slices at once */
+        const double same[3] = {0.875, 0.64, 1.0};
+        fused_vs_separate_dims(40, 32, 23, same, o, o);
     }
 }
 
