@@ -281,67 +281,31 @@ typedef struct pf_src {
     uint8_t *has;
     long *own; /* per slice: the buffer holding it alone, or -1 */
     float fill;
-    int exact16; /* int16 samples, slope 1, integral intercept ib: value = sample + ib */
-    int ib;
 } pf_src;
 
-#define ROW_CONV(T)                                                                                \
-    do {                                                                                           \
-        const T *sv_ = (const T *)row;                                                             \
-        if (pad) {                                                                                 \
-            _Pragma("omp simd") for (int i = 0; i < n; i++)                                        \
-            {                                                                                      \
-                long sv = (long)sv_[i];                                                            \
-                float f = (float)(a * (double)sv_[i] + b);                                         \
-                out[i] = (sv >= l) & (sv <= h) ? fill : f;                                         \
-            }                                                                                      \
-        } else {                                                                                   \
-            _Pragma("omp simd") for (int i = 0; i < n; i++) out[i] =                               \
-                (float)(a * (double)sv_[i] + b);                                                   \
-        }                                                                                          \
-    } while (0)
-
 /* The values rp_pf_to_float() and rp_pf_fill_padding_packed() together leave in the float
- * volume, for one piece of one row. */
+ * volume, for one piece of one row: the conversion pass's own kernel, then the fill where the
+ * stored value is padding (in pieces, so the padding bytes stay on the stack). */
 static void src_row(void *user, int y, int z, int x0, int n, float *out)
 {
+    enum { PIECE = 1024 };
     const pf_src *s = user;
     const uint8_t *base = s->d.slice[z];
     const uint8_t *row = s->d.stored_row_bytes
                              ? base + (s->ny - 1 - (size_t)y) * s->d.stored_row_bytes
                              : base + (size_t)y * s->nx * s->es;
     row += (size_t)x0 * s->es;
-    const double a = s->a, b = s->b;
-    const int pad = s->has[z];
-    const long l = s->lo[z], h = s->hi[z];
-    const float fill = s->fill;
-    if (s->exact16 && !pad) { /* the same floats, in 32-bit integer lanes */
-        const int16_t *sv = (const int16_t *)row;
-        const int ib = s->ib;
-#pragma omp simd
-        for (int i = 0; i < n; i++)
-            out[i] = (float)(sv[i] + ib);
+    if (!s->has[z]) {
+        convert_slice(s->d.type, row, 0, (size_t)n, 1, s->a, s->b, 0, -1, out, NULL, NULL, NULL);
         return;
     }
-    switch (s->d.type) {
-    case RP_ST_U8:
-        ROW_CONV(uint8_t);
-        break;
-    case RP_ST_S8:
-        ROW_CONV(int8_t);
-        break;
-    case RP_ST_S16:
-        ROW_CONV(int16_t);
-        break;
-    case RP_ST_U16:
-        ROW_CONV(uint16_t);
-        break;
-    case RP_ST_S32:
-        ROW_CONV(int32_t);
-        break;
-    default:
-        ROW_CONV(uint32_t);
-        break;
+    uint8_t pm[PIECE];
+    for (int x = 0; x < n; x += PIECE) {
+        const int m = n - x < PIECE ? n - x : PIECE;
+        convert_slice(s->d.type, row + (size_t)x * s->es, 0, (size_t)m, 1, s->a, s->b, s->lo[z],
+                      s->hi[z], out + x, pm, NULL, NULL);
+        for (int i = 0; i < m; i++)
+            out[x + i] = pm[i] ? s->fill : out[x + i];
     }
 }
 
@@ -521,8 +485,6 @@ int rp_pf_deferred(rp_stack_data *d, const rp_stack *st, const rp_dcm_info *cons
     s->b = d->scl_inter;
     const int exact16 = d->type == RP_ST_S16 && s->a == 1 && s->b == floor(s->b) &&
                         fabs(s->b) <= 13000;
-    s->exact16 = exact16;
-    s->ib = exact16 ? (int)s->b : 0;
     /* the pre-pass: the padding test and mask exactly as rp_pf_to_float builds them, and the
      * statistics of the volume it would leave (after the fill); each slice is converted into
      * the thread's scratch slice, which stays in cache */

@@ -276,8 +276,8 @@ def bench_case(name, folder, radprep, tmp, with_ref):
               % ('whole job (cpu)', job[1], ref[1], ref[1] / job[1]))
     else:
         print('%-22s %10.3f   cpu %.3f s' % ('whole job (wall)', job[0], job[1]))
-    print('%-22s %10.3f   cpu %.3f s   (the warm-up run; the rows use the median of the five after it)'
-          % ('job, first run', first[0], first[1]))
+    print('%-22s %10.3f   cpu %.3f s   (the warm-up run; the rows use the median of the %d after it)'
+          % ('job, first run', first[0], first[1], RUNS))
     print('%-22s %s s wall, in order; plain %s s' % ('job runs', ' '.join('%.3f' % r[0][0] for r in reps),
                                                     ' '.join('%.3f' % r[0] for r in preps)))
     print('%-22s %10.3f   cpu %.3f s   (OMP_WAIT_POLICY=passive, as a node job runs)'

@@ -21,25 +21,33 @@ static int dims_ok(long long nx, long long ny, long long nz, long long nc)
     return 1;
 }
 
-rp_volume *rp_volume_new(int nx, int ny, int nz, int nc)
+/* The volume's header (grid, identity affine) without voxels; NULL on bad dims or no memory. */
+static rp_volume *volume_shell(int nx, int ny, int nz, int nc)
 {
     if (!dims_ok(nx, ny, nz, nc))
         return NULL;
     rp_volume *v = calloc(1, sizeof *v);
     if (!v)
         return NULL;
-    size_t n = (size_t)nx * ny * nz * nc;
-    v->data = rp_mem_calloc(n * sizeof(float));
-    if (!v->data) {
-        free(v);
-        return NULL;
-    }
     v->dim[0] = nx;
     v->dim[1] = ny;
     v->dim[2] = nz;
     v->dim[3] = nc;
     rp_mat4_identity(v->affine);
     rp_volume_update_spacing(v);
+    return v;
+}
+
+rp_volume *rp_volume_new(int nx, int ny, int nz, int nc)
+{
+    rp_volume *v = volume_shell(nx, ny, nz, nc);
+    if (!v)
+        return NULL;
+    v->data = rp_mem_calloc((size_t)nx * ny * nz * nc * sizeof(float));
+    if (!v->data) {
+        free(v);
+        return NULL;
+    }
     return v;
 }
 
@@ -76,19 +84,9 @@ void rp_volume_free(rp_volume *v)
 
 rp_volume *rp_volume_new_deferred(int nx, int ny, int nz, rp_vol_source *src)
 {
-    if (!src || !src->row || !dims_ok(nx, ny, nz, 1))
-        return NULL;
-    rp_volume *v = calloc(1, sizeof *v);
-    if (!v)
-        return NULL;
-    v->dim[0] = nx;
-    v->dim[1] = ny;
-    v->dim[2] = nz;
-    v->dim[3] = 1;
-    v->src = src;
-    for (int i = 0; i < 4; i++)
-        v->affine[i][i] = 1;
-    rp_volume_update_spacing(v);
+    rp_volume *v = src && src->row ? volume_shell(nx, ny, nz, 1) : NULL;
+    if (v)
+        v->src = src;
     return v;
 }
 
